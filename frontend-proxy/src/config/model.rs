@@ -1,0 +1,85 @@
+//! The validated configuration: what the rest of the proxy runs from.
+//! Built by [`super::validate`]; nothing in here can be invalid.
+
+use crate::routing::RouteTable;
+use crate::upstream::ClusterSpec;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct Bootstrap {
+    pub admin: Option<AdminConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    pub clusters: Vec<ClusterSpec>,
+}
+
+#[derive(Debug)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: Option<DownstreamTls>,
+    pub hcm: HttpConnectionManager,
+}
+
+/// PEM material: a file to read at start, or the text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    pub certificate_chain: PemSource,
+    pub private_key: PemSource,
+    /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
+    pub alpn_protocols: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// HTTP/1.1 and HTTP/2 (h2c with prior knowledge on plain text, ALPN on TLS).
+    Auto,
+    Http1,
+    Http2,
+}
+
+/// `server_header_transformation`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    Overwrite,
+    AppendIfAbsent,
+    PassThrough,
+}
+
+#[derive(Debug)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub routes: Arc<RouteTable>,
+    pub server_name: String,
+    pub server_header: ServerHeader,
+    pub generate_request_id: bool,
+    pub preserve_external_request_id: bool,
+    pub always_set_request_id_in_response: bool,
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    pub skip_xff_append: bool,
+    /// `None`: disabled.
+    pub stream_idle_timeout: Option<Duration>,
+    pub request_timeout: Option<Duration>,
+    pub request_headers_timeout: Option<Duration>,
+    /// Connection idle timeout (`common_http_protocol_options.idle_timeout`).
+    pub idle_timeout: Option<Duration>,
+    pub max_request_headers_kb: u32,
+    pub max_headers_count: u32,
+    /// `upgrade_configs` lists `websocket`.
+    pub websocket: bool,
+}

@@ -1,0 +1,472 @@
+//! Raw bootstrap → runtime model. Collects every problem with its YAML path.
+//!
+//! Policy for fields frontend-proxy does not implement: if ignoring the field
+//! cannot change what traffic does (logging, stats sinks, buffer tuning), it
+//! is ignored with a warning; otherwise it is an error. Unknown fields are
+//! errors, as in Envoy.
+
+mod cluster;
+mod listener;
+mod route;
+
+use super::duration;
+use super::model::{AdminConfig, Bootstrap, PemSource};
+use super::raw::{self, Field, List, Other};
+use super::{Diagnostic, LoadError, Loaded};
+use serde_yaml::Value;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// A YAML path under construction.
+#[derive(Clone, Debug)]
+pub(super) struct P(String);
+
+impl P {
+    fn root() -> Self {
+        P(String::new())
+    }
+    pub(super) fn key(&self, k: &str) -> P {
+        if self.0.is_empty() {
+            P(k.to_string())
+        } else {
+            P(format!("{}.{k}", self.0))
+        }
+    }
+    pub(super) fn idx(&self, i: usize) -> P {
+        P(format!("{}[{i}]", self.0))
+    }
+}
+
+/// Field names of one raw struct: the ones it reads (for "did you mean")
+/// and the Envoy fields it accepts but ignores with a warning.
+pub(super) struct Fields {
+    pub known: &'static [&'static str],
+    pub ignored: &'static [&'static str],
+}
+
+/// The collector threaded through validation.
+#[derive(Default)]
+pub(super) struct Ctx {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+impl Ctx {
+    pub fn error(&mut self, p: &P, message: impl Into<String>) {
+        self.errors.push(Diagnostic {
+            path: p.0.clone(),
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&mut self, p: &P, message: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            path: p.0.clone(),
+            message: message.into(),
+        });
+    }
+
+    /// An optional field's value; an unreadable value is reported.
+    pub fn opt<'a, T>(&mut self, p: &P, name: &str, f: &'a Option<Field<T>>) -> Option<&'a T> {
+        match f {
+            None => None,
+            Some(Field::Ok(v)) => Some(v),
+            Some(Field::Invalid(msg)) => {
+                self.error(&p.key(name), msg.clone());
+                None
+            }
+        }
+    }
+
+    /// A required field's value; a missing or unreadable value is reported.
+    pub fn req<'a, T>(&mut self, p: &P, name: &str, f: &'a Option<Field<T>>) -> Option<&'a T> {
+        if f.is_none() {
+            self.error(&p.key(name), "required field is missing");
+        }
+        self.opt(p, name, f)
+    }
+
+    /// The readable entries of a list field, each with its path.
+    pub fn list<'a, T>(&mut self, p: &P, name: &str, f: &'a Option<List<T>>) -> Vec<(P, &'a T)> {
+        let lp = p.key(name);
+        let Some(items) = self.opt(p, name, f) else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            match item {
+                Field::Ok(v) => out.push((lp.idx(i), v)),
+                Field::Invalid(msg) => self.error(&lp.idx(i), msg.clone()),
+            }
+        }
+        out
+    }
+
+    pub fn string(&mut self, p: &P, name: &str, f: &Option<Field<String>>) -> Option<String> {
+        self.opt(p, name, f).cloned()
+    }
+
+    pub fn boolean(&mut self, p: &P, name: &str, f: &Option<Field<bool>>, default: bool) -> bool {
+        self.opt(p, name, f).copied().unwrap_or(default)
+    }
+
+    pub fn duration(&mut self, p: &P, name: &str, f: &Option<Field<Value>>) -> Option<Duration> {
+        let v = self.opt(p, name, f)?;
+        match duration::parse(v) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.error(&p.key(name), msg);
+                None
+            }
+        }
+    }
+
+    /// An Envoy enum written as its name.
+    pub fn enumeration<T: Copy>(
+        &mut self,
+        p: &P,
+        name: &str,
+        f: &Option<Field<String>>,
+        table: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(s) = self.opt(p, name, f) else {
+            return default;
+        };
+        match table.iter().find(|(n, _)| *n == s) {
+            Some((_, v)) => *v,
+            None => {
+                let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+                self.error(
+                    &p.key(name),
+                    format!("unknown value {s:?}, expected one of {}", names.join(", ")),
+                );
+                default
+            }
+        }
+    }
+
+    /// Judges the keys a raw struct did not name.
+    pub fn other(&mut self, p: &P, other: &Other, fields: &Fields) {
+        for key in other.keys() {
+            if fields.ignored.contains(&key.as_str()) {
+                self.warn(
+                    &p.key(key),
+                    "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered",
+                );
+            } else {
+                let hint = suggestion(key, fields.known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                self.error(
+                    &p.key(key),
+                    format!("unknown or unsupported field{hint}; frontend-proxy would not honour it, so it refuses the configuration"),
+                );
+            }
+        }
+    }
+
+    /// `{socket_address: {address, port_value}}` where the address must be an IP.
+    pub fn ip_socket_address(
+        &mut self,
+        p: &P,
+        name: &str,
+        f: &Option<Field<raw::Address>>,
+    ) -> Option<SocketAddr> {
+        let ap = p.key(name);
+        let addr = self.req(p, name, f)?;
+        let (host, port) = self.socket_address(&ap, addr)?;
+        match host.parse::<IpAddr>() {
+            Ok(ip) => Some(SocketAddr::new(ip, port)),
+            Err(_) => {
+                self.error(
+                    &ap.key("socket_address").key("address"),
+                    format!("{host:?} is not an IP address (this address must be an IP, not a host name)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The host and port of an `Address`.
+    pub fn socket_address(&mut self, p: &P, addr: &raw::Address) -> Option<(String, u16)> {
+        self.other(
+            p,
+            &addr.other,
+            &Fields {
+                known: &["socket_address"],
+                ignored: &[],
+            },
+        );
+        let sp = p.key("socket_address");
+        let sa = self.req(p, "socket_address", &addr.socket_address)?;
+        self.other(
+            &sp,
+            &sa.other,
+            &Fields {
+                known: &["address", "port_value", "protocol"],
+                ignored: &["ipv4_compat"],
+            },
+        );
+        self.enumeration(&sp, "protocol", &sa.protocol, &[("TCP", ())], ());
+        let host = self.req(&sp, "address", &sa.address).cloned();
+        let port = self.req(&sp, "port_value", &sa.port_value).copied();
+        let port = match port.map(u16::try_from) {
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => {
+                self.error(&sp.key("port_value"), "must be at most 65535");
+                None
+            }
+            None => None,
+        };
+        let host = host?;
+        if host.is_empty() {
+            self.error(&sp.key("address"), "must not be empty");
+            return None;
+        }
+        Some((host, port?))
+    }
+
+    /// Envoy's `DataSource` (`filename` / `inline_string` / `inline_bytes`).
+    pub fn data_source(&mut self, p: &P, ds: &raw::DataSource) -> Option<DataSourceValue> {
+        self.other(
+            p,
+            &ds.other,
+            &Fields {
+                known: &["filename", "inline_string", "inline_bytes"],
+                ignored: &[],
+            },
+        );
+        let file = self.string(p, "filename", &ds.filename);
+        let inline = self.string(p, "inline_string", &ds.inline_string);
+        let bytes = self.string(p, "inline_bytes", &ds.inline_bytes);
+        let count = [file.is_some(), inline.is_some(), bytes.is_some()]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if count != 1 {
+            self.error(
+                p,
+                "exactly one of `filename`, `inline_string`, `inline_bytes` must be set",
+            );
+            return None;
+        }
+        if let Some(f) = file {
+            return Some(DataSourceValue::File(f));
+        }
+        if let Some(s) = inline {
+            return Some(DataSourceValue::Inline(s.into_bytes()));
+        }
+        let b64 = bytes.unwrap_or_default();
+        match decode_base64(&b64) {
+            Some(b) => Some(DataSourceValue::Inline(b)),
+            None => {
+                self.error(&p.key("inline_bytes"), "not valid base64");
+                None
+            }
+        }
+    }
+
+    pub fn pem_source(&mut self, p: &P, ds: &raw::DataSource) -> Option<PemSource> {
+        match self.data_source(p, ds)? {
+            DataSourceValue::File(f) => Some(PemSource::File(f.into())),
+            DataSourceValue::Inline(b) => match String::from_utf8(b) {
+                Ok(s) => Some(PemSource::Inline(s)),
+                Err(_) => {
+                    self.error(p, "PEM data must be text");
+                    None
+                }
+            },
+        }
+    }
+}
+
+pub(super) enum DataSourceValue {
+    File(String),
+    Inline(Vec<u8>),
+}
+
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
+        if c == b'=' {
+            break;
+        }
+        let v = ALPHABET.iter().position(|a| *a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// The closest known field name, for typos (edit distance at most 2).
+fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(key, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+const BOOTSTRAP: Fields = Fields {
+    known: &["admin", "static_resources", "node"],
+    ignored: &[
+        "layered_runtime",
+        "stats_sinks",
+        "stats_config",
+        "stats_flush_interval",
+        "watchdog",
+        "watchdogs",
+        "cluster_manager",
+        "overload_manager",
+        "tracing",
+        "fatal_actions",
+        "enable_dispatcher_stats",
+        "application_log_config",
+        "stats_server_version_override",
+    ],
+};
+
+pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<Loaded, LoadError> {
+    let mut cx = Ctx::default();
+    let root = P::root();
+    // `node` only names this proxy to a control plane: accepted silently.
+    let mut other = raw.other.clone();
+    other.remove("node");
+    cx.other(&root, &other, &BOOTSTRAP);
+
+    let admin = cx
+        .opt(&root, "admin", &raw.admin)
+        .and_then(|a| admin(&mut cx, &root.key("admin"), a));
+
+    let sp = root.key("static_resources");
+    let (listeners, clusters) = match cx.opt(&root, "static_resources", &raw.static_resources) {
+        Some(sr) => {
+            cx.other(
+                &sp,
+                &sr.other,
+                &Fields {
+                    known: &["listeners", "clusters"],
+                    ignored: &[],
+                },
+            );
+            let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
+            let ids: HashMap<String, usize> = clusters
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect();
+            let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
+            (listeners, clusters)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    if listeners.is_empty() && cx.errors.is_empty() {
+        cx.warn(
+            &sp.key("listeners"),
+            "no listeners: the proxy will serve nothing",
+        );
+    }
+    if let (Some(a), true) = (&admin, cx.errors.is_empty()) {
+        if let Some(l) = listeners.iter().find(|l| conflicts(l.address, a.address)) {
+            cx.error(
+                &root.key("admin").key("address"),
+                format!("{} is also used by listener {:?}", a.address, l.name),
+            );
+        }
+    }
+    if !cx.errors.is_empty() {
+        return Err(LoadError::Invalid(cx.errors));
+    }
+    Ok(Loaded {
+        bootstrap: Bootstrap {
+            admin,
+            listeners,
+            clusters,
+        },
+        warnings: cx.warnings,
+    })
+}
+
+fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {
+    cx.other(
+        p,
+        &a.other,
+        &Fields {
+            known: &["address"],
+            ignored: &["access_log_path", "access_log", "profile_path"],
+        },
+    );
+    // An admin block without an address disables the admin interface, as in Envoy.
+    a.address.as_ref()?;
+    let address = cx.ip_socket_address(p, "address", &a.address)?;
+    Some(AdminConfig { address })
+}
+
+/// Whether two listen addresses would collide when bound.
+pub(super) fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    a.ip() == b.ip()
+        || (a.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4())
+        || (b.ip().is_unspecified() && a.is_ipv4() == b.is_ipv4())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_catch_typos() {
+        assert_eq!(
+            suggestion("lb_polcy", &["lb_policy", "name"]),
+            Some("lb_policy")
+        );
+        assert_eq!(suggestion("completely_else", &["lb_policy"]), None);
+    }
+
+    #[test]
+    fn base64() {
+        assert_eq!(decode_base64("aGVsbG8=").unwrap(), b"hello");
+        assert!(decode_base64("a$b").is_none());
+    }
+
+    #[test]
+    fn address_conflicts() {
+        let a: SocketAddr = "0.0.0.0:80".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let c: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        assert!(conflicts(a, b));
+        assert!(!conflicts(b, c));
+        assert!(conflicts(b, b));
+        assert!(!conflicts(
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap()
+        ));
+    }
+}

@@ -1,0 +1,590 @@
+//! Clusters: discovery type, endpoints, load balancing, DNS settings, upstream TLS.
+
+use super::route::back_off;
+use super::{Ctx, Fields, P};
+use crate::config::raw::{self, Field, List};
+use crate::upstream::{
+    ClusterSpec, DiscoveryType, DnsSpec, EndpointAddress, EndpointSpec, LbPolicy, LookupFamily,
+    UpstreamTls,
+};
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Envoy's defaults.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
+
+const CARES_NAME: &str = "envoy.network.dns_resolver.cares";
+const CARES_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
+const UPSTREAM_TLS_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+const CLUSTER_FIELDS: Fields = Fields {
+    known: &[
+        "name",
+        "type",
+        "connect_timeout",
+        "lb_policy",
+        "load_assignment",
+        "dns_refresh_rate",
+        "dns_failure_refresh_rate",
+        "respect_dns_ttl",
+        "dns_lookup_family",
+        "typed_dns_resolver_config",
+        "dns_resolvers",
+        "dns_resolution_config",
+        "transport_socket",
+        "ring_hash_lb_config",
+        "maglev_lb_config",
+        "least_request_lb_config",
+    ],
+    ignored: &[
+        "per_connection_buffer_limit_bytes",
+        "upstream_connection_options",
+        "alt_stat_name",
+        "metadata",
+        "track_timeout_budgets",
+        "track_cluster_stats",
+        "cleanup_interval",
+        "dns_jitter",
+        "wait_for_warm_on_init",
+        "close_connections_on_host_health_failure",
+        "max_requests_per_connection",
+        "use_tcp_for_dns_lookups",
+    ],
+};
+
+pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> Vec<ClusterSpec> {
+    let mut out = Vec::new();
+    let mut names = HashSet::new();
+    for (cp, c) in cx.list(p, "clusters", f) {
+        let Some(spec) = cluster(cx, &cp, c) else {
+            continue;
+        };
+        if !names.insert(spec.name.clone()) {
+            cx.error(
+                &cp.key("name"),
+                format!("duplicate cluster name {:?}", spec.name),
+            );
+            continue;
+        }
+        out.push(spec);
+    }
+    out
+}
+
+fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
+    cx.other(p, &c.other, &CLUSTER_FIELDS);
+    for (name, present) in [
+        ("health_checks", c.health_checks.is_some()),
+        ("outlier_detection", c.outlier_detection.is_some()),
+        ("circuit_breakers", c.circuit_breakers.is_some()),
+        ("common_lb_config", c.common_lb_config.is_some()),
+        (
+            "ignore_health_on_host_removal",
+            c.ignore_health_on_host_removal.is_some(),
+        ),
+    ] {
+        if present {
+            cx.error(&p.key(name), "not supported yet");
+        }
+    }
+    let name = cx.req(p, "name", &c.name).cloned();
+    let discovery = match cx.opt(p, "type", &c.discovery_type).map(String::as_str) {
+        None | Some("STATIC") => DiscoveryType::Static,
+        Some("STRICT_DNS") => DiscoveryType::StrictDns,
+        Some("LOGICAL_DNS") => DiscoveryType::LogicalDns,
+        Some(t @ ("EDS" | "ORIGINAL_DST")) => {
+            cx.error(
+                &p.key("type"),
+                format!("{t} clusters are not supported (STATIC, STRICT_DNS, LOGICAL_DNS are)"),
+            );
+            return None;
+        }
+        Some(other) => {
+            cx.error(
+                &p.key("type"),
+                format!("unknown value {other:?}, expected one of STATIC, STRICT_DNS, LOGICAL_DNS"),
+            );
+            return None;
+        }
+    };
+    let connect_timeout = cx
+        .duration(p, "connect_timeout", &c.connect_timeout)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    if connect_timeout.is_zero() {
+        cx.error(&p.key("connect_timeout"), "must be greater than 0");
+    }
+    let lb_policy = lb_policy(cx, p, c);
+    let endpoints = match cx.opt(p, "load_assignment", &c.load_assignment) {
+        Some(la) => load_assignment(cx, &p.key("load_assignment"), la, discovery),
+        None => Vec::new(),
+    };
+    if endpoints.is_empty() {
+        cx.warn(
+            &p.key("load_assignment"),
+            "the cluster has no endpoints; requests to it get 503",
+        );
+    }
+    if discovery == DiscoveryType::LogicalDns && endpoints.len() > 1 {
+        cx.error(
+            &p.key("load_assignment"),
+            "LOGICAL_DNS clusters take exactly one endpoint",
+        );
+    }
+    let dns = dns_spec(cx, p, c);
+    let tls = match cx.opt(p, "transport_socket", &c.transport_socket) {
+        Some(ts) => Some(upstream_tls(cx, &p.key("transport_socket"), ts)?),
+        None => None,
+    };
+    Some(ClusterSpec {
+        name: name?,
+        discovery,
+        endpoints,
+        lb_policy: lb_policy?,
+        connect_timeout,
+        dns: dns?,
+        tls,
+    })
+}
+
+fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
+    for (name, f) in [
+        ("ring_hash_lb_config", &c.ring_hash_lb_config),
+        ("maglev_lb_config", &c.maglev_lb_config),
+    ] {
+        if cx.opt(p, name, f).is_some() {
+            cx.warn(
+                &p.key(name),
+                "table and ring sizes are chosen by frontend-proxy; ignored",
+            );
+        }
+    }
+    let mut choice_count = 2;
+    if let Some(lr) = cx.opt(p, "least_request_lb_config", &c.least_request_lb_config) {
+        let lp = p.key("least_request_lb_config");
+        cx.other(
+            &lp,
+            &lr.other,
+            &Fields {
+                known: &["choice_count"],
+                ignored: &["active_request_bias", "slow_start_config"],
+            },
+        );
+        if let Some(n) = cx.opt(&lp, "choice_count", &lr.choice_count) {
+            if *n < 2 {
+                cx.error(&lp.key("choice_count"), "must be at least 2");
+            }
+            choice_count = *n;
+        }
+    }
+    let policy = match cx.opt(p, "lb_policy", &c.lb_policy).map(String::as_str) {
+        None | Some("ROUND_ROBIN") => LbPolicy::RoundRobin,
+        Some("RANDOM") => LbPolicy::Random,
+        Some("RING_HASH") => LbPolicy::RingHash,
+        Some("MAGLEV") => LbPolicy::Maglev,
+        Some("LEAST_REQUEST") => LbPolicy::LeastRequest { choice_count },
+        Some(t @ ("CLUSTER_PROVIDED" | "LOAD_BALANCING_POLICY_CONFIG" | "ORIGINAL_DST_LB")) => {
+            cx.error(&p.key("lb_policy"), format!("{t} is not supported"));
+            return None;
+        }
+        Some(other) => {
+            cx.error(
+                &p.key("lb_policy"),
+                format!("unknown value {other:?}, expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"),
+            );
+            return None;
+        }
+    };
+    Some(policy)
+}
+
+fn load_assignment(
+    cx: &mut Ctx,
+    p: &P,
+    la: &raw::ClusterLoadAssignment,
+    discovery: DiscoveryType,
+) -> Vec<EndpointSpec> {
+    cx.other(
+        p,
+        &la.other,
+        &Fields {
+            known: &["cluster_name", "endpoints"],
+            ignored: &["policy", "named_endpoints"],
+        },
+    );
+    let _ = cx.opt(p, "cluster_name", &la.cluster_name);
+    let mut out = Vec::new();
+    for (lp, locality) in cx.list(p, "endpoints", &la.endpoints) {
+        cx.other(
+            &lp,
+            &locality.other,
+            &Fields {
+                known: &["lb_endpoints", "priority"],
+                ignored: &["locality", "load_balancing_weight", "metadata", "proximity"],
+            },
+        );
+        if cx
+            .opt(&lp, "priority", &locality.priority)
+            .is_some_and(|p| *p != 0)
+        {
+            cx.error(
+                &lp.key("priority"),
+                "priority levels other than 0 (failover) are not supported",
+            );
+        }
+        for (ep, lb) in cx.list(&lp, "lb_endpoints", &locality.lb_endpoints) {
+            if let Some(e) = lb_endpoint(cx, &ep, lb, discovery) {
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn lb_endpoint(
+    cx: &mut Ctx,
+    p: &P,
+    lb: &raw::LbEndpoint,
+    discovery: DiscoveryType,
+) -> Option<EndpointSpec> {
+    cx.other(
+        p,
+        &lb.other,
+        &Fields {
+            known: &["endpoint", "load_balancing_weight", "health_status"],
+            ignored: &["metadata"],
+        },
+    );
+    let weight = cx
+        .opt(p, "load_balancing_weight", &lb.load_balancing_weight)
+        .copied()
+        .unwrap_or(1);
+    if weight == 0 || weight > 1000 {
+        cx.error(
+            &p.key("load_balancing_weight"),
+            "must be between 1 and 1000",
+        );
+    }
+    let status = cx
+        .opt(p, "health_status", &lb.health_status)
+        .map(String::as_str)
+        .unwrap_or("UNKNOWN");
+    let excluded = match status {
+        "UNKNOWN" | "HEALTHY" => false,
+        "UNHEALTHY" | "DRAINING" | "TIMEOUT" => true,
+        other => {
+            cx.error(
+                &p.key("health_status"),
+                format!("health status {other:?} is not supported"),
+            );
+            false
+        }
+    };
+    let epp = p.key("endpoint");
+    let e = cx.req(p, "endpoint", &lb.endpoint)?;
+    cx.other(
+        &epp,
+        &e.other,
+        &Fields {
+            known: &["address", "hostname"],
+            ignored: &[],
+        },
+    );
+    if e.health_check_config.is_some() {
+        cx.error(&epp.key("health_check_config"), "not supported yet");
+    }
+    let hostname = cx.string(&epp, "hostname", &e.hostname);
+    let ap = epp.key("address");
+    let addr = cx.req(&epp, "address", &e.address)?;
+    let (host, port) = cx.socket_address(&ap, addr)?;
+    let address = match (host.parse::<IpAddr>(), discovery) {
+        (Ok(ip), _) => EndpointAddress::Ip(SocketAddr::new(ip, port)),
+        (Err(_), DiscoveryType::Static) => {
+            cx.error(
+                &ap.key("socket_address").key("address"),
+                format!("{host:?} is not an IP address; STATIC clusters need IPs (use type: STRICT_DNS for host names)"),
+            );
+            return None;
+        }
+        (Err(_), _) => {
+            if !valid_dns_name(&host) {
+                cx.error(
+                    &ap.key("socket_address").key("address"),
+                    format!("{host:?} is not a valid host name"),
+                );
+                return None;
+            }
+            EndpointAddress::Dns { host, port }
+        }
+    };
+    if excluded {
+        cx.warn(
+            p,
+            format!("health_status {status}: endpoint excluded from load balancing"),
+        );
+        return None;
+    }
+    Some(EndpointSpec {
+        address,
+        weight,
+        hostname,
+    })
+}
+
+fn valid_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.trim_end_matches('.').split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
+    let refresh_rate = cx
+        .duration(p, "dns_refresh_rate", &c.dns_refresh_rate)
+        .unwrap_or(DEFAULT_DNS_REFRESH_RATE);
+    if refresh_rate < Duration::from_millis(1) {
+        cx.error(&p.key("dns_refresh_rate"), "must be at least 1ms");
+    }
+    let failure_refresh = match cx.opt(p, "dns_failure_refresh_rate", &c.dns_failure_refresh_rate) {
+        Some(b) => back_off(cx, &p.key("dns_failure_refresh_rate"), b, refresh_rate)?,
+        None => (refresh_rate, refresh_rate),
+    };
+    let lookup_family = cx.enumeration(
+        p,
+        "dns_lookup_family",
+        &c.dns_lookup_family,
+        &[
+            ("AUTO", LookupFamily::Auto),
+            ("V4_ONLY", LookupFamily::V4Only),
+            ("V6_ONLY", LookupFamily::V6Only),
+            ("V4_PREFERRED", LookupFamily::V4Preferred),
+            ("ALL", LookupFamily::All),
+        ],
+        LookupFamily::Auto,
+    );
+    let sources = [
+        c.typed_dns_resolver_config.is_some(),
+        c.dns_resolvers.is_some(),
+        c.dns_resolution_config.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() > 1 {
+        cx.error(
+            p,
+            "set only one of `typed_dns_resolver_config`, `dns_resolution_config`, `dns_resolvers`",
+        );
+    }
+    let mut resolvers = Vec::new();
+    if let Some(t) = cx.opt(p, "typed_dns_resolver_config", &c.typed_dns_resolver_config) {
+        resolvers = cares_resolvers(cx, &p.key("typed_dns_resolver_config"), t);
+    }
+    if c.dns_resolvers.is_some() {
+        resolvers = resolver_list(cx, p, "dns_resolvers", &c.dns_resolvers);
+    }
+    if let Some(r) = cx.opt(p, "dns_resolution_config", &c.dns_resolution_config) {
+        let rp = p.key("dns_resolution_config");
+        cx.other(
+            &rp,
+            &r.other,
+            &Fields {
+                known: &["resolvers"],
+                ignored: &["dns_resolver_options"],
+            },
+        );
+        resolvers = resolver_list(cx, &rp, "resolvers", &r.resolvers);
+    }
+    Some(DnsSpec {
+        refresh_rate,
+        failure_refresh,
+        respect_ttl: cx.boolean(p, "respect_dns_ttl", &c.respect_dns_ttl, false),
+        lookup_family,
+        resolvers,
+    })
+}
+
+fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAddr> {
+    cx.other(
+        p,
+        &t.other,
+        &Fields {
+            known: &["name", "typed_config"],
+            ignored: &[],
+        },
+    );
+    let name = cx.string(p, "name", &t.name).unwrap_or_default();
+    let Some(tc) = cx.req(p, "typed_config", &t.typed_config) else {
+        return Vec::new();
+    };
+    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
+    if name != CARES_NAME && type_url != CARES_TYPE {
+        cx.error(
+            p,
+            format!("DNS resolver {name:?} is not supported: only {CARES_NAME} is"),
+        );
+        return Vec::new();
+    }
+    let tp = p.key("typed_config");
+    let cfg = match Field::<raw::CaresDnsResolverConfig>::from_value(tc.clone()) {
+        Field::Ok(c) => c,
+        Field::Invalid(msg) => {
+            cx.error(&tp, msg);
+            return Vec::new();
+        }
+    };
+    cx.other(
+        &tp,
+        &cfg.other,
+        &Fields {
+            known: &["@type", "resolvers", "use_resolvers_as_fallback"],
+            ignored: &[
+                "dns_resolver_options",
+                "filter_unroutable_families",
+                "udp_max_queries",
+                "query_timeout_seconds",
+                "query_tries",
+                "rotate_nameservers",
+                "edns0_max_payload_size",
+            ],
+        },
+    );
+    if cx
+        .opt(&tp, "@type", &cfg.type_url)
+        .is_some_and(|t| t != CARES_TYPE)
+    {
+        cx.error(&tp.key("@type"), format!("expected {CARES_TYPE}"));
+    }
+    if cx.boolean(
+        &tp,
+        "use_resolvers_as_fallback",
+        &cfg.use_resolvers_as_fallback,
+        false,
+    ) {
+        cx.error(
+            &tp.key("use_resolvers_as_fallback"),
+            "not supported: the listed resolvers are always used",
+        );
+    }
+    resolver_list(cx, &tp, "resolvers", &cfg.resolvers)
+}
+
+fn resolver_list(
+    cx: &mut Ctx,
+    p: &P,
+    name: &str,
+    f: &Option<List<raw::Address>>,
+) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let list = cx.list(p, name, f);
+    if f.is_some() && list.is_empty() {
+        cx.error(&p.key(name), "must list at least one resolver");
+    }
+    for (rp, addr) in list {
+        let Some((host, port)) = cx.socket_address(&rp, addr) else {
+            continue;
+        };
+        match host.parse::<IpAddr>() {
+            Ok(ip) => out.push(SocketAddr::new(ip, if port == 0 { 53 } else { port })),
+            Err(_) => cx.error(
+                &rp.key("socket_address").key("address"),
+                format!("{host:?}: a resolver must be an IP address"),
+            ),
+        }
+    }
+    out
+}
+
+fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
+    cx.other(
+        p,
+        &ts.other,
+        &Fields {
+            known: &["name", "typed_config"],
+            ignored: &[],
+        },
+    );
+    let name = cx.string(p, "name", &ts.name).unwrap_or_default();
+    let tc = cx.req(p, "typed_config", &ts.typed_config)?;
+    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
+    if name != "envoy.transport_sockets.tls" && type_url != UPSTREAM_TLS_TYPE {
+        cx.error(
+            p,
+            format!(
+                "transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"
+            ),
+        );
+        return None;
+    }
+    let tp = p.key("typed_config");
+    let ctx = match Field::<raw::UpstreamTlsContext>::from_value(tc.clone()) {
+        Field::Ok(c) => c,
+        Field::Invalid(msg) => {
+            cx.error(&tp, msg);
+            return None;
+        }
+    };
+    cx.other(
+        &tp,
+        &ctx.other,
+        &Fields {
+            known: &["@type", "common_tls_context", "sni"],
+            ignored: &["max_session_keys"],
+        },
+    );
+    if cx
+        .opt(&tp, "@type", &ctx.type_url)
+        .is_some_and(|t| t != UPSTREAM_TLS_TYPE)
+    {
+        cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
+    }
+    let mut trusted_ca = None;
+    if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
+        let cp = tp.key("common_tls_context");
+        cx.other(
+            &cp,
+            &common.other,
+            &Fields {
+                known: &["validation_context", "tls_certificates", "alpn_protocols"],
+                ignored: &["tls_params"],
+            },
+        );
+        if common.tls_certificates.is_some() {
+            cx.error(
+                &cp.key("tls_certificates"),
+                "client certificates to upstreams (mTLS) are not supported",
+            );
+        }
+        if common.alpn_protocols.is_some() {
+            cx.error(
+                &cp.key("alpn_protocols"),
+                "upstream ALPN is not supported (HTTP/1.1 is used)",
+            );
+        }
+        if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
+            let vp = cp.key("validation_context");
+            cx.other(
+                &vp,
+                &vc.other,
+                &Fields {
+                    known: &["trusted_ca"],
+                    ignored: &[],
+                },
+            );
+            if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
+                trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
+            }
+        }
+    }
+    Some(UpstreamTls {
+        sni: cx.string(&tp, "sni", &ctx.sni),
+        trusted_ca,
+    })
+}

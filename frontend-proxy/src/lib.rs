@@ -1,0 +1,25 @@
+//! frontend-proxy: an edge proxy on Pingora that serves an Envoy v3 static
+//! bootstrap.
+//!
+//! Layout:
+//! - [`config`]: the bootstrap YAML, raw serde layer and validation into the runtime model.
+//! - [`routing`]: virtual hosts, routes, header edits; Envoy's matching order.
+//! - [`upstream`]: clusters, DNS discovery, load balancing.
+//! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`metrics`]: Envoy-named statistics.
+//! - [`tls`]: certificates and keys.
+//! - [`drain`]: graceful shutdown.
+//! - [`server`]: wiring it all into a Pingora server.
+//! - [`cli`]: Envoy-compatible command line; [`probe`]: the container health probe.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod drain;
+pub mod metrics;
+pub mod probe;
+pub mod proxy;
+pub mod routing;
+pub mod server;
+pub mod tls;
+pub mod upstream;

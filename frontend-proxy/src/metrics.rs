@@ -1,0 +1,188 @@
+//! Envoy-named statistics, recorded on the request path with atomics only.
+//!
+//! One [`ClusterStats`] per cluster and one [`ConnManagerStats`] per HTTP
+//! connection manager, created at start and reached through `Arc`s resolved
+//! once, never looked up by name per request. The admin interface renders
+//! them in Envoy's `/stats` and `/stats/prometheus` formats.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Envoy's histogram bucket bounds, in milliseconds.
+pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// A latency histogram in milliseconds with Envoy's buckets.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Non-cumulative counts; the last slot is +Inf.
+    buckets: [AtomicU64; HISTOGRAM_BUCKETS_MS.len() + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A consistent-enough copy of a histogram for rendering.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramSnapshot {
+    /// Cumulative counts for each bound in [`HISTOGRAM_BUCKETS_MS`].
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_ms: f64,
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let ms = d.as_secs_f64() * 1000.0;
+        let i = HISTOGRAM_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(HISTOGRAM_BUCKETS_MS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let mut acc = 0;
+        let cumulative = self.buckets[..HISTOGRAM_BUCKETS_MS.len()]
+            .iter()
+            .map(|b| {
+                acc += b.load(Relaxed);
+                acc
+            })
+            .collect();
+        let inf = self.buckets[HISTOGRAM_BUCKETS_MS.len()].load(Relaxed);
+        HistogramSnapshot {
+            cumulative,
+            count: acc + inf,
+            sum_ms: self.sum_micros.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// One counter per HTTP status code 100..=599.
+#[derive(Debug)]
+pub struct StatusCounters(Box<[AtomicU64]>);
+
+impl Default for StatusCounters {
+    fn default() -> Self {
+        Self((100..600).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl StatusCounters {
+    pub fn record(&self, status: u16) {
+        if let Some(c) = status.checked_sub(100).and_then(|i| self.0.get(i as usize)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// `(code, count)` for every code seen at least once.
+    pub fn nonzero(&self) -> Vec<(u16, u64)> {
+        self.0
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let n = c.load(Relaxed);
+                (n > 0).then_some((i as u16 + 100, n))
+            })
+            .collect()
+    }
+
+    /// Counts per class 1..=5 (`1xx`..`5xx`).
+    pub fn classes(&self) -> [u64; 5] {
+        let mut out = [0; 5];
+        for (code, n) in self.nonzero() {
+            out[(code / 100 - 1) as usize] += n;
+        }
+        out
+    }
+}
+
+/// `cluster.<name>.*` statistics.
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    pub upstream_rq_total: AtomicU64,
+    pub upstream_rq_active: AtomicI64,
+    /// Per response code, local replies (503/504) included as in Envoy.
+    pub upstream_rq: StatusCounters,
+    pub upstream_rq_time: Histogram,
+    pub upstream_rq_timeout: AtomicU64,
+    pub upstream_rq_retry: AtomicU64,
+    pub upstream_rq_retry_success: AtomicU64,
+    pub upstream_rq_pending_overflow: AtomicU64,
+    pub upstream_cx_total: AtomicU64,
+    pub upstream_cx_active: AtomicI64,
+    pub upstream_cx_connect_fail: AtomicU64,
+    pub upstream_cx_connect_timeout: AtomicU64,
+    pub upstream_cx_destroy: AtomicU64,
+    pub upstream_cx_overflow: AtomicU64,
+    pub upstream_cx_rx_bytes_total: AtomicU64,
+    pub upstream_cx_tx_bytes_total: AtomicU64,
+    pub upstream_cx_none_healthy: AtomicU64,
+    pub update_attempt: AtomicU64,
+    pub update_success: AtomicU64,
+    pub update_failure: AtomicU64,
+    pub update_empty: AtomicU64,
+}
+
+/// `http.<stat_prefix>.*` statistics.
+#[derive(Debug, Default)]
+pub struct ConnManagerStats {
+    pub downstream_rq_total: AtomicU64,
+    pub downstream_rq_active: AtomicI64,
+    pub downstream_rq: StatusCounters,
+    pub downstream_rq_time: Histogram,
+    pub downstream_cx_total: AtomicU64,
+    pub downstream_cx_active: AtomicI64,
+    pub downstream_rq_http1_total: AtomicU64,
+    pub downstream_rq_http2_total: AtomicU64,
+    pub no_route: AtomicU64,
+    pub no_cluster: AtomicU64,
+    pub rq_direct_response: AtomicU64,
+    pub rq_redirect: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_cumulative() {
+        let h = Histogram::default();
+        h.record(Duration::from_micros(300)); // 0.3 ms -> 0.5 bucket
+        h.record(Duration::from_millis(7)); // -> 10 bucket
+        h.record(Duration::from_secs(7200)); // -> +Inf
+        let s = h.snapshot();
+        assert_eq!(s.cumulative[0], 1);
+        assert_eq!(s.cumulative[3], 2);
+        assert_eq!(*s.cumulative.last().unwrap(), 2);
+        assert_eq!(s.count, 3);
+        assert!((s.sum_ms - (0.3 + 7.0 + 7_200_000.0)).abs() < 0.01);
+    }
+
+    #[test]
+    fn status_counters_and_classes() {
+        let c = StatusCounters::default();
+        c.record(200);
+        c.record(200);
+        c.record(503);
+        c.record(42); // ignored
+        c.record(700); // ignored
+        assert_eq!(c.nonzero(), vec![(200, 2), (503, 1)]);
+        assert_eq!(c.classes(), [0, 2, 0, 0, 1]);
+    }
+}

@@ -1,0 +1,765 @@
+//! The Pingora [`ProxyHttp`] implementation: ties routing, clusters, local
+//! replies and stats together for each request. Decisions live in the
+//! modules it calls; this file sequences them through Pingora's phases.
+
+mod forwarding;
+mod local_reply;
+
+pub use local_reply::LocalReply;
+
+use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
+use crate::metrics::ConnManagerStats;
+use crate::routing::{
+    Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost,
+};
+use crate::upstream::{ActiveRequest, Cluster, ClusterSet, Host};
+use async_trait::async_trait;
+use http::header::{HeaderValue, SERVER};
+use local_reply::ReplyHeaders;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Connect failures are retried on other hosts at least this many times,
+/// whatever the route's retry policy: the request never reached the host.
+const MIN_CONNECT_RETRIES: u32 = 3;
+/// How long an idle pooled upstream connection is kept.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A listener as the proxy sees it at request time.
+pub struct ListenerRuntime {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    pub hcm: HttpConnectionManager,
+    pub stats: Arc<ConnManagerStats>,
+}
+
+/// The proxy application shared by every listener.
+pub struct Proxy {
+    listeners: Vec<Arc<ListenerRuntime>>,
+    clusters: Arc<ClusterSet>,
+    hostname: String,
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    listener: usize,
+    request_id: Option<HeaderValue>,
+    /// (virtual host, route) indices in the listener's route table.
+    route: Option<(usize, usize)>,
+    cluster: Option<usize>,
+    host: Option<Arc<Host>>,
+    active: Option<ActiveRequest>,
+    /// Hosts this request already failed on, avoided by retries.
+    tried: Vec<SocketAddr>,
+    attempts: u32,
+    retries: u32,
+    deadline: Option<Instant>,
+    upstream_start: Option<Instant>,
+    upstream_time: Option<Duration>,
+    /// What to answer if the last upstream attempt fails for good.
+    last_failure: Option<LocalReply>,
+    /// The reply the proxy wrote itself, if it did.
+    reply: Option<LocalReply>,
+    /// The current upstream error is a retry on a response status.
+    retrying_status: bool,
+    hash_key: Option<Vec<u8>>,
+    client_addr: Option<SocketAddr>,
+}
+
+impl Proxy {
+    pub fn new(listeners: Vec<Arc<ListenerRuntime>>, clusters: Arc<ClusterSet>) -> Self {
+        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default();
+        Self {
+            listeners,
+            clusters,
+            hostname,
+        }
+    }
+
+    /// The listener a connection arrived on, by its local address.
+    fn listener_index(&self, session: &Session) -> usize {
+        if self.listeners.len() == 1 {
+            return 0;
+        }
+        let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() else {
+            return 0;
+        };
+        self.listeners
+            .iter()
+            .position(|l| l.address == local)
+            .or_else(|| {
+                self.listeners.iter().position(|l| {
+                    l.address.port() == local.port() && l.address.ip().is_unspecified()
+                })
+            })
+            .unwrap_or(0)
+    }
+
+    fn listener(&self, ctx: &RequestCtx) -> &ListenerRuntime {
+        &self.listeners[ctx.listener]
+    }
+
+    fn route<'a>(
+        &'a self,
+        ctx: &RequestCtx,
+    ) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
+        let table = &*self.listener(ctx).hcm.routes;
+        let (v, r) = ctx.route?;
+        let vh = table.virtual_hosts.get(v)?;
+        Some((table, vh, vh.routes.get(r)?))
+    }
+
+    fn forward<'a>(&'a self, ctx: &RequestCtx) -> Option<&'a Forward> {
+        match &self.route(ctx)?.2.action {
+            Action::Forward(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    fn cluster(&self, ctx: &RequestCtx) -> Option<&Arc<Cluster>> {
+        self.clusters.get(ctx.cluster?)
+    }
+
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: LocalReply,
+    ) -> Result<()> {
+        let hcm = &self.listener(ctx).hcm;
+        let server =
+            (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
+        let request_id = ctx
+            .request_id
+            .as_ref()
+            .filter(|_| hcm.always_set_request_id_in_response);
+        let result = local_reply::send(session, &reply, &ReplyHeaders { server, request_id }).await;
+        ctx.reply = Some(reply);
+        result
+    }
+
+    /// Routes the request; returns the local reply to send, if any.
+    fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<LocalReply> {
+        let listener = &self.listeners[ctx.listener];
+        let table = &listener.hcm.routes;
+        let req = session.req_header();
+        let authority = authority(req).unwrap_or_default();
+        let stats = &listener.stats;
+        let Some(v) = table.find_virtual_host_index(authority, listener.address.port()) else {
+            stats.no_route.fetch_add(1, Relaxed);
+            return Some(LocalReply::NoRoute);
+        };
+        let vh = &table.virtual_hosts[v];
+        if vh.require_tls != RequireTls::None && !listener.tls {
+            let mut location = format!("https://{}", authority_without_port(authority));
+            location.push_str(req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+            return Some(LocalReply::Redirect {
+                status: http::StatusCode::MOVED_PERMANENTLY,
+                location,
+            });
+        }
+        let Some(r) = vh.find_route_index(req) else {
+            stats.no_route.fetch_add(1, Relaxed);
+            return Some(LocalReply::NoRoute);
+        };
+        ctx.route = Some((v, r));
+        let route = &vh.routes[r];
+        match &route.action {
+            Action::Direct(d) => {
+                stats.rq_direct_response.fetch_add(1, Relaxed);
+                Some(LocalReply::Direct {
+                    status: d.status,
+                    body: d.body.clone(),
+                })
+            }
+            Action::Redirect(rd) => {
+                stats.rq_redirect.fetch_add(1, Relaxed);
+                let location =
+                    forwarding::redirect_location(req, authority, listener.tls, rd, &route.matcher);
+                Some(LocalReply::Redirect {
+                    status: rd.status,
+                    location,
+                })
+            }
+            Action::Forward(f) => {
+                if session.is_upgrade_req() {
+                    let websocket = req
+                        .headers
+                        .get(http::header::UPGRADE)
+                        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
+                    if !(websocket && f.websocket.unwrap_or(listener.hcm.websocket)) {
+                        return Some(LocalReply::UpgradeRejected);
+                    }
+                }
+                let cluster = f.clusters.pick(rand::random());
+                ctx.cluster = Some(cluster);
+                ctx.deadline = f.timeout.map(|t| ctx.start + t);
+                ctx.hash_key = self
+                    .clusters
+                    .get(cluster)
+                    .filter(|c| c.uses_hash_key())
+                    .map(|_| hash_key(&f.hash_policy, req, ctx.client_addr));
+                if f.retry_policy.is_some() {
+                    session.enable_retry_buffering();
+                }
+                None
+            }
+        }
+    }
+
+    /// How long this attempt may wait for the upstream; `Err` if the route
+    /// deadline has passed.
+    fn attempt_timeout(
+        &self,
+        ctx: &RequestCtx,
+        upgrade: bool,
+    ) -> std::result::Result<Option<Duration>, ()> {
+        let forward = self.forward(ctx);
+        if upgrade {
+            // A WebSocket lives past the route timeout; the route's idle timeout bounds it.
+            return Ok(forward.and_then(|f| f.idle_timeout));
+        }
+        let remaining = match ctx.deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return Err(()),
+            },
+            None => None,
+        };
+        let per_try = forward
+            .and_then(|f| f.retry_policy.as_ref())
+            .and_then(|p| p.per_try_timeout);
+        Ok(match (remaining, per_try) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    fn retry_budget(&self, ctx: &RequestCtx) -> u32 {
+        self.forward(ctx)
+            .and_then(|f| f.retry_policy.as_ref())
+            .map(|p| p.num_retries)
+            .unwrap_or(0)
+    }
+
+    fn deadline_passed(ctx: &RequestCtx) -> bool {
+        ctx.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    fn record_retry(&self, ctx: &mut RequestCtx) {
+        ctx.retries += 1;
+        if let Some(c) = self.cluster(ctx) {
+            c.stats.upstream_rq_retry.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// `:authority` (h2) or `Host` (HTTP/1.1).
+fn authority(req: &RequestHeader) -> Option<&str> {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+}
+
+fn authority_without_port(authority: &str) -> &str {
+    crate::routing::split_port(authority)
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+}
+
+/// The consistent-hashing key from the route's hash policies; random when
+/// no policy yields a value (as Envoy does).
+fn hash_key(policies: &[HashPolicy], req: &RequestHeader, client: Option<SocketAddr>) -> Vec<u8> {
+    let mut key = Vec::new();
+    for p in policies {
+        let (found, terminal) = match p {
+            HashPolicy::Header { name, terminal } => match req.headers.get(name) {
+                Some(v) => {
+                    key.extend_from_slice(v.as_bytes());
+                    (true, *terminal)
+                }
+                None => (false, false),
+            },
+            HashPolicy::SourceIp { terminal } => match client {
+                Some(a) => {
+                    key.extend_from_slice(a.ip().to_string().as_bytes());
+                    (true, *terminal)
+                }
+                None => (false, false),
+            },
+        };
+        if found && terminal {
+            break;
+        }
+    }
+    if key.is_empty() {
+        key.extend_from_slice(&rand::random::<u64>().to_le_bytes());
+    }
+    key
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            listener: 0,
+            request_id: None,
+            route: None,
+            cluster: None,
+            host: None,
+            active: None,
+            tried: Vec::new(),
+            attempts: 0,
+            retries: 0,
+            deadline: None,
+            upstream_start: None,
+            upstream_time: None,
+            last_failure: None,
+            reply: None,
+            retrying_status: false,
+            hash_key: None,
+            client_addr: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        ctx.listener = self.listener_index(session);
+        ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let listener = self.listeners[ctx.listener].clone();
+        listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
+        if listener.hcm.codec == Codec::Http2 && !session.is_http2() {
+            self.reply(session, ctx, LocalReply::BadRequest).await?;
+            return Ok(true);
+        }
+        ctx.request_id = forwarding::request_id(session.req_header(), &listener.hcm);
+        forwarding::edge_headers(
+            session.req_header_mut(),
+            &listener.hcm,
+            ctx.client_addr.map(|a| a.ip()),
+            listener.tls,
+            ctx.request_id.as_ref(),
+        )?;
+        match self.route_request(session, ctx) {
+            Some(reply) => {
+                self.reply(session, ctx, reply).await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let cluster = self
+            .cluster(ctx)
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no cluster"))?;
+        let timeout = match self.attempt_timeout(ctx, session.is_upgrade_req()) {
+            Ok(t) => t,
+            Err(()) => {
+                ctx.last_failure = Some(LocalReply::Timeout);
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(504),
+                    "route timeout passed before an attempt",
+                ));
+            }
+        };
+        let key: &[u8] = ctx.hash_key.as_deref().unwrap_or(&[]);
+        let Some(host) = cluster.select(key, &ctx.tried) else {
+            if ctx.last_failure.is_none() {
+                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
+                ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
+            }
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no healthy upstream",
+            ));
+        };
+        ctx.attempts += 1;
+        ctx.active = Some(host.start_request());
+        ctx.host = Some(host.clone());
+
+        let tls = cluster.spec.tls.as_ref();
+        let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_default();
+        let mut peer = HttpPeer::new(host.addr, tls.is_some(), sni);
+        peer.options.connection_timeout = Some(cluster.spec.connect_timeout);
+        peer.options.total_connection_timeout = Some(cluster.spec.connect_timeout);
+        peer.options.read_timeout = timeout;
+        peer.options.write_timeout = timeout;
+        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if let Some(tls) = tls {
+            // Envoy verifies upstream certificates only with a validation context.
+            peer.options.verify_cert = tls.trusted_ca.is_some();
+            peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
+            peer.options.ca = cluster.upstream_ca();
+        }
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some((table, vh, route)) = self.route(ctx) else {
+            return Ok(());
+        };
+        let Action::Forward(forward) = &route.action else {
+            return Ok(());
+        };
+        let Some(host) = ctx.host.as_ref() else {
+            return Ok(());
+        };
+        let expected = self.attempt_timeout(ctx, false).ok().flatten();
+        forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
+        if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
+            let listener = self.listener(ctx);
+            let downstream = session.req_header();
+            let info = RequestInfo {
+                client_addr: ctx.client_addr,
+                local_addr: Some(listener.address),
+                protocol: if session.is_http2() {
+                    "HTTP/2"
+                } else {
+                    "HTTP/1.1"
+                },
+                hostname: &self.hostname,
+                request: Some(downstream),
+            };
+            // Most specific first; the route configuration's edits win.
+            route.headers.apply_request(upstream, &info);
+            vh.headers.apply_request(upstream, &info);
+            table.headers.apply_request(upstream, &info);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        ctx.upstream_time = ctx.upstream_start.map(|s| s.elapsed());
+        let status = resp.status.as_u16();
+        let Some(policy) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) else {
+            return Ok(());
+        };
+        if policy.retries_status(status)
+            && ctx.retries < policy.num_retries
+            && !Self::deadline_passed(ctx)
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            ctx.retrying_status = true;
+            if let Some(h) = &ctx.host {
+                if policy.avoid_previous_hosts {
+                    ctx.tried.push(h.addr);
+                }
+            }
+            debug!(
+                status,
+                attempt = ctx.attempts,
+                "retrying on response status"
+            );
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "retriable response status",
+            ));
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let listener = self.listener(ctx);
+        let hcm = &listener.hcm;
+        if let Some(t) = ctx.upstream_time {
+            resp.insert_header(
+                forwarding::X_UPSTREAM_SERVICE_TIME,
+                t.as_millis().to_string(),
+            )?;
+        }
+        match hcm.server_header {
+            ServerHeader::Overwrite => resp.insert_header(SERVER, hcm.server_name.as_str())?,
+            ServerHeader::AppendIfAbsent if !resp.headers.contains_key(SERVER) => {
+                resp.insert_header(SERVER, hcm.server_name.as_str())?
+            }
+            _ => {}
+        }
+        if hcm.always_set_request_id_in_response {
+            if let Some(id) = &ctx.request_id {
+                resp.insert_header(forwarding::X_REQUEST_ID, id.clone())?;
+            }
+        }
+        if let Some((table, vh, route)) = self.route(ctx) {
+            if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
+                let info = RequestInfo {
+                    client_addr: ctx.client_addr,
+                    local_addr: Some(listener.address),
+                    protocol: "HTTP/1.1",
+                    hostname: &self.hostname,
+                    request: None,
+                };
+                route.headers.apply_response(resp, &info);
+                vh.headers.apply_response(resp, &info);
+                table.headers.apply_response(resp, &info);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
+        if let Some(c) = self.cluster(ctx) {
+            c.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+            if timed_out {
+                c.stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(h) = &ctx.host {
+            h.stats.cx_connect_fail.fetch_add(1, Relaxed);
+            ctx.tried.push(h.addr);
+        }
+        let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
+        let another_host = self.cluster(ctx).is_some_and(|c| {
+            c.select(ctx.hash_key.as_deref().unwrap_or(&[]), &ctx.tried)
+                .is_some()
+        });
+        let retry = another_host && ctx.retries < budget && !Self::deadline_passed(ctx);
+        warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
+        ctx.last_failure = Some(LocalReply::ConnectFailure {
+            retried: ctx.retries > 0,
+        });
+        if retry {
+            self.record_retry(ctx);
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if std::mem::take(&mut ctx.retrying_status) {
+            self.record_retry(ctx);
+            e.set_retry(true);
+            return e;
+        }
+        let timed_out = matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        );
+        let started = session.response_written().is_some();
+        let policy = self.forward(ctx).and_then(|f| f.retry_policy.as_ref());
+        let may_retry =
+            !started && !session.as_ref().retry_buffer_truncated() && !Self::deadline_passed(ctx);
+        let retry = match policy {
+            Some(p) if may_retry && ctx.retries < p.num_retries => {
+                let on = &p.retry_on;
+                if timed_out {
+                    on.server_error || on.gateway_error
+                } else {
+                    on.server_error || on.reset || (client_reused && on.refused_stream)
+                }
+            }
+            Some(_) => false,
+            // Without a policy, only the classic keep-alive race is retried:
+            // an idempotent request on a reused connection the upstream closed.
+            None => {
+                let idempotent = session.req_header().method.is_idempotent();
+                if idempotent && may_retry && !timed_out {
+                    e.retry.decide_reuse(client_reused);
+                    e.retry()
+                } else {
+                    false
+                }
+            }
+        };
+        if timed_out {
+            if let Some(c) = self.cluster(ctx) {
+                c.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
+            }
+            if let Some(h) = &ctx.host {
+                h.stats.rq_timeout.fetch_add(1, Relaxed);
+            }
+        }
+        ctx.last_failure = Some(if timed_out {
+            LocalReply::Timeout
+        } else {
+            LocalReply::UpstreamReset {
+                retried: ctx.retries > 0,
+            }
+        });
+        if retry {
+            if let (Some(h), Some(p)) = (&ctx.host, policy) {
+                if p.avoid_previous_hosts {
+                    ctx.tried.push(h.addr);
+                }
+            }
+            self.record_retry(ctx);
+        }
+        debug!(upstream = %peer, error = %e, retry, "upstream request failed");
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reply = match e.esource() {
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                _ => Some(LocalReply::BadRequest),
+            },
+            _ => Some(ctx.last_failure.take().unwrap_or(match e.etype() {
+                ErrorType::HTTPStatus(504) => LocalReply::Timeout,
+                ErrorType::HTTPStatus(503) => LocalReply::NoHealthyUpstream,
+                _ => LocalReply::UpstreamReset {
+                    retried: ctx.retries > 0,
+                },
+            })),
+        };
+        let Some(reply) = reply else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        if session.response_written().is_some() {
+            // Headers already went out: the only signal left is closing the connection.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        }
+        let code = reply.status().as_u16();
+        if let Err(err) = self.reply(session, ctx, reply).await {
+            debug!(error = %err, "failed to send local reply");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // The access log line and our own warnings carry the outcome with fields.
+        true
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.start.elapsed();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let listener = self.listener(ctx);
+        let stats = &listener.stats;
+        stats.downstream_rq_active.fetch_sub(1, Relaxed);
+        stats.downstream_rq_total.fetch_add(1, Relaxed);
+        if session.is_http2() {
+            stats.downstream_rq_http2_total.fetch_add(1, Relaxed);
+        } else {
+            stats.downstream_rq_http1_total.fetch_add(1, Relaxed);
+        }
+        stats.downstream_rq.record(status);
+        stats.downstream_rq_time.record(elapsed);
+
+        let cluster = self.cluster(ctx);
+        let from_cluster =
+            ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
+        if let (Some(c), true) = (cluster, from_cluster) {
+            c.stats.upstream_rq_total.fetch_add(1, Relaxed);
+            c.stats.upstream_rq.record(status);
+            if let Some(start) = ctx.upstream_start {
+                c.stats.upstream_rq_time.record(start.elapsed());
+            }
+            c.stats
+                .upstream_cx_rx_bytes_total
+                .fetch_add(session.upstream_body_bytes_received() as u64, Relaxed);
+            c.stats
+                .upstream_cx_tx_bytes_total
+                .fetch_add(session.body_bytes_read() as u64, Relaxed);
+        }
+        if let Some(h) = &ctx.host {
+            let counter = if (200..500).contains(&status) {
+                &h.stats.rq_success
+            } else {
+                &h.stats.rq_error
+            };
+            counter.fetch_add(1, Relaxed);
+        }
+        ctx.active = None;
+
+        let req = session.req_header();
+        info!(
+            target: "frontend_proxy::access",
+            method = %req.method,
+            path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            authority = authority(req).unwrap_or("-"),
+            status,
+            listener = %listener.name,
+            cluster = cluster.map(|c| c.name()).unwrap_or("-"),
+            upstream = %ctx.host.as_ref().map(|h| h.addr.to_string()).unwrap_or_else(|| "-".into()),
+            attempts = ctx.attempts,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            client = %ctx.client_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            local_reply = ctx.reply.is_some(),
+            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
+            "access"
+        );
+    }
+}

@@ -1,0 +1,275 @@
+//! What the proxy changes on the way to the upstream: Envoy's edge headers
+//! (`x-request-id`, `x-forwarded-*`, `x-envoy-expected-rq-timeout-ms`), path
+//! and host rewrites, and redirect targets.
+
+use crate::config::model::HttpConnectionManager;
+use crate::routing::{Forward, HostRewrite, PathMatch, Redirect, RouteMatch};
+use crate::upstream::Host;
+use http::header::{HeaderValue, HOST};
+use http::uri::PathAndQuery;
+use http::Uri;
+use pingora_error::Result;
+use pingora_http::RequestHeader;
+use std::net::IpAddr;
+use std::time::Duration;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub const X_EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
+pub const X_UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+
+/// The request id to use: the client's, or a fresh UUID when there is none
+/// (or when an edge proxy must not trust it). `None` if ids are disabled.
+pub fn request_id(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<HeaderValue> {
+    let existing = req.headers.get(X_REQUEST_ID).filter(|v| !v.is_empty());
+    let trust_existing = !hcm.use_remote_address || hcm.preserve_external_request_id;
+    match existing {
+        Some(v) if trust_existing || !hcm.generate_request_id => Some(v.clone()),
+        _ if hcm.generate_request_id => {
+            let id = uuid::Uuid::new_v4();
+            let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+            HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// Applies Envoy's edge header handling to the downstream request.
+pub fn edge_headers(
+    req: &mut RequestHeader,
+    hcm: &HttpConnectionManager,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    request_id: Option<&HeaderValue>,
+) -> Result<()> {
+    let scheme = if tls { "https" } else { "http" };
+    if hcm.use_remote_address {
+        // An edge proxy decides the scheme and drops Envoy-internal headers a
+        // client may have forged.
+        req.insert_header(X_FORWARDED_PROTO, scheme)?;
+        let internal: Vec<_> = req
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("x-envoy-"))
+            .cloned()
+            .collect();
+        for k in internal {
+            req.remove_header(&k);
+        }
+        if let (Some(ip), false) = (client_ip, hcm.skip_xff_append) {
+            let value = match req
+                .headers
+                .get(X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+                _ => ip.to_string(),
+            };
+            req.insert_header(X_FORWARDED_FOR, value)?;
+        }
+    } else if !req.headers.contains_key(X_FORWARDED_PROTO) {
+        req.insert_header(X_FORWARDED_PROTO, scheme)?;
+    }
+    if let Some(id) = request_id {
+        req.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    Ok(())
+}
+
+/// Rewrites the upstream request's path and host for the route, and tells
+/// the upstream how long the proxy will wait.
+pub fn rewrite_upstream(
+    req: &mut RequestHeader,
+    matcher: &RouteMatch,
+    forward: &Forward,
+    host: &Host,
+    expected_timeout: Option<Duration>,
+) -> Result<()> {
+    if let Some(new_path) = rewritten_path(req, matcher, forward) {
+        let mut parts = req.uri.clone().into_parts();
+        parts.path_and_query = Some(PathAndQuery::try_from(new_path).map_err(|e| {
+            pingora_error::Error::because(
+                pingora_error::ErrorType::InternalError,
+                "invalid rewritten path",
+                e,
+            )
+        })?);
+        let uri = Uri::from_parts(parts).map_err(|e| {
+            pingora_error::Error::because(
+                pingora_error::ErrorType::InternalError,
+                "invalid rewritten uri",
+                e,
+            )
+        })?;
+        req.set_uri(uri);
+    }
+    match &forward.host_rewrite {
+        HostRewrite::Keep => {}
+        HostRewrite::Literal(h) => req.insert_header(HOST, h.as_str())?,
+        HostRewrite::Auto => match &host.hostname {
+            Some(name) => req.insert_header(HOST, name.as_str())?,
+            None => req.insert_header(HOST, host.addr.to_string())?,
+        },
+    }
+    match expected_timeout {
+        Some(t) => req.insert_header(X_EXPECTED_TIMEOUT, t.as_millis().to_string())?,
+        None => {
+            req.remove_header(X_EXPECTED_TIMEOUT);
+        }
+    }
+    Ok(())
+}
+
+fn rewritten_path(req: &RequestHeader, matcher: &RouteMatch, forward: &Forward) -> Option<String> {
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let (path, query) = match pq.find('?') {
+        Some(i) => (&pq[..i], &pq[i..]),
+        None => (pq, ""),
+    };
+    if let Some(prefix) = &forward.prefix_rewrite {
+        let matched = match &matcher.path {
+            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => {
+                p.len().min(path.len())
+            }
+            PathMatch::Regex(_) => path.len(),
+        };
+        let mut out = format!("{prefix}{}", &path[matched..]);
+        if out.is_empty() {
+            out.push('/');
+        }
+        out.push_str(query);
+        return Some(out);
+    }
+    if let Some((re, substitution)) = &forward.regex_rewrite {
+        let mut out = re.replace_all(path, substitution.as_str()).into_owned();
+        out.push_str(query);
+        return Some(out);
+    }
+    None
+}
+
+/// The `Location` of a redirect route.
+pub fn redirect_location(
+    req: &RequestHeader,
+    authority: &str,
+    tls: bool,
+    r: &Redirect,
+    matcher: &RouteMatch,
+) -> String {
+    let old_scheme = if tls { "https" } else { "http" };
+    let scheme = r.scheme.as_deref().unwrap_or(old_scheme);
+    let (host, port) = match crate::routing::split_port(authority) {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    let host = r.host.as_deref().unwrap_or(host);
+    let port = match (r.port, port) {
+        (Some(p), _) => Some(p),
+        // Switching scheme drops the old scheme's port.
+        (None, Some(_)) if scheme != old_scheme => None,
+        (None, p) => p,
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let port = port
+        .filter(|p| *p != default_port)
+        .map(|p| format!(":{p}"))
+        .unwrap_or_default();
+
+    let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let (path, query) = match pq.find('?') {
+        Some(i) => (&pq[..i], &pq[i..]),
+        None => (pq, ""),
+    };
+    let mut path_out = match (&r.path, &r.prefix_rewrite) {
+        (Some(p), _) => p.clone(),
+        (None, Some(prefix)) => {
+            let matched = match &matcher.path {
+                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => {
+                    p.len().min(path.len())
+                }
+                PathMatch::Regex(_) => path.len(),
+            };
+            format!("{prefix}{}", &path[matched..])
+        }
+        (None, None) => path.to_string(),
+    };
+    if !r.strip_query && !path_out.contains('?') {
+        path_out.push_str(query);
+    }
+    format!("{scheme}://{host}{port}{path_out}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routing::ClusterChoice;
+    use http::StatusCode;
+
+    fn forward(prefix: Option<&str>) -> Forward {
+        Forward {
+            clusters: ClusterChoice::Single(0),
+            prefix_rewrite: prefix.map(String::from),
+            regex_rewrite: None,
+            host_rewrite: HostRewrite::Keep,
+            timeout: None,
+            idle_timeout: None,
+            retry_policy: None,
+            hash_policy: vec![],
+            websocket: None,
+        }
+    }
+
+    fn m(prefix: &str) -> RouteMatch {
+        RouteMatch {
+            path: PathMatch::Prefix(prefix.into()),
+            case_sensitive: true,
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn prefix_rewrite_keeps_rest_and_query() {
+        let req = RequestHeader::build("GET", b"/api/films/1?x=1", None).unwrap();
+        assert_eq!(
+            rewritten_path(&req, &m("/api"), &forward(Some(""))).as_deref(),
+            Some("/films/1?x=1")
+        );
+        assert_eq!(
+            rewritten_path(&req, &m("/api/"), &forward(Some("/v2/"))).as_deref(),
+            Some("/v2/films/1?x=1")
+        );
+        let root = RequestHeader::build("GET", b"/api", None).unwrap();
+        assert_eq!(
+            rewritten_path(&root, &m("/api"), &forward(Some(""))).as_deref(),
+            Some("/")
+        );
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let req = RequestHeader::build("GET", b"/old/page?q=1", None).unwrap();
+        let r = Redirect {
+            scheme: Some("https".into()),
+            host: None,
+            port: None,
+            path: None,
+            prefix_rewrite: Some("/new".into()),
+            status: StatusCode::MOVED_PERMANENTLY,
+            strip_query: false,
+        };
+        assert_eq!(
+            redirect_location(&req, "example.com:80", false, &r, &m("/old")),
+            "https://example.com/page?q=1"
+        );
+        let r2 = Redirect {
+            strip_query: true,
+            prefix_rewrite: None,
+            ..r
+        };
+        assert_eq!(
+            redirect_location(&req, "example.com", false, &r2, &m("/old")),
+            "https://example.com/old/page"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Responses the proxy writes itself, with Envoy's status codes and bodies
+//! (`no healthy upstream`, `upstream request timeout`, ...).
+
+use bytes::Bytes;
+use http::header;
+use http::StatusCode;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Why the proxy answered instead of an upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalReply {
+    /// No virtual host or route matched.
+    NoRoute,
+    /// The cluster has no host to offer.
+    NoHealthyUpstream,
+    /// Connecting failed (after trying other hosts when there were any).
+    ConnectFailure { retried: bool },
+    /// The upstream closed or reset before sending response headers.
+    UpstreamReset { retried: bool },
+    /// No response within the route (or per-try) timeout.
+    Timeout,
+    /// A circuit breaker is open.
+    Overflow,
+    /// An Upgrade request the route does not allow.
+    UpgradeRejected,
+    /// The downstream request is malformed.
+    BadRequest,
+    /// `direct_response`.
+    Direct {
+        status: StatusCode,
+        body: Option<Bytes>,
+    },
+    /// `redirect` and `require_tls`.
+    Redirect {
+        status: StatusCode,
+        location: String,
+    },
+}
+
+impl LocalReply {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            LocalReply::NoRoute => StatusCode::NOT_FOUND,
+            LocalReply::NoHealthyUpstream
+            | LocalReply::ConnectFailure { .. }
+            | LocalReply::UpstreamReset { .. }
+            | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
+            LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::Direct { status, .. } | LocalReply::Redirect { status, .. } => *status,
+        }
+    }
+
+    /// Envoy's body text for the reply.
+    pub fn body(&self) -> Bytes {
+        const RESET: &str = "upstream connect error or disconnect/reset before headers. ";
+        match self {
+            LocalReply::NoRoute | LocalReply::Redirect { .. } => Bytes::new(),
+            LocalReply::NoHealthyUpstream => Bytes::from_static(b"no healthy upstream"),
+            LocalReply::ConnectFailure { retried } => {
+                reset_body(RESET, *retried, "connection failure")
+            }
+            LocalReply::UpstreamReset { retried } => {
+                reset_body(RESET, *retried, "connection termination")
+            }
+            LocalReply::Overflow => reset_body(RESET, false, "overflow"),
+            LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
+            LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
+            LocalReply::BadRequest => Bytes::from_static(b"bad request"),
+            LocalReply::Direct { body, .. } => body.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Whether the reply counts as a response from the cluster in stats.
+    pub fn is_upstream_failure(&self) -> bool {
+        matches!(
+            self,
+            LocalReply::NoHealthyUpstream
+                | LocalReply::ConnectFailure { .. }
+                | LocalReply::UpstreamReset { .. }
+                | LocalReply::Timeout
+                | LocalReply::Overflow
+        )
+    }
+}
+
+fn reset_body(prefix: &str, retried: bool, reason: &str) -> Bytes {
+    let retried = if retried {
+        "retried and the latest "
+    } else {
+        ""
+    };
+    Bytes::from(format!("{prefix}{retried}reset reason: {reason}"))
+}
+
+/// Header values a local reply carries besides its body.
+pub struct ReplyHeaders<'a> {
+    pub server: Option<&'a str>,
+    pub request_id: Option<&'a http::HeaderValue>,
+}
+
+/// Builds the response header of a local reply.
+pub fn response_header(
+    reply: &LocalReply,
+    extra: &ReplyHeaders<'_>,
+) -> pingora_error::Result<ResponseHeader> {
+    let body = reply.body();
+    let mut resp = ResponseHeader::build(reply.status(), Some(6))?;
+    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+    if !body.is_empty() {
+        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+    }
+    if let LocalReply::Redirect { location, .. } = reply {
+        resp.insert_header(header::LOCATION, location.as_str())?;
+    }
+    if matches!(reply, LocalReply::Overflow) {
+        resp.insert_header("x-envoy-overloaded", "true")?;
+    }
+    if let Some(server) = extra.server {
+        resp.insert_header(header::SERVER, server)?;
+    }
+    if let Some(id) = extra.request_id {
+        resp.insert_header("x-request-id", id.clone())?;
+    }
+    Ok(resp)
+}
+
+/// Writes a local reply to the client.
+pub async fn send(
+    session: &mut Session,
+    reply: &LocalReply,
+    extra: &ReplyHeaders<'_>,
+) -> pingora_error::Result<()> {
+    let resp = response_header(reply, extra)?;
+    let body = reply.body();
+    let head_only = session.req_header().method == http::Method::HEAD;
+    let empty = body.is_empty() || head_only;
+    session.write_response_header(Box::new(resp), empty).await?;
+    if !empty {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envoy_bodies() {
+        assert_eq!(LocalReply::NoHealthyUpstream.body(), "no healthy upstream");
+        assert_eq!(
+            LocalReply::ConnectFailure { retried: false }.body(),
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+        );
+        assert_eq!(
+            LocalReply::ConnectFailure { retried: true }.body(),
+            "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure"
+        );
+        assert_eq!(LocalReply::Timeout.status(), 504);
+        assert_eq!(LocalReply::Timeout.body(), "upstream request timeout");
+        assert_eq!(
+            LocalReply::Overflow.body(),
+            "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+        );
+    }
+
+    #[test]
+    fn overflow_sets_envoy_header() {
+        let h = response_header(
+            &LocalReply::Overflow,
+            &ReplyHeaders {
+                server: Some("envoy"),
+                request_id: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
+        assert_eq!(h.headers.get("server").unwrap(), "envoy");
+        assert_eq!(h.headers.get("content-type").unwrap(), "text/plain");
+    }
+}

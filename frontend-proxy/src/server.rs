@@ -1,0 +1,191 @@
+//! Assembles the Pingora server from a validated bootstrap: one proxy
+//! service for the listeners, the cluster manager in the background, and
+//! the shutdown policy. `prepare` does everything that can fail on input
+//! (TLS material, resolvers) without opening sockets, so `--mode validate`
+//! runs it too.
+
+use crate::config::model::{AdminConfig, Bootstrap, Codec};
+use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
+use crate::metrics::ConnManagerStats;
+use crate::proxy::{ListenerRuntime, Proxy};
+use crate::tls;
+use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server};
+use pingora_core::services::background::background_service;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+/// Process-level settings from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads of the proxy service (Envoy's `--concurrency`).
+    pub concurrency: usize,
+    /// Upper bound on a graceful drain (Envoy's `--drain-time-s`).
+    pub drain_time: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {listener:?}: {source}")]
+    Tls {
+        listener: String,
+        source: tls::TlsError,
+    },
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("listener {listener:?}: cannot bind {address}: {source}")]
+    Bind {
+        listener: String,
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Everything built from the configuration, before any socket is opened.
+pub struct Prepared {
+    listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
+    pub clusters: Arc<ClusterSet>,
+    pub admin: Option<AdminConfig>,
+}
+
+/// Loads TLS material and builds clusters; reports every failure.
+pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
+    let mut errors = Vec::new();
+    let mut clusters = Vec::new();
+    for spec in bootstrap.clusters {
+        match Cluster::new(spec, None) {
+            Ok(c) => clusters.push(Arc::new(c)),
+            Err(e) => errors.push(e.into()),
+        }
+    }
+    let mut listeners = Vec::new();
+    for l in bootstrap.listeners {
+        let settings = match &l.tls {
+            Some(t) => match tls::downstream_settings(t, l.hcm.codec) {
+                Ok(s) => Some(s),
+                Err(source) => {
+                    errors.push(StartError::Tls {
+                        listener: l.name.clone(),
+                        source,
+                    });
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let runtime = ListenerRuntime {
+            name: l.name,
+            address: l.address,
+            tls: l.tls.is_some(),
+            hcm: l.hcm,
+            stats: Arc::new(ConnManagerStats::default()),
+        };
+        listeners.push((Arc::new(runtime), settings));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Prepared {
+        listeners,
+        clusters: Arc::new(ClusterSet::new(clusters)),
+        admin: bootstrap.admin,
+    })
+}
+
+/// Fails early, with the listener's name, if an address cannot be bound
+/// (Pingora would otherwise panic inside its service).
+fn check_bindable(
+    listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)],
+) -> Result<(), StartError> {
+    for (l, _) in listeners {
+        std::net::TcpListener::bind(l.address).map_err(|source| StartError::Bind {
+            listener: l.name.clone(),
+            address: l.address,
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs the proxy until shutdown. Blocks.
+pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
+    check_bindable(&prepared.listeners)?;
+    let conf = ServerConf {
+        threads: options.concurrency.max(1),
+        grace_period_seconds: Some(options.drain_time.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let drain = Drain::new();
+    let runtimes: Vec<Arc<ListenerRuntime>> =
+        prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
+
+    let cluster_manager = background_service(
+        "cluster manager",
+        ClusterManager {
+            clusters: prepared.clusters.clone(),
+        },
+    );
+    let cluster_handle = server.add_service(cluster_manager);
+
+    // Plain-text listeners differ only in whether h2c is on; group by that so
+    // one service (one thread pool) serves most configurations. TLS listeners
+    // negotiate the protocol with ALPN and join the first group.
+    let mut h2c_plain = Vec::new();
+    let mut h1_plain = Vec::new();
+    let mut with_tls = Vec::new();
+    for (l, settings) in prepared.listeners {
+        info!(listener = %l.name, address = %l.address, tls = settings.is_some(), stat_prefix = %l.hcm.stat_prefix, "listening");
+        match settings {
+            Some(s) => with_tls.push((l, s)),
+            None if l.hcm.codec == Codec::Http1 => h1_plain.push(l),
+            None => h2c_plain.push(l),
+        }
+    }
+    let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
+    groups.retain(|(_, plain, _)| !plain.is_empty());
+    match groups.first_mut() {
+        Some(first) => first.2 = with_tls,
+        None => groups.push((false, Vec::new(), with_tls)),
+    }
+    for (h2c, plain, tls_listeners) in groups {
+        if plain.is_empty() && tls_listeners.is_empty() {
+            continue;
+        }
+        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
+        let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
+        let mut service = pingora_proxy::http_proxy_service_with_name(&conf, proxy, name);
+        if let Some(app) = service.app_logic_mut() {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = h2c;
+            app.server_options = Some(opts);
+        }
+        for l in plain {
+            service.add_tcp(&l.address.to_string());
+        }
+        for (l, settings) in tls_listeners {
+            service.add_tls_with_settings(&l.address.to_string(), None, settings);
+        }
+        let handle = server.add_service(service);
+        handle.add_dependency(&cluster_handle);
+    }
+
+    let watch = SignalWatch {
+        drain,
+        connection_managers: runtimes.iter().map(|l| l.stats.clone()).collect(),
+        max_drain: options.drain_time,
+    };
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SharedSignalWatch(Arc::new(watch))),
+    });
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The runtime cluster: a Pingora `LoadBalancer` fed by [`EndpointDiscovery`],
+//! and the background service that refreshes every cluster on its own
+//! schedule (Envoy's `dns_refresh_rate`, `dns_failure_refresh_rate`,
+//! `respect_dns_ttl`).
+
+use super::discovery::{host_of, EndpointDiscovery};
+use super::dns::{HickoryResolver, Resolver};
+use super::host::Host;
+use super::selection::{LeastRequest, Maglev};
+use super::{ClusterSpec, DiscoveryType, LbPolicy};
+use crate::metrics::ClusterStats;
+use async_trait::async_trait;
+use futures::future::join_all;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_core::services::ServiceReadyNotifier;
+use pingora_core::tls::x509::X509;
+use pingora_error::Result as PResult;
+use pingora_load_balancing::discovery::ServiceDiscovery;
+use pingora_load_balancing::selection::consistent::KetamaHashing;
+use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, RoundRobin};
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How long start-up waits for the first resolution of every cluster before
+/// opening listeners anyway (Envoy's cluster warming).
+const INITIAL_RESOLUTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Shares the discovery with the `LoadBalancer` that owns a boxed copy.
+struct SharedDiscovery(Arc<EndpointDiscovery>);
+
+#[async_trait]
+impl ServiceDiscovery for SharedDiscovery {
+    async fn discover(&self) -> PResult<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        self.0.discover().await
+    }
+}
+
+enum Balancer {
+    RoundRobin(LoadBalancer<RoundRobin>),
+    Random(LoadBalancer<Random>),
+    RingHash(LoadBalancer<KetamaHashing>),
+    Maglev(LoadBalancer<Maglev>),
+    LeastRequest(LoadBalancer<LeastRequest>),
+}
+
+macro_rules! with_lb {
+    ($b:expr, $lb:ident => $e:expr) => {
+        match $b {
+            Balancer::RoundRobin($lb) => $e,
+            Balancer::Random($lb) => $e,
+            Balancer::RingHash($lb) => $e,
+            Balancer::Maglev($lb) => $e,
+            Balancer::LeastRequest($lb) => $e,
+        }
+    };
+}
+
+fn balancer<S>(discovery: &Arc<EndpointDiscovery>, config: Option<S::Config>) -> LoadBalancer<S>
+where
+    S: BackendSelection + 'static,
+    S::Iter: BackendIter,
+{
+    let backends = Backends::new(Box::new(SharedDiscovery(discovery.clone())));
+    LoadBalancer::from_backends_with_config(backends, config)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster {cluster:?}: {source}")]
+    Dns {
+        cluster: String,
+        source: super::dns::DnsError,
+    },
+    #[error("cluster {cluster:?}: trusted CA: {source}")]
+    Tls {
+        cluster: String,
+        source: crate::tls::TlsError,
+    },
+}
+
+/// A cluster at run time.
+pub struct Cluster {
+    pub spec: ClusterSpec,
+    pub stats: Arc<ClusterStats>,
+    upstream_ca: Option<Arc<Box<[X509]>>>,
+    balancer: Balancer,
+    discovery: Arc<EndpointDiscovery>,
+    host_count: AtomicUsize,
+    consecutive_failures: AtomicUsize,
+}
+
+/// A host picked for a request.
+pub type Selected = Arc<Host>;
+
+impl Cluster {
+    /// Builds the cluster; `resolver` overrides the one the spec asks for (tests).
+    pub fn new(
+        spec: ClusterSpec,
+        resolver: Option<Arc<dyn Resolver>>,
+    ) -> Result<Self, ClusterError> {
+        let needs_dns = spec.discovery != DiscoveryType::Static;
+        let resolver: Option<Arc<dyn Resolver>> = match (resolver, needs_dns) {
+            (Some(r), _) => Some(r),
+            (None, true) => Some(Arc::new(HickoryResolver::new(&spec.dns).map_err(
+                |source| ClusterError::Dns {
+                    cluster: spec.name.clone(),
+                    source,
+                },
+            )?)),
+            (None, false) => None,
+        };
+        let upstream_ca = match spec.tls.as_ref().and_then(|t| t.trusted_ca.as_ref()) {
+            Some(ca) => Some(Arc::new(crate::tls::load_ca(ca).map_err(|source| {
+                ClusterError::Tls {
+                    cluster: spec.name.clone(),
+                    source,
+                }
+            })?)),
+            None => None,
+        };
+        let stats = Arc::new(ClusterStats::default());
+        let discovery = Arc::new(EndpointDiscovery::new(
+            spec.name.clone(),
+            spec.discovery,
+            spec.endpoints.clone(),
+            resolver,
+            stats.clone(),
+        ));
+        let balancer = match spec.lb_policy {
+            LbPolicy::RoundRobin => Balancer::RoundRobin(balancer(&discovery, None)),
+            LbPolicy::Random => Balancer::Random(balancer(&discovery, None)),
+            LbPolicy::RingHash => Balancer::RingHash(balancer(&discovery, None)),
+            LbPolicy::Maglev => Balancer::Maglev(balancer(&discovery, None)),
+            LbPolicy::LeastRequest { choice_count } => {
+                Balancer::LeastRequest(balancer(&discovery, Some(choice_count)))
+            }
+        };
+        Ok(Self {
+            spec,
+            stats,
+            upstream_ca,
+            balancer,
+            discovery,
+            host_count: AtomicUsize::new(0),
+            consecutive_failures: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// Trust anchors for verifying upstream certificates, if configured.
+    pub fn upstream_ca(&self) -> Option<Arc<Box<[X509]>>> {
+        self.upstream_ca.clone()
+    }
+
+    /// Whether the policy hashes a request key (RING_HASH, MAGLEV).
+    pub fn uses_hash_key(&self) -> bool {
+        matches!(self.spec.lb_policy, LbPolicy::RingHash | LbPolicy::Maglev)
+    }
+
+    /// Picks a host, skipping the addresses in `avoid` (hosts already tried
+    /// by this request). `None` when no host is available.
+    pub fn select(&self, key: &[u8], avoid: &[SocketAddr]) -> Option<Selected> {
+        let max_iterations = self.host_count.load(Relaxed) * 2 + 4;
+        let accept = |b: &Backend, ready: bool| {
+            ready && b.addr.as_inet().is_some_and(|a| !avoid.contains(a))
+        };
+        let backend = with_lb!(&self.balancer, lb => lb.select_with(key, max_iterations, accept))?;
+        host_of(&backend).cloned()
+    }
+
+    /// The current hosts.
+    pub fn hosts(&self) -> Vec<Arc<Host>> {
+        let backends = with_lb!(&self.balancer, lb => lb.backends().get_backend());
+        backends
+            .iter()
+            .filter_map(|b| host_of(b).cloned())
+            .collect()
+    }
+
+    /// Runs discovery once and publishes the result; returns when to run next.
+    pub async fn refresh(&self) -> Duration {
+        if let Err(e) = with_lb!(&self.balancer, lb => lb.update().await) {
+            warn!(cluster = %self.spec.name, error = %e, "endpoint discovery failed");
+        }
+        let count = with_lb!(&self.balancer, lb => lb.backends().get_backend().len());
+        self.host_count.store(count, Relaxed);
+        let outcome = self.discovery.last_outcome();
+        let dns = &self.spec.dns;
+        match outcome {
+            Some(o) if o.failed => {
+                let n = self.consecutive_failures.fetch_add(1, Relaxed).min(16) as u32;
+                let (base, max) = dns.failure_refresh;
+                base.saturating_mul(1 << n.min(10)).min(max)
+            }
+            Some(o) => {
+                self.consecutive_failures.store(0, Relaxed);
+                match (dns.respect_ttl, o.ttl) {
+                    (true, Some(ttl)) if !ttl.is_zero() => ttl,
+                    _ => dns.refresh_rate,
+                }
+            }
+            None => dns.refresh_rate,
+        }
+    }
+
+    fn is_dynamic(&self) -> bool {
+        self.spec.discovery != DiscoveryType::Static
+    }
+}
+
+/// Every cluster, indexed by the ids routes were resolved to.
+pub struct ClusterSet {
+    clusters: Vec<Arc<Cluster>>,
+}
+
+impl ClusterSet {
+    pub fn new(clusters: Vec<Arc<Cluster>>) -> Self {
+        Self { clusters }
+    }
+
+    pub fn get(&self, id: usize) -> Option<&Arc<Cluster>> {
+        self.clusters.get(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.clusters.iter()
+    }
+
+    /// First discovery of every cluster, concurrently, bounded in time.
+    pub async fn warm(&self) {
+        let all = join_all(self.clusters.iter().map(|c| c.refresh()));
+        if tokio::time::timeout(INITIAL_RESOLUTION_TIMEOUT, all)
+            .await
+            .is_err()
+        {
+            warn!("initial endpoint discovery did not finish in time; starting anyway");
+        }
+    }
+
+    /// Refreshes one cluster until shutdown.
+    async fn run_cluster(
+        cluster: Arc<Cluster>,
+        first_delay: Duration,
+        mut shutdown: ShutdownWatch,
+    ) {
+        let mut delay = first_delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.changed() => return,
+            }
+            delay = tokio::select! {
+                d = cluster.refresh() => d,
+                _ = shutdown.changed() => return,
+            };
+        }
+    }
+}
+
+/// Pingora background service owning discovery for all clusters. It reports
+/// ready after the first discovery round, so listeners open with endpoints
+/// already known.
+pub struct ClusterManager {
+    pub clusters: Arc<ClusterSet>,
+}
+
+#[async_trait]
+impl BackgroundService for ClusterManager {
+    async fn start_with_ready_notifier(
+        &self,
+        shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        self.clusters.warm().await;
+        for c in self.clusters.iter() {
+            info!(cluster = %c.name(), hosts = c.hosts().len(), "cluster initialized");
+        }
+        ready.notify_ready();
+        let loops =
+            self.clusters.iter().filter(|c| c.is_dynamic()).map(|c| {
+                ClusterSet::run_cluster(c.clone(), c.spec.dns.refresh_rate, shutdown.clone())
+            });
+        join_all(loops).await;
+    }
+}
