@@ -430,7 +430,18 @@ impl ProxyHttp for Proxy {
         let Some(host) = ctx.host.as_ref() else {
             return Ok(());
         };
-        let expected = self.attempt_timeout(ctx, false).ok().flatten();
+        // The first attempt announces the configured timeout; retries what is left of it.
+        let expected = if ctx.attempts <= 1 {
+            self.forward(ctx).and_then(|f| {
+                let per_try = f.retry_policy.as_ref().and_then(|p| p.per_try_timeout);
+                match (f.timeout, per_try) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            })
+        } else {
+            self.attempt_timeout(ctx, false).ok().flatten()
+        };
         forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
         if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
             let listener = self.listener(ctx);
@@ -675,6 +686,9 @@ impl ProxyHttp for Proxy {
             };
         }
         let code = reply.status().as_u16();
+        // Pingora closes the downstream connection after a failed proxy
+        // attempt; say so, or the client would reuse a closing connection.
+        session.set_keepalive(None);
         if let Err(err) = self.reply(session, ctx, reply).await {
             debug!(error = %err, "failed to send local reply");
         }

@@ -22,9 +22,11 @@ pub fn parse(value: &Value) -> Result<Duration, String> {
                             .filter(|n| *n < 1_000_000_000)
                             .ok_or("`nanos` must be an integer in 0..999999999")?
                     }
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "unexpected key {k:?} in duration object; expected `seconds` and `nanos`"
-                    )),
+                    ))
+                    }
                 }
             }
             Ok(Duration::new(seconds, nanos))

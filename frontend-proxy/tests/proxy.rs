@@ -1,0 +1,521 @@
+//! End-to-end behaviour of the proxy binary over real sockets: routing,
+//! Envoy local replies, headers, TLS, h2c, WebSocket, connect-failure
+//! retries. Addresses: 127.0.1.x.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::yaml;
+use support::{client, free_addr, ip, Backend, Behaviour, ProxyProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn host_port(b: &Backend) -> (String, u16) {
+    (b.addr.ip().to_string(), b.addr.port())
+}
+
+/// The seed stack's shape: `/films` and `/ratings` to two clusters.
+const ROUTES: &str = r#"
+            - name: api
+              domains: ["api.example.com", "api.example.com:*"]
+              routes:
+              - match: { prefix: "/v1/films" }
+                route: { cluster: films, prefix_rewrite: "/films", host_rewrite_literal: films.internal }
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/films" }
+                route: { cluster: films }
+              - match: { prefix: "/ratings" }
+                route: { cluster: ratings }
+              - match: { path: "/direct" }
+                direct_response: { status: 200, body: { inline_string: "direct reply" } }
+              - match: { prefix: "/old" }
+                redirect: { path_redirect: "/new", response_code: FOUND }
+              - match: { prefix: "/slow" }
+                route: { cluster: films, timeout: 0.3s }
+              - match: { prefix: "/empty" }
+                route: { cluster: empty }
+              - match: { prefix: "/dead" }
+                route: { cluster: dead }"#;
+
+struct Stack {
+    films: Backend,
+    ratings: Backend,
+    proxy: ProxyProcess,
+    url: String,
+}
+
+async fn stack(host: u8, hcm_extra: &str) -> Stack {
+    let films = Backend::start("films-1", free_addr(ip(1, host))).await;
+    // Reached through STRICT_DNS on `localhost`, which /etc/hosts maps to 127.0.0.1.
+    let ratings = Backend::start("ratings-1", free_addr(ip(0, 1))).await;
+    let dead = free_addr(ip(1, host));
+    let listen = free_addr(ip(1, host));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener(
+            "main",
+            listen,
+            &yaml::hcm("ingress_http", hcm_extra, ROUTES),
+        )],
+        &[
+            yaml::cluster("films", "STATIC", &[host_port(&films)], ""),
+            yaml::cluster(
+                "ratings",
+                "STRICT_DNS",
+                &[("localhost".into(), ratings.addr.port())],
+                "    dns_lookup_family: V4_ONLY",
+            ),
+            yaml::cluster("empty", "STATIC", &[], ""),
+            yaml::cluster(
+                "dead",
+                "STATIC",
+                &[(dead.ip().to_string(), dead.port())],
+                "",
+            ),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    Stack {
+        films,
+        ratings,
+        proxy,
+        url: format!("http://{listen}"),
+    }
+}
+
+#[tokio::test]
+async fn routes_by_prefix_to_clusters_and_answers_locally() {
+    let s = stack(1, "").await;
+    let c = client();
+    let r = c
+        .get(format!("{}/films?name=Citizen%20Kane", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-served-by"], "films-1");
+    assert_eq!(s.films.last_uri(), "/films?name=Citizen%20Kane");
+
+    // STRICT_DNS through the system resolver (/etc/hosts: localhost).
+    let r = c.get(format!("{}/ratings", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", s.proxy.log());
+    assert_eq!(r.headers()["x-served-by"], "ratings-1");
+    assert_eq!(s.ratings.hits(), 1);
+
+    let r = c.get(format!("{}/direct", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "direct reply");
+
+    let r = c
+        .get(format!("{}/nothing-here", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["server"], "envoy");
+
+    let no_redirect = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_redirect
+        .get(format!("{}/old/x?q=1", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("/new?q=1"),
+        "{:?}",
+        r.headers()
+    );
+}
+
+#[tokio::test]
+async fn virtual_host_by_authority_with_rewrites() {
+    let s = stack(2, "").await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v1/films/7?x=1", s.url))
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(s.films.last_uri(), "/films/7?x=1");
+    assert_eq!(
+        s.films.last_header("host").as_deref(),
+        Some("films.internal")
+    );
+    // the api virtual host has no /ratings route: 404, not the default host
+    let r = c
+        .get(format!("{}/ratings", s.url))
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn envoy_local_replies_for_upstream_failures() {
+    let s = stack(3, "").await;
+    let c = client();
+    let r = c.get(format!("{}/empty", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.unwrap(), "no healthy upstream");
+
+    let r = c.get(format!("{}/dead", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
+    );
+
+    let r = c
+        .get(format!("{}/slow/delay/3000", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    assert_eq!(r.text().await.unwrap(), "upstream request timeout");
+
+    // The proxy still serves normally afterwards.
+    let r = c.get(format!("{}/films", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn envoy_edge_headers() {
+    let s = stack(
+        4,
+        "          server_name: frontend-test\n          use_remote_address: true",
+    )
+    .await;
+    let c = client();
+    let r = c
+        .get(format!("{}/films", s.url))
+        .header("x-envoy-internal", "forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["server"], "frontend-test");
+    let service_time: u64 = r.headers()["x-envoy-upstream-service-time"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(service_time < 10_000);
+    let id = s
+        .films
+        .last_header("x-request-id")
+        .expect("request id generated");
+    assert!(uuid_like(&id), "{id}");
+    assert_eq!(
+        s.films.last_header("x-forwarded-proto").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        s.films.last_header("x-forwarded-for").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        s.films
+            .last_header("x-envoy-expected-rq-timeout-ms")
+            .as_deref(),
+        Some("15000")
+    );
+    assert_eq!(
+        s.films.last_header("x-envoy-internal"),
+        None,
+        "edge proxy strips forged x-envoy-* headers"
+    );
+}
+
+#[tokio::test]
+async fn keeps_client_request_id_when_not_an_edge() {
+    let s = stack(5, "").await;
+    let c = client();
+    c.get(format!("{}/films", s.url))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        s.films.last_header("x-request-id").as_deref(),
+        Some("abc-123")
+    );
+    assert_eq!(
+        s.films.last_header("x-forwarded-for"),
+        None,
+        "no XFF without use_remote_address"
+    );
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+#[tokio::test]
+async fn serves_h2c_with_prior_knowledge() {
+    let s = stack(6, "          codec_type: AUTO").await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(format!("{}/films", s.url)).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-served-by"], "films-1");
+}
+
+#[tokio::test]
+async fn tls_listener_serves_the_same_routes() {
+    let films = Backend::start("films-tls", free_addr(ip(1, 7))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let plain = free_addr(ip(1, 7));
+    let secure = free_addr(ip(1, 7));
+    let routes = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/films" }
+                route: { cluster: films }"#;
+    let hcm = yaml::hcm("ingress", "", routes);
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("plain", plain, &hcm),
+            yaml::tls_listener(
+                "secure",
+                secure,
+                &hcm,
+                cert_path.to_str().unwrap(),
+                key_path.to_str().unwrap(),
+            ),
+        ],
+        &[yaml::cluster("films", "STATIC", &[host_port(&films)], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, secure).await;
+    let c = client();
+    let r = c
+        .get(format!("https://{secure}/films"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", proxy.log());
+    assert_eq!(
+        r.version(),
+        reqwest::Version::HTTP_2,
+        "AUTO codec negotiates h2 over TLS"
+    );
+    assert_eq!(r.headers()["x-served-by"], "films-tls");
+    assert_eq!(
+        films.last_header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+    let r = c.get(format!("http://{plain}/films")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let h1 = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let r = h1
+        .get(format!("https://{secure}/films"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+}
+
+async fn upgrade(addr: SocketAddr, path: &str) -> (String, tokio::net::TcpStream) {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    (String::from_utf8_lossy(&buf[..n]).into_owned(), s)
+}
+
+#[tokio::test]
+async fn websocket_upgrades_pass_through_only_when_enabled() {
+    let s = stack(
+        8,
+        "          upgrade_configs:\n          - upgrade_type: websocket",
+    )
+    .await;
+    let listen: SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let (head, mut stream) = upgrade(listen, "/films/ws").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping over the tunnel").await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..n], b"ping over the tunnel");
+
+    let off = stack(9, "").await;
+    let listen: SocketAddr = off.url.trim_start_matches("http://").parse().unwrap();
+    let (head, _) = upgrade(listen, "/films/ws").await;
+    assert!(
+        head.starts_with("HTTP/1.1 403"),
+        "Envoy refuses upgrades without upgrade_configs: {head}"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_replica_costs_no_request() {
+    let backends = [
+        Backend::start("r1", free_addr(ip(1, 10))).await,
+        Backend::start("r2", free_addr(ip(1, 10))).await,
+        Backend::start("r3", free_addr(ip(1, 10))).await,
+    ];
+    let listen = free_addr(ip(1, 10));
+    let routes = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: films }"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener(
+            "main",
+            listen,
+            &yaml::hcm("ingress", "", routes),
+        )],
+        &[yaml::cluster(
+            "films",
+            "STATIC",
+            &backends.iter().map(host_port).collect::<Vec<_>>(),
+            "",
+        )],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = client();
+    let mut failures = Vec::new();
+    for i in 0..300 {
+        if i == 100 {
+            backends[1].stop();
+        }
+        match c.get(format!("http://{listen}/films/{i}")).send().await {
+            Ok(r) if r.status() == 200 => {}
+            Ok(r) => failures.push(format!("{i}: {}", r.status())),
+            Err(e) => failures.push(format!("{i}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed requests: {failures:?}\n{}",
+        proxy.log()
+    );
+    let hits: Vec<usize> = backends.iter().map(|b| b.hits()).collect();
+    assert!(
+        hits.iter().all(|h| *h > 20),
+        "every replica served before the kill: {hits:?}"
+    );
+    assert!(hits[0] + hits[2] > 220, "the survivors took over: {hits:?}");
+}
+
+#[tokio::test]
+async fn round_robin_is_even_over_static_endpoints() {
+    let backends = [
+        Backend::start("a", free_addr(ip(1, 11))).await,
+        Backend::start("b", free_addr(ip(1, 11))).await,
+        Backend::start("c", free_addr(ip(1, 11))).await,
+    ];
+    let listen = free_addr(ip(1, 11));
+    let routes = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: films }"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener(
+            "main",
+            listen,
+            &yaml::hcm("ingress", "", routes),
+        )],
+        &[yaml::cluster(
+            "films",
+            "STATIC",
+            &backends.iter().map(host_port).collect::<Vec<_>>(),
+            "",
+        )],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = client();
+    for _ in 0..150 {
+        assert_eq!(
+            c.get(format!("http://{listen}/"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    for b in &backends {
+        assert!(
+            (45..=55).contains(&b.hits()),
+            "{} got {}",
+            b.name(),
+            b.hits()
+        );
+    }
+}
+
+#[tokio::test]
+async fn sigterm_exits_promptly_and_refuses_new_connections() {
+    let s = stack(12, "").await;
+    let listen: SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    let c = client();
+    assert_eq!(
+        c.get(format!("{}/films", s.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let mut proxy = s.proxy;
+    proxy.signal("TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("exited within 5 s");
+    assert!(status.success(), "{status}");
+    assert!(tokio::net::TcpStream::connect(listen).await.is_err());
+}
+
+#[tokio::test]
+async fn backend_status_codes_pass_through() {
+    let s = stack(13, "").await;
+    s.films.set(Behaviour::Status(418));
+    let r = client()
+        .get(format!("{}/films", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 418);
+}

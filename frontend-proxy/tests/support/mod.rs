@@ -1,0 +1,176 @@
+//! Shared test harness: real backends, a real DNS server, and the real
+//! proxy binary, all on loopback addresses owned by one test each.
+#![allow(dead_code)]
+
+pub mod backend;
+pub mod dns;
+pub mod proxy;
+
+pub use backend::{Backend, Behaviour};
+pub use dns::TestDns;
+pub use proxy::ProxyProcess;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+/// `127.0.<group>.<host>`: every test uses its own addresses, so tests can
+/// run in parallel and ports picked by binding `:0` cannot collide.
+pub fn ip(group: u8, host: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, group, host))
+}
+
+/// A currently free port on `ip`.
+pub fn free_port(ip: IpAddr) -> u16 {
+    let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind probe port");
+    l.local_addr().expect("probe addr").port()
+}
+
+pub fn free_addr(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, free_port(ip))
+}
+
+/// Polls `cond` every 20 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// An HTTP client that talks to the given address directly (no proxy env).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .danger_accept_invalid_certs(true)
+        .build()
+        .expect("client")
+}
+
+/// Envoy bootstrap pieces for tests.
+pub mod yaml {
+    use std::net::SocketAddr;
+
+    pub fn hcm(stat_prefix: &str, extra: &str, virtual_hosts: &str) -> String {
+        format!(
+            r#"
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: {stat_prefix}
+{extra}
+          route_config:
+            name: local_route
+            virtual_hosts:
+{virtual_hosts}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
+        )
+    }
+
+    /// A plain listener with one connection manager.
+    pub fn listener(name: &str, addr: SocketAddr, hcm: &str) -> String {
+        format!(
+            r#"
+  - name: {name}
+    address:
+      socket_address: {{ address: {ip}, port_value: {port} }}
+    filter_chains:
+    - filters:{hcm}"#,
+            ip = addr.ip(),
+            port = addr.port()
+        )
+    }
+
+    /// A TLS listener; `cert`/`key` are file paths.
+    pub fn tls_listener(name: &str, addr: SocketAddr, hcm: &str, cert: &str, key: &str) -> String {
+        format!(
+            r#"
+  - name: {name}
+    address:
+      socket_address: {{ address: {ip}, port_value: {port} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{cert}" }}
+              private_key: {{ filename: "{key}" }}
+      filters:{hcm}"#,
+            ip = addr.ip(),
+            port = addr.port()
+        )
+    }
+
+    /// A cluster; `endpoints` are `(host, port)`; `extra` is raw YAML at cluster level.
+    pub fn cluster(name: &str, kind: &str, endpoints: &[(String, u16)], extra: &str) -> String {
+        let eps: String = endpoints
+            .iter()
+            .map(|(h, p)| {
+                format!(
+                    r#"
+        - endpoint:
+            address:
+              socket_address: {{ address: "{h}", port_value: {p} }}"#
+                )
+            })
+            .collect();
+        let la = if endpoints.is_empty() {
+            String::new()
+        } else {
+            format!(
+                r#"
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:{eps}"#
+            )
+        };
+        format!(
+            r#"
+  - name: {name}
+    connect_timeout: 0.25s
+    type: {kind}
+    lb_policy: ROUND_ROBIN{la}
+{extra}"#
+        )
+    }
+
+    /// Resolver block pointing a DNS cluster at a test DNS server.
+    pub fn resolver(dns: SocketAddr) -> String {
+        format!(
+            r#"    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers:
+        - socket_address: {{ address: {ip}, port_value: {port} }}"#,
+            ip = dns.ip(),
+            port = dns.port()
+        )
+    }
+
+    pub fn bootstrap(listeners: &[String], clusters: &[String]) -> String {
+        format!(
+            "static_resources:\n  listeners:{}\n  clusters:{}\n",
+            listeners.concat(),
+            if clusters.is_empty() {
+                " []".to_string()
+            } else {
+                clusters.concat()
+            }
+        )
+    }
+}

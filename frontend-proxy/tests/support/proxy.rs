@@ -1,0 +1,105 @@
+//! The real `frontend-proxy` binary, started with a config written to a
+//! temporary directory and stopped when the handle drops.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct ProxyProcess {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    log: PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_frontend-proxy")
+}
+
+impl ProxyProcess {
+    /// Starts the proxy and waits until `ready_addr` accepts connections.
+    pub async fn start(config: &str, ready_addr: SocketAddr) -> Self {
+        Self::start_with_args(config, ready_addr, &[]).await
+    }
+
+    pub async fn start_with_args(config: &str, ready_addr: SocketAddr, args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).expect("write config");
+        let log = dir.path().join("proxy.log");
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(binary())
+            .arg("-c")
+            .arg(&path)
+            .args(["--concurrency", "2", "--log-level", "info"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn frontend-proxy");
+        let mut p = Self {
+            child,
+            dir,
+            config: path,
+            log,
+        };
+        let start = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(ready_addr).await.is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("frontend-proxy exited early ({status}):\n{}", p.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "proxy did not listen on {ready_addr}:\n{}",
+                p.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the limit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
