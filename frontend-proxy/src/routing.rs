@@ -127,8 +127,8 @@ impl RouteTable {
             }
         }
         // Stable sort keeps file order between equal lengths, as Envoy does.
-        suffixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
+        prefixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         Self {
             name,
             virtual_hosts,

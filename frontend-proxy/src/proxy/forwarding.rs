@@ -260,7 +260,7 @@ mod tests {
         };
         assert_eq!(
             redirect_location(&req, "example.com:80", false, &r, &m("/old")),
-            "https://example.com/page?q=1"
+            "https://example.com/new/page?q=1"
         );
         let r2 = Redirect {
             strip_query: true,

@@ -22,7 +22,7 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, R
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -93,6 +93,8 @@ pub struct Cluster {
     discovery: Arc<EndpointDiscovery>,
     host_count: AtomicUsize,
     consecutive_failures: AtomicUsize,
+    /// When the refresh loop should run next, as decided by the last refresh (ms).
+    next_refresh_ms: AtomicU64,
 }
 
 /// A host picked for a request.
@@ -149,6 +151,7 @@ impl Cluster {
             discovery,
             host_count: AtomicUsize::new(0),
             consecutive_failures: AtomicUsize::new(0),
+            next_refresh_ms: AtomicU64::new(0),
         })
     }
 
@@ -188,6 +191,20 @@ impl Cluster {
 
     /// Runs discovery once and publishes the result; returns when to run next.
     pub async fn refresh(&self) -> Duration {
+        let next = self.refresh_once().await;
+        self.next_refresh_ms.store(next.as_millis() as u64, Relaxed);
+        next
+    }
+
+    /// The delay the last refresh asked for (the refresh rate before any).
+    fn next_refresh(&self) -> Duration {
+        match self.next_refresh_ms.load(Relaxed) {
+            0 => self.spec.dns.refresh_rate,
+            ms => Duration::from_millis(ms),
+        }
+    }
+
+    async fn refresh_once(&self) -> Duration {
         if let Err(e) = with_lb!(&self.balancer, lb => lb.update().await) {
             warn!(cluster = %self.spec.name, error = %e, "endpoint discovery failed");
         }
@@ -285,10 +302,11 @@ impl BackgroundService for ClusterManager {
             info!(cluster = %c.name(), hosts = c.hosts().len(), "cluster initialized");
         }
         ready.notify_ready();
-        let loops =
-            self.clusters.iter().filter(|c| c.is_dynamic()).map(|c| {
-                ClusterSet::run_cluster(c.clone(), c.spec.dns.refresh_rate, shutdown.clone())
-            });
+        let loops = self
+            .clusters
+            .iter()
+            .filter(|c| c.is_dynamic())
+            .map(|c| ClusterSet::run_cluster(c.clone(), c.next_refresh(), shutdown.clone()));
         join_all(loops).await;
     }
 }

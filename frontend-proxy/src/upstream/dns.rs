@@ -68,7 +68,11 @@ impl HickoryResolver {
             // /etc/hosts first, as c-ares does for Envoy.
             opts.use_hosts_file = ResolveHosts::Always;
         }
+        // hickory's cache (moka) evicts lazily even at size 0, so `resolve`
+        // also clears it before every lookup.
         opts.cache_size = 0;
+        // One server at a time: UDP first, TCP when it fails or truncates.
+        opts.num_concurrent_reqs = 1;
         opts.timeout = QUERY_TIMEOUT;
         opts.attempts = 2;
         opts.ip_strategy = match spec.lookup_family {
@@ -85,9 +89,27 @@ impl HickoryResolver {
     }
 }
 
+/// NXDOMAIN, or NOERROR without address records: the name really has no
+/// address. hickory also reports SERVFAIL and REFUSED as "no records";
+/// those are failures, and must keep the last good hosts.
+fn is_authoritative_empty(e: &hickory_resolver::ResolveError) -> bool {
+    use hickory_resolver::proto::op::ResponseCode;
+    use hickory_resolver::proto::ProtoErrorKind;
+    match e.proto().map(|p| p.kind()) {
+        Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
+            matches!(
+                *response_code,
+                ResponseCode::NXDomain | ResponseCode::NoError
+            )
+        }
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl Resolver for HickoryResolver {
     async fn resolve(&self, host: &str) -> Result<Resolution, DnsError> {
+        self.inner.clear_cache();
         match self.inner.lookup_ip(host).await {
             Ok(lookup) => {
                 let ttl = lookup
@@ -101,10 +123,13 @@ impl Resolver for HickoryResolver {
                 addrs.dedup();
                 Ok(Resolution { addrs, ttl })
             }
-            Err(e) if e.is_nx_domain() || e.is_no_records_found() => Ok(Resolution {
-                addrs: Vec::new(),
-                ttl: None,
-            }),
+            Err(e) if is_authoritative_empty(&e) => {
+                tracing::debug!(host, error = %e, "name has no address records");
+                Ok(Resolution {
+                    addrs: Vec::new(),
+                    ttl: None,
+                })
+            }
             Err(e) => Err(DnsError::Lookup {
                 host: host.to_string(),
                 message: e.to_string(),

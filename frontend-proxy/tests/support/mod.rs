@@ -6,7 +6,9 @@ pub mod backend;
 pub mod dns;
 pub mod proxy;
 
+#[allow(unused_imports)]
 pub use backend::{Backend, Behaviour};
+#[allow(unused_imports)]
 pub use dns::TestDns;
 pub use proxy::ProxyProcess;
 

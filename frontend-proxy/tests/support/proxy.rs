@@ -18,7 +18,20 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_frontend-proxy")
 }
 
+/// A proxy configuration not started yet (so a test can prepare DNS first).
+pub struct PendingProxy(String);
+
+impl PendingProxy {
+    pub async fn start_at(self, ready_addr: SocketAddr) -> ProxyProcess {
+        ProxyProcess::start(&self.0, ready_addr).await
+    }
+}
+
 impl ProxyProcess {
+    pub fn empty(config: String) -> PendingProxy {
+        PendingProxy(config)
+    }
+
     /// Starts the proxy and waits until `ready_addr` accepts connections.
     pub async fn start(config: &str, ready_addr: SocketAddr) -> Self {
         Self::start_with_args(config, ready_addr, &[]).await
