@@ -43,9 +43,18 @@ impl<T: DeserializeOwned> Field<T> {
 /// serde's messages name Rust types (`expected struct Cluster`); say what the
 /// file should contain instead.
 fn tidy_serde_message(msg: &str) -> String {
-    let msg = msg
+    let mut msg = msg
         .replace("expected struct ", "expected a mapping for ")
         .replace("expected a sequence", "expected a list");
+    for (rust, words) in [
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ] {
+        msg = msg.replace(rust, words);
+    }
     // Messages from nested values carry no useful location once the value
     // was re-read from a tree; drop serde_yaml's trailing position if any.
     match msg.find(" at line ") {

@@ -391,7 +391,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<Loaded, LoadError> {
             "no listeners: the proxy will serve nothing",
         );
     }
-    if let (Some(a), true) = (&admin, cx.errors.is_empty()) {
+    if let Some(a) = &admin {
         if let Some(l) = listeners.iter().find(|l| conflicts(l.address, a.address)) {
             cx.error(
                 &root.key("admin").key("address"),

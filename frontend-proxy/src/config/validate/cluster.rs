@@ -60,17 +60,16 @@ pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> V
     let mut out = Vec::new();
     let mut names = HashSet::new();
     for (cp, c) in cx.list(p, "clusters", f) {
-        let Some(spec) = cluster(cx, &cp, c) else {
-            continue;
-        };
-        if !names.insert(spec.name.clone()) {
-            cx.error(
-                &cp.key("name"),
-                format!("duplicate cluster name {:?}", spec.name),
-            );
-            continue;
+        // Duplicates are found from the raw names, so a cluster with other
+        // errors still takes part in the check.
+        if let Some(Field::Ok(name)) = &c.name {
+            if !names.insert(name.clone()) {
+                cx.error(&cp.key("name"), format!("duplicate cluster name {name:?}"));
+            }
         }
-        out.push(spec);
+        if let Some(spec) = cluster(cx, &cp, c) {
+            out.push(spec);
+        }
     }
     out
 }

@@ -379,11 +379,6 @@ fn connection_manager(
         ],
         Codec::Auto,
     );
-    if let Some(v) = cx.opt(p, "codec_type", &h.codec_type) {
-        if v == "HTTP3" {
-            cx.error(&p.key("codec_type"), "HTTP/3 is not supported");
-        }
-    }
     http_filters(cx, p, &h.http_filters);
 
     let server_header = cx.enumeration(
