@@ -1,0 +1,29 @@
+//! What film-service and rating-service share, so each service crate holds
+//! only its own records and API.
+//!
+//! - [`service`]: the HTTP shell (OpenAPI document, Swagger UI, middleware).
+//! - [`body`]: lenient request bodies (JSON, or the old clients'
+//!   single-quoted pseudo-JSON under any content type), 1 MiB limit.
+//! - [`error`]: the one error type and the JSON error body for every error.
+//! - [`catalog`]: in-memory records with unique ids (and names), reservations.
+//! - [`served_by`]: the `x-served-by` header.
+//! - [`metrics`]: Prometheus metrics and the access log.
+//! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
+//! - [`healthcheck`]: the `healthcheck` subcommand.
+//! - [`telemetry`]: tracing setup.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod catalog;
+pub mod error;
+pub mod healthcheck;
+pub mod metrics;
+pub mod ops;
+pub mod served_by;
+pub mod server;
+pub mod service;
+pub mod telemetry;
+
+pub use body::LenientJson;
+pub use error::ApiError;
