@@ -83,9 +83,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
         Value::Null => Some("null"),
     };
     if let Some(found) = found {
-        return Err(BodyError::Shape(format!(
-            "expected a JSON object, found {found}"
-        )));
+        return Err(BodyError::Shape(format!("expected a JSON object, found {found}")));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -133,10 +131,7 @@ where
                  that is not JSON may use single-quoted strings (`{'name': 'Citizen Kane'}`). \
                  At most 1 MiB.",
             ),
-            content: vec![MetaMediaType {
-                content_type: "application/json",
-                schema: T::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: "application/json", schema: T::schema_ref() }],
             required: true,
         })
     }
@@ -146,9 +141,7 @@ where
         body: &mut RequestBody,
         _param_opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        let bytes = read_limited(request, body, MAX_BODY_BYTES)
-            .await
-            .map_err(ApiError::from)?;
+        let bytes = read_limited(request, body, MAX_BODY_BYTES).await.map_err(ApiError::from)?;
         let value = parse(&bytes).map_err(ApiError::from)?;
         Ok(Self(value))
     }
@@ -156,16 +149,9 @@ where
 
 /// Reads the whole body, refusing more than `limit` bytes: at once when
 /// `Content-Length` says so, otherwise as soon as the limit is crossed.
-async fn read_limited(
-    request: &Request,
-    body: &mut RequestBody,
-    limit: usize,
-) -> Result<Vec<u8>, BodyError> {
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+async fn read_limited(request: &Request, body: &mut RequestBody, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared =
+        request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
@@ -197,29 +183,19 @@ mod tests {
     #[test]
     fn strict_json_wins_even_with_apostrophes() {
         let v = parse_value(br#"{"name": "Schindler's List", "language": "English"}"#).unwrap();
-        assert_eq!(
-            v,
-            json!({"name": "Schindler's List", "language": "English"})
-        );
+        assert_eq!(v, json!({"name": "Schindler's List", "language": "English"}));
     }
 
     #[test]
     fn single_quoted_fallback() {
-        let v =
-            parse_value(b"{\n\t\t'name': 'Citizen Kane',\n\t\t'language': 'English'\n\t}").unwrap();
+        let v = parse_value(b"{\n\t\t'name': 'Citizen Kane',\n\t\t'language': 'English'\n\t}").unwrap();
         assert_eq!(v, json!({"name": "Citizen Kane", "language": "English"}));
     }
 
     #[test]
     fn empty_and_garbage_bodies() {
-        assert_eq!(
-            err(parse_value(b"")),
-            "request body is empty; expected a JSON object"
-        );
-        assert_eq!(
-            err(parse_value(b" \n\t")),
-            "request body is empty; expected a JSON object"
-        );
+        assert_eq!(err(parse_value(b"")), "request body is empty; expected a JSON object");
+        assert_eq!(err(parse_value(b" \n\t")), "request body is empty; expected a JSON object");
         assert_eq!(
             err(parse_value(b"{\"name\": ")),
             "request body is not valid JSON: EOF while parsing a value at line 1 column 9"
@@ -233,10 +209,7 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_field() {
-        assert_eq!(
-            err(parse::<Sample>(br#"{"language": "English"}"#)),
-            "invalid request body: missing field `name`"
-        );
+        assert_eq!(err(parse::<Sample>(br#"{"language": "English"}"#)), "invalid request body: missing field `name`");
         assert_eq!(
             err(parse::<Sample>(br#"{"name": " ", "language": "English"}"#)),
             "invalid request body: name: must not be empty"
@@ -245,18 +218,14 @@ mod tests {
             err(parse::<Sample>(br#"{"name": 7, "language": "English"}"#)),
             "invalid request body: name: invalid type: integer `7`, expected a string"
         );
-        assert!(err(parse::<Sample>(
-            br#"{"name": "a", "language": "b", "year": 1941}"#
-        ))
-        .contains("unknown field `year`"));
+        assert!(
+            err(parse::<Sample>(br#"{"name": "a", "language": "b", "year": 1941}"#)).contains("unknown field `year`")
+        );
         assert_eq!(
             err(parse::<Sample>(br#"["Heat", "English"]"#)),
             "invalid request body: expected a JSON object, found an array"
         );
-        assert_eq!(
-            err(parse::<Sample>(b"null")),
-            "invalid request body: expected a JSON object, found null"
-        );
+        assert_eq!(err(parse::<Sample>(b"null")), "invalid request body: expected a JSON object, found null");
     }
 
     #[test]

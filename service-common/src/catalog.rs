@@ -52,10 +52,7 @@ pub struct Catalog<T> {
 
 impl<T> Clone for Catalog<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-            names: self.names,
-        }
+        Self { inner: self.inner.clone(), names: self.names }
     }
 }
 
@@ -82,11 +79,10 @@ impl<T: Record> Inner<T> {
         if names == Names::Shared {
             return Ok(());
         }
-        let held_by_other = self.by_name.get(name).is_some_and(|seqs| {
-            seqs.iter()
-                .filter_map(|seq| self.by_seq.get(seq))
-                .any(|r| Some(r.id()) != owner)
-        });
+        let held_by_other = self
+            .by_name
+            .get(name)
+            .is_some_and(|seqs| seqs.iter().filter_map(|seq| self.by_seq.get(seq)).any(|r| Some(r.id()) != owner));
         if held_by_other || self.reserved_names.contains(name) {
             return Err(CatalogError::NameTaken(name.to_owned()));
         }
@@ -97,10 +93,7 @@ impl<T: Record> Inner<T> {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.seq_of.insert(record.id(), seq);
-        self.by_name
-            .entry(record.name().to_owned())
-            .or_default()
-            .insert(seq);
+        self.by_name.entry(record.name().to_owned()).or_default().insert(seq);
         self.by_seq.insert(seq, record);
     }
 
@@ -159,11 +152,7 @@ impl<T: Record> Catalog<T> {
     /// The record with `id`.
     pub fn get(&self, id: Uuid) -> Option<T> {
         let inner = self.read();
-        inner
-            .seq_of
-            .get(&id)
-            .and_then(|seq| inner.by_seq.get(seq))
-            .cloned()
+        inner.seq_of.get(&id).and_then(|seq| inner.by_seq.get(seq)).cloned()
     }
 
     /// The newest record named exactly `name`.
@@ -191,12 +180,7 @@ impl<T: Record> Catalog<T> {
         if self.names == Names::Unique {
             inner.reserved_names.insert(name.to_owned());
         }
-        Ok(Reservation {
-            catalog: self.clone(),
-            id,
-            name: name.to_owned(),
-            released: false,
-        })
+        Ok(Reservation { catalog: self.clone(), id, name: name.to_owned(), released: false })
     }
 
     /// Replaces the record with `record.id()` by `record`, keeping its place
@@ -211,11 +195,7 @@ impl<T: Record> Catalog<T> {
         let old_name = inner.by_seq.get(&seq).map(|r| r.name().to_owned());
         if let Some(old_name) = old_name.filter(|old| old != record.name()) {
             inner.unindex_name(&old_name, seq);
-            inner
-                .by_name
-                .entry(record.name().to_owned())
-                .or_default()
-                .insert(seq);
+            inner.by_name.entry(record.name().to_owned()).or_default().insert(seq);
         }
         inner.by_seq.insert(seq, record.clone());
         Ok(record)
@@ -297,11 +277,7 @@ mod tests {
     }
 
     fn item(name: &str, note: u32) -> Item {
-        Item {
-            id: Uuid::new_v4(),
-            name: name.to_owned(),
-            note,
-        }
+        Item { id: Uuid::new_v4(), name: name.to_owned(), note }
     }
 
     #[test]
@@ -325,15 +301,9 @@ mod tests {
     fn ids_and_unique_names_conflict() {
         let c = Catalog::new(Names::Unique);
         let a = c.insert(item("a", 1)).unwrap();
-        let same_id = Item {
-            name: "z".into(),
-            ..a.clone()
-        };
+        let same_id = Item { name: "z".into(), ..a.clone() };
         assert_eq!(c.insert(same_id), Err(CatalogError::IdTaken(a.id)));
-        assert_eq!(
-            c.insert(item("a", 2)),
-            Err(CatalogError::NameTaken("a".into()))
-        );
+        assert_eq!(c.insert(item("a", 2)), Err(CatalogError::NameTaken("a".into())));
         assert_eq!(c.list(), vec![a]);
     }
 
@@ -355,17 +325,11 @@ mod tests {
         assert_eq!(c.get(id), None);
         assert_eq!(c.find_by_name("a"), None);
         assert!(c.list().is_empty());
-        assert_eq!(
-            c.insert(item("a", 1)),
-            Err(CatalogError::NameTaken("a".into()))
-        );
+        assert_eq!(c.insert(item("a", 1)), Err(CatalogError::NameTaken("a".into())));
         assert!(matches!(c.reserve(id, "b"), Err(CatalogError::IdTaken(_))));
         let stored = r.commit(|id, name| Item { id, name, note: 9 });
         assert_eq!(c.get(id), Some(stored));
-        assert_eq!(
-            c.insert(item("a", 1)),
-            Err(CatalogError::NameTaken("a".into()))
-        );
+        assert_eq!(c.insert(item("a", 1)), Err(CatalogError::NameTaken("a".into())));
     }
 
     #[test]
@@ -374,9 +338,7 @@ mod tests {
         let id = Uuid::new_v4();
         drop(c.reserve(id, "a").unwrap());
         assert!(c.is_empty());
-        c.reserve(id, "a")
-            .unwrap()
-            .commit(|id, name| Item { id, name, note: 0 });
+        c.reserve(id, "a").unwrap().commit(|id, name| Item { id, name, note: 0 });
         assert_eq!(c.len(), 1);
     }
 
@@ -386,40 +348,16 @@ mod tests {
         let a = c.insert(item("a", 1)).unwrap();
         let b = c.insert(item("b", 2)).unwrap();
         // Keeping one's own name is not a conflict.
-        c.replace(Item {
-            note: 5,
-            ..a.clone()
-        })
-        .unwrap();
-        let renamed = c
-            .replace(Item {
-                name: "c".into(),
-                ..a.clone()
-            })
-            .unwrap();
+        c.replace(Item { note: 5, ..a.clone() }).unwrap();
+        let renamed = c.replace(Item { name: "c".into(), ..a.clone() }).unwrap();
         assert_eq!(c.list(), vec![renamed, b.clone()]);
         assert_eq!(c.find_by_name("a"), None);
         assert_eq!(c.find_by_name("c").map(|r| r.id), Some(a.id));
-        assert_eq!(
-            c.replace(Item {
-                name: "b".into(),
-                ..a.clone()
-            }),
-            Err(CatalogError::NameTaken("b".into()))
-        );
+        assert_eq!(c.replace(Item { name: "b".into(), ..a.clone() }), Err(CatalogError::NameTaken("b".into())));
         let ghost = item("g", 0);
-        assert_eq!(
-            c.replace(ghost.clone()),
-            Err(CatalogError::NotFound(ghost.id))
-        );
+        assert_eq!(c.replace(ghost.clone()), Err(CatalogError::NotFound(ghost.id)));
         let _held = c.reserve(Uuid::new_v4(), "held").unwrap();
-        assert_eq!(
-            c.replace(Item {
-                name: "held".into(),
-                ..b
-            }),
-            Err(CatalogError::NameTaken("held".into()))
-        );
+        assert_eq!(c.replace(Item { name: "held".into(), ..b }), Err(CatalogError::NameTaken("held".into())));
     }
 
     #[test]

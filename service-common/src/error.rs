@@ -70,12 +70,8 @@ impl ResponseError for ApiError {
 /// codes it cannot produce.
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let content = || {
-            vec![MetaMediaType {
-                content_type: "application/json; charset=utf-8",
-                schema: ErrorBody::schema_ref(),
-            }]
-        };
+        let content =
+            || vec![MetaMediaType { content_type: "application/json; charset=utf-8", schema: ErrorBody::schema_ref() }];
         MetaResponses {
             responses: vec![
                 MetaResponse {
@@ -104,13 +100,8 @@ impl ApiResponse for ApiError {
 
 /// Builds the JSON error response for `status` with `message`.
 pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = ErrorBody {
-        error: message.into(),
-    };
-    Response::builder()
-        .status(status)
-        .content_type("application/json; charset=utf-8")
-        .body(body.to_json_string())
+    let body = ErrorBody { error: message.into() };
+    Response::builder().status(status).content_type("application/json; charset=utf-8").body(body.to_json_string())
 }
 
 /// Middleware turning every error, and every error response that is not JSON
@@ -150,11 +141,7 @@ impl<E: Endpoint> Endpoint for JsonErrorsEndpoint<E> {
         // carry, so reading them whole is cheap.
         let text = body.into_string().await.unwrap_or_default();
         let message = match text.trim() {
-            "" => parts
-                .status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase(),
+            "" => parts.status.canonical_reason().unwrap_or("error").to_lowercase(),
             text => text.to_owned(),
         };
         let mut rewritten = json_error(parts.status, message);
@@ -171,14 +158,10 @@ impl<E: Endpoint> Endpoint for JsonErrorsEndpoint<E> {
 }
 
 fn is_json(content_type: Option<&HeaderValue>) -> bool {
-    content_type
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| {
-            let mime = mime.trim();
-            mime.eq_ignore_ascii_case("application/json")
-                || mime.to_ascii_lowercase().ends_with("+json")
-        })
+    content_type.and_then(|v| v.to_str().ok()).and_then(|v| v.split(';').next()).is_some_and(|mime| {
+        let mime = mime.trim();
+        mime.eq_ignore_ascii_case("application/json") || mime.to_ascii_lowercase().ends_with("+json")
+    })
 }
 
 #[cfg(test)]
@@ -203,11 +186,7 @@ mod tests {
     }
 
     fn app() -> impl Endpoint {
-        Route::new()
-            .at("/conflict", get(conflict))
-            .at("/plain", get(plain_failure))
-            .at("/ok", get(ok))
-            .with(JsonErrors)
+        Route::new().at("/conflict", get(conflict)).at("/plain", get(plain_failure)).at("/ok", get(ok)).with(JsonErrors)
     }
 
     #[tokio::test]
@@ -215,8 +194,7 @@ mod tests {
         let resp = TestClient::new(app()).get("/conflict").send().await;
         resp.assert_status(StatusCode::CONFLICT);
         resp.assert_content_type("application/json; charset=utf-8");
-        resp.assert_json(serde_json::json!({"error": "a film named \"Heat\" already exists"}))
-            .await;
+        resp.assert_json(serde_json::json!({"error": "a film named \"Heat\" already exists"})).await;
     }
 
     #[tokio::test]
@@ -231,13 +209,11 @@ mod tests {
         let client = TestClient::new(app());
         let resp = client.get("/nope").send().await;
         resp.assert_status(StatusCode::NOT_FOUND);
-        resp.assert_json(serde_json::json!({"error": "not found"}))
-            .await;
+        resp.assert_json(serde_json::json!({"error": "not found"})).await;
 
         let resp = client.delete("/ok").send().await;
         resp.assert_status(StatusCode::METHOD_NOT_ALLOWED);
-        resp.assert_json(serde_json::json!({"error": "method not allowed"}))
-            .await;
+        resp.assert_json(serde_json::json!({"error": "method not allowed"})).await;
     }
 
     #[tokio::test]

@@ -63,15 +63,9 @@ pub async fn check(url: &str, timeout: Duration) -> Result<(), HealthcheckError>
         .get(url)
         .send()
         .await
-        .map_err(|e| HealthcheckError::Request {
-            url: url.to_owned(),
-            reason: error_chain(&e),
-        })?;
+        .map_err(|e| HealthcheckError::Request { url: url.to_owned(), reason: error_chain(&e) })?;
     if resp.status() != reqwest::StatusCode::OK {
-        return Err(HealthcheckError::Status {
-            url: url.to_owned(),
-            status: resp.status().as_u16(),
-        });
+        return Err(HealthcheckError::Status { url: url.to_owned(), status: resp.status().as_u16() });
     }
     Ok(())
 }
@@ -122,11 +116,7 @@ mod tests {
     #[tokio::test]
     async fn refused_connection_is_an_error_naming_the_url() {
         // Bind then drop to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let url = format!("http://127.0.0.1:{port}/healthz");
         let err = check(&url, TIMEOUT).await.unwrap_err().to_string();
         assert!(err.starts_with(&format!("GET {url} failed: ")), "{err}");

@@ -6,24 +6,30 @@
 //!   single-quoted pseudo-JSON under any content type), 1 MiB limit.
 //! - [`error`]: the one error type and the JSON error body for every error.
 //! - [`catalog`]: in-memory records with unique ids (and names), reservations.
+//! - [`listing`]: the answer of `GET /<collection>[?name=]`.
 //! - [`served_by`]: the `x-served-by` header.
 //! - [`metrics`]: Prometheus metrics and the access log.
 //! - [`ops`]: `/healthz` and `/metrics`.
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
 //! - [`telemetry`]: tracing setup.
+//! - `testing` (feature `testing`): helpers for the services' integration
+//!   tests.
 #![forbid(unsafe_code)]
 
 pub mod body;
 pub mod catalog;
 pub mod error;
 pub mod healthcheck;
+pub mod listing;
 pub mod metrics;
 pub mod ops;
 pub mod served_by;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use body::LenientJson;
 pub use error::ApiError;

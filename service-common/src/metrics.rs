@@ -5,15 +5,15 @@
 //! raw path, and with a closed set of methods, so the number of series stays
 //! bounded whatever clients send.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poem::http::Method;
 use poem::PathPattern;
 use poem::{Endpoint, IntoResponse, Middleware, Request, Response, Result};
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
-};
+use poem_openapi::OperationId;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
 
 /// Route label of requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
@@ -34,10 +34,7 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new(
-                "http_requests_total",
-                "HTTP requests answered, by route, method and status.",
-            ),
+            Opts::new("http_requests_total", "HTTP requests answered, by route, method and status."),
             &["route", "method", "status"],
         )?;
         let duration = HistogramVec::new(
@@ -49,22 +46,14 @@ impl Metrics {
         )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self {
-            registry,
-            requests,
-            duration,
-        })
+        Ok(Self { registry, requests, duration })
     }
 
     /// Records one answered request.
     pub fn observe(&self, route: &str, method: &Method, status: u16, elapsed: Duration) {
         let method = method_label(method);
-        self.requests
-            .with_label_values(&[route, method, &status.to_string()])
-            .inc();
-        self.duration
-            .with_label_values(&[route, method])
-            .observe(elapsed.as_secs_f64());
+        self.requests.with_label_values(&[route, method, &status.to_string()]).inc();
+        self.duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
     }
 
     /// Renders every metric in the Prometheus text format.
@@ -107,17 +96,49 @@ pub fn route_template(pattern: &str) -> String {
         .join("/")
 }
 
+/// The path template of each OpenAPI operation, by operation id.
+///
+/// poem-openapi routes `/films/{id}` as `/films/:param0`, so the route poem
+/// matched does not make a readable label; the operation id it attaches to
+/// each response, looked up here, does.
+pub type OperationRoutes = HashMap<&'static str, String>;
+
+/// The [`OperationRoutes`] of the API `A`.
+pub fn operation_routes<A: poem_openapi::OpenApi>() -> OperationRoutes {
+    A::meta()
+        .into_iter()
+        .flat_map(|api| api.paths)
+        .flat_map(|path| {
+            let template = path.path;
+            path.operations.into_iter().filter_map(move |op| op.operation_id.map(|id| (id, template.clone())))
+        })
+        .collect()
+}
+
 /// Middleware recording [`Metrics`] and writing one access-log line per
 /// request (method, path, route, status, duration).
 #[derive(Clone)]
 pub struct Observe {
     metrics: Arc<Metrics>,
+    routes: Arc<OperationRoutes>,
 }
 
 impl Observe {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// Records into `metrics`, labelling OpenAPI operations by `routes`.
+    pub fn new(metrics: Arc<Metrics>, routes: OperationRoutes) -> Self {
+        Self { metrics, routes: Arc::new(routes) }
+    }
+
+    fn route_label(routes: &OperationRoutes, resp: &Response) -> String {
+        if let Some(template) = resp.data::<OperationId>().and_then(|id| routes.get(id.0)) {
+            return template.clone();
+        }
+        match resp.data::<PathPattern>() {
+            // A path under a nested router that matched nothing inside it
+            // carries the (empty) pattern of the nest.
+            Some(pattern) if !pattern.0.is_empty() && pattern.0.as_ref() != "/" => route_template(&pattern.0),
+            _ => UNMATCHED_ROUTE.to_owned(),
+        }
     }
 }
 
@@ -125,17 +146,14 @@ impl<E: Endpoint> Middleware<E> for Observe {
     type Output = ObserveEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        ObserveEndpoint {
-            inner: ep,
-            metrics: self.metrics.clone(),
-        }
+        ObserveEndpoint { inner: ep, observe: self.clone() }
     }
 }
 
 /// The endpoint [`Observe`] wraps around its inner endpoint.
 pub struct ObserveEndpoint<E> {
     inner: E,
-    metrics: Arc<Metrics>,
+    observe: Observe,
 }
 
 impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
@@ -150,11 +168,9 @@ impl<E: Endpoint> Endpoint for ObserveEndpoint<E> {
             Err(err) => err.into_response(),
         };
         let elapsed = start.elapsed();
-        let route = resp
-            .data::<PathPattern>()
-            .map_or_else(|| UNMATCHED_ROUTE.to_owned(), |p| route_template(&p.0));
+        let route = Observe::route_label(&self.observe.routes, &resp);
         let status = resp.status().as_u16();
-        self.metrics.observe(&route, &method, status, elapsed);
+        self.observe.metrics.observe(&route, &method, status, elapsed);
         tracing::info!(
             method = %method,
             path = %path,
@@ -191,14 +207,7 @@ mod tests {
         let m = Metrics::new().unwrap();
         m.observe("/films/{id}", &Method::GET, 404, Duration::from_millis(3));
         let text = m.render().unwrap();
-        assert!(
-            text.contains(
-                r#"http_requests_total{method="GET",route="/films/{id}",status="404"} 1"#
-            ),
-            "{text}"
-        );
-        assert!(text.contains(
-            r#"http_request_duration_seconds_count{method="GET",route="/films/{id}"} 1"#
-        ));
+        assert!(text.contains(r#"http_requests_total{method="GET",route="/films/{id}",status="404"} 1"#), "{text}");
+        assert!(text.contains(r#"http_request_duration_seconds_count{method="GET",route="/films/{id}"} 1"#));
     }
 }

@@ -26,10 +26,7 @@ pub struct Health {
 #[derive(ApiResponse)]
 pub enum MetricsResponse {
     /// Request counts and latencies in the Prometheus text format.
-    #[oai(
-        status = 200,
-        content_type = "text/plain; version=0.0.4; charset=utf-8"
-    )]
+    #[oai(status = 200, content_type = "text/plain; version=0.0.4; charset=utf-8")]
     Ok(PlainText<String>),
 }
 
@@ -51,9 +48,7 @@ impl OpsApi {
     /// in memory, so there is nothing else to wait for.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
     async fn healthz(&self) -> Json<Health> {
-        Json(Health {
-            status: "ok".to_owned(),
-        })
+        Json(Health { status: "ok".to_owned() })
     }
 
     /// Prometheus metrics: `http_requests_total{route,method,status}` and

@@ -39,10 +39,7 @@ impl<E: Endpoint> Middleware<E> for ServedBy {
     type Output = ServedByEndpoint<E>;
 
     fn transform(&self, ep: E) -> Self::Output {
-        ServedByEndpoint {
-            inner: ep,
-            host: self.host.clone(),
-        }
+        ServedByEndpoint { inner: ep, host: self.host.clone() }
     }
 }
 
@@ -79,9 +76,7 @@ mod tests {
 
     #[tokio::test]
     async fn stamps_success_and_errors() {
-        let app = Route::new()
-            .at("/ok", get(ok))
-            .with(ServedBy::new(HeaderValue::from_static("replica-7")));
+        let app = Route::new().at("/ok", get(ok)).with(ServedBy::new(HeaderValue::from_static("replica-7")));
         let client = TestClient::new(app);
         let resp = client.get("/ok").send().await;
         resp.assert_status_is_ok();

@@ -23,10 +23,7 @@ pub struct Listener {
 pub async fn bind(addr: SocketAddr) -> io::Result<Listener> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
-    Ok(Listener {
-        acceptor: TcpAcceptor::from_tokio(listener)?,
-        local_addr,
-    })
+    Ok(Listener { acceptor: TcpAcceptor::from_tokio(listener)?, local_addr })
 }
 
 impl Listener {
@@ -41,9 +38,7 @@ impl Listener {
     where
         E: Endpoint + 'static,
     {
-        Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(ep, shutdown, Some(SHUTDOWN_GRACE))
-            .await
+        Server::new_with_acceptor(self.acceptor).run_with_graceful_shutdown(ep, shutdown, Some(SHUTDOWN_GRACE)).await
     }
 }
 

@@ -14,7 +14,7 @@ use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApi, OpenApiService};
 
 use crate::error::JsonErrors;
-use crate::metrics::{Metrics, Observe};
+use crate::metrics::{operation_routes, Metrics, Observe};
 use crate::ops::OpsApi;
 use crate::served_by::ServedBy;
 
@@ -31,14 +31,11 @@ pub struct ServiceInfo {
 
 /// Builds the endpoint serving `api`, the operational endpoints, the OpenAPI
 /// document and Swagger UI, with the shared middleware around them.
-pub fn endpoint<A>(
-    api: A,
-    info: ServiceInfo,
-    metrics: Arc<Metrics>,
-) -> impl Endpoint<Output = Response>
+pub fn endpoint<A>(api: A, info: ServiceInfo, metrics: Arc<Metrics>) -> impl Endpoint<Output = Response>
 where
     A: OpenApi + Send + Sync + 'static,
 {
+    let routes = operation_routes::<(A, OpsApi)>();
     let service = OpenApiService::new((api, OpsApi::new(metrics.clone())), info.name, info.version);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
@@ -49,5 +46,5 @@ where
         .with(CatchPanic::new())
         .with(JsonErrors)
         .with(ServedBy::new(info.host))
-        .with(Observe::new(metrics))
+        .with(Observe::new(metrics, routes))
 }

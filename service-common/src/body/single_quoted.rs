@@ -114,31 +114,19 @@ mod tests {
     #[test]
     fn old_verify_sh_body() {
         let body = "{\n\t\t'name': 'Citizen Kane',\n\t\t'language': 'English'\n\t}";
-        assert_eq!(
-            parse(body),
-            json!({"name": "Citizen Kane", "language": "English"})
-        );
+        assert_eq!(parse(body), json!({"name": "Citizen Kane", "language": "English"}));
     }
 
     #[test]
     fn double_quoted_strings_keep_their_apostrophes() {
         let body = r#"{'name': "Schindler's List", 'language': 'English'}"#;
-        assert_eq!(
-            parse(body),
-            json!({"name": "Schindler's List", "language": "English"})
-        );
+        assert_eq!(parse(body), json!({"name": "Schindler's List", "language": "English"}));
     }
 
     #[test]
     fn escaped_quotes_inside_single_quotes() {
-        assert_eq!(
-            parse(r"{'name': 'Schindler\'s List'}"),
-            json!({"name": "Schindler's List"})
-        );
-        assert_eq!(
-            parse(r#"{'name': 'say "hi"'}"#),
-            json!({"name": "say \"hi\""})
-        );
+        assert_eq!(parse(r"{'name': 'Schindler\'s List'}"), json!({"name": "Schindler's List"}));
+        assert_eq!(parse(r#"{'name': 'say "hi"'}"#), json!({"name": "say \"hi\""}));
         assert_eq!(parse(r#"{"a": "x\"'y"}"#), json!({"a": "x\"'y"}));
     }
 
@@ -149,10 +137,7 @@ mod tests {
 
     #[test]
     fn other_escapes_are_left_for_the_json_parser() {
-        assert_eq!(
-            parse(r"{'a': 'back\\slash \u00e9'}"),
-            json!({"a": "back\\slash é"})
-        );
+        assert_eq!(parse(r"{'a': 'back\\slash \u00e9'}"), json!({"a": "back\\slash é"}));
         assert!(serde_json::from_str::<Value>(&to_json(r"{'a': '\q'}").unwrap()).is_err());
     }
 
@@ -166,17 +151,8 @@ mod tests {
 
     #[test]
     fn unterminated_string_reports_where_it_started() {
-        assert_eq!(
-            to_json("{\n  'name': 'Citizen Kane}"),
-            Err(RewriteError::Unterminated {
-                line: 2,
-                column: 11
-            })
-        );
-        assert_eq!(
-            to_json("{'a': 'x\\"),
-            Err(RewriteError::Unterminated { line: 1, column: 7 })
-        );
+        assert_eq!(to_json("{\n  'name': 'Citizen Kane}"), Err(RewriteError::Unterminated { line: 2, column: 11 }));
+        assert_eq!(to_json("{'a': 'x\\"), Err(RewriteError::Unterminated { line: 1, column: 7 }));
     }
 
     #[test]
@@ -189,9 +165,6 @@ mod tests {
 
     #[test]
     fn multibyte_text_is_preserved() {
-        assert_eq!(
-            parse("{'name': 'Amélie', 'language': '日本語'}"),
-            json!({"name": "Amélie", "language": "日本語"})
-        );
+        assert_eq!(parse("{'name': 'Amélie', 'language': '日本語'}"), json!({"name": "Amélie", "language": "日本語"}));
     }
 }
