@@ -5,19 +5,10 @@ use clap::{Parser, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "frontend-proxy",
-    version,
-    about = "Envoy-compatible edge proxy on Pingora"
-)]
+#[command(name = "frontend-proxy", version, about = "Envoy-compatible edge proxy on Pingora")]
 pub struct Cli {
     /// Envoy v3 bootstrap file (YAML or JSON).
-    #[arg(
-        short = 'c',
-        long = "config-path",
-        value_name = "FILE",
-        required_unless_present = "health_probe"
-    )]
+    #[arg(short = 'c', long = "config-path", value_name = "FILE", required_unless_present = "health_probe")]
     pub config_path: Option<PathBuf>,
 
     /// `serve` runs the proxy; `validate` loads everything, opens no socket,
@@ -53,11 +44,7 @@ pub struct Cli {
     pub disable_hot_restart: bool,
 
     /// Health probe for container HEALTHCHECKs: GET the URL, exit 0 on 200.
-    #[arg(
-        long = "health-probe",
-        value_name = "URL",
-        conflicts_with = "config_path"
-    )]
+    #[arg(long = "health-probe", value_name = "URL", conflicts_with = "config_path")]
     pub health_probe: Option<String>,
 }
 
@@ -75,11 +62,7 @@ fn parse_level(s: &str) -> Result<String, String> {
         "warn" | "warning" => "warn",
         "error" | "critical" | "err" => "error",
         "off" => "off",
-        _ => {
-            return Err(format!(
-                "unknown log level {s:?} (trace, debug, info, warning, error, critical, off)"
-            ))
-        }
+        _ => return Err(format!("unknown log level {s:?} (trace, debug, info, warning, error, critical, off)")),
     };
     Ok(level.to_string())
 }
@@ -125,14 +108,8 @@ mod tests {
         assert_eq!(cli.mode, Mode::Validate);
         assert_eq!(cli.concurrency, Some(2));
         assert_eq!(cli.log_level, "warn");
-        let long = Cli::try_parse_from([
-            "frontend-proxy",
-            "--config-path",
-            "x.yaml",
-            "--service-cluster",
-            "front",
-        ])
-        .unwrap();
+        let long =
+            Cli::try_parse_from(["frontend-proxy", "--config-path", "x.yaml", "--service-cluster", "front"]).unwrap();
         assert_eq!(long.ignored_flags(), vec!["--service-cluster"]);
     }
 
@@ -141,11 +118,6 @@ mod tests {
         assert!(Cli::try_parse_from(["frontend-proxy", "-c", "x", "--bogus"]).is_err());
         assert!(Cli::try_parse_from(["frontend-proxy"]).is_err());
         assert!(Cli::try_parse_from(["frontend-proxy", "-c", "x", "--log-level", "loud"]).is_err());
-        assert!(Cli::try_parse_from([
-            "frontend-proxy",
-            "--health-probe",
-            "http://127.0.0.1:9901/ready"
-        ])
-        .is_ok());
+        assert!(Cli::try_parse_from(["frontend-proxy", "--health-probe", "http://127.0.0.1:9901/ready"]).is_ok());
     }
 }

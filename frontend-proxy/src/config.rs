@@ -42,10 +42,7 @@ pub struct Loaded {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("cannot read {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid YAML: {0}")]
     Yaml(String),
     #[error("{}", render(.0))]
@@ -62,44 +59,29 @@ impl LoadError {
     pub fn diagnostics(&self) -> Vec<Diagnostic> {
         match self {
             LoadError::Invalid(d) => d.clone(),
-            other => vec![Diagnostic {
-                path: String::new(),
-                message: other.to_string(),
-            }],
+            other => vec![Diagnostic { path: String::new(), message: other.to_string() }],
         }
     }
 }
 
 /// Reads and validates the bootstrap at `path`.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;
     parse(&text)
 }
 
 /// Parses and validates bootstrap text (YAML or JSON).
 pub fn parse(text: &str) -> Result<Loaded, LoadError> {
-    let mut value: serde_yaml::Value =
-        serde_yaml::from_str(text).map_err(|e| LoadError::Yaml(e.to_string()))?;
+    let mut value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| LoadError::Yaml(e.to_string()))?;
     // `<<: *anchor` merge keys are common in hand-written Envoy files.
-    value
-        .apply_merge()
-        .map_err(|e| LoadError::Yaml(e.to_string()))?;
+    value.apply_merge().map_err(|e| LoadError::Yaml(e.to_string()))?;
     if value.is_null() {
-        return Err(LoadError::Invalid(vec![Diagnostic {
-            path: String::new(),
-            message: "the file is empty".into(),
-        }]));
+        return Err(LoadError::Invalid(vec![Diagnostic { path: String::new(), message: "the file is empty".into() }]));
     }
     let raw = match raw::Field::<raw::Bootstrap>::from_value(value) {
         raw::Field::Ok(b) => b,
         raw::Field::Invalid(message) => {
-            return Err(LoadError::Invalid(vec![Diagnostic {
-                path: String::new(),
-                message,
-            }]))
+            return Err(LoadError::Invalid(vec![Diagnostic { path: String::new(), message }]))
         }
     };
     validate::bootstrap(&raw)

@@ -49,38 +49,30 @@ pub struct SignalWatch {
 
 impl SignalWatch {
     fn in_flight(&self) -> i64 {
-        self.connection_managers
-            .iter()
-            .map(|s| s.downstream_rq_active.load(Relaxed))
-            .sum()
+        self.connection_managers.iter().map(|s| s.downstream_rq_active.load(Relaxed)).sum()
     }
 
     /// Exits the process once no request is in flight (or at the deadline,
     /// which Pingora's own grace period also enforces).
     fn spawn_drain_watcher(self: Arc<Self>) {
         let started = Instant::now();
-        let spawned = std::thread::Builder::new()
-            .name("drain-watcher".into())
-            .spawn(move || {
-                // Let the accept loops observe the shutdown first.
-                std::thread::sleep(Duration::from_millis(100));
-                let mut idle_checks = 0;
-                while started.elapsed() < self.max_drain {
-                    if self.in_flight() <= 0 {
-                        idle_checks += 1;
-                        if idle_checks >= 3 {
-                            info!(
-                                elapsed_ms = started.elapsed().as_millis() as u64,
-                                "drained, exiting"
-                            );
-                            std::process::exit(0);
-                        }
-                    } else {
-                        idle_checks = 0;
+        let spawned = std::thread::Builder::new().name("drain-watcher".into()).spawn(move || {
+            // Let the accept loops observe the shutdown first.
+            std::thread::sleep(Duration::from_millis(100));
+            let mut idle_checks = 0;
+            while started.elapsed() < self.max_drain {
+                if self.in_flight() <= 0 {
+                    idle_checks += 1;
+                    if idle_checks >= 3 {
+                        info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained, exiting");
+                        std::process::exit(0);
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                } else {
+                    idle_checks = 0;
                 }
-            });
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
         if let Err(e) = spawned {
             error!(error = %e, "cannot start the drain watcher; waiting for the full drain time");
         }
@@ -94,11 +86,9 @@ pub struct SharedSignalWatch(pub Arc<SignalWatch>);
 impl ShutdownSignalWatch for SharedSignalWatch {
     async fn recv(&self) -> ShutdownSignal {
         let watch = &self.0;
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+        else {
             error!("cannot install signal handlers; only the admin interface can stop the proxy");
             watch.drain.quit.notified().await;
             watch.drain.draining.store(true, Relaxed);

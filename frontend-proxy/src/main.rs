@@ -19,8 +19,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
@@ -28,10 +27,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     for flag in cli.ignored_flags() {
-        tracing::warn!(
-            flag,
-            "ignored: Envoy hot-restart and node flags have no effect here"
-        );
+        tracing::warn!(flag, "ignored: Envoy hot-restart and node flags have no effect here");
     }
 
     let Some(path) = cli.config_path.clone() else {
@@ -54,10 +50,7 @@ fn main() -> ExitCode {
     let prepared = match server::prepare(loaded.bootstrap) {
         Ok(p) => p,
         Err(errors) => {
-            eprintln!(
-                "error: configuration '{}' cannot be served:",
-                path.display()
-            );
+            eprintln!("error: configuration '{}' cannot be served:", path.display());
             for e in errors {
                 eprintln!("  {e}");
             }
@@ -69,11 +62,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let options = server::Options {
-        concurrency: cli.concurrency.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1)
-        }),
+        concurrency: cli
+            .concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         drain_time: Duration::from_secs(cli.drain_time_s),
     };
     match server::run(prepared, &options) {

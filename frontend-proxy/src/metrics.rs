@@ -10,8 +10,8 @@ use std::time::Duration;
 
 /// Envoy's histogram bucket bounds, in milliseconds.
 pub const HISTOGRAM_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0, 300000.0,
+    600000.0, 1800000.0, 3600000.0,
 ];
 
 /// A latency histogram in milliseconds with Envoy's buckets.
@@ -45,13 +45,9 @@ pub struct HistogramSnapshot {
 impl Histogram {
     pub fn record(&self, d: Duration) {
         let ms = d.as_secs_f64() * 1000.0;
-        let i = HISTOGRAM_BUCKETS_MS
-            .iter()
-            .position(|b| ms <= *b)
-            .unwrap_or(HISTOGRAM_BUCKETS_MS.len());
+        let i = HISTOGRAM_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap_or(HISTOGRAM_BUCKETS_MS.len());
         self.buckets[i].fetch_add(1, Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.sum_micros.fetch_add(d.as_micros().min(u128::from(u64::MAX)) as u64, Relaxed);
         self.count.fetch_add(1, Relaxed);
     }
 
@@ -65,11 +61,7 @@ impl Histogram {
             })
             .collect();
         let inf = self.buckets[HISTOGRAM_BUCKETS_MS.len()].load(Relaxed);
-        HistogramSnapshot {
-            cumulative,
-            count: acc + inf,
-            sum_ms: self.sum_micros.load(Relaxed) as f64 / 1000.0,
-        }
+        HistogramSnapshot { cumulative, count: acc + inf, sum_ms: self.sum_micros.load(Relaxed) as f64 / 1000.0 }
     }
 }
 

@@ -9,9 +9,7 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// GETs `url` (http only); `Ok(())` on status 200.
 pub fn probe(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -21,19 +19,11 @@ pub fn probe(url: &str) -> Result<(), String> {
         .map_err(|e| format!("{authority}: {e}"))?
         .next()
         .ok_or_else(|| format!("{authority}: no address"))?;
-    let mut stream =
-        TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: frontend-proxy-probe\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: frontend-proxy-probe\r\n\r\n")
+        .map_err(|e| format!("send: {e}"))?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| format!("read: {e}"))?;
     let line = String::from_utf8_lossy(&head[..n]);
@@ -41,9 +31,6 @@ pub fn probe(url: &str) -> Result<(), String> {
     if status == "200" {
         Ok(())
     } else {
-        Err(format!(
-            "{url} answered {:?}",
-            line.lines().next().unwrap_or("")
-        ))
+        Err(format!("{url} answered {:?}", line.lines().next().unwrap_or("")))
     }
 }

@@ -9,9 +9,7 @@ pub use local_reply::LocalReply;
 
 use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
 use crate::metrics::ConnManagerStats;
-use crate::routing::{
-    Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost,
-};
+use crate::routing::{Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost};
 use crate::upstream::{ActiveRequest, Cluster, ClusterSet, Host};
 use async_trait::async_trait;
 use http::header::{HeaderValue, SERVER};
@@ -77,14 +75,9 @@ pub struct RequestCtx {
 
 impl Proxy {
     pub fn new(listeners: Vec<Arc<ListenerRuntime>>, clusters: Arc<ClusterSet>) -> Self {
-        let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default();
-        Self {
-            listeners,
-            clusters,
-            hostname,
-        }
+        let hostname =
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        Self { listeners, clusters, hostname }
     }
 
     /// The listener a connection arrived on, by its local address.
@@ -99,9 +92,7 @@ impl Proxy {
             .iter()
             .position(|l| l.address == local)
             .or_else(|| {
-                self.listeners.iter().position(|l| {
-                    l.address.port() == local.port() && l.address.ip().is_unspecified()
-                })
+                self.listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
             })
             .unwrap_or(0)
     }
@@ -110,10 +101,7 @@ impl Proxy {
         &self.listeners[ctx.listener]
     }
 
-    fn route<'a>(
-        &'a self,
-        ctx: &RequestCtx,
-    ) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
+    fn route<'a>(&'a self, ctx: &RequestCtx) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
         let table = &*self.listener(ctx).hcm.routes;
         let (v, r) = ctx.route?;
         let vh = table.virtual_hosts.get(v)?;
@@ -131,19 +119,10 @@ impl Proxy {
         self.clusters.get(ctx.cluster?)
     }
 
-    async fn reply(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-        reply: LocalReply,
-    ) -> Result<()> {
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
         let hcm = &self.listener(ctx).hcm;
-        let server =
-            (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
-        let request_id = ctx
-            .request_id
-            .as_ref()
-            .filter(|_| hcm.always_set_request_id_in_response);
+        let server = (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
+        let request_id = ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response);
         let result = local_reply::send(session, &reply, &ReplyHeaders { server, request_id }).await;
         ctx.reply = Some(reply);
         result
@@ -164,10 +143,7 @@ impl Proxy {
         if vh.require_tls != RequireTls::None && !listener.tls {
             let mut location = format!("https://{}", authority_without_port(authority));
             location.push_str(req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-            return Some(LocalReply::Redirect {
-                status: http::StatusCode::MOVED_PERMANENTLY,
-                location,
-            });
+            return Some(LocalReply::Redirect { status: http::StatusCode::MOVED_PERMANENTLY, location });
         }
         let Some(r) = vh.find_route_index(req) else {
             stats.no_route.fetch_add(1, Relaxed);
@@ -178,19 +154,12 @@ impl Proxy {
         match &route.action {
             Action::Direct(d) => {
                 stats.rq_direct_response.fetch_add(1, Relaxed);
-                Some(LocalReply::Direct {
-                    status: d.status,
-                    body: d.body.clone(),
-                })
+                Some(LocalReply::Direct { status: d.status, body: d.body.clone() })
             }
             Action::Redirect(rd) => {
                 stats.rq_redirect.fetch_add(1, Relaxed);
-                let location =
-                    forwarding::redirect_location(req, authority, listener.tls, rd, &route.matcher);
-                Some(LocalReply::Redirect {
-                    status: rd.status,
-                    location,
-                })
+                let location = forwarding::redirect_location(req, authority, listener.tls, rd, &route.matcher);
+                Some(LocalReply::Redirect { status: rd.status, location })
             }
             Action::Forward(f) => {
                 if session.is_upgrade_req() {
@@ -220,11 +189,7 @@ impl Proxy {
 
     /// How long this attempt may wait for the upstream; `Err` if the route
     /// deadline has passed.
-    fn attempt_timeout(
-        &self,
-        ctx: &RequestCtx,
-        upgrade: bool,
-    ) -> std::result::Result<Option<Duration>, ()> {
+    fn attempt_timeout(&self, ctx: &RequestCtx, upgrade: bool) -> std::result::Result<Option<Duration>, ()> {
         let forward = self.forward(ctx);
         if upgrade {
             // A WebSocket lives past the route timeout; the route's idle timeout bounds it.
@@ -237,9 +202,7 @@ impl Proxy {
             },
             None => None,
         };
-        let per_try = forward
-            .and_then(|f| f.retry_policy.as_ref())
-            .and_then(|p| p.per_try_timeout);
+        let per_try = forward.and_then(|f| f.retry_policy.as_ref()).and_then(|p| p.per_try_timeout);
         Ok(match (remaining, per_try) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -247,10 +210,7 @@ impl Proxy {
     }
 
     fn retry_budget(&self, ctx: &RequestCtx) -> u32 {
-        self.forward(ctx)
-            .and_then(|f| f.retry_policy.as_ref())
-            .map(|p| p.num_retries)
-            .unwrap_or(0)
+        self.forward(ctx).and_then(|f| f.retry_policy.as_ref()).map(|p| p.num_retries).unwrap_or(0)
     }
 
     fn deadline_passed(ctx: &RequestCtx) -> bool {
@@ -274,9 +234,7 @@ fn authority(req: &RequestHeader) -> Option<&str> {
 }
 
 fn authority_without_port(authority: &str) -> &str {
-    crate::routing::split_port(authority)
-        .map(|(h, _)| h)
-        .unwrap_or(authority)
+    crate::routing::split_port(authority).map(|(h, _)| h).unwrap_or(authority)
 }
 
 /// The consistent-hashing key from the route's hash policies; random when
@@ -363,11 +321,7 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn upstream_peer(
-        &self,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
         let cluster = self
             .cluster(ctx)
             .cloned()
@@ -376,10 +330,7 @@ impl ProxyHttp for Proxy {
             Ok(t) => t,
             Err(()) => {
                 ctx.last_failure = Some(LocalReply::Timeout);
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(504),
-                    "route timeout passed before an attempt",
-                ));
+                return Err(Error::explain(ErrorType::HTTPStatus(504), "route timeout passed before an attempt"));
             }
         };
         let key: &[u8] = ctx.hash_key.as_deref().unwrap_or(&[]);
@@ -388,10 +339,7 @@ impl ProxyHttp for Proxy {
                 cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
                 ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
             }
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                "no healthy upstream",
-            ));
+            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"));
         };
         ctx.attempts += 1;
         ctx.active = Some(host.start_request());
@@ -449,11 +397,7 @@ impl ProxyHttp for Proxy {
             let info = RequestInfo {
                 client_addr: ctx.client_addr,
                 local_addr: Some(listener.address),
-                protocol: if session.is_http2() {
-                    "HTTP/2"
-                } else {
-                    "HTTP/1.1"
-                },
+                protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
                 hostname: &self.hostname,
                 request: Some(downstream),
             };
@@ -490,15 +434,8 @@ impl ProxyHttp for Proxy {
                     ctx.tried.push(h.addr);
                 }
             }
-            debug!(
-                status,
-                attempt = ctx.attempts,
-                "retrying on response status"
-            );
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(status),
-                "retriable response status",
-            ));
+            debug!(status, attempt = ctx.attempts, "retrying on response status");
+            return Err(Error::explain(ErrorType::HTTPStatus(status), "retriable response status"));
         }
         Ok(())
     }
@@ -512,10 +449,7 @@ impl ProxyHttp for Proxy {
         let listener = self.listener(ctx);
         let hcm = &listener.hcm;
         if let Some(t) = ctx.upstream_time {
-            resp.insert_header(
-                forwarding::X_UPSTREAM_SERVICE_TIME,
-                t.as_millis().to_string(),
-            )?;
+            resp.insert_header(forwarding::X_UPSTREAM_SERVICE_TIME, t.as_millis().to_string())?;
         }
         match hcm.server_header {
             ServerHeader::Overwrite => resp.insert_header(SERVER, hcm.server_name.as_str())?,
@@ -565,15 +499,11 @@ impl ProxyHttp for Proxy {
             ctx.tried.push(h.addr);
         }
         let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
-        let another_host = self.cluster(ctx).is_some_and(|c| {
-            c.select(ctx.hash_key.as_deref().unwrap_or(&[]), &ctx.tried)
-                .is_some()
-        });
+        let another_host =
+            self.cluster(ctx).is_some_and(|c| c.select(ctx.hash_key.as_deref().unwrap_or(&[]), &ctx.tried).is_some());
         let retry = another_host && ctx.retries < budget && !Self::deadline_passed(ctx);
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
-        ctx.last_failure = Some(LocalReply::ConnectFailure {
-            retried: ctx.retries > 0,
-        });
+        ctx.last_failure = Some(LocalReply::ConnectFailure { retried: ctx.retries > 0 });
         if retry {
             self.record_retry(ctx);
         }
@@ -595,14 +525,10 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return e;
         }
-        let timed_out = matches!(
-            e.etype(),
-            ErrorType::ReadTimedout | ErrorType::WriteTimedout
-        );
+        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
         let started = session.response_written().is_some();
         let policy = self.forward(ctx).and_then(|f| f.retry_policy.as_ref());
-        let may_retry =
-            !started && !session.as_ref().retry_buffer_truncated() && !Self::deadline_passed(ctx);
+        let may_retry = !started && !session.as_ref().retry_buffer_truncated() && !Self::deadline_passed(ctx);
         let retry = match policy {
             Some(p) if may_retry && ctx.retries < p.num_retries => {
                 let on = &p.retry_on;
@@ -633,13 +559,8 @@ impl ProxyHttp for Proxy {
                 h.stats.rq_timeout.fetch_add(1, Relaxed);
             }
         }
-        ctx.last_failure = Some(if timed_out {
-            LocalReply::Timeout
-        } else {
-            LocalReply::UpstreamReset {
-                retried: ctx.retries > 0,
-            }
-        });
+        ctx.last_failure =
+            Some(if timed_out { LocalReply::Timeout } else { LocalReply::UpstreamReset { retried: ctx.retries > 0 } });
         if retry {
             if let (Some(h), Some(p)) = (&ctx.host, policy) {
                 if p.avoid_previous_hosts {
@@ -653,12 +574,7 @@ impl ProxyHttp for Proxy {
         e
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut RequestCtx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let reply = match e.esource() {
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
@@ -667,23 +583,15 @@ impl ProxyHttp for Proxy {
             _ => Some(ctx.last_failure.take().unwrap_or(match e.etype() {
                 ErrorType::HTTPStatus(504) => LocalReply::Timeout,
                 ErrorType::HTTPStatus(503) => LocalReply::NoHealthyUpstream,
-                _ => LocalReply::UpstreamReset {
-                    retried: ctx.retries > 0,
-                },
+                _ => LocalReply::UpstreamReset { retried: ctx.retries > 0 },
             })),
         };
         let Some(reply) = reply else {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
         };
         if session.response_written().is_some() {
             // Headers already went out: the only signal left is closing the connection.
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
         let code = reply.status().as_u16();
         // Pingora closes the downstream connection after a failed proxy
@@ -692,10 +600,7 @@ impl ProxyHttp for Proxy {
         if let Err(err) = self.reply(session, ctx, reply).await {
             debug!(error = %err, "failed to send local reply");
         }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
@@ -715,10 +620,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.start.elapsed();
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
         let listener = self.listener(ctx);
         let stats = &listener.stats;
         stats.downstream_rq_active.fetch_sub(1, Relaxed);
@@ -732,27 +634,18 @@ impl ProxyHttp for Proxy {
         stats.downstream_rq_time.record(elapsed);
 
         let cluster = self.cluster(ctx);
-        let from_cluster =
-            ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
+        let from_cluster = ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
         if let (Some(c), true) = (cluster, from_cluster) {
             c.stats.upstream_rq_total.fetch_add(1, Relaxed);
             c.stats.upstream_rq.record(status);
             if let Some(start) = ctx.upstream_start {
                 c.stats.upstream_rq_time.record(start.elapsed());
             }
-            c.stats
-                .upstream_cx_rx_bytes_total
-                .fetch_add(session.upstream_body_bytes_received() as u64, Relaxed);
-            c.stats
-                .upstream_cx_tx_bytes_total
-                .fetch_add(session.body_bytes_read() as u64, Relaxed);
+            c.stats.upstream_cx_rx_bytes_total.fetch_add(session.upstream_body_bytes_received() as u64, Relaxed);
+            c.stats.upstream_cx_tx_bytes_total.fetch_add(session.body_bytes_read() as u64, Relaxed);
         }
         if let Some(h) = &ctx.host {
-            let counter = if (200..500).contains(&status) {
-                &h.stats.rq_success
-            } else {
-                &h.stats.rq_error
-            };
+            let counter = if (200..500).contains(&status) { &h.stats.rq_success } else { &h.stats.rq_error };
             counter.fetch_add(1, Relaxed);
         }
         ctx.active = None;

@@ -12,8 +12,8 @@ pub use header_mutation::{
     HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat, HeaderValueToken, RequestInfo,
 };
 pub use route::{
-    Action, ClusterChoice, DirectResponse, Forward, HashPolicy, HeaderMatch, HeaderMatcher,
-    HostRewrite, PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteMatch, StringMatch,
+    Action, ClusterChoice, DirectResponse, Forward, HashPolicy, HeaderMatch, HeaderMatcher, HostRewrite, PathMatch,
+    Redirect, RetryOn, RetryPolicy, Route, RouteMatch, StringMatch,
 };
 
 use pingora_http::RequestHeader;
@@ -129,23 +129,13 @@ impl RouteTable {
         // Stable sort keeps file order between equal lengths, as Envoy does.
         suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         prefixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
-        Self {
-            name,
-            virtual_hosts,
-            exact,
-            suffixes,
-            prefixes,
-            any,
-            port_matching,
-            headers,
-        }
+        Self { name, virtual_hosts, exact, suffixes, prefixes, any, port_matching, headers }
     }
 
     /// Envoy's virtual host search: exact, longest suffix wildcard, longest
     /// prefix wildcard, then `*`. `listener_port` serves `StripMatching`.
     pub fn find_virtual_host(&self, authority: &str, listener_port: u16) -> Option<&VirtualHost> {
-        self.find_virtual_host_index(authority, listener_port)
-            .map(|i| &self.virtual_hosts[i])
+        self.find_virtual_host_index(authority, listener_port).map(|i| &self.virtual_hosts[i])
     }
 
     /// Like [`Self::find_virtual_host`], returning the index in `virtual_hosts`.
@@ -209,14 +199,8 @@ impl VirtualHost {
 
     /// Like [`Self::find_route`], returning the index in `routes`.
     pub fn find_route_index(&self, req: &RequestHeader) -> Option<usize> {
-        let path = req
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        self.routes
-            .iter()
-            .position(|r| r.matcher.matches(path, req))
+        let path = req.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        self.routes.iter().position(|r| r.matcher.matches(path, req))
     }
 }
 
@@ -236,21 +220,9 @@ mod tests {
 
     fn table(entries: &[(&str, &[&str])], ports: PortMatching) -> RouteTable {
         let vhosts = entries.iter().map(|(n, _)| vh(n)).collect();
-        let domains = entries
-            .iter()
-            .map(|(_, ds)| {
-                ds.iter()
-                    .map(|d| DomainPattern::parse(d).unwrap())
-                    .collect()
-            })
-            .collect();
-        RouteTable::new(
-            "t".into(),
-            vhosts,
-            domains,
-            ports,
-            HeaderMutations::default(),
-        )
+        let domains =
+            entries.iter().map(|(_, ds)| ds.iter().map(|d| DomainPattern::parse(d).unwrap()).collect()).collect();
+        RouteTable::new("t".into(), vhosts, domains, ports, HeaderMutations::default())
     }
 
     fn pick<'a>(t: &'a RouteTable, host: &str) -> Option<&'a str> {
@@ -289,12 +261,7 @@ mod tests {
     #[test]
     fn longest_wildcard_wins_regardless_of_file_order() {
         let t = table(
-            &[
-                ("short", &["*.com"]),
-                ("long", &["*.b.com"]),
-                ("p1", &["a.*"]),
-                ("p2", &["a.b.*"]),
-            ],
+            &[("short", &["*.com"]), ("long", &["*.b.com"]), ("p1", &["a.*"]), ("p2", &["a.b.*"])],
             PortMatching::Exact,
         );
         assert_eq!(pick(&t, "x.b.com"), Some("long"));
@@ -310,10 +277,7 @@ mod tests {
 
     #[test]
     fn port_takes_part_by_default() {
-        let t = table(
-            &[("exact", &["a.com"]), ("port", &["a.com:9000"])],
-            PortMatching::Exact,
-        );
+        let t = table(&[("exact", &["a.com"]), ("port", &["a.com:9000"])], PortMatching::Exact);
         assert_eq!(pick(&t, "a.com"), Some("exact"));
         assert_eq!(pick(&t, "a.com:9000"), Some("port"));
         assert_eq!(pick(&t, "a.com:8080"), None);
@@ -333,18 +297,9 @@ mod tests {
     #[test]
     fn domain_pattern_parse() {
         assert_eq!(DomainPattern::parse("*"), Some(DomainPattern::Any));
-        assert_eq!(
-            DomainPattern::parse("*.A.com"),
-            Some(DomainPattern::Suffix(".a.com".into()))
-        );
-        assert_eq!(
-            DomainPattern::parse("*-bar.com"),
-            Some(DomainPattern::Suffix("-bar.com".into()))
-        );
-        assert_eq!(
-            DomainPattern::parse("foo.*"),
-            Some(DomainPattern::Prefix("foo.".into()))
-        );
+        assert_eq!(DomainPattern::parse("*.A.com"), Some(DomainPattern::Suffix(".a.com".into())));
+        assert_eq!(DomainPattern::parse("*-bar.com"), Some(DomainPattern::Suffix("-bar.com".into())));
+        assert_eq!(DomainPattern::parse("foo.*"), Some(DomainPattern::Prefix("foo.".into())));
         assert_eq!(DomainPattern::parse("a.*.com"), None);
         assert_eq!(DomainPattern::parse("*.a.*"), None);
     }

@@ -32,18 +32,11 @@ pub struct Options {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listener {listener:?}: {source}")]
-    Tls {
-        listener: String,
-        source: tls::TlsError,
-    },
+    Tls { listener: String, source: tls::TlsError },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
-    Bind {
-        listener: String,
-        address: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { listener: String, address: SocketAddr, source: std::io::Error },
 }
 
 /// Everything built from the configuration, before any socket is opened.
@@ -69,10 +62,7 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
             Some(t) => match tls::downstream_settings(t, l.hcm.codec) {
                 Ok(s) => Some(s),
                 Err(source) => {
-                    errors.push(StartError::Tls {
-                        listener: l.name.clone(),
-                        source,
-                    });
+                    errors.push(StartError::Tls { listener: l.name.clone(), source });
                     continue;
                 }
             },
@@ -90,18 +80,12 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Prepared {
-        listeners,
-        clusters: Arc::new(ClusterSet::new(clusters)),
-        admin: bootstrap.admin,
-    })
+    Ok(Prepared { listeners, clusters: Arc::new(ClusterSet::new(clusters)), admin: bootstrap.admin })
 }
 
 /// Fails early, with the listener's name, if an address cannot be bound
 /// (Pingora would otherwise panic inside its service).
-fn check_bindable(
-    listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)],
-) -> Result<(), StartError> {
+fn check_bindable(listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)]) -> Result<(), StartError> {
     for (l, _) in listeners {
         std::net::TcpListener::bind(l.address).map_err(|source| StartError::Bind {
             listener: l.name.clone(),
@@ -126,15 +110,9 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let conf = server.configuration.clone();
 
     let drain = Drain::new();
-    let runtimes: Vec<Arc<ListenerRuntime>> =
-        prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
+    let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
 
-    let cluster_manager = background_service(
-        "cluster manager",
-        ClusterManager {
-            clusters: prepared.clusters.clone(),
-        },
-    );
+    let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
 
     // Plain-text listeners differ only in whether h2c is on; group by that so
@@ -184,8 +162,6 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         connection_managers: runtimes.iter().map(|l| l.stats.clone()).collect(),
         max_drain: options.drain_time,
     };
-    server.run(RunArgs {
-        shutdown_signal: Box::new(SharedSignalWatch(Arc::new(watch))),
-    });
+    server.run(RunArgs { shutdown_signal: Box::new(SharedSignalWatch(Arc::new(watch))) });
     Ok(())
 }

@@ -12,10 +12,7 @@ use pingora_core::tls::x509::X509;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("invalid certificate in {origin}: {message}")]
     Certificate { origin: String, message: String },
     #[error("invalid private key in {origin}: {message}")]
@@ -30,10 +27,7 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     match source {
         PemSource::File(p) => std::fs::read(p)
             .map(|b| (b, p.display().to_string()))
-            .map_err(|e| TlsError::Read {
-                path: p.display().to_string(),
-                source: e,
-            }),
+            .map_err(|e| TlsError::Read { path: p.display().to_string(), source: e }),
         PemSource::Inline(s) => Ok((s.as_bytes().to_vec(), "inline_string".to_string())),
     }
 }
@@ -44,41 +38,26 @@ pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSetti
     let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
     let (key_pem, key_origin) = read(&tls.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
-        .map_err(|e| TlsError::Certificate {
-            origin: cert_origin.clone(),
-            message: e.to_string(),
-        })?
+        .map_err(|e| TlsError::Certificate { origin: cert_origin.clone(), message: e.to_string() })?
         .into_iter();
-    let leaf = chain.next().ok_or_else(|| TlsError::Certificate {
-        origin: cert_origin.clone(),
-        message: "no certificate found".into(),
-    })?;
-    let key = PKey::private_key_from_pem(&key_pem).map_err(|e| TlsError::Key {
-        origin: key_origin,
-        message: e.to_string(),
-    })?;
+    let leaf = chain
+        .next()
+        .ok_or_else(|| TlsError::Certificate { origin: cert_origin.clone(), message: "no certificate found".into() })?;
+    let key = PKey::private_key_from_pem(&key_pem)
+        .map_err(|e| TlsError::Key { origin: key_origin, message: e.to_string() })?;
 
-    let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder
-        .set_certificate(&leaf)
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let mut builder =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
+    builder.set_certificate(&leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
     for intermediate in chain {
-        builder
-            .add_extra_chain_cert(intermediate)
-            .map_err(|e| TlsError::Setup(e.to_string()))?;
+        builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
     }
-    builder
-        .set_private_key(&key)
-        .map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder
-        .check_private_key()
-        .map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    builder.set_private_key(&key).map_err(|e| TlsError::Setup(e.to_string()))?;
+    builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
 
     let mut settings = TlsSettings::from(builder);
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
-    let offers_h1 =
-        tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
+    let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
     let alpn = match codec {
         Codec::Http1 => ALPN::H1,
         Codec::Http2 => ALPN::H2,
@@ -93,15 +72,10 @@ pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSetti
 /// Trust anchors for verifying an upstream.
 pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {
     let (pem, origin) = read(source)?;
-    let certs = X509::stack_from_pem(&pem).map_err(|e| TlsError::Certificate {
-        origin: origin.clone(),
-        message: e.to_string(),
-    })?;
+    let certs = X509::stack_from_pem(&pem)
+        .map_err(|e| TlsError::Certificate { origin: origin.clone(), message: e.to_string() })?;
     if certs.is_empty() {
-        return Err(TlsError::Certificate {
-            origin,
-            message: "no certificate found".into(),
-        });
+        return Err(TlsError::Certificate { origin, message: "no certificate found".into() });
     }
     Ok(certs.into_boxed_slice())
 }

@@ -3,19 +3,29 @@
 //! schedule), and how a request picks one.
 //!
 //! Layout: `dns` (resolver seam), `discovery` (Pingora `ServiceDiscovery`
-//! for STATIC / STRICT_DNS / LOGICAL_DNS), `host` (per-endpoint state and
-//! counters), `selection` (load-balancing policies Pingora lacks),
-//! `cluster` (the runtime cluster tying them together and its refresh loop).
+//! for STATIC / STRICT_DNS / LOGICAL_DNS), `host` (per-endpoint state,
+//! health and counters), `selection` (load-balancing policies Pingora
+//! lacks), `health` (active checks), `outlier` (passive ejection),
+//! `circuit_breaker`, `cluster` (the runtime cluster tying them together)
+//! and `refresh` (the background service running the periodic work).
 
+mod circuit_breaker;
 mod cluster;
 mod discovery;
 pub mod dns;
+mod health;
 mod host;
+mod outlier;
+mod refresh;
 mod selection;
 
-pub use cluster::{Cluster, ClusterError, ClusterManager, ClusterSet, Selected};
+pub use circuit_breaker::{CircuitBreaker, Overflow, Permit};
+pub use cluster::{Cluster, ClusterError, ClusterSet, Selected};
 pub use discovery::EndpointDiscovery;
-pub use host::{ActiveRequest, Host, HostStats};
+pub use health::Probe;
+pub use host::{ActiveRequest, Host, HostHealth, HostStats};
+pub use outlier::AttemptResult;
+pub use refresh::ClusterManager;
 
 use crate::config::model::PemSource;
 use std::net::SocketAddr;
@@ -31,6 +41,65 @@ pub struct ClusterSpec {
     pub connect_timeout: Duration,
     pub dns: DnsSpec,
     pub tls: Option<UpstreamTls>,
+    pub health_check: Option<HealthCheckSpec>,
+    pub outlier: Option<OutlierSpec>,
+    pub circuit_breakers: CircuitBreakerSpec,
+    /// Below this share of healthy hosts (percent), health is ignored (Envoy's panic mode).
+    pub healthy_panic_threshold: f64,
+    /// Remove a host that left DNS even while it passes health checks.
+    pub ignore_health_on_host_removal: bool,
+}
+
+/// `health_checks[0]` of a cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheckSpec {
+    pub timeout: Duration,
+    pub interval: Duration,
+    /// Interval while a host is unhealthy (defaults to `interval`).
+    pub unhealthy_interval: Duration,
+    /// Interval while the cluster has never had traffic.
+    pub no_traffic_interval: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    pub kind: HealthCheckKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheckKind {
+    /// GET `path`; a status outside `expected` (`[start, end)` ranges) fails at once.
+    Http { path: String, host: Option<String>, expected: Vec<(u16, u16)> },
+    /// A TCP connect.
+    Tcp,
+}
+
+/// `outlier_detection`: passive ejection of hosts that keep failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutlierSpec {
+    pub consecutive_5xx: u32,
+    /// Percent of detections that eject (Envoy's `enforcing_*`).
+    pub enforcing_consecutive_5xx: u32,
+    pub consecutive_gateway_failure: u32,
+    pub enforcing_consecutive_gateway_failure: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// `circuit_breakers.thresholds` for the DEFAULT priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitBreakerSpec {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakerSpec {
+    /// Envoy's defaults.
+    fn default() -> Self {
+        Self { max_connections: 1024, max_pending_requests: 1024, max_requests: 1024, max_retries: 3 }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +117,8 @@ pub struct EndpointSpec {
     pub weight: u32,
     /// `endpoint.hostname`, used by `auto_host_rewrite`.
     pub hostname: Option<String>,
+    /// `health_check_config.port_value`: health check this port instead.
+    pub health_check_port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

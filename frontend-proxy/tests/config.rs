@@ -11,9 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn fixtures(kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(kind);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -34,10 +32,7 @@ fn check(expected_path: &Path, actual: &str) -> Result<(), String> {
     if expected == actual {
         Ok(())
     } else {
-        Err(format!(
-            "{}:\n--- expected\n{expected}--- actual\n{actual}",
-            expected_path.display()
-        ))
+        Err(format!("{}:\n--- expected\n{expected}--- actual\n{actual}", expected_path.display()))
     }
 }
 
@@ -105,35 +100,21 @@ fn seed_bootstrap_routes_films_and_ratings() {
     assert!(vh.find_route(&req("/other")).is_none());
     let c = &b.clusters[0];
     assert_eq!(c.connect_timeout, std::time::Duration::from_millis(250));
-    assert_eq!(
-        c.dns.refresh_rate,
-        std::time::Duration::from_secs(5),
-        "Envoy's default"
-    );
+    assert_eq!(c.dns.refresh_rate, std::time::Duration::from_secs(5), "Envoy's default");
 }
 
 #[test]
 fn validate_mode_prints_ok_or_every_error() {
     let bin = env!("CARGO_BIN_EXE_frontend-proxy");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let ok = Command::new(bin)
-        .args(["--mode", "validate", "-c"])
-        .arg(dir.join("valid/seed-envoy.yaml"))
-        .output()
-        .unwrap();
+    let ok =
+        Command::new(bin).args(["--mode", "validate", "-c"]).arg(dir.join("valid/seed-envoy.yaml")).output().unwrap();
     assert!(ok.status.success());
     let stdout = String::from_utf8_lossy(&ok.stdout);
-    assert!(
-        stdout.contains("configuration '") && stdout.trim_end().ends_with("seed-envoy.yaml' OK"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("configuration '") && stdout.trim_end().ends_with("seed-envoy.yaml' OK"), "{stdout}");
 
     let bad = dir.join("invalid/many-mistakes.yaml");
-    let out = Command::new(bin)
-        .args(["--mode", "validate", "-c"])
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = Command::new(bin).args(["--mode", "validate", "-c"]).arg(&bad).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     let expected = std::fs::read_to_string(bad.with_extension("errors")).unwrap();
@@ -141,23 +122,11 @@ fn validate_mode_prints_ok_or_every_error() {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
     }
 
-    let usage = Command::new(bin)
-        .args(["-c", "x.yaml", "--no-such-flag"])
-        .output()
-        .unwrap();
-    assert_eq!(
-        usage.status.code(),
-        Some(2),
-        "unknown flags are a usage error"
-    );
-    let missing = Command::new(bin)
-        .args(["--mode", "validate", "-c", "/nonexistent/envoy.yaml"])
-        .output()
-        .unwrap();
+    let usage = Command::new(bin).args(["-c", "x.yaml", "--no-such-flag"]).output().unwrap();
+    assert_eq!(usage.status.code(), Some(2), "unknown flags are a usage error");
+    let missing = Command::new(bin).args(["--mode", "validate", "-c", "/nonexistent/envoy.yaml"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/envoy.yaml")
-    );
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/envoy.yaml"));
 }
 
 #[test]
@@ -197,8 +166,5 @@ static_resources:
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("listener \"tls\": cannot read") && stderr.contains("missing.pem"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("listener \"tls\": cannot read") && stderr.contains("missing.pem"), "{stderr}");
 }

@@ -33,17 +33,8 @@ async fn setup(base: u8, dns_extra: &str) -> (Vec<Backend>, TestDns, PendingProx
         yaml::resolver(dns.addr)
     );
     let cfg = yaml::bootstrap(
-        &[yaml::listener(
-            "main",
-            listen,
-            &yaml::hcm("ingress", "", ROUTES),
-        )],
-        &[yaml::cluster(
-            "films",
-            "STRICT_DNS",
-            &[("films.svc.test".into(), port)],
-            &extra,
-        )],
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", ROUTES))],
+        &[yaml::cluster("films", "STRICT_DNS", &[("films.svc.test".into(), port)], &extra)],
     );
     (backends, dns, ProxyProcess::empty(cfg), listen)
 }
@@ -83,10 +74,7 @@ async fn follows_dns_scale_up_and_down_with_even_round_robin() {
     // Scale up 1 -> 3: the proxy follows within the refresh rate.
     dns.set("films.svc.test", &ips(&backends, 3));
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            backends[2].hits() > 0 && backends[1].hits() > 0
-        })
-        .await
+        eventually(Duration::from_secs(5), || async { backends[2].hits() > 0 && backends[1].hits() > 0 }).await
             || drive(listen, 6).await.0.len() == 3,
         "new replicas never got traffic\n{}",
         proxy.log()
@@ -104,11 +92,7 @@ async fn follows_dns_scale_up_and_down_with_even_round_robin() {
     let before = backends[2].hits();
     let (seen, failures) = drive(listen, 100).await;
     assert!(failures.is_empty(), "{failures:?}");
-    assert_eq!(
-        backends[2].hits(),
-        before,
-        "a replica removed from DNS still got traffic: {seen:?}"
-    );
+    assert_eq!(backends[2].hits(), before, "a replica removed from DNS still got traffic: {seen:?}");
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
@@ -126,10 +110,7 @@ async fn scale_down_under_load_costs_no_request() {
     backends[2].stop();
     let (seen, failures) = load.await.unwrap();
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert!(
-        seen.contains_key("replica-1") && seen.contains_key("replica-2"),
-        "{seen:?}"
-    );
+    assert!(seen.contains_key("replica-1") && seen.contains_key("replica-2"), "{seen:?}");
 }
 
 #[tokio::test]
@@ -137,11 +118,7 @@ async fn serves_503_until_the_name_exists_then_routes_without_restart() {
     let (backends, dns, proxy, listen) = setup(30, "").await;
     // The name does not exist yet (NXDOMAIN), as when the proxy starts before its upstreams.
     let proxy = proxy.start_at(listen).await;
-    let r = client()
-        .get(format!("http://{listen}/films"))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("http://{listen}/films")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.text().await.unwrap(), "no healthy upstream");
 
@@ -150,11 +127,7 @@ async fn serves_503_until_the_name_exists_then_routes_without_restart() {
         matches!(client().get(format!("http://{listen}/films")).send().await, Ok(r) if r.status() == 200)
     })
     .await;
-    assert!(
-        routed,
-        "never routed after the name appeared\n{}",
-        proxy.log()
-    );
+    assert!(routed, "never routed after the name appeared\n{}", proxy.log());
 }
 
 #[tokio::test]
@@ -166,12 +139,7 @@ async fn failed_lookups_keep_the_last_good_hosts() {
     assert_eq!(seen.len(), 2);
     dns.set_failing(true);
     let queries = dns.queries();
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            dns.queries() > queries + 2
-        })
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || async { dns.queries() > queries + 2 }).await);
     let (seen, failures) = drive(listen, 20).await;
     assert!(failures.is_empty(), "{failures:?}\n{}", proxy.log());
     assert_eq!(seen.len(), 2, "hosts kept through SERVFAIL: {seen:?}");
@@ -186,10 +154,7 @@ async fn ttl_is_ignored_unless_respect_dns_ttl() {
     let _proxy = proxy.start_at(listen).await;
     let queries = dns.queries();
     assert!(
-        eventually(Duration::from_secs(3), || async {
-            dns.queries() >= queries + 5
-        })
-        .await,
+        eventually(Duration::from_secs(3), || async { dns.queries() >= queries + 5 }).await,
         "the proxy stopped asking: {} queries",
         dns.queries() - queries
     );
@@ -200,11 +165,7 @@ async fn ttl_is_ignored_unless_respect_dns_ttl() {
     let _proxy2 = proxy2.start_at(listen2).await;
     let q = dns2.queries();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        dns2.queries(),
-        q,
-        "respect_dns_ttl: no new query before the TTL expires"
-    );
+    assert_eq!(dns2.queries(), q, "respect_dns_ttl: no new query before the TTL expires");
 }
 
 #[tokio::test]
@@ -225,10 +186,7 @@ async fn resolver_tells_failures_from_empty_answers() {
     assert_eq!(res.addrs, vec![ip(2, 71), ip(2, 72)]);
     assert_eq!(res.ttl, Some(Duration::from_secs(600)));
     dns.remove("a.test");
-    assert!(
-        r.resolve("a.test").await.unwrap().addrs.is_empty(),
-        "NXDOMAIN is an empty answer"
-    );
+    assert!(r.resolve("a.test").await.unwrap().addrs.is_empty(), "NXDOMAIN is an empty answer");
     dns.set_failing(true);
     let failed = r.resolve("a.test").await;
     assert!(failed.is_err(), "SERVFAIL must be an error, got {failed:?}");

@@ -53,11 +53,7 @@ async fn stack(host: u8, hcm_extra: &str) -> Stack {
     let dead = free_addr(ip(1, host));
     let listen = free_addr(ip(1, host));
     let cfg = yaml::bootstrap(
-        &[yaml::listener(
-            "main",
-            listen,
-            &yaml::hcm("ingress_http", hcm_extra, ROUTES),
-        )],
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", hcm_extra, ROUTES))],
         &[
             yaml::cluster("films", "STATIC", &[host_port(&films)], ""),
             yaml::cluster(
@@ -67,32 +63,18 @@ async fn stack(host: u8, hcm_extra: &str) -> Stack {
                 "    dns_lookup_family: V4_ONLY",
             ),
             yaml::cluster("empty", "STATIC", &[], ""),
-            yaml::cluster(
-                "dead",
-                "STATIC",
-                &[(dead.ip().to_string(), dead.port())],
-                "",
-            ),
+            yaml::cluster("dead", "STATIC", &[(dead.ip().to_string(), dead.port())], ""),
         ],
     );
     let proxy = ProxyProcess::start(&cfg, listen).await;
-    Stack {
-        films,
-        ratings,
-        proxy,
-        url: format!("http://{listen}"),
-    }
+    Stack { films, ratings, proxy, url: format!("http://{listen}") }
 }
 
 #[tokio::test]
 async fn routes_by_prefix_to_clusters_and_answers_locally() {
     let s = stack(1, "").await;
     let c = client();
-    let r = c
-        .get(format!("{}/films?name=Citizen%20Kane", s.url))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/films?name=Citizen%20Kane", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-served-by"], "films-1");
     assert_eq!(s.films.last_uri(), "/films?name=Citizen%20Kane");
@@ -107,58 +89,27 @@ async fn routes_by_prefix_to_clusters_and_answers_locally() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "direct reply");
 
-    let r = c
-        .get(format!("{}/nothing-here", s.url))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/nothing-here", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.headers()["server"], "envoy");
 
-    let no_redirect = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = no_redirect
-        .get(format!("{}/old/x?q=1", s.url))
-        .send()
-        .await
-        .unwrap();
+    let no_redirect =
+        reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(format!("{}/old/x?q=1", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 302);
-    assert!(
-        r.headers()["location"]
-            .to_str()
-            .unwrap()
-            .ends_with("/new?q=1"),
-        "{:?}",
-        r.headers()
-    );
+    assert!(r.headers()["location"].to_str().unwrap().ends_with("/new?q=1"), "{:?}", r.headers());
 }
 
 #[tokio::test]
 async fn virtual_host_by_authority_with_rewrites() {
     let s = stack(2, "").await;
     let c = client();
-    let r = c
-        .get(format!("{}/v1/films/7?x=1", s.url))
-        .header("host", "api.example.com")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/v1/films/7?x=1", s.url)).header("host", "api.example.com").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(s.films.last_uri(), "/films/7?x=1");
-    assert_eq!(
-        s.films.last_header("host").as_deref(),
-        Some("films.internal")
-    );
+    assert_eq!(s.films.last_header("host").as_deref(), Some("films.internal"));
     // the api virtual host has no /ratings route: 404, not the default host
-    let r = c
-        .get(format!("{}/ratings", s.url))
-        .header("host", "api.example.com")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/ratings", s.url)).header("host", "api.example.com").send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -178,11 +129,7 @@ async fn envoy_local_replies_for_upstream_failures() {
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
     );
 
-    let r = c
-        .get(format!("{}/slow/delay/3000", s.url))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/slow/delay/3000", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 504);
     assert_eq!(r.text().await.unwrap(), "upstream request timeout");
 
@@ -193,70 +140,28 @@ async fn envoy_local_replies_for_upstream_failures() {
 
 #[tokio::test]
 async fn envoy_edge_headers() {
-    let s = stack(
-        4,
-        "          server_name: frontend-test\n          use_remote_address: true",
-    )
-    .await;
+    let s = stack(4, "          server_name: frontend-test\n          use_remote_address: true").await;
     let c = client();
-    let r = c
-        .get(format!("{}/films", s.url))
-        .header("x-envoy-internal", "forged")
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/films", s.url)).header("x-envoy-internal", "forged").send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["server"], "frontend-test");
-    let service_time: u64 = r.headers()["x-envoy-upstream-service-time"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let service_time: u64 = r.headers()["x-envoy-upstream-service-time"].to_str().unwrap().parse().unwrap();
     assert!(service_time < 10_000);
-    let id = s
-        .films
-        .last_header("x-request-id")
-        .expect("request id generated");
+    let id = s.films.last_header("x-request-id").expect("request id generated");
     assert!(uuid_like(&id), "{id}");
-    assert_eq!(
-        s.films.last_header("x-forwarded-proto").as_deref(),
-        Some("http")
-    );
-    assert_eq!(
-        s.films.last_header("x-forwarded-for").as_deref(),
-        Some("127.0.0.1")
-    );
-    assert_eq!(
-        s.films
-            .last_header("x-envoy-expected-rq-timeout-ms")
-            .as_deref(),
-        Some("15000")
-    );
-    assert_eq!(
-        s.films.last_header("x-envoy-internal"),
-        None,
-        "edge proxy strips forged x-envoy-* headers"
-    );
+    assert_eq!(s.films.last_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(s.films.last_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(s.films.last_header("x-envoy-expected-rq-timeout-ms").as_deref(), Some("15000"));
+    assert_eq!(s.films.last_header("x-envoy-internal"), None, "edge proxy strips forged x-envoy-* headers");
 }
 
 #[tokio::test]
 async fn keeps_client_request_id_when_not_an_edge() {
     let s = stack(5, "").await;
     let c = client();
-    c.get(format!("{}/films", s.url))
-        .header("x-request-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        s.films.last_header("x-request-id").as_deref(),
-        Some("abc-123")
-    );
-    assert_eq!(
-        s.films.last_header("x-forwarded-for"),
-        None,
-        "no XFF without use_remote_address"
-    );
+    c.get(format!("{}/films", s.url)).header("x-request-id", "abc-123").send().await.unwrap();
+    assert_eq!(s.films.last_header("x-request-id").as_deref(), Some("abc-123"));
+    assert_eq!(s.films.last_header("x-forwarded-for"), None, "no XFF without use_remote_address");
 }
 
 fn uuid_like(s: &str) -> bool {
@@ -266,11 +171,7 @@ fn uuid_like(s: &str) -> bool {
 #[tokio::test]
 async fn serves_h2c_with_prior_knowledge() {
     let s = stack(6, "          codec_type: AUTO").await;
-    let h2 = reqwest::Client::builder()
-        .no_proxy()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
     let r = h2.get(format!("{}/films", s.url)).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
@@ -298,47 +199,21 @@ async fn tls_listener_serves_the_same_routes() {
     let cfg = yaml::bootstrap(
         &[
             yaml::listener("plain", plain, &hcm),
-            yaml::tls_listener(
-                "secure",
-                secure,
-                &hcm,
-                cert_path.to_str().unwrap(),
-                key_path.to_str().unwrap(),
-            ),
+            yaml::tls_listener("secure", secure, &hcm, cert_path.to_str().unwrap(), key_path.to_str().unwrap()),
         ],
         &[yaml::cluster("films", "STATIC", &[host_port(&films)], "")],
     );
     let proxy = ProxyProcess::start(&cfg, secure).await;
     let c = client();
-    let r = c
-        .get(format!("https://{secure}/films"))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("https://{secure}/films")).send().await.unwrap();
     assert_eq!(r.status(), 200, "{}", proxy.log());
-    assert_eq!(
-        r.version(),
-        reqwest::Version::HTTP_2,
-        "AUTO codec negotiates h2 over TLS"
-    );
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "AUTO codec negotiates h2 over TLS");
     assert_eq!(r.headers()["x-served-by"], "films-tls");
-    assert_eq!(
-        films.last_header("x-forwarded-proto").as_deref(),
-        Some("https")
-    );
+    assert_eq!(films.last_header("x-forwarded-proto").as_deref(), Some("https"));
     let r = c.get(format!("http://{plain}/films")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let h1 = reqwest::Client::builder()
-        .no_proxy()
-        .http1_only()
-        .danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let r = h1
-        .get(format!("https://{secure}/films"))
-        .send()
-        .await
-        .unwrap();
+    let h1 = reqwest::Client::builder().no_proxy().http1_only().danger_accept_invalid_certs(true).build().unwrap();
+    let r = h1.get(format!("https://{secure}/films")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_11);
     assert_eq!(r.status(), 200);
 }
@@ -350,38 +225,25 @@ async fn upgrade(addr: SocketAddr, path: &str) -> (String, tokio::net::TcpStream
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
     (String::from_utf8_lossy(&buf[..n]).into_owned(), s)
 }
 
 #[tokio::test]
 async fn websocket_upgrades_pass_through_only_when_enabled() {
-    let s = stack(
-        8,
-        "          upgrade_configs:\n          - upgrade_type: websocket",
-    )
-    .await;
+    let s = stack(8, "          upgrade_configs:\n          - upgrade_type: websocket").await;
     let listen: SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
     let (head, mut stream) = upgrade(listen, "/films/ws").await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     stream.write_all(b"ping over the tunnel").await.unwrap();
     let mut buf = [0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf[..n], b"ping over the tunnel");
 
     let off = stack(9, "").await;
     let listen: SocketAddr = off.url.trim_start_matches("http://").parse().unwrap();
     let (head, _) = upgrade(listen, "/films/ws").await;
-    assert!(
-        head.starts_with("HTTP/1.1 403"),
-        "Envoy refuses upgrades without upgrade_configs: {head}"
-    );
+    assert!(head.starts_with("HTTP/1.1 403"), "Envoy refuses upgrades without upgrade_configs: {head}");
 }
 
 #[tokio::test]
@@ -399,17 +261,8 @@ async fn a_killed_replica_costs_no_request() {
               - match: { prefix: "/" }
                 route: { cluster: films }"#;
     let cfg = yaml::bootstrap(
-        &[yaml::listener(
-            "main",
-            listen,
-            &yaml::hcm("ingress", "", routes),
-        )],
-        &[yaml::cluster(
-            "films",
-            "STATIC",
-            &backends.iter().map(host_port).collect::<Vec<_>>(),
-            "",
-        )],
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", routes))],
+        &[yaml::cluster("films", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
     );
     let proxy = ProxyProcess::start(&cfg, listen).await;
     let c = client();
@@ -424,16 +277,9 @@ async fn a_killed_replica_costs_no_request() {
             Err(e) => failures.push(format!("{i}: {e}")),
         }
     }
-    assert!(
-        failures.is_empty(),
-        "failed requests: {failures:?}\n{}",
-        proxy.log()
-    );
+    assert!(failures.is_empty(), "failed requests: {failures:?}\n{}", proxy.log());
     let hits: Vec<usize> = backends.iter().map(|b| b.hits()).collect();
-    assert!(
-        hits.iter().all(|h| *h > 20),
-        "every replica served before the kill: {hits:?}"
-    );
+    assert!(hits.iter().all(|h| *h > 20), "every replica served before the kill: {hits:?}");
     assert!(hits[0] + hits[2] > 220, "the survivors took over: {hits:?}");
 }
 
@@ -452,37 +298,16 @@ async fn round_robin_is_even_over_static_endpoints() {
               - match: { prefix: "/" }
                 route: { cluster: films }"#;
     let cfg = yaml::bootstrap(
-        &[yaml::listener(
-            "main",
-            listen,
-            &yaml::hcm("ingress", "", routes),
-        )],
-        &[yaml::cluster(
-            "films",
-            "STATIC",
-            &backends.iter().map(host_port).collect::<Vec<_>>(),
-            "",
-        )],
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", routes))],
+        &[yaml::cluster("films", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
     );
     let _proxy = ProxyProcess::start(&cfg, listen).await;
     let c = client();
     for _ in 0..150 {
-        assert_eq!(
-            c.get(format!("http://{listen}/"))
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        assert_eq!(c.get(format!("http://{listen}/")).send().await.unwrap().status(), 200);
     }
     for b in &backends {
-        assert!(
-            (45..=55).contains(&b.hits()),
-            "{} got {}",
-            b.name(),
-            b.hits()
-        );
+        assert!((45..=55).contains(&b.hits()), "{} got {}", b.name(), b.hits());
     }
 }
 
@@ -491,19 +316,10 @@ async fn sigterm_exits_promptly_and_refuses_new_connections() {
     let s = stack(12, "").await;
     let listen: SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
     let c = client();
-    assert_eq!(
-        c.get(format!("{}/films", s.url))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(c.get(format!("{}/films", s.url)).send().await.unwrap().status(), 200);
     let mut proxy = s.proxy;
     proxy.signal("TERM");
-    let status = proxy
-        .wait_exit(Duration::from_secs(5))
-        .expect("exited within 5 s");
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exited within 5 s");
     assert!(status.success(), "{status}");
     assert!(tokio::net::TcpStream::connect(listen).await.is_err());
 }
@@ -512,10 +328,6 @@ async fn sigterm_exits_promptly_and_refuses_new_connections() {
 async fn backend_status_codes_pass_through() {
     let s = stack(13, "").await;
     s.films.set(Behaviour::Status(418));
-    let r = client()
-        .get(format!("{}/films", s.url))
-        .send()
-        .await
-        .unwrap();
+    let r = client().get(format!("{}/films", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 418);
 }

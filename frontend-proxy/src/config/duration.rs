@@ -13,9 +13,7 @@ pub fn parse(value: &Value) -> Result<Duration, String> {
             let mut nanos: u32 = 0;
             for (k, v) in map {
                 match k.as_str() {
-                    Some("seconds") => {
-                        seconds = int_field(v).ok_or("`seconds` must be a non-negative integer")?
-                    }
+                    Some("seconds") => seconds = int_field(v).ok_or("`seconds` must be a non-negative integer")?,
                     Some("nanos") => {
                         nanos = int_field(v)
                             .and_then(|n| u32::try_from(n).ok())
@@ -23,18 +21,13 @@ pub fn parse(value: &Value) -> Result<Duration, String> {
                             .ok_or("`nanos` must be an integer in 0..999999999")?
                     }
                     _ => {
-                        return Err(format!(
-                        "unexpected key {k:?} in duration object; expected `seconds` and `nanos`"
-                    ))
+                        return Err(format!("unexpected key {k:?} in duration object; expected `seconds` and `nanos`"))
                     }
                 }
             }
             Ok(Duration::new(seconds, nanos))
         }
-        other => Err(format!(
-            "expected a duration such as \"0.25s\" or \"5s\", got {}",
-            describe(other)
-        )),
+        other => Err(format!("expected a duration such as \"0.25s\" or \"5s\", got {}", describe(other))),
     }
 }
 
@@ -47,9 +40,7 @@ fn int_field(v: &Value) -> Option<u64> {
 }
 
 fn parse_str(s: &str) -> Result<Duration, String> {
-    let bad = || {
-        format!("invalid duration {s:?}: expected seconds with an `s` suffix, such as \"0.25s\" or \"5s\"")
-    };
+    let bad = || format!("invalid duration {s:?}: expected seconds with an `s` suffix, such as \"0.25s\" or \"5s\"");
     let body = s.trim().strip_suffix('s').ok_or_else(bad)?;
     if body.starts_with('-') {
         return Err(format!("invalid duration {s:?}: must not be negative"));
@@ -65,11 +56,7 @@ fn parse_str(s: &str) -> Result<Duration, String> {
     if !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
         return Err(bad());
     }
-    let secs: u64 = if whole.is_empty() {
-        0
-    } else {
-        whole.parse().map_err(|_| bad())?
-    };
+    let secs: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
     let nanos: u32 = if frac.is_empty() {
         0
     } else {

@@ -26,6 +26,8 @@ pub struct ListenerConfig {
     pub address: SocketAddr,
     pub tls: Option<DownstreamTls>,
     pub hcm: HttpConnectionManager,
+    /// `envoy.filters.network.connection_limit`: open connections at most.
+    pub max_connections: Option<u64>,
 }
 
 /// PEM material: a file to read at start, or the text itself.
@@ -82,4 +84,6 @@ pub struct HttpConnectionManager {
     pub max_headers_count: u32,
     /// `upgrade_configs` lists `websocket`.
     pub websocket: bool,
+    /// `envoy.filters.http.buffer`: larger request bodies get 413.
+    pub max_request_bytes: Option<u32>,
 }

@@ -43,9 +43,8 @@ impl<T: DeserializeOwned> Field<T> {
 /// serde's messages name Rust types (`expected struct Cluster`); say what the
 /// file should contain instead.
 fn tidy_serde_message(msg: &str) -> String {
-    let mut msg = msg
-        .replace("expected struct ", "expected a mapping for ")
-        .replace("expected a sequence", "expected a list");
+    let mut msg =
+        msg.replace("expected struct ", "expected a mapping for ").replace("expected a sequence", "expected a list");
     for (rust, words) in [
         ("expected u32", "expected a non-negative integer"),
         ("expected u16", "expected a non-negative integer"),
@@ -466,10 +465,10 @@ pub struct Cluster {
     pub dns_resolvers: Option<List<Address>>,
     pub dns_resolution_config: Option<Field<DnsResolutionConfig>>,
     pub transport_socket: Option<Field<TypedExtension>>,
-    pub health_checks: Option<Field<Value>>,
-    pub outlier_detection: Option<Field<Value>>,
-    pub circuit_breakers: Option<Field<Value>>,
-    pub common_lb_config: Option<Field<Value>>,
+    pub health_checks: Option<List<HealthCheck>>,
+    pub outlier_detection: Option<Field<OutlierDetection>>,
+    pub circuit_breakers: Option<Field<CircuitBreakers>>,
+    pub common_lb_config: Option<Field<CommonLbConfig>>,
     pub ring_hash_lb_config: Option<Field<Value>>,
     pub maglev_lb_config: Option<Field<Value>>,
     pub least_request_lb_config: Option<Field<LeastRequestLbConfig>>,
@@ -507,7 +506,7 @@ pub struct LbEndpoint {
 pub struct Endpoint {
     pub address: Option<Field<Address>>,
     pub hostname: Option<Field<String>>,
-    pub health_check_config: Option<Field<Value>>,
+    pub health_check_config: Option<Field<EndpointHealthCheckConfig>>,
     #[serde(flatten)]
     pub other: Other,
 }
@@ -533,6 +532,114 @@ pub struct CaresDnsResolverConfig {
 #[derive(Debug, Deserialize)]
 pub struct LeastRequestLbConfig {
     pub choice_count: Option<Field<u32>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EndpointHealthCheckConfig {
+    pub port_value: Option<Field<u32>>,
+    pub hostname: Option<Field<String>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HealthCheck {
+    pub timeout: Option<Field<Value>>,
+    pub interval: Option<Field<Value>>,
+    pub unhealthy_threshold: Option<Field<u32>>,
+    pub healthy_threshold: Option<Field<u32>>,
+    pub no_traffic_interval: Option<Field<Value>>,
+    pub unhealthy_interval: Option<Field<Value>>,
+    pub interval_jitter: Option<Field<Value>>,
+    pub http_health_check: Option<Field<HttpHealthCheck>>,
+    pub tcp_health_check: Option<Field<Value>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct HttpHealthCheck {
+    pub path: Option<Field<String>>,
+    pub host: Option<Field<String>>,
+    pub expected_statuses: Option<List<Int64Range>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+/// `[start, end)`, as Envoy's `type.v3.Int64Range`.
+#[derive(Debug, Deserialize)]
+pub struct Int64Range {
+    pub start: Option<Field<i64>>,
+    pub end: Option<Field<i64>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OutlierDetection {
+    pub consecutive_5xx: Option<Field<u32>>,
+    pub consecutive_gateway_failure: Option<Field<u32>>,
+    pub interval: Option<Field<Value>>,
+    pub base_ejection_time: Option<Field<Value>>,
+    pub max_ejection_time: Option<Field<Value>>,
+    pub max_ejection_percent: Option<Field<u32>>,
+    pub enforcing_consecutive_5xx: Option<Field<u32>>,
+    pub enforcing_consecutive_gateway_failure: Option<Field<u32>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CircuitBreakers {
+    pub thresholds: Option<List<Thresholds>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Thresholds {
+    pub priority: Option<Field<String>>,
+    pub max_connections: Option<Field<u32>>,
+    pub max_pending_requests: Option<Field<u32>>,
+    pub max_requests: Option<Field<u32>>,
+    pub max_retries: Option<Field<u32>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CommonLbConfig {
+    pub healthy_panic_threshold: Option<Field<Percent>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Percent {
+    pub value: Option<Field<f64>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+/// `envoy.filters.network.connection_limit`.
+#[derive(Debug, Deserialize)]
+pub struct ConnectionLimit {
+    #[serde(rename = "@type")]
+    pub type_url: Option<Field<String>>,
+    pub stat_prefix: Option<Field<String>>,
+    pub max_connections: Option<Field<u64>>,
+    #[serde(flatten)]
+    pub other: Other,
+}
+
+/// `envoy.filters.http.buffer`.
+#[derive(Debug, Deserialize)]
+pub struct BufferFilter {
+    #[serde(rename = "@type")]
+    pub type_url: Option<Field<String>>,
+    pub max_request_bytes: Option<Field<u32>>,
     #[serde(flatten)]
     pub other: Other,
 }

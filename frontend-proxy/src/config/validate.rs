@@ -7,6 +7,7 @@
 
 mod cluster;
 mod listener;
+mod resilience;
 mod route;
 
 use super::duration;
@@ -54,17 +55,11 @@ pub(super) struct Ctx {
 
 impl Ctx {
     pub fn error(&mut self, p: &P, message: impl Into<String>) {
-        self.errors.push(Diagnostic {
-            path: p.0.clone(),
-            message: message.into(),
-        });
+        self.errors.push(Diagnostic { path: p.0.clone(), message: message.into() });
     }
 
     pub fn warn(&mut self, p: &P, message: impl Into<String>) {
-        self.warnings.push(Diagnostic {
-            path: p.0.clone(),
-            message: message.into(),
-        });
+        self.warnings.push(Diagnostic { path: p.0.clone(), message: message.into() });
     }
 
     /// An optional field's value; an unreadable value is reported.
@@ -138,10 +133,7 @@ impl Ctx {
             Some((_, v)) => *v,
             None => {
                 let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
-                self.error(
-                    &p.key(name),
-                    format!("unknown value {s:?}, expected one of {}", names.join(", ")),
-                );
+                self.error(&p.key(name), format!("unknown value {s:?}, expected one of {}", names.join(", ")));
                 default
             }
         }
@@ -156,9 +148,7 @@ impl Ctx {
                     "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered",
                 );
             } else {
-                let hint = suggestion(key, fields.known)
-                    .map(|s| format!(" (did you mean `{s}`?)"))
-                    .unwrap_or_default();
+                let hint = suggestion(key, fields.known).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 self.error(
                     &p.key(key),
                     format!("unknown or unsupported field{hint}; frontend-proxy would not honour it, so it refuses the configuration"),
@@ -168,12 +158,7 @@ impl Ctx {
     }
 
     /// `{socket_address: {address, port_value}}` where the address must be an IP.
-    pub fn ip_socket_address(
-        &mut self,
-        p: &P,
-        name: &str,
-        f: &Option<Field<raw::Address>>,
-    ) -> Option<SocketAddr> {
+    pub fn ip_socket_address(&mut self, p: &P, name: &str, f: &Option<Field<raw::Address>>) -> Option<SocketAddr> {
         let ap = p.key(name);
         let addr = self.req(p, name, f)?;
         let (host, port) = self.socket_address(&ap, addr)?;
@@ -191,23 +176,13 @@ impl Ctx {
 
     /// The host and port of an `Address`.
     pub fn socket_address(&mut self, p: &P, addr: &raw::Address) -> Option<(String, u16)> {
-        self.other(
-            p,
-            &addr.other,
-            &Fields {
-                known: &["socket_address"],
-                ignored: &[],
-            },
-        );
+        self.other(p, &addr.other, &Fields { known: &["socket_address"], ignored: &[] });
         let sp = p.key("socket_address");
         let sa = self.req(p, "socket_address", &addr.socket_address)?;
         self.other(
             &sp,
             &sa.other,
-            &Fields {
-                known: &["address", "port_value", "protocol"],
-                ignored: &["ipv4_compat"],
-            },
+            &Fields { known: &["address", "port_value", "protocol"], ignored: &["ipv4_compat"] },
         );
         self.enumeration(&sp, "protocol", &sa.protocol, &[("TCP", ())], ());
         let host = self.req(&sp, "address", &sa.address).cloned();
@@ -230,26 +205,13 @@ impl Ctx {
 
     /// Envoy's `DataSource` (`filename` / `inline_string` / `inline_bytes`).
     pub fn data_source(&mut self, p: &P, ds: &raw::DataSource) -> Option<DataSourceValue> {
-        self.other(
-            p,
-            &ds.other,
-            &Fields {
-                known: &["filename", "inline_string", "inline_bytes"],
-                ignored: &[],
-            },
-        );
+        self.other(p, &ds.other, &Fields { known: &["filename", "inline_string", "inline_bytes"], ignored: &[] });
         let file = self.string(p, "filename", &ds.filename);
         let inline = self.string(p, "inline_string", &ds.inline_string);
         let bytes = self.string(p, "inline_bytes", &ds.inline_bytes);
-        let count = [file.is_some(), inline.is_some(), bytes.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+        let count = [file.is_some(), inline.is_some(), bytes.is_some()].iter().filter(|b| **b).count();
         if count != 1 {
-            self.error(
-                p,
-                "exactly one of `filename`, `inline_string`, `inline_bytes` must be set",
-            );
+            self.error(p, "exactly one of `filename`, `inline_string`, `inline_bytes` must be set");
             return None;
         }
         if let Some(f) = file {
@@ -310,12 +272,7 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 
 /// The closest known field name, for typos (edit distance at most 2).
 fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    known
-        .iter()
-        .map(|k| (edit_distance(key, k), *k))
-        .filter(|(d, _)| *d <= 2)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
+    known.iter().map(|k| (edit_distance(key, k), *k)).filter(|(d, _)| *d <= 2).min_by_key(|(d, _)| *d).map(|(_, k)| k)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -359,68 +316,35 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<Loaded, LoadError> {
     other.remove("node");
     cx.other(&root, &other, &BOOTSTRAP);
 
-    let admin = cx
-        .opt(&root, "admin", &raw.admin)
-        .and_then(|a| admin(&mut cx, &root.key("admin"), a));
+    let admin = cx.opt(&root, "admin", &raw.admin).and_then(|a| admin(&mut cx, &root.key("admin"), a));
 
     let sp = root.key("static_resources");
     let (listeners, clusters) = match cx.opt(&root, "static_resources", &raw.static_resources) {
         Some(sr) => {
-            cx.other(
-                &sp,
-                &sr.other,
-                &Fields {
-                    known: &["listeners", "clusters"],
-                    ignored: &[],
-                },
-            );
+            cx.other(&sp, &sr.other, &Fields { known: &["listeners", "clusters"], ignored: &[] });
             let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
-            let ids: HashMap<String, usize> = clusters
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect();
+            let ids: HashMap<String, usize> = clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
             let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
             (listeners, clusters)
         }
         None => (Vec::new(), Vec::new()),
     };
     if listeners.is_empty() && cx.errors.is_empty() {
-        cx.warn(
-            &sp.key("listeners"),
-            "no listeners: the proxy will serve nothing",
-        );
+        cx.warn(&sp.key("listeners"), "no listeners: the proxy will serve nothing");
     }
     if let Some(a) = &admin {
         if let Some(l) = listeners.iter().find(|l| conflicts(l.address, a.address)) {
-            cx.error(
-                &root.key("admin").key("address"),
-                format!("{} is also used by listener {:?}", a.address, l.name),
-            );
+            cx.error(&root.key("admin").key("address"), format!("{} is also used by listener {:?}", a.address, l.name));
         }
     }
     if !cx.errors.is_empty() {
         return Err(LoadError::Invalid(cx.errors));
     }
-    Ok(Loaded {
-        bootstrap: Bootstrap {
-            admin,
-            listeners,
-            clusters,
-        },
-        warnings: cx.warnings,
-    })
+    Ok(Loaded { bootstrap: Bootstrap { admin, listeners, clusters }, warnings: cx.warnings })
 }
 
 fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {
-    cx.other(
-        p,
-        &a.other,
-        &Fields {
-            known: &["address"],
-            ignored: &["access_log_path", "access_log", "profile_path"],
-        },
-    );
+    cx.other(p, &a.other, &Fields { known: &["address"], ignored: &["access_log_path", "access_log", "profile_path"] });
     // An admin block without an address disables the admin interface, as in Envoy.
     a.address.as_ref()?;
     let address = cx.ip_socket_address(p, "address", &a.address)?;
@@ -443,10 +367,7 @@ mod tests {
 
     #[test]
     fn suggestions_catch_typos() {
-        assert_eq!(
-            suggestion("lb_polcy", &["lb_policy", "name"]),
-            Some("lb_policy")
-        );
+        assert_eq!(suggestion("lb_polcy", &["lb_policy", "name"]), Some("lb_policy"));
         assert_eq!(suggestion("completely_else", &["lb_policy"]), None);
     }
 
@@ -464,9 +385,6 @@ mod tests {
         assert!(conflicts(a, b));
         assert!(!conflicts(b, c));
         assert!(conflicts(b, b));
-        assert!(!conflicts(
-            "127.0.0.1:0".parse().unwrap(),
-            "127.0.0.1:0".parse().unwrap()
-        ));
+        assert!(!conflicts("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()));
     }
 }

@@ -48,21 +48,12 @@ pub fn edge_headers(
         // An edge proxy decides the scheme and drops Envoy-internal headers a
         // client may have forged.
         req.insert_header(X_FORWARDED_PROTO, scheme)?;
-        let internal: Vec<_> = req
-            .headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("x-envoy-"))
-            .cloned()
-            .collect();
+        let internal: Vec<_> = req.headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
         for k in internal {
             req.remove_header(&k);
         }
         if let (Some(ip), false) = (client_ip, hcm.skip_xff_append) {
-            let value = match req
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
+            let value = match req.headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.to_string(),
             };
@@ -89,18 +80,10 @@ pub fn rewrite_upstream(
     if let Some(new_path) = rewritten_path(req, matcher, forward) {
         let mut parts = req.uri.clone().into_parts();
         parts.path_and_query = Some(PathAndQuery::try_from(new_path).map_err(|e| {
-            pingora_error::Error::because(
-                pingora_error::ErrorType::InternalError,
-                "invalid rewritten path",
-                e,
-            )
+            pingora_error::Error::because(pingora_error::ErrorType::InternalError, "invalid rewritten path", e)
         })?);
         let uri = Uri::from_parts(parts).map_err(|e| {
-            pingora_error::Error::because(
-                pingora_error::ErrorType::InternalError,
-                "invalid rewritten uri",
-                e,
-            )
+            pingora_error::Error::because(pingora_error::ErrorType::InternalError, "invalid rewritten uri", e)
         })?;
         req.set_uri(uri);
     }
@@ -129,9 +112,7 @@ fn rewritten_path(req: &RequestHeader, matcher: &RouteMatch, forward: &Forward) 
     };
     if let Some(prefix) = &forward.prefix_rewrite {
         let matched = match &matcher.path {
-            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => {
-                p.len().min(path.len())
-            }
+            PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => p.len().min(path.len()),
             PathMatch::Regex(_) => path.len(),
         };
         let mut out = format!("{prefix}{}", &path[matched..]);
@@ -171,10 +152,7 @@ pub fn redirect_location(
         (None, p) => p,
     };
     let default_port = if scheme == "https" { 443 } else { 80 };
-    let port = port
-        .filter(|p| *p != default_port)
-        .map(|p| format!(":{p}"))
-        .unwrap_or_default();
+    let port = port.filter(|p| *p != default_port).map(|p| format!(":{p}")).unwrap_or_default();
 
     let pq = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let (path, query) = match pq.find('?') {
@@ -185,9 +163,7 @@ pub fn redirect_location(
         (Some(p), _) => p.clone(),
         (None, Some(prefix)) => {
             let matched = match &matcher.path {
-                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => {
-                    p.len().min(path.len())
-                }
+                PathMatch::Prefix(p) | PathMatch::SeparatedPrefix(p) | PathMatch::Exact(p) => p.len().min(path.len()),
                 PathMatch::Regex(_) => path.len(),
             };
             format!("{prefix}{}", &path[matched..])
@@ -221,29 +197,16 @@ mod tests {
     }
 
     fn m(prefix: &str) -> RouteMatch {
-        RouteMatch {
-            path: PathMatch::Prefix(prefix.into()),
-            case_sensitive: true,
-            headers: vec![],
-        }
+        RouteMatch { path: PathMatch::Prefix(prefix.into()), case_sensitive: true, headers: vec![] }
     }
 
     #[test]
     fn prefix_rewrite_keeps_rest_and_query() {
         let req = RequestHeader::build("GET", b"/api/films/1?x=1", None).unwrap();
-        assert_eq!(
-            rewritten_path(&req, &m("/api"), &forward(Some(""))).as_deref(),
-            Some("/films/1?x=1")
-        );
-        assert_eq!(
-            rewritten_path(&req, &m("/api/"), &forward(Some("/v2/"))).as_deref(),
-            Some("/v2/films/1?x=1")
-        );
+        assert_eq!(rewritten_path(&req, &m("/api"), &forward(Some(""))).as_deref(), Some("/films/1?x=1"));
+        assert_eq!(rewritten_path(&req, &m("/api/"), &forward(Some("/v2/"))).as_deref(), Some("/v2/films/1?x=1"));
         let root = RequestHeader::build("GET", b"/api", None).unwrap();
-        assert_eq!(
-            rewritten_path(&root, &m("/api"), &forward(Some(""))).as_deref(),
-            Some("/")
-        );
+        assert_eq!(rewritten_path(&root, &m("/api"), &forward(Some(""))).as_deref(), Some("/"));
     }
 
     #[test]
@@ -262,14 +225,7 @@ mod tests {
             redirect_location(&req, "example.com:80", false, &r, &m("/old")),
             "https://example.com/new/page?q=1"
         );
-        let r2 = Redirect {
-            strip_query: true,
-            prefix_rewrite: None,
-            ..r
-        };
-        assert_eq!(
-            redirect_location(&req, "example.com", false, &r2, &m("/old")),
-            "https://example.com/old/page"
-        );
+        let r2 = Redirect { strip_query: true, prefix_rewrite: None, ..r };
+        assert_eq!(redirect_location(&req, "example.com", false, &r2, &m("/old")), "https://example.com/old/page");
     }
 }

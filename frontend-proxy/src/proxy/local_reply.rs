@@ -27,15 +27,9 @@ pub enum LocalReply {
     /// The downstream request is malformed.
     BadRequest,
     /// `direct_response`.
-    Direct {
-        status: StatusCode,
-        body: Option<Bytes>,
-    },
+    Direct { status: StatusCode, body: Option<Bytes> },
     /// `redirect` and `require_tls`.
-    Redirect {
-        status: StatusCode,
-        location: String,
-    },
+    Redirect { status: StatusCode, location: String },
 }
 
 impl LocalReply {
@@ -59,12 +53,8 @@ impl LocalReply {
         match self {
             LocalReply::NoRoute | LocalReply::Redirect { .. } => Bytes::new(),
             LocalReply::NoHealthyUpstream => Bytes::from_static(b"no healthy upstream"),
-            LocalReply::ConnectFailure { retried } => {
-                reset_body(RESET, *retried, "connection failure")
-            }
-            LocalReply::UpstreamReset { retried } => {
-                reset_body(RESET, *retried, "connection termination")
-            }
+            LocalReply::ConnectFailure { retried } => reset_body(RESET, *retried, "connection failure"),
+            LocalReply::UpstreamReset { retried } => reset_body(RESET, *retried, "connection termination"),
             LocalReply::Overflow => reset_body(RESET, false, "overflow"),
             LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
@@ -87,11 +77,7 @@ impl LocalReply {
 }
 
 fn reset_body(prefix: &str, retried: bool, reason: &str) -> Bytes {
-    let retried = if retried {
-        "retried and the latest "
-    } else {
-        ""
-    };
+    let retried = if retried { "retried and the latest " } else { "" };
     Bytes::from(format!("{prefix}{retried}reset reason: {reason}"))
 }
 
@@ -102,10 +88,7 @@ pub struct ReplyHeaders<'a> {
 }
 
 /// Builds the response header of a local reply.
-pub fn response_header(
-    reply: &LocalReply,
-    extra: &ReplyHeaders<'_>,
-) -> pingora_error::Result<ResponseHeader> {
+pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<ResponseHeader> {
     let body = reply.body();
     let mut resp = ResponseHeader::build(reply.status(), Some(6))?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
@@ -128,11 +111,7 @@ pub fn response_header(
 }
 
 /// Writes a local reply to the client.
-pub async fn send(
-    session: &mut Session,
-    reply: &LocalReply,
-    extra: &ReplyHeaders<'_>,
-) -> pingora_error::Result<()> {
+pub async fn send(session: &mut Session, reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<()> {
     let resp = response_header(reply, extra)?;
     let body = reply.body();
     let head_only = session.req_header().method == http::Method::HEAD;
@@ -169,14 +148,8 @@ mod tests {
 
     #[test]
     fn overflow_sets_envoy_header() {
-        let h = response_header(
-            &LocalReply::Overflow,
-            &ReplyHeaders {
-                server: Some("envoy"),
-                request_id: None,
-            },
-        )
-        .unwrap();
+        let h =
+            response_header(&LocalReply::Overflow, &ReplyHeaders { server: Some("envoy"), request_id: None }).unwrap();
         assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
         assert_eq!(h.headers.get("server").unwrap(), "envoy");
         assert_eq!(h.headers.get("content-type").unwrap(), "text/plain");

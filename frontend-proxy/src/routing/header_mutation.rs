@@ -47,20 +47,14 @@ impl HeaderValueFormat {
                 rest = r;
                 continue;
             }
-            let end = rest
-                .find('%')
-                .ok_or_else(|| format!("unterminated `%` in {s:?}"))?;
+            let end = rest.find('%').ok_or_else(|| format!("unterminated `%` in {s:?}"))?;
             let op = &rest[..end];
             rest = &rest[end + 1..];
             let token = match op {
                 "DOWNSTREAM_REMOTE_ADDRESS" => HeaderValueToken::DownstreamRemoteAddress,
-                "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => {
-                    HeaderValueToken::DownstreamRemoteAddressWithoutPort
-                }
+                "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => HeaderValueToken::DownstreamRemoteAddressWithoutPort,
                 "DOWNSTREAM_LOCAL_ADDRESS" => HeaderValueToken::DownstreamLocalAddress,
-                "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => {
-                    HeaderValueToken::DownstreamLocalAddressWithoutPort
-                }
+                "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => HeaderValueToken::DownstreamLocalAddressWithoutPort,
                 "PROTOCOL" => HeaderValueToken::Protocol,
                 "HOSTNAME" => HeaderValueToken::Hostname,
                 _ => match op.strip_prefix("REQ(").and_then(|r| r.strip_suffix(')')) {
@@ -240,22 +234,13 @@ mod tests {
 
     #[test]
     fn parses_literals_escapes_and_operators() {
-        let f = HeaderValueFormat::parse("100%% from %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")
-            .unwrap();
+        let f = HeaderValueFormat::parse("100%% from %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%").unwrap();
         assert_eq!(
             f.0,
-            vec![
-                HeaderValueToken::Literal("100% from ".into()),
-                HeaderValueToken::DownstreamRemoteAddressWithoutPort
-            ]
+            vec![HeaderValueToken::Literal("100% from ".into()), HeaderValueToken::DownstreamRemoteAddressWithoutPort]
         );
-        assert_eq!(
-            HeaderValueFormat::parse("plain").unwrap().as_literal(),
-            Some("plain")
-        );
-        assert!(HeaderValueFormat::parse("%START_TIME%")
-            .unwrap_err()
-            .contains("START_TIME"));
+        assert_eq!(HeaderValueFormat::parse("plain").unwrap().as_literal(), Some("plain"));
+        assert!(HeaderValueFormat::parse("%START_TIME%").unwrap_err().contains("START_TIME"));
         assert!(HeaderValueFormat::parse("50%").is_err());
     }
 }

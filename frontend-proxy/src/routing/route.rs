@@ -51,8 +51,7 @@ impl RouteMatch {
             PathMatch::Exact(p) => eq(path, p, self.case_sensitive),
             PathMatch::Regex(re) => re.is_match(path),
             PathMatch::SeparatedPrefix(p) => {
-                starts_with(path, p, self.case_sensitive)
-                    && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
+                starts_with(path, p, self.case_sensitive) && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/')
             }
         }
     }
@@ -70,8 +69,7 @@ fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
     if case_sensitive {
         s.starts_with(prefix)
     } else {
-        s.len() >= prefix.len()
-            && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
     }
 }
 
@@ -160,11 +158,7 @@ pub fn header_value<'a>(req: &'a RequestHeader, name: &str) -> Option<Cow<'a, st
         ":scheme" => return req.uri.scheme_str().map(Cow::Borrowed),
         _ => {}
     }
-    let mut values = req
-        .headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
+    let mut values = req.headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
     let first = values.next()?;
     match values.next() {
         None => Some(Cow::Borrowed(first)),
@@ -328,11 +322,7 @@ mod tests {
     }
 
     fn m(path: PathMatch, case_sensitive: bool) -> RouteMatch {
-        RouteMatch {
-            path,
-            case_sensitive,
-            headers: vec![],
-        }
+        RouteMatch { path, case_sensitive, headers: vec![] }
     }
 
     #[test]
@@ -356,10 +346,7 @@ mod tests {
 
     #[test]
     fn regex_is_whole_path_without_query() {
-        let re = m(
-            PathMatch::Regex(Regex::new("^(?:/films/[0-9]+)$").unwrap()),
-            true,
-        );
+        let re = m(PathMatch::Regex(Regex::new("^(?:/films/[0-9]+)$").unwrap()), true);
         assert!(re.matches("/films/12?x=1", &req("/films/12?x=1", &[])));
         assert!(!re.matches("/films/12/x", &req("/films/12/x", &[])));
     }
@@ -375,55 +362,18 @@ mod tests {
 
     #[test]
     fn header_matchers() {
-        let r = req(
-            "/",
-            &[("x-env", "Canary"), ("x-multi", "a"), ("x-multi", "b")],
-        );
-        let hm = |name: &str, kind, invert| HeaderMatcher {
-            name: name.into(),
-            kind,
-            invert,
-            treat_missing_as_empty: false,
-        };
-        assert!(hm(
-            "x-env",
-            HeaderMatch::String(StringMatch::Exact("Canary".into(), false)),
-            false
-        )
-        .matches(&r));
-        assert!(hm(
-            "x-env",
-            HeaderMatch::String(StringMatch::Exact("canary".into(), true)),
-            false
-        )
-        .matches(&r));
-        assert!(hm(
-            "x-env",
-            HeaderMatch::String(StringMatch::Exact("canary".into(), false)),
-            true
-        )
-        .matches(&r));
-        assert!(hm(
-            "x-multi",
-            HeaderMatch::String(StringMatch::Exact("a,b".into(), false)),
-            false
-        )
-        .matches(&r));
+        let r = req("/", &[("x-env", "Canary"), ("x-multi", "a"), ("x-multi", "b")]);
+        let hm =
+            |name: &str, kind, invert| HeaderMatcher { name: name.into(), kind, invert, treat_missing_as_empty: false };
+        assert!(hm("x-env", HeaderMatch::String(StringMatch::Exact("Canary".into(), false)), false).matches(&r));
+        assert!(hm("x-env", HeaderMatch::String(StringMatch::Exact("canary".into(), true)), false).matches(&r));
+        assert!(hm("x-env", HeaderMatch::String(StringMatch::Exact("canary".into(), false)), true).matches(&r));
+        assert!(hm("x-multi", HeaderMatch::String(StringMatch::Exact("a,b".into(), false)), false).matches(&r));
         assert!(hm("x-none", HeaderMatch::Present(false), false).matches(&r));
         assert!(hm("x-env", HeaderMatch::Present(true), false).matches(&r));
         // absent header never matches a string matcher, inverted or not
-        assert!(!hm(
-            "x-none",
-            HeaderMatch::String(StringMatch::Prefix("a".into(), false)),
-            true
-        )
-        .matches(&r));
-        assert!(hm(
-            ":method",
-            HeaderMatch::String(StringMatch::Exact("GET".into(), false)),
-            false
-        )
-        .matches(&r));
+        assert!(!hm("x-none", HeaderMatch::String(StringMatch::Prefix("a".into(), false)), true).matches(&r));
+        assert!(hm(":method", HeaderMatch::String(StringMatch::Exact("GET".into(), false)), false).matches(&r));
     }
 
     #[test]

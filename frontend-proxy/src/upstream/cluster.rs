@@ -1,7 +1,7 @@
 //! The runtime cluster: a Pingora `LoadBalancer` fed by [`EndpointDiscovery`],
-//! and the background service that refreshes every cluster on its own
-//! schedule (Envoy's `dns_refresh_rate`, `dns_failure_refresh_rate`,
-//! `respect_dns_ttl`).
+//! host selection that honours health and Envoy's panic threshold, the
+//! cluster's health checker, outlier detector and circuit breakers.
+//! [`super::refresh`] drives the periodic work.
 
 use super::discovery::{host_of, EndpointDiscovery};
 use super::dns::{HickoryResolver, Resolver};
@@ -9,11 +9,11 @@ use super::host::Host;
 use super::selection::{LeastRequest, Maglev};
 use super::{ClusterSpec, DiscoveryType, LbPolicy};
 use crate::metrics::ClusterStats;
+use super::circuit_breaker::CircuitBreaker;
+use super::health::ActiveHealthCheck;
+use super::outlier::{AttemptResult, OutlierDetector};
 use async_trait::async_trait;
 use futures::future::join_all;
-use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use pingora_core::services::ServiceReadyNotifier;
 use pingora_core::tls::x509::X509;
 use pingora_error::Result as PResult;
 use pingora_load_balancing::discovery::ServiceDiscovery;
@@ -22,9 +22,10 @@ use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, R
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 /// How long start-up waits for the first resolution of every cluster before
@@ -73,15 +74,9 @@ where
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error("cluster {cluster:?}: {source}")]
-    Dns {
-        cluster: String,
-        source: super::dns::DnsError,
-    },
+    Dns { cluster: String, source: super::dns::DnsError },
     #[error("cluster {cluster:?}: trusted CA: {source}")]
-    Tls {
-        cluster: String,
-        source: crate::tls::TlsError,
-    },
+    Tls { cluster: String, source: crate::tls::TlsError },
 }
 
 /// A cluster at run time.
@@ -95,6 +90,14 @@ pub struct Cluster {
     consecutive_failures: AtomicUsize,
     /// When the refresh loop should run next, as decided by the last refresh (ms).
     next_refresh_ms: AtomicU64,
+    pub health_check: Option<ActiveHealthCheck>,
+    pub outlier: Option<OutlierDetector>,
+    pub breaker: Arc<CircuitBreaker>,
+    healthy_hosts: AtomicUsize,
+    /// Too few healthy hosts: balance over all of them (Envoy's panic mode).
+    panic: AtomicBool,
+    /// Wakes the health checker when new hosts need their first check.
+    pub(super) hc_wakeup: Notify,
 }
 
 /// A host picked for a request.
@@ -102,46 +105,42 @@ pub type Selected = Arc<Host>;
 
 impl Cluster {
     /// Builds the cluster; `resolver` overrides the one the spec asks for (tests).
-    pub fn new(
-        spec: ClusterSpec,
-        resolver: Option<Arc<dyn Resolver>>,
-    ) -> Result<Self, ClusterError> {
+    pub fn new(spec: ClusterSpec, resolver: Option<Arc<dyn Resolver>>) -> Result<Self, ClusterError> {
         let needs_dns = spec.discovery != DiscoveryType::Static;
         let resolver: Option<Arc<dyn Resolver>> = match (resolver, needs_dns) {
             (Some(r), _) => Some(r),
-            (None, true) => Some(Arc::new(HickoryResolver::new(&spec.dns).map_err(
-                |source| ClusterError::Dns {
-                    cluster: spec.name.clone(),
-                    source,
-                },
-            )?)),
+            (None, true) => Some(Arc::new(
+                HickoryResolver::new(&spec.dns)
+                    .map_err(|source| ClusterError::Dns { cluster: spec.name.clone(), source })?,
+            )),
             (None, false) => None,
         };
         let upstream_ca = match spec.tls.as_ref().and_then(|t| t.trusted_ca.as_ref()) {
-            Some(ca) => Some(Arc::new(crate::tls::load_ca(ca).map_err(|source| {
-                ClusterError::Tls {
-                    cluster: spec.name.clone(),
-                    source,
-                }
-            })?)),
+            Some(ca) => Some(Arc::new(
+                crate::tls::load_ca(ca).map_err(|source| ClusterError::Tls { cluster: spec.name.clone(), source })?,
+            )),
             None => None,
         };
         let stats = Arc::new(ClusterStats::default());
+        let health_checked = spec.health_check.is_some();
         let discovery = Arc::new(EndpointDiscovery::new(
             spec.name.clone(),
             spec.discovery,
             spec.endpoints.clone(),
             resolver,
             stats.clone(),
+            health_checked,
+            health_checked && !spec.ignore_health_on_host_removal,
         ));
+        let health_check = spec.health_check.clone().map(|h| ActiveHealthCheck::new(h, &spec.name, spec.tls.as_ref()));
+        let outlier = spec.outlier.clone().map(OutlierDetector::new);
+        let breaker = CircuitBreaker::new(spec.circuit_breakers);
         let balancer = match spec.lb_policy {
             LbPolicy::RoundRobin => Balancer::RoundRobin(balancer(&discovery, None)),
             LbPolicy::Random => Balancer::Random(balancer(&discovery, None)),
             LbPolicy::RingHash => Balancer::RingHash(balancer(&discovery, None)),
             LbPolicy::Maglev => Balancer::Maglev(balancer(&discovery, None)),
-            LbPolicy::LeastRequest { choice_count } => {
-                Balancer::LeastRequest(balancer(&discovery, Some(choice_count)))
-            }
+            LbPolicy::LeastRequest { choice_count } => Balancer::LeastRequest(balancer(&discovery, Some(choice_count))),
         };
         Ok(Self {
             spec,
@@ -152,6 +151,12 @@ impl Cluster {
             host_count: AtomicUsize::new(0),
             consecutive_failures: AtomicUsize::new(0),
             next_refresh_ms: AtomicU64::new(0),
+            health_check,
+            outlier,
+            breaker,
+            healthy_hosts: AtomicUsize::new(0),
+            panic: AtomicBool::new(false),
+            hc_wakeup: Notify::new(),
         })
     }
 
@@ -173,20 +178,57 @@ impl Cluster {
     /// by this request). `None` when no host is available.
     pub fn select(&self, key: &[u8], avoid: &[SocketAddr]) -> Option<Selected> {
         let max_iterations = self.host_count.load(Relaxed) * 2 + 4;
+        let panic = self.panic.load(Relaxed);
         let accept = |b: &Backend, ready: bool| {
-            ready && b.addr.as_inet().is_some_and(|a| !avoid.contains(a))
+            ready
+                && b.addr.as_inet().is_some_and(|a| !avoid.contains(a))
+                && (panic || host_of(b).is_some_and(|h| h.is_healthy()))
         };
         let backend = with_lb!(&self.balancer, lb => lb.select_with(key, max_iterations, accept))?;
         host_of(&backend).cloned()
     }
 
+    /// Hosts in the cluster and how many of them are healthy.
+    pub fn membership(&self) -> (usize, usize) {
+        (self.host_count.load(Relaxed), self.healthy_hosts.load(Relaxed))
+    }
+
+    /// Whether the cluster is in panic mode (balancing over unhealthy hosts too).
+    pub fn in_panic(&self) -> bool {
+        self.panic.load(Relaxed)
+    }
+
+    /// Recounts healthy hosts after a health change and decides panic mode:
+    /// below `healthy_panic_threshold` percent healthy, health is ignored.
+    pub fn recompute_health(&self) {
+        let hosts = self.hosts();
+        let total = hosts.len();
+        let healthy = hosts.iter().filter(|h| h.is_healthy()).count();
+        self.host_count.store(total, Relaxed);
+        self.healthy_hosts.store(healthy, Relaxed);
+        let panic = total > 0 && (healthy as f64) * 100.0 < self.spec.healthy_panic_threshold * total as f64;
+        if self.panic.swap(panic, Relaxed) != panic {
+            if panic {
+                warn!(cluster = %self.spec.name, healthy, total, "panic mode: too few healthy hosts, balancing over all of them");
+            } else {
+                info!(cluster = %self.spec.name, healthy, total, "left panic mode");
+            }
+        }
+    }
+
+    /// Feeds one upstream attempt's result to outlier detection.
+    pub fn record_attempt(&self, host: &Host, result: AttemptResult) {
+        if let Some(o) = &self.outlier {
+            if o.record(host, result, self.host_count.load(Relaxed)) {
+                self.recompute_health();
+            }
+        }
+    }
+
     /// The current hosts.
     pub fn hosts(&self) -> Vec<Arc<Host>> {
         let backends = with_lb!(&self.balancer, lb => lb.backends().get_backend());
-        backends
-            .iter()
-            .filter_map(|b| host_of(b).cloned())
-            .collect()
+        backends.iter().filter_map(|b| host_of(b).cloned()).collect()
     }
 
     /// Runs discovery once and publishes the result; returns when to run next.
@@ -197,7 +239,7 @@ impl Cluster {
     }
 
     /// The delay the last refresh asked for (the refresh rate before any).
-    fn next_refresh(&self) -> Duration {
+    pub(super) fn next_refresh(&self) -> Duration {
         match self.next_refresh_ms.load(Relaxed) {
             0 => self.spec.dns.refresh_rate,
             ms => Duration::from_millis(ms),
@@ -208,8 +250,10 @@ impl Cluster {
         if let Err(e) = with_lb!(&self.balancer, lb => lb.update().await) {
             warn!(cluster = %self.spec.name, error = %e, "endpoint discovery failed");
         }
-        let count = with_lb!(&self.balancer, lb => lb.backends().get_backend().len());
-        self.host_count.store(count, Relaxed);
+        self.recompute_health();
+        if self.health_check.is_some() && self.hosts().iter().any(|h| h.health.pending_active_hc.load(Relaxed)) {
+            self.hc_wakeup.notify_one();
+        }
         let outcome = self.discovery.last_outcome();
         let dns = &self.spec.dns;
         match outcome {
@@ -229,7 +273,7 @@ impl Cluster {
         }
     }
 
-    fn is_dynamic(&self) -> bool {
+    pub(super) fn is_dynamic(&self) -> bool {
         self.spec.discovery != DiscoveryType::Static
     }
 }
@@ -255,58 +299,8 @@ impl ClusterSet {
     /// First discovery of every cluster, concurrently, bounded in time.
     pub async fn warm(&self) {
         let all = join_all(self.clusters.iter().map(|c| c.refresh()));
-        if tokio::time::timeout(INITIAL_RESOLUTION_TIMEOUT, all)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(INITIAL_RESOLUTION_TIMEOUT, all).await.is_err() {
             warn!("initial endpoint discovery did not finish in time; starting anyway");
         }
-    }
-
-    /// Refreshes one cluster until shutdown.
-    async fn run_cluster(
-        cluster: Arc<Cluster>,
-        first_delay: Duration,
-        mut shutdown: ShutdownWatch,
-    ) {
-        let mut delay = first_delay;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return,
-            }
-            delay = tokio::select! {
-                d = cluster.refresh() => d,
-                _ = shutdown.changed() => return,
-            };
-        }
-    }
-}
-
-/// Pingora background service owning discovery for all clusters. It reports
-/// ready after the first discovery round, so listeners open with endpoints
-/// already known.
-pub struct ClusterManager {
-    pub clusters: Arc<ClusterSet>,
-}
-
-#[async_trait]
-impl BackgroundService for ClusterManager {
-    async fn start_with_ready_notifier(
-        &self,
-        shutdown: ShutdownWatch,
-        ready: ServiceReadyNotifier,
-    ) {
-        self.clusters.warm().await;
-        for c in self.clusters.iter() {
-            info!(cluster = %c.name(), hosts = c.hosts().len(), "cluster initialized");
-        }
-        ready.notify_ready();
-        let loops = self
-            .clusters
-            .iter()
-            .filter(|c| c.is_dynamic())
-            .map(|c| ClusterSet::run_cluster(c.clone(), c.next_refresh(), shutdown.clone()));
-        join_all(loops).await;
     }
 }

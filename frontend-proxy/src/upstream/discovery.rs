@@ -37,6 +37,10 @@ pub struct EndpointDiscovery {
     endpoints: Vec<EndpointSpec>,
     resolver: Option<Arc<dyn Resolver>>,
     stats: Arc<ClusterStats>,
+    /// New hosts start unhealthy until their first health check passes.
+    health_checked: bool,
+    /// Keep hosts that left DNS while they pass health checks.
+    retain_passing: bool,
     state: Mutex<State>,
 }
 
@@ -56,6 +60,8 @@ impl EndpointDiscovery {
         endpoints: Vec<EndpointSpec>,
         resolver: Option<Arc<dyn Resolver>>,
         stats: Arc<ClusterStats>,
+        health_checked: bool,
+        retain_passing: bool,
     ) -> Self {
         Self {
             cluster,
@@ -63,6 +69,8 @@ impl EndpointDiscovery {
             endpoints,
             resolver,
             stats,
+            health_checked,
+            retain_passing,
             state: Mutex::new(State::default()),
         }
     }
@@ -94,11 +102,8 @@ impl EndpointDiscovery {
                                 (Some(a), Some(b)) => Some(a.min(b)),
                                 (a, b) => a.or(b),
                             };
-                            let mut addrs: Vec<SocketAddr> = res
-                                .addrs
-                                .iter()
-                                .map(|ip| SocketAddr::new(*ip, *port))
-                                .collect();
+                            let mut addrs: Vec<SocketAddr> =
+                                res.addrs.iter().map(|ip| SocketAddr::new(*ip, *port)).collect();
                             if self.kind == DiscoveryType::LogicalDns {
                                 addrs.truncate(1);
                             }
@@ -122,10 +127,7 @@ impl EndpointDiscovery {
 #[async_trait]
 impl ServiceDiscovery for EndpointDiscovery {
     async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let dns = self
-            .endpoints
-            .iter()
-            .any(|e| matches!(e.address, EndpointAddress::Dns { .. }));
+        let dns = self.endpoints.iter().any(|e| matches!(e.address, EndpointAddress::Dns { .. }));
         if dns {
             self.stats.update_attempt.fetch_add(1, Relaxed);
         }
@@ -157,28 +159,36 @@ impl ServiceDiscovery for EndpointDiscovery {
                     .get(&addr)
                     .filter(|h| h.weight == ep.weight)
                     .cloned()
-                    .unwrap_or_else(|| Host::new(addr, hostname.clone(), ep.weight));
-                let mut backend = Backend {
-                    addr: PingoraAddr::Inet(addr),
-                    weight: ep.weight as usize,
-                    ext: Default::default(),
-                };
+                    .unwrap_or_else(|| {
+                        Host::new(addr, hostname.clone(), ep.weight, self.health_checked)
+                            .with_health_check_port(ep.health_check_port)
+                    });
+                host.health.pending_removal.store(false, Relaxed);
+                let mut backend =
+                    Backend { addr: PingoraAddr::Inet(addr), weight: ep.weight as usize, ext: Default::default() };
                 backend.ext.insert(host.clone());
                 backends.insert(backend);
                 hosts.insert(addr, host);
             }
         }
-        let added: Vec<SocketAddr> = hosts
-            .keys()
-            .filter(|a| !state.hosts.contains_key(a))
-            .copied()
-            .collect();
-        let removed: Vec<SocketAddr> = state
-            .hosts
-            .keys()
-            .filter(|a| !hosts.contains_key(a))
-            .copied()
-            .collect();
+        if self.retain_passing {
+            // Envoy: a host gone from DNS but passing health checks keeps
+            // its traffic until it fails one.
+            for (addr, host) in &state.hosts {
+                let h = &host.health;
+                if hosts.contains_key(addr) || h.failed_active_hc.load(Relaxed) || h.pending_active_hc.load(Relaxed) {
+                    continue;
+                }
+                h.pending_removal.store(true, Relaxed);
+                let mut backend =
+                    Backend { addr: PingoraAddr::Inet(*addr), weight: host.weight as usize, ext: Default::default() };
+                backend.ext.insert(host.clone());
+                backends.insert(backend);
+                hosts.insert(*addr, host.clone());
+            }
+        }
+        let added: Vec<SocketAddr> = hosts.keys().filter(|a| !state.hosts.contains_key(a)).copied().collect();
+        let removed: Vec<SocketAddr> = state.hosts.keys().filter(|a| !hosts.contains_key(a)).copied().collect();
         if !added.is_empty() || !removed.is_empty() {
             info!(cluster = %self.cluster, ?added, ?removed, hosts = hosts.len(), "cluster membership changed");
         }

@@ -8,9 +8,7 @@
 
 use super::{DnsSpec, LookupFamily};
 use async_trait::async_trait;
-use hickory_resolver::config::{
-    LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
+use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
@@ -51,8 +49,8 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 impl HickoryResolver {
     pub fn new(spec: &DnsSpec) -> Result<Self, DnsError> {
         let (config, mut opts) = if spec.resolvers.is_empty() {
-            let (config, opts) = hickory_resolver::system_conf::read_system_conf()
-                .map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+            let (config, opts) =
+                hickory_resolver::system_conf::read_system_conf().map_err(|e| DnsError::SystemConfig(e.to_string()))?;
             (config, opts)
         } else {
             let mut config = ResolverConfig::new();
@@ -82,9 +80,8 @@ impl HickoryResolver {
             LookupFamily::V4Preferred => LookupIpStrategy::Ipv4thenIpv6,
             LookupFamily::All => LookupIpStrategy::Ipv4AndIpv6,
         };
-        let inner = TokioResolver::builder_with_config(config, TokioConnectionProvider::default())
-            .with_options(opts)
-            .build();
+        let inner =
+            TokioResolver::builder_with_config(config, TokioConnectionProvider::default()).with_options(opts).build();
         Ok(Self { inner })
     }
 }
@@ -97,10 +94,7 @@ fn is_authoritative_empty(e: &hickory_resolver::ResolveError) -> bool {
     use hickory_resolver::proto::ProtoErrorKind;
     match e.proto().map(|p| p.kind()) {
         Some(ProtoErrorKind::NoRecordsFound { response_code, .. }) => {
-            matches!(
-                *response_code,
-                ResponseCode::NXDomain | ResponseCode::NoError
-            )
+            matches!(*response_code, ResponseCode::NXDomain | ResponseCode::NoError)
         }
         _ => false,
     }
@@ -125,15 +119,9 @@ impl Resolver for HickoryResolver {
             }
             Err(e) if is_authoritative_empty(&e) => {
                 tracing::debug!(host, error = %e, "name has no address records");
-                Ok(Resolution {
-                    addrs: Vec::new(),
-                    ttl: None,
-                })
+                Ok(Resolution { addrs: Vec::new(), ttl: None })
             }
-            Err(e) => Err(DnsError::Lookup {
-                host: host.to_string(),
-                message: e.to_string(),
-            }),
+            Err(e) => Err(DnsError::Lookup { host: host.to_string(), message: e.to_string() }),
         }
     }
 }

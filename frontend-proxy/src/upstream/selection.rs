@@ -22,10 +22,7 @@ impl BackendSelection for LeastRequest {
     type Config = u32;
 
     fn build_with_config(backends: &BTreeSet<Backend>, choice_count: &u32) -> Self {
-        Self {
-            backends: backends.iter().cloned().collect(),
-            choice_count: (*choice_count).max(2) as usize,
-        }
+        Self { backends: backends.iter().cloned().collect(), choice_count: (*choice_count).max(2) as usize }
     }
 
     fn build(backends: &BTreeSet<Backend>) -> Self {
@@ -45,11 +42,7 @@ impl BackendSelection for LeastRequest {
             }
             best
         });
-        LeastRequestIter {
-            sel: self.clone(),
-            first,
-            step: 0,
-        }
+        LeastRequestIter { sel: self.clone(), first, step: 0 }
     }
 }
 
@@ -140,19 +133,12 @@ impl BackendSelection for Maglev {
                 }
             }
         }
-        Self {
-            backends,
-            table: table.into_boxed_slice(),
-        }
+        Self { backends, table: table.into_boxed_slice() }
     }
 
     fn iter(self: &Arc<Self>, key: &[u8]) -> MaglevIter {
         let slot = (hash_with_seed(key, 0) % self.table.len() as u64) as usize;
-        MaglevIter {
-            sel: self.clone(),
-            slot,
-            step: 0,
-        }
+        MaglevIter { sel: self.clone(), slot, step: 0 }
     }
 }
 
@@ -180,9 +166,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn backends(n: usize) -> BTreeSet<Backend> {
-        (0..n)
-            .map(|i| Backend::new(&format!("10.0.0.{}:80", i + 1)).unwrap())
-            .collect()
+        (0..n).map(|i| Backend::new(&format!("10.0.0.{}:80", i + 1)).unwrap()).collect()
     }
 
     #[test]
@@ -194,10 +178,7 @@ mod tests {
             *counts.entry(b).or_default() += 1;
         }
         assert_eq!(counts.len(), 3);
-        assert!(
-            counts.values().all(|c| (800..1200).contains(c)),
-            "{counts:?}"
-        );
+        assert!(counts.values().all(|c| (800..1200).contains(c)), "{counts:?}");
         // same key, same host
         let a = sel.iter(b"user-42").next().unwrap().addr.to_string();
         let b = sel.iter(b"user-42").next().unwrap().addr.to_string();
@@ -213,18 +194,8 @@ mod tests {
         let after = Arc::new(Maglev::build(&fewer));
         let mut moved = 0;
         for k in 0..4000u32 {
-            let a = before
-                .iter(&k.to_le_bytes())
-                .next()
-                .unwrap()
-                .addr
-                .to_string();
-            let b = after
-                .iter(&k.to_le_bytes())
-                .next()
-                .unwrap()
-                .addr
-                .to_string();
+            let a = before.iter(&k.to_le_bytes()).next().unwrap().addr.to_string();
+            let b = after.iter(&k.to_le_bytes()).next().unwrap().addr.to_string();
             if a != b && a != last.addr.to_string() {
                 moved += 1;
             }

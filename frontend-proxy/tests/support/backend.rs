@@ -85,13 +85,7 @@ impl Backend {
     }
 
     pub fn last_header(&self, name: &str) -> Option<String> {
-        self.shared
-            .last_headers
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        self.shared.last_headers.lock().unwrap().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
     pub fn last_uri(&self) -> String {
@@ -114,17 +108,11 @@ impl Drop for Backend {
     }
 }
 
-async fn handle(
-    s: Arc<Shared>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(s: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     s.hits.fetch_add(1, Ordering::SeqCst);
     *s.last_uri.lock().unwrap() = req.uri().to_string();
-    *s.last_headers.lock().unwrap() = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
-        .collect();
+    *s.last_headers.lock().unwrap() =
+        req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let behaviour = *s.behaviour.lock().unwrap();
     let path = req.uri().path().to_string();
 
@@ -145,16 +133,9 @@ async fn handle(
             .body(Full::new(Bytes::new()))
             .unwrap());
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
 
-    let delay = path
-        .find("/delay/")
-        .and_then(|i| path[i + 7..].split('/').next()?.parse::<u64>().ok());
+    let delay = path.find("/delay/").and_then(|i| path[i + 7..].split('/').next()?.parse::<u64>().ok());
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -164,16 +145,9 @@ async fn handle(
             200
         }
         Behaviour::Status(code) => code,
-        Behaviour::Normal => path
-            .strip_prefix("/status/")
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(200),
+        Behaviour::Normal => path.strip_prefix("/status/").and_then(|c| c.parse().ok()).unwrap_or(200),
     };
-    let text = if path.starts_with("/echo") {
-        String::from_utf8_lossy(&body).into_owned()
-    } else {
-        s.name.clone()
-    };
+    let text = if path.starts_with("/echo") { String::from_utf8_lossy(&body).into_owned() } else { s.name.clone() };
     Ok(Response::builder()
         .status(status)
         .header("x-served-by", s.name.as_str())

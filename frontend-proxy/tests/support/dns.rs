@@ -35,9 +35,7 @@ fn key(name: &str) -> String {
 impl TestDns {
     /// Serves UDP and TCP on `ip`, on one port.
     pub async fn start(ip: IpAddr) -> Self {
-        let udp = UdpSocket::bind(SocketAddr::new(ip, 0))
-            .await
-            .expect("bind dns udp");
+        let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind dns udp");
         let addr = udp.local_addr().expect("dns addr");
         let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
         let zone = Arc::new(Zone::default());
@@ -52,11 +50,7 @@ impl TestDns {
     }
 
     pub fn set(&self, name: &str, addrs: &[IpAddr]) {
-        self.zone
-            .records
-            .lock()
-            .unwrap()
-            .insert(key(name), addrs.to_vec());
+        self.zone.records.lock().unwrap().insert(key(name), addrs.to_vec());
     }
 
     /// The name stops existing (NXDOMAIN).
@@ -88,11 +82,7 @@ struct Handler(Arc<Zone>);
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        mut response: R,
-    ) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(&self, request: &Request, mut response: R) -> ResponseInfo {
         self.0.queries.fetch_add(1, Ordering::SeqCst);
         let builder = MessageResponseBuilder::from_message_request(request);
         let mut header = Header::response_from_request(request.header());
@@ -101,28 +91,16 @@ impl RequestHandler for Handler {
             Ok(i) => i,
             Err(_) => {
                 let msg = builder.error_msg(request.header(), ResponseCode::FormErr);
-                return response
-                    .send_response(msg)
-                    .await
-                    .unwrap_or_else(|_| header.into());
+                return response.send_response(msg).await.unwrap_or_else(|_| header.into());
             }
         };
         if self.0.fail.load(Ordering::SeqCst) {
             let msg = builder.error_msg(request.header(), ResponseCode::ServFail);
-            return response
-                .send_response(msg)
-                .await
-                .unwrap_or_else(|_| header.into());
+            return response.send_response(msg).await.unwrap_or_else(|_| header.into());
         }
         let name = info.query.original().name().clone();
         let qtype = info.query.query_type();
-        let found = self
-            .0
-            .records
-            .lock()
-            .unwrap()
-            .get(&key(&name.to_string()))
-            .cloned();
+        let found = self.0.records.lock().unwrap().get(&key(&name.to_string())).cloned();
         let ttl = self.0.ttl.load(Ordering::SeqCst) as u32;
         let records: Vec<Record> = match &found {
             None => {
@@ -132,22 +110,15 @@ impl RequestHandler for Handler {
             Some(addrs) => addrs
                 .iter()
                 .filter_map(|ip| match (ip, qtype) {
-                    (IpAddr::V4(v4), RecordType::A) => {
-                        Some(Record::from_rdata(name.clone(), ttl, RData::A(A(*v4))))
+                    (IpAddr::V4(v4), RecordType::A) => Some(Record::from_rdata(name.clone(), ttl, RData::A(A(*v4)))),
+                    (IpAddr::V6(v6), RecordType::AAAA) => {
+                        Some(Record::from_rdata(name.clone(), ttl, RData::AAAA(AAAA(*v6))))
                     }
-                    (IpAddr::V6(v6), RecordType::AAAA) => Some(Record::from_rdata(
-                        name.clone(),
-                        ttl,
-                        RData::AAAA(AAAA(*v6)),
-                    )),
                     _ => None,
                 })
                 .collect(),
         };
         let msg = builder.build(header, records.iter(), [], [], []);
-        response
-            .send_response(msg)
-            .await
-            .unwrap_or_else(|_| header.into())
+        response.send_response(msg).await.unwrap_or_else(|_| header.into())
     }
 }

@@ -168,11 +168,7 @@ pub mod yaml {
         format!(
             "static_resources:\n  listeners:{}\n  clusters:{}\n",
             listeners.concat(),
-            if clusters.is_empty() {
-                " []".to_string()
-            } else {
-                clusters.concat()
-            }
+            if clusters.is_empty() { " []".to_string() } else { clusters.concat() }
         )
     }
 }

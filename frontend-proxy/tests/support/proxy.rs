@@ -52,12 +52,7 @@ impl ProxyProcess {
             .stderr(log_file)
             .spawn()
             .expect("spawn frontend-proxy");
-        let mut p = Self {
-            child,
-            dir,
-            config: path,
-            log,
-        };
+        let mut p = Self { child, dir, config: path, log };
         let start = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(ready_addr).await.is_ok() {
@@ -66,11 +61,7 @@ impl ProxyProcess {
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("frontend-proxy exited early ({status}):\n{}", p.log());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "proxy did not listen on {ready_addr}:\n{}",
-                p.log()
-            );
+            assert!(start.elapsed() < Duration::from_secs(15), "proxy did not listen on {ready_addr}:\n{}", p.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         p
@@ -89,11 +80,7 @@ impl ProxyProcess {
     }
 
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("kill");
         assert!(status.success(), "kill -{sig} failed");
     }
 

@@ -1,11 +1,11 @@
 //! Clusters: discovery type, endpoints, load balancing, DNS settings, upstream TLS.
 
+use super::resilience;
 use super::route::back_off;
 use super::{Ctx, Fields, P};
 use crate::config::raw::{self, Field, List};
 use crate::upstream::{
-    ClusterSpec, DiscoveryType, DnsSpec, EndpointAddress, EndpointSpec, LbPolicy, LookupFamily,
-    UpstreamTls,
+    ClusterSpec, DiscoveryType, DnsSpec, EndpointAddress, EndpointSpec, LbPolicy, LookupFamily, UpstreamTls,
 };
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,10 +16,8 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
 
 const CARES_NAME: &str = "envoy.network.dns_resolver.cares";
-const CARES_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
-const UPSTREAM_TLS_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const CARES_TYPE: &str = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
+const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 const CLUSTER_FIELDS: Fields = Fields {
     known: &[
@@ -39,6 +37,11 @@ const CLUSTER_FIELDS: Fields = Fields {
         "ring_hash_lb_config",
         "maglev_lb_config",
         "least_request_lb_config",
+        "health_checks",
+        "outlier_detection",
+        "circuit_breakers",
+        "common_lb_config",
+        "ignore_health_on_host_removal",
     ],
     ignored: &[
         "per_connection_buffer_limit_bytes",
@@ -76,30 +79,13 @@ pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> V
 
 fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
     cx.other(p, &c.other, &CLUSTER_FIELDS);
-    for (name, present) in [
-        ("health_checks", c.health_checks.is_some()),
-        ("outlier_detection", c.outlier_detection.is_some()),
-        ("circuit_breakers", c.circuit_breakers.is_some()),
-        ("common_lb_config", c.common_lb_config.is_some()),
-        (
-            "ignore_health_on_host_removal",
-            c.ignore_health_on_host_removal.is_some(),
-        ),
-    ] {
-        if present {
-            cx.error(&p.key(name), "not supported yet");
-        }
-    }
     let name = cx.req(p, "name", &c.name).cloned();
     let discovery = match cx.opt(p, "type", &c.discovery_type).map(String::as_str) {
         None | Some("STATIC") => DiscoveryType::Static,
         Some("STRICT_DNS") => DiscoveryType::StrictDns,
         Some("LOGICAL_DNS") => DiscoveryType::LogicalDns,
         Some(t @ ("EDS" | "ORIGINAL_DST")) => {
-            cx.error(
-                &p.key("type"),
-                format!("{t} clusters are not supported (STATIC, STRICT_DNS, LOGICAL_DNS are)"),
-            );
+            cx.error(&p.key("type"), format!("{t} clusters are not supported (STATIC, STRICT_DNS, LOGICAL_DNS are)"));
             return None;
         }
         Some(other) => {
@@ -110,9 +96,7 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
             return None;
         }
     };
-    let connect_timeout = cx
-        .duration(p, "connect_timeout", &c.connect_timeout)
-        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let connect_timeout = cx.duration(p, "connect_timeout", &c.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     if connect_timeout.is_zero() {
         cx.error(&p.key("connect_timeout"), "must be greater than 0");
     }
@@ -122,22 +106,31 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         None => Vec::new(),
     };
     if endpoints.is_empty() {
-        cx.warn(
-            &p.key("load_assignment"),
-            "the cluster has no endpoints; requests to it get 503",
-        );
+        cx.warn(&p.key("load_assignment"), "the cluster has no endpoints; requests to it get 503");
     }
     if discovery == DiscoveryType::LogicalDns && endpoints.len() > 1 {
-        cx.error(
-            &p.key("load_assignment"),
-            "LOGICAL_DNS clusters take exactly one endpoint",
-        );
+        cx.error(&p.key("load_assignment"), "LOGICAL_DNS clusters take exactly one endpoint");
     }
     let dns = dns_spec(cx, p, c);
     let tls = match cx.opt(p, "transport_socket", &c.transport_socket) {
         Some(ts) => Some(upstream_tls(cx, &p.key("transport_socket"), ts)?),
         None => None,
     };
+    let health_check = resilience::health_checks(cx, p, &c.health_checks);
+    if health_check.is_some() && discovery == DiscoveryType::LogicalDns {
+        cx.error(&p.key("health_checks"), "health checks on LOGICAL_DNS clusters are not supported");
+    }
+    let outlier = cx
+        .opt(p, "outlier_detection", &c.outlier_detection)
+        .and_then(|o| resilience::outlier_detection(cx, &p.key("outlier_detection"), o));
+    let circuit_breakers = cx
+        .opt(p, "circuit_breakers", &c.circuit_breakers)
+        .map(|b| resilience::circuit_breakers(cx, &p.key("circuit_breakers"), b))
+        .unwrap_or_default();
+    let healthy_panic_threshold = cx
+        .opt(p, "common_lb_config", &c.common_lb_config)
+        .map(|l| resilience::panic_threshold(cx, &p.key("common_lb_config"), l))
+        .unwrap_or(50.0);
     Some(ClusterSpec {
         name: name?,
         discovery,
@@ -146,19 +139,23 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         connect_timeout,
         dns: dns?,
         tls,
+        health_check,
+        outlier,
+        circuit_breakers,
+        healthy_panic_threshold,
+        ignore_health_on_host_removal: cx.boolean(
+            p,
+            "ignore_health_on_host_removal",
+            &c.ignore_health_on_host_removal,
+            false,
+        ),
     })
 }
 
 fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
-    for (name, f) in [
-        ("ring_hash_lb_config", &c.ring_hash_lb_config),
-        ("maglev_lb_config", &c.maglev_lb_config),
-    ] {
+    for (name, f) in [("ring_hash_lb_config", &c.ring_hash_lb_config), ("maglev_lb_config", &c.maglev_lb_config)] {
         if cx.opt(p, name, f).is_some() {
-            cx.warn(
-                &p.key(name),
-                "table and ring sizes are chosen by frontend-proxy; ignored",
-            );
+            cx.warn(&p.key(name), "table and ring sizes are chosen by frontend-proxy; ignored");
         }
     }
     let mut choice_count = 2;
@@ -167,10 +164,7 @@ fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
         cx.other(
             &lp,
             &lr.other,
-            &Fields {
-                known: &["choice_count"],
-                ignored: &["active_request_bias", "slow_start_config"],
-            },
+            &Fields { known: &["choice_count"], ignored: &["active_request_bias", "slow_start_config"] },
         );
         if let Some(n) = cx.opt(&lp, "choice_count", &lr.choice_count) {
             if *n < 2 {
@@ -192,7 +186,9 @@ fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
         Some(other) => {
             cx.error(
                 &p.key("lb_policy"),
-                format!("unknown value {other:?}, expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"),
+                format!(
+                    "unknown value {other:?}, expected one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV"
+                ),
             );
             return None;
         }
@@ -206,14 +202,7 @@ fn load_assignment(
     la: &raw::ClusterLoadAssignment,
     discovery: DiscoveryType,
 ) -> Vec<EndpointSpec> {
-    cx.other(
-        p,
-        &la.other,
-        &Fields {
-            known: &["cluster_name", "endpoints"],
-            ignored: &["policy", "named_endpoints"],
-        },
-    );
+    cx.other(p, &la.other, &Fields { known: &["cluster_name", "endpoints"], ignored: &["policy", "named_endpoints"] });
     let _ = cx.opt(p, "cluster_name", &la.cluster_name);
     let mut out = Vec::new();
     for (lp, locality) in cx.list(p, "endpoints", &la.endpoints) {
@@ -225,14 +214,8 @@ fn load_assignment(
                 ignored: &["locality", "load_balancing_weight", "metadata", "proximity"],
             },
         );
-        if cx
-            .opt(&lp, "priority", &locality.priority)
-            .is_some_and(|p| *p != 0)
-        {
-            cx.error(
-                &lp.key("priority"),
-                "priority levels other than 0 (failover) are not supported",
-            );
+        if cx.opt(&lp, "priority", &locality.priority).is_some_and(|p| *p != 0) {
+            cx.error(&lp.key("priority"), "priority levels other than 0 (failover) are not supported");
         }
         for (ep, lb) in cx.list(&lp, "lb_endpoints", &locality.lb_endpoints) {
             if let Some(e) = lb_endpoint(cx, &ep, lb, discovery) {
@@ -245,57 +228,40 @@ fn load_assignment(
     out
 }
 
-fn lb_endpoint(
-    cx: &mut Ctx,
-    p: &P,
-    lb: &raw::LbEndpoint,
-    discovery: DiscoveryType,
-) -> Option<EndpointSpec> {
+fn lb_endpoint(cx: &mut Ctx, p: &P, lb: &raw::LbEndpoint, discovery: DiscoveryType) -> Option<EndpointSpec> {
     cx.other(
         p,
         &lb.other,
-        &Fields {
-            known: &["endpoint", "load_balancing_weight", "health_status"],
-            ignored: &["metadata"],
-        },
+        &Fields { known: &["endpoint", "load_balancing_weight", "health_status"], ignored: &["metadata"] },
     );
-    let weight = cx
-        .opt(p, "load_balancing_weight", &lb.load_balancing_weight)
-        .copied()
-        .unwrap_or(1);
+    let weight = cx.opt(p, "load_balancing_weight", &lb.load_balancing_weight).copied().unwrap_or(1);
     if weight == 0 || weight > 1000 {
-        cx.error(
-            &p.key("load_balancing_weight"),
-            "must be between 1 and 1000",
-        );
+        cx.error(&p.key("load_balancing_weight"), "must be between 1 and 1000");
     }
-    let status = cx
-        .opt(p, "health_status", &lb.health_status)
-        .map(String::as_str)
-        .unwrap_or("UNKNOWN");
+    let status = cx.opt(p, "health_status", &lb.health_status).map(String::as_str).unwrap_or("UNKNOWN");
     let excluded = match status {
         "UNKNOWN" | "HEALTHY" => false,
         "UNHEALTHY" | "DRAINING" | "TIMEOUT" => true,
         other => {
-            cx.error(
-                &p.key("health_status"),
-                format!("health status {other:?} is not supported"),
-            );
+            cx.error(&p.key("health_status"), format!("health status {other:?} is not supported"));
             false
         }
     };
     let epp = p.key("endpoint");
     let e = cx.req(p, "endpoint", &lb.endpoint)?;
-    cx.other(
-        &epp,
-        &e.other,
-        &Fields {
-            known: &["address", "hostname"],
-            ignored: &[],
-        },
-    );
-    if e.health_check_config.is_some() {
-        cx.error(&epp.key("health_check_config"), "not supported yet");
+    cx.other(&epp, &e.other, &Fields { known: &["address", "hostname"], ignored: &[] });
+    let mut health_check_port = None;
+    if let Some(hc) = cx.opt(&epp, "health_check_config", &e.health_check_config) {
+        let hp = epp.key("health_check_config");
+        cx.other(&hp, &hc.other, &Fields { known: &["port_value"], ignored: &[] });
+        if hc.hostname.is_some() {
+            cx.error(&hp.key("hostname"), "not supported");
+        }
+        match cx.opt(&hp, "port_value", &hc.port_value).map(|p| u16::try_from(*p)) {
+            Some(Ok(port)) if port > 0 => health_check_port = Some(port),
+            Some(_) => cx.error(&hp.key("port_value"), "must be between 1 and 65535"),
+            None => {}
+        }
     }
     let hostname = cx.string(&epp, "hostname", &e.hostname);
     let ap = epp.key("address");
@@ -306,33 +272,25 @@ fn lb_endpoint(
         (Err(_), DiscoveryType::Static) => {
             cx.error(
                 &ap.key("socket_address").key("address"),
-                format!("{host:?} is not an IP address; STATIC clusters need IPs (use type: STRICT_DNS for host names)"),
+                format!(
+                    "{host:?} is not an IP address; STATIC clusters need IPs (use type: STRICT_DNS for host names)"
+                ),
             );
             return None;
         }
         (Err(_), _) => {
             if !valid_dns_name(&host) {
-                cx.error(
-                    &ap.key("socket_address").key("address"),
-                    format!("{host:?} is not a valid host name"),
-                );
+                cx.error(&ap.key("socket_address").key("address"), format!("{host:?} is not a valid host name"));
                 return None;
             }
             EndpointAddress::Dns { host, port }
         }
     };
     if excluded {
-        cx.warn(
-            p,
-            format!("health_status {status}: endpoint excluded from load balancing"),
-        );
+        cx.warn(p, format!("health_status {status}: endpoint excluded from load balancing"));
         return None;
     }
-    Some(EndpointSpec {
-        address,
-        weight,
-        hostname,
-    })
+    Some(EndpointSpec { address, weight, hostname, health_check_port })
 }
 
 fn valid_dns_name(host: &str) -> bool {
@@ -341,16 +299,12 @@ fn valid_dns_name(host: &str) -> bool {
         && host.trim_end_matches('.').split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
 fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
-    let refresh_rate = cx
-        .duration(p, "dns_refresh_rate", &c.dns_refresh_rate)
-        .unwrap_or(DEFAULT_DNS_REFRESH_RATE);
+    let refresh_rate = cx.duration(p, "dns_refresh_rate", &c.dns_refresh_rate).unwrap_or(DEFAULT_DNS_REFRESH_RATE);
     if refresh_rate < Duration::from_millis(1) {
         cx.error(&p.key("dns_refresh_rate"), "must be at least 1ms");
     }
@@ -371,16 +325,9 @@ fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
         ],
         LookupFamily::Auto,
     );
-    let sources = [
-        c.typed_dns_resolver_config.is_some(),
-        c.dns_resolvers.is_some(),
-        c.dns_resolution_config.is_some(),
-    ];
+    let sources = [c.typed_dns_resolver_config.is_some(), c.dns_resolvers.is_some(), c.dns_resolution_config.is_some()];
     if sources.iter().filter(|s| **s).count() > 1 {
-        cx.error(
-            p,
-            "set only one of `typed_dns_resolver_config`, `dns_resolution_config`, `dns_resolvers`",
-        );
+        cx.error(p, "set only one of `typed_dns_resolver_config`, `dns_resolution_config`, `dns_resolvers`");
     }
     let mut resolvers = Vec::new();
     if let Some(t) = cx.opt(p, "typed_dns_resolver_config", &c.typed_dns_resolver_config) {
@@ -391,14 +338,7 @@ fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
     }
     if let Some(r) = cx.opt(p, "dns_resolution_config", &c.dns_resolution_config) {
         let rp = p.key("dns_resolution_config");
-        cx.other(
-            &rp,
-            &r.other,
-            &Fields {
-                known: &["resolvers"],
-                ignored: &["dns_resolver_options"],
-            },
-        );
+        cx.other(&rp, &r.other, &Fields { known: &["resolvers"], ignored: &["dns_resolver_options"] });
         resolvers = resolver_list(cx, &rp, "resolvers", &r.resolvers);
     }
     Some(DnsSpec {
@@ -411,24 +351,14 @@ fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
 }
 
 fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAddr> {
-    cx.other(
-        p,
-        &t.other,
-        &Fields {
-            known: &["name", "typed_config"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &t.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
     let name = cx.string(p, "name", &t.name).unwrap_or_default();
     let Some(tc) = cx.req(p, "typed_config", &t.typed_config) else {
         return Vec::new();
     };
     let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
     if name != CARES_NAME && type_url != CARES_TYPE {
-        cx.error(
-            p,
-            format!("DNS resolver {name:?} is not supported: only {CARES_NAME} is"),
-        );
+        cx.error(p, format!("DNS resolver {name:?} is not supported: only {CARES_NAME} is"));
         return Vec::new();
     }
     let tp = p.key("typed_config");
@@ -455,32 +385,16 @@ fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAd
             ],
         },
     );
-    if cx
-        .opt(&tp, "@type", &cfg.type_url)
-        .is_some_and(|t| t != CARES_TYPE)
-    {
+    if cx.opt(&tp, "@type", &cfg.type_url).is_some_and(|t| t != CARES_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {CARES_TYPE}"));
     }
-    if cx.boolean(
-        &tp,
-        "use_resolvers_as_fallback",
-        &cfg.use_resolvers_as_fallback,
-        false,
-    ) {
-        cx.error(
-            &tp.key("use_resolvers_as_fallback"),
-            "not supported: the listed resolvers are always used",
-        );
+    if cx.boolean(&tp, "use_resolvers_as_fallback", &cfg.use_resolvers_as_fallback, false) {
+        cx.error(&tp.key("use_resolvers_as_fallback"), "not supported: the listed resolvers are always used");
     }
     resolver_list(cx, &tp, "resolvers", &cfg.resolvers)
 }
 
-fn resolver_list(
-    cx: &mut Ctx,
-    p: &P,
-    name: &str,
-    f: &Option<List<raw::Address>>,
-) -> Vec<SocketAddr> {
+fn resolver_list(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::Address>>) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     let list = cx.list(p, name, f);
     if f.is_some() && list.is_empty() {
@@ -492,34 +406,20 @@ fn resolver_list(
         };
         match host.parse::<IpAddr>() {
             Ok(ip) => out.push(SocketAddr::new(ip, if port == 0 { 53 } else { port })),
-            Err(_) => cx.error(
-                &rp.key("socket_address").key("address"),
-                format!("{host:?}: a resolver must be an IP address"),
-            ),
+            Err(_) => cx
+                .error(&rp.key("socket_address").key("address"), format!("{host:?}: a resolver must be an IP address")),
         }
     }
     out
 }
 
 fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
-    cx.other(
-        p,
-        &ts.other,
-        &Fields {
-            known: &["name", "typed_config"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
     let name = cx.string(p, "name", &ts.name).unwrap_or_default();
     let tc = cx.req(p, "typed_config", &ts.typed_config)?;
     let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
     if name != "envoy.transport_sockets.tls" && type_url != UPSTREAM_TLS_TYPE {
-        cx.error(
-            p,
-            format!(
-                "transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"
-            ),
-        );
+        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
         return None;
     }
     let tp = p.key("typed_config");
@@ -533,15 +433,9 @@ fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<Upstrea
     cx.other(
         &tp,
         &ctx.other,
-        &Fields {
-            known: &["@type", "common_tls_context", "sni"],
-            ignored: &["max_session_keys"],
-        },
+        &Fields { known: &["@type", "common_tls_context", "sni"], ignored: &["max_session_keys"] },
     );
-    if cx
-        .opt(&tp, "@type", &ctx.type_url)
-        .is_some_and(|t| t != UPSTREAM_TLS_TYPE)
-    {
+    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != UPSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
     }
     let mut trusted_ca = None;
@@ -550,40 +444,21 @@ fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<Upstrea
         cx.other(
             &cp,
             &common.other,
-            &Fields {
-                known: &["validation_context", "tls_certificates", "alpn_protocols"],
-                ignored: &["tls_params"],
-            },
+            &Fields { known: &["validation_context", "tls_certificates", "alpn_protocols"], ignored: &["tls_params"] },
         );
         if common.tls_certificates.is_some() {
-            cx.error(
-                &cp.key("tls_certificates"),
-                "client certificates to upstreams (mTLS) are not supported",
-            );
+            cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
         }
         if common.alpn_protocols.is_some() {
-            cx.error(
-                &cp.key("alpn_protocols"),
-                "upstream ALPN is not supported (HTTP/1.1 is used)",
-            );
+            cx.error(&cp.key("alpn_protocols"), "upstream ALPN is not supported (HTTP/1.1 is used)");
         }
         if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
             let vp = cp.key("validation_context");
-            cx.other(
-                &vp,
-                &vc.other,
-                &Fields {
-                    known: &["trusted_ca"],
-                    ignored: &[],
-                },
-            );
+            cx.other(&vp, &vc.other, &Fields { known: &["trusted_ca"], ignored: &[] });
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
                 trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
             }
         }
     }
-    Some(UpstreamTls {
-        sni: cx.string(&tp, "sni", &ctx.sni),
-        trusted_ca,
-    })
+    Some(UpstreamTls { sni: cx.string(&tp, "sni", &ctx.sni), trusted_ca })
 }

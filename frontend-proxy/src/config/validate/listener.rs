@@ -1,9 +1,7 @@
 //! Listeners, their HTTP connection manager, and downstream TLS.
 
 use super::{conflicts, route, Ctx, Fields, P};
-use crate::config::model::{
-    Codec, DownstreamTls, HttpConnectionManager, ListenerConfig, ServerHeader,
-};
+use crate::config::model::{Codec, DownstreamTls, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -11,15 +9,16 @@ use std::time::Duration;
 
 const HCM_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
-const HCM_NAMES: &[&str] = &[
-    "envoy.filters.network.http_connection_manager",
-    "envoy.http_connection_manager",
-];
+const HCM_NAMES: &[&str] = &["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
+const CONNECTION_LIMIT_NAME: &str = "envoy.filters.network.connection_limit";
+const CONNECTION_LIMIT_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit";
+const BUFFER_NAME: &str = "envoy.filters.http.buffer";
+const BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
-const DOWNSTREAM_TLS_TYPE: &str =
-    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const DOWNSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 
 /// Envoy's default stream idle timeout.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -39,31 +38,17 @@ pub(super) fn listeners(
             continue;
         };
         if !names.insert(listener.name.clone()) {
-            cx.error(
-                &lp.key("name"),
-                format!("duplicate listener name {:?}", listener.name),
-            );
+            cx.error(&lp.key("name"), format!("duplicate listener name {:?}", listener.name));
         }
         if let Some(other) = out.iter().find(|o| conflicts(o.address, listener.address)) {
-            cx.error(
-                &lp.key("address"),
-                format!(
-                    "{} is already used by listener {:?}",
-                    listener.address, other.name
-                ),
-            );
+            cx.error(&lp.key("address"), format!("{} is already used by listener {:?}", listener.address, other.name));
         }
         out.push(listener);
     }
     out
 }
 
-fn listener(
-    cx: &mut Ctx,
-    p: &P,
-    l: &raw::Listener,
-    clusters: &HashMap<String, usize>,
-) -> Option<ListenerConfig> {
+fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, usize>) -> Option<ListenerConfig> {
     cx.other(
         p,
         &l.other,
@@ -89,14 +74,8 @@ fn listener(
 
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
-        if matches!(
-            fname.as_str(),
-            "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector"
-        ) {
-            cx.warn(
-                &fp,
-                format!("{fname} is not needed with a single filter chain; ignored"),
-            );
+        if matches!(fname.as_str(), "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector") {
+            cx.warn(&fp, format!("{fname} is not needed with a single filter chain; ignored"));
         } else {
             cx.error(&fp, format!("listener filter {fname:?} is not supported"));
         }
@@ -113,23 +92,26 @@ fn listener(
         );
     }
     let (cp, chain) = chains.into_iter().next()?;
-    let (tls, hcm) = filter_chain(cx, &cp, chain, clusters);
+    let chain = filter_chain(cx, &cp, chain, clusters);
     let address = address?;
     Some(ListenerConfig {
         name: name.unwrap_or_else(|| address.to_string()),
         address,
-        tls: tls?,
-        hcm: hcm?,
+        tls: chain.tls?,
+        hcm: chain.hcm?,
+        max_connections: chain.max_connections,
     })
 }
 
-/// Returns (TLS settings or None for plain text, connection manager).
-fn filter_chain(
-    cx: &mut Ctx,
-    p: &P,
-    chain: &raw::FilterChain,
-    clusters: &HashMap<String, usize>,
-) -> (Option<Option<DownstreamTls>>, Option<HttpConnectionManager>) {
+/// What a filter chain configures.
+struct Chain {
+    /// `None` when the transport socket is invalid; `Some(None)` for plain text.
+    tls: Option<Option<DownstreamTls>>,
+    hcm: Option<HttpConnectionManager>,
+    max_connections: Option<u64>,
+}
+
+fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMap<String, usize>) -> Chain {
     cx.other(
         p,
         &chain.other,
@@ -142,10 +124,7 @@ fn filter_chain(
     if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
         let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
         if !empty {
-            cx.error(
-                &p.key("filter_chain_match"),
-                "filter chain matching is not supported",
-            );
+            cx.error(&p.key("filter_chain_match"), "filter chain matching is not supported");
         }
     }
     let tls = match cx.opt(p, "transport_socket", &chain.transport_socket) {
@@ -154,21 +133,11 @@ fn filter_chain(
     };
     let filters = cx.list(p, "filters", &chain.filters);
     if chain.filters.is_none() || filters.is_empty() {
-        cx.error(
-            &p.key("filters"),
-            "an http_connection_manager filter is required",
-        );
+        cx.error(&p.key("filters"), "an http_connection_manager filter is required");
     }
-    let mut hcm = None;
+    let mut out = Chain { tls, hcm: None, max_connections: None };
     for (i, (fp, filter)) in filters.iter().enumerate() {
-        cx.other(
-            fp,
-            &filter.other,
-            &Fields {
-                known: &["name", "typed_config"],
-                ignored: &[],
-            },
-        );
+        cx.other(fp, &filter.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
         let Some(tc) = cx.opt(fp, "typed_config", &filter.typed_config) else {
             if filter.typed_config.is_none() {
@@ -177,54 +146,62 @@ fn filter_chain(
             continue;
         };
         let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
+        let tp = fp.key("typed_config");
+        if name == CONNECTION_LIMIT_NAME || type_url == CONNECTION_LIMIT_TYPE {
+            if i == filters.len() - 1 {
+                cx.error(fp, "connection_limit must come before http_connection_manager");
+            }
+            out.max_connections = connection_limit(cx, &tp, tc);
+            continue;
+        }
         if !(HCM_NAMES.contains(&name.as_str()) || type_url == HCM_TYPE) {
             cx.error(
                 fp,
-                format!("network filter {name:?} is not supported: only envoy.filters.network.http_connection_manager is"),
+                format!("network filter {name:?} is not supported: only envoy.filters.network.http_connection_manager (and connection_limit before it) are"),
             );
             continue;
         }
         if i != filters.len() - 1 {
-            cx.error(
-                fp,
-                "http_connection_manager must be the last network filter",
-            );
+            cx.error(fp, "http_connection_manager must be the last network filter");
         }
-        let tp = fp.key("typed_config");
         match Field::<raw::HttpConnectionManager>::from_value(tc.clone()) {
-            Field::Ok(raw) => hcm = connection_manager(cx, &tp, &raw, clusters),
+            Field::Ok(raw) => out.hcm = connection_manager(cx, &tp, &raw, clusters),
             Field::Invalid(msg) => cx.error(&tp, msg),
         }
     }
-    (tls, hcm)
+    out
+}
+
+fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> {
+    let c = match Field::<raw::ConnectionLimit>::from_value(tc.clone()) {
+        Field::Ok(c) => c,
+        Field::Invalid(msg) => {
+            cx.error(p, msg);
+            return None;
+        }
+    };
+    cx.other(p, &c.other, &Fields { known: &["@type", "stat_prefix", "max_connections"], ignored: &[] });
+    let _ = cx.opt(p, "@type", &c.type_url);
+    cx.req(p, "stat_prefix", &c.stat_prefix);
+    let max = cx.req(p, "max_connections", &c.max_connections).copied()?;
+    if max == 0 {
+        cx.error(&p.key("max_connections"), "must be at least 1");
+        return None;
+    }
+    Some(max)
 }
 
 fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<DownstreamTls> {
-    cx.other(
-        p,
-        &ts.other,
-        &Fields {
-            known: &["name", "typed_config"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
     let name = cx.string(p, "name", &ts.name).unwrap_or_default();
     let tc = cx.req(p, "typed_config", &ts.typed_config)?;
     let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
     if name == "envoy.transport_sockets.raw_buffer" {
-        cx.error(
-            p,
-            "raw_buffer transport sockets are not supported; omit transport_socket for plain text",
-        );
+        cx.error(p, "raw_buffer transport sockets are not supported; omit transport_socket for plain text");
         return None;
     }
     if !(TLS_SOCKET_NAMES.contains(&name.as_str()) || type_url == DOWNSTREAM_TLS_TYPE) {
-        cx.error(
-            p,
-            format!(
-                "transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"
-            ),
-        );
+        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
         return None;
     }
     let tp = p.key("typed_config");
@@ -235,10 +212,7 @@ fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<Downs
             return None;
         }
     };
-    if cx
-        .opt(&tp, "@type", &ctx.type_url)
-        .is_some_and(|t| t != DOWNSTREAM_TLS_TYPE)
-    {
+    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
     }
     cx.other(
@@ -249,38 +223,21 @@ fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<Downs
             ignored: &["session_timeout", "disable_stateless_session_resumption"],
         },
     );
-    if cx.boolean(
-        &tp,
-        "require_client_certificate",
-        &ctx.require_client_certificate,
-        false,
-    ) {
-        cx.error(
-            &tp.key("require_client_certificate"),
-            "client certificate authentication (mTLS) is not supported",
-        );
+    if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
+        cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
     }
     let cp = tp.key("common_tls_context");
     let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
     cx.other(
         &cp,
         &common.other,
-        &Fields {
-            known: &["tls_certificates", "alpn_protocols", "validation_context"],
-            ignored: &["tls_params"],
-        },
+        &Fields { known: &["tls_certificates", "alpn_protocols", "validation_context"], ignored: &["tls_params"] },
     );
     if common.validation_context.is_some() {
-        cx.error(
-            &cp.key("validation_context"),
-            "client certificate validation (mTLS) is not supported",
-        );
+        cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
     }
-    let alpn_protocols: Vec<String> = cx
-        .list(&cp, "alpn_protocols", &common.alpn_protocols)
-        .into_iter()
-        .map(|(_, s)| s.clone())
-        .collect();
+    let alpn_protocols: Vec<String> =
+        cx.list(&cp, "alpn_protocols", &common.alpn_protocols).into_iter().map(|(_, s)| s.clone()).collect();
     for (i, proto) in alpn_protocols.iter().enumerate() {
         if proto != "h2" && proto != "http/1.1" {
             cx.error(
@@ -291,26 +248,18 @@ fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<Downs
     }
     let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
     if certs.len() != 1 {
-        cx.error(&cp.key("tls_certificates"), "exactly one certificate is required (SNI-based certificate selection is not supported)");
+        cx.error(
+            &cp.key("tls_certificates"),
+            "exactly one certificate is required (SNI-based certificate selection is not supported)",
+        );
     }
     let (cert_p, cert) = certs.into_iter().next()?;
-    cx.other(
-        &cert_p,
-        &cert.other,
-        &Fields {
-            known: &["certificate_chain", "private_key"],
-            ignored: &[],
-        },
-    );
+    cx.other(&cert_p, &cert.other, &Fields { known: &["certificate_chain", "private_key"], ignored: &[] });
     let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
     let key = cx.req(&cert_p, "private_key", &cert.private_key);
     let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
     let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls {
-        certificate_chain: chain?,
-        private_key: key?,
-        alpn_protocols,
-    })
+    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols })
 }
 
 const HCM_FIELDS: Fields = Fields {
@@ -372,14 +321,10 @@ fn connection_manager(
         p,
         "codec_type",
         &h.codec_type,
-        &[
-            ("AUTO", Codec::Auto),
-            ("HTTP1", Codec::Http1),
-            ("HTTP2", Codec::Http2),
-        ],
+        &[("AUTO", Codec::Auto), ("HTTP1", Codec::Http1), ("HTTP2", Codec::Http2)],
         Codec::Auto,
     );
-    http_filters(cx, p, &h.http_filters);
+    let max_request_bytes = http_filters(cx, p, &h.http_filters);
 
     let server_header = cx.enumeration(
         p,
@@ -393,41 +338,21 @@ fn connection_manager(
         ServerHeader::Overwrite,
     );
     let strip_any = cx.boolean(p, "strip_any_host_port", &h.strip_any_host_port, false);
-    let strip_matching = cx.boolean(
-        p,
-        "strip_matching_host_port",
-        &h.strip_matching_host_port,
-        false,
-    );
+    let strip_matching = cx.boolean(p, "strip_matching_host_port", &h.strip_matching_host_port, false);
     if strip_any && strip_matching {
-        cx.error(
-            p,
-            "`strip_any_host_port` and `strip_matching_host_port` are mutually exclusive",
-        );
+        cx.error(p, "`strip_any_host_port` and `strip_matching_host_port` are mutually exclusive");
     }
 
     let mut max_headers_count = 100;
     let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
     let op = p.key("common_http_protocol_options");
-    if let Some(o) = cx.opt(
-        p,
-        "common_http_protocol_options",
-        &h.common_http_protocol_options,
-    ) {
+    if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
         cx.other(
             &op,
             &o.other,
             &Fields {
-                known: &[
-                    "idle_timeout",
-                    "max_headers_count",
-                    "max_connection_duration",
-                    "max_stream_duration",
-                ],
-                ignored: &[
-                    "headers_with_underscores_action",
-                    "max_requests_per_connection",
-                ],
+                known: &["idle_timeout", "max_headers_count", "max_connection_duration", "max_stream_duration"],
+                ignored: &["headers_with_underscores_action", "max_requests_per_connection"],
             },
         );
         if let Some(t) = cx.duration(&op, "idle_timeout", &o.idle_timeout) {
@@ -436,10 +361,9 @@ fn connection_manager(
         if let Some(n) = cx.opt(&op, "max_headers_count", &o.max_headers_count) {
             max_headers_count = *n;
         }
-        for (name, f) in [
-            ("max_connection_duration", &o.max_connection_duration),
-            ("max_stream_duration", &o.max_stream_duration),
-        ] {
+        for (name, f) in
+            [("max_connection_duration", &o.max_connection_duration), ("max_stream_duration", &o.max_stream_duration)]
+        {
             if f.is_some() {
                 cx.error(&op.key(name), "not supported");
             }
@@ -454,39 +378,22 @@ fn connection_manager(
     }
 
     let routes = match cx.req(p, "route_config", &h.route_config) {
-        Some(rc) => route::route_configuration(
-            cx,
-            &p.key("route_config"),
-            rc,
-            clusters,
-            strip_any,
-            strip_matching,
-        ),
+        Some(rc) => route::route_configuration(cx, &p.key("route_config"), rc, clusters, strip_any, strip_matching),
         None => None,
     };
-    let max_request_headers_kb = cx
-        .opt(p, "max_request_headers_kb", &h.max_request_headers_kb)
-        .copied()
-        .unwrap_or(60);
+    let max_request_headers_kb = cx.opt(p, "max_request_headers_kb", &h.max_request_headers_kb).copied().unwrap_or(60);
     if !(1..=8192).contains(&max_request_headers_kb) {
-        cx.error(
-            &p.key("max_request_headers_kb"),
-            "must be between 1 and 8192",
-        );
+        cx.error(&p.key("max_request_headers_kb"), "must be between 1 and 8192");
     }
-    let stream_idle_timeout = cx
-        .duration(p, "stream_idle_timeout", &h.stream_idle_timeout)
-        .unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
+    let stream_idle_timeout =
+        cx.duration(p, "stream_idle_timeout", &h.stream_idle_timeout).unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
     let request_timeout = cx.duration(p, "request_timeout", &h.request_timeout);
-    let request_headers_timeout =
-        cx.duration(p, "request_headers_timeout", &h.request_headers_timeout);
+    let request_headers_timeout = cx.duration(p, "request_headers_timeout", &h.request_headers_timeout);
     Some(HttpConnectionManager {
         stat_prefix: stat_prefix?,
         codec,
         routes: Arc::new(routes?),
-        server_name: cx
-            .string(p, "server_name", &h.server_name)
-            .unwrap_or_else(|| "envoy".to_string()),
+        server_name: cx.string(p, "server_name", &h.server_name).unwrap_or_else(|| "envoy".to_string()),
         server_header,
         generate_request_id: cx.boolean(p, "generate_request_id", &h.generate_request_id, true),
         preserve_external_request_id: cx.boolean(
@@ -502,10 +409,7 @@ fn connection_manager(
             false,
         ),
         use_remote_address: cx.boolean(p, "use_remote_address", &h.use_remote_address, false),
-        xff_num_trusted_hops: cx
-            .opt(p, "xff_num_trusted_hops", &h.xff_num_trusted_hops)
-            .copied()
-            .unwrap_or(0),
+        xff_num_trusted_hops: cx.opt(p, "xff_num_trusted_hops", &h.xff_num_trusted_hops).copied().unwrap_or(0),
         skip_xff_append: cx.boolean(p, "skip_xff_append", &h.skip_xff_append, false),
         stream_idle_timeout: nonzero(stream_idle_timeout),
         request_timeout: request_timeout.and_then(nonzero),
@@ -514,6 +418,7 @@ fn connection_manager(
         max_request_headers_kb,
         max_headers_count,
         websocket,
+        max_request_bytes,
     })
 }
 
@@ -523,73 +428,56 @@ fn nonzero(d: Duration) -> Option<Duration> {
 
 /// Returns whether WebSocket is enabled by this entry.
 pub(super) fn upgrade_config(cx: &mut Ctx, p: &P, u: &raw::UpgradeConfig) -> Option<bool> {
-    cx.other(
-        p,
-        &u.other,
-        &Fields {
-            known: &["upgrade_type", "enabled"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &u.other, &Fields { known: &["upgrade_type", "enabled"], ignored: &[] });
     let kind = cx.req(p, "upgrade_type", &u.upgrade_type)?;
     if !kind.eq_ignore_ascii_case("websocket") {
-        cx.error(
-            &p.key("upgrade_type"),
-            format!("upgrade type {kind:?} is not supported (websocket is)"),
-        );
+        cx.error(&p.key("upgrade_type"), format!("upgrade type {kind:?} is not supported (websocket is)"));
         return None;
     }
     Some(cx.boolean(p, "enabled", &u.enabled, true))
 }
 
-fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) {
+/// Checks the HTTP filter list; returns the buffer filter's request size limit, if any.
+fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> Option<u32> {
     let filters = cx.list(p, "http_filters", f);
     if f.is_none() || filters.is_empty() {
-        cx.error(
-            &p.key("http_filters"),
-            "must end with envoy.filters.http.router",
-        );
-        return;
+        cx.error(&p.key("http_filters"), "must end with envoy.filters.http.router");
+        return None;
     }
+    let mut max_request_bytes = None;
     let last = filters.len() - 1;
     for (i, (fp, filter)) in filters.iter().enumerate() {
-        cx.other(
-            fp,
-            &filter.other,
-            &Fields {
-                known: &["name", "typed_config"],
-                ignored: &["disabled", "is_optional"],
-            },
-        );
+        cx.other(fp, &filter.other, &Fields { known: &["name", "typed_config"], ignored: &["disabled", "is_optional"] });
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
-        let type_url = cx
-            .opt(fp, "typed_config", &filter.typed_config)
-            .and_then(|v| v.get("@type"))
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string();
+        let config = cx.opt(fp, "typed_config", &filter.typed_config);
+        let type_url = config.and_then(|v| v.get("@type")).and_then(|v| v.as_str()).unwrap_or_default().to_string();
         let is_router = ROUTER_NAMES.contains(&name.as_str()) || type_url == ROUTER_TYPE;
-        if !is_router {
+        if name == BUFFER_NAME || type_url == BUFFER_TYPE {
+            if i == last {
+                cx.error(fp, "the router must be the last HTTP filter");
+            }
+            let tp = fp.key("typed_config");
+            match config.map(|c| Field::<raw::BufferFilter>::from_value(c.clone())) {
+                Some(Field::Ok(b)) => {
+                    cx.other(&tp, &b.other, &Fields { known: &["@type", "max_request_bytes"], ignored: &[] });
+                    let _ = cx.opt(&tp, "@type", &b.type_url);
+                    max_request_bytes = cx.req(&tp, "max_request_bytes", &b.max_request_bytes).copied();
+                }
+                Some(Field::Invalid(msg)) => cx.error(&tp, msg),
+                None => cx.error(&tp, "required field is missing"),
+            }
+        } else if !is_router {
             cx.error(
                 fp,
-                format!("HTTP filter {name:?} is not supported: frontend-proxy only runs the router, and silently skipping a filter (authentication, rate limiting, ...) would change what traffic is allowed"),
+                format!("HTTP filter {name:?} is not supported: frontend-proxy only runs the router (and the buffer filter), and silently skipping a filter (authentication, rate limiting, ...) would change what traffic is allowed"),
             );
         } else if i != last {
             cx.error(fp, "the router must be the last HTTP filter");
-        } else if let Some(tc) = filter.typed_config.as_ref().and_then(|f| match f {
-            Field::Ok(v) => v.as_mapping(),
-            Field::Invalid(_) => None,
-        }) {
-            for key in tc
-                .keys()
-                .filter_map(|k| k.as_str())
-                .filter(|k| *k != "@type")
-            {
-                cx.error(
-                    &fp.key("typed_config").key(key),
-                    "router options are not supported",
-                );
+        } else if let Some(tc) = config.and_then(|v| v.as_mapping()) {
+            for key in tc.keys().filter_map(|k| k.as_str()).filter(|k| *k != "@type") {
+                cx.error(&fp.key("typed_config").key(key), "router options are not supported");
             }
         }
     }
+    max_request_bytes
 }

@@ -4,10 +4,9 @@ use super::listener::upgrade_config;
 use super::{Ctx, DataSourceValue, Fields, P};
 use crate::config::raw::{self, List};
 use crate::routing::{
-    Action, ClusterChoice, DirectResponse, DomainPattern, Forward, HashPolicy, HeaderAppend,
-    HeaderMatch, HeaderMatcher, HeaderMutations, HeaderToAdd, HeaderValueFormat, HostRewrite,
-    PathMatch, PortMatching, Redirect, RequireTls, RetryOn, RetryPolicy, Route, RouteMatch,
-    RouteTable, StringMatch, VirtualHost,
+    Action, ClusterChoice, DirectResponse, DomainPattern, Forward, HashPolicy, HeaderAppend, HeaderMatch,
+    HeaderMatcher, HeaderMutations, HeaderToAdd, HeaderValueFormat, HostRewrite, PathMatch, PortMatching, Redirect,
+    RequireTls, RetryOn, RetryPolicy, Route, RouteMatch, RouteTable, StringMatch, VirtualHost,
 };
 use bytes::Bytes;
 use http::header::HeaderName;
@@ -44,11 +43,7 @@ pub(super) fn route_configuration(
                 "response_headers_to_remove",
                 "ignore_port_in_host_matching",
             ],
-            ignored: &[
-                "validate_clusters",
-                "internal_only_headers",
-                "max_direct_response_body_size_bytes",
-            ],
+            ignored: &["validate_clusters", "internal_only_headers", "max_direct_response_body_size_bytes"],
         },
     );
     let name = cx.string(p, "name", &rc.name).unwrap_or_default();
@@ -60,19 +55,14 @@ pub(super) fn route_configuration(
         &rc.response_headers_to_add,
         &rc.response_headers_to_remove,
     );
-    let port_matching = if strip_any
-        || cx.boolean(
-            p,
-            "ignore_port_in_host_matching",
-            &rc.ignore_port_in_host_matching,
-            false,
-        ) {
-        PortMatching::StripAny
-    } else if strip_matching {
-        PortMatching::StripMatching
-    } else {
-        PortMatching::Exact
-    };
+    let port_matching =
+        if strip_any || cx.boolean(p, "ignore_port_in_host_matching", &rc.ignore_port_in_host_matching, false) {
+            PortMatching::StripAny
+        } else if strip_matching {
+            PortMatching::StripMatching
+        } else {
+            PortMatching::Exact
+        };
 
     let mut vhosts = Vec::new();
     let mut all_domains = Vec::new();
@@ -97,13 +87,7 @@ pub(super) fn route_configuration(
         all_domains.push(domains.into_iter().map(|(_, d)| d).collect());
         vhosts.push(vhost);
     }
-    Some(RouteTable::new(
-        name,
-        vhosts,
-        all_domains,
-        port_matching,
-        headers,
-    ))
+    Some(RouteTable::new(name, vhosts, all_domains, port_matching, headers))
 }
 
 const VHOST_FIELDS: Fields = Fields {
@@ -118,12 +102,7 @@ const VHOST_FIELDS: Fields = Fields {
         "response_headers_to_add",
         "response_headers_to_remove",
     ],
-    ignored: &[
-        "virtual_clusters",
-        "include_request_attempt_count",
-        "include_attempt_count_in_response",
-        "metadata",
-    ],
+    ignored: &["virtual_clusters", "include_request_attempt_count", "include_attempt_count_in_response", "metadata"],
 };
 
 fn virtual_host(
@@ -142,28 +121,18 @@ fn virtual_host(
     for (dp, d) in dlist {
         match DomainPattern::parse(d) {
             Some(pattern) if !d.is_empty() => domains.push((d.clone(), pattern)),
-            _ => cx.error(
-                &dp,
-                format!(
-                    "invalid domain {d:?}: a wildcard may only be a leading `*` or a trailing `*`"
-                ),
-            ),
+            _ => cx.error(&dp, format!("invalid domain {d:?}: a wildcard may only be a leading `*` or a trailing `*`")),
         }
     }
     let require_tls = cx.enumeration(
         p,
         "require_tls",
         &vh.require_tls,
-        &[
-            ("NONE", RequireTls::None),
-            ("ALL", RequireTls::All),
-            ("EXTERNAL_ONLY", RequireTls::ExternalOnly),
-        ],
+        &[("NONE", RequireTls::None), ("ALL", RequireTls::All), ("EXTERNAL_ONLY", RequireTls::ExternalOnly)],
         RequireTls::None,
     );
-    let retry_policy = cx
-        .opt(p, "retry_policy", &vh.retry_policy)
-        .and_then(|r| retry_policy(cx, &p.key("retry_policy"), r));
+    let retry_policy =
+        cx.opt(p, "retry_policy", &vh.retry_policy).and_then(|r| retry_policy(cx, &p.key("retry_policy"), r));
     let headers = header_mutations(
         cx,
         p,
@@ -178,16 +147,7 @@ fn virtual_host(
             routes.push(route);
         }
     }
-    Some((
-        VirtualHost {
-            name: name?,
-            routes,
-            require_tls,
-            retry_policy,
-            headers,
-        },
-        domains,
-    ))
+    Some((VirtualHost { name: name?, routes, require_tls, retry_policy, headers }, domains))
 }
 
 const ROUTE_FIELDS: Fields = Fields {
@@ -213,19 +173,10 @@ fn route(
     vhost_retry: Option<&RetryPolicy>,
 ) -> Option<Route> {
     cx.other(p, &r.other, &ROUTE_FIELDS);
-    let matcher = cx
-        .req(p, "match", &r.matcher)
-        .and_then(|m| route_match(cx, &p.key("match"), m));
-    let actions = [
-        r.route.is_some(),
-        r.redirect.is_some(),
-        r.direct_response.is_some(),
-    ];
+    let matcher = cx.req(p, "match", &r.matcher).and_then(|m| route_match(cx, &p.key("match"), m));
+    let actions = [r.route.is_some(), r.redirect.is_some(), r.direct_response.is_some()];
     if actions.iter().filter(|a| **a).count() != 1 {
-        cx.error(
-            p,
-            "exactly one of `route`, `redirect`, `direct_response` is required",
-        );
+        cx.error(p, "exactly one of `route`, `redirect`, `direct_response` is required");
         return None;
     }
     let action = if let Some(a) = cx.opt(p, "route", &r.route) {
@@ -245,12 +196,7 @@ fn route(
         &r.response_headers_to_add,
         &r.response_headers_to_remove,
     );
-    Some(Route {
-        name: cx.string(p, "name", &r.name),
-        matcher: matcher?,
-        action: action?,
-        headers,
-    })
+    Some(Route { name: cx.string(p, "name", &r.name), matcher: matcher?, action: action?, headers })
 }
 
 fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
@@ -258,28 +204,13 @@ fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
         p,
         &m.other,
         &Fields {
-            known: &[
-                "prefix",
-                "path",
-                "safe_regex",
-                "path_separated_prefix",
-                "case_sensitive",
-                "headers",
-            ],
+            known: &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers"],
             ignored: &[],
         },
     );
-    let set = [
-        m.prefix.is_some(),
-        m.path.is_some(),
-        m.safe_regex.is_some(),
-        m.path_separated_prefix.is_some(),
-    ];
+    let set = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some(), m.path_separated_prefix.is_some()];
     if set.iter().filter(|s| **s).count() != 1 {
-        cx.error(
-            p,
-            "exactly one of `prefix`, `path`, `safe_regex`, `path_separated_prefix` is required",
-        );
+        cx.error(p, "exactly one of `prefix`, `path`, `safe_regex`, `path_separated_prefix` is required");
         return None;
     }
     let path = if let Some(s) = cx.opt(p, "prefix", &m.prefix) {
@@ -288,10 +219,7 @@ fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
         PathMatch::Exact(s.clone())
     } else if let Some(s) = cx.opt(p, "path_separated_prefix", &m.path_separated_prefix) {
         if s.ends_with('/') || s.contains(['?', '#']) {
-            cx.error(
-                &p.key("path_separated_prefix"),
-                "must not end with `/` or contain `?` or `#`",
-            );
+            cx.error(&p.key("path_separated_prefix"), "must not end with `/` or contain `?` or `#`");
         }
         PathMatch::SeparatedPrefix(s.clone())
     } else if let Some(r) = cx.opt(p, "safe_regex", &m.safe_regex) {
@@ -300,28 +228,14 @@ fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
         return None;
     };
     let case_sensitive = cx.boolean(p, "case_sensitive", &m.case_sensitive, true);
-    let headers = cx
-        .list(p, "headers", &m.headers)
-        .into_iter()
-        .filter_map(|(hp, h)| header_matcher(cx, &hp, h))
-        .collect();
-    Some(RouteMatch {
-        path,
-        case_sensitive,
-        headers,
-    })
+    let headers =
+        cx.list(p, "headers", &m.headers).into_iter().filter_map(|(hp, h)| header_matcher(cx, &hp, h)).collect();
+    Some(RouteMatch { path, case_sensitive, headers })
 }
 
 /// Envoy's `RegexMatcher`, compiled to match the whole input.
 fn regex(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
-    cx.other(
-        p,
-        &r.other,
-        &Fields {
-            known: &["google_re2", "regex"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &r.other, &Fields { known: &["google_re2", "regex"], ignored: &[] });
     let _ = cx.opt(p, "google_re2", &r.google_re2);
     let pattern = cx.req(p, "regex", &r.regex)?;
     match Regex::new(&format!("^(?:{pattern})$")) {
@@ -356,10 +270,7 @@ fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderM
     let name = cx.req(p, "name", &h.name)?.to_ascii_lowercase();
     let pseudo = [":method", ":path", ":authority", ":scheme"];
     if name.starts_with(':') && !pseudo.contains(&name.as_str()) {
-        cx.error(
-            &p.key("name"),
-            format!("pseudo-header {name:?} is not supported"),
-        );
+        cx.error(&p.key("name"), format!("pseudo-header {name:?} is not supported"));
     } else if !name.starts_with(':') && HeaderName::from_bytes(name.as_bytes()).is_err() {
         cx.error(&p.key("name"), format!("invalid header name {name:?}"));
     }
@@ -384,11 +295,7 @@ fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderM
             } else if let Some(s) = cx.opt(p, "contains_match", &h.contains_match) {
                 HeaderMatch::String(StringMatch::Contains(s.clone(), false))
             } else if let Some(r) = cx.opt(p, "safe_regex_match", &h.safe_regex_match) {
-                HeaderMatch::String(StringMatch::Regex(regex(
-                    cx,
-                    &p.key("safe_regex_match"),
-                    r,
-                )?))
+                HeaderMatch::String(StringMatch::Regex(regex(cx, &p.key("safe_regex_match"), r)?))
             } else if let Some(b) = cx.opt(p, "present_match", &h.present_match) {
                 HeaderMatch::Present(*b)
             } else if let Some(s) = cx.opt(p, "string_match", &h.string_match) {
@@ -406,12 +313,7 @@ fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderM
         name,
         kind,
         invert: cx.boolean(p, "invert_match", &h.invert_match, false),
-        treat_missing_as_empty: cx.boolean(
-            p,
-            "treat_missing_header_as_empty",
-            &h.treat_missing_header_as_empty,
-            false,
-        ),
+        treat_missing_as_empty: cx.boolean(p, "treat_missing_header_as_empty", &h.treat_missing_header_as_empty, false),
     })
 }
 
@@ -419,17 +321,7 @@ fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringM
     cx.other(
         p,
         &s.other,
-        &Fields {
-            known: &[
-                "exact",
-                "prefix",
-                "suffix",
-                "contains",
-                "safe_regex",
-                "ignore_case",
-            ],
-            ignored: &[],
-        },
+        &Fields { known: &["exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"], ignored: &[] },
     );
     let ic = cx.boolean(p, "ignore_case", &s.ignore_case, false);
     let fold = |v: &String| {
@@ -439,18 +331,9 @@ fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringM
             v.clone()
         }
     };
-    let set = [
-        s.exact.is_some(),
-        s.prefix.is_some(),
-        s.suffix.is_some(),
-        s.contains.is_some(),
-        s.safe_regex.is_some(),
-    ];
+    let set = [s.exact.is_some(), s.prefix.is_some(), s.suffix.is_some(), s.contains.is_some(), s.safe_regex.is_some()];
     if set.iter().filter(|x| **x).count() != 1 {
-        cx.error(
-            p,
-            "exactly one of `exact`, `prefix`, `suffix`, `contains`, `safe_regex` is required",
-        );
+        cx.error(p, "exactly one of `exact`, `prefix`, `suffix`, `contains`, `safe_regex` is required");
         return None;
     }
     if let Some(v) = cx.opt(p, "exact", &s.exact) {
@@ -463,10 +346,7 @@ fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringM
         Some(StringMatch::Contains(fold(v), ic))
     } else if let Some(r) = cx.opt(p, "safe_regex", &s.safe_regex) {
         if ic {
-            cx.error(
-                &p.key("ignore_case"),
-                "has no effect with safe_regex; use (?i) in the pattern",
-            );
+            cx.error(&p.key("ignore_case"), "has no effect with safe_regex; use (?i) in the pattern");
         }
         regex(cx, &p.key("safe_regex"), r).map(StringMatch::Regex)
     } else {
@@ -488,11 +368,7 @@ const ACTION_FIELDS: Fields = Fields {
         "hash_policy",
         "upgrade_configs",
     ],
-    ignored: &[
-        "priority",
-        "include_vh_rate_limits",
-        "append_x_forwarded_host",
-    ],
+    ignored: &["priority", "include_vh_rate_limits", "append_x_forwarded_host"],
 };
 
 fn forward(
@@ -521,24 +397,12 @@ fn forward(
             cx.other(
                 &wp,
                 &wc.other,
-                &Fields {
-                    known: &["clusters", "total_weight"],
-                    ignored: &["runtime_key_prefix"],
-                },
+                &Fields { known: &["clusters", "total_weight"], ignored: &["runtime_key_prefix"] },
             );
             let mut entries = Vec::new();
             for (cp, c) in cx.list(&wp, "clusters", &wc.clusters) {
-                cx.other(
-                    &cp,
-                    &c.other,
-                    &Fields {
-                        known: &["name", "weight"],
-                        ignored: &[],
-                    },
-                );
-                let id = cx
-                    .req(&cp, "name", &c.name)
-                    .and_then(|n| lookup(cx, &cp.key("name"), n));
+                cx.other(&cp, &c.other, &Fields { known: &["name", "weight"], ignored: &[] });
+                let id = cx.req(&cp, "name", &c.name).and_then(|n| lookup(cx, &cp.key("name"), n));
                 let weight = cx.req(&cp, "weight", &c.weight).copied();
                 if let (Some(id), Some(w)) = (id, weight) {
                     if w > 0 {
@@ -549,76 +413,53 @@ fn forward(
             let total: u64 = entries.iter().map(|(_, w)| u64::from(*w)).sum();
             if let Some(t) = cx.opt(&wp, "total_weight", &wc.total_weight) {
                 if u64::from(*t) != total {
-                    cx.error(
-                        &wp.key("total_weight"),
-                        format!("is {t} but the weights add up to {total}"),
-                    );
+                    cx.error(&wp.key("total_weight"), format!("is {t} but the weights add up to {total}"));
                 }
             }
             if total == 0 || total > u64::from(u32::MAX) {
-                cx.error(
-                    &wp.key("clusters"),
-                    "weights must add up to more than 0 and fit in 32 bits",
-                );
+                cx.error(&wp.key("clusters"), "weights must add up to more than 0 and fit in 32 bits");
                 return None;
             }
             ClusterChoice::Weighted(entries, total as u32)
         }
         _ => {
-            cx.error(p, "exactly one of `cluster` or `weighted_clusters` is required (cluster_header is not supported)");
+            cx.error(
+                p,
+                "exactly one of `cluster` or `weighted_clusters` is required (cluster_header is not supported)",
+            );
             return None;
         }
     };
     let prefix_rewrite = cx.string(p, "prefix_rewrite", &a.prefix_rewrite);
     let regex_rewrite = cx.opt(p, "regex_rewrite", &a.regex_rewrite).and_then(|rr| {
         let rp = p.key("regex_rewrite");
-        cx.other(
-            &rp,
-            &rr.other,
-            &Fields {
-                known: &["pattern", "substitution"],
-                ignored: &[],
-            },
-        );
-        let pattern = cx
-            .req(&rp, "pattern", &rr.pattern)
-            .and_then(|pt| regex_unanchored(cx, &rp.key("pattern"), pt));
+        cx.other(&rp, &rr.other, &Fields { known: &["pattern", "substitution"], ignored: &[] });
+        let pattern = cx.req(&rp, "pattern", &rr.pattern).and_then(|pt| regex_unanchored(cx, &rp.key("pattern"), pt));
         let substitution = cx.req(&rp, "substitution", &rr.substitution).cloned();
         Some((pattern?, envoy_substitution(&substitution?)))
     });
     if prefix_rewrite.is_some() && regex_rewrite.is_some() {
-        cx.error(
-            p,
-            "`prefix_rewrite` and `regex_rewrite` are mutually exclusive",
-        );
+        cx.error(p, "`prefix_rewrite` and `regex_rewrite` are mutually exclusive");
     }
     let literal = cx.string(p, "host_rewrite_literal", &a.host_rewrite_literal);
     let auto = cx.boolean(p, "auto_host_rewrite", &a.auto_host_rewrite, false);
     let host_rewrite = match (literal, auto) {
         (Some(_), true) => {
-            cx.error(
-                p,
-                "`host_rewrite_literal` and `auto_host_rewrite` are mutually exclusive",
-            );
+            cx.error(p, "`host_rewrite_literal` and `auto_host_rewrite` are mutually exclusive");
             HostRewrite::Keep
         }
         (Some(h), false) => HostRewrite::Literal(h),
         (None, true) => HostRewrite::Auto,
         (None, false) => HostRewrite::Keep,
     };
-    let timeout = cx
-        .duration(p, "timeout", &a.timeout)
-        .unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let timeout = cx.duration(p, "timeout", &a.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let idle_timeout = cx.duration(p, "idle_timeout", &a.idle_timeout);
     let retry = match cx.opt(p, "retry_policy", &a.retry_policy) {
         Some(r) => retry_policy(cx, &p.key("retry_policy"), r),
         None => vhost_retry.cloned(),
     };
-    let hash_policy = cx
-        .list(p, "hash_policy", &a.hash_policy)
-        .into_iter()
-        .filter_map(|(hp, h)| hash_policy(cx, &hp, h))
-        .collect();
+    let hash_policy =
+        cx.list(p, "hash_policy", &a.hash_policy).into_iter().filter_map(|(hp, h)| hash_policy(cx, &hp, h)).collect();
     let mut websocket = None;
     for (up, u) in cx.list(p, "upgrade_configs", &a.upgrade_configs) {
         if let Some(enabled) = upgrade_config(cx, &up, u) {
@@ -639,18 +480,9 @@ fn forward(
 }
 
 fn regex_unanchored(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
-    cx.other(
-        p,
-        &r.other,
-        &Fields {
-            known: &["google_re2", "regex"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &r.other, &Fields { known: &["google_re2", "regex"], ignored: &[] });
     let pattern = cx.req(p, "regex", &r.regex)?;
-    Regex::new(pattern)
-        .map_err(|e| cx.error(&p.key("regex"), format!("invalid regular expression: {e}")))
-        .ok()
+    Regex::new(pattern).map_err(|e| cx.error(&p.key("regex"), format!("invalid regular expression: {e}"))).ok()
 }
 
 /// RE2 substitutions write groups as `\1`; the regex crate wants `${1}`.
@@ -687,10 +519,7 @@ pub(super) fn retry_policy(cx: &mut Ctx, p: &P, r: &raw::RetryPolicy) -> Option<
             ignored: &[],
         },
     );
-    let retry_on = match cx
-        .opt(p, "retry_on", &r.retry_on)
-        .map(|s| RetryOn::parse(s))
-    {
+    let retry_on = match cx.opt(p, "retry_on", &r.retry_on).map(|s| RetryOn::parse(s)) {
         Some(Ok(on)) => on,
         Some(Err(bad)) => {
             cx.error(&p.key("retry_on"), format!("retry condition {bad:?} is not supported (5xx, gateway-error, connect-failure, reset, retriable-4xx, retriable-status-codes, refused-stream)"));
@@ -709,30 +538,18 @@ pub(super) fn retry_policy(cx: &mut Ctx, p: &P, r: &raw::RetryPolicy) -> Option<
     for (hp, h) in cx.list(p, "retry_host_predicate", &r.retry_host_predicate) {
         match cx.string(&hp, "name", &h.name).as_deref() {
             Some("envoy.retry_host_predicates.previous_hosts") => avoid_previous_hosts = true,
-            other => cx.error(
-                &hp,
-                format!("retry host predicate {other:?} is not supported"),
-            ),
+            other => cx.error(&hp, format!("retry host predicate {other:?} is not supported")),
         }
     }
     let (base, max) = match cx.opt(p, "retry_back_off", &r.retry_back_off) {
         Some(b) => back_off(cx, &p.key("retry_back_off"), b, DEFAULT_BACKOFF_BASE)?,
         None => (DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_BASE * 10),
     };
-    let _ = cx.opt(
-        p,
-        "host_selection_retry_max_attempts",
-        &r.host_selection_retry_max_attempts,
-    );
+    let _ = cx.opt(p, "host_selection_retry_max_attempts", &r.host_selection_retry_max_attempts);
     Some(RetryPolicy {
         retry_on,
-        num_retries: cx
-            .opt(p, "num_retries", &r.num_retries)
-            .copied()
-            .unwrap_or(1),
-        per_try_timeout: cx
-            .duration(p, "per_try_timeout", &r.per_try_timeout)
-            .filter(|d| !d.is_zero()),
+        num_retries: cx.opt(p, "num_retries", &r.num_retries).copied().unwrap_or(1),
+        per_try_timeout: cx.duration(p, "per_try_timeout", &r.per_try_timeout).filter(|d| !d.is_zero()),
         retriable_status_codes: codes,
         avoid_previous_hosts,
         backoff_base: base,
@@ -747,82 +564,40 @@ pub(super) fn back_off(
     b: &raw::RetryBackOff,
     default_base: Duration,
 ) -> Option<(Duration, Duration)> {
-    cx.other(
-        p,
-        &b.other,
-        &Fields {
-            known: &["base_interval", "max_interval"],
-            ignored: &[],
-        },
-    );
-    let base = cx
-        .duration(p, "base_interval", &b.base_interval)
-        .unwrap_or(default_base);
+    cx.other(p, &b.other, &Fields { known: &["base_interval", "max_interval"], ignored: &[] });
+    let base = cx.duration(p, "base_interval", &b.base_interval).unwrap_or(default_base);
     if base.is_zero() {
         cx.error(&p.key("base_interval"), "must be greater than 0");
         return None;
     }
-    let max = cx
-        .duration(p, "max_interval", &b.max_interval)
-        .unwrap_or(base * 10);
+    let max = cx.duration(p, "max_interval", &b.max_interval).unwrap_or(base * 10);
     if max < base {
-        cx.error(
-            &p.key("max_interval"),
-            "must not be smaller than base_interval",
-        );
+        cx.error(&p.key("max_interval"), "must not be smaller than base_interval");
         return None;
     }
     Some((base, max))
 }
 
 fn hash_policy(cx: &mut Ctx, p: &P, h: &raw::HashPolicy) -> Option<HashPolicy> {
-    cx.other(
-        p,
-        &h.other,
-        &Fields {
-            known: &["header", "connection_properties", "terminal"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &h.other, &Fields { known: &["header", "connection_properties", "terminal"], ignored: &[] });
     let terminal = cx.boolean(p, "terminal", &h.terminal, false);
-    match (
-        cx.opt(p, "header", &h.header),
-        cx.opt(p, "connection_properties", &h.connection_properties),
-    ) {
+    match (cx.opt(p, "header", &h.header), cx.opt(p, "connection_properties", &h.connection_properties)) {
         (Some(hd), None) => {
             let hp = p.key("header");
-            cx.other(
-                &hp,
-                &hd.other,
-                &Fields {
-                    known: &["header_name"],
-                    ignored: &[],
-                },
-            );
+            cx.other(&hp, &hd.other, &Fields { known: &["header_name"], ignored: &[] });
             let name = cx.req(&hp, "header_name", &hd.header_name)?;
             match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
                 Ok(name) => Some(HashPolicy::Header { name, terminal }),
                 Err(_) => {
-                    cx.error(
-                        &hp.key("header_name"),
-                        format!("invalid header name {name:?}"),
-                    );
+                    cx.error(&hp.key("header_name"), format!("invalid header name {name:?}"));
                     None
                 }
             }
         }
         (None, Some(c)) => {
             let cp = p.key("connection_properties");
-            cx.other(
-                &cp,
-                &c.other,
-                &Fields {
-                    known: &["source_ip"],
-                    ignored: &[],
-                },
-            );
-            cx.boolean(&cp, "source_ip", &c.source_ip, false)
-                .then_some(HashPolicy::SourceIp { terminal })
+            cx.other(&cp, &c.other, &Fields { known: &["source_ip"], ignored: &[] });
+            cx.boolean(&cp, "source_ip", &c.source_ip, false).then_some(HashPolicy::SourceIp { terminal })
         }
         _ => {
             cx.error(p, "exactly one of `header` or `connection_properties` is required (cookie, query_parameter and filter_state hashing are not supported)");
@@ -852,23 +627,14 @@ fn redirect(cx: &mut Ctx, p: &P, r: &raw::RedirectAction) -> Option<Redirect> {
     let https = cx.boolean(p, "https_redirect", &r.https_redirect, false);
     let scheme = cx.string(p, "scheme_redirect", &r.scheme_redirect);
     if https && scheme.is_some() {
-        cx.error(
-            p,
-            "`https_redirect` and `scheme_redirect` are mutually exclusive",
-        );
+        cx.error(p, "`https_redirect` and `scheme_redirect` are mutually exclusive");
     }
     let path = cx.string(p, "path_redirect", &r.path_redirect);
     let prefix_rewrite = cx.string(p, "prefix_rewrite", &r.prefix_rewrite);
     if path.is_some() && prefix_rewrite.is_some() {
-        cx.error(
-            p,
-            "`path_redirect` and `prefix_rewrite` are mutually exclusive",
-        );
+        cx.error(p, "`path_redirect` and `prefix_rewrite` are mutually exclusive");
     }
-    let port = match cx
-        .opt(p, "port_redirect", &r.port_redirect)
-        .map(|p| u16::try_from(*p))
-    {
+    let port = match cx.opt(p, "port_redirect", &r.port_redirect).map(|p| u16::try_from(*p)) {
         Some(Ok(port)) => Some(port),
         Some(Err(_)) => {
             cx.error(&p.key("port_redirect"), "must be at most 65535");
@@ -901,26 +667,13 @@ fn redirect(cx: &mut Ctx, p: &P, r: &raw::RedirectAction) -> Option<Redirect> {
 }
 
 fn direct_response(cx: &mut Ctx, p: &P, d: &raw::DirectResponseAction) -> Option<DirectResponse> {
-    cx.other(
-        p,
-        &d.other,
-        &Fields {
-            known: &["status", "body"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, &d.other, &Fields { known: &["status", "body"], ignored: &[] });
     let status = cx.req(p, "status", &d.status).copied();
-    let status = match status
-        .and_then(|s| u16::try_from(s).ok())
-        .filter(|s| (200..=599).contains(s))
-    {
+    let status = match status.and_then(|s| u16::try_from(s).ok()).filter(|s| (200..=599).contains(s)) {
         Some(s) => StatusCode::from_u16(s).ok(),
         None => {
             if status.is_some() {
-                cx.error(
-                    &p.key("status"),
-                    "must be an HTTP status between 200 and 599",
-                );
+                cx.error(&p.key("status"), "must be an HTTP status between 200 and 599");
             }
             None
         }
@@ -941,19 +694,10 @@ fn direct_response(cx: &mut Ctx, p: &P, d: &raw::DirectResponseAction) -> Option
             }
         }
     };
-    if body
-        .as_ref()
-        .is_some_and(|b| b.len() > MAX_DIRECT_RESPONSE_BODY)
-    {
-        cx.error(
-            &p.key("body"),
-            format!("is larger than {MAX_DIRECT_RESPONSE_BODY} bytes"),
-        );
+    if body.as_ref().is_some_and(|b| b.len() > MAX_DIRECT_RESPONSE_BODY) {
+        cx.error(&p.key("body"), format!("is larger than {MAX_DIRECT_RESPONSE_BODY} bytes"));
     }
-    Some(DirectResponse {
-        status: status?,
-        body: body.map(Bytes::from),
-    })
+    Some(DirectResponse { status: status?, body: body.map(Bytes::from) })
 }
 
 fn header_mutations(
@@ -972,34 +716,19 @@ fn header_mutations(
     }
 }
 
-fn headers_to_add(
-    cx: &mut Ctx,
-    p: &P,
-    name: &str,
-    f: &Option<List<raw::HeaderValueOption>>,
-) -> Vec<HeaderToAdd> {
+fn headers_to_add(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::HeaderValueOption>>) -> Vec<HeaderToAdd> {
     let mut out = Vec::new();
     for (hp, h) in cx.list(p, name, f) {
         cx.other(
             &hp,
             &h.other,
-            &Fields {
-                known: &["header", "append", "append_action", "keep_empty_value"],
-                ignored: &[],
-            },
+            &Fields { known: &["header", "append", "append_action", "keep_empty_value"], ignored: &[] },
         );
         let Some(hv) = cx.req(&hp, "header", &h.header) else {
             continue;
         };
         let vp = hp.key("header");
-        cx.other(
-            &vp,
-            &hv.other,
-            &Fields {
-                known: &["key", "value"],
-                ignored: &["raw_value"],
-            },
-        );
+        cx.other(&vp, &hv.other, &Fields { known: &["key", "value"], ignored: &["raw_value"] });
         let key = cx.req(&vp, "key", &hv.key).cloned();
         let value = cx.string(&vp, "value", &hv.value).unwrap_or_default();
         if h.append.is_some() && h.append_action.is_some() {
@@ -1015,10 +744,7 @@ fn headers_to_add(
                 &[
                     ("APPEND_IF_EXISTS_OR_ADD", HeaderAppend::AppendIfExistsOrAdd),
                     ("ADD_IF_ABSENT", HeaderAppend::AddIfAbsent),
-                    (
-                        "OVERWRITE_IF_EXISTS_OR_ADD",
-                        HeaderAppend::OverwriteIfExistsOrAdd,
-                    ),
+                    ("OVERWRITE_IF_EXISTS_OR_ADD", HeaderAppend::OverwriteIfExistsOrAdd),
                     ("OVERWRITE_IF_EXISTS", HeaderAppend::OverwriteIfExists),
                 ],
                 HeaderAppend::AppendIfExistsOrAdd,
@@ -1030,10 +756,7 @@ fn headers_to_add(
             continue;
         };
         if key.starts_with(':') || header == http::header::HOST {
-            cx.error(
-                &vp.key("key"),
-                "pseudo-headers and host cannot be modified this way",
-            );
+            cx.error(&vp.key("key"), "pseudo-headers and host cannot be modified this way");
             continue;
         }
         let format = match HeaderValueFormat::parse(&value) {
@@ -1064,10 +787,7 @@ fn headers_to_remove(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<String>>) 
     for (hp, h) in cx.list(p, name, f) {
         match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
             Ok(n) if !h.starts_with(':') && n != http::header::HOST => out.push(n),
-            _ => cx.error(
-                &hp,
-                format!("{h:?} cannot be removed (invalid, pseudo-header or host)"),
-            ),
+            _ => cx.error(&hp, format!("{h:?} cannot be removed (invalid, pseudo-header or host)")),
         }
     }
     out
