@@ -115,6 +115,7 @@ pub struct ClusterStats {
     pub upstream_rq_timeout: AtomicU64,
     pub upstream_rq_retry: AtomicU64,
     pub upstream_rq_retry_success: AtomicU64,
+    pub upstream_rq_retry_overflow: AtomicU64,
     pub upstream_rq_pending_overflow: AtomicU64,
     pub upstream_cx_total: AtomicU64,
     pub upstream_cx_active: AtomicI64,

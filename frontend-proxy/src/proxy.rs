@@ -3,6 +3,7 @@
 //! modules it calls; this file sequences them through Pingora's phases.
 
 mod forwarding;
+mod limits;
 mod local_reply;
 
 pub use local_reply::LocalReply;
@@ -10,7 +11,7 @@ pub use local_reply::LocalReply;
 use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
 use crate::metrics::ConnManagerStats;
 use crate::routing::{Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost};
-use crate::upstream::{ActiveRequest, Cluster, ClusterSet, Host};
+use crate::upstream::{ActiveRequest, AttemptResult, Cluster, ClusterSet, Host, Overflow, Permit};
 use async_trait::async_trait;
 use http::header::{HeaderValue, SERVER};
 use local_reply::ReplyHeaders;
@@ -71,6 +72,14 @@ pub struct RequestCtx {
     retrying_status: bool,
     hash_key: Option<Vec<u8>>,
     client_addr: Option<SocketAddr>,
+    /// Circuit-breaker slots this request holds.
+    request_permit: Option<Permit>,
+    pending_permit: Option<Permit>,
+    retry_permit: Option<Permit>,
+    /// The next attempt is a policy retry and waits for its back-off first.
+    backoff: bool,
+    /// Request body bytes seen, for the buffer filter's limit.
+    body_bytes: u64,
 }
 
 impl Proxy {
@@ -217,6 +226,35 @@ impl Proxy {
         ctx.deadline.is_some_and(|d| Instant::now() >= d)
     }
 
+    /// A circuit-breaker slot for a policy retry; `false` (and counted) when
+    /// `max_retries` retries are already in flight.
+    fn take_retry_permit(&self, ctx: &mut RequestCtx) -> bool {
+        let Some(c) = self.cluster(ctx) else { return false };
+        match c.breaker.start_retry() {
+            Ok(p) => {
+                ctx.retry_permit = Some(p);
+                true
+            }
+            Err(_) => {
+                c.stats.upstream_rq_retry_overflow.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Answers a circuit-breaker overflow: 503 with `x-envoy-overloaded`.
+    fn overflow(&self, ctx: &mut RequestCtx, cluster: &Cluster, kind: Overflow) -> Box<Error> {
+        let counter = match kind {
+            Overflow::Connections => &cluster.stats.upstream_cx_overflow,
+            Overflow::PendingRequests | Overflow::Requests => &cluster.stats.upstream_rq_pending_overflow,
+            Overflow::Retries => &cluster.stats.upstream_rq_retry_overflow,
+        };
+        counter.fetch_add(1, Relaxed);
+        warn!(cluster = %cluster.name(), ?kind, "circuit breaker open");
+        ctx.last_failure = Some(LocalReply::Overflow);
+        Error::explain(ErrorType::HTTPStatus(503), "circuit breaker overflow")
+    }
+
     fn record_retry(&self, ctx: &mut RequestCtx) {
         ctx.retries += 1;
         if let Some(c) = self.cluster(ctx) {
@@ -292,6 +330,11 @@ impl ProxyHttp for Proxy {
             retrying_status: false,
             hash_key: None,
             client_addr: None,
+            request_permit: None,
+            pending_permit: None,
+            retry_permit: None,
+            backoff: false,
+            body_bytes: 0,
         }
     }
 
@@ -302,6 +345,10 @@ impl ProxyHttp for Proxy {
         listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
         if listener.hcm.codec == Codec::Http2 && !session.is_http2() {
             self.reply(session, ctx, LocalReply::BadRequest).await?;
+            return Ok(true);
+        }
+        if let Some(reply) = limits::check_request(session.req_header(), &listener.hcm) {
+            self.reply(session, ctx, reply).await?;
             return Ok(true);
         }
         ctx.request_id = forwarding::request_id(session.req_header(), &listener.hcm);
@@ -333,6 +380,21 @@ impl ProxyHttp for Proxy {
                 return Err(Error::explain(ErrorType::HTTPStatus(504), "route timeout passed before an attempt"));
             }
         };
+        if std::mem::take(&mut ctx.backoff) {
+            if let Some(p) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) {
+                tokio::time::sleep(limits::retry_backoff(p.backoff_base, p.backoff_max, ctx.retries)).await;
+            }
+        }
+        if ctx.request_permit.is_none() {
+            match cluster.breaker.start_request() {
+                Ok(p) => ctx.request_permit = Some(p),
+                Err(kind) => return Err(self.overflow(ctx, &cluster, kind)),
+            }
+        }
+        match cluster.breaker.start_pending() {
+            Ok(p) => ctx.pending_permit = Some(p),
+            Err(kind) => return Err(self.overflow(ctx, &cluster, kind)),
+        }
         let key: &[u8] = ctx.hash_key.as_deref().unwrap_or(&[]);
         let Some(host) = cluster.select(key, &ctx.tried) else {
             if ctx.last_failure.is_none() {
@@ -361,6 +423,48 @@ impl ProxyHttp for Proxy {
         }
         ctx.upstream_start = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // No longer waiting for a connection.
+        ctx.pending_permit = None;
+        if !reused {
+            if let Some(c) = self.cluster(ctx) {
+                c.stats.upstream_cx_total.fetch_add(1, Relaxed);
+            }
+            if let Some(h) = &ctx.host {
+                h.stats.cx_total.fetch_add(1, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // The buffer filter's limit, for bodies that did not declare their length.
+        if let (Some(max), Some(chunk)) = (self.listener(ctx).hcm.max_request_bytes, body.as_ref()) {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > u64::from(max) {
+                ctx.last_failure = Some(LocalReply::PayloadTooLarge);
+                let mut e = Error::explain(ErrorType::HTTPStatus(413), "request body over max_request_bytes");
+                e.as_down();
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -420,6 +524,9 @@ impl ProxyHttp for Proxy {
         }
         ctx.upstream_time = ctx.upstream_start.map(|s| s.elapsed());
         let status = resp.status.as_u16();
+        if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
+            c.record_attempt(h, AttemptResult::Status(status));
+        }
         let Some(policy) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) else {
             return Ok(());
         };
@@ -427,8 +534,10 @@ impl ProxyHttp for Proxy {
             && ctx.retries < policy.num_retries
             && !Self::deadline_passed(ctx)
             && !session.as_ref().retry_buffer_truncated()
+            && self.take_retry_permit(ctx)
         {
             ctx.retrying_status = true;
+            ctx.backoff = true;
             if let Some(h) = &ctx.host {
                 if policy.avoid_previous_hosts {
                     ctx.tried.push(h.addr);
@@ -488,10 +597,14 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
+        ctx.pending_permit = None;
         if let Some(c) = self.cluster(ctx) {
             c.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
             if timed_out {
                 c.stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
+            }
+            if let Some(h) = &ctx.host {
+                c.record_attempt(h, AttemptResult::LocalFailure);
             }
         }
         if let Some(h) = &ctx.host {
@@ -526,16 +639,25 @@ impl ProxyHttp for Proxy {
             return e;
         }
         let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if e.esource() == &ErrorSource::Upstream {
+            if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
+                c.record_attempt(h, AttemptResult::LocalFailure);
+            }
+        }
         let started = session.response_written().is_some();
         let policy = self.forward(ctx).and_then(|f| f.retry_policy.as_ref());
         let may_retry = !started && !session.as_ref().retry_buffer_truncated() && !Self::deadline_passed(ctx);
         let retry = match policy {
             Some(p) if may_retry && ctx.retries < p.num_retries => {
                 let on = &p.retry_on;
-                if timed_out {
+                let wanted = if timed_out {
                     on.server_error || on.gateway_error
                 } else {
                     on.server_error || on.reset || (client_reused && on.refused_stream)
+                };
+                wanted && self.take_retry_permit(ctx) && {
+                    ctx.backoff = true;
+                    true
                 }
             }
             Some(_) => false,
@@ -576,6 +698,7 @@ impl ProxyHttp for Proxy {
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let reply = match e.esource() {
+            _ if matches!(e.etype(), ErrorType::HTTPStatus(413)) => Some(LocalReply::PayloadTooLarge),
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
                 _ => Some(LocalReply::BadRequest),

@@ -26,6 +26,10 @@ pub enum LocalReply {
     UpgradeRejected,
     /// The downstream request is malformed.
     BadRequest,
+    /// Request headers over `max_request_headers_kb` or `max_headers_count`.
+    HeadersTooLarge,
+    /// A request body over the buffer filter's `max_request_bytes`.
+    PayloadTooLarge,
     /// `direct_response`.
     Direct { status: StatusCode, body: Option<Bytes> },
     /// `redirect` and `require_tls`.
@@ -43,6 +47,8 @@ impl LocalReply {
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LocalReply::Direct { status, .. } | LocalReply::Redirect { status, .. } => *status,
         }
     }
@@ -59,6 +65,8 @@ impl LocalReply {
             LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
+            LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
+            LocalReply::PayloadTooLarge => Bytes::from_static(b"Payload Too Large"),
             LocalReply::Direct { body, .. } => body.clone().unwrap_or_default(),
         }
     }

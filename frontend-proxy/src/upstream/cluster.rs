@@ -3,15 +3,15 @@
 //! cluster's health checker, outlier detector and circuit breakers.
 //! [`super::refresh`] drives the periodic work.
 
+use super::circuit_breaker::CircuitBreaker;
 use super::discovery::{host_of, EndpointDiscovery};
 use super::dns::{HickoryResolver, Resolver};
+use super::health::ActiveHealthCheck;
 use super::host::Host;
+use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
 use super::{ClusterSpec, DiscoveryType, LbPolicy};
 use crate::metrics::ClusterStats;
-use super::circuit_breaker::CircuitBreaker;
-use super::health::ActiveHealthCheck;
-use super::outlier::{AttemptResult, OutlierDetector};
 use async_trait::async_trait;
 use futures::future::join_all;
 use pingora_core::tls::x509::X509;

@@ -154,15 +154,10 @@ impl ServiceDiscovery for EndpointDiscovery {
                 if hosts.contains_key(&addr) {
                     continue; // duplicates collapse; the first endpoint wins
                 }
-                let host = state
-                    .hosts
-                    .get(&addr)
-                    .filter(|h| h.weight == ep.weight)
-                    .cloned()
-                    .unwrap_or_else(|| {
-                        Host::new(addr, hostname.clone(), ep.weight, self.health_checked)
-                            .with_health_check_port(ep.health_check_port)
-                    });
+                let host = state.hosts.get(&addr).filter(|h| h.weight == ep.weight).cloned().unwrap_or_else(|| {
+                    Host::new(addr, hostname.clone(), ep.weight, self.health_checked)
+                        .with_health_check_port(ep.health_check_port)
+                });
                 host.health.pending_removal.store(false, Relaxed);
                 let mut backend =
                     Backend { addr: PingoraAddr::Inet(addr), weight: ep.weight as usize, ext: Default::default() };

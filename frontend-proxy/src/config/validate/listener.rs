@@ -447,7 +447,11 @@ fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> O
     let mut max_request_bytes = None;
     let last = filters.len() - 1;
     for (i, (fp, filter)) in filters.iter().enumerate() {
-        cx.other(fp, &filter.other, &Fields { known: &["name", "typed_config"], ignored: &["disabled", "is_optional"] });
+        cx.other(
+            fp,
+            &filter.other,
+            &Fields { known: &["name", "typed_config"], ignored: &["disabled", "is_optional"] },
+        );
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
         let config = cx.opt(fp, "typed_config", &filter.typed_config);
         let type_url = config.and_then(|v| v.get("@type")).and_then(|v| v.as_str()).unwrap_or_default().to_string();

@@ -1,0 +1,59 @@
+//! Downstream request limits checked once the headers are in (Envoy's
+//! `max_request_headers_kb`, `max_headers_count`, the buffer filter's
+//! `max_request_bytes`), and the retry back-off.
+
+use super::LocalReply;
+use crate::config::model::HttpConnectionManager;
+use pingora_http::RequestHeader;
+use std::time::Duration;
+
+/// A local reply if the request breaks a header or declared-body limit.
+pub fn check_request(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<LocalReply> {
+    if req.headers.len() > hcm.max_headers_count as usize {
+        return Some(LocalReply::HeadersTooLarge);
+    }
+    let limit = hcm.max_request_headers_kb as usize * 1024;
+    // Pingora has already bounded this at 1 MiB; approximate the wire size.
+    let mut size = req.method.as_str().len() + req.uri.path_and_query().map(|p| p.as_str().len()).unwrap_or(1) + 12;
+    for (name, value) in req.headers.iter() {
+        size += name.as_str().len() + value.len() + 4;
+        if size > limit {
+            return Some(LocalReply::HeadersTooLarge);
+        }
+    }
+    if let Some(max) = hcm.max_request_bytes {
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > u64::from(max)) {
+            return Some(LocalReply::PayloadTooLarge);
+        }
+    }
+    None
+}
+
+/// Envoy's retry back-off: exponential with full jitter,
+/// `random(0, min(base * 2^(n-1), max))` before retry `n`.
+pub fn retry_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << retry.saturating_sub(1).min(16)).min(max);
+    let ms = exp.as_millis().max(1) as u64;
+    Duration::from_millis(rand::random::<u64>() % (ms + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded_and_grows() {
+        let base = Duration::from_millis(25);
+        let max = Duration::from_millis(250);
+        for n in 1..20 {
+            let d = retry_backoff(base, max, n);
+            assert!(d <= max, "{d:?}");
+            assert!(d <= base * (1 << (n - 1).min(4)), "retry {n}: {d:?}");
+        }
+    }
+}
