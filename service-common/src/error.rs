@@ -164,6 +164,22 @@ fn is_json(content_type: Option<&HeaderValue>) -> bool {
     })
 }
 
+/// An error and its sources, `: `-separated (reqwest's own message alone
+/// hides the cause, e.g. "connection refused").
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let text = e.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = e.source();
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +237,21 @@ mod tests {
         let resp = TestClient::new(app()).get("/ok").send().await;
         resp.assert_status_is_ok();
         resp.assert_text("fine").await;
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] Middle);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("tcp connect error: {0}")]
+    struct Middle(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        assert_eq!(error_chain(&Outer(Middle(io))), "error sending request: tcp connect error: connection refused");
+        assert_eq!(error_chain(&ApiError::Internal), "internal error");
     }
 
     #[test]

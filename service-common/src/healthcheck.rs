@@ -6,6 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::error::error_chain;
+
 /// How long the whole check may take.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -83,22 +85,6 @@ pub async fn run(args: &HealthcheckArgs, listen: SocketAddr) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// An error and its sources, `: `-separated (reqwest's own message alone
-/// hides the cause, e.g. "connection refused").
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
 }
 
 #[cfg(test)]
