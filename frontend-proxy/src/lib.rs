@@ -15,6 +15,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod downstream;
 pub mod drain;
 pub mod metrics;
 pub mod probe;

@@ -141,6 +141,8 @@ pub struct ConnManagerStats {
     pub downstream_rq_time: Histogram,
     pub downstream_cx_total: AtomicU64,
     pub downstream_cx_active: AtomicI64,
+    /// Connections closed at once by the `connection_limit` filter.
+    pub downstream_cx_overflow: AtomicU64,
     pub downstream_rq_http1_total: AtomicU64,
     pub downstream_rq_http2_total: AtomicU64,
     pub no_route: AtomicU64,

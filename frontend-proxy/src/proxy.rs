@@ -28,6 +28,8 @@ use tracing::{debug, info, warn};
 /// Connect failures are retried on other hosts at least this many times,
 /// whatever the route's retry policy: the request never reached the host.
 const MIN_CONNECT_RETRIES: u32 = 3;
+/// Retries of an idempotent request reset by its upstream, without a retry policy.
+const IDEMPOTENT_RESET_RETRIES: u32 = 1;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -38,6 +40,8 @@ pub struct ListenerRuntime {
     pub tls: bool,
     pub hcm: HttpConnectionManager,
     pub stats: Arc<ConnManagerStats>,
+    /// `connection_limit`: open connections at most.
+    pub max_connections: Option<u64>,
 }
 
 /// The proxy application shared by every listener.
@@ -661,16 +665,16 @@ impl ProxyHttp for Proxy {
                 }
             }
             Some(_) => false,
-            // Without a policy, only the classic keep-alive race is retried:
-            // an idempotent request on a reused connection the upstream closed.
+            // Beyond Envoy's default: an idempotent request whose upstream
+            // closed or reset before answering (a replica killed or scaled
+            // away) is retried once on another host.
             None => {
                 let idempotent = session.req_header().method.is_idempotent();
-                if idempotent && may_retry && !timed_out {
-                    e.retry.decide_reuse(client_reused);
-                    e.retry()
-                } else {
-                    false
-                }
+                idempotent
+                    && may_retry
+                    && !timed_out
+                    && ctx.retries < IDEMPOTENT_RESET_RETRIES
+                    && e.esource() == &ErrorSource::Upstream
             }
         };
         if timed_out {
@@ -684,14 +688,14 @@ impl ProxyHttp for Proxy {
         ctx.last_failure =
             Some(if timed_out { LocalReply::Timeout } else { LocalReply::UpstreamReset { retried: ctx.retries > 0 } });
         if retry {
-            if let (Some(h), Some(p)) = (&ctx.host, policy) {
-                if p.avoid_previous_hosts {
+            if let Some(h) = &ctx.host {
+                if policy.is_none_or(|p| p.avoid_previous_hosts) {
                     ctx.tried.push(h.addr);
                 }
             }
             self.record_retry(ctx);
         }
-        debug!(upstream = %peer, error = %e, retry, "upstream request failed");
+        debug!(upstream = %peer, error = %e, retry, client_reused, "upstream request failed");
         e.set_retry(retry);
         e
     }

@@ -5,6 +5,7 @@
 //! runs it too.
 
 use crate::config::model::{AdminConfig, Bootstrap, Codec};
+use crate::downstream::Downstream;
 use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{ListenerRuntime, Proxy};
@@ -15,6 +16,7 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,6 +76,7 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
             tls: l.tls.is_some(),
             hcm: l.hcm,
             stats: Arc::new(ConnManagerStats::default()),
+            max_connections: l.max_connections,
         };
         listeners.push((Arc::new(runtime), settings));
     }
@@ -141,12 +144,12 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         }
         let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
         let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
-        let mut service = pingora_proxy::http_proxy_service_with_name(&conf, proxy, name);
-        if let Some(app) = service.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = h2c;
-            app.server_options = Some(opts);
-        }
+        let mut app = pingora_proxy::HttpProxy::new(proxy, conf.clone());
+        app.handle_init_modules();
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        app.server_options = Some(opts);
+        let mut service = Service::new(name.to_string(), Downstream::new(app, runtimes.clone()));
         for l in plain {
             service.add_tcp(&l.address.to_string());
         }

@@ -1,0 +1,266 @@
+//! Per-connection policy in front of Pingora's HTTP handling: connection
+//! counting and the `connection_limit` cap, and Envoy's
+//! `request_headers_timeout` against slow-header (slowloris) clients.
+//!
+//! Pingora gives HTTP apps no hook at connection open/close, and bounds
+//! header reading only per read (a client trickling a byte a minute keeps
+//! its connection forever). [`Downstream`] wraps the proxy app as a
+//! [`ServerApp`], so it sees every accepted connection, and wraps HTTP/1
+//! streams in [`HeaderDeadline`].
+
+use crate::metrics::ConnManagerStats;
+use crate::proxy::ListenerRuntime;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest};
+use pingora_core::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
+use pingora_core::server::ShutdownWatch;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// Wraps a Pingora server app with per-listener connection policy.
+pub struct Downstream<A> {
+    inner: Arc<A>,
+    listeners: Vec<Arc<ListenerRuntime>>,
+}
+
+impl<A> Downstream<A> {
+    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>) -> Self {
+        Self { inner: Arc::new(inner), listeners }
+    }
+
+    fn listener(&self, local: Option<SocketAddr>) -> Option<&Arc<ListenerRuntime>> {
+        if self.listeners.len() == 1 {
+            return self.listeners.first();
+        }
+        let local = local?;
+        self.listeners.iter().find(|l| l.address == local).or_else(|| {
+            self.listeners.iter().find(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
+        })
+    }
+}
+
+/// Keeps `downstream_cx_active` right however the connection ends.
+struct OpenConnection(Arc<ConnManagerStats>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.downstream_cx_active.fetch_sub(1, Relaxed);
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
+    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+        let local = stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        let Some(listener) = self.listener(local).cloned() else {
+            return self.inner.process_new(stream, shutdown).await;
+        };
+        let stats = listener.stats.clone();
+        stats.downstream_cx_total.fetch_add(1, Relaxed);
+        let active = stats.downstream_cx_active.fetch_add(1, Relaxed) + 1;
+        let _open = OpenConnection(stats.clone());
+        if let Some(max) = listener.max_connections {
+            if active > max as i64 {
+                stats.downstream_cx_overflow.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, max, "connection limit reached; closing new connection");
+                return None;
+            }
+        }
+        let guarded = match listener.hcm.request_headers_timeout {
+            Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
+            _ => stream,
+        };
+        self.inner.process_new(guarded, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await;
+    }
+}
+
+/// HTTP/1 unless ALPN chose h2 or the client opened with the h2c preface.
+async fn is_http1(stream: &mut Stream) -> bool {
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        return false;
+    }
+    let mut buf = [0u8; H2_PREFACE.len()];
+    match stream.try_peek(&mut buf).await {
+        Ok(true) => buf != H2_PREFACE,
+        _ => true,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: nothing armed.
+    Idle,
+    /// Request headers are arriving: the deadline runs.
+    Headers,
+    /// Headers complete; the body and the response follow.
+    Body,
+}
+
+/// An HTTP/1 stream whose request headers must arrive completely within
+/// `timeout` of their first byte. The deadline re-arms when the proxy
+/// starts writing a final response (the next bytes belong to a new request).
+#[derive(Debug)]
+pub struct HeaderDeadline {
+    inner: Stream,
+    timeout: Duration,
+    phase: Phase,
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// The last (up to three) bytes seen, to find `\r\n\r\n` across reads.
+    tail: Vec<u8>,
+}
+
+impl HeaderDeadline {
+    pub fn new(inner: Stream, timeout: Duration) -> Self {
+        Self { inner, timeout, phase: Phase::Idle, deadline: None, tail: Vec::new() }
+    }
+
+    /// Looks for the end of the headers, also across read boundaries.
+    fn scan(&mut self, data: &[u8]) {
+        let mut window = Vec::with_capacity(self.tail.len() + data.len());
+        window.extend_from_slice(&self.tail);
+        window.extend_from_slice(data);
+        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+            self.phase = Phase::Body;
+            self.deadline = None;
+        }
+        self.tail = window[window.len().saturating_sub(3)..].to_vec();
+    }
+}
+
+impl AsyncRead for HeaderDeadline {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(deadline) = self.deadline.as_mut() {
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request headers did not arrive within request_headers_timeout",
+                )));
+            }
+        }
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &res {
+            let data = buf.filled()[before..].to_vec();
+            if !data.is_empty() {
+                if self.phase == Phase::Idle {
+                    self.phase = Phase::Headers;
+                    self.tail.clear();
+                    let timeout = self.timeout;
+                    self.deadline = Some(Box::pin(tokio::time::sleep_until(Instant::now() + timeout)));
+                }
+                if self.phase == Phase::Headers {
+                    self.scan(&data);
+                }
+            }
+        }
+        res
+    }
+}
+
+impl AsyncWrite for HeaderDeadline {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        // A final (non-1xx) response starts: whatever is read next is a new request.
+        if data.starts_with(b"HTTP/1.") && data.get(9) != Some(&b'1') {
+            self.phase = Phase::Idle;
+            self.deadline = None;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        if bufs.first().is_some_and(|b| b.starts_with(b"HTTP/1.") && b.get(9) != Some(&b'1')) {
+            self.phase = Phase::Idle;
+            self.deadline = None;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for HeaderDeadline {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for HeaderDeadline {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for HeaderDeadline {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for HeaderDeadline {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for HeaderDeadline {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for HeaderDeadline {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for HeaderDeadline {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
