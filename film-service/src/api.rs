@@ -11,6 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use service_common::catalog::CatalogError;
 use service_common::listing::Listing;
+use service_common::path_id::PathId;
 use service_common::{ApiError, LenientJson};
 use uuid::Uuid;
 
@@ -139,29 +140,31 @@ impl FilmApi {
 
     /// Get one film (404 if none).
     #[oai(path = "/films/:id", method = "get", operation_id = "getFilm")]
-    async fn get(&self, id: Path<Uuid>) -> Result<Json<Film>, ApiError> {
-        self.state.films.get(id.0).map(Json).ok_or_else(|| not_found(id.0))
+    async fn get(&self, id: Path<PathId>) -> Result<Json<Film>, ApiError> {
+        let id = id.0.parse("film")?;
+        self.state.films.get(id).map(Json).ok_or_else(|| not_found(id))
     }
 
     /// Replace the name and language of an existing film (404 if none, 409
     /// if the new name is another film's). Its rating is not changed.
     #[oai(path = "/films/:id", method = "put", operation_id = "replaceFilm")]
-    async fn replace(&self, id: Path<Uuid>, body: LenientJson<FilmUpdate>) -> Result<Json<Film>, ApiError> {
+    async fn replace(&self, id: Path<PathId>, body: LenientJson<FilmUpdate>) -> Result<Json<Film>, ApiError> {
+        let id = id.0.parse("film")?;
         let update = body.0;
-        if let Some(body_id) = update.id.filter(|body_id| *body_id != id.0) {
+        if let Some(body_id) = update.id.filter(|body_id| *body_id != id) {
             return Err(ApiError::BadRequest(format!(
-                "id in the body ({body_id}) differs from the id in the path ({})",
-                id.0
+                "id in the body ({body_id}) differs from the id in the path ({id})"
             )));
         }
-        let film = Film { id: id.0, name: update.name, language: update.language };
+        let film = Film { id, name: update.name, language: update.language };
         self.state.films.replace(film).map(Json).map_err(conflict)
     }
 
     /// Delete a film (204; 404 if none). Its rating stays in rating-service.
     #[oai(path = "/films/:id", method = "delete", operation_id = "deleteFilm")]
-    async fn delete(&self, id: Path<Uuid>) -> Result<Deleted, ApiError> {
-        self.state.films.remove(id.0).map(|_| Deleted::Deleted).ok_or_else(|| not_found(id.0))
+    async fn delete(&self, id: Path<PathId>) -> Result<Deleted, ApiError> {
+        let id = id.0.parse("film")?;
+        self.state.films.remove(id).map(|_| Deleted::Deleted).ok_or_else(|| not_found(id))
     }
 }
 

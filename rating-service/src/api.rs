@@ -5,6 +5,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use service_common::catalog::CatalogError;
 use service_common::listing::Listing;
+use service_common::path_id::PathId;
 use service_common::{ApiError, LenientJson};
 use uuid::Uuid;
 
@@ -84,28 +85,30 @@ impl RatingApi {
 
     /// Get one rating (404 if none).
     #[oai(path = "/ratings/:id", method = "get", operation_id = "getRating")]
-    async fn get(&self, id: Path<Uuid>) -> Result<Json<Rating>, ApiError> {
-        self.ratings.get(id.0).map(Json).ok_or_else(|| not_found(id.0))
+    async fn get(&self, id: Path<PathId>) -> Result<Json<Rating>, ApiError> {
+        let id = id.0.parse("rating")?;
+        self.ratings.get(id).map(Json).ok_or_else(|| not_found(id))
     }
 
     /// Replace the name and value of an existing rating (404 if none).
     #[oai(path = "/ratings/:id", method = "put", operation_id = "replaceRating")]
-    async fn replace(&self, id: Path<Uuid>, body: LenientJson<RatingUpdate>) -> Result<Json<Rating>, ApiError> {
+    async fn replace(&self, id: Path<PathId>, body: LenientJson<RatingUpdate>) -> Result<Json<Rating>, ApiError> {
+        let id = id.0.parse("rating")?;
         let update = body.0;
-        if let Some(body_id) = update.id.filter(|body_id| *body_id != id.0) {
+        if let Some(body_id) = update.id.filter(|body_id| *body_id != id) {
             return Err(ApiError::BadRequest(format!(
-                "id in the body ({body_id}) differs from the id in the path ({})",
-                id.0
+                "id in the body ({body_id}) differs from the id in the path ({id})"
             )));
         }
-        let rating = Rating { id: id.0, name: update.name, rating: update.rating };
+        let rating = Rating { id, name: update.name, rating: update.rating };
         self.ratings.replace(rating).map(Json).map_err(conflict)
     }
 
     /// Delete a rating (204; 404 if none).
     #[oai(path = "/ratings/:id", method = "delete", operation_id = "deleteRating")]
-    async fn delete(&self, id: Path<Uuid>) -> Result<Deleted, ApiError> {
-        self.ratings.remove(id.0).map(|_| Deleted::Deleted).ok_or_else(|| not_found(id.0))
+    async fn delete(&self, id: Path<PathId>) -> Result<Deleted, ApiError> {
+        let id = id.0.parse("rating")?;
+        self.ratings.remove(id).map(|_| Deleted::Deleted).ok_or_else(|| not_found(id))
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`listing`]: the answer of `GET /<collection>[?name=]`.
 //! - [`served_by`]: the `x-served-by` header.
 //! - [`metrics`]: Prometheus metrics and the access log.
+//! - [`path_id`]: ids in paths, with errors a client can read.
 //! - [`ops`]: `/healthz` and `/metrics`.
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
@@ -24,6 +25,7 @@ pub mod healthcheck;
 pub mod listing;
 pub mod metrics;
 pub mod ops;
+pub mod path_id;
 pub mod served_by;
 pub mod server;
 pub mod service;

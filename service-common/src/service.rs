@@ -48,3 +48,40 @@ where
         .with(ServedBy::new(info.host))
         .with(Observe::new(metrics, routes))
 }
+
+#[cfg(test)]
+mod tests {
+    use poem::http::StatusCode;
+    use poem::test::TestClient;
+    use poem_openapi::payload::PlainText;
+
+    use super::*;
+    use crate::served_by::SERVED_BY;
+
+    struct Defective;
+
+    #[OpenApi]
+    impl Defective {
+        #[oai(path = "/boom", method = "get", operation_id = "boom")]
+        async fn boom(&self) -> PlainText<String> {
+            panic!("a defect")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_a_json_500_and_is_counted() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let info = ServiceInfo { name: "test", version: "0", host: HeaderValue::from_static("replica") };
+        let client = TestClient::new(endpoint(Defective, info, metrics.clone()));
+        let resp = client.get("/boom").send().await;
+        resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
+        resp.assert_header(SERVED_BY, "replica");
+        let body: serde_json::Value = resp.0.into_body().into_json().await.unwrap();
+        assert!(body["error"].is_string(), "{body}");
+        let text = metrics.render().unwrap();
+        // The panic unwound past the router, so the route is not known.
+        assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="500"} 1"#), "{text}");
+        // The service keeps serving.
+        client.get("/healthz").send().await.assert_status_is_ok();
+    }
+}

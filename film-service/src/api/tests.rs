@@ -181,8 +181,11 @@ async fn unknown_and_invalid_ids_and_names() {
     let id = Uuid::new_v4();
     assert_error(c.get(format!("/films/{id}")).send().await, StatusCode::NOT_FOUND, &format!("no film with id {id}"))
         .await;
-    assert_error(c.get("/films/42").send().await, StatusCode::BAD_REQUEST, "id").await;
-    assert_error(c.delete("/films/42").send().await, StatusCode::BAD_REQUEST, "id").await;
+    assert_error(c.get("/films/42").send().await, StatusCode::BAD_REQUEST, r#"invalid film id "42": not a UUID"#).await;
+    assert_error(c.delete("/films/x").send().await, StatusCode::BAD_REQUEST, r#"invalid film id "x": not a UUID"#)
+        .await;
+    let resp = c.put("/films/x").body_json(&json!({"name": "Heat", "language": "English"})).send().await;
+    assert_error(resp, StatusCode::BAD_REQUEST, r#"invalid film id "x": not a UUID"#).await;
     assert_error(c.get("/films?name=Nope").send().await, StatusCode::NOT_FOUND, r#"no film named "Nope""#).await;
     assert_error(c.get("/films?name=").send().await, StatusCode::NOT_FOUND, r#"no film named """#).await;
 }

@@ -162,7 +162,9 @@ async fn unknown_and_invalid_ids() {
     let resp = c.get(format!("/ratings/{id}")).send().await;
     assert_error(resp, StatusCode::NOT_FOUND, &format!("no rating with id {id}")).await;
     let resp = c.get("/ratings/not-a-uuid").send().await;
-    assert_error(resp, StatusCode::BAD_REQUEST, "id").await;
+    assert_error(resp, StatusCode::BAD_REQUEST, r#"invalid rating id "not-a-uuid": not a UUID"#).await;
+    let resp = c.delete("/ratings/7").send().await;
+    assert_error(resp, StatusCode::BAD_REQUEST, r#"invalid rating id "7": not a UUID"#).await;
 }
 
 #[tokio::test]
