@@ -11,6 +11,7 @@ use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
 use rating_service::rating::Ratings;
 use serde_json::{json, Value};
 use service_common::testing::{promtool_check, ChildService, LoopbackServer};
+use tokio::sync::mpsc;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_film-service");
 
@@ -32,24 +33,34 @@ where
 }
 
 /// rating-service that answers POSTs only after `delay`; with `store_first`
-/// it stores the rating before waiting, otherwise after.
-async fn slow_rating_service(delay: Duration, store_first: bool) -> (LoopbackServer, Ratings) {
-    rating_service_with(move |ep| {
-        ep.around(move |ep, req: Request| async move {
-            if req.method() != Method::POST {
-                return ep.call(req).await;
-            }
-            if store_first {
-                let resp = ep.call(req).await;
-                tokio::time::sleep(delay).await;
-                resp
-            } else {
-                tokio::time::sleep(delay).await;
-                ep.call(req).await
+/// it stores the rating before waiting, otherwise after. The receiver gets
+/// a message as each POST arrives, so tests need not guess with sleeps.
+async fn slow_rating_service(
+    delay: Duration,
+    store_first: bool,
+) -> (LoopbackServer, Ratings, mpsc::UnboundedReceiver<()>) {
+    let (arrived, arrivals) = mpsc::unbounded_channel();
+    let (server, ratings) = rating_service_with(move |ep| {
+        ep.around(move |ep, req: Request| {
+            let arrived = arrived.clone();
+            async move {
+                if req.method() != Method::POST {
+                    return ep.call(req).await;
+                }
+                let _ = arrived.send(());
+                if store_first {
+                    let resp = ep.call(req).await;
+                    tokio::time::sleep(delay).await;
+                    resp
+                } else {
+                    tokio::time::sleep(delay).await;
+                    ep.call(req).await
+                }
             }
         })
     })
-    .await
+    .await;
+    (server, ratings, arrivals)
 }
 
 /// film-service on a loopback port, registering ratings at `rating_url`.
@@ -119,7 +130,7 @@ async fn rating_service_down_stores_nothing_and_says_so() {
 #[tokio::test]
 async fn rating_service_timeout_is_503_and_the_late_rating_is_removed() {
     // rating-service stores the rating but answers after the client gave up.
-    let (ratings_server, ratings) = slow_rating_service(Duration::from_secs(2), true).await;
+    let (ratings_server, ratings, _) = slow_rating_service(Duration::from_secs(2), true).await;
     let timeouts = Timeouts { connect: Duration::from_millis(500), total: Duration::from_millis(300) };
     let films = film_service(&ratings_server.url(), timeouts).await;
     let http = reqwest::Client::new();
@@ -141,7 +152,7 @@ async fn rating_service_timeout_is_503_and_the_late_rating_is_removed() {
 
 #[tokio::test]
 async fn a_film_is_invisible_until_its_rating_is_registered() {
-    let (ratings_server, ratings) = slow_rating_service(Duration::from_millis(600), false).await;
+    let (ratings_server, ratings, mut arrivals) = slow_rating_service(Duration::from_secs(1), false).await;
     let films = film_service(&ratings_server.url(), Timeouts::default()).await;
     let http = reqwest::Client::new();
     let base = films.url();
@@ -150,8 +161,7 @@ async fn a_film_is_invisible_until_its_rating_is_registered() {
         let (http, base) = (http.clone(), base.clone());
         async move { post_film(&http, &base, "Heat").await }
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(!pending.is_finished());
+    arrivals.recv().await.unwrap();
     assert_eq!(get_json(&http, &format!("{base}/films")).await, (StatusCode::OK, json!([])));
     assert_eq!(get_json(&http, &format!("{base}/films?name=Heat")).await.0, StatusCode::NOT_FOUND);
     // The name is held, though: a concurrent POST cannot take it.
@@ -233,7 +243,7 @@ async fn concurrent_posts_are_all_stored_and_names_stay_unique() {
 
 #[tokio::test]
 async fn shutdown_finishes_a_film_post_in_flight() {
-    let (ratings_server, ratings) = slow_rating_service(Duration::from_millis(500), false).await;
+    let (ratings_server, ratings, mut arrivals) = slow_rating_service(Duration::from_millis(500), false).await;
     let films = film_service(&ratings_server.url(), Timeouts::default()).await;
     let http = reqwest::Client::new();
     let base = films.url();
@@ -242,7 +252,8 @@ async fn shutdown_finishes_a_film_post_in_flight() {
         let (http, base) = (http.clone(), base.clone());
         async move { post_film(&http, &base, "Heat").await }
     });
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The POST is in film-service, waiting for rating-service.
+    arrivals.recv().await.unwrap();
     let stopped = films.shutdown();
     let (status, _) = pending.await.unwrap();
     assert_eq!(status, StatusCode::CREATED);

@@ -89,8 +89,17 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     let body = r#"{"name": "Heat", "rating": 4}"#;
     let (first, rest) = body.split_at(10);
 
-    // Send the head and part of the body, so the request is in flight.
+    // A first request proves the connection is accepted and served; then
+    // the head and part of a body, so a request is in flight.
     let mut conn = tokio::net::TcpStream::connect(service.addr).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains(r#"{"status":"ok"}"#) {
+        let mut buf = [0; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
     let head = format!(
         "POST /ratings HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{first}",
