@@ -29,7 +29,7 @@ use tracing::{debug, info, warn};
 /// whatever the route's retry policy: the request never reached the host.
 const MIN_CONNECT_RETRIES: u32 = 3;
 /// Retries of an idempotent request reset by its upstream, without a retry policy.
-const IDEMPOTENT_RESET_RETRIES: u32 = 1;
+const IDEMPOTENT_RESET_RETRIES: u32 = 2;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -666,8 +666,8 @@ impl ProxyHttp for Proxy {
             }
             Some(_) => false,
             // Beyond Envoy's default: an idempotent request whose upstream
-            // closed or reset before answering (a replica killed or scaled
-            // away) is retried once on another host.
+            // closed or reset before answering (replicas killed or scaled
+            // away) is retried on other hosts, twice at most.
             None => {
                 let idempotent = session.req_header().method.is_idempotent();
                 idempotent

@@ -1,0 +1,492 @@
+//! Fault tests: replicas dying, hanging, failing and leaving DNS under
+//! load; SIGTERM under load; hostile clients. Every run is bounded in time
+//! and uses only 127.0.3.x.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::{eventually, free_addr, free_port, ip, yaml, Backend, Behaviour, ProxyProcess, TestDns};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Outcome of a load run.
+#[derive(Default, Debug)]
+struct Load {
+    ok: AtomicUsize,
+    failures: Mutex<Vec<String>>,
+    served_by: Mutex<HashMap<String, usize>>,
+}
+
+impl Load {
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().clone()
+    }
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+}
+
+/// `workers` keep-alive clients sending requests until `stop` or `per_worker` each.
+fn spawn_load(
+    url: String,
+    workers: usize,
+    per_worker: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Load>, Vec<tokio::task::JoinHandle<()>>) {
+    let load = Arc::new(Load::default());
+    let tasks = (0..workers)
+        .map(|w| {
+            let (url, load, stop) = (url.clone(), load.clone(), stop.clone());
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder()
+                    .no_proxy()
+                    .pool_max_idle_per_host(1)
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                for i in 0..per_worker {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    match c.get(format!("{url}?w={w}&i={i}")).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            load.ok.fetch_add(1, Ordering::SeqCst);
+                            if let Some(v) = r.headers().get("x-served-by") {
+                                *load.served_by.lock().unwrap().entry(v.to_str().unwrap().to_string()).or_insert(0) +=
+                                    1;
+                            }
+                        }
+                        Ok(r) => {
+                            let status = r.status();
+                            let body = r.text().await.unwrap_or_default();
+                            load.failures.lock().unwrap().push(format!("w{w}#{i}: {status} {body}"))
+                        }
+                        Err(e) => load.failures.lock().unwrap().push(format!("w{w}#{i}: {e}")),
+                    }
+                }
+            })
+        })
+        .collect();
+    (load, tasks)
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+const CATCH_ALL: &str = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: app }"#;
+
+fn routes_with(route_extra: &str) -> String {
+    format!(
+        r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route:
+                  cluster: app
+{route_extra}"#
+    )
+}
+
+fn host_port(b: &Backend) -> (String, u16) {
+    (b.addr.ip().to_string(), b.addr.port())
+}
+
+async fn three(host: u8) -> Vec<Backend> {
+    let mut v = Vec::new();
+    for i in 1..=3 {
+        v.push(Backend::start(&format!("r{i}"), free_addr(ip(3, host))).await);
+    }
+    v
+}
+
+/// Fault test 1: a replica is killed mid-run; no client request fails.
+#[tokio::test]
+async fn killing_a_replica_under_load_fails_no_request() {
+    let backends = three(1).await;
+    let listen = free_addr(ip(3, 1));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (load, tasks) = spawn_load(format!("http://{listen}/films/delay/2"), 8, 150, stop);
+    assert!(eventually(Duration::from_secs(10), || async { load.ok() >= 300 }).await);
+    backends[1].stop();
+    join(tasks).await;
+    assert!(load.failures().is_empty(), "failed requests: {:?}\n{}", load.failures(), proxy.log());
+    assert_eq!(load.ok(), 1200);
+    let served = load.served_by.lock().unwrap().clone();
+    assert!(served.get("r1").copied().unwrap_or(0) > 300 && served.get("r3").copied().unwrap_or(0) > 300, "{served:?}");
+}
+
+/// Fault test 2: a replica hangs; requests are answered within the route
+/// timeout (retried elsewhere per the policy) and the replica is ejected by
+/// health checks within interval x threshold.
+#[tokio::test]
+async fn a_hanging_replica_is_ejected_and_costs_at_most_a_timeout() {
+    let backends = three(2).await;
+    let listen = free_addr(ip(3, 2));
+    let route = r#"                  timeout: 2s
+                  retry_policy:
+                    retry_on: 5xx,reset,connect-failure
+                    num_retries: 2
+                    per_try_timeout: 0.4s"#;
+    let hc = r#"    health_checks:
+    - timeout: 0.2s
+      interval: 0.2s
+      no_traffic_interval: 0.2s
+      unhealthy_threshold: 2
+      healthy_threshold: 1
+      http_health_check: { path: /healthz }
+    # Envoy allows 3 concurrent retries by default; six clients can all be
+    # waiting on the hung replica at once.
+    circuit_breakers:
+      thresholds:
+      - max_retries: 10"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", &routes_with(route)))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (load, tasks) = spawn_load(format!("http://{listen}/films"), 6, 100_000, stop.clone());
+    assert!(eventually(Duration::from_secs(10), || async { load.ok() >= 200 }).await);
+
+    let hung_at = Instant::now();
+    backends[0].set(Behaviour::Hang);
+    // interval (0.2 s) x unhealthy_threshold (2) + a check's timeout, with slack.
+    let ejected = eventually(Duration::from_secs(3), || async {
+        let before = backends[0].hits();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        backends[0].hits() == before
+    })
+    .await;
+    let ejection_time = hung_at.elapsed();
+    assert!(ejected, "the hanging replica kept getting requests\n{}", proxy.log());
+    let ok_before = load.ok();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    join(tasks).await;
+    assert!(load.ok() > ok_before + 50, "traffic continued on the others");
+    assert!(load.failures().is_empty(), "per-try timeouts retried elsewhere: {:?}", load.failures());
+    eprintln!("hanging replica ejected after {ejection_time:?}");
+}
+
+/// Fault test 3: DNS scale-down while under load fails no request.
+#[tokio::test]
+async fn dns_scale_down_under_load_fails_no_request() {
+    let port = free_port(ip(3, 31));
+    let mut backends = Vec::new();
+    for i in 0..3u8 {
+        backends.push(Backend::start(&format!("r{}", i + 1), SocketAddr::new(ip(3, 31 + i), port)).await);
+    }
+    let dns = TestDns::start(ip(3, 31)).await;
+    dns.set("app.test", &backends.iter().map(|b| b.addr.ip()).collect::<Vec<_>>());
+    let listen = free_addr(ip(3, 31));
+    let extra = format!("    dns_refresh_rate: 0.2s\n    dns_lookup_family: V4_ONLY\n{}", yaml::resolver(dns.addr));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STRICT_DNS", &[("app.test".into(), port)], &extra)],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (load, tasks) = spawn_load(format!("http://{listen}/films/delay/2"), 8, 200, stop);
+    assert!(eventually(Duration::from_secs(10), || async { load.ok() >= 200 }).await);
+    // Like `docker compose up --scale app=1`: replicas leave DNS and die.
+    dns.set("app.test", &[backends[0].addr.ip()]);
+    backends[2].stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    backends[1].stop();
+    join(tasks).await;
+    assert!(load.failures().is_empty(), "failed requests: {:?}\n{}", load.failures(), _proxy.log());
+    assert_eq!(load.ok(), 1600);
+}
+
+/// Fault test 4: a replica answering 503 is ejected by outlier detection
+/// and comes back after base_ejection_time.
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_replica_and_brings_it_back() {
+    let backends = three(4).await;
+    let listen = free_addr(ip(3, 4));
+    let od = r#"    outlier_detection:
+      consecutive_5xx: 3
+      interval: 0.2s
+      base_ejection_time: 1s
+      max_ejection_percent: 50"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), od)],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = support::client();
+    backends[1].set(Behaviour::Status(503));
+    let mut five_hundreds = 0;
+    for _ in 0..60 {
+        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+        if r.status() == 503 {
+            five_hundreds += 1;
+        }
+    }
+    assert_eq!(five_hundreds, 3, "ejected after exactly consecutive_5xx failures\n{}", proxy.log());
+    let ejected_hits = backends[1].hits();
+    for _ in 0..30 {
+        assert_eq!(c.get(format!("http://{listen}/")).send().await.unwrap().status(), 200);
+    }
+    assert_eq!(backends[1].hits(), ejected_hits, "no traffic while ejected");
+
+    backends[1].set(Behaviour::Normal);
+    let back = eventually(Duration::from_secs(4), || async {
+        let _ = c.get(format!("http://{listen}/")).send().await;
+        backends[1].hits() > ejected_hits
+    })
+    .await;
+    assert!(back, "the replica never came back after base_ejection_time");
+}
+
+/// Fault test 5: SIGTERM under load: in-flight requests complete, new
+/// connections are refused, the process exits within 5 s.
+#[tokio::test]
+async fn sigterm_under_load_finishes_in_flight_requests() {
+    let backends = three(5).await;
+    let listen = free_addr(ip(3, 5));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
+    );
+    let mut proxy = ProxyProcess::start(&cfg, listen).await;
+    // Slow requests, each on its own connection, in flight when SIGTERM lands.
+    let in_flight: Vec<_> = (0..6)
+        .map(|i| {
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder().no_proxy().build().unwrap();
+                c.get(format!("http://{listen}/slow/delay/800?i={i}")).send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(5), || async { backends.iter().map(|b| b.hits()).sum::<usize>() >= 6 }).await
+    );
+    let t0 = Instant::now();
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(tokio::net::TcpStream::connect(listen).await.is_err(), "new connections are refused while draining");
+    for t in in_flight {
+        assert_eq!(t.await.unwrap().expect("in-flight request completed"), 200);
+    }
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exited within 5 s");
+    assert!(status.success());
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+/// Fault test 6: hostile clients get a 4xx or a closed connection, and the
+/// proxy keeps serving everyone else.
+#[tokio::test]
+async fn hostile_clients_are_refused_and_others_are_served() {
+    let backends = three(6).await;
+    let listen = free_addr(ip(3, 6));
+    let hcm_extra = "          request_headers_timeout: 1s\n          max_request_headers_kb: 8";
+    let hcm = yaml::hcm("ingress", hcm_extra, CATCH_ALL).replace(
+        "          http_filters:\n",
+        "          http_filters:\n          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1024\n",
+    );
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = support::client();
+
+    // Slowloris: headers trickle in and never finish.
+    let mut slow = tokio::net::TcpStream::connect(listen).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let slow_task = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut buf = [0u8; 256];
+        loop {
+            if slow.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                break;
+            }
+            match tokio::time::timeout(Duration::from_millis(300), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => break,
+                Err(_) => {}
+            }
+            if start.elapsed() > Duration::from_secs(6) {
+                return None;
+            }
+        }
+        Some(start.elapsed())
+    });
+
+    // Headers over max_request_headers_kb.
+    let big = "x".repeat(10 * 1024);
+    let r = c.get(format!("http://{listen}/")).header("x-big", big).send().await.unwrap();
+    assert_eq!(r.status(), 431);
+    // Body over the buffer filter's max_request_bytes, declared and chunked.
+    let r = c.post(format!("http://{listen}/echo")).body(vec![b'a'; 4096]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    let chunks = futures_util_stream(vec![vec![b'a'; 800], vec![b'b'; 800]]);
+    let chunked = c.post(format!("http://{listen}/echo")).body(reqwest::Body::wrap_stream(chunks)).send().await;
+    assert!(matches!(&chunked, Ok(r) if r.status() == 413) || chunked.is_err(), "{chunked:?}");
+    // Garbage instead of HTTP.
+    let mut g = tokio::net::TcpStream::connect(listen).await.unwrap();
+    g.write_all(b"\x16\x03\x01\x00\xffnot http at all\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let _ =
+        tokio::time::timeout(Duration::from_secs(5), g.read_to_end(&mut buf)).await.expect("garbage connection closed");
+    let head = String::from_utf8_lossy(&buf);
+    assert!(buf.is_empty() || head.starts_with("HTTP/1.1 400"), "{head}");
+
+    // Everyone else is still served, during and after.
+    for _ in 0..20 {
+        assert_eq!(c.get(format!("http://{listen}/")).send().await.unwrap().status(), 200);
+    }
+    let closed_after = slow_task.await.unwrap().expect("slowloris connection closed by the proxy");
+    assert!(closed_after < Duration::from_secs(4), "closed after {closed_after:?}\n{}", proxy.log());
+}
+
+fn futures_util_stream(chunks: Vec<Vec<u8>>) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::iter(chunks.into_iter().map(Ok))
+}
+
+#[tokio::test]
+async fn active_health_checks_remove_and_restore_a_host() {
+    let backends = three(7).await;
+    let listen = free_addr(ip(3, 7));
+    let hc = r#"    health_checks:
+    - timeout: 0.2s
+      interval: 0.1s
+      no_traffic_interval: 0.1s
+      unhealthy_threshold: 2
+      healthy_threshold: 2
+      http_health_check: { path: /healthz, expected_statuses: [{ start: 200, end: 300 }] }"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = support::client();
+    // A bad status fails the host at once.
+    backends[2].set(Behaviour::Status(500));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let mut seen = HashMap::new();
+    for _ in 0..30 {
+        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", proxy.log());
+        *seen.entry(r.headers()["x-served-by"].to_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert!(!seen.contains_key("r3"), "{seen:?}");
+    backends[2].set(Behaviour::Normal);
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            matches!(c.get(format!("http://{listen}/")).send().await, Ok(r) if r.headers()["x-served-by"] == "r3")
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn panic_mode_uses_all_hosts_when_too_few_are_healthy() {
+    let backends = three(8).await;
+    let listen = free_addr(ip(3, 8));
+    // /healthz fails on two of three hosts: 33 % healthy < 50 % panic threshold.
+    let hc = r#"    health_checks:
+    - timeout: 0.2s
+      interval: 0.1s
+      no_traffic_interval: 0.1s
+      unhealthy_threshold: 1
+      healthy_threshold: 1
+      http_health_check: { path: /status/503 }"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = support::client();
+    // Every host fails its checks: the cluster panics and still serves.
+    let mut seen = HashMap::new();
+    for _ in 0..30 {
+        let r = c.get(format!("http://{listen}/films")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        *seen.entry(r.headers()["x-served-by"].to_str().unwrap().to_string()).or_insert(0) += 1;
+    }
+    assert_eq!(seen.len(), 3, "panic mode balances over all hosts: {seen:?}");
+}
+
+#[tokio::test]
+async fn circuit_breaker_overflow_answers_503_overloaded() {
+    let backend = Backend::start("slow", free_addr(ip(3, 9))).await;
+    let listen = free_addr(ip(3, 9));
+    let cb = "    circuit_breakers:\n      thresholds:\n      - max_requests: 2";
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &[host_port(&backend)], cb)],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder().no_proxy().build().unwrap();
+                c.get(format!("http://{listen}/delay/1000")).send().await.map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || async { backend.hits() >= 2 }).await);
+    let r = support::client().get(format!("http://{listen}/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-envoy-overloaded"], "true");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+    );
+    for s in slow {
+        assert_eq!(s.await.unwrap().unwrap(), 200);
+    }
+    assert_eq!(support::client().get(format!("http://{listen}/")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn connection_limit_closes_connections_over_the_cap() {
+    let backend = Backend::start("b", free_addr(ip(3, 10))).await;
+    let listen = free_addr(ip(3, 10));
+    let limit = r#"
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: limit
+          max_connections: 2"#;
+    let hcm = format!("{limit}{}", yaml::hcm("ingress", "", CATCH_ALL));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[yaml::cluster("app", "STATIC", &[host_port(&backend)], "")],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let _a = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(listen).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut third = tokio::net::TcpStream::connect(listen).await.unwrap();
+    third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.ok();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(3), third.read_to_end(&mut buf)).await.expect("closed");
+    assert!(n.is_err() || buf.is_empty(), "the third connection is closed without an answer");
+    drop((_a, _b));
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            matches!(support::client().get(format!("http://{listen}/")).send().await, Ok(r) if r.status() == 200)
+        })
+        .await
+    );
+}
