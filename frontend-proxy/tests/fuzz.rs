@@ -1,0 +1,179 @@
+//! Property-based fuzzing (proptest; `cargo fuzz` needs a nightly toolchain
+//! this project does not use): the config loader and the route matcher
+//! must never panic, whatever the input, and matching keeps Envoy's order.
+//!
+//! CI runs the default 256 cases per property. Run longer with
+//! `PROPTEST_CASES=100000 cargo test -p frontend-proxy --test fuzz --release`.
+
+use frontend_proxy::config;
+use pingora_http::RequestHeader;
+use proptest::prelude::*;
+use serde_yaml::{Mapping, Value};
+
+/// Keys that appear in Envoy bootstraps, so generated trees reach deep validation.
+const KEYS: &[&str] = &[
+    "admin",
+    "address",
+    "socket_address",
+    "port_value",
+    "static_resources",
+    "listeners",
+    "clusters",
+    "name",
+    "filter_chains",
+    "filters",
+    "typed_config",
+    "@type",
+    "stat_prefix",
+    "route_config",
+    "virtual_hosts",
+    "domains",
+    "routes",
+    "match",
+    "prefix",
+    "path",
+    "safe_regex",
+    "regex",
+    "route",
+    "cluster",
+    "weighted_clusters",
+    "weight",
+    "timeout",
+    "retry_policy",
+    "retry_on",
+    "num_retries",
+    "http_filters",
+    "type",
+    "lb_policy",
+    "load_assignment",
+    "endpoints",
+    "lb_endpoints",
+    "endpoint",
+    "connect_timeout",
+    "dns_refresh_rate",
+    "health_checks",
+    "interval",
+    "http_health_check",
+    "outlier_detection",
+    "circuit_breakers",
+    "thresholds",
+    "headers",
+    "string_match",
+    "exact",
+    "direct_response",
+    "status",
+    "body",
+    "inline_string",
+    "redirect",
+    "transport_socket",
+    "codec_type",
+];
+
+fn scalar() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| Value::Number(n.into())),
+        any::<f64>().prop_map(|n| Value::Number(n.into())),
+        "[ -~]{0,12}".prop_map(Value::String),
+        prop::sample::select(vec![
+            "0.25s",
+            "5s",
+            "-1s",
+            "1.5s",
+            "99999999999s",
+            "*",
+            "*.a.com",
+            "a.*",
+            "/films",
+            "STRICT_DNS",
+            "STATIC",
+            "ROUND_ROBIN",
+            "MAGLEV",
+            "envoy.filters.http.router",
+            "envoy.filters.network.http_connection_manager",
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "127.0.0.1",
+            "0.0.0.0",
+            "::1",
+            "localhost",
+            "(",
+            "[a-",
+            "5xx,reset",
+            "%REQ(x)%",
+            "%",
+        ])
+        .prop_map(|s| Value::String(s.to_string())),
+    ]
+}
+
+fn tree() -> impl Strategy<Value = Value> {
+    scalar().prop_recursive(6, 200, 6, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+            prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(|kvs| {
+                let mut m = Mapping::new();
+                for (k, v) in kvs {
+                    m.insert(Value::String(k.to_string()), v);
+                }
+                Value::Mapping(m)
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn loader_never_panics_on_generated_trees(v in tree()) {
+        let text = serde_yaml::to_string(&v).unwrap();
+        let _ = config::parse(&text);
+    }
+
+    #[test]
+    fn loader_never_panics_on_arbitrary_text(text in "\\PC{0,400}") {
+        let _ = config::parse(&text);
+    }
+
+    #[test]
+    fn loader_never_panics_on_mutated_seed(cut in 0usize..2500, junk in "[ -~\n]{0,8}") {
+        let seed = include_str!("fixtures/valid/everything.yaml");
+        let cut = cut.min(seed.len());
+        let cut = (0..=cut).rev().find(|i| seed.is_char_boundary(*i)).unwrap_or(0);
+        let text = format!("{}{}{}", &seed[..cut], junk, &seed[cut..]);
+        let _ = config::parse(&text);
+    }
+}
+
+fn table() -> config::Bootstrap {
+    let yaml = include_str!("fixtures/valid/everything.yaml");
+    config::parse(yaml).expect("fixture loads").bootstrap
+}
+
+proptest! {
+    #[test]
+    fn route_matching_never_panics(
+        host in "[a-zA-Z0-9.:*\\-]{0,40}",
+        path in "/[ -~]{0,60}",
+        header in "[ -~]{0,20}",
+    ) {
+        let b = table();
+        let routes = &b.listeners[0].hcm.routes;
+        if let Some(vh) = routes.find_virtual_host(&host, 8080) {
+            if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
+                let _ = req.insert_header("x-canary", header.as_str());
+                let _ = vh.find_route(&req);
+            }
+        }
+    }
+
+    #[test]
+    fn exact_domains_beat_wildcards(sub in "[a-z]{1,10}") {
+        let b = table();
+        let routes = &b.listeners[0].hcm.routes;
+        prop_assert_eq!(&routes.find_virtual_host("api.example.com", 8080).unwrap().name, "api");
+        let wildcard = format!("{sub}.api.example.com");
+        prop_assert_eq!(&routes.find_virtual_host(&wildcard, 8080).unwrap().name, "api");
+        let other = format!("{sub}.elsewhere.org");
+        prop_assert_eq!(&routes.find_virtual_host(&other, 8080).unwrap().name, "default");
+    }
+}
