@@ -5,10 +5,14 @@
 //! is ignored with a warning; otherwise it is an error. Unknown fields are
 //! errors, as in Envoy.
 
+mod action;
 mod cluster;
+mod dns;
+mod headers;
 mod listener;
 mod resilience;
 mod route;
+mod tls;
 
 use super::duration;
 use super::model::{AdminConfig, Bootstrap, PemSource};

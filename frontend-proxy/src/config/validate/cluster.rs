@@ -1,23 +1,17 @@
 //! Clusters: discovery type, endpoints, load balancing, DNS settings, upstream TLS.
 
+use super::dns::dns_spec;
 use super::resilience;
-use super::route::back_off;
+use super::tls::upstream_tls;
 use super::{Ctx, Fields, P};
 use crate::config::raw::{self, Field, List};
-use crate::upstream::{
-    ClusterSpec, DiscoveryType, DnsSpec, EndpointAddress, EndpointSpec, LbPolicy, LookupFamily, UpstreamTls,
-};
+use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// Envoy's defaults.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const DEFAULT_DNS_REFRESH_RATE: Duration = Duration::from_secs(5);
-
-const CARES_NAME: &str = "envoy.network.dns_resolver.cares";
-const CARES_TYPE: &str = "type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig";
-const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 const CLUSTER_FIELDS: Fields = Fields {
     known: &[
@@ -301,164 +295,4 @@ fn valid_dns_name(host: &str) -> bool {
                 && label.len() <= 63
                 && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-}
-
-fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec> {
-    let refresh_rate = cx.duration(p, "dns_refresh_rate", &c.dns_refresh_rate).unwrap_or(DEFAULT_DNS_REFRESH_RATE);
-    if refresh_rate < Duration::from_millis(1) {
-        cx.error(&p.key("dns_refresh_rate"), "must be at least 1ms");
-    }
-    let failure_refresh = match cx.opt(p, "dns_failure_refresh_rate", &c.dns_failure_refresh_rate) {
-        Some(b) => back_off(cx, &p.key("dns_failure_refresh_rate"), b, refresh_rate)?,
-        None => (refresh_rate, refresh_rate),
-    };
-    let lookup_family = cx.enumeration(
-        p,
-        "dns_lookup_family",
-        &c.dns_lookup_family,
-        &[
-            ("AUTO", LookupFamily::Auto),
-            ("V4_ONLY", LookupFamily::V4Only),
-            ("V6_ONLY", LookupFamily::V6Only),
-            ("V4_PREFERRED", LookupFamily::V4Preferred),
-            ("ALL", LookupFamily::All),
-        ],
-        LookupFamily::Auto,
-    );
-    let sources = [c.typed_dns_resolver_config.is_some(), c.dns_resolvers.is_some(), c.dns_resolution_config.is_some()];
-    if sources.iter().filter(|s| **s).count() > 1 {
-        cx.error(p, "set only one of `typed_dns_resolver_config`, `dns_resolution_config`, `dns_resolvers`");
-    }
-    let mut resolvers = Vec::new();
-    if let Some(t) = cx.opt(p, "typed_dns_resolver_config", &c.typed_dns_resolver_config) {
-        resolvers = cares_resolvers(cx, &p.key("typed_dns_resolver_config"), t);
-    }
-    if c.dns_resolvers.is_some() {
-        resolvers = resolver_list(cx, p, "dns_resolvers", &c.dns_resolvers);
-    }
-    if let Some(r) = cx.opt(p, "dns_resolution_config", &c.dns_resolution_config) {
-        let rp = p.key("dns_resolution_config");
-        cx.other(&rp, &r.other, &Fields { known: &["resolvers"], ignored: &["dns_resolver_options"] });
-        resolvers = resolver_list(cx, &rp, "resolvers", &r.resolvers);
-    }
-    Some(DnsSpec {
-        refresh_rate,
-        failure_refresh,
-        respect_ttl: cx.boolean(p, "respect_dns_ttl", &c.respect_dns_ttl, false),
-        lookup_family,
-        resolvers,
-    })
-}
-
-fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAddr> {
-    cx.other(p, &t.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
-    let name = cx.string(p, "name", &t.name).unwrap_or_default();
-    let Some(tc) = cx.req(p, "typed_config", &t.typed_config) else {
-        return Vec::new();
-    };
-    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
-    if name != CARES_NAME && type_url != CARES_TYPE {
-        cx.error(p, format!("DNS resolver {name:?} is not supported: only {CARES_NAME} is"));
-        return Vec::new();
-    }
-    let tp = p.key("typed_config");
-    let cfg = match Field::<raw::CaresDnsResolverConfig>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(&tp, msg);
-            return Vec::new();
-        }
-    };
-    cx.other(
-        &tp,
-        &cfg.other,
-        &Fields {
-            known: &["@type", "resolvers", "use_resolvers_as_fallback"],
-            ignored: &[
-                "dns_resolver_options",
-                "filter_unroutable_families",
-                "udp_max_queries",
-                "query_timeout_seconds",
-                "query_tries",
-                "rotate_nameservers",
-                "edns0_max_payload_size",
-            ],
-        },
-    );
-    if cx.opt(&tp, "@type", &cfg.type_url).is_some_and(|t| t != CARES_TYPE) {
-        cx.error(&tp.key("@type"), format!("expected {CARES_TYPE}"));
-    }
-    if cx.boolean(&tp, "use_resolvers_as_fallback", &cfg.use_resolvers_as_fallback, false) {
-        cx.error(&tp.key("use_resolvers_as_fallback"), "not supported: the listed resolvers are always used");
-    }
-    resolver_list(cx, &tp, "resolvers", &cfg.resolvers)
-}
-
-fn resolver_list(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::Address>>) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    let list = cx.list(p, name, f);
-    if f.is_some() && list.is_empty() {
-        cx.error(&p.key(name), "must list at least one resolver");
-    }
-    for (rp, addr) in list {
-        let Some((host, port)) = cx.socket_address(&rp, addr) else {
-            continue;
-        };
-        match host.parse::<IpAddr>() {
-            Ok(ip) => out.push(SocketAddr::new(ip, if port == 0 { 53 } else { port })),
-            Err(_) => cx
-                .error(&rp.key("socket_address").key("address"), format!("{host:?}: a resolver must be an IP address")),
-        }
-    }
-    out
-}
-
-fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
-    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
-    let name = cx.string(p, "name", &ts.name).unwrap_or_default();
-    let tc = cx.req(p, "typed_config", &ts.typed_config)?;
-    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
-    if name != "envoy.transport_sockets.tls" && type_url != UPSTREAM_TLS_TYPE {
-        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
-        return None;
-    }
-    let tp = p.key("typed_config");
-    let ctx = match Field::<raw::UpstreamTlsContext>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(&tp, msg);
-            return None;
-        }
-    };
-    cx.other(
-        &tp,
-        &ctx.other,
-        &Fields { known: &["@type", "common_tls_context", "sni"], ignored: &["max_session_keys"] },
-    );
-    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != UPSTREAM_TLS_TYPE) {
-        cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
-    }
-    let mut trusted_ca = None;
-    if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
-        let cp = tp.key("common_tls_context");
-        cx.other(
-            &cp,
-            &common.other,
-            &Fields { known: &["validation_context", "tls_certificates", "alpn_protocols"], ignored: &["tls_params"] },
-        );
-        if common.tls_certificates.is_some() {
-            cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
-        }
-        if common.alpn_protocols.is_some() {
-            cx.error(&cp.key("alpn_protocols"), "upstream ALPN is not supported (HTTP/1.1 is used)");
-        }
-        if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
-            let vp = cp.key("validation_context");
-            cx.other(&vp, &vc.other, &Fields { known: &["trusted_ca"], ignored: &[] });
-            if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
-                trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
-            }
-        }
-    }
-    Some(UpstreamTls { sni: cx.string(&tp, "sni", &ctx.sni), trusted_ca })
 }

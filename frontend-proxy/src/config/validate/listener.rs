@@ -1,5 +1,6 @@
 //! Listeners, their HTTP connection manager, and downstream TLS.
 
+use super::tls::downstream_tls;
 use super::{conflicts, route, Ctx, Fields, P};
 use crate::config::model::{Codec, DownstreamTls, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
@@ -17,8 +18,6 @@ const BUFFER_NAME: &str = "envoy.filters.http.buffer";
 const BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
 const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
 const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
-const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
-const DOWNSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 
 /// Envoy's default stream idle timeout.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -189,77 +188,6 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
         return None;
     }
     Some(max)
-}
-
-fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<DownstreamTls> {
-    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
-    let name = cx.string(p, "name", &ts.name).unwrap_or_default();
-    let tc = cx.req(p, "typed_config", &ts.typed_config)?;
-    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
-    if name == "envoy.transport_sockets.raw_buffer" {
-        cx.error(p, "raw_buffer transport sockets are not supported; omit transport_socket for plain text");
-        return None;
-    }
-    if !(TLS_SOCKET_NAMES.contains(&name.as_str()) || type_url == DOWNSTREAM_TLS_TYPE) {
-        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
-        return None;
-    }
-    let tp = p.key("typed_config");
-    let ctx = match Field::<raw::DownstreamTlsContext>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(&tp, msg);
-            return None;
-        }
-    };
-    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
-        cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
-    }
-    cx.other(
-        &tp,
-        &ctx.other,
-        &Fields {
-            known: &["@type", "common_tls_context", "require_client_certificate"],
-            ignored: &["session_timeout", "disable_stateless_session_resumption"],
-        },
-    );
-    if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
-        cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
-    }
-    let cp = tp.key("common_tls_context");
-    let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
-    cx.other(
-        &cp,
-        &common.other,
-        &Fields { known: &["tls_certificates", "alpn_protocols", "validation_context"], ignored: &["tls_params"] },
-    );
-    if common.validation_context.is_some() {
-        cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
-    }
-    let alpn_protocols: Vec<String> =
-        cx.list(&cp, "alpn_protocols", &common.alpn_protocols).into_iter().map(|(_, s)| s.clone()).collect();
-    for (i, proto) in alpn_protocols.iter().enumerate() {
-        if proto != "h2" && proto != "http/1.1" {
-            cx.error(
-                &cp.key("alpn_protocols").idx(i),
-                format!("ALPN protocol {proto:?} is not supported (h2, http/1.1)"),
-            );
-        }
-    }
-    let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
-    if certs.len() != 1 {
-        cx.error(
-            &cp.key("tls_certificates"),
-            "exactly one certificate is required (SNI-based certificate selection is not supported)",
-        );
-    }
-    let (cert_p, cert) = certs.into_iter().next()?;
-    cx.other(&cert_p, &cert.other, &Fields { known: &["certificate_chain", "private_key"], ignored: &[] });
-    let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
-    let key = cx.req(&cert_p, "private_key", &cert.private_key);
-    let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
-    let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols })
 }
 
 const HCM_FIELDS: Fields = Fields {

@@ -1,0 +1,99 @@
+//! `request_headers_to_add/remove` and `response_headers_to_add/remove`.
+
+use super::{Ctx, Fields, P};
+use crate::config::raw::{self, List};
+use crate::routing::{HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat};
+use http::header::HeaderName;
+
+pub(super) fn header_mutations(
+    cx: &mut Ctx,
+    p: &P,
+    req_add: &Option<List<raw::HeaderValueOption>>,
+    req_remove: &Option<List<String>>,
+    resp_add: &Option<List<raw::HeaderValueOption>>,
+    resp_remove: &Option<List<String>>,
+) -> HeaderMutations {
+    HeaderMutations {
+        request_add: headers_to_add(cx, p, "request_headers_to_add", req_add),
+        request_remove: headers_to_remove(cx, p, "request_headers_to_remove", req_remove),
+        response_add: headers_to_add(cx, p, "response_headers_to_add", resp_add),
+        response_remove: headers_to_remove(cx, p, "response_headers_to_remove", resp_remove),
+    }
+}
+
+fn headers_to_add(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::HeaderValueOption>>) -> Vec<HeaderToAdd> {
+    let mut out = Vec::new();
+    for (hp, h) in cx.list(p, name, f) {
+        cx.other(
+            &hp,
+            &h.other,
+            &Fields { known: &["header", "append", "append_action", "keep_empty_value"], ignored: &[] },
+        );
+        let Some(hv) = cx.req(&hp, "header", &h.header) else {
+            continue;
+        };
+        let vp = hp.key("header");
+        cx.other(&vp, &hv.other, &Fields { known: &["key", "value"], ignored: &["raw_value"] });
+        let key = cx.req(&vp, "key", &hv.key).cloned();
+        let value = cx.string(&vp, "value", &hv.value).unwrap_or_default();
+        if h.append.is_some() && h.append_action.is_some() {
+            cx.error(&hp, "`append` and `append_action` are mutually exclusive");
+        }
+        let append = match cx.opt(&hp, "append", &h.append) {
+            Some(true) => HeaderAppend::AppendIfExistsOrAdd,
+            Some(false) => HeaderAppend::OverwriteIfExistsOrAdd,
+            None => cx.enumeration(
+                &hp,
+                "append_action",
+                &h.append_action,
+                &[
+                    ("APPEND_IF_EXISTS_OR_ADD", HeaderAppend::AppendIfExistsOrAdd),
+                    ("ADD_IF_ABSENT", HeaderAppend::AddIfAbsent),
+                    ("OVERWRITE_IF_EXISTS_OR_ADD", HeaderAppend::OverwriteIfExistsOrAdd),
+                    ("OVERWRITE_IF_EXISTS", HeaderAppend::OverwriteIfExists),
+                ],
+                HeaderAppend::AppendIfExistsOrAdd,
+            ),
+        };
+        let Some(key) = key else { continue };
+        let Ok(header) = HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()) else {
+            cx.error(&vp.key("key"), format!("invalid header name {key:?}"));
+            continue;
+        };
+        if key.starts_with(':') || header == http::header::HOST {
+            cx.error(&vp.key("key"), "pseudo-headers and host cannot be modified this way");
+            continue;
+        }
+        let format = match HeaderValueFormat::parse(&value) {
+            Ok(f) => f,
+            Err(e) => {
+                cx.error(&vp.key("value"), e);
+                continue;
+            }
+        };
+        if let Some(lit) = format.as_literal() {
+            if http::HeaderValue::from_str(lit).is_err() {
+                cx.error(&vp.key("value"), "not a valid header value");
+                continue;
+            }
+        }
+        out.push(HeaderToAdd {
+            name: header,
+            value: format,
+            append,
+            keep_empty_value: cx.boolean(&hp, "keep_empty_value", &h.keep_empty_value, false),
+        });
+    }
+    out
+}
+
+fn headers_to_remove(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<String>>) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for (hp, h) in cx.list(p, name, f) {
+        match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) if !h.starts_with(':') && n != http::header::HOST => out.push(n),
+            _ => cx.error(&hp, format!("{h:?} cannot be removed (invalid, pseudo-header or host)")),
+        }
+    }
+    out
+}

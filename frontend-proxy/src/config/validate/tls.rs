@@ -1,0 +1,132 @@
+//! TLS transport sockets: `DownstreamTlsContext` on listeners and
+//! `UpstreamTlsContext` on clusters.
+
+use super::{Ctx, Fields, P};
+use crate::config::model::DownstreamTls;
+use crate::config::raw::{self, Field};
+use crate::upstream::UpstreamTls;
+
+const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
+const DOWNSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
+const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+
+pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<DownstreamTls> {
+    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+    let name = cx.string(p, "name", &ts.name).unwrap_or_default();
+    let tc = cx.req(p, "typed_config", &ts.typed_config)?;
+    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
+    if name == "envoy.transport_sockets.raw_buffer" {
+        cx.error(p, "raw_buffer transport sockets are not supported; omit transport_socket for plain text");
+        return None;
+    }
+    if !(TLS_SOCKET_NAMES.contains(&name.as_str()) || type_url == DOWNSTREAM_TLS_TYPE) {
+        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
+        return None;
+    }
+    let tp = p.key("typed_config");
+    let ctx = match Field::<raw::DownstreamTlsContext>::from_value(tc.clone()) {
+        Field::Ok(c) => c,
+        Field::Invalid(msg) => {
+            cx.error(&tp, msg);
+            return None;
+        }
+    };
+    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
+        cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
+    }
+    cx.other(
+        &tp,
+        &ctx.other,
+        &Fields {
+            known: &["@type", "common_tls_context", "require_client_certificate"],
+            ignored: &["session_timeout", "disable_stateless_session_resumption"],
+        },
+    );
+    if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
+        cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
+    }
+    let cp = tp.key("common_tls_context");
+    let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
+    cx.other(
+        &cp,
+        &common.other,
+        &Fields { known: &["tls_certificates", "alpn_protocols", "validation_context"], ignored: &["tls_params"] },
+    );
+    if common.validation_context.is_some() {
+        cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
+    }
+    let alpn_protocols: Vec<String> =
+        cx.list(&cp, "alpn_protocols", &common.alpn_protocols).into_iter().map(|(_, s)| s.clone()).collect();
+    for (i, proto) in alpn_protocols.iter().enumerate() {
+        if proto != "h2" && proto != "http/1.1" {
+            cx.error(
+                &cp.key("alpn_protocols").idx(i),
+                format!("ALPN protocol {proto:?} is not supported (h2, http/1.1)"),
+            );
+        }
+    }
+    let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
+    if certs.len() != 1 {
+        cx.error(
+            &cp.key("tls_certificates"),
+            "exactly one certificate is required (SNI-based certificate selection is not supported)",
+        );
+    }
+    let (cert_p, cert) = certs.into_iter().next()?;
+    cx.other(&cert_p, &cert.other, &Fields { known: &["certificate_chain", "private_key"], ignored: &[] });
+    let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
+    let key = cx.req(&cert_p, "private_key", &cert.private_key);
+    let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
+    let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
+    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols })
+}
+
+pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
+    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+    let name = cx.string(p, "name", &ts.name).unwrap_or_default();
+    let tc = cx.req(p, "typed_config", &ts.typed_config)?;
+    let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
+    if name != "envoy.transport_sockets.tls" && type_url != UPSTREAM_TLS_TYPE {
+        cx.error(p, format!("transport socket {name:?} is not supported: only envoy.transport_sockets.tls is"));
+        return None;
+    }
+    let tp = p.key("typed_config");
+    let ctx = match Field::<raw::UpstreamTlsContext>::from_value(tc.clone()) {
+        Field::Ok(c) => c,
+        Field::Invalid(msg) => {
+            cx.error(&tp, msg);
+            return None;
+        }
+    };
+    cx.other(
+        &tp,
+        &ctx.other,
+        &Fields { known: &["@type", "common_tls_context", "sni"], ignored: &["max_session_keys"] },
+    );
+    if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != UPSTREAM_TLS_TYPE) {
+        cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
+    }
+    let mut trusted_ca = None;
+    if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
+        let cp = tp.key("common_tls_context");
+        cx.other(
+            &cp,
+            &common.other,
+            &Fields { known: &["validation_context", "tls_certificates", "alpn_protocols"], ignored: &["tls_params"] },
+        );
+        if common.tls_certificates.is_some() {
+            cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
+        }
+        if common.alpn_protocols.is_some() {
+            cx.error(&cp.key("alpn_protocols"), "upstream ALPN is not supported (HTTP/1.1 is used)");
+        }
+        if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
+            let vp = cp.key("validation_context");
+            cx.other(&vp, &vc.other, &Fields { known: &["trusted_ca"], ignored: &[] });
+            if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
+                trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
+            }
+        }
+    }
+    Some(UpstreamTls { sni: cx.string(&tp, "sni", &ctx.sni), trusted_ca })
+}
