@@ -331,3 +331,88 @@ async fn backend_status_codes_pass_through() {
     let r = client().get(format!("{}/films", s.url)).send().await.unwrap();
     assert_eq!(r.status(), 418);
 }
+
+async fn policy_stack(host: u8, policy: &str, route_extra: &str) -> (Vec<Backend>, ProxyProcess, SocketAddr) {
+    let backends = vec![
+        Backend::start("a", free_addr(ip(1, host))).await,
+        Backend::start("b", free_addr(ip(1, host))).await,
+        Backend::start("c", free_addr(ip(1, host))).await,
+    ];
+    let listen = free_addr(ip(1, host));
+    let routes = format!(
+        r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route:
+                  cluster: films
+{route_extra}"#
+    );
+    let cluster = yaml::cluster("films", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")
+        .replace("lb_policy: ROUND_ROBIN", &format!("lb_policy: {policy}"));
+    let cfg = yaml::bootstrap(&[yaml::listener("main", listen, &yaml::hcm("ingress", "", &routes))], &[cluster]);
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    (backends, proxy, listen)
+}
+
+#[tokio::test]
+async fn consistent_hashing_pins_a_key_to_a_host() {
+    for (i, policy) in ["RING_HASH", "MAGLEV"].iter().enumerate() {
+        let hash = "                  hash_policy: [{ header: { header_name: x-user } }]";
+        let (_backends, _proxy, listen) = policy_stack(20 + i as u8, policy, hash).await;
+        let c = client();
+        let mut by_user: std::collections::HashMap<String, std::collections::HashSet<String>> = Default::default();
+        for round in 0..5 {
+            for user in 0..20 {
+                let r = c
+                    .get(format!("http://{listen}/?r={round}"))
+                    .header("x-user", format!("user-{user}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let who = r.headers()["x-served-by"].to_str().unwrap().to_string();
+                by_user.entry(format!("user-{user}")).or_default().insert(who);
+            }
+        }
+        assert!(by_user.values().all(|hosts| hosts.len() == 1), "{policy}: a user moved between hosts: {by_user:?}");
+        let used: std::collections::HashSet<_> = by_user.values().flatten().collect();
+        assert!(used.len() >= 2, "{policy}: 20 users all hashed to one host");
+    }
+}
+
+#[tokio::test]
+async fn least_request_avoids_a_busy_host() {
+    let (backends, _proxy, listen) = policy_stack(22, "LEAST_REQUEST", "").await;
+    // Hold four slow requests on whichever hosts they land on, then see
+    // where quick requests go: not to the hosts already busy.
+    let slow: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let c = reqwest::Client::builder().no_proxy().build().unwrap();
+                c.get(format!("http://{listen}/delay/1500")).send().await.unwrap().headers()["x-served-by"]
+                    .to_str()
+                    .unwrap()
+                    .to_string()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy: Vec<usize> = backends.iter().map(|b| b.hits()).collect();
+    let c = client();
+    let mut quick = std::collections::HashMap::new();
+    for _ in 0..60 {
+        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+        *quick.entry(r.headers()["x-served-by"].to_str().unwrap().to_string()).or_insert(0usize) += 1;
+    }
+    for s in slow {
+        s.await.unwrap();
+    }
+    // The least busy host (fewest slow requests) takes the most quick ones.
+    let names = ["a", "b", "c"];
+    let idlest = (0..3).min_by_key(|i| busy[*i]).unwrap();
+    let busiest = (0..3).max_by_key(|i| busy[*i]).unwrap();
+    let q = |i: usize| quick.get(names[i]).copied().unwrap_or(0);
+    assert!(busy[busiest] > busy[idlest], "slow requests spread evenly: {busy:?}");
+    assert!(q(idlest) > q(busiest), "busy {busy:?}, quick {quick:?}");
+}

@@ -490,3 +490,41 @@ async fn connection_limit_closes_connections_over_the_cap() {
         .await
     );
 }
+
+/// Envoy: a host gone from DNS but still passing health checks keeps its
+/// traffic until it fails one; then it goes.
+#[tokio::test]
+async fn a_host_gone_from_dns_keeps_traffic_while_it_passes_health_checks() {
+    let port = free_port(ip(3, 41));
+    let a = Backend::start("a", SocketAddr::new(ip(3, 41), port)).await;
+    let b = Backend::start("b", SocketAddr::new(ip(3, 42), port)).await;
+    let dns = TestDns::start(ip(3, 41)).await;
+    dns.set("app.test", &[a.addr.ip(), b.addr.ip()]);
+    let listen = free_addr(ip(3, 41));
+    let extra = format!(
+        "    dns_refresh_rate: 0.1s\n    dns_lookup_family: V4_ONLY\n{}\n    health_checks:\n    - {{ timeout: 0.2s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {{ path: /healthz }} }}",
+        yaml::resolver(dns.addr)
+    );
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STRICT_DNS", &[("app.test".into(), port)], &extra)],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = support::client();
+    dns.set("app.test", &[a.addr.ip()]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut from_b = 0;
+    for _ in 0..20 {
+        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        from_b += usize::from(r.headers()["x-served-by"] == "b");
+    }
+    assert!(from_b >= 5, "b still passes its checks, so it keeps traffic ({from_b}/20)\n{}", proxy.log());
+
+    b.set(Behaviour::Status(503));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..20 {
+        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+        assert_eq!(r.headers()["x-served-by"], "a", "b failed its check after leaving DNS: gone");
+    }
+}
