@@ -4,8 +4,16 @@
 //! connection manager, created at start and reached through `Arc`s resolved
 //! once, never looked up by name per request. The admin interface renders
 //! them in Envoy's `/stats` and `/stats/prometheus` formats.
+//!
+//! Connections are counted where they open and close, not per request:
+//! downstream ones by [`crate::downstream`] around each accepted connection,
+//! upstream ones by [`UpstreamConnectionTracer`], which Pingora's connector
+//! calls when a TCP connection is established and when its socket is dropped.
 
+use crate::upstream::Host;
+use pingora_core::upstreams::peer::{Tracer, Tracing};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Envoy's histogram bucket bounds, in milliseconds.
@@ -108,7 +116,6 @@ impl StatusCounters {
 #[derive(Debug, Default)]
 pub struct ClusterStats {
     pub upstream_rq_total: AtomicU64,
-    pub upstream_rq_active: AtomicI64,
     /// Per response code, local replies (503/504) included as in Envoy.
     pub upstream_rq: StatusCounters,
     pub upstream_rq_time: Histogram,
@@ -117,10 +124,14 @@ pub struct ClusterStats {
     pub upstream_rq_retry_success: AtomicU64,
     pub upstream_rq_retry_overflow: AtomicU64,
     pub upstream_rq_pending_overflow: AtomicU64,
+    /// TCP connections established. Unlike Envoy, a connection attempt that
+    /// fails counts only in `upstream_cx_connect_fail`, not here.
     pub upstream_cx_total: AtomicU64,
+    /// Open connections, busy or idle in the pool.
     pub upstream_cx_active: AtomicI64,
     pub upstream_cx_connect_fail: AtomicU64,
     pub upstream_cx_connect_timeout: AtomicU64,
+    /// Connections closed, by either side or by the idle pool.
     pub upstream_cx_destroy: AtomicU64,
     pub upstream_cx_overflow: AtomicU64,
     pub upstream_cx_rx_bytes_total: AtomicU64,
@@ -130,6 +141,49 @@ pub struct ClusterStats {
     pub update_success: AtomicU64,
     pub update_failure: AtomicU64,
     pub update_empty: AtomicU64,
+}
+
+/// Upstream connection accounting, handed to Pingora as the peer's
+/// [`Tracer`]: `on_connected` runs once per established TCP connection and
+/// `on_disconnected` when its socket is dropped (closed after use, evicted
+/// from the idle pool, or failed during the TLS handshake), so
+/// `upstream_cx_active` is exact and includes idle pooled connections.
+///
+/// Pingora pools connections by address, not by cluster: if two clusters
+/// list the same `ip:port`, a connection opened for one and reused by the
+/// other stays counted on the first.
+#[derive(Debug, Clone)]
+pub struct UpstreamConnectionTracer {
+    cluster: Arc<ClusterStats>,
+    host: Arc<Host>,
+}
+
+impl UpstreamConnectionTracer {
+    /// The tracer to set on an upstream peer's options. One small
+    /// allocation per attempt (Pingora's `Tracer` is a boxed trait object);
+    /// the counters themselves are atomics reached through the `Arc`s.
+    pub fn tracer(cluster: &Arc<ClusterStats>, host: &Arc<Host>) -> Tracer {
+        Tracer(Box::new(Self { cluster: cluster.clone(), host: host.clone() }))
+    }
+}
+
+impl Tracing for UpstreamConnectionTracer {
+    fn on_connected(&self) {
+        self.cluster.upstream_cx_total.fetch_add(1, Relaxed);
+        self.cluster.upstream_cx_active.fetch_add(1, Relaxed);
+        self.host.stats.cx_total.fetch_add(1, Relaxed);
+        self.host.stats.cx_active.fetch_add(1, Relaxed);
+    }
+
+    fn on_disconnected(&self) {
+        self.cluster.upstream_cx_active.fetch_sub(1, Relaxed);
+        self.cluster.upstream_cx_destroy.fetch_add(1, Relaxed);
+        self.host.stats.cx_active.fetch_sub(1, Relaxed);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn Tracing> {
+        Box::new(self.clone())
+    }
 }
 
 /// `http.<stat_prefix>.*` statistics.
@@ -167,6 +221,24 @@ mod tests {
         assert_eq!(*s.cumulative.last().unwrap(), 2);
         assert_eq!(s.count, 3);
         assert!((s.sum_ms - (0.3 + 7.0 + 7_200_000.0)).abs() < 0.01);
+    }
+
+    #[test]
+    fn upstream_tracer_counts_open_and_closed_connections() {
+        let cluster = Arc::new(ClusterStats::default());
+        let host = Host::new("127.0.0.1:80".parse().unwrap(), None, 1, false);
+        let tracer = UpstreamConnectionTracer::tracer(&cluster, &host);
+        // Pingora clones the peer's tracer into each new connection.
+        let first = tracer.clone();
+        let second = tracer.clone();
+        first.0.on_connected();
+        second.0.on_connected();
+        first.0.on_disconnected();
+        assert_eq!(cluster.upstream_cx_total.load(Relaxed), 2);
+        assert_eq!(cluster.upstream_cx_active.load(Relaxed), 1);
+        assert_eq!(cluster.upstream_cx_destroy.load(Relaxed), 1);
+        assert_eq!(host.stats.cx_total.load(Relaxed), 2);
+        assert_eq!(host.stats.cx_active.load(Relaxed), 1);
     }
 
     #[test]

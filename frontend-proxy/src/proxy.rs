@@ -9,7 +9,7 @@ mod local_reply;
 pub use local_reply::LocalReply;
 
 use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
-use crate::metrics::ConnManagerStats;
+use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost};
 use crate::upstream::{ActiveRequest, AttemptResult, Cluster, ClusterSet, Host, Overflow, Permit};
 use async_trait::async_trait;
@@ -419,6 +419,8 @@ impl ProxyHttp for Proxy {
         peer.options.read_timeout = timeout;
         peer.options.write_timeout = timeout;
         peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        // Counts the connection's open and close (cx_total/active/destroy), pooled or not.
+        peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, &host));
         if let Some(tls) = tls {
             // Envoy verifies upstream certificates only with a validation context.
             peer.options.verify_cert = tls.trusted_ca.is_some();
@@ -432,7 +434,7 @@ impl ProxyHttp for Proxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        reused: bool,
+        _reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora_core::protocols::Digest>,
@@ -440,14 +442,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         // No longer waiting for a connection.
         ctx.pending_permit = None;
-        if !reused {
-            if let Some(c) = self.cluster(ctx) {
-                c.stats.upstream_cx_total.fetch_add(1, Relaxed);
-            }
-            if let Some(h) = &ctx.host {
-                h.stats.cx_total.fetch_add(1, Relaxed);
-            }
-        }
+        // New connections are counted by the peer's `UpstreamConnectionTracer`.
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub struct HostStats {
     pub rq_timeout: AtomicU64,
     pub rq_active: AtomicI64,
     pub cx_total: AtomicU64,
+    /// Open connections to this host (see `metrics::UpstreamConnectionTracer`).
+    pub cx_active: AtomicI64,
     pub cx_connect_fail: AtomicU64,
 }
 
