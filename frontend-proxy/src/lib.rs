@@ -9,10 +9,12 @@
 //! - [`metrics`]: Envoy-named statistics.
 //! - [`tls`]: certificates and keys.
 //! - [`drain`]: graceful shutdown.
+//! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
 //! - [`server`]: wiring it all into a Pingora server.
 //! - [`cli`]: Envoy-compatible command line; [`probe`]: the container health probe.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod downstream;

@@ -1,9 +1,10 @@
 //! Assembles the Pingora server from a validated bootstrap: one proxy
-//! service for the listeners, the cluster manager in the background, and
-//! the shutdown policy. `prepare` does everything that can fail on input
-//! (TLS material, resolvers) without opening sockets, so `--mode validate`
-//! runs it too.
+//! service for the listeners, the cluster manager in the background, the
+//! admin interface, and the shutdown policy. `prepare` does everything that
+//! can fail on input (TLS material, resolvers) without opening sockets, so
+//! `--mode validate` runs it too.
 
+use crate::admin::{self, Admin, InitializationWatch};
 use crate::config::model::{AdminConfig, Bootstrap, Codec};
 use crate::downstream::Downstream;
 use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
@@ -102,6 +103,13 @@ fn check_bindable(listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)]) -> 
 /// Runs the proxy until shutdown. Blocks.
 pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     check_bindable(&prepared.listeners)?;
+    if let Some(admin) = &prepared.admin {
+        std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
+            listener: "admin".into(),
+            address: admin.address,
+            source,
+        })?;
+    }
     let conf = ServerConf {
         threads: options.concurrency.max(1),
         grace_period_seconds: Some(options.drain_time.as_secs().max(1)),
@@ -117,6 +125,16 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
 
     let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
+
+    // The admin interface starts at once (answering PRE_INITIALIZING on
+    // /ready); the watch marks the end of warming when the clusters are ready.
+    if let Some(address) = prepared.admin.as_ref().map(|a| a.address) {
+        info!(%address, "admin interface");
+        let admin = Admin::new(prepared.clusters.clone(), runtimes.clone(), drain.clone(), conf.threads);
+        server.add_service(admin::service(admin.clone(), address));
+        let warmed = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
+        warmed.add_dependency(&cluster_handle);
+    }
 
     // Plain-text listeners differ only in whether h2c is on; group by that so
     // one service (one thread pool) serves most configurations. TLS listeners

@@ -1,0 +1,425 @@
+//! The statistics snapshot behind `/stats` and `/stats/prometheus`: every
+//! counter, gauge and histogram read once from the atomics and named as
+//! Envoy names it (`cluster.<name>.upstream_rq_200`), plus Envoy's `/stats`
+//! text and JSON renderings.
+//!
+//! Per-code and per-class cluster series exist only once a code was seen,
+//! as in Envoy (which creates them lazily); the connection manager's
+//! `downstream_rq_<n>xx` always exist, as in Envoy.
+
+use crate::metrics::{ClusterStats, ConnManagerStats, HistogramSnapshot, HISTOGRAM_BUCKETS_MS};
+use crate::proxy::ListenerRuntime;
+use crate::upstream::Cluster;
+use regex::Regex;
+use serde_json::{json, Value as Json};
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Where a statistic lives: the first part of its Envoy name and, in
+/// Prometheus, the label that carries the instance.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    Server,
+    ClusterManager,
+    /// `cluster.<name>.`, label `envoy_cluster_name`.
+    Cluster(String),
+    /// `http.<stat_prefix>.`, label `envoy_http_conn_manager_prefix`.
+    Http(String),
+    /// `listener.<ip>_<port>.`, label `envoy_listener_address`.
+    Listener(String),
+}
+
+impl Scope {
+    /// The Envoy name prefix, without the trailing dot.
+    pub fn prefix(&self) -> Cow<'_, str> {
+        match self {
+            Scope::Server => "server".into(),
+            Scope::ClusterManager => "cluster_manager".into(),
+            Scope::Cluster(n) => format!("cluster.{n}").into(),
+            Scope::Http(p) => format!("http.{p}").into(),
+            Scope::Listener(a) => format!("listener.{a}").into(),
+        }
+    }
+
+    /// The prefix once the instance is extracted as a tag.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Scope::Server => "server",
+            Scope::ClusterManager => "cluster_manager",
+            Scope::Cluster(_) => "cluster",
+            Scope::Http(_) => "http",
+            Scope::Listener(_) => "listener",
+        }
+    }
+
+    /// The Prometheus label naming the instance, if the scope has instances.
+    pub fn tag(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Scope::Server | Scope::ClusterManager => None,
+            Scope::Cluster(n) => Some(("envoy_cluster_name", n)),
+            Scope::Http(p) => Some(("envoy_http_conn_manager_prefix", p)),
+            Scope::Listener(a) => Some(("envoy_listener_address", a)),
+        }
+    }
+
+    /// Envoy's spelling of a listener address in stat names: `0.0.0.0_8080`.
+    pub fn listener(address: std::net::SocketAddr) -> Self {
+        Scope::Listener(address.to_string().replace(':', "_"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Counter(u64),
+    Gauge(i64),
+    Histogram(HistogramSnapshot),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stat {
+    pub scope: Scope,
+    /// The name below the scope, e.g. `upstream_rq_200`.
+    pub name: Cow<'static, str>,
+    pub value: Value,
+}
+
+impl Stat {
+    pub fn envoy_name(&self) -> String {
+        format!("{}.{}", self.scope.prefix(), self.name)
+    }
+
+    /// Envoy's "used" flag, approximated: the value moved off zero.
+    pub fn is_used(&self) -> bool {
+        match &self.value {
+            Value::Counter(n) => *n > 0,
+            Value::Gauge(n) => *n != 0,
+            Value::Histogram(h) => h.count > 0,
+        }
+    }
+}
+
+/// Appends statistics of one scope.
+struct Builder<'a> {
+    scope: Scope,
+    out: &'a mut Vec<Stat>,
+}
+
+impl Builder<'_> {
+    fn push(&mut self, name: impl Into<Cow<'static, str>>, value: Value) {
+        self.out.push(Stat { scope: self.scope.clone(), name: name.into(), value });
+    }
+    fn counter(&mut self, name: &'static str, c: &AtomicU64) {
+        self.push(name, Value::Counter(c.load(Relaxed)));
+    }
+    fn gauge(&mut self, name: &'static str, g: &AtomicI64) {
+        self.push(name, Value::Gauge(g.load(Relaxed)));
+    }
+}
+
+/// `cluster.<name>.*`.
+pub fn cluster(cluster: &Cluster, out: &mut Vec<Stat>) {
+    let s: &ClusterStats = &cluster.stats;
+    let mut b = Builder { scope: Scope::Cluster(cluster.name().to_string()), out };
+    b.counter("upstream_rq_total", &s.upstream_rq_total);
+    for (code, n) in s.upstream_rq.nonzero() {
+        b.push(format!("upstream_rq_{code}"), Value::Counter(n));
+    }
+    for (i, n) in s.upstream_rq.classes().into_iter().enumerate() {
+        if n > 0 {
+            b.push(format!("upstream_rq_{}xx", i + 1), Value::Counter(n));
+        }
+    }
+    b.push("upstream_rq_active", Value::Gauge(i64::from(cluster.breaker.requests())));
+    b.counter("upstream_rq_timeout", &s.upstream_rq_timeout);
+    b.counter("upstream_rq_retry", &s.upstream_rq_retry);
+    b.counter("upstream_rq_retry_overflow", &s.upstream_rq_retry_overflow);
+    b.counter("upstream_rq_pending_overflow", &s.upstream_rq_pending_overflow);
+    b.counter("upstream_cx_total", &s.upstream_cx_total);
+    b.gauge("upstream_cx_active", &s.upstream_cx_active);
+    b.counter("upstream_cx_connect_fail", &s.upstream_cx_connect_fail);
+    b.counter("upstream_cx_connect_timeout", &s.upstream_cx_connect_timeout);
+    b.counter("upstream_cx_destroy", &s.upstream_cx_destroy);
+    b.counter("upstream_cx_overflow", &s.upstream_cx_overflow);
+    b.counter("upstream_cx_none_healthy", &s.upstream_cx_none_healthy);
+    b.counter("upstream_cx_rx_bytes_total", &s.upstream_cx_rx_bytes_total);
+    b.counter("upstream_cx_tx_bytes_total", &s.upstream_cx_tx_bytes_total);
+    b.counter("update_attempt", &s.update_attempt);
+    b.counter("update_success", &s.update_success);
+    b.counter("update_failure", &s.update_failure);
+    b.counter("update_empty", &s.update_empty);
+    let (total, healthy) = cluster.membership();
+    b.push("membership_total", Value::Gauge(total as i64));
+    b.push("membership_healthy", Value::Gauge(healthy as i64));
+    b.push("membership_degraded", Value::Gauge(0));
+    if let Some(o) = &cluster.outlier {
+        b.push("outlier_detection.ejections_active", Value::Gauge(o.ejected_count() as i64));
+        b.push("outlier_detection.ejections_enforced_total", Value::Counter(o.ejections_total.load(Relaxed) as u64));
+    }
+    b.push("upstream_rq_time", Value::Histogram(s.upstream_rq_time.snapshot()));
+}
+
+/// `http.<stat_prefix>.*` and `listener.<address>.*` of one listener.
+pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
+    let s: &ConnManagerStats = &listener.stats;
+    let mut b = Builder { scope: Scope::Http(listener.hcm.stat_prefix.clone()), out };
+    b.counter("downstream_rq_total", &s.downstream_rq_total);
+    b.gauge("downstream_rq_active", &s.downstream_rq_active);
+    for (i, n) in s.downstream_rq.classes().into_iter().enumerate() {
+        b.push(format!("downstream_rq_{}xx", i + 1), Value::Counter(n));
+    }
+    b.counter("downstream_rq_http1_total", &s.downstream_rq_http1_total);
+    b.counter("downstream_rq_http2_total", &s.downstream_rq_http2_total);
+    b.counter("downstream_cx_total", &s.downstream_cx_total);
+    b.gauge("downstream_cx_active", &s.downstream_cx_active);
+    b.counter("no_route", &s.no_route);
+    b.counter("no_cluster", &s.no_cluster);
+    b.counter("rq_direct_response", &s.rq_direct_response);
+    b.counter("rq_redirect", &s.rq_redirect);
+    b.push("downstream_rq_time", Value::Histogram(s.downstream_rq_time.snapshot()));
+
+    let mut b = Builder { scope: Scope::listener(listener.address), out: b.out };
+    b.counter("downstream_cx_total", &s.downstream_cx_total);
+    b.gauge("downstream_cx_active", &s.downstream_cx_active);
+    b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);
+}
+
+/// Process-wide values for `server.*` and `cluster_manager.*`.
+#[derive(Debug, Clone)]
+pub struct ServerValues {
+    pub live: bool,
+    /// Envoy's `server.state`: 0 live, 1 draining, 2 pre-initializing, 3 initializing.
+    pub state: i64,
+    pub uptime_s: i64,
+    pub concurrency: i64,
+    pub memory: super::server_info::Memory,
+    pub clusters: i64,
+    pub warming_clusters: i64,
+}
+
+pub fn server(v: &ServerValues, out: &mut Vec<Stat>) {
+    let mut b = Builder { scope: Scope::Server, out };
+    b.push("live", Value::Gauge(i64::from(v.live)));
+    b.push("state", Value::Gauge(v.state));
+    b.push("uptime", Value::Gauge(v.uptime_s));
+    b.push("concurrency", Value::Gauge(v.concurrency));
+    b.push("hot_restart_epoch", Value::Gauge(0));
+    b.push("memory_allocated", Value::Gauge(v.memory.allocated as i64));
+    b.push("memory_heap_size", Value::Gauge(v.memory.heap_size as i64));
+    b.push("memory_physical_size", Value::Gauge(v.memory.physical_size as i64));
+    let total_connections = b
+        .out
+        .iter()
+        .filter(|s| matches!(s.scope, Scope::Listener(_)) && s.name == "downstream_cx_active")
+        .map(|s| if let Value::Gauge(n) = s.value { n } else { 0 })
+        .sum();
+    b.push("total_connections", Value::Gauge(total_connections));
+    let mut b = Builder { scope: Scope::ClusterManager, out: b.out };
+    b.push("active_clusters", Value::Gauge(v.clusters - v.warming_clusters));
+    b.push("warming_clusters", Value::Gauge(v.warming_clusters));
+    b.push("cluster_added", Value::Counter(v.clusters as u64));
+}
+
+/// Sorts by Envoy name and merges statistics that share one (two listeners
+/// with the same `stat_prefix` share their `http.*` stats, as in Envoy).
+pub fn normalize(mut stats: Vec<Stat>) -> Vec<Stat> {
+    stats.sort_by(|a, b| (&a.scope, &a.name).cmp(&(&b.scope, &b.name)));
+    let mut out: Vec<Stat> = Vec::with_capacity(stats.len());
+    for s in stats {
+        match out.last_mut() {
+            Some(last) if last.scope == s.scope && last.name == s.name => merge(&mut last.value, s.value),
+            _ => out.push(s),
+        }
+    }
+    out.sort_by_cached_key(Stat::envoy_name);
+    out
+}
+
+fn merge(into: &mut Value, other: Value) {
+    match (into, other) {
+        (Value::Counter(a), Value::Counter(b)) => *a += b,
+        (Value::Gauge(a), Value::Gauge(b)) => *a += b,
+        (Value::Histogram(a), Value::Histogram(b)) => {
+            for (x, y) in a.cumulative.iter_mut().zip(b.cumulative) {
+                *x += y;
+            }
+            a.count += b.count;
+            a.sum_ms += b.sum_ms;
+        }
+        _ => {}
+    }
+}
+
+/// `/stats` query options.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub filter: Option<Regex>,
+    pub used_only: bool,
+    /// `type=Counters|Gauges|Histograms`; `None`: all.
+    pub kind: Option<Kind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counters,
+    Gauges,
+    Histograms,
+}
+
+impl Selection {
+    pub fn keeps(&self, s: &Stat) -> bool {
+        let kind_ok = matches!(
+            (self.kind, &s.value),
+            (None, _)
+                | (Some(Kind::Counters), Value::Counter(_))
+                | (Some(Kind::Gauges), Value::Gauge(_))
+                | (Some(Kind::Histograms), Value::Histogram(_))
+        );
+        kind_ok && (!self.used_only || s.is_used()) && self.filter.as_ref().is_none_or(|f| f.is_match(&s.envoy_name()))
+    }
+}
+
+/// The quantiles Envoy reports for histograms in `/stats`, in percent.
+pub const QUANTILES: [f64; 10] = [0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0];
+
+/// Estimates a quantile from cumulative buckets, interpolating linearly
+/// inside the bucket (as Prometheus' `histogram_quantile` does).
+pub fn quantile(h: &HistogramSnapshot, q: f64) -> Option<f64> {
+    if h.count == 0 {
+        return None;
+    }
+    let rank = (q * h.count as f64).max(f64::MIN_POSITIVE);
+    let mut lower = (0.0, 0u64);
+    for (bound, cumulative) in HISTOGRAM_BUCKETS_MS.iter().zip(&h.cumulative) {
+        if *cumulative as f64 >= rank {
+            let in_bucket = (cumulative - lower.1) as f64;
+            let fraction = if in_bucket > 0.0 { (rank - lower.1 as f64) / in_bucket } else { 1.0 };
+            return Some(lower.0 + (bound - lower.0) * fraction);
+        }
+        lower = (*bound, *cumulative);
+    }
+    // Above the largest bound: report that bound.
+    Some(lower.0)
+}
+
+/// Envoy's `/stats` text: `name: value` lines, histograms last.
+pub fn render_text(stats: &[Stat]) -> String {
+    let mut out = String::new();
+    let (histograms, scalars): (Vec<&Stat>, Vec<&Stat>) =
+        stats.iter().partition(|s| matches!(s.value, Value::Histogram(_)));
+    for s in scalars {
+        match s.value {
+            Value::Counter(n) => {
+                let _ = writeln!(out, "{}: {n}", s.envoy_name());
+            }
+            Value::Gauge(n) => {
+                let _ = writeln!(out, "{}: {n}", s.envoy_name());
+            }
+            Value::Histogram(_) => {}
+        }
+    }
+    for s in histograms {
+        let Value::Histogram(h) = &s.value else { continue };
+        let _ = write!(out, "{}: ", s.envoy_name());
+        if h.count == 0 {
+            out.push_str("No recorded values\n");
+            continue;
+        }
+        let parts: Vec<String> = QUANTILES
+            .iter()
+            .map(|q| format!("P{q}(nan,{})", round(quantile(h, q / 100.0).unwrap_or(f64::NAN))))
+            .collect();
+        out.push_str(&parts.join(" "));
+        out.push('\n');
+    }
+    out
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// Envoy's `/stats?format=json`.
+pub fn render_json(stats: &[Stat]) -> Json {
+    let mut entries: Vec<Json> = Vec::new();
+    let mut computed = Vec::new();
+    for s in stats {
+        match &s.value {
+            Value::Counter(n) => entries.push(json!({ "name": s.envoy_name(), "value": n })),
+            Value::Gauge(n) => entries.push(json!({ "name": s.envoy_name(), "value": n })),
+            Value::Histogram(h) => {
+                let values: Vec<Json> = QUANTILES
+                    .iter()
+                    .map(|q| json!({ "interval": null, "cumulative": quantile(h, q / 100.0).map(round) }))
+                    .collect();
+                computed.push(json!({ "name": s.envoy_name(), "values": values }));
+            }
+        }
+    }
+    if !computed.is_empty() {
+        entries.push(json!({ "histograms": { "supported_quantiles": QUANTILES, "computed_quantiles": computed } }));
+    }
+    json!({ "stats": entries })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Histogram;
+    use std::time::Duration;
+
+    fn counter(scope: Scope, name: &'static str, n: u64) -> Stat {
+        Stat { scope, name: name.into(), value: Value::Counter(n) }
+    }
+
+    #[test]
+    fn envoy_names() {
+        let c = counter(Scope::Cluster("film-service-cluster".into()), "upstream_rq_total", 12);
+        assert_eq!(c.envoy_name(), "cluster.film-service-cluster.upstream_rq_total");
+        let l = counter(Scope::listener("0.0.0.0:8080".parse().unwrap()), "downstream_cx_total", 1);
+        assert_eq!(l.envoy_name(), "listener.0.0.0.0_8080.downstream_cx_total");
+        let v6 = counter(Scope::listener("[::]:8080".parse().unwrap()), "downstream_cx_total", 1);
+        assert_eq!(v6.envoy_name(), "listener.[__]_8080.downstream_cx_total");
+        assert_eq!(render_text(&[c]), "cluster.film-service-cluster.upstream_rq_total: 12\n");
+    }
+
+    #[test]
+    fn same_prefix_listeners_share_their_stats() {
+        let a = counter(Scope::Http("ingress".into()), "downstream_rq_total", 2);
+        let b = counter(Scope::Http("ingress".into()), "downstream_rq_total", 3);
+        let other = counter(Scope::Http("admin".into()), "downstream_rq_total", 1);
+        let merged = normalize(vec![a, other, b]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(merged[0].envoy_name(), "http.admin.downstream_rq_total");
+        assert_eq!(merged[1].value, Value::Counter(5));
+    }
+
+    #[test]
+    fn selection_filters_by_regex_use_and_type() {
+        let stats = [
+            counter(Scope::Cluster("a".into()), "upstream_rq_total", 0),
+            counter(Scope::Cluster("a".into()), "upstream_cx_total", 4),
+            Stat { scope: Scope::Server, name: "live".into(), value: Value::Gauge(1) },
+        ];
+        let sel = Selection { filter: Some(Regex::new("upstream_").unwrap()), ..Default::default() };
+        assert_eq!(stats.iter().filter(|s| sel.keeps(s)).count(), 2);
+        let used = Selection { used_only: true, ..Default::default() };
+        assert_eq!(stats.iter().filter(|s| used.keeps(s)).count(), 2);
+        let gauges = Selection { kind: Some(Kind::Gauges), ..Default::default() };
+        assert_eq!(stats.iter().filter(|s| gauges.keeps(s)).count(), 1);
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let h = Histogram::default();
+        for _ in 0..4 {
+            h.record(Duration::from_millis(3)); // 1 < x <= 5 bucket
+        }
+        let s = h.snapshot();
+        assert_eq!(quantile(&s, 0.5), Some(3.0));
+        assert_eq!(quantile(&s, 1.0), Some(5.0));
+        assert_eq!(quantile(&HistogramSnapshot { cumulative: vec![0; 19], count: 0, sum_ms: 0.0 }, 0.5), None);
+        let text = render_text(&[Stat { scope: Scope::Server, name: "t".into(), value: Value::Histogram(s) }]);
+        assert!(text.starts_with("server.t: P0(nan,1) P25(nan,2) P50(nan,3)"), "{text}");
+    }
+}
