@@ -1,0 +1,371 @@
+//! The admin interface against the real binary: traffic through a real
+//! listener to real backends, then Envoy's `/stats`, `/stats/prometheus`
+//! (checked by `promtool`), `/clusters`, readiness and the POST-only
+//! commands. Every test owns its 127.0.4.x addresses.
+
+mod admin_support;
+
+use admin_support::{addr, client, promtool_check, send, yaml, Backend, Exposition, Proxy, LIMIT};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// Polls `path` until `done(body)` holds; returns the last body.
+async fn wait_for(proxy: &Proxy, path: &str, done: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let (status, body) = proxy.get(path).await;
+        if status == 200 && done(&body) {
+            return body;
+        }
+        assert!(start.elapsed() < LIMIT, "{path} never reached the expected state:\n{body}\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn endpoint(a: SocketAddr) -> (String, u16) {
+    (a.ip().to_string(), a.port())
+}
+
+struct Traffic {
+    proxy: Proxy,
+    backend: Backend,
+    listener: SocketAddr,
+}
+
+/// Admin .10, listener .11, backend .12, nothing listening on .13.
+/// Sends 3 × 200 and 1 × 404 through `good`, and one 503 each through
+/// `dead` (connection refused) and `empty` (no endpoints).
+async fn traffic() -> Traffic {
+    let admin = addr(10);
+    let listener = addr(11);
+    let backend = Backend::start(addr(12)).await;
+    let dead = addr(13);
+    let config = yaml::bootstrap(
+        admin,
+        &[yaml::listener(listener, "admin_test", &[("/dead", "dead"), ("/empty", "empty"), ("/", "good")])],
+        &[
+            yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], ""),
+            yaml::cluster("dead", "STATIC", &[endpoint(dead)], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    );
+    let proxy = Proxy::start(&config, admin).await;
+    let http = client();
+    let url = |p: &str| format!("http://{listener}{p}");
+    for (path, expected) in
+        [("/a", 200), ("/b", 200), ("/c", 200), ("/status/404", 404), ("/dead", 503), ("/empty", 503)]
+    {
+        let (status, body) = send(http.get(url(path))).await;
+        assert_eq!(status, expected, "{path}: {body}");
+    }
+    // Counting happens in the logging phase, just after the response went out.
+    wait_for(&proxy, "/stats?filter=downstream_rq_total", |b| b.contains("http.admin_test.downstream_rq_total: 6"))
+        .await;
+    Traffic { proxy, backend, listener }
+}
+
+#[tokio::test]
+async fn stats_count_requests_per_cluster_and_code() {
+    let t = traffic().await;
+    let (_, stats) = t.proxy.get("/stats").await;
+    for line in [
+        "cluster.good.upstream_rq_total: 4",
+        "cluster.good.upstream_rq_200: 3",
+        "cluster.good.upstream_rq_404: 1",
+        "cluster.good.upstream_rq_2xx: 3",
+        "cluster.good.upstream_rq_4xx: 1",
+        "cluster.good.membership_total: 1",
+        "cluster.good.membership_healthy: 1",
+        // Local replies count in the cluster's per-code stats, as in Envoy.
+        "cluster.dead.upstream_rq_total: 1",
+        "cluster.dead.upstream_rq_503: 1",
+        "cluster.dead.upstream_rq_5xx: 1",
+        "cluster.dead.upstream_cx_connect_fail: 1",
+        "cluster.empty.upstream_rq_503: 1",
+        "cluster.empty.upstream_cx_none_healthy: 1",
+        "cluster.empty.membership_total: 0",
+        "http.admin_test.downstream_rq_2xx: 3",
+        "http.admin_test.downstream_rq_4xx: 1",
+        "http.admin_test.downstream_rq_5xx: 2",
+        "server.live: 1",
+        "server.state: 0",
+    ] {
+        assert!(stats.lines().any(|l| l == line), "missing {line:?} in\n{stats}");
+    }
+    // A cluster never sees a code it did not answer (Envoy creates them lazily).
+    assert!(!stats.contains("cluster.good.upstream_rq_503"), "{stats}");
+    assert!(stats.lines().any(|l| l.starts_with("cluster.good.upstream_rq_time: P0(")), "{stats}");
+
+    let (_, filtered) = t.proxy.get("/stats?filter=%5Ecluster%5C.good%5C.upstream_rq_2").await;
+    assert_eq!(filtered, "cluster.good.upstream_rq_200: 3\ncluster.good.upstream_rq_2xx: 3\n");
+    let (_, used) = t.proxy.get("/stats?usedonly&filter=cluster.good.upstream_rq_t").await;
+    assert!(used.contains("cluster.good.upstream_rq_total: 4") && !used.contains("upstream_rq_timeout"), "{used}");
+    let (status, bad) = t.proxy.get("/stats?filter=(").await;
+    assert_eq!(status, 400, "{bad}");
+
+    let (_, json) = t.proxy.get("/stats?format=json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("stats json");
+    let entries = json["stats"].as_array().expect("stats array");
+    let value = |name: &str| entries.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!(value("cluster.good.upstream_rq_total"), Some(4.into()));
+    let histograms = entries.iter().find_map(|e| e.get("histograms")).expect("histograms entry");
+    assert!(histograms["computed_quantiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["name"] == "cluster.good.upstream_rq_time"));
+}
+
+#[tokio::test]
+async fn prometheus_exposition_matches_envoy_and_passes_promtool() {
+    let t = traffic().await;
+    let (status, text) = t.proxy.get("/stats/prometheus").await;
+    assert_eq!(status, 200);
+    let p = Exposition::parse(text);
+    for line in [
+        "# TYPE envoy_cluster_upstream_rq_total counter",
+        r#"envoy_cluster_upstream_rq_total{envoy_cluster_name="good"} 4"#,
+        "# TYPE envoy_cluster_upstream_rq counter",
+        r#"envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="good"} 3"#,
+        r#"envoy_cluster_upstream_rq{envoy_response_code="404",envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="dead"} 1"#,
+        r#"envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="empty"} 1"#,
+        "# TYPE envoy_cluster_upstream_rq_xx counter",
+        r#"envoy_cluster_upstream_rq_xx{envoy_response_code_class="2",envoy_cluster_name="good"} 3"#,
+        r#"envoy_cluster_upstream_rq_xx{envoy_response_code_class="4",envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="dead"} 1"#,
+        "# TYPE envoy_cluster_upstream_rq_time histogram",
+        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="0.5"} "#,
+        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="+Inf"} 4"#,
+        r#"envoy_cluster_upstream_rq_time_count{envoy_cluster_name="good"} 4"#,
+        "# TYPE envoy_cluster_upstream_cx_active gauge",
+        r#"envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name="dead"} 1"#,
+        "# TYPE envoy_cluster_membership_healthy gauge",
+        r#"envoy_cluster_membership_total{envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_membership_healthy{envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_membership_total{envoy_cluster_name="empty"} 0"#,
+        r#"envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="admin_test"} 6"#,
+        r#"envoy_http_downstream_rq_xx{envoy_response_code_class="5",envoy_http_conn_manager_prefix="admin_test"} 2"#,
+        r#"envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix="admin_test"} 6"#,
+        "# TYPE envoy_http_downstream_cx_active gauge",
+        "# TYPE envoy_server_live gauge",
+        "envoy_server_live 1",
+        "# TYPE envoy_server_uptime gauge",
+    ] {
+        let found = if line.ends_with(' ') { p.text.lines().any(|l| l.starts_with(line)) } else { p.has_line(line) };
+        assert!(found, "missing {line:?} in\n{}", p.text);
+    }
+    assert!(p.value("envoy_server_memory_allocated") > 0.0);
+    for name in [
+        "envoy_cluster_upstream_cx_rx_bytes_total",
+        "envoy_cluster_upstream_cx_tx_bytes_total",
+        "envoy_cluster_upstream_rq_timeout",
+        "envoy_cluster_upstream_rq_retry",
+        "envoy_cluster_update_success",
+        "envoy_cluster_update_failure",
+    ] {
+        assert_eq!(p.family(name).len(), 3, "{name} for every cluster");
+    }
+
+    // What the issue's dashboard queries divide: per cluster, the classes add up to the total.
+    for cluster in ["good", "dead", "empty"] {
+        let total = p.value(&format!(r#"envoy_cluster_upstream_rq_total{{envoy_cluster_name="{cluster}"}}"#));
+        let classes: f64 = p
+            .family("envoy_cluster_upstream_rq_xx")
+            .iter()
+            .filter(|(s, _)| s.contains(&format!(r#"envoy_cluster_name="{cluster}""#)))
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(classes, total, "{cluster}");
+    }
+
+    // Connections: every downstream request here used one client connection
+    // pool; upstream, opened = open + closed.
+    let listener = format!("{}_{}", t.listener.ip(), t.listener.port());
+    let http_cx = p.value(r#"envoy_http_downstream_cx_total{envoy_http_conn_manager_prefix="admin_test"}"#);
+    assert!(http_cx >= 1.0);
+    assert_eq!(
+        p.value(&format!(r#"envoy_listener_downstream_cx_total{{envoy_listener_address="{listener}"}}"#)),
+        http_cx
+    );
+    let good = |stat: &str| p.value(&format!(r#"envoy_cluster_{stat}{{envoy_cluster_name="good"}}"#));
+    assert!(good("upstream_cx_total") >= 1.0);
+    assert_eq!(good("upstream_cx_active"), good("upstream_cx_total") - good("upstream_cx_destroy"));
+
+    promtool_check(&p.text);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_counted_until_they_close() {
+    let t = traffic().await;
+    let cx = |stat: &'static str| {
+        let proxy = &t.proxy;
+        async move {
+            let (_, body) = proxy.get(&format!("/stats?filter=%5Ecluster%5C.good%5C.upstream_cx_{stat}%24")).await;
+            body.rsplit(' ').next().and_then(|v| v.trim().parse::<i64>().ok()).expect("cx stat")
+        }
+    };
+    // The backend keeps connections alive: the proxy pools at least one.
+    assert!(cx("active").await >= 1, "{}", t.proxy.get("/stats?filter=upstream_cx").await.1);
+    let opened = cx("total").await;
+    // The backend closes them; Pingora's pool notices and drops its end.
+    t.backend.close_connections();
+    wait_for(&t.proxy, "/stats?filter=%5Ecluster%5C.good%5C.upstream_cx_active%24", |b| {
+        b == "cluster.good.upstream_cx_active: 0\n"
+    })
+    .await;
+    assert_eq!(cx("destroy").await, opened);
+    let (_, clusters) = t.proxy.get("/clusters").await;
+    assert!(clusters.contains(&format!("good::{}::cx_active::0", t.backend.addr)), "{clusters}");
+}
+
+#[tokio::test]
+async fn clusters_lists_hosts_in_envoy_text_and_json() {
+    let t = traffic().await;
+    let host = t.backend.addr;
+    let (_, text) = t.proxy.get("/clusters").await;
+    for line in [
+        "good::observability_name::good".to_string(),
+        "good::default_priority::max_connections::1024".to_string(),
+        "good::default_priority::max_retries::3".to_string(),
+        format!("good::{host}::rq_total::4"),
+        format!("good::{host}::rq_success::4"),
+        format!("good::{host}::rq_error::0"),
+        format!("good::{host}::rq_active::0"),
+        format!("good::{host}::health_flags::healthy"),
+        format!("good::{host}::weight::1"),
+        "empty::added_via_api::false".to_string(),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with(&format!("good::{host}::cx_active::"))), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("dead::") && l.ends_with("::rq_error::1")), "{text}");
+
+    let (_, json) = t.proxy.get("/clusters?format=json").await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("clusters json");
+    let statuses = json["cluster_statuses"].as_array().expect("cluster_statuses");
+    let good = statuses.iter().find(|c| c["name"] == "good").expect("good cluster");
+    let h = &good["host_statuses"][0];
+    assert_eq!(h["address"]["socket_address"]["port_value"], host.port());
+    assert_eq!(h["address"]["socket_address"]["address"], host.ip().to_string());
+    assert_eq!(h["health_status"]["eds_health_status"], "HEALTHY");
+    let rq_total = h["stats"].as_array().unwrap().iter().find(|s| s["name"] == "rq_total").expect("rq_total");
+    assert_eq!(rq_total["value"], "4");
+    let empty = statuses.iter().find(|c| c["name"] == "empty").expect("empty cluster");
+    assert_eq!(empty["host_statuses"].as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn ready_health_check_commands_and_post_only_endpoints() {
+    let admin = addr(20);
+    let backend = Backend::start(addr(22)).await;
+    let config = yaml::bootstrap(
+        admin,
+        &[yaml::listener(addr(21), "ready_test", &[("/", "good")])],
+        &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let mut proxy = Proxy::start(&config, admin).await;
+    assert_eq!(proxy.get("/ready").await, (200, "LIVE\n".to_string()));
+
+    for path in ["/healthcheck/fail", "/healthcheck/ok", "/quitquitquit"] {
+        let (status, body) = proxy.get(path).await;
+        assert_eq!((status, body.as_str()), (405, "Method GET not allowed, POST required.\n"), "{path}");
+    }
+    assert_eq!(proxy.get("/ready").await.0, 200, "a refused GET changes nothing");
+    assert!(proxy.is_running());
+
+    assert_eq!(proxy.post("/healthcheck/fail").await, (200, "OK\n".to_string()));
+    assert_eq!(proxy.get("/ready").await, (503, "DRAINING\n".to_string()));
+    let (_, info) = proxy.get("/server_info").await;
+    let info: serde_json::Value = serde_json::from_str(&info).expect("server_info json");
+    assert_eq!(info["state"], "DRAINING");
+    let (_, live) = proxy.get("/stats?filter=%5Eserver%5C.live%24").await;
+    assert_eq!(live, "server.live: 0\n");
+    assert_eq!(proxy.post("/healthcheck/ok").await, (200, "OK\n".to_string()));
+    assert_eq!(proxy.get("/ready").await, (200, "LIVE\n".to_string()));
+
+    let (_, info) = proxy.get("/server_info").await;
+    let info: serde_json::Value = serde_json::from_str(&info).expect("server_info json");
+    assert_eq!(info["state"], "LIVE");
+    assert_eq!(info["command_line_options"]["concurrency"], 1);
+    assert!(info["command_line_options"]["config_path"].as_str().unwrap().ends_with("envoy.yaml"));
+    assert!(info["uptime_current_epoch"].as_str().unwrap().ends_with('s'));
+
+    let (status, index) = proxy.get("/").await;
+    assert_eq!(status, 200);
+    assert!(index.contains("href=\"/stats/prometheus\"") && index.contains("method=\"post\""), "{index}");
+    let (status, unknown) = proxy.get("/no/such/endpoint").await;
+    assert_eq!(status, 404);
+    assert!(unknown.contains("/clusters"), "{unknown}");
+
+    assert_eq!(proxy.post("/quitquitquit").await.0, 200);
+    let exit = proxy.wait_exit().await.expect("the proxy exits after /quitquitquit");
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn config_dump_redacts_inline_private_keys() {
+    let admin = addr(30);
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let listener =
+        yaml::with_inline_tls(&yaml::listener(addr(31), "dump_test", &[("/", "films")]), &cert_pem, &key_pem);
+    let config = yaml::bootstrap(admin, &[listener], &[yaml::cluster("films", "STATIC", &[endpoint(addr(32))], "")]);
+    let proxy = Proxy::start(&config, admin).await;
+
+    let (status, dump) = proxy.get("/config_dump").await;
+    assert_eq!(status, 200);
+    assert!(!dump.contains("PRIVATE KEY"), "key material leaked:\n{dump}");
+    let json: serde_json::Value = serde_json::from_str(&dump).expect("config_dump json");
+    let configs = json["configs"].as_array().expect("configs");
+    assert_eq!(configs[0]["@type"], "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump");
+    let chain = &configs[0]["bootstrap"]["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]
+        ["typed_config"]["common_tls_context"]["tls_certificates"][0];
+    assert_eq!(chain["private_key"]["inline_string"], "[redacted]");
+    assert!(chain["certificate_chain"]["inline_string"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
+    assert_eq!(configs[1]["static_clusters"][0]["cluster"]["name"], "films");
+    assert_eq!(configs[2]["static_listeners"][0]["listener"]["name"], "dump_test_listener");
+}
+
+/// Until the clusters' first discovery ends, `/ready` says PRE_INITIALIZING
+/// and the listeners stay closed. The name server here never answers, so
+/// discovery gives up after the resolver's 4 s budget; the admin interface
+/// answers within milliseconds of start, well inside that window.
+#[tokio::test]
+async fn ready_is_pre_initializing_until_first_discovery() {
+    let admin = addr(40);
+    let listener = addr(41);
+    let silent_dns = std::net::UdpSocket::bind(addr(42)).expect("bind silent DNS");
+    let dns = silent_dns.local_addr().expect("dns addr");
+    let resolver = format!(
+        "    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers:
+        - socket_address: {{ address: {}, port_value: {} }}",
+        dns.ip(),
+        dns.port()
+    );
+    let config = yaml::bootstrap(
+        admin,
+        &[yaml::listener(listener, "warming_test", &[("/", "films")])],
+        &[yaml::cluster("films", "STRICT_DNS", &[("films.test".to_string(), 5000)], &resolver)],
+    );
+    let proxy = Proxy::spawn(&config, admin).await;
+    assert_eq!(proxy.get("/ready").await, (503, "PRE_INITIALIZING\n".to_string()));
+    let (_, warming) = proxy.get("/stats?filter=warming_clusters").await;
+    assert_eq!(warming, "cluster_manager.warming_clusters: 1\n");
+    assert!(tokio::net::TcpStream::connect(listener).await.is_err(), "listeners open only after warming");
+
+    let start = Instant::now();
+    while proxy.get("/ready").await.0 != 200 {
+        assert!(start.elapsed() < LIMIT, "never left PRE_INITIALIZING:\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(tokio::net::TcpStream::connect(listener).await.is_ok(), "listeners open once warming ends");
+    let (_, attempts) = proxy.get("/stats?filter=%5Ecluster%5C.films%5C.update_attempt%24").await;
+    let attempts: u64 = attempts.rsplit(' ').next().and_then(|v| v.trim().parse().ok()).expect("update_attempt");
+    assert!(attempts >= 1, "the first discovery was attempted");
+    drop(silent_dns);
+}
