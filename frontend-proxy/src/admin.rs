@@ -264,6 +264,8 @@ impl Admin {
                 let status = if state == ServerState::Live { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 Reply::new(status, TEXT, format!("{}\n", state.as_str()))
             }
+            // Envoy accepts `/stats?format=prometheus` as an alias.
+            "/stats" if query.get("format") == Some("prometheus") => self.prometheus(&query),
             "/stats" => self.stats(&query),
             "/stats/prometheus" => self.prometheus(&query),
             "/clusters" if query.json() => Reply::json(&clusters::render_json(self.clusters.iter())),
@@ -461,6 +463,7 @@ mod tests {
         a.mark_initialized();
         let prom = body(&a.handle(&Method::GET, "/stats/prometheus", "filter=server.live"));
         assert!(prom.contains("# TYPE envoy_server_live gauge\nenvoy_server_live 1\n"), "{prom}");
+        assert_eq!(a.handle(&Method::GET, "/stats", "format=prometheus&filter=server.live").body, prom.into_bytes());
         let json: serde_json::Value =
             serde_json::from_slice(&a.handle(&Method::GET, "/stats", "format=json").body).unwrap();
         assert!(json["stats"].as_array().unwrap().iter().any(|s| s["name"] == "server.uptime"));

@@ -33,8 +33,8 @@ struct Traffic {
 }
 
 /// Admin .10, listener .11, backend .12, nothing listening on .13.
-/// Sends 3 × 200 and 1 × 404 through `good`, and one 503 each through
-/// `dead` (connection refused) and `empty` (no endpoints).
+/// Sends 3 × 200, 1 × 404 and a route timeout (504) through `good`, and
+/// one 503 each through `dead` (connection refused) and `empty` (no endpoints).
 async fn traffic() -> Traffic {
     let admin = addr(10);
     let listener = addr(11);
@@ -42,7 +42,16 @@ async fn traffic() -> Traffic {
     let dead = addr(13);
     let config = yaml::bootstrap(
         admin,
-        &[yaml::listener(listener, "admin_test", &[("/dead", "dead"), ("/empty", "empty"), ("/", "good")])],
+        &[yaml::listener(
+            listener,
+            "admin_test",
+            &[
+                ("/dead", "cluster: dead"),
+                ("/empty", "cluster: empty"),
+                ("/hang", "cluster: good, timeout: 0.25s"),
+                ("/", "cluster: good"),
+            ],
+        )],
         &[
             yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], ""),
             yaml::cluster("dead", "STATIC", &[endpoint(dead)], ""),
@@ -53,13 +62,13 @@ async fn traffic() -> Traffic {
     let http = client();
     let url = |p: &str| format!("http://{listener}{p}");
     for (path, expected) in
-        [("/a", 200), ("/b", 200), ("/c", 200), ("/status/404", 404), ("/dead", 503), ("/empty", 503)]
+        [("/a", 200), ("/b", 200), ("/c", 200), ("/status/404", 404), ("/hang", 504), ("/dead", 503), ("/empty", 503)]
     {
         let (status, body) = send(http.get(url(path))).await;
         assert_eq!(status, expected, "{path}: {body}");
     }
     // Counting happens in the logging phase, just after the response went out.
-    wait_for(&proxy, "/stats?filter=downstream_rq_total", |b| b.contains("http.admin_test.downstream_rq_total: 6"))
+    wait_for(&proxy, "/stats?filter=downstream_rq_total", |b| b.contains("http.admin_test.downstream_rq_total: 7"))
         .await;
     Traffic { proxy, backend, listener }
 }
@@ -69,11 +78,15 @@ async fn stats_count_requests_per_cluster_and_code() {
     let t = traffic().await;
     let (_, stats) = t.proxy.get("/stats").await;
     for line in [
-        "cluster.good.upstream_rq_total: 4",
+        "cluster.good.upstream_rq_total: 5",
         "cluster.good.upstream_rq_200: 3",
         "cluster.good.upstream_rq_404: 1",
         "cluster.good.upstream_rq_2xx: 3",
         "cluster.good.upstream_rq_4xx: 1",
+        // The route timeout's local 504, too.
+        "cluster.good.upstream_rq_504: 1",
+        "cluster.good.upstream_rq_5xx: 1",
+        "cluster.good.upstream_rq_timeout: 1",
         "cluster.good.membership_total: 1",
         "cluster.good.membership_healthy: 1",
         // Local replies count in the cluster's per-code stats, as in Envoy.
@@ -86,7 +99,7 @@ async fn stats_count_requests_per_cluster_and_code() {
         "cluster.empty.membership_total: 0",
         "http.admin_test.downstream_rq_2xx: 3",
         "http.admin_test.downstream_rq_4xx: 1",
-        "http.admin_test.downstream_rq_5xx: 2",
+        "http.admin_test.downstream_rq_5xx: 3",
         "server.live: 1",
         "server.state: 0",
     ] {
@@ -94,12 +107,13 @@ async fn stats_count_requests_per_cluster_and_code() {
     }
     // A cluster never sees a code it did not answer (Envoy creates them lazily).
     assert!(!stats.contains("cluster.good.upstream_rq_503"), "{stats}");
+    assert!(!stats.contains("cluster.empty.upstream_rq_2"), "{stats}");
     assert!(stats.lines().any(|l| l.starts_with("cluster.good.upstream_rq_time: P0(")), "{stats}");
 
     let (_, filtered) = t.proxy.get("/stats?filter=%5Ecluster%5C.good%5C.upstream_rq_2").await;
     assert_eq!(filtered, "cluster.good.upstream_rq_200: 3\ncluster.good.upstream_rq_2xx: 3\n");
-    let (_, used) = t.proxy.get("/stats?usedonly&filter=cluster.good.upstream_rq_t").await;
-    assert!(used.contains("cluster.good.upstream_rq_total: 4") && !used.contains("upstream_rq_timeout"), "{used}");
+    let (_, used) = t.proxy.get("/stats?usedonly&filter=cluster.good.upstream_rq_(t|r)").await;
+    assert!(used.contains("cluster.good.upstream_rq_total: 5") && !used.contains("upstream_rq_retry"), "{used}");
     let (status, bad) = t.proxy.get("/stats?filter=(").await;
     assert_eq!(status, 400, "{bad}");
 
@@ -107,7 +121,7 @@ async fn stats_count_requests_per_cluster_and_code() {
     let json: serde_json::Value = serde_json::from_str(&json).expect("stats json");
     let entries = json["stats"].as_array().expect("stats array");
     let value = |name: &str| entries.iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
-    assert_eq!(value("cluster.good.upstream_rq_total"), Some(4.into()));
+    assert_eq!(value("cluster.good.upstream_rq_total"), Some(5.into()));
     let histograms = entries.iter().find_map(|e| e.get("histograms")).expect("histograms entry");
     assert!(histograms["computed_quantiles"]
         .as_array()
@@ -124,10 +138,12 @@ async fn prometheus_exposition_matches_envoy_and_passes_promtool() {
     let p = Exposition::parse(text);
     for line in [
         "# TYPE envoy_cluster_upstream_rq_total counter",
-        r#"envoy_cluster_upstream_rq_total{envoy_cluster_name="good"} 4"#,
+        r#"envoy_cluster_upstream_rq_total{envoy_cluster_name="good"} 5"#,
         "# TYPE envoy_cluster_upstream_rq counter",
         r#"envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="good"} 3"#,
         r#"envoy_cluster_upstream_rq{envoy_response_code="404",envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_upstream_rq{envoy_response_code="504",envoy_cluster_name="good"} 1"#,
+        r#"envoy_cluster_upstream_rq_timeout{envoy_cluster_name="good"} 1"#,
         r#"envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="dead"} 1"#,
         r#"envoy_cluster_upstream_rq{envoy_response_code="503",envoy_cluster_name="empty"} 1"#,
         "# TYPE envoy_cluster_upstream_rq_xx counter",
@@ -136,17 +152,17 @@ async fn prometheus_exposition_matches_envoy_and_passes_promtool() {
         r#"envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="dead"} 1"#,
         "# TYPE envoy_cluster_upstream_rq_time histogram",
         r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="0.5"} "#,
-        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="+Inf"} 4"#,
-        r#"envoy_cluster_upstream_rq_time_count{envoy_cluster_name="good"} 4"#,
+        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="+Inf"} 5"#,
+        r#"envoy_cluster_upstream_rq_time_count{envoy_cluster_name="good"} 5"#,
         "# TYPE envoy_cluster_upstream_cx_active gauge",
         r#"envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name="dead"} 1"#,
         "# TYPE envoy_cluster_membership_healthy gauge",
         r#"envoy_cluster_membership_total{envoy_cluster_name="good"} 1"#,
         r#"envoy_cluster_membership_healthy{envoy_cluster_name="good"} 1"#,
         r#"envoy_cluster_membership_total{envoy_cluster_name="empty"} 0"#,
-        r#"envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="admin_test"} 6"#,
-        r#"envoy_http_downstream_rq_xx{envoy_response_code_class="5",envoy_http_conn_manager_prefix="admin_test"} 2"#,
-        r#"envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix="admin_test"} 6"#,
+        r#"envoy_http_downstream_rq_total{envoy_http_conn_manager_prefix="admin_test"} 7"#,
+        r#"envoy_http_downstream_rq_xx{envoy_response_code_class="5",envoy_http_conn_manager_prefix="admin_test"} 3"#,
+        r#"envoy_http_downstream_rq_time_count{envoy_http_conn_manager_prefix="admin_test"} 7"#,
         "# TYPE envoy_http_downstream_cx_active gauge",
         "# TYPE envoy_server_live gauge",
         "envoy_server_live 1",
@@ -205,7 +221,13 @@ async fn upstream_connections_are_counted_until_they_close() {
             body.rsplit(' ').next().and_then(|v| v.trim().parse::<i64>().ok()).expect("cx stat")
         }
     };
-    // The backend keeps connections alive: the proxy pools at least one.
+    // The route timeout closed the pooled connection it hung on.
+    assert_eq!(cx("active").await, cx("total").await - cx("destroy").await);
+    // A new request opens one more; the backend keeps it alive, so it stays pooled.
+    let (status, _) = send(client().get(format!("http://{}/again", t.listener))).await;
+    assert_eq!(status, 200);
+    wait_for(&t.proxy, "/stats?filter=downstream_rq_total", |b| b.contains("http.admin_test.downstream_rq_total: 8"))
+        .await;
     assert!(cx("active").await >= 1, "{}", t.proxy.get("/stats?filter=upstream_cx").await.1);
     let opened = cx("total").await;
     // The backend closes them; Pingora's pool notices and drops its end.
@@ -228,9 +250,10 @@ async fn clusters_lists_hosts_in_envoy_text_and_json() {
         "good::observability_name::good".to_string(),
         "good::default_priority::max_connections::1024".to_string(),
         "good::default_priority::max_retries::3".to_string(),
-        format!("good::{host}::rq_total::4"),
+        format!("good::{host}::rq_total::5"),
         format!("good::{host}::rq_success::4"),
-        format!("good::{host}::rq_error::0"),
+        format!("good::{host}::rq_error::1"),
+        format!("good::{host}::rq_timeout::1"),
         format!("good::{host}::rq_active::0"),
         format!("good::{host}::health_flags::healthy"),
         format!("good::{host}::weight::1"),
@@ -250,7 +273,7 @@ async fn clusters_lists_hosts_in_envoy_text_and_json() {
     assert_eq!(h["address"]["socket_address"]["address"], host.ip().to_string());
     assert_eq!(h["health_status"]["eds_health_status"], "HEALTHY");
     let rq_total = h["stats"].as_array().unwrap().iter().find(|s| s["name"] == "rq_total").expect("rq_total");
-    assert_eq!(rq_total["value"], "4");
+    assert_eq!(rq_total["value"], "5");
     let empty = statuses.iter().find(|c| c["name"] == "empty").expect("empty cluster");
     assert_eq!(empty["host_statuses"].as_array().map(Vec::len), Some(0));
 }
@@ -261,7 +284,7 @@ async fn ready_health_check_commands_and_post_only_endpoints() {
     let backend = Backend::start(addr(22)).await;
     let config = yaml::bootstrap(
         admin,
-        &[yaml::listener(addr(21), "ready_test", &[("/", "good")])],
+        &[yaml::listener(addr(21), "ready_test", &[("/", "cluster: good")])],
         &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
     );
     let mut proxy = Proxy::start(&config, admin).await;
@@ -309,7 +332,7 @@ async fn config_dump_redacts_inline_private_keys() {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     let listener =
-        yaml::with_inline_tls(&yaml::listener(addr(31), "dump_test", &[("/", "films")]), &cert_pem, &key_pem);
+        yaml::with_inline_tls(&yaml::listener(addr(31), "dump_test", &[("/", "cluster: films")]), &cert_pem, &key_pem);
     let config = yaml::bootstrap(admin, &[listener], &[yaml::cluster("films", "STATIC", &[endpoint(addr(32))], "")]);
     let proxy = Proxy::start(&config, admin).await;
 
@@ -349,7 +372,7 @@ async fn ready_is_pre_initializing_until_first_discovery() {
     );
     let config = yaml::bootstrap(
         admin,
-        &[yaml::listener(listener, "warming_test", &[("/", "films")])],
+        &[yaml::listener(listener, "warming_test", &[("/", "cluster: films")])],
         &[yaml::cluster("films", "STRICT_DNS", &[("films.test".to_string(), 5000)], &resolver)],
     );
     let proxy = Proxy::spawn(&config, admin).await;

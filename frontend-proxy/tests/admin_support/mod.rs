@@ -29,7 +29,8 @@ pub fn addr(host: u8) -> SocketAddr {
     probe.local_addr().expect("probe address")
 }
 
-/// A hyper upstream: `/status/<code>` answers that code, anything else 200.
+/// A hyper upstream: `/status/<code>` answers that code, `/hang` never
+/// answers, anything else 200.
 /// Keeps connections alive until [`Backend::close_connections`].
 pub struct Backend {
     pub addr: SocketAddr,
@@ -71,6 +72,10 @@ impl Drop for Backend {
 }
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == "/hang" {
+        // Longer than any test: the proxy's route timeout answers first.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
     let status = req.uri().path().strip_prefix("/status/").and_then(|c| c.parse::<u16>().ok()).unwrap_or(200);
     let mut resp = Response::new(Full::new(Bytes::from_static(b"backend\n")));
     *resp.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
@@ -252,12 +257,13 @@ pub mod yaml {
         format!("admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n", addr.ip(), addr.port())
     }
 
-    /// A plain listener routing each `(prefix, cluster)` in order.
+    /// A plain listener routing each `(prefix, route action)` in order,
+    /// e.g. `("/", "cluster: films, timeout: 1s")`.
     pub fn listener(addr: SocketAddr, stat_prefix: &str, routes: &[(&str, &str)]) -> String {
         let routes: String = routes
             .iter()
-            .map(|(prefix, cluster)| {
-                format!("\n              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ cluster: {cluster} }}")
+            .map(|(prefix, action)| {
+                format!("\n              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ {action} }}")
             })
             .collect();
         format!(
