@@ -248,23 +248,7 @@ async fn websocket_upgrades_pass_through_only_when_enabled() {
 
 #[tokio::test]
 async fn a_killed_replica_costs_no_request() {
-    let backends = [
-        Backend::start("r1", free_addr(ip(1, 10))).await,
-        Backend::start("r2", free_addr(ip(1, 10))).await,
-        Backend::start("r3", free_addr(ip(1, 10))).await,
-    ];
-    let listen = free_addr(ip(1, 10));
-    let routes = r#"
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: films }"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", routes))],
-        &[yaml::cluster("films", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, proxy, listen) = policy_stack(10, "ROUND_ROBIN", "").await;
     let c = client();
     let mut failures = Vec::new();
     for i in 0..300 {
@@ -285,23 +269,7 @@ async fn a_killed_replica_costs_no_request() {
 
 #[tokio::test]
 async fn round_robin_is_even_over_static_endpoints() {
-    let backends = [
-        Backend::start("a", free_addr(ip(1, 11))).await,
-        Backend::start("b", free_addr(ip(1, 11))).await,
-        Backend::start("c", free_addr(ip(1, 11))).await,
-    ];
-    let listen = free_addr(ip(1, 11));
-    let routes = r#"
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                route: { cluster: films }"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", routes))],
-        &[yaml::cluster("films", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, _proxy, listen) = policy_stack(11, "ROUND_ROBIN", "").await;
     let c = client();
     for _ in 0..150 {
         assert_eq!(c.get(format!("http://{listen}/")).send().await.unwrap().status(), 200);

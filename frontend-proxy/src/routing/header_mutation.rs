@@ -185,30 +185,25 @@ trait EditHeaders {
     fn append(&mut self, name: HeaderName, value: HeaderValue);
 }
 
-impl EditHeaders for RequestHeader {
-    fn has(&self, name: &HeaderName) -> bool {
-        self.headers.contains_key(name)
-    }
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        // Both arguments are already valid, so this cannot fail.
-        let _ = self.insert_header(name, value);
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
+macro_rules! edit_headers {
+    ($t:ty) => {
+        impl EditHeaders for $t {
+            fn has(&self, name: &HeaderName) -> bool {
+                self.headers.contains_key(name)
+            }
+            // Name and value are already valid, so these cannot fail.
+            fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.insert_header(name, value);
+            }
+            fn append(&mut self, name: HeaderName, value: HeaderValue) {
+                let _ = self.append_header(name, value);
+            }
+        }
+    };
 }
 
-impl EditHeaders for ResponseHeader {
-    fn has(&self, name: &HeaderName) -> bool {
-        self.headers.contains_key(name)
-    }
-    fn insert(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.insert_header(name, value);
-    }
-    fn append(&mut self, name: HeaderName, value: HeaderValue) {
-        let _ = self.append_header(name, value);
-    }
-}
+edit_headers!(RequestHeader);
+edit_headers!(ResponseHeader);
 
 fn apply(headers: &mut impl EditHeaders, add: &HeaderToAdd, info: &RequestInfo<'_>) {
     let value = add.value.render(info);
