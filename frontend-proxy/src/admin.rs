@@ -8,11 +8,12 @@
 //!
 //! Layout: [`stats`] (the snapshot and `/stats`), [`prometheus`] (Envoy's
 //! Prometheus names and exposition), [`clusters`], [`server_info`] (state,
-//! version, memory), [`config_dump`].
+//! version, memory), [`config_dump`], [`query`] (query strings).
 
 mod clusters;
 mod config_dump;
 pub mod prometheus;
+mod query;
 mod server_info;
 pub mod stats;
 
@@ -31,7 +32,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::listening::Service;
-use regex::RegexBuilder;
+use query::Query;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
@@ -40,8 +41,6 @@ use tracing::{info, warn};
 
 /// Request bodies of admin commands are read and dropped, up to this much.
 const MAX_BODY: usize = 64 * 1024;
-/// Largest compiled `?filter=` regex.
-const MAX_REGEX_SIZE: usize = 1 << 20;
 
 /// The endpoints, in Envoy's words; POST-only ones are marked.
 const ENDPOINTS: &[(&str, &str, bool)] = &[
@@ -96,83 +95,6 @@ impl Reply {
         body.push(b'\n');
         Self::new(StatusCode::OK, JSON, body)
     }
-}
-
-/// The query options of `/stats` and `/clusters`.
-struct Query {
-    pairs: Vec<(String, String)>,
-}
-
-impl Query {
-    fn parse(query: &str) -> Self {
-        let pairs = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (percent_decode(k), percent_decode(v))
-            })
-            .collect();
-        Self { pairs }
-    }
-
-    fn get(&self, key: &str) -> Option<&str> {
-        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-    }
-
-    fn has(&self, key: &str) -> bool {
-        self.get(key).is_some()
-    }
-
-    fn json(&self) -> bool {
-        self.get("format") == Some("json")
-    }
-
-    fn selection(&self) -> Result<stats::Selection, Reply> {
-        let filter = match self.get("filter").filter(|f| !f.is_empty()) {
-            Some(f) => Some(
-                RegexBuilder::new(f)
-                    .size_limit(MAX_REGEX_SIZE)
-                    .build()
-                    .map_err(|e| Reply::new(StatusCode::BAD_REQUEST, TEXT, format!("Invalid re2 regex: {e}\n")))?,
-            ),
-            None => None,
-        };
-        let kind = match self.get("type") {
-            None | Some("All") => None,
-            Some("Counters") => Some(stats::Kind::Counters),
-            Some("Gauges") => Some(stats::Kind::Gauges),
-            Some("Histograms") => Some(stats::Kind::Histograms),
-            Some(other) => {
-                return Err(Reply::new(StatusCode::BAD_REQUEST, TEXT, format!("invalid type={other}\n")));
-            }
-        };
-        Ok(stats::Selection { filter, used_only: self.has("usedonly"), kind })
-    }
-}
-
-/// `%41` → `A`, `+` → space; invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Admin {
@@ -411,16 +333,6 @@ mod tests {
 
     fn body(r: &Reply) -> String {
         String::from_utf8_lossy(&r.body).into_owned()
-    }
-
-    #[test]
-    fn query_decoding() {
-        assert_eq!(percent_decode("cluster%5C.a+b%2"), "cluster\\.a b%2");
-        let q = Query::parse("filter=upstream_rq_%5Cd%2B&usedonly&format=json");
-        assert_eq!(q.get("filter"), Some("upstream_rq_\\d+"));
-        assert!(q.has("usedonly") && q.json());
-        assert!(Query::parse("filter=(").selection().is_err());
-        assert!(Query::parse("type=Bogus").selection().is_err());
     }
 
     #[test]

@@ -132,3 +132,76 @@ pub fn render_json<'a>(clusters: impl Iterator<Item = &'a Arc<Cluster>>) -> Json
         .collect();
     json!({ "cluster_statuses": statuses })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BOOTSTRAP: &str = r#"
+static_resources:
+  listeners: []
+  clusters:
+  - name: films
+    connect_timeout: 1s
+    type: STATIC
+    circuit_breakers: { thresholds: [{ max_connections: 7 }] }
+    load_assignment:
+      cluster_name: films
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.2, port_value: 5000 } } }
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 5000 } } }
+"#;
+
+    async fn cluster() -> Arc<Cluster> {
+        let loaded = crate::config::parse(BOOTSTRAP).expect("valid bootstrap");
+        let spec = loaded.bootstrap.clusters.into_iter().next().expect("one cluster");
+        let cluster = Arc::new(Cluster::new(spec, None).expect("cluster"));
+        cluster.refresh().await;
+        cluster
+    }
+
+    #[tokio::test]
+    async fn text_lines_per_cluster_and_host() {
+        let c = cluster().await;
+        let hosts = sorted_hosts(&c);
+        drop(hosts[0].start_request());
+        hosts[0].stats.rq_success.fetch_add(1, Relaxed);
+        hosts[1].health.failed_active_hc.store(true, Relaxed);
+        let text = render_text([c].iter());
+        for line in [
+            "films::observability_name::films",
+            "films::default_priority::max_connections::7",
+            "films::default_priority::max_retries::3",
+            "films::127.0.0.1:5000::rq_total::1",
+            "films::127.0.0.1:5000::rq_success::1",
+            "films::127.0.0.1:5000::rq_active::0",
+            "films::127.0.0.1:5000::health_flags::healthy",
+            "films::127.0.0.1:5000::weight::1",
+            "films::127.0.0.2:5000::health_flags::/failed_active_hc",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        // Hosts in address order.
+        assert!(text.find("127.0.0.1:5000").unwrap() < text.find("127.0.0.2:5000").unwrap());
+    }
+
+    #[tokio::test]
+    async fn json_omits_zeros_and_flags_unhealthy_hosts() {
+        let c = cluster().await;
+        let hosts = sorted_hosts(&c);
+        drop(hosts[0].start_request());
+        hosts[1].health.ejected.store(true, Relaxed);
+        let json = render_json([c].iter());
+        let cluster = &json["cluster_statuses"][0];
+        assert_eq!(cluster["name"], "films");
+        assert_eq!(cluster["circuit_breakers"]["thresholds"][0]["max_connections"], 7);
+        let first = &cluster["host_statuses"][0];
+        assert_eq!(first["address"]["socket_address"]["address"], "127.0.0.1");
+        let stat = |name: &str| first["stats"].as_array().unwrap().iter().find(|s| s["name"] == name).cloned().unwrap();
+        assert_eq!(stat("rq_total")["value"], "1");
+        assert!(stat("rq_error").get("value").is_none(), "zero values are omitted");
+        assert_eq!(stat("cx_active")["type"], "GAUGE");
+        assert_eq!(cluster["host_statuses"][1]["health_status"]["failed_outlier_check"], true);
+    }
+}
