@@ -234,8 +234,12 @@ async fn outlier_detection_ejects_a_failing_replica_and_brings_it_back() {
     let c = support::client();
     backends[1].set(Behaviour::Status(503));
     let mut five_hundreds = 0;
-    for _ in 0..60 {
-        let r = c.get(format!("http://{listen}/")).send().await.unwrap();
+    for i in 0..60 {
+        let r = c
+            .get(format!("http://{listen}/"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e:?}\n{}", proxy.log()));
         if r.status() == 503 {
             five_hundreds += 1;
         }
@@ -474,15 +478,23 @@ async fn connection_limit_closes_connections_over_the_cap() {
         &[yaml::cluster("app", "STATIC", &[host_port(&backend)], "")],
     );
     let _proxy = ProxyProcess::start(&cfg, listen).await;
-    let _a = tokio::net::TcpStream::connect(listen).await.unwrap();
-    let _b = tokio::net::TcpStream::connect(listen).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two kept-alive connections that have each been served once, so the
+    // proxy has certainly counted them before the third arrives.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = tokio::net::TcpStream::connect(listen).await.unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.unwrap().unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        held.push(conn);
+    }
     let mut third = tokio::net::TcpStream::connect(listen).await.unwrap();
     third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.ok();
     let mut buf = Vec::new();
     let n = tokio::time::timeout(Duration::from_secs(3), third.read_to_end(&mut buf)).await.expect("closed");
     assert!(n.is_err() || buf.is_empty(), "the third connection is closed without an answer");
-    drop((_a, _b));
+    drop(held);
     assert!(
         eventually(Duration::from_secs(3), || async {
             matches!(support::client().get(format!("http://{listen}/")).send().await, Ok(r) if r.status() == 200)
