@@ -760,8 +760,12 @@ impl ProxyHttp for Proxy {
         if let (Some(c), true) = (cluster, from_cluster) {
             c.stats.upstream_rq_total.fetch_add(1, Relaxed);
             c.stats.upstream_rq.record(status);
-            if let Some(start) = ctx.upstream_start {
+            // As Envoy: only requests the upstream answered have an upstream time.
+            if let (Some(start), Some(_)) = (ctx.upstream_start, ctx.upstream_time) {
                 c.stats.upstream_rq_time.record(start.elapsed());
+            }
+            if ctx.retries > 0 && (200..500).contains(&status) {
+                c.stats.upstream_rq_retry_success.fetch_add(1, Relaxed);
             }
             c.stats.upstream_cx_rx_bytes_total.fetch_add(session.upstream_body_bytes_received() as u64, Relaxed);
             c.stats.upstream_cx_tx_bytes_total.fetch_add(session.body_bytes_read() as u64, Relaxed);

@@ -152,8 +152,9 @@ async fn prometheus_exposition_matches_envoy_and_passes_promtool() {
         r#"envoy_cluster_upstream_rq_xx{envoy_response_code_class="5",envoy_cluster_name="dead"} 1"#,
         "# TYPE envoy_cluster_upstream_rq_time histogram",
         r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="0.5"} "#,
-        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="+Inf"} 5"#,
-        r#"envoy_cluster_upstream_rq_time_count{envoy_cluster_name="good"} 5"#,
+        // The 504 never got an upstream answer, so it has no upstream time (as in Envoy).
+        r#"envoy_cluster_upstream_rq_time_bucket{envoy_cluster_name="good",le="+Inf"} 4"#,
+        r#"envoy_cluster_upstream_rq_time_count{envoy_cluster_name="good"} 4"#,
         "# TYPE envoy_cluster_upstream_cx_active gauge",
         r#"envoy_cluster_upstream_cx_connect_fail{envoy_cluster_name="dead"} 1"#,
         "# TYPE envoy_cluster_membership_healthy gauge",

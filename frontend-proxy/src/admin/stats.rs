@@ -136,6 +136,7 @@ pub fn cluster(cluster: &Cluster, out: &mut Vec<Stat>) {
     b.counter("upstream_rq_timeout", &s.upstream_rq_timeout);
     b.counter("upstream_rq_retry", &s.upstream_rq_retry);
     b.counter("upstream_rq_retry_overflow", &s.upstream_rq_retry_overflow);
+    b.counter("upstream_rq_retry_success", &s.upstream_rq_retry_success);
     b.counter("upstream_rq_pending_overflow", &s.upstream_rq_pending_overflow);
     b.counter("upstream_cx_total", &s.upstream_cx_total);
     b.gauge("upstream_cx_active", &s.upstream_cx_active);
