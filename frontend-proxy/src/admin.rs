@@ -30,8 +30,9 @@ use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
-use pingora_core::services::background::BackgroundService;
-use pingora_core::services::listening::Service;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::services::background::{background_service, BackgroundService, GenBackgroundService};
 use query::Query;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -305,11 +306,50 @@ impl ServeHttp for AdminApp {
 }
 
 /// The admin listener as a Pingora service: one thread, plain HTTP.
-pub fn service(admin: Arc<Admin>, address: SocketAddr) -> Service<AdminApp> {
-    let mut service = Service::new("admin".to_string(), AdminApp(admin));
+pub fn service(admin: Arc<Admin>, address: SocketAddr) -> GenBackgroundService<AdminListener> {
+    let mut service = background_service("admin", AdminListener { app: Arc::new(AdminApp(admin)), address });
     service.threads = Some(1);
-    service.add_tcp(&address.to_string());
     service
+}
+
+/// The admin server's own accept loop. Pingora stops every listening
+/// service when a graceful shutdown starts; the admin must stay up while the
+/// proxy drains (so `/ready` can say `DRAINING` and `/stats` stays
+/// scrapable), as Envoy's does. It ends with the process.
+pub struct AdminListener {
+    app: Arc<AdminApp>,
+    address: SocketAddr,
+}
+
+#[async_trait]
+impl BackgroundService for AdminListener {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let listener = match tokio::net::TcpListener::bind(self.address).await {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(address = %self.address, error = %e, "admin interface cannot listen");
+                return;
+            }
+        };
+        // Requests are answered as if no shutdown were coming.
+        let (_never, not_shutting_down) = tokio::sync::watch::channel(false);
+        loop {
+            let (tcp, _) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let app = self.app.clone();
+            let shutdown = not_shutting_down.clone();
+            tokio::spawn(async move {
+                let stream: pingora_core::protocols::Stream = Box::new(L4Stream::from(tcp));
+                let _ = app.process_new(stream, &shutdown).await;
+            });
+        }
+    }
 }
 
 /// Runs once the cluster manager reports ready (it is a dependency), and

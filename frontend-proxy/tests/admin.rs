@@ -393,3 +393,34 @@ async fn ready_is_pre_initializing_until_first_discovery() {
     assert!(attempts >= 1, "the first discovery was attempted");
     drop(silent_dns);
 }
+
+/// The admin stays up while the proxy drains after SIGTERM, as Envoy's does:
+/// `/ready` says DRAINING until the last in-flight request is done.
+#[tokio::test]
+async fn admin_stays_up_and_says_draining_during_shutdown() {
+    let admin = addr(50);
+    let listen = addr(51);
+    let backend = Backend::start(addr(52)).await;
+    let config = yaml::bootstrap(
+        admin,
+        &[yaml::listener(listen, "drain_test", &[("/", "cluster: good, timeout: 1.5s")])],
+        &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let mut proxy = Proxy::start(&config, admin).await;
+    // A request the backend never answers: the route timeout ends it after 1.5 s.
+    let in_flight = tokio::spawn(async move { send(client().get(format!("http://{listen}/hang"))).await.0 });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = proxy.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ready = client().get(format!("http://{admin}/ready")).send().await;
+    let ready = match ready {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+        Err(e) => panic!("admin gone while draining: {e}\n{}", proxy.log()),
+    };
+    assert_eq!(ready, (503, "DRAINING\n".to_string()));
+    assert!(proxy.is_running(), "still finishing the in-flight request");
+    assert_eq!(in_flight.await.unwrap(), 504);
+    let exit = proxy.wait_exit().await.expect("exits once drained");
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+}
