@@ -194,7 +194,30 @@ pub fn render(stats: &[Stat], with_registry: bool) -> Result<String, prometheus:
     }
     let mut out = String::new();
     TextEncoder::new().encode_utf8(&all, &mut out)?;
-    Ok(out)
+    Ok(untype_envoy_names(&out))
+}
+
+/// Envoy's names break Prometheus' naming rules in two ways: counters
+/// without `_total` (`envoy_cluster_upstream_rq`) and gauges with it
+/// (`envoy_cluster_membership_total`). Those families are declared
+/// `untyped` (the `prometheus` crate cannot encode that type itself): every
+/// name Envoy dashboards query stays, `rate()` works as before, and the
+/// output passes `promtool check metrics` without a lint.
+fn untype_envoy_names(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.trim_end().splitn(2, ' ');
+            let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let total = name.ends_with("_total");
+            if (kind == "counter" && !total) || (kind == "gauge" && total) {
+                out.push_str(&format!("# TYPE {name} untyped\n"));
+                continue;
+            }
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -285,7 +308,7 @@ mod tests {
         ];
         let text = render(&stats, false).unwrap();
         for line in [
-            "# TYPE envoy_cluster_upstream_rq counter",
+            "# TYPE envoy_cluster_upstream_rq untyped",
             r#"envoy_cluster_upstream_rq{envoy_response_code="200",envoy_cluster_name="film-service-cluster"} 12"#,
             r#"envoy_cluster_upstream_rq{envoy_response_code="404",envoy_cluster_name="film-service-cluster"} 1"#,
             "# TYPE envoy_cluster_upstream_cx_active gauge",
@@ -301,6 +324,6 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
         // One TYPE line per family even with several series.
-        assert_eq!(text.matches("# TYPE envoy_cluster_upstream_rq counter").count(), 1);
+        assert_eq!(text.matches("# TYPE envoy_cluster_upstream_rq untyped").count(), 1);
     }
 }
