@@ -1,0 +1,629 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2016  # $n, $i, $l in single quotes are jq variables
+# Deploys the stack with Docker Compose and checks it end to end: the old
+# Envoy + Flask stack's curl checks, then what scaling, Prometheus and TLS
+# must do.
+#
+#  1. images: built from source by compose (needs a registry for the base
+#     images) or seeded by deploy/seed-images.sh (no registry needed)
+#  2. up; wait until every container is healthy and the proxy is LIVE
+#  3. ports: 8080 and 8443 published, admin 9901 on 127.0.0.1 only, the
+#     services none; TLS on 8443
+#  4. the old stack's checks through the proxy (its single-quoted bodies)
+#  5. scale to 5 film-service + 3 rating-service replicas and run them again.
+#     Each replica keeps its own memory, so which answer a request gets
+#     (201 or 409, 200 or 404) depends on the replica that serves it: that
+#     is reported (INFO/WARN), and every answer must still be the right one
+#     for the replica named in its x-served-by header (PASS/FAIL)
+#  6. every replica serves and creates; N requests reach every film-service
+#     replica; each film and each rating is stored on exactly one replica
+#  7. Prometheus: up{job="frontend-proxy"} == 1, envoy_cluster_upstream_rq_total
+#     has data, and DNS service discovery found every replica
+#  8. scale down to 2 + 1 while requests run: none may fail
+#  9. no container restarted; every container stops on SIGTERM, in seconds
+# Prints PASS/FAIL/INFO/WARN lines and a summary; exits 1 if a check failed.
+# Always tears the stack down (`down -v`) unless --keep is given.
+#
+# Usage: ./verify.sh [--build | --seed] [--keep]
+#   --build  build the images from source (`compose build`; needs a registry)
+#   --seed   make them with deploy/seed-images.sh (cargo on this host, no registry)
+#            Default: --build if `docker pull debian:bookworm-slim` works, else
+#            --seed. Also VERIFY_IMAGES=build|seed.
+#   --keep   leave the stack running; then manage it with `docker compose`
+#            (or `docker-compose`) in this directory
+# Needs: docker with `docker compose` or `docker-compose`, curl, jq; for
+# --seed also cargo, debootstrap and openssl (run as root).
+set -uo pipefail
+cd "$(dirname "$0")" || exit 2
+
+images=${VERIFY_IMAGES:-auto}
+keep=0
+for arg in "$@"; do
+    case $arg in
+        --build) images=build ;;
+        --seed) images=seed ;;
+        --keep) keep=1 ;;
+        -h|--help) sed -n '3,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "verify.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+HTTP=http://localhost:8080
+HTTPS=https://localhost:8443
+ADMIN=http://127.0.0.1:9901
+PROM=http://localhost:9090
+SCALE_FILM=5
+SCALE_RATING=3
+DOWN_FILM=2
+DOWN_RATING=1
+# The old stack's curl options, without --retry: the stack is ready before
+# the checks start, and a retry would hide the failure a check looks for.
+CURL=(curl -sS --connect-timeout 5 --max-time 10)
+
+tmp=$(mktemp -d)
+started=$SECONDS
+passed=0
+failed=0
+warned=0
+summary=()
+bg_pids=()
+
+say() { printf '%s\n' "$*"; }
+pass() { passed=$((passed + 1)); say "PASS  $*"; }
+fail() { failed=$((failed + 1)); summary+=("FAIL  $*"); say "FAIL  $*"; }
+info() { say "INFO  $*"; }
+warn() { warned=$((warned + 1)); summary+=("WARN  $*"); say "WARN  $*"; }
+phase() { say ""; say "== $* ($((SECONDS - started))s)"; }
+# check DESCRIPTION COMMAND...: PASS if the command succeeds, else FAIL.
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+
+# Polls COMMAND every half second until it succeeds or SECONDS_MAX pass.
+wait_for() {
+    local limit=$1 deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        if [ "$SECONDS" -ge "$deadline" ]; then
+            return 1
+        fi
+        sleep 0.5
+    done
+    [ "$limit" -gt 0 ]
+}
+
+if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    compose=(docker-compose)
+else
+    echo "verify.sh: needs \`docker compose\` or \`docker-compose\`" >&2
+    exit 2
+fi
+for tool in curl jq docker; do
+    command -v "$tool" >/dev/null || { echo "verify.sh: needs $tool" >&2; exit 2; }
+done
+
+finish() {
+    local rc=$? pid
+    for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null; done
+    if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        say ""
+        say "== logs (last 30 lines per service)"
+        "${compose[@]}" logs --no-color --tail=30 2>&1 | tail -n 300
+    fi
+    say ""
+    if [ "$keep" = 1 ]; then
+        say "== --keep: the stack is still up; stop it with: ${compose[*]} down -v"
+    else
+        local t0=$SECONDS
+        "${compose[@]}" down -v --remove-orphans --timeout 10 >"$tmp/down.log" 2>&1 ||
+            { cat "$tmp/down.log"; fail "${compose[*]} down -v"; }
+        say "== torn down in $((SECONDS - t0))s (${compose[*]} down -v)"
+    fi
+    rm -rf "$tmp"
+    say ""
+    say "== summary: $passed passed, $failed failed, $warned warnings, in $((SECONDS - started))s (${compose[*]}, images: $images)"
+    local line
+    for line in "${summary[@]}"; do say "   $line"; done
+    if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
+        say "RESULT: FAIL"
+        exit 1
+    fi
+    say "RESULT: PASS"
+    exit 0
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+# Fatal: record the failure and stop (the EXIT trap tears down).
+abort() {
+    fail "$*"
+    exit 1
+}
+
+# --- HTTP helpers ------------------------------------------------------------
+
+# req METHOD PATH [CURL_ARGS...] against the proxy's HTTP listener; sets
+# STATUS (000 when no answer), BODY and SERVED_BY (the x-served-by header).
+req() {
+    local method=$1 path=$2
+    shift 2
+    STATUS=$("${CURL[@]}" -X "$method" -o "$tmp/body" -D "$tmp/headers" -w '%{http_code}' "$@" \
+        "$HTTP$path" 2>"$tmp/curl.err") || STATUS=000
+    BODY=$(cat "$tmp/body" 2>/dev/null || true)
+    SERVED_BY=$(awk 'tolower($1) == "x-served-by:" { sub(/\r$/, "", $2); print $2 }' "$tmp/headers" 2>/dev/null)
+    : > "$tmp/body"
+    : > "$tmp/headers"
+}
+
+# The old verify.sh's body: single-quoted pseudo-JSON sent with curl --data
+# (so as application/x-www-form-urlencoded).
+old_body() {
+    printf "{\n\t\t'name': '%s',\n\t\t'language': '%s'\n\t}" "$1" "$2"
+}
+
+urlencode() { jq -rn --arg v "$1" '$v | @uri'; }
+
+# jq_ok FILTER [ARGS...]: the filter holds for $BODY.
+jq_ok() {
+    local filter=$1
+    shift
+    jq -e "$@" "$filter" <<<"$BODY" >/dev/null 2>&1
+}
+
+short() { printf '%.120s' "$(tr -d '\n' <<<"$1")"; }
+
+# --- compose helpers ---------------------------------------------------------
+
+# Ids of the running containers of SERVICE.
+running() {
+    local id
+    for id in $("${compose[@]}" ps -q "$1" 2>/dev/null); do
+        [ "$(docker inspect -f '{{.State.Running}}' "$id" 2>/dev/null)" = true ] && echo "$id"
+    done
+}
+
+# Hostnames (what x-served-by says) of SERVICE's running containers, sorted.
+hostnames() {
+    local id
+    for id in $(running "$1"); do docker inspect -f '{{.Config.Hostname}}' "$id"; done | sort
+}
+
+# all_healthy SERVICE COUNT: exactly COUNT running containers, all healthy.
+all_healthy() {
+    local ids n=0 id
+    ids=$(running "$1")
+    for id in $ids; do
+        [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}healthy{{end}}' "$id")" = healthy ] || return 1
+        n=$((n + 1))
+    done
+    [ "$n" -eq "$2" ]
+}
+
+wait_healthy() {
+    local service=$1 count=$2 t0=$SECONDS
+    if wait_for 120 all_healthy "$service" "$count"; then
+        pass "$service: $count container(s) running and healthy ($((SECONDS - t0))s)"
+    else
+        abort "$service: $count container(s) healthy within 120s (running: $(running "$service" | wc -l))"
+    fi
+}
+
+# --- 0. preflight ------------------------------------------------------------
+
+phase "preflight"
+say "compose: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -n 1))"
+if [ -n "$("${compose[@]}" ps -q 2>/dev/null)" ]; then
+    info "a stack of this project is already up; taking it down first"
+    "${compose[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+fi
+busy=()
+for port in 8080 8443 9090 9901; do
+    if ss -ltnH "sport = :$port" 2>/dev/null | grep -q .; then busy+=("$port"); fi
+done
+[ ${#busy[@]} -eq 0 ] || abort "host ports free for the stack: ${busy[*]} in use ($(ss -ltnpH | grep -E ":(${busy[*]// /|}) " | awk '{print $4, $6}' | tr '\n' ' '))"
+pass "host ports 8080 8443 9090 9901 are free"
+
+# --- 1. images ---------------------------------------------------------------
+
+phase "images"
+if [ "$images" = auto ]; then
+    if timeout 60 docker pull -q debian:bookworm-slim >/dev/null 2>&1; then
+        images=build
+        info "a registry answers: building the images from source"
+    else
+        images=seed
+        info "no registry answers (docker pull debian:bookworm-slim failed): seeding the images"
+    fi
+fi
+t0=$SECONDS
+case $images in
+    build)
+        "${compose[@]}" build || abort "${compose[*]} build"
+        ;;
+    seed)
+        deploy/seed-images.sh --no-pull || abort "deploy/seed-images.sh"
+        ;;
+    *)
+        abort "VERIFY_IMAGES must be auto, build or seed, not '$images'"
+        ;;
+esac
+pass "images ready ($images, $((SECONDS - t0))s)"
+
+# --- 2. up -------------------------------------------------------------------
+
+phase "up"
+t0=$SECONDS
+# Waits for the services' health checks (depends_on: service_healthy).
+"${compose[@]}" up -d --no-build || abort "${compose[*]} up -d"
+info "up -d returned in $((SECONDS - t0))s"
+wait_healthy rating-service 1
+wait_healthy film-service 1
+wait_healthy frontend-proxy 1
+ready() { [ "$("${CURL[@]}" "$ADMIN/ready" 2>/dev/null)" = LIVE ]; }
+check "admin $ADMIN/ready answers LIVE" wait_for 60 ready
+films_ok() { req GET /films && [ "$STATUS" = 200 ]; }
+check "GET $HTTP/films answers 200 through the proxy" wait_for 60 films_ok
+
+# --- 3. ports and TLS --------------------------------------------------------
+
+phase "ports and TLS"
+proxy_id=$(running frontend-proxy | head -n 1)
+check "admin port published on 127.0.0.1 only ($(docker port "$proxy_id" 9901/tcp | tr '\n' ' '))" \
+    test "$(docker port "$proxy_id" 9901/tcp)" = "127.0.0.1:9901"
+for port in 8080 8443; do
+    check "port $port published ($(docker port "$proxy_id" "$port/tcp" | head -n 1))" \
+        test -n "$(docker port "$proxy_id" "$port/tcp")"
+done
+for service in film-service rating-service; do
+    id=$(running "$service" | head -n 1)
+    check "$service publishes no port" test -z "$(docker port "$id")"
+done
+tls_status=$("${CURL[@]}" -k -o /dev/null -w '%{http_code}' "$HTTPS/films" 2>"$tmp/curl.err") || tls_status=000
+check "TLS: curl -k $HTTPS/films answers $tls_status" test "$tls_status" = 200
+if docker cp "$proxy_id:/etc/frontend-proxy/tls/cert.pem" "$tmp/cert.pem" >/dev/null 2>&1; then
+    verified=$("${CURL[@]}" --cacert "$tmp/cert.pem" -o /dev/null -w '%{http_code}' "$HTTPS/ratings" 2>"$tmp/curl.err") || verified=000
+    check "TLS: the image's self-signed certificate verifies for localhost ($verified)" test "$verified" = 200
+else
+    info "TLS: no /etc/frontend-proxy/tls/cert.pem in the proxy container (own configuration?)"
+fi
+
+# --- 4 & 5. the old stack's checks -------------------------------------------
+
+# What each film-service replica stores, as far as this script knows:
+# STORED[host|name] = id. CREATED holds "id|name|host" for every film made.
+declare -A STORED=()
+CREATED=()
+replica_dependent=0
+old_requests=0
+
+# post_film NAME LANGUAGE: 201 with the film if the serving replica does not
+# store NAME yet, else 409.
+post_film() {
+    local name=$1 language=$2 key
+    req POST /films --data "$(old_body "$name" "$language")"
+    old_requests=$((old_requests + 1))
+    key="$SERVED_BY|$name"
+    if [ -z "$SERVED_BY" ]; then
+        fail "POST /films '$name': $STATUS without x-served-by: $(short "$BODY")"
+    elif [ -n "${STORED[$key]:-}" ]; then
+        check "POST /films '$name' -> $STATUS from $SERVED_BY, which already stores it: 409 expected" test "$STATUS" = 409
+        replica_dependent=$((replica_dependent + 1))
+        info "replica-dependent: '$name' was created on $SERVED_BY before; another replica would have answered 201"
+    elif [ "$STATUS" = 201 ] && jq_ok '.name == $n and .language == $l and (.id | test("^[0-9a-f-]{36}$"))' \
+        --arg n "$name" --arg l "$language"; then
+        STORED[$key]=$(jq -r .id <<<"$BODY")
+        CREATED+=("${STORED[$key]}|$name|$SERVED_BY")
+        pass "POST /films '$name' -> 201 from $SERVED_BY, id ${STORED[$key]}"
+    else
+        fail "POST /films '$name' -> $STATUS from $SERVED_BY (201 expected): $(short "$BODY")"
+    fi
+}
+
+# Names STORED says HOST has, sorted, one per line.
+stored_names() {
+    local key
+    for key in "${!STORED[@]}"; do
+        [ "${key%%|*}" = "$1" ] && echo "${key#*|}"
+    done | sort
+}
+
+list_films() {
+    req GET /films
+    old_requests=$((old_requests + 1))
+    local want got
+    want=$(stored_names "$SERVED_BY")
+    got=$(jq -r '.[].name' <<<"$BODY" 2>/dev/null | sort)
+    if [ "$STATUS" = 200 ] && jq_ok 'type == "array"' && [ "$got" = "$want" ]; then
+        pass "GET /films -> 200 from $SERVED_BY with the $(grep -c . <<<"$want") film(s) it stores"
+    else
+        fail "GET /films -> $STATUS from $SERVED_BY; expected 200 with [$(tr '\n' ',' <<<"$want")]: $(short "$BODY")"
+    fi
+}
+
+get_film() {
+    local name=$1 key
+    req GET "/films?name=$(urlencode "$name")"
+    old_requests=$((old_requests + 1))
+    key="$SERVED_BY|$name"
+    if [ -n "${STORED[$key]:-}" ]; then
+        check "GET /films?name=$name -> $STATUS from $SERVED_BY, which stores it: 200 expected" \
+            jq_ok '.name == $n and .id == $i' --arg n "$name" --arg i "${STORED[$key]}"
+    else
+        check "GET /films?name=$name -> $STATUS from $SERVED_BY, which does not store it: 404 expected" \
+            test "$STATUS" = 404
+        replica_dependent=$((replica_dependent + 1))
+        info "replica-dependent: '$name' is stored on $(stored_on "$name"), not on $SERVED_BY"
+    fi
+}
+
+# Replicas STORED says have NAME.
+stored_on() {
+    local key hosts=()
+    for key in "${!STORED[@]}"; do
+        [ "${key#*|}" = "$1" ] && hosts+=("${key%%|*}")
+    done
+    echo "${hosts[*]:-no replica}"
+}
+
+# get_rating NAME SCALED: the rating film-service registered. With one
+# replica each it must be there, under the film's id; scaled, it is on the
+# rating-service replica film-service's request reached, so 404 is possible.
+get_rating() {
+    local name=$1 scaled=$2 id
+    req GET "/ratings?name=$(urlencode "$name")"
+    old_requests=$((old_requests + 1))
+    if [ "$STATUS" = 200 ] && jq_ok '.name == $n and (.rating | tonumber) == 5' --arg n "$name"; then
+        if [ "$scaled" = 0 ]; then
+            id=${STORED[$(first_host)|$name]:-}
+            check "GET /ratings?name=$name -> 200 from $SERVED_BY, rating 5 under the film's id" \
+                jq_ok '.id == $i' --arg i "$id"
+        else
+            pass "GET /ratings?name=$name -> 200 from $SERVED_BY, rating 5"
+        fi
+    elif [ "$scaled" = 1 ] && [ "$STATUS" = 404 ]; then
+        pass "GET /ratings?name=$name -> 404 from $SERVED_BY (a replica that does not hold that rating)"
+        replica_dependent=$((replica_dependent + 1))
+        info "replica-dependent: the rating of '$name' is held by another rating-service replica"
+    else
+        fail "GET /ratings?name=$name -> $STATUS from $SERVED_BY: $(short "$BODY")"
+    fi
+}
+
+first_host() { hostnames film-service | head -n 1; }
+
+old_stack_checks() {
+    local scaled=$1
+    post_film 'Citizen Kane' English
+    post_film 'Agneepath' Hindi
+    list_films
+    get_film 'Citizen Kane'
+    get_rating 'Agneepath' "$scaled"
+    post_film 'Titanic' English
+    get_film 'Titanic'
+    get_rating 'Titanic' "$scaled"
+}
+
+phase "the old stack's checks (1 film-service, 1 rating-service)"
+old_stack_checks 0
+
+# --- 5. scale up -------------------------------------------------------------
+
+phase "scale to $SCALE_FILM film-service + $SCALE_RATING rating-service"
+t0=$SECONDS
+"${compose[@]}" up -d --no-build --no-recreate \
+    --scale film-service="$SCALE_FILM" --scale rating-service="$SCALE_RATING" >"$tmp/scale.log" 2>&1 ||
+    { cat "$tmp/scale.log"; abort "${compose[*]} up --scale"; }
+info "scaled in $((SECONDS - t0))s"
+wait_healthy rating-service "$SCALE_RATING"
+wait_healthy film-service "$SCALE_FILM"
+film_hosts=$(hostnames film-service)
+rating_hosts=$(hostnames rating-service)
+info "film-service replicas: $(tr '\n' ' ' <<<"$film_hosts")"
+info "rating-service replicas: $(tr '\n' ' ' <<<"$rating_hosts")"
+
+# The proxy re-resolves DNS every second: wait until one round reaches all.
+all_reached() {
+    local i seen=""
+    for ((i = 0; i < SCALE_FILM * 2; i++)); do
+        req GET /films
+        seen+="$SERVED_BY"$'\n'
+    done
+    [ "$(sort -u <<<"$seen" | grep -c .)" -eq "$SCALE_FILM" ]
+}
+t0=$SECONDS
+if wait_for 30 all_reached; then
+    pass "the proxy sends traffic to all $SCALE_FILM film-service replicas ($((SECONDS - t0))s after they were healthy)"
+else
+    fail "the proxy sends traffic to all $SCALE_FILM film-service replicas within 30s"
+fi
+
+phase "traffic spread"
+declare -A COUNT=()
+spread_failures=0
+n=$((SCALE_FILM * 10))
+for ((i = 0; i < n; i++)); do
+    req GET /films
+    COUNT[${SERVED_BY:-none}]=$((${COUNT[${SERVED_BY:-none}]:-0} + 1))
+    if [ "$STATUS" != 200 ] || ! jq_ok 'type == "array"'; then spread_failures=$((spread_failures + 1)); fi
+done
+spread=$(for h in "${!COUNT[@]}"; do echo "$h=${COUNT[$h]}"; done | sort | tr '\n' ' ')
+check "$n x GET /films: $((n - spread_failures)) answered 200 with a list" test "$spread_failures" = 0
+check "$n x GET /films reached every film-service replica: $spread" \
+    test "$(printf '%s\n' "${!COUNT[@]}" | sort)" = "$film_hosts"
+
+# Every replica can create a film (and reach rating-service to register its rating).
+declare -A MADE=()
+for ((i = 0; i < SCALE_FILM * 4 && ${#MADE[@]} < SCALE_FILM; i++)); do
+    name="Replica check $i"
+    req POST /films --data "$(old_body "$name" English)"
+    if [ "$STATUS" = 201 ] && [ -n "$SERVED_BY" ]; then
+        STORED["$SERVED_BY|$name"]=$(jq -r .id <<<"$BODY")
+        CREATED+=("${STORED[$SERVED_BY|$name]}|$name|$SERVED_BY")
+        MADE[$SERVED_BY]=1
+    else
+        fail "POST /films '$name' -> $STATUS from ${SERVED_BY:-?}: $(short "$BODY")"
+    fi
+done
+check "every film-service replica creates a film: ${#MADE[@]} of $SCALE_FILM answered 201" \
+    test "${#MADE[@]}" -eq "$SCALE_FILM"
+
+phase "the old stack's checks again, on $SCALE_FILM + $SCALE_RATING replicas"
+old_requests=0
+replica_dependent=0
+old_stack_checks 1
+if [ "$replica_dependent" -gt 0 ]; then
+    warn "replica-dependent: $replica_dependent of $old_requests old-stack requests got 404/409 instead of the single-replica answer, because each replica keeps its own memory (as on the old stack); every answer was the right one for its replica"
+else
+    info "replica-dependent: this time every old-stack request reached a replica holding its data"
+fi
+
+# sweep PATH SERVICE COUNT: GET PATH until COUNT replicas of SERVICE have
+# answered (round robin makes that COUNT requests, bounded to COUNT*6);
+# fills ANSWER[host] with "status body".
+declare -A ANSWER=()
+sweep() {
+    local path=$1 count=$3 i
+    ANSWER=()
+    for ((i = 0; i < count * 6 && ${#ANSWER[@]} < count; i++)); do
+        req GET "$path"
+        [ -n "$SERVED_BY" ] && ANSWER[$SERVED_BY]="$STATUS $BODY"
+    done
+    [ "${#ANSWER[@]}" -eq "$count" ]
+}
+
+phase "where each record lives"
+film_bad=0
+rating_bad=0
+for entry in "${CREATED[@]}"; do
+    IFS='|' read -r id name owner <<<"$entry"
+    if ! sweep "/films/$id" film-service "$SCALE_FILM"; then
+        film_bad=$((film_bad + 1))
+        fail "GET /films/$id reached only ${#ANSWER[@]} of $SCALE_FILM replicas"
+        continue
+    fi
+    for host in "${!ANSWER[@]}"; do
+        status=${ANSWER[$host]%% *}
+        if [ "$host" = "$owner" ]; then
+            [ "$status" = 200 ] || { film_bad=$((film_bad + 1)); fail "GET /films/$id ('$name') -> $status from $host, which created it"; }
+        else
+            [ "$status" = 404 ] || { film_bad=$((film_bad + 1)); fail "GET /films/$id ('$name') -> $status from $host, which did not create it"; }
+        fi
+    done
+    sweep "/ratings/$id" rating-service "$SCALE_RATING" || true
+    holders=0
+    for host in "${!ANSWER[@]}"; do
+        [ "${ANSWER[$host]%% *}" = 200 ] && holders=$((holders + 1))
+    done
+    if [ "${#ANSWER[@]}" -ne "$SCALE_RATING" ] || [ "$holders" -ne 1 ]; then
+        rating_bad=$((rating_bad + 1))
+        fail "rating $id ('$name'): held by $holders of ${#ANSWER[@]} rating-service replicas reached (exactly 1 expected)"
+    fi
+done
+check "each of the ${#CREATED[@]} films is readable by id on the replica that created it and 404 on the other $((SCALE_FILM - 1))" \
+    test "$film_bad" = 0
+check "each of the ${#CREATED[@]} films' ratings is stored exactly once, on one of the $SCALE_RATING rating-service replicas" \
+    test "$rating_bad" = 0
+
+# --- 7. Prometheus -----------------------------------------------------------
+
+phase "Prometheus"
+# prom_value EXPR: the first result's value of an instant query.
+prom_value() {
+    "${CURL[@]}" -G "$PROM/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
+        jq -r '.data.result[0].value[1] // empty' 2>/dev/null
+}
+prom_ready() { "${CURL[@]}" -o /dev/null "$PROM/-/ready" 2>/dev/null; }
+prom_is() { [ "$(prom_value "$1")" = "$2" ]; }
+prom_positive() { awk -v v="$(prom_value "$1")" 'BEGIN { exit !(v + 0 > 0) }'; }
+check "Prometheus is ready at $PROM" wait_for 60 prom_ready
+check 'Prometheus scrapes the proxy: up{job="frontend-proxy"} == 1' \
+    wait_for 30 prom_is 'up{job="frontend-proxy"}' 1
+if wait_for 30 prom_positive 'sum(envoy_cluster_upstream_rq_total)'; then
+    pass "envoy_cluster_upstream_rq_total has data (sum over clusters: $(prom_value 'sum(envoy_cluster_upstream_rq_total)'))"
+else
+    fail "envoy_cluster_upstream_rq_total has data within 30s"
+fi
+check "DNS service discovery finds all $SCALE_FILM film-service replicas, all up" \
+    wait_for 60 prom_is 'count(up{job="film-service"} == 1)' "$SCALE_FILM"
+check "DNS service discovery finds all $SCALE_RATING rating-service replicas, all up" \
+    wait_for 60 prom_is 'count(up{job="rating-service"} == 1)' "$SCALE_RATING"
+info "proxy upstream requests by cluster: $("${CURL[@]}" -G "$PROM/api/v1/query" \
+    --data-urlencode 'query=sum by (envoy_cluster_name) (envoy_cluster_upstream_rq_total)' 2>/dev/null |
+    jq -c '[.data.result[] | {(.metric.envoy_cluster_name // "?"): .value[1]}] | add' 2>/dev/null)"
+
+# --- 8. scale down under load ------------------------------------------------
+
+phase "scale down to $DOWN_FILM film-service + $DOWN_RATING rating-service while requests run"
+# Bounded request loops (2 minutes or 4000 requests each, at most), one per
+# route; each line: status x-served-by.
+load() {
+    local path=$1 out=$2 i code
+    for ((i = 0; i < 4000 && SECONDS < $3; i++)); do
+        [ -e "$tmp/stop" ] && break
+        code=$("${CURL[@]}" -o /dev/null -w '%{http_code}' "$HTTP$path" 2>/dev/null) || code=000
+        echo "$code" >>"$out"
+    done
+}
+lines() { cat "$@" 2>/dev/null | wc -l; }
+deadline=$((SECONDS + 120))
+load /films "$tmp/load-films" "$deadline" &
+bg_pids+=($!)
+load /ratings "$tmp/load-ratings" "$deadline" &
+bg_pids+=($!)
+at_least() { [ "$(lines "$tmp"/load-*)" -ge "$1" ]; }
+wait_for 30 at_least 50 || true
+t0=$SECONDS
+"${compose[@]}" up -d --no-build --no-recreate \
+    --scale film-service="$DOWN_FILM" --scale rating-service="$DOWN_RATING" >"$tmp/scale.log" 2>&1 ||
+    { cat "$tmp/scale.log"; fail "${compose[*]} up --scale (down)"; }
+info "scaled down in $((SECONDS - t0))s (the stopped replicas got SIGTERM)"
+# Keep the load on until the proxy has long dropped the old replicas from
+# DNS (refresh every 1 s): another 300 requests.
+mark=$(lines "$tmp"/load-*)
+wait_for 60 at_least $((mark + 300)) || true
+touch "$tmp/stop"
+wait "${bg_pids[@]}" 2>/dev/null
+bg_pids=()
+total=$(lines "$tmp"/load-*)
+bad=$(cat "$tmp"/load-* | grep -vc '^200$')
+check "no request failed during the scale-down: $total requests, $bad not 200 ($(cat "$tmp"/load-* | sort | uniq -c | awk '{printf "%s x %s ", $1, $2}'))" \
+    test "$bad" -eq 0
+check "the request loops ran through the scale-down ($total requests, more than 300)" test "$total" -gt 300
+scaled_down() { all_healthy film-service "$DOWN_FILM" && all_healthy rating-service "$DOWN_RATING"; }
+check "$DOWN_FILM film-service and $DOWN_RATING rating-service replicas left, healthy" scaled_down
+left=$(hostnames film-service)
+declare -A SEEN=()
+for ((i = 0; i < DOWN_FILM * 5; i++)); do
+    req GET /films
+    SEEN[${SERVED_BY:-none}]=1
+done
+check "after the scale-down only the remaining replicas answer ($(printf '%s ' "${!SEEN[@]}"))" \
+    test "$(printf '%s\n' "${!SEEN[@]}" | sort)" = "$left"
+
+# --- 9. restarts -------------------------------------------------------------
+
+phase "restarts"
+restarted=$(for id in $("${compose[@]}" ps -q); do
+    docker inspect -f '{{.Name}} {{.RestartCount}}' "$id"
+done | awk '$2 != 0')
+check "no container restarted${restarted:+ ($restarted)}" test -z "$restarted"
+
+# --- 10. stop ------------------------------------------------------------------
+
+if [ "$keep" = 0 ]; then
+    phase "stop"
+    ids=$("${compose[@]}" ps -q)
+    t0=$SECONDS
+    "${compose[@]}" stop --timeout 10 >"$tmp/stop.log" 2>&1 || { cat "$tmp/stop.log"; fail "${compose[*]} stop"; }
+    took=$((SECONDS - t0))
+    # 137 = SIGKILL: a container that ignored SIGTERM for the whole grace period.
+    codes=$(for id in $ids; do docker inspect -f '{{.Name}}={{.State.ExitCode}}' "$id"; done | sed 's|^/||' | sort)
+    killed=$(grep -c '=137$' <<<"$codes")
+    stopped_in_time() { [ "$killed" -eq 0 ] && [ "$took" -lt 10 ]; }
+    check "every container exited on SIGTERM, none killed, in ${took}s ($(tr '\n' ' ' <<<"$codes"))" \
+        stopped_in_time
+fi
