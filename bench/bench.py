@@ -1,0 +1,830 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of frontend-proxy, HAProxy and nginx on loopback.
+
+Started by bench/run.sh, which installs the tools and builds the proxy.
+Standard library only; the chart needs matplotlib and is skipped without it.
+
+One shared nginx backend (`return 200`, 50-byte body; a 64 KiB file; three
+ports for round robin). Each proxy runs with one worker pinned to CPU 1;
+wrk (closed loop) and the backend share CPU 0. Runs of the different
+targets alternate (A/B/A/B...) and the medians are reported. Latency under
+a fixed request rate comes from oha (open loop, latency correction) when it
+is installed. Every process started here is stopped before exit.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BODY = "frontend-proxy bench backend: 50 bytes of body".ljust(49, ".") + "\n"
+assert len(BODY) == 50
+
+PROXY_CPU = "1"
+LOAD_CPU = "0"
+
+
+@dataclass
+class Scenario:
+    key: str
+    title: str
+    short: str
+    connections: int
+    path: str = "/"
+    close: bool = False
+    backends: int = 1
+
+
+SCENARIOS = [
+    Scenario("a", "small GET, 64 keep-alive connections", "(a) 64 conns", 64),
+    Scenario("b", "small GET, 1000 keep-alive connections", "(b) 1000 conns", 1000),
+    Scenario("c", "new connection per request (Connection: close), 64 clients", "(c) conn/request", 64, close=True),
+    Scenario("d", "64 KiB responses, 64 keep-alive connections", "(d) 64 KiB", 64, path="/64k"),
+    Scenario("e", "round robin over 3 backends, 64 keep-alive connections", "(e) 3 backends", 64, backends=3),
+]
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args[0]} exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
+
+
+def http_get(port, path="/"):
+    """One HTTP/1.1 request; returns the status code (a readiness check)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
+    return int(m.group(1)) if m else 0
+
+
+def pids_of(pid):
+    """The process and its direct children (nginx master + workers)."""
+    out = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def cpu_ticks(pids):
+    """utime + stime of every thread of the given processes, in clock ticks."""
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of stat(5)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def status_kb(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kb(pids):
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def run(cmd, timeout):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def pinned(cpu, cmd):
+    return (["taskset", "-c", cpu] if cpu else []) + cmd
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def nginx_common(workdir, name):
+    return f"""daemon off;
+master_process on;
+pid {workdir}/{name}.pid;
+error_log {workdir}/{name}-error.log warn;
+worker_rlimit_nofile 19000;
+{"user root;" if os.geteuid() == 0 else ""}
+"""
+
+
+def nginx_http_common(workdir, name):
+    return f"""  access_log off;
+  client_body_temp_path {workdir}/{name}-tmp/body;
+  proxy_temp_path {workdir}/{name}-tmp/proxy;
+  fastcgi_temp_path {workdir}/{name}-tmp/fastcgi;
+  uwsgi_temp_path {workdir}/{name}-tmp/uwsgi;
+  scgi_temp_path {workdir}/{name}-tmp/scgi;
+  keepalive_requests 1000000;
+  keepalive_timeout 300s;
+"""
+
+
+def backend_conf(workdir, ports):
+    servers = "".join(
+        f"""  server {{
+    listen 127.0.0.1:{p} backlog=4096;
+    location / {{ default_type text/plain; return 200 "{BODY.rstrip()}\\n"; }}
+    location = /64k {{ default_type application/octet-stream; alias {workdir}/64k.bin; }}
+  }}
+"""
+        for p in ports
+    )
+    return (
+        nginx_common(workdir, "backend")
+        + "worker_processes 1;\nevents { worker_connections 18000; }\nhttp {\n"
+        + nginx_http_common(workdir, "backend")
+        + "  sendfile on;\n"
+        + servers
+        + "}\n"
+    )
+
+
+def nginx_proxy_conf(workdir, port, backends, workers):
+    upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in backends)
+    return (
+        nginx_common(workdir, "nginx")
+        + f"worker_processes {workers};\nevents {{ worker_connections 18000; }}\nhttp {{\n"
+        + nginx_http_common(workdir, "nginx")
+        + f"""  upstream backend {{
+{upstream}    keepalive 1024;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+  }}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_max_temp_file_size 0;
+    }}
+  }}
+}}
+"""
+    )
+
+
+def haproxy_conf(port, backends, threads):
+    servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    return f"""global
+  nbthread {threads}
+  maxconn 9000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 60s
+  # Reuse idle server connections for a session's first request too, as
+  # nginx's upstream keepalive and Pingora's pool do.
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port} backlog 4096
+  default_backend be
+backend be
+  balance roundrobin
+{servers}"""
+
+
+def frontend_proxy_conf(port, backends):
+    eps = "".join(
+        f"""
+        - endpoint:
+            address:
+              socket_address: {{ address: 127.0.0.1, port_value: {p} }}"""
+        for p in backends
+    )
+    return f"""static_resources:
+  listeners:
+  - name: bench
+    address:
+      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            name: bench
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: backend }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: backend
+    connect_timeout: 1s
+    type: STATIC
+    lb_policy: ROUND_ROBIN
+    load_assignment:
+      cluster_name: backend
+      endpoints:
+      - lb_endpoints:{eps}
+"""
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A server process started (and always stopped) by the harness."""
+
+    def __init__(self, name, cmd, port, workdir, cpu, serving=None):
+        self.name = name
+        self.port = port
+        self.cmd = pinned(cpu, cmd)
+        self.log = open(os.path.join(workdir, f"{name}.out"), "wb")
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.serving = serving  # "children" when the workers are child processes
+
+    def ready(self, path="/"):
+        wait_port(self.port, self.proc)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                if http_get(self.port, path) == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} does not answer 200 on {path}")
+
+    def pids(self):
+        return pids_of(self.proc.pid)
+
+    def serving_pids(self):
+        pids = self.pids()
+        return pids[1:] if self.serving == "children" and len(pids) > 1 else pids[:1]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self.log.close()
+
+
+@dataclass
+class Target:
+    name: str
+    port: int
+    proc: object = None  # Proc or None for the direct baseline
+
+
+@dataclass
+class RunResult:
+    rps: float
+    p50_us: float
+    p99_us: float
+    cpu_s: float = 0.0
+    cpu_per_100k: float = 0.0
+    cpu_util: float = 0.0
+    errors: int = 0
+    requests: int = 0
+
+
+@dataclass
+class Cell:
+    runs: list = field(default_factory=list)
+    peak_rss_kb: int = 0
+    pss_kb: int = 0
+
+    def median(self, attr):
+        vals = [getattr(r, attr) for r in self.runs]
+        return statistics.median(vals) if vals else float("nan")
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.workdir = tempfile.mkdtemp(prefix="fp-bench-")
+        self.procs = []
+        self.commands = {}
+        self.lua = os.path.join(HERE, "report.lua")
+        with open(os.path.join(self.workdir, "64k.bin"), "wb") as f:
+            f.write(b"x" * 65536)
+        for name in ("backend", "nginx"):
+            for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+                os.makedirs(os.path.join(self.workdir, f"{name}-tmp", sub), exist_ok=True)
+        os.chmod(self.workdir, 0o755)
+
+    def start(self, name, cmd, port, cpu, serving=None, path="/"):
+        p = Proc(name, cmd, port, self.workdir, cpu, serving)
+        self.procs.append(p)
+        self.commands.setdefault(name.split("#")[0], " ".join(p.cmd))
+        return p.ready(path)
+
+    def stop(self, p):
+        p.stop()
+        self.procs.remove(p)
+
+    def stop_all(self):
+        for p in list(self.procs):
+            p.stop()
+        self.procs.clear()
+
+    def write(self, name, text):
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    # -- servers
+
+    def start_backend(self):
+        self.backend_ports = [free_port() for _ in range(3)]
+        conf = self.write("backend.conf", backend_conf(self.workdir, self.backend_ports))
+        self.backend = self.start("backend", ["nginx", "-p", self.workdir, "-c", conf, "-e", f"{self.workdir}/backend-error.log"],
+                                  self.backend_ports[0], LOAD_CPU, serving="children")
+        for p in self.backend_ports:
+            wait_port(p, self.backend.proc)
+
+    def start_proxies(self, scenario, workers, cpu, which):
+        backends = self.backend_ports[: scenario.backends]
+        tag = f"{scenario.key}{workers}"
+        targets = []
+        for name in which:
+            port = free_port()
+            if name == "direct":
+                targets.append(Target("direct", self.backend_ports[0]))
+                continue
+            if name == "haproxy":
+                conf = self.write(f"haproxy-{tag}.cfg", haproxy_conf(port, backends, workers))
+                cmd = ["haproxy", "-db", "-f", conf]
+                serving = None
+            elif name == "nginx":
+                conf = self.write(f"nginx-{tag}.conf", nginx_proxy_conf(self.workdir, port, backends, workers))
+                cmd = ["nginx", "-p", self.workdir, "-c", conf, "-e", f"{self.workdir}/nginx-error.log"]
+                serving = "children"
+            else:  # frontend-proxy, or a named variant binary
+                binary = self.args.binaries[name]
+                conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends))
+                cmd = [binary, "-c", conf, "--concurrency", str(workers), "--log-level", "warn"]
+                serving = None
+            proc = self.start(f"{name}#{tag}", cmd, port, cpu, serving=serving, path=scenario.path)
+            targets.append(Target(name, port, proc))
+        return targets
+
+    # -- load
+
+    def wrk(self, target, scenario, duration, cpu=LOAD_CPU):
+        cmd = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--timeout", "5s", "-s", self.lua]
+        if scenario.close:
+            cmd += ["-H", "Connection: close"]
+        cmd.append(f"http://127.0.0.1:{target.port}{scenario.path}")
+        cmd = pinned(cpu, cmd)
+        self.commands.setdefault(f"wrk ({scenario.key})", " ".join(cmd).replace(str(target.port), "PORT"))
+        pids = target.proc.pids() if target.proc else []
+        before = cpu_ticks(pids)
+        t0 = time.time()
+        out = run(cmd, timeout=duration + 30)
+        wall = time.time() - t0
+        after = cpu_ticks(pids)
+        m = re.search(r"WRKJSON (\{.*\})", out.stdout)
+        if not m:
+            raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+        j = json.loads(m.group(1))
+        errors = j["connect_errors"] + j["read_errors"] + j["write_errors"] + j["status_errors"] + j["timeouts"]
+        # Connection: close makes wrk count the server's close as a read error
+        # on some runs; only status errors and timeouts are failures there.
+        if scenario.close:
+            errors = j["status_errors"] + j["timeouts"] + j["connect_errors"]
+        ok = max(j["requests"] - j["status_errors"], 0)
+        secs = j["duration_us"] / 1e6
+        cpu_s = (after - before) / CLK_TCK
+        return RunResult(
+            rps=ok / secs,
+            p50_us=j["p50_us"],
+            p99_us=j["p99_us"],
+            cpu_s=cpu_s,
+            cpu_per_100k=cpu_s / ok * 1e5 if ok and pids else 0.0,
+            cpu_util=cpu_s / wall if pids else 0.0,
+            errors=errors,
+            requests=j["requests"],
+        )
+
+    def oha(self, target, rate, duration, connections=64):
+        cmd = pinned(LOAD_CPU, [self.args.oha, "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+                                "-q", str(rate), "--latency-correction", "-c", str(connections),
+                                f"http://127.0.0.1:{target.port}/"])
+        self.commands.setdefault("oha", " ".join(cmd).replace(str(target.port), "PORT"))
+        out = run(cmd, timeout=duration + 30)
+        try:
+            j = json.loads(out.stdout)
+        except json.JSONDecodeError as e:
+            raise RuntimeError(f"oha failed: {out.stdout[:500]}\n{out.stderr[:500]}") from e
+        pct = j.get("latencyPercentiles", {})
+        summary = j.get("summary", {})
+        codes = j.get("statusCodeDistribution", {})
+        ok = sum(v for k, v in codes.items() if k.startswith("2"))
+        total = sum(codes.values())
+        return {
+            "p50_us": pct.get("p50", float("nan")) * 1e6,
+            "p99_us": pct.get("p99", float("nan")) * 1e6,
+            "p999_us": pct.get("p99.9", float("nan")) * 1e6,
+            "rps": summary.get("requestsPerSec", 0.0),
+            # Requests still in flight when -z ends are "aborted due to deadline": not failures.
+            "errors": (total - ok) + sum(v for k, v in j.get("errorDistribution", {}).items() if "deadline" not in k),
+        }
+
+    # -- scenarios
+
+    def order(self, names, r):
+        k = r % len(names)
+        return names[k:] + names[:k]
+
+    def throughput(self, scenario, names, workers=1, cpu=PROXY_CPU, load_cpu=LOAD_CPU):
+        a = self.args
+        targets = self.start_proxies(scenario, workers, cpu, names)
+        cells = {t.name: Cell() for t in targets}
+        try:
+            for t in targets:
+                self.wrk(t, scenario, a.warmup, cpu=load_cpu)
+            for r in range(a.rounds):
+                for t in self.order(targets, r):
+                    res = self.wrk(t, scenario, a.duration, cpu=load_cpu)
+                    cells[t.name].runs.append(res)
+                    log(f"  {scenario.key} w{workers} {t.name:<16} {res.rps:9.0f} req/s  p99 {res.p99_us / 1000:7.2f} ms"
+                        f"  cpu {res.cpu_util * 100:5.1f}%  {res.cpu_per_100k:6.2f} s/100k  err {res.errors}")
+            for t in targets:
+                if t.proc:
+                    pids = t.proc.serving_pids()
+                    cells[t.name].peak_rss_kb = max(status_kb(p, "VmHWM") for p in pids)
+                    cells[t.name].pss_kb = pss_kb(t.proc.pids())
+        finally:
+            for t in targets:
+                if t.proc:
+                    self.stop(t.proc)
+        return cells
+
+    def latency(self, names):
+        a = self.args
+        sc = SCENARIOS[0]
+        targets = self.start_proxies(sc, 1, PROXY_CPU, names)
+        out = {t.name: [] for t in targets}
+        try:
+            for t in targets:
+                self.wrk(t, sc, a.warmup)
+            for r in range(a.latency_rounds):
+                for t in self.order(targets, r):
+                    res = self.oha(t, a.rate, a.latency_duration)
+                    out[t.name].append(res)
+                    log(f"  latency @{a.rate}/s {t.name:<16} p50 {res['p50_us']:.0f} us  p99 {res['p99_us']:.0f} us"
+                        f"  achieved {res['rps']:.0f}/s  errors {res['errors']}")
+        finally:
+            for t in targets:
+                if t.proc:
+                    self.stop(t.proc)
+        return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "not found"
+
+
+def machine():
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    debian = ""
+    try:
+        with open("/etc/debian_version") as f:
+            debian = "Debian " + f.read().strip()
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} vCPU {model}, {mem:.0f} GiB RAM, {debian}, Linux {platform.release()}"
+
+
+def git_rev():
+    out = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "frontend-proxy/src"],
+                           capture_output=True, text=True).stdout.strip()
+    return out.stdout.strip() + (" (+ uncommitted changes in frontend-proxy/src)" if dirty else "")
+
+
+def fmt_ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "–"
+
+
+def results_table(cells, names, primary):
+    lines = ["| proxy | req/s (median) | runs | p50 ms | p99 ms | proxy core busy | CPU s / 100k req | peak RSS MB | PSS MB | fp/HAProxy | fp/nginx | errors |",
+             "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    fp = cells.get(primary)
+    for n in names:
+        if n not in cells:
+            continue
+        c = cells[n]
+        runs = "/".join(f"{r.rps / 1000:.1f}k" for r in c.runs)
+        rss = f"{c.peak_rss_kb / 1024:.1f}" if c.peak_rss_kb else "–"
+        pss = f"{c.pss_kb / 1024:.1f}" if c.pss_kb else "–"
+        cpu = f"{c.median('cpu_per_100k'):.2f}" if c.peak_rss_kb else "–"
+        util = f"{c.median('cpu_util') * 100:.0f} %" if c.peak_rss_kb else "–"
+        ratio_h = ratio_n = ""
+        if n == primary and fp:
+            ratio_h = fmt_ratio(fp.median("rps"), cells["haproxy"].median("rps")) if "haproxy" in cells else "–"
+            ratio_n = fmt_ratio(fp.median("rps"), cells["nginx"].median("rps")) if "nginx" in cells else "–"
+        errors = sum(r.errors for r in c.runs)
+        lines.append(f"| {n} | {c.median('rps'):,.0f} | {runs} | {c.median('p50_us') / 1000:.2f} | "
+                     f"{c.median('p99_us') / 1000:.2f} | {util} | {cpu} | {rss} | {pss} | {ratio_h} | {ratio_n} | {errors} |")
+    return "\n".join(lines)
+
+
+def chart(results, names, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed: no chart")
+        return False
+    keys = [k for k in results if k.startswith("pinned:")]
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    width = 0.8 / len(names)
+    colors = {"direct": "#999999", "frontend-proxy": "#d62728", "haproxy": "#1f77b4", "nginx": "#2ca02c"}
+    for i, n in enumerate(names):
+        xs = [j + i * width for j in range(len(keys))]
+        rps = [results[k][n].median("rps") / 1000 if n in results[k] else 0 for k in keys]
+        cpu = [results[k][n].median("cpu_per_100k") if n in results[k] and n != "direct" else 0 for k in keys]
+        color = colors.get(n)
+        axes[0].bar(xs, rps, width, label=n, color=color)
+        if n != "direct":
+            axes[1].bar(xs, cpu, width, label=n, color=color)
+    labels = [k.split(":", 1)[1] for k in keys]
+    for ax, title in ((axes[0], "throughput, 1 worker on 1 core (k req/s, higher is better)"),
+                      (axes[1], "proxy CPU seconds per 100k requests (lower is better)")):
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(keys))])
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
+def write_report(b, results, lat, names, meta, path):
+    a = b.args
+    primary = "frontend-proxy" if "frontend-proxy" in names else names[-1]
+    out = [
+        "# Benchmark results: frontend-proxy vs HAProxy vs nginx",
+        "",
+        f"Generated by `bench/run.sh{''.join(' ' + x for x in meta['argv'])}` on {meta['date']}"
+        f" ({'QUICK smoke run: numbers are not meaningful' if a.quick else 'full run'}).",
+        "",
+        "## Set-up",
+        "",
+        f"- Machine: {meta['machine']}.",
+        f"- Load average before / after: {meta['load_before']:.2f} / {meta['load_after']:.2f}"
+        + (" — **the machine was busy: treat the numbers as noisy**." if max(meta['load_before'], meta['load_after']) >= 0.3 and not a.quick else "."),
+        f"- frontend-proxy {meta['git']} (release build), {meta['versions']['nginx']}, {meta['versions']['haproxy']},"
+        f" {meta['versions']['wrk']}, oha: {meta['versions']['oha']}.",
+        f"- Pinning: every proxy gets one worker (`--concurrency 1`, `nbthread 1`, `worker_processes 1`) pinned"
+        f" to CPU {PROXY_CPU} with `taskset`; wrk / oha and the shared nginx backend are pinned to CPU {LOAD_CPU}."
+        " `proxy core busy` is the proxy's CPU time over the run's wall time: a throughput figure only says"
+        " something about the proxy when that is near 100 %; otherwise CPU 0 (load generator + backend) is the limit.",
+        f"- Backend: one nginx worker, `return 200` with a {len(BODY)}-byte body, a 64 KiB file for (d),"
+        " three ports for (e). Keep-alive to the backend everywhere (nginx `keepalive 1024`, HAProxy"
+        " `http-reuse always`, Pingora's connection pool). No access logs anywhere (frontend-proxy at `--log-level warn`).",
+        f"- Each cell: {a.warmup} s warm-up, then {a.rounds} runs of {a.duration} s, alternating between targets"
+        " (A/B/C/A/B/C, rotated each round); the table shows the median and every run.",
+        "- Latency columns of the throughput tables come from wrk, a **closed-loop** generator: at saturation"
+        " they mostly measure queueing, not the proxy. The open-loop table below is the one to compare latency with.",
+        "- CPU s / 100k req: utime + stime from `/proc/PID/stat` (all threads; nginx master + worker) over the run,"
+        " per 100,000 successful responses. Peak RSS: `VmHWM` of the serving process after the scenario; PSS: sum"
+        " over the proxy's processes from `/proc/PID/smaps_rollup`.",
+        "",
+    ]
+    for key, title in meta["sections"]:
+        if key not in results:
+            continue
+        out += [f"## {title}", "", results_table(results[key], names, primary), ""]
+    if lat:
+        direct = lat.get("direct")
+        out += [f"## Open-loop latency at {a.rate} req/s (oha, latency correction, 64 connections, scenario a)", "",
+                "| proxy | p50 µs | p99 µs | p99.9 µs | p99 added over direct µs | achieved req/s | errors |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for n in names:
+            if n in lat:
+                l = lat[n]
+                added = f"{l['p99_us'] - direct['p99_us']:.0f}" if direct and n != "direct" else "–"
+                out.append(f"| {n} | {l['p50_us']:.0f} | {l['p99_us']:.0f} | {l['p999_us']:.0f} | {added} | {l['rps']:.0f} | {l['errors']:.0f} |")
+        out.append("")
+    elif not a.quick:
+        out += ["## Open-loop latency", "", "oha was not installed, so there is no open-loop latency measurement"
+                " (`cargo install oha`, or `bench/run.sh --install-oha`).", ""]
+    if meta.get("chart"):
+        out += ["## Chart", "", "![throughput and CPU per request](results.png)", ""]
+    out += ["## Exact commands", "", "```"]
+    for k, v in b.commands.items():
+        out.append(f"{k}: {v}")
+    out += ["```", "", "Configurations are generated by `bench/bench.py` (functions `backend_conf`,"
+            " `nginx_proxy_conf`, `haproxy_conf`, `frontend_proxy_conf`).", ""]
+    done = os.path.join(HERE, "WHAT-WAS-DONE.md")
+    if os.path.exists(done):
+        with open(done) as f:
+            out += [f.read().rstrip(), ""]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def profile(b, a):
+    """perf record of frontend-proxy (pinned, one worker) under scenario (a)."""
+    data = os.path.join(a.out, "perf.data")
+    sc = next(s for s in SCENARIOS if s.key == (a.scenarios if len(a.scenarios) == 1 else "a"))
+    try:
+        b.start_backend()
+        (t,) = b.start_proxies(sc, 1, PROXY_CPU, ["frontend-proxy"])
+        b.wrk(t, sc, 1)
+        perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
+                                 "-o", data, "-p", str(t.proc.proc.pid), "--", "sleep", str(a.profile)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        res = b.wrk(t, sc, a.profile + 1)
+        perf.wait(timeout=60)
+        log(f"under perf: {res.rps:.0f} req/s, {res.cpu_per_100k:.2f} s/100k")
+    finally:
+        b.stop_all()
+    log(f"wrote {data}; e.g. perf report -i {data} --no-children --sort dso,symbol")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--binary", required=True, help="frontend-proxy release binary")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                   help="compare other frontend-proxy builds instead of HAProxy/nginx (A/B of an optimization)")
+    p.add_argument("--quick", action="store_true", help="smoke run: a second or two per cell")
+    p.add_argument("--scenarios", default="abcde")
+    p.add_argument("--out", default=HERE, help="where RESULTS.md and results.png go")
+    p.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
+    p.add_argument("--rate", type=int, default=10000, help="open-loop request rate")
+    p.add_argument("--duration", type=int, default=None)
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--no-deployed", action="store_true", help="skip the unpinned 2-worker run")
+    p.add_argument("--no-latency", action="store_true", help="skip the open-loop latency run")
+    p.add_argument("--profile", metavar="SECONDS", type=int,
+                   help="instead of benchmarking: perf-record frontend-proxy under scenario (a) load")
+    a = p.parse_args()
+    a.duration = a.duration or (1 if a.quick else 4)
+    a.rounds = a.rounds or (1 if a.quick else 3)
+    a.warmup = 1
+    a.latency_duration = 1 if a.quick else 5
+    a.latency_rounds = 1 if a.quick else 2
+    a.binaries = {"frontend-proxy": a.binary}
+    for v in a.variant:
+        name, _, path = v.partition("=")
+        a.binaries[name] = path
+    if not (a.oha and os.access(a.oha, os.X_OK)):
+        a.oha = None
+    for tool in ("wrk", "nginx", "haproxy", "taskset"):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} not found: run bench/run.sh, which installs it")
+
+    if a.variant:
+        names = ["frontend-proxy"] + [v.partition("=")[0] for v in a.variant]
+    else:
+        names = ["direct", "frontend-proxy", "haproxy", "nginx"]
+    b = Bench(a)
+    if a.profile:
+        return profile(b, a)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine(),
+        "git": git_rev(),
+        "load_before": loadavg(),
+        "versions": {"nginx": version(["nginx", "-v"]), "haproxy": version(["haproxy", "-v"]),
+                     "wrk": version(["wrk", "-v"]), "oha": version([a.oha, "--version"]) if a.oha else "not installed"},
+        "sections": [],
+        "argv": [x for x in sys.argv[1:] if not x.startswith("--binary") and x != a.binary],
+    }
+    results = {}
+    lat = None
+    started = time.time()
+    try:
+        b.start_backend()
+        for sc in SCENARIOS:
+            if sc.key not in a.scenarios:
+                continue
+            # One backend port stands in for three in (e): direct is not meaningful there.
+            which = [n for n in names if not (sc.backends > 1 and n == "direct")]
+            log(f"scenario {sc.key}: {sc.title}")
+            key = f"pinned:{sc.short}"
+            results[key] = b.throughput(sc, which)
+            meta["sections"].append((key, f"({sc.key}) {sc.title} — 1 worker, pinned"))
+        if a.oha and not a.no_latency:
+            log(f"open-loop latency at {a.rate} req/s")
+            lat = b.latency(names)
+        if not a.no_deployed and not a.variant:
+            log("as deployed: 2 workers, nothing pinned")
+            sc = SCENARIOS[0]
+            key = "deployed:(a) 2 workers unpinned"
+            results[key] = b.throughput(sc, names, workers=2, cpu=None, load_cpu=None)
+            meta["sections"].append((key, "As deployed: 2 workers each, nothing pinned, scenario (a)"
+                                           " (wrk, backend and proxy share both cores)"))
+    finally:
+        b.stop_all()
+    meta["load_after"] = loadavg()
+    os.makedirs(a.out, exist_ok=True)
+    meta["chart"] = chart(results, names, os.path.join(a.out, "results.png"))
+    write_report(b, results, lat, names, meta, os.path.join(a.out, "RESULTS.md"))
+    shutil.rmtree(b.workdir, ignore_errors=True)
+    log(f"done in {time.time() - started:.0f} s: {os.path.join(a.out, 'RESULTS.md')}")
+
+
+if __name__ == "__main__":
+    main()
