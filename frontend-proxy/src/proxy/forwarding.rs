@@ -27,7 +27,9 @@ pub fn request_id(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<He
     match existing {
         Some(v) if trust_existing || !hcm.generate_request_id => Some(v.clone()),
         _ if hcm.generate_request_id => {
-            let id = uuid::Uuid::new_v4();
+            // A v4 UUID from the thread-local CSPRNG: `Uuid::new_v4()` makes a
+            // getrandom(2) system call per request.
+            let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
             let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
             HeaderValue::from_bytes(id.hyphenated().encode_lower(&mut buf).as_bytes()).ok()
         }
