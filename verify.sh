@@ -81,9 +81,10 @@ check() {
     if "$@"; then pass "$what"; else fail "$what"; fi
 }
 
-# Polls COMMAND every half second until it succeeds or SECONDS_MAX pass.
+# wait_for SECONDS COMMAND...: polls COMMAND every half second until it
+# succeeds (0) or SECONDS have passed (1).
 wait_for() {
-    local limit=$1 deadline=$((SECONDS + $1))
+    local deadline=$((SECONDS + $1))
     shift
     until "$@"; do
         if [ "$SECONDS" -ge "$deadline" ]; then
@@ -91,7 +92,6 @@ wait_for() {
         fi
         sleep 0.5
     done
-    [ "$limit" -gt 0 ]
 }
 
 if docker compose version >/dev/null 2>&1; then
@@ -119,15 +119,16 @@ finish() {
         say "== --keep: the stack is still up; stop it with: ${compose[*]} down -v"
     else
         local t0=$SECONDS
-        "${compose[@]}" down -v --remove-orphans --timeout 10 >"$tmp/down.log" 2>&1 ||
+        timeout 120 "${compose[@]}" down -v --remove-orphans --timeout 10 >"$tmp/down.log" 2>&1 ||
             { cat "$tmp/down.log"; fail "${compose[*]} down -v"; }
         say "== torn down in $((SECONDS - t0))s (${compose[*]} down -v)"
     fi
     rm -rf "$tmp"
     say ""
-    say "== summary: $passed passed, $failed failed, $warned warnings, in $((SECONDS - started))s (${compose[*]}, images: $images)"
+    say "== summary: $warned warnings, in $((SECONDS - started))s (${compose[*]}, images: $images)"
     local line
     for line in "${summary[@]}"; do say "   $line"; done
+    say "verify.sh: $passed passed, $failed failed"
     if [ "$failed" -gt 0 ] || [ "$rc" -ne 0 ]; then
         say "RESULT: FAIL"
         exit 1
@@ -218,7 +219,7 @@ phase "preflight"
 say "compose: ${compose[*]} ($("${compose[@]}" version 2>/dev/null | head -n 1))"
 if [ -n "$("${compose[@]}" ps -q 2>/dev/null)" ]; then
     info "a stack of this project is already up; taking it down first"
-    "${compose[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
+    timeout 120 "${compose[@]}" down -v --remove-orphans --timeout 10 >/dev/null 2>&1
 fi
 busy=()
 for port in 8080 8443 9090 9901; do
@@ -242,10 +243,10 @@ fi
 t0=$SECONDS
 case $images in
     build)
-        "${compose[@]}" build || abort "${compose[*]} build"
+        timeout 3600 "${compose[@]}" build || abort "${compose[*]} build (within an hour)"
         ;;
     seed)
-        deploy/seed-images.sh --no-pull || abort "deploy/seed-images.sh"
+        timeout 3600 deploy/seed-images.sh --no-pull || abort "deploy/seed-images.sh (within an hour)"
         ;;
     *)
         abort "VERIFY_IMAGES must be auto, build or seed, not '$images'"
@@ -258,7 +259,7 @@ pass "images ready ($images, $((SECONDS - t0))s)"
 phase "up"
 t0=$SECONDS
 # Waits for the services' health checks (depends_on: service_healthy).
-"${compose[@]}" up -d --no-build || abort "${compose[*]} up -d"
+timeout 300 "${compose[@]}" up -d --no-build || abort "${compose[*]} up -d (within 300s)"
 info "up -d returned in $((SECONDS - t0))s"
 wait_healthy rating-service 1
 wait_healthy film-service 1
@@ -414,7 +415,7 @@ old_stack_checks 0
 
 phase "scale to $SCALE_FILM film-service + $SCALE_RATING rating-service"
 t0=$SECONDS
-"${compose[@]}" up -d --no-build --no-recreate \
+timeout 300 "${compose[@]}" up -d --no-build --no-recreate \
     --scale film-service="$SCALE_FILM" --scale rating-service="$SCALE_RATING" >"$tmp/scale.log" 2>&1 ||
     { cat "$tmp/scale.log"; abort "${compose[*]} up --scale"; }
 info "scaled in $((SECONDS - t0))s"
@@ -577,7 +578,7 @@ bg_pids+=($!)
 at_least() { [ "$(lines "$tmp"/load-*)" -ge "$1" ]; }
 wait_for 30 at_least 50 || true
 t0=$SECONDS
-"${compose[@]}" up -d --no-build --no-recreate \
+timeout 300 "${compose[@]}" up -d --no-build --no-recreate \
     --scale film-service="$DOWN_FILM" --scale rating-service="$DOWN_RATING" >"$tmp/scale.log" 2>&1 ||
     { cat "$tmp/scale.log"; fail "${compose[*]} up --scale (down)"; }
 info "scaled down in $((SECONDS - t0))s (the stopped replicas got SIGTERM)"
@@ -618,7 +619,7 @@ if [ "$keep" = 0 ]; then
     phase "stop"
     ids=$("${compose[@]}" ps -q)
     t0=$SECONDS
-    "${compose[@]}" stop --timeout 10 >"$tmp/stop.log" 2>&1 || { cat "$tmp/stop.log"; fail "${compose[*]} stop"; }
+    timeout 120 "${compose[@]}" stop --timeout 10 >"$tmp/stop.log" 2>&1 || { cat "$tmp/stop.log"; fail "${compose[*]} stop"; }
     took=$((SECONDS - t0))
     # 137 = SIGKILL: a container that ignored SIGTERM for the whole grace period.
     codes=$(for id in $ids; do docker inspect -f '{{.Name}}={{.State.ExitCode}}' "$id"; done | sed 's|^/||' | sort)
