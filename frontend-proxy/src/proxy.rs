@@ -314,6 +314,12 @@ fn hash_key(policies: &[HashPolicy], req: &RequestHeader, client: Option<SocketA
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {
+        // Pingora's default adds a response compression module, disabled,
+        // that still builds its state and runs its filters on every request.
+        // Envoy compresses only with a compressor filter, which we do not have.
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             start: Instant::now(),
