@@ -49,6 +49,9 @@ pub struct Proxy {
     listeners: Vec<Arc<ListenerRuntime>>,
     clusters: Arc<ClusterSet>,
     hostname: String,
+    /// Each listener's `server_name` as a header value, built once: inserting
+    /// the `&str` would copy it into a new value on every response.
+    server_values: Vec<Option<HeaderValue>>,
 }
 
 /// Per-request state.
@@ -90,7 +93,8 @@ impl Proxy {
     pub fn new(listeners: Vec<Arc<ListenerRuntime>>, clusters: Arc<ClusterSet>) -> Self {
         let hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        Self { listeners, clusters, hostname }
+        let server_values = listeners.iter().map(|l| HeaderValue::from_str(&l.hcm.server_name).ok()).collect();
+        Self { listeners, clusters, hostname, server_values }
     }
 
     /// The listener a connection arrived on, by its local address.
@@ -112,6 +116,15 @@ impl Proxy {
 
     fn listener(&self, ctx: &RequestCtx) -> &ListenerRuntime {
         &self.listeners[ctx.listener]
+    }
+
+    /// The `server` header value of the request's listener.
+    fn server_value(&self, ctx: &RequestCtx, hcm: &HttpConnectionManager) -> Result<HeaderValue> {
+        match self.server_values.get(ctx.listener) {
+            Some(Some(v)) => Ok(v.clone()),
+            _ => HeaderValue::from_str(&hcm.server_name)
+                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid server_name", e)),
+        }
     }
 
     fn route<'a>(&'a self, ctx: &RequestCtx) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
@@ -566,9 +579,9 @@ impl ProxyHttp for Proxy {
             resp.insert_header(forwarding::X_UPSTREAM_SERVICE_TIME, t.as_millis().to_string())?;
         }
         match hcm.server_header {
-            ServerHeader::Overwrite => resp.insert_header(SERVER, hcm.server_name.as_str())?,
+            ServerHeader::Overwrite => resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?,
             ServerHeader::AppendIfAbsent if !resp.headers.contains_key(SERVER) => {
-                resp.insert_header(SERVER, hcm.server_name.as_str())?
+                resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?
             }
             _ => {}
         }

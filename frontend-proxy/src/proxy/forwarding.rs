@@ -45,11 +45,12 @@ pub fn edge_headers(
     tls: bool,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let scheme = if tls { "https" } else { "http" };
+    // Static values: a `&str` would be copied into a new header value per request.
+    let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
     if hcm.use_remote_address {
         // An edge proxy decides the scheme and drops Envoy-internal headers a
         // client may have forged.
-        req.insert_header(X_FORWARDED_PROTO, scheme)?;
+        req.insert_header(X_FORWARDED_PROTO, scheme.clone())?;
         let internal: Vec<_> = req.headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
         for k in internal {
             req.remove_header(&k);
