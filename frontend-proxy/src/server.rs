@@ -100,6 +100,16 @@ fn check_bindable(listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)]) -> 
     Ok(())
 }
 
+/// Idle upstream connections Pingora keeps, per worker thread (its pool is
+/// one LRU of this times the threads). Pingora's default, 128, is far below
+/// what Envoy keeps (every connection up to a cluster's `max_connections`):
+/// with 1000 busy clients, 6 % of requests paid for a new upstream
+/// connection because the pool had just closed an idle one.
+fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
+    let envoy: usize = clusters.iter().map(|c| c.breaker.spec.max_connections as usize).sum();
+    (envoy / threads).clamp(128, 16 * 1024)
+}
+
 /// Runs the proxy until shutdown. Blocks.
 pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     check_bindable(&prepared.listeners)?;
@@ -110,10 +120,12 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             source,
         })?;
     }
+    let threads = options.concurrency.max(1);
     let conf = ServerConf {
-        threads: options.concurrency.max(1),
+        threads,
         grace_period_seconds: Some(options.drain_time.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upstream_keepalive_pool_size: keepalive_pool_size(&prepared.clusters, threads),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
