@@ -126,6 +126,10 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         grace_period_seconds: Some(options.drain_time.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: keepalive_pool_size(&prepared.clusters, threads),
+        // Envoy's model: a connection stays on the worker that accepted it.
+        // Tokio's work-stealing scheduler (LIFO slot) let some of 1000 busy
+        // connections wait while others were served: p99 ~300 ms vs ~80 ms.
+        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
