@@ -450,7 +450,8 @@ class Bench:
             cmd += ["-H", "Connection: close"]
         cmd.append(f"http://127.0.0.1:{target.port}{scenario.path}")
         cmd = pinned(cpu, cmd)
-        self.commands.setdefault(f"wrk ({scenario.key})", " ".join(cmd).replace(str(target.port), "PORT"))
+        # The last call is a measured run (warm-ups come first).
+        self.commands[f"wrk ({scenario.key})"] = " ".join(cmd).replace(str(target.port), "PORT")
         pids = target.proc.pids() if target.proc else []
         before = cpu_ticks(pids)
         t0 = time.time()
@@ -484,7 +485,7 @@ class Bench:
         cmd = pinned(LOAD_CPU, [self.args.oha, "--no-tui", "--output-format", "json", "-z", f"{duration}s",
                                 "-q", str(rate), "--latency-correction", "-c", str(connections),
                                 f"http://127.0.0.1:{target.port}/"])
-        self.commands.setdefault("oha", " ".join(cmd).replace(str(target.port), "PORT"))
+        self.commands["oha"] = " ".join(cmd).replace(str(target.port), "PORT")
         out = run(cmd, timeout=duration + 30)
         try:
             j = json.loads(out.stdout)
@@ -723,6 +724,7 @@ def write_report(b, results, lat, names, meta, path):
 
 def profile(b, a):
     """perf record of frontend-proxy (pinned, one worker) under scenario (a)."""
+    os.makedirs(a.out, exist_ok=True)
     data = os.path.join(a.out, "perf.data")
     sc = next(s for s in SCENARIOS if s.key == (a.scenarios if len(a.scenarios) == 1 else "a"))
     try:
@@ -760,11 +762,11 @@ def main():
     p.add_argument("--profile", metavar="SECONDS", type=int,
                    help="instead of benchmarking: perf-record frontend-proxy under scenario (a) load")
     a = p.parse_args()
-    a.duration = a.duration or (1 if a.quick else 4)
+    a.duration = a.duration or (1 if a.quick else 3)
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.warmup = 1
-    a.latency_duration = 1 if a.quick else 5
-    a.latency_rounds = 1 if a.quick else 2
+    a.latency_duration = 1 if a.quick else 4
+    a.latency_rounds = 1 if a.quick else 3
     a.binaries = {"frontend-proxy": a.binary}
     for v in a.variant:
         name, _, path = v.partition("=")
