@@ -64,7 +64,12 @@ impl Drop for OpenConnection {
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
     async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        let local = stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        // The local address costs a getsockname(2) per connection; only
+        // needed to tell listeners apart.
+        let local = match self.listeners.len() {
+            1 => None,
+            _ => stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
+        };
         let Some(listener) = self.listener(local).cloned() else {
             return self.inner.process_new(stream, shutdown).await;
         };
