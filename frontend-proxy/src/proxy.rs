@@ -2,16 +2,22 @@
 //! replies and stats together for each request. Decisions live in the
 //! modules it calls; this file sequences them through Pingora's phases.
 
+mod access_log;
+mod attempt;
+mod context;
+mod dispatch;
 mod forwarding;
 mod limits;
 mod local_reply;
+
+pub use context::RequestCtx;
 
 pub use local_reply::LocalReply;
 
 use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
 use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
-use crate::routing::{Action, Forward, HashPolicy, RequestInfo, RequireTls, Route, RouteTable, VirtualHost};
-use crate::upstream::{ActiveRequest, AttemptResult, Cluster, ClusterSet, Host, Overflow, Permit};
+use crate::routing::{Action, Forward, RequestInfo, Route, RouteTable, VirtualHost};
+use crate::upstream::{AttemptResult, Cluster, ClusterSet};
 use async_trait::async_trait;
 use http::header::{HeaderValue, SERVER};
 use local_reply::ReplyHeaders;
@@ -23,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 /// Connect failures are retried on other hosts at least this many times,
 /// whatever the route's retry policy: the request never reached the host.
@@ -52,41 +58,6 @@ pub struct Proxy {
     /// Each listener's `server_name` as a header value, built once: inserting
     /// the `&str` would copy it into a new value on every response.
     server_values: Vec<Option<HeaderValue>>,
-}
-
-/// Per-request state.
-pub struct RequestCtx {
-    start: Instant,
-    listener: usize,
-    request_id: Option<HeaderValue>,
-    /// (virtual host, route) indices in the listener's route table.
-    route: Option<(usize, usize)>,
-    cluster: Option<usize>,
-    host: Option<Arc<Host>>,
-    active: Option<ActiveRequest>,
-    /// Hosts this request already failed on, avoided by retries.
-    tried: Vec<SocketAddr>,
-    attempts: u32,
-    retries: u32,
-    deadline: Option<Instant>,
-    upstream_start: Option<Instant>,
-    upstream_time: Option<Duration>,
-    /// What to answer if the last upstream attempt fails for good.
-    last_failure: Option<LocalReply>,
-    /// The reply the proxy wrote itself, if it did.
-    reply: Option<LocalReply>,
-    /// The current upstream error is a retry on a response status.
-    retrying_status: bool,
-    hash_key: Option<Vec<u8>>,
-    client_addr: Option<SocketAddr>,
-    /// Circuit-breaker slots this request holds.
-    request_permit: Option<Permit>,
-    pending_permit: Option<Permit>,
-    retry_permit: Option<Permit>,
-    /// The next attempt is a policy retry and waits for its back-off first.
-    backoff: bool,
-    /// Request body bytes seen, for the buffer filter's limit.
-    body_bytes: u64,
 }
 
 impl Proxy {
@@ -153,174 +124,6 @@ impl Proxy {
         ctx.reply = Some(reply);
         result
     }
-
-    /// Routes the request; returns the local reply to send, if any.
-    fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<LocalReply> {
-        let listener = &self.listeners[ctx.listener];
-        let table = &listener.hcm.routes;
-        let req = session.req_header();
-        let authority = authority(req).unwrap_or_default();
-        let stats = &listener.stats;
-        let Some(v) = table.find_virtual_host_index(authority, listener.address.port()) else {
-            stats.no_route.fetch_add(1, Relaxed);
-            return Some(LocalReply::NoRoute);
-        };
-        let vh = &table.virtual_hosts[v];
-        if vh.require_tls != RequireTls::None && !listener.tls {
-            let mut location = format!("https://{}", authority_without_port(authority));
-            location.push_str(req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-            return Some(LocalReply::Redirect { status: http::StatusCode::MOVED_PERMANENTLY, location });
-        }
-        let Some(r) = vh.find_route_index(req) else {
-            stats.no_route.fetch_add(1, Relaxed);
-            return Some(LocalReply::NoRoute);
-        };
-        ctx.route = Some((v, r));
-        let route = &vh.routes[r];
-        match &route.action {
-            Action::Direct(d) => {
-                stats.rq_direct_response.fetch_add(1, Relaxed);
-                Some(LocalReply::Direct { status: d.status, body: d.body.clone() })
-            }
-            Action::Redirect(rd) => {
-                stats.rq_redirect.fetch_add(1, Relaxed);
-                let location = forwarding::redirect_location(req, authority, listener.tls, rd, &route.matcher);
-                Some(LocalReply::Redirect { status: rd.status, location })
-            }
-            Action::Forward(f) => {
-                if session.is_upgrade_req() {
-                    let websocket = req
-                        .headers
-                        .get(http::header::UPGRADE)
-                        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
-                    if !(websocket && f.websocket.unwrap_or(listener.hcm.websocket)) {
-                        return Some(LocalReply::UpgradeRejected);
-                    }
-                }
-                let cluster = f.clusters.pick(rand::random());
-                ctx.cluster = Some(cluster);
-                ctx.deadline = f.timeout.map(|t| ctx.start + t);
-                ctx.hash_key = self
-                    .clusters
-                    .get(cluster)
-                    .filter(|c| c.uses_hash_key())
-                    .map(|_| hash_key(&f.hash_policy, req, ctx.client_addr));
-                if f.retry_policy.is_some() {
-                    session.enable_retry_buffering();
-                }
-                None
-            }
-        }
-    }
-
-    /// How long this attempt may wait for the upstream; `Err` if the route
-    /// deadline has passed.
-    fn attempt_timeout(&self, ctx: &RequestCtx, upgrade: bool) -> std::result::Result<Option<Duration>, ()> {
-        let forward = self.forward(ctx);
-        if upgrade {
-            // A WebSocket lives past the route timeout; the route's idle timeout bounds it.
-            return Ok(forward.and_then(|f| f.idle_timeout));
-        }
-        let remaining = match ctx.deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
-                Some(r) if !r.is_zero() => Some(r),
-                _ => return Err(()),
-            },
-            None => None,
-        };
-        let per_try = forward.and_then(|f| f.retry_policy.as_ref()).and_then(|p| p.per_try_timeout);
-        Ok(match (remaining, per_try) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-    }
-
-    fn retry_budget(&self, ctx: &RequestCtx) -> u32 {
-        self.forward(ctx).and_then(|f| f.retry_policy.as_ref()).map(|p| p.num_retries).unwrap_or(0)
-    }
-
-    fn deadline_passed(ctx: &RequestCtx) -> bool {
-        ctx.deadline.is_some_and(|d| Instant::now() >= d)
-    }
-
-    /// A circuit-breaker slot for a policy retry; `false` (and counted) when
-    /// `max_retries` retries are already in flight.
-    fn take_retry_permit(&self, ctx: &mut RequestCtx) -> bool {
-        let Some(c) = self.cluster(ctx) else { return false };
-        match c.breaker.start_retry() {
-            Ok(p) => {
-                ctx.retry_permit = Some(p);
-                true
-            }
-            Err(_) => {
-                c.stats.upstream_rq_retry_overflow.fetch_add(1, Relaxed);
-                false
-            }
-        }
-    }
-
-    /// Answers a circuit-breaker overflow: 503 with `x-envoy-overloaded`.
-    fn overflow(&self, ctx: &mut RequestCtx, cluster: &Cluster, kind: Overflow) -> Box<Error> {
-        let counter = match kind {
-            Overflow::Connections => &cluster.stats.upstream_cx_overflow,
-            Overflow::PendingRequests | Overflow::Requests => &cluster.stats.upstream_rq_pending_overflow,
-            Overflow::Retries => &cluster.stats.upstream_rq_retry_overflow,
-        };
-        counter.fetch_add(1, Relaxed);
-        warn!(cluster = %cluster.name(), ?kind, "circuit breaker open");
-        ctx.last_failure = Some(LocalReply::Overflow);
-        Error::explain(ErrorType::HTTPStatus(503), "circuit breaker overflow")
-    }
-
-    fn record_retry(&self, ctx: &mut RequestCtx) {
-        ctx.retries += 1;
-        if let Some(c) = self.cluster(ctx) {
-            c.stats.upstream_rq_retry.fetch_add(1, Relaxed);
-        }
-    }
-}
-
-/// `:authority` (h2) or `Host` (HTTP/1.1).
-fn authority(req: &RequestHeader) -> Option<&str> {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-}
-
-fn authority_without_port(authority: &str) -> &str {
-    crate::routing::split_port(authority).map(|(h, _)| h).unwrap_or(authority)
-}
-
-/// The consistent-hashing key from the route's hash policies; random when
-/// no policy yields a value (as Envoy does).
-fn hash_key(policies: &[HashPolicy], req: &RequestHeader, client: Option<SocketAddr>) -> Vec<u8> {
-    let mut key = Vec::new();
-    for p in policies {
-        let (found, terminal) = match p {
-            HashPolicy::Header { name, terminal } => match req.headers.get(name) {
-                Some(v) => {
-                    key.extend_from_slice(v.as_bytes());
-                    (true, *terminal)
-                }
-                None => (false, false),
-            },
-            HashPolicy::SourceIp { terminal } => match client {
-                Some(a) => {
-                    key.extend_from_slice(a.ip().to_string().as_bytes());
-                    (true, *terminal)
-                }
-                None => (false, false),
-            },
-        };
-        if found && terminal {
-            break;
-        }
-    }
-    if key.is_empty() {
-        key.extend_from_slice(&rand::random::<u64>().to_le_bytes());
-    }
-    key
 }
 
 #[async_trait]
@@ -334,31 +137,7 @@ impl ProxyHttp for Proxy {
     }
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            start: Instant::now(),
-            listener: 0,
-            request_id: None,
-            route: None,
-            cluster: None,
-            host: None,
-            active: None,
-            tried: Vec::new(),
-            attempts: 0,
-            retries: 0,
-            deadline: None,
-            upstream_start: None,
-            upstream_time: None,
-            last_failure: None,
-            reply: None,
-            retrying_status: false,
-            hash_key: None,
-            client_addr: None,
-            request_permit: None,
-            pending_permit: None,
-            retry_permit: None,
-            backoff: false,
-            body_bytes: 0,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -550,7 +329,7 @@ impl ProxyHttp for Proxy {
         };
         if policy.retries_status(status)
             && ctx.retries < policy.num_retries
-            && !Self::deadline_passed(ctx)
+            && !ctx.deadline_passed()
             && !session.as_ref().retry_buffer_truncated()
             && self.take_retry_permit(ctx)
         {
@@ -632,7 +411,7 @@ impl ProxyHttp for Proxy {
         let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
         let another_host =
             self.cluster(ctx).is_some_and(|c| c.select(ctx.hash_key.as_deref().unwrap_or(&[]), &ctx.tried).is_some());
-        let retry = another_host && ctx.retries < budget && !Self::deadline_passed(ctx);
+        let retry = another_host && ctx.retries < budget && !ctx.deadline_passed();
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
         ctx.last_failure = Some(LocalReply::ConnectFailure { retried: ctx.retries > 0 });
         if retry {
@@ -664,7 +443,7 @@ impl ProxyHttp for Proxy {
         }
         let started = session.response_written().is_some();
         let policy = self.forward(ctx).and_then(|f| f.retry_policy.as_ref());
-        let may_retry = !started && !session.as_ref().retry_buffer_truncated() && !Self::deadline_passed(ctx);
+        let may_retry = !started && !session.as_ref().retry_buffer_truncated() && !ctx.deadline_passed();
         let retry = match policy {
             Some(p) if may_retry && ctx.retries < p.num_retries => {
                 let on = &p.retry_on;
@@ -760,58 +539,6 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let elapsed = ctx.start.elapsed();
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
-        let listener = self.listener(ctx);
-        let stats = &listener.stats;
-        stats.downstream_rq_active.fetch_sub(1, Relaxed);
-        stats.downstream_rq_total.fetch_add(1, Relaxed);
-        if session.is_http2() {
-            stats.downstream_rq_http2_total.fetch_add(1, Relaxed);
-        } else {
-            stats.downstream_rq_http1_total.fetch_add(1, Relaxed);
-        }
-        stats.downstream_rq.record(status);
-        stats.downstream_rq_time.record(elapsed);
-
-        let cluster = self.cluster(ctx);
-        let from_cluster = ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
-        if let (Some(c), true) = (cluster, from_cluster) {
-            c.stats.upstream_rq_total.fetch_add(1, Relaxed);
-            c.stats.upstream_rq.record(status);
-            // As Envoy: only requests the upstream answered have an upstream time.
-            if let (Some(start), Some(_)) = (ctx.upstream_start, ctx.upstream_time) {
-                c.stats.upstream_rq_time.record(start.elapsed());
-            }
-            if ctx.retries > 0 && (200..500).contains(&status) {
-                c.stats.upstream_rq_retry_success.fetch_add(1, Relaxed);
-            }
-            c.stats.upstream_cx_rx_bytes_total.fetch_add(session.upstream_body_bytes_received() as u64, Relaxed);
-            c.stats.upstream_cx_tx_bytes_total.fetch_add(session.body_bytes_read() as u64, Relaxed);
-        }
-        if let Some(h) = &ctx.host {
-            let counter = if (200..500).contains(&status) { &h.stats.rq_success } else { &h.stats.rq_error };
-            counter.fetch_add(1, Relaxed);
-        }
-        ctx.active = None;
-
-        let req = session.req_header();
-        info!(
-            target: "frontend_proxy::access",
-            method = %req.method,
-            path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-            authority = authority(req).unwrap_or("-"),
-            status,
-            listener = %listener.name,
-            cluster = cluster.map(|c| c.name()).unwrap_or("-"),
-            upstream = %ctx.host.as_ref().map(|h| h.addr.to_string()).unwrap_or_else(|| "-".into()),
-            attempts = ctx.attempts,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            client = %ctx.client_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-            local_reply = ctx.reply.is_some(),
-            error = e.map(|e| e.etype().as_str()).unwrap_or("-"),
-            "access"
-        );
+        self.record_completion(session, e, ctx);
     }
 }

@@ -1,0 +1,74 @@
+//! Policy for upstream attempts: per-attempt timeouts, retry budgets and
+//! circuit-breaker slots for retries, and overflow replies.
+
+use super::context::RequestCtx;
+use super::{LocalReply, Proxy};
+use crate::upstream::{Cluster, Overflow};
+use pingora_error::{Error, ErrorType};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+impl Proxy {
+    /// How long this attempt may wait for the upstream; `Err` if the route
+    /// deadline has passed.
+    pub(super) fn attempt_timeout(&self, ctx: &RequestCtx, upgrade: bool) -> std::result::Result<Option<Duration>, ()> {
+        let forward = self.forward(ctx);
+        if upgrade {
+            // A WebSocket lives past the route timeout; the route's idle timeout bounds it.
+            return Ok(forward.and_then(|f| f.idle_timeout));
+        }
+        let remaining = match ctx.deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(r) if !r.is_zero() => Some(r),
+                _ => return Err(()),
+            },
+            None => None,
+        };
+        let per_try = forward.and_then(|f| f.retry_policy.as_ref()).and_then(|p| p.per_try_timeout);
+        Ok(match (remaining, per_try) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    pub(super) fn retry_budget(&self, ctx: &RequestCtx) -> u32 {
+        self.forward(ctx).and_then(|f| f.retry_policy.as_ref()).map(|p| p.num_retries).unwrap_or(0)
+    }
+
+    /// A circuit-breaker slot for a policy retry; `false` (and counted) when
+    /// `max_retries` retries are already in flight.
+    pub(super) fn take_retry_permit(&self, ctx: &mut RequestCtx) -> bool {
+        let Some(c) = self.cluster(ctx) else { return false };
+        match c.breaker.start_retry() {
+            Ok(p) => {
+                ctx.retry_permit = Some(p);
+                true
+            }
+            Err(_) => {
+                c.stats.upstream_rq_retry_overflow.fetch_add(1, Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Answers a circuit-breaker overflow: 503 with `x-envoy-overloaded`.
+    pub(super) fn overflow(&self, ctx: &mut RequestCtx, cluster: &Cluster, kind: Overflow) -> Box<Error> {
+        let counter = match kind {
+            Overflow::Connections => &cluster.stats.upstream_cx_overflow,
+            Overflow::PendingRequests | Overflow::Requests => &cluster.stats.upstream_rq_pending_overflow,
+            Overflow::Retries => &cluster.stats.upstream_rq_retry_overflow,
+        };
+        counter.fetch_add(1, Relaxed);
+        warn!(cluster = %cluster.name(), ?kind, "circuit breaker open");
+        ctx.last_failure = Some(LocalReply::Overflow);
+        Error::explain(ErrorType::HTTPStatus(503), "circuit breaker overflow")
+    }
+
+    pub(super) fn record_retry(&self, ctx: &mut RequestCtx) {
+        ctx.retries += 1;
+        if let Some(c) = self.cluster(ctx) {
+            c.stats.upstream_rq_retry.fetch_add(1, Relaxed);
+        }
+    }
+}

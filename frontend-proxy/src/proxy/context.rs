@@ -1,0 +1,78 @@
+//! The state one request carries through Pingora's phases.
+
+use super::LocalReply;
+use crate::upstream::{ActiveRequest, Host, Permit};
+use http::header::HeaderValue;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-request state.
+pub struct RequestCtx {
+    pub(super) start: Instant,
+    pub(super) listener: usize,
+    pub(super) request_id: Option<HeaderValue>,
+    /// (virtual host, route) indices in the listener's route table.
+    pub(super) route: Option<(usize, usize)>,
+    pub(super) cluster: Option<usize>,
+    pub(super) host: Option<Arc<Host>>,
+    pub(super) active: Option<ActiveRequest>,
+    /// Hosts this request already failed on, avoided by retries.
+    pub(super) tried: Vec<SocketAddr>,
+    pub(super) attempts: u32,
+    pub(super) retries: u32,
+    pub(super) deadline: Option<Instant>,
+    pub(super) upstream_start: Option<Instant>,
+    pub(super) upstream_time: Option<Duration>,
+    /// What to answer if the last upstream attempt fails for good.
+    pub(super) last_failure: Option<LocalReply>,
+    /// The reply the proxy wrote itself, if it did.
+    pub(super) reply: Option<LocalReply>,
+    /// The current upstream error is a retry on a response status.
+    pub(super) retrying_status: bool,
+    pub(super) hash_key: Option<Vec<u8>>,
+    pub(super) client_addr: Option<SocketAddr>,
+    /// Circuit-breaker slots this request holds.
+    pub(super) request_permit: Option<Permit>,
+    pub(super) pending_permit: Option<Permit>,
+    pub(super) retry_permit: Option<Permit>,
+    /// The next attempt is a policy retry and waits for its back-off first.
+    pub(super) backoff: bool,
+    /// Request body bytes seen, for the buffer filter's limit.
+    pub(super) body_bytes: u64,
+}
+
+impl RequestCtx {
+    pub(super) fn new() -> Self {
+        Self {
+            start: Instant::now(),
+            listener: 0,
+            request_id: None,
+            route: None,
+            cluster: None,
+            host: None,
+            active: None,
+            tried: Vec::new(),
+            attempts: 0,
+            retries: 0,
+            deadline: None,
+            upstream_start: None,
+            upstream_time: None,
+            last_failure: None,
+            reply: None,
+            retrying_status: false,
+            hash_key: None,
+            client_addr: None,
+            request_permit: None,
+            pending_permit: None,
+            retry_permit: None,
+            backoff: false,
+            body_bytes: 0,
+        }
+    }
+
+    /// Whether the route timeout has run out.
+    pub(super) fn deadline_passed(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+}
