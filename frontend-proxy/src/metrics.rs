@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn upstream_tracer_counts_open_and_closed_connections() {
         let cluster = Arc::new(ClusterStats::default());
-        let host = Host::new("127.0.0.1:80".parse().unwrap(), None, 1, false);
+        let host = Host::new("127.0.0.1:80".parse().unwrap(), None, 1, false, None);
         let tracer = UpstreamConnectionTracer::tracer(&cluster, &host);
         // Pingora clones the peer's tracer into each new connection.
         let first = tracer.clone();

@@ -12,6 +12,8 @@ mod local_reply;
 
 pub use context::RequestCtx;
 
+use attempt::{per_try_timeout, shorter};
+
 pub use local_reply::LocalReply;
 
 use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
@@ -281,13 +283,7 @@ impl ProxyHttp for Proxy {
         };
         // The first attempt announces the configured timeout; retries what is left of it.
         let expected = if ctx.attempts <= 1 {
-            self.forward(ctx).and_then(|f| {
-                let per_try = f.retry_policy.as_ref().and_then(|p| p.per_try_timeout);
-                match (f.timeout, per_try) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            })
+            self.forward(ctx).and_then(|f| shorter(f.timeout, per_try_timeout(f)))
         } else {
             self.attempt_timeout(ctx, false).ok().flatten()
         };
@@ -409,8 +405,7 @@ impl ProxyHttp for Proxy {
             ctx.tried.push(h.addr);
         }
         let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
-        let another_host =
-            self.cluster(ctx).is_some_and(|c| c.select(ctx.hash_key.as_deref().unwrap_or(&[]), &ctx.tried).is_some());
+        let another_host = self.cluster(ctx).is_some_and(|c| c.has_host_outside(&ctx.tried));
         let retry = another_host && ctx.retries < budget && !ctx.deadline_passed();
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
         ctx.last_failure = Some(LocalReply::ConnectFailure { retried: ctx.retries > 0 });

@@ -3,6 +3,7 @@
 
 use super::context::RequestCtx;
 use super::{LocalReply, Proxy};
+use crate::routing::Forward;
 use crate::upstream::{Cluster, Overflow};
 use pingora_error::{Error, ErrorType};
 use std::sync::atomic::Ordering::Relaxed;
@@ -25,11 +26,7 @@ impl Proxy {
             },
             None => None,
         };
-        let per_try = forward.and_then(|f| f.retry_policy.as_ref()).and_then(|p| p.per_try_timeout);
-        Ok(match (remaining, per_try) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(shorter(remaining, forward.and_then(per_try_timeout)))
     }
 
     pub(super) fn retry_budget(&self, ctx: &RequestCtx) -> u32 {
@@ -70,5 +67,18 @@ impl Proxy {
         if let Some(c) = self.cluster(ctx) {
             c.stats.upstream_rq_retry.fetch_add(1, Relaxed);
         }
+    }
+}
+
+/// The route's `per_try_timeout`, if it has a retry policy with one.
+pub(super) fn per_try_timeout(forward: &Forward) -> Option<Duration> {
+    forward.retry_policy.as_ref().and_then(|p| p.per_try_timeout)
+}
+
+/// The shorter of two optional timeouts (`None` means no limit).
+pub(super) fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }

@@ -179,13 +179,16 @@ impl Cluster {
     pub fn select(&self, key: &[u8], avoid: &[SocketAddr]) -> Option<Selected> {
         let max_iterations = self.host_count.load(Relaxed) * 2 + 4;
         let panic = self.panic.load(Relaxed);
-        let accept = |b: &Backend, ready: bool| {
-            ready
-                && b.addr.as_inet().is_some_and(|a| !avoid.contains(a))
-                && (panic || host_of(b).is_some_and(|h| h.is_healthy()))
-        };
+        let accept = |b: &Backend, ready: bool| ready && host_of(b).is_some_and(|h| acceptable(h, avoid, panic));
         let backend = with_lb!(&self.balancer, lb => lb.select_with(key, max_iterations, accept))?;
         host_of(&backend).cloned()
+    }
+
+    /// Whether [`Self::select`] has a host to offer outside `avoid`, without
+    /// selecting one (which would move the round-robin position).
+    pub fn has_host_outside(&self, avoid: &[SocketAddr]) -> bool {
+        let panic = self.panic.load(Relaxed);
+        self.hosts().iter().any(|h| acceptable(h, avoid, panic))
     }
 
     /// Hosts in the cluster and how many of them are healthy.
@@ -276,6 +279,12 @@ impl Cluster {
     pub(super) fn is_dynamic(&self) -> bool {
         self.spec.discovery != DiscoveryType::Static
     }
+}
+
+/// The selection rule: not already tried by this request, and healthy
+/// unless the cluster is in panic mode.
+fn acceptable(host: &Host, avoid: &[SocketAddr], panic: bool) -> bool {
+    !avoid.contains(&host.addr) && (panic || host.is_healthy())
 }
 
 /// Every cluster, indexed by the ids routes were resolved to.

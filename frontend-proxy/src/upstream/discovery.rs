@@ -155,8 +155,7 @@ impl ServiceDiscovery for EndpointDiscovery {
                     continue; // duplicates collapse; the first endpoint wins
                 }
                 let host = state.hosts.get(&addr).filter(|h| h.weight == ep.weight).cloned().unwrap_or_else(|| {
-                    Host::new(addr, hostname.clone(), ep.weight, self.health_checked)
-                        .with_health_check_port(ep.health_check_port)
+                    Host::new(addr, hostname.clone(), ep.weight, self.health_checked, ep.health_check_port)
                 });
                 host.health.pending_removal.store(false, Relaxed);
                 let mut backend =

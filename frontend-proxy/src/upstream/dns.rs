@@ -49,8 +49,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 impl HickoryResolver {
     pub fn new(spec: &DnsSpec) -> Result<Self, DnsError> {
         let (config, mut opts) = if spec.resolvers.is_empty() {
-            let (config, opts) =
+            let (config, mut opts) =
                 hickory_resolver::system_conf::read_system_conf().map_err(|e| DnsError::SystemConfig(e.to_string()))?;
+            // /etc/hosts first, as c-ares does for Envoy.
+            opts.use_hosts_file = ResolveHosts::Always;
             (config, opts)
         } else {
             let mut config = ResolverConfig::new();
@@ -62,10 +64,6 @@ impl HickoryResolver {
             opts.use_hosts_file = ResolveHosts::Never;
             (config, opts)
         };
-        if spec.resolvers.is_empty() {
-            // /etc/hosts first, as c-ares does for Envoy.
-            opts.use_hosts_file = ResolveHosts::Always;
-        }
         // hickory's cache (moka) evicts lazily even at size 0, so `resolve`
         // also clears it before every lookup.
         opts.cache_size = 0;

@@ -159,7 +159,7 @@ mod tests {
     }
 
     fn host(checked: bool) -> std::sync::Arc<Host> {
-        Host::new("127.0.0.1:1".parse().unwrap(), None, 1, checked)
+        Host::new("127.0.0.1:1".parse().unwrap(), None, 1, checked, None)
     }
 
     #[test]

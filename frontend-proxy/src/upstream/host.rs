@@ -77,17 +77,16 @@ pub fn ms(d: Duration) -> u64 {
 impl Host {
     /// `health_checked`: new hosts of a health-checked cluster start
     /// unhealthy until their first check passes, as in Envoy.
-    pub fn new(addr: SocketAddr, hostname: Option<String>, weight: u32, health_checked: bool) -> Arc<Self> {
+    pub fn new(
+        addr: SocketAddr,
+        hostname: Option<String>,
+        weight: u32,
+        health_checked: bool,
+        health_check_port: Option<u16>,
+    ) -> Arc<Self> {
         let health = HostHealth::default();
         health.pending_active_hc.store(health_checked, Relaxed);
-        Arc::new(Self { addr, hostname, weight, health_check_port: None, stats: HostStats::default(), health })
-    }
-
-    pub fn with_health_check_port(mut self: Arc<Self>, port: Option<u16>) -> Arc<Self> {
-        if let Some(h) = Arc::get_mut(&mut self) {
-            h.health_check_port = port;
-        }
-        self
+        Arc::new(Self { addr, hostname, weight, health_check_port, stats: HostStats::default(), health })
     }
 
     /// Marks a request as started on this host; the guard ends it.
