@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
+/// Pingora allocates per request (header maps, a 64 KiB body buffer per upstream
+/// response); mimalloc serves those from thread-local free lists.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(url) = &cli.health_probe {
