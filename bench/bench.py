@@ -94,6 +94,34 @@ def http_get(port, path="/"):
     return int(m.group(1)) if m else 0
 
 
+def keepalive_requests(port, n, conns=4, path="/"):
+    """`n` GETs spread over `conns` keep-alive connections, one at a time; each must be a 200."""
+    req = f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n".encode()
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(conns)]
+    try:
+        for i in range(n):
+            s = socks[i % conns]
+            s.sendall(req)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("connection closed before a response header")
+                buf += chunk
+            head, body = buf.split(b"\r\n\r\n", 1)
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            if not head.startswith(b"HTTP/1.1 200") or not m:
+                raise RuntimeError(f"unexpected response: {head[:200]!r}")
+            while len(body) < int(m.group(1)):
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("connection closed inside a response body")
+                body += chunk
+    finally:
+        for s in socks:
+            s.close()
+
+
 def pids_of(pid):
     """The process and its direct children (nginx master + workers)."""
     out = [pid]
@@ -308,9 +336,9 @@ class Proc:
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.serving = serving  # "children" when the workers are child processes
 
-    def ready(self, path="/"):
-        wait_port(self.port, self.proc)
-        deadline = time.time() + 10
+    def ready(self, path="/", startup=10.0):
+        wait_port(self.port, self.proc, startup)
+        deadline = time.time() + startup
         while time.time() < deadline:
             try:
                 if http_get(self.port, path) == 200:
@@ -385,11 +413,12 @@ class Bench:
                 os.makedirs(os.path.join(self.workdir, f"{name}-tmp", sub), exist_ok=True)
         os.chmod(self.workdir, 0o755)
 
-    def start(self, name, cmd, port, cpu, serving=None, path="/"):
+    def start(self, name, cmd, port, cpu, serving=None, path="/", startup=10.0):
         p = Proc(name, cmd, port, self.workdir, cpu, serving)
         self.procs.append(p)
-        self.commands.setdefault(name.split("#")[0], " ".join(p.cmd))
-        return p.ready(path)
+        if not name.startswith("callgrind:"):
+            self.commands.setdefault(name.split("#")[0], " ".join(p.cmd))
+        return p.ready(path, startup)
 
     def stop(self, p):
         p.stop()
@@ -416,7 +445,7 @@ class Bench:
         for p in self.backend_ports:
             wait_port(p, self.backend.proc)
 
-    def start_proxies(self, scenario, workers, cpu, which):
+    def start_proxies(self, scenario, workers, cpu, which, prefix=()):
         backends = self.backend_ports[: scenario.backends]
         tag = f"{scenario.key}{workers}"
         targets = []
@@ -438,7 +467,9 @@ class Bench:
                 conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends))
                 cmd = [binary, "-c", conf, "--concurrency", str(workers), "--log-level", "warn"]
                 serving = None
-            proc = self.start(f"{name}#{tag}", cmd, port, cpu, serving=serving, path=scenario.path)
+            label = f"callgrind:{name}#{tag}" if prefix else f"{name}#{tag}"
+            proc = self.start(label, list(prefix) + cmd, port, cpu, serving=serving, path=scenario.path,
+                              startup=60.0 if prefix else 10.0)
             targets.append(Target(name, port, proc))
         return targets
 
@@ -556,6 +587,44 @@ class Bench:
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
 
+    def instructions(self, names, n=2000):
+        """User-space instructions per request under callgrind: a count that machine noise does not move.
+
+        Each proxy runs under `valgrind --tool=callgrind` (all threads and, for
+        nginx, the worker process); after 200 warm-up requests the counters are
+        zeroed, `n` requests go over 4 keep-alive connections one at a time, and
+        the dumped totals are divided by `n`. The kernel's share (system calls,
+        TCP) is not in it."""
+        sc = SCENARIOS[0]
+        out = {}
+        for name in [x for x in names if x != "direct"]:
+            cg = os.path.join(self.workdir, f"callgrind-{name}.out")
+            prefix = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={cg}.%p"]
+            (t,) = self.start_proxies(sc, 1, None, [name], prefix=prefix)
+            try:
+                keepalive_requests(t.port, 200)
+                pids = [str(p) for p in t.proc.pids()]
+                run(["callgrind_control", "--zero"] + pids, timeout=60)
+                for f in os.listdir(self.workdir):
+                    if f.startswith(f"callgrind-{name}.out"):
+                        os.remove(os.path.join(self.workdir, f))
+                keepalive_requests(t.port, n)
+                run(["callgrind_control", "--dump"] + pids, timeout=60)
+                total = 0
+                for f in os.listdir(self.workdir):
+                    if f.startswith(f"callgrind-{name}.out"):
+                        with open(os.path.join(self.workdir, f)) as fh:
+                            total += next((int(line.split()[1]) for line in fh
+                                           if line.startswith(("summary:", "totals:"))), 0)
+                out[name] = total / n
+                log(f"  instructions {name:<16} {out[name]:9.0f} per request")
+            finally:
+                self.stop(t.proc)
+        self.commands["callgrind"] = (" ".join(prefix[:3]) + " PROXY; callgrind_control --zero / --dump around"
+                                      f" {n} GETs on 4 keep-alive connections")
+        return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -654,7 +723,7 @@ def chart(results, names, path):
     return True
 
 
-def write_report(b, results, lat, names, meta, path):
+def write_report(b, results, lat, instr, names, meta, path):
     a = b.args
     primary = "frontend-proxy" if "frontend-proxy" in names else names[-1]
     out = [
@@ -704,6 +773,17 @@ def write_report(b, results, lat, names, meta, path):
     elif not a.quick:
         out += ["## Open-loop latency", "", "oha was not installed, so there is no open-loop latency measurement"
                 " (`cargo install oha`, or `bench/run.sh --install-oha`).", ""]
+    if instr:
+        base = {k: instr[k] for k in ("haproxy", "nginx") if k in instr}
+        out += ["## Instructions per request (callgrind, scenario a traffic, one request at a time)", "",
+                "User-space instructions the proxy executes per proxied request, all threads"
+                " (nginx: master and worker), kernel excluded. Unlike req/s this count does not move with"
+                " machine load: it is the number to compare builds with.", "",
+                "| proxy | instructions / request |" + "".join(f" × {k} |" for k in base),
+                "|---|---:|" + "---:|" * len(base)]
+        for n, v in instr.items():
+            out.append(f"| {n} | {v:,.0f} |" + "".join(f" {v / bv:.2f} |" for bv in base.values()))
+        out.append("")
     if meta.get("chart"):
         out += ["## Chart", "", "![throughput and CPU per request](results.png)", ""]
     out += ["## Exact commands", "", "```"]
@@ -759,6 +839,8 @@ def main():
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--no-deployed", action="store_true", help="skip the unpinned 2-worker run")
     p.add_argument("--no-latency", action="store_true", help="skip the open-loop latency run")
+    p.add_argument("--no-instructions", dest="instructions", action="store_false",
+                   help="skip the callgrind instruction count (needs valgrind)")
     p.add_argument("--profile", metavar="SECONDS", type=int,
                    help="instead of benchmarking: perf-record frontend-proxy under scenario (a) load")
     a = p.parse_args()
@@ -773,6 +855,9 @@ def main():
         a.binaries[name] = path
     if not (a.oha and os.access(a.oha, os.X_OK)):
         a.oha = None
+    if a.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        log("valgrind not found: no instruction count (bench/run.sh installs it)")
+        a.instructions = False
     for tool in ("wrk", "nginx", "haproxy", "taskset"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run bench/run.sh, which installs it")
@@ -796,6 +881,7 @@ def main():
     }
     results = {}
     lat = None
+    instr = None
     started = time.time()
     try:
         b.start_backend()
@@ -811,6 +897,9 @@ def main():
         if a.oha and not a.no_latency:
             log(f"open-loop latency at {a.rate} req/s")
             lat = b.latency(names)
+        if a.instructions:
+            log("user-space instructions per request (callgrind)")
+            instr = b.instructions(names, n=300 if a.quick else 2000)
         if not a.no_deployed and not a.variant:
             log("as deployed: 2 workers, nothing pinned")
             sc = SCENARIOS[0]
@@ -823,7 +912,7 @@ def main():
     meta["load_after"] = loadavg()
     os.makedirs(a.out, exist_ok=True)
     meta["chart"] = chart(results, names, os.path.join(a.out, "results.png"))
-    write_report(b, results, lat, names, meta, os.path.join(a.out, "RESULTS.md"))
+    write_report(b, results, lat, instr, names, meta, os.path.join(a.out, "RESULTS.md"))
     shutil.rmtree(b.workdir, ignore_errors=True)
     log(f"done in {time.time() - started:.0f} s: {os.path.join(a.out, 'RESULTS.md')}")
 
