@@ -844,10 +844,12 @@ def main():
     p.add_argument("--profile", metavar="SECONDS", type=int,
                    help="instead of benchmarking: perf-record frontend-proxy under scenario (a) load")
     a = p.parse_args()
-    a.duration = a.duration or (1 if a.quick else 3)
+    # 2 s runs keep a clean clone's build + full run under 10 minutes on 2 cores;
+    # three alternating runs per cell absorb more noise than longer ones do.
+    a.duration = a.duration or (1 if a.quick else 2)
     a.rounds = a.rounds or (1 if a.quick else 3)
     a.warmup = 1
-    a.latency_duration = 1 if a.quick else 4
+    a.latency_duration = 1 if a.quick else 3
     a.latency_rounds = 1 if a.quick else 3
     a.binaries = {"frontend-proxy": a.binary}
     for v in a.variant:
