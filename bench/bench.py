@@ -174,9 +174,21 @@ def pss_kb(pids):
     return total
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
+def cpu_busy(seconds=1.0):
+    """Share of both CPUs in use right now (all processes), from two /proc/stat samples.
+
+    Unlike the load average, which still remembers the release build that
+    bench/run.sh has just finished, this says whether something else is
+    running while the benchmark starts or ends."""
+    def sample():
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]  # idle + iowait
+        return sum(v) - idle, sum(v)
+    b0, t0 = sample()
+    time.sleep(seconds)
+    b1, t1 = sample()
+    return (b1 - b0) / max(t1 - t0, 1)
 
 
 def run(cmd, timeout):
@@ -735,8 +747,10 @@ def write_report(b, results, lat, instr, names, meta, path):
         "## Set-up",
         "",
         f"- Machine: {meta['machine']}.",
-        f"- Load average before / after: {meta['load_before']:.2f} / {meta['load_after']:.2f}"
-        + (" — **the machine was busy: treat the numbers as noisy**." if max(meta['load_before'], meta['load_after']) >= 0.3 and not a.quick else "."),
+        f"- CPU in use by anything when the run started / ended (1 s of /proc/stat): {meta['load_before'] * 100:.0f} %"
+        f" / {meta['load_after'] * 100:.0f} %"
+        + (" — **something else was running: treat the numbers as noisy**."
+           if max(meta['load_before'], meta['load_after']) >= 0.15 and not a.quick else "."),
         f"- frontend-proxy {meta['git']} (release build), {meta['versions']['nginx']}, {meta['versions']['haproxy']},"
         f" {meta['versions']['wrk']}, oha: {meta['versions']['oha']}.",
         f"- Pinning: every proxy gets one worker (`--concurrency 1`, `nbthread 1`, `worker_processes 1`) pinned"
@@ -875,7 +889,7 @@ def main():
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "machine": machine(),
         "git": git_rev(),
-        "load_before": loadavg(),
+        "load_before": cpu_busy(),
         "versions": {"nginx": version(["nginx", "-v"]), "haproxy": version(["haproxy", "-v"]),
                      "wrk": version(["wrk", "-v"]), "oha": version([a.oha, "--version"]) if a.oha else "not installed"},
         "sections": [],
@@ -911,7 +925,7 @@ def main():
                                            " (wrk, backend and proxy share both cores)"))
     finally:
         b.stop_all()
-    meta["load_after"] = loadavg()
+    meta["load_after"] = cpu_busy()
     os.makedirs(a.out, exist_ok=True)
     meta["chart"] = chart(results, names, os.path.join(a.out, "results.png"))
     write_report(b, results, lat, instr, names, meta, os.path.join(a.out, "RESULTS.md"))
