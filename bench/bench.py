@@ -598,7 +598,6 @@ class Bench:
                     self.stop(t.proc)
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
-
     def instructions(self, names, n=2000):
         """User-space instructions per request under callgrind: a count that machine noise does not move.
 
@@ -628,6 +627,8 @@ class Bench:
                         with open(os.path.join(self.workdir, f)) as fh:
                             total += next((int(line.split()[1]) for line in fh
                                            if line.startswith(("summary:", "totals:"))), 0)
+                if not total:
+                    raise RuntimeError(f"callgrind wrote no counts for {name} in {self.workdir}")
                 out[name] = total / n
                 log(f"  instructions {name:<16} {out[name]:9.0f} per request")
             finally:
