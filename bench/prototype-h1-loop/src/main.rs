@@ -44,6 +44,19 @@ struct Lean {
 }
 
 const HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+/// The proxy sets its own `server` header, as Envoy does by default.
+const HOP_AND_SERVER: [&str; 7] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "server"];
+
+/// Appends `headers` to `out` in wire format, except those named in `drop`.
+fn copy_headers(out: &mut Vec<u8>, headers: &[httparse::Header], drop: &[&str]) {
+    for h in headers.iter().filter(|h| !drop.iter().any(|n| h.name.eq_ignore_ascii_case(n))) {
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
 
 fn content_length(headers: &[httparse::Header]) -> usize {
     headers
@@ -92,15 +105,7 @@ impl Lean {
             .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
         out.clear();
         write!(out, "{} {} HTTP/1.1\r\n", req.method?, req.path?).ok()?;
-        for h in req.headers.iter() {
-            if HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) {
-                continue;
-            }
-            out.extend_from_slice(h.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
-        }
+        copy_headers(out, req.headers, &HOP);
         let (a, b) = (rand64(), rand64());
         write!(out, "x-forwarded-proto: http\r\nx-request-id: {:08x}-{:04x}-4{:03x}-{:04x}-{:012x}\r\nx-envoy-expected-rq-timeout-ms: 15000\r\n\r\n",
             a >> 32, (a >> 16) & 0xffff, a & 0xfff, b >> 48, b & 0xffff_ffff_ffff).ok()?;
@@ -122,15 +127,7 @@ impl Lean {
         let rlen = content_length(resp.headers);
         out.clear();
         write!(out, "HTTP/1.1 {} {}\r\n", resp.code?, resp.reason.unwrap_or("")).ok()?;
-        for h in resp.headers.iter() {
-            if HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || h.name.eq_ignore_ascii_case("server") {
-                continue;
-            }
-            out.extend_from_slice(h.name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(h.value);
-            out.extend_from_slice(b"\r\n");
-        }
+        copy_headers(out, resp.headers, &HOP_AND_SERVER);
         write!(out, "server: envoy\r\nx-envoy-upstream-service-time: {}\r\n\r\n", start.elapsed().as_millis()).ok()?;
         let have = (ubuf.len() - rhead).min(rlen);
         out.extend_from_slice(&ubuf[rhead..rhead + have]);
