@@ -44,17 +44,23 @@ struct Lean {
 }
 
 const HOP: [&str; 6] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
-/// The proxy sets its own `server` header, as Envoy does by default.
-const HOP_AND_SERVER: [&str; 7] =
-    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade", "server"];
 
-/// Appends `headers` to `out` in wire format, except those named in `drop`.
-fn copy_headers(out: &mut Vec<u8>, headers: &[httparse::Header], drop: &[&str]) {
-    for h in headers.iter().filter(|h| !drop.iter().any(|n| h.name.eq_ignore_ascii_case(n))) {
+/// Appends `headers` to `out` in wire format, except hop-by-hop ones and those named in `also_drop`.
+fn copy_headers(out: &mut Vec<u8>, headers: &[httparse::Header], also_drop: &[&str]) {
+    let dropped = |name: &str| HOP.iter().chain(also_drop).any(|n| name.eq_ignore_ascii_case(n));
+    for h in headers.iter().filter(|h| !dropped(h.name)) {
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
         out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// The head's length once `read_head` has seen its end; `None` on a parse error.
+fn complete(parsed: httparse::Result<usize>) -> Option<usize> {
+    match parsed.ok()? {
+        httparse::Status::Complete(n) => Some(n),
+        httparse::Status::Partial => None,
     }
 }
 
@@ -94,10 +100,7 @@ impl Lean {
         read_head(down, dbuf).await?;
         let mut hs = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut hs);
-        let head_len = match req.parse(dbuf).ok()? {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return None,
-        };
+        let head_len = complete(req.parse(dbuf))?;
         let body_len = content_length(req.headers);
         let close = req
             .headers
@@ -105,13 +108,14 @@ impl Lean {
             .any(|h| h.name.eq_ignore_ascii_case("connection") && h.value.eq_ignore_ascii_case(b"close"));
         out.clear();
         write!(out, "{} {} HTTP/1.1\r\n", req.method?, req.path?).ok()?;
-        copy_headers(out, req.headers, &HOP);
+        copy_headers(out, req.headers, &[]);
         let (a, b) = (rand64(), rand64());
         write!(out, "x-forwarded-proto: http\r\nx-request-id: {:08x}-{:04x}-4{:03x}-{:04x}-{:012x}\r\nx-envoy-expected-rq-timeout-ms: 15000\r\n\r\n",
             a >> 32, (a >> 16) & 0xffff, a & 0xfff, b >> 48, b & 0xffff_ffff_ffff).ok()?;
         // Request body (already buffered part; the prototype only does small bodies).
-        out.extend_from_slice(&dbuf[head_len..head_len + body_len.min(dbuf.len() - head_len)]);
-        dbuf.drain(..head_len + body_len.min(dbuf.len() - head_len));
+        let end = head_len + body_len.min(dbuf.len() - head_len);
+        out.extend_from_slice(&dbuf[head_len..end]);
+        dbuf.drain(..end);
 
         let start = Instant::now();
         let mut up = self.upstream().await?;
@@ -120,14 +124,12 @@ impl Lean {
         read_head(&mut up, ubuf).await?;
         let mut rh = [httparse::EMPTY_HEADER; 64];
         let mut resp = httparse::Response::new(&mut rh);
-        let rhead = match resp.parse(ubuf).ok()? {
-            httparse::Status::Complete(n) => n,
-            httparse::Status::Partial => return None,
-        };
+        let rhead = complete(resp.parse(ubuf))?;
         let rlen = content_length(resp.headers);
         out.clear();
         write!(out, "HTTP/1.1 {} {}\r\n", resp.code?, resp.reason.unwrap_or("")).ok()?;
-        copy_headers(out, resp.headers, &HOP_AND_SERVER);
+        // The proxy sets its own `server` header, as Envoy does by default.
+        copy_headers(out, resp.headers, &["server"]);
         write!(out, "server: envoy\r\nx-envoy-upstream-service-time: {}\r\n\r\n", start.elapsed().as_millis()).ok()?;
         let have = (ubuf.len() - rhead).min(rlen);
         out.extend_from_slice(&ubuf[rhead..rhead + have]);
