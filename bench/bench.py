@@ -475,9 +475,9 @@ class Bench:
                 cmd = ["nginx", "-p", self.workdir, "-c", conf, "-e", f"{self.workdir}/nginx-error.log"]
                 serving = "children"
             else:  # frontend-proxy, or a named variant binary
-                binary = self.args.binaries[name]
+                binary, *extra = self.args.binaries[name].split()
                 conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends))
-                cmd = [binary, "-c", conf, "--concurrency", str(workers), "--log-level", "warn"]
+                cmd = [binary, "-c", conf, "--concurrency", str(workers), "--log-level", "warn", *extra]
                 serving = None
             label = f"callgrind:{name}#{tag}" if prefix else f"{name}#{tag}"
             proc = self.start(label, list(prefix) + cmd, port, cpu, serving=serving, path=scenario.path,
@@ -844,7 +844,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--binary", required=True, help="frontend-proxy release binary")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
-                   help="compare other frontend-proxy builds instead of HAProxy/nginx (A/B of an optimization)")
+                   help="compare other frontend-proxy builds instead of HAProxy/nginx (A/B of an optimization);"
+                        " PATH may carry arguments: 'pingora=target/release/frontend-proxy --http1-engine pingora'")
     p.add_argument("--quick", action="store_true", help="smoke run: a second or two per cell")
     p.add_argument("--scenarios", default="abcde")
     p.add_argument("--out", default=HERE, help="where RESULTS.md and results.png go")

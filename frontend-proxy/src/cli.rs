@@ -28,6 +28,11 @@ pub struct Cli {
     #[arg(long = "drain-time-s", value_name = "SECONDS", default_value_t = 5)]
     pub drain_time_s: u64,
 
+    /// What serves HTTP/1.1: `native` (the proxy's own engine, handing
+    /// what it does not support to Pingora) or `pingora`.
+    #[arg(long = "http1-engine", env = "FRONTEND_PROXY_HTTP1_ENGINE", value_enum, default_value_t = crate::server::Http1Engine::Native)]
+    pub http1_engine: crate::server::Http1Engine,
+
     /// Envoy flags about hot restart and node identity, accepted for
     /// compatibility; they do not change what the proxy does.
     #[arg(long = "service-cluster", hide = true)]

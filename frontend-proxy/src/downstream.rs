@@ -8,8 +8,9 @@
 //! [`ServerApp`], so it sees every accepted connection, and wraps HTTP/1
 //! streams in [`HeaderDeadline`].
 
+use crate::config::model::Codec;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::ListenerRuntime;
+use crate::proxy::{ListenerRuntime, NativeH1, Served};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -30,24 +31,27 @@ use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// Wraps a Pingora server app with per-listener connection policy.
+/// Wraps a Pingora server app with per-listener connection policy, and
+/// serves HTTP/1.1 with the native engine when one is given.
 pub struct Downstream<A> {
     inner: Arc<A>,
     listeners: Vec<Arc<ListenerRuntime>>,
+    native: Option<NativeH1>,
 }
 
 impl<A> Downstream<A> {
-    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>) -> Self {
-        Self { inner: Arc::new(inner), listeners }
+    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>, native: Option<NativeH1>) -> Self {
+        Self { inner: Arc::new(inner), listeners, native }
     }
 
-    fn listener(&self, local: Option<SocketAddr>) -> Option<&Arc<ListenerRuntime>> {
+    /// The listener a connection arrived on, and its index.
+    fn listener(&self, local: Option<SocketAddr>) -> Option<usize> {
         if self.listeners.len() == 1 {
-            return self.listeners.first();
+            return Some(0);
         }
         let local = local?;
-        self.listeners.iter().find(|l| l.address == local).or_else(|| {
-            self.listeners.iter().find(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
+        self.listeners.iter().position(|l| l.address == local).or_else(|| {
+            self.listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
         })
     }
 }
@@ -70,9 +74,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
             1 => None,
             _ => stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
         };
-        let Some(listener) = self.listener(local).cloned() else {
+        let Some(index) = self.listener(local) else {
             return self.inner.process_new(stream, shutdown).await;
         };
+        let listener = self.listeners[index].clone();
         let stats = listener.stats.clone();
         stats.downstream_cx_total.fetch_add(1, Relaxed);
         let active = stats.downstream_cx_active.fetch_add(1, Relaxed) + 1;
@@ -83,6 +88,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
                 debug!(listener = %listener.name, max, "connection limit reached; closing new connection");
                 return None;
             }
+        }
+        let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if let (Some(native), false, true) = (&self.native, h2_alpn, listener.hcm.codec != Codec::Http2) {
+            // The native engine finds h2c itself (and hands it to Pingora).
+            let stream = match listener.hcm.request_headers_timeout {
+                Some(timeout) => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
+                None => stream,
+            };
+            return match native.serve(stream, index, shutdown).await {
+                Served::Closed => None,
+                Served::HandOff(read, stream) => {
+                    self.inner.process_new(Box::new(Replay::new(read, stream)), shutdown).await
+                }
+            };
         }
         let guarded = match listener.hcm.request_headers_timeout {
             Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
@@ -214,58 +233,133 @@ impl AsyncWrite for HeaderDeadline {
     }
 }
 
-#[async_trait]
-impl Shutdown for HeaderDeadline {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
+/// Implements Pingora's stream traits for a wrapper by delegating to its
+/// `inner` stream (all but `AsyncRead`/`AsyncWrite` and `Peek`).
+macro_rules! delegate_stream_traits {
+    ($wrapper:ty) => {
+        #[async_trait]
+        impl Shutdown for $wrapper {
+            async fn shutdown(&mut self) {
+                self.inner.shutdown().await
+            }
+        }
+
+        impl UniqueID for $wrapper {
+            fn id(&self) -> UniqueIDType {
+                self.inner.id()
+            }
+        }
+
+        impl Ssl for $wrapper {
+            fn get_ssl(&self) -> Option<&TlsRef> {
+                self.inner.get_ssl()
+            }
+            fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+                self.inner.get_ssl_digest()
+            }
+            fn selected_alpn_proto(&self) -> Option<ALPN> {
+                self.inner.selected_alpn_proto()
+            }
+        }
+
+        impl GetTimingDigest for $wrapper {
+            fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+                self.inner.get_timing_digest()
+            }
+        }
+
+        impl GetProxyDigest for $wrapper {
+            fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+                self.inner.get_proxy_digest()
+            }
+            fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+                self.inner.set_proxy_digest(digest)
+            }
+        }
+
+        impl GetSocketDigest for $wrapper {
+            fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+                self.inner.get_socket_digest()
+            }
+            fn set_socket_digest(&mut self, digest: SocketDigest) {
+                self.inner.set_socket_digest(digest)
+            }
+        }
+    };
 }
 
-impl UniqueID for HeaderDeadline {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for HeaderDeadline {
-    fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
-    }
-    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for HeaderDeadline {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-}
-
-impl GetProxyDigest for HeaderDeadline {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for HeaderDeadline {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
+delegate_stream_traits!(HeaderDeadline);
 
 #[async_trait]
 impl Peek for HeaderDeadline {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
         self.inner.try_peek(buf).await
+    }
+}
+
+/// A stream whose first bytes were already read (by the native engine):
+/// reads return them before anything new, so Pingora sees the connection
+/// from the start of the request it takes over.
+#[derive(Debug)]
+pub struct Replay {
+    read: bytes::Bytes,
+    inner: Stream,
+}
+
+impl Replay {
+    pub fn new(read: bytes::Bytes, inner: Stream) -> Self {
+        Self { read, inner }
+    }
+}
+
+impl AsyncRead for Replay {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.read.is_empty() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let n = self.read.len().min(buf.remaining());
+        buf.put_slice(&self.read.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Replay {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+delegate_stream_traits!(Replay);
+
+#[async_trait]
+impl Peek for Replay {
+    /// Peeks the replayed bytes (all Pingora peeks for is the h2c preface).
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.read.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        let n = self.read.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.read[..n]);
+        Ok(n == buf.len())
     }
 }

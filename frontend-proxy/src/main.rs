@@ -71,6 +71,7 @@ fn main() -> ExitCode {
             .concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
         drain_time: Duration::from_secs(cli.drain_time_s),
+        http1_engine: cli.http1_engine,
     };
     match server::run(prepared, &options) {
         Ok(()) => ExitCode::SUCCESS,

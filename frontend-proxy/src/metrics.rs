@@ -163,22 +163,35 @@ impl UpstreamConnectionTracer {
     /// allocation per attempt (Pingora's `Tracer` is a boxed trait object);
     /// the counters themselves are atomics reached through the `Arc`s.
     pub fn tracer(cluster: &Arc<ClusterStats>, host: &Arc<Host>) -> Tracer {
-        Tracer(Box::new(Self { cluster: cluster.clone(), host: host.clone() }))
+        Tracer(Box::new(Self::new(cluster, host)))
     }
-}
 
-impl Tracing for UpstreamConnectionTracer {
-    fn on_connected(&self) {
+    /// For connections the proxy opens itself (the native HTTP/1 engine).
+    pub fn new(cluster: &Arc<ClusterStats>, host: &Arc<Host>) -> Self {
+        Self { cluster: cluster.clone(), host: host.clone() }
+    }
+
+    pub fn connected(&self) {
         self.cluster.upstream_cx_total.fetch_add(1, Relaxed);
         self.cluster.upstream_cx_active.fetch_add(1, Relaxed);
         self.host.stats.cx_total.fetch_add(1, Relaxed);
         self.host.stats.cx_active.fetch_add(1, Relaxed);
     }
 
-    fn on_disconnected(&self) {
+    pub fn disconnected(&self) {
         self.cluster.upstream_cx_active.fetch_sub(1, Relaxed);
         self.cluster.upstream_cx_destroy.fetch_add(1, Relaxed);
         self.host.stats.cx_active.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Tracing for UpstreamConnectionTracer {
+    fn on_connected(&self) {
+        self.connected();
+    }
+
+    fn on_disconnected(&self) {
+        self.disconnected();
     }
 
     fn boxed_clone(&self) -> Box<dyn Tracing> {

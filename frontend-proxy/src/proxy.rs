@@ -2,35 +2,36 @@
 //! replies and stats together for each request. Decisions live in the
 //! modules it calls; this file sequences them through Pingora's phases.
 
-mod access_log;
 mod attempt;
 mod context;
 mod dispatch;
 mod forwarding;
+mod lifecycle;
 mod limits;
 mod local_reply;
+mod native;
 
 pub use context::RequestCtx;
 
-use attempt::{per_try_timeout, shorter};
+use lifecycle::{AttemptFailure, AttemptStart, Completion, Refused};
 
 pub use local_reply::LocalReply;
+pub use native::{NativeH1, Served};
 
-use crate::config::model::{Codec, HttpConnectionManager, ServerHeader};
+use crate::config::model::{HttpConnectionManager, ServerHeader};
 use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
-use crate::routing::{Action, Forward, RequestInfo, Route, RouteTable, VirtualHost};
-use crate::upstream::{AttemptResult, Cluster, ClusterSet};
+use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
+use crate::upstream::{Cluster, ClusterSet, Host};
 use async_trait::async_trait;
-use http::header::{HeaderValue, SERVER};
+use http::header::HeaderValue;
 use local_reply::ReplyHeaders;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{debug, warn};
 
 /// Connect failures are retried on other hosts at least this many times,
@@ -118,14 +119,40 @@ impl Proxy {
         self.clusters.get(ctx.cluster?)
     }
 
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
+    /// The headers a local reply to this request carries.
+    fn reply_headers<'a>(&'a self, ctx: &'a RequestCtx) -> ReplyHeaders<'a> {
         let hcm = &self.listener(ctx).hcm;
         let server = (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
         let request_id = ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response);
-        let result = local_reply::send(session, &reply, &ReplyHeaders { server, request_id }).await;
+        ReplyHeaders { server, request_id }
+    }
+
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
+        let result = local_reply::send(session, &reply, &self.reply_headers(ctx)).await;
         ctx.reply = Some(reply);
         result
     }
+}
+
+/// The Pingora peer for an attempt on `host`.
+fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpPeer {
+    let tls = cluster.spec.tls.as_ref();
+    let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_default();
+    let mut peer = HttpPeer::new(host.addr, tls.is_some(), sni);
+    peer.options.connection_timeout = Some(cluster.spec.connect_timeout);
+    peer.options.total_connection_timeout = Some(cluster.spec.connect_timeout);
+    peer.options.read_timeout = timeout;
+    peer.options.write_timeout = timeout;
+    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    // Counts the connection's open and close (cx_total/active/destroy), pooled or not.
+    peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, host));
+    if let Some(tls) = tls {
+        // Envoy verifies upstream certificates only with a validation context.
+        peer.options.verify_cert = tls.trusted_ca.is_some();
+        peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
+        peer.options.ca = cluster.upstream_ca();
+    }
+    peer
 }
 
 #[async_trait]
@@ -145,90 +172,35 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.listener = self.listener_index(session);
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
-        let listener = self.listeners[ctx.listener].clone();
-        listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
-        if listener.hcm.codec == Codec::Http2 && !session.is_http2() {
-            self.reply(session, ctx, LocalReply::BadRequest).await?;
-            return Ok(true);
-        }
-        if let Some(reply) = limits::check_request(session.req_header(), &listener.hcm) {
-            self.reply(session, ctx, reply).await?;
-            return Ok(true);
-        }
-        ctx.request_id = forwarding::request_id(session.req_header(), &listener.hcm);
-        forwarding::edge_headers(
-            session.req_header_mut(),
-            &listener.hcm,
-            ctx.client_addr.map(|a| a.ip()),
-            listener.tls,
-            ctx.request_id.as_ref(),
-        )?;
-        match self.route_request(session, ctx) {
+        let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
+        match self.admit(session.req_header_mut(), http2, upgrade, ctx)? {
             Some(reply) => {
                 self.reply(session, ctx, reply).await?;
                 Ok(true)
             }
-            None => Ok(false),
+            None => {
+                if self.forward(ctx).is_some_and(|f| f.retry_policy.is_some()) {
+                    session.enable_retry_buffering();
+                }
+                Ok(false)
+            }
         }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let cluster = self
-            .cluster(ctx)
-            .cloned()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request has no cluster"))?;
-        let timeout = match self.attempt_timeout(ctx, session.is_upgrade_req()) {
-            Ok(t) => t,
-            Err(()) => {
-                ctx.last_failure = Some(LocalReply::Timeout);
-                return Err(Error::explain(ErrorType::HTTPStatus(504), "route timeout passed before an attempt"));
+        let AttemptStart { cluster, host, timeout } = match self.begin_attempt(ctx, session.is_upgrade_req()).await {
+            Ok(start) => start,
+            Err(Refused::Timeout) => {
+                return Err(Error::explain(ErrorType::HTTPStatus(504), "route timeout passed before an attempt"))
+            }
+            Err(Refused::Overflow) => {
+                return Err(Error::explain(ErrorType::HTTPStatus(503), "circuit breaker overflow"))
+            }
+            Err(Refused::NoHealthyUpstream) => {
+                return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"))
             }
         };
-        if std::mem::take(&mut ctx.backoff) {
-            if let Some(p) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) {
-                tokio::time::sleep(limits::retry_backoff(p.backoff_base, p.backoff_max, ctx.retries)).await;
-            }
-        }
-        if ctx.request_permit.is_none() {
-            match cluster.breaker.start_request() {
-                Ok(p) => ctx.request_permit = Some(p),
-                Err(kind) => return Err(self.overflow(ctx, &cluster, kind)),
-            }
-        }
-        match cluster.breaker.start_pending() {
-            Ok(p) => ctx.pending_permit = Some(p),
-            Err(kind) => return Err(self.overflow(ctx, &cluster, kind)),
-        }
-        let key: &[u8] = ctx.hash_key.as_deref().unwrap_or(&[]);
-        let Some(host) = cluster.select(key, &ctx.tried) else {
-            if ctx.last_failure.is_none() {
-                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
-                ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
-            }
-            return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"));
-        };
-        ctx.attempts += 1;
-        ctx.active = Some(host.start_request());
-        ctx.host = Some(host.clone());
-
-        let tls = cluster.spec.tls.as_ref();
-        let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_default();
-        let mut peer = HttpPeer::new(host.addr, tls.is_some(), sni);
-        peer.options.connection_timeout = Some(cluster.spec.connect_timeout);
-        peer.options.total_connection_timeout = Some(cluster.spec.connect_timeout);
-        peer.options.read_timeout = timeout;
-        peer.options.write_timeout = timeout;
-        peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-        // Counts the connection's open and close (cx_total/active/destroy), pooled or not.
-        peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, &host));
-        if let Some(tls) = tls {
-            // Envoy verifies upstream certificates only with a validation context.
-            peer.options.verify_cert = tls.trusted_ca.is_some();
-            peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
-            peer.options.ca = cluster.upstream_ca();
-        }
-        ctx.upstream_start = Some(Instant::now());
-        Ok(Box::new(peer))
+        Ok(Box::new(peer(&cluster, &host, timeout)))
     }
 
     async fn connected_to_upstream(
@@ -272,38 +244,7 @@ impl ProxyHttp for Proxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some((table, vh, route)) = self.route(ctx) else {
-            return Ok(());
-        };
-        let Action::Forward(forward) = &route.action else {
-            return Ok(());
-        };
-        let Some(host) = ctx.host.as_ref() else {
-            return Ok(());
-        };
-        // The first attempt announces the configured timeout; retries what is left of it.
-        let expected = if ctx.attempts <= 1 {
-            self.forward(ctx).and_then(|f| shorter(f.timeout, per_try_timeout(f)))
-        } else {
-            self.attempt_timeout(ctx, false).ok().flatten()
-        };
-        forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
-        if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
-            let listener = self.listener(ctx);
-            let downstream = session.req_header();
-            let info = RequestInfo {
-                client_addr: ctx.client_addr,
-                local_addr: Some(listener.address),
-                protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
-                hostname: &self.hostname,
-                request: Some(downstream),
-            };
-            // Most specific first; the route configuration's edits win.
-            route.headers.apply_request(upstream, &info);
-            vh.headers.apply_request(upstream, &info);
-            table.headers.apply_request(upstream, &info);
-        }
-        Ok(())
+        self.upstream_headers(upstream, session.req_header(), session.is_http2(), ctx)
     }
 
     async fn upstream_response_filter(
@@ -315,28 +256,9 @@ impl ProxyHttp for Proxy {
         if resp.status.is_informational() {
             return Ok(());
         }
-        ctx.upstream_time = ctx.upstream_start.map(|s| s.elapsed());
         let status = resp.status.as_u16();
-        if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
-            c.record_attempt(h, AttemptResult::Status(status));
-        }
-        let Some(policy) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) else {
-            return Ok(());
-        };
-        if policy.retries_status(status)
-            && ctx.retries < policy.num_retries
-            && !ctx.deadline_passed()
-            && !session.as_ref().retry_buffer_truncated()
-            && self.take_retry_permit(ctx)
-        {
+        if self.upstream_answered(ctx, status, session.as_ref().retry_buffer_truncated()) {
             ctx.retrying_status = true;
-            ctx.backoff = true;
-            if let Some(h) = &ctx.host {
-                if policy.avoid_previous_hosts {
-                    ctx.tried.push(h.addr);
-                }
-            }
-            debug!(status, attempt = ctx.attempts, "retrying on response status");
             return Err(Error::explain(ErrorType::HTTPStatus(status), "retriable response status"));
         }
         Ok(())
@@ -348,38 +270,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let listener = self.listener(ctx);
-        let hcm = &listener.hcm;
-        if let Some(t) = ctx.upstream_time {
-            resp.insert_header(forwarding::X_UPSTREAM_SERVICE_TIME, t.as_millis().to_string())?;
-        }
-        match hcm.server_header {
-            ServerHeader::Overwrite => resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?,
-            ServerHeader::AppendIfAbsent if !resp.headers.contains_key(SERVER) => {
-                resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?
-            }
-            _ => {}
-        }
-        if hcm.always_set_request_id_in_response {
-            if let Some(id) = &ctx.request_id {
-                resp.insert_header(forwarding::X_REQUEST_ID, id.clone())?;
-            }
-        }
-        if let Some((table, vh, route)) = self.route(ctx) {
-            if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
-                let info = RequestInfo {
-                    client_addr: ctx.client_addr,
-                    local_addr: Some(listener.address),
-                    protocol: "HTTP/1.1",
-                    hostname: &self.hostname,
-                    request: None,
-                };
-                route.headers.apply_response(resp, &info);
-                vh.headers.apply_response(resp, &info);
-                table.headers.apply_response(resp, &info);
-            }
-        }
-        Ok(())
+        self.downstream_headers(resp, ctx)
     }
 
     fn fail_to_connect(
@@ -389,29 +280,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        let timed_out = matches!(e.etype(), ErrorType::ConnectTimedout);
-        ctx.pending_permit = None;
-        if let Some(c) = self.cluster(ctx) {
-            c.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
-            if timed_out {
-                c.stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
-            }
-            if let Some(h) = &ctx.host {
-                c.record_attempt(h, AttemptResult::LocalFailure);
-            }
-        }
-        if let Some(h) = &ctx.host {
-            h.stats.cx_connect_fail.fetch_add(1, Relaxed);
-            ctx.tried.push(h.addr);
-        }
-        let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
-        let another_host = self.cluster(ctx).is_some_and(|c| c.has_host_outside(&ctx.tried));
-        let retry = another_host && ctx.retries < budget && !ctx.deadline_passed();
+        let retry = self.connect_failed(ctx, matches!(e.etype(), ErrorType::ConnectTimedout));
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
-        ctx.last_failure = Some(LocalReply::ConnectFailure { retried: ctx.retries > 0 });
-        if retry {
-            self.record_retry(ctx);
-        }
         e.set_retry(retry);
         e
     }
@@ -430,59 +300,15 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return e;
         }
-        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
-        if e.esource() == &ErrorSource::Upstream {
-            if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
-                c.record_attempt(h, AttemptResult::LocalFailure);
-            }
-        }
-        let started = session.response_written().is_some();
-        let policy = self.forward(ctx).and_then(|f| f.retry_policy.as_ref());
-        let may_retry = !started && !session.as_ref().retry_buffer_truncated() && !ctx.deadline_passed();
-        let retry = match policy {
-            Some(p) if may_retry && ctx.retries < p.num_retries => {
-                let on = &p.retry_on;
-                let wanted = if timed_out {
-                    on.server_error || on.gateway_error
-                } else {
-                    on.server_error || on.reset || (client_reused && on.refused_stream)
-                };
-                wanted && self.take_retry_permit(ctx) && {
-                    ctx.backoff = true;
-                    true
-                }
-            }
-            Some(_) => false,
-            // Beyond Envoy's default: an idempotent request whose upstream
-            // closed or reset before answering (replicas killed or scaled
-            // away) is retried on other hosts, twice at most.
-            None => {
-                let idempotent = session.req_header().method.is_idempotent();
-                idempotent
-                    && may_retry
-                    && !timed_out
-                    && ctx.retries < IDEMPOTENT_RESET_RETRIES
-                    && e.esource() == &ErrorSource::Upstream
-            }
+        let failure = AttemptFailure {
+            timed_out: matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout),
+            from_upstream: e.esource() == &ErrorSource::Upstream,
+            response_started: session.response_written().is_some(),
+            body_truncated: session.as_ref().retry_buffer_truncated(),
+            idempotent: session.req_header().method.is_idempotent(),
+            reused_connection: client_reused,
         };
-        if timed_out {
-            if let Some(c) = self.cluster(ctx) {
-                c.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
-            }
-            if let Some(h) = &ctx.host {
-                h.stats.rq_timeout.fetch_add(1, Relaxed);
-            }
-        }
-        ctx.last_failure =
-            Some(if timed_out { LocalReply::Timeout } else { LocalReply::UpstreamReset { retried: ctx.retries > 0 } });
-        if retry {
-            if let Some(h) = &ctx.host {
-                if policy.is_none_or(|p| p.avoid_previous_hosts) {
-                    ctx.tried.push(h.addr);
-                }
-            }
-            self.record_retry(ctx);
-        }
+        let retry = self.attempt_failed(ctx, failure);
         debug!(upstream = %peer, error = %e, retry, client_reused, "upstream request failed");
         e.set_retry(retry);
         e
@@ -495,11 +321,14 @@ impl ProxyHttp for Proxy {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
                 _ => Some(LocalReply::BadRequest),
             },
-            _ => Some(ctx.last_failure.take().unwrap_or(match e.etype() {
-                ErrorType::HTTPStatus(504) => LocalReply::Timeout,
-                ErrorType::HTTPStatus(503) => LocalReply::NoHealthyUpstream,
-                _ => LocalReply::UpstreamReset { retried: ctx.retries > 0 },
-            })),
+            _ => Some(self.final_failure(
+                ctx,
+                match e.etype() {
+                    ErrorType::HTTPStatus(504) => Some(Refused::Timeout),
+                    ErrorType::HTTPStatus(503) => Some(Refused::NoHealthyUpstream),
+                    _ => None,
+                },
+            )),
         };
         let Some(reply) = reply else {
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
@@ -534,6 +363,14 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        self.record_completion(session, e, ctx);
+        let done = Completion {
+            request: session.req_header(),
+            status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
+            http2: session.is_http2(),
+            upstream_body_bytes: session.upstream_body_bytes_received() as u64,
+            request_body_bytes: session.body_bytes_read() as u64,
+            error: e.map(|e| e.etype().as_str()),
+        };
+        self.complete(&done, ctx);
     }
 }

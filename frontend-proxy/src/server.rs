@@ -9,7 +9,7 @@ use crate::config::model::{AdminConfig, Bootstrap, Codec};
 use crate::downstream::Downstream;
 use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{ListenerRuntime, Proxy};
+use crate::proxy::{ListenerRuntime, NativeH1, Proxy};
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
@@ -30,6 +30,19 @@ pub struct Options {
     pub concurrency: usize,
     /// Upper bound on a graceful drain (Envoy's `--drain-time-s`).
     pub drain_time: Duration,
+    /// What serves HTTP/1.1 (HTTP/2 and TLS ALPN h2 are always Pingora's).
+    pub http1_engine: Http1Engine,
+}
+
+/// The HTTP/1.1 engine (`--http1-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Http1Engine {
+    /// The proxy's own HTTP/1.1 loop; what it does not handle (upgrades,
+    /// `Expect`, chunked request bodies, HTTP/1.0) goes to Pingora.
+    #[default]
+    Native,
+    /// Pingora's `HttpProxy` for everything.
+    Pingora,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +196,9 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         app.server_options = Some(opts);
-        let mut service = Service::new(name.to_string(), Downstream::new(app, runtimes.clone()));
+        let native = (options.http1_engine == Http1Engine::Native)
+            .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
+        let mut service = Service::new(name.to_string(), Downstream::new(app, runtimes.clone(), native));
         for l in plain {
             service.add_tcp(&l.address.to_string());
         }

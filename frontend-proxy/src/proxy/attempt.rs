@@ -5,7 +5,6 @@ use super::context::RequestCtx;
 use super::{LocalReply, Proxy};
 use crate::routing::Forward;
 use crate::upstream::{Cluster, Overflow};
-use pingora_error::{Error, ErrorType};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -49,8 +48,8 @@ impl Proxy {
         }
     }
 
-    /// Answers a circuit-breaker overflow: 503 with `x-envoy-overloaded`.
-    pub(super) fn overflow(&self, ctx: &mut RequestCtx, cluster: &Cluster, kind: Overflow) -> Box<Error> {
+    /// Counts a circuit-breaker overflow; the reply is 503 with `x-envoy-overloaded`.
+    pub(super) fn overflow(&self, ctx: &mut RequestCtx, cluster: &Cluster, kind: Overflow) {
         let counter = match kind {
             Overflow::Connections => &cluster.stats.upstream_cx_overflow,
             Overflow::PendingRequests | Overflow::Requests => &cluster.stats.upstream_rq_pending_overflow,
@@ -59,7 +58,6 @@ impl Proxy {
         counter.fetch_add(1, Relaxed);
         warn!(cluster = %cluster.name(), ?kind, "circuit breaker open");
         ctx.last_failure = Some(LocalReply::Overflow);
-        Error::explain(ErrorType::HTTPStatus(503), "circuit breaker overflow")
     }
 
     pub(super) fn record_retry(&self, ctx: &mut RequestCtx) {

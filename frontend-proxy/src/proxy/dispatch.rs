@@ -6,16 +6,15 @@ use super::context::RequestCtx;
 use super::{forwarding, LocalReply, Proxy};
 use crate::routing::{Action, HashPolicy, RequireTls};
 use pingora_http::RequestHeader;
-use pingora_proxy::Session;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 impl Proxy {
     /// Routes the request; returns the local reply to send, if any.
-    pub(super) fn route_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<LocalReply> {
+    /// `upgrade`: the request asks for a protocol upgrade (WebSocket).
+    pub(super) fn route_request(&self, req: &RequestHeader, upgrade: bool, ctx: &mut RequestCtx) -> Option<LocalReply> {
         let listener = &self.listeners[ctx.listener];
         let table = &listener.hcm.routes;
-        let req = session.req_header();
         let authority = authority(req).unwrap_or_default();
         let stats = &listener.stats;
         let Some(v) = table.find_virtual_host_index(authority, listener.address.port()) else {
@@ -45,7 +44,7 @@ impl Proxy {
                 Some(LocalReply::Redirect { status: rd.status, location })
             }
             Action::Forward(f) => {
-                if session.is_upgrade_req() {
+                if upgrade {
                     let websocket = req
                         .headers
                         .get(http::header::UPGRADE)
@@ -62,9 +61,6 @@ impl Proxy {
                     .get(cluster)
                     .filter(|c| c.uses_hash_key())
                     .map(|_| hash_key(&f.hash_policy, req, ctx.client_addr));
-                if f.retry_policy.is_some() {
-                    session.enable_retry_buffering();
-                }
                 None
             }
         }

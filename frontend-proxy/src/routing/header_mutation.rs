@@ -158,6 +158,11 @@ impl HeaderMutations {
             && self.response_remove.is_empty()
     }
 
+    /// No response header is added or removed.
+    pub fn response_is_empty(&self) -> bool {
+        self.response_add.is_empty() && self.response_remove.is_empty()
+    }
+
     pub fn apply_request(&self, req: &mut RequestHeader, info: &RequestInfo<'_>) {
         for name in &self.request_remove {
             req.remove_header(name);

@@ -1,0 +1,410 @@
+//! What happens to a request, whichever HTTP engine carries it: admission
+//! (limits, request id, edge headers, routing), each upstream attempt's
+//! start and the retry decisions after it fails, the headers the proxy
+//! adds both ways, and the completion record.
+//!
+//! The Pingora `ProxyHttp` phases (`proxy.rs`) and the native HTTP/1 engine
+//! (`native`) both call these, so the two cannot drift apart.
+
+use super::attempt::{per_try_timeout, shorter};
+use super::context::RequestCtx;
+use super::dispatch::authority;
+use super::{forwarding, limits, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES, MIN_CONNECT_RETRIES};
+use crate::config::model::{Codec, ServerHeader};
+use crate::routing::{Action, RequestInfo};
+use crate::upstream::{AttemptResult, Cluster, Host};
+use http::header::SERVER;
+use pingora_error::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info};
+
+/// Why an upstream attempt could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The route timeout ran out before the attempt (504).
+    Timeout,
+    /// A circuit breaker is open (503).
+    Overflow,
+    /// The cluster has no host to offer (503).
+    NoHealthyUpstream,
+}
+
+/// The host an attempt goes to, and how long it may wait for it.
+pub struct AttemptStart {
+    pub cluster: Arc<Cluster>,
+    pub host: Arc<Host>,
+    /// Read/write timeout of this attempt (`None`: no limit).
+    pub timeout: Option<Duration>,
+}
+
+/// How an upstream attempt failed after the connection was made.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptFailure {
+    pub timed_out: bool,
+    /// The upstream (not the client) closed, reset or timed out.
+    pub from_upstream: bool,
+    /// Response headers already went to the client.
+    pub response_started: bool,
+    /// The request body is no longer fully buffered, so it cannot be resent.
+    pub body_truncated: bool,
+    pub idempotent: bool,
+    /// The attempt ran on a pooled (reused) upstream connection.
+    pub reused_connection: bool,
+}
+
+/// What the engine knows about a finished request.
+pub struct Completion<'a> {
+    pub request: &'a RequestHeader,
+    /// Status written to the client; 0 if none was.
+    pub status: u16,
+    pub http2: bool,
+    pub upstream_body_bytes: u64,
+    pub request_body_bytes: u64,
+    /// The error kind that ended the request, for the access log.
+    pub error: Option<&'a str>,
+}
+
+impl Proxy {
+    /// Everything between a complete request header and the first upstream
+    /// attempt. `Some(reply)` when the proxy answers itself. `ctx.listener`
+    /// and `ctx.client_addr` must be set; counts the request as active.
+    pub(super) fn admit(
+        &self,
+        req: &mut RequestHeader,
+        http2: bool,
+        upgrade: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<LocalReply>> {
+        let listener = &self.listeners[ctx.listener];
+        listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
+        if listener.hcm.codec == Codec::Http2 && !http2 {
+            return Ok(Some(LocalReply::BadRequest));
+        }
+        if let Some(reply) = limits::check_request(req, &listener.hcm) {
+            return Ok(Some(reply));
+        }
+        ctx.request_id = forwarding::request_id(req, &listener.hcm);
+        let client_ip = ctx.client_addr.map(|a| a.ip());
+        forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, ctx.request_id.as_ref())?;
+        Ok(self.route_request(req, upgrade, ctx))
+    }
+
+    /// Starts an upstream attempt: waits out a retry back-off, takes the
+    /// circuit-breaker slots and picks a host. Sets `ctx.last_failure` when
+    /// refusing.
+    pub(super) async fn begin_attempt(
+        &self,
+        ctx: &mut RequestCtx,
+        upgrade: bool,
+    ) -> std::result::Result<AttemptStart, Refused> {
+        let Some(cluster) = self.cluster(ctx).cloned() else {
+            ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
+            return Err(Refused::NoHealthyUpstream);
+        };
+        let Ok(timeout) = self.attempt_timeout(ctx, upgrade) else {
+            ctx.last_failure = Some(LocalReply::Timeout);
+            return Err(Refused::Timeout);
+        };
+        if std::mem::take(&mut ctx.backoff) {
+            if let Some(p) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) {
+                tokio::time::sleep(limits::retry_backoff(p.backoff_base, p.backoff_max, ctx.retries)).await;
+            }
+        }
+        if ctx.request_permit.is_none() {
+            match cluster.breaker.start_request() {
+                Ok(p) => ctx.request_permit = Some(p),
+                Err(kind) => {
+                    self.overflow(ctx, &cluster, kind);
+                    return Err(Refused::Overflow);
+                }
+            }
+        }
+        match cluster.breaker.start_pending() {
+            Ok(p) => ctx.pending_permit = Some(p),
+            Err(kind) => {
+                self.overflow(ctx, &cluster, kind);
+                return Err(Refused::Overflow);
+            }
+        }
+        let key: &[u8] = ctx.hash_key.as_deref().unwrap_or(&[]);
+        let Some(host) = cluster.select(key, &ctx.tried) else {
+            if ctx.last_failure.is_none() {
+                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
+                ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
+            }
+            return Err(Refused::NoHealthyUpstream);
+        };
+        ctx.attempts += 1;
+        ctx.active = Some(host.start_request());
+        ctx.host = Some(host.clone());
+        ctx.upstream_start = Some(Instant::now());
+        Ok(AttemptStart { cluster, host, timeout })
+    }
+
+    /// Records a failed connect and decides whether to try another host.
+    pub(super) fn connect_failed(&self, ctx: &mut RequestCtx, timed_out: bool) -> bool {
+        ctx.pending_permit = None;
+        if let Some(c) = self.cluster(ctx) {
+            c.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+            if timed_out {
+                c.stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
+            }
+            if let Some(h) = &ctx.host {
+                c.record_attempt(h, AttemptResult::LocalFailure);
+            }
+        }
+        if let Some(h) = &ctx.host {
+            h.stats.cx_connect_fail.fetch_add(1, Relaxed);
+            ctx.tried.push(h.addr);
+        }
+        let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
+        let another_host = self.cluster(ctx).is_some_and(|c| c.has_host_outside(&ctx.tried));
+        let retry = another_host && ctx.retries < budget && !ctx.deadline_passed();
+        ctx.last_failure = Some(LocalReply::ConnectFailure { retried: ctx.retries > 0 });
+        if retry {
+            self.record_retry(ctx);
+        }
+        retry
+    }
+
+    /// Records an attempt that failed after connecting (reset, close,
+    /// timeout) and decides whether to retry it.
+    pub(super) fn attempt_failed(&self, ctx: &mut RequestCtx, f: AttemptFailure) -> bool {
+        if f.from_upstream {
+            if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
+                c.record_attempt(h, AttemptResult::LocalFailure);
+            }
+        }
+        let policy = self.forward(ctx).and_then(|fw| fw.retry_policy.as_ref());
+        let may_retry = !f.response_started && !f.body_truncated && !ctx.deadline_passed();
+        let retry = match policy {
+            Some(p) if may_retry && ctx.retries < p.num_retries => {
+                let on = &p.retry_on;
+                let wanted = if f.timed_out {
+                    on.server_error || on.gateway_error
+                } else {
+                    on.server_error || on.reset || (f.reused_connection && on.refused_stream)
+                };
+                wanted && self.take_retry_permit(ctx) && {
+                    ctx.backoff = true;
+                    true
+                }
+            }
+            Some(_) => false,
+            // Beyond Envoy's default: an idempotent request whose upstream
+            // closed or reset before answering (replicas killed or scaled
+            // away) is retried on other hosts, twice at most.
+            None => {
+                f.idempotent && may_retry && !f.timed_out && ctx.retries < IDEMPOTENT_RESET_RETRIES && f.from_upstream
+            }
+        };
+        if f.timed_out {
+            if let Some(c) = self.cluster(ctx) {
+                c.stats.upstream_rq_timeout.fetch_add(1, Relaxed);
+            }
+            if let Some(h) = &ctx.host {
+                h.stats.rq_timeout.fetch_add(1, Relaxed);
+            }
+        }
+        ctx.last_failure = Some(if f.timed_out {
+            LocalReply::Timeout
+        } else {
+            LocalReply::UpstreamReset { retried: ctx.retries > 0 }
+        });
+        if retry {
+            if let Some(h) = &ctx.host {
+                if policy.is_none_or(|p| p.avoid_previous_hosts) {
+                    ctx.tried.push(h.addr);
+                }
+            }
+            self.record_retry(ctx);
+        }
+        retry
+    }
+
+    /// The upstream sent final response headers: records the attempt and
+    /// decides whether the status asks for a retry (the caller then records
+    /// it with [`Proxy::record_retry`]).
+    pub(super) fn upstream_answered(&self, ctx: &mut RequestCtx, status: u16, body_truncated: bool) -> bool {
+        ctx.upstream_time = ctx.upstream_start.map(|s| s.elapsed());
+        if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
+            c.record_attempt(h, AttemptResult::Status(status));
+        }
+        let Some(policy) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) else {
+            return false;
+        };
+        if policy.retries_status(status)
+            && ctx.retries < policy.num_retries
+            && !ctx.deadline_passed()
+            && !body_truncated
+            && self.take_retry_permit(ctx)
+        {
+            ctx.backoff = true;
+            if let Some(h) = &ctx.host {
+                if policy.avoid_previous_hosts {
+                    ctx.tried.push(h.addr);
+                }
+            }
+            debug!(status, attempt = ctx.attempts, "retrying on response status");
+            return true;
+        }
+        false
+    }
+
+    /// The request header as the upstream sees it: path and host rewrites,
+    /// the expected timeout, and the configured header edits.
+    pub(super) fn upstream_headers(
+        &self,
+        upstream: &mut RequestHeader,
+        downstream: &RequestHeader,
+        http2: bool,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let Some((table, vh, route)) = self.route(ctx) else {
+            return Ok(());
+        };
+        let Action::Forward(forward) = &route.action else {
+            return Ok(());
+        };
+        let Some(host) = ctx.host.as_ref() else {
+            return Ok(());
+        };
+        // The first attempt announces the configured timeout; retries what is left of it.
+        let expected = if ctx.attempts <= 1 {
+            shorter(forward.timeout, per_try_timeout(forward))
+        } else {
+            self.attempt_timeout(ctx, false).ok().flatten()
+        };
+        forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
+        if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
+            let listener = self.listener(ctx);
+            let info = RequestInfo {
+                client_addr: ctx.client_addr,
+                local_addr: Some(listener.address),
+                protocol: if http2 { "HTTP/2" } else { "HTTP/1.1" },
+                hostname: &self.hostname,
+                request: Some(downstream),
+            };
+            // Most specific first; the route configuration's edits win.
+            route.headers.apply_request(upstream, &info);
+            vh.headers.apply_request(upstream, &info);
+            table.headers.apply_request(upstream, &info);
+        }
+        Ok(())
+    }
+
+    /// Whether the route or its virtual host or table edits response headers.
+    pub(super) fn edits_response_headers(&self, ctx: &RequestCtx) -> bool {
+        self.route(ctx).is_some_and(|(t, vh, r)| {
+            !(r.headers.response_is_empty() && vh.headers.response_is_empty() && t.headers.response_is_empty())
+        })
+    }
+
+    /// The headers the proxy adds to an upstream response on its way to the
+    /// client: `x-envoy-upstream-service-time`, `server`, `x-request-id`
+    /// and the configured edits.
+    pub(super) fn downstream_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+        let listener = self.listener(ctx);
+        let hcm = &listener.hcm;
+        if let Some(t) = ctx.upstream_time {
+            resp.insert_header(forwarding::X_UPSTREAM_SERVICE_TIME, t.as_millis().to_string())?;
+        }
+        match hcm.server_header {
+            ServerHeader::Overwrite => resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?,
+            ServerHeader::AppendIfAbsent if !resp.headers.contains_key(SERVER) => {
+                resp.insert_header(SERVER, self.server_value(ctx, hcm)?)?
+            }
+            _ => {}
+        }
+        if hcm.always_set_request_id_in_response {
+            if let Some(id) = &ctx.request_id {
+                resp.insert_header(forwarding::X_REQUEST_ID, id.clone())?;
+            }
+        }
+        if let Some((table, vh, route)) = self.route(ctx) {
+            if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
+                let info = RequestInfo {
+                    client_addr: ctx.client_addr,
+                    local_addr: Some(listener.address),
+                    protocol: "HTTP/1.1",
+                    hostname: &self.hostname,
+                    request: None,
+                };
+                route.headers.apply_response(resp, &info);
+                vh.headers.apply_response(resp, &info);
+                table.headers.apply_response(resp, &info);
+            }
+        }
+        Ok(())
+    }
+
+    /// The reply to send when the request failed upstream for good.
+    pub(super) fn final_failure(&self, ctx: &mut RequestCtx, refused: Option<Refused>) -> LocalReply {
+        ctx.last_failure.take().unwrap_or(match refused {
+            Some(Refused::Timeout) => LocalReply::Timeout,
+            Some(Refused::Overflow) => LocalReply::Overflow,
+            Some(Refused::NoHealthyUpstream) => LocalReply::NoHealthyUpstream,
+            None => LocalReply::UpstreamReset { retried: ctx.retries > 0 },
+        })
+    }
+
+    /// Records a finished request in the stats and writes its access-log line.
+    pub(super) fn complete(&self, done: &Completion<'_>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.start.elapsed();
+        let status = done.status;
+        let listener = self.listener(ctx);
+        let stats = &listener.stats;
+        stats.downstream_rq_active.fetch_sub(1, Relaxed);
+        stats.downstream_rq_total.fetch_add(1, Relaxed);
+        if done.http2 {
+            stats.downstream_rq_http2_total.fetch_add(1, Relaxed);
+        } else {
+            stats.downstream_rq_http1_total.fetch_add(1, Relaxed);
+        }
+        stats.downstream_rq.record(status);
+        stats.downstream_rq_time.record(elapsed);
+
+        let cluster = self.cluster(ctx);
+        let from_cluster = ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
+        if let (Some(c), true) = (cluster, from_cluster) {
+            c.stats.upstream_rq_total.fetch_add(1, Relaxed);
+            c.stats.upstream_rq.record(status);
+            // As Envoy: only requests the upstream answered have an upstream time.
+            if let (Some(start), Some(_)) = (ctx.upstream_start, ctx.upstream_time) {
+                c.stats.upstream_rq_time.record(start.elapsed());
+            }
+            if ctx.retries > 0 && (200..500).contains(&status) {
+                c.stats.upstream_rq_retry_success.fetch_add(1, Relaxed);
+            }
+            c.stats.upstream_cx_rx_bytes_total.fetch_add(done.upstream_body_bytes, Relaxed);
+            c.stats.upstream_cx_tx_bytes_total.fetch_add(done.request_body_bytes, Relaxed);
+        }
+        if let Some(h) = &ctx.host {
+            let counter = if (200..500).contains(&status) { &h.stats.rq_success } else { &h.stats.rq_error };
+            counter.fetch_add(1, Relaxed);
+        }
+        ctx.active = None;
+
+        let req = done.request;
+        info!(
+            target: "frontend_proxy::access",
+            method = %req.method,
+            path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            authority = authority(req).unwrap_or("-"),
+            status,
+            listener = %listener.name,
+            cluster = cluster.map(|c| c.name()).unwrap_or("-"),
+            upstream = %ctx.host.as_ref().map(|h| h.addr.to_string()).unwrap_or_else(|| "-".into()),
+            attempts = ctx.attempts,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            client = %ctx.client_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            local_reply = ctx.reply.is_some(),
+            error = done.error.unwrap_or("-"),
+            "access"
+        );
+    }
+}

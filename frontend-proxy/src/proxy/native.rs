@@ -1,0 +1,708 @@
+//! The native HTTP/1.1 engine: serves plain HTTP/1.1 keep-alive traffic
+//! without Pingora's `HttpProxy`, which costs about four times the
+//! instructions per request that the work needs (bench/WHAT-WAS-DONE.md).
+//!
+//! It reads request heads into one reused buffer, runs the same request
+//! lifecycle as the Pingora engine (`lifecycle.rs`: limits, edge headers,
+//! routing, attempts and retries, stats, access log), keeps upstream
+//! connections in a per-worker pool (`pool.rs`) and passes bodies through
+//! with the framing they arrived with (`wire.rs`).
+//!
+//! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, chunked
+//! request bodies, h2c, absolute-form targets — is handed to Pingora on the
+//! same connection, with the bytes already read replayed in front of it.
+
+mod pool;
+mod wire;
+
+use super::context::RequestCtx;
+use super::forwarding::{X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME};
+use super::lifecycle::{AttemptFailure, AttemptStart, Completion};
+use super::local_reply::{self, LocalReply};
+use super::Proxy;
+use crate::config::model::ServerHeader;
+use crate::metrics::UpstreamConnectionTracer;
+use bytes::{Buf, Bytes, BytesMut};
+use http::Method;
+use pingora_core::connectors::TransportConnector;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::ErrorType;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pool::{PoolKey, Upstream};
+use std::io::Write;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::{debug, warn};
+use wire::{Framing, ParsedRequest};
+
+/// Initial size of the per-connection buffers; they grow for larger heads.
+const BUF: usize = 4096;
+/// Largest read while passing a body through.
+const BODY_READ: usize = 64 * 1024;
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How a connection served by the native engine ended.
+pub enum Served {
+    Closed,
+    /// The rest of the connection needs Pingora; the stream replays what
+    /// was read but not served.
+    HandOff(Bytes, Stream),
+}
+
+/// The native engine, shared by every connection of a service.
+pub struct NativeH1 {
+    proxy: Proxy,
+    /// Opens TLS upstream connections (plain ones are opened directly).
+    connector: TransportConnector,
+}
+
+/// Buffers one downstream connection reuses for all its requests.
+struct Buffers {
+    /// Bytes read from the client, not yet consumed.
+    down: BytesMut,
+    /// Bytes read from the upstream, not yet forwarded.
+    up: BytesMut,
+    /// What is about to be written.
+    out: Vec<u8>,
+}
+
+/// A request body: the part already read with the head, and what is left
+/// to read from the client.
+struct Body {
+    buffered: Bytes,
+    unread: u64,
+    /// Not all of it was read with the head: it streams, and cannot be resent.
+    streamed: bool,
+}
+
+impl Body {
+    /// Whether the whole body is in memory, so an attempt can be repeated.
+    fn complete(&self) -> bool {
+        self.unread == 0
+    }
+}
+
+/// How an exchange with the upstream ended.
+enum Exchange {
+    /// The response went to the client; whether the client connection may
+    /// carry another request.
+    Done { status: u16, keep_alive: bool, upstream_body: u64 },
+    /// No response headers went out: the proxy answers itself.
+    Failed,
+    /// The response broke off after its headers went out (or the client went
+    /// away): the connection must close.
+    Broken { status: u16, upstream_body: u64, error: ErrorType },
+}
+
+/// An attempt that ended before its response could be forwarded.
+enum AttemptError {
+    Connect {
+        timed_out: bool,
+        error: String,
+    },
+    Upstream {
+        timed_out: bool,
+        error: ErrorType,
+    },
+    /// The client went away while its body was being sent.
+    Downstream,
+}
+
+impl NativeH1 {
+    pub fn new(proxy: Proxy) -> Self {
+        Self { proxy, connector: TransportConnector::new(None) }
+    }
+
+    /// Serves HTTP/1.1 requests on `down` until the connection ends or
+    /// needs Pingora.
+    pub async fn serve(&self, mut down: Stream, listener: usize, shutdown: &ShutdownWatch) -> Served {
+        let client_addr = down.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        let mut shutdown = shutdown.clone();
+        let mut bufs = Buffers {
+            down: BytesMut::with_capacity(BUF),
+            up: BytesMut::with_capacity(BUF),
+            out: Vec::with_capacity(BUF),
+        };
+        loop {
+            let request = match self.read_request(&mut down, &mut bufs.down, listener, &mut shutdown).await {
+                Ok(Some(r)) => r,
+                Ok(None) => return Served::Closed,
+                Err(Next::HandOff) => return Served::HandOff(bufs.down.freeze(), down),
+                Err(Next::Reject(reply)) => {
+                    let mut ctx = RequestCtx::new();
+                    ctx.listener = listener;
+                    let _ = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
+                    return Served::Closed;
+                }
+            };
+            let mut ctx = RequestCtx::new();
+            ctx.listener = listener;
+            ctx.client_addr = client_addr;
+            let keep_alive = self.serve_request(&mut down, &mut bufs, *request, &mut ctx, &shutdown).await;
+            if !keep_alive {
+                let _ = down.shutdown().await;
+                return Served::Closed;
+            }
+        }
+    }
+
+    /// Reads the next request head. `Ok(None)`: the connection is over
+    /// (closed, idle too long, or the server is shutting down).
+    async fn read_request(
+        &self,
+        down: &mut Stream,
+        buf: &mut BytesMut,
+        listener: usize,
+        shutdown: &mut ShutdownWatch,
+    ) -> Result<Option<Box<wire::Request>>, Next> {
+        let hcm = &self.proxy.listeners[listener].hcm;
+        let limit = hcm.max_request_headers_kb as usize * 1024;
+        loop {
+            if !buf.is_empty() {
+                match wire::parse_request(buf) {
+                    ParsedRequest::Complete(r) => return Ok(Some(r)),
+                    ParsedRequest::Partial if buf.len() > limit => {
+                        return Err(Next::Reject(LocalReply::HeadersTooLarge))
+                    }
+                    ParsedRequest::Partial => {}
+                    ParsedRequest::HandOff => return Err(Next::HandOff),
+                    ParsedRequest::TooManyHeaders => return Err(Next::Reject(LocalReply::HeadersTooLarge)),
+                    ParsedRequest::Malformed => return Err(Next::Reject(LocalReply::BadRequest)),
+                }
+            }
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(BUF);
+            }
+            let read = if buf.is_empty() {
+                // Between requests: the idle timeout runs and a shutdown closes the connection.
+                if *shutdown.borrow() {
+                    return Ok(None);
+                }
+                let idle = hcm.idle_timeout;
+                tokio::select! {
+                    r = with_timeout(idle, down.read_buf(buf)) => r,
+                    _ = shutdown.changed() => return Ok(None),
+                }
+            } else {
+                down.read_buf(buf).await
+            };
+            match read {
+                Ok(0) | Err(_) => return Ok(None),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Serves one request; returns whether the connection may carry another.
+    async fn serve_request(
+        &self,
+        down: &mut Stream,
+        bufs: &mut Buffers,
+        request: wire::Request,
+        ctx: &mut RequestCtx,
+        shutdown: &ShutdownWatch,
+    ) -> bool {
+        let wire::Request { header: mut req, body_len, close } = request;
+        let buffered = body_len.min(bufs.down.len() as u64) as usize;
+        let unread = body_len - buffered as u64;
+        let mut body = Body { buffered: bufs.down.split_to(buffered).freeze(), unread, streamed: unread > 0 };
+        let head_request = req.method == Method::HEAD;
+        let reply = match self.proxy.admit(&mut req, false, false, ctx) {
+            Ok(reply) => reply,
+            Err(e) => {
+                debug!(error = %e, "request rejected");
+                Some(LocalReply::BadRequest)
+            }
+        };
+        let mut keep_alive = !close && !*shutdown.borrow();
+        let (status, upstream_body, error) = match reply {
+            Some(reply) => {
+                // As Envoy: a request the codec rejects ends its connection.
+                let codec_error = matches!(reply, LocalReply::BadRequest | LocalReply::HeadersTooLarge);
+                keep_alive &= body.complete() && !codec_error;
+                let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
+            }
+            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive).await {
+                Exchange::Done { status, keep_alive: k, upstream_body } => {
+                    keep_alive &= k;
+                    (status, upstream_body, None)
+                }
+                Exchange::Failed => {
+                    keep_alive &= body.complete();
+                    let reply = self.proxy.final_failure(ctx, None);
+                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                    (status.unwrap_or(0), 0, None)
+                }
+                Exchange::Broken { status, upstream_body, error } => {
+                    keep_alive = false;
+                    (status, upstream_body, Some(error))
+                }
+            },
+        };
+        let done = Completion {
+            request: &req,
+            status,
+            http2: false,
+            upstream_body_bytes: upstream_body,
+            request_body_bytes: body_len - body.unread,
+            error: error.as_ref().map(|e| e.as_str()),
+        };
+        self.proxy.complete(&done, ctx);
+        keep_alive
+    }
+
+    /// Writes a local reply; returns its status, or `None` if the client is gone.
+    async fn send_reply(
+        &self,
+        down: &mut Stream,
+        out: &mut Vec<u8>,
+        ctx: &mut RequestCtx,
+        reply: LocalReply,
+        head_request: bool,
+        close: bool,
+    ) -> Option<u16> {
+        let head = local_reply::response_header(&reply, &self.proxy.reply_headers(ctx)).ok()?;
+        let body = if head_request { Bytes::new() } else { reply.body() };
+        out.clear();
+        wire::write_local_reply(out, &head, &body, close);
+        ctx.reply = Some(reply);
+        write_all(down, out).await.ok()?;
+        Some(head.status.as_u16())
+    }
+
+    /// Forwards the request to the route's cluster, retrying as the route
+    /// and the defaults allow, and streams the response back.
+    async fn forward(
+        &self,
+        down: &mut Stream,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &mut Body,
+        keep_alive: bool,
+    ) -> Exchange {
+        let head_request = req.method == Method::HEAD;
+        loop {
+            let attempt = match self.proxy.begin_attempt(ctx, false).await {
+                Ok(a) => a,
+                Err(refused) => {
+                    if ctx.last_failure.is_none() {
+                        ctx.last_failure = Some(self.proxy.final_failure(ctx, Some(refused)));
+                    }
+                    return Exchange::Failed;
+                }
+            };
+            let deadline = attempt.timeout.map(|t| Instant::now() + t);
+            let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
+            let mut reused = false;
+            let mut result = Err(AttemptError::Downstream);
+            for pooled in [true, false] {
+                result = match self.upstream(&attempt, key, pooled).await {
+                    Ok((up, was_pooled)) => {
+                        reused = was_pooled;
+                        ctx.pending_permit = None;
+                        self.send_request(down, bufs, req, ctx, body, up, deadline).await
+                    }
+                    Err(e) => Err(e),
+                };
+                // A pooled connection the upstream closed just as it was
+                // reused (the keep-alive race): the request never reached
+                // it, so it goes again on a new connection to the same host.
+                let stale = reused
+                    && !body.streamed
+                    && req.method.is_idempotent()
+                    && matches!(
+                        result,
+                        Err(AttemptError::Upstream {
+                            timed_out: false,
+                            error: ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+                        })
+                    );
+                if !stale {
+                    break;
+                }
+                debug!(upstream = %attempt.host.addr, "pooled connection closed by the upstream; reconnecting");
+                bufs.up.clear();
+            }
+            // The response head, checked, and the decision to retry on its status.
+            let result = result.and_then(|(up, head_len)| {
+                let mut storage = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+                let mut resp = httparse::Response::new(&mut storage);
+                let parsed = resp.parse(&bufs.up[..head_len]);
+                let head = match (parsed, wire::response_head(&resp, head_request)) {
+                    (Ok(httparse::Status::Complete(_)), Ok(head)) => head,
+                    _ => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader }),
+                };
+                if self.proxy.upstream_answered(ctx, head.status, body.streamed) {
+                    return Ok(None);
+                }
+                let close = !keep_alive || head.framing == Framing::UntilClose;
+                bufs.out.clear();
+                self.write_response_head(&mut bufs.out, &resp, ctx, close)
+                    .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader })?;
+                bufs.up.advance(head_len);
+                Ok(Some((up, head, close)))
+            });
+            match result {
+                Ok(Some((up, head, close))) => {
+                    return self.respond(down, bufs, ctx, up, head, close, attempt.timeout, key).await;
+                }
+                Ok(None) => {
+                    // A retriable status: this response is dropped with its connection.
+                    self.proxy.record_retry(ctx);
+                    bufs.up.clear();
+                }
+                Err(AttemptError::Connect { timed_out, error }) => {
+                    let retry = self.proxy.connect_failed(ctx, timed_out);
+                    warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
+                    if !retry {
+                        return Exchange::Failed;
+                    }
+                }
+                Err(AttemptError::Downstream) => {
+                    return Exchange::Broken { status: 0, upstream_body: 0, error: ErrorType::ReadError };
+                }
+                Err(AttemptError::Upstream { timed_out, error }) => {
+                    let failure = AttemptFailure {
+                        timed_out,
+                        from_upstream: true,
+                        response_started: false,
+                        body_truncated: body.streamed,
+                        idempotent: req.method.is_idempotent(),
+                        reused_connection: reused,
+                    };
+                    let retry = self.proxy.attempt_failed(ctx, failure);
+                    debug!(upstream = %attempt.host.addr, error = error.as_str(), retry, reused, "upstream request failed");
+                    bufs.up.clear();
+                    if !retry {
+                        return Exchange::Failed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the response head the client gets: the upstream's headers
+    /// without hop-by-hop ones, plus the proxy's own (see
+    /// [`Proxy::downstream_headers`], which this matches).
+    fn write_response_head(
+        &self,
+        out: &mut Vec<u8>,
+        resp: &httparse::Response<'_, '_>,
+        ctx: &RequestCtx,
+        close: bool,
+    ) -> pingora_error::Result<()> {
+        let status = resp.code.unwrap_or(502);
+        wire::write_status_line(out, status, resp.reason);
+        if self.proxy.edits_response_headers(ctx) {
+            // Configured edits work on a header map, as in the Pingora engine.
+            let mut head = ResponseHeader::build_no_case(status, Some(resp.headers.len() + 4))?;
+            for h in resp.headers.iter().filter(|h| !wire::is_hop_by_hop(h.name.as_bytes())) {
+                head.append_header(h.name.to_string(), h.value)?;
+            }
+            self.proxy.downstream_headers(&mut head, ctx)?;
+            for (name, value) in head.headers.iter() {
+                wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        } else {
+            let hcm = &self.proxy.listener(ctx).hcm;
+            let request_id = ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response);
+            let mut has_server = false;
+            for h in resp.headers.iter() {
+                let name = h.name.as_bytes();
+                let ours = name.eq_ignore_ascii_case(X_UPSTREAM_SERVICE_TIME.as_bytes())
+                    || (request_id.is_some() && name.eq_ignore_ascii_case(X_REQUEST_ID.as_bytes()));
+                if ours || wire::is_hop_by_hop(name) {
+                    continue;
+                }
+                if name.eq_ignore_ascii_case(b"server") {
+                    has_server = true;
+                    if hcm.server_header == ServerHeader::Overwrite {
+                        continue;
+                    }
+                }
+                wire::put_header(out, name, h.value);
+            }
+            if let Some(t) = ctx.upstream_time {
+                let _ = write!(out, "{X_UPSTREAM_SERVICE_TIME}: {}\r\n", t.as_millis());
+            }
+            let add_server = match hcm.server_header {
+                ServerHeader::Overwrite => true,
+                ServerHeader::AppendIfAbsent => !has_server,
+                ServerHeader::PassThrough => false,
+            };
+            if add_server {
+                wire::put_header(out, b"server", hcm.server_name.as_bytes());
+            }
+            if let Some(id) = request_id {
+                wire::put_header(out, X_REQUEST_ID.as_bytes(), id.as_bytes());
+            }
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// Sends the response head in `bufs.out` and the body after it, then
+    /// pools the upstream connection if it ended cleanly.
+    #[allow(clippy::too_many_arguments)]
+    async fn respond(
+        &self,
+        down: &mut Stream,
+        bufs: &mut Buffers,
+        ctx: &mut RequestCtx,
+        mut up: Upstream,
+        head: wire::ResponseHead,
+        close: bool,
+        read_timeout: Option<Duration>,
+        key: PoolKey,
+    ) -> Exchange {
+        let status = head.status;
+        match pass_body(down, bufs, &mut up, head.framing, read_timeout).await {
+            Ok((sent, clean)) => {
+                if clean && !head.close && head.framing != Framing::UntilClose {
+                    pool::checkin(key, up);
+                }
+                Exchange::Done { status, keep_alive: !close, upstream_body: sent }
+            }
+            Err((sent, error, from_upstream)) => {
+                if from_upstream {
+                    let failure = AttemptFailure {
+                        timed_out: error == ErrorType::ReadTimedout,
+                        from_upstream,
+                        response_started: true,
+                        body_truncated: true,
+                        idempotent: false,
+                        reused_connection: false,
+                    };
+                    self.proxy.attempt_failed(ctx, failure);
+                }
+                Exchange::Broken { status, upstream_body: sent, error }
+            }
+        }
+    }
+
+    /// A pooled connection to the attempt's host, or a new one.
+    async fn upstream(
+        &self,
+        attempt: &AttemptStart,
+        key: PoolKey,
+        pooled: bool,
+    ) -> Result<(Upstream, bool), AttemptError> {
+        if let Some(conn) = pooled.then(|| pool::checkout(key)).flatten() {
+            return Ok((conn, true));
+        }
+        let cluster = &attempt.cluster;
+        let connect_timeout = cluster.spec.connect_timeout;
+        if cluster.spec.tls.is_some() {
+            let peer = super::peer(cluster, &attempt.host, attempt.timeout);
+            return match self.connector.new_stream(&peer).await {
+                Ok(s) => Ok((Upstream::pingora(s), false)),
+                Err(e) => Err(AttemptError::Connect {
+                    timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
+                    error: e.to_string(),
+                }),
+            };
+        }
+        match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host);
+                Ok((Upstream::tcp(s, tracer), false))
+            }
+            Ok(Err(e)) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),
+            Err(_) => Err(AttemptError::Connect { timed_out: true, error: "connect timed out".into() }),
+        }
+    }
+
+    /// Sends the request head and body and reads up to the final response
+    /// head, which is left at the start of `bufs.up`; returns its length.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_request(
+        &self,
+        down: &mut Stream,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+        body: &mut Body,
+        mut up: Upstream,
+        deadline: Option<Instant>,
+    ) -> Result<(Upstream, usize), AttemptError> {
+        let mut upstream_req = req.clone();
+        self.proxy
+            .upstream_headers(&mut upstream_req, req, false, ctx)
+            .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
+        bufs.out.clear();
+        wire::write_request_head(&mut bufs.out, &upstream_req);
+        bufs.out.extend_from_slice(&body.buffered);
+        let exchange = async {
+            up.write_all(&bufs.out).await.map_err(upstream_write)?;
+            // The rest of a large body streams from the client.
+            while body.unread > 0 {
+                if bufs.down.is_empty() {
+                    bufs.down.reserve(BODY_READ.min(body.unread as usize));
+                    match down.read_buf(&mut bufs.down).await {
+                        Ok(0) | Err(_) => return Err(AttemptError::Downstream),
+                        Ok(_) => {}
+                    }
+                }
+                let n = (body.unread as usize).min(bufs.down.len());
+                let chunk = bufs.down.split_to(n);
+                body.unread -= n as u64;
+                up.write_all(&chunk).await.map_err(upstream_write)?;
+            }
+            bufs.up.clear();
+            let head_len = read_response_head(&mut up, &mut bufs.up).await?;
+            Ok::<_, AttemptError>(head_len)
+        };
+        let head_len = match deadline {
+            Some(d) => timeout_at(d, exchange)
+                .await
+                .map_err(|_| AttemptError::Upstream { timed_out: true, error: ErrorType::ReadTimedout })??,
+            None => exchange.await?,
+        };
+        Ok((up, head_len))
+    }
+}
+
+/// Why reading a request head stopped short of a request.
+enum Next {
+    HandOff,
+    Reject(LocalReply),
+}
+
+fn upstream_write(e: std::io::Error) -> AttemptError {
+    debug!(error = %e, "upstream write failed");
+    AttemptError::Upstream { timed_out: false, error: ErrorType::WriteError }
+}
+
+/// Passes the response body from `up` to the client, after the head
+/// waiting in `bufs.out`. `Ok((body bytes, upstream connection clean))`;
+/// `Err((body bytes, error, whether the upstream caused it))`.
+async fn pass_body(
+    down: &mut Stream,
+    bufs: &mut Buffers,
+    up: &mut Upstream,
+    framing: Framing,
+    read_timeout: Option<Duration>,
+) -> Result<(u64, bool), (u64, ErrorType, bool)> {
+    let mut sent = 0u64;
+    let mut chunks = wire::ChunkedScanner::default();
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        Framing::Empty => 0,
+        Framing::Chunked | Framing::UntilClose => u64::MAX,
+    };
+    loop {
+        // What the upstream sent, up to the end of the body.
+        let take = match framing {
+            Framing::Empty => 0,
+            Framing::Length(_) => left.min(bufs.up.len() as u64) as usize,
+            Framing::Chunked => match chunks.scan(&bufs.up) {
+                Ok(Some(end)) => {
+                    left = 0;
+                    end
+                }
+                Ok(None) => bufs.up.len(),
+                Err(e) => {
+                    debug!(error = e, "malformed chunked response body");
+                    return Err((sent, ErrorType::InvalidHTTPHeader, true));
+                }
+            },
+            Framing::UntilClose => bufs.up.len(),
+        };
+        bufs.out.extend_from_slice(&bufs.up[..take]);
+        bufs.up.advance(take);
+        sent += take as u64;
+        if let Framing::Length(_) = framing {
+            left -= take as u64;
+        }
+        if !bufs.out.is_empty() {
+            write_all(down, &bufs.out).await.map_err(|_| (sent, ErrorType::WriteError, false))?;
+            bufs.out.clear();
+        }
+        if left == 0 {
+            return Ok((sent, bufs.up.is_empty()));
+        }
+        bufs.up.reserve(BODY_READ.min(usize::try_from(left).unwrap_or(BODY_READ)));
+        match with_timeout(read_timeout, up.read_buf(&mut bufs.up)).await {
+            Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),
+            Ok(0) => return Err((sent, ErrorType::ConnectionClosed, true)),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err((sent, ErrorType::ReadTimedout, true)),
+            Err(_) => return Err((sent, ErrorType::ReadError, true)),
+        }
+    }
+}
+
+/// Reads until a complete final response head is at the start of `buf`,
+/// skipping interim (1xx) responses; returns the head's length.
+async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usize, AttemptError> {
+    let mut scanned = 0;
+    loop {
+        if let Some(end) = head_end(buf, scanned) {
+            let mut storage = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut storage);
+            match resp.parse(&buf[..end]) {
+                Ok(httparse::Status::Complete(n)) => match resp.code {
+                    // Interim responses (103 Early Hints) are dropped, as Envoy does.
+                    Some(code) if (100..200).contains(&code) && code != 101 => {
+                        buf.advance(n);
+                        scanned = 0;
+                        continue;
+                    }
+                    _ => return Ok(n),
+                },
+                _ => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader }),
+            }
+        }
+        scanned = buf.len().saturating_sub(3);
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader });
+        }
+        buf.reserve(BUF);
+        match up.read_buf(buf).await {
+            Ok(0) => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::ConnectionClosed }),
+            Ok(_) => {}
+            Err(_) => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::ReadError }),
+        }
+    }
+}
+
+/// The end of the head (`\r\n\r\n`) in `buf`, looking from `from`.
+fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+        let nl = at + i;
+        if buf[nl + 1..].starts_with(b"\r\n") {
+            return Some(nl + 3);
+        }
+        if buf.get(nl + 1) == Some(&b'\n') {
+            return Some(nl + 2);
+        }
+        at = nl + 1;
+    }
+    None
+}
+
+async fn with_timeout<T>(
+    limit: Option<Duration>,
+    f: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    match limit {
+        Some(d) => timeout(d, f).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
+        None => f.await,
+    }
+}
+
+async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
+    s.write_all(data).await?;
+    s.flush().await
+}

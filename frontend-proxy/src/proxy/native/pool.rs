@@ -1,0 +1,171 @@
+//! Upstream connections of the native engine and the per-worker pool of
+//! idle ones.
+//!
+//! Each worker thread keeps its own idle connections, most recently used
+//! first, so checking one out or in is a `Vec` push/pop with no lock and
+//! no task per idle connection. A sweeper task per thread closes
+//! connections idle for longer than [`IDLE_TIMEOUT`] or closed by the
+//! upstream, so they do not hold file descriptors or skew `cx_active`.
+
+use crate::metrics::UpstreamConnectionTracer;
+use pingora_core::protocols::Stream;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// How long an idle upstream connection is kept (as the Pingora engine does).
+pub const IDLE_TIMEOUT: Duration = super::super::UPSTREAM_IDLE_TIMEOUT;
+/// Idle connections kept per host and worker; beyond it the oldest closes.
+const MAX_IDLE_PER_HOST: usize = 1024;
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The transport under an upstream connection.
+pub enum Transport {
+    /// Plain TCP, opened by the engine itself.
+    Tcp(TcpStream),
+    /// Opened by Pingora's connector (TLS).
+    Pingora(Stream),
+}
+
+/// An open upstream connection; counted in the cluster's and host's
+/// `cx_active` for as long as it lives.
+pub struct Upstream {
+    transport: Transport,
+    /// Counts the close for plain connections (Pingora's stream does it for TLS).
+    counted: Option<UpstreamConnectionTracer>,
+}
+
+impl Upstream {
+    /// A new plain connection: counted as opened now.
+    pub fn tcp(stream: TcpStream, tracer: UpstreamConnectionTracer) -> Self {
+        tracer.connected();
+        Self { transport: Transport::Tcp(stream), counted: Some(tracer) }
+    }
+
+    /// A connection from Pingora's connector, which counts it itself.
+    pub fn pingora(stream: Stream) -> Self {
+        Self { transport: Transport::Pingora(stream), counted: None }
+    }
+
+    /// Whether the connection can carry another request: the upstream has
+    /// not closed it and sent nothing unasked for. Never blocks.
+    fn is_reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(Pin::new(self).poll_read(&mut cx, &mut buf), Poll::Pending)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(t) = &self.counted {
+            t.disconnected();
+        }
+    }
+}
+
+impl AsyncRead for Upstream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.transport {
+            Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Pingora(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Upstream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        match &mut self.transport {
+            Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Pingora(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.transport {
+            Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Pingora(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.transport {
+            Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Pingora(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Which pool an upstream connection belongs to: the cluster (its TLS
+/// settings) and the host's address.
+pub type PoolKey = (usize, SocketAddr);
+
+struct Idle {
+    conn: Upstream,
+    since: Instant,
+}
+
+thread_local! {
+    static IDLE: RefCell<HashMap<PoolKey, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+    static SWEEPER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The most recently used live idle connection to `key`, if any.
+pub fn checkout(key: PoolKey) -> Option<Upstream> {
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let conns = idle.get_mut(&key)?;
+        while let Some(mut c) = conns.pop_back() {
+            if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_reusable() {
+                return Some(c.conn);
+            }
+        }
+        None
+    })
+}
+
+/// Keeps a connection that finished a request cleanly for the next one.
+pub fn checkin(key: PoolKey, conn: Upstream) {
+    let evicted = IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let conns = idle.entry(key).or_default();
+        conns.push_back(Idle { conn, since: Instant::now() });
+        (conns.len() > MAX_IDLE_PER_HOST).then(|| conns.pop_front())
+    });
+    drop(evicted);
+    if !SWEEPER.get() {
+        SWEEPER.set(true);
+        tokio::spawn(sweep_forever());
+    }
+}
+
+/// Closes expired and dead idle connections of this thread, periodically.
+async fn sweep_forever() {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let closed: Vec<Idle> = IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let mut closed = Vec::new();
+            for conns in idle.values_mut() {
+                let mut keep = VecDeque::with_capacity(conns.len());
+                for mut c in conns.drain(..) {
+                    if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_reusable() {
+                        keep.push_back(c);
+                    } else {
+                        closed.push(c);
+                    }
+                }
+                *conns = keep;
+            }
+            idle.retain(|_, conns| !conns.is_empty());
+            closed
+        });
+        drop(closed);
+    }
+}

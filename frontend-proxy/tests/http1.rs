@@ -1,0 +1,401 @@
+//! HTTP/1.1 on the wire, end to end over real sockets: body framings
+//! (chunked, close-delimited, HEAD), pipelining, streamed uploads, interim
+//! responses, stale pooled upstream connections, header edits, malformed
+//! requests, and requests the native engine hands to Pingora mid-connection.
+//! Backends here are scripted at the byte level. Addresses: 127.0.9.x.
+//!
+//! These run the native HTTP/1 engine (the default). The other suites also
+//! run with `FRONTEND_PROXY_HTTP1_ENGINE=pingora` in CI; Pingora's engine
+//! differs here: it forwards 1xx interim responses, closes pipelined
+//! connections, and keeps a connection open after a 431.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+use support::{free_addr, ip, yaml, ProxyProcess};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A request as the backend saw it.
+struct Seen {
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// What a scripted backend answers: raw response bytes, and whether to
+/// close the connection after them.
+type Script = fn(&Seen) -> (Vec<u8>, bool);
+
+/// A backend speaking HTTP/1.1 at the byte level; counts connections.
+struct RawBackend {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+}
+
+impl RawBackend {
+    async fn start(addr: SocketAddr, script: Script) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind raw backend");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                count.fetch_add(1, SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    while let Some(seen) = read_request(&mut s, &mut buf).await {
+                        let (resp, close) = script(&seen);
+                        if s.write_all(&resp).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, connections }
+    }
+}
+
+/// Reads one request; `None` at EOF.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut req = httparse::Request::new(&mut headers);
+        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
+            let headers: Vec<(String, String)> = req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            let path = req.path.unwrap().to_string();
+            buf.drain(..n);
+            let mut seen = Seen { path, headers, body: Vec::new() };
+            if seen.header("transfer-encoding").is_some() {
+                seen.body = read_chunked(s, buf).await?;
+            } else {
+                let len: usize = seen.header("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
+                while buf.len() < len {
+                    read_more(s, buf).await?;
+                }
+                seen.body = buf.drain(..len).collect();
+            }
+            return Some(seen);
+        }
+        read_more(s, buf).await?;
+    }
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Decodes a chunked body (trailers skipped) from `s`, leaving what follows in `buf`.
+async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        while !buf.windows(2).any(|w| w == b"\r\n") {
+            read_more(s, buf).await?;
+        }
+        let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+        let line = String::from_utf8_lossy(&buf[..line_end]).to_string();
+        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).ok()?;
+        if size == 0 {
+            buf.drain(..line_end + 2);
+            // Trailers, up to the blank line.
+            loop {
+                while !buf.windows(2).any(|w| w == b"\r\n") {
+                    read_more(s, buf).await?;
+                }
+                let end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
+                buf.drain(..end + 2);
+                if end == 0 {
+                    return Some(body);
+                }
+            }
+        }
+        while buf.len() < line_end + 2 + size + 2 {
+            read_more(s, buf).await?;
+        }
+        body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+        buf.drain(..line_end + 2 + size + 2);
+    }
+}
+
+/// Reads what arrives next into `buf`; `None` at EOF, on error, or after
+/// five seconds of silence.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 65536];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
+        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => None,
+        Ok(Ok(n)) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response to a request with method `method` from `s`,
+/// decoding chunked bodies; leftover bytes stay in `buf`.
+async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Response {
+    let (status, headers, n) = loop {
+        let mut storage = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut storage);
+        if let httparse::Status::Complete(n) = resp.parse(buf).expect("valid response head") {
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
+                .collect();
+            break (resp.code.unwrap(), headers, n);
+        }
+        read_more(s, buf).await.expect("connection closed before the response head");
+    };
+    buf.drain(..n);
+    let mut r = Response { status, headers, body: Vec::new() };
+    if method == "HEAD" || status == 204 || status == 304 {
+        return r;
+    }
+    if r.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        r.body = read_chunked(s, buf).await.expect("chunked body");
+        return r;
+    }
+    match r.header("content-length") {
+        Some(len) => {
+            let len: usize = len.parse().unwrap();
+            while buf.len() < len {
+                read_more(s, buf).await.expect("body");
+            }
+            r.body = buf.drain(..len).collect();
+        }
+        None => {
+            while read_more(s, buf).await.is_some() {}
+            r.body = std::mem::take(buf);
+        }
+    }
+    r
+}
+
+/// Whether the peer closed the connection (within a second).
+async fn closed(s: &mut TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+}
+
+struct Stack {
+    backend: RawBackend,
+    proxy: ProxyProcess,
+    listen: SocketAddr,
+    admin: SocketAddr,
+}
+
+async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
+    let backend = RawBackend::start(free_addr(ip(9, host)), script).await;
+    let listen = free_addr(ip(9, host));
+    let admin = free_addr(ip(9, host));
+    let vhosts = format!(
+        r#"
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: raw }}{route_extra}"#
+    );
+    let endpoints = [(backend.addr.ip().to_string(), backend.addr.port())];
+    let config = format!(
+        "admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n{}",
+        admin.ip(),
+        admin.port(),
+        yaml::bootstrap(
+            &[yaml::listener("http", listen, &yaml::hcm("h1", "", &vhosts))],
+            &[yaml::cluster("raw", "STATIC", &endpoints, "")]
+        )
+    );
+    let proxy = ProxyProcess::start_with_args(&config, listen, &["--http1-engine", "native"]).await;
+    Stack { backend, proxy, listen, admin }
+}
+
+fn ok(body: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+fn framings(seen: &Seen) -> (Vec<u8>, bool) {
+    match seen.path.as_str() {
+        "/chunked" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
+                .to_vec(),
+            false,
+        ),
+        "/until-close" => (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true),
+        "/early-hints" => {
+            (b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(), false)
+        }
+        "/upload" => (ok(&format!("{} bytes", seen.body.len())), false),
+        "/no-content" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+        p => (ok(p), false),
+    }
+}
+
+#[tokio::test]
+async fn chunked_close_delimited_and_empty_bodies_pass_through() {
+    let t = stack(1, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    for (method, path, want_status, want_body) in [
+        ("GET", "/chunked", 200, &b"hello world"[..]),
+        ("HEAD", "/head", 200, b""),
+        ("GET", "/no-content", 204, b""),
+        ("GET", "/early-hints", 200, b"ok"),
+        ("GET", "/after", 200, b"/after"),
+    ] {
+        c.write_all(format!("{method} {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes()).await.unwrap();
+        let r = read_response(&mut c, &mut buf, method).await;
+        assert_eq!(r.status, want_status, "{path}: {r:?}");
+        assert_eq!(r.body, want_body, "{path}");
+        assert!(r.header("x-envoy-upstream-service-time").is_some(), "{path}: {r:?}");
+        assert_ne!(r.header("connection"), Some("close"), "{path}");
+    }
+    // The one interim response was dropped: a single 200 came back.
+    assert!(buf.is_empty(), "unexpected bytes after the responses: {buf:?}");
+    // A body delimited by the upstream's close ends the client connection too.
+    c.write_all(b"GET /until-close HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    let r = read_response(&mut c, &mut buf, "GET").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"until the end"[..]));
+    assert_eq!(r.header("connection"), Some("close"));
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_pooled_connections() {
+    let t = stack(2, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    let mut batch = String::new();
+    for i in 0..5 {
+        batch.push_str(&format!("GET /p{i} HTTP/1.1\r\nHost: t\r\n\r\n"));
+    }
+    c.write_all(batch.as_bytes()).await.unwrap();
+    for i in 0..5 {
+        let r = read_response(&mut c, &mut buf, "GET").await;
+        assert_eq!(String::from_utf8_lossy(&r.body), format!("/p{i}"));
+    }
+    // Sequential requests reuse one upstream connection.
+    assert_eq!(t.backend.connections.load(SeqCst), 1);
+}
+
+#[tokio::test]
+async fn large_upload_streams_to_the_upstream() {
+    let t = stack(3, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    let body = vec![b'x'; 3 * 1024 * 1024 + 7];
+    c.write_all(format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    c.write_all(&body).await.unwrap();
+    let r = read_response(&mut c, &mut buf, "POST").await;
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{} bytes", body.len()));
+    // The connection is still good for the next request.
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/next");
+}
+
+fn closes_after_idle(seen: &Seen) -> (Vec<u8>, bool) {
+    // Advertises keep-alive but closes right after: the next request must
+    // not be lost on the dead pooled connection.
+    (ok(&seen.path), true)
+}
+
+#[tokio::test]
+async fn upstream_closing_a_pooled_connection_loses_no_request() {
+    let t = stack(4, closes_after_idle, "").await;
+    let c = support::client();
+    for i in 0..20 {
+        let r = c.get(format!("http://{}/r{i}", t.listen)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), format!("/r{i}"));
+        if i % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_the_native_engine_does_not_serve_still_work_on_the_same_connection() {
+    let t = stack(5, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/first");
+    // A chunked request body goes to Pingora, on the same connection.
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let r = read_response(&mut c, &mut buf, "POST").await;
+    assert_eq!((r.status, String::from_utf8_lossy(&r.body).as_ref()), (200, "3 bytes"));
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"GET /old HTTP/1.0\r\nHost: t\r\n\r\n").await.unwrap();
+    let r = read_response(&mut c, &mut buf, "GET").await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"/old"[..]));
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_envoy_replies() {
+    let t = stack(6, framings, "").await;
+    for (request, status) in [
+        ("GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n".to_string(), 400),
+        ("G@T / HTTP/1.1\r\nHost: t\r\n\r\n".to_string(), 400),
+        (format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024)), 431),
+        (format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X-Many: 1\r\n".repeat(101)), 431),
+    ] {
+        let mut c = TcpStream::connect(t.listen).await.unwrap();
+        let mut buf = Vec::new();
+        c.write_all(request.as_bytes()).await.unwrap();
+        let r = read_response(&mut c, &mut buf, "GET").await;
+        assert_eq!(r.status, status, "{}: {r:?}", &request[..40]);
+        assert!(closed(&mut c).await, "connection left open after {status}");
+    }
+    assert_eq!(t.backend.connections.load(SeqCst), 0, "a bad request reached the upstream");
+}
+
+#[tokio::test]
+async fn route_header_edits_apply_both_ways() {
+    let edits = r#"
+                request_headers_to_add:
+                - header: { key: x-added, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" }
+                response_headers_to_add:
+                - header: { key: x-route, value: edited }
+                response_headers_to_remove: [x-secret]"#;
+    fn echo_added(seen: &Seen) -> (Vec<u8>, bool) {
+        let added = seen.header("x-added").unwrap_or("missing");
+        let head = format!("HTTP/1.1 200 OK\r\nX-Secret: s\r\nContent-Length: {}\r\n\r\n", added.len());
+        ([head.as_bytes(), added.as_bytes()].concat(), false)
+    }
+    let t = stack(7, echo_added, edits).await;
+    let r = support::client().get(format!("http://{}/", t.listen)).send().await.unwrap();
+    assert_eq!(r.headers()["x-route"], "edited");
+    assert!(r.headers().get("x-secret").is_none());
+    assert!(r.headers().get("x-envoy-upstream-service-time").is_some());
+    assert_eq!(r.headers()["server"], "envoy");
+    // The client's address (it connects from 127.0.0.1).
+    assert_eq!(r.text().await.unwrap(), "127.0.0.1");
+    let _ = (&t.proxy, t.admin);
+}
