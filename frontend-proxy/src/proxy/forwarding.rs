@@ -5,7 +5,7 @@
 use crate::config::model::HttpConnectionManager;
 use crate::routing::{Forward, HostRewrite, PathMatch, Redirect, RouteMatch};
 use crate::upstream::Host;
-use http::header::{HeaderValue, HOST};
+use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use http::Uri;
 use pingora_error::Result;
@@ -18,6 +18,12 @@ pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
 pub const X_UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+
+// As header names: inserting by `&str` parses the name again on every request.
+const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
+const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
+const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
 
 /// The request id to use: the client's, or a fresh UUID when there is none
 /// (or when an edge proxy must not trust it). `None` if ids are disabled.
@@ -50,7 +56,7 @@ pub fn edge_headers(
     if hcm.use_remote_address {
         // An edge proxy decides the scheme and drops Envoy-internal headers a
         // client may have forged.
-        req.insert_header(X_FORWARDED_PROTO, scheme.clone())?;
+        req.insert_header(X_FORWARDED_PROTO_NAME, scheme.clone())?;
         let internal: Vec<_> = req.headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
         for k in internal {
             req.remove_header(&k);
@@ -60,13 +66,13 @@ pub fn edge_headers(
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.to_string(),
             };
-            req.insert_header(X_FORWARDED_FOR, value)?;
+            req.insert_header(X_FORWARDED_FOR_NAME, value)?;
         }
     } else if !req.headers.contains_key(X_FORWARDED_PROTO) {
-        req.insert_header(X_FORWARDED_PROTO, scheme)?;
+        req.insert_header(X_FORWARDED_PROTO_NAME, scheme)?;
     }
     if let Some(id) = request_id {
-        req.insert_header(X_REQUEST_ID, id.clone())?;
+        req.insert_header(X_REQUEST_ID_NAME, id.clone())?;
     }
     Ok(())
 }
@@ -99,7 +105,7 @@ pub fn rewrite_upstream(
         },
     }
     match expected_timeout {
-        Some(t) => req.insert_header(X_EXPECTED_TIMEOUT, t.as_millis().to_string())?,
+        Some(t) => req.insert_header(X_EXPECTED_TIMEOUT_NAME, t.as_millis().to_string())?,
         None => {
             req.remove_header(X_EXPECTED_TIMEOUT);
         }

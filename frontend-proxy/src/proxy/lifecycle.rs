@@ -11,7 +11,7 @@ use super::context::RequestCtx;
 use super::dispatch::authority;
 use super::{forwarding, limits, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES, MIN_CONNECT_RETRIES};
 use crate::config::model::{Codec, ServerHeader};
-use crate::routing::{Action, RequestInfo};
+use crate::routing::{Action, HostRewrite, RequestInfo};
 use crate::upstream::{AttemptResult, Cluster, Host};
 use http::header::SERVER;
 use pingora_error::Result;
@@ -272,12 +272,7 @@ impl Proxy {
         let Some(host) = ctx.host.as_ref() else {
             return Ok(());
         };
-        // The first attempt announces the configured timeout; retries what is left of it.
-        let expected = if ctx.attempts <= 1 {
-            shorter(forward.timeout, per_try_timeout(forward))
-        } else {
-            self.attempt_timeout(ctx, false).ok().flatten()
-        };
+        let expected = self.expected_timeout(ctx);
         forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
         if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
             let listener = self.listener(ctx);
@@ -294,6 +289,30 @@ impl Proxy {
             table.headers.apply_request(upstream, &info);
         }
         Ok(())
+    }
+
+    /// `x-envoy-expected-rq-timeout-ms` for this attempt: the first one
+    /// announces the configured timeout; retries what is left of it.
+    pub(super) fn expected_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
+        let forward = self.forward(ctx)?;
+        if ctx.attempts <= 1 {
+            shorter(forward.timeout, per_try_timeout(forward))
+        } else {
+            self.attempt_timeout(ctx, false).ok().flatten()
+        }
+    }
+
+    /// Whether the upstream request is the downstream one as it stands, plus
+    /// the expected timeout: no path or host rewrite, no header edits.
+    pub(super) fn forwards_request_unchanged(&self, ctx: &RequestCtx) -> bool {
+        let Some((table, vh, route)) = self.route(ctx) else { return false };
+        let Action::Forward(f) = &route.action else { return false };
+        f.prefix_rewrite.is_none()
+            && f.regex_rewrite.is_none()
+            && matches!(f.host_rewrite, HostRewrite::Keep)
+            && route.headers.request_is_empty()
+            && vh.headers.request_is_empty()
+            && table.headers.request_is_empty()
     }
 
     /// Whether the route or its virtual host or table edits response headers.

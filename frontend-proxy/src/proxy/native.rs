@@ -535,12 +535,17 @@ impl NativeH1 {
         mut up: Upstream,
         deadline: Option<Instant>,
     ) -> Result<(Upstream, usize), AttemptError> {
-        let mut upstream_req = req.clone();
-        self.proxy
-            .upstream_headers(&mut upstream_req, req, false, ctx)
-            .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
         bufs.out.clear();
-        wire::write_request_head(&mut bufs.out, &upstream_req);
+        if self.proxy.forwards_request_unchanged(ctx) {
+            // Most routes: the head goes out as it came in (no copy of the header map).
+            wire::write_request_head(&mut bufs.out, req, Some(self.proxy.expected_timeout(ctx)));
+        } else {
+            let mut upstream_req = req.clone();
+            self.proxy
+                .upstream_headers(&mut upstream_req, req, false, ctx)
+                .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
+            wire::write_request_head(&mut bufs.out, &upstream_req, None);
+        }
         bufs.out.extend_from_slice(&body.buffered);
         let exchange = async {
             up.write_all(&bufs.out).await.map_err(upstream_write)?;
@@ -648,20 +653,14 @@ async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usi
     let mut scanned = 0;
     loop {
         if let Some(end) = head_end(buf, scanned) {
-            let mut storage = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut storage);
-            match resp.parse(&buf[..end]) {
-                Ok(httparse::Status::Complete(n)) => match resp.code {
-                    // Interim responses (103 Early Hints) are dropped, as Envoy does.
-                    Some(code) if (100..200).contains(&code) && code != 101 => {
-                        buf.advance(n);
-                        scanned = 0;
-                        continue;
-                    }
-                    _ => return Ok(n),
-                },
-                _ => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader }),
+            // Interim responses (103 Early Hints) are dropped, as Envoy does.
+            // `HTTP/1.1 1xx`: the status starts at byte 9; the caller parses the rest.
+            if buf.get(9) == Some(&b'1') && !buf.starts_with(b"HTTP/1.1 101") {
+                buf.advance(end);
+                scanned = 0;
+                continue;
             }
+            return Ok(end);
         }
         scanned = buf.len().saturating_sub(3);
         if buf.len() > MAX_RESPONSE_HEAD {

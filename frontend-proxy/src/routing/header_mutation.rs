@@ -158,6 +158,11 @@ impl HeaderMutations {
             && self.response_remove.is_empty()
     }
 
+    /// No request header is added or removed.
+    pub fn request_is_empty(&self) -> bool {
+        self.request_add.is_empty() && self.request_remove.is_empty()
+    }
+
     /// No response header is added or removed.
     pub fn response_is_empty(&self) -> bool {
         self.response_add.is_empty() && self.response_remove.is_empty()

@@ -2,9 +2,12 @@
 //! parsed with `httparse`, message framing, the chunked-body scanner, and
 //! heads written back out.
 
+use crate::proxy::forwarding::X_EXPECTED_TIMEOUT;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
+use std::io::Write;
+use std::time::Duration;
 
 /// Headers a request or response may carry; more is 431 (Envoy's default
 /// `max_headers_count` is 100).
@@ -182,16 +185,23 @@ pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Writes the request head the upstream gets (HTTP/1.1, no hop-by-hop headers).
-pub fn write_request_head(out: &mut Vec<u8>, req: &RequestHeader) {
+/// Writes the request head the upstream gets (HTTP/1.1, no hop-by-hop
+/// headers). `expected_timeout`: `Some` replaces the request's
+/// `x-envoy-expected-rq-timeout-ms` with this value (`Some(None)` drops it).
+pub fn write_request_head(out: &mut Vec<u8>, req: &RequestHeader, expected_timeout: Option<Option<Duration>>) {
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(req.raw_path());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers.iter() {
-        if !is_hop_by_hop(name.as_str().as_bytes()) {
-            put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        let name = name.as_str();
+        let replaced = expected_timeout.is_some() && name == X_EXPECTED_TIMEOUT;
+        if !replaced && !is_hop_by_hop(name.as_bytes()) {
+            put_header(out, name.as_bytes(), value.as_bytes());
         }
+    }
+    if let Some(Some(t)) = expected_timeout {
+        let _ = write!(out, "{X_EXPECTED_TIMEOUT}: {}\r\n", t.as_millis());
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -348,6 +358,20 @@ mod tests {
             panic!()
         };
         assert_eq!((r.body_len, r.close), (5, true));
+    }
+
+    #[test]
+    fn request_head_replaces_the_expected_timeout_and_drops_hop_by_hop() {
+        let mut buf = BytesMut::from(
+            "GET /a?b HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nX-Envoy-Expected-Rq-Timeout-Ms: 5\r\n\r\n",
+        );
+        let ParsedRequest::Complete(r) = parse_request(&mut buf) else { panic!() };
+        let mut out = Vec::new();
+        write_request_head(&mut out, &r.header, Some(Some(Duration::from_secs(15))));
+        assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: h\r\nx-envoy-expected-rq-timeout-ms: 15000\r\n\r\n");
+        out.clear();
+        write_request_head(&mut out, &r.header, None);
+        assert_eq!(out, b"GET /a?b HTTP/1.1\r\nhost: h\r\nx-envoy-expected-rq-timeout-ms: 5\r\n\r\n");
     }
 
     fn framing(text: &str, head: bool) -> Result<Framing, &'static str> {
