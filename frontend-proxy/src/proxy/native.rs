@@ -70,6 +70,23 @@ struct Buffers {
     out: Vec<u8>,
 }
 
+impl Buffers {
+    /// Gives back what a large body made a buffer grow to, so an idle
+    /// keep-alive connection holds a few KiB, not 64.
+    fn shrink(&mut self) {
+        if self.up.capacity() > 4 * BUF {
+            self.up = BytesMut::with_capacity(BUF);
+        }
+        if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
+            let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
+            self.down.extend_from_slice(&rest);
+        }
+        if self.out.capacity() > 4 * BUF {
+            self.out = Vec::with_capacity(BUF);
+        }
+    }
+}
+
 /// A request body: the part already read with the head, and what is left
 /// to read from the client.
 struct Body {
@@ -147,6 +164,7 @@ impl NativeH1 {
                 let _ = down.shutdown().await;
                 return Served::Closed;
             }
+            bufs.shrink();
         }
     }
 
