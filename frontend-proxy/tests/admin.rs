@@ -407,6 +407,12 @@ async fn admin_stays_up_and_says_draining_during_shutdown() {
         &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
     );
     let mut proxy = Proxy::start(&config, admin).await;
+    // Listeners open once the cluster is warm; the admin answers before that.
+    let start = Instant::now();
+    while proxy.get("/ready").await.0 != 200 {
+        assert!(start.elapsed() < LIMIT, "never became ready:\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // A request the backend never answers: the route timeout ends it after 1.5 s.
     let in_flight = tokio::spawn(async move { send(client().get(format!("http://{listen}/hang"))).await.0 });
     tokio::time::sleep(Duration::from_millis(300)).await;
