@@ -78,10 +78,9 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            match (body_len, parse_length(h.value)) {
-                (None, Some(n)) => body_len = Some(n),
-                (Some(a), Some(b)) if a == b => {}
-                _ => return ParsedRequest::Malformed,
+            match add_length(body_len, h.value) {
+                Some(n) => body_len = Some(n),
+                None => return ParsedRequest::Malformed,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding")
             || name.eq_ignore_ascii_case(b"expect")
@@ -113,6 +112,13 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
         }
     }
     ParsedRequest::Complete(Box::new(Request { header, body_len: body_len.unwrap_or(0), close }))
+}
+
+/// A `Content-Length` value, given the one seen before (repeats must agree);
+/// `None` if invalid or conflicting.
+fn add_length(seen: Option<u64>, value: &[u8]) -> Option<u64> {
+    let n = parse_length(value)?;
+    seen.is_none_or(|s| s == n).then_some(n)
 }
 
 fn parse_length(value: &[u8]) -> Option<u64> {
@@ -147,11 +153,7 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            match (length, parse_length(h.value)) {
-                (None, Some(n)) => length = Some(n),
-                (Some(a), Some(b)) if a == b => {}
-                _ => return Err("invalid content-length"),
-            }
+            length = Some(add_length(length, h.value).ok_or("invalid content-length")?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             let last = h.value.rsplit(|b| *b == b',').next().unwrap_or_default();
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
