@@ -308,12 +308,8 @@ impl NativeH1 {
         loop {
             let attempt = match self.proxy.begin_attempt(ctx, false).await {
                 Ok(a) => a,
-                Err(refused) => {
-                    if ctx.last_failure.is_none() {
-                        ctx.last_failure = Some(self.proxy.final_failure(ctx, Some(refused)));
-                    }
-                    return Exchange::Failed;
-                }
+                // `begin_attempt` has set `ctx.last_failure`, the reply to send.
+                Err(_) => return Exchange::Failed,
             };
             let deadline = attempt.timeout.map(|t| Instant::now() + t);
             let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
