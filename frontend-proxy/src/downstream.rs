@@ -103,7 +103,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
                 }
             };
         }
-        let guarded = match listener.hcm.request_headers_timeout {
+        // Pingora's engine has no timer of its own for a request head that
+        // stops arriving: `request_timeout` bounds it too (closing the
+        // connection; the native engine answers 408).
+        let head_limit = match (listener.hcm.request_headers_timeout, listener.hcm.request_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let guarded = match head_limit {
             Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
             _ => stream,
         };

@@ -216,6 +216,12 @@ pub struct ConnManagerStats {
     pub no_cluster: AtomicU64,
     pub rq_direct_response: AtomicU64,
     pub rq_redirect: AtomicU64,
+    /// Streams ended by `stream_idle_timeout` (or a route's `idle_timeout`).
+    pub downstream_rq_idle_timeout: AtomicU64,
+    /// Requests not received in full within `request_timeout`.
+    pub downstream_rq_timeout: AtomicU64,
+    /// Connections closed by `common_http_protocol_options.idle_timeout`.
+    pub downstream_cx_idle_timeout: AtomicU64,
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@ mod local_reply;
 mod native;
 
 pub use context::RequestCtx;
+use context::StreamTimeout;
 
-use lifecycle::{AttemptFailure, AttemptStart, Completion, Refused};
+use lifecycle::{AttemptFailure, Completion, Refused};
 
 pub use local_reply::LocalReply;
 pub use native::{NativeH1, Served};
@@ -23,6 +24,7 @@ use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::upstream::{Cluster, ClusterSet, Host};
 use async_trait::async_trait;
+use attempt::shorter;
 use http::header::HeaderValue;
 use local_reply::ReplyHeaders;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -31,7 +33,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Connect failures are retried on other hosts at least this many times,
@@ -134,6 +136,25 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// The downstream side of the stream idle timeout and `request_timeout`,
+    /// and the connection's `idle_timeout` between requests (HTTP/1; h2
+    /// streams have no per-read timeout in Pingora).
+    fn downstream_timeouts(&self, session: &mut Session, ctx: &RequestCtx) {
+        let read = match ctx.request_deadline {
+            Some(d) => shorter(ctx.stream_idle, Some(d.saturating_duration_since(Instant::now()))),
+            None => ctx.stream_idle,
+        };
+        session.set_read_timeout(read);
+        session.set_write_timeout(ctx.stream_idle);
+        if session.get_keepalive().is_some() {
+            // Pingora counts whole seconds; 0 keeps the connection without a limit.
+            let idle = self.listener(ctx).hcm.idle_timeout;
+            session.set_keepalive(Some(idle.map_or(0, |d| d.as_secs_f64().ceil().max(1.0) as u64)));
+        }
+    }
+}
+
 /// The Pingora peer for an attempt on `host`.
 fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpPeer {
     let tls = cluster.spec.tls.as_ref();
@@ -182,13 +203,14 @@ impl ProxyHttp for Proxy {
                 if self.forward(ctx).is_some_and(|f| f.retry_policy.is_some()) {
                     session.enable_retry_buffering();
                 }
+                self.downstream_timeouts(session, ctx);
                 Ok(false)
             }
         }
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let AttemptStart { cluster, host, timeout } = match self.begin_attempt(ctx, session.is_upgrade_req()).await {
+        let start = match self.begin_attempt(ctx, session.is_upgrade_req()).await {
             Ok(start) => start,
             Err(Refused::Timeout) => {
                 return Err(Error::explain(ErrorType::HTTPStatus(504), "route timeout passed before an attempt"))
@@ -200,7 +222,9 @@ impl ProxyHttp for Proxy {
                 return Err(Error::explain(ErrorType::HTTPStatus(503), "no healthy upstream"))
             }
         };
-        Ok(Box::new(peer(&cluster, &host, timeout)))
+        let (timeout, idle) = start.io_timeout();
+        ctx.upstream_idle_binds = idle;
+        Ok(Box::new(peer(&start.cluster, &start.host, timeout)))
     }
 
     async fn connected_to_upstream(
@@ -220,11 +244,25 @@ impl ProxyHttp for Proxy {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
-        _end_of_stream: bool,
+        end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(deadline) = ctx.request_deadline {
+            if end_of_stream {
+                // The request is in: `request_timeout` no longer applies.
+                ctx.request_deadline = None;
+                session.set_read_timeout(ctx.stream_idle);
+            } else if Instant::now() >= deadline {
+                self.stream_timed_out(ctx, StreamTimeout::Request);
+                let mut e = Error::explain(ErrorType::HTTPStatus(408), "request_timeout passed");
+                e.as_down();
+                return Err(e);
+            } else {
+                session.set_read_timeout(shorter(ctx.stream_idle, Some(deadline - Instant::now())));
+            }
+        }
         // The buffer filter's limit, for bodies that did not declare their length.
         if let (Some(max), Some(chunk)) = (self.listener(ctx).hcm.max_request_bytes, body.as_ref()) {
             ctx.body_bytes += chunk.len() as u64;
@@ -300,8 +338,19 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return e;
         }
+        let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if timed_out && (e.esource() == &ErrorSource::Downstream || ctx.upstream_idle_binds) {
+            // The client's side timed out, or the stream idle timeout (not
+            // the route's) did: not the upstream's failure, and not retried.
+            // A downstream timeout gets its reply in `fail_to_proxy`.
+            if e.esource() == &ErrorSource::Upstream {
+                self.stream_timed_out(ctx, StreamTimeout::Idle);
+            }
+            e.set_retry(false);
+            return e;
+        }
         let failure = AttemptFailure {
-            timed_out: matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout),
+            timed_out,
             from_upstream: e.esource() == &ErrorSource::Upstream,
             response_started: session.response_written().is_some(),
             body_truncated: session.as_ref().retry_buffer_truncated(),
@@ -317,8 +366,18 @@ impl ProxyHttp for Proxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
         let reply = match e.esource() {
             _ if matches!(e.etype(), ErrorType::HTTPStatus(413)) => Some(LocalReply::PayloadTooLarge),
+            _ if matches!(e.etype(), ErrorType::HTTPStatus(408)) => ctx.last_failure.take(),
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                ErrorType::ReadTimedout => {
+                    let which =
+                        if ctx.request_deadline_passed() { StreamTimeout::Request } else { StreamTimeout::Idle };
+                    Some(self.stream_timed_out(ctx, which))
+                }
+                ErrorType::WriteTimedout => {
+                    self.stream_timed_out(ctx, StreamTimeout::Idle);
+                    None
+                }
                 _ => Some(LocalReply::BadRequest),
             },
             _ => Some(self.final_failure(

@@ -179,6 +179,9 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     b.counter("no_cluster", &s.no_cluster);
     b.counter("rq_direct_response", &s.rq_direct_response);
     b.counter("rq_redirect", &s.rq_redirect);
+    b.counter("downstream_rq_idle_timeout", &s.downstream_rq_idle_timeout);
+    b.counter("downstream_rq_timeout", &s.downstream_rq_timeout);
+    b.counter("downstream_cx_idle_timeout", &s.downstream_cx_idle_timeout);
     b.push("downstream_rq_time", Value::Histogram(s.downstream_rq_time.snapshot()));
 
     let mut b = Builder { scope: Scope::listener(listener.address), out: b.out };

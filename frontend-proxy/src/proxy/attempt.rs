@@ -15,8 +15,8 @@ impl Proxy {
     pub(super) fn attempt_timeout(&self, ctx: &RequestCtx, upgrade: bool) -> std::result::Result<Option<Duration>, ()> {
         let forward = self.forward(ctx);
         if upgrade {
-            // A WebSocket lives past the route timeout; the route's idle timeout bounds it.
-            return Ok(forward.and_then(|f| f.idle_timeout));
+            // A WebSocket lives past the route timeout; the stream idle timeout bounds it.
+            return Ok(ctx.stream_idle);
         }
         let remaining = match ctx.deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {

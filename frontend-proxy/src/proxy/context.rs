@@ -40,12 +40,43 @@ pub struct RequestCtx {
     pub(super) backoff: bool,
     /// Request body bytes seen, for the buffer filter's limit.
     pub(super) body_bytes: u64,
+    /// The stream idle timeout: the route's `idle_timeout`, else the
+    /// connection manager's `stream_idle_timeout` (`None`: off).
+    pub(super) stream_idle: Option<Duration>,
+    /// When `request_timeout` runs out, if set.
+    pub(super) request_deadline: Option<Instant>,
+    /// The current upstream read/write timeout is the stream idle timeout.
+    pub(super) upstream_idle_binds: bool,
+}
+
+/// A downstream-side timer that ended a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamTimeout {
+    /// No bytes either way within the stream idle timeout.
+    Idle,
+    /// The request was not received in full within `request_timeout`.
+    Request,
+}
+
+impl StreamTimeout {
+    /// The local reply, if the response has not started yet.
+    pub(super) fn reply(self) -> LocalReply {
+        match self {
+            StreamTimeout::Idle => LocalReply::StreamIdleTimeout,
+            StreamTimeout::Request => LocalReply::RequestTimeout,
+        }
+    }
 }
 
 impl RequestCtx {
     pub(super) fn new() -> Self {
+        Self::starting(Instant::now())
+    }
+
+    /// A request whose first byte arrived at `start`.
+    pub(super) fn starting(start: Instant) -> Self {
         Self {
-            start: Instant::now(),
+            start,
             listener: 0,
             request_id: None,
             route: None,
@@ -68,11 +99,19 @@ impl RequestCtx {
             retry_permit: None,
             backoff: false,
             body_bytes: 0,
+            stream_idle: None,
+            request_deadline: None,
+            upstream_idle_binds: false,
         }
     }
 
     /// Whether the route timeout has run out.
     pub(super) fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether `request_timeout` has run out.
+    pub(super) fn request_deadline_passed(&self) -> bool {
+        self.request_deadline.is_some_and(|d| Instant::now() >= d)
     }
 }

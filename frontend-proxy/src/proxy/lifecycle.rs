@@ -7,7 +7,7 @@
 //! (`native`) both call these, so the two cannot drift apart.
 
 use super::attempt::{per_try_timeout, shorter};
-use super::context::RequestCtx;
+use super::context::{RequestCtx, StreamTimeout};
 use super::dispatch::authority;
 use super::{forwarding, limits, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES, MIN_CONNECT_RETRIES};
 use crate::config::model::{Codec, ServerHeader};
@@ -38,6 +38,20 @@ pub struct AttemptStart {
     pub host: Arc<Host>,
     /// Read/write timeout of this attempt (`None`: no limit).
     pub timeout: Option<Duration>,
+    /// The stream idle timeout, if it is not already `timeout`.
+    pub idle: Option<Duration>,
+}
+
+impl AttemptStart {
+    /// The timeout for each upstream read or write, and whether it is the
+    /// stream idle timeout (shorter than what is left of the route's).
+    pub fn io_timeout(&self) -> (Option<Duration>, bool) {
+        match (self.timeout, self.idle) {
+            (Some(t), Some(i)) if i < t => (Some(i), true),
+            (None, Some(i)) => (Some(i), true),
+            (t, _) => (t, false),
+        }
+    }
 }
 
 /// How an upstream attempt failed after the connection was made.
@@ -89,7 +103,27 @@ impl Proxy {
         ctx.request_id = forwarding::request_id(req, &listener.hcm);
         let client_ip = ctx.client_addr.map(|a| a.ip());
         forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, ctx.request_id.as_ref())?;
-        Ok(self.route_request(req, upgrade, ctx))
+        let reply = self.route_request(req, upgrade, ctx);
+        ctx.stream_idle = match self.forward(ctx).and_then(|f| f.idle_timeout) {
+            Some(t) => (!t.is_zero()).then_some(t),
+            None => listener.hcm.stream_idle_timeout,
+        };
+        ctx.request_deadline = listener.hcm.request_timeout.map(|t| ctx.start + t);
+        Ok(reply)
+    }
+
+    /// Records a request ended by a downstream-side timer (stream idle or
+    /// `request_timeout`); returns the reply to send if the response has
+    /// not started.
+    pub(super) fn stream_timed_out(&self, ctx: &mut RequestCtx, which: StreamTimeout) -> LocalReply {
+        let stats = &self.listener(ctx).stats;
+        match which {
+            StreamTimeout::Idle => stats.downstream_rq_idle_timeout.fetch_add(1, Relaxed),
+            StreamTimeout::Request => stats.downstream_rq_timeout.fetch_add(1, Relaxed),
+        };
+        debug!(?which, "stream timed out");
+        ctx.last_failure = Some(which.reply());
+        which.reply()
     }
 
     /// Starts an upstream attempt: waits out a retry back-off, takes the
@@ -141,7 +175,8 @@ impl Proxy {
         ctx.active = Some(host.start_request());
         ctx.host = Some(host.clone());
         ctx.upstream_start = Some(Instant::now());
-        Ok(AttemptStart { cluster, host, timeout })
+        let idle = if upgrade { None } else { ctx.stream_idle };
+        Ok(AttemptStart { cluster, host, timeout, idle })
     }
 
     /// Records a failed connect and decides whether to try another host.

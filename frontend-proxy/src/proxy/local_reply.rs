@@ -28,6 +28,10 @@ pub enum LocalReply {
     BadRequest,
     /// Request headers over `max_request_headers_kb` or `max_headers_count`.
     HeadersTooLarge,
+    /// No bytes either way within the stream idle timeout, before the response started.
+    StreamIdleTimeout,
+    /// The request was not received in full within `request_timeout`.
+    RequestTimeout,
     /// A request body over the buffer filter's `max_request_bytes`.
     PayloadTooLarge,
     /// `direct_response`.
@@ -45,6 +49,7 @@ impl LocalReply {
             | LocalReply::UpstreamReset { .. }
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -63,6 +68,8 @@ impl LocalReply {
             LocalReply::UpstreamReset { retried } => reset_body(RESET, *retried, "connection termination"),
             LocalReply::Overflow => reset_body(RESET, false, "overflow"),
             LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
+            LocalReply::StreamIdleTimeout => Bytes::from_static(b"stream timeout"),
+            LocalReply::RequestTimeout => Bytes::from_static(b"request timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
@@ -148,6 +155,10 @@ mod tests {
         );
         assert_eq!(LocalReply::Timeout.status(), 504);
         assert_eq!(LocalReply::Timeout.body(), "upstream request timeout");
+        assert_eq!(LocalReply::StreamIdleTimeout.status(), 408);
+        assert_eq!(LocalReply::StreamIdleTimeout.body(), "stream timeout");
+        assert_eq!(LocalReply::RequestTimeout.status(), 408);
+        assert_eq!(LocalReply::RequestTimeout.body(), "request timeout");
         assert_eq!(
             LocalReply::Overflow.body(),
             "upstream connect error or disconnect/reset before headers. reset reason: overflow"

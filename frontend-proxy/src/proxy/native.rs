@@ -15,7 +15,7 @@
 mod pool;
 mod wire;
 
-use super::context::RequestCtx;
+use super::context::{RequestCtx, StreamTimeout};
 use super::forwarding::{X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME};
 use super::lifecycle::{AttemptFailure, AttemptStart, Completion};
 use super::local_reply::{self, LocalReply};
@@ -30,7 +30,10 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pool::{PoolKey, Upstream};
+use std::future::Future;
 use std::io::Write;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -127,6 +130,17 @@ enum AttemptError {
     },
     /// The client went away while its body was being sent.
     Downstream,
+    /// A downstream-side timer (stream idle, `request_timeout`) ran out.
+    Stream(StreamTimeout),
+}
+
+/// Which side a body transfer failed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Upstream,
+    Downstream,
+    /// Nothing moved either way within the stream idle timeout.
+    Idle,
 }
 
 impl NativeH1 {
@@ -145,18 +159,23 @@ impl NativeH1 {
             out: Vec::with_capacity(BUF),
         };
         loop {
-            let request = match self.read_request(&mut down, &mut bufs.down, listener, &mut shutdown).await {
+            let (request, started) = match self.read_request(&mut down, &mut bufs.down, listener, &mut shutdown).await {
                 Ok(Some(r)) => r,
                 Ok(None) => return Served::Closed,
                 Err(Next::HandOff) => return Served::HandOff(bufs.down.freeze(), down),
-                Err(Next::Reject(reply)) => {
+                Err(next) => {
                     let mut ctx = RequestCtx::new();
                     ctx.listener = listener;
+                    let reply = match next {
+                        Next::TimedOut(which) => self.proxy.stream_timed_out(&mut ctx, which),
+                        Next::Reject(reply) => reply,
+                        Next::HandOff => unreachable!("handed off above"),
+                    };
                     let _ = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
                     return Served::Closed;
                 }
             };
-            let mut ctx = RequestCtx::new();
+            let mut ctx = RequestCtx::starting(started);
             ctx.listener = listener;
             ctx.client_addr = client_addr;
             let keep_alive = self.serve_request(&mut down, &mut bufs, *request, &mut ctx, &shutdown).await;
@@ -168,21 +187,24 @@ impl NativeH1 {
         }
     }
 
-    /// Reads the next request head. `Ok(None)`: the connection is over
-    /// (closed, idle too long, or the server is shutting down).
+    /// Reads the next request head, and when its first byte arrived.
+    /// `Ok(None)`: the connection is over (closed, idle too long, or the
+    /// server is shutting down).
     async fn read_request(
         &self,
         down: &mut Stream,
         buf: &mut BytesMut,
         listener: usize,
         shutdown: &mut ShutdownWatch,
-    ) -> Result<Option<Box<wire::Request>>, Next> {
-        let hcm = &self.proxy.listeners[listener].hcm;
+    ) -> Result<Option<(Box<wire::Request>, std::time::Instant)>, Next> {
+        let listener = &self.proxy.listeners[listener];
+        let hcm = &listener.hcm;
         let limit = hcm.max_request_headers_kb as usize * 1024;
+        let mut started = (!buf.is_empty()).then(std::time::Instant::now);
         loop {
-            if !buf.is_empty() {
+            if let Some(at) = started {
                 match wire::parse_request(buf) {
-                    ParsedRequest::Complete(r) => return Ok(Some(r)),
+                    ParsedRequest::Complete(r) => return Ok(Some((r, at))),
                     ParsedRequest::Partial if buf.len() > limit => {
                         return Err(Next::Reject(LocalReply::HeadersTooLarge))
                     }
@@ -195,18 +217,37 @@ impl NativeH1 {
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(BUF);
             }
-            let read = if buf.is_empty() {
-                // Between requests: the idle timeout runs and a shutdown closes the connection.
-                if *shutdown.borrow() {
-                    return Ok(None);
+            let read = match started {
+                None => {
+                    // Between requests: the idle timeout runs and a shutdown closes the connection.
+                    if *shutdown.borrow() {
+                        return Ok(None);
+                    }
+                    let read = tokio::select! {
+                        r = within(hcm.idle_timeout, down.read_buf(buf)) => r,
+                        _ = shutdown.changed() => return Ok(None),
+                    };
+                    let Ok(read) = read else {
+                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                        debug!(listener = %listener.name, "connection idle timeout");
+                        return Ok(None);
+                    };
+                    started = Some(std::time::Instant::now());
+                    read
                 }
-                let idle = hcm.idle_timeout;
-                tokio::select! {
-                    r = with_timeout(idle, down.read_buf(buf)) => r,
-                    _ = shutdown.changed() => return Ok(None),
+                Some(at) => {
+                    // Part of a head: the stream idle timeout and `request_timeout` run.
+                    let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
+                    let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
+                    match shorter_deadline(request_ends, idle_ends) {
+                        Some(end) => match timeout_at(end, down.read_buf(buf)).await {
+                            Ok(r) => r,
+                            Err(_) if Some(end) == request_ends => return Err(Next::TimedOut(StreamTimeout::Request)),
+                            Err(_) => return Err(Next::TimedOut(StreamTimeout::Idle)),
+                        },
+                        None => down.read_buf(buf).await,
+                    }
                 }
-            } else {
-                down.read_buf(buf).await
             };
             match read {
                 Ok(0) | Err(_) => return Ok(None),
@@ -320,7 +361,7 @@ impl NativeH1 {
                     Ok((up, was_pooled)) => {
                         reused = was_pooled;
                         ctx.pending_permit = None;
-                        self.send_request(down, bufs, req, ctx, body, up, deadline).await
+                        self.send_request(down, bufs, req, ctx, body, up, deadline, attempt.idle).await
                     }
                     Err(e) => Err(e),
                 };
@@ -364,7 +405,7 @@ impl NativeH1 {
             });
             match result {
                 Ok(Some((up, head, close))) => {
-                    return self.respond(down, bufs, ctx, up, head, close, attempt.timeout, key).await;
+                    return self.respond(down, bufs, ctx, up, head, close, &attempt, key).await;
                 }
                 Ok(None) => {
                     // A retriable status: this response is dropped with its connection.
@@ -380,6 +421,11 @@ impl NativeH1 {
                 }
                 Err(AttemptError::Downstream) => {
                     return Exchange::Broken { status: 0, upstream_body: 0, error: ErrorType::ReadError };
+                }
+                Err(AttemptError::Stream(which)) => {
+                    // Sets the 408 as the reply; the upstream connection is dropped.
+                    self.proxy.stream_timed_out(ctx, which);
+                    return Exchange::Failed;
                 }
                 Err(AttemptError::Upstream { timed_out, error }) => {
                     let failure = AttemptFailure {
@@ -475,22 +521,24 @@ impl NativeH1 {
         mut up: Upstream,
         head: wire::ResponseHead,
         close: bool,
-        read_timeout: Option<Duration>,
+        attempt: &AttemptStart,
         key: PoolKey,
     ) -> Exchange {
         let status = head.status;
-        match pass_body(down, bufs, &mut up, head.framing, read_timeout).await {
+        match pass_body(down, bufs, &mut up, head.framing, attempt).await {
             Ok((sent, clean)) => {
                 if clean && !head.close && head.framing != Framing::UntilClose {
                     pool::checkin(key, up);
                 }
                 Exchange::Done { status, keep_alive: !close, upstream_body: sent }
             }
-            Err((sent, error, from_upstream)) => {
-                if from_upstream {
+            Err((sent, error, side)) => {
+                if side == Side::Idle {
+                    self.proxy.stream_timed_out(ctx, StreamTimeout::Idle);
+                } else if side == Side::Upstream {
                     let failure = AttemptFailure {
                         timed_out: error == ErrorType::ReadTimedout,
-                        from_upstream,
+                        from_upstream: true,
                         response_started: true,
                         body_truncated: true,
                         idempotent: false,
@@ -548,6 +596,7 @@ impl NativeH1 {
         body: &mut Body,
         mut up: Upstream,
         deadline: Option<Instant>,
+        idle: Option<Duration>,
     ) -> Result<(Upstream, usize), AttemptError> {
         bufs.out.clear();
         if self.proxy.forwards_request_unchanged(ctx) {
@@ -561,13 +610,26 @@ impl NativeH1 {
             wire::write_request_head(&mut bufs.out, &upstream_req, None);
         }
         bufs.out.extend_from_slice(&body.buffered);
+        let idle_out = AttemptError::Stream(StreamTimeout::Idle);
+        let request_deadline = ctx.request_deadline.map(Instant::from_std);
         let exchange = async {
-            up.write_all(&bufs.out).await.map_err(upstream_write)?;
-            // The rest of a large body streams from the client.
+            within(idle, up.write_all(&bufs.out)).await.map_err(|_| idle_out)?.map_err(upstream_write)?;
+            // The rest of a large body streams from the client, each read
+            // within the stream idle timeout and what is left of `request_timeout`.
             while body.unread > 0 {
                 if bufs.down.is_empty() {
                     bufs.down.reserve(BODY_READ.min(body.unread as usize));
-                    match down.read_buf(&mut bufs.down).await {
+                    let idle_ends = idle.map(|t| Instant::now() + t);
+                    let read = match shorter_deadline(request_deadline, idle_ends) {
+                        Some(end) => timeout_at(end, down.read_buf(&mut bufs.down)).await.map_err(|_| {
+                            match Some(end) == request_deadline {
+                                true => AttemptError::Stream(StreamTimeout::Request),
+                                false => AttemptError::Stream(StreamTimeout::Idle),
+                            }
+                        })?,
+                        None => down.read_buf(&mut bufs.down).await,
+                    };
+                    match read {
                         Ok(0) | Err(_) => return Err(AttemptError::Downstream),
                         Ok(_) => {}
                     }
@@ -575,10 +637,21 @@ impl NativeH1 {
                 let n = (body.unread as usize).min(bufs.down.len());
                 let chunk = bufs.down.split_to(n);
                 body.unread -= n as u64;
-                up.write_all(&chunk).await.map_err(upstream_write)?;
+                within(idle, up.write_all(&chunk))
+                    .await
+                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
+                    .map_err(upstream_write)?;
             }
             bufs.up.clear();
-            let head_len = read_response_head(&mut up, &mut bufs.up).await?;
+            // Waiting for the response: the stream idle timeout needs a timer
+            // of its own only if the route's deadline would not come first.
+            let idle_first = idle.filter(|t| deadline.is_none_or(|d| Instant::now() + *t < d));
+            let head_len = match idle_first {
+                Some(t) => timeout(t, read_response_head(&mut up, &mut bufs.up))
+                    .await
+                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))??,
+                None => read_response_head(&mut up, &mut bufs.up).await?,
+            };
             Ok::<_, AttemptError>(head_len)
         };
         let head_len = match deadline {
@@ -595,6 +668,7 @@ impl NativeH1 {
 enum Next {
     HandOff,
     Reject(LocalReply),
+    TimedOut(StreamTimeout),
 }
 
 fn upstream_write(e: std::io::Error) -> AttemptError {
@@ -610,8 +684,10 @@ async fn pass_body(
     bufs: &mut Buffers,
     up: &mut Upstream,
     framing: Framing,
-    read_timeout: Option<Duration>,
-) -> Result<(u64, bool), (u64, ErrorType, bool)> {
+    attempt: &AttemptStart,
+) -> Result<(u64, bool), (u64, ErrorType, Side)> {
+    let (read_timeout, idle_binds) = attempt.io_timeout();
+    let read_side = if idle_binds { Side::Idle } else { Side::Upstream };
     let mut sent = 0u64;
     let mut chunks = wire::ChunkedScanner::default();
     let mut left = match framing {
@@ -632,7 +708,7 @@ async fn pass_body(
                 Ok(None) => bufs.up.len(),
                 Err(e) => {
                     debug!(error = e, "malformed chunked response body");
-                    return Err((sent, ErrorType::InvalidHTTPHeader, true));
+                    return Err((sent, ErrorType::InvalidHTTPHeader, Side::Upstream));
                 }
             },
             Framing::UntilClose => bufs.up.len(),
@@ -644,19 +720,22 @@ async fn pass_body(
             left -= take as u64;
         }
         if !bufs.out.is_empty() {
-            write_all(down, &bufs.out).await.map_err(|_| (sent, ErrorType::WriteError, false))?;
-            bufs.out.clear();
+            match within(attempt.idle, write_all(down, &bufs.out)).await {
+                Ok(Ok(())) => bufs.out.clear(),
+                Ok(Err(_)) => return Err((sent, ErrorType::WriteError, Side::Downstream)),
+                Err(_) => return Err((sent, ErrorType::WriteTimedout, Side::Idle)),
+            }
         }
         if left == 0 {
             return Ok((sent, bufs.up.is_empty()));
         }
         bufs.up.reserve(BODY_READ.min(usize::try_from(left).unwrap_or(BODY_READ)));
-        match with_timeout(read_timeout, up.read_buf(&mut bufs.up)).await {
-            Ok(0) if framing == Framing::UntilClose => return Ok((sent, false)),
-            Ok(0) => return Err((sent, ErrorType::ConnectionClosed, true)),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return Err((sent, ErrorType::ReadTimedout, true)),
-            Err(_) => return Err((sent, ErrorType::ReadError, true)),
+        match within(read_timeout, up.read_buf(&mut bufs.up)).await {
+            Ok(Ok(0)) if framing == Framing::UntilClose => return Ok((sent, false)),
+            Ok(Ok(0)) => return Err((sent, ErrorType::ConnectionClosed, Side::Upstream)),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err((sent, ErrorType::ReadError, Side::Upstream)),
+            Err(_) => return Err((sent, ErrorType::ReadTimedout, read_side)),
         }
     }
 }
@@ -705,13 +784,24 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-async fn with_timeout<T>(
-    limit: Option<Duration>,
-    f: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
+/// Runs `f` within `limit` (`Err` when it runs out). A future that is ready
+/// at once costs no timer: most reads and writes on the hot path are.
+async fn within<F: Future>(limit: Option<Duration>, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut f = std::pin::pin!(f);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await {
+        return Ok(out);
+    }
     match limit {
-        Some(d) => timeout(d, f).await.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())),
-        None => f.await,
+        Some(d) => timeout(d, f).await,
+        None => Ok(f.await),
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn shorter_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

@@ -188,6 +188,8 @@ pub struct Forward {
     pub host_rewrite: HostRewrite,
     /// `None`: no timeout (`timeout: 0s`).
     pub timeout: Option<Duration>,
+    /// The route's stream idle timeout, overriding the connection manager's
+    /// `stream_idle_timeout`; `Some(ZERO)` turns it off for the route.
     pub idle_timeout: Option<Duration>,
     /// The route's own policy, else the virtual host's.
     pub retry_policy: Option<RetryPolicy>,

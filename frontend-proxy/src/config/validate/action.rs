@@ -137,7 +137,7 @@ pub(super) fn forward(
         regex_rewrite,
         host_rewrite,
         timeout: (!timeout.is_zero()).then_some(timeout),
-        idle_timeout: idle_timeout.filter(|d| !d.is_zero()),
+        idle_timeout,
         retry_policy: retry,
         hash_policy,
         websocket,
