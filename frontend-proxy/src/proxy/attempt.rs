@@ -12,14 +12,19 @@ use tracing::warn;
 impl Proxy {
     /// How long this attempt may wait for the upstream; `Err` if the route
     /// deadline has passed.
-    pub(super) fn attempt_timeout(&self, ctx: &RequestCtx, upgrade: bool) -> std::result::Result<Option<Duration>, ()> {
+    pub(super) fn attempt_timeout(
+        &self,
+        ctx: &RequestCtx,
+        upgrade: bool,
+        now: Instant,
+    ) -> std::result::Result<Option<Duration>, ()> {
         let forward = self.forward(ctx);
         if upgrade {
             // A WebSocket lives past the route timeout; the stream idle timeout bounds it.
             return Ok(ctx.stream_idle);
         }
         let remaining = match ctx.deadline {
-            Some(d) => match d.checked_duration_since(Instant::now()) {
+            Some(d) => match d.checked_duration_since(now) {
                 Some(r) if !r.is_zero() => Some(r),
                 _ => return Err(()),
             },

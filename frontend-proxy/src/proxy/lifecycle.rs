@@ -40,6 +40,8 @@ pub struct AttemptStart {
     pub timeout: Option<Duration>,
     /// The stream idle timeout, if it is not already `timeout`.
     pub idle: Option<Duration>,
+    /// When the attempt started (`timeout` runs from here).
+    pub started: Instant,
 }
 
 impl AttemptStart {
@@ -138,13 +140,15 @@ impl Proxy {
             ctx.last_failure = Some(LocalReply::NoHealthyUpstream);
             return Err(Refused::NoHealthyUpstream);
         };
-        let Ok(timeout) = self.attempt_timeout(ctx, upgrade) else {
+        let mut now = Instant::now();
+        let Ok(timeout) = self.attempt_timeout(ctx, upgrade, now) else {
             ctx.last_failure = Some(LocalReply::Timeout);
             return Err(Refused::Timeout);
         };
         if std::mem::take(&mut ctx.backoff) {
             if let Some(p) = self.forward(ctx).and_then(|f| f.retry_policy.as_ref()) {
                 tokio::time::sleep(limits::retry_backoff(p.backoff_base, p.backoff_max, ctx.retries)).await;
+                now = Instant::now();
             }
         }
         if ctx.request_permit.is_none() {
@@ -174,9 +178,9 @@ impl Proxy {
         ctx.attempts += 1;
         ctx.active = Some(host.start_request());
         ctx.host = Some(host.clone());
-        ctx.upstream_start = Some(Instant::now());
+        ctx.upstream_start = Some(now);
         let idle = if upgrade { None } else { ctx.stream_idle };
-        Ok(AttemptStart { cluster, host, timeout, idle })
+        Ok(AttemptStart { cluster, host, timeout, idle, started: now })
     }
 
     /// Records a failed connect and decides whether to try another host.
@@ -333,7 +337,7 @@ impl Proxy {
         if ctx.attempts <= 1 {
             shorter(forward.timeout, per_try_timeout(forward))
         } else {
-            self.attempt_timeout(ctx, false).ok().flatten()
+            self.attempt_timeout(ctx, false, Instant::now()).ok().flatten()
         }
     }
 
@@ -407,7 +411,8 @@ impl Proxy {
 
     /// Records a finished request in the stats and writes its access-log line.
     pub(super) fn complete(&self, done: &Completion<'_>, ctx: &mut RequestCtx) {
-        let elapsed = ctx.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now - ctx.start;
         let status = done.status;
         let listener = self.listener(ctx);
         let stats = &listener.stats;
@@ -428,7 +433,7 @@ impl Proxy {
             c.stats.upstream_rq.record(status);
             // As Envoy: only requests the upstream answered have an upstream time.
             if let (Some(start), Some(_)) = (ctx.upstream_start, ctx.upstream_time) {
-                c.stats.upstream_rq_time.record(start.elapsed());
+                c.stats.upstream_rq_time.record(now - start);
             }
             if ctx.retries > 0 && (200..500).contains(&status) {
                 c.stats.upstream_rq_retry_success.fetch_add(1, Relaxed);

@@ -31,13 +31,13 @@ use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pool::{PoolKey, Upstream};
 use std::future::Future;
-use std::io::Write;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout, timeout_at, Instant, Sleep};
 use tracing::{debug, warn};
 use wire::{Framing, ParsedRequest};
 
@@ -63,7 +63,7 @@ pub struct NativeH1 {
     connector: TransportConnector,
 }
 
-/// Buffers one downstream connection reuses for all its requests.
+/// Buffers and timers one downstream connection reuses for all its requests.
 struct Buffers {
     /// Bytes read from the client, not yet consumed.
     down: BytesMut,
@@ -71,6 +71,45 @@ struct Buffers {
     up: BytesMut,
     /// What is about to be written.
     out: Vec<u8>,
+    /// The connection's idle timeout between requests.
+    idle_timer: Rearmed,
+    /// The route (or per-try) timeout of each attempt.
+    attempt_timer: Rearmed,
+}
+
+/// A timer a connection re-arms for each request instead of creating a new
+/// one: moving a registered tokio timer to a later deadline is one atomic
+/// exchange, while a new timer takes the timer driver's lock to register
+/// and again to cancel. Created on first use.
+#[derive(Default)]
+struct Rearmed(Option<Pin<Box<Sleep>>>);
+
+/// A re-armed timer ran out before what it bounded finished.
+#[derive(Debug)]
+struct TimedOut;
+
+impl Rearmed {
+    /// Runs `f` until `deadline` (`None`: no limit). If `f` is ready at
+    /// once, the timer is not touched.
+    async fn run<F: Future>(&mut self, deadline: Option<Instant>, f: F) -> Result<F::Output, TimedOut> {
+        let mut f = std::pin::pin!(f);
+        let Some(deadline) = deadline else { return Ok(f.await) };
+        if let Poll::Ready(out) = poll_once(f.as_mut()).await {
+            return Ok(out);
+        }
+        let timer = match &mut self.0 {
+            Some(timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
+            Poll::Ready(out) => Poll::Ready(Ok(out)),
+            Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(TimedOut)),
+        })
+        .await
+    }
 }
 
 impl Buffers {
@@ -157,9 +196,13 @@ impl NativeH1 {
             down: BytesMut::with_capacity(BUF),
             up: BytesMut::with_capacity(BUF),
             out: Vec::with_capacity(BUF),
+            idle_timer: Rearmed::default(),
+            attempt_timer: Rearmed::default(),
         };
         loop {
-            let (request, started) = match self.read_request(&mut down, &mut bufs.down, listener, &mut shutdown).await {
+            let read =
+                self.read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, &mut shutdown).await;
+            let (request, started) = match read {
                 Ok(Some(r)) => r,
                 Ok(None) => return Served::Closed,
                 Err(Next::HandOff) => return Served::HandOff(bufs.down.freeze(), down),
@@ -194,6 +237,7 @@ impl NativeH1 {
         &self,
         down: &mut Stream,
         buf: &mut BytesMut,
+        idle_timer: &mut Rearmed,
         listener: usize,
         shutdown: &mut ShutdownWatch,
     ) -> Result<Option<(Box<wire::Request>, std::time::Instant)>, Next> {
@@ -223,8 +267,10 @@ impl NativeH1 {
                     if *shutdown.borrow() {
                         return Ok(None);
                     }
+                    let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
                     let read = tokio::select! {
-                        r = within(hcm.idle_timeout, down.read_buf(buf)) => r,
+                        biased;
+                        r = idle_timer.run(idle_ends, down.read_buf(buf)) => r,
                         _ = shutdown.changed() => return Ok(None),
                     };
                     let Ok(read) = read else {
@@ -352,7 +398,7 @@ impl NativeH1 {
                 // `begin_attempt` has set `ctx.last_failure`, the reply to send.
                 Err(_) => return Exchange::Failed,
             };
-            let deadline = attempt.timeout.map(|t| Instant::now() + t);
+            let deadline = attempt.timeout.map(|t| Instant::from_std(attempt.started) + t);
             let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
             let mut reused = false;
             let mut result = Err(AttemptError::Downstream);
@@ -361,7 +407,7 @@ impl NativeH1 {
                     Ok((up, was_pooled)) => {
                         reused = was_pooled;
                         ctx.pending_permit = None;
-                        self.send_request(down, bufs, req, ctx, body, up, deadline, attempt.idle).await
+                        self.send_request(down, bufs, req, ctx, body, up, deadline, &attempt).await
                     }
                     Err(e) => Err(e),
                 };
@@ -489,7 +535,7 @@ impl NativeH1 {
                 wire::put_header(out, name, h.value);
             }
             if let Some(t) = ctx.upstream_time {
-                let _ = write!(out, "{X_UPSTREAM_SERVICE_TIME}: {}\r\n", t.as_millis());
+                wire::put_millis_header(out, X_UPSTREAM_SERVICE_TIME.as_bytes(), t);
             }
             let add_server = match hcm.server_header {
                 ServerHeader::Overwrite => true,
@@ -596,8 +642,9 @@ impl NativeH1 {
         body: &mut Body,
         mut up: Upstream,
         deadline: Option<Instant>,
-        idle: Option<Duration>,
+        attempt: &AttemptStart,
     ) -> Result<(Upstream, usize), AttemptError> {
+        let idle = attempt.idle;
         bufs.out.clear();
         if self.proxy.forwards_request_unchanged(ctx) {
             // Most routes: the head goes out as it came in (no copy of the header map).
@@ -612,54 +659,57 @@ impl NativeH1 {
         bufs.out.extend_from_slice(&body.buffered);
         let idle_out = AttemptError::Stream(StreamTimeout::Idle);
         let request_deadline = ctx.request_deadline.map(Instant::from_std);
+        let attempt_timer = &mut bufs.attempt_timer;
+        let (out, down_buf, up_buf) = (&mut bufs.out, &mut bufs.down, &mut bufs.up);
         let exchange = async {
-            within(idle, up.write_all(&bufs.out)).await.map_err(|_| idle_out)?.map_err(upstream_write)?;
+            within(idle, up.write_all(out)).await.map_err(|_| idle_out)?.map_err(upstream_write)?;
             // The rest of a large body streams from the client, each read
             // within the stream idle timeout and what is left of `request_timeout`.
             while body.unread > 0 {
-                if bufs.down.is_empty() {
-                    bufs.down.reserve(BODY_READ.min(body.unread as usize));
+                if down_buf.is_empty() {
+                    down_buf.reserve(BODY_READ.min(body.unread as usize));
                     let idle_ends = idle.map(|t| Instant::now() + t);
                     let read = match shorter_deadline(request_deadline, idle_ends) {
-                        Some(end) => timeout_at(end, down.read_buf(&mut bufs.down)).await.map_err(|_| {
+                        Some(end) => timeout_at(end, down.read_buf(down_buf)).await.map_err(|_| {
                             match Some(end) == request_deadline {
                                 true => AttemptError::Stream(StreamTimeout::Request),
                                 false => AttemptError::Stream(StreamTimeout::Idle),
                             }
                         })?,
-                        None => down.read_buf(&mut bufs.down).await,
+                        None => down.read_buf(down_buf).await,
                     };
                     match read {
                         Ok(0) | Err(_) => return Err(AttemptError::Downstream),
                         Ok(_) => {}
                     }
                 }
-                let n = (body.unread as usize).min(bufs.down.len());
-                let chunk = bufs.down.split_to(n);
+                let n = (body.unread as usize).min(down_buf.len());
+                let chunk = down_buf.split_to(n);
                 body.unread -= n as u64;
                 within(idle, up.write_all(&chunk))
                     .await
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
                     .map_err(upstream_write)?;
             }
-            bufs.up.clear();
+            up_buf.clear();
             // Waiting for the response: the stream idle timeout needs a timer
-            // of its own only if the route's deadline would not come first.
-            let idle_first = idle.filter(|t| deadline.is_none_or(|d| Instant::now() + *t < d));
+            // of its own only if it is shorter than the attempt's timeout.
+            let idle_first = match attempt.io_timeout() {
+                (t, true) => t,
+                _ => None,
+            };
             let head_len = match idle_first {
-                Some(t) => timeout(t, read_response_head(&mut up, &mut bufs.up))
+                Some(t) => timeout(t, read_response_head(&mut up, up_buf))
                     .await
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))??,
-                None => read_response_head(&mut up, &mut bufs.up).await?,
+                None => read_response_head(&mut up, up_buf).await?,
             };
             Ok::<_, AttemptError>(head_len)
         };
-        let head_len = match deadline {
-            Some(d) => timeout_at(d, exchange)
-                .await
-                .map_err(|_| AttemptError::Upstream { timed_out: true, error: ErrorType::ReadTimedout })??,
-            None => exchange.await?,
-        };
+        let head_len = attempt_timer
+            .run(deadline, exchange)
+            .await
+            .map_err(|_| AttemptError::Upstream { timed_out: true, error: ErrorType::ReadTimedout })??;
         Ok((up, head_len))
     }
 }
@@ -788,13 +838,18 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
 /// at once costs no timer: most reads and writes on the hot path are.
 async fn within<F: Future>(limit: Option<Duration>, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
     let mut f = std::pin::pin!(f);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await {
+    if let Poll::Ready(out) = poll_once(f.as_mut()).await {
         return Ok(out);
     }
     match limit {
         Some(d) => timeout(d, f).await,
         None => Ok(f.await),
     }
+}
+
+/// Polls `f` once.
+async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
 /// The earlier of two optional deadlines.
