@@ -14,6 +14,7 @@ use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -200,7 +201,12 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
         let mut service = Service::new(name.to_string(), Downstream::new(app, runtimes.clone(), native));
         for l in plain {
-            service.add_tcp(&l.address.to_string());
+            // No 64 KiB read buffer under each plaintext connection: tokio's
+            // `BufReader` zero-fills it, so every open connection held
+            // 64 KiB of resident memory, and both engines read into buffers
+            // of their own anyway. TLS keeps it (records arrive in 16 KiB reads).
+            let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+            service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
         }
         for (l, settings) in tls_listeners {
             service.add_tls_with_settings(&l.address.to_string(), None, settings);
