@@ -19,7 +19,7 @@ pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
 pub const X_UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
-// As header names: inserting by `&str` parses the name again on every request.
+// As header names: inserting or looking up by `&str` parses the name again on every request.
 const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
 const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
@@ -28,7 +28,7 @@ const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_T
 /// The request id to use: the client's, or a fresh UUID when there is none
 /// (or when an edge proxy must not trust it). `None` if ids are disabled.
 pub fn request_id(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<HeaderValue> {
-    let existing = req.headers.get(X_REQUEST_ID).filter(|v| !v.is_empty());
+    let existing = req.headers.get(&X_REQUEST_ID_NAME).filter(|v| !v.is_empty());
     let trust_existing = !hcm.use_remote_address || hcm.preserve_external_request_id;
     match existing {
         Some(v) if trust_existing || !hcm.generate_request_id => Some(v.clone()),
@@ -62,13 +62,13 @@ pub fn edge_headers(
             req.remove_header(&k);
         }
         if let (Some(ip), false) = (client_ip, hcm.skip_xff_append) {
-            let value = match req.headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            let value = match req.headers.get(&X_FORWARDED_FOR_NAME).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.to_string(),
             };
             req.insert_header(X_FORWARDED_FOR_NAME, value)?;
         }
-    } else if !req.headers.contains_key(X_FORWARDED_PROTO) {
+    } else if !req.headers.contains_key(&X_FORWARDED_PROTO_NAME) {
         req.insert_header(X_FORWARDED_PROTO_NAME, scheme)?;
     }
     if let Some(id) = request_id {

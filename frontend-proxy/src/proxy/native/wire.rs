@@ -51,6 +51,9 @@ pub enum ParsedRequest {
     Malformed,
 }
 
+/// Headers the proxy may add to a request on its way upstream.
+const EDGE_HEADERS: usize = 4;
+
 /// Parses the request head at the start of `buf`. On `Complete`, the head
 /// has been split off `buf` (header values share its memory).
 pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
@@ -98,7 +101,10 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
         let start = h.value.as_ptr() as usize - base;
         offsets.push((name, start, start + h.value.len()));
     }
-    let Ok(mut header) = RequestHeader::build_no_case(method.as_bytes(), path.as_bytes(), Some(offsets.len())) else {
+    // Room for the headers the proxy adds (x-forwarded-proto, x-request-id,
+    // x-forwarded-for, ...): growing the map later rehashes it.
+    let capacity = Some(offsets.len() + EDGE_HEADERS);
+    let Ok(mut header) = RequestHeader::build_no_case(method.as_bytes(), path.as_bytes(), capacity) else {
         return ParsedRequest::Malformed;
     };
     let head = buf.split_to(head_len).freeze();
