@@ -209,6 +209,12 @@ struct Stack {
 
 async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
     let backend = RawBackend::start(free_addr(ip(9, host)), script).await;
+    let (proxy, listen, admin) = proxy_to(host, backend.addr, route_extra).await;
+    Stack { backend, proxy, listen, admin }
+}
+
+/// A proxy on 127.0.9.`host` with one route to `backend`; its listener and admin addresses.
+async fn proxy_to(host: u8, backend: SocketAddr, route_extra: &str) -> (ProxyProcess, SocketAddr, SocketAddr) {
     let listen = free_addr(ip(9, host));
     let admin = free_addr(ip(9, host));
     let vhosts = format!(
@@ -219,7 +225,7 @@ async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
               - match: {{ prefix: "/" }}
                 route: {{ cluster: raw }}{route_extra}"#
     );
-    let endpoints = [(backend.addr.ip().to_string(), backend.addr.port())];
+    let endpoints = [(backend.ip().to_string(), backend.port())];
     let config = format!(
         "admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n{}",
         admin.ip(),
@@ -230,7 +236,7 @@ async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
         )
     );
     let proxy = ProxyProcess::start_with_args(&config, listen, &["--http1-engine", "native"]).await;
-    Stack { backend, proxy, listen, admin }
+    (proxy, listen, admin)
 }
 
 fn ok(body: &str) -> Vec<u8> {
@@ -315,6 +321,55 @@ async fn large_upload_streams_to_the_upstream() {
     // The connection is still good for the next request.
     c.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/next");
+}
+
+#[tokio::test]
+async fn an_upstream_answering_before_the_upload_ends_is_forwarded() {
+    // As a server enforcing an upload limit: 413 as soon as the head is in,
+    // then close without reading the body (the kernel resets the connection).
+    let listener = TcpListener::bind(free_addr(ip(9, 8))).await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).await.is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+                .await;
+        }
+    });
+    let (_proxy, listen, _) = proxy_to(8, backend, "").await;
+    let mut c = TcpStream::connect(listen).await.unwrap();
+    let body = vec![b'x'; 8 * 1024 * 1024];
+    c.write_all(format!("POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len()).as_bytes())
+        .await
+        .unwrap();
+    // The client keeps sending while the answer comes back; the proxy stops
+    // reading the body, so the write may fail once the connection closes.
+    let (mut rd, mut wr) = c.into_split();
+    let sender = tokio::spawn(async move {
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), rd.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+        if got.ends_with(b"too big!") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 413"), "the upstream's answer was not forwarded: {text:?}");
+    assert!(text.to_ascii_lowercase().contains("connection: close"), "{text:?}");
+    assert!(text.ends_with("too big!"), "{text:?}");
+    sender.abort();
 }
 
 fn closes_after_idle(seen: &Seen) -> (Vec<u8>, bool) {

@@ -45,6 +45,8 @@ use wire::{Framing, ParsedRequest};
 const BUF: usize = 4096;
 /// Largest read while passing a body through.
 const BODY_READ: usize = 64 * 1024;
+/// How long a connection closing with an unread request body keeps reading it.
+const LINGER: Duration = Duration::from_secs(1);
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
@@ -158,6 +160,7 @@ enum Exchange {
 }
 
 /// An attempt that ended before its response could be forwarded.
+#[derive(Debug)]
 enum AttemptError {
     Connect {
         timed_out: bool,
@@ -205,14 +208,13 @@ impl NativeH1 {
             let (request, started) = match read {
                 Ok(Some(r)) => r,
                 Ok(None) => return Served::Closed,
-                Err(Next::HandOff) => return Served::HandOff(bufs.down.freeze(), down),
                 Err(next) => {
                     let mut ctx = RequestCtx::new();
                     ctx.listener = listener;
                     let reply = match next {
+                        Next::HandOff => return Served::HandOff(bufs.down.freeze(), down),
                         Next::TimedOut(which) => self.proxy.stream_timed_out(&mut ctx, which),
                         Next::Reject(reply) => reply,
-                        Next::HandOff => unreachable!("handed off above"),
                     };
                     let _ = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
                     return Served::Closed;
@@ -221,9 +223,13 @@ impl NativeH1 {
             let mut ctx = RequestCtx::starting(started);
             ctx.listener = listener;
             ctx.client_addr = client_addr;
-            let keep_alive = self.serve_request(&mut down, &mut bufs, *request, &mut ctx, &shutdown).await;
+            let (keep_alive, unread_body) =
+                self.serve_request(&mut down, &mut bufs, *request, &mut ctx, &shutdown).await;
             if !keep_alive {
                 let _ = down.shutdown().await;
+                if unread_body {
+                    linger(&mut down).await;
+                }
                 return Served::Closed;
             }
             bufs.shrink();
@@ -302,7 +308,8 @@ impl NativeH1 {
         }
     }
 
-    /// Serves one request; returns whether the connection may carry another.
+    /// Serves one request; returns whether the connection may carry another,
+    /// and whether part of the request body was left unread.
     async fn serve_request(
         &self,
         down: &mut Stream,
@@ -310,7 +317,7 @@ impl NativeH1 {
         request: wire::Request,
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
-    ) -> bool {
+    ) -> (bool, bool) {
         let wire::Request { header: mut req, body_len, close } = request;
         let buffered = body_len.min(bufs.down.len() as u64) as usize;
         let unread = body_len - buffered as u64;
@@ -358,7 +365,7 @@ impl NativeH1 {
             error: error.as_ref().map(|e| e.as_str()),
         };
         self.proxy.complete(&done, ctx);
-        keep_alive
+        (keep_alive, !body.complete())
     }
 
     /// Writes a local reply; returns its status, or `None` if the client is gone.
@@ -398,7 +405,6 @@ impl NativeH1 {
                 // `begin_attempt` has set `ctx.last_failure`, the reply to send.
                 Err(_) => return Exchange::Failed,
             };
-            let deadline = attempt.timeout.map(|t| Instant::from_std(attempt.started) + t);
             let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
             let mut reused = false;
             let mut result = Err(AttemptError::Downstream);
@@ -407,7 +413,7 @@ impl NativeH1 {
                     Ok((up, was_pooled)) => {
                         reused = was_pooled;
                         ctx.pending_permit = None;
-                        self.send_request(down, bufs, req, ctx, body, up, deadline, &attempt).await
+                        self.send_request(down, bufs, req, ctx, body, up, &attempt).await
                     }
                     Err(e) => Err(e),
                 };
@@ -435,14 +441,18 @@ impl NativeH1 {
                 let mut storage = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
                 let mut resp = httparse::Response::new(&mut storage);
                 let parsed = resp.parse(&bufs.up[..head_len]);
-                let head = match (parsed, wire::response_head(&resp, head_request)) {
+                let mut head = match (parsed, wire::response_head(&resp, head_request)) {
                     (Ok(httparse::Status::Complete(_)), Ok(head)) => head,
                     _ => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader }),
                 };
+                // An upstream connection that did not take the whole body is not reused.
+                head.close |= !body.complete();
                 if self.proxy.upstream_answered(ctx, head.status, body.streamed) {
                     return Ok(None);
                 }
-                let close = !keep_alive || head.framing == Framing::UntilClose;
+                // A body the upstream answered before it all arrived leaves
+                // the rest unread on the client connection: it must close.
+                let close = !keep_alive || head.framing == Framing::UntilClose || !body.complete();
                 bufs.out.clear();
                 self.write_response_head(&mut bufs.out, &resp, ctx, close)
                     .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader })?;
@@ -641,10 +651,10 @@ impl NativeH1 {
         ctx: &RequestCtx,
         body: &mut Body,
         mut up: Upstream,
-        deadline: Option<Instant>,
         attempt: &AttemptStart,
     ) -> Result<(Upstream, usize), AttemptError> {
         let idle = attempt.idle;
+        let deadline = attempt.timeout.map(|t| Instant::from_std(attempt.started) + t);
         bufs.out.clear();
         if self.proxy.forwards_request_unchanged(ctx) {
             // Most routes: the head goes out as it came in (no copy of the header map).
@@ -657,15 +667,18 @@ impl NativeH1 {
             wire::write_request_head(&mut bufs.out, &upstream_req, None);
         }
         bufs.out.extend_from_slice(&body.buffered);
-        let idle_out = AttemptError::Stream(StreamTimeout::Idle);
         let request_deadline = ctx.request_deadline.map(Instant::from_std);
         let attempt_timer = &mut bufs.attempt_timer;
         let (out, down_buf, up_buf) = (&mut bufs.out, &mut bufs.down, &mut bufs.up);
         let exchange = async {
-            within(idle, up.write_all(out)).await.map_err(|_| idle_out)?.map_err(upstream_write)?;
+            // A write the upstream refuses may mean it has answered already
+            // (413 to an upload it will not take): its answer, if there is
+            // one, is read below before the write error counts.
+            let mut write_error =
+                within(idle, up.write_all(out)).await.map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?.err();
             // The rest of a large body streams from the client, each read
             // within the stream idle timeout and what is left of `request_timeout`.
-            while body.unread > 0 {
+            while body.unread > 0 && write_error.is_none() {
                 if down_buf.is_empty() {
                     down_buf.reserve(BODY_READ.min(body.unread as usize));
                     let idle_ends = idle.map(|t| Instant::now() + t);
@@ -686,10 +699,10 @@ impl NativeH1 {
                 let n = (body.unread as usize).min(down_buf.len());
                 let chunk = down_buf.split_to(n);
                 body.unread -= n as u64;
-                within(idle, up.write_all(&chunk))
+                write_error = within(idle, up.write_all(&chunk))
                     .await
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
-                    .map_err(upstream_write)?;
+                    .err();
             }
             up_buf.clear();
             // Waiting for the response: the stream idle timeout needs a timer
@@ -698,13 +711,20 @@ impl NativeH1 {
                 (t, true) => t,
                 _ => None,
             };
-            let head_len = match idle_first {
+            let head = match idle_first {
                 Some(t) => timeout(t, read_response_head(&mut up, up_buf))
                     .await
-                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))??,
-                None => read_response_head(&mut up, up_buf).await?,
+                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
+                None => read_response_head(&mut up, up_buf).await,
             };
-            Ok::<_, AttemptError>(head_len)
+            match (head, write_error) {
+                (Ok(head_len), _) => Ok(head_len),
+                (Err(head_error), Some(e)) => {
+                    debug!(?head_error, "no answer from the upstream after a failed write");
+                    Err(upstream_write(e))
+                }
+                (Err(e), None) => Err(e),
+            }
         };
         let head_len = attempt_timer
             .run(deadline, exchange)
@@ -845,6 +865,22 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Result<F::Output, t
         Some(d) => timeout(d, f).await,
         None => Ok(f.await),
     }
+}
+
+/// After answering a request whose body was not all read: the rest is read
+/// and dropped for a while before the connection closes, so the client
+/// gets the answer instead of a reset (Envoy's delayed close, nginx's
+/// lingering close).
+async fn linger(down: &mut Stream) {
+    let mut sink = vec![0u8; BODY_READ];
+    let _ = timeout(LINGER, async {
+        while let Ok(n) = down.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Polls `f` once.
