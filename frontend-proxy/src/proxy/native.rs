@@ -783,18 +783,26 @@ async fn pass_body(
             },
             Framing::UntilClose => bufs.up.len(),
         };
-        bufs.out.extend_from_slice(&bufs.up[..take]);
+        // The head (first time round) and the body bytes read with it go
+        // out in one write; later parts straight from the upstream buffer.
+        let data: &[u8] = if bufs.out.is_empty() {
+            &bufs.up[..take]
+        } else {
+            bufs.out.extend_from_slice(&bufs.up[..take]);
+            &bufs.out
+        };
+        if !data.is_empty() {
+            match within(attempt.idle, write_all(down, data)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err((sent, ErrorType::WriteError, Side::Downstream)),
+                Err(_) => return Err((sent, ErrorType::WriteTimedout, Side::Idle)),
+            }
+        }
+        bufs.out.clear();
         bufs.up.advance(take);
         sent += take as u64;
         if let Framing::Length(_) = framing {
             left -= take as u64;
-        }
-        if !bufs.out.is_empty() {
-            match within(attempt.idle, write_all(down, &bufs.out)).await {
-                Ok(Ok(())) => bufs.out.clear(),
-                Ok(Err(_)) => return Err((sent, ErrorType::WriteError, Side::Downstream)),
-                Err(_) => return Err((sent, ErrorType::WriteTimedout, Side::Idle)),
-            }
         }
         if left == 0 {
             return Ok((sent, bufs.up.is_empty()));
