@@ -227,9 +227,8 @@ async fn proxy_to(host: u8, backend: SocketAddr, route_extra: &str) -> (ProxyPro
     );
     let endpoints = [(backend.ip().to_string(), backend.port())];
     let config = format!(
-        "admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n{}",
-        admin.ip(),
-        admin.port(),
+        "{}{}",
+        yaml::admin(admin),
         yaml::bootstrap(
             &[yaml::listener("http", listen, &yaml::hcm("h1", "", &vhosts))],
             &[yaml::cluster("raw", "STATIC", &endpoints, "")]

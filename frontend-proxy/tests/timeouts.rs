@@ -147,9 +147,8 @@ async fn stack_with(host: u8, hcm_extra: &str, routes: &str, args: &[&str]) -> S
     );
     let endpoints = [(backend.ip().to_string(), backend.port())];
     let config = format!(
-        "admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n{}",
-        admin.ip(),
-        admin.port(),
+        "{}{}",
+        yaml::admin(admin),
         yaml::bootstrap(
             &[yaml::listener("http", listen, &yaml::hcm("timers", hcm_extra, &vhosts))],
             &[yaml::cluster("slow", "STATIC", &endpoints, "")]

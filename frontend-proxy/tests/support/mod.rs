@@ -164,6 +164,11 @@ pub mod yaml {
         )
     }
 
+    /// The admin block, to go in front of [`bootstrap`].
+    pub fn admin(addr: SocketAddr) -> String {
+        format!("admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n", addr.ip(), addr.port())
+    }
+
     pub fn bootstrap(listeners: &[String], clusters: &[String]) -> String {
         format!(
             "static_resources:\n  listeners:{}\n  clusters:{}\n",
