@@ -10,7 +10,7 @@
 
 use crate::config::model::Codec;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{ListenerRuntime, NativeH1, Served};
+use crate::proxy::{shorter, ListenerRuntime, NativeH1, Served};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -106,10 +106,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
         // Pingora's engine has no timer of its own for a request head that
         // stops arriving: `request_timeout` bounds it too (closing the
         // connection; the native engine answers 408).
-        let head_limit = match (listener.hcm.request_headers_timeout, listener.hcm.request_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let head_limit = shorter(listener.hcm.request_headers_timeout, listener.hcm.request_timeout);
         let guarded = match head_limit {
             Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
             _ => stream,

@@ -24,7 +24,7 @@ use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::upstream::{Cluster, ClusterSet, Host};
 use async_trait::async_trait;
-use attempt::shorter;
+pub(crate) use attempt::shorter;
 use http::header::HeaderValue;
 use local_reply::ReplyHeaders;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -134,9 +134,7 @@ impl Proxy {
         ctx.reply = Some(reply);
         result
     }
-}
 
-impl Proxy {
     /// The downstream side of the stream idle timeout and `request_timeout`,
     /// and the connection's `idle_timeout` between requests (HTTP/1; h2
     /// streams have no per-read timeout in Pingora).
@@ -254,13 +252,15 @@ impl ProxyHttp for Proxy {
                 // The request is in: `request_timeout` no longer applies.
                 ctx.request_deadline = None;
                 session.set_read_timeout(ctx.stream_idle);
-            } else if Instant::now() >= deadline {
-                self.stream_timed_out(ctx, StreamTimeout::Request);
-                let mut e = Error::explain(ErrorType::HTTPStatus(408), "request_timeout passed");
-                e.as_down();
-                return Err(e);
             } else {
-                session.set_read_timeout(shorter(ctx.stream_idle, Some(deadline - Instant::now())));
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    self.stream_timed_out(ctx, StreamTimeout::Request);
+                    let mut e = Error::explain(ErrorType::HTTPStatus(408), "request_timeout passed");
+                    e.as_down();
+                    return Err(e);
+                }
+                session.set_read_timeout(shorter(ctx.stream_idle, Some(left)));
             }
         }
         // The buffer filter's limit, for bodies that did not declare their length.

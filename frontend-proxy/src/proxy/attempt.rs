@@ -78,8 +78,9 @@ pub(super) fn per_try_timeout(forward: &Forward) -> Option<Duration> {
     forward.retry_policy.as_ref().and_then(|p| p.per_try_timeout)
 }
 
-/// The shorter of two optional timeouts (`None` means no limit).
-pub(super) fn shorter(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+/// The shorter of two optional timeouts, or the earlier of two optional
+/// deadlines (`None` means no limit).
+pub(crate) fn shorter<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),

@@ -19,6 +19,7 @@ use super::context::{RequestCtx, StreamTimeout};
 use super::forwarding::{X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME};
 use super::lifecycle::{AttemptFailure, AttemptStart, Completion};
 use super::local_reply::{self, LocalReply};
+use super::shorter;
 use super::Proxy;
 use crate::config::model::ServerHeader;
 use crate::metrics::UpstreamConnectionTracer;
@@ -291,7 +292,7 @@ impl NativeH1 {
                     // Part of a head: the stream idle timeout and `request_timeout` run.
                     let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
                     let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
-                    match shorter_deadline(request_ends, idle_ends) {
+                    match shorter(request_ends, idle_ends) {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
                             Err(_) if Some(end) == request_ends => return Err(Next::TimedOut(StreamTimeout::Request)),
@@ -682,7 +683,7 @@ impl NativeH1 {
                 if down_buf.is_empty() {
                     down_buf.reserve(BODY_READ.min(body.unread as usize));
                     let idle_ends = idle.map(|t| Instant::now() + t);
-                    let read = match shorter_deadline(request_deadline, idle_ends) {
+                    let read = match shorter(request_deadline, idle_ends) {
                         Some(end) => timeout_at(end, down.read_buf(down_buf)).await.map_err(|_| {
                             match Some(end) == request_deadline {
                                 true => AttemptError::Stream(StreamTimeout::Request),
@@ -894,14 +895,6 @@ async fn linger(down: &mut Stream) {
 /// Polls `f` once.
 async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
-}
-
-/// The earlier of two optional deadlines.
-fn shorter_deadline(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
 }
 
 async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
