@@ -439,9 +439,9 @@ impl NativeH1 {
             }
             // The response head, checked, and the decision to retry on its status.
             let result = result.and_then(|(up, head_len)| {
-                let mut storage = [httparse::EMPTY_HEADER; wire::MAX_HEADERS];
-                let mut resp = httparse::Response::new(&mut storage);
-                let parsed = resp.parse(&bufs.up[..head_len]);
+                let mut slots = wire::header_slots();
+                let mut resp = httparse::Response::new(&mut []);
+                let parsed = wire::parse_response(&mut resp, &bufs.up[..head_len], &mut slots);
                 let mut head = match (parsed, wire::response_head(&resp, head_request)) {
                     (Ok(httparse::Status::Complete(_)), Ok(head)) => head,
                     _ => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader }),
@@ -618,12 +618,19 @@ impl NativeH1 {
         if let Some(conn) = pooled.then(|| pool::checkout(key)).flatten() {
             return Ok((conn, true));
         }
+        // Boxed: the connect futures (Pingora's TLS one above all) would
+        // otherwise be part of every connection's state, and copied with it.
+        Box::pin(self.connect(attempt)).await.map(|up| (up, false))
+    }
+
+    /// A new connection to the attempt's host.
+    async fn connect(&self, attempt: &AttemptStart) -> Result<Upstream, AttemptError> {
         let cluster = &attempt.cluster;
         let connect_timeout = cluster.spec.connect_timeout;
         if cluster.spec.tls.is_some() {
             let peer = super::peer(cluster, &attempt.host, attempt.timeout);
             return match self.connector.new_stream(&peer).await {
-                Ok(s) => Ok((Upstream::pingora(s), false)),
+                Ok(s) => Ok(Upstream::pingora(s)),
                 Err(e) => Err(AttemptError::Connect {
                     timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
                     error: e.to_string(),
@@ -634,7 +641,7 @@ impl NativeH1 {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host);
-                Ok((Upstream::tcp(s, tracer), false))
+                Ok(Upstream::tcp(s, tracer))
             }
             Ok(Err(e)) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),
             Err(_) => Err(AttemptError::Connect { timed_out: true, error: "connect timed out".into() }),

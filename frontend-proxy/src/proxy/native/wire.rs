@@ -6,11 +6,29 @@ use crate::proxy::forwarding::X_EXPECTED_TIMEOUT;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 /// Headers a request or response may carry; more is 431 (Envoy's default
 /// `max_headers_count` is 100).
 pub const MAX_HEADERS: usize = 128;
+
+/// Room for a head's headers. Left uninitialised: httparse writes only the
+/// ones it finds (zeroing all 128 was 4 KiB of stores per parse).
+pub type HeaderSlots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+pub fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// Parses a response head into `resp`, its headers into `slots`.
+pub fn parse_response<'h, 'b>(
+    resp: &mut httparse::Response<'h, 'b>,
+    buf: &'b [u8],
+    slots: &'h mut HeaderSlots<'b>,
+) -> httparse::Result<usize> {
+    httparse::ParserConfig::default().parse_response_with_uninit_headers(resp, buf, slots)
+}
 
 /// Connection-level headers that are never forwarded. `transfer-encoding`
 /// is kept: bodies pass through with the framing they arrived with.
@@ -57,9 +75,9 @@ const EDGE_HEADERS: usize = 4;
 /// Parses the request head at the start of `buf`. On `Complete`, the head
 /// has been split off `buf` (header values share its memory).
 pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut storage);
-    let head_len = match req.parse(buf) {
+    let mut slots = header_slots();
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return ParsedRequest::Partial,
         Err(httparse::Error::TooManyHeaders) => return ParsedRequest::TooManyHeaders,
