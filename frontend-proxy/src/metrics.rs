@@ -222,6 +222,9 @@ pub struct ConnManagerStats {
     pub downstream_rq_timeout: AtomicU64,
     /// Connections closed by `common_http_protocol_options.idle_timeout`.
     pub downstream_cx_idle_timeout: AtomicU64,
+    /// Connections closed on a request the HTTP/1 codec could not accept
+    /// (malformed, or headers over the limits).
+    pub downstream_cx_protocol_error: AtomicU64,
 }
 
 #[cfg(test)]

@@ -428,6 +428,10 @@ async fn malformed_and_oversized_requests_get_envoy_replies() {
         assert!(closed(&mut c).await, "connection left open after {status}");
     }
     assert_eq!(t.backend.connections.load(SeqCst), 0, "a bad request reached the upstream");
+    // Envoy's accounting: each is a protocol error and a 4xx request.
+    for (name, n) in [("downstream_cx_protocol_error", 4), ("downstream_rq_4xx", 4), ("downstream_rq_total", 4)] {
+        assert_eq!(support::stat(t.admin, &format!("http.h1.{name}")).await, n, "{name}");
+    }
 }
 
 #[tokio::test]

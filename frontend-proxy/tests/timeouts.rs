@@ -170,10 +170,7 @@ impl Stack {
 
     /// `http.timers.<name>` from `/stats`.
     async fn counter(&self, name: &str) -> u64 {
-        let url = format!("http://{}/stats?filter=%5Ehttp%5C.timers%5C.{name}%24", self.admin);
-        let text = support::client().get(url).send().await.unwrap().text().await.unwrap();
-        let line = text.lines().find(|l| l.starts_with("http.timers.")).unwrap_or_else(|| panic!("no {name}: {text}"));
-        line.rsplit(' ').next().unwrap().parse().unwrap()
+        support::stat(self.admin, &format!("http.timers.{name}")).await
     }
 }
 
@@ -320,6 +317,10 @@ async fn a_request_head_that_stops_arriving_gets_408() {
     assert!(took >= Duration::from_millis(350), "answered before the request timeout: {took:?}");
     assert!(r.closed);
     assert_eq!(t.counter("downstream_rq_timeout").await, 1);
+    // Counted and logged as a request (a 4xx), but not a protocol error.
+    assert_eq!(t.counter("downstream_rq_4xx").await, 1);
+    assert_eq!(t.counter("downstream_rq_total").await, 1);
+    assert_eq!(t.counter("downstream_cx_protocol_error").await, 0);
 
     let hcm = "          stream_idle_timeout: 0.3s";
     let t = stack_with(7, hcm, routes, &["--http1-engine", "native"]).await;

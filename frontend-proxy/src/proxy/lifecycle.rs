@@ -96,10 +96,15 @@ impl Proxy {
     ) -> Result<Option<LocalReply>> {
         let listener = &self.listeners[ctx.listener];
         listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
+        // Envoy's codec refuses these (and counts a protocol error).
         if listener.hcm.codec == Codec::Http2 && !http2 {
+            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(LocalReply::BadRequest));
         }
         if let Some(reply) = limits::check_request(req, &listener.hcm) {
+            if matches!(reply, LocalReply::HeadersTooLarge) {
+                listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+            }
             return Ok(Some(reply));
         }
         ctx.request_id = forwarding::request_id(req, &listener.hcm);
@@ -126,6 +131,42 @@ impl Proxy {
         debug!(?which, "stream timed out");
         ctx.last_failure = Some(which.reply());
         which.reply()
+    }
+
+    /// Records a request turned away before it had a head to route:
+    /// malformed (400) or over the header limits (431), both protocol
+    /// errors, or a head that stopped arriving (408, counted by
+    /// [`Self::stream_timed_out`]). As in Envoy, it is a request with its
+    /// local reply's status in the stats and the access log.
+    pub(super) fn head_rejected(&self, ctx: &RequestCtx, reply: &LocalReply, protocol_error: bool) {
+        let listener = self.listener(ctx);
+        let stats = &listener.stats;
+        if protocol_error {
+            stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+        }
+        let status = reply.status().as_u16();
+        let elapsed = ctx.start.elapsed();
+        stats.downstream_rq_total.fetch_add(1, Relaxed);
+        stats.downstream_rq_http1_total.fetch_add(1, Relaxed);
+        stats.downstream_rq.record(status);
+        stats.downstream_rq_time.record(elapsed);
+        info!(
+            target: "frontend_proxy::access",
+            method = "-",
+            path = "-",
+            authority = "-",
+            status,
+            listener = %listener.name,
+            cluster = "-",
+            upstream = "-",
+            attempts = 0,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = "-",
+            client = %ctx.client_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            local_reply = true,
+            error = if protocol_error { "protocol_error" } else { "request_head_timeout" },
+            "access"
+        );
     }
 
     /// Starts an upstream attempt: waits out a retry back-off, takes the

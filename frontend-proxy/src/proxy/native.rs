@@ -210,13 +210,22 @@ impl NativeH1 {
                 Ok(Some(r)) => r,
                 Ok(None) => return Served::Closed,
                 Err(next) => {
-                    let mut ctx = RequestCtx::new();
-                    ctx.listener = listener;
-                    let reply = match next {
-                        Next::HandOff => return Served::HandOff(bufs.down.freeze(), down),
-                        Next::TimedOut(which) => self.proxy.stream_timed_out(&mut ctx, which),
-                        Next::Reject(reply) => reply,
+                    let head_ctx = |at| {
+                        let mut ctx = RequestCtx::starting(at);
+                        ctx.listener = listener;
+                        ctx.client_addr = client_addr;
+                        ctx
                     };
+                    let (mut ctx, reply, protocol_error) = match next {
+                        Next::HandOff => return Served::HandOff(bufs.down.freeze(), down),
+                        Next::Reject(reply, at) => (head_ctx(at), reply, true),
+                        Next::TimedOut(which, at) => {
+                            let mut ctx = head_ctx(at);
+                            let reply = self.proxy.stream_timed_out(&mut ctx, which);
+                            (ctx, reply, false)
+                        }
+                    };
+                    self.proxy.head_rejected(&ctx, &reply, protocol_error);
                     let _ = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
                     return Served::Closed;
                 }
@@ -257,12 +266,12 @@ impl NativeH1 {
                 match wire::parse_request(buf) {
                     ParsedRequest::Complete(r) => return Ok(Some((r, at))),
                     ParsedRequest::Partial if buf.len() > limit => {
-                        return Err(Next::Reject(LocalReply::HeadersTooLarge))
+                        return Err(Next::Reject(LocalReply::HeadersTooLarge, at))
                     }
                     ParsedRequest::Partial => {}
                     ParsedRequest::HandOff => return Err(Next::HandOff),
-                    ParsedRequest::TooManyHeaders => return Err(Next::Reject(LocalReply::HeadersTooLarge)),
-                    ParsedRequest::Malformed => return Err(Next::Reject(LocalReply::BadRequest)),
+                    ParsedRequest::TooManyHeaders => return Err(Next::Reject(LocalReply::HeadersTooLarge, at)),
+                    ParsedRequest::Malformed => return Err(Next::Reject(LocalReply::BadRequest, at)),
                 }
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -295,8 +304,10 @@ impl NativeH1 {
                     match shorter(request_ends, idle_ends) {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
-                            Err(_) if Some(end) == request_ends => return Err(Next::TimedOut(StreamTimeout::Request)),
-                            Err(_) => return Err(Next::TimedOut(StreamTimeout::Idle)),
+                            Err(_) if Some(end) == request_ends => {
+                                return Err(Next::TimedOut(StreamTimeout::Request, at))
+                            }
+                            Err(_) => return Err(Next::TimedOut(StreamTimeout::Idle, at)),
                         },
                         None => down.read_buf(buf).await,
                     }
@@ -745,8 +756,9 @@ impl NativeH1 {
 /// Why reading a request head stopped short of a request.
 enum Next {
     HandOff,
-    Reject(LocalReply),
-    TimedOut(StreamTimeout),
+    /// A reply to a head the codec refuses, and when the head began.
+    Reject(LocalReply, std::time::Instant),
+    TimedOut(StreamTimeout, std::time::Instant),
 }
 
 fn upstream_write(e: std::io::Error) -> AttemptError {

@@ -58,6 +58,15 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Envoy bootstrap pieces for tests.
+/// One counter or gauge (`http.h1.downstream_rq_4xx`) from the admin's `/stats`.
+pub async fn stat(admin: SocketAddr, name: &str) -> u64 {
+    let url = format!("http://{admin}/stats?filter=%5E{}%24", name.replace('.', "%5C."));
+    let text = client().get(url).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("{name}: ");
+    let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {name}: {text}"));
+    line[prefix.len()..].parse().unwrap()
+}
+
 pub mod yaml {
     use std::net::SocketAddr;
 
