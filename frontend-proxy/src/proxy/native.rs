@@ -46,6 +46,9 @@ use wire::{Framing, ParsedRequest};
 const BUF: usize = 4096;
 /// Largest read while passing a body through.
 const BODY_READ: usize = 64 * 1024;
+/// Largest body part copied behind a response head to go out in one write;
+/// a larger one goes beside it in a vectored write.
+const COALESCE: usize = 4096;
 /// How long a connection closing with an unread request body keeps reading it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Largest upstream response head accepted.
@@ -804,15 +807,20 @@ async fn pass_body(
             Framing::UntilClose => bufs.up.len(),
         };
         // The head (first time round) and the body bytes read with it go
-        // out in one write; later parts straight from the upstream buffer.
-        let data: &[u8] = if bufs.out.is_empty() {
-            &bufs.up[..take]
+        // out in one write (a small body part copied behind the head, a
+        // large one beside it in a vectored write); later parts straight
+        // from the upstream buffer.
+        let body = &bufs.up[..take];
+        let (head, data): (&[u8], &[u8]) = if bufs.out.is_empty() {
+            (&[], body)
+        } else if body.len() <= COALESCE {
+            bufs.out.extend_from_slice(body);
+            (&[], &bufs.out)
         } else {
-            bufs.out.extend_from_slice(&bufs.up[..take]);
-            &bufs.out
+            (&bufs.out, body)
         };
         if !data.is_empty() {
-            match within(attempt.idle, write_all(down, data)).await {
+            match within(attempt.idle, write_two(down, head, data)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err((sent, ErrorType::WriteError, Side::Downstream)),
                 Err(_) => return Err((sent, ErrorType::WriteTimedout, Side::Idle)),
@@ -919,4 +927,74 @@ async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
 async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
     s.write_all(data).await?;
     s.flush().await
+}
+
+/// Writes `first` then `second` (`first` may be empty), with vectored
+/// writes when both are there.
+async fn write_two<S: AsyncWrite + Unpin>(s: &mut S, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
+    while !first.is_empty() {
+        let n = s.write_vectored(&[std::io::IoSlice::new(first), std::io::IoSlice::new(second)]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let from_first = n.min(first.len());
+        first = &first[from_first..];
+        second = &second[n - from_first..];
+    }
+    write_all(s, second).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+    use std::task::Context;
+
+    /// A socket that takes at most three bytes per write, vectored or not.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut n = 0;
+            for b in bufs {
+                let k = b.len().min(3 - n);
+                self.0.extend_from_slice(&b[..k]);
+                n += k;
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_head_and_body_written_side_by_side_survive_short_writes() {
+        let cases: [(&[u8], &[u8]); 4] =
+            [(b"HTTP/1.1 200 OK\r\n\r\n", b"0123456789"), (b"", b"body only"), (b"head only", b""), (b"ab", b"c")];
+        for (head, body) in cases {
+            let mut w = Trickle(Vec::new());
+            write_two(&mut w, head, body).await.unwrap();
+            assert_eq!(w.0, [head, body].concat());
+        }
+    }
 }
