@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +37,11 @@ struct RawBackend {
 }
 
 impl RawBackend {
-    async fn start(addr: SocketAddr, script: Script) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind raw backend");
+    /// Listens on a port of `ip` the kernel picks at bind time (probing for
+    /// a free port and binding it later can lose the port to another socket).
+    async fn start(ip: IpAddr, script: Script) -> Self {
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind raw backend");
+        let addr = listener.local_addr().expect("raw backend address");
         let connections = Arc::new(AtomicUsize::new(0));
         let count = connections.clone();
         tokio::spawn(async move {
@@ -208,7 +211,7 @@ struct Stack {
 }
 
 async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
-    let backend = RawBackend::start(free_addr(ip(9, host)), script).await;
+    let backend = RawBackend::start(ip(9, host), script).await;
     let (proxy, listen, admin) = proxy_to(host, backend.addr, route_extra).await;
     Stack { backend, proxy, listen, admin }
 }
@@ -352,7 +355,7 @@ async fn large_upload_streams_to_the_upstream() {
 async fn an_upstream_answering_before_the_upload_ends_is_forwarded() {
     // As a server enforcing an upload limit: 413 as soon as the head is in,
     // then close without reading the body (the kernel resets the connection).
-    let listener = TcpListener::bind(free_addr(ip(9, 8))).await.unwrap();
+    let listener = TcpListener::bind(SocketAddr::new(ip(9, 8), 0)).await.unwrap();
     let backend = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
