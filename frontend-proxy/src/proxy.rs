@@ -423,7 +423,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let done = Completion {
-            request: session.req_header(),
+            request: Some(session.req_header()),
             status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
             http2: session.is_http2(),
             upstream_body_bytes: session.upstream_body_bytes_received() as u64,

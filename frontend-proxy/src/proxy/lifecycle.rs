@@ -73,7 +73,8 @@ pub struct AttemptFailure {
 
 /// What the engine knows about a finished request.
 pub struct Completion<'a> {
-    pub request: &'a RequestHeader,
+    /// `None` for a request refused before it had a head.
+    pub request: Option<&'a RequestHeader>,
     /// Status written to the client; 0 if none was.
     pub status: u16,
     pub http2: bool,
@@ -133,40 +134,27 @@ impl Proxy {
         which.reply()
     }
 
-    /// Records a request turned away before it had a head to route:
-    /// malformed (400) or over the header limits (431), both protocol
-    /// errors, or a head that stopped arriving (408, counted by
-    /// [`Self::stream_timed_out`]). As in Envoy, it is a request with its
-    /// local reply's status in the stats and the access log.
-    pub(super) fn head_rejected(&self, ctx: &RequestCtx, reply: &LocalReply, protocol_error: bool) {
-        let listener = self.listener(ctx);
-        let stats = &listener.stats;
+    /// Completes a request turned away before it had a head to route, once
+    /// its local reply (`status`, 0 if unsent) is out: malformed (400) or
+    /// over the header limits (431), both protocol errors, or a head that
+    /// stopped arriving (408, counted by [`Self::stream_timed_out`]). As in
+    /// Envoy, it is a request like any other in the stats and access log.
+    pub(super) fn head_rejected(&self, ctx: &mut RequestCtx, status: u16, protocol_error: bool) {
+        let stats = &self.listener(ctx).stats;
         if protocol_error {
             stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
         }
-        let status = reply.status().as_u16();
-        let elapsed = ctx.start.elapsed();
-        stats.downstream_rq_total.fetch_add(1, Relaxed);
-        stats.downstream_rq_http1_total.fetch_add(1, Relaxed);
-        stats.downstream_rq.record(status);
-        stats.downstream_rq_time.record(elapsed);
-        info!(
-            target: "frontend_proxy::access",
-            method = "-",
-            path = "-",
-            authority = "-",
+        // `complete` ends an active request; this one never reached `admit`.
+        stats.downstream_rq_active.fetch_add(1, Relaxed);
+        let done = Completion {
+            request: None,
             status,
-            listener = %listener.name,
-            cluster = "-",
-            upstream = "-",
-            attempts = 0,
-            duration_ms = elapsed.as_secs_f64() * 1000.0,
-            request_id = "-",
-            client = %ctx.client_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
-            local_reply = true,
-            error = if protocol_error { "protocol_error" } else { "request_head_timeout" },
-            "access"
-        );
+            http2: false,
+            upstream_body_bytes: 0,
+            request_body_bytes: 0,
+            error: Some(if protocol_error { "protocol_error" } else { "request_head_timeout" }),
+        };
+        self.complete(&done, ctx);
     }
 
     /// Starts an upstream attempt: waits out a retry back-off, takes the
@@ -491,9 +479,9 @@ impl Proxy {
         let req = done.request;
         info!(
             target: "frontend_proxy::access",
-            method = %req.method,
-            path = %req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-            authority = authority(req).unwrap_or("-"),
+            method = req.map(|r| r.method.as_str()).unwrap_or("-"),
+            path = req.map(|r| r.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).unwrap_or("-"),
+            authority = req.and_then(authority).unwrap_or("-"),
             status,
             listener = %listener.name,
             cluster = cluster.map(|c| c.name()).unwrap_or("-"),

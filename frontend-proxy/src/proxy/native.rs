@@ -228,8 +228,8 @@ impl NativeH1 {
                             (ctx, reply, false)
                         }
                     };
-                    self.proxy.head_rejected(&ctx, &reply, protocol_error);
-                    let _ = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
+                    let status = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
+                    self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
                     return Served::Closed;
                 }
             };
@@ -372,7 +372,7 @@ impl NativeH1 {
             },
         };
         let done = Completion {
-            request: &req,
+            request: Some(&req),
             status,
             http2: false,
             upstream_body_bytes: upstream_body,

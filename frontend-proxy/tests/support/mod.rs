@@ -57,7 +57,6 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// Envoy bootstrap pieces for tests.
 /// One counter or gauge (`http.h1.downstream_rq_4xx`) from the admin's `/stats`.
 pub async fn stat(admin: SocketAddr, name: &str) -> u64 {
     let url = format!("http://{admin}/stats?filter=%5E{}%24", name.replace('.', "%5C."));
@@ -67,6 +66,7 @@ pub async fn stat(admin: SocketAddr, name: &str) -> u64 {
     line[prefix.len()..].parse().unwrap()
 }
 
+/// Envoy bootstrap pieces for tests.
 pub mod yaml {
     use std::net::SocketAddr;
 
