@@ -1,18 +1,22 @@
-//! Per-connection policy in front of Pingora's HTTP handling: connection
-//! counting and the `connection_limit` cap, and Envoy's
-//! `request_headers_timeout` against slow-header (slowloris) clients.
+//! Per-connection policy in front of the HTTP engines: connection counting
+//! and the `connection_limit` cap, the choice of engine, and Envoy's
+//! `request_headers_timeout` against slow-header (slowloris) clients on
+//! Pingora's engine (the native engine bounds heads itself).
 //!
-//! Pingora gives HTTP apps no hook at connection open/close, and bounds
-//! header reading only per read (a client trickling a byte a minute keeps
-//! its connection forever). [`Downstream`] wraps the proxy app as a
-//! [`ServerApp`], so it sees every accepted connection, and wraps HTTP/1
-//! streams in [`HeaderDeadline`].
+//! [`Downstream`] takes connections two ways: from our own accept loop
+//! (`listen.rs`, plaintext listeners) as a bare `TcpStream`, and from
+//! Pingora's listener service (TLS) as a [`ServerApp`]. Pingora gives HTTP
+//! apps no hook at connection open/close, and bounds header reading only
+//! per read (a client trickling a byte a minute keeps its connection
+//! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
 use crate::config::model::Codec;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ListenerRuntime, NativeH1, Served};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest};
@@ -20,28 +24,37 @@ use pingora_core::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDTyp
 use pingora_core::server::ShutdownWatch;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
 /// Wraps a Pingora server app with per-listener connection policy, and
-/// serves HTTP/1.1 with the native engine when one is given.
+/// serves HTTP/1.1 with the native engine when one is given. Clones share
+/// the app and the engine.
 pub struct Downstream<A> {
     inner: Arc<A>,
-    listeners: Vec<Arc<ListenerRuntime>>,
-    native: Option<NativeH1>,
+    listeners: Arc<[Arc<ListenerRuntime>]>,
+    native: Option<Arc<NativeH1>>,
+}
+
+impl<A> Clone for Downstream<A> {
+    fn clone(&self) -> Self {
+        Self { inner: self.inner.clone(), listeners: self.listeners.clone(), native: self.native.clone() }
+    }
 }
 
 impl<A> Downstream<A> {
     pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>, native: Option<NativeH1>) -> Self {
-        Self { inner: Arc::new(inner), listeners, native }
+        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new) }
     }
 
     /// The listener a connection arrived on, and its index.
@@ -57,9 +70,76 @@ impl<A> Downstream<A> {
 }
 
 /// Keeps `downstream_cx_active` right however the connection ends.
-struct OpenConnection(Arc<ConnManagerStats>);
+struct OpenConnection<'a>(&'a ConnManagerStats);
 
-impl Drop for OpenConnection {
+/// Counts a new connection on `listener`; `None` if it is over the
+/// listener's `connection_limit` (the connection is to be closed).
+fn open(listener: &ListenerRuntime) -> Option<OpenConnection<'_>> {
+    let stats = &listener.stats;
+    stats.downstream_cx_total.fetch_add(1, Relaxed);
+    let active = stats.downstream_cx_active.fetch_add(1, Relaxed) + 1;
+    let open = OpenConnection(stats);
+    match listener.max_connections {
+        Some(max) if active > max as i64 => {
+            stats.downstream_cx_overflow.fetch_add(1, Relaxed);
+            debug!(listener = %listener.name, max, "connection limit reached; closing new connection");
+            None
+        }
+        _ => Some(open),
+    }
+}
+
+/// A Pingora stream for a connection our accept loop took, as Pingora's
+/// listener would have built it (the peer address known from accept).
+fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
+    let stream = L4Stream::from(tcp);
+    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
+    let mut stream = stream;
+    stream.set_socket_digest(digest);
+    Box::new(stream)
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
+    /// Serves a connection our accept loop took on listener `index`.
+    pub async fn serve_tcp(&self, tcp: TcpStream, peer: SocketAddr, index: usize, shutdown: &ShutdownWatch) {
+        let listener = &self.listeners[index];
+        let Some(_open) = open(listener) else { return };
+        match &self.native {
+            Some(native) if listener.hcm.codec != Codec::Http2 => {
+                // The native engine finds h2c itself (and hands it to Pingora).
+                if let Served::HandOff(read, tcp) = native.serve(tcp, Some(peer), index, shutdown).await {
+                    let replay = Box::new(Replay::new(read, pingora_stream(tcp, peer)));
+                    self.pingora_engine(replay, listener, shutdown).await;
+                }
+            }
+            _ => self.pingora_engine(pingora_stream(tcp, peer), listener, shutdown).await,
+        }
+    }
+
+    /// Pingora's engine, with the head deadline it lacks.
+    async fn pingora_engine(&self, mut stream: Stream, listener: &ListenerRuntime, shutdown: &ShutdownWatch) {
+        // Pingora's engine has no timer of its own for a request head that
+        // stops arriving: `request_timeout` bounds it too (closing the
+        // connection; the native engine answers 408).
+        let head_limit = shorter(listener.hcm.request_headers_timeout, listener.hcm.request_timeout);
+        let guarded = match head_limit {
+            Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
+            _ => stream,
+        };
+        self.pingora(guarded, shutdown).await;
+    }
+
+    /// Runs Pingora's app on `stream` for as long as it keeps the connection.
+    async fn pingora(&self, stream: Stream, shutdown: &ShutdownWatch) {
+        let mut next = self.inner.process_new(stream, shutdown).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.0.downstream_cx_active.fetch_sub(1, Relaxed);
     }
@@ -67,7 +147,7 @@ impl Drop for OpenConnection {
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
-    async fn process_new(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // The local address costs a getsockname(2) per connection; only
         // needed to tell listeners apart.
         let local = match self.listeners.len() {
@@ -77,41 +157,19 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
         let Some(index) = self.listener(local) else {
             return self.inner.process_new(stream, shutdown).await;
         };
-        let listener = self.listeners[index].clone();
-        let stats = listener.stats.clone();
-        stats.downstream_cx_total.fetch_add(1, Relaxed);
-        let active = stats.downstream_cx_active.fetch_add(1, Relaxed) + 1;
-        let _open = OpenConnection(stats.clone());
-        if let Some(max) = listener.max_connections {
-            if active > max as i64 {
-                stats.downstream_cx_overflow.fetch_add(1, Relaxed);
-                debug!(listener = %listener.name, max, "connection limit reached; closing new connection");
-                return None;
-            }
-        }
+        let listener = &self.listeners[index];
+        let _open = open(listener)?;
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        if let (Some(native), false, true) = (&self.native, h2_alpn, listener.hcm.codec != Codec::Http2) {
-            // The native engine finds h2c itself (and hands it to Pingora).
-            let stream = match listener.hcm.request_headers_timeout {
-                Some(timeout) => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
-                None => stream,
-            };
-            return match native.serve(stream, index, shutdown).await {
-                Served::Closed => None,
-                Served::HandOff(read, stream) => {
-                    self.inner.process_new(Box::new(Replay::new(read, stream)), shutdown).await
+        match &self.native {
+            Some(native) if !h2_alpn && listener.hcm.codec != Codec::Http2 => {
+                let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, shutdown).await {
+                    self.pingora_engine(Box::new(Replay::new(read, stream)), listener, shutdown).await;
                 }
-            };
+            }
+            _ => self.pingora_engine(stream, listener, shutdown).await,
         }
-        // Pingora's engine has no timer of its own for a request head that
-        // stops arriving: `request_timeout` bounds it too (closing the
-        // connection; the native engine answers 408).
-        let head_limit = shorter(listener.hcm.request_headers_timeout, listener.hcm.request_timeout);
-        let guarded = match head_limit {
-            Some(timeout) if is_http1(&mut stream).await => Box::new(HeaderDeadline::new(stream, timeout)) as Stream,
-            _ => stream,
-        };
-        self.inner.process_new(guarded, shutdown).await
+        None
     }
 
     async fn cleanup(&self) {

@@ -10,6 +10,8 @@
 //! - [`tls`]: certificates and keys.
 //! - [`drain`]: graceful shutdown.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
+//! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop for
+//!   plaintext listeners (TLS ones stay on Pingora's), on the same worker threads.
 //! - [`server`]: wiring it all into a Pingora server.
 //! - [`cli`]: Envoy-compatible command line; [`probe`]: the container health probe.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod downstream;
 pub mod drain;
+pub mod listen;
 pub mod metrics;
 pub mod probe;
 pub mod proxy;

@@ -8,13 +8,13 @@ use crate::admin::{self, Admin, InitializationWatch};
 use crate::config::model::{AdminConfig, Bootstrap, Codec};
 use crate::downstream::Downstream;
 use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
+use crate::listen::{Listening, PlainListener};
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{ListenerRuntime, NativeH1, Proxy};
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -101,17 +101,33 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
     Ok(Prepared { listeners, clusters: Arc::new(ClusterSet::new(clusters)), admin: bootstrap.admin })
 }
 
-/// Fails early, with the listener's name, if an address cannot be bound
-/// (Pingora would otherwise panic inside its service).
-fn check_bindable(listeners: &[(Arc<ListenerRuntime>, Option<TlsSettings>)]) -> Result<(), StartError> {
-    for (l, _) in listeners {
-        std::net::TcpListener::bind(l.address).map_err(|source| StartError::Bind {
-            listener: l.name.clone(),
-            address: l.address,
-            source,
-        })?;
+/// A listener ready for its service.
+enum Bound {
+    /// Served by our accept loop, on a socket bound here.
+    Plain(PlainListener),
+    /// Bound by Pingora's listener service.
+    Tls(TlsSettings),
+}
+
+/// Binds the plaintext listeners, and checks that the TLS ones can be bound
+/// (Pingora would otherwise panic inside its service): a busy address fails
+/// the start with the listener's name.
+fn bind_listeners(
+    listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
+) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
+    let mut bound = Vec::with_capacity(listeners.len());
+    for (index, (l, tls)) in listeners.into_iter().enumerate() {
+        let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
+        let b = match tls {
+            None => Bound::Plain(PlainListener::bind(index, l.address).map_err(bind_error)?),
+            Some(settings) => {
+                std::net::TcpListener::bind(l.address).map_err(bind_error)?;
+                Bound::Tls(settings)
+            }
+        };
+        bound.push((l, b));
     }
-    Ok(())
+    Ok(bound)
 }
 
 /// Idle upstream connections Pingora keeps, per worker thread (its pool is
@@ -126,7 +142,8 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
 
 /// Runs the proxy until shutdown. Blocks.
 pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
-    check_bindable(&prepared.listeners)?;
+    let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
+    let bound = bind_listeners(prepared.listeners)?;
     if let Some(admin) = &prepared.admin {
         std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
             listener: "admin".into(),
@@ -151,7 +168,6 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let conf = server.configuration.clone();
 
     let drain = Drain::new();
-    let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
 
     let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
@@ -172,12 +188,13 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let mut h2c_plain = Vec::new();
     let mut h1_plain = Vec::new();
     let mut with_tls = Vec::new();
-    for (l, settings) in prepared.listeners {
-        info!(listener = %l.name, address = %l.address, tls = settings.is_some(), stat_prefix = %l.hcm.stat_prefix, "listening");
-        match settings {
-            Some(s) => with_tls.push((l, s)),
-            None if l.hcm.codec == Codec::Http1 => h1_plain.push(l),
-            None => h2c_plain.push(l),
+    for (l, b) in bound {
+        let tls = matches!(b, Bound::Tls(_));
+        info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
+        match b {
+            Bound::Tls(settings) => with_tls.push((l, settings)),
+            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(socket),
+            Bound::Plain(socket) => h2c_plain.push(socket),
         }
     }
     let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
@@ -199,19 +216,17 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         app.server_options = Some(opts);
         let native = (options.http1_engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
-        let mut service = Service::new(name.to_string(), Downstream::new(app, runtimes.clone(), native));
-        for l in plain {
-            // No 64 KiB read buffer under each plaintext connection: tokio's
-            // `BufReader` zero-fills it, so every open connection held
-            // 64 KiB of resident memory, and both engines read into buffers
-            // of their own anyway. TLS keeps it (records arrive in 16 KiB reads).
-            let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-            service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
-        }
-        for (l, settings) in tls_listeners {
-            service.add_tls_with_settings(&l.address.to_string(), None, settings);
-        }
-        let handle = server.add_service(service);
+        let downstream = Downstream::new(app, runtimes.clone(), native);
+        // Plaintext listeners run our accept loop; TLS ones Pingora's
+        // listener service, inside the same service (the same threads).
+        let tls = (!tls_listeners.is_empty()).then(|| {
+            let mut service = Service::new(name.to_string(), downstream.clone());
+            for (l, settings) in tls_listeners {
+                service.add_tls_with_settings(&l.address.to_string(), None, settings);
+            }
+            service
+        });
+        let handle = server.add_service(Listening::new(name.to_string(), downstream, plain, tls));
         handle.add_dependency(&cluster_handle);
     }
 

@@ -394,6 +394,39 @@ async fn ready_is_pre_initializing_until_first_discovery() {
     drop(silent_dns);
 }
 
+/// Each plaintext listener counts its own connections and requests: the
+/// accept loop tells them apart by the socket, not by address.
+#[tokio::test]
+async fn each_listener_counts_its_own_traffic() {
+    let admin = addr(60);
+    let (one, two) = (addr(61), addr(62));
+    let backend = Backend::start(addr(63)).await;
+    let config = yaml::bootstrap(
+        admin,
+        &[
+            yaml::listener(one, "first", &[("/", "cluster: good")]),
+            yaml::listener(two, "second", &[("/", "cluster: good")]),
+        ],
+        &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let proxy = Proxy::start(&config, admin).await;
+    for (listener, requests) in [(one, 2), (two, 3)] {
+        for _ in 0..requests {
+            // A client per request: a connection each.
+            let (status, body) = send(client().get(format!("http://{listener}/"))).await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    let stats = wait_for(&proxy, "/stats?filter=downstream_rq_total", |b| {
+        b.contains("http.first.downstream_rq_total: 2") && b.contains("http.second.downstream_rq_total: 3")
+    })
+    .await;
+    let (_, cx) = proxy.get("/stats?filter=downstream_cx_total").await;
+    for line in ["http.first.downstream_cx_total: 2", "http.second.downstream_cx_total: 3"] {
+        assert!(cx.contains(line), "{line} missing:\n{cx}\n{stats}");
+    }
+}
+
 /// The admin stays up while the proxy drains after SIGTERM, as Envoy's does:
 /// `/ready` says DRAINING until the last in-flight request is done.
 #[tokio::test]

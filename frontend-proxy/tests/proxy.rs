@@ -39,6 +39,14 @@ const ROUTES: &str = r#"
               - match: { prefix: "/dead" }
                 route: { cluster: dead }"#;
 
+/// One route answered by the proxy itself.
+const DIRECT: &str = r#"
+            - name: direct
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                direct_response: { status: 200 }"#;
+
 struct Stack {
     films: Backend,
     ratings: Backend,
@@ -290,6 +298,20 @@ async fn sigterm_exits_promptly_and_refuses_new_connections() {
     let status = proxy.wait_exit(Duration::from_secs(5)).expect("exited within 5 s");
     assert!(status.success(), "{status}");
     assert!(tokio::net::TcpStream::connect(listen).await.is_err());
+}
+
+#[test]
+fn a_taken_listen_address_fails_the_start_naming_the_listener() {
+    let taken = std::net::TcpListener::bind(SocketAddr::new(ip(1, 30), 0)).unwrap();
+    let addr = taken.local_addr().unwrap();
+    let cfg = yaml::bootstrap(&[yaml::listener("busy_one", addr, &yaml::hcm("ingress_http", "", DIRECT))], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary()).arg("-c").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("listener \"busy_one\": cannot bind {addr}")), "{stderr}");
 }
 
 #[tokio::test]

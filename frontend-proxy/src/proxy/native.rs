@@ -26,17 +26,17 @@ use crate::metrics::UpstreamConnectionTracer;
 use bytes::{Buf, Bytes, BytesMut};
 use http::Method;
 use pingora_core::connectors::TransportConnector;
-use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pool::{PoolKey, Upstream};
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant, Sleep};
 use tracing::{debug, warn};
@@ -54,12 +54,18 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
+/// What the native engine serves on: a plaintext listener's own
+/// `TcpStream`, or a Pingora `Stream` (TLS).
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
 /// How a connection served by the native engine ended.
-pub enum Served {
+pub enum Served<D> {
     Closed,
-    /// The rest of the connection needs Pingora; the stream replays what
-    /// was read but not served.
-    HandOff(Bytes, Stream),
+    /// The rest of the connection needs Pingora: the bytes read but not
+    /// served, to replay in front of the stream.
+    HandOff(Bytes, D),
 }
 
 /// The native engine, shared by every connection of a service.
@@ -194,10 +200,15 @@ impl NativeH1 {
         Self { proxy, connector: TransportConnector::new(None) }
     }
 
-    /// Serves HTTP/1.1 requests on `down` until the connection ends or
-    /// needs Pingora.
-    pub async fn serve(&self, mut down: Stream, listener: usize, shutdown: &ShutdownWatch) -> Served {
-        let client_addr = down.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+    /// Serves HTTP/1.1 requests from `client_addr` on `down` until the
+    /// connection ends or needs Pingora.
+    pub async fn serve<D: ClientStream>(
+        &self,
+        mut down: D,
+        client_addr: Option<SocketAddr>,
+        listener: usize,
+        shutdown: &ShutdownWatch,
+    ) -> Served<D> {
         let mut shutdown = shutdown.clone();
         let mut bufs = Buffers {
             down: BytesMut::with_capacity(BUF),
@@ -252,9 +263,9 @@ impl NativeH1 {
     /// Reads the next request head, and when its first byte arrived.
     /// `Ok(None)`: the connection is over (closed, idle too long, or the
     /// server is shutting down).
-    async fn read_request(
+    async fn read_request<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         buf: &mut BytesMut,
         idle_timer: &mut Rearmed,
         listener: usize,
@@ -301,12 +312,19 @@ impl NativeH1 {
                     read
                 }
                 Some(at) => {
-                    // Part of a head: the stream idle timeout and `request_timeout` run.
+                    // Part of a head: `request_headers_timeout`, the stream idle
+                    // timeout and `request_timeout` run.
+                    let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
                     let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
                     let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
-                    match shorter(request_ends, idle_ends) {
+                    match shorter(headers_end, shorter(request_ends, idle_ends)) {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
+                            Err(_) if Some(end) == headers_end => {
+                                // As before the engine handled it: the connection closes.
+                                debug!(listener = %listener.name, "request headers timeout; closing connection");
+                                return Ok(None);
+                            }
                             Err(_) if Some(end) == request_ends => {
                                 return Err(Next::TimedOut(StreamTimeout::Request, at))
                             }
@@ -325,9 +343,9 @@ impl NativeH1 {
 
     /// Serves one request; returns whether the connection may carry another,
     /// and whether part of the request body was left unread.
-    async fn serve_request(
+    async fn serve_request<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         bufs: &mut Buffers,
         request: wire::Request,
         ctx: &mut RequestCtx,
@@ -384,9 +402,9 @@ impl NativeH1 {
     }
 
     /// Writes a local reply; returns its status, or `None` if the client is gone.
-    async fn send_reply(
+    async fn send_reply<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         out: &mut Vec<u8>,
         ctx: &mut RequestCtx,
         reply: LocalReply,
@@ -404,9 +422,9 @@ impl NativeH1 {
 
     /// Forwards the request to the route's cluster, retrying as the route
     /// and the defaults allow, and streams the response back.
-    async fn forward(
+    async fn forward<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         bufs: &mut Buffers,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
@@ -584,9 +602,9 @@ impl NativeH1 {
     /// Sends the response head in `bufs.out` and the body after it, then
     /// pools the upstream connection if it ended cleanly.
     #[allow(clippy::too_many_arguments)]
-    async fn respond(
+    async fn respond<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         bufs: &mut Buffers,
         ctx: &mut RequestCtx,
         mut up: Upstream,
@@ -665,9 +683,9 @@ impl NativeH1 {
     /// Sends the request head and body and reads up to the final response
     /// head, which is left at the start of `bufs.up`; returns its length.
     #[allow(clippy::too_many_arguments)]
-    async fn send_request(
+    async fn send_request<D: ClientStream>(
         &self,
-        down: &mut Stream,
+        down: &mut D,
         bufs: &mut Buffers,
         req: &RequestHeader,
         ctx: &RequestCtx,
@@ -772,8 +790,8 @@ fn upstream_write(e: std::io::Error) -> AttemptError {
 /// Passes the response body from `up` to the client, after the head
 /// waiting in `bufs.out`. `Ok((body bytes, upstream connection clean))`;
 /// `Err((body bytes, error, whether the upstream caused it))`.
-async fn pass_body(
-    down: &mut Stream,
+async fn pass_body<D: ClientStream>(
+    down: &mut D,
     bufs: &mut Buffers,
     up: &mut Upstream,
     framing: Framing,
@@ -907,7 +925,7 @@ async fn within<F: Future>(limit: Option<Duration>, f: F) -> Result<F::Output, t
 /// and dropped for a while before the connection closes, so the client
 /// gets the answer instead of a reset (Envoy's delayed close, nginx's
 /// lingering close).
-async fn linger(down: &mut Stream) {
+async fn linger<D: ClientStream>(down: &mut D) {
     let mut sink = vec![0u8; BODY_READ];
     let _ = timeout(LINGER, async {
         while let Ok(n) = down.read(&mut sink).await {

@@ -1,0 +1,145 @@
+//! Where downstream connections come from: one Pingora service per group of
+//! listeners, running our own accept loop for the plaintext ones and
+//! Pingora's listener service for the TLS ones, on the same worker threads.
+//!
+//! Pingora's accept path costs a plaintext connection more than serving a
+//! request on it: a task future sized for a TLS handshake that tokio moves
+//! on every state change, a 60 s handshake timer, a boxed stream with
+//! per-read time accounting. Ours spawns a small task per connection that
+//! hands the bare `TcpStream` to [`Downstream::serve_tcp`].
+
+use crate::downstream::Downstream;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::services::listening::Service as PingoraListening;
+use pingora_core::services::Service;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+/// As Pingora's listeners: the kernel's accept queue is not what limits us.
+const BACKLOG: i32 = 65535;
+/// After `EMFILE`/`ENFILE`, accept() fails at once until a descriptor
+/// frees up: pause instead of spinning.
+const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
+
+/// A plaintext listener's socket, bound before the server starts so a busy
+/// address is a start-up error with the listener's name. It listens only
+/// when the service starts, after the clusters have warmed up (Envoy's
+/// order): until then connections are refused.
+pub struct PlainListener {
+    /// Index of the listener in the proxy's listener list.
+    index: usize,
+    address: SocketAddr,
+    socket: Socket,
+}
+
+impl PlainListener {
+    pub fn bind(index: usize, address: SocketAddr) -> std::io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        Ok(Self { index, address, socket })
+    }
+
+    /// Starts listening; must run inside the runtime that will accept.
+    fn listen(self) -> std::io::Result<TcpListener> {
+        self.socket.listen(BACKLOG)?;
+        self.socket.set_nonblocking(true)?;
+        TcpListener::from_std(self.socket.into())
+    }
+}
+
+/// The listeners of one group, served by one pool of worker threads.
+pub struct Listening<A: ServerApp + Send + Sync + 'static> {
+    name: String,
+    downstream: Downstream<A>,
+    plain: Vec<PlainListener>,
+    /// Pingora's service for the TLS listeners, if any.
+    tls: Option<PingoraListening<Downstream<A>>>,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
+    pub fn new(
+        name: String,
+        downstream: Downstream<A>,
+        plain: Vec<PlainListener>,
+        tls: Option<PingoraListening<Downstream<A>>>,
+    ) -> Self {
+        Self { name, downstream, plain, tls }
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
+    async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
+        let mut loops = Vec::new();
+        let downstream = Arc::new(self.downstream.clone());
+        for plain in self.plain.drain(..) {
+            let (index, address) = (plain.index, plain.address);
+            match plain.listen() {
+                Ok(listener) => {
+                    loops.push(tokio::spawn(accept_loop(listener, index, downstream.clone(), shutdown.clone())));
+                }
+                Err(e) => {
+                    // Pingora panics its service here; a proxy missing a listener must not run on.
+                    error!(%address, error = %e, "cannot listen");
+                    std::process::exit(1);
+                }
+            }
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            tls.start_service(fds, shutdown, listeners_per_fd).await;
+        }
+        futures::future::join_all(loops).await;
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Accepts connections until the server shuts down, then closes the socket
+/// (new connections are refused while the open ones drain).
+async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+    listener: TcpListener,
+    index: usize,
+    downstream: Arc<Downstream<A>>,
+    mut shutdown: ShutdownWatch,
+) {
+    let address = listener.local_addr().ok();
+    info!(?address, "accepting connections");
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            changed = shutdown.changed() => match changed {
+                Ok(()) if !*shutdown.borrow() => continue,
+                _ => break,
+            },
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                // As Pingora's listener: responses go out as they are written.
+                let _ = tcp.set_nodelay(true);
+                let downstream = downstream.clone();
+                let shutdown = shutdown.clone();
+                pingora_runtime::current_handle().spawn(async move {
+                    downstream.serve_tcp(tcp, peer, index, &shutdown).await;
+                });
+            }
+            Err(e) => {
+                warn!(?address, error = %e, "accept failed");
+                if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
+                    tokio::time::sleep(FD_EXHAUSTED_PAUSE).await;
+                }
+            }
+        }
+    }
+    info!(?address, "listener closed");
+}
