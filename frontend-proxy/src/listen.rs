@@ -63,6 +63,8 @@ pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     plain: Vec<PlainListener>,
     /// Pingora's service for the TLS listeners, if any.
     tls: Option<PingoraListening<Downstream<A>>>,
+    /// Worker threads of the service.
+    workers: usize,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
@@ -71,8 +73,9 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         downstream: Downstream<A>,
         plain: Vec<PlainListener>,
         tls: Option<PingoraListening<Downstream<A>>>,
+        workers: usize,
     ) -> Self {
-        Self { name, downstream, plain, tls }
+        Self { name, downstream, plain, tls, workers }
     }
 }
 
@@ -85,7 +88,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
             let (index, address) = (plain.index, plain.address);
             match plain.listen() {
                 Ok(listener) => {
-                    loops.push(tokio::spawn(accept_loop(listener, index, downstream.clone(), shutdown.clone())));
+                    let accept = accept_loop(listener, index, downstream.clone(), shutdown.clone(), self.workers);
+                    loops.push(tokio::spawn(accept));
                 }
                 Err(e) => {
                     // Pingora panics its service here; a proxy missing a listener must not run on.
@@ -112,6 +116,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     index: usize,
     downstream: Arc<Downstream<A>>,
     mut shutdown: ShutdownWatch,
+    workers: usize,
 ) {
     let address = listener.local_addr().ok();
     info!(?address, "accepting connections");
@@ -129,9 +134,16 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 let _ = tcp.set_nodelay(true);
                 let downstream = downstream.clone();
                 let shutdown = shutdown.clone();
-                pingora_runtime::current_handle().spawn(async move {
-                    downstream.serve_tcp(tcp, peer, index, &shutdown).await;
-                });
+                // Boxed: the connection's future is about a kilobyte, and
+                // tokio moves a task's future into place and writes its
+                // result over it; a box is moved once and the task stays small.
+                let connection = Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await });
+                match workers {
+                    // One worker: no need to draw a random one.
+                    1 => tokio::spawn(connection),
+                    // Spread over the workers as Pingora's listener does.
+                    _ => pingora_runtime::current_handle().spawn(connection),
+                };
             }
             Err(e) => {
                 warn!(?address, error = %e, "accept failed");

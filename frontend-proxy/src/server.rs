@@ -226,7 +226,7 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             }
             service
         });
-        let handle = server.add_service(Listening::new(name.to_string(), downstream, plain, tls));
+        let handle = server.add_service(Listening::new(name.to_string(), downstream, plain, tls, threads));
         handle.add_dependency(&cluster_handle);
     }
 
