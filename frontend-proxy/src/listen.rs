@@ -102,6 +102,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
             tls.start_service(fds, shutdown, listeners_per_fd).await;
         }
         futures::future::join_all(loops).await;
+        // The accept loops end at shutdown: Pingora's engine now closes its
+        // idle keep-alive connections (the native engine watches the
+        // shutdown itself).
+        self.downstream.cleanup().await;
     }
 
     fn name(&self) -> &str {

@@ -207,7 +207,7 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         if plain.is_empty() && tls_listeners.is_empty() {
             continue;
         }
-        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
+        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone(), drain.clone());
         let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
         let mut app = pingora_proxy::HttpProxy::new(proxy, conf.clone());
         app.handle_init_modules();
@@ -215,7 +215,7 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         opts.h2c = h2c;
         app.server_options = Some(opts);
         let native = (options.http1_engine == Http1Engine::Native)
-            .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
+            .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone(), drain.clone())));
         let downstream = Downstream::new(app, runtimes.clone(), native);
         // Plaintext listeners run our accept loop; TLS ones Pingora's
         // listener service, inside the same service (the same threads).

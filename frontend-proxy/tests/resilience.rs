@@ -295,6 +295,67 @@ async fn sigterm_under_load_finishes_in_flight_requests() {
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
+/// Reads one response (head and `content-length` body) from `s`.
+async fn read_response(s: &mut tokio::net::TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return String::from_utf8_lossy(&buf).into_owned();
+            }
+        }
+        let n = s.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed mid-response: {}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Draining closes an idle keep-alive connection at once, not when the
+/// process exits, and a response finishing during the drain says
+/// `connection: close`.
+#[tokio::test]
+async fn draining_closes_idle_connections_and_busy_ones_after_their_response() {
+    let backends = three(11).await;
+    let listen = free_addr(ip(3, 11));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
+    );
+    let mut proxy = ProxyProcess::start(&cfg, listen).await;
+    let mut idle = tokio::net::TcpStream::connect(listen).await.unwrap();
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let first = read_response(&mut idle).await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    // A request in flight keeps the process draining for over two seconds.
+    let mut busy = tokio::net::TcpStream::connect(listen).await.unwrap();
+    busy.write_all(b"GET /delay/2500 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    proxy.signal("TERM");
+    let t0 = Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), idle.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "idle connection not closed: {read:?}\n{}", proxy.log());
+    // At once, not when the process exits (2.3 s from now).
+    assert!(t0.elapsed() < Duration::from_millis(1500), "closed only after {:?}", t0.elapsed());
+    assert!(proxy.wait_exit(Duration::from_millis(10)).is_none(), "still draining the busy request");
+
+    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut busy)).await.expect("answered");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.to_lowercase().contains("\r\nconnection: close\r\n"), "{response}");
+    let after = tokio::time::timeout(Duration::from_secs(2), busy.read(&mut byte)).await;
+    assert!(matches!(after, Ok(Ok(0)) | Ok(Err(_))), "busy connection not closed after its response: {after:?}");
+    let status = proxy.wait_exit(Duration::from_secs(5)).expect("exited once drained");
+    assert!(status.success());
+}
+
 /// Fault test 6: hostile clients get a 4xx or a closed connection, and the
 /// proxy keeps serving everyone else.
 #[tokio::test]

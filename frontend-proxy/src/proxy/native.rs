@@ -372,13 +372,13 @@ impl NativeH1 {
                 let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                 (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
             }
-            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive).await {
+            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, shutdown).await {
                 Exchange::Done { status, keep_alive: k, upstream_body } => {
                     keep_alive &= k;
                     (status, upstream_body, None)
                 }
                 Exchange::Failed => {
-                    keep_alive &= body.complete();
+                    keep_alive &= body.complete() && !*shutdown.borrow();
                     let reply = self.proxy.final_failure(ctx, None);
                     let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                     (status.unwrap_or(0), 0, None)
@@ -422,6 +422,7 @@ impl NativeH1 {
 
     /// Forwards the request to the route's cluster, retrying as the route
     /// and the defaults allow, and streams the response back.
+    #[allow(clippy::too_many_arguments)]
     async fn forward<D: ClientStream>(
         &self,
         down: &mut D,
@@ -430,6 +431,7 @@ impl NativeH1 {
         ctx: &mut RequestCtx,
         body: &mut Body,
         keep_alive: bool,
+        shutdown: &ShutdownWatch,
     ) -> Exchange {
         let head_request = req.method == Method::HEAD;
         loop {
@@ -485,7 +487,10 @@ impl NativeH1 {
                 }
                 // A body the upstream answered before it all arrived leaves
                 // the rest unread on the client connection: it must close.
-                let close = !keep_alive || head.framing == Framing::UntilClose || !body.complete();
+                // A drain that began while the request was in flight closes the
+                // connection after this response, and says so (as Envoy does).
+                let close =
+                    !keep_alive || *shutdown.borrow() || head.framing == Framing::UntilClose || !body.complete();
                 bufs.out.clear();
                 self.write_response_head(&mut bufs.out, &resp, ctx, close)
                     .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader })?;
