@@ -96,6 +96,51 @@ struct Buffers {
 #[derive(Default)]
 struct Rearmed(Option<Pin<Box<Sleep>>>);
 
+/// Resolves once the server is shutting down (or its shutdown watch is
+/// gone), and stays resolved. One per connection: its waiter stays
+/// registered on the watch across requests, where a `changed()` per idle
+/// wait registered and removed one every time (~300 instructions a
+/// request). Set up on the first idle wait that has to wait, so a
+/// connection whose requests are always there never pays for it.
+struct Drained<'a> {
+    shutdown: &'a ShutdownWatch,
+    wait: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
+    done: bool,
+}
+
+impl<'a> Drained<'a> {
+    fn new(shutdown: &'a ShutdownWatch) -> Self {
+        Self { shutdown, wait: None, done: false }
+    }
+}
+
+impl Future for Drained<'_> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if !this.done {
+            let shutdown = this.shutdown;
+            let wait = this.wait.get_or_insert_with(|| {
+                Box::pin(async move {
+                    let mut watch = shutdown.clone();
+                    // Already shutting down when the clone was taken: `changed()`
+                    // would wait for a further change.
+                    if !*watch.borrow_and_update() {
+                        let _ = watch.changed().await;
+                    }
+                })
+            });
+            this.done = wait.as_mut().poll(cx).is_ready();
+        }
+        if this.done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// A re-armed timer ran out before what it bounded finished.
 #[derive(Debug)]
 struct TimedOut;
@@ -209,7 +254,7 @@ impl NativeH1 {
         listener: usize,
         shutdown: &ShutdownWatch,
     ) -> Served<D> {
-        let mut shutdown = shutdown.clone();
+        let mut drained = Drained::new(shutdown);
         let mut bufs = Buffers {
             down: BytesMut::with_capacity(BUF),
             up: BytesMut::with_capacity(BUF),
@@ -218,8 +263,9 @@ impl NativeH1 {
             attempt_timer: Rearmed::default(),
         };
         loop {
-            let read =
-                self.read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, &mut shutdown).await;
+            let read = self
+                .read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, shutdown, &mut drained)
+                .await;
             let (request, started) = match read {
                 Ok(Some(r)) => r,
                 Ok(None) => return Served::Closed,
@@ -248,7 +294,7 @@ impl NativeH1 {
             ctx.listener = listener;
             ctx.client_addr = client_addr;
             let (keep_alive, unread_body) =
-                self.serve_request(&mut down, &mut bufs, *request, &mut ctx, &shutdown).await;
+                self.serve_request(&mut down, &mut bufs, *request, &mut ctx, shutdown).await;
             if !keep_alive {
                 let _ = down.shutdown().await;
                 if unread_body {
@@ -269,7 +315,8 @@ impl NativeH1 {
         buf: &mut BytesMut,
         idle_timer: &mut Rearmed,
         listener: usize,
-        shutdown: &mut ShutdownWatch,
+        shutdown: &ShutdownWatch,
+        drained: &mut Drained<'_>,
     ) -> Result<Option<(Box<wire::Request>, std::time::Instant)>, Next> {
         let listener = &self.proxy.listeners[listener];
         let hcm = &listener.hcm;
@@ -301,7 +348,7 @@ impl NativeH1 {
                     let read = tokio::select! {
                         biased;
                         r = idle_timer.run(idle_ends, down.read_buf(buf)) => r,
-                        _ = shutdown.changed() => return Ok(None),
+                        _ = &mut *drained => return Ok(None),
                     };
                     let Ok(read) = read else {
                         listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
