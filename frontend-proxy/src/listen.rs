@@ -1,6 +1,9 @@
 //! Where downstream connections come from: one Pingora service per group of
 //! listeners, running our own accept loop for the plaintext ones and
 //! Pingora's listener service for the TLS ones, on the same worker threads.
+//! With `--http1-engine pingora`, plaintext listeners stay on Pingora's
+//! listener too: its engine relies on the write buffer Pingora gives the
+//! streams it accepts (a response head and a small body in one write).
 //!
 //! Pingora's accept path costs a plaintext connection more than serving a
 //! request on it: a task future sized for a TLS handshake that tokio moves
@@ -10,12 +13,14 @@
 
 use crate::downstream::Downstream;
 use async_trait::async_trait;
+use futures::FutureExt;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as PingoraListening;
 use pingora_core::services::Service;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -26,6 +31,7 @@ const BACKLOG: i32 = 65535;
 /// After `EMFILE`/`ENFILE`, accept() fails at once until a descriptor
 /// frees up: pause instead of spinning.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
+/// errno values (no libc binding in this crate).
 const ENFILE: i32 = 23;
 const EMFILE: i32 = 24;
 
@@ -36,16 +42,17 @@ const EMFILE: i32 = 24;
 pub struct PlainListener {
     /// Index of the listener in the proxy's listener list.
     index: usize,
+    name: String,
     address: SocketAddr,
     socket: Socket,
 }
 
 impl PlainListener {
-    pub fn bind(index: usize, address: SocketAddr) -> std::io::Result<Self> {
+    pub fn bind(index: usize, name: &str, address: SocketAddr) -> std::io::Result<Self> {
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.bind(&address.into())?;
-        Ok(Self { index, address, socket })
+        Ok(Self { index, name: name.to_string(), address, socket })
     }
 
     /// Starts listening; must run inside the runtime that will accept.
@@ -61,8 +68,9 @@ pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     name: String,
     downstream: Downstream<A>,
     plain: Vec<PlainListener>,
-    /// Pingora's service for the TLS listeners, if any.
-    tls: Option<PingoraListening<Downstream<A>>>,
+    /// Pingora's listener service for the TLS listeners (and the plaintext
+    /// ones with `--http1-engine pingora`), if any.
+    pingora: Option<PingoraListening<Downstream<A>>>,
     /// Worker threads of the service.
     workers: usize,
 }
@@ -72,10 +80,10 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         name: String,
         downstream: Downstream<A>,
         plain: Vec<PlainListener>,
-        tls: Option<PingoraListening<Downstream<A>>>,
+        pingora: Option<PingoraListening<Downstream<A>>>,
         workers: usize,
     ) -> Self {
-        Self { name, downstream, plain, tls, workers }
+        Self { name, downstream, plain, pingora, workers }
     }
 }
 
@@ -85,21 +93,28 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
         for plain in self.plain.drain(..) {
-            let (index, address) = (plain.index, plain.address);
+            let (index, address, name) = (plain.index, plain.address, plain.name.clone());
             match plain.listen() {
                 Ok(listener) => {
                     let accept = accept_loop(listener, index, downstream.clone(), shutdown.clone(), self.workers);
                     loops.push(tokio::spawn(accept));
                 }
                 Err(e) => {
-                    // Pingora panics its service here; a proxy missing a listener must not run on.
-                    error!(%address, error = %e, "cannot listen");
+                    // A proxy missing one of its listeners must not run on.
+                    error!(listener = %name, %address, error = %e, "cannot listen");
                     std::process::exit(1);
                 }
             }
         }
-        if let Some(tls) = self.tls.as_mut() {
-            tls.start_service(fds, shutdown, listeners_per_fd).await;
+        if let Some(pingora) = self.pingora.as_mut() {
+            // Pingora panics its service if it cannot bind a listener
+            // (checked at start, but the address can be taken since); the
+            // other listeners must not go on without it.
+            let service = AssertUnwindSafe(pingora.start_service(fds, shutdown.clone(), listeners_per_fd));
+            if service.catch_unwind().await.is_err() {
+                error!("a listener could not start; exiting");
+                std::process::exit(1);
+            }
         }
         futures::future::join_all(loops).await;
         // The accept loops end at shutdown: Pingora's engine now closes its
@@ -149,10 +164,16 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                     _ => pingora_runtime::current_handle().spawn(connection),
                 };
             }
+            // The client gave up before it was accepted: nothing to report.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
             Err(e) => {
                 warn!(?address, error = %e, "accept failed");
                 if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-                    tokio::time::sleep(FD_EXHAUSTED_PAUSE).await;
+                    // The pause ends early if the server shuts down meanwhile.
+                    let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, shutdown.changed()).await;
+                    if *shutdown.borrow() {
+                        break;
+                    }
                 }
             }
         }

@@ -20,7 +20,6 @@ pub use local_reply::LocalReply;
 pub use native::{NativeH1, Served};
 
 use crate::config::model::{HttpConnectionManager, ServerHeader};
-use crate::drain::Drain;
 use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::upstream::{Cluster, ClusterSet, Host};
@@ -64,17 +63,14 @@ pub struct Proxy {
     /// Each listener's `server_name` as a header value, built once: inserting
     /// the `&str` would copy it into a new value on every response.
     server_values: Vec<Option<HeaderValue>>,
-    /// Whether the proxy is draining: HTTP/1 responses then close their
-    /// connection (Pingora's engine; the native one watches the shutdown).
-    drain: Arc<Drain>,
 }
 
 impl Proxy {
-    pub fn new(listeners: Vec<Arc<ListenerRuntime>>, clusters: Arc<ClusterSet>, drain: Arc<Drain>) -> Self {
+    pub fn new(listeners: Vec<Arc<ListenerRuntime>>, clusters: Arc<ClusterSet>) -> Self {
         let hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         let server_values = listeners.iter().map(|l| HeaderValue::from_str(&l.hcm.server_name).ok()).collect();
-        Self { listeners, clusters, hostname, server_values, drain }
+        Self { listeners, clusters, hostname, server_values }
     }
 
     /// The listener a connection arrived on, by its local address.
@@ -312,7 +308,7 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if self.drain.is_draining() {
+        if session.is_process_shutting_down() {
             // As Envoy while draining: `connection: close`, and the connection ends after this response.
             session.set_keepalive(None);
         }

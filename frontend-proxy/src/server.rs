@@ -15,6 +15,7 @@ use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -103,9 +104,13 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
 
 /// A listener ready for its service.
 enum Bound {
-    /// Served by our accept loop, on a socket bound here.
+    /// Plaintext, served by our accept loop, on a socket bound here.
     Plain(PlainListener),
-    /// Bound by Pingora's listener service.
+    /// Plaintext with `--http1-engine pingora`: Pingora's listener service
+    /// binds it, with the write buffer its engine was tuned with (a stream
+    /// from our loop cannot be given one: `set_buffer` is crate-private).
+    PingoraPlain,
+    /// TLS, bound by Pingora's listener service.
     Tls(TlsSettings),
 }
 
@@ -114,13 +119,20 @@ enum Bound {
 /// the start with the listener's name.
 fn bind_listeners(
     listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
+    engine: Http1Engine,
 ) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
         let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
-        let b = match tls {
-            None => Bound::Plain(PlainListener::bind(index, l.address).map_err(bind_error)?),
-            Some(settings) => {
+        let b = match (tls, engine) {
+            (None, Http1Engine::Native) => {
+                Bound::Plain(PlainListener::bind(index, &l.name, l.address).map_err(bind_error)?)
+            }
+            (None, Http1Engine::Pingora) => {
+                std::net::TcpListener::bind(l.address).map_err(bind_error)?;
+                Bound::PingoraPlain
+            }
+            (Some(settings), _) => {
                 std::net::TcpListener::bind(l.address).map_err(bind_error)?;
                 Bound::Tls(settings)
             }
@@ -143,7 +155,7 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
 /// Runs the proxy until shutdown. Blocks.
 pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
-    let bound = bind_listeners(prepared.listeners)?;
+    let bound = bind_listeners(prepared.listeners, options.http1_engine)?;
     if let Some(admin) = &prepared.admin {
         std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
             listener: "admin".into(),
@@ -192,9 +204,11 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         let tls = matches!(b, Bound::Tls(_));
         info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
         match b {
-            Bound::Tls(settings) => with_tls.push((l, settings)),
-            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(socket),
-            Bound::Plain(socket) => h2c_plain.push(socket),
+            Bound::Tls(settings) => with_tls.push((l, Some(settings))),
+            Bound::PingoraPlain if l.hcm.codec == Codec::Http1 => h1_plain.push(Err(l)),
+            Bound::PingoraPlain => h2c_plain.push(Err(l)),
+            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Ok(socket)),
+            Bound::Plain(socket) => h2c_plain.push(Ok(socket)),
         }
     }
     let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
@@ -207,7 +221,12 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         if plain.is_empty() && tls_listeners.is_empty() {
             continue;
         }
-        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone(), drain.clone());
+        // Ours: sockets for our accept loop; the rest go to Pingora's listener service.
+        let (ours, theirs): (Vec<_>, Vec<_>) = plain.into_iter().partition(Result::is_ok);
+        let ours: Vec<PlainListener> = ours.into_iter().filter_map(Result::ok).collect();
+        let theirs = theirs.into_iter().filter_map(Result::err).map(|l| (l, None));
+        let pingora_listeners: Vec<_> = theirs.chain(tls_listeners).collect();
+        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
         let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
         let mut app = pingora_proxy::HttpProxy::new(proxy, conf.clone());
         app.handle_init_modules();
@@ -215,18 +234,28 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         opts.h2c = h2c;
         app.server_options = Some(opts);
         let native = (options.http1_engine == Http1Engine::Native)
-            .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone(), drain.clone())));
+            .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
         let downstream = Downstream::new(app, runtimes.clone(), native);
-        // Plaintext listeners run our accept loop; TLS ones Pingora's
-        // listener service, inside the same service (the same threads).
-        let tls = (!tls_listeners.is_empty()).then(|| {
+        // Plaintext listeners run our accept loop; TLS ones (and plaintext
+        // ones with Pingora's engine) Pingora's listener service, inside the
+        // same service (the same threads).
+        let pingora = (!pingora_listeners.is_empty()).then(|| {
             let mut service = Service::new(name.to_string(), downstream.clone());
-            for (l, settings) in tls_listeners {
-                service.add_tls_with_settings(&l.address.to_string(), None, settings);
+            for (l, settings) in pingora_listeners {
+                match settings {
+                    Some(settings) => service.add_tls_with_settings(&l.address.to_string(), None, settings),
+                    None => {
+                        // No 64 KiB read buffer under each connection (tokio's
+                        // `BufReader` zero-fills it, and the engine reads into
+                        // buffers of its own); the write buffer stays.
+                        let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+                        service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
+                    }
+                }
             }
             service
         });
-        let handle = server.add_service(Listening::new(name.to_string(), downstream, plain, tls, threads));
+        let handle = server.add_service(Listening::new(name.to_string(), downstream, ours, pingora, threads));
         handle.add_dependency(&cluster_handle);
     }
 
