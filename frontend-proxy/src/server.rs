@@ -114,6 +114,12 @@ enum Bound {
     Tls(TlsSettings),
 }
 
+/// Who accepts a plaintext listener's connections.
+enum Plaintext {
+    Ours(PlainListener),
+    Pingora(Arc<ListenerRuntime>),
+}
+
 /// Binds the plaintext listeners, and checks that the TLS ones can be bound
 /// (Pingora would otherwise panic inside its service): a busy address fails
 /// the start with the listener's name.
@@ -205,10 +211,10 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
         match b {
             Bound::Tls(settings) => with_tls.push((l, Some(settings))),
-            Bound::PingoraPlain if l.hcm.codec == Codec::Http1 => h1_plain.push(Err(l)),
-            Bound::PingoraPlain => h2c_plain.push(Err(l)),
-            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Ok(socket)),
-            Bound::Plain(socket) => h2c_plain.push(Ok(socket)),
+            Bound::PingoraPlain if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Pingora(l)),
+            Bound::PingoraPlain => h2c_plain.push(Plaintext::Pingora(l)),
+            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Ours(socket)),
+            Bound::Plain(socket) => h2c_plain.push(Plaintext::Ours(socket)),
         }
     }
     let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
@@ -221,11 +227,14 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         if plain.is_empty() && tls_listeners.is_empty() {
             continue;
         }
-        // Ours: sockets for our accept loop; the rest go to Pingora's listener service.
-        let (ours, theirs): (Vec<_>, Vec<_>) = plain.into_iter().partition(Result::is_ok);
-        let ours: Vec<PlainListener> = ours.into_iter().filter_map(Result::ok).collect();
-        let theirs = theirs.into_iter().filter_map(Result::err).map(|l| (l, None));
-        let pingora_listeners: Vec<_> = theirs.chain(tls_listeners).collect();
+        let mut ours = Vec::new();
+        let mut pingora_listeners = tls_listeners;
+        for p in plain {
+            match p {
+                Plaintext::Ours(socket) => ours.push(socket),
+                Plaintext::Pingora(l) => pingora_listeners.push((l, None)),
+            }
+        }
         let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
         let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
         let mut app = pingora_proxy::HttpProxy::new(proxy, conf.clone());
