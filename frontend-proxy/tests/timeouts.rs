@@ -328,6 +328,16 @@ async fn a_request_head_that_stops_arriving_gets_408() {
     assert_eq!((r.status, r.body.as_str()), (408, "stream timeout"), "{r:?}");
     assert_eq!(t.counter("downstream_rq_idle_timeout").await, 1);
 
+    // request_headers_timeout: Envoy's own reply and counter.
+    let hcm = "          request_headers_timeout: 0.3s\n          request_timeout: 5s";
+    let t = stack_with(9, hcm, routes, &["--http1-engine", "native"]).await;
+    let (r, took) = t.exchange(b"GET /fine HTTP/1.1\r\nHost: tim").await;
+    assert_eq!((r.status, r.body.as_str()), (408, "request header timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(250), "answered before the headers timeout: {took:?}");
+    assert!(r.closed);
+    assert_eq!(t.counter("downstream_rq_header_timeout").await, 1);
+    assert_eq!(t.counter("downstream_rq_timeout").await, 0);
+
     let t = stack_with(8, "          request_timeout: 0.4s", routes, &["--http1-engine", "pingora"]).await;
     let mut c = TcpStream::connect(t.listen).await.unwrap();
     c.write_all(b"GET /fine HTTP/1.1\r\nHost: tim").await.unwrap();

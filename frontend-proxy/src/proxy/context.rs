@@ -56,6 +56,8 @@ pub enum StreamTimeout {
     Idle,
     /// The request was not received in full within `request_timeout`.
     Request,
+    /// The request head was not received in full within `request_headers_timeout`.
+    Headers,
 }
 
 impl StreamTimeout {
@@ -64,6 +66,7 @@ impl StreamTimeout {
         match self {
             StreamTimeout::Idle => LocalReply::StreamIdleTimeout,
             StreamTimeout::Request => LocalReply::RequestTimeout,
+            StreamTimeout::Headers => LocalReply::RequestHeaderTimeout,
         }
     }
 }

@@ -128,6 +128,7 @@ impl Proxy {
         match which {
             StreamTimeout::Idle => stats.downstream_rq_idle_timeout.fetch_add(1, Relaxed),
             StreamTimeout::Request => stats.downstream_rq_timeout.fetch_add(1, Relaxed),
+            StreamTimeout::Headers => stats.downstream_rq_header_timeout.fetch_add(1, Relaxed),
         };
         debug!(?which, "stream timed out");
         ctx.last_failure = Some(which.reply());

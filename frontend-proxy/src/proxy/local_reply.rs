@@ -32,6 +32,8 @@ pub enum LocalReply {
     StreamIdleTimeout,
     /// The request was not received in full within `request_timeout`.
     RequestTimeout,
+    /// The request head was not received in full within `request_headers_timeout`.
+    RequestHeaderTimeout,
     /// A request body over the buffer filter's `max_request_bytes`.
     PayloadTooLarge,
     /// `direct_response`.
@@ -49,7 +51,9 @@ impl LocalReply {
             | LocalReply::UpstreamReset { .. }
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout | LocalReply::RequestHeaderTimeout => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -70,6 +74,7 @@ impl LocalReply {
             LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
             LocalReply::StreamIdleTimeout => Bytes::from_static(b"stream timeout"),
             LocalReply::RequestTimeout => Bytes::from_static(b"request timeout"),
+            LocalReply::RequestHeaderTimeout => Bytes::from_static(b"request header timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
@@ -159,6 +164,8 @@ mod tests {
         assert_eq!(LocalReply::StreamIdleTimeout.body(), "stream timeout");
         assert_eq!(LocalReply::RequestTimeout.status(), 408);
         assert_eq!(LocalReply::RequestTimeout.body(), "request timeout");
+        assert_eq!(LocalReply::RequestHeaderTimeout.status(), 408);
+        assert_eq!(LocalReply::RequestHeaderTimeout.body(), "request header timeout");
         assert_eq!(
             LocalReply::Overflow.body(),
             "upstream connect error or disconnect/reset before headers. reset reason: overflow"

@@ -368,9 +368,7 @@ impl NativeH1 {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
                             Err(_) if Some(end) == headers_end => {
-                                // As before the engine handled it: the connection closes.
-                                debug!(listener = %listener.name, "request headers timeout; closing connection");
-                                return Ok(None);
+                                return Err(Next::TimedOut(StreamTimeout::Headers, at))
                             }
                             Err(_) if Some(end) == request_ends => {
                                 return Err(Next::TimedOut(StreamTimeout::Request, at))
