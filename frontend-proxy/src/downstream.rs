@@ -12,7 +12,7 @@
 
 use crate::config::model::Codec;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{shorter, ListenerRuntime, NativeH1, Served};
+use crate::proxy::{shorter, ClientStream, ListenerRuntime, NativeH1, Served};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -92,10 +92,9 @@ fn open(listener: &ListenerRuntime) -> Option<OpenConnection<'_>> {
 /// A Pingora stream for a connection our accept loop took, as Pingora's
 /// listener would have built it (the peer address known from accept).
 fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
-    let stream = L4Stream::from(tcp);
+    let mut stream = L4Stream::from(tcp);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
-    let mut stream = stream;
     stream.set_socket_digest(digest);
     Box::new(stream)
 }
@@ -103,17 +102,32 @@ fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
 impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     /// Serves a connection our accept loop took on listener `index`.
     pub async fn serve_tcp(&self, tcp: TcpStream, peer: SocketAddr, index: usize, shutdown: &ShutdownWatch) {
+        self.serve(tcp, Some(peer), index, true, shutdown, |tcp| pingora_stream(tcp, peer)).await;
+    }
+
+    /// Counts the connection on listener `index` and serves it: with the
+    /// native engine if there is one and `native_fits` (it finds h2c itself
+    /// and hands it over), else with Pingora's, on the stream `into_pingora`
+    /// makes of it.
+    async fn serve<S: ClientStream>(
+        &self,
+        stream: S,
+        peer: Option<SocketAddr>,
+        index: usize,
+        native_fits: bool,
+        shutdown: &ShutdownWatch,
+        into_pingora: impl FnOnce(S) -> Stream,
+    ) {
         let listener = &self.listeners[index];
         let Some(_open) = open(listener) else { return };
         match &self.native {
-            Some(native) if listener.hcm.codec != Codec::Http2 => {
-                // The native engine finds h2c itself (and hands it to Pingora).
-                if let Served::HandOff(read, tcp) = native.serve(tcp, Some(peer), index, shutdown).await {
-                    let replay = Box::new(Replay::new(read, pingora_stream(tcp, peer)));
+            Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
+                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, shutdown).await {
+                    let replay = Box::new(Replay::new(read, into_pingora(stream)));
                     self.pingora_engine(replay, listener, shutdown).await;
                 }
             }
-            _ => self.pingora_engine(pingora_stream(tcp, peer), listener, shutdown).await,
+            _ => self.pingora_engine(into_pingora(stream), listener, shutdown).await,
         }
     }
 
@@ -157,18 +171,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
         let Some(index) = self.listener(local) else {
             return self.inner.process_new(stream, shutdown).await;
         };
-        let listener = &self.listeners[index];
-        let _open = open(listener)?;
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
-        match &self.native {
-            Some(native) if !h2_alpn && listener.hcm.codec != Codec::Http2 => {
-                let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, shutdown).await {
-                    self.pingora_engine(Box::new(Replay::new(read, stream)), listener, shutdown).await;
-                }
-            }
-            _ => self.pingora_engine(stream, listener, shutdown).await,
-        }
+        let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
+        self.serve(stream, peer, index, !h2_alpn, shutdown, |s| s).await;
         None
     }
 

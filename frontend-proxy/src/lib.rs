@@ -11,7 +11,8 @@
 //! - [`drain`]: graceful shutdown.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
 //! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop for
-//!   plaintext listeners (TLS ones stay on Pingora's), on the same worker threads.
+//!   plaintext listeners (TLS ones, and all with `--http1-engine pingora`, stay on Pingora's), on the same
+//!   worker threads.
 //! - [`server`]: wiring it all into a Pingora server.
 //! - [`cli`]: Envoy-compatible command line; [`probe`]: the container health probe.
 #![forbid(unsafe_code)]

@@ -17,7 +17,7 @@ use context::StreamTimeout;
 use lifecycle::{AttemptFailure, Completion, Refused};
 
 pub use local_reply::LocalReply;
-pub use native::{NativeH1, Served};
+pub use native::{ClientStream, NativeH1, Served};
 
 use crate::config::model::{HttpConnectionManager, ServerHeader};
 use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
