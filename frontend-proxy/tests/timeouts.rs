@@ -212,20 +212,34 @@ async fn a_response_body_that_stalls_is_cut_at_the_idle_timeout() {
     let routes = r#"
               - match: { prefix: "/" }
                 route: { cluster: slow, timeout: 0s }"#;
-    let t = stack(2, "          stream_idle_timeout: 0.3s", routes).await;
-    let mut c = TcpStream::connect(t.listen).await.unwrap();
-    c.write_all(&get("/stall-body")).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.windows(10).any(|w| w == b"0123456789") {
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap();
-        assert!(n > 0, "closed before the first body bytes");
-        got.extend_from_slice(&buf[..n]);
+    let t = stack(2, "          stream_idle_timeout: 1s", routes).await;
+    // Also on a connection the client closes after the response: the end of
+    // such a response is held for the FIN (`MSG_MORE`), what comes before
+    // it must not be.
+    // Pingora's engine holds a `Content-Length` body until it is complete
+    // (it flushes only bodies without a length): what arrived comes out
+    // when the idle timeout ends the stream.
+    let pingora = std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora");
+    let first_bytes_within = Duration::from_millis(if pingora { 5000 } else { 800 });
+    let keep_alive = get("/stall-body");
+    let close = b"GET /stall-body HTTP/1.1\r\nHost: timers\r\nConnection: close\r\n\r\n".to_vec();
+    for (i, request) in [keep_alive, close].into_iter().enumerate() {
+        let mut c = TcpStream::connect(t.listen).await.unwrap();
+        c.write_all(&request).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(10).any(|w| w == b"0123456789") {
+            // Well inside the idle timeout's cut (1 s): bytes held for a close would come with it.
+            let n = tokio::time::timeout(first_bytes_within, c.read(&mut buf)).await;
+            let n = n.unwrap_or_else(|_| panic!("request {i}: the head and first body bytes were held back")).unwrap();
+            assert!(n > 0, "closed before the first body bytes");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+        // The head went out: the only signal left is closing the connection.
+        assert!(closes_within(&mut c, Duration::from_secs(5)).await, "connection not closed after the body stalled");
+        assert_eq!(t.counter("downstream_rq_idle_timeout").await, i as u64 + 1);
     }
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
-    // The head went out: the only signal left is closing the connection.
-    assert!(closes_within(&mut c, Duration::from_secs(5)).await, "connection not closed after the body stalled");
-    assert_eq!(t.counter("downstream_rq_idle_timeout").await, 1);
 }
 
 #[tokio::test]

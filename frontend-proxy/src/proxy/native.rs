@@ -56,9 +56,57 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// What the native engine serves on: a plaintext listener's own
 /// `TcpStream`, or a Pingora `Stream` (TLS).
-pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Writes `first` then `second` (`first` may be empty): the last bytes
+    /// the connection carries before it is shut down.
+    fn write_last<'a>(
+        &'a mut self,
+        first: &'a [u8],
+        second: &'a [u8],
+    ) -> impl Future<Output = std::io::Result<()>> + Send + 'a {
+        write_two(self, first, second)
+    }
+}
 
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+impl ClientStream for Box<dyn pingora_core::protocols::IO + '_> {}
+
+/// The last response goes out with `MSG_MORE`: the kernel holds its last
+/// part until the shutdown that follows, which sends it in the same segment
+/// as the FIN. A connection that closes after its response (connection per
+/// request) costs one segment less on both ends: one receive path and one
+/// wake-up of the client fewer.
+impl ClientStream for TcpStream {
+    async fn write_last(&mut self, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
+        let me: &TcpStream = self;
+        while !first.is_empty() || !second.is_empty() {
+            let n = me
+                .async_io(tokio::io::Interest::WRITABLE, || {
+                    let socket = socket2::SockRef::from(me);
+                    match first.is_empty() {
+                        true => socket.send_with_flags(second, MSG_MORE),
+                        false => socket.send_vectored_with_flags(
+                            &[std::io::IoSlice::new(first), std::io::IoSlice::new(second)],
+                            MSG_MORE,
+                        ),
+                    }
+                })
+                .await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            let from_first = n.min(first.len());
+            first = &first[from_first..];
+            second = &second[n - from_first..];
+        }
+        Ok(())
+    }
+}
+
+/// `send(2)`'s "more is coming" flag (Linux; elsewhere the bytes go at once).
+#[cfg(target_os = "linux")]
+const MSG_MORE: std::ffi::c_int = 0x8000;
+#[cfg(not(target_os = "linux"))]
+const MSG_MORE: std::ffi::c_int = 0;
 
 /// How a connection served by the native engine ended.
 pub enum Served<D> {
@@ -287,6 +335,9 @@ impl NativeH1 {
                     };
                     let status = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
                     self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
+                    // The reply and the FIN go out before the close, which
+                    // resets the connection if the client sent more.
+                    let _ = down.shutdown().await;
                     return Served::Closed;
                 }
             };
@@ -461,7 +512,10 @@ impl NativeH1 {
         out.clear();
         wire::write_local_reply(out, &head, &body, close);
         ctx.reply = Some(reply);
-        write_all(down, out).await.ok()?;
+        match close {
+            true => down.write_last(&[], out).await.ok()?,
+            false => write_all(down, out).await.ok()?,
+        }
         Some(head.status.as_u16())
     }
 
@@ -664,7 +718,7 @@ impl NativeH1 {
         key: PoolKey,
     ) -> Exchange {
         let status = head.status;
-        match pass_body(down, bufs, &mut up, head.framing, attempt).await {
+        match pass_body(down, bufs, &mut up, head.framing, close, attempt).await {
             Ok((sent, clean)) => {
                 if clean && !head.close && head.framing != Framing::UntilClose {
                     pool::checkin(key, up);
@@ -845,6 +899,7 @@ async fn pass_body<D: ClientStream>(
     bufs: &mut Buffers,
     up: &mut Upstream,
     framing: Framing,
+    close: bool,
     attempt: &AttemptStart,
 ) -> Result<(u64, bool), (u64, ErrorType, Side)> {
     let (read_timeout, idle_binds) = attempt.io_timeout();
@@ -888,7 +943,14 @@ async fn pass_body<D: ClientStream>(
             (&bufs.out, body)
         };
         if !data.is_empty() {
-            match within(attempt.idle, write_two(down, head, data)).await {
+            let last = close && ends_body(framing, take, left);
+            let write = async {
+                match last {
+                    true => down.write_last(head, data).await,
+                    false => write_two(down, head, data).await,
+                }
+            };
+            match within(attempt.idle, write).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err((sent, ErrorType::WriteError, Side::Downstream)),
                 Err(_) => return Err((sent, ErrorType::WriteTimedout, Side::Idle)),
@@ -911,6 +973,18 @@ async fn pass_body<D: ClientStream>(
             Ok(Err(_)) => return Err((sent, ErrorType::ReadError, Side::Upstream)),
             Err(_) => return Err((sent, ErrorType::ReadTimedout, read_side)),
         }
+    }
+}
+
+/// Whether writing `take` more bytes ends a body with `framing`, of which
+/// `left` were still to come (`pass_body`'s count: 0 once a chunked body's
+/// end is found, `u64::MAX` while it or a close-delimited one goes on).
+fn ends_body(framing: Framing, take: usize, left: u64) -> bool {
+    match framing {
+        Framing::Length(_) => take as u64 == left,
+        Framing::Empty | Framing::Chunked => left == 0,
+        // Only the upstream's close says it is over.
+        Framing::UntilClose => false,
     }
 }
 
@@ -992,14 +1066,18 @@ async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
     std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
-async fn write_all<S: AsyncWrite + Unpin>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
+async fn write_all<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
     s.write_all(data).await?;
     s.flush().await
 }
 
 /// Writes `first` then `second` (`first` may be empty), with vectored
 /// writes when both are there.
-async fn write_two<S: AsyncWrite + Unpin>(s: &mut S, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
+async fn write_two<S: AsyncWrite + Unpin + ?Sized>(
+    s: &mut S,
+    mut first: &[u8],
+    mut second: &[u8],
+) -> std::io::Result<()> {
     while !first.is_empty() {
         let n = s.write_vectored(&[std::io::IoSlice::new(first), std::io::IoSlice::new(second)]).await?;
         if n == 0 {
@@ -1052,6 +1130,23 @@ mod tests {
 
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
             Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn only_the_write_that_completes_a_body_ends_it() {
+        // (framing, bytes taken, bytes left before them, ends)
+        let cases = [
+            (Framing::Length(10), 4, 10, false),
+            (Framing::Length(10), 6, 6, true),
+            (Framing::Length(10), 10, 10, true),
+            (Framing::Empty, 0, 0, true),
+            (Framing::Chunked, 100, u64::MAX, false),
+            (Framing::Chunked, 5, 0, true),
+            (Framing::UntilClose, 100, u64::MAX, false),
+        ];
+        for (framing, take, left, ends) in cases {
+            assert_eq!(ends_body(framing, take, left), ends, "{framing:?} take {take} left {left}");
         }
     }
 
