@@ -55,9 +55,9 @@ struct Stack {
 }
 
 async fn stack(host: u8, hcm_extra: &str) -> Stack {
-    let films = Backend::start("films-1", free_addr(ip(1, host))).await;
+    let films = Backend::start("films-1", SocketAddr::new(ip(1, host), 0)).await;
     // Reached through STRICT_DNS on `localhost`, which /etc/hosts maps to 127.0.0.1.
-    let ratings = Backend::start("ratings-1", free_addr(ip(0, 1))).await;
+    let ratings = Backend::start("ratings-1", SocketAddr::new(ip(0, 1), 0)).await;
     let dead = free_addr(ip(1, host));
     let listen = free_addr(ip(1, host));
     let cfg = yaml::bootstrap(
@@ -188,7 +188,7 @@ async fn serves_h2c_with_prior_knowledge() {
 
 #[tokio::test]
 async fn tls_listener_serves_the_same_routes() {
-    let films = Backend::start("films-tls", free_addr(ip(1, 7))).await;
+    let films = Backend::start("films-tls", SocketAddr::new(ip(1, 7), 0)).await;
     let dir = tempfile::tempdir().unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let cert_path = dir.path().join("cert.pem");
@@ -324,9 +324,9 @@ async fn backend_status_codes_pass_through() {
 
 async fn policy_stack(host: u8, policy: &str, route_extra: &str) -> (Vec<Backend>, ProxyProcess, SocketAddr) {
     let backends = vec![
-        Backend::start("a", free_addr(ip(1, host))).await,
-        Backend::start("b", free_addr(ip(1, host))).await,
-        Backend::start("c", free_addr(ip(1, host))).await,
+        Backend::start("a", SocketAddr::new(ip(1, host), 0)).await,
+        Backend::start("b", SocketAddr::new(ip(1, host), 0)).await,
+        Backend::start("c", SocketAddr::new(ip(1, host), 0)).await,
     ];
     let listen = free_addr(ip(1, host));
     let routes = format!(

@@ -106,7 +106,7 @@ fn host_port(b: &Backend) -> (String, u16) {
 async fn three(host: u8) -> Vec<Backend> {
     let mut v = Vec::new();
     for i in 1..=3 {
-        v.push(Backend::start(&format!("r{i}"), free_addr(ip(3, host))).await);
+        v.push(Backend::start(&format!("r{i}"), SocketAddr::new(ip(3, host), 0)).await);
     }
     v
 }
@@ -493,7 +493,7 @@ async fn panic_mode_uses_all_hosts_when_too_few_are_healthy() {
 
 #[tokio::test]
 async fn circuit_breaker_overflow_answers_503_overloaded() {
-    let backend = Backend::start("slow", free_addr(ip(3, 9))).await;
+    let backend = Backend::start("slow", SocketAddr::new(ip(3, 9), 0)).await;
     let listen = free_addr(ip(3, 9));
     let cb = "    circuit_breakers:\n      thresholds:\n      - max_requests: 2";
     let cfg = yaml::bootstrap(
@@ -525,7 +525,7 @@ async fn circuit_breaker_overflow_answers_503_overloaded() {
 
 #[tokio::test]
 async fn connection_limit_closes_connections_over_the_cap() {
-    let backend = Backend::start("b", free_addr(ip(3, 10))).await;
+    let backend = Backend::start("b", SocketAddr::new(ip(3, 10), 0)).await;
     let listen = free_addr(ip(3, 10));
     let limit = r#"
       - name: envoy.filters.network.connection_limit
