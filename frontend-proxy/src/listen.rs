@@ -10,6 +10,15 @@
 //! on every state change, a 60 s handshake timer, a boxed stream with
 //! per-read time accounting. Ours spawns a small task per connection that
 //! hands the bare `TcpStream` to [`Downstream::serve_tcp`].
+//!
+//! As Envoy's workers, each worker thread runs its own accept loop, and a
+//! connection stays on the worker that accepted it: on a socket of its own
+//! (`SO_REUSEPORT`, the kernel spreads connections; Envoy's default
+//! `enable_reuse_port: true`) or on one socket all of them watch. Handing
+//! connections from one accepting thread to the others left each socket
+//! registered with the accepting thread's poller, so every event of a
+//! connection served elsewhere woke two threads (0.32 `eventfd` writes per
+//! request in scenario (a) with two workers).
 
 use crate::downstream::Downstream;
 use async_trait::async_trait;
@@ -22,9 +31,11 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::thread::ThreadId;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
 use tracing::{error, info, warn};
 
 /// As Pingora's listeners: the kernel's accept queue is not what limits us.
@@ -36,8 +47,8 @@ const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
 const ENFILE: i32 = 23;
 const EMFILE: i32 = 24;
 
-/// A plaintext listener's socket, bound before the server starts so a busy
-/// address is a start-up error with the listener's name. It listens only
+/// A plaintext listener's sockets, bound before the server starts so a busy
+/// address is a start-up error with the listener's name. They listen only
 /// when the service starts, after the clusters have warmed up (Envoy's
 /// order): until then connections are refused.
 pub struct PlainListener {
@@ -45,22 +56,42 @@ pub struct PlainListener {
     index: usize,
     name: String,
     address: SocketAddr,
-    socket: Socket,
+    /// One per worker with `SO_REUSEPORT`, or one they all share.
+    sockets: Vec<Socket>,
 }
 
 impl PlainListener {
-    pub fn bind(index: usize, name: &str, address: SocketAddr) -> std::io::Result<Self> {
-        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.bind(&address.into())?;
-        Ok(Self { index, name: name.to_string(), address, socket })
+    /// Binds `sockets` sockets to `address`; more than one share it with
+    /// `SO_REUSEPORT`.
+    pub fn bind(index: usize, name: &str, address: SocketAddr, sockets: usize) -> std::io::Result<Self> {
+        let bind = || -> std::io::Result<Socket> {
+            let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+            socket.set_reuse_address(true)?;
+            if sockets > 1 {
+                socket.set_reuse_port(true)?;
+            }
+            socket.bind(&address.into())?;
+            Ok(socket)
+        };
+        let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
+        Ok(Self { index, name: name.to_string(), address, sockets })
     }
 
-    /// Starts listening; must run inside the runtime that will accept.
-    fn listen(self) -> std::io::Result<TcpListener> {
-        self.socket.listen(BACKLOG)?;
-        self.socket.set_nonblocking(true)?;
-        TcpListener::from_std(self.socket.into())
+    /// Starts listening: a socket for each of `workers` accept loops, its
+    /// own or a handle on the shared one.
+    fn listen(self, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+        let mut out = Vec::with_capacity(workers);
+        for socket in &self.sockets {
+            socket.listen(BACKLOG)?;
+            socket.set_nonblocking(true)?;
+        }
+        for i in 0..workers {
+            out.push(match self.sockets.get(i) {
+                Some(own) if self.sockets.len() > 1 => own.try_clone()?.into(),
+                _ => self.sockets[0].try_clone()?.into(),
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -93,12 +124,15 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
     async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
+        let workers = if self.plain.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for plain in self.plain.drain(..) {
             let (index, address, name) = (plain.index, plain.address, plain.name.clone());
-            match plain.listen() {
-                Ok(listener) => {
-                    let accept = accept_loop(listener, index, downstream.clone(), shutdown.clone(), self.workers);
-                    loops.push(tokio::spawn(accept));
+            match plain.listen(workers.len()) {
+                Ok(sockets) => {
+                    for (worker, socket) in workers.iter().zip(sockets) {
+                        let accept = accept_loop(socket, index, downstream.clone(), shutdown.clone());
+                        loops.push(worker.spawn(accept));
+                    }
                 }
                 Err(e) => {
                     // A proxy missing one of its listeners must not run on.
@@ -141,15 +175,46 @@ fn expect_request(tcp: &TcpStream) {
     let _ = tcp.try_io(Interest::READABLE, || Err::<(), _>(std::io::ErrorKind::WouldBlock.into()));
 }
 
-/// Accepts connections until the server shuts down, then closes the socket
-/// (new connections are refused while the open ones drain).
+/// A runtime handle for each worker thread of the running service, in no
+/// particular order. Pingora hands out the handle of a random worker, so
+/// probes go to random ones until each has answered (three on average for
+/// two workers). Should that take implausibly long, workers repeat.
+async fn worker_handles(workers: usize) -> Vec<Handle> {
+    let mut found: Vec<(ThreadId, Handle)> = Vec::with_capacity(workers);
+    for _ in 0..workers * 64 {
+        if found.len() == workers {
+            break;
+        }
+        let handle = pingora_runtime::current_handle();
+        if let Ok(thread) = handle.spawn(async { std::thread::current().id() }).await {
+            if !found.iter().any(|(t, _)| *t == thread) {
+                found.push((thread, handle));
+            }
+        }
+    }
+    if found.len() < workers {
+        warn!(workers, found = found.len(), "not every worker thread answered; some run two accept loops");
+    }
+    let handles: Vec<Handle> = found.into_iter().map(|(_, h)| h).collect();
+    handles.iter().cycle().take(workers).cloned().collect()
+}
+
+/// Accepts connections on one worker until the server shuts down, then
+/// closes its socket (new connections are refused while the open ones
+/// drain). Each connection is served on this worker.
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
-    listener: TcpListener,
+    socket: std::net::TcpListener,
     index: usize,
     downstream: Arc<Downstream<A>>,
     mut shutdown: ShutdownWatch,
-    workers: usize,
 ) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(e) => {
+            error!(error = %e, "cannot watch a listening socket");
+            std::process::exit(1);
+        }
+    };
     let address = listener.local_addr().ok();
     info!(?address, "accepting connections");
     loop {
@@ -171,13 +236,7 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 // lives in it across awaits), and tokio moves a task's future
                 // into place and writes its result over it; a box is moved
                 // once and the task stays small.
-                let connection = Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await });
-                match workers {
-                    // One worker: no need to draw a random one.
-                    1 => tokio::spawn(connection),
-                    // Spread over the workers as Pingora's listener does.
-                    _ => pingora_runtime::current_handle().spawn(connection),
-                };
+                tokio::spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
             }
             // The client gave up before it was accepted: nothing to report.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}

@@ -53,6 +53,8 @@ pub struct ListenerRuntime {
     pub stats: Arc<ConnManagerStats>,
     /// `connection_limit`: open connections at most.
     pub max_connections: Option<u64>,
+    /// `enable_reuse_port`: each worker accepts on its own socket.
+    pub reuse_port: bool,
 }
 
 /// The proxy application shared by every listener.

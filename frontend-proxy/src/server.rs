@@ -93,6 +93,7 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
             hcm: l.hcm,
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: l.max_connections,
+            reuse_port: l.reuse_port,
         };
         listeners.push((Arc::new(runtime), settings));
     }
@@ -126,13 +127,15 @@ enum Plaintext {
 fn bind_listeners(
     listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
     engine: Http1Engine,
+    workers: usize,
 ) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
         let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
         let b = match (tls, engine) {
             (None, Http1Engine::Native) => {
-                Bound::Plain(PlainListener::bind(index, &l.name, l.address).map_err(bind_error)?)
+                let sockets = if l.reuse_port { workers } else { 1 };
+                Bound::Plain(PlainListener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
             }
             (None, Http1Engine::Pingora) => {
                 std::net::TcpListener::bind(l.address).map_err(bind_error)?;
@@ -161,7 +164,8 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
 /// Runs the proxy until shutdown. Blocks.
 pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
-    let bound = bind_listeners(prepared.listeners, options.http1_engine)?;
+    let threads = options.concurrency.max(1);
+    let bound = bind_listeners(prepared.listeners, options.http1_engine, threads)?;
     if let Some(admin) = &prepared.admin {
         std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
             listener: "admin".into(),
@@ -169,7 +173,6 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             source,
         })?;
     }
-    let threads = options.concurrency.max(1);
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(options.drain_time.as_secs().max(1)),

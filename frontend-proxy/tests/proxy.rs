@@ -314,6 +314,36 @@ fn a_taken_listen_address_fails_the_start_naming_the_listener() {
     assert!(stderr.contains(&format!("listener \"busy_one\": cannot bind {addr}")), "{stderr}");
 }
 
+/// Envoy's `enable_reuse_port` (default true): each worker accepts on a
+/// socket of its own (`SO_REUSEPORT`, which another such socket of the same
+/// user can join, as with Envoy); `false` keeps one socket the workers
+/// share, and the address stays exclusive. Both serve every connection.
+/// Pingora's listener (`--http1-engine pingora`) always has one socket.
+#[tokio::test]
+async fn enable_reuse_port_decides_whether_workers_share_a_socket() {
+    let pingora = std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora");
+    for (host, setting, joinable) in [(31, None, true), (32, Some("true"), true), (33, Some("false"), false)] {
+        let joinable = joinable && !pingora;
+        let listen = free_addr(ip(1, host));
+        let mut listener = yaml::listener("main", listen, &yaml::hcm("ingress_http", "", DIRECT));
+        if let Some(value) = setting {
+            listener =
+                listener.replace("    filter_chains:", &format!("    enable_reuse_port: {value}\n    filter_chains:"));
+        }
+        let _proxy = ProxyProcess::start(&yaml::bootstrap(&[listener], &[]), listen).await;
+        // New connections, whichever worker takes them.
+        for i in 0..20 {
+            let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+            let status = c.get(format!("http://{listen}/{i}")).send().await.unwrap().status();
+            assert_eq!(status, 200, "{setting:?}, request {i}");
+        }
+        let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        other.set_reuse_port(true).unwrap();
+        let joined = other.bind(&listen.into());
+        assert_eq!(joined.is_ok(), joinable, "{setting:?}: {joined:?}");
+    }
+}
+
 #[tokio::test]
 async fn backend_status_codes_pass_through() {
     let s = stack(13, "").await;

@@ -28,6 +28,9 @@ pub struct ListenerConfig {
     pub hcm: HttpConnectionManager,
     /// `envoy.filters.network.connection_limit`: open connections at most.
     pub max_connections: Option<u64>,
+    /// `enable_reuse_port` (Envoy's default: true): a socket per worker
+    /// instead of one they share.
+    pub reuse_port: bool,
 }
 
 /// PEM material: a file to read at start, or the text itself.

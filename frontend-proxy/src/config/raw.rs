@@ -115,6 +115,7 @@ pub struct Listener {
     pub address: Option<Field<Address>>,
     pub filter_chains: Option<List<FilterChain>>,
     pub listener_filters: Option<List<TypedExtension>>,
+    pub enable_reuse_port: Option<Field<bool>>,
     #[serde(flatten)]
     pub other: Other,
 }

@@ -52,14 +52,13 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         p,
         &l.other,
         &Fields {
-            known: &["name", "address", "filter_chains", "listener_filters"],
+            known: &["name", "address", "filter_chains", "listener_filters", "enable_reuse_port"],
             ignored: &[
                 "per_connection_buffer_limit_bytes",
                 "traffic_direction",
                 "stat_prefix",
                 "metadata",
                 "access_log",
-                "enable_reuse_port",
                 "reuse_port",
                 "drain_type",
                 "tcp_backlog_size",
@@ -70,6 +69,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     );
     let name = cx.string(p, "name", &l.name);
     let address = cx.ip_socket_address(p, "address", &l.address);
+    let reuse_port = cx.boolean(p, "enable_reuse_port", &l.enable_reuse_port, true);
 
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
@@ -99,6 +99,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         tls: chain.tls?,
         hcm: chain.hcm?,
         max_connections: chain.max_connections,
+        reuse_port,
     })
 }
 
