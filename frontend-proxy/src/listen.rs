@@ -83,6 +83,10 @@ impl PlainListener {
         let mut out = Vec::with_capacity(workers);
         for socket in &self.sockets {
             socket.listen(BACKLOG)?;
+            // After listen(), which resets it. Accepted connections inherit
+            // it: no ACK of its own for a request, which the response
+            // acknowledges anyway (HAProxy's default in HTTP mode).
+            socket.set_tcp_quickack(false)?;
             socket.set_nonblocking(true)?;
         }
         for i in 0..workers {

@@ -344,6 +344,43 @@ async fn enable_reuse_port_decides_whether_workers_share_a_socket() {
     }
 }
 
+/// Accepted connections start in delayed-ACK ("pingpong") mode, set on the
+/// listening socket after listen() (HAProxy's default for HTTP): the kernel
+/// does not acknowledge a request on its own, the response does. The mode
+/// shows in /proc/net/tcp (the field after `ato`: `quick << 1 | pingpong`).
+#[tokio::test]
+async fn accepted_connections_do_not_acknowledge_a_request_on_their_own() {
+    if std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora") {
+        return; // Pingora's listener leaves the kernel's default.
+    }
+    let listen = free_addr(ip(1, 34));
+    let cfg = yaml::bootstrap(&[yaml::listener("main", listen, &yaml::hcm("ingress_http", "", DIRECT))], &[]);
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let client = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => unreachable!("IPv4 loopback"),
+    };
+    let (server_side, client_side) = (hex(listen), hex(client.local_addr().unwrap()));
+    let pingpong = |local: &str, remote: &str| {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+        let line = table.lines().find(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 14 && f[1] == local && f[2] == remote
+        });
+        let flags: u32 = line
+            .unwrap_or_else(|| panic!("{local} -> {remote} not in /proc/net/tcp"))
+            .split_whitespace()
+            .nth(14)
+            .unwrap()
+            .parse()
+            .unwrap();
+        flags & 1 == 1
+    };
+    assert!(pingpong(&server_side, &client_side), "the accepted socket acknowledges on its own");
+    assert!(!pingpong(&client_side, &server_side), "a socket connect() made starts in quick-ACK mode");
+}
+
 #[tokio::test]
 async fn backend_status_codes_pass_through() {
     let s = stack(13, "").await;
