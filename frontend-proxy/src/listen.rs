@@ -78,9 +78,8 @@ impl PlainListener {
     }
 
     /// Starts listening: a socket for each of `workers` accept loops, its
-    /// own or a handle on the shared one.
+    /// own (bound for as many workers) or a handle on the shared one.
     fn listen(self, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-        let mut out = Vec::with_capacity(workers);
         for socket in &self.sockets {
             socket.listen(BACKLOG)?;
             // After listen(), which resets it. Accepted connections inherit
@@ -89,13 +88,10 @@ impl PlainListener {
             socket.set_tcp_quickack(false)?;
             socket.set_nonblocking(true)?;
         }
-        for i in 0..workers {
-            out.push(match self.sockets.get(i) {
-                Some(own) if self.sockets.len() > 1 => own.try_clone()?.into(),
-                _ => self.sockets[0].try_clone()?.into(),
-            });
+        match self.sockets.as_slice() {
+            [shared] => (0..workers).map(|_| Ok(shared.try_clone()?.into())).collect(),
+            _ => Ok(self.sockets.into_iter().map(Into::into).collect()),
         }
-        Ok(out)
     }
 }
 
