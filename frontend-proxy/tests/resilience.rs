@@ -111,16 +111,24 @@ async fn three(host: u8) -> Vec<Backend> {
     v
 }
 
+/// Three replicas on 127.3.`host`.x in cluster "app" (with `cluster_extra`
+/// appended), and a proxy listening on that address with connection
+/// manager `hcm`.
+async fn app_of_three(host: u8, hcm: &str, cluster_extra: &str) -> (Vec<Backend>, ProxyProcess, SocketAddr) {
+    let backends = three(host).await;
+    let listen = free_addr(ip(3, host));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, hcm)],
+        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), cluster_extra)],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    (backends, proxy, listen)
+}
+
 /// Fault test 1: a replica is killed mid-run; no client request fails.
 #[tokio::test]
 async fn killing_a_replica_under_load_fails_no_request() {
-    let backends = three(1).await;
-    let listen = free_addr(ip(3, 1));
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, proxy, listen) = app_of_three(1, &yaml::hcm("ingress", "", CATCH_ALL), "").await;
     let stop = Arc::new(AtomicBool::new(false));
     let (load, tasks) = spawn_load(format!("http://{listen}/films/delay/2"), 8, 150, stop);
     assert!(eventually(Duration::from_secs(10), || async { load.ok() >= 300 }).await);
@@ -137,8 +145,6 @@ async fn killing_a_replica_under_load_fails_no_request() {
 /// health checks within interval x threshold.
 #[tokio::test]
 async fn a_hanging_replica_is_ejected_and_costs_at_most_a_timeout() {
-    let backends = three(2).await;
-    let listen = free_addr(ip(3, 2));
     let route = r#"                  timeout: 2s
                   retry_policy:
                     retry_on: 5xx,reset,connect-failure
@@ -156,11 +162,7 @@ async fn a_hanging_replica_is_ejected_and_costs_at_most_a_timeout() {
     circuit_breakers:
       thresholds:
       - max_retries: 10"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", &routes_with(route)))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, proxy, listen) = app_of_three(2, &yaml::hcm("ingress", "", &routes_with(route)), hc).await;
     let stop = Arc::new(AtomicBool::new(false));
     let (load, tasks) = spawn_load(format!("http://{listen}/films"), 6, 100_000, stop.clone());
     assert!(eventually(Duration::from_secs(10), || async { load.ok() >= 200 }).await);
@@ -219,18 +221,12 @@ async fn dns_scale_down_under_load_fails_no_request() {
 /// and comes back after base_ejection_time.
 #[tokio::test]
 async fn outlier_detection_ejects_a_failing_replica_and_brings_it_back() {
-    let backends = three(4).await;
-    let listen = free_addr(ip(3, 4));
     let od = r#"    outlier_detection:
       consecutive_5xx: 3
       interval: 0.2s
       base_ejection_time: 1s
       max_ejection_percent: 50"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), od)],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, proxy, listen) = app_of_three(4, &yaml::hcm("ingress", "", CATCH_ALL), od).await;
     let c = support::client();
     backends[1].set(Behaviour::Status(503));
     let mut five_hundreds = 0;
@@ -264,13 +260,7 @@ async fn outlier_detection_ejects_a_failing_replica_and_brings_it_back() {
 /// connections are refused, the process exits within 5 s.
 #[tokio::test]
 async fn sigterm_under_load_finishes_in_flight_requests() {
-    let backends = three(5).await;
-    let listen = free_addr(ip(3, 5));
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let mut proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, mut proxy, listen) = app_of_three(5, &yaml::hcm("ingress", "", CATCH_ALL), "").await;
     // Slow requests, each on its own connection, in flight when SIGTERM lands.
     let in_flight: Vec<_> = (0..6)
         .map(|i| {
@@ -322,13 +312,7 @@ async fn read_response(s: &mut tokio::net::TcpStream) -> String {
 /// `connection: close`.
 #[tokio::test]
 async fn draining_closes_idle_connections_and_busy_ones_after_their_response() {
-    let backends = three(11).await;
-    let listen = free_addr(ip(3, 11));
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let mut proxy = ProxyProcess::start(&cfg, listen).await;
+    let (_backends, mut proxy, listen) = app_of_three(11, &yaml::hcm("ingress", "", CATCH_ALL), "").await;
     let mut idle = tokio::net::TcpStream::connect(listen).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
     let first = read_response(&mut idle).await;
@@ -360,18 +344,12 @@ async fn draining_closes_idle_connections_and_busy_ones_after_their_response() {
 /// proxy keeps serving everyone else.
 #[tokio::test]
 async fn hostile_clients_are_refused_and_others_are_served() {
-    let backends = three(6).await;
-    let listen = free_addr(ip(3, 6));
     let hcm_extra = "          request_headers_timeout: 1s\n          max_request_headers_kb: 8";
     let hcm = yaml::hcm("ingress", hcm_extra, CATCH_ALL).replace(
         "          http_filters:\n",
         "          http_filters:\n          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1024\n",
     );
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &hcm)],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), "")],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (_backends, proxy, listen) = app_of_three(6, &hcm, "").await;
     let c = support::client();
 
     // Slowloris: headers trickle in and never finish.
@@ -429,8 +407,6 @@ fn futures_util_stream(chunks: Vec<Vec<u8>>) -> impl futures::Stream<Item = Resu
 
 #[tokio::test]
 async fn active_health_checks_remove_and_restore_a_host() {
-    let backends = three(7).await;
-    let listen = free_addr(ip(3, 7));
     let hc = r#"    health_checks:
     - timeout: 0.2s
       interval: 0.1s
@@ -438,11 +414,7 @@ async fn active_health_checks_remove_and_restore_a_host() {
       unhealthy_threshold: 2
       healthy_threshold: 2
       http_health_check: { path: /healthz, expected_statuses: [{ start: 200, end: 300 }] }"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
-    );
-    let proxy = ProxyProcess::start(&cfg, listen).await;
+    let (backends, proxy, listen) = app_of_three(7, &yaml::hcm("ingress", "", CATCH_ALL), hc).await;
     let c = support::client();
     // A bad status fails the host at once.
     backends[2].set(Behaviour::Status(500));
@@ -465,8 +437,6 @@ async fn active_health_checks_remove_and_restore_a_host() {
 
 #[tokio::test]
 async fn panic_mode_uses_all_hosts_when_too_few_are_healthy() {
-    let backends = three(8).await;
-    let listen = free_addr(ip(3, 8));
     // /healthz fails on two of three hosts: 33 % healthy < 50 % panic threshold.
     let hc = r#"    health_checks:
     - timeout: 0.2s
@@ -475,11 +445,7 @@ async fn panic_mode_uses_all_hosts_when_too_few_are_healthy() {
       unhealthy_threshold: 1
       healthy_threshold: 1
       http_health_check: { path: /status/503 }"#;
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress", "", CATCH_ALL))],
-        &[yaml::cluster("app", "STATIC", &backends.iter().map(host_port).collect::<Vec<_>>(), hc)],
-    );
-    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let (_backends, _proxy, listen) = app_of_three(8, &yaml::hcm("ingress", "", CATCH_ALL), hc).await;
     let c = support::client();
     // Every host fails its checks: the cluster panics and still serves.
     let mut seen = HashMap::new();
