@@ -12,7 +12,9 @@ pub use backend::{Backend, Behaviour};
 pub use dns::TestDns;
 pub use proxy::ProxyProcess;
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// `127.0.<group>.<host>`: every test uses its own addresses, so tests can
@@ -21,10 +23,19 @@ pub fn ip(group: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, group, host))
 }
 
-/// A currently free port on `ip`.
+/// A currently free port on `ip`, never the same one twice in a test
+/// process: the kernel can hand a probed port out again once the probe has
+/// closed, and two addresses of one test (a proxy's listener and a dead
+/// upstream) then were one.
 pub fn free_port(ip: IpAddr) -> u16 {
-    let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind probe port");
-    l.local_addr().expect("probe addr").port()
+    static GIVEN: Mutex<BTreeSet<SocketAddr>> = Mutex::new(BTreeSet::new());
+    loop {
+        let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind probe port");
+        let addr = l.local_addr().expect("probe addr");
+        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(addr) {
+            return addr.port();
+        }
+    }
 }
 
 pub fn free_addr(ip: IpAddr) -> SocketAddr {
