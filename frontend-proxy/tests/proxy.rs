@@ -321,7 +321,7 @@ fn a_taken_listen_address_fails_the_start_naming_the_listener() {
 /// Pingora's listener (`--http1-engine pingora`) always has one socket.
 #[tokio::test]
 async fn enable_reuse_port_decides_whether_workers_share_a_socket() {
-    let pingora = std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora");
+    let pingora = support::pingora_engine();
     for (host, setting, joinable) in [(31, None, true), (32, Some("true"), true), (33, Some("false"), false)] {
         let joinable = joinable && !pingora;
         let listen = free_addr(ip(1, host));
@@ -350,7 +350,7 @@ async fn enable_reuse_port_decides_whether_workers_share_a_socket() {
 /// shows in /proc/net/tcp (the field after `ato`: `quick << 1 | pingpong`).
 #[tokio::test]
 async fn accepted_connections_do_not_acknowledge_a_request_on_their_own() {
-    if std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora") {
+    if support::pingora_engine() {
         return; // Pingora's listener leaves the kernel's default.
     }
     let listen = free_addr(ip(1, 34));

@@ -219,7 +219,7 @@ async fn a_response_body_that_stalls_is_cut_at_the_idle_timeout() {
     // Pingora's engine holds a `Content-Length` body until it is complete
     // (it flushes only bodies without a length): what arrived comes out
     // when the idle timeout ends the stream.
-    let pingora = std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora");
+    let pingora = support::pingora_engine();
     let first_bytes_within = Duration::from_millis(if pingora { 5000 } else { 800 });
     let keep_alive = get("/stall-body");
     let close = b"GET /stall-body HTTP/1.1\r\nHost: timers\r\nConnection: close\r\n\r\n".to_vec();

@@ -42,6 +42,12 @@ pub fn free_addr(ip: IpAddr) -> SocketAddr {
     SocketAddr::new(ip, free_port(ip))
 }
 
+/// Whether the suites run against Pingora's HTTP/1 engine
+/// (`FRONTEND_PROXY_HTTP1_ENGINE=pingora`, as CI does once).
+pub fn pingora_engine() -> bool {
+    std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora")
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
