@@ -13,6 +13,7 @@
 //! same connection, with the bytes already read replayed in front of it.
 
 mod pool;
+mod recycle;
 mod wire;
 
 use super::context::{RequestCtx, StreamTimeout};
@@ -30,6 +31,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pool::{PoolKey, Upstream};
+use recycle::{Source, BUF};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -42,8 +44,6 @@ use tokio::time::{timeout, timeout_at, Instant, Sleep};
 use tracing::{debug, warn};
 use wire::{Framing, ParsedRequest};
 
-/// Initial size of the per-connection buffers; they grow for larger heads.
-const BUF: usize = 4096;
 /// Largest read while passing a body through.
 const BODY_READ: usize = 64 * 1024;
 /// Largest body part copied behind a response head to go out in one write;
@@ -57,6 +57,13 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// What the native engine serves on: a plaintext listener's own
 /// `TcpStream`, or a Pingora `Stream` (TLS).
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Waits until a read would find bytes (or the end), so a connection
+    /// waiting for a request holds no buffer; streams that cannot tell
+    /// return at once and wait in the read.
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        std::future::ready(Ok(()))
+    }
+
     /// Writes `first` then `second` (`first` may be empty): the last bytes
     /// the connection carries before it is shut down.
     fn write_last<'a>(
@@ -76,6 +83,12 @@ impl ClientStream for Box<dyn pingora_core::protocols::IO + '_> {}
 /// request) costs one segment less on both ends: one receive path and one
 /// wake-up of the client fewer.
 impl ClientStream for TcpStream {
+    fn readable(&self) -> impl Future<Output = std::io::Result<()>> + Send {
+        // The read's own waker slot: `TcpStream::readable` queues a waiter
+        // under a lock instead (~400 more instructions a request).
+        std::future::poll_fn(|cx| self.poll_read_ready(cx))
+    }
+
     async fn write_last(&mut self, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
         let me: &TcpStream = self;
         while !first.is_empty() || !second.is_empty() {
@@ -124,6 +137,8 @@ pub struct NativeH1 {
 }
 
 /// Buffers and timers one downstream connection reuses for all its requests.
+/// The buffers are borrowed from the worker's free lists (`recycle.rs`)
+/// while bytes move, and given back while the connection waits.
 struct Buffers {
     /// Bytes read from the client, not yet consumed.
     down: BytesMut,
@@ -218,19 +233,34 @@ impl Rearmed {
 }
 
 impl Buffers {
-    /// Gives back what a large body made a buffer grow to, so an idle
-    /// keep-alive connection holds a few KiB, not 64.
-    fn shrink(&mut self) {
-        if self.up.capacity() > 4 * BUF {
-            self.up = BytesMut::with_capacity(BUF);
-        }
+    /// Between requests: gives the buffers back, but for unread bytes of
+    /// the next request (pipelined), which move to a smaller buffer if a
+    /// large body made theirs grow.
+    fn release(&mut self) {
+        recycle::give_write(&mut self.out);
+        self.up.clear();
+        recycle::give_read(&mut self.up, Source::Upstream);
+        recycle::give_read(&mut self.down, Source::Client);
         if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
             let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
             self.down.extend_from_slice(&rest);
         }
-        if self.out.capacity() > 4 * BUF {
-            self.out = Vec::with_capacity(BUF);
-        }
+    }
+
+    /// While waiting for an upstream's response: the request went out, so
+    /// only unread bytes of the client's (pipelined) stay.
+    fn release_while_waiting(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
+        recycle::give_write(out);
+        recycle::give_read(down, Source::Client);
+        up.clear();
+        recycle::give_read(up, Source::Upstream);
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        self.down.clear();
+        Buffers::release_while_waiting(&mut self.out, &mut self.down, &mut self.up);
     }
 }
 
@@ -304,9 +334,9 @@ impl NativeH1 {
     ) -> Served<D> {
         let mut drained = Drained::new(shutdown);
         let mut bufs = Buffers {
-            down: BytesMut::with_capacity(BUF),
-            up: BytesMut::with_capacity(BUF),
-            out: Vec::with_capacity(BUF),
+            down: BytesMut::new(),
+            up: BytesMut::new(),
+            out: Vec::new(),
             idle_timer: Rearmed::default(),
             attempt_timer: Rearmed::default(),
         };
@@ -325,7 +355,7 @@ impl NativeH1 {
                         ctx
                     };
                     let (mut ctx, reply, protocol_error) = match next {
-                        Next::HandOff => return Served::HandOff(bufs.down.freeze(), down),
+                        Next::HandOff => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
                         Next::Reject(reply, at) => (head_ctx(at), reply, true),
                         Next::TimedOut(which, at) => {
                             let mut ctx = head_ctx(at);
@@ -353,7 +383,7 @@ impl NativeH1 {
                 }
                 return Served::Closed;
             }
-            bufs.shrink();
+            bufs.release();
         }
     }
 
@@ -386,8 +416,8 @@ impl NativeH1 {
                     ParsedRequest::Malformed => return Err(Next::Reject(LocalReply::BadRequest, at)),
                 }
             }
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(BUF);
+            if started.is_some() {
+                recycle::take_read(buf, Source::Client);
             }
             let read = match started {
                 None => {
@@ -398,7 +428,11 @@ impl NativeH1 {
                     let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
                     let read = tokio::select! {
                         biased;
-                        r = idle_timer.run(idle_ends, down.read_buf(buf)) => r,
+                        r = idle_timer.run(idle_ends, async {
+                            down.readable().await?;
+                            recycle::take_read(buf, Source::Client);
+                            down.read_buf(buf).await
+                        }) => r,
                         _ = &mut *drained => return Ok(None),
                     };
                     let Ok(read) = read else {
@@ -509,7 +543,7 @@ impl NativeH1 {
     ) -> Option<u16> {
         let head = local_reply::response_header(&reply, &self.proxy.reply_headers(ctx)).ok()?;
         let body = if head_request { Bytes::new() } else { reply.body() };
-        out.clear();
+        recycle::take_write(out);
         wire::write_local_reply(out, &head, &body, close);
         ctx.reply = Some(reply);
         match close {
@@ -590,7 +624,7 @@ impl NativeH1 {
                 // connection after this response, and says so (as Envoy does).
                 let close =
                     !keep_alive || *shutdown.borrow() || head.framing == Framing::UntilClose || !body.complete();
-                bufs.out.clear();
+                recycle::take_write(&mut bufs.out);
                 self.write_response_head(&mut bufs.out, &resp, ctx, close)
                     .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader })?;
                 bufs.up.advance(head_len);
@@ -799,7 +833,7 @@ impl NativeH1 {
     ) -> Result<(Upstream, usize), AttemptError> {
         let idle = attempt.idle;
         let deadline = attempt.timeout.map(|t| Instant::from_std(attempt.started) + t);
-        bufs.out.clear();
+        recycle::take_write(&mut bufs.out);
         if self.proxy.forwards_request_unchanged(ctx) {
             // Most routes: the head goes out as it came in (no copy of the header map).
             wire::write_request_head(&mut bufs.out, req, Some(self.proxy.expected_timeout(ctx)));
@@ -824,6 +858,7 @@ impl NativeH1 {
             // within the stream idle timeout and what is left of `request_timeout`.
             while body.unread > 0 && write_error.is_none() {
                 if down_buf.is_empty() {
+                    recycle::take_read(down_buf, Source::Client);
                     down_buf.reserve(BODY_READ.min(body.unread as usize));
                     let idle_ends = idle.map(|t| Instant::now() + t);
                     let read = match shorter(request_deadline, idle_ends) {
@@ -848,7 +883,7 @@ impl NativeH1 {
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
                     .err();
             }
-            up_buf.clear();
+            Buffers::release_while_waiting(out, down_buf, up_buf);
             // Waiting for the response: the stream idle timeout needs a timer
             // of its own only if it is shorter than the attempt's timeout.
             let idle_first = match attempt.io_timeout() {
@@ -1006,6 +1041,13 @@ async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usi
         scanned = buf.len().saturating_sub(3);
         if buf.len() > MAX_RESPONSE_HEAD {
             return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::InvalidHTTPHeader });
+        }
+        if buf.capacity() == 0 {
+            // Waiting for the response: no buffer held until it comes.
+            up.readable()
+                .await
+                .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::ReadError })?;
+            recycle::take_read(buf, Source::Upstream);
         }
         buf.reserve(BUF);
         match up.read_buf(buf).await {

@@ -55,6 +55,15 @@ impl Upstream {
 
     /// Whether the connection can carry another request: the upstream has
     /// not closed it and sent nothing unasked for. Never blocks.
+    /// Waits until a read would find bytes (or the end); a TLS connection
+    /// cannot tell and returns at once.
+    pub async fn readable(&self) -> std::io::Result<()> {
+        match &self.transport {
+            Transport::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            Transport::Pingora(_) => Ok(()),
+        }
+    }
+
     fn is_reusable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
