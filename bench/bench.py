@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -605,6 +606,54 @@ class Bench:
                     self.stop(t.proc)
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
+    def idle_memory(self, names, n):
+        """Resident memory each idle keep-alive connection costs a proxy (KiB).
+
+        `n` connections each get one response and then stay open; the serving
+        process's VmRSS (nginx: its worker) is read before and after, once
+        50 connections have warmed up the allocator and the upstream pool."""
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = n + 1000
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+        n = min(n, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1000)
+        req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+        def open_served(port, count):
+            socks = []
+            for _ in range(count):
+                s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                s.sendall(req)
+                socks.append(s)
+            for s in socks:
+                got = b""
+                while not (b"\r\n\r\n" in got and got.endswith(BODY.encode())):
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        raise RuntimeError("connection closed before its response")
+                    got += chunk
+            return socks
+
+        out = {}
+        for name in [x for x in names if x != "direct"]:
+            (t,) = self.start_proxies(SCENARIOS[0], 1, PROXY_CPU, [name])
+            socks = []
+            try:
+                pid = t.proc.serving_pids()[0]
+                socks += open_served(t.port, 50)
+                before = status_kb(pid, "VmRSS")
+                socks += open_served(t.port, n)
+                time.sleep(0.3)
+                out[name] = (status_kb(pid, "VmRSS") - before) / n
+                log(f"  idle memory {name:<16} {out[name]:6.1f} KiB per connection ({n} connections)")
+            finally:
+                for s in socks:
+                    s.close()
+                self.stop(t.proc)
+        self.commands["idle memory"] = (f"{n} connections, one GET each, then idle; VmRSS of the serving process"
+                                        " before and after")
+        return out, n
+
     def instructions(self, names, n=2000):
         """User-space instructions per request under callgrind: a count that machine noise does not move.
 
@@ -744,7 +793,7 @@ def chart(results, names, path):
     return True
 
 
-def write_report(b, results, lat, instr, names, meta, path):
+def write_report(b, results, lat, instr, idle, names, meta, path):
     a = b.args
     primary = "frontend-proxy" if "frontend-proxy" in names else names[-1]
     out = [
@@ -799,6 +848,15 @@ def write_report(b, results, lat, instr, names, meta, path):
     elif not a.quick:
         out += ["## Open-loop latency", "", "oha was not installed, so there is no open-loop latency measurement"
                 " (`cargo install oha`, or `bench/run.sh --install-oha`).", ""]
+    if idle:
+        per, n = idle
+        out += [f"## Memory per idle keep-alive connection ({n} connections)", "",
+                "Each connection gets one response and stays open; the serving process's resident memory"
+                " (VmRSS; nginx: its worker) before and after, over the number of connections. The kernel's"
+                " socket memory is not in it.", "",
+                "| proxy | KiB per idle connection |", "|---|---:|"]
+        out += [f"| {k} | {v:.1f} |" for k, v in per.items()]
+        out.append("")
     if instr:
         base = {k: instr[k] for k in ("haproxy", "nginx") if k in instr}
         out += ["## Instructions per request (callgrind, scenario a traffic, one request at a time)", "",
@@ -866,6 +924,7 @@ def main():
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--no-deployed", action="store_true", help="skip the unpinned 2-worker run")
     p.add_argument("--no-latency", action="store_true", help="skip the open-loop latency run")
+    p.add_argument("--idle", action="store_true", help="also measure memory per idle connection with --variant")
     p.add_argument("--no-instructions", dest="instructions", action="store_false",
                    help="skip the callgrind instruction count (needs valgrind)")
     p.add_argument("--profile", metavar="SECONDS", type=int,
@@ -911,6 +970,7 @@ def main():
     results = {}
     lat = None
     instr = None
+    idle = None
     started = time.time()
     try:
         b.start_backend()
@@ -926,6 +986,9 @@ def main():
         if a.oha and not a.no_latency:
             log(f"open-loop latency at {a.rate} req/s")
             lat = b.latency(names)
+        if not a.variant or a.idle:
+            log("memory per idle keep-alive connection")
+            idle = b.idle_memory(names, 200 if a.quick else 5000)
         if a.instructions:
             log("user-space instructions per request (callgrind)")
             instr = b.instructions(names, n=300 if a.quick else 2000)
@@ -941,7 +1004,7 @@ def main():
     meta["load_after"] = cpu_busy()
     os.makedirs(a.out, exist_ok=True)
     meta["chart"] = chart(results, names, os.path.join(a.out, "results.png"))
-    write_report(b, results, lat, instr, names, meta, os.path.join(a.out, "RESULTS.md"))
+    write_report(b, results, lat, instr, idle, names, meta, os.path.join(a.out, "RESULTS.md"))
     shutil.rmtree(b.workdir, ignore_errors=True)
     log(f"done in {time.time() - started:.0f} s: {os.path.join(a.out, 'RESULTS.md')}")
 
