@@ -237,19 +237,17 @@ impl Buffers {
     /// the next request (pipelined), which move to a smaller buffer if a
     /// large body made theirs grow.
     fn release(&mut self) {
-        recycle::give_write(&mut self.out);
-        self.up.clear();
-        recycle::give_read(&mut self.up, Source::Upstream);
-        recycle::give_read(&mut self.down, Source::Client);
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
         if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
             let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
             self.down.extend_from_slice(&rest);
         }
     }
 
-    /// While waiting for an upstream's response: the request went out, so
-    /// only unread bytes of the client's (pipelined) stay.
-    fn release_while_waiting(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
+    /// Gives back what the next wait does not need: the write buffer, the
+    /// upstream's (its bytes are passed on), and the client's unless it
+    /// holds unread bytes (a pipelined request).
+    fn give_back(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
         recycle::give_write(out);
         recycle::give_read(down, Source::Client);
         up.clear();
@@ -260,7 +258,7 @@ impl Buffers {
 impl Drop for Buffers {
     fn drop(&mut self) {
         self.down.clear();
-        Buffers::release_while_waiting(&mut self.out, &mut self.down, &mut self.up);
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
     }
 }
 
@@ -883,7 +881,8 @@ impl NativeH1 {
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
                     .err();
             }
-            Buffers::release_while_waiting(out, down_buf, up_buf);
+            // The request went out: no buffer is held while the upstream thinks.
+            Buffers::give_back(out, down_buf, up_buf);
             // Waiting for the response: the stream idle timeout needs a timer
             // of its own only if it is shorter than the attempt's timeout.
             let idle_first = match attempt.io_timeout() {

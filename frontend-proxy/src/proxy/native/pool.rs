@@ -53,8 +53,6 @@ impl Upstream {
         Self { transport: Transport::Pingora(stream), counted: None }
     }
 
-    /// Whether the connection can carry another request: the upstream has
-    /// not closed it and sent nothing unasked for. Never blocks.
     /// Waits until a read would find bytes (or the end); a TLS connection
     /// cannot tell and returns at once.
     pub async fn readable(&self) -> std::io::Result<()> {
@@ -64,6 +62,8 @@ impl Upstream {
         }
     }
 
+    /// Whether the connection can carry another request: the upstream has
+    /// not closed it and sent nothing unasked for. Never blocks.
     fn is_reusable(&mut self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         let mut byte = [0u8; 1];
