@@ -486,6 +486,18 @@ async fn ok_response(c: &mut tokio::net::TcpStream) {
     assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
 }
 
+/// Opens `n` connections to `listen`, each served one `request`, and keeps them.
+async fn served_connections(listen: &str, request: &[u8], n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = tokio::net::TcpStream::connect(listen).await.unwrap();
+        c.write_all(request).await.unwrap();
+        ok_response(&mut c).await;
+        open.push(c);
+    }
+    open
+}
+
 /// The proxy's resident memory, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -506,24 +518,12 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
     let listen = s.url.trim_start_matches("http://").to_string();
     let request = b"GET /films HTTP/1.1\r\nHost: x\r\n\r\n";
     // Warm up: the worker's lists, the upstream pool, the allocator.
-    let mut first = Vec::new();
-    for _ in 0..50 {
-        let mut c = tokio::net::TcpStream::connect(&listen).await.unwrap();
-        c.write_all(request).await.unwrap();
-        ok_response(&mut c).await;
-        first.push(c);
-    }
+    let _warm = served_connections(&listen, request, 50).await;
     let before = rss_kib(s.proxy.pid());
-    const IDLE: u64 = 1000;
-    let mut idle = Vec::new();
-    for _ in 0..IDLE {
-        let mut c = tokio::net::TcpStream::connect(&listen).await.unwrap();
-        c.write_all(request).await.unwrap();
-        ok_response(&mut c).await;
-        idle.push(c);
-    }
+    const IDLE: usize = 1000;
+    let mut idle = served_connections(&listen, request, IDLE).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let per_connection = (rss_kib(s.proxy.pid()) - before) as f64 / IDLE as f64;
+    let per_connection = rss_kib(s.proxy.pid()).saturating_sub(before) as f64 / IDLE as f64;
     // Three 4 KiB buffers alone would be 12.
     assert!(per_connection < 10.0, "{per_connection:.1} KiB per idle connection");
     // They are all still open and served.

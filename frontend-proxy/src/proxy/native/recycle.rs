@@ -15,6 +15,7 @@
 
 use bytes::BytesMut;
 use std::cell::RefCell;
+use std::thread::LocalKey;
 
 /// Size of a fresh buffer.
 pub const BUF: usize = 4096;
@@ -47,7 +48,7 @@ impl Source {
         }
     }
 
-    fn list(self) -> &'static std::thread::LocalKey<RefCell<Vec<BytesMut>>> {
+    fn list(self) -> &'static LocalKey<RefCell<Vec<BytesMut>>> {
         match self {
             Source::Client => &FROM_CLIENTS,
             Source::Upstream => &FROM_UPSTREAMS,
@@ -81,12 +82,7 @@ pub fn give_read(buf: &mut BytesMut, from: Source) {
     // holds the memory. Then the next read fills the whole buffer.
     let _ = buf.try_reclaim(buf.capacity() + 1);
     if buf.capacity() > 0 && buf.capacity() <= from.keep_at_most() {
-        from.list().with(|free| {
-            let mut free = free.borrow_mut();
-            if free.len() < MAX_FREE {
-                free.push(buf);
-            }
-        });
+        keep(from.list(), buf);
     }
 }
 
@@ -102,13 +98,18 @@ pub fn take_write(out: &mut Vec<u8>) {
 pub fn give_write(out: &mut Vec<u8>) {
     let out = std::mem::take(out);
     if out.capacity() > 0 && out.capacity() <= KEEP_AT_MOST {
-        WRITE.with(|free| {
-            let mut free = free.borrow_mut();
-            if free.len() < MAX_FREE {
-                free.push(out);
-            }
-        });
+        keep(&WRITE, out);
     }
+}
+
+/// Puts a buffer on `list` unless it is full (then the buffer is freed).
+fn keep<T>(list: &'static LocalKey<RefCell<Vec<T>>>, buf: T) {
+    list.with(|free| {
+        let mut free = free.borrow_mut();
+        if free.len() < MAX_FREE {
+            free.push(buf);
+        }
+    });
 }
 
 #[cfg(test)]
