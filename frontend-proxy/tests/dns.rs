@@ -20,12 +20,9 @@ const ROUTES: &str = r#"
 /// Three replicas on 127.0.2.<base>..<base+2>, all on one port, as compose
 /// replicas are; a DNS server; a proxy re-resolving every 200 ms.
 async fn setup(base: u8, dns_extra: &str) -> (Vec<Backend>, TestDns, PendingProxy, SocketAddr) {
-    let port = free_port(ip(2, base));
-    let mut backends = Vec::new();
-    for i in 0..3 {
-        let addr = SocketAddr::new(ip(2, base + i), port);
-        backends.push(Backend::start(&format!("replica-{}", i + 1), addr).await);
-    }
+    let named = [("replica-1", ip(2, base)), ("replica-2", ip(2, base + 1)), ("replica-3", ip(2, base + 2))];
+    let backends = Backend::start_on_one_port(&named).await;
+    let port = backends[0].addr.port();
     let dns = TestDns::start(ip(2, base)).await;
     let listen = SocketAddr::new(ip(2, base), free_port(ip(2, base)));
     let extra = format!(

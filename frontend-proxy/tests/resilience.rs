@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{eventually, free_addr, free_port, ip, yaml, Backend, Behaviour, ProxyProcess, TestDns};
+use support::{eventually, free_addr, ip, yaml, Backend, Behaviour, ProxyProcess, TestDns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Outcome of a load run.
@@ -190,11 +190,8 @@ async fn a_hanging_replica_is_ejected_and_costs_at_most_a_timeout() {
 /// Fault test 3: DNS scale-down while under load fails no request.
 #[tokio::test]
 async fn dns_scale_down_under_load_fails_no_request() {
-    let port = free_port(ip(3, 31));
-    let mut backends = Vec::new();
-    for i in 0..3u8 {
-        backends.push(Backend::start(&format!("r{}", i + 1), SocketAddr::new(ip(3, 31 + i), port)).await);
-    }
+    let backends = Backend::start_on_one_port(&[("r1", ip(3, 31)), ("r2", ip(3, 32)), ("r3", ip(3, 33))]).await;
+    let port = backends[0].addr.port();
     let dns = TestDns::start(ip(3, 31)).await;
     dns.set("app.test", &backends.iter().map(|b| b.addr.ip()).collect::<Vec<_>>());
     let listen = free_addr(ip(3, 31));
@@ -567,9 +564,9 @@ async fn connection_limit_closes_connections_over_the_cap() {
 /// traffic until it fails one; then it goes.
 #[tokio::test]
 async fn a_host_gone_from_dns_keeps_traffic_while_it_passes_health_checks() {
-    let port = free_port(ip(3, 41));
-    let a = Backend::start("a", SocketAddr::new(ip(3, 41), port)).await;
-    let b = Backend::start("b", SocketAddr::new(ip(3, 42), port)).await;
+    let [a, b]: [Backend; 2] =
+        Backend::start_on_one_port(&[("a", ip(3, 41)), ("b", ip(3, 42))]).await.try_into().ok().expect("two backends");
+    let port = a.addr.port();
     let dns = TestDns::start(ip(3, 41)).await;
     dns.set("app.test", &[a.addr.ip(), b.addr.ip()]);
     let listen = free_addr(ip(3, 41));

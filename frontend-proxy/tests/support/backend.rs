@@ -8,7 +8,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -41,7 +41,32 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str, addr: SocketAddr) -> Self {
-        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        Self::try_start(name, addr).await.expect("bind backend")
+    }
+
+    /// Backends `(name, ip)`, all on one port (what a DNS name resolving to
+    /// them needs). A port probed free on the first address may be taken on
+    /// another (another test process probes there too): then the whole set
+    /// moves to another port.
+    pub async fn start_on_one_port(named: &[(&str, IpAddr)]) -> Vec<Self> {
+        let ips: Vec<IpAddr> = named.iter().map(|(_, ip)| *ip).collect();
+        'port: for _ in 0..20 {
+            let port = super::free_port(ips[0]);
+            let mut backends = Vec::new();
+            for (name, ip) in named {
+                match Self::try_start(name, SocketAddr::new(*ip, port)).await {
+                    Ok(b) => backends.push(b),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue 'port,
+                    Err(e) => panic!("bind backend on {ip}:{port}: {e}"),
+                }
+            }
+            return backends;
+        }
+        panic!("no port free on all of {ips:?}");
+    }
+
+    async fn try_start(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr().expect("backend addr");
         let shared = Arc::new(Shared {
             name: name.to_string(),
@@ -69,7 +94,7 @@ impl Backend {
                 conns.push(conn);
             }
         });
-        Self { addr, shared, task }
+        Ok(Self { addr, shared, task })
     }
 
     pub fn name(&self) -> &str {
