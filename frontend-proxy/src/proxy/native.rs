@@ -211,24 +211,76 @@ struct TimedOut;
 impl Rearmed {
     /// Runs `f` until `deadline` (`None`: no limit). If `f` is ready at
     /// once, the timer is not touched.
-    async fn run<F: Future>(&mut self, deadline: Option<Instant>, f: F) -> Result<F::Output, TimedOut> {
-        let mut f = std::pin::pin!(f);
-        let Some(deadline) = deadline else { return Ok(f.await) };
-        if let Poll::Ready(out) = poll_once(f.as_mut()).await {
-            return Ok(out);
+    fn run<F: Future>(&mut self, deadline: Option<Instant>, f: F) -> RunRearmed<'_, F> {
+        RunRearmed { f, timer: self, deadline, armed: false }
+    }
+}
+
+// The bounding futures below hold what they bound in place. As `async fn`s
+// they held it twice (the argument, and the pinned copy polled), and the
+// connection's task is as large as its largest such chain.
+pin_project_lite::pin_project! {
+    /// [`Rearmed::run`]'s future.
+    struct RunRearmed<'a, F> {
+        #[pin]
+        f: F,
+        timer: &'a mut Rearmed,
+        deadline: Option<Instant>,
+        armed: bool,
+    }
+}
+
+impl<F: Future> Future for RunRearmed<'_, F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(out) = this.f.poll(cx) {
+            return Poll::Ready(Ok(out));
         }
-        let timer = match &mut self.0 {
-            Some(timer) => {
-                timer.as_mut().reset(deadline);
-                timer
+        let Some(deadline) = *this.deadline else { return Poll::Pending };
+        let slot = &mut this.timer.0;
+        if !*this.armed {
+            *this.armed = true;
+            match slot {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => *slot = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            slot => slot.insert(Box::pin(tokio::time::sleep_until(deadline))),
-        };
-        std::future::poll_fn(|cx| match f.as_mut().poll(cx) {
-            Poll::Ready(out) => Poll::Ready(Ok(out)),
-            Poll::Pending => timer.as_mut().poll(cx).map(|()| Err(TimedOut)),
-        })
-        .await
+        }
+        match slot {
+            Some(timer) => timer.as_mut().poll(cx).map(|()| Err(TimedOut)),
+            None => Poll::Pending,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`within`]'s future.
+    struct Within<F> {
+        #[pin]
+        f: F,
+        limit: Option<Duration>,
+        #[pin]
+        timer: Option<Sleep>,
+    }
+}
+
+impl<F: Future> Future for Within<F> {
+    type Output = Result<F::Output, TimedOut>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Poll::Ready(out) = this.f.poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        let Some(limit) = *this.limit else { return Poll::Pending };
+        if this.timer.is_none() {
+            this.timer.set(Some(tokio::time::sleep(limit)));
+        }
+        match this.timer.as_pin_mut() {
+            Some(timer) => timer.poll(cx).map(|()| Err(TimedOut)),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -1073,17 +1125,11 @@ fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Runs `f` within `limit` (`Err` when it runs out). A future that is ready
-/// at once costs no timer: most reads and writes on the hot path are.
-async fn within<F: Future>(limit: Option<Duration>, f: F) -> Result<F::Output, tokio::time::error::Elapsed> {
-    let mut f = std::pin::pin!(f);
-    if let Poll::Ready(out) = poll_once(f.as_mut()).await {
-        return Ok(out);
-    }
-    match limit {
-        Some(d) => timeout(d, f).await,
-        None => Ok(f.await),
-    }
+/// Runs `f` within `limit` (`Err` when it runs out), the time counted from
+/// the first poll that finds it not ready. A future that is ready at once
+/// costs no timer: most reads and writes on the hot path are.
+fn within<F: Future>(limit: Option<Duration>, f: F) -> Within<F> {
+    Within { f, limit, timer: None }
 }
 
 /// After answering a request whose body was not all read: the rest is read
@@ -1100,11 +1146,6 @@ async fn linger<D: ClientStream>(down: &mut D) {
         }
     })
     .await;
-}
-
-/// Polls `f` once.
-async fn poll_once<F: Future>(mut f: Pin<&mut F>) -> Poll<F::Output> {
-    std::future::poll_fn(|cx| Poll::Ready(f.as_mut().poll(cx))).await
 }
 
 async fn write_all<S: AsyncWrite + Unpin + ?Sized>(s: &mut S, data: &[u8]) -> std::io::Result<()> {
