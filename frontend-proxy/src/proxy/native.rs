@@ -390,42 +390,36 @@ impl NativeH1 {
             idle_timer: Rearmed::default(),
             attempt_timer: Rearmed::default(),
         };
+        // A connection's task is as large as this future's largest state:
+        // what a request needs lives in `serve_request`'s and `reject`'s
+        // futures and in scopes that end before the next await, so that no
+        // state carries a slot for another's locals.
         loop {
-            let read = self
+            let next = match self
                 .read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, shutdown, &mut drained)
-                .await;
-            let (request, started) = match read {
-                Ok(Some(r)) => r,
+                .await
+            {
+                Ok(Some(r)) => Ok(r),
                 Ok(None) => return Served::Closed,
+                Err(next) => Err(next),
+            };
+            let (request, started) = match next {
+                Ok(r) => r,
+                Err(Next::HandOff) => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
                 Err(next) => {
-                    let head_ctx = |at| {
-                        let mut ctx = RequestCtx::starting(at);
-                        ctx.listener = listener;
-                        ctx.client_addr = client_addr;
-                        ctx
-                    };
-                    let (mut ctx, reply, protocol_error) = match next {
-                        Next::HandOff => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
-                        Next::Reject(reply, at) => (head_ctx(at), reply, true),
-                        Next::TimedOut(which, at) => {
-                            let mut ctx = head_ctx(at);
-                            let reply = self.proxy.stream_timed_out(&mut ctx, which);
-                            (ctx, reply, false)
-                        }
-                    };
-                    let status = self.send_reply(&mut down, &mut bufs.out, &mut ctx, reply, false, true).await;
-                    self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
+                    self.reject(&mut down, &mut bufs.out, next, listener, client_addr).await;
                     // The reply and the FIN go out before the close, which
                     // resets the connection if the client sent more.
                     let _ = down.shutdown().await;
                     return Served::Closed;
                 }
             };
-            let mut ctx = RequestCtx::starting(started);
-            ctx.listener = listener;
-            ctx.client_addr = client_addr;
-            let (keep_alive, unread_body) =
-                self.serve_request(&mut down, &mut bufs, *request, &mut ctx, shutdown).await;
+            let (keep_alive, unread_body) = {
+                let mut ctx = RequestCtx::starting(started);
+                ctx.listener = listener;
+                ctx.client_addr = client_addr;
+                self.serve_request(&mut down, &mut bufs, request, &mut ctx, shutdown).await
+            };
             if !keep_alive {
                 let _ = down.shutdown().await;
                 if unread_body {
@@ -435,6 +429,35 @@ impl NativeH1 {
             }
             bufs.release();
         }
+    }
+
+    /// Answers a request head that cannot be served (malformed, too large,
+    /// or too slow to arrive) and accounts for it.
+    async fn reject<D: ClientStream>(
+        &self,
+        down: &mut D,
+        out: &mut Vec<u8>,
+        next: Next,
+        listener: usize,
+        client_addr: Option<SocketAddr>,
+    ) {
+        let head_ctx = |at| {
+            let mut ctx = RequestCtx::starting(at);
+            ctx.listener = listener;
+            ctx.client_addr = client_addr;
+            ctx
+        };
+        let (mut ctx, reply, protocol_error) = match next {
+            Next::Reject(reply, at) => (head_ctx(at), reply, true),
+            Next::TimedOut(which, at) => {
+                let mut ctx = head_ctx(at);
+                let reply = self.proxy.stream_timed_out(&mut ctx, which);
+                (ctx, reply, false)
+            }
+            Next::HandOff => return,
+        };
+        let status = self.send_reply(down, out, &mut ctx, reply, false, true).await;
+        self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
     }
 
     /// Reads the next request head, and when its first byte arrived.
@@ -527,11 +550,13 @@ impl NativeH1 {
         &self,
         down: &mut D,
         bufs: &mut Buffers,
-        request: wire::Request,
+        // Boxed: the head stays where the parser put it, and the future
+        // holds a pointer, not a second copy of it beside `req`.
+        request: Box<wire::Request>,
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
     ) -> (bool, bool) {
-        let wire::Request { header: mut req, body_len, close } = request;
+        let wire::Request { header: mut req, body_len, close } = *request;
         let buffered = body_len.min(bufs.down.len() as u64) as usize;
         let unread = body_len - buffered as u64;
         let mut body = Body { buffered: bufs.down.split_to(buffered).freeze(), unread, streamed: unread > 0 };
