@@ -92,8 +92,10 @@ impl ClientStream for TcpStream {
     async fn write_last(&mut self, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
         let me: &TcpStream = self;
         while !first.is_empty() || !second.is_empty() {
-            let n = me
-                .async_io(tokio::io::Interest::WRITABLE, || {
+            // The write's own waker slot, as `readable` (`async_io` queues a waiter).
+            let n = std::future::poll_fn(|cx| loop {
+                std::task::ready!(me.poll_write_ready(cx))?;
+                let sent = me.try_io(tokio::io::Interest::WRITABLE, || {
                     let socket = socket2::SockRef::from(me);
                     match first.is_empty() {
                         true => socket.send_with_flags(second, MSG_MORE),
@@ -102,8 +104,13 @@ impl ClientStream for TcpStream {
                             MSG_MORE,
                         ),
                     }
-                })
-                .await?;
+                });
+                match sent {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    done => return Poll::Ready(done),
+                }
+            })
+            .await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
