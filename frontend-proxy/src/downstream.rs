@@ -101,8 +101,16 @@ fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
 
 impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     /// Serves a connection our accept loop took on listener `index`.
-    pub async fn serve_tcp(&self, tcp: TcpStream, peer: SocketAddr, index: usize, shutdown: &ShutdownWatch) {
-        self.serve(tcp, Some(peer), index, true, shutdown, |tcp| pingora_stream(tcp, peer)).await;
+    /// Not an `async fn`: the future is `serve`'s own, without a layer
+    /// that would hold the stream and the address a second time.
+    pub fn serve_tcp<'a>(
+        &'a self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        index: usize,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        self.serve(tcp, Some(peer), index, true, shutdown, move |tcp| pingora_stream(tcp, peer))
     }
 
     /// Counts the connection on listener `index` and serves it: with the

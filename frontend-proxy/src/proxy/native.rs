@@ -713,8 +713,12 @@ impl NativeH1 {
                 Ok(Some((up, head, close)))
             });
             match result {
-                Ok(Some((up, head, close))) => {
-                    return self.respond(down, bufs, ctx, up, head, close, &attempt, key).await;
+                Ok(Some((mut up, head, close))) => {
+                    let (exchange, reusable) = self.respond(down, bufs, ctx, &mut up, &head, close, &attempt).await;
+                    if reusable {
+                        pool::checkin(key, up);
+                    }
+                    return exchange;
                 }
                 Ok(None) => {
                     // A retriable status: this response is dropped with its connection.
@@ -819,27 +823,26 @@ impl NativeH1 {
         Ok(())
     }
 
-    /// Sends the response head in `bufs.out` and the body after it, then
-    /// pools the upstream connection if it ended cleanly.
+    /// Sends the response head in `bufs.out` and the body after it; also
+    /// says whether the upstream connection ended cleanly, to be pooled.
+    /// (It borrows what the caller holds anyway: by value, each would sit
+    /// twice in the connection's task.)
     #[allow(clippy::too_many_arguments)]
     async fn respond<D: ClientStream>(
         &self,
         down: &mut D,
         bufs: &mut Buffers,
         ctx: &mut RequestCtx,
-        mut up: Upstream,
-        head: wire::ResponseHead,
+        up: &mut Upstream,
+        head: &wire::ResponseHead,
         close: bool,
         attempt: &AttemptStart,
-        key: PoolKey,
-    ) -> Exchange {
+    ) -> (Exchange, bool) {
         let status = head.status;
-        match pass_body(down, bufs, &mut up, head.framing, close, attempt).await {
+        match pass_body(down, bufs, up, head.framing, close, attempt).await {
             Ok((sent, clean)) => {
-                if clean && !head.close && head.framing != Framing::UntilClose {
-                    pool::checkin(key, up);
-                }
-                Exchange::Done { status, keep_alive: !close, upstream_body: sent }
+                let reusable = clean && !head.close && head.framing != Framing::UntilClose;
+                (Exchange::Done { status, keep_alive: !close, upstream_body: sent }, reusable)
             }
             Err((sent, error, side)) => {
                 if side == Side::Idle {
@@ -855,7 +858,7 @@ impl NativeH1 {
                     };
                     self.proxy.attempt_failed(ctx, failure);
                 }
-                Exchange::Broken { status, upstream_body: sent, error }
+                (Exchange::Broken { status, upstream_body: sent, error }, false)
             }
         }
     }
