@@ -509,7 +509,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// worker's free lists between requests (and while an upstream thinks), as
 /// HAProxy's do. Before, each connection kept three 4 KiB buffers and grew
 /// the proxy by 18 KiB; then 6.1 KiB, mostly the connection's task (4.6 KB);
-/// since that task stopped holding some futures twice (3.0 KB), 4.1 KiB.
+/// since that task stopped holding some futures twice (2.8 KB), 4.1 KiB.
 #[tokio::test]
 async fn idle_keep_alive_connections_hold_no_buffers() {
     if support::pingora_engine() {
