@@ -11,7 +11,7 @@
 
 mod support;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 use support::{free_addr, ip, yaml, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,9 +19,11 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// A backend that misbehaves by path: `.../hang` never answers, `/stall-body`
 /// sends 10 of 1000 body bytes and stops, `/big` sends a 1 GiB body as fast
-/// as it is read; anything else gets `200 ok`.
-async fn backend(addr: SocketAddr) -> SocketAddr {
-    let listener = TcpListener::bind(addr).await.expect("bind backend");
+/// as it is read; anything else gets `200 ok`. It takes a port the kernel
+/// picks on `ip`: a port probed free and bound later can be taken in between.
+async fn backend(ip: IpAddr) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
             tokio::spawn(async move {
@@ -136,7 +138,7 @@ async fn stack(host: u8, hcm_extra: &str, routes: &str) -> Stack {
 }
 
 async fn stack_with(host: u8, hcm_extra: &str, routes: &str, args: &[&str]) -> Stack {
-    let backend = backend(free_addr(ip(10, host))).await;
+    let backend = backend(ip(10, host)).await;
     let listen = free_addr(ip(10, host));
     let admin = free_addr(ip(10, host));
     let vhosts = format!(
