@@ -760,6 +760,39 @@ def results_table(cells, names, primary):
     return "\n".join(lines)
 
 
+def paired(cells, a, b):
+    """Ratios of a's req/s over b's, round by round. The runs of one round
+    are seconds apart, so a ratio within a round cancels the machine's
+    slower drift, which a ratio of medians over the whole cell does not."""
+    if a not in cells or b not in cells:
+        return []
+    return [x.rps / y.rps for x, y in zip(cells[a].runs, cells[b].runs) if y.rps]
+
+
+def others(names, primary):
+    return [n for n in names if n not in (primary, "direct")]
+
+
+def paired_cell(ratios):
+    if not ratios:
+        return "–"
+    ahead = sum(1 for r in ratios if r >= 1)
+    return (f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f};"
+            f" ahead in {ahead} of {len(ratios)})")
+
+
+def summary_table(results, sections, names, primary):
+    """One row per scenario: the primary over each other target, round by round."""
+    rest = others(names, primary)
+    lines = ["| scenario |" + "".join(f" {primary}/{n}: median (range; rounds ahead) |" for n in rest),
+             "|---|" + "---|" * len(rest)]
+    for key, _ in sections:
+        if key in results:
+            label = key.split(":", 1)[1]
+            lines.append(f"| {label} |" + "".join(f" {paired_cell(paired(results[key], primary, n))} |" for n in rest))
+    return "\n".join(lines)
+
+
 def chart(results, names, path):
     try:
         import matplotlib
@@ -828,6 +861,14 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " per keep-alive request): proxies differ in the user column. Peak RSS: `VmHWM` of the serving process"
         " after the scenario; PSS: sum"
         " over the proxy's processes from `/proc/PID/smaps_rollup`.",
+        "",
+        "## Summary: round by round",
+        "",
+        "Throughput ratios within each round (its runs are seconds apart; the machine's speed drifts over"
+        " minutes, so these are steadier than a ratio of medians): the median over the rounds, their range,"
+        " and in how many rounds the first was ahead.",
+        "",
+        summary_table(results, meta["sections"], names, primary),
         "",
     ]
     for key, title in meta["sections"]:
