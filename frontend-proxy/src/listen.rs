@@ -38,8 +38,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tracing::{error, info, warn};
 
+mod defer;
+
 /// As Pingora's listeners: the kernel's accept queue is not what limits us.
 const BACKLOG: i32 = 65535;
+/// `TCP_DEFER_ACCEPT` period: a connection is accepted when its request
+/// starts, or after this (rounded up to the kernel's next SYN-ACK
+/// retransmission) for a client that sends nothing, so none is lost.
+/// nginx and HAProxy use 1 s too.
+const DEFER_ACCEPT_SECS: i32 = 1;
 /// After `EMFILE`/`ENFILE`, accept() fails at once until a descriptor
 /// frees up: pause instead of spinning.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
@@ -79,7 +86,7 @@ impl PlainListener {
 
     /// Starts listening: a socket for each of `workers` accept loops, its
     /// own (bound for as many workers) or a handle on the shared one.
-    fn listen(self, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    fn listen(self, workers: usize) -> std::io::Result<Listen> {
         for socket in &self.sockets {
             socket.listen(BACKLOG)?;
             // After listen(), which resets it. Accepted connections inherit
@@ -88,11 +95,30 @@ impl PlainListener {
             socket.set_tcp_quickack(false)?;
             socket.set_nonblocking(true)?;
         }
-        match self.sockets.as_slice() {
-            [shared] => (0..workers).map(|_| Ok(shared.try_clone()?.into())).collect(),
-            _ => Ok(self.sockets.into_iter().map(Into::into).collect()),
-        }
+        // A connection joins the accept queue with its first bytes: one
+        // wake-up of the worker per connection instead of two. An HTTP
+        // client speaks first, so nothing waits on us.
+        let deferred = self.sockets.iter().all(|socket| match defer::set(socket, DEFER_ACCEPT_SECS) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(listener = %self.name, error = %e, "TCP_DEFER_ACCEPT not set; connections are accepted at once");
+                false
+            }
+        });
+        let sockets = match self.sockets.as_slice() {
+            [shared] => (0..workers).map(|_| Ok(shared.try_clone()?.into())).collect::<std::io::Result<_>>()?,
+            _ => self.sockets.into_iter().map(Into::into).collect(),
+        };
+        Ok(Listen { sockets, deferred })
     }
+}
+
+/// A listener's sockets once listening, one per accept loop.
+struct Listen {
+    sockets: Vec<std::net::TcpListener>,
+    /// Whether `TCP_DEFER_ACCEPT` is on: an accepted connection has its
+    /// first bytes waiting.
+    deferred: bool,
 }
 
 /// The listeners of one group, served by one pool of worker threads.
@@ -128,9 +154,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
         for plain in self.plain.drain(..) {
             let (index, address, name) = (plain.index, plain.address, plain.name.clone());
             match plain.listen(workers.len()) {
-                Ok(sockets) => {
+                Ok(Listen { sockets, deferred }) => {
                     for (worker, socket) in workers.iter().zip(sockets) {
-                        let accept = accept_loop(socket, index, downstream.clone(), shutdown.clone());
+                        let accept = accept_loop(socket, index, deferred, downstream.clone(), shutdown.clone());
                         loops.push(worker.spawn(accept));
                     }
                 }
@@ -163,7 +189,8 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
     }
 }
 
-/// Makes the connection's first read wait for the poller to report data.
+/// Makes the connection's first read wait for the poller to report data
+/// (when `TCP_DEFER_ACCEPT` could not be set: with it, the data is there).
 /// Tokio marks an accepted socket readable before any event (1.54,
 /// `TcpStream::new_accepted`), so the first read tried the socket at once;
 /// under load the request is seldom there yet at accept time, and that read
@@ -205,6 +232,7 @@ async fn worker_handles(workers: usize) -> Vec<Handle> {
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     socket: std::net::TcpListener,
     index: usize,
+    deferred: bool,
     downstream: Arc<Downstream<A>>,
     mut shutdown: ShutdownWatch,
 ) {
@@ -229,7 +257,9 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
             Ok((tcp, peer)) => {
                 // As Pingora's listener: responses go out as they are written.
                 let _ = tcp.set_nodelay(true);
-                expect_request(&tcp);
+                if !deferred {
+                    expect_request(&tcp);
+                }
                 let downstream = downstream.clone();
                 let shutdown = shutdown.clone();
                 // Boxed: the connection's future is 2.8 KB (a request's state

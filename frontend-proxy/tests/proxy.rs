@@ -348,6 +348,24 @@ async fn enable_reuse_port_decides_whether_workers_share_a_socket() {
 /// listening socket after listen() (HAProxy's default for HTTP): the kernel
 /// does not acknowledge a request on its own, the response does. The mode
 /// shows in /proc/net/tcp (the field after `ato`: `quick << 1 | pingpong`).
+/// `/proc/net/tcp`'s entry for the socket `local` → `remote`: its state
+/// (01 established, 03 SYN_RECV) and its ACK flags (bit 0: delayed-ACK,
+/// "pingpong", mode).
+fn tcp_entry(local: SocketAddr, remote: SocketAddr) -> Option<(u8, u32)> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
+        SocketAddr::V6(_) => unreachable!("IPv4 loopback"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table.lines().find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        // A connection not yet established (a request sock) has a shorter line.
+        (f.len() > 3 && f[1] == local && f[2] == remote)
+            .then(|| (u8::from_str_radix(f[3], 16).unwrap(), f.get(14).and_then(|v| v.parse().ok()).unwrap_or(0)))
+    })
+}
+
 #[tokio::test]
 async fn accepted_connections_do_not_acknowledge_a_request_on_their_own() {
     if support::pingora_engine() {
@@ -356,29 +374,47 @@ async fn accepted_connections_do_not_acknowledge_a_request_on_their_own() {
     let listen = free_addr(ip(1, 34));
     let cfg = yaml::bootstrap(&[yaml::listener("main", listen, &yaml::hcm("ingress_http", "", DIRECT))], &[]);
     let _proxy = ProxyProcess::start(&cfg, listen).await;
-    let client = tokio::net::TcpStream::connect(listen).await.unwrap();
-    let hex = |a: SocketAddr| match a {
-        SocketAddr::V4(v4) => format!("{:08X}:{:04X}", u32::from_le_bytes(v4.ip().octets()), v4.port()),
-        SocketAddr::V6(_) => unreachable!("IPv4 loopback"),
-    };
-    let (server_side, client_side) = (hex(listen), hex(client.local_addr().unwrap()));
-    let pingpong = |local: &str, remote: &str| {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-        let line = table.lines().find(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 14 && f[1] == local && f[2] == remote
-        });
-        let flags: u32 = line
-            .unwrap_or_else(|| panic!("{local} -> {remote} not in /proc/net/tcp"))
-            .split_whitespace()
-            .nth(14)
-            .unwrap()
-            .parse()
-            .unwrap();
-        flags & 1 == 1
-    };
-    assert!(pingpong(&server_side, &client_side), "the accepted socket acknowledges on its own");
-    assert!(!pingpong(&client_side, &server_side), "a socket connect() made starts in quick-ACK mode");
+    let mut client = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let me = client.local_addr().unwrap();
+    // The first bytes of a request: the connection is accepted with them.
+    client.write_all(b"G").await.unwrap();
+    let established = || async { tcp_entry(listen, me).is_some_and(|(state, _)| state == 1) };
+    assert!(support::eventually(Duration::from_secs(5), established).await, "no connection on the server side");
+    let (_, server_flags) = tcp_entry(listen, me).unwrap();
+    let (_, client_flags) = tcp_entry(me, listen).unwrap();
+    assert!(server_flags & 1 == 1, "the accepted socket acknowledges on its own");
+    assert!(client_flags & 1 == 0, "a socket connect() made starts in quick-ACK mode");
+}
+
+#[tokio::test]
+async fn a_connection_is_accepted_with_its_first_bytes_and_none_is_lost() {
+    if support::pingora_engine() {
+        return; // Pingora's listener accepts at once.
+    }
+    let listen = free_addr(ip(1, 36));
+    let cfg = yaml::bootstrap(&[yaml::listener("main", listen, &yaml::hcm("ingress_http", "", DIRECT))], &[]);
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+
+    // Connected from the client's side, but not established on the
+    // server's until the request starts (TCP_DEFER_ACCEPT).
+    let mut talker = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let talker_addr = talker.local_addr().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(tcp_entry(listen, talker_addr).map(|(state, _)| state), Some(3), "accepted before its first byte");
+    talker.write_all(b"GET /films HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), talker.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+
+    // A client that sends nothing is still accepted once the period is
+    // over, and served when it does speak.
+    let mut silent = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let established = || async { tcp_entry(listen, silent_addr).is_some_and(|(state, _)| state == 1) };
+    assert!(support::eventually(Duration::from_secs(10), established).await, "a silent connection was never accepted");
+    silent.write_all(b"GET /films HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_exact(&mut head)).await.unwrap().unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
 }
 
 #[tokio::test]
