@@ -156,11 +156,12 @@ mod tests {
     #[test]
     fn grown_buffers_are_freed_not_kept() {
         let mut big = Vec::with_capacity(KEEP_AT_MOST * 2);
-        let at = big.as_ptr();
         give_write(&mut big);
         let mut out = Vec::new();
         take_write(&mut out);
-        assert_ne!(out.as_ptr(), at);
+        // Not its address: the allocator may well hand the freed block out
+        // again (CI saw it); a kept buffer would still have its capacity.
+        assert!(out.capacity() < KEEP_AT_MOST * 2, "the grown buffer was kept: {}", out.capacity());
         assert!(out.capacity() >= BUF && out.is_empty());
     }
 }
