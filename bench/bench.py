@@ -769,10 +769,6 @@ def paired(cells, a, b):
     return [x.rps / y.rps for x, y in zip(cells[a].runs, cells[b].runs) if y.rps]
 
 
-def others(names, primary):
-    return [n for n in names if n not in (primary, "direct")]
-
-
 def paired_cell(ratios):
     if not ratios:
         return "–"
@@ -783,7 +779,7 @@ def paired_cell(ratios):
 
 def summary_table(results, sections, names, primary):
     """One row per scenario: the primary over each other target, round by round."""
-    rest = others(names, primary)
+    rest = [n for n in names if n not in (primary, "direct")]
     lines = ["| scenario |" + "".join(f" {primary}/{n}: median (range; rounds ahead) |" for n in rest),
              "|---|" + "---|" * len(rest)]
     for key, _ in sections:
