@@ -3,12 +3,13 @@
 //! and host rewrites, and redirect targets.
 
 use crate::config::model::HttpConnectionManager;
+use crate::proxy::header_map;
 use crate::routing::{Forward, HostRewrite, PathMatch, Redirect, RouteMatch};
 use crate::upstream::Host;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use http::Uri;
-use pingora_error::Result;
+use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -51,30 +52,57 @@ pub fn edge_headers(
     tls: bool,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
+    let edits = edge_edits(req, hcm, client_ip, tls, request_id)?;
+    let applied = header_map::edit(req, |map| {
+        for (name, value) in edits.iter() {
+            match value {
+                Some(v) => map.insert(name.clone(), v.clone()),
+                None => map.remove(name),
+            };
+        }
+    });
+    if applied.is_none() {
+        for (name, value) in edits {
+            match value {
+                Some(v) => req.insert_header(name, v)?,
+                None => drop(req.remove_header(&name)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What [`edge_headers`] sets (`Some`) or removes (`None`), in order.
+fn edge_edits(
+    req: &RequestHeader,
+    hcm: &HttpConnectionManager,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    request_id: Option<&HeaderValue>,
+) -> Result<Vec<(HeaderName, Option<HeaderValue>)>> {
+    let mut edits = Vec::with_capacity(4);
     // Static values: a `&str` would be copied into a new header value per request.
     let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
     if hcm.use_remote_address {
         // An edge proxy decides the scheme and drops Envoy-internal headers a
         // client may have forged.
-        req.insert_header(X_FORWARDED_PROTO_NAME, scheme.clone())?;
-        let internal: Vec<_> = req.headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).cloned().collect();
-        for k in internal {
-            req.remove_header(&k);
-        }
+        edits.push((X_FORWARDED_PROTO_NAME, Some(scheme)));
+        edits.extend(req.headers.keys().filter(|k| k.as_str().starts_with("x-envoy-")).map(|k| (k.clone(), None)));
         if let (Some(ip), false) = (client_ip, hcm.skip_xff_append) {
             let value = match req.headers.get(&X_FORWARDED_FOR_NAME).and_then(|v| v.to_str().ok()) {
                 Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
                 _ => ip.to_string(),
             };
-            req.insert_header(X_FORWARDED_FOR_NAME, value)?;
+            let value = HeaderValue::try_from(value).or_err(InvalidHTTPHeader, "invalid x-forwarded-for")?;
+            edits.push((X_FORWARDED_FOR_NAME, Some(value)));
         }
     } else if !req.headers.contains_key(&X_FORWARDED_PROTO_NAME) {
-        req.insert_header(X_FORWARDED_PROTO_NAME, scheme)?;
+        edits.push((X_FORWARDED_PROTO_NAME, Some(scheme)));
     }
     if let Some(id) = request_id {
-        req.insert_header(X_REQUEST_ID_NAME, id.clone())?;
+        edits.push((X_REQUEST_ID_NAME, Some(id.clone())));
     }
-    Ok(())
+    Ok(edits)
 }
 
 /// Rewrites the upstream request's path and host for the route, and tells

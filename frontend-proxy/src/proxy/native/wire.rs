@@ -3,6 +3,7 @@
 //! heads written back out.
 
 use crate::proxy::forwarding::X_EXPECTED_TIMEOUT;
+use crate::proxy::header_map;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
@@ -126,13 +127,16 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
         return ParsedRequest::Malformed;
     };
     let head = buf.split_to(head_len).freeze();
-    for (name, start, end) in offsets {
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else {
-            return ParsedRequest::Malformed;
-        };
-        if header.append_header(name, value).is_err() {
-            return ParsedRequest::Malformed;
-        }
+    let mut values =
+        offsets.into_iter().map(|(name, start, end)| (name, HeaderValue::from_maybe_shared(head.slice(start..end))));
+    let valid = header_map::edit(&mut header, |map| {
+        values.by_ref().all(|(name, value)| value.map(|v| map.append(name, v)).is_ok())
+    });
+    // Without direct access (a target the URI does not hold), through Pingora.
+    let valid =
+        valid.unwrap_or_else(|| values.all(|(name, value)| value.is_ok_and(|v| header.append_header(name, v).is_ok())));
+    if !valid {
+        return ParsedRequest::Malformed;
     }
     ParsedRequest::Complete(Box::new(Request { header, body_len: body_len.unwrap_or(0), close }))
 }
