@@ -52,11 +52,11 @@ pub fn edge_headers(
     tls: bool,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let edits = edge_edits(req, hcm, client_ip, tls, request_id)?;
+    let mut edits = edge_edits(req, hcm, client_ip, tls, request_id)?;
     let applied = header_map::edit(req, |map| {
-        for (name, value) in edits.iter() {
+        for (name, value) in edits.drain(..) {
             match value {
-                Some(v) => map.insert(name.clone(), v.clone()),
+                Some(v) => map.insert(name, v),
                 None => map.remove(name),
             };
         }
