@@ -3,9 +3,10 @@
 //! heads written back out.
 
 use crate::proxy::forwarding::X_EXPECTED_TIMEOUT;
-use crate::proxy::header_map;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Uri};
 use pingora_http::RequestHeader;
 use std::mem::MaybeUninit;
 use std::time::Duration;
@@ -122,23 +123,52 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     }
     // Room for the headers the proxy adds (x-forwarded-proto, x-request-id,
     // x-forwarded-for, ...): growing the map later rehashes it.
-    let capacity = Some(offsets.len() + EDGE_HEADERS);
-    let Ok(mut header) = RequestHeader::build_no_case(method.as_bytes(), path.as_bytes(), capacity) else {
+    let capacity = offsets.len() + EDGE_HEADERS;
+    let path_start = path.as_ptr() as usize - base;
+    let path_end = path_start + path.len();
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return ParsedRequest::Malformed;
     };
     let head = buf.split_to(head_len).freeze();
     let mut values =
         offsets.into_iter().map(|(name, start, end)| (name, HeaderValue::from_maybe_shared(head.slice(start..end))));
-    let valid = header_map::edit(&mut header, |map| {
-        values.by_ref().all(|(name, value)| value.map(|v| map.append(name, v)).is_ok())
-    });
-    // Without direct access (a target the URI does not hold), through Pingora.
-    let valid =
-        valid.unwrap_or_else(|| values.all(|(name, value)| value.is_ok_and(|v| header.append_header(name, v).is_ok())));
-    if !valid {
-        return ParsedRequest::Malformed;
-    }
+    let header = match origin_form_uri(&head, path_start..path_end) {
+        // The usual target: parts built directly, the path shared with the head.
+        Some(uri) => {
+            let mut parts = http::Request::new(()).into_parts().0;
+            parts.method = method;
+            parts.uri = uri;
+            parts.headers = HeaderMap::with_capacity(capacity);
+            if !values.all(|(name, value)| value.map(|v| parts.headers.append(name, v)).is_ok()) {
+                return ParsedRequest::Malformed;
+            }
+            RequestHeader::from(parts)
+        }
+        // Anything else (a fragment, bytes the URI refuses): Pingora's parse,
+        // which keeps such a target verbatim for the wire.
+        None => {
+            let Ok(mut header) = RequestHeader::build_no_case(method, &head[path_start..path_end], Some(capacity))
+            else {
+                return ParsedRequest::Malformed;
+            };
+            if !values.all(|(name, value)| value.is_ok_and(|v| header.append_header(name, v).is_ok())) {
+                return ParsedRequest::Malformed;
+            }
+            header
+        }
+    };
     ParsedRequest::Complete(Box::new(Request { header, body_len: body_len.unwrap_or(0), close }))
+}
+
+/// The URI of an origin-form target (`/path?query`) the URI holds byte for
+/// byte, sharing the head's memory; `None` for anything Pingora's parse
+/// must see (a fragment to drop, bytes a URI refuses).
+fn origin_form_uri(head: &Bytes, path: std::ops::Range<usize>) -> Option<Uri> {
+    let target = head.get(path.clone())?;
+    if target.first() != Some(&b'/') || target.contains(&b'#') {
+        return None;
+    }
+    PathAndQuery::from_maybe_shared(head.slice(path)).ok().map(Uri::from)
 }
 
 /// A `Content-Length` value, given the one seen before (repeats must agree);
@@ -418,6 +448,27 @@ mod tests {
             panic!()
         };
         assert_eq!((r.body_len, r.close), (5, true));
+    }
+
+    #[test]
+    fn targets_come_out_as_pingoras_parse_makes_them() {
+        let targets = ["/films?x=1", "/", "/a#frag", "/a?b#c", "/%7Euser/./x", "/q?a=\"{}|^`", "/caf\u{e9}", "/a?"];
+        for target in targets {
+            for method in ["GET", "POST", "PURGE"] {
+                let parsed = parse(&format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
+                let Ok(pingora) = RequestHeader::build_no_case(method, target.as_bytes(), None) else {
+                    assert!(matches!(parsed, ParsedRequest::Malformed), "{target}: Pingora refuses it");
+                    continue;
+                };
+                let ParsedRequest::Complete(r) = parsed else { panic!("{method} {target}: not complete") };
+                let ours = &r.header;
+                assert_eq!(ours.raw_path(), pingora.raw_path(), "{target}");
+                assert_eq!(ours.raw_path_is_utf8(), pingora.raw_path_is_utf8(), "{target}");
+                assert_eq!((ours.uri.path(), ours.uri.query()), (pingora.uri.path(), pingora.uri.query()), "{target}");
+                assert_eq!((&ours.method, ours.version), (&pingora.method, pingora.version), "{target}");
+                assert_eq!(ours.headers.get("host").unwrap(), "h");
+            }
+        }
     }
 
     #[test]
