@@ -6,7 +6,7 @@ mod attempt;
 mod context;
 mod dispatch;
 mod forwarding;
-pub(crate) mod header_map;
+mod header_map;
 mod lifecycle;
 mod limits;
 mod local_reply;

@@ -160,12 +160,12 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     ParsedRequest::Complete(Box::new(Request { header, body_len: body_len.unwrap_or(0), close }))
 }
 
-/// The URI of an origin-form target (`/path?query`) the URI holds byte for
-/// byte, sharing the head's memory; `None` for anything Pingora's parse
-/// must see (a fragment to drop, bytes a URI refuses).
+/// The URI of an origin-form target (`/path?query`, as `parse_request` has
+/// checked) the URI holds byte for byte, sharing the head's memory; `None`
+/// for anything Pingora's parse must see (a fragment to drop, bytes a URI
+/// refuses).
 fn origin_form_uri(head: &Bytes, path: std::ops::Range<usize>) -> Option<Uri> {
-    let target = head.get(path.clone())?;
-    if target.first() != Some(&b'/') || target.contains(&b'#') {
+    if head.get(path.clone())?.contains(&b'#') {
         return None;
     }
     PathAndQuery::from_maybe_shared(head.slice(path)).ok().map(Uri::from)
