@@ -580,6 +580,13 @@ async fn a_host_gone_from_dns_keeps_traffic_while_it_passes_health_checks() {
     );
     let proxy = ProxyProcess::start(&cfg, listen).await;
     let c = support::client();
+    // The listener accepts before the first resolution is done: b must be a
+    // member before it leaves DNS, or this tests a host that never joined.
+    let b_serves = || async {
+        let r = c.get(format!("http://{listen}/")).send().await;
+        matches!(r, Ok(r) if r.headers().get("x-served-by").is_some_and(|v| v == "b"))
+    };
+    assert!(eventually(Duration::from_secs(5), b_serves).await, "b joins from DNS\n{}", proxy.log());
     dns.set("app.test", &[a.addr.ip()]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut from_b = 0;
