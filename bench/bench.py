@@ -501,15 +501,17 @@ class Bench:
 
     # -- load
 
-    def wrk(self, target, scenario, duration, cpu=LOAD_CPU):
+    def wrk(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
         cmd = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--timeout", "5s", "-s", self.lua]
         if scenario.close:
             cmd += ["-H", "Connection: close"]
         cmd.append(f"http://127.0.0.1:{target.port}{scenario.path}")
         cmd = pinned(cpu, cmd)
-        # The last call is a measured run (warm-ups come first).
-        label = f"wrk ({scenario.key})" if cpu else f"wrk ({scenario.key}, as deployed)"
-        self.commands[label] = " ".join(cmd).replace(str(target.port), "PORT")
+        # The report gives a measured run's command, not a warm-up's (the
+        # latency section warms up with scenario (a) after its measured runs).
+        if not warmup:
+            label = f"wrk ({scenario.key})" if cpu else f"wrk ({scenario.key}, as deployed)"
+            self.commands[label] = " ".join(cmd).replace(str(target.port), "PORT")
         pids = target.proc.pids() if target.proc else []
         before = cpu_ticks(pids)
         t0 = time.time()
@@ -579,7 +581,7 @@ class Bench:
         cells = {t.name: Cell() for t in targets}
         try:
             for t in targets:
-                self.wrk(t, scenario, a.warmup, cpu=load_cpu)
+                self.wrk(t, scenario, a.warmup, cpu=load_cpu, warmup=True)
             for r in range(a.rounds):
                 for t in self.order(targets, r):
                     res = self.wrk(t, scenario, a.duration, cpu=load_cpu)
@@ -604,7 +606,7 @@ class Bench:
         out = {t.name: [] for t in targets}
         try:
             for t in targets:
-                self.wrk(t, sc, a.warmup)
+                self.wrk(t, sc, a.warmup, warmup=True)
             for r in range(a.latency_rounds):
                 for t in self.order(targets, r):
                     res = self.oha(t, a.rate, a.latency_duration)
@@ -950,7 +952,7 @@ def profile(b, a):
     try:
         b.start_backend()
         (t,) = b.start_proxies(sc, 1, PROXY_CPU, ["frontend-proxy"])
-        b.wrk(t, sc, 1)
+        b.wrk(t, sc, 1, warmup=True)
         perf = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", "999", "--call-graph", "dwarf,16384",
                                  "-o", data, "-p", str(t.proc.proc.pid), "--", "sleep", str(a.profile)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
