@@ -773,32 +773,41 @@ def results_table(cells, names, primary):
     return "\n".join(lines)
 
 
-def paired(cells, a, b):
-    """Ratios of a's req/s over b's, round by round. The runs of one round
-    are seconds apart, so a ratio within a round cancels the machine's
-    slower drift, which a ratio of medians over the whole cell does not."""
+def paired(cells, a, b, attr="rps"):
+    """Ratios of a's `attr` (req/s, or CPU s per 100k) over b's, round by
+    round. The runs of one round are seconds apart, so a ratio within a
+    round cancels the machine's slower drift, which a ratio of medians over
+    the whole cell does not."""
     if a not in cells or b not in cells:
         return []
-    return [x.rps / y.rps for x, y in zip(cells[a].runs, cells[b].runs) if y.rps]
+    return [getattr(x, attr) / getattr(y, attr) for x, y in zip(cells[a].runs, cells[b].runs)
+            if getattr(x, attr) and getattr(y, attr)]
 
 
-def paired_cell(ratios):
+def paired_cell(ratios, lower_is_better=False):
     if not ratios:
         return "–"
-    ahead = sum(1 for r in ratios if r >= 1)
+    if lower_is_better:
+        better, word = sum(1 for r in ratios if r <= 1), "less"
+    else:
+        better, word = sum(1 for r in ratios if r >= 1), "ahead"
     return (f"{statistics.median(ratios):.2f} ({min(ratios):.2f}–{max(ratios):.2f};"
-            f" ahead in {ahead} of {len(ratios)})")
+            f" {word} in {better} of {len(ratios)})")
 
 
-def summary_table(results, sections, names, primary):
-    """One row per scenario: the primary over each other target, round by round."""
+def summary_table(results, sections, names, primary, attr="rps"):
+    """One row per scenario: the primary over each other target, round by
+    round, in req/s or (attr="cpu_per_100k") in CPU per request."""
     rest = [n for n in names if n not in (primary, "direct")]
-    lines = ["| scenario |" + "".join(f" {primary}/{n}: median (range; rounds ahead) |" for n in rest),
+    cpu = attr == "cpu_per_100k"
+    head = "median (range; rounds with less)" if cpu else "median (range; rounds ahead)"
+    lines = ["| scenario |" + "".join(f" {primary}/{n}: {head} |" for n in rest),
              "|---|" + "---|" * len(rest)]
     for key, _ in sections:
         if key in results:
             label = key.split(":", 1)[1]
-            lines.append(f"| {label} |" + "".join(f" {paired_cell(paired(results[key], primary, n))} |" for n in rest))
+            lines.append(f"| {label} |" + "".join(
+                f" {paired_cell(paired(results[key], primary, n, attr), lower_is_better=cpu)} |" for n in rest))
     return "\n".join(lines)
 
 
@@ -878,6 +887,13 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " and in how many rounds the first was ahead.",
         "",
         summary_table(results, meta["sections"], names, primary),
+        "",
+        "CPU per request in the same rounds: the first's CPU seconds per 100 k requests over the other's"
+        " (below 1: it needs less CPU for the same work). Where both keep their core busy this says what the"
+        " throughput ratio says; where one is limited by the load core instead (the relay in (a), every proxy"
+        " in (c)), only this one measures the proxy.",
+        "",
+        summary_table(results, meta["sections"], names, primary, attr="cpu_per_100k"),
         "",
     ]
     ceiling = paired(results.get("pinned:(a) 64 conns", {}), primary, "relay")
