@@ -26,9 +26,10 @@ use futures::FutureExt;
 use pingora_core::apps::ServerApp;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as PingoraListening;
-use pingora_core::services::Service;
+use pingora_core::services::{Service, ServiceReadyNotifier, ServiceWithDependents};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::thread::ThreadId;
@@ -113,6 +114,41 @@ impl PlainListener {
     }
 }
 
+/// The socket of a listener Pingora's listener service serves (TLS, or
+/// plaintext with `--http1-engine pingora`), bound before the server starts
+/// as ours are, and listening once the clusters have warmed up. Pingora's
+/// service then takes it over instead of binding its own.
+pub struct PingoraSocket {
+    name: String,
+    address: SocketAddr,
+    socket: Socket,
+}
+
+impl PingoraSocket {
+    /// Binds, with `SO_REUSEADDR` as Pingora's own listeners.
+    pub fn bind(name: &str, address: SocketAddr) -> std::io::Result<Self> {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&address.into())?;
+        Ok(Self { name: name.to_string(), address, socket })
+    }
+
+    /// Starts listening and leaves the socket in Pingora's table of
+    /// listening sockets (its zero-downtime upgrade path), where its
+    /// listener service looks for one by the address it was given before
+    /// it binds its own. Without a table the socket is closed, and Pingora
+    /// binds the address itself.
+    fn listen(self, fds: Option<&ListenFds>) -> std::io::Result<()> {
+        let Some(fds) = fds else { return Ok(()) };
+        self.socket.listen(BACKLOG)?;
+        // Pingora registers it with tokio as it is: a blocking accept()
+        // would stall the worker and every connection on it.
+        self.socket.set_nonblocking(true)?;
+        fds.lock().add(self.address.to_string(), self.socket.into_raw_fd());
+        Ok(())
+    }
+}
+
 /// A listener's sockets once listening, one per accept loop.
 struct Listen {
     sockets: Vec<std::net::TcpListener>,
@@ -129,6 +165,8 @@ pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     /// Pingora's listener service for the TLS listeners (and the plaintext
     /// ones with `--http1-engine pingora`), if any.
     pingora: Option<PingoraListening<Downstream<A>>>,
+    /// Its sockets, bound at start-up.
+    prebound: Vec<PingoraSocket>,
     /// Worker threads of the service.
     workers: usize,
 }
@@ -139,15 +177,24 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         downstream: Downstream<A>,
         plain: Vec<PlainListener>,
         pingora: Option<PingoraListening<Downstream<A>>>,
+        prebound: Vec<PingoraSocket>,
         workers: usize,
     ) -> Self {
-        Self { name, downstream, plain, pingora, workers }
+        Self { name, downstream, plain, pingora, prebound, workers }
     }
 }
 
+/// Pingora tells the services that depend on this one (the admin's
+/// readiness) once every listener of the group accepts connections.
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
-    async fn start_service(&mut self, fds: Option<ListenFds>, shutdown: ShutdownWatch, listeners_per_fd: usize) {
+impl<A: ServerApp + Send + Sync + 'static> ServiceWithDependents for Listening<A> {
+    async fn start_service(
+        &mut self,
+        fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+        ready: ServiceReadyNotifier,
+    ) {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.plain.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
@@ -167,11 +214,19 @@ impl<A: ServerApp + Send + Sync + 'static> Service for Listening<A> {
                 }
             }
         }
+        for socket in self.prebound.drain(..) {
+            let (name, address) = (socket.name.clone(), socket.address);
+            if let Err(e) = socket.listen(fds.as_ref()) {
+                error!(listener = %name, %address, error = %e, "cannot listen");
+                std::process::exit(1);
+            }
+        }
+        ready.notify_ready();
         if let Some(pingora) = self.pingora.as_mut() {
-            // Pingora panics its service if it cannot bind a listener
-            // (checked at start, but the address can be taken since); the
-            // other listeners must not go on without it.
-            let service = AssertUnwindSafe(pingora.start_service(fds, shutdown.clone(), listeners_per_fd));
+            // Pingora panics its service if a listener cannot start (the
+            // socket is ours, but taking it over can still fail); the other
+            // listeners must not go on without it.
+            let service = AssertUnwindSafe(Service::start_service(pingora, fds, shutdown.clone(), listeners_per_fd));
             if service.catch_unwind().await.is_err() {
                 error!("a listener could not start; exiting");
                 std::process::exit(1);

@@ -8,7 +8,7 @@ use crate::admin::{self, Admin, InitializationWatch};
 use crate::config::model::{AdminConfig, Bootstrap, Codec};
 use crate::downstream::Downstream;
 use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
-use crate::listen::{Listening, PlainListener};
+use crate::listen::{Listening, PingoraSocket, PlainListener};
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{ListenerRuntime, NativeH1, Proxy};
 use crate::tls;
@@ -107,23 +107,23 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
 enum Bound {
     /// Plaintext, served by our accept loop, on a socket bound here.
     Plain(PlainListener),
-    /// Plaintext with `--http1-engine pingora`: Pingora's listener service
-    /// binds it, with the write buffer its engine was tuned with (a stream
+    /// Plaintext with `--http1-engine pingora`: served by Pingora's listener
+    /// service, with the write buffer its engine was tuned with (a stream
     /// from our loop cannot be given one: `set_buffer` is crate-private).
-    PingoraPlain,
-    /// TLS, bound by Pingora's listener service.
-    Tls(TlsSettings),
+    PingoraPlain(PingoraSocket),
+    /// TLS, served by Pingora's listener service.
+    Tls(TlsSettings, PingoraSocket),
 }
 
 /// Who accepts a plaintext listener's connections.
 enum Plaintext {
     Ours(PlainListener),
-    Pingora(Arc<ListenerRuntime>),
+    Pingora(Arc<ListenerRuntime>, PingoraSocket),
 }
 
-/// Binds the plaintext listeners, and checks that the TLS ones can be bound
-/// (Pingora would otherwise panic inside its service): a busy address fails
-/// the start with the listener's name.
+/// Binds every listener's sockets: a busy address fails the start with the
+/// listener's name, and no other process can take it before the listeners
+/// open. They listen once the clusters have warmed up (`listen.rs`).
 fn bind_listeners(
     listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
     engine: Http1Engine,
@@ -138,13 +138,9 @@ fn bind_listeners(
                 Bound::Plain(PlainListener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
             }
             (None, Http1Engine::Pingora) => {
-                std::net::TcpListener::bind(l.address).map_err(bind_error)?;
-                Bound::PingoraPlain
+                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?)
             }
-            (Some(settings), _) => {
-                std::net::TcpListener::bind(l.address).map_err(bind_error)?;
-                Bound::Tls(settings)
-            }
+            (Some(settings), _) => Bound::Tls(settings, PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?),
         };
         bound.push((l, b));
     }
@@ -194,13 +190,16 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let cluster_handle = server.add_service(cluster_manager);
 
     // The admin interface starts at once (answering PRE_INITIALIZING on
-    // /ready); the watch marks the end of warming when the clusters are ready.
+    // /ready); the watch marks the end of warming when the clusters are ready
+    // and every listener accepts (dependencies added with the listeners).
+    let mut warmed = None;
     if let Some(address) = prepared.admin.as_ref().map(|a| a.address) {
         info!(%address, "admin interface");
         let admin = Admin::new(prepared.clusters.clone(), runtimes.clone(), drain.clone(), conf.threads);
         server.add_service(admin::service(admin.clone(), address));
-        let warmed = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
-        warmed.add_dependency(&cluster_handle);
+        let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
+        watch.add_dependency(&cluster_handle);
+        warmed = Some(watch);
     }
 
     // Plain-text listeners differ only in whether h2c is on; group by that so
@@ -210,12 +209,12 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let mut h1_plain = Vec::new();
     let mut with_tls = Vec::new();
     for (l, b) in bound {
-        let tls = matches!(b, Bound::Tls(_));
+        let tls = matches!(b, Bound::Tls(..));
         info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
         match b {
-            Bound::Tls(settings) => with_tls.push((l, Some(settings))),
-            Bound::PingoraPlain if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Pingora(l)),
-            Bound::PingoraPlain => h2c_plain.push(Plaintext::Pingora(l)),
+            Bound::Tls(settings, socket) => with_tls.push((l, Some(settings), socket)),
+            Bound::PingoraPlain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Pingora(l, socket)),
+            Bound::PingoraPlain(socket) => h2c_plain.push(Plaintext::Pingora(l, socket)),
             Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Ours(socket)),
             Bound::Plain(socket) => h2c_plain.push(Plaintext::Ours(socket)),
         }
@@ -235,7 +234,7 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         for p in plain {
             match p {
                 Plaintext::Ours(socket) => ours.push(socket),
-                Plaintext::Pingora(l) => pingora_listeners.push((l, None)),
+                Plaintext::Pingora(l, socket) => pingora_listeners.push((l, None, socket)),
             }
         }
         let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
@@ -251,9 +250,11 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         // Plaintext listeners run our accept loop; TLS ones (and plaintext
         // ones with Pingora's engine) Pingora's listener service, inside the
         // same service (the same threads).
+        let mut prebound = Vec::new();
         let pingora = (!pingora_listeners.is_empty()).then(|| {
             let mut service = Service::new(name.to_string(), downstream.clone());
-            for (l, settings) in pingora_listeners {
+            for (l, settings, socket) in pingora_listeners {
+                prebound.push(socket);
                 match settings {
                     Some(settings) => service.add_tls_with_settings(&l.address.to_string(), None, settings),
                     None => {
@@ -267,8 +268,11 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             }
             service
         });
-        let handle = server.add_service(Listening::new(name.to_string(), downstream, ours, pingora, threads));
+        let handle = server.add_service(Listening::new(name.to_string(), downstream, ours, pingora, prebound, threads));
         handle.add_dependency(&cluster_handle);
+        if let Some(warmed) = &warmed {
+            warmed.add_dependency(&handle);
+        }
     }
 
     let watch = SignalWatch {

@@ -394,6 +394,55 @@ async fn ready_is_pre_initializing_until_first_discovery() {
     drop(silent_dns);
 }
 
+/// `/ready` says LIVE only once every listener accepts: 24 plaintext ones
+/// and a TLS one (which Pingora's listener service serves, on either
+/// engine). Polled back to back, the first LIVE is followed at once by a
+/// connect to each. Before, the admin went LIVE as soon as the clusters
+/// were warm, while the listeners' service could still be starting (with
+/// 32 workers it takes milliseconds to find its threads): a load balancer
+/// gating on `/ready` was refused. That build failed this check in 4 of 5
+/// starts on the native engine, so the proxy is started three times.
+#[tokio::test]
+async fn live_means_every_listener_accepts() {
+    let backend = Backend::start(addr(73)).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    for _ in 0..3 {
+        let admin = addr(70);
+        // Distinct ports, probed all at once.
+        let probes: Vec<std::net::TcpListener> =
+            (0..24).map(|_| std::net::TcpListener::bind((addr(71).ip(), 0)).expect("probe port")).collect();
+        let plain: Vec<SocketAddr> = probes.iter().map(|p| p.local_addr().expect("probe address")).collect();
+        drop(probes);
+        let tls = addr(72);
+        let mut listeners: Vec<String> = plain
+            .iter()
+            .enumerate()
+            .map(|(i, a)| yaml::listener(*a, &format!("plain_{i}"), &[("/", "cluster: good")]))
+            .collect();
+        listeners.push(yaml::with_inline_tls(
+            &yaml::listener(tls, "tls", &[("/", "cluster: good")]),
+            &cert_pem,
+            &key_pem,
+        ));
+        let clusters = [yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")];
+        let proxy = Proxy::spawn_with_workers(&yaml::bootstrap(admin, &listeners, &clusters), admin, 32).await;
+        // One kept-alive connection: a fraction of a millisecond between a
+        // LIVE answer and the connects below.
+        let poll = client();
+        let start = Instant::now();
+        while !matches!(poll.get(format!("http://{admin}/ready")).send().await, Ok(r) if r.status() == 200) {
+            assert!(start.elapsed() < LIMIT, "never became LIVE:\n{}", proxy.log());
+        }
+        for listener in plain.iter().rev().chain([&tls]) {
+            let connected = tokio::net::TcpStream::connect(listener).await;
+            assert!(connected.is_ok(), "LIVE, but listener {listener} refused: {connected:?}\n{}", proxy.log());
+        }
+        let (status, body) = send(client().get(format!("http://{}/", plain[0]))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+}
+
 /// Each plaintext listener counts its own connections and requests: the
 /// accept loop tells them apart by the socket, not by address.
 #[tokio::test]

@@ -94,6 +94,11 @@ impl Proxy {
     /// Writes `config` and starts the proxy; returns once the admin
     /// interface answers at all (whatever its state).
     pub async fn spawn(config: &str, admin: SocketAddr) -> Self {
+        Self::spawn_with_workers(config, admin, 1).await
+    }
+
+    /// [`Proxy::spawn`] with `workers` worker threads.
+    pub async fn spawn_with_workers(config: &str, admin: SocketAddr, workers: usize) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).expect("write config");
@@ -101,7 +106,7 @@ impl Proxy {
         let child = Command::new(env!("CARGO_BIN_EXE_frontend-proxy"))
             .arg("-c")
             .arg(&path)
-            .args(["--concurrency", "1", "--log-level", "info", "--drain-time-s", "5"])
+            .args(["--concurrency", &workers.to_string(), "--log-level", "info", "--drain-time-s", "5"])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
