@@ -780,8 +780,7 @@ def paired(cells, a, b, attr="rps"):
     the whole cell does not."""
     if a not in cells or b not in cells:
         return []
-    return [getattr(x, attr) / getattr(y, attr) for x, y in zip(cells[a].runs, cells[b].runs)
-            if getattr(x, attr) and getattr(y, attr)]
+    return [getattr(x, attr) / getattr(y, attr) for x, y in zip(cells[a].runs, cells[b].runs) if getattr(y, attr)]
 
 
 def paired_cell(ratios, lower_is_better=False):

@@ -580,8 +580,9 @@ async fn a_host_gone_from_dns_keeps_traffic_while_it_passes_health_checks() {
     );
     let proxy = ProxyProcess::start(&cfg, listen).await;
     let c = support::client();
-    // The listener accepts before the first resolution is done: b must be a
-    // member before it leaves DNS, or this tests a host that never joined.
+    // b must be a member before it leaves DNS, or this tests a host that
+    // never joined (a start-up check once let the wait for the port end
+    // before the first resolution).
     let b_serves = || async {
         let r = c.get(format!("http://{listen}/")).send().await;
         matches!(r, Ok(r) if r.headers().get("x-served-by").is_some_and(|v| v == "b"))
