@@ -21,10 +21,9 @@ pub use server_info::ServerState;
 
 use crate::cli::Cli;
 use crate::drain::Drain;
-use crate::proxy::ListenerRuntime;
+use crate::runtime::ListenerRuntime;
 use crate::upstream::ClusterSet;
 use async_trait::async_trait;
-use clap::Parser;
 use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Response, StatusCode};
 use pingora_core::apps::http_app::ServeHttp;
@@ -74,8 +73,22 @@ pub struct Admin {
     initialized: AtomicBool,
     /// `POST /healthcheck/fail` until `POST /healthcheck/ok`.
     health_check_failed: AtomicBool,
-    command_line: Option<Cli>,
+    command_line: Cli,
     config_dump: serde_json::Value,
+}
+
+/// What the admin interface is handed at start: what was loaded and what
+/// runs from it.
+pub struct Inputs {
+    pub clusters: Arc<ClusterSet>,
+    pub listeners: Vec<Arc<ListenerRuntime>>,
+    pub drain: Arc<Drain>,
+    /// Worker threads of the proxy.
+    pub concurrency: usize,
+    /// The command line this process was started with (`/server_info`).
+    pub command_line: Cli,
+    /// The bootstrap document as loaded (`/config_dump`).
+    pub document: serde_yaml::Value,
 }
 
 /// An admin response before it becomes HTTP.
@@ -99,32 +112,22 @@ impl Reply {
 }
 
 impl Admin {
-    /// The admin state for a running server. The command line is re-read
-    /// from the process arguments (for `/server_info`), and the bootstrap
-    /// file it names for `/config_dump`.
-    pub fn new(
-        clusters: Arc<ClusterSet>,
-        listeners: Vec<Arc<ListenerRuntime>>,
-        drain: Arc<Drain>,
-        concurrency: usize,
-    ) -> Arc<Self> {
-        let command_line = Cli::try_parse_from(std::env::args_os()).ok();
-        let config_dump = match command_line.as_ref().and_then(|c| c.config_path.as_deref()) {
-            Some(path) => config_dump::load(path).unwrap_or_else(|e| {
-                warn!(error = %e, "config_dump will be empty");
-                config_dump::unavailable()
-            }),
-            None => config_dump::unavailable(),
-        };
+    /// The admin state for a running server. `/config_dump` is rendered
+    /// once, from the document as it was loaded: the file may change since.
+    pub fn new(inputs: Inputs) -> Arc<Self> {
+        let config_dump = config_dump::render(&inputs.document).unwrap_or_else(|e| {
+            warn!(error = %e, "config_dump will be empty");
+            config_dump::unavailable()
+        });
         Arc::new(Self {
-            clusters,
-            listeners,
-            drain,
+            clusters: inputs.clusters,
+            listeners: inputs.listeners,
+            drain: inputs.drain,
             started: Instant::now(),
-            concurrency,
+            concurrency: inputs.concurrency,
             initialized: AtomicBool::new(false),
             health_check_failed: AtomicBool::new(false),
-            command_line,
+            command_line: inputs.command_line,
             config_dump,
         })
     }
@@ -196,7 +199,7 @@ impl Admin {
             "/server_info" => Reply::json(&server_info::render(
                 self.state(),
                 self.started.elapsed(),
-                self.command_line.as_ref(),
+                &self.command_line,
                 self.concurrency,
             )),
             "/config_dump" => Reply::json(&self.config_dump),
@@ -212,7 +215,7 @@ impl Admin {
             }
             "/quitquitquit" => {
                 info!("admin: shutdown requested");
-                self.drain.request_shutdown();
+                self.drain.start("admin request");
                 Reply::new(StatusCode::OK, TEXT, "OK\n")
             }
             _ => Reply::new(StatusCode::NOT_FOUND, TEXT, help()),
@@ -368,7 +371,15 @@ mod tests {
     use super::*;
 
     fn admin() -> Arc<Admin> {
-        Admin::new(Arc::new(ClusterSet::new(Vec::new())), Vec::new(), Drain::new(), 1)
+        use clap::Parser;
+        Admin::new(Inputs {
+            clusters: Arc::new(ClusterSet::new(Vec::new())),
+            listeners: Vec::new(),
+            drain: Drain::new(),
+            concurrency: 1,
+            command_line: Cli::try_parse_from(["frontend-proxy", "-c", "envoy.yaml"]).unwrap(),
+            document: serde_yaml::Value::Null,
+        })
     }
 
     fn body(r: &Reply) -> String {

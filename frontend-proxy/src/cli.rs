@@ -30,8 +30,8 @@ pub struct Cli {
 
     /// What serves HTTP/1.1: `native` (the proxy's own engine, handing
     /// what it does not support to Pingora) or `pingora`.
-    #[arg(long = "http1-engine", env = "FRONTEND_PROXY_HTTP1_ENGINE", value_enum, default_value_t = crate::server::Http1Engine::Native)]
-    pub http1_engine: crate::server::Http1Engine,
+    #[arg(long = "http1-engine", env = "FRONTEND_PROXY_HTTP1_ENGINE", value_enum, default_value_t = Http1Engine::Native)]
+    pub http1_engine: Http1Engine,
 
     /// Envoy flags about hot restart and node identity, accepted for
     /// compatibility; they do not change what the proxy does.
@@ -57,6 +57,17 @@ pub struct Cli {
 pub enum Mode {
     Serve,
     Validate,
+}
+
+/// The HTTP/1.1 engine (`--http1-engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Http1Engine {
+    /// The proxy's own HTTP/1.1 loop; what it does not handle (upgrades,
+    /// `Expect`, chunked request bodies, HTTP/1.0) goes to Pingora.
+    #[default]
+    Native,
+    /// Pingora's `HttpProxy` for everything.
+    Pingora,
 }
 
 fn parse_level(s: &str) -> Result<String, String> {

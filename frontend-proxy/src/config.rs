@@ -32,11 +32,15 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// A loaded configuration and the warnings about fields that were ignored.
+/// A loaded configuration, the document it was read from and the warnings
+/// about fields that were ignored.
 #[derive(Debug)]
 pub struct Loaded {
     pub bootstrap: Bootstrap,
     pub warnings: Vec<Diagnostic>,
+    /// The bootstrap document as parsed (merge keys applied), for whoever
+    /// shows the running configuration (`/config_dump`).
+    pub document: serde_yaml::Value,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,11 +82,12 @@ pub fn parse(text: &str) -> Result<Loaded, LoadError> {
     if value.is_null() {
         return Err(LoadError::Invalid(vec![Diagnostic { path: String::new(), message: "the file is empty".into() }]));
     }
-    let raw = match raw::Field::<raw::Bootstrap>::from_value(value) {
+    let raw = match raw::Field::<raw::Bootstrap>::from_value(value.clone()) {
         raw::Field::Ok(b) => b,
         raw::Field::Invalid(message) => {
             return Err(LoadError::Invalid(vec![Diagnostic { path: String::new(), message }]))
         }
     };
-    validate::bootstrap(&raw)
+    let (bootstrap, warnings) = validate::bootstrap(&raw)?;
+    Ok(Loaded { bootstrap, warnings, document: value })
 }

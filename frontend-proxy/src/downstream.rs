@@ -12,7 +12,8 @@
 
 use crate::config::model::Codec;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{shorter, ClientStream, ListenerRuntime, NativeH1, Served};
+use crate::proxy::{shorter, ClientStream, NativeH1, Served};
+use crate::runtime::{listener_index, ListenerRuntime};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -33,6 +34,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -44,28 +46,30 @@ pub struct Downstream<A> {
     inner: Arc<A>,
     listeners: Arc<[Arc<ListenerRuntime>]>,
     native: Option<Arc<NativeH1>>,
+    /// The drain's record of open connections: the ones Pingora's listener
+    /// hands over are counted here (our accept loop spawns its own on it).
+    connections: TaskTracker,
 }
 
 impl<A> Clone for Downstream<A> {
     fn clone(&self) -> Self {
-        Self { inner: self.inner.clone(), listeners: self.listeners.clone(), native: self.native.clone() }
+        Self {
+            inner: self.inner.clone(),
+            listeners: self.listeners.clone(),
+            native: self.native.clone(),
+            connections: self.connections.clone(),
+        }
     }
 }
 
 impl<A> Downstream<A> {
-    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>, native: Option<NativeH1>) -> Self {
-        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new) }
-    }
-
-    /// The listener a connection arrived on, and its index.
-    fn listener(&self, local: Option<SocketAddr>) -> Option<usize> {
-        if self.listeners.len() == 1 {
-            return Some(0);
-        }
-        let local = local?;
-        self.listeners.iter().position(|l| l.address == local).or_else(|| {
-            self.listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
-        })
+    pub fn new(
+        inner: A,
+        listeners: Vec<Arc<ListenerRuntime>>,
+        native: Option<NativeH1>,
+        connections: TaskTracker,
+    ) -> Self {
+        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), connections }
     }
 }
 
@@ -176,7 +180,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
             1 => None,
             _ => stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
         };
-        let Some(index) = self.listener(local) else {
+        // Open until the connection closes: the drain waits for it.
+        let _open = self.connections.token();
+        let Some(index) = listener_index(&self.listeners, local) else {
             return self.inner.process_new(stream, shutdown).await;
         };
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));

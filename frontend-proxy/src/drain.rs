@@ -1,112 +1,211 @@
-//! Process lifecycle: turning SIGTERM (or the admin `/quitquitquit`) into a
-//! graceful drain that ends as soon as in-flight requests are done.
+//! The process lifecycle: one drain signal that every connection, accept
+//! loop and engine is handed, and the record of what the drain waits for.
 //!
-//! Pingora's graceful shutdown stops the accept loops, closes idle
-//! keep-alive connections and lets running requests finish, but then sleeps
-//! a fixed grace period. We keep that period as an upper bound
-//! (`--drain-time-s`) and exit early once nothing is in flight, so `docker
-//! stop` takes milliseconds on an idle proxy and never hits its 10 s kill.
+//! A drain starts on SIGTERM, SIGINT or SIGQUIT, on the admin's
+//! `/quitquitquit`, or when a listener fails ([`Drain::fail`]). From then
+//! on the accept loops stop (new connections are refused), idle keep-alive
+//! connections close, and each busy one closes after the response in
+//! progress, which says `connection: close`. The drain is over once every
+//! connection the proxy took is closed, or at `--drain-time-s`, whichever
+//! comes first: `server::run` then returns and `main` exits. `docker stop`
+//! so takes milliseconds on an idle proxy and never meets its 10 s kill.
+//! The admin interface answers throughout (`/ready` says `DRAINING`).
+//!
+//! [`Drain`] owns a [`CancellationToken`] (the signal) and a
+//! [`TaskTracker`] (the open connections). Pingora's services and its HTTP
+//! engine take a shutdown signal as a `ShutdownWatch` (a
+//! `watch::Receiver<bool>`): [`Drain::watch`] is that view of the same
+//! signal. Pingora's own shutdown (its watch, then its runtimes) runs once
+//! the drain is over ([`PingoraShutdown`]), when nothing is left to wait for.
 
-use crate::metrics::ConnManagerStats;
 use async_trait::async_trait;
-use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use std::error::Error;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::Notify;
-use tracing::{error, info};
+use tokio::sync::watch;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
 
-/// Shared lifecycle state: whether the proxy is draining, and a way for the
-/// admin interface to ask for shutdown.
-#[derive(Default)]
+/// Why the proxy stopped on its own: the error `server::run` returns.
+pub type Failure = Box<dyn Error + Send + Sync>;
+
+/// The drain signal and the open connections it waits for.
 pub struct Drain {
-    draining: AtomicBool,
-    quit: Notify,
+    signal: CancellationToken,
+    connections: TaskTracker,
+    /// The signal as Pingora's `ShutdownWatch` sees it.
+    watch: watch::Sender<bool>,
+    /// What made the proxy stop, if something failed.
+    failure: Mutex<Option<Failure>>,
 }
 
 impl Drain {
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            signal: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            watch: watch::Sender::new(false),
+            failure: Mutex::new(None),
+        })
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Relaxed)
+        self.signal.is_cancelled()
     }
 
-    /// Starts a graceful shutdown, as SIGTERM does.
-    pub fn request_shutdown(&self) {
-        self.quit.notify_one();
-    }
-}
-
-/// Pingora's shutdown watcher for our process.
-pub struct SignalWatch {
-    pub drain: Arc<Drain>,
-    pub connection_managers: Vec<Arc<ConnManagerStats>>,
-    pub max_drain: Duration,
-}
-
-impl SignalWatch {
-    fn in_flight(&self) -> i64 {
-        self.connection_managers.iter().map(|s| s.downstream_rq_active.load(Relaxed)).sum()
+    /// Starts the drain (once; later calls change nothing).
+    pub fn start(&self, reason: &str) {
+        if self.signal.is_cancelled() {
+            return;
+        }
+        info!(
+            reason,
+            open_connections = self.connections.len(),
+            "draining: no new connections, finishing in-flight requests"
+        );
+        self.signal.cancel();
+        self.watch.send_replace(true);
+        // The drain ends when the tracker is empty, once it is closed.
+        self.connections.close();
     }
 
-    /// Exits the process once no request is in flight (or at the deadline,
-    /// which Pingora's own grace period also enforces).
-    fn spawn_drain_watcher(self: Arc<Self>) {
+    /// Stops the proxy for `failure` (a listener that cannot serve): the
+    /// drain starts, Pingora stops at once, and `server::run` returns it.
+    pub fn fail(&self, failure: impl Into<Failure>) {
+        let failure = failure.into();
+        error!(error = %failure, "stopping");
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(failure);
+        self.start("failure");
+    }
+
+    /// The failure that stopped the proxy, if one did.
+    pub fn take_failure(&self) -> Option<Failure> {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Resolves once the drain has started; may be polled again after.
+    pub fn started(&self) -> WaitForCancellationFuture<'_> {
+        self.signal.cancelled()
+    }
+
+    /// The drain signal for a task that takes a token.
+    pub fn signal(&self) -> CancellationToken {
+        self.signal.clone()
+    }
+
+    /// The drain signal as Pingora's shutdown watch (true once draining).
+    pub fn watch(&self) -> ShutdownWatch {
+        self.watch.subscribe()
+    }
+
+    /// Where connections are spawned or counted (a token each) so that the
+    /// drain waits for them.
+    pub fn connections(&self) -> &TaskTracker {
+        &self.connections
+    }
+
+    /// Waits for a started drain to end: every connection closed, or
+    /// `limit` passed. Whether it ended on its own.
+    pub async fn finished(&self, limit: Duration) -> bool {
         let started = Instant::now();
-        let spawned = std::thread::Builder::new().name("drain-watcher".into()).spawn(move || {
-            // Let the accept loops observe the shutdown first.
-            std::thread::sleep(Duration::from_millis(100));
-            let mut idle_checks = 0;
-            while started.elapsed() < self.max_drain {
-                if self.in_flight() <= 0 {
-                    idle_checks += 1;
-                    if idle_checks >= 3 {
-                        info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained, exiting");
-                        std::process::exit(0);
-                    }
-                } else {
-                    idle_checks = 0;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        self.started().await;
+        match tokio::time::timeout(limit, self.connections.wait()).await {
+            Ok(()) => {
+                info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+                true
             }
-        });
-        if let Err(e) = spawned {
-            error!(error = %e, "cannot start the drain watcher; waiting for the full drain time");
+            Err(_) => {
+                warn!(
+                    open_connections = self.connections.len(),
+                    "drain time is up; closing the connections still open"
+                );
+                false
+            }
         }
     }
 }
 
-/// Adapter so the `Arc` can be handed to Pingora.
-pub struct SharedSignalWatch(pub Arc<SignalWatch>);
+/// Pingora's shutdown signal, driven by the drain: `recv` starts the drain
+/// on a signal and returns once it is over (at once after a failure).
+/// Pingora then flips its own watch and stops its runtimes, which only has
+/// idle tasks left to drop: its grace period is 0 (`server.rs`).
+pub struct PingoraShutdown {
+    pub drain: Arc<Drain>,
+    /// `--drain-time-s`.
+    pub limit: Duration,
+}
 
 #[async_trait]
-impl ShutdownSignalWatch for SharedSignalWatch {
+impl ShutdownSignalWatch for PingoraShutdown {
     async fn recv(&self) -> ShutdownSignal {
-        let watch = &self.0;
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
-            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
-        else {
-            error!("cannot install signal handlers; only the admin interface can stop the proxy");
-            watch.drain.quit.notified().await;
-            watch.drain.draining.store(true, Relaxed);
-            return ShutdownSignal::GracefulTerminate;
-        };
-        let why = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-            _ = quit.recv() => "SIGQUIT",
-            _ = watch.drain.quit.notified() => "admin request",
-        };
-        info!(
-            reason = why,
-            in_flight = watch.in_flight(),
-            "draining: no new connections, finishing in-flight requests"
-        );
-        watch.drain.draining.store(true, Relaxed);
-        watch.clone().spawn_drain_watcher();
+        let drain = &self.drain;
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit())) {
+            (Ok(mut term), Ok(mut int), Ok(mut quit)) => {
+                tokio::select! {
+                    _ = term.recv() => drain.start("SIGTERM"),
+                    _ = int.recv() => drain.start("SIGINT"),
+                    _ = quit.recv() => drain.start("SIGQUIT"),
+                    _ = drain.started() => {}
+                }
+            }
+            _ => {
+                error!("cannot install signal handlers; only the admin interface can stop the proxy");
+                drain.started().await;
+            }
+        }
+        if drain.failed() {
+            return ShutdownSignal::FastShutdown;
+        }
+        drain.finished(self.limit).await;
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_drain_ends_when_the_last_connection_closes() {
+        let drain = Drain::new();
+        let mut watch = drain.watch();
+        let connection = drain.connections().token();
+        assert!(!drain.is_draining() && !*watch.borrow());
+        drain.start("test");
+        assert!(drain.is_draining() && *watch.borrow_and_update());
+        let waiting = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.finished(Duration::from_secs(60)).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a connection is still open");
+        drop(connection);
+        assert!(waiting.await.unwrap(), "ended on its own, before the limit");
+    }
+
+    #[tokio::test]
+    async fn the_drain_time_bounds_the_wait() {
+        let drain = Drain::new();
+        let _stuck = drain.connections().token();
+        drain.start("test");
+        assert!(!drain.finished(Duration::from_millis(10)).await);
+    }
+
+    #[tokio::test]
+    async fn a_failure_starts_the_drain_and_is_kept() {
+        let drain = Drain::new();
+        drain.fail(std::io::Error::other("listener gone"));
+        drain.fail(std::io::Error::other("second"));
+        assert!(drain.is_draining());
+        let shutdown = PingoraShutdown { drain: drain.clone(), limit: Duration::from_secs(60) };
+        assert!(matches!(shutdown.recv().await, ShutdownSignal::FastShutdown));
+        assert_eq!(drain.take_failure().map(|e| e.to_string()).as_deref(), Some("listener gone"));
     }
 }

@@ -8,7 +8,8 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`metrics`]: Envoy-named statistics.
 //! - [`tls`]: certificates and keys.
-//! - [`drain`]: graceful shutdown.
+//! - [`runtime`]: what the listeners run from, built once from the model.
+//! - [`drain`]: the process lifecycle: one drain signal, and the connections it waits for.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
 //! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop for
 //!   plaintext listeners (TLS ones, and all with `--http1-engine pingora`, stay on Pingora's), on the same
@@ -29,6 +30,7 @@ pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod routing;
+pub mod runtime;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -21,6 +21,7 @@
 //! request in scenario (a) with two workers).
 
 use crate::downstream::Downstream;
+use crate::drain::Drain;
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::apps::ServerApp;
@@ -37,9 +38,18 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 mod defer;
+
+/// A listener that cannot serve: the proxy stops rather than run without it.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("listener {listener:?}: cannot listen on {address}: {source}")]
+    Listen { listener: String, address: SocketAddr, source: std::io::Error },
+    #[error("a listener served by Pingora could not start (its listener service panicked)")]
+    PingoraPanicked,
+}
 
 /// As Pingora's listeners: the kernel's accept queue is not what limits us.
 const BACKLOG: i32 = 65535;
@@ -51,9 +61,6 @@ const DEFER_ACCEPT_SECS: i32 = 1;
 /// After `EMFILE`/`ENFILE`, accept() fails at once until a descriptor
 /// frees up: pause instead of spinning.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
-/// errno values (no libc binding in this crate).
-const ENFILE: i32 = 23;
-const EMFILE: i32 = 24;
 
 /// A plaintext listener's sockets, bound before the server starts so a busy
 /// address is a start-up error with the listener's name. They listen only
@@ -169,6 +176,8 @@ pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     prebound: Vec<PingoraSocket>,
     /// Worker threads of the service.
     workers: usize,
+    /// The drain: when the accept loops stop, and what waits for connections.
+    drain: Arc<Drain>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
@@ -179,68 +188,91 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         pingora: Option<PingoraListening<Downstream<A>>>,
         prebound: Vec<PingoraSocket>,
         workers: usize,
+        drain: Arc<Drain>,
     ) -> Self {
-        Self { name, downstream, plain, pingora, prebound, workers }
+        Self { name, downstream, plain, pingora, prebound, workers, drain }
     }
 }
 
 /// Pingora tells the services that depend on this one (the admin's
 /// readiness) once every listener of the group accepts connections.
+///
+/// Everything here follows the drain, not the `ShutdownWatch` Pingora hands
+/// the service: Pingora's watch only turns once the drain is over.
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServiceWithDependents for Listening<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
-        shutdown: ShutdownWatch,
+        _pingora_shutdown: ShutdownWatch,
         listeners_per_fd: usize,
         ready: ServiceReadyNotifier,
     ) {
+        if let Err(e) = self.serve(fds, listeners_per_fd, ready).await {
+            self.drain.fail(e);
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
+    /// Opens the group's listeners and serves them until the drain starts.
+    async fn serve(
+        &mut self,
+        fds: Option<ListenFds>,
+        listeners_per_fd: usize,
+        ready: ServiceReadyNotifier,
+    ) -> Result<(), ListenError> {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.plain.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for plain in self.plain.drain(..) {
             let (index, address, name) = (plain.index, plain.address, plain.name.clone());
-            match plain.listen(workers.len()) {
-                Ok(Listen { sockets, deferred }) => {
-                    for (worker, socket) in workers.iter().zip(sockets) {
-                        let accept = accept_loop(socket, index, deferred, downstream.clone(), shutdown.clone());
-                        loops.push(worker.spawn(accept));
-                    }
-                }
-                Err(e) => {
-                    // A proxy missing one of its listeners must not run on.
-                    error!(listener = %name, %address, error = %e, "cannot listen");
-                    std::process::exit(1);
-                }
+            let Listen { sockets, deferred } = plain.listen(workers.len()).map_err(|source| ListenError::Listen {
+                listener: name.clone(),
+                address,
+                source,
+            })?;
+            for (worker, socket) in workers.iter().zip(sockets) {
+                let accept = AcceptLoop {
+                    listener: name.clone(),
+                    address,
+                    index,
+                    deferred,
+                    downstream: downstream.clone(),
+                    drain: self.drain.clone(),
+                };
+                loops.push(worker.spawn(accept.run(socket)));
             }
         }
         for socket in self.prebound.drain(..) {
-            let (name, address) = (socket.name.clone(), socket.address);
-            if let Err(e) = socket.listen(fds.as_ref()) {
-                error!(listener = %name, %address, error = %e, "cannot listen");
-                std::process::exit(1);
-            }
+            let (listener, address) = (socket.name.clone(), socket.address);
+            socket.listen(fds.as_ref()).map_err(|source| ListenError::Listen { listener, address, source })?;
         }
         ready.notify_ready();
         if let Some(pingora) = self.pingora.as_mut() {
             // Pingora panics its service if a listener cannot start (the
             // socket is ours, but taking it over can still fail); the other
             // listeners must not go on without it.
-            let service = AssertUnwindSafe(Service::start_service(pingora, fds, shutdown.clone(), listeners_per_fd));
+            let service = AssertUnwindSafe(Service::start_service(pingora, fds, self.drain.watch(), listeners_per_fd));
             if service.catch_unwind().await.is_err() {
-                error!("a listener could not start; exiting");
-                std::process::exit(1);
+                return Err(ListenError::PingoraPanicked);
             }
         }
-        futures::future::join_all(loops).await;
-        // The accept loops end at shutdown: Pingora's engine now closes its
-        // idle keep-alive connections (the native engine watches the
-        // shutdown itself).
+        for finished in futures::future::join_all(loops).await {
+            // An accept loop that could not watch its socket.
+            if let Ok(Err(e)) = finished {
+                return Err(e);
+            }
+        }
+        // The accept loops end when the drain starts: Pingora's engine now
+        // closes its idle keep-alive connections (the native engine watches
+        // the drain itself).
         self.downstream.cleanup().await;
-    }
-
-    fn name(&self) -> &str {
-        &self.name
+        Ok(())
     }
 }
 
@@ -281,62 +313,71 @@ async fn worker_handles(workers: usize) -> Vec<Handle> {
     handles.iter().cycle().take(workers).cloned().collect()
 }
 
-/// Accepts connections on one worker until the server shuts down, then
-/// closes its socket (new connections are refused while the open ones
-/// drain). Each connection is served on this worker.
-async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
-    socket: std::net::TcpListener,
+/// One worker's accept loop on one listener.
+struct AcceptLoop<A> {
+    listener: String,
+    address: SocketAddr,
+    /// Index of the listener in the proxy's listener list.
     index: usize,
+    /// `TCP_DEFER_ACCEPT` is on.
     deferred: bool,
     downstream: Arc<Downstream<A>>,
-    mut shutdown: ShutdownWatch,
-) {
-    let listener = match TcpListener::from_std(socket) {
-        Ok(listener) => listener,
-        Err(e) => {
-            error!(error = %e, "cannot watch a listening socket");
-            std::process::exit(1);
-        }
-    };
-    let address = listener.local_addr().ok();
-    info!(?address, "accepting connections");
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            changed = shutdown.changed() => match changed {
-                Ok(()) if !*shutdown.borrow() => continue,
-                _ => break,
-            },
-        };
-        match accepted {
-            Ok((tcp, peer)) => {
-                // As Pingora's listener: responses go out as they are written.
-                let _ = tcp.set_nodelay(true);
-                if !deferred {
-                    expect_request(&tcp);
+    drain: Arc<Drain>,
+}
+
+impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
+    /// Accepts connections on this worker until the drain starts, then
+    /// closes its socket (new connections are refused while the open ones
+    /// finish). Each connection is served on this worker, as a task the
+    /// drain waits for.
+    async fn run(self, socket: std::net::TcpListener) -> Result<(), ListenError> {
+        let listener = TcpListener::from_std(socket).map_err(|source| ListenError::Listen {
+            listener: self.listener.clone(),
+            address: self.address,
+            source,
+        })?;
+        let address = listener.local_addr().ok();
+        info!(?address, "accepting connections");
+        let shutdown = self.drain.watch();
+        let drain_started = self.drain.started();
+        tokio::pin!(drain_started);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = &mut drain_started => break,
+            };
+            match accepted {
+                Ok((tcp, peer)) => {
+                    // As Pingora's listener: responses go out as they are written.
+                    let _ = tcp.set_nodelay(true);
+                    if !self.deferred {
+                        expect_request(&tcp);
+                    }
+                    let downstream = self.downstream.clone();
+                    let shutdown = shutdown.clone();
+                    let index = self.index;
+                    // Boxed: the connection's future is large (a request's
+                    // state lives in it across awaits), and tokio moves a
+                    // task's future into place and writes its result over
+                    // it; a box is moved once and the task stays small. The
+                    // tracker wraps the box, so the box's size (a mimalloc
+                    // size class) is the connection's alone.
+                    self.drain
+                        .connections()
+                        .spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
                 }
-                let downstream = downstream.clone();
-                let shutdown = shutdown.clone();
-                // Boxed: the connection's future is 2.8 KB (a request's state
-                // lives in it across awaits), and tokio moves a task's future
-                // into place and writes its result over it; a box is moved
-                // once and the task stays small. The box is in mimalloc's
-                // 3 KiB size class: past 3072 bytes it would take 3.5 KiB.
-                tokio::spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
-            }
-            // The client gave up before it was accepted: nothing to report.
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-            Err(e) => {
-                warn!(?address, error = %e, "accept failed");
-                if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) {
-                    // The pause ends early if the server shuts down meanwhile.
-                    let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, shutdown.changed()).await;
-                    if *shutdown.borrow() {
-                        break;
+                // The client gave up before it was accepted: nothing to report.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    warn!(?address, error = %e, "accept failed");
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // The pause ends early if the drain starts meanwhile.
+                        let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, &mut drain_started).await;
                     }
                 }
             }
         }
+        info!(?address, "listener closed");
+        Ok(())
     }
-    info!(?address, "listener closed");
 }

@@ -1,11 +1,11 @@
 //! `frontend-proxy -c envoy.yaml`: parse flags, set up logging, load and
-//! validate the bootstrap, then serve it (or just report, with `--mode validate`).
+//! validate the bootstrap, then serve it (or just report, with `--mode
+//! validate`). The only place that decides the exit code.
 
 use clap::Parser;
 use frontend_proxy::cli::{Cli, Mode};
 use frontend_proxy::{config, probe, server};
 use std::process::ExitCode;
-use std::time::Duration;
 use tracing_subscriber::EnvFilter;
 
 /// Pingora allocates per request (header maps, a 64 KiB body buffer per upstream
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     for w in &loaded.warnings {
         tracing::warn!(path = %w.path, "{}", w.message);
     }
-    let prepared = match server::prepare(loaded.bootstrap) {
+    let prepared = match server::prepare(loaded) {
         Ok(p) => p,
         Err(errors) => {
             eprintln!("error: configuration '{}' cannot be served:", path.display());
@@ -66,14 +66,7 @@ fn main() -> ExitCode {
         println!("configuration '{}' OK", path.display());
         return ExitCode::SUCCESS;
     }
-    let options = server::Options {
-        concurrency: cli
-            .concurrency
-            .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
-        drain_time: Duration::from_secs(cli.drain_time_s),
-        http1_engine: cli.http1_engine,
-    };
-    match server::run(prepared, &options) {
+    match server::run(prepared, cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

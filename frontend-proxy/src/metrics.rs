@@ -10,7 +10,6 @@
 //! upstream ones by [`UpstreamConnectionTracer`], which Pingora's connector
 //! calls when a TCP connection is established and when its socket is dropped.
 
-use crate::upstream::Host;
 use pingora_core::upstreams::peer::{Tracer, Tracing};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -152,36 +151,48 @@ pub struct ClusterStats {
 /// Pingora pools connections by address, not by cluster: if two clusters
 /// list the same `ip:port`, a connection opened for one and reused by the
 /// other stays counted on the first.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct UpstreamConnectionTracer {
     cluster: Arc<ClusterStats>,
-    host: Arc<Host>,
+    /// The host's counters, reached through the host itself (an
+    /// `upstream::Host`, which this room does not name).
+    host: Arc<dyn AsRef<HostStats> + Send + Sync>,
+}
+
+impl std::fmt::Debug for UpstreamConnectionTracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConnectionTracer").field("host", (*self.host).as_ref()).finish_non_exhaustive()
+    }
 }
 
 impl UpstreamConnectionTracer {
     /// The tracer to set on an upstream peer's options. One small
     /// allocation per attempt (Pingora's `Tracer` is a boxed trait object);
     /// the counters themselves are atomics reached through the `Arc`s.
-    pub fn tracer(cluster: &Arc<ClusterStats>, host: &Arc<Host>) -> Tracer {
+    pub fn tracer<H: AsRef<HostStats> + Send + Sync + 'static>(cluster: &Arc<ClusterStats>, host: &Arc<H>) -> Tracer {
         Tracer(Box::new(Self::new(cluster, host)))
     }
 
     /// For connections the proxy opens itself (the native HTTP/1 engine).
-    pub fn new(cluster: &Arc<ClusterStats>, host: &Arc<Host>) -> Self {
+    pub fn new<H: AsRef<HostStats> + Send + Sync + 'static>(cluster: &Arc<ClusterStats>, host: &Arc<H>) -> Self {
         Self { cluster: cluster.clone(), host: host.clone() }
+    }
+
+    fn host(&self) -> &HostStats {
+        (*self.host).as_ref()
     }
 
     pub fn connected(&self) {
         self.cluster.upstream_cx_total.fetch_add(1, Relaxed);
         self.cluster.upstream_cx_active.fetch_add(1, Relaxed);
-        self.host.stats.cx_total.fetch_add(1, Relaxed);
-        self.host.stats.cx_active.fetch_add(1, Relaxed);
+        self.host().cx_total.fetch_add(1, Relaxed);
+        self.host().cx_active.fetch_add(1, Relaxed);
     }
 
     pub fn disconnected(&self) {
         self.cluster.upstream_cx_active.fetch_sub(1, Relaxed);
         self.cluster.upstream_cx_destroy.fetch_add(1, Relaxed);
-        self.host.stats.cx_active.fetch_sub(1, Relaxed);
+        self.host().cx_active.fetch_sub(1, Relaxed);
     }
 }
 
@@ -196,6 +207,26 @@ impl Tracing for UpstreamConnectionTracer {
 
     fn boxed_clone(&self) -> Box<dyn Tracing> {
         Box::new(self.clone())
+    }
+}
+
+/// An upstream host's counters, shown by `/clusters`.
+#[derive(Debug, Default)]
+pub struct HostStats {
+    pub rq_total: AtomicU64,
+    pub rq_success: AtomicU64,
+    pub rq_error: AtomicU64,
+    pub rq_timeout: AtomicU64,
+    pub rq_active: AtomicI64,
+    pub cx_total: AtomicU64,
+    /// Open connections to this host (see `metrics::UpstreamConnectionTracer`).
+    pub cx_active: AtomicI64,
+    pub cx_connect_fail: AtomicU64,
+}
+
+impl AsRef<HostStats> for HostStats {
+    fn as_ref(&self) -> &HostStats {
+        self
     }
 }
 
@@ -249,7 +280,7 @@ mod tests {
     #[test]
     fn upstream_tracer_counts_open_and_closed_connections() {
         let cluster = Arc::new(ClusterStats::default());
-        let host = Host::new("127.0.0.1:80".parse().unwrap(), None, 1, false, None);
+        let host = Arc::new(HostStats::default());
         let tracer = UpstreamConnectionTracer::tracer(&cluster, &host);
         // Pingora clones the peer's tracer into each new connection.
         let first = tracer.clone();
@@ -260,8 +291,8 @@ mod tests {
         assert_eq!(cluster.upstream_cx_total.load(Relaxed), 2);
         assert_eq!(cluster.upstream_cx_active.load(Relaxed), 1);
         assert_eq!(cluster.upstream_cx_destroy.load(Relaxed), 1);
-        assert_eq!(host.stats.cx_total.load(Relaxed), 2);
-        assert_eq!(host.stats.cx_active.load(Relaxed), 1);
+        assert_eq!(host.cx_total.load(Relaxed), 2);
+        assert_eq!(host.cx_active.load(Relaxed), 1);
     }
 
     #[test]

@@ -21,8 +21,11 @@ pub use local_reply::LocalReply;
 pub use native::{ClientStream, NativeH1, Served};
 
 use crate::config::model::{HttpConnectionManager, ServerHeader};
-use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
+use crate::metrics::UpstreamConnectionTracer;
+// Moved to `runtime`; the old path stays until the HTTP/1 engine imports it from there.
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
+use crate::runtime;
+pub use crate::runtime::ListenerRuntime;
 use crate::upstream::{Cluster, ClusterSet, Host};
 use async_trait::async_trait;
 pub(crate) use attempt::shorter;
@@ -32,7 +35,6 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -44,19 +46,6 @@ const MIN_CONNECT_RETRIES: u32 = 3;
 const IDEMPOTENT_RESET_RETRIES: u32 = 2;
 /// How long an idle pooled upstream connection is kept.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A listener as the proxy sees it at request time.
-pub struct ListenerRuntime {
-    pub name: String,
-    pub address: SocketAddr,
-    pub tls: bool,
-    pub hcm: HttpConnectionManager,
-    pub stats: Arc<ConnManagerStats>,
-    /// `connection_limit`: open connections at most.
-    pub max_connections: Option<u64>,
-    /// `enable_reuse_port`: each worker accepts on its own socket.
-    pub reuse_port: bool,
-}
 
 /// The proxy application shared by every listener.
 pub struct Proxy {
@@ -78,19 +67,11 @@ impl Proxy {
 
     /// The listener a connection arrived on, by its local address.
     fn listener_index(&self, session: &Session) -> usize {
-        if self.listeners.len() == 1 {
-            return 0;
-        }
-        let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() else {
-            return 0;
+        let local = match self.listeners.len() {
+            1 => None,
+            _ => session.server_addr().and_then(|a| a.as_inet()).copied(),
         };
-        self.listeners
-            .iter()
-            .position(|l| l.address == local)
-            .or_else(|| {
-                self.listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified())
-            })
-            .unwrap_or(0)
+        runtime::listener_index(&self.listeners, local).unwrap_or(0)
     }
 
     fn listener(&self, ctx: &RequestCtx) -> &ListenerRuntime {

@@ -1,21 +1,24 @@
-//! Assembles the Pingora server from a validated bootstrap: one proxy
-//! service for the listeners, the cluster manager in the background, the
-//! admin interface, and the shutdown policy. `prepare` does everything that
+//! Assembles the Pingora server from what was loaded: one proxy service for
+//! the listeners, the cluster manager in the background, the admin
+//! interface, and the drain that stops them. `prepare` does everything that
 //! can fail on input (TLS material, resolvers) without opening sockets, so
-//! `--mode validate` runs it too.
+//! `--mode validate` runs it too. `run` returns when the proxy has stopped,
+//! with the error that stopped it if one did; `main` decides the exit code.
 
 use crate::admin::{self, Admin, InitializationWatch};
-use crate::config::model::{AdminConfig, Bootstrap, Codec};
+use crate::cli::{Cli, Http1Engine};
+use crate::config::model::{AdminConfig, Codec};
+use crate::config::Loaded;
 use crate::downstream::Downstream;
-use crate::drain::{Drain, SharedSignalWatch, SignalWatch};
+use crate::drain::{Drain, Failure, PingoraShutdown};
 use crate::listen::{Listening, PingoraSocket, PlainListener};
-use crate::metrics::ConnManagerStats;
-use crate::proxy::{ListenerRuntime, NativeH1, Proxy};
+use crate::proxy::{NativeH1, Proxy};
+use crate::runtime::ListenerRuntime;
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -25,28 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
 
-/// Process-level settings from the command line.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Worker threads of the proxy service (Envoy's `--concurrency`).
-    pub concurrency: usize,
-    /// Upper bound on a graceful drain (Envoy's `--drain-time-s`).
-    pub drain_time: Duration,
-    /// What serves HTTP/1.1 (HTTP/2 and TLS ALPN h2 are always Pingora's).
-    pub http1_engine: Http1Engine,
-}
-
-/// The HTTP/1.1 engine (`--http1-engine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Http1Engine {
-    /// The proxy's own HTTP/1.1 loop; what it does not handle (upgrades,
-    /// `Expect`, chunked request bodies, HTTP/1.0) goes to Pingora.
-    #[default]
-    Native,
-    /// Pingora's `HttpProxy` for everything.
-    Pingora,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listener {listener:?}: {source}")]
@@ -55,6 +36,10 @@ pub enum StartError {
     Cluster(#[from] ClusterError),
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
     Bind { listener: String, address: SocketAddr, source: std::io::Error },
+    /// Something the proxy cannot run without failed while it ran (a
+    /// listener that could not start listening).
+    #[error(transparent)]
+    Stopped(Failure),
 }
 
 /// Everything built from the configuration, before any socket is opened.
@@ -62,10 +47,13 @@ pub struct Prepared {
     listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
     pub clusters: Arc<ClusterSet>,
     pub admin: Option<AdminConfig>,
+    /// The bootstrap document as loaded, for `/config_dump`.
+    document: serde_yaml::Value,
 }
 
 /// Loads TLS material and builds clusters; reports every failure.
-pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
+pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
+    let Loaded { bootstrap, document, .. } = loaded;
     let mut errors = Vec::new();
     let mut clusters = Vec::new();
     for spec in bootstrap.clusters {
@@ -77,7 +65,7 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
     let mut listeners = Vec::new();
     for l in bootstrap.listeners {
         let settings = match &l.tls {
-            Some(t) => match tls::downstream_settings(t, l.hcm.codec) {
+            Some(t) => match tls::downstream_settings(t, alpn(l.hcm.codec)) {
                 Ok(s) => Some(s),
                 Err(source) => {
                     errors.push(StartError::Tls { listener: l.name.clone(), source });
@@ -86,21 +74,21 @@ pub fn prepare(bootstrap: Bootstrap) -> Result<Prepared, Vec<StartError>> {
             },
             None => None,
         };
-        let runtime = ListenerRuntime {
-            name: l.name,
-            address: l.address,
-            tls: l.tls.is_some(),
-            hcm: l.hcm,
-            stats: Arc::new(ConnManagerStats::default()),
-            max_connections: l.max_connections,
-            reuse_port: l.reuse_port,
-        };
-        listeners.push((Arc::new(runtime), settings));
+        listeners.push((Arc::new(ListenerRuntime::new(l)), settings));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Prepared { listeners, clusters: Arc::new(ClusterSet::new(clusters)), admin: bootstrap.admin })
+    Ok(Prepared { listeners, clusters: Arc::new(ClusterSet::new(clusters)), admin: bootstrap.admin, document })
+}
+
+/// The protocols a TLS listener may offer with ALPN, as its codec allows.
+fn alpn(codec: Codec) -> ALPN {
+    match codec {
+        Codec::Auto => ALPN::H2H1,
+        Codec::Http1 => ALPN::H1,
+        Codec::Http2 => ALPN::H2,
+    }
 }
 
 /// A listener ready for its service.
@@ -157,11 +145,13 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
     (envoy / threads).clamp(128, 16 * 1024)
 }
 
-/// Runs the proxy until shutdown. Blocks.
-pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
+/// Runs the proxy until it has drained (or failed). Blocks.
+pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
-    let threads = options.concurrency.max(1);
-    let bound = bind_listeners(prepared.listeners, options.http1_engine, threads)?;
+    let threads = cli.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
+    let engine = cli.http1_engine;
+    let drain_time = Duration::from_secs(cli.drain_time_s);
+    let bound = bind_listeners(prepared.listeners, engine, threads)?;
     if let Some(admin) = &prepared.admin {
         std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
             listener: "admin".into(),
@@ -171,12 +161,14 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     }
     let conf = ServerConf {
         threads,
-        grace_period_seconds: Some(options.drain_time.as_secs().max(1)),
+        // The drain runs before Pingora's shutdown starts (`drain.rs`): by
+        // then nothing is left to wait for.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         upstream_keepalive_pool_size: keepalive_pool_size(&prepared.clusters, threads),
         // Envoy's model: a connection stays on the worker that accepted it.
         // Tokio's work-stealing scheduler (LIFO slot) let some of 1000 busy
-        // connections wait while others were served: p99 ~300 ms vs ~80 ms.
+        // connections wait while others were served, at a much higher p99.
         work_stealing: false,
         ..ServerConf::default()
     };
@@ -195,7 +187,14 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
     let mut warmed = None;
     if let Some(address) = prepared.admin.as_ref().map(|a| a.address) {
         info!(%address, "admin interface");
-        let admin = Admin::new(prepared.clusters.clone(), runtimes.clone(), drain.clone(), conf.threads);
+        let admin = Admin::new(admin::Inputs {
+            clusters: prepared.clusters.clone(),
+            listeners: runtimes.clone(),
+            drain: drain.clone(),
+            concurrency: conf.threads,
+            command_line: cli,
+            document: prepared.document,
+        });
         server.add_service(admin::service(admin.clone(), address));
         let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
         watch.add_dependency(&cluster_handle);
@@ -244,9 +243,9 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         app.server_options = Some(opts);
-        let native = (options.http1_engine == Http1Engine::Native)
+        let native = (engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
-        let downstream = Downstream::new(app, runtimes.clone(), native);
+        let downstream = Downstream::new(app, runtimes.clone(), native, drain.connections().clone());
         // Plaintext listeners run our accept loop; TLS ones (and plaintext
         // ones with Pingora's engine) Pingora's listener service, inside the
         // same service (the same threads).
@@ -268,18 +267,17 @@ pub fn run(prepared: Prepared, options: &Options) -> Result<(), StartError> {
             }
             service
         });
-        let handle = server.add_service(Listening::new(name.to_string(), downstream, ours, pingora, prebound, threads));
+        let group = Listening::new(name.to_string(), downstream, ours, pingora, prebound, threads, drain.clone());
+        let handle = server.add_service(group);
         handle.add_dependency(&cluster_handle);
         if let Some(warmed) = &warmed {
             warmed.add_dependency(&handle);
         }
     }
 
-    let watch = SignalWatch {
-        drain,
-        connection_managers: runtimes.iter().map(|l| l.stats.clone()).collect(),
-        max_drain: options.drain_time,
-    };
-    server.run(RunArgs { shutdown_signal: Box::new(SharedSignalWatch(Arc::new(watch))) });
-    Ok(())
+    server.run(RunArgs { shutdown_signal: Box::new(PingoraShutdown { drain: drain.clone(), limit: drain_time }) });
+    match drain.take_failure() {
+        Some(failure) => Err(StartError::Stopped(failure)),
+        None => Ok(()),
+    }
 }

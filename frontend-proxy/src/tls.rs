@@ -1,13 +1,30 @@
-//! TLS material: downstream listener settings (certificate, key, ALPN per
-//! codec) and upstream trust anchors, loaded at start so that a bad file
-//! fails `--mode validate` and start-up, never a request.
+//! TLS material: where certificates and keys come from ([`PemSource`]), a
+//! listener's certificate, key and ALPN ([`DownstreamTls`]) and upstream
+//! trust anchors, loaded at start so that a bad file fails `--mode
+//! validate` and start-up, never a request.
 
-use crate::config::model::{Codec, DownstreamTls, PemSource};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::pkey::PKey;
 use pingora_core::tls::ssl::{SslAcceptor, SslMethod};
 use pingora_core::tls::x509::X509;
+use std::path::PathBuf;
+
+/// PEM material: a file to read at start, or the text itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PemSource {
+    File(PathBuf),
+    Inline(String),
+}
+
+/// A TLS listener's certificate chain, key and ALPN protocols.
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    pub certificate_chain: PemSource,
+    pub private_key: PemSource,
+    /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
+    pub alpn_protocols: Vec<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -32,9 +49,10 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// Builds the listener's TLS settings. ALPN follows the codec: AUTO offers
-/// h2 and HTTP/1.1, HTTP1 only HTTP/1.1, HTTP2 only h2.
-pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSettings, TlsError> {
+/// Builds the listener's TLS settings. `allowed` is what the listener's
+/// codec serves (h2 and HTTP/1.1, or one of them); with both, the
+/// listener's `alpn_protocols` may narrow the offer.
+pub fn downstream_settings(tls: &DownstreamTls, allowed: ALPN) -> Result<TlsSettings, TlsError> {
     let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
     let (key_pem, key_origin) = read(&tls.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
@@ -58,12 +76,11 @@ pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSetti
     let mut settings = TlsSettings::from(builder);
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
-    let alpn = match codec {
-        Codec::Http1 => ALPN::H1,
-        Codec::Http2 => ALPN::H2,
-        Codec::Auto if offers_h2 && offers_h1 => ALPN::H2H1,
-        Codec::Auto if offers_h2 => ALPN::H2,
-        Codec::Auto => ALPN::H1,
+    let alpn = match allowed {
+        ALPN::H2H1 if offers_h2 && offers_h1 => ALPN::H2H1,
+        ALPN::H2H1 if offers_h2 => ALPN::H2,
+        ALPN::H2H1 => ALPN::H1,
+        other => other,
     };
     settings.set_alpn(alpn);
     Ok(settings)

@@ -23,11 +23,11 @@ pub use circuit_breaker::{CircuitBreaker, Overflow, Permit};
 pub use cluster::{Cluster, ClusterError, ClusterSet, Selected};
 pub use discovery::EndpointDiscovery;
 pub use health::Probe;
-pub use host::{ActiveRequest, Host, HostHealth, HostStats};
+pub use host::{ActiveRequest, Host, HostHealth};
 pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
-use crate::config::model::PemSource;
+use crate::tls::PemSource;
 use std::net::SocketAddr;
 use std::time::Duration;
 

@@ -512,3 +512,46 @@ async fn admin_stays_up_and_says_draining_during_shutdown() {
     let exit = proxy.wait_exit().await.expect("exits once drained");
     assert!(exit.success(), "{exit}\n{}", proxy.log());
 }
+
+/// A listener that cannot listen when warming ends stops the proxy rather
+/// than leave it serving without that listener: the error names the
+/// listener and the exit code is 1. Another socket takes the address while
+/// the proxy warms up: both may bind it (`SO_REUSEADDR`, neither
+/// listening), only the first to listen keeps it. The name server never
+/// answers, so warming lasts the resolver's 4 s budget.
+#[tokio::test]
+async fn a_listener_that_cannot_listen_stops_the_proxy() {
+    let admin = addr(80);
+    let listener = addr(81);
+    let silent_dns = std::net::UdpSocket::bind(addr(82)).expect("bind silent DNS");
+    let dns = silent_dns.local_addr().expect("dns addr");
+    let resolver = format!(
+        "    typed_dns_resolver_config:
+      name: envoy.network.dns_resolver.cares
+      typed_config:
+        \"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
+        resolvers:
+        - socket_address: {{ address: {}, port_value: {} }}",
+        dns.ip(),
+        dns.port()
+    );
+    let config = yaml::bootstrap(
+        admin,
+        &[yaml::listener(listener, "taken", &[("/", "cluster: films")])],
+        &[yaml::cluster("films", "STRICT_DNS", &[("films.test".to_string(), 5000)], &resolver)],
+    );
+    // The admin answers once the proxy has bound its listeners' sockets.
+    let mut proxy = Proxy::spawn(&config, admin).await;
+    assert_eq!(proxy.get("/ready").await, (503, "PRE_INITIALIZING\n".to_string()));
+    let thief = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    thief.set_reuse_address(true).expect("SO_REUSEADDR");
+    thief.bind(&listener.into()).expect("a second bind while nobody listens");
+    thief.listen(16).expect("listen first");
+
+    let exit = proxy.wait_exit().await.expect("the proxy stops");
+    let log = proxy.log();
+    assert_eq!(exit.code(), Some(1), "{exit}\n{log}");
+    let named = format!("listener \"taken_listener\": cannot listen on {listener}");
+    assert!(log.lines().any(|l| l.starts_with("error: ") && l.contains(&named)), "{log}");
+    drop(silent_dns);
+}

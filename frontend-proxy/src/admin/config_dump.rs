@@ -2,15 +2,13 @@
 //! `envoy.admin.v3.ConfigDump` layout (bootstrap, static clusters, static
 //! listeners).
 //!
-//! The configuration is static, so the bootstrap file as loaded at start is
-//! the running configuration. It is read once when the admin interface is
-//! built, right after `config::load` validated it, and kept: later edits to
-//! the file do not show. Secrets are redacted the way Envoy does for
-//! sensitive fields: inline key material becomes `[redacted]`, file names
-//! stay.
+//! The configuration is static, so the bootstrap document `config::load`
+//! validated at start is the running configuration. It is handed to the
+//! admin interface as loaded (never read again: later edits to the file do
+//! not show). Secrets are redacted the way Envoy does for sensitive
+//! fields: inline key material becomes `[redacted]`, file names stay.
 
 use serde_json::{json, Map, Value as Json};
-use std::path::Path;
 
 /// Keys whose subtree holds secret material.
 const SENSITIVE: &[&str] = &["private_key", "password", "session_ticket_keys", "hmac_secret", "secret"];
@@ -18,28 +16,19 @@ const SENSITIVE: &[&str] = &["private_key", "password", "session_ticket_keys", "
 const INLINE: &[&str] = &["inline_string", "inline_bytes"];
 const REDACTED: &str = "[redacted]";
 
+/// A YAML document JSON cannot hold (a mapping key that is not a string).
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigDumpError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("cannot convert {path} to JSON: {reason}")]
-    Convert { path: String, reason: String },
-}
+#[error("cannot show the bootstrap as JSON: {0}")]
+pub struct ConfigDumpError(#[from] serde_json::Error);
 
-/// Reads the bootstrap at `path` and builds the dump.
-pub fn load(path: &Path) -> Result<Json, ConfigDumpError> {
-    let display = path.display().to_string();
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigDumpError::Read { path: display.clone(), source })?;
-    let convert = |reason: String| ConfigDumpError::Convert { path: display.clone(), reason };
-    let mut yaml: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| convert(e.to_string()))?;
-    yaml.apply_merge().map_err(|e| convert(e.to_string()))?;
-    let mut bootstrap = serde_json::to_value(yaml).map_err(|e| convert(e.to_string()))?;
+/// The dump of the bootstrap `document` (merge keys already applied).
+pub fn render(document: &serde_yaml::Value) -> Result<Json, ConfigDumpError> {
+    let mut bootstrap = serde_json::to_value(document)?;
     redact(&mut bootstrap, false);
-    Ok(render(bootstrap))
+    Ok(layout(bootstrap))
 }
 
-/// The dump when the bootstrap file is not known (embedded use).
+/// The dump when the bootstrap cannot be shown.
 pub fn unavailable() -> Json {
     json!({ "configs": [] })
 }
@@ -73,7 +62,7 @@ fn typed(type_url: &str, mut body: Json) -> Json {
     body
 }
 
-fn render(bootstrap: Json) -> Json {
+fn layout(bootstrap: Json) -> Json {
     let resources = |kind: &str| -> Vec<Json> {
         bootstrap.pointer(&format!("/static_resources/{kind}")).and_then(Json::as_array).cloned().unwrap_or_default()
     };
@@ -117,10 +106,7 @@ static_resources:
 
     #[test]
     fn dump_layout_and_redaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("envoy.yaml");
-        std::fs::write(&path, BOOTSTRAP).unwrap();
-        let dump = load(&path).unwrap();
+        let dump = render(&serde_yaml::from_str(BOOTSTRAP).unwrap()).unwrap();
         let text = dump.to_string();
         assert!(!text.contains("SECRET"), "{text}");
         assert!(text.contains("CERT"), "certificates are public");
@@ -148,7 +134,8 @@ static_resources:
     }
 
     #[test]
-    fn unreadable_file_is_an_error() {
-        assert!(matches!(load(Path::new("/nonexistent/envoy.yaml")), Err(ConfigDumpError::Read { .. })));
+    fn a_document_json_cannot_hold_is_an_error() {
+        let document: serde_yaml::Value = serde_yaml::from_str("{[1, 2]: x}").unwrap();
+        assert!(render(&document).is_err());
     }
 }

@@ -92,10 +92,7 @@ fn duration(d: Duration) -> String {
 }
 
 /// Envoy's `command_line_options`, from the flags this process was started with.
-fn command_line_options(cli: Option<&Cli>, concurrency: usize) -> Json {
-    let Some(cli) = cli else {
-        return json!({ "concurrency": concurrency });
-    };
+fn command_line_options(cli: &Cli, concurrency: usize) -> Json {
     json!({
         "base_id": cli.base_id.unwrap_or(0).to_string(),
         "concurrency": concurrency,
@@ -113,15 +110,15 @@ fn command_line_options(cli: Option<&Cli>, concurrency: usize) -> Json {
 }
 
 /// The `/server_info` document.
-pub fn render(state: ServerState, uptime: Duration, cli: Option<&Cli>, concurrency: usize) -> Json {
+pub fn render(state: ServerState, uptime: Duration, cli: &Cli, concurrency: usize) -> Json {
     json!({
         "version": version(),
         "state": state.as_str(),
         "hot_restart_version": "disabled",
         "command_line_options": command_line_options(cli, concurrency),
         "node": {
-            "id": cli.and_then(|c| c.service_node.clone()).unwrap_or_default(),
-            "cluster": cli.and_then(|c| c.service_cluster.clone()).unwrap_or_default(),
+            "id": cli.service_node.clone().unwrap_or_default(),
+            "cluster": cli.service_cluster.clone().unwrap_or_default(),
             "user_agent_name": "frontend-proxy",
         },
         "uptime_current_epoch": duration(uptime),
@@ -154,7 +151,7 @@ mod tests {
     #[test]
     fn server_info_document() {
         let cli = Cli::try_parse_from(["frontend-proxy", "-c", "/etc/envoy.yaml", "--service-node", "edge"]).unwrap();
-        let info = render(ServerState::Live, Duration::from_secs(42), Some(&cli), 2);
+        let info = render(ServerState::Live, Duration::from_secs(42), &cli, 2);
         assert_eq!(info["state"], "LIVE");
         assert_eq!(info["uptime_current_epoch"], "42s");
         assert_eq!(info["command_line_options"]["config_path"], "/etc/envoy.yaml");

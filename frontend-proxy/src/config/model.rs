@@ -2,9 +2,9 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::routing::RouteTable;
+use crate::tls::DownstreamTls;
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,21 +31,6 @@ pub struct ListenerConfig {
     /// `enable_reuse_port` (Envoy's default: true): a socket per worker
     /// instead of one they share.
     pub reuse_port: bool,
-}
-
-/// PEM material: a file to read at start, or the text itself.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PemSource {
-    File(PathBuf),
-    Inline(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct DownstreamTls {
-    pub certificate_chain: PemSource,
-    pub private_key: PemSource,
-    /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
-    pub alpn_protocols: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,11 +13,13 @@ mod listener;
 mod resilience;
 mod route;
 mod tls;
+mod upgrade;
 
 use super::duration;
-use super::model::{AdminConfig, Bootstrap, PemSource};
+use super::model::{AdminConfig, Bootstrap};
 use super::raw::{self, Field, List, Other};
-use super::{Diagnostic, LoadError, Loaded};
+use super::{Diagnostic, LoadError};
+use crate::tls::PemSource;
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -312,7 +314,8 @@ const BOOTSTRAP: Fields = Fields {
     ],
 };
 
-pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<Loaded, LoadError> {
+/// The validated bootstrap and the warnings, or every error.
+pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnostic>), LoadError> {
     let mut cx = Ctx::default();
     let root = P::root();
     // `node` only names this proxy to a control plane: accepted silently.
@@ -344,7 +347,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<Loaded, LoadError> {
     if !cx.errors.is_empty() {
         return Err(LoadError::Invalid(cx.errors));
     }
-    Ok(Loaded { bootstrap: Bootstrap { admin, listeners, clusters }, warnings: cx.warnings })
+    Ok((Bootstrap { admin, listeners, clusters }, cx.warnings))
 }
 
 fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {

@@ -6,8 +6,9 @@
 //! Pingora `Backend` (in `ext`), so the request path reaches the host's
 //! counters and health without a lookup.
 
+use crate::metrics::HostStats;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -21,20 +22,6 @@ pub struct Host {
     pub health_check_port: Option<u16>,
     pub stats: HostStats,
     pub health: HostHealth,
-}
-
-/// Counters shown by `/clusters`.
-#[derive(Debug, Default)]
-pub struct HostStats {
-    pub rq_total: AtomicU64,
-    pub rq_success: AtomicU64,
-    pub rq_error: AtomicU64,
-    pub rq_timeout: AtomicU64,
-    pub rq_active: AtomicI64,
-    pub cx_total: AtomicU64,
-    /// Open connections to this host (see `metrics::UpstreamConnectionTracer`).
-    pub cx_active: AtomicI64,
-    pub cx_connect_fail: AtomicU64,
 }
 
 /// Health state. All atomics: written by the health checker, the outlier
@@ -72,6 +59,13 @@ pub fn now_ms() -> u64 {
 
 pub fn ms(d: Duration) -> u64 {
     d.as_millis().min(u128::from(u64::MAX)) as u64
+}
+
+/// What an upstream connection's tracer counts on (`metrics`).
+impl AsRef<HostStats> for Host {
+    fn as_ref(&self) -> &HostStats {
+        &self.stats
+    }
 }
 
 impl Host {

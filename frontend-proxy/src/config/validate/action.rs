@@ -1,7 +1,7 @@
 //! Route actions: forwarding (clusters, rewrites, timeouts, retries,
 //! hashing), redirects and direct responses.
 
-use super::listener::upgrade_config;
+use super::upgrade::upgrade_config;
 use super::{Ctx, DataSourceValue, Fields, P};
 use crate::config::raw;
 use crate::routing::{ClusterChoice, DirectResponse, Forward, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy};

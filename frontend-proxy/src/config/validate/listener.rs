@@ -1,9 +1,11 @@
 //! Listeners, their HTTP connection manager, and downstream TLS.
 
 use super::tls::downstream_tls;
+use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, Fields, P};
-use crate::config::model::{Codec, DownstreamTls, HttpConnectionManager, ListenerConfig, ServerHeader};
+use crate::config::model::{Codec, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
+use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -353,17 +355,6 @@ fn connection_manager(
 
 fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
-}
-
-/// Returns whether WebSocket is enabled by this entry.
-pub(super) fn upgrade_config(cx: &mut Ctx, p: &P, u: &raw::UpgradeConfig) -> Option<bool> {
-    cx.other(p, &u.other, &Fields { known: &["upgrade_type", "enabled"], ignored: &[] });
-    let kind = cx.req(p, "upgrade_type", &u.upgrade_type)?;
-    if !kind.eq_ignore_ascii_case("websocket") {
-        cx.error(&p.key("upgrade_type"), format!("upgrade type {kind:?} is not supported (websocket is)"));
-        return None;
-    }
-    Some(cx.boolean(p, "enabled", &u.enabled, true))
 }
 
 /// Checks the HTTP filter list; returns the buffer filter's request size limit, if any.

@@ -2,8 +2,8 @@
 //! `UpstreamTlsContext` on clusters.
 
 use super::{Ctx, Fields, P};
-use crate::config::model::DownstreamTls;
 use crate::config::raw::{self, Field};
+use crate::tls::DownstreamTls;
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];

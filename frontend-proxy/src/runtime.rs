@@ -1,0 +1,53 @@
+//! What the proxy runs from, built once from the validated model by
+//! `server`: each listener with its connection manager and its stats.
+//!
+//! Its own room because four others read it (the engines in `proxy`, the
+//! per-connection policy in `downstream`, `admin` and `server`) and none of
+//! them owns it. A configuration reload would build a new set and swap it in.
+
+use crate::config::model::{HttpConnectionManager, ListenerConfig};
+use crate::metrics::ConnManagerStats;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A listener as the proxy sees it at request time.
+pub struct ListenerRuntime {
+    pub name: String,
+    pub address: SocketAddr,
+    pub tls: bool,
+    pub hcm: HttpConnectionManager,
+    pub stats: Arc<ConnManagerStats>,
+    /// `connection_limit`: open connections at most.
+    pub max_connections: Option<u64>,
+    /// `enable_reuse_port`: each worker accepts on its own socket.
+    pub reuse_port: bool,
+}
+
+impl ListenerRuntime {
+    /// The runtime of a validated listener, with fresh stats.
+    pub fn new(l: ListenerConfig) -> Self {
+        Self {
+            name: l.name,
+            address: l.address,
+            tls: l.tls.is_some(),
+            hcm: l.hcm,
+            stats: Arc::new(ConnManagerStats::default()),
+            max_connections: l.max_connections,
+            reuse_port: l.reuse_port,
+        }
+    }
+}
+
+/// The index of the listener bound to `local`: the one with that exact
+/// address, else one on the wildcard address with that port. With a single
+/// listener, that one (no address needed, which saves a `getsockname`).
+pub fn listener_index(listeners: &[Arc<ListenerRuntime>], local: Option<SocketAddr>) -> Option<usize> {
+    if listeners.len() == 1 {
+        return Some(0);
+    }
+    let local = local?;
+    listeners
+        .iter()
+        .position(|l| l.address == local)
+        .or_else(|| listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified()))
+}
