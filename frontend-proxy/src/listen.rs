@@ -17,8 +17,8 @@
 //! `enable_reuse_port: true`) or on one socket all of them watch. Handing
 //! connections from one accepting thread to the others left each socket
 //! registered with the accepting thread's poller, so every event of a
-//! connection served elsewhere woke two threads (0.32 `eventfd` writes per
-//! request in scenario (a) with two workers).
+//! connection served elsewhere woke two threads (an `eventfd` write for a
+//! good share of the requests).
 
 use crate::downstream::Downstream;
 use crate::drain::Drain;
@@ -281,8 +281,8 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
 /// Tokio marks an accepted socket readable before any event (1.54,
 /// `TcpStream::new_accepted`), so the first read tried the socket at once;
 /// under load the request is seldom there yet at accept time, and that read
-/// was a `recvfrom` returning `EAGAIN` for 0.95 of the connections in
-/// scenario (c). Only that assumption is cleared: a request that arrived
+/// was a `recvfrom` returning `EAGAIN` for nearly every new connection.
+/// Only that assumption is cleared: a request that arrived
 /// before the socket joined epoll is reported by the next poll (the kernel
 /// checks a socket as it is added), as one arriving later is.
 fn expect_request(tcp: &TcpStream) {

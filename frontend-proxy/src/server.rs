@@ -138,8 +138,8 @@ fn bind_listeners(
 /// Idle upstream connections Pingora keeps, per worker thread (its pool is
 /// one LRU of this times the threads). Pingora's default, 128, is far below
 /// what Envoy keeps (every connection up to a cluster's `max_connections`):
-/// with 1000 busy clients, 6 % of requests paid for a new upstream
-/// connection because the pool had just closed an idle one.
+/// with many busy clients, requests paid for a new upstream connection
+/// because the pool had just closed an idle one.
 fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
     let envoy: usize = clusters.iter().map(|c| c.breaker.spec.max_connections as usize).sum();
     (envoy / threads).clamp(128, 16 * 1024)

@@ -1,5 +1,5 @@
-//! Query strings of admin requests: percent-decoding and the `/stats`
-//! options (`filter`, `usedonly`, `type`, `format`).
+//! Query strings of admin requests (form-encoded, as browsers send them)
+//! and the `/stats` options (`filter`, `usedonly`, `type`, `format`).
 
 use super::{stats, Reply, TEXT};
 use http::StatusCode;
@@ -14,15 +14,9 @@ pub(super) struct Query {
 }
 
 impl Query {
+    /// `%41` is `A` and `+` a space; invalid escapes stay as they are.
     pub(super) fn parse(query: &str) -> Self {
-        let pairs = query
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (percent_decode(k), percent_decode(v))
-            })
-            .collect();
+        let pairs = form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
         Self { pairs }
     }
 
@@ -61,37 +55,13 @@ impl Query {
     }
 }
 
-/// `%41` → `A`, `+` → space; invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn query_decoding() {
-        assert_eq!(percent_decode("cluster%5C.a+b%2"), "cluster\\.a b%2");
+        assert_eq!(Query::parse("filter=cluster%5C.a+b%2").get("filter"), Some("cluster\\.a b%2"));
         let q = Query::parse("filter=upstream_rq_%5Cd%2B&usedonly&format=json");
         assert_eq!(q.get("filter"), Some("upstream_rq_\\d+"));
         assert!(q.has("usedonly") && q.json());

@@ -4,7 +4,7 @@
 //! Pingora's `RequestHeader` has no mutable access to its map: every
 //! `append_header` / `insert_header` spells the name in title case (for a
 //! case map the request may not even have) and parses it back into a
-//! `HeaderName`, ~450 instructions and an allocation per header. A request
+//! `HeaderName`: hundreds of instructions and an allocation per header. A request
 //! without a case map whose target is its URI (every request the native
 //! engine parses, and Pingora's HTTP/2 ones) loses nothing when it goes to
 //! `http::request::Parts` and back, so [`edit`] does that and hands out the

@@ -101,8 +101,8 @@ pub struct Cluster {
     pub(super) hc_wakeup: Notify,
     /// ROUND_ROBIN with equal weights (every DNS cluster): the hosts, for
     /// a selection that skips Pingora's `select_with` (a `HashSet`, a
-    /// `Backend` clone and a SipHash lookup per request, ~8 % of a request
-    /// on the native engine). `None`: Pingora's balancer selects.
+    /// `Backend` clone and a SipHash lookup per request, a visible share
+    /// of a request on the native engine). `None`: Pingora's balancer selects.
     round_robin: ArcSwapOption<Vec<Arc<Host>>>,
     next: AtomicUsize,
 }
