@@ -6,6 +6,10 @@
 //! at once. Fields the structs do not name land in `other` and are judged by
 //! validation (ignored with a warning, or rejected as unsupported).
 //!
+//! Each struct is defined with [`mapping!`], which also lists its keys as
+//! the file spells them ([`Keys`]): what a misspelled key is compared with
+//! ("did you mean"), so the list cannot drift from the struct.
+//!
 //! Nothing here leaves the `config` module: [`super::validate`] turns it into
 //! the runtime model.
 
@@ -14,8 +18,47 @@ use serde::{Deserialize, Deserializer};
 use serde_yaml::Value;
 use std::collections::BTreeMap;
 
+/// Defines raw structs: each field optional as the file spells it (with
+/// `#[serde(rename = "...")]` where Rust cannot), the keys it does not name
+/// kept in `other`, and its [`Keys`].
+macro_rules! mapping {
+    (@key $field:ident $key:literal) => {
+        $key
+    };
+    (@key $field:ident) => {
+        stringify!($field)
+    };
+    ($(#[doc = $doc:literal])* pub struct $name:ident {
+        $( $(#[doc = $field_doc:literal])* $(#[serde(rename = $key:literal)])? pub $field:ident: $ty:ty, )*
+    }) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, serde::Deserialize)]
+        pub struct $name {
+            $( $(#[doc = $field_doc])* $(#[serde(rename = $key)])? pub $field: $ty, )*
+            #[serde(flatten)]
+            pub other: Other,
+        }
+
+        impl $crate::config::raw::Keys for $name {
+            const KEYS: &'static [&'static str] = &[$(mapping!(@key $field $($key)?)),*];
+
+            fn other(&self) -> &Other {
+                &self.other
+            }
+        }
+    };
+}
+
 mod cluster;
 mod route;
+
+/// A raw struct's keys: the ones it reads, and the others the file had.
+pub trait Keys {
+    /// Every key the struct reads, as the file spells it.
+    const KEYS: &'static [&'static str];
+    /// The keys of the mapping that the struct does not name.
+    fn other(&self) -> &Other;
+}
 
 pub use cluster::*;
 pub use route::*;
@@ -70,192 +113,191 @@ fn tidy_serde_message(msg: &str) -> String {
 
 pub type List<T> = Field<Vec<Field<T>>>;
 
-#[derive(Debug, Deserialize)]
-pub struct Bootstrap {
-    pub admin: Option<Field<Admin>>,
-    pub static_resources: Option<Field<StaticResources>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct Bootstrap {
+        pub admin: Option<Field<Admin>>,
+        pub static_resources: Option<Field<StaticResources>>,
+        /// Names this proxy to a control plane.
+        pub node: Option<Field<Value>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Admin {
-    pub address: Option<Field<Address>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct Admin {
+        pub address: Option<Field<Address>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Address {
-    pub socket_address: Option<Field<SocketAddress>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct Address {
+        pub socket_address: Option<Field<SocketAddress>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct SocketAddress {
-    pub address: Option<Field<String>>,
-    pub port_value: Option<Field<u32>>,
-    pub protocol: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct SocketAddress {
+        pub address: Option<Field<String>>,
+        pub port_value: Option<Field<u32>>,
+        pub protocol: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct StaticResources {
-    pub listeners: Option<List<Listener>>,
-    pub clusters: Option<List<Cluster>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct StaticResources {
+        pub listeners: Option<List<Listener>>,
+        pub clusters: Option<List<Cluster>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Listener {
-    pub name: Option<Field<String>>,
-    pub address: Option<Field<Address>>,
-    pub filter_chains: Option<List<FilterChain>>,
-    pub listener_filters: Option<List<TypedExtension>>,
-    pub enable_reuse_port: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct Listener {
+        pub name: Option<Field<String>>,
+        pub address: Option<Field<Address>>,
+        pub filter_chains: Option<List<FilterChain>>,
+        pub listener_filters: Option<List<TypedExtension>>,
+        pub enable_reuse_port: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct FilterChain {
-    pub filters: Option<List<TypedExtension>>,
-    pub transport_socket: Option<Field<TypedExtension>>,
-    pub filter_chain_match: Option<Field<Value>>,
-    pub name: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct FilterChain {
+        pub filters: Option<List<TypedExtension>>,
+        pub transport_socket: Option<Field<TypedExtension>>,
+        pub filter_chain_match: Option<Field<Value>>,
+        pub name: Option<Field<String>>,
+    }
 }
 
-/// `{name, typed_config}`: filters, transport sockets, DNS resolvers.
-#[derive(Debug, Deserialize)]
-pub struct TypedExtension {
-    pub name: Option<Field<String>>,
-    pub typed_config: Option<Field<Value>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    /// `{name, typed_config}`: filters, transport sockets, DNS resolvers.
+    pub struct TypedExtension {
+        pub name: Option<Field<String>>,
+        pub typed_config: Option<Field<Value>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HttpConnectionManager {
-    #[serde(rename = "@type")]
-    pub type_url: Option<Field<String>>,
-    pub stat_prefix: Option<Field<String>>,
-    pub codec_type: Option<Field<String>>,
-    pub route_config: Option<Field<RouteConfiguration>>,
-    pub http_filters: Option<List<TypedExtension>>,
-    pub server_name: Option<Field<String>>,
-    pub server_header_transformation: Option<Field<String>>,
-    pub generate_request_id: Option<Field<bool>>,
-    pub preserve_external_request_id: Option<Field<bool>>,
-    pub always_set_request_id_in_response: Option<Field<bool>>,
-    pub use_remote_address: Option<Field<bool>>,
-    pub xff_num_trusted_hops: Option<Field<u32>>,
-    pub skip_xff_append: Option<Field<bool>>,
-    pub stream_idle_timeout: Option<Field<Value>>,
-    pub request_timeout: Option<Field<Value>>,
-    pub request_headers_timeout: Option<Field<Value>>,
-    pub max_request_headers_kb: Option<Field<u32>>,
-    pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
-    pub upgrade_configs: Option<List<UpgradeConfig>>,
-    pub strip_any_host_port: Option<Field<bool>>,
-    pub strip_matching_host_port: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HttpConnectionManager {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub stat_prefix: Option<Field<String>>,
+        pub codec_type: Option<Field<String>>,
+        pub route_config: Option<Field<RouteConfiguration>>,
+        pub http_filters: Option<List<TypedExtension>>,
+        pub server_name: Option<Field<String>>,
+        pub server_header_transformation: Option<Field<String>>,
+        pub generate_request_id: Option<Field<bool>>,
+        pub preserve_external_request_id: Option<Field<bool>>,
+        pub always_set_request_id_in_response: Option<Field<bool>>,
+        pub use_remote_address: Option<Field<bool>>,
+        pub xff_num_trusted_hops: Option<Field<u32>>,
+        pub skip_xff_append: Option<Field<bool>>,
+        pub stream_idle_timeout: Option<Field<Value>>,
+        pub request_timeout: Option<Field<Value>>,
+        pub request_headers_timeout: Option<Field<Value>>,
+        pub max_request_headers_kb: Option<Field<u32>>,
+        pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
+        pub upgrade_configs: Option<List<UpgradeConfig>>,
+        pub strip_any_host_port: Option<Field<bool>>,
+        pub strip_matching_host_port: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HttpProtocolOptions {
-    pub idle_timeout: Option<Field<Value>>,
-    pub max_headers_count: Option<Field<u32>>,
-    pub max_connection_duration: Option<Field<Value>>,
-    pub max_stream_duration: Option<Field<Value>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HttpProtocolOptions {
+        pub idle_timeout: Option<Field<Value>>,
+        pub max_headers_count: Option<Field<u32>>,
+        pub max_connection_duration: Option<Field<Value>>,
+        pub max_stream_duration: Option<Field<Value>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct UpgradeConfig {
-    pub upgrade_type: Option<Field<String>>,
-    pub enabled: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct UpgradeConfig {
+        pub upgrade_type: Option<Field<String>>,
+        pub enabled: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DownstreamTlsContext {
-    #[serde(rename = "@type")]
-    pub type_url: Option<Field<String>>,
-    pub common_tls_context: Option<Field<CommonTlsContext>>,
-    pub require_client_certificate: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct DownstreamTlsContext {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub common_tls_context: Option<Field<CommonTlsContext>>,
+        pub require_client_certificate: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct UpstreamTlsContext {
-    #[serde(rename = "@type")]
-    pub type_url: Option<Field<String>>,
-    pub common_tls_context: Option<Field<CommonTlsContext>>,
-    pub sni: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct UpstreamTlsContext {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub common_tls_context: Option<Field<CommonTlsContext>>,
+        pub sni: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CommonTlsContext {
-    pub tls_certificates: Option<List<TlsCertificate>>,
-    pub alpn_protocols: Option<List<String>>,
-    pub validation_context: Option<Field<ValidationContext>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct CommonTlsContext {
+        pub tls_certificates: Option<List<TlsCertificate>>,
+        pub alpn_protocols: Option<List<String>>,
+        pub validation_context: Option<Field<ValidationContext>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct TlsCertificate {
-    pub certificate_chain: Option<Field<DataSource>>,
-    pub private_key: Option<Field<DataSource>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct TlsCertificate {
+        pub certificate_chain: Option<Field<DataSource>>,
+        pub private_key: Option<Field<DataSource>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ValidationContext {
-    pub trusted_ca: Option<Field<DataSource>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct ValidationContext {
+        pub trusted_ca: Option<Field<DataSource>>,
+    }
 }
 
-/// Envoy's `DataSource`: exactly one of the three.
-#[derive(Debug, Deserialize)]
-pub struct DataSource {
-    pub filename: Option<Field<String>>,
-    pub inline_string: Option<Field<String>>,
-    pub inline_bytes: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    /// Envoy's `DataSource`: exactly one of the three.
+    pub struct DataSource {
+        pub filename: Option<Field<String>>,
+        pub inline_string: Option<Field<String>>,
+        pub inline_bytes: Option<Field<String>>,
+    }
 }
 
-/// `envoy.filters.network.connection_limit`.
-#[derive(Debug, Deserialize)]
-pub struct ConnectionLimit {
-    #[serde(rename = "@type")]
-    pub type_url: Option<Field<String>>,
-    pub stat_prefix: Option<Field<String>>,
-    pub max_connections: Option<Field<u64>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    /// `envoy.filters.network.connection_limit`.
+    pub struct ConnectionLimit {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub stat_prefix: Option<Field<String>>,
+        pub max_connections: Option<Field<u64>>,
+    }
 }
 
-/// `envoy.filters.http.buffer`.
-#[derive(Debug, Deserialize)]
-pub struct BufferFilter {
-    #[serde(rename = "@type")]
-    pub type_url: Option<Field<String>>,
-    pub max_request_bytes: Option<Field<u32>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    /// `envoy.filters.http.buffer`.
+    pub struct BufferFilter {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub max_request_bytes: Option<Field<u32>>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_the_fields_as_the_file_spells_them() {
+        assert_eq!(Admin::KEYS, ["address"]);
+        assert_eq!(&Route::KEYS[..2], ["name", "match"]);
+        assert!(HttpConnectionManager::KEYS.contains(&"@type"));
+        assert!(!HttpConnectionManager::KEYS.contains(&"type_url"));
+        assert!(Cluster::KEYS.contains(&"type") && Cluster::KEYS.contains(&"load_assignment"));
+        let admin: Admin = serde_yaml::from_str("address: {}\nprofile_path: /tmp/x").unwrap();
+        assert_eq!(admin.other().keys().collect::<Vec<_>>(), ["profile_path"]);
+    }
 }

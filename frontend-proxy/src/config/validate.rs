@@ -17,7 +17,7 @@ mod upgrade;
 
 use super::duration;
 use super::model::{AdminConfig, Bootstrap};
-use super::raw::{self, Field, List, Other};
+use super::raw::{self, Field, Keys, List};
 use super::{Diagnostic, LoadError};
 use crate::tls::PemSource;
 use serde_yaml::Value;
@@ -43,13 +43,6 @@ impl P {
     pub(super) fn idx(&self, i: usize) -> P {
         P(format!("{}[{i}]", self.0))
     }
-}
-
-/// Field names of one raw struct: the ones it reads (for "did you mean")
-/// and the Envoy fields it accepts but ignores with a warning.
-pub(super) struct Fields {
-    pub known: &'static [&'static str],
-    pub ignored: &'static [&'static str],
 }
 
 /// The collector threaded through validation.
@@ -145,16 +138,18 @@ impl Ctx {
         }
     }
 
-    /// Judges the keys a raw struct did not name.
-    pub fn other(&mut self, p: &P, other: &Other, fields: &Fields) {
-        for key in other.keys() {
-            if fields.ignored.contains(&key.as_str()) {
+    /// Judges the keys raw struct `raw` did not name: an Envoy field in
+    /// `ignored` (one that cannot change what traffic does) is a warning,
+    /// any other key an error, with the closest key `raw` reads as a hint.
+    pub fn other<T: Keys>(&mut self, p: &P, raw: &T, ignored: &[&str]) {
+        for key in raw.other().keys() {
+            if ignored.contains(&key.as_str()) {
                 self.warn(
                     &p.key(key),
                     "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered",
                 );
             } else {
-                let hint = suggestion(key, fields.known).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
+                let hint = suggestion(key, T::KEYS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 self.error(
                     &p.key(key),
                     format!("unknown or unsupported field{hint}; frontend-proxy would not honour it, so it refuses the configuration"),
@@ -182,14 +177,10 @@ impl Ctx {
 
     /// The host and port of an `Address`.
     pub fn socket_address(&mut self, p: &P, addr: &raw::Address) -> Option<(String, u16)> {
-        self.other(p, &addr.other, &Fields { known: &["socket_address"], ignored: &[] });
+        self.other(p, addr, &[]);
         let sp = p.key("socket_address");
         let sa = self.req(p, "socket_address", &addr.socket_address)?;
-        self.other(
-            &sp,
-            &sa.other,
-            &Fields { known: &["address", "port_value", "protocol"], ignored: &["ipv4_compat"] },
-        );
+        self.other(&sp, sa, &["ipv4_compat"]);
         self.enumeration(&sp, "protocol", &sa.protocol, &[("TCP", ())], ());
         let host = self.req(&sp, "address", &sa.address).cloned();
         let port = self.req(&sp, "port_value", &sa.port_value).copied();
@@ -211,7 +202,7 @@ impl Ctx {
 
     /// Envoy's `DataSource` (`filename` / `inline_string` / `inline_bytes`).
     pub fn data_source(&mut self, p: &P, ds: &raw::DataSource) -> Option<DataSourceValue> {
-        self.other(p, &ds.other, &Fields { known: &["filename", "inline_string", "inline_bytes"], ignored: &[] });
+        self.other(p, ds, &[]);
         let file = self.string(p, "filename", &ds.filename);
         let inline = self.string(p, "inline_string", &ds.inline_string);
         let bytes = self.string(p, "inline_bytes", &ds.inline_bytes);
@@ -280,40 +271,37 @@ fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
-const BOOTSTRAP: Fields = Fields {
-    known: &["admin", "static_resources", "node"],
-    ignored: &[
-        "layered_runtime",
-        "stats_sinks",
-        "stats_config",
-        "stats_flush_interval",
-        "watchdog",
-        "watchdogs",
-        "cluster_manager",
-        "overload_manager",
-        "tracing",
-        "fatal_actions",
-        "enable_dispatcher_stats",
-        "application_log_config",
-        "stats_server_version_override",
-    ],
-};
+/// Envoy fields accepted and ignored with a warning.
+const BOOTSTRAP_IGNORED: &[&str] = &[
+    "layered_runtime",
+    "stats_sinks",
+    "stats_config",
+    "stats_flush_interval",
+    "watchdog",
+    "watchdogs",
+    "cluster_manager",
+    "overload_manager",
+    "tracing",
+    "fatal_actions",
+    "enable_dispatcher_stats",
+    "application_log_config",
+    "stats_server_version_override",
+];
 
 /// The validated bootstrap and the warnings, or every error.
 pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnostic>), LoadError> {
     let mut cx = Ctx::default();
     let root = P::root();
-    // `node` only names this proxy to a control plane: accepted silently.
-    let mut other = raw.other.clone();
-    other.remove("node");
-    cx.other(&root, &other, &BOOTSTRAP);
+    cx.other(&root, raw, BOOTSTRAP_IGNORED);
+    // `node` only names this proxy to a control plane: nothing to check.
+    let _ = cx.opt(&root, "node", &raw.node);
 
     let admin = cx.opt(&root, "admin", &raw.admin).and_then(|a| admin(&mut cx, &root.key("admin"), a));
 
     let sp = root.key("static_resources");
     let (listeners, clusters) = match cx.opt(&root, "static_resources", &raw.static_resources) {
         Some(sr) => {
-            cx.other(&sp, &sr.other, &Fields { known: &["listeners", "clusters"], ignored: &[] });
+            cx.other(&sp, sr, &[]);
             let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
             let ids: HashMap<String, usize> = clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
             let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
@@ -336,7 +324,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
 }
 
 fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {
-    cx.other(p, &a.other, &Fields { known: &["address"], ignored: &["access_log_path", "access_log", "profile_path"] });
+    cx.other(p, a, &["access_log_path", "access_log", "profile_path"]);
     // An admin block without an address disables the admin interface, as in Envoy.
     a.address.as_ref()?;
     let address = cx.ip_socket_address(p, "address", &a.address)?;

@@ -1,222 +1,201 @@
 //! Raw route configuration: virtual hosts, routes, matches, actions.
 
 use super::{DataSource, Field, List, Other, TypedExtension, UpgradeConfig};
-use serde::Deserialize;
 use serde_yaml::Value;
 
-#[derive(Debug, Deserialize)]
-pub struct RouteConfiguration {
-    pub name: Option<Field<String>>,
-    pub virtual_hosts: Option<List<VirtualHost>>,
-    pub request_headers_to_add: Option<List<HeaderValueOption>>,
-    pub request_headers_to_remove: Option<List<String>>,
-    pub response_headers_to_add: Option<List<HeaderValueOption>>,
-    pub response_headers_to_remove: Option<List<String>>,
-    pub ignore_port_in_host_matching: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RouteConfiguration {
+        pub name: Option<Field<String>>,
+        pub virtual_hosts: Option<List<VirtualHost>>,
+        pub request_headers_to_add: Option<List<HeaderValueOption>>,
+        pub request_headers_to_remove: Option<List<String>>,
+        pub response_headers_to_add: Option<List<HeaderValueOption>>,
+        pub response_headers_to_remove: Option<List<String>>,
+        pub ignore_port_in_host_matching: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct VirtualHost {
-    pub name: Option<Field<String>>,
-    pub domains: Option<List<String>>,
-    pub routes: Option<List<Route>>,
-    pub require_tls: Option<Field<String>>,
-    pub retry_policy: Option<Field<RetryPolicy>>,
-    pub request_headers_to_add: Option<List<HeaderValueOption>>,
-    pub request_headers_to_remove: Option<List<String>>,
-    pub response_headers_to_add: Option<List<HeaderValueOption>>,
-    pub response_headers_to_remove: Option<List<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct VirtualHost {
+        pub name: Option<Field<String>>,
+        pub domains: Option<List<String>>,
+        pub routes: Option<List<Route>>,
+        pub require_tls: Option<Field<String>>,
+        pub retry_policy: Option<Field<RetryPolicy>>,
+        pub request_headers_to_add: Option<List<HeaderValueOption>>,
+        pub request_headers_to_remove: Option<List<String>>,
+        pub response_headers_to_add: Option<List<HeaderValueOption>>,
+        pub response_headers_to_remove: Option<List<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HeaderValueOption {
-    pub header: Option<Field<HeaderValue>>,
-    pub append: Option<Field<bool>>,
-    pub append_action: Option<Field<String>>,
-    pub keep_empty_value: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HeaderValueOption {
+        pub header: Option<Field<HeaderValue>>,
+        pub append: Option<Field<bool>>,
+        pub append_action: Option<Field<String>>,
+        pub keep_empty_value: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HeaderValue {
-    pub key: Option<Field<String>>,
-    pub value: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HeaderValue {
+        pub key: Option<Field<String>>,
+        pub value: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Route {
-    pub name: Option<Field<String>>,
-    #[serde(rename = "match")]
-    pub matcher: Option<Field<RouteMatch>>,
-    pub route: Option<Field<RouteAction>>,
-    pub redirect: Option<Field<RedirectAction>>,
-    pub direct_response: Option<Field<DirectResponseAction>>,
-    pub request_headers_to_add: Option<List<HeaderValueOption>>,
-    pub request_headers_to_remove: Option<List<String>>,
-    pub response_headers_to_add: Option<List<HeaderValueOption>>,
-    pub response_headers_to_remove: Option<List<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct Route {
+        pub name: Option<Field<String>>,
+        #[serde(rename = "match")]
+        pub matcher: Option<Field<RouteMatch>>,
+        pub route: Option<Field<RouteAction>>,
+        pub redirect: Option<Field<RedirectAction>>,
+        pub direct_response: Option<Field<DirectResponseAction>>,
+        pub request_headers_to_add: Option<List<HeaderValueOption>>,
+        pub request_headers_to_remove: Option<List<String>>,
+        pub response_headers_to_add: Option<List<HeaderValueOption>>,
+        pub response_headers_to_remove: Option<List<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RouteMatch {
-    pub prefix: Option<Field<String>>,
-    pub path: Option<Field<String>>,
-    pub safe_regex: Option<Field<RegexMatcher>>,
-    pub path_separated_prefix: Option<Field<String>>,
-    pub case_sensitive: Option<Field<bool>>,
-    pub headers: Option<List<HeaderMatcher>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RouteMatch {
+        pub prefix: Option<Field<String>>,
+        pub path: Option<Field<String>>,
+        pub safe_regex: Option<Field<RegexMatcher>>,
+        pub path_separated_prefix: Option<Field<String>>,
+        pub case_sensitive: Option<Field<bool>>,
+        pub headers: Option<List<HeaderMatcher>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RegexMatcher {
-    pub google_re2: Option<Field<Value>>,
-    pub regex: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RegexMatcher {
+        pub google_re2: Option<Field<Value>>,
+        pub regex: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HeaderMatcher {
-    pub name: Option<Field<String>>,
-    pub exact_match: Option<Field<String>>,
-    pub prefix_match: Option<Field<String>>,
-    pub suffix_match: Option<Field<String>>,
-    pub contains_match: Option<Field<String>>,
-    pub safe_regex_match: Option<Field<RegexMatcher>>,
-    pub present_match: Option<Field<bool>>,
-    pub string_match: Option<Field<StringMatcher>>,
-    pub invert_match: Option<Field<bool>>,
-    pub treat_missing_header_as_empty: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HeaderMatcher {
+        pub name: Option<Field<String>>,
+        pub exact_match: Option<Field<String>>,
+        pub prefix_match: Option<Field<String>>,
+        pub suffix_match: Option<Field<String>>,
+        pub contains_match: Option<Field<String>>,
+        pub safe_regex_match: Option<Field<RegexMatcher>>,
+        pub present_match: Option<Field<bool>>,
+        pub string_match: Option<Field<StringMatcher>>,
+        pub invert_match: Option<Field<bool>>,
+        pub treat_missing_header_as_empty: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct StringMatcher {
-    pub exact: Option<Field<String>>,
-    pub prefix: Option<Field<String>>,
-    pub suffix: Option<Field<String>>,
-    pub contains: Option<Field<String>>,
-    pub safe_regex: Option<Field<RegexMatcher>>,
-    pub ignore_case: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct StringMatcher {
+        pub exact: Option<Field<String>>,
+        pub prefix: Option<Field<String>>,
+        pub suffix: Option<Field<String>>,
+        pub contains: Option<Field<String>>,
+        pub safe_regex: Option<Field<RegexMatcher>>,
+        pub ignore_case: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RouteAction {
-    pub cluster: Option<Field<String>>,
-    pub weighted_clusters: Option<Field<WeightedClusters>>,
-    pub prefix_rewrite: Option<Field<String>>,
-    pub regex_rewrite: Option<Field<RegexRewrite>>,
-    pub host_rewrite_literal: Option<Field<String>>,
-    pub auto_host_rewrite: Option<Field<bool>>,
-    pub timeout: Option<Field<Value>>,
-    pub idle_timeout: Option<Field<Value>>,
-    pub retry_policy: Option<Field<RetryPolicy>>,
-    pub hash_policy: Option<List<HashPolicy>>,
-    pub upgrade_configs: Option<List<UpgradeConfig>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RouteAction {
+        pub cluster: Option<Field<String>>,
+        pub weighted_clusters: Option<Field<WeightedClusters>>,
+        pub prefix_rewrite: Option<Field<String>>,
+        pub regex_rewrite: Option<Field<RegexRewrite>>,
+        pub host_rewrite_literal: Option<Field<String>>,
+        pub auto_host_rewrite: Option<Field<bool>>,
+        pub timeout: Option<Field<Value>>,
+        pub idle_timeout: Option<Field<Value>>,
+        pub retry_policy: Option<Field<RetryPolicy>>,
+        pub hash_policy: Option<List<HashPolicy>>,
+        pub upgrade_configs: Option<List<UpgradeConfig>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct WeightedClusters {
-    pub clusters: Option<List<ClusterWeight>>,
-    pub total_weight: Option<Field<u32>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct WeightedClusters {
+        pub clusters: Option<List<ClusterWeight>>,
+        pub total_weight: Option<Field<u32>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct ClusterWeight {
-    pub name: Option<Field<String>>,
-    pub weight: Option<Field<u32>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct ClusterWeight {
+        pub name: Option<Field<String>>,
+        pub weight: Option<Field<u32>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RegexRewrite {
-    pub pattern: Option<Field<RegexMatcher>>,
-    pub substitution: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RegexRewrite {
+        pub pattern: Option<Field<RegexMatcher>>,
+        pub substitution: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RetryPolicy {
-    pub retry_on: Option<Field<String>>,
-    pub num_retries: Option<Field<u32>>,
-    pub per_try_timeout: Option<Field<Value>>,
-    pub retriable_status_codes: Option<List<u32>>,
-    pub retry_host_predicate: Option<List<TypedExtension>>,
-    pub host_selection_retry_max_attempts: Option<Field<u32>>,
-    pub retry_back_off: Option<Field<RetryBackOff>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RetryPolicy {
+        pub retry_on: Option<Field<String>>,
+        pub num_retries: Option<Field<u32>>,
+        pub per_try_timeout: Option<Field<Value>>,
+        pub retriable_status_codes: Option<List<u32>>,
+        pub retry_host_predicate: Option<List<TypedExtension>>,
+        pub host_selection_retry_max_attempts: Option<Field<u32>>,
+        pub retry_back_off: Option<Field<RetryBackOff>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RetryBackOff {
-    pub base_interval: Option<Field<Value>>,
-    pub max_interval: Option<Field<Value>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RetryBackOff {
+        pub base_interval: Option<Field<Value>>,
+        pub max_interval: Option<Field<Value>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HashPolicy {
-    pub header: Option<Field<HashPolicyHeader>>,
-    pub connection_properties: Option<Field<HashPolicyConnection>>,
-    pub terminal: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HashPolicy {
+        pub header: Option<Field<HashPolicyHeader>>,
+        pub connection_properties: Option<Field<HashPolicyConnection>>,
+        pub terminal: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HashPolicyHeader {
-    pub header_name: Option<Field<String>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HashPolicyHeader {
+        pub header_name: Option<Field<String>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct HashPolicyConnection {
-    pub source_ip: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct HashPolicyConnection {
+        pub source_ip: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct RedirectAction {
-    pub https_redirect: Option<Field<bool>>,
-    pub scheme_redirect: Option<Field<String>>,
-    pub host_redirect: Option<Field<String>>,
-    pub port_redirect: Option<Field<u32>>,
-    pub path_redirect: Option<Field<String>>,
-    pub prefix_rewrite: Option<Field<String>>,
-    pub response_code: Option<Field<String>>,
-    pub strip_query: Option<Field<bool>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct RedirectAction {
+        pub https_redirect: Option<Field<bool>>,
+        pub scheme_redirect: Option<Field<String>>,
+        pub host_redirect: Option<Field<String>>,
+        pub port_redirect: Option<Field<u32>>,
+        pub path_redirect: Option<Field<String>>,
+        pub prefix_rewrite: Option<Field<String>>,
+        pub response_code: Option<Field<String>>,
+        pub strip_query: Option<Field<bool>>,
+    }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct DirectResponseAction {
-    pub status: Option<Field<u32>>,
-    pub body: Option<Field<DataSource>>,
-    #[serde(flatten)]
-    pub other: Other,
+mapping! {
+    pub struct DirectResponseAction {
+        pub status: Option<Field<u32>>,
+        pub body: Option<Field<DataSource>>,
+    }
 }

@@ -2,7 +2,7 @@
 //! hashing), redirects and direct responses.
 
 use super::upgrade::upgrade_config;
-use super::{Ctx, DataSourceValue, Fields, P};
+use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
 use crate::routing::{ClusterChoice, DirectResponse, Forward, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy};
 use bytes::Bytes;
@@ -19,22 +19,8 @@ const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 /// Envoy caps direct response bodies at 4 KiB by default.
 const MAX_DIRECT_RESPONSE_BODY: usize = 4096;
 
-const ACTION_FIELDS: Fields = Fields {
-    known: &[
-        "cluster",
-        "weighted_clusters",
-        "prefix_rewrite",
-        "regex_rewrite",
-        "host_rewrite_literal",
-        "auto_host_rewrite",
-        "timeout",
-        "idle_timeout",
-        "retry_policy",
-        "hash_policy",
-        "upgrade_configs",
-    ],
-    ignored: &["priority", "include_vh_rate_limits", "append_x_forwarded_host"],
-};
+/// Envoy fields accepted and ignored with a warning.
+const ACTION_IGNORED: &[&str] = &["priority", "include_vh_rate_limits", "append_x_forwarded_host"];
 
 pub(super) fn forward(
     cx: &mut Ctx,
@@ -43,7 +29,7 @@ pub(super) fn forward(
     clusters: &HashMap<String, usize>,
     vhost_retry: Option<&RetryPolicy>,
 ) -> Option<Forward> {
-    cx.other(p, &a.other, &ACTION_FIELDS);
+    cx.other(p, a, ACTION_IGNORED);
     let lookup = |cx: &mut Ctx, p: &P, name: &str| -> Option<usize> {
         let id = clusters.get(name).copied();
         if id.is_none() {
@@ -59,14 +45,10 @@ pub(super) fn forward(
         (false, true) => {
             let wp = p.key("weighted_clusters");
             let wc = cx.opt(p, "weighted_clusters", &a.weighted_clusters)?;
-            cx.other(
-                &wp,
-                &wc.other,
-                &Fields { known: &["clusters", "total_weight"], ignored: &["runtime_key_prefix"] },
-            );
+            cx.other(&wp, wc, &["runtime_key_prefix"]);
             let mut entries = Vec::new();
             for (cp, c) in cx.list(&wp, "clusters", &wc.clusters) {
-                cx.other(&cp, &c.other, &Fields { known: &["name", "weight"], ignored: &[] });
+                cx.other(&cp, c, &[]);
                 let id = cx.req(&cp, "name", &c.name).and_then(|n| lookup(cx, &cp.key("name"), n));
                 let weight = cx.req(&cp, "weight", &c.weight).copied();
                 if let (Some(id), Some(w)) = (id, weight) {
@@ -98,7 +80,7 @@ pub(super) fn forward(
     let prefix_rewrite = cx.string(p, "prefix_rewrite", &a.prefix_rewrite);
     let regex_rewrite = cx.opt(p, "regex_rewrite", &a.regex_rewrite).and_then(|rr| {
         let rp = p.key("regex_rewrite");
-        cx.other(&rp, &rr.other, &Fields { known: &["pattern", "substitution"], ignored: &[] });
+        cx.other(&rp, rr, &[]);
         let pattern = cx.req(&rp, "pattern", &rr.pattern).and_then(|pt| regex_unanchored(cx, &rp.key("pattern"), pt));
         let substitution = cx.req(&rp, "substitution", &rr.substitution).cloned();
         Some((pattern?, envoy_substitution(&substitution?)))
@@ -145,7 +127,7 @@ pub(super) fn forward(
 }
 
 fn regex_unanchored(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
-    cx.other(p, &r.other, &Fields { known: &["google_re2", "regex"], ignored: &[] });
+    cx.other(p, r, &[]);
     let pattern = cx.req(p, "regex", &r.regex)?;
     Regex::new(pattern).map_err(|e| cx.error(&p.key("regex"), format!("invalid regular expression: {e}"))).ok()
 }
@@ -168,22 +150,7 @@ fn envoy_substitution(s: &str) -> String {
 }
 
 pub(super) fn retry_policy(cx: &mut Ctx, p: &P, r: &raw::RetryPolicy) -> Option<RetryPolicy> {
-    cx.other(
-        p,
-        &r.other,
-        &Fields {
-            known: &[
-                "retry_on",
-                "num_retries",
-                "per_try_timeout",
-                "retriable_status_codes",
-                "retry_host_predicate",
-                "host_selection_retry_max_attempts",
-                "retry_back_off",
-            ],
-            ignored: &[],
-        },
-    );
+    cx.other(p, r, &[]);
     let retry_on = match cx.opt(p, "retry_on", &r.retry_on).map(|s| RetryOn::parse(s)) {
         Some(Ok(on)) => on,
         Some(Err(bad)) => {
@@ -229,7 +196,7 @@ pub(super) fn back_off(
     b: &raw::RetryBackOff,
     default_base: Duration,
 ) -> Option<(Duration, Duration)> {
-    cx.other(p, &b.other, &Fields { known: &["base_interval", "max_interval"], ignored: &[] });
+    cx.other(p, b, &[]);
     let base = cx.duration(p, "base_interval", &b.base_interval).unwrap_or(default_base);
     if base.is_zero() {
         cx.error(&p.key("base_interval"), "must be greater than 0");
@@ -244,12 +211,12 @@ pub(super) fn back_off(
 }
 
 fn hash_policy(cx: &mut Ctx, p: &P, h: &raw::HashPolicy) -> Option<HashPolicy> {
-    cx.other(p, &h.other, &Fields { known: &["header", "connection_properties", "terminal"], ignored: &[] });
+    cx.other(p, h, &[]);
     let terminal = cx.boolean(p, "terminal", &h.terminal, false);
     match (cx.opt(p, "header", &h.header), cx.opt(p, "connection_properties", &h.connection_properties)) {
         (Some(hd), None) => {
             let hp = p.key("header");
-            cx.other(&hp, &hd.other, &Fields { known: &["header_name"], ignored: &[] });
+            cx.other(&hp, hd, &[]);
             let name = cx.req(&hp, "header_name", &hd.header_name)?;
             match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
                 Ok(name) => Some(HashPolicy::Header { name, terminal }),
@@ -261,7 +228,7 @@ fn hash_policy(cx: &mut Ctx, p: &P, h: &raw::HashPolicy) -> Option<HashPolicy> {
         }
         (None, Some(c)) => {
             let cp = p.key("connection_properties");
-            cx.other(&cp, &c.other, &Fields { known: &["source_ip"], ignored: &[] });
+            cx.other(&cp, c, &[]);
             cx.boolean(&cp, "source_ip", &c.source_ip, false).then_some(HashPolicy::SourceIp { terminal })
         }
         _ => {
@@ -272,23 +239,7 @@ fn hash_policy(cx: &mut Ctx, p: &P, h: &raw::HashPolicy) -> Option<HashPolicy> {
 }
 
 pub(super) fn redirect(cx: &mut Ctx, p: &P, r: &raw::RedirectAction) -> Option<Redirect> {
-    cx.other(
-        p,
-        &r.other,
-        &Fields {
-            known: &[
-                "https_redirect",
-                "scheme_redirect",
-                "host_redirect",
-                "port_redirect",
-                "path_redirect",
-                "prefix_rewrite",
-                "response_code",
-                "strip_query",
-            ],
-            ignored: &[],
-        },
-    );
+    cx.other(p, r, &[]);
     let https = cx.boolean(p, "https_redirect", &r.https_redirect, false);
     let scheme = cx.string(p, "scheme_redirect", &r.scheme_redirect);
     if https && scheme.is_some() {
@@ -332,7 +283,7 @@ pub(super) fn redirect(cx: &mut Ctx, p: &P, r: &raw::RedirectAction) -> Option<R
 }
 
 pub(super) fn direct_response(cx: &mut Ctx, p: &P, d: &raw::DirectResponseAction) -> Option<DirectResponse> {
-    cx.other(p, &d.other, &Fields { known: &["status", "body"], ignored: &[] });
+    cx.other(p, d, &[]);
     let status = cx.req(p, "status", &d.status).copied();
     let status = match status.and_then(|s| u16::try_from(s).ok()).filter(|s| (200..=599).contains(s)) {
         Some(s) => StatusCode::from_u16(s).ok(),

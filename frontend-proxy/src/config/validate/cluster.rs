@@ -3,7 +3,7 @@
 use super::dns::dns_spec;
 use super::resilience;
 use super::tls::upstream_tls;
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw::{self, Field, List};
 use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy};
 use std::collections::HashSet;
@@ -13,45 +13,21 @@ use std::time::Duration;
 /// Envoy's defaults.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-const CLUSTER_FIELDS: Fields = Fields {
-    known: &[
-        "name",
-        "type",
-        "connect_timeout",
-        "lb_policy",
-        "load_assignment",
-        "dns_refresh_rate",
-        "dns_failure_refresh_rate",
-        "respect_dns_ttl",
-        "dns_lookup_family",
-        "typed_dns_resolver_config",
-        "dns_resolvers",
-        "dns_resolution_config",
-        "transport_socket",
-        "ring_hash_lb_config",
-        "maglev_lb_config",
-        "least_request_lb_config",
-        "health_checks",
-        "outlier_detection",
-        "circuit_breakers",
-        "common_lb_config",
-        "ignore_health_on_host_removal",
-    ],
-    ignored: &[
-        "per_connection_buffer_limit_bytes",
-        "upstream_connection_options",
-        "alt_stat_name",
-        "metadata",
-        "track_timeout_budgets",
-        "track_cluster_stats",
-        "cleanup_interval",
-        "dns_jitter",
-        "wait_for_warm_on_init",
-        "close_connections_on_host_health_failure",
-        "max_requests_per_connection",
-        "use_tcp_for_dns_lookups",
-    ],
-};
+/// Envoy fields accepted and ignored with a warning.
+const CLUSTER_IGNORED: &[&str] = &[
+    "per_connection_buffer_limit_bytes",
+    "upstream_connection_options",
+    "alt_stat_name",
+    "metadata",
+    "track_timeout_budgets",
+    "track_cluster_stats",
+    "cleanup_interval",
+    "dns_jitter",
+    "wait_for_warm_on_init",
+    "close_connections_on_host_health_failure",
+    "max_requests_per_connection",
+    "use_tcp_for_dns_lookups",
+];
 
 pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> Vec<ClusterSpec> {
     let mut out = Vec::new();
@@ -72,7 +48,7 @@ pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> V
 }
 
 fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
-    cx.other(p, &c.other, &CLUSTER_FIELDS);
+    cx.other(p, c, CLUSTER_IGNORED);
     let name = cx.req(p, "name", &c.name).cloned();
     let discovery = match cx.opt(p, "type", &c.discovery_type).map(String::as_str) {
         None | Some("STATIC") => DiscoveryType::Static,
@@ -155,11 +131,7 @@ fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
     let mut choice_count = 2;
     if let Some(lr) = cx.opt(p, "least_request_lb_config", &c.least_request_lb_config) {
         let lp = p.key("least_request_lb_config");
-        cx.other(
-            &lp,
-            &lr.other,
-            &Fields { known: &["choice_count"], ignored: &["active_request_bias", "slow_start_config"] },
-        );
+        cx.other(&lp, lr, &["active_request_bias", "slow_start_config"]);
         if let Some(n) = cx.opt(&lp, "choice_count", &lr.choice_count) {
             if *n < 2 {
                 cx.error(&lp.key("choice_count"), "must be at least 2");
@@ -196,18 +168,11 @@ fn load_assignment(
     la: &raw::ClusterLoadAssignment,
     discovery: DiscoveryType,
 ) -> Vec<EndpointSpec> {
-    cx.other(p, &la.other, &Fields { known: &["cluster_name", "endpoints"], ignored: &["policy", "named_endpoints"] });
+    cx.other(p, la, &["policy", "named_endpoints"]);
     let _ = cx.opt(p, "cluster_name", &la.cluster_name);
     let mut out = Vec::new();
     for (lp, locality) in cx.list(p, "endpoints", &la.endpoints) {
-        cx.other(
-            &lp,
-            &locality.other,
-            &Fields {
-                known: &["lb_endpoints", "priority"],
-                ignored: &["locality", "load_balancing_weight", "metadata", "proximity"],
-            },
-        );
+        cx.other(&lp, locality, &["locality", "load_balancing_weight", "metadata", "proximity"]);
         if cx.opt(&lp, "priority", &locality.priority).is_some_and(|p| *p != 0) {
             cx.error(&lp.key("priority"), "priority levels other than 0 (failover) are not supported");
         }
@@ -223,11 +188,7 @@ fn load_assignment(
 }
 
 fn lb_endpoint(cx: &mut Ctx, p: &P, lb: &raw::LbEndpoint, discovery: DiscoveryType) -> Option<EndpointSpec> {
-    cx.other(
-        p,
-        &lb.other,
-        &Fields { known: &["endpoint", "load_balancing_weight", "health_status"], ignored: &["metadata"] },
-    );
+    cx.other(p, lb, &["metadata"]);
     let weight = cx.opt(p, "load_balancing_weight", &lb.load_balancing_weight).copied().unwrap_or(1);
     if weight == 0 || weight > 1000 {
         cx.error(&p.key("load_balancing_weight"), "must be between 1 and 1000");
@@ -243,11 +204,11 @@ fn lb_endpoint(cx: &mut Ctx, p: &P, lb: &raw::LbEndpoint, discovery: DiscoveryTy
     };
     let epp = p.key("endpoint");
     let e = cx.req(p, "endpoint", &lb.endpoint)?;
-    cx.other(&epp, &e.other, &Fields { known: &["address", "hostname"], ignored: &[] });
+    cx.other(&epp, e, &[]);
     let mut health_check_port = None;
     if let Some(hc) = cx.opt(&epp, "health_check_config", &e.health_check_config) {
         let hp = epp.key("health_check_config");
-        cx.other(&hp, &hc.other, &Fields { known: &["port_value"], ignored: &[] });
+        cx.other(&hp, hc, &[]);
         if hc.hostname.is_some() {
             cx.error(&hp.key("hostname"), "not supported");
         }

@@ -3,7 +3,7 @@
 //! deprecated `dns_resolvers`).
 
 use super::action::back_off;
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw::{self, Field, List};
 use crate::upstream::{DnsSpec, LookupFamily};
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +50,7 @@ pub(super) fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec>
     }
     if let Some(r) = cx.opt(p, "dns_resolution_config", &c.dns_resolution_config) {
         let rp = p.key("dns_resolution_config");
-        cx.other(&rp, &r.other, &Fields { known: &["resolvers"], ignored: &["dns_resolver_options"] });
+        cx.other(&rp, r, &["dns_resolver_options"]);
         resolvers = resolver_list(cx, &rp, "resolvers", &r.resolvers);
     }
     Some(DnsSpec {
@@ -63,7 +63,7 @@ pub(super) fn dns_spec(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<DnsSpec>
 }
 
 fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAddr> {
-    cx.other(p, &t.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+    cx.other(p, t, &[]);
     let name = cx.string(p, "name", &t.name).unwrap_or_default();
     let Some(tc) = cx.req(p, "typed_config", &t.typed_config) else {
         return Vec::new();
@@ -83,19 +83,16 @@ fn cares_resolvers(cx: &mut Ctx, p: &P, t: &raw::TypedExtension) -> Vec<SocketAd
     };
     cx.other(
         &tp,
-        &cfg.other,
-        &Fields {
-            known: &["@type", "resolvers", "use_resolvers_as_fallback"],
-            ignored: &[
-                "dns_resolver_options",
-                "filter_unroutable_families",
-                "udp_max_queries",
-                "query_timeout_seconds",
-                "query_tries",
-                "rotate_nameservers",
-                "edns0_max_payload_size",
-            ],
-        },
+        &cfg,
+        &[
+            "dns_resolver_options",
+            "filter_unroutable_families",
+            "udp_max_queries",
+            "query_timeout_seconds",
+            "query_tries",
+            "rotate_nameservers",
+            "edns0_max_payload_size",
+        ],
     );
     if cx.opt(&tp, "@type", &cfg.type_url).is_some_and(|t| t != CARES_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {CARES_TYPE}"));

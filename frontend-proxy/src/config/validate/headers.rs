@@ -1,6 +1,6 @@
 //! `request_headers_to_add/remove` and `response_headers_to_add/remove`.
 
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw::{self, List};
 use crate::routing::{HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat};
 use http::header::HeaderName;
@@ -24,16 +24,12 @@ pub(super) fn header_mutations(
 fn headers_to_add(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::HeaderValueOption>>) -> Vec<HeaderToAdd> {
     let mut out = Vec::new();
     for (hp, h) in cx.list(p, name, f) {
-        cx.other(
-            &hp,
-            &h.other,
-            &Fields { known: &["header", "append", "append_action", "keep_empty_value"], ignored: &[] },
-        );
+        cx.other(&hp, h, &[]);
         let Some(hv) = cx.req(&hp, "header", &h.header) else {
             continue;
         };
         let vp = hp.key("header");
-        cx.other(&vp, &hv.other, &Fields { known: &["key", "value"], ignored: &["raw_value"] });
+        cx.other(&vp, hv, &["raw_value"]);
         let key = cx.req(&vp, "key", &hv.key).cloned();
         let value = cx.string(&vp, "value", &hv.value).unwrap_or_default();
         if h.append.is_some() && h.append_action.is_some() {

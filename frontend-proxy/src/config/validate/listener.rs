@@ -2,7 +2,7 @@
 
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
-use super::{conflicts, route, Ctx, Fields, P};
+use super::{conflicts, route, Ctx, P};
 use crate::config::model::{Codec, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
 use crate::tls::DownstreamTls;
@@ -52,22 +52,19 @@ pub(super) fn listeners(
 fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, usize>) -> Option<ListenerConfig> {
     cx.other(
         p,
-        &l.other,
-        &Fields {
-            known: &["name", "address", "filter_chains", "listener_filters", "enable_reuse_port"],
-            ignored: &[
-                "per_connection_buffer_limit_bytes",
-                "traffic_direction",
-                "stat_prefix",
-                "metadata",
-                "access_log",
-                "reuse_port",
-                "drain_type",
-                "tcp_backlog_size",
-                "continue_on_listener_filters_timeout",
-                "listener_filters_timeout",
-            ],
-        },
+        l,
+        &[
+            "per_connection_buffer_limit_bytes",
+            "traffic_direction",
+            "stat_prefix",
+            "metadata",
+            "access_log",
+            "reuse_port",
+            "drain_type",
+            "tcp_backlog_size",
+            "continue_on_listener_filters_timeout",
+            "listener_filters_timeout",
+        ],
     );
     let name = cx.string(p, "name", &l.name);
     let address = cx.ip_socket_address(p, "address", &l.address);
@@ -114,14 +111,7 @@ struct Chain {
 }
 
 fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMap<String, usize>) -> Chain {
-    cx.other(
-        p,
-        &chain.other,
-        &Fields {
-            known: &["filters", "transport_socket", "filter_chain_match", "name"],
-            ignored: &["metadata", "transport_socket_connect_timeout"],
-        },
-    );
+    cx.other(p, chain, &["metadata", "transport_socket_connect_timeout"]);
     let _ = cx.opt(p, "name", &chain.name);
     if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
         let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
@@ -139,7 +129,7 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
     }
     let mut out = Chain { tls, hcm: None, max_connections: None };
     for (i, (fp, filter)) in filters.iter().enumerate() {
-        cx.other(fp, &filter.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+        cx.other(fp, *filter, &[]);
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
         let Some(tc) = cx.opt(fp, "typed_config", &filter.typed_config) else {
             if filter.typed_config.is_none() {
@@ -182,7 +172,7 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
             return None;
         }
     };
-    cx.other(p, &c.other, &Fields { known: &["@type", "stat_prefix", "max_connections"], ignored: &[] });
+    cx.other(p, &c, &[]);
     let _ = cx.opt(p, "@type", &c.type_url);
     cx.req(p, "stat_prefix", &c.stat_prefix);
     let max = cx.req(p, "max_connections", &c.max_connections).copied()?;
@@ -193,47 +183,23 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
     Some(max)
 }
 
-const HCM_FIELDS: Fields = Fields {
-    known: &[
-        "@type",
-        "stat_prefix",
-        "codec_type",
-        "route_config",
-        "http_filters",
-        "server_name",
-        "server_header_transformation",
-        "generate_request_id",
-        "preserve_external_request_id",
-        "always_set_request_id_in_response",
-        "use_remote_address",
-        "xff_num_trusted_hops",
-        "skip_xff_append",
-        "stream_idle_timeout",
-        "request_timeout",
-        "request_headers_timeout",
-        "max_request_headers_kb",
-        "common_http_protocol_options",
-        "upgrade_configs",
-        "strip_any_host_port",
-        "strip_matching_host_port",
-    ],
-    ignored: &[
-        "access_log",
-        "tracing",
-        "add_user_agent",
-        "delayed_close_timeout",
-        "drain_timeout",
-        "http_protocol_options",
-        "http2_protocol_options",
-        "internal_address_config",
-        "request_id_extension",
-        "proxy_100_continue",
-        "stream_error_on_invalid_http_message",
-        "access_log_flush_interval",
-        "flush_access_log_on_new_request",
-        "access_log_options",
-    ],
-};
+/// Envoy fields accepted and ignored with a warning.
+const HCM_IGNORED: &[&str] = &[
+    "access_log",
+    "tracing",
+    "add_user_agent",
+    "delayed_close_timeout",
+    "drain_timeout",
+    "http_protocol_options",
+    "http2_protocol_options",
+    "internal_address_config",
+    "request_id_extension",
+    "proxy_100_continue",
+    "stream_error_on_invalid_http_message",
+    "access_log_flush_interval",
+    "flush_access_log_on_new_request",
+    "access_log_options",
+];
 
 fn connection_manager(
     cx: &mut Ctx,
@@ -241,7 +207,7 @@ fn connection_manager(
     h: &raw::HttpConnectionManager,
     clusters: &HashMap<String, usize>,
 ) -> Option<HttpConnectionManager> {
-    cx.other(p, &h.other, &HCM_FIELDS);
+    cx.other(p, h, HCM_IGNORED);
     if let Some(t) = cx.opt(p, "@type", &h.type_url) {
         if t != HCM_TYPE {
             cx.error(&p.key("@type"), format!("expected {HCM_TYPE}"));
@@ -278,14 +244,7 @@ fn connection_manager(
     let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
     let op = p.key("common_http_protocol_options");
     if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
-        cx.other(
-            &op,
-            &o.other,
-            &Fields {
-                known: &["idle_timeout", "max_headers_count", "max_connection_duration", "max_stream_duration"],
-                ignored: &["headers_with_underscores_action", "max_requests_per_connection"],
-            },
-        );
+        cx.other(&op, o, &["headers_with_underscores_action", "max_requests_per_connection"]);
         if let Some(t) = cx.duration(&op, "idle_timeout", &o.idle_timeout) {
             idle_timeout = (!t.is_zero()).then_some(t);
         }
@@ -367,11 +326,7 @@ fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> O
     let mut max_request_bytes = None;
     let last = filters.len() - 1;
     for (i, (fp, filter)) in filters.iter().enumerate() {
-        cx.other(
-            fp,
-            &filter.other,
-            &Fields { known: &["name", "typed_config"], ignored: &["disabled", "is_optional"] },
-        );
+        cx.other(fp, *filter, &["disabled", "is_optional"]);
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
         let config = cx.opt(fp, "typed_config", &filter.typed_config);
         let type_url = config.and_then(|v| v.get("@type")).and_then(|v| v.as_str()).unwrap_or_default().to_string();
@@ -383,7 +338,7 @@ fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> O
             let tp = fp.key("typed_config");
             match config.map(|c| Field::<raw::BufferFilter>::from_value(c.clone())) {
                 Some(Field::Ok(b)) => {
-                    cx.other(&tp, &b.other, &Fields { known: &["@type", "max_request_bytes"], ignored: &[] });
+                    cx.other(&tp, &b, &[]);
                     let _ = cx.opt(&tp, "@type", &b.type_url);
                     max_request_bytes = cx.req(&tp, "max_request_bytes", &b.max_request_bytes).copied();
                 }

@@ -1,7 +1,7 @@
 //! Cluster resilience settings: active health checks, outlier detection,
 //! circuit breakers and the panic threshold.
 
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw::{self, List};
 use crate::upstream::{CircuitBreakerSpec, HealthCheckKind, HealthCheckSpec, OutlierSpec};
 use std::time::Duration;
@@ -17,26 +17,8 @@ pub(super) fn health_checks(cx: &mut Ctx, p: &P, f: &Option<List<raw::HealthChec
     let (hp, h) = list.into_iter().next()?;
     cx.other(
         &hp,
-        &h.other,
-        &Fields {
-            known: &[
-                "timeout",
-                "interval",
-                "unhealthy_threshold",
-                "healthy_threshold",
-                "no_traffic_interval",
-                "unhealthy_interval",
-                "interval_jitter",
-                "http_health_check",
-                "tcp_health_check",
-            ],
-            ignored: &[
-                "event_log_path",
-                "always_log_health_check_failures",
-                "initial_jitter",
-                "interval_jitter_percent",
-            ],
-        },
+        h,
+        &["event_log_path", "always_log_health_check_failures", "initial_jitter", "interval_jitter_percent"],
     );
     // Envoy requires all four.
     let timeout = required_duration(cx, &hp, "timeout", &h.timeout);
@@ -101,21 +83,14 @@ fn required_duration(cx: &mut Ctx, p: &P, name: &str, f: &Option<raw::Field<serd
 }
 
 fn http_health_check(cx: &mut Ctx, p: &P, h: &raw::HttpHealthCheck) -> Option<HealthCheckKind> {
-    cx.other(
-        p,
-        &h.other,
-        &Fields {
-            known: &["path", "host", "expected_statuses"],
-            ignored: &["request_headers_to_add", "request_headers_to_remove"],
-        },
-    );
+    cx.other(p, h, &["request_headers_to_add", "request_headers_to_remove"]);
     let path = cx.req(p, "path", &h.path).cloned();
     if path.as_ref().is_some_and(|s| !s.starts_with('/')) {
         cx.error(&p.key("path"), "must start with `/`");
     }
     let mut expected = Vec::new();
     for (rp, r) in cx.list(p, "expected_statuses", &h.expected_statuses) {
-        cx.other(&rp, &r.other, &Fields { known: &["start", "end"], ignored: &[] });
+        cx.other(&rp, r, &[]);
         let start = cx.req(&rp, "start", &r.start).copied();
         let end = cx.req(&rp, "end", &r.end).copied();
         match (start, end) {
@@ -133,23 +108,7 @@ fn http_health_check(cx: &mut Ctx, p: &P, h: &raw::HttpHealthCheck) -> Option<He
 }
 
 pub(super) fn outlier_detection(cx: &mut Ctx, p: &P, o: &raw::OutlierDetection) -> Option<OutlierSpec> {
-    cx.other(
-        p,
-        &o.other,
-        &Fields {
-            known: &[
-                "consecutive_5xx",
-                "consecutive_gateway_failure",
-                "interval",
-                "base_ejection_time",
-                "max_ejection_time",
-                "max_ejection_percent",
-                "enforcing_consecutive_5xx",
-                "enforcing_consecutive_gateway_failure",
-            ],
-            ignored: &[],
-        },
-    );
+    cx.other(p, o, &[]);
     let percent = |cx: &mut Ctx, name: &str, f: &Option<raw::Field<u32>>, default: u32| -> u32 {
         let v = cx.opt(p, name, f).copied().unwrap_or(default);
         if v > 100 {
@@ -191,17 +150,10 @@ pub(super) fn outlier_detection(cx: &mut Ctx, p: &P, o: &raw::OutlierDetection) 
 }
 
 pub(super) fn circuit_breakers(cx: &mut Ctx, p: &P, c: &raw::CircuitBreakers) -> CircuitBreakerSpec {
-    cx.other(p, &c.other, &Fields { known: &["thresholds"], ignored: &["per_host_thresholds"] });
+    cx.other(p, c, &["per_host_thresholds"]);
     let mut spec = CircuitBreakerSpec::default();
     for (tp, t) in cx.list(p, "thresholds", &c.thresholds) {
-        cx.other(
-            &tp,
-            &t.other,
-            &Fields {
-                known: &["priority", "max_connections", "max_pending_requests", "max_requests", "max_retries"],
-                ignored: &["retry_budget", "track_remaining", "max_connection_pools"],
-            },
-        );
+        cx.other(&tp, t, &["retry_budget", "track_remaining", "max_connection_pools"]);
         match cx.opt(&tp, "priority", &t.priority).map(String::as_str) {
             None | Some("DEFAULT") => {}
             Some("HIGH") => {
@@ -230,19 +182,12 @@ pub(super) fn circuit_breakers(cx: &mut Ctx, p: &P, c: &raw::CircuitBreakers) ->
 
 /// `common_lb_config.healthy_panic_threshold.value`, percent (default 50).
 pub(super) fn panic_threshold(cx: &mut Ctx, p: &P, c: &raw::CommonLbConfig) -> f64 {
-    cx.other(
-        p,
-        &c.other,
-        &Fields {
-            known: &["healthy_panic_threshold"],
-            ignored: &["update_merge_window", "ignore_new_hosts_until_first_hc"],
-        },
-    );
+    cx.other(p, c, &["update_merge_window", "ignore_new_hosts_until_first_hc"]);
     let Some(pct) = cx.opt(p, "healthy_panic_threshold", &c.healthy_panic_threshold) else {
         return 50.0;
     };
     let pp = p.key("healthy_panic_threshold");
-    cx.other(&pp, &pct.other, &Fields { known: &["value"], ignored: &[] });
+    cx.other(&pp, pct, &[]);
     let v = cx.opt(&pp, "value", &pct.value).copied().unwrap_or(0.0);
     if !(0.0..=100.0).contains(&v) {
         cx.error(&pp.key("value"), "must be between 0 and 100");

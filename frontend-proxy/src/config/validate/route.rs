@@ -2,7 +2,7 @@
 
 use super::action::{direct_response, forward, redirect, retry_policy};
 use super::headers::header_mutations;
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw;
 use crate::routing::{
     Action, DomainPattern, HeaderMatch, HeaderMatcher, PathMatch, PortMatching, RequireTls, RetryPolicy, Route,
@@ -20,22 +20,7 @@ pub(super) fn route_configuration(
     strip_any: bool,
     strip_matching: bool,
 ) -> Option<RouteTable> {
-    cx.other(
-        p,
-        &rc.other,
-        &Fields {
-            known: &[
-                "name",
-                "virtual_hosts",
-                "request_headers_to_add",
-                "request_headers_to_remove",
-                "response_headers_to_add",
-                "response_headers_to_remove",
-                "ignore_port_in_host_matching",
-            ],
-            ignored: &["validate_clusters", "internal_only_headers", "max_direct_response_body_size_bytes"],
-        },
-    );
+    cx.other(p, rc, &["validate_clusters", "internal_only_headers", "max_direct_response_body_size_bytes"]);
     let name = cx.string(p, "name", &rc.name).unwrap_or_default();
     let headers = header_mutations(
         cx,
@@ -80,20 +65,9 @@ pub(super) fn route_configuration(
     Some(RouteTable::new(name, vhosts, all_domains, port_matching, headers))
 }
 
-const VHOST_FIELDS: Fields = Fields {
-    known: &[
-        "name",
-        "domains",
-        "routes",
-        "require_tls",
-        "retry_policy",
-        "request_headers_to_add",
-        "request_headers_to_remove",
-        "response_headers_to_add",
-        "response_headers_to_remove",
-    ],
-    ignored: &["virtual_clusters", "include_request_attempt_count", "include_attempt_count_in_response", "metadata"],
-};
+/// Envoy fields accepted and ignored with a warning.
+const VHOST_IGNORED: &[&str] =
+    &["virtual_clusters", "include_request_attempt_count", "include_attempt_count_in_response", "metadata"];
 
 fn virtual_host(
     cx: &mut Ctx,
@@ -101,7 +75,7 @@ fn virtual_host(
     vh: &raw::VirtualHost,
     clusters: &HashMap<String, usize>,
 ) -> Option<(VirtualHost, Vec<(String, DomainPattern)>)> {
-    cx.other(p, &vh.other, &VHOST_FIELDS);
+    cx.other(p, vh, VHOST_IGNORED);
     let name = cx.req(p, "name", &vh.name).cloned();
     let mut domains = Vec::new();
     let dlist = cx.list(p, "domains", &vh.domains);
@@ -140,20 +114,8 @@ fn virtual_host(
     Some((VirtualHost { name: name?, routes, require_tls, retry_policy, headers }, domains))
 }
 
-const ROUTE_FIELDS: Fields = Fields {
-    known: &[
-        "name",
-        "match",
-        "route",
-        "redirect",
-        "direct_response",
-        "request_headers_to_add",
-        "request_headers_to_remove",
-        "response_headers_to_add",
-        "response_headers_to_remove",
-    ],
-    ignored: &["decorator", "metadata", "tracing", "stat_prefix"],
-};
+/// Envoy fields accepted and ignored with a warning.
+const ROUTE_IGNORED: &[&str] = &["decorator", "metadata", "tracing", "stat_prefix"];
 
 fn route(
     cx: &mut Ctx,
@@ -162,7 +124,7 @@ fn route(
     clusters: &HashMap<String, usize>,
     vhost_retry: Option<&RetryPolicy>,
 ) -> Option<Route> {
-    cx.other(p, &r.other, &ROUTE_FIELDS);
+    cx.other(p, r, ROUTE_IGNORED);
     let matcher = cx.req(p, "match", &r.matcher).and_then(|m| route_match(cx, &p.key("match"), m));
     let actions = [r.route.is_some(), r.redirect.is_some(), r.direct_response.is_some()];
     if actions.iter().filter(|a| **a).count() != 1 {
@@ -190,14 +152,7 @@ fn route(
 }
 
 fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
-    cx.other(
-        p,
-        &m.other,
-        &Fields {
-            known: &["prefix", "path", "safe_regex", "path_separated_prefix", "case_sensitive", "headers"],
-            ignored: &[],
-        },
-    );
+    cx.other(p, m, &[]);
     let set = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some(), m.path_separated_prefix.is_some()];
     if set.iter().filter(|s| **s).count() != 1 {
         cx.error(p, "exactly one of `prefix`, `path`, `safe_regex`, `path_separated_prefix` is required");
@@ -225,7 +180,7 @@ fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
 
 /// Envoy's `RegexMatcher`, compiled to match the whole input.
 fn regex(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
-    cx.other(p, &r.other, &Fields { known: &["google_re2", "regex"], ignored: &[] });
+    cx.other(p, r, &[]);
     let _ = cx.opt(p, "google_re2", &r.google_re2);
     let pattern = cx.req(p, "regex", &r.regex)?;
     match Regex::new(&format!("^(?:{pattern})$")) {
@@ -238,25 +193,7 @@ fn regex(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
 }
 
 fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderMatcher> {
-    cx.other(
-        p,
-        &h.other,
-        &Fields {
-            known: &[
-                "name",
-                "exact_match",
-                "prefix_match",
-                "suffix_match",
-                "contains_match",
-                "safe_regex_match",
-                "present_match",
-                "string_match",
-                "invert_match",
-                "treat_missing_header_as_empty",
-            ],
-            ignored: &[],
-        },
-    );
+    cx.other(p, h, &[]);
     let name = cx.req(p, "name", &h.name)?.to_ascii_lowercase();
     let pseudo = [":method", ":path", ":authority", ":scheme"];
     if name.starts_with(':') && !pseudo.contains(&name.as_str()) {
@@ -308,11 +245,7 @@ fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderM
 }
 
 fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringMatch> {
-    cx.other(
-        p,
-        &s.other,
-        &Fields { known: &["exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"], ignored: &[] },
-    );
+    cx.other(p, s, &[]);
     let ic = cx.boolean(p, "ignore_case", &s.ignore_case, false);
     let fold = |v: &String| {
         if ic {

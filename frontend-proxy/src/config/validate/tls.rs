@@ -1,7 +1,7 @@
 //! TLS transport sockets: `DownstreamTlsContext` on listeners and
 //! `UpstreamTlsContext` on clusters.
 
-use super::{Ctx, Fields, P};
+use super::{Ctx, P};
 use crate::config::raw::{self, Field};
 use crate::tls::DownstreamTls;
 use crate::upstream::UpstreamTls;
@@ -11,7 +11,7 @@ const DOWNSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transpor
 const UPSTREAM_TLS_TYPE: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
 
 pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<DownstreamTls> {
-    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+    cx.other(p, ts, &[]);
     let name = cx.string(p, "name", &ts.name).unwrap_or_default();
     let tc = cx.req(p, "typed_config", &ts.typed_config)?;
     let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
@@ -34,24 +34,13 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
     }
-    cx.other(
-        &tp,
-        &ctx.other,
-        &Fields {
-            known: &["@type", "common_tls_context", "require_client_certificate"],
-            ignored: &["session_timeout", "disable_stateless_session_resumption"],
-        },
-    );
+    cx.other(&tp, &ctx, &["session_timeout", "disable_stateless_session_resumption"]);
     if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
         cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
     }
     let cp = tp.key("common_tls_context");
     let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
-    cx.other(
-        &cp,
-        &common.other,
-        &Fields { known: &["tls_certificates", "alpn_protocols", "validation_context"], ignored: &["tls_params"] },
-    );
+    cx.other(&cp, common, &["tls_params"]);
     if common.validation_context.is_some() {
         cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
     }
@@ -73,7 +62,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         );
     }
     let (cert_p, cert) = certs.into_iter().next()?;
-    cx.other(&cert_p, &cert.other, &Fields { known: &["certificate_chain", "private_key"], ignored: &[] });
+    cx.other(&cert_p, cert, &[]);
     let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
     let key = cx.req(&cert_p, "private_key", &cert.private_key);
     let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
@@ -82,7 +71,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
-    cx.other(p, &ts.other, &Fields { known: &["name", "typed_config"], ignored: &[] });
+    cx.other(p, ts, &[]);
     let name = cx.string(p, "name", &ts.name).unwrap_or_default();
     let tc = cx.req(p, "typed_config", &ts.typed_config)?;
     let type_url = tc.get("@type").and_then(|v| v.as_str()).unwrap_or_default();
@@ -98,22 +87,14 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             return None;
         }
     };
-    cx.other(
-        &tp,
-        &ctx.other,
-        &Fields { known: &["@type", "common_tls_context", "sni"], ignored: &["max_session_keys"] },
-    );
+    cx.other(&tp, &ctx, &["max_session_keys"]);
     if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != UPSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
     }
     let mut trusted_ca = None;
     if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
         let cp = tp.key("common_tls_context");
-        cx.other(
-            &cp,
-            &common.other,
-            &Fields { known: &["validation_context", "tls_certificates", "alpn_protocols"], ignored: &["tls_params"] },
-        );
+        cx.other(&cp, common, &["tls_params"]);
         if common.tls_certificates.is_some() {
             cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
         }
@@ -122,7 +103,7 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         }
         if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
             let vp = cp.key("validation_context");
-            cx.other(&vp, &vc.other, &Fields { known: &["trusted_ca"], ignored: &[] });
+            cx.other(&vp, vc, &[]);
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
                 trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
             }
