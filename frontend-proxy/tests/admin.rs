@@ -3,14 +3,20 @@
 //! (checked by `promtool`), `/clusters`, readiness and the POST-only
 //! commands. Every test owns its 127.0.4.x addresses.
 
-mod admin_support;
+mod support;
 
-use admin_support::{addr, client, promtool_check, send, yaml, Backend, Exposition, Proxy, LIMIT};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+use support::prometheus::{promtool_check, Exposition};
+use support::{client, free_addr, ip, send, yaml, Backend, ProxyProcess, LIMIT};
+
+/// A free port on `127.0.4.<host>`, the loopback block these tests own.
+fn addr(host: u8) -> SocketAddr {
+    free_addr(ip(4, host))
+}
 
 /// Polls `path` until `done(body)` holds; returns the last body.
-async fn wait_for(proxy: &Proxy, path: &str, done: impl Fn(&str) -> bool) -> String {
+async fn wait_for(proxy: &ProxyProcess, path: &str, done: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
         let (status, body) = proxy.get(path).await;
@@ -27,7 +33,7 @@ fn endpoint(a: SocketAddr) -> (String, u16) {
 }
 
 struct Traffic {
-    proxy: Proxy,
+    proxy: ProxyProcess,
     backend: Backend,
     listener: SocketAddr,
 }
@@ -38,11 +44,11 @@ struct Traffic {
 async fn traffic() -> Traffic {
     let admin = addr(10);
     let listener = addr(11);
-    let backend = Backend::start(addr(12)).await;
+    let backend = Backend::start("good", addr(12)).await;
     let dead = addr(13);
-    let config = yaml::bootstrap(
+    let config = yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener(
+        &[yaml::route_listener(
             listener,
             "admin_test",
             &[
@@ -58,7 +64,7 @@ async fn traffic() -> Traffic {
             yaml::cluster("empty", "STATIC", &[], ""),
         ],
     );
-    let proxy = Proxy::start(&config, admin).await;
+    let proxy = ProxyProcess::live(&config, admin).await;
     let http = client();
     let url = |p: &str| format!("http://{listener}{p}");
     for (path, expected) in
@@ -282,13 +288,13 @@ async fn clusters_lists_hosts_in_envoy_text_and_json() {
 #[tokio::test]
 async fn ready_health_check_commands_and_post_only_endpoints() {
     let admin = addr(20);
-    let backend = Backend::start(addr(22)).await;
-    let config = yaml::bootstrap(
+    let backend = Backend::start("good", addr(22)).await;
+    let config = yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener(addr(21), "ready_test", &[("/", "cluster: good")])],
+        &[yaml::route_listener(addr(21), "ready_test", &[("/", "cluster: good")])],
         &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
     );
-    let mut proxy = Proxy::start(&config, admin).await;
+    let mut proxy = ProxyProcess::live(&config, admin).await;
     assert_eq!(proxy.get("/ready").await, (200, "LIVE\n".to_string()));
 
     for path in ["/healthcheck/fail", "/healthcheck/ok", "/quitquitquit"] {
@@ -323,7 +329,7 @@ async fn ready_health_check_commands_and_post_only_endpoints() {
     assert!(unknown.contains("/clusters"), "{unknown}");
 
     assert_eq!(proxy.post("/quitquitquit").await.0, 200);
-    let exit = proxy.wait_exit().await.expect("the proxy exits after /quitquitquit");
+    let exit = proxy.wait_exit(LIMIT).expect("the proxy exits after /quitquitquit");
     assert!(exit.success(), "{exit}\n{}", proxy.log());
 }
 
@@ -332,10 +338,14 @@ async fn config_dump_redacts_inline_private_keys() {
     let admin = addr(30);
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
-    let listener =
-        yaml::with_inline_tls(&yaml::listener(addr(31), "dump_test", &[("/", "cluster: films")]), &cert_pem, &key_pem);
-    let config = yaml::bootstrap(admin, &[listener], &[yaml::cluster("films", "STATIC", &[endpoint(addr(32))], "")]);
-    let proxy = Proxy::start(&config, admin).await;
+    let listener = yaml::with_inline_tls(
+        &yaml::route_listener(addr(31), "dump_test", &[("/", "cluster: films")]),
+        &cert_pem,
+        &key_pem,
+    );
+    let config =
+        yaml::bootstrap_with_admin(admin, &[listener], &[yaml::cluster("films", "STATIC", &[endpoint(addr(32))], "")]);
+    let proxy = ProxyProcess::live(&config, admin).await;
 
     let (status, dump) = proxy.get("/config_dump").await;
     assert_eq!(status, 200);
@@ -349,6 +359,11 @@ async fn config_dump_redacts_inline_private_keys() {
     assert!(chain["certificate_chain"]["inline_string"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
     assert_eq!(configs[1]["static_clusters"][0]["cluster"]["name"], "films");
     assert_eq!(configs[2]["static_listeners"][0]["listener"]["name"], "dump_test_listener");
+
+    // The dump is what runs: the file as loaded, not as it is now.
+    std::fs::write(&proxy.config, config.replace("dump_test_listener", "edited_listener")).expect("edit the file");
+    let (_, again) = proxy.get("/config_dump").await;
+    assert!(again.contains("dump_test_listener") && !again.contains("edited_listener"), "{again}");
 }
 
 /// Until the clusters' first discovery ends, `/ready` says PRE_INITIALIZING
@@ -361,22 +376,13 @@ async fn ready_is_pre_initializing_until_first_discovery() {
     let listener = addr(41);
     let silent_dns = std::net::UdpSocket::bind(addr(42)).expect("bind silent DNS");
     let dns = silent_dns.local_addr().expect("dns addr");
-    let resolver = format!(
-        "    typed_dns_resolver_config:
-      name: envoy.network.dns_resolver.cares
-      typed_config:
-        \"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
-        resolvers:
-        - socket_address: {{ address: {}, port_value: {} }}",
-        dns.ip(),
-        dns.port()
-    );
-    let config = yaml::bootstrap(
+    let resolver = yaml::resolver(dns);
+    let config = yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener(listener, "warming_test", &[("/", "cluster: films")])],
+        &[yaml::route_listener(listener, "warming_test", &[("/", "cluster: films")])],
         &[yaml::cluster("films", "STRICT_DNS", &[("films.test".to_string(), 5000)], &resolver)],
     );
-    let proxy = Proxy::spawn(&config, admin).await;
+    let proxy = ProxyProcess::with_admin(&config, admin, 1).await;
     assert_eq!(proxy.get("/ready").await, (503, "PRE_INITIALIZING\n".to_string()));
     let (_, warming) = proxy.get("/stats?filter=warming_clusters").await;
     assert_eq!(warming, "cluster_manager.warming_clusters: 1\n");
@@ -404,7 +410,7 @@ async fn ready_is_pre_initializing_until_first_discovery() {
 /// starts on the native engine, so the proxy is started three times.
 #[tokio::test]
 async fn live_means_every_listener_accepts() {
-    let backend = Backend::start(addr(73)).await;
+    let backend = Backend::start("good", addr(73)).await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
     let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
     for _ in 0..3 {
@@ -418,15 +424,16 @@ async fn live_means_every_listener_accepts() {
         let mut listeners: Vec<String> = plain
             .iter()
             .enumerate()
-            .map(|(i, a)| yaml::listener(*a, &format!("plain_{i}"), &[("/", "cluster: good")]))
+            .map(|(i, a)| yaml::route_listener(*a, &format!("plain_{i}"), &[("/", "cluster: good")]))
             .collect();
         listeners.push(yaml::with_inline_tls(
-            &yaml::listener(tls, "tls", &[("/", "cluster: good")]),
+            &yaml::route_listener(tls, "tls", &[("/", "cluster: good")]),
             &cert_pem,
             &key_pem,
         ));
         let clusters = [yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")];
-        let proxy = Proxy::spawn_with_workers(&yaml::bootstrap(admin, &listeners, &clusters), admin, 32).await;
+        let proxy =
+            ProxyProcess::with_admin(&yaml::bootstrap_with_admin(admin, &listeners, &clusters), admin, 32).await;
         // One kept-alive connection: a fraction of a millisecond between a
         // LIVE answer and the connects below.
         let poll = client();
@@ -449,16 +456,16 @@ async fn live_means_every_listener_accepts() {
 async fn each_listener_counts_its_own_traffic() {
     let admin = addr(60);
     let (one, two) = (addr(61), addr(62));
-    let backend = Backend::start(addr(63)).await;
-    let config = yaml::bootstrap(
+    let backend = Backend::start("good", addr(63)).await;
+    let config = yaml::bootstrap_with_admin(
         admin,
         &[
-            yaml::listener(one, "first", &[("/", "cluster: good")]),
-            yaml::listener(two, "second", &[("/", "cluster: good")]),
+            yaml::route_listener(one, "first", &[("/", "cluster: good")]),
+            yaml::route_listener(two, "second", &[("/", "cluster: good")]),
         ],
         &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
     );
-    let proxy = Proxy::start(&config, admin).await;
+    let proxy = ProxyProcess::live(&config, admin).await;
     for (listener, requests) in [(one, 2), (two, 3)] {
         for _ in 0..requests {
             // A client per request: a connection each.
@@ -482,13 +489,13 @@ async fn each_listener_counts_its_own_traffic() {
 async fn admin_stays_up_and_says_draining_during_shutdown() {
     let admin = addr(50);
     let listen = addr(51);
-    let backend = Backend::start(addr(52)).await;
-    let config = yaml::bootstrap(
+    let backend = Backend::start("good", addr(52)).await;
+    let config = yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener(listen, "drain_test", &[("/", "cluster: good, timeout: 1.5s")])],
+        &[yaml::route_listener(listen, "drain_test", &[("/", "cluster: good, timeout: 1.5s")])],
         &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
     );
-    let mut proxy = Proxy::start(&config, admin).await;
+    let mut proxy = ProxyProcess::live(&config, admin).await;
     // Listeners open once the cluster is warm; the admin answers before that.
     let start = Instant::now();
     while proxy.get("/ready").await.0 != 200 {
@@ -509,7 +516,7 @@ async fn admin_stays_up_and_says_draining_during_shutdown() {
     assert_eq!(ready, (503, "DRAINING\n".to_string()));
     assert!(proxy.is_running(), "still finishing the in-flight request");
     assert_eq!(in_flight.await.unwrap(), 504);
-    let exit = proxy.wait_exit().await.expect("exits once drained");
+    let exit = proxy.wait_exit(LIMIT).expect("exits once drained");
     assert!(exit.success(), "{exit}\n{}", proxy.log());
 }
 
@@ -525,30 +532,21 @@ async fn a_listener_that_cannot_listen_stops_the_proxy() {
     let listener = addr(81);
     let silent_dns = std::net::UdpSocket::bind(addr(82)).expect("bind silent DNS");
     let dns = silent_dns.local_addr().expect("dns addr");
-    let resolver = format!(
-        "    typed_dns_resolver_config:
-      name: envoy.network.dns_resolver.cares
-      typed_config:
-        \"@type\": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig
-        resolvers:
-        - socket_address: {{ address: {}, port_value: {} }}",
-        dns.ip(),
-        dns.port()
-    );
-    let config = yaml::bootstrap(
+    let resolver = yaml::resolver(dns);
+    let config = yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener(listener, "taken", &[("/", "cluster: films")])],
+        &[yaml::route_listener(listener, "taken", &[("/", "cluster: films")])],
         &[yaml::cluster("films", "STRICT_DNS", &[("films.test".to_string(), 5000)], &resolver)],
     );
     // The admin answers once the proxy has bound its listeners' sockets.
-    let mut proxy = Proxy::spawn(&config, admin).await;
+    let mut proxy = ProxyProcess::with_admin(&config, admin, 1).await;
     assert_eq!(proxy.get("/ready").await, (503, "PRE_INITIALIZING\n".to_string()));
     let thief = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
     thief.set_reuse_address(true).expect("SO_REUSEADDR");
     thief.bind(&listener.into()).expect("a second bind while nobody listens");
     thief.listen(16).expect("listen first");
 
-    let exit = proxy.wait_exit().await.expect("the proxy stops");
+    let exit = proxy.wait_exit(LIMIT).expect("the proxy stops");
     let log = proxy.log();
     assert_eq!(exit.code(), Some(1), "{exit}\n{log}");
     let named = format!("listener \"taken_listener\": cannot listen on {listener}");

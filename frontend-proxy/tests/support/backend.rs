@@ -1,5 +1,8 @@
 //! Real HTTP upstreams on hyper: each answers with its name (body and
-//! `x-served-by`), counts requests, and can be told to misbehave.
+//! `x-served-by`), counts requests, and can be told to misbehave. Paths
+//! ask for a behaviour too: `/status/<code>` answers that code,
+//! `/delay/<ms>` waits first, `/hang` never answers, `/echo` returns the
+//! request body.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -117,13 +120,19 @@ impl Backend {
         self.shared.last_uri.lock().unwrap().clone()
     }
 
+    /// Drops every open connection (the proxy's pooled ones included) and
+    /// goes on accepting new ones.
+    pub fn close_connections(&self) {
+        for c in self.shared.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
     /// Like a killed process: stops accepting and drops every open
     /// connection, so the port refuses and pooled connections break.
     pub fn stop(&self) {
         self.task.abort();
-        for c in self.shared.conns.lock().unwrap().drain(..) {
-            c.abort();
-        }
+        self.close_connections();
     }
 }
 
@@ -165,6 +174,11 @@ async fn handle(s: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<F
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     let status = match behaviour {
+        _ if path == "/hang" => {
+            // Longer than any test: the proxy's route timeout answers first.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            200
+        }
         Behaviour::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             200

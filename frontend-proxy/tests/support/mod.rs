@@ -1,9 +1,12 @@
 //! Shared test harness: real backends, a real DNS server, and the real
-//! proxy binary, all on loopback addresses owned by one test each.
+//! proxy binary, all on loopback addresses owned by one test each; the
+//! bootstrap YAML they are wired with; the admin's Prometheus text and
+//! `promtool`.
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod dns;
+pub mod prometheus;
 pub mod proxy;
 
 #[allow(unused_imports)]
@@ -16,6 +19,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// How long any single wait in a test may take.
+pub const LIMIT: Duration = Duration::from_secs(15);
 
 /// `127.0.<group>.<host>`: every test uses its own addresses, so tests can
 /// run in parallel and ports picked by binding `:0` cannot collide.
@@ -72,6 +78,13 @@ pub fn client() -> reqwest::Client {
         .danger_accept_invalid_certs(true)
         .build()
         .expect("client")
+}
+
+/// Sends `req`; its status and body.
+pub async fn send(req: reqwest::RequestBuilder) -> (u16, String) {
+    let resp = req.send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
 }
 
 /// One counter or gauge (`http.h1.downstream_rq_4xx`) from the admin's `/stats`.
@@ -193,6 +206,50 @@ pub mod yaml {
     /// The admin block, to go in front of [`bootstrap`].
     pub fn admin(addr: SocketAddr) -> String {
         format!("admin:\n  address:\n    socket_address: {{ address: {}, port_value: {} }}\n", addr.ip(), addr.port())
+    }
+
+    /// One virtual host for every domain, routing each `(prefix, route
+    /// action)` in order, e.g. `("/", "cluster: films, timeout: 1s")`.
+    pub fn routes(routes: &[(&str, &str)]) -> String {
+        let routes: String = routes
+            .iter()
+            .map(|(prefix, action)| {
+                format!("\n              - match: {{ prefix: \"{prefix}\" }}\n                route: {{ {action} }}")
+            })
+            .collect();
+        format!("            - name: all\n              domains: [\"*\"]\n              routes:{routes}")
+    }
+
+    /// A plain listener `<stat_prefix>_listener` whose connection manager
+    /// routes as [`routes`] does.
+    pub fn route_listener(addr: SocketAddr, stat_prefix: &str, routes: &[(&str, &str)]) -> String {
+        listener(&format!("{stat_prefix}_listener"), addr, &hcm(stat_prefix, "", &self::routes(routes)))
+    }
+
+    /// `listener` with a TLS transport socket whose certificate and key are inline PEM.
+    pub fn with_inline_tls(listener: &str, cert_pem: &str, key_pem: &str) -> String {
+        let block = |pem: &str| pem.lines().map(|l| format!("\n                  {l}")).collect::<String>();
+        let tls = format!(
+            r#"    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain:
+                inline_string: |{cert}
+              private_key:
+                inline_string: |{key}
+      filters:"#,
+            cert = block(cert_pem),
+            key = block(key_pem)
+        );
+        listener.replace("    - filters:", &tls)
+    }
+
+    /// [`bootstrap`] with the admin interface on `admin`.
+    pub fn bootstrap_with_admin(admin: SocketAddr, listeners: &[String], clusters: &[String]) -> String {
+        format!("{}{}", self::admin(admin), bootstrap(listeners, clusters))
     }
 
     pub fn bootstrap(listeners: &[String], clusters: &[String]) -> String {

@@ -1,6 +1,8 @@
 //! The real `frontend-proxy` binary, started with a config written to a
-//! temporary directory and stopped when the handle drops.
+//! temporary directory and stopped when the handle drops; with its admin
+//! interface, requests to it.
 
+use super::{client, send, LIMIT};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,8 @@ pub struct ProxyProcess {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     log: PathBuf,
+    /// The admin interface, for [`ProxyProcess::get`] and [`ProxyProcess::post`].
+    pub admin: Option<SocketAddr>,
 }
 
 pub fn binary() -> &'static str {
@@ -37,22 +41,30 @@ impl ProxyProcess {
         Self::start_with_args(config, ready_addr, &[]).await
     }
 
+    /// [`ProxyProcess::start`] with more flags; `--concurrency 2` and
+    /// `--log-level info` unless `args` says otherwise.
     pub async fn start_with_args(config: &str, ready_addr: SocketAddr, args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("proxy.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        let mut defaults = Vec::new();
+        for (flag, value) in [("--concurrency", "2"), ("--log-level", "info")] {
+            if !args.contains(&flag) {
+                defaults.extend([flag, value]);
+            }
+        }
         let child = Command::new(binary())
             .arg("-c")
             .arg(&path)
-            .args(["--concurrency", "2", "--log-level", "info"])
+            .args(defaults)
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
             .expect("spawn frontend-proxy");
-        let mut p = Self { child, dir, config: path, log };
+        let mut p = Self { child, dir, config: path, log, admin: None };
         let start = Instant::now();
         loop {
             if tokio::net::TcpStream::connect(ready_addr).await.is_ok() {
@@ -61,10 +73,48 @@ impl ProxyProcess {
             if let Ok(Some(status)) = p.child.try_wait() {
                 panic!("frontend-proxy exited early ({status}):\n{}", p.log());
             }
-            assert!(start.elapsed() < Duration::from_secs(15), "proxy did not listen on {ready_addr}:\n{}", p.log());
+            assert!(start.elapsed() < LIMIT, "proxy did not listen on {ready_addr}:\n{}", p.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         p
+    }
+
+    /// Starts the proxy with `workers` worker threads and its admin
+    /// interface on `admin`; returns once the admin answers at all,
+    /// whatever its state (listeners open only once clusters are warm).
+    pub async fn with_admin(config: &str, admin: SocketAddr, workers: usize) -> Self {
+        let mut p = Self::start_with_args(config, admin, &["--concurrency", &workers.to_string()]).await;
+        p.admin = Some(admin);
+        p
+    }
+
+    /// [`ProxyProcess::with_admin`] with one worker, once `/ready` says LIVE.
+    pub async fn live(config: &str, admin: SocketAddr) -> Self {
+        let p = Self::with_admin(config, admin, 1).await;
+        let start = Instant::now();
+        while p.get("/ready").await.0 != 200 {
+            assert!(start.elapsed() < LIMIT, "proxy never became LIVE:\n{}", p.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
+    }
+
+    fn admin(&self) -> SocketAddr {
+        self.admin.expect("a proxy started with_admin")
+    }
+
+    /// GETs `path_and_query` from the admin interface.
+    pub async fn get(&self, path_and_query: &str) -> (u16, String) {
+        send(client().get(format!("http://{}{path_and_query}", self.admin()))).await
+    }
+
+    /// POSTs to `path` on the admin interface.
+    pub async fn post(&self, path: &str) -> (u16, String) {
+        send(client().post(format!("http://{}{path}", self.admin()))).await
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn log(&self) -> String {
