@@ -4,21 +4,24 @@
 
 mod attempt;
 mod context;
+mod date;
 mod dispatch;
 mod forwarding;
+mod h1;
 mod header_map;
+mod hop_by_hop;
 mod lifecycle;
 mod limits;
 mod local_reply;
-mod native;
+mod target;
 
 pub use context::RequestCtx;
 use context::StreamTimeout;
 
 use lifecycle::{AttemptFailure, Completion, Refused};
 
+pub use h1::{ClientStream, NativeH1, Served};
 pub use local_reply::LocalReply;
-pub use native::{ClientStream, NativeH1, Served};
 
 use crate::config::model::{HttpConnectionManager, ServerHeader};
 use crate::metrics::{ConnManagerStats, UpstreamConnectionTracer};
@@ -97,15 +100,6 @@ impl Proxy {
         &self.listeners[ctx.listener]
     }
 
-    /// The `server` header value of the request's listener.
-    fn server_value(&self, ctx: &RequestCtx, hcm: &HttpConnectionManager) -> Result<HeaderValue> {
-        match self.server_values.get(ctx.listener) {
-            Some(Some(v)) => Ok(v.clone()),
-            _ => HeaderValue::from_str(&hcm.server_name)
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid server_name", e)),
-        }
-    }
-
     fn route<'a>(&'a self, ctx: &RequestCtx) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
         let table = &*self.listener(ctx).hcm.routes;
         let (v, r) = ctx.route?;
@@ -133,6 +127,10 @@ impl Proxy {
     }
 
     async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
+        if reply.is_codec_error() {
+            // As Envoy (and the native engine): the connection ends after it.
+            session.set_keepalive(None);
+        }
         let result = local_reply::send(session, &reply, &self.reply_headers(ctx)).await;
         ctx.reply = Some(reply);
         result
@@ -356,9 +354,12 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         }
+        let from_upstream = e.esource() == &ErrorSource::Upstream;
         let failure = AttemptFailure {
             timed_out,
-            from_upstream: e.esource() == &ErrorSource::Upstream,
+            // Pingora's codec refused the upstream's response.
+            protocol_error: from_upstream && matches!(e.etype(), ErrorType::InvalidHTTPHeader),
+            from_upstream,
             response_started: session.response_written().is_some(),
             body_truncated: session.as_ref().retry_buffer_truncated(),
             idempotent: session.req_header().method.is_idempotent(),
