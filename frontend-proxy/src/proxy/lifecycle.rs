@@ -582,3 +582,6 @@ impl ResponseEdits<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
