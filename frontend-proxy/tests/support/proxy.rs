@@ -43,10 +43,13 @@ impl ProxyProcess {
         std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("proxy.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        // Two workers unless the test picks (one makes the per-worker upstream pool deterministic).
+        let workers: &[&str] = if args.contains(&"--concurrency") { &[] } else { &["--concurrency", "2"] };
         let child = Command::new(binary())
             .arg("-c")
             .arg(&path)
-            .args(["--concurrency", "2", "--log-level", "info"])
+            .args(workers)
+            .args(["--log-level", "info"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(log_file)
