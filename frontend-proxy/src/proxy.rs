@@ -7,6 +7,7 @@ mod context;
 mod date;
 mod dispatch;
 mod forwarding;
+mod framing;
 mod h1;
 mod header_map;
 mod hop_by_hop;
@@ -292,6 +293,13 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // What Pingora's codec lets through and the native engine refuses.
+        if let Err(why) = framing::check_response(resp, session.is_upgrade_req()) {
+            debug!(error = why, "upstream response refused");
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
+            e.as_up();
+            return Err(e);
+        }
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -312,6 +320,10 @@ impl ProxyHttp for Proxy {
         if session.is_process_shutting_down() {
             // As Envoy while draining: `connection: close`, and the connection ends after this response.
             session.set_keepalive(None);
+        }
+        if !session.is_http2() {
+            // Pingora writes the upstream's version; the client speaks to us, in HTTP/1.1.
+            resp.set_version(http::Version::HTTP_11);
         }
         self.downstream_headers(resp, ctx)
     }

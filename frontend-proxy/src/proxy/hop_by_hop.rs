@@ -2,6 +2,9 @@
 //! and the ones a message's `Connection` header names, in either direction
 //! and whichever engine carries the message.
 
+use http::header::{HeaderName, HeaderValue, CONNECTION};
+use pingora_http::RequestHeader;
+
 /// Connection-level fields that are never forwarded. `transfer-encoding`
 /// and `content-length` are the engine's to handle: bodies pass through
 /// with the framing they arrived with.
@@ -47,4 +50,65 @@ impl ConnectionNamed {
 /// Whether a comma-separated header value lists `token` (case-insensitive).
 pub fn has_token(value: &[u8], token: &[u8]) -> bool {
     value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Removes from a request the fields its `Connection` headers name, and
+/// leaves only the connection options (`close`, `keep-alive`, `upgrade`)
+/// in `Connection`. Runs before the proxy adds its own fields, so a client
+/// cannot name them away; Pingora's codec, which refuses to forward a
+/// request whose `Connection` names a field it must send, then sees none.
+pub fn strip_connection_named(req: &mut RequestHeader) {
+    let mut named = ConnectionNamed::default();
+    for value in req.headers.get_all(CONNECTION) {
+        named.add(value.as_bytes());
+    }
+    if named.is_empty() {
+        return;
+    }
+    let fields: Vec<HeaderName> = req.headers.keys().filter(|n| named.names(n.as_str().as_bytes())).cloned().collect();
+    for name in fields {
+        req.remove_header(&name);
+    }
+    let options: Vec<&[u8]> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| [&b"close"[..], b"keep-alive", b"upgrade"].iter().any(|o| t.eq_ignore_ascii_case(o)))
+        .collect();
+    let kept = HeaderValue::from_bytes(&options.join(&b", "[..])).ok().filter(|v| !v.is_empty());
+    match kept {
+        Some(value) => {
+            let _ = req.insert_header(CONNECTION, value);
+        }
+        None => {
+            req.remove_header(&CONNECTION);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_fields_go_and_connection_keeps_its_options() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("connection", "X-Forwarded-Proto, close, x-a").unwrap();
+        req.append_header("x-forwarded-proto", "https").unwrap();
+        req.append_header("x-a", "1").unwrap();
+        req.append_header("x-b", "2").unwrap();
+        req.append_header("host", "h").unwrap();
+        strip_connection_named(&mut req);
+        assert!(req.headers.get("x-forwarded-proto").is_none() && req.headers.get("x-a").is_none());
+        assert_eq!(req.headers.get("connection").unwrap(), "close");
+        assert_eq!(req.headers.get("x-b").unwrap(), "2");
+        let mut host = RequestHeader::build("GET", b"/", None).unwrap();
+        host.append_header("connection", "host, x-c").unwrap();
+        host.append_header("host", "h").unwrap();
+        strip_connection_named(&mut host);
+        assert_eq!(host.headers.get("host").unwrap(), "h", "never the target");
+        assert!(host.headers.get("connection").is_none());
+    }
 }

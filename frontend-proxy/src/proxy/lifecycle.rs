@@ -9,8 +9,11 @@
 use super::attempt::{per_try_timeout, shorter};
 use super::context::{RequestCtx, StreamTimeout};
 use super::dispatch::authority;
-use super::hop_by_hop::ConnectionNamed;
-use super::{date, forwarding, limits, target, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES, MIN_CONNECT_RETRIES};
+use super::hop_by_hop::{is_hop_by_hop, ConnectionNamed};
+use super::{
+    date, forwarding, framing, hop_by_hop, limits, target, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES,
+    MIN_CONNECT_RETRIES,
+};
 use crate::config::model::{Codec, ServerHeader};
 use crate::routing::{Action, HostRewrite, RequestInfo};
 use crate::upstream::{AttemptResult, Cluster, Host};
@@ -105,7 +108,10 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(LocalReply::BadRequest));
         }
-        if let Some(reply) = target::check(req, http2) {
+        if !http2 {
+            hop_by_hop::strip_connection_named(req);
+        }
+        if let Some(reply) = framing::check_request(req, http2).or_else(|| target::check(req, http2)) {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
@@ -427,11 +433,19 @@ impl Proxy {
         for value in resp.headers.get_all(CONNECTION) {
             named.add(value.as_bytes());
         }
+        // Pingora's codec sets `connection` itself; a 101 keeps `upgrade`.
+        let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+        let hop_by_hop = |n: &[u8]| {
+            is_hop_by_hop(n)
+                && !n.eq_ignore_ascii_case(b"connection")
+                && !(switching && n.eq_ignore_ascii_case(b"upgrade"))
+        };
         let dropped: Vec<HeaderName> = resp
             .headers
             .keys()
-            .filter(|n| edits.replaces(n.as_str().as_bytes()) || named.names(n.as_str().as_bytes()))
-            .cloned()
+            .map(|n| n.as_str().as_bytes())
+            .filter(|n| edits.replaces(n) || named.names(n) || hop_by_hop(n))
+            .filter_map(|n| HeaderName::from_bytes(n).ok())
             .collect();
         for name in dropped {
             resp.remove_header(&name);

@@ -31,6 +31,8 @@ pub enum LocalReply {
     BadRequest,
     /// Request headers over `max_request_headers_kb` or `max_headers_count`.
     HeadersTooLarge,
+    /// A request body in a transfer coding other than chunked.
+    UnsupportedTransferCoding,
     /// No bytes either way within the stream idle timeout, before the response started.
     StreamIdleTimeout,
     /// The request was not received in full within `request_timeout`.
@@ -61,6 +63,7 @@ impl LocalReply {
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             LocalReply::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LocalReply::Direct { status, .. } | LocalReply::Redirect { status, .. } => *status,
         }
@@ -83,6 +86,7 @@ impl LocalReply {
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
+            LocalReply::UnsupportedTransferCoding => Bytes::from_static(b"transfer coding not implemented"),
             LocalReply::PayloadTooLarge => Bytes::from_static(b"Payload Too Large"),
             LocalReply::Direct { body, .. } => body.clone().unwrap_or_default(),
         }
@@ -91,7 +95,7 @@ impl LocalReply {
     /// Whether the reply is to a request the codec refused: as in Envoy,
     /// its connection closes after it.
     pub fn is_codec_error(&self) -> bool {
-        matches!(self, LocalReply::BadRequest | LocalReply::HeadersTooLarge)
+        matches!(self, LocalReply::BadRequest | LocalReply::HeadersTooLarge | LocalReply::UnsupportedTransferCoding)
     }
 
     /// Whether the reply counts as a response from the cluster in stats.

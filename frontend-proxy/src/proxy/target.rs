@@ -16,16 +16,24 @@ pub fn check(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
     if http2 {
         return None;
     }
+    // RFC 9112 §3.2: an HTTP/1.1 request without Host, or with more than
+    // one, is refused whatever its target; HTTP/1.0 may leave it out (or
+    // empty). An absolute-form target's authority then replaces it.
+    let http11 = req.version == Version::HTTP_11;
+    let mut hosts = req.headers.get_all(HOST).iter();
+    let valid = match (hosts.next(), hosts.next()) {
+        (None, _) => !http11,
+        (Some(_), Some(_)) => false,
+        (Some(host), None) if host.is_empty() => !http11,
+        (Some(host), None) => is_valid_host(host.as_bytes()),
+    };
+    if !valid {
+        return Some(LocalReply::BadRequest);
+    }
     if req.method != Method::CONNECT && !req.raw_path().starts_with(b"/") && req.raw_path() != b"*" {
         return absolute_form(req).err();
     }
-    let mut hosts = req.headers.get_all(HOST).iter();
-    match (hosts.next(), hosts.next()) {
-        (None, _) if req.version == Version::HTTP_11 => Some(LocalReply::BadRequest),
-        (None, _) => None,
-        (Some(_), Some(_)) => Some(LocalReply::BadRequest),
-        (Some(host), None) => (!is_valid_host(host.as_bytes())).then_some(LocalReply::BadRequest),
-    }
+    None
 }
 
 /// `uri-host [":" port]`: an authority without user information.
@@ -80,6 +88,8 @@ mod tests {
         assert!(!ok(Version::HTTP_11, &["a b"]));
         assert!(!ok(Version::HTTP_11, &["host/path"]));
         assert!(ok(Version::HTTP_10, &[]), "HTTP/1.0 may leave Host out");
+        assert!(ok(Version::HTTP_10, &[""]));
+        assert!(!ok(Version::HTTP_11, &[]) && check(&mut request(Version::HTTP_11, "http://a/", &[]), false).is_some());
         assert!(!ok(Version::HTTP_10, &["a", "b"]));
         assert!(check(&mut request(Version::HTTP_2, "/", &[]), true).is_none());
     }
@@ -90,7 +100,7 @@ mod tests {
         assert!(check(&mut req, false).is_none());
         assert_eq!(req.raw_path(), b"/films?x=1");
         assert_eq!(req.headers.get_all("host").iter().collect::<Vec<_>>(), ["films.example:8080"]);
-        let mut bare = request(Version::HTTP_11, "http://films.example", &[]);
+        let mut bare = request(Version::HTTP_11, "http://films.example", &["x"]);
         assert!(check(&mut bare, false).is_none());
         assert_eq!(bare.raw_path(), b"/");
         for bad in ["ftp://a/", "http://user@a/", "http:///x"] {

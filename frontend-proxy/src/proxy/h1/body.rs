@@ -7,11 +7,12 @@ use super::exchange::Exchange;
 use super::io::{write_all, ClientStream};
 use super::pool::Upstream;
 use super::timer::within;
-use super::wire::{ChunkedScanner, Framing, ResponseHead, TRAILER_END};
+use super::wire::{ChunkedScanner, Framing, RequestBody, ResponseHead, TRAILER_END};
 use super::NativeH1;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
-use bytes::{Buf, Bytes};
+use crate::proxy::local_reply::LocalReply;
+use bytes::{Buf, Bytes, BytesMut};
 use pingora_error::ErrorType;
 use tokio::io::AsyncReadExt;
 use tracing::debug;
@@ -25,17 +26,126 @@ const COALESCE: usize = 4096;
 /// A request body: the part already read with the head, and what is left
 /// to read from the client.
 pub(super) struct Body {
+    /// What goes to the upstream first (of a chunked body, the part up to
+    /// where it ends, its trailer fields left out).
     pub buffered: Bytes,
+    /// Bytes of a `Content-Length` body still to read.
     pub unread: u64,
+    /// A chunked body still arriving, and where its scan stands.
+    pub chunked: Option<Box<ChunkedScanner>>,
     /// Not all of it was read with the head: it streams, and cannot be resent.
     pub streamed: bool,
+    /// Body bytes received from the client so far.
+    pub received: u64,
+}
+
+/// Why a request body could not be passed on: the client's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyError {
+    /// The chunked coding is broken (400).
+    Malformed,
+    /// More than the buffer filter's `max_request_bytes` (413).
+    TooLarge,
+}
+
+impl BodyError {
+    /// What the client is told.
+    pub fn reply(self) -> LocalReply {
+        match self {
+            BodyError::Malformed => LocalReply::BadRequest,
+            BodyError::TooLarge => LocalReply::PayloadTooLarge,
+        }
+    }
 }
 
 impl Body {
+    /// The body of a request with `framing`, from what `down` holds after
+    /// the head (the body's bytes are taken out of it); `max` is the
+    /// buffer filter's limit, if any.
+    pub fn start(framing: RequestBody, down: &mut BytesMut, max: Option<u32>) -> Result<Self, BodyError> {
+        match framing {
+            RequestBody::Length(len) => {
+                let buffered = len.min(down.len() as u64) as usize;
+                let unread = len - buffered as u64;
+                Ok(Body {
+                    buffered: down.split_to(buffered).freeze(),
+                    unread,
+                    chunked: None,
+                    streamed: unread > 0,
+                    received: buffered as u64,
+                })
+            }
+            RequestBody::Chunked => {
+                let mut scanner = Box::new(ChunkedScanner::default());
+                let buffered = take_chunks(&mut scanner, down, max)?;
+                let done = scanner.is_done();
+                Ok(Body {
+                    received: buffered.len() as u64,
+                    buffered,
+                    unread: 0,
+                    chunked: (!done).then_some(scanner),
+                    streamed: !done,
+                })
+            }
+        }
+    }
+
+    /// A body refused as it stands: nothing more of it is read, and the
+    /// connection closes after the reply (lingering, so that a client still
+    /// sending gets the reply rather than a reset).
+    pub fn refused() -> Self {
+        Body { buffered: Bytes::new(), unread: u64::MAX, chunked: None, streamed: true, received: 0 }
+    }
+
     /// Whether the whole body is in memory, so an attempt can be repeated.
     pub fn complete(&self) -> bool {
-        self.unread == 0
+        self.unread == 0 && self.chunked.is_none()
     }
+
+    /// The next part to pass on from what `down` holds (not empty), taken
+    /// out of it.
+    pub fn next_part(&mut self, down: &mut BytesMut, max: Option<u32>) -> Result<Bytes, BodyError> {
+        let part = match self.chunked.as_mut() {
+            Some(scanner) => {
+                let part = take_chunks(scanner, down, max)?;
+                if scanner.is_done() {
+                    self.chunked = None;
+                }
+                part
+            }
+            None => {
+                let n = (self.unread as usize).min(down.len());
+                self.unread -= n as u64;
+                down.split_to(n).freeze()
+            }
+        };
+        self.received += part.len() as u64;
+        Ok(part)
+    }
+}
+
+/// Scans the chunked body bytes at the start of `down` and takes out the
+/// part that belongs to the body: what goes upstream (the trailer section
+/// replaced by an empty one once it ends).
+fn take_chunks(scanner: &mut ChunkedScanner, down: &mut BytesMut, max: Option<u32>) -> Result<Bytes, BodyError> {
+    let scanned = scanner.scan(down).map_err(|e| {
+        debug!(error = %e, "malformed chunked request body");
+        BodyError::Malformed
+    })?;
+    if max.is_some_and(|max| scanner.data_len() > u64::from(max)) {
+        return Err(BodyError::TooLarge);
+    }
+    let mut part = down.split_to(scanned.consumed);
+    if scanned.done && scanned.forward + TRAILER_END.len() == scanned.consumed {
+        // No trailer fields: the bytes go on as they came.
+        return Ok(part.freeze());
+    }
+    part.truncate(scanned.forward);
+    if scanned.done {
+        // Room enough: the dropped section held at least its empty line.
+        part.extend_from_slice(TRAILER_END);
+    }
+    Ok(part.freeze())
 }
 
 /// Which side a body transfer failed on.

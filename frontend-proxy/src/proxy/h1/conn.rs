@@ -209,6 +209,9 @@ impl NativeH1 {
                         ParsedRequest::HandOff => return Head::HandOff,
                         ParsedRequest::TooManyHeaders => return Head::Reject(LocalReply::HeadersTooLarge, at),
                         ParsedRequest::Malformed => return Head::Reject(LocalReply::BadRequest, at),
+                        ParsedRequest::UnsupportedCoding => {
+                            return Head::Reject(LocalReply::UnsupportedTransferCoding, at)
+                        }
                     }
                 }
                 if buf.len() > limit {
@@ -277,10 +280,9 @@ impl NativeH1 {
         ctx: &mut RequestCtx,
         shutdown: &ShutdownWatch,
     ) -> (bool, bool) {
-        let wire::Request { header: mut req, body_len, close } = *request;
-        let buffered = body_len.min(bufs.down.len() as u64) as usize;
-        let unread = body_len - buffered as u64;
-        let mut body = Body { buffered: bufs.down.split_to(buffered).freeze(), unread, streamed: unread > 0 };
+        let wire::Request { header: mut req, body: framing, close } = *request;
+        let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
+        let started = Body::start(framing, &mut bufs.down, max_body);
         let head_request = req.method == Method::HEAD;
         let reply = match self.proxy.admit(&mut req, false, false, ctx) {
             Ok(reply) => reply,
@@ -288,6 +290,10 @@ impl NativeH1 {
                 debug!(error = %e, "request rejected");
                 Some(LocalReply::BadRequest)
             }
+        };
+        let (mut body, reply) = match started {
+            Ok(body) => (body, reply),
+            Err(e) => (Body::refused(), reply.or(Some(e.reply()))),
         };
         let mut keep_alive = !close && !*shutdown.borrow();
         let (status, upstream_body, error) = match reply {
@@ -319,7 +325,7 @@ impl NativeH1 {
             status,
             http2: false,
             upstream_body_bytes: upstream_body,
-            request_body_bytes: body_len - body.unread,
+            request_body_bytes: body.received,
             error: error.as_ref().map(|e| e.as_str()),
         };
         self.proxy.complete(&done, ctx);

@@ -3,7 +3,7 @@
 //! retry decisions the lifecycle makes after each, and the response head
 //! the client gets.
 
-use super::body::{Body, BODY_READ};
+use super::body::{Body, BodyError, BODY_READ};
 use super::conn::Buffers;
 use super::io::ClientStream;
 use super::pool::{self, PoolKey, Upstream};
@@ -21,6 +21,7 @@ use http::Method;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
@@ -56,6 +57,8 @@ enum AttemptError {
     Protocol(&'static str),
     /// The client went away while its body was being sent.
     Downstream,
+    /// The client's body broke the coding or the size limit.
+    Client(BodyError),
     /// A downstream-side timer (stream idle, `request_timeout`) ran out.
     Stream(StreamTimeout),
 }
@@ -123,6 +126,13 @@ impl NativeH1 {
                 }
                 Attempt::Failed(AttemptError::Downstream) => {
                     return Exchange::Broken { status: 0, upstream_body: 0, error: ErrorType::ReadError };
+                }
+                Attempt::Failed(AttemptError::Client(e)) => {
+                    if e == BodyError::Malformed {
+                        self.proxy.listener(ctx).stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+                    }
+                    ctx.last_failure = Some(e.reply());
+                    return Exchange::Failed;
                 }
                 Attempt::Failed(AttemptError::Stream(which)) => {
                     // Sets the 408 as the reply; the upstream connection is dropped.
@@ -257,7 +267,11 @@ impl NativeH1 {
         close: bool,
     ) -> pingora_error::Result<()> {
         wire::write_status_line(out, head.status, resp.reason);
-        let forwarded = resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes()));
+        // A length repeated with the same value goes on once (RFC 9110 §8.6).
+        let mut length_seen = false;
+        let forwarded = resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
+            !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
+        });
         if self.proxy.edits_response_headers(ctx) {
             // Configured edits work on a header map, as in the Pingora engine.
             let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
@@ -361,6 +375,7 @@ impl NativeH1 {
         }
         bufs.out.extend_from_slice(&body.buffered);
         let request_deadline = ctx.request_deadline.map(Instant::from_std);
+        let max_body = self.proxy.listener(ctx).hcm.max_request_bytes;
         let attempt_timer = &mut bufs.attempt_timer;
         let (out, down_buf, up_buf) = (&mut bufs.out, &mut bufs.down, &mut bufs.up);
         let exchange = async {
@@ -371,10 +386,10 @@ impl NativeH1 {
                 within(idle, up.write_all(out)).await.map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?.err();
             // The rest of a large body streams from the client, each read
             // within the stream idle timeout and what is left of `request_timeout`.
-            while body.unread > 0 && write_error.is_none() {
+            while !body.complete() && write_error.is_none() {
                 if down_buf.is_empty() {
                     recycle::take_read(down_buf, Source::Client);
-                    down_buf.reserve(BODY_READ.min(body.unread as usize));
+                    down_buf.reserve(usize::try_from(body.unread).unwrap_or(BODY_READ).min(BODY_READ));
                     let idle_ends = idle.map(|t| Instant::now() + t);
                     let read = match shorter(request_deadline, idle_ends) {
                         Some(end) => timeout_at(end, down.read_buf(down_buf)).await.map_err(|_| {
@@ -390,9 +405,7 @@ impl NativeH1 {
                         Ok(_) => {}
                     }
                 }
-                let n = (body.unread as usize).min(down_buf.len());
-                let chunk = down_buf.split_to(n);
-                body.unread -= n as u64;
+                let chunk = body.next_part(down_buf, max_body).map_err(AttemptError::Client)?;
                 write_error = within(idle, up.write_all(&chunk))
                     .await
                     .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?

@@ -9,6 +9,6 @@ pub mod write;
 pub use chunked::{ChunkedScanner, TRAILER_END};
 pub use parse::{
     head_end, header_slots, parse_request, parse_response, response_head, scan_response_head, Framing, HeadScan,
-    ParsedRequest, Request, ResponseHead,
+    ParsedRequest, Request, RequestBody, ResponseHead,
 };
 pub use write::{put_header, put_millis_header, write_local_reply, write_request_head, write_status_line};

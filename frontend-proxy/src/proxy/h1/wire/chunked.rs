@@ -49,6 +49,8 @@ pub struct ChunkedScanner {
     digits: u8,
     /// Bytes of the current size line, or of the trailer section.
     line: u32,
+    /// Chunk data seen so far.
+    data: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +102,13 @@ fn is_field_char(b: u8) -> bool {
 
 impl ChunkedScanner {
     /// Whether the body has ended.
-    #[cfg(test)]
-    fn is_done(&self) -> bool {
+    pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Bytes of chunk data (the content, without the coding) seen so far.
+    pub fn data_len(&self) -> u64 {
+        self.data
     }
 
     /// Scans the next bytes of the body (`data` starts where the previous
@@ -116,6 +122,7 @@ impl ChunkedScanner {
             if self.state == Data {
                 let take = self.size.min((data.len() - i) as u64);
                 self.size -= take;
+                self.data += take;
                 i += take as usize;
                 if self.size == 0 {
                     self.state = DataCr;

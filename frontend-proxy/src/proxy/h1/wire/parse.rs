@@ -12,7 +12,9 @@ use http::{HeaderMap, Method, Uri};
 use pingora_http::RequestHeader;
 use std::mem::MaybeUninit;
 
+use crate::proxy::framing::{add_length, Codings};
 pub use crate::proxy::hop_by_hop::{has_token, is_hop_by_hop, ConnectionNamed};
+use crate::proxy::LocalReply;
 
 /// Headers a request or response may carry; more is 431 (Envoy's default
 /// `max_headers_count` is 100).
@@ -69,9 +71,18 @@ pub enum Framing {
 /// A request head the native engine serves.
 pub struct Request {
     pub header: RequestHeader,
-    pub body_len: u64,
+    pub body: RequestBody,
     /// The client asked to close the connection after this request.
     pub close: bool,
+}
+
+/// How a request's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    /// `Content-Length` bytes (none without the header).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
 }
 
 /// What reading a request head gave.
@@ -84,7 +95,10 @@ pub enum ParsedRequest {
     HandOff,
     /// Too many headers.
     TooManyHeaders,
+    /// Framing that cannot be trusted, or bytes that are not HTTP (400).
     Malformed,
+    /// A transfer coding besides chunked (501, RFC 9112 §6.1).
+    UnsupportedCoding,
 }
 
 /// Headers the proxy may add to a request on its way upstream.
@@ -106,11 +120,14 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return ParsedRequest::HandOff;
     };
-    if !path.starts_with('/') || method == "CONNECT" {
+    // Origin-form, or absolute-form (which `proxy::target` turns into
+    // origin-form); asterisk- and authority-form go to Pingora.
+    if method == "CONNECT" || !(path.starts_with('/') || is_absolute_http(path)) {
         return ParsedRequest::HandOff;
     }
     let mut body_len = None;
-    let mut close = false;
+    let mut codings = Codings::default();
+    let (mut close, mut hand_off) = (false, false);
     let mut named = ConnectionNamed::default();
     // (name, value start, value end) for each header, as offsets into `buf`.
     let base = buf.as_ptr() as usize;
@@ -118,19 +135,21 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
+            let repeated = body_len.is_some();
             match add_length(body_len, h.value) {
                 Some(n) => body_len = Some(n),
                 None => return ParsedRequest::Malformed,
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"expect")
-            || name.eq_ignore_ascii_case(b"upgrade")
-        {
-            return ParsedRequest::HandOff;
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            if has_token(h.value, b"upgrade") {
-                return ParsedRequest::HandOff;
+            if repeated {
+                // The same length again: one goes on (RFC 9110 §8.6).
+                continue;
             }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings.add(h.value);
+        } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
+            hand_off = true;
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            hand_off |= has_token(h.value, b"upgrade");
             close |= has_token(h.value, b"close");
             named.add(h.value);
         }
@@ -139,6 +158,21 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
         };
         let start = h.value.as_ptr() as usize - base;
         offsets.push((name, start, start + h.value.len()));
+    }
+    // Framing first, whoever serves the request: a length beside a coding,
+    // or codings that do not end in one chunked, cannot be trusted (RFC
+    // 9112 §6.3); the connection closes after the 400.
+    let body = match (codings.present, body_len) {
+        (false, length) => RequestBody::Length(length.unwrap_or(0)),
+        (true, Some(_)) => return ParsedRequest::Malformed,
+        (true, None) => match codings.refusal() {
+            None => RequestBody::Chunked,
+            Some(LocalReply::UnsupportedTransferCoding) => return ParsedRequest::UnsupportedCoding,
+            Some(_) => return ParsedRequest::Malformed,
+        },
+    };
+    if hand_off {
+        return ParsedRequest::HandOff;
     }
     if !named.is_empty() {
         offsets.retain(|(name, _, _)| !named.names(name.as_str().as_bytes()));
@@ -179,7 +213,14 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
             header
         }
     };
-    ParsedRequest::Complete(Box::new(Request { header, body_len: body_len.unwrap_or(0), close }))
+    ParsedRequest::Complete(Box::new(Request { header, body, close }))
+}
+
+/// Whether a target is an `http` or `https` URI.
+fn is_absolute_http(target: &str) -> bool {
+    let t = target.as_bytes();
+    t.get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"http://"))
+        || t.get(..8).is_some_and(|s| s.eq_ignore_ascii_case(b"https://"))
 }
 
 /// The URI of an origin-form target (`/path?query`, as `parse_request` has
@@ -187,25 +228,11 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
 /// for anything Pingora's parse must see (a fragment to drop, bytes a URI
 /// refuses).
 fn origin_form_uri(head: &Bytes, path: std::ops::Range<usize>) -> Option<Uri> {
-    if head.get(path.clone())?.contains(&b'#') {
+    let target = head.get(path.clone())?;
+    if !target.starts_with(b"/") || target.contains(&b'#') {
         return None;
     }
     PathAndQuery::from_maybe_shared(head.slice(path)).ok().map(Uri::from)
-}
-
-/// A `Content-Length` value, given the one seen before (repeats must agree);
-/// `None` if invalid or conflicting.
-fn add_length(seen: Option<u64>, value: &[u8]) -> Option<u64> {
-    let n = parse_length(value)?;
-    seen.is_none_or(|s| s == n).then_some(n)
-}
-
-fn parse_length(value: &[u8]) -> Option<u64> {
-    let v = value.trim_ascii();
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Parses a response head into `resp`, its headers into `slots`.
@@ -296,9 +323,7 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     }
     let http10 = resp.version != Some(1);
     let mut length = None;
-    // The codings of all `Transfer-Encoding` fields, in order: whether any,
-    // whether the last is chunked, and whether chunked came more than once.
-    let (mut coded, mut chunked_last, mut chunked_count) = (false, false, 0);
+    let mut codings = Codings::default();
     let mut close = http10;
     let mut keep_alive = false;
     let mut connection_named = ConnectionNamed::default();
@@ -307,20 +332,20 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         if name.eq_ignore_ascii_case(b"content-length") {
             length = Some(add_length(length, h.value).ok_or("invalid content-length")?);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            for coding in h.value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-                coded = true;
-                chunked_last = coding.eq_ignore_ascii_case(b"chunked");
-                chunked_count += usize::from(chunked_last);
-            }
+            codings.add(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= has_token(h.value, b"close");
             keep_alive |= has_token(h.value, b"keep-alive");
             connection_named.add(h.value);
         }
     }
-    if chunked_count > 1 {
+    if codings.chunked > 1 {
         return Err("chunked applied more than once");
     }
+    if codings.empty_field {
+        return Err("transfer-encoding without a coding");
+    }
+    let coded = codings.present;
     if http10 && keep_alive {
         close = false;
     }
@@ -329,7 +354,7 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         Framing::Empty
     } else if coded {
         // A coding other than chunked last: the body runs to the close.
-        if chunked_last {
+        if codings.chunked_last {
             Framing::Chunked
         } else {
             Framing::UntilClose
@@ -365,13 +390,16 @@ mod tests {
         assert_eq!(&buf[..], b"NEXT");
         assert_eq!(r.header.raw_path(), b"/films?x=1");
         assert_eq!(r.header.headers.get_all("x-a").iter().count(), 2);
-        assert_eq!((r.body_len, r.close), (0, false));
+        assert_eq!((r.body, r.close), (RequestBody::Length(0), false));
         assert!(matches!(parse("GET / HTTP/1.1\r\nHost: a"), ParsedRequest::Partial));
         assert!(matches!(parse("GET / HTTP/1.0\r\n\r\n"), ParsedRequest::HandOff));
-        assert!(matches!(parse("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), ParsedRequest::HandOff));
+        assert!(matches!(parse("POST / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"), ParsedRequest::HandOff));
         assert!(matches!(parse("GET / HTTP/1.1\r\nConnection: Upgrade\r\n\r\n"), ParsedRequest::HandOff));
         assert!(matches!(parse("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), ParsedRequest::HandOff));
-        assert!(matches!(parse("GET http://a/ HTTP/1.1\r\n\r\n"), ParsedRequest::HandOff));
+        assert!(matches!(parse("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n"), ParsedRequest::HandOff));
+        assert!(matches!(parse("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n"), ParsedRequest::HandOff));
+        let ParsedRequest::Complete(r) = parse("GET http://a/b?c HTTP/1.1\r\nHost: x\r\n\r\n") else { panic!() };
+        assert_eq!(r.header.raw_path(), b"http://a/b?c", "proxy::target makes it origin-form");
         assert!(matches!(
             parse("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
             ParsedRequest::Malformed
@@ -382,7 +410,38 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!((r.body_len, r.close), (5, true));
+        assert_eq!((r.body, r.close), (RequestBody::Length(5), true));
+    }
+
+    #[test]
+    fn request_codings_are_chunked_once_and_last_or_refused() {
+        let body = |te: &str| match parse(&format!("POST / HTTP/1.1\r\nHost: h\r\n{te}\r\n")) {
+            ParsedRequest::Complete(r) => Ok(r.body),
+            ParsedRequest::Malformed => Err(400),
+            ParsedRequest::UnsupportedCoding => Err(501),
+            _ => Err(0),
+        };
+        assert_eq!(body("Transfer-Encoding: chunked\r\n"), Ok(RequestBody::Chunked));
+        assert_eq!(body("Transfer-Encoding:  ChUnKeD \r\n"), Ok(RequestBody::Chunked));
+        assert_eq!(body("Transfer-Encoding: gzip, chunked\r\n"), Err(501));
+        assert_eq!(body("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"), Err(501));
+        for bad in [
+            "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n",
+            "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n",
+            "Transfer-Encoding: chunked, chunked\r\n",
+            "Transfer-Encoding: chunked, identity\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n",
+            "Transfer-Encoding: foo\r\n",
+            "Transfer-Encoding: \r\n",
+            "Transfer-Encoding: chunked\r\nExpect: 100-continue\r\nContent-Length: 1\r\n",
+        ] {
+            assert_eq!(body(bad), Err(400), "{bad:?}");
+        }
+        let ParsedRequest::Complete(r) = parse("POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n")
+        else {
+            panic!()
+        };
+        assert_eq!(r.header.headers.get_all("content-length").iter().count(), 1, "a repeated length goes on once");
     }
 
     #[test]
@@ -397,7 +456,7 @@ mod tests {
         assert!(h.get("x-secret").is_none());
         assert_eq!(h.get("x-other").unwrap(), "2");
         assert_eq!(h.get("host").unwrap(), "h");
-        assert_eq!(r.body_len, 3);
+        assert_eq!(r.body, RequestBody::Length(3));
     }
 
     #[test]
