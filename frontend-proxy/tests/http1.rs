@@ -168,6 +168,37 @@ async fn large_upload_streams_to_the_upstream() {
 }
 
 #[tokio::test]
+async fn a_chunked_upload_streams_to_the_upstream_chunk_by_chunk() {
+    let t = stack(13, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    // 2 MiB in chunks of varying size, written in pieces that split chunk
+    // lines, with extensions and a trailer the proxy drops.
+    let mut wire = Vec::new();
+    let mut sent = 0usize;
+    for i in 0..600usize {
+        let size = 1000 + (i * 37) % 5000;
+        wire.extend_from_slice(format!("{size:x};n={i}\r\n").as_bytes());
+        wire.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, size));
+        wire.extend_from_slice(b"\r\n");
+        sent += size;
+    }
+    wire.extend_from_slice(b"0\r\nX-Checksum: 1\r\n\r\n");
+    for piece in wire.chunks(7919) {
+        c.write_all(piece).await.unwrap();
+    }
+    let r = read_response(&mut c, &mut buf, "POST").await;
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{sent} bytes"));
+    let seen = t.backend.requests();
+    let upload = seen.iter().find(|s| s.path == "/upload").expect("the backend got the upload");
+    assert!(upload.header("x-checksum").is_none(), "trailer fields are dropped");
+    // The connection is still good for the next request.
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/next");
+}
+
+#[tokio::test]
 async fn an_upstream_answering_before_the_upload_ends_is_forwarded() {
     // As a server enforcing an upload limit: 413 as soon as the head is in,
     // then close without reading the body (the kernel resets the connection).
