@@ -235,7 +235,8 @@ impl HeaderDeadline {
         let mut window = Vec::with_capacity(self.tail.len() + data.len());
         window.extend_from_slice(&self.tail);
         window.extend_from_slice(data);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        // The empty line that ends a head: CRLF or a bare LF (RFC 9112 §2.2).
+        if window.windows(3).any(|w| w == b"\n\r\n") || window.windows(2).any(|w| w == b"\n\n") {
             self.phase = Phase::Body;
             self.deadline = None;
         }

@@ -192,6 +192,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.listener = self.listener_index(session);
+        // Interim responses are dropped, as Envoy does and the native
+        // engine does (a 100 the client asked for with `Expect` excepted);
+        // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
+        session.as_mut().set_ignore_info_resp(true);
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
         let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
         match self.admit(session.req_header_mut(), http2, upgrade, ctx)? {

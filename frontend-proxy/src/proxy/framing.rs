@@ -13,7 +13,10 @@ use pingora_http::{RequestHeader, ResponseHeader};
 pub struct Codings {
     /// A `Transfer-Encoding` field was there.
     pub present: bool,
-    /// One of them listed no coding at all.
+    /// A field listed no coding, or had an empty element (`chunked ,`):
+    /// RFC 9110 §5.6.1 lets a recipient skip those, but Pingora's codec
+    /// and hyper read `chunked ,` as not chunked, so the proxy and its
+    /// peers would disagree on where the body ends.
     pub empty_field: bool,
     pub count: usize,
     pub chunked: usize,
@@ -24,14 +27,15 @@ impl Codings {
     /// Adds the codings of one field value.
     pub fn add(&mut self, value: &[u8]) {
         self.present = true;
-        let mut any = false;
-        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii).filter(|c| !c.is_empty()) {
-            any = true;
+        for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if coding.is_empty() {
+                self.empty_field = true;
+                continue;
+            }
             self.count += 1;
             self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
             self.chunked += usize::from(self.chunked_last);
         }
-        self.empty_field |= !any;
     }
 
     fn of(headers: &HeaderMap) -> Self {
@@ -45,6 +49,19 @@ impl Codings {
     /// Chunked is applied once, as the last coding (RFC 9112 §6.1, §6.3).
     pub fn chunked_once_last(&self) -> bool {
         self.chunked == 1 && self.chunked_last
+    }
+
+    /// The codings of `values` written one way (lowercase, `, `-separated),
+    /// for the next hop: the fields as received may be spelled in ways its
+    /// parser reads differently.
+    pub fn canonical<'a>(values: impl Iterator<Item = &'a [u8]>) -> Option<HeaderValue> {
+        let codings: Vec<Vec<u8>> = values
+            .flat_map(|v| v.split(|b| *b == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|c| !c.is_empty())
+            .map(<[u8]>::to_ascii_lowercase)
+            .collect();
+        HeaderValue::from_bytes(&codings.join(&b", "[..])).ok()
     }
 
     /// What a request with these codings gets: `None` if it may be served.
@@ -103,8 +120,13 @@ pub fn check_request(req: &mut RequestHeader, http2: bool) -> Option<LocalReply>
     if http2 || req.version == Version::HTTP_2 {
         return None;
     }
-    if let Some(reply) = Codings::of(&req.headers).refusal() {
+    let codings = Codings::of(&req.headers);
+    if let Some(reply) = codings.refusal() {
         return Some(reply);
+    }
+    if codings.present {
+        // One chunked, however the client spelled it, goes on as `chunked`.
+        let _ = req.insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
     }
     match agreed_length(&req.headers) {
         Err(()) => Some(LocalReply::BadRequest),
@@ -136,8 +158,16 @@ pub fn check_response(resp: &mut ResponseHeader, upgrade_requested: bool) -> Res
     if codings.empty_field {
         return Err("transfer-encoding without a coding");
     }
+    if codings.present {
+        // Pingora frames by the codings and has dropped any length already;
+        // one spelling of them goes on.
+        if let Some(value) = Codings::canonical(resp.headers.get_all(TRANSFER_ENCODING).iter().map(|v| v.as_bytes())) {
+            resp.insert_header(TRANSFER_ENCODING, value).map_err(|_| "invalid transfer-encoding")?;
+        }
+        return Ok(());
+    }
     match agreed_length(&resp.headers) {
-        Err(()) if !codings.present => Err("invalid content-length"),
+        Err(()) => Err("invalid content-length"),
         Ok(Some(length)) if !single_plain_length(&resp.headers) => {
             resp.insert_header(CONTENT_LENGTH, HeaderValue::from(length)).map_err(|_| "invalid content-length")
         }
@@ -164,6 +194,8 @@ mod tests {
         assert_eq!(refused(&[("transfer-encoding", "chunked, chunked")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "gzip")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "")]), Some(400));
+        assert_eq!(refused(&[("transfer-encoding", "chunked ,")]), Some(400));
+        assert_eq!(refused(&[("transfer-encoding", ", chunked")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "gzip, chunked")]), Some(501));
         assert_eq!(refused(&[("content-length", "3"), ("content-length", "4")]), Some(400));
         assert_eq!(refused(&[("content-length", "3, 4")]), Some(400));
@@ -190,6 +222,7 @@ mod tests {
         assert!(check(600, &[], false).is_err());
         assert!(check(200, &[("transfer-encoding", "chunked, chunked")], false).is_err());
         assert!(check(200, &[("transfer-encoding", " ")], false).is_err());
+        assert!(check(200, &[("transfer-encoding", "chunked ,")], false).is_err());
         let r = check(200, &[("content-length", "2"), ("content-length", "2")], false).unwrap();
         assert_eq!(r.headers.get_all("content-length").iter().collect::<Vec<_>>(), ["2"]);
     }

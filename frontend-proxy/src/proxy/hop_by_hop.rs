@@ -21,20 +21,33 @@ fn is_protected(name: &[u8]) -> bool {
     [&b"content-length"[..], b"transfer-encoding", b"host"].iter().any(|p| name.eq_ignore_ascii_case(p))
 }
 
+/// Most fields a message's `Connection` headers may name: every field of
+/// the message is checked against each, so a head of tokens would cost
+/// their product.
+const MAX_NAMED: usize = 32;
+
 /// The fields a message's `Connection` headers name for removal (RFC 9110
 /// §7.6.1), besides the hop-by-hop ones that go anyway.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ConnectionNamed(Vec<Box<[u8]>>);
 
 impl ConnectionNamed {
-    /// Adds the tokens of one `Connection` value.
-    pub fn add(&mut self, value: &[u8]) {
+    /// Adds the tokens of one `Connection` value; `false` if that makes
+    /// more than a message may name (the message is refused).
+    pub fn add(&mut self, value: &[u8]) -> bool {
         for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if token.is_empty() || is_hop_by_hop(token) || is_protected(token) || token.eq_ignore_ascii_case(b"close") {
                 continue;
             }
+            if self.names(token) {
+                continue;
+            }
+            if self.0.len() == MAX_NAMED {
+                return false;
+            }
             self.0.push(token.to_ascii_lowercase().into());
         }
+        true
     }
 
     pub fn is_empty(&self) -> bool {
@@ -57,13 +70,16 @@ pub fn has_token(value: &[u8], token: &[u8]) -> bool {
 /// in `Connection`. Runs before the proxy adds its own fields, so a client
 /// cannot name them away; Pingora's codec, which refuses to forward a
 /// request whose `Connection` names a field it must send, then sees none.
-pub fn strip_connection_named(req: &mut RequestHeader) {
+/// `false` if the request names more fields than it may (it is refused).
+pub fn strip_connection_named(req: &mut RequestHeader) -> bool {
     let mut named = ConnectionNamed::default();
     for value in req.headers.get_all(CONNECTION) {
-        named.add(value.as_bytes());
+        if !named.add(value.as_bytes()) {
+            return false;
+        }
     }
     if named.is_empty() {
-        return;
+        return true;
     }
     let fields: Vec<HeaderName> = req.headers.keys().filter(|n| named.names(n.as_str().as_bytes())).cloned().collect();
     for name in fields {
@@ -86,6 +102,7 @@ pub fn strip_connection_named(req: &mut RequestHeader) {
             req.remove_header(&CONNECTION);
         }
     }
+    true
 }
 
 #[cfg(test)]
@@ -100,15 +117,22 @@ mod tests {
         req.append_header("x-a", "1").unwrap();
         req.append_header("x-b", "2").unwrap();
         req.append_header("host", "h").unwrap();
-        strip_connection_named(&mut req);
+        assert!(strip_connection_named(&mut req));
         assert!(req.headers.get("x-forwarded-proto").is_none() && req.headers.get("x-a").is_none());
         assert_eq!(req.headers.get("connection").unwrap(), "close");
         assert_eq!(req.headers.get("x-b").unwrap(), "2");
         let mut host = RequestHeader::build("GET", b"/", None).unwrap();
         host.append_header("connection", "host, x-c").unwrap();
         host.append_header("host", "h").unwrap();
-        strip_connection_named(&mut host);
+        assert!(strip_connection_named(&mut host));
         assert_eq!(host.headers.get("host").unwrap(), "h", "never the target");
         assert!(host.headers.get("connection").is_none());
+        let mut flood = RequestHeader::build("GET", b"/", None).unwrap();
+        let tokens: Vec<String> = (0..MAX_NAMED + 1).map(|i| format!("x-{i}")).collect();
+        flood.append_header("connection", tokens.join(",")).unwrap();
+        assert!(!strip_connection_named(&mut flood), "too many named fields");
+        let mut repeated = RequestHeader::build("GET", b"/", None).unwrap();
+        repeated.append_header("connection", vec!["x-a"; 1000].join(",")).unwrap();
+        assert!(strip_connection_named(&mut repeated), "one field named many times is one");
     }
 }

@@ -108,8 +108,9 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(LocalReply::BadRequest));
         }
-        if !http2 {
-            hop_by_hop::strip_connection_named(req);
+        if !http2 && !hop_by_hop::strip_connection_named(req) {
+            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+            return Ok(Some(LocalReply::BadRequest));
         }
         if let Some(reply) = framing::check_request(req, http2).or_else(|| target::check(req, http2)) {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
@@ -431,7 +432,11 @@ impl Proxy {
         let edits = self.response_edits(ctx);
         let mut named = ConnectionNamed::default();
         for value in resp.headers.get_all(CONNECTION) {
-            named.add(value.as_bytes());
+            // Past the cap, the fields named so far go; the rest are not
+            // the client's concern (Pingora's codec has framed the body).
+            if !named.add(value.as_bytes()) {
+                break;
+            }
         }
         // Pingora's codec sets `connection` itself; a 101 keeps `upgrade`.
         let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;

@@ -38,7 +38,26 @@ pub fn check(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
 
 /// `uri-host [":" port]`: an authority without user information.
 fn is_valid_host(host: &[u8]) -> bool {
-    !host.is_empty() && !host.contains(&b'@') && Authority::try_from(host).is_ok()
+    if host.is_empty() || host.contains(&b'@') {
+        return false;
+    }
+    match Authority::try_from(host) {
+        Ok(a) => port_fits(a.as_str()),
+        Err(_) => false,
+    }
+}
+
+/// Whether the port, if any, fits 16 bits (`Authority` accepts any digits
+/// and then reports no port at all).
+fn port_fits(authority: &str) -> bool {
+    let after_host = match authority.rfind(']') {
+        Some(i) => &authority[i + 1..],
+        None => authority,
+    };
+    match after_host.rsplit_once(':') {
+        Some((_, port)) => port.is_empty() || port.parse::<u16>().is_ok(),
+        None => true,
+    }
 }
 
 /// Makes an absolute-form target (`http://host/path`) origin-form, with
@@ -87,6 +106,9 @@ mod tests {
         assert!(!ok(Version::HTTP_11, &["user@host"]));
         assert!(!ok(Version::HTTP_11, &["a b"]));
         assert!(!ok(Version::HTTP_11, &["host/path"]));
+        assert!(!ok(Version::HTTP_11, &["host:99999"]));
+        assert!(!ok(Version::HTTP_11, &["[::1]:70000"]));
+        assert!(ok(Version::HTTP_11, &["[::1]"]));
         assert!(ok(Version::HTTP_10, &[]), "HTTP/1.0 may leave Host out");
         assert!(ok(Version::HTTP_10, &[""]));
         assert!(!ok(Version::HTTP_11, &[]) && check(&mut request(Version::HTTP_11, "http://a/", &[]), false).is_some());

@@ -14,9 +14,11 @@ use super::NativeH1;
 use crate::metrics::UpstreamConnectionTracer;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::date;
+use crate::proxy::framing::Codings;
 use crate::proxy::lifecycle::{Added, AttemptFailure, AttemptStart};
 use crate::proxy::shorter;
 use bytes::{Buf, BytesMut};
+use http::header::TRANSFER_ENCODING;
 use http::Method;
 use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
@@ -231,12 +233,16 @@ impl NativeH1 {
         let mut slots = wire::header_slots();
         let mut resp = httparse::Response::new(&mut []);
         let parsed = wire::parse_response(&mut resp, &bufs.up[..head_len], &mut slots);
-        let head = match parsed.map(|_| wire::response_head(&resp, req.method == Method::HEAD)) {
-            Ok(Ok(head)) => head,
-            Ok(Err(why)) => return Attempt::Failed(AttemptError::Protocol(why)),
-            Err(_) => return Attempt::Failed(AttemptError::Protocol("malformed response head")),
+        let mut head = match parsed {
+            // The scan found the head's end: the parse is complete or fails.
+            Ok(httparse::Status::Complete(_)) => match wire::response_head(&resp, req.method == Method::HEAD) {
+                Ok(head) => head,
+                Err(why) => return Attempt::Failed(AttemptError::Protocol(why)),
+            },
+            Ok(httparse::Status::Partial) | Err(_) => {
+                return Attempt::Failed(AttemptError::Protocol("malformed response head"))
+            }
         };
-        let mut head = head;
         // An upstream connection that did not take the whole body is not reused.
         head.close |= !body.complete();
         if self.proxy.upstream_answered(ctx, head.status, body.streamed) {
@@ -272,11 +278,22 @@ impl NativeH1 {
         let forwarded = resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
             !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
         });
+        // The codings, spelled one way for the client's parser.
+        let coding = head
+            .recode
+            .then(|| {
+                let te = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+                Codings::canonical(te.map(|h| h.value))
+            })
+            .flatten();
         if self.proxy.edits_response_headers(ctx) {
             // Configured edits work on a header map, as in the Pingora engine.
             let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
             for h in forwarded {
                 map.append_header(h.name.to_string(), h.value)?;
+            }
+            if let Some(coding) = coding {
+                map.append_header(TRANSFER_ENCODING, coding)?;
             }
             self.proxy.downstream_headers(&mut map, ctx)?;
             for (name, value) in map.headers.iter() {
@@ -293,6 +310,9 @@ impl NativeH1 {
                 has_server |= name.eq_ignore_ascii_case(b"server");
                 has_date |= name.eq_ignore_ascii_case(b"date");
                 wire::put_header(out, name, h.value);
+            }
+            if let Some(coding) = coding {
+                wire::put_header(out, b"transfer-encoding", coding.as_bytes());
             }
             edits.additions(has_server, has_date, |name, added| match added {
                 Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),

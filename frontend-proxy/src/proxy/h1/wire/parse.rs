@@ -6,7 +6,7 @@
 //! linear, not quadratic, time.
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Uri};
 use pingora_http::RequestHeader;
@@ -145,13 +145,17 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
                 continue;
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Forwarded as one `transfer-encoding: chunked` below.
             codings.add(h.value);
+            continue;
         } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
             hand_off = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
             hand_off |= has_token(h.value, b"upgrade");
             close |= has_token(h.value, b"close");
-            named.add(h.value);
+            if !named.add(h.value) {
+                return ParsedRequest::Malformed;
+            }
         }
         let Ok(name) = HeaderName::from_bytes(name) else {
             return ParsedRequest::Malformed;
@@ -179,7 +183,7 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     }
     // Room for the headers the proxy adds (x-forwarded-proto, x-request-id,
     // x-forwarded-for, ...): growing the map later rehashes it.
-    let capacity = offsets.len() + EDGE_HEADERS;
+    let capacity = offsets.len() + EDGE_HEADERS + usize::from(body == RequestBody::Chunked);
     let path_start = path.as_ptr() as usize - base;
     let path_end = path_start + path.len();
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -198,6 +202,9 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
             if !values.all(|(name, value)| value.map(|v| parts.headers.append(name, v)).is_ok()) {
                 return ParsedRequest::Malformed;
             }
+            if body == RequestBody::Chunked {
+                parts.headers.append(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            }
             RequestHeader::from(parts)
         }
         // Anything else (a fragment, bytes the URI refuses): Pingora's parse,
@@ -208,6 +215,9 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
                 return ParsedRequest::Malformed;
             };
             if !values.all(|(name, value)| value.is_ok_and(|v| header.append_header(name, v).is_ok())) {
+                return ParsedRequest::Malformed;
+            }
+            if body == RequestBody::Chunked && header.append_header(TRANSFER_ENCODING, "chunked").is_err() {
                 return ParsedRequest::Malformed;
             }
             header
@@ -300,6 +310,9 @@ pub struct ResponseHead {
     /// `Content-Length` is not forwarded: `Transfer-Encoding` overrides it
     /// (RFC 9112 §6.3), or the status has no content (204).
     pub drop_length: bool,
+    /// `Transfer-Encoding` goes on written one way
+    /// ([`Codings::canonical`]), not as received.
+    pub recode: bool,
     /// Fields the upstream's `Connection` headers name.
     pub connection_named: ConnectionNamed,
 }
@@ -309,8 +322,9 @@ impl ResponseHead {
     /// named in `Connection`, not a length the framing overrides.
     pub fn forwards(&self, name: &[u8]) -> bool {
         let overridden_length = self.drop_length && name.eq_ignore_ascii_case(b"content-length");
+        let recoded = self.recode && name.eq_ignore_ascii_case(b"transfer-encoding");
         let named = !self.connection_named.is_empty() && self.connection_named.names(name);
-        !(is_hop_by_hop(name) || overridden_length || named)
+        !(is_hop_by_hop(name) || overridden_length || recoded || named)
     }
 }
 
@@ -322,7 +336,9 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         return Err("response status out of range");
     }
     let http10 = resp.version != Some(1);
-    let mut length = None;
+    // The length, or `Err` for lengths that do not agree (which only
+    // matters without a coding, which overrides them).
+    let mut length: Result<Option<u64>, ()> = Ok(None);
     let mut codings = Codings::default();
     let mut close = http10;
     let mut keep_alive = false;
@@ -330,13 +346,15 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     for h in resp.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
-            length = Some(add_length(length, h.value).ok_or("invalid content-length")?);
+            length = length.and_then(|seen| add_length(seen, h.value).map(Some).ok_or(()));
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             close |= has_token(h.value, b"close");
             keep_alive |= has_token(h.value, b"keep-alive");
-            connection_named.add(h.value);
+            if !connection_named.add(h.value) {
+                return Err("too many connection options");
+            }
         }
     }
     if codings.chunked > 1 {
@@ -346,6 +364,12 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         return Err("transfer-encoding without a coding");
     }
     let coded = codings.present;
+    let has_length = !matches!(length, Ok(None));
+    let length = match length {
+        Ok(length) => length,
+        Err(()) if coded => None,
+        Err(()) => return Err("invalid content-length"),
+    };
     if http10 && keep_alive {
         close = false;
     }
@@ -368,11 +392,11 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     };
     // Framing the upstream got wrong (a length beside a coding, a coding in
     // HTTP/1.0) leaves doubt about where its next response would start.
-    if coded && (length.is_some() || http10) {
+    if coded && (has_length || http10) {
         close = true;
     }
     let drop_length = (coded && !no_content) || status == 204;
-    Ok(ResponseHead { status, framing, close, drop_length, connection_named })
+    Ok(ResponseHead { status, framing, close, drop_length, recode: coded, connection_named })
 }
 
 #[cfg(test)]
