@@ -33,12 +33,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The whole client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
+const H2_PREFACE_LEN: usize = 24;
 /// A TLS handshake not done by then is given up (Pingora's listener's bound).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -152,8 +154,28 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
             }
         };
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
-        let stream: Stream = Box::new(tls);
+        let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if h2_alpn {
+            // Pingora's HTTP/2 server logs a connection that ends before the
+            // client's preface at error; a client that negotiates h2 and
+            // hangs up (a TLS probe, a load generator done) is ordinary.
+            let mut first = vec![0u8; H2_PREFACE_LEN];
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    first.truncate(n);
+                    stream = Box::new(Replay::new(first.into(), stream));
+                }
+                Ok(_) => {
+                    debug!(listener = %listener.name, client = %peer, "client closed before its HTTP/2 preface");
+                    return;
+                }
+                Err(_) => {
+                    debug!(listener = %listener.name, client = %peer, "no HTTP/2 preface in time");
+                    return;
+                }
+            }
+        }
         self.serve(stream, Some(peer), index, !h2_alpn, shutdown, |s| s).await;
     }
 

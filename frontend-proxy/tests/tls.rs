@@ -3,8 +3,9 @@
 //! of a run, every port scanner), one that sends half a ClientHello, one
 //! that speaks plaintext HTTP to the TLS port. Each is counted in Envoy's
 //! `listener.<addr>.ssl.connection_error` and logged at debug, never at
-//! error; completed handshakes count in `ssl.handshake`. Addresses:
-//! 127.0.12.x.
+//! error; completed handshakes count in `ssl.handshake`, a client that
+//! chooses h2 and hangs up before its preface included (logged at debug
+//! too). Addresses: 127.0.12.x.
 
 #[allow(unused_imports)]
 mod support;
@@ -79,6 +80,18 @@ fn hang_up_after_client_hello(addr: SocketAddr) {
     }
 }
 
+/// Completes a handshake choosing h2 by ALPN, and hangs up before the
+/// HTTP/2 preface.
+fn h2_then_hang_up(addr: SocketAddr) {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let tls = ssl.connect(tcp).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+}
+
 /// Sends the first bytes of a ClientHello (a record header and a little
 /// more) and closes.
 fn half_a_client_hello(addr: SocketAddr) {
@@ -138,6 +151,11 @@ async fn clients_hanging_up_mid_handshake_are_counted_and_logged_at_debug() {
         assert!(counted.await, "client {i} counted\n{}", proxy.log());
     }
     assert_eq!(support::stat(admin, &format!("{scope}.ssl.handshake")).await, 2);
+    tokio::task::spawn_blocking(move || h2_then_hang_up(secure)).await.unwrap();
+    let counted = eventually(Duration::from_secs(5), || async {
+        support::stat(admin, &format!("{scope}.ssl.handshake")).await == 3
+    });
+    assert!(counted.await, "a completed handshake, whatever follows");
     // The proxy still serves.
     let r = support::client().get(format!("https://{secure}/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -146,7 +164,7 @@ async fn clients_hanging_up_mid_handshake_are_counted_and_logged_at_debug() {
         support::client().get(format!("http://{admin}/stats/prometheus")).send().await.unwrap().text().await.unwrap();
     let label = format!("envoy_listener_address=\"{}\"", secure.to_string().replace(':', "_"));
     for (name, value) in
-        [("envoy_listener_ssl_connection_error", errors_before + 3), ("envoy_listener_ssl_handshake", 3)]
+        [("envoy_listener_ssl_connection_error", errors_before + 3), ("envoy_listener_ssl_handshake", 4)]
     {
         let line = prometheus.lines().find(|l| l.starts_with(name) && l.contains(&label));
         assert_eq!(line.map(|l| l.rsplit(' ').next().unwrap_or_default()), Some(value.to_string().as_str()), "{name}");
