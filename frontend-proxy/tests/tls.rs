@@ -66,15 +66,34 @@ fn write_cert(dir: &Path) -> (String, String) {
     (c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned())
 }
 
-/// Sends a real ClientHello and hangs up before the server's answer is read.
+/// A connection the TLS client writes to but never reads from, so its
+/// handshake stops after the ClientHello however fast the server answers.
+#[derive(Debug)]
+struct SendOnly(std::net::TcpStream);
+
+impl std::io::Read for SendOnly {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl std::io::Write for SendOnly {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.write(data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Sends a real ClientHello and hangs up before reading the server's answer.
 fn hang_up_after_client_hello(addr: SocketAddr) {
-    let tcp = std::net::TcpStream::connect(addr).unwrap();
-    tcp.set_nonblocking(true).unwrap();
+    let tcp = SendOnly(std::net::TcpStream::connect(addr).unwrap());
     let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
     connector.set_verify(SslVerifyMode::NONE);
     let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
     match ssl.connect(tcp) {
-        // The ClientHello is out; the client waits for the ServerHello and hangs up instead.
+        // The ClientHello is out; the client would wait for the ServerHello.
         Err(HandshakeError::WouldBlock(mid)) => drop(mid),
         other => panic!("expected a handshake in progress: {:?}", other.map(|_| ())),
     }
