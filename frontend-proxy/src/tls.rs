@@ -1,12 +1,10 @@
-//! TLS material: downstream listener settings (certificate, key, ALPN per
+//! TLS material: downstream listener acceptors (certificate, key, ALPN per
 //! codec) and upstream trust anchors, loaded at start so that a bad file
 //! fails `--mode validate` and start-up, never a request.
 
 use crate::config::model::{Codec, DownstreamTls, PemSource};
-use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::ALPN;
 use pingora_core::tls::pkey::PKey;
-use pingora_core::tls::ssl::{SslAcceptor, SslMethod};
+use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslMethod};
 use pingora_core::tls::x509::X509;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +30,9 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// Builds the listener's TLS settings. ALPN follows the codec: AUTO offers
-/// h2 and HTTP/1.1, HTTP1 only HTTP/1.1, HTTP2 only h2.
-pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSettings, TlsError> {
+/// Builds the listener's TLS acceptor. ALPN follows the codec: AUTO offers
+/// h2 and HTTP/1.1 (h2 preferred), HTTP1 only HTTP/1.1, HTTP2 only h2.
+pub fn downstream_acceptor(tls: &DownstreamTls, codec: Codec) -> Result<SslAcceptor, TlsError> {
     let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
     let (key_pem, key_origin) = read(&tls.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
@@ -54,20 +52,30 @@ pub fn downstream_settings(tls: &DownstreamTls, codec: Codec) -> Result<TlsSetti
     }
     builder.set_private_key(&key).map_err(|e| TlsError::Setup(e.to_string()))?;
     builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    // Records are read whole, as far as the socket has them, instead of a
+    // header read and a body read each: the socket under the TLS stream
+    // has no read buffer of its own (`listen.rs` accepts it).
+    builder.set_read_ahead(true);
 
-    let mut settings = TlsSettings::from(builder);
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
-    let alpn = match codec {
-        Codec::Http1 => ALPN::H1,
-        Codec::Http2 => ALPN::H2,
-        Codec::Auto if offers_h2 && offers_h1 => ALPN::H2H1,
-        Codec::Auto if offers_h2 => ALPN::H2,
-        Codec::Auto => ALPN::H1,
+    // Wire format, in our order of preference.
+    let ours: &'static [u8] = match codec {
+        Codec::Http1 => H1,
+        Codec::Http2 => H2,
+        Codec::Auto if offers_h2 && offers_h1 => H2_H1,
+        Codec::Auto if offers_h2 => H2,
+        Codec::Auto => H1,
     };
-    settings.set_alpn(alpn);
-    Ok(settings)
+    // Our first protocol the client offers; none in common: no ALPN in the
+    // answer, and the client decides whether to go on (RFC 7301 allows both).
+    builder.set_alpn_select_callback(move |_, offered| select_next_proto(ours, offered).ok_or(AlpnError::NOACK));
+    Ok(builder.build())
 }
+
+const H1: &[u8] = b"\x08http/1.1";
+const H2: &[u8] = b"\x02h2";
+const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 
 /// Trust anchors for verifying an upstream.
 pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {
