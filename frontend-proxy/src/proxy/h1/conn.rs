@@ -118,9 +118,7 @@ impl NativeH1 {
         // futures and in scopes that end before the next await, so that no
         // state carries a slot for another's locals.
         loop {
-            let head = self
-                .read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, shutdown, &mut drained)
-                .await;
+            let head = self.read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, &mut drained).await;
             let (request, started) = match head {
                 Head::Request(request, started) => (request, started),
                 Head::Closed => return Served::Closed,
@@ -188,7 +186,6 @@ impl NativeH1 {
         buf: &mut BytesMut,
         idle_timer: &mut Rearmed,
         listener: usize,
-        shutdown: &ShutdownWatch,
         drained: &mut Drained<'_>,
     ) -> Head {
         let listener = &self.proxy.listeners[listener];
@@ -222,10 +219,10 @@ impl NativeH1 {
             }
             let read = match started {
                 None => {
-                    // Between requests: the idle timeout runs and a shutdown closes the connection.
-                    if *shutdown.borrow() {
-                        return Head::Closed;
-                    }
+                    // Between requests: the idle timeout runs and a shutdown
+                    // closes the connection, unless a request is already
+                    // waiting (the read comes first): that one is served,
+                    // with `connection: close`.
                     let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
                     let read = tokio::select! {
                         biased;
