@@ -13,6 +13,7 @@ use poem::middleware::CatchPanic;
 use poem::{Endpoint, EndpointExt, Response, Route};
 use poem_openapi::{OpenApi, OpenApiService};
 
+use crate::db::Database;
 use crate::error::JsonErrors;
 use crate::metrics::{operation_routes, Metrics, Observe};
 use crate::ops::OpsApi;
@@ -29,14 +30,15 @@ pub struct ServiceInfo {
     pub host: HeaderValue,
 }
 
-/// Builds the endpoint serving `api`, the operational endpoints, the OpenAPI
-/// document and Swagger UI, with the shared middleware around them.
-pub fn endpoint<A>(api: A, info: ServiceInfo, metrics: Arc<Metrics>) -> impl Endpoint<Output = Response>
+/// Builds the endpoint serving `api`, the operational endpoints (readiness
+/// of `db`), the OpenAPI document and Swagger UI, with the shared middleware
+/// around them.
+pub fn endpoint<A>(api: A, info: ServiceInfo, metrics: Arc<Metrics>, db: Database) -> impl Endpoint<Output = Response>
 where
     A: OpenApi + Send + Sync + 'static,
 {
     let routes = operation_routes::<(A, OpsApi)>();
-    let service = OpenApiService::new((api, OpsApi::new(metrics.clone())), info.name, info.version);
+    let service = OpenApiService::new((api, OpsApi::new(metrics.clone(), db)), info.name, info.version);
     let spec = service.spec_endpoint();
     let docs = service.swagger_ui();
     Route::new()
@@ -72,7 +74,15 @@ mod tests {
     async fn a_panicking_handler_answers_a_json_500_and_is_counted() {
         let metrics = Arc::new(Metrics::new().unwrap());
         let info = ServiceInfo { name: "test", version: "0", host: HeaderValue::from_static("replica") };
-        let client = TestClient::new(endpoint(Defective, info, metrics.clone()));
+        static NONE: sqlx::migrate::Migrator = sqlx::migrate::Migrator::DEFAULT;
+        let db = Database::open(
+            "sqlite::memory:",
+            &crate::db::PoolArgs::default(),
+            crate::db::Migrations { sqlite: &NONE, postgres: &NONE },
+        )
+        .unwrap();
+        db.migrate().await.unwrap();
+        let client = TestClient::new(endpoint(Defective, info, metrics.clone(), db));
         let resp = client.get("/boom").send().await;
         resp.assert_status(StatusCode::INTERNAL_SERVER_ERROR);
         resp.assert_header(SERVED_BY, "replica");
