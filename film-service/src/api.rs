@@ -87,6 +87,7 @@ impl FilmApi {
         limit: Query<Option<u32>>,
         /// Where the page starts: the opaque cursor of the `Link` header
         /// (`rel="next"`) of the previous page. Absent: from the oldest film.
+        #[oai(validator(pattern = "^[0-9]{1,18}$"))]
         after: Query<Option<String>>,
     ) -> Result<Listed, ApiError> {
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);

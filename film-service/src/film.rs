@@ -2,7 +2,7 @@
 
 use poem_openapi::Object;
 use serde::Deserialize;
-use service_common::body::text_field;
+use service_common::body::{present, text_field};
 use uuid::Uuid;
 
 /// A stored film.
@@ -37,7 +37,10 @@ pub struct NewFilm {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct FilmUpdate {
-    /// Optional; if given, it must be the id in the path.
+    /// Optional; if given, it must be the id in the path (400 otherwise).
+    /// Not in the OpenAPI schema: the old clients send it, new ones need not.
+    #[oai(skip)]
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
     /// The film's name; not blank, no NUL, at most 500 characters, not taken
     /// by another film.

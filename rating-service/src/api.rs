@@ -76,6 +76,7 @@ impl RatingApi {
         /// Where the page starts: the opaque cursor of the `Link` header
         /// (`rel="next"`) of the previous page. Absent: from the oldest
         /// rating.
+        #[oai(validator(pattern = "^[0-9]{1,18}$"))]
         after: Query<Option<String>>,
     ) -> Result<Listed, ApiError> {
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);

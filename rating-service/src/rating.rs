@@ -6,7 +6,7 @@ use std::fmt;
 use poem_openapi::Object;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
-use service_common::body::text_field;
+use service_common::body::{present, text_field};
 use uuid::Uuid;
 
 /// The lowest rating.
@@ -32,6 +32,7 @@ pub struct Rating {
 pub struct NewRating {
     /// The id to store the rating under; generated when absent. film-service
     /// passes the film's id. An id already in use is refused with 409.
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
     /// The rated film's name; not blank, no NUL, at most 500 characters.
     #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
@@ -49,7 +50,10 @@ pub struct NewRating {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct RatingUpdate {
-    /// Optional; if given, it must be the id in the path.
+    /// Optional; if given, it must be the id in the path (400 otherwise).
+    /// Not in the OpenAPI schema: the old clients send it, new ones need not.
+    #[oai(skip)]
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
     /// The rated film's name; not blank, no NUL, at most 500 characters.
     #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]

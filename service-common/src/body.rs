@@ -121,6 +121,13 @@ pub fn text_problem(text: &str) -> Option<String> {
     None
 }
 
+/// Deserializes an optional field that, when present, must be a `T`:
+/// `null` is refused (the schema says the field is a `T` or absent).
+/// Use with `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
 /// Deserializes a name or language: more than whitespace, no NUL, at most
 /// [`MAX_TEXT_CHARS`] characters.
 pub fn text_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

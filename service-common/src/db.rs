@@ -133,13 +133,13 @@ impl From<sqlx::Error> for DbError {
 }
 
 /// Error codes after which the same statement may well succeed: PostgreSQL's
-/// connection exceptions (08), insufficient resources (53), operator
-/// intervention (57: shut down, starting up, statement timeout), and
-/// serialization failures and deadlocks (40); SQLite's BUSY (5) and
-/// LOCKED (6), with or without extended codes.
+/// (five-character SQLSTATEs) connection exceptions (08), insufficient
+/// resources (53), operator intervention (57: shut down, starting up,
+/// statement timeout), serialization failures and deadlocks (40); SQLite's
+/// (numbers) BUSY (5) and LOCKED (6), with or without extended codes.
 fn transient_code(code: &str) -> bool {
-    if ["08", "53", "57", "40"].iter().any(|class| code.len() == 5 && code.starts_with(class)) {
-        return true;
+    if code.len() == 5 {
+        return ["08", "53", "57", "40"].iter().any(|class| code.starts_with(class));
     }
     code.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
 }
@@ -337,12 +337,18 @@ fn migrate_error(err: sqlx::migrate::MigrateError) -> DbError {
     }
 }
 
-/// `url` with the password replaced by `***`.
+/// `url` with the password replaced by `***` (also in a URL too broken to
+/// parse, since it is for error messages about such URLs).
 pub fn redact(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
         }
         _ => url.to_owned(),
     }
@@ -380,5 +386,7 @@ mod tests {
         assert!(!err.contains("secret"), "{err}");
         assert_eq!(redact("postgres://films:pw@postgres:5432/films"), "postgres://films:***@postgres:5432/films");
         assert_eq!(redact("sqlite://films.db"), "sqlite://films.db");
+        assert_eq!(redact("postgres://films@h/films"), "postgres://films@h/films");
+        assert_eq!(redact("postgres://a:b@c@h:x/d?e=f"), "postgres://a:***@h:x/d?e=f");
     }
 }

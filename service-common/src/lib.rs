@@ -12,6 +12,8 @@
 //! - [`metrics`]: Prometheus metrics and the access log.
 //! - [`path_id`]: ids in paths, with errors a client can read.
 //! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`spec`]: what follows from the OpenAPI document (closed object
+//!   schemas, `Allow` on 405).
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
 //! - [`telemetry`]: tracing setup.
@@ -30,6 +32,7 @@ pub mod path_id;
 pub mod served_by;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

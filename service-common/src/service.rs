@@ -3,8 +3,10 @@
 //! `/docs`), wrapped in the middleware stack.
 //!
 //! From the outside in: [`Observe`] (metrics and access log, so it sees the
-//! final status), [`ServedBy`], [`JsonErrors`], then `CatchPanic` (a defect
-//! becomes a JSON 500, not a dropped connection).
+//! final status), [`ServedBy`], [`JsonErrors`], [`AllowHeader`] (405s say
+//! what is allowed), then `CatchPanic` (a defect becomes a JSON 500, not a
+//! dropped connection). The document at `/openapi.json` closes its object
+//! schemas ([`close_object_schemas`]).
 
 use std::sync::Arc;
 
@@ -18,6 +20,7 @@ use crate::error::JsonErrors;
 use crate::metrics::{operation_routes, Metrics, Observe};
 use crate::ops::OpsApi;
 use crate::served_by::ServedBy;
+use crate::spec::{close_object_schemas, methods_by_path, AllowHeader};
 
 /// What a service is called and who is answering.
 #[derive(Debug, Clone)]
@@ -39,13 +42,19 @@ where
 {
     let routes = operation_routes::<(A, OpsApi)>();
     let service = OpenApiService::new((api, OpsApi::new(metrics.clone(), db)), info.name, info.version);
-    let spec = service.spec_endpoint();
+    let spec = service.spec();
+    let allow = AllowHeader::new(methods_by_path(&spec));
+    let document = close_object_schemas(&spec);
+    let spec = poem::endpoint::make_sync(move |_| {
+        Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
+    });
     let docs = service.swagger_ui();
     Route::new()
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .nest("/", service)
         .with(CatchPanic::new())
+        .with(AllowHeader::clone(&allow))
         .with(JsonErrors)
         .with(ServedBy::new(info.host))
         .with(Observe::new(metrics, routes))

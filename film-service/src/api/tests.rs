@@ -336,9 +336,9 @@ async fn pages_follow_the_link_header(backend: Backend) {
         let resp = c.get(format!("/films?limit={bad}")).send().await;
         assert_error(resp, StatusCode::BAD_REQUEST, "limit").await;
     }
-    for bad in ["x", "-3", ""] {
+    for bad in ["x", "-3", "", "1234567890123456789"] {
         let resp = c.get(format!("/films?after={bad}")).send().await;
-        assert_error(resp, StatusCode::BAD_REQUEST, "invalid cursor").await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "failed to parse parameter `after`").await;
     }
 }
 
@@ -394,7 +394,14 @@ async fn health_metrics_openapi_docs(backend: Backend) {
     assert_eq!(params, ["name", "limit", "after"]);
     let limit = &list["parameters"][1]["schema"];
     assert_eq!((limit["minimum"].as_f64(), limit["maximum"].as_f64()), (Some(1.0), Some(1000.0)), "{limit}");
+    assert_eq!(list["parameters"][2]["schema"]["pattern"], json!("^[0-9]{1,18}$"));
     assert!(list["responses"]["200"]["headers"]["LINK"].is_object(), "{list}");
+    // Bodies refuse unknown fields, and the schemas say so.
+    assert_eq!(spec["components"]["schemas"]["NewFilm"]["additionalProperties"], json!(false));
+    // A 405 says what is allowed.
+    let resp = c.delete("/films").send().await;
+    resp.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    resp.assert_header("allow", "GET, POST");
 
     let resp = c.get("/docs").send().await;
     resp.assert_status_is_ok();

@@ -155,7 +155,7 @@ async fn pages_follow_the_link_header(backend: Backend) {
     let resp = c.get("/ratings?limit=0").send().await;
     assert_error(resp, StatusCode::BAD_REQUEST, "limit").await;
     let resp = c.get("/ratings?after=later").send().await;
-    assert_error(resp, StatusCode::BAD_REQUEST, "invalid cursor").await;
+    assert_error(resp, StatusCode::BAD_REQUEST, "failed to parse parameter `after`").await;
 }
 
 async fn bad_bodies_are_400_and_store_nothing(backend: Backend) {
@@ -175,6 +175,7 @@ async fn bad_bodies_are_400_and_store_nothing(backend: Backend) {
         (r#"{"name": "a", "rating": -0.5}"#, "rating: must be a number from 0 to 5"),
         (r#"{"name": "a", "rating": 3, "stars": 3}"#, "unknown field `stars`"),
         (r#"{"id": "nope", "name": "a", "rating": 3}"#, "id: "),
+        (r#"{"id": null, "name": "a", "rating": 3}"#, "id: invalid type: null"),
         (r#"["a", 3]"#, "expected a JSON object, found an array"),
     ];
     for (body, needle) in cases {
