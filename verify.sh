@@ -284,7 +284,7 @@ for port in 8080 8443; do
     check "port $port published ($(docker port "$proxy_id" "$port/tcp" | head -n 1))" \
         test -n "$(docker port "$proxy_id" "$port/tcp")"
 done
-for service in film-service rating-service; do
+for service in film-service rating-service postgres; do
     id=$(running "$service" | head -n 1)
     check "$service publishes no port" test -z "$(docker port "$id")"
 done

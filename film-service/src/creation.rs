@@ -152,3 +152,22 @@ fn rating_failed(err: &CallError) -> ApiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use reqwest::StatusCode;
+
+    use super::*;
+
+    #[test]
+    fn which_failures_may_have_stored_the_rating() {
+        let rejected = |status| CallError::Rejected { status, message: String::new() };
+        assert!(!rating_may_exist(&CallError::Unreachable("refused".into())));
+        assert!(rating_may_exist(&CallError::NoAnswer("timed out".into())));
+        assert!(rating_may_exist(&rejected(StatusCode::BAD_GATEWAY)));
+        assert!(rating_may_exist(&rejected(StatusCode::INTERNAL_SERVER_ERROR)));
+        // A 409 is another rating's id: deleting it would destroy it.
+        assert!(!rating_may_exist(&rejected(StatusCode::CONFLICT)));
+        assert!(!rating_may_exist(&rejected(StatusCode::BAD_REQUEST)));
+    }
+}
