@@ -10,17 +10,21 @@
 #  3. ports: 8080 and 8443 published, admin 9901 on 127.0.0.1 only, the
 #     services none; TLS on 8443
 #  4. the old stack's checks through the proxy (its single-quoted bodies)
-#  5. scale to 5 film-service + 3 rating-service replicas and run them again.
-#     Each replica keeps its own memory, so which answer a request gets
-#     (201 or 409, 200 or 404) depends on the replica that serves it: that
-#     is reported (INFO/WARN), and every answer must still be the right one
-#     for the replica named in its x-served-by header (PASS/FAIL)
+#  5. scale to 5 film-service + 3 rating-service replicas and run them again:
+#     the replicas of a service share its PostgreSQL database, so every
+#     answer is the single-replica one (409 for a name that exists, 200 for
+#     a film or rating that exists) whichever replica serves it
 #  6. every replica serves and creates; N requests reach every film-service
-#     replica; each film and each rating is stored on exactly one replica
+#     replica; every film and rating created is read through every replica
+#     (told apart by x-served-by); 50 concurrent POSTs of one name make one
+#     film (one 201, 49 x 409)
 #  7. Prometheus: up{job="frontend-proxy"} == 1, envoy_cluster_upstream_rq_total
 #     has data, and DNS service discovery found every replica
 #  8. scale down to 2 + 1 while requests run: none may fail
-#  9. no container restarted; every container stops on SIGTERM, in seconds
+#  9. no container restarted; PostgreSQL stopped: 503 with a JSON error,
+#     services unhealthy, then recovery by themselves when it is back;
+#     `compose restart` of everything and `compose down` (volumes kept) +
+#     `up` lose no record; every container stops on SIGTERM, in seconds
 # Prints PASS/FAIL/INFO/WARN lines and a summary; exits 1 if a check failed.
 # Always tears the stack down (`down -v`) unless --keep is given.
 #
@@ -261,6 +265,7 @@ t0=$SECONDS
 # Waits for the services' health checks (depends_on: service_healthy).
 timeout 300 "${compose[@]}" up -d --no-build || abort "${compose[*]} up -d (within 300s)"
 info "up -d returned in $((SECONDS - t0))s"
+wait_healthy postgres 1
 wait_healthy rating-service 1
 wait_healthy film-service 1
 wait_healthy frontend-proxy 1
@@ -279,7 +284,7 @@ for port in 8080 8443; do
     check "port $port published ($(docker port "$proxy_id" "$port/tcp" | head -n 1))" \
         test -n "$(docker port "$proxy_id" "$port/tcp")"
 done
-for service in film-service rating-service; do
+for service in film-service rating-service postgres; do
     id=$(running "$service" | head -n 1)
     check "$service publishes no port" test -z "$(docker port "$id")"
 done
@@ -294,122 +299,126 @@ fi
 
 # --- 4 & 5. the old stack's checks -------------------------------------------
 
-# What each film-service replica stores, as far as this script knows:
-# STORED[host|name] = id. CREATED holds "id|name|host" for every film made.
+# Every replica of a service shares its database, so what is stored does not
+# depend on the replica: STORED[name] = id of each film this script created;
+# CREATED holds "id|name|host" (host: the replica that created it).
 declare -A STORED=()
 CREATED=()
-replica_dependent=0
-old_requests=0
 
-# post_film NAME LANGUAGE: 201 with the film if the serving replica does not
-# store NAME yet, else 409.
+# post_film NAME LANGUAGE: 201 with the film if no film is named NAME yet,
+# else 409, whichever replica answers.
 post_film() {
-    local name=$1 language=$2 key
+    local name=$1 language=$2
     req POST /films --data "$(old_body "$name" "$language")"
-    old_requests=$((old_requests + 1))
-    key="$SERVED_BY|$name"
     if [ -z "$SERVED_BY" ]; then
         fail "POST /films '$name': $STATUS without x-served-by: $(short "$BODY")"
-    elif [ -n "${STORED[$key]:-}" ]; then
-        check "POST /films '$name' -> $STATUS from $SERVED_BY, which already stores it: 409 expected" test "$STATUS" = 409
-        replica_dependent=$((replica_dependent + 1))
-        info "replica-dependent: '$name' was created on $SERVED_BY before; another replica would have answered 201"
+    elif [ -n "${STORED[$name]:-}" ]; then
+        check "POST /films '$name' -> $STATUS from $SERVED_BY: 409 expected, it exists" test "$STATUS" = 409
     elif [ "$STATUS" = 201 ] && jq_ok '.name == $n and .language == $l and (.id | test("^[0-9a-f-]{36}$"))' \
         --arg n "$name" --arg l "$language"; then
-        STORED[$key]=$(jq -r .id <<<"$BODY")
-        CREATED+=("${STORED[$key]}|$name|$SERVED_BY")
-        pass "POST /films '$name' -> 201 from $SERVED_BY, id ${STORED[$key]}"
+        STORED[$name]=$(jq -r .id <<<"$BODY")
+        CREATED+=("${STORED[$name]}|$name|$SERVED_BY")
+        pass "POST /films '$name' -> 201 from $SERVED_BY, id ${STORED[$name]}"
     else
         fail "POST /films '$name' -> $STATUS from $SERVED_BY (201 expected): $(short "$BODY")"
     fi
 }
 
-# Names STORED says HOST has, sorted, one per line.
-stored_names() {
-    local key
-    for key in "${!STORED[@]}"; do
-        [ "${key%%|*}" = "$1" ] && echo "${key#*|}"
-    done | sort
-}
+# The films this script created, sorted, one per line.
+stored_names() { printf '%s\n' "${!STORED[@]}" | sort; }
 
 list_films() {
-    req GET /films
-    old_requests=$((old_requests + 1))
+    req GET "/films?limit=1000"
     local want got
-    want=$(stored_names "$SERVED_BY")
+    want=$(stored_names)
     got=$(jq -r '.[].name' <<<"$BODY" 2>/dev/null | sort)
     if [ "$STATUS" = 200 ] && jq_ok 'type == "array"' && [ "$got" = "$want" ]; then
-        pass "GET /films -> 200 from $SERVED_BY with the $(grep -c . <<<"$want") film(s) it stores"
+        pass "GET /films -> 200 from $SERVED_BY with all $(grep -c . <<<"$want") film(s)"
     else
         fail "GET /films -> $STATUS from $SERVED_BY; expected 200 with [$(tr '\n' ',' <<<"$want")]: $(short "$BODY")"
     fi
 }
 
 get_film() {
-    local name=$1 key
+    local name=$1
     req GET "/films?name=$(urlencode "$name")"
-    old_requests=$((old_requests + 1))
-    key="$SERVED_BY|$name"
-    if [ -n "${STORED[$key]:-}" ]; then
-        check "GET /films?name=$name -> $STATUS from $SERVED_BY, which stores it: 200 expected" \
-            jq_ok '.name == $n and .id == $i' --arg n "$name" --arg i "${STORED[$key]}"
-    else
-        check "GET /films?name=$name -> $STATUS from $SERVED_BY, which does not store it: 404 expected" \
-            test "$STATUS" = 404
-        replica_dependent=$((replica_dependent + 1))
-        info "replica-dependent: '$name' is stored on $(stored_on "$name"), not on $SERVED_BY"
-    fi
+    check "GET /films?name=$name -> $STATUS from $SERVED_BY: 200 with id ${STORED[$name]:-?} expected" \
+        jq_ok '.name == $n and .id == $i' --arg n "$name" --arg i "${STORED[$name]:-}"
 }
 
-# Replicas STORED says have NAME.
-stored_on() {
-    local key hosts=()
-    for key in "${!STORED[@]}"; do
-        [ "${key#*|}" = "$1" ] && hosts+=("${key%%|*}")
-    done
-    echo "${hosts[*]:-no replica}"
-}
-
-# get_rating NAME SCALED: the rating film-service registered. With one
-# replica each it must be there, under the film's id; scaled, it is on the
-# rating-service replica film-service's request reached, so 404 is possible.
+# get_rating NAME: the rating film-service registered, 5, under the film's id.
 get_rating() {
-    local name=$1 scaled=$2 id
+    local name=$1
     req GET "/ratings?name=$(urlencode "$name")"
-    old_requests=$((old_requests + 1))
-    if [ "$STATUS" = 200 ] && jq_ok '.name == $n and (.rating | tonumber) == 5' --arg n "$name"; then
-        if [ "$scaled" = 0 ]; then
-            id=${STORED[$(first_host)|$name]:-}
-            check "GET /ratings?name=$name -> 200 from $SERVED_BY, rating 5 under the film's id" \
-                jq_ok '.id == $i' --arg i "$id"
-        else
-            pass "GET /ratings?name=$name -> 200 from $SERVED_BY, rating 5"
-        fi
-    elif [ "$scaled" = 1 ] && [ "$STATUS" = 404 ]; then
-        pass "GET /ratings?name=$name -> 404 from $SERVED_BY (a replica that does not hold that rating)"
-        replica_dependent=$((replica_dependent + 1))
-        info "replica-dependent: the rating of '$name' is held by another rating-service replica"
-    else
-        fail "GET /ratings?name=$name -> $STATUS from $SERVED_BY: $(short "$BODY")"
-    fi
+    check "GET /ratings?name=$name -> $STATUS from $SERVED_BY: 200, rating 5 under the film's id expected" \
+        jq_ok '.name == $n and (.rating | tonumber) == 5 and .id == $i' --arg n "$name" --arg i "${STORED[$name]:-}"
 }
-
-first_host() { hostnames film-service | head -n 1; }
 
 old_stack_checks() {
-    local scaled=$1
     post_film 'Citizen Kane' English
     post_film 'Agneepath' Hindi
     list_films
     get_film 'Citizen Kane'
-    get_rating 'Agneepath' "$scaled"
+    get_rating 'Agneepath'
     post_film 'Titanic' English
     get_film 'Titanic'
-    get_rating 'Titanic' "$scaled"
+    get_rating 'Titanic'
+}
+
+# sweep PATH COUNT: GET PATH until COUNT replicas have answered (round robin
+# makes that COUNT requests, bounded to COUNT*6); fills ANSWER[host] with
+# "status body".
+declare -A ANSWER=()
+sweep() {
+    local path=$1 count=$2 i
+    ANSWER=()
+    for ((i = 0; i < count * 6 && ${#ANSWER[@]} < count; i++)); do
+        req GET "$path"
+        [ -n "$SERVED_BY" ] && ANSWER[$SERVED_BY]="$STATUS $BODY"
+    done
+    [ "${#ANSWER[@]}" -eq "$count" ]
+}
+
+# every_replica_reads_everything FILMS RATINGS WHAT: each created film is
+# read (200, the same film) through FILMS film-service replicas, and its
+# rating (200, 5) through RATINGS rating-service replicas, by x-served-by.
+every_replica_reads_everything() {
+    local films=$1 ratings=$2 what=$3 entry id name owner host bad=0 answer
+    for entry in "${CREATED[@]}"; do
+        IFS='|' read -r id name owner <<<"$entry"
+        if ! sweep "/films/$id" "$films"; then
+            bad=$((bad + 1))
+            fail "$what: GET /films/$id reached only ${#ANSWER[@]} of $films film-service replicas"
+            continue
+        fi
+        for host in "${!ANSWER[@]}"; do
+            answer=${ANSWER[$host]}
+            BODY=${answer#* }
+            if [ "${answer%% *}" != 200 ] || ! jq_ok '.id == $i and .name == $n' --arg i "$id" --arg n "$name"; then
+                bad=$((bad + 1))
+                fail "$what: GET /films/$id ('$name', created by $owner) -> $(short "$answer") from $host"
+            fi
+        done
+        if ! sweep "/ratings/$id" "$ratings"; then
+            bad=$((bad + 1))
+            fail "$what: GET /ratings/$id reached only ${#ANSWER[@]} of $ratings rating-service replicas"
+            continue
+        fi
+        for host in "${!ANSWER[@]}"; do
+            answer=${ANSWER[$host]}
+            BODY=${answer#* }
+            if [ "${answer%% *}" != 200 ] || ! jq_ok '.id == $i and (.rating | tonumber) == 5' --arg i "$id"; then
+                bad=$((bad + 1))
+                fail "$what: GET /ratings/$id ('$name') -> $(short "$answer") from $host"
+            fi
+        done
+    done
+    check "$what: each of the ${#CREATED[@]} films is read through every one of $films film-service replicas, its rating through every one of $ratings rating-service replicas" \
+        test "$bad" = 0
 }
 
 phase "the old stack's checks (1 film-service, 1 rating-service)"
-old_stack_checks 0
+old_stack_checks
 
 # --- 5. scale up -------------------------------------------------------------
 
@@ -462,8 +471,8 @@ for ((i = 0; i < SCALE_FILM * 4 && ${#MADE[@]} < SCALE_FILM; i++)); do
     name="Replica check $i"
     req POST /films --data "$(old_body "$name" English)"
     if [ "$STATUS" = 201 ] && [ -n "$SERVED_BY" ]; then
-        STORED["$SERVED_BY|$name"]=$(jq -r .id <<<"$BODY")
-        CREATED+=("${STORED[$SERVED_BY|$name]}|$name|$SERVED_BY")
+        STORED[$name]=$(jq -r .id <<<"$BODY")
+        CREATED+=("${STORED[$name]}|$name|$SERVED_BY")
         MADE[$SERVED_BY]=1
     else
         fail "POST /films '$name' -> $STATUS from ${SERVED_BY:-?}: $(short "$BODY")"
@@ -473,61 +482,28 @@ check "every film-service replica creates a film: ${#MADE[@]} of $SCALE_FILM ans
     test "${#MADE[@]}" -eq "$SCALE_FILM"
 
 phase "the old stack's checks again, on $SCALE_FILM + $SCALE_RATING replicas"
-old_requests=0
-replica_dependent=0
-old_stack_checks 1
-if [ "$replica_dependent" -gt 0 ]; then
-    warn "replica-dependent: $replica_dependent of $old_requests old-stack requests got 404/409 instead of the single-replica answer, because each replica keeps its own memory (as on the old stack); every answer was the right one for its replica"
-else
-    info "replica-dependent: this time every old-stack request reached a replica holding its data"
+# The films exist now: 409 for the POSTs, whichever replica answers, and
+# every read finds them.
+old_stack_checks
+
+phase "every replica reads every record"
+every_replica_reads_everything "$SCALE_FILM" "$SCALE_RATING" "scaled"
+
+phase "one name, 50 concurrent POSTs over $SCALE_FILM replicas"
+contested="Contested $$"
+seq 50 | xargs -P 50 -I{} "${CURL[@]}" -o /dev/null -D "$tmp/contested-{}" -w '%{http_code}\n' \
+    -X POST "$HTTP/films" --data "$(old_body "$contested" English)" >"$tmp/contested" 2>/dev/null
+created=$(grep -c '^201$' "$tmp/contested")
+conflicts=$(grep -c '^409$' "$tmp/contested")
+answered_by=$(cat "$tmp"/contested-* 2>/dev/null | awk 'tolower($1) == "x-served-by:" { sub(/\r$/, "", $2); print $2 }' | sort -u | grep -c .)
+check "50 concurrent POST /films '$contested': $created x 201, $conflicts x 409 (1 and 49 expected), answered by $answered_by replicas" \
+    test "$created:$conflicts" = 1:49
+req GET "/films?name=$(urlencode "$contested")"
+if [ "$STATUS" = 200 ]; then
+    STORED[$contested]=$(jq -r .id <<<"$BODY")
+    CREATED+=("${STORED[$contested]}|$contested|$SERVED_BY")
 fi
-
-# sweep PATH SERVICE COUNT: GET PATH until COUNT replicas of SERVICE have
-# answered (round robin makes that COUNT requests, bounded to COUNT*6);
-# fills ANSWER[host] with "status body".
-declare -A ANSWER=()
-sweep() {
-    local path=$1 count=$3 i
-    ANSWER=()
-    for ((i = 0; i < count * 6 && ${#ANSWER[@]} < count; i++)); do
-        req GET "$path"
-        [ -n "$SERVED_BY" ] && ANSWER[$SERVED_BY]="$STATUS $BODY"
-    done
-    [ "${#ANSWER[@]}" -eq "$count" ]
-}
-
-phase "where each record lives"
-film_bad=0
-rating_bad=0
-for entry in "${CREATED[@]}"; do
-    IFS='|' read -r id name owner <<<"$entry"
-    if ! sweep "/films/$id" film-service "$SCALE_FILM"; then
-        film_bad=$((film_bad + 1))
-        fail "GET /films/$id reached only ${#ANSWER[@]} of $SCALE_FILM replicas"
-        continue
-    fi
-    for host in "${!ANSWER[@]}"; do
-        status=${ANSWER[$host]%% *}
-        if [ "$host" = "$owner" ]; then
-            [ "$status" = 200 ] || { film_bad=$((film_bad + 1)); fail "GET /films/$id ('$name') -> $status from $host, which created it"; }
-        else
-            [ "$status" = 404 ] || { film_bad=$((film_bad + 1)); fail "GET /films/$id ('$name') -> $status from $host, which did not create it"; }
-        fi
-    done
-    sweep "/ratings/$id" rating-service "$SCALE_RATING" || true
-    holders=0
-    for host in "${!ANSWER[@]}"; do
-        [ "${ANSWER[$host]%% *}" = 200 ] && holders=$((holders + 1))
-    done
-    if [ "${#ANSWER[@]}" -ne "$SCALE_RATING" ] || [ "$holders" -ne 1 ]; then
-        rating_bad=$((rating_bad + 1))
-        fail "rating $id ('$name'): held by $holders of ${#ANSWER[@]} rating-service replicas reached (exactly 1 expected)"
-    fi
-done
-check "each of the ${#CREATED[@]} films is readable by id on the replica that created it and 404 on the other $((SCALE_FILM - 1))" \
-    test "$film_bad" = 0
-check "each of the ${#CREATED[@]} films' ratings is stored exactly once, on one of the $SCALE_RATING rating-service replicas" \
-    test "$rating_bad" = 0
+get_rating "$contested"
 
 # --- 7. Prometheus -----------------------------------------------------------
 
@@ -612,6 +588,55 @@ restarted=$(for id in $("${compose[@]}" ps -q); do
     docker inspect -f '{{.Name}} {{.RestartCount}}' "$id"
 done | awk '$2 != 0')
 check "no container restarted${restarted:+ ($restarted)}" test -z "$restarted"
+
+# --- 9b. the database goes away, the stack restarts ---------------------------
+
+phase "PostgreSQL stopped, then started again"
+timeout 60 "${compose[@]}" stop postgres >"$tmp/pg.log" 2>&1 || { cat "$tmp/pg.log"; fail "${compose[*]} stop postgres"; }
+req GET /films
+check "PostgreSQL stopped: GET /films -> $STATUS from ${SERVED_BY:-?}, 503 with a JSON error expected: $(short "$BODY")" \
+    jq_ok '.error == "database unavailable; try again later"'
+check "PostgreSQL stopped: the answer was a 503" test "$STATUS" = 503
+req POST /films --data "$(old_body "Lost $$" English)"
+check "PostgreSQL stopped: POST /films -> $STATUS (503 expected), nothing stored" test "$STATUS" = 503
+film_id=$(running film-service | head -n 1)
+unhealthy() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$film_id")" = unhealthy ]; }
+check "PostgreSQL stopped: Docker's health check reports film-service unhealthy (/healthz not ready)" wait_for 30 unhealthy
+timeout 60 "${compose[@]}" start postgres >"$tmp/pg.log" 2>&1 || { cat "$tmp/pg.log"; fail "${compose[*]} start postgres"; }
+wait_healthy postgres 1
+films_back() { req GET "/films?limit=1000" && [ "$STATUS" = 200 ]; }
+check "PostgreSQL back: the services answer 200 again by themselves" wait_for 60 films_back
+wait_healthy film-service "$DOWN_FILM"
+wait_healthy rating-service "$DOWN_RATING"
+list_films
+
+phase "docker compose restart (every service)"
+t0=$SECONDS
+timeout 300 "${compose[@]}" restart --timeout 10 >"$tmp/restart.log" 2>&1 ||
+    { cat "$tmp/restart.log"; fail "${compose[*]} restart"; }
+info "restarted in $((SECONDS - t0))s"
+wait_healthy postgres 1
+wait_healthy rating-service "$DOWN_RATING"
+wait_healthy film-service "$DOWN_FILM"
+wait_healthy frontend-proxy 1
+check "after the restart: admin $ADMIN/ready answers LIVE" wait_for 60 ready
+check "after the restart: GET /films answers 200" wait_for 60 films_back
+list_films
+every_replica_reads_everything "$DOWN_FILM" "$DOWN_RATING" "after restart"
+
+phase "docker compose down (volumes kept), then up"
+t0=$SECONDS
+timeout 120 "${compose[@]}" down --timeout 10 >"$tmp/down.log" 2>&1 || { cat "$tmp/down.log"; fail "${compose[*]} down"; }
+timeout 300 "${compose[@]}" up -d --no-build >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log"; abort "${compose[*]} up -d"; }
+info "down and up in $((SECONDS - t0))s"
+wait_healthy postgres 1
+wait_healthy rating-service 1
+wait_healthy film-service 1
+wait_healthy frontend-proxy 1
+check "after down and up: admin $ADMIN/ready answers LIVE" wait_for 60 ready
+check "after down and up: GET /films answers 200" wait_for 60 films_back
+list_films
+every_replica_reads_everything 1 1 "after down and up"
 
 # --- 10. stop ------------------------------------------------------------------
 

@@ -8,6 +8,11 @@
 #   prom/prometheus:v2.42.0  pulled if possible; else Debian's prometheus
 #                            package (2.42) in a debootstrap rootfs, with the
 #                            official image's entrypoint, user, flags and paths
+#   postgres:15              pulled if possible; else Debian's postgresql-15
+#                            in a debootstrap rootfs, with the official
+#                            image's environment (POSTGRES_USER/PASSWORD/DB),
+#                            data directory, init scripts and stop signal
+#                            (deploy/postgres/seed.Dockerfile)
 #   frontend-proxy:latest, film-service:latest, rating-service:latest
 #                            `cargo build --release` on this host (Debian 12,
 #                            so the same glibc as the image), laid out by
@@ -36,6 +41,7 @@ target_dir=${CARGO_TARGET_DIR:-$repo/target}
 suite=bookworm
 base_image=debian:bookworm-slim
 prometheus_image=prom/prometheus:v2.42.0
+postgres_image=postgres:15
 programs=(frontend-proxy film-service rating-service)
 binaries_image=frontend-proxy-seed-binaries:latest
 pull=1
@@ -143,6 +149,13 @@ prepare_prometheus() {
     rm -rf "$root/usr/share/javascript/moment-timezone/data"
 }
 
+# Debian's package creates and registers a cluster of its own (15/main);
+# the image's entry point makes one in $PGDATA instead.
+prepare_postgres() {
+    local root=$1
+    rm -rf "$root/var/lib/postgresql/15/main" "$root/etc/postgresql/15"
+}
+
 # rootfs_tarball NAME PACKAGES PREPARE: sets $tarball to a cached tar of a
 # debootstrapped bookworm with PACKAGES, made by it if missing. The cache key
 # covers the suite, the packages and the recipe's code, so changing any of
@@ -207,6 +220,18 @@ seed_prometheus() {
     log "$prometheus_image: imported ($(docker run --rm "$prometheus_image" --version 2>&1 | head -n 1))"
 }
 
+seed_postgres() {
+    have_image "$postgres_image" && { log "$postgres_image: present"; return; }
+    try_pull "$postgres_image" && return
+    rootfs_tarball postgres "postgresql-15" prepare_postgres
+    local rootfs=frontend-proxy-seed-postgres-rootfs:latest
+    docker import -m "Debian $suite postgresql-15 package (deploy/seed-images.sh)" "$tarball" "$rootfs" >/dev/null
+    quietly docker build -q -f "$repo/deploy/postgres/seed.Dockerfile" --build-arg ROOTFS="$rootfs" \
+        -t "$postgres_image" "$repo/deploy/postgres"
+    docker rmi "$rootfs" >/dev/null 2>&1 || true
+    log "$postgres_image: built ($(docker run --rm --entrypoint postgres "$postgres_image" --version 2>&1 | head -n 1))"
+}
+
 build_programs() {
     # shellcheck disable=SC1091  # os-release is the machine's
     if [ "$(. /etc/os-release && echo "${VERSION_CODENAME:-}")" != "$suite" ]; then
@@ -259,6 +284,7 @@ flock -w 1800 9 || die "another seed-images.sh holds $cache/.lock"
 t_all=$SECONDS
 timed "base image $base_image" seed_base
 timed "prometheus image $prometheus_image" seed_prometheus
+timed "postgres image $postgres_image" seed_postgres
 timed "cargo build --release" build_programs
 timed "program images" build_images
-log "all images ready in $((SECONDS - t_all))s: $base_image $prometheus_image ${programs[*]/%/:latest}"
+log "all images ready in $((SECONDS - t_all))s: $base_image $prometheus_image $postgres_image ${programs[*]/%/:latest}"

@@ -1,28 +1,35 @@
-//! The films API: `/films` and `/films/{id}`.
-//!
-//! Creating a film registers its rating with rating-service first and only
-//! then stores the film, so a film is never visible without its rating; if
-//! rating-service fails, nothing is stored (see [`create_film`]).
+//! The films API: `/films` and `/films/{id}`. Creating a film is in
+//! [`crate::creation`].
 
 use std::sync::Arc;
 
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, OpenApi, Tags};
-use service_common::catalog::CatalogError;
-use service_common::listing::Listing;
+use service_common::listing::{self, Listing, DEFAULT_LIMIT};
 use service_common::path_id::PathId;
 use service_common::{ApiError, LenientJson};
 use uuid::Uuid;
 
+use crate::creation::create_film;
 use crate::film::{Film, FilmUpdate, NewFilm};
-use crate::rating_client::CallError;
+use crate::store::StoreError;
 use crate::AppState;
 
 #[derive(Tags)]
 enum ApiTags {
     /// Films `{id, name, language}`.
     Films,
+}
+
+/// The answer to `GET /films`.
+#[derive(ApiResponse)]
+pub enum Listed {
+    /// A page of films, oldest first, or with `name`, the film of that
+    /// name. `Link` (RFC 8288) gives the next page's URL, `rel="next"`, when
+    /// there may be more films; it is absent on the last page.
+    #[oai(status = 200)]
+    Ok(Json<Listing<Film>>, #[oai(header = "Link")] Option<String>),
 }
 
 /// The answer to a successful `POST /films`.
@@ -57,79 +64,54 @@ fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("no film with id {id}"))
 }
 
-fn conflict(err: CatalogError) -> ApiError {
+fn refused(err: StoreError) -> ApiError {
     match err {
-        CatalogError::NameTaken(name) => ApiError::Conflict(format!("a film named {name:?} already exists")),
-        CatalogError::IdTaken(id) => ApiError::Conflict(format!("a film with id {id} already exists")),
-        CatalogError::NotFound(id) => not_found(id),
+        StoreError::NameTaken(name) => ApiError::Conflict(format!("a film named {name:?} already exists")),
+        StoreError::IdTaken(id) => ApiError::Conflict(format!("a film with id {id} already exists")),
+        StoreError::Db(e) => e.into(),
     }
-}
-
-/// What the client is told when the rating could not be registered.
-fn rating_failed(err: &CallError) -> ApiError {
-    match err {
-        CallError::Unreachable(_) => {
-            ApiError::Unavailable("film not stored: rating-service could not be reached; try again later".to_owned())
-        }
-        CallError::NoAnswer(_) => {
-            ApiError::Unavailable("film not stored: rating-service did not answer in time; try again later".to_owned())
-        }
-        CallError::Rejected { status, message } => {
-            ApiError::BadGateway(format!("film not stored: rating-service refused its rating ({status}: {message})"))
-        }
-    }
-}
-
-/// Creates a film: reserves its id and name, registers its rating, then
-/// commits the film. Readers never see a reserved film; if registering
-/// fails the reservation is dropped and nothing is stored. A registration
-/// that timed out may still have been applied by rating-service, so it is
-/// undone in the background, best effort.
-pub async fn create_film(state: &AppState, new: NewFilm) -> Result<Film, ApiError> {
-    let reservation = state.films.reserve(Uuid::new_v4(), &new.name).map_err(conflict)?;
-    let id = reservation.id();
-    if let Err(err) = state.ratings.register(id, reservation.name()).await {
-        tracing::warn!(film = %id, name = %reservation.name(), error = %err, "rating registration failed; film not stored");
-        if err.outcome_unknown() {
-            let ratings = state.ratings.clone();
-            tokio::spawn(async move {
-                match ratings.unregister(id).await {
-                    Ok(()) => tracing::info!(film = %id, "rating of the unstored film removed"),
-                    Err(e) => tracing::warn!(film = %id, error = %e, "could not remove the rating of an unstored film"),
-                }
-            });
-        }
-        return Err(rating_failed(&err));
-    }
-    let film = reservation.commit(|id, name| Film { id, name, language: new.language });
-    tracing::debug!(id = %film.id, name = %film.name, "film stored");
-    Ok(film)
 }
 
 #[OpenApi(tag = "ApiTags::Films")]
 impl FilmApi {
-    /// List all films, or with `name`, get the film of that name (404 if
-    /// none).
+    /// List films, oldest first, a page at a time; or with `name`, get the
+    /// film of that name (404 if none; `limit` and `after` are then
+    /// checked but do not apply).
     #[oai(path = "/films", method = "get", operation_id = "listFilms")]
-    async fn list(&self, name: Query<Option<String>>) -> Result<Json<Listing<Film>>, ApiError> {
-        match name.0 {
-            None => Ok(Json(Listing::All(self.state.films.list()))),
-            Some(name) => match self.state.films.find_by_name(&name) {
-                Some(film) => Ok(Json(Listing::One(film))),
+    async fn list(
+        &self,
+        /// The exact name of the film to get.
+        name: Query<Option<String>>,
+        /// Films per page (default 100, at most 1000).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+        /// Where the page starts: the opaque cursor of the `Link` header
+        /// (`rel="next"`) of the previous page. Absent: from the oldest film.
+        #[oai(validator(pattern = "^[0-9]{1,18}$"))]
+        after: Query<Option<String>>,
+    ) -> Result<Listed, ApiError> {
+        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
+        let position = listing::parse_after(after.0.as_deref())?;
+        if let Some(name) = name.0 {
+            return match self.state.films.find_by_name(&name).await? {
+                Some(film) => Ok(Listed::Ok(Json(Listing::One(film)), None)),
                 None => Err(ApiError::NotFound(format!("no film named {name:?}"))),
-            },
+            };
         }
+        let page = self.state.films.page(position, limit).await?;
+        let link = page.next.map(|next| listing::next_link("/films", limit, &next));
+        Ok(Listed::Ok(Json(Listing::All(page.items)), link))
     }
 
     /// Create a film and register its rating (5) with rating-service, under
-    /// the film's id (201 with `Location`). 409 if the name is taken; 503 or
-    /// 502 if rating-service is unreachable or refuses, and then nothing is
-    /// stored.
+    /// the film's id (201 with `Location`). 409 if the name is taken; 503
+    /// if the database or rating-service is unavailable, 502 if
+    /// rating-service refuses; then nothing is stored.
     #[oai(path = "/films", method = "post", operation_id = "createFilm")]
     async fn create(&self, body: LenientJson<NewFilm>) -> Result<Created, ApiError> {
         let state = self.state.clone();
-        // Run to the end even if the client disconnects, so a registered
-        // rating is never left without its film.
+        // Run to the end even if the client disconnects, so a creation is
+        // never left half done by a hang-up.
         let film = tokio::spawn(async move { create_film(&state, body.0).await }).await.map_err(|e| {
             tracing::error!(error = %e, "film creation task failed");
             ApiError::Internal
@@ -142,7 +124,7 @@ impl FilmApi {
     #[oai(path = "/films/:id", method = "get", operation_id = "getFilm")]
     async fn get(&self, id: Path<PathId>) -> Result<Json<Film>, ApiError> {
         let id = id.0.parse("film")?;
-        self.state.films.get(id).map(Json).ok_or_else(|| not_found(id))
+        self.state.films.get(id).await?.map(Json).ok_or_else(|| not_found(id))
     }
 
     /// Replace the name and language of an existing film (404 if none, 409
@@ -157,14 +139,18 @@ impl FilmApi {
             )));
         }
         let film = Film { id, name: update.name, language: update.language };
-        self.state.films.replace(film).map(Json).map_err(conflict)
+        self.state.films.replace(&film).await.map_err(refused)?.map(Json).ok_or_else(|| not_found(id))
     }
 
     /// Delete a film (204; 404 if none). Its rating stays in rating-service.
     #[oai(path = "/films/:id", method = "delete", operation_id = "deleteFilm")]
     async fn delete(&self, id: Path<PathId>) -> Result<Deleted, ApiError> {
         let id = id.0.parse("film")?;
-        self.state.films.remove(id).map(|_| Deleted::Deleted).ok_or_else(|| not_found(id))
+        if self.state.films.remove(id).await? {
+            Ok(Deleted::Deleted)
+        } else {
+            Err(not_found(id))
+        }
     }
 }
 

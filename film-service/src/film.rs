@@ -2,12 +2,11 @@
 
 use poem_openapi::Object;
 use serde::Deserialize;
-use service_common::body::non_blank;
-use service_common::catalog::{Catalog, Names, Record};
+use service_common::body::{present, text_field};
 use uuid::Uuid;
 
 /// A stored film.
-#[derive(Debug, Clone, PartialEq, Eq, Object)]
+#[derive(Debug, Clone, PartialEq, Eq, Object, sqlx::FromRow)]
 pub struct Film {
     /// The film's id, generated on creation; its rating has the same id.
     pub id: Uuid,
@@ -17,37 +16,19 @@ pub struct Film {
     pub language: String,
 }
 
-impl Record for Film {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// The films of one film-service. Names are unique (exact match), so
-/// `GET /films?name=` has one answer.
-pub type Films = Catalog<Film>;
-
-/// An empty [`Films`].
-pub fn films() -> Films {
-    Catalog::new(Names::Unique)
-}
-
 /// The body of `POST /films`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Object)]
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct NewFilm {
-    /// The film's name; not empty, not taken by another film.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The film's name; not blank, no NUL, at most 500 characters, not taken
+    /// by another film.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub name: String,
-    /// The film's language; not empty.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The film's language; not blank, no NUL, at most 500 characters.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub language: String,
 }
 
@@ -56,14 +37,18 @@ pub struct NewFilm {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct FilmUpdate {
-    /// Optional; if given, it must be the id in the path.
+    /// Optional; if given, it must be the id in the path (400 otherwise).
+    /// Not in the OpenAPI schema: the old clients send it, new ones need not.
+    #[oai(skip)]
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
-    /// The film's name; not empty, not taken by another film.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The film's name; not blank, no NUL, at most 500 characters, not taken
+    /// by another film.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub name: String,
-    /// The film's language; not empty.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The film's language; not blank, no NUL, at most 500 characters.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub language: String,
 }

@@ -1,6 +1,8 @@
-//! film-service and rating-service together over real sockets: rating
-//! registration, what happens when rating-service is down, slow or failing,
-//! concurrency, graceful shutdown, metrics, and the built binary.
+//! film-service and rating-service together over real sockets, on real
+//! databases: rating registration, what happens when rating-service is
+//! down, slow or failing, concurrency across replicas sharing PostgreSQL,
+//! a replica dying midway through a creation, graceful shutdown, metrics,
+//! and the built binary.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,25 +10,39 @@ use std::time::{Duration, Instant};
 use film_service::rating_client::{RatingClient, Timeouts};
 use poem::http::{HeaderValue, Method, StatusCode};
 use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response};
-use rating_service::rating::Ratings;
+use rating_service::store::RatingStore;
 use serde_json::{json, Value};
-use service_common::testing::{promtool_check, ChildService, LoopbackServer};
+use service_common::db::{Database, PoolArgs};
+use service_common::testing::{count_rows, fresh_postgres_database, promtool_check, ChildService, LoopbackServer};
 use tokio::sync::mpsc;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_film-service");
 
+/// A migrated database at `url`.
+async fn database(url: &str, migrations: service_common::db::Migrations) -> Database {
+    let db = Database::open(url, &PoolArgs::default(), migrations).unwrap();
+    db.migrate().await.unwrap();
+    db
+}
+
+/// Every stored rating.
+async fn all_ratings(ratings: &RatingStore) -> Vec<rating_service::rating::Rating> {
+    ratings.page(0, 1000).await.unwrap().items
+}
+
 /// rating-service on a loopback port, and a handle on what it stores.
-async fn rating_service() -> (LoopbackServer, Ratings) {
+async fn rating_service() -> (LoopbackServer, RatingStore) {
     rating_service_with(|ep| ep).await
 }
 
 /// rating-service with its endpoint wrapped by `wrap` (to slow it down).
-async fn rating_service_with<F, E>(wrap: F) -> (LoopbackServer, Ratings)
+async fn rating_service_with<F, E>(wrap: F) -> (LoopbackServer, RatingStore)
 where
     F: FnOnce(poem::endpoint::BoxEndpoint<'static, Response>) -> E,
     E: Endpoint + 'static,
 {
-    let state = rating_service::AppState::new(HeaderValue::from_static("rating-replica")).unwrap();
+    let db = database("sqlite::memory:", rating_service::MIGRATIONS).await;
+    let state = rating_service::AppState::new(db, HeaderValue::from_static("rating-replica")).unwrap();
     let ratings = state.ratings.clone();
     let server = LoopbackServer::start(wrap(rating_service::app(state).boxed())).await;
     (server, ratings)
@@ -38,7 +54,7 @@ where
 async fn slow_rating_service(
     delay: Duration,
     store_first: bool,
-) -> (LoopbackServer, Ratings, mpsc::UnboundedReceiver<()>) {
+) -> (LoopbackServer, RatingStore, mpsc::UnboundedReceiver<()>) {
     let (arrived, arrivals) = mpsc::unbounded_channel();
     let (server, ratings) = rating_service_with(move |ep| {
         ep.around(move |ep, req: Request| {
@@ -63,11 +79,18 @@ async fn slow_rating_service(
     (server, ratings, arrivals)
 }
 
-/// film-service on a loopback port, registering ratings at `rating_url`.
+/// film-service on a loopback port with a database of its own,
+/// registering ratings at `rating_url`.
 async fn film_service(rating_url: &str, timeouts: Timeouts) -> LoopbackServer {
+    film_replica(&database("sqlite::memory:", film_service::MIGRATIONS).await, rating_url, timeouts, "film-replica")
+        .await
+}
+
+/// A film-service replica on `db` answering as `host`.
+async fn film_replica(db: &Database, rating_url: &str, timeouts: Timeouts, host: &'static str) -> LoopbackServer {
     let client = RatingClient::new(rating_url, timeouts).unwrap();
-    let state = film_service::AppState::new(client, HeaderValue::from_static("film-replica")).unwrap();
-    LoopbackServer::start(film_service::app(state)).await
+    let state = film_service::AppState::new(db.clone(), client, HeaderValue::from_static(host)).unwrap();
+    LoopbackServer::start(film_service::app(Arc::new(state))).await
 }
 
 async fn get_json(http: &reqwest::Client, url: &str) -> (StatusCode, Value) {
@@ -144,8 +167,8 @@ async fn rating_service_timeout_is_503_and_the_late_rating_is_removed() {
 
     // The rating rating-service stored anyway is deleted in the background.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !ratings.is_empty() {
-        assert!(Instant::now() < deadline, "orphan rating not removed: {:?}", ratings.list());
+    while !all_ratings(&ratings).await.is_empty() {
+        assert!(Instant::now() < deadline, "orphan rating not removed");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -171,7 +194,7 @@ async fn a_film_is_invisible_until_its_rating_is_registered() {
     let (status, film) = pending.await.unwrap();
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(get_json(&http, &format!("{base}/films")).await, (StatusCode::OK, json!([film])));
-    assert_eq!(ratings.len(), 1);
+    assert_eq!(all_ratings(&ratings).await.len(), 1);
 }
 
 #[tokio::test]
@@ -231,13 +254,13 @@ async fn concurrent_posts_are_all_stored_and_names_stay_unique() {
     assert_eq!(contested.iter().filter(|s| **s == StatusCode::CREATED).count(), 1, "{contested:?}");
     assert_eq!(contested.iter().filter(|s| **s == StatusCode::CONFLICT).count(), 19, "{contested:?}");
 
-    let (_, all) = get_json(&http, &format!("{base}/films")).await;
+    let (_, all) = get_json(&http, &format!("{base}/films?limit=1000")).await;
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), 101);
-    assert_eq!(ratings.len(), 101);
+    assert_eq!(all_ratings(&ratings).await.len(), 101);
     for film in all {
         let id = film["id"].as_str().unwrap().parse().unwrap();
-        assert_eq!(ratings.get(id).map(|r| r.name), film["name"].as_str().map(str::to_owned));
+        assert_eq!(ratings.get(id).await.unwrap().map(|r| r.name), film["name"].as_str().map(str::to_owned));
     }
 }
 
@@ -258,7 +281,7 @@ async fn shutdown_finishes_a_film_post_in_flight() {
     let (status, _) = pending.await.unwrap();
     assert_eq!(status, StatusCode::CREATED);
     tokio::time::timeout(Duration::from_secs(5), stopped).await.unwrap().unwrap().unwrap();
-    assert_eq!(ratings.len(), 1);
+    assert_eq!(all_ratings(&ratings).await.len(), 1);
 }
 
 #[tokio::test]
@@ -282,13 +305,17 @@ async fn metrics_pass_promtool() {
 async fn binary_serves_registers_and_stops_on_sigterm() {
     let (ratings_server, ratings) = rating_service().await;
     let rating_url = ratings_server.url();
-    let mut service =
-        ChildService::start(BINARY, &[], &[("RATING_SERVICE_URL", rating_url.as_str())], "film-service listening");
+    let mut service = ChildService::start(
+        BINARY,
+        &["--database-url", "sqlite::memory:"],
+        &[("RATING_SERVICE_URL", rating_url.as_str())],
+        "film-service listening",
+    );
     let base = format!("http://{}", service.addr);
     let http = reqwest::Client::new();
     let (status, _) = post_film(&http, &base, "Heat").await;
     assert_eq!(status, StatusCode::CREATED);
-    assert_eq!(ratings.len(), 1);
+    assert_eq!(all_ratings(&ratings).await.len(), 1);
 
     let out = std::process::Command::new(BINARY)
         .args(["healthcheck", "--listen", &service.addr.to_string()])
@@ -315,4 +342,141 @@ fn binary_rejects_a_bad_rating_service_url() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(r#"rating-service URL "rating-service:6000" is invalid"#), "{stderr}");
+}
+
+#[tokio::test]
+async fn fifty_posts_of_one_name_over_five_replicas_make_one_film() {
+    let films_db = database(&fresh_postgres_database().await, film_service::MIGRATIONS).await;
+    let ratings_db = database(&fresh_postgres_database().await, rating_service::MIGRATIONS).await;
+    let ratings_state = rating_service::AppState::new(ratings_db.clone(), HeaderValue::from_static("r")).unwrap();
+    let ratings_server = LoopbackServer::start(rating_service::app(ratings_state)).await;
+    let hosts = ["film-1", "film-2", "film-3", "film-4", "film-5"];
+    let mut replicas = Vec::new();
+    for host in hosts {
+        // Each replica has a pool of its own on the shared database.
+        let db = database(&films_db_url(&films_db), film_service::MIGRATIONS).await;
+        replicas.push(film_replica(&db, &ratings_server.url(), Timeouts::default(), host).await);
+    }
+    let bases: Vec<String> = replicas.iter().map(LoopbackServer::url).collect();
+    let http = reqwest::Client::new();
+
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let (http, base) = (http.clone(), bases[i % bases.len()].clone());
+            tokio::spawn(async move { post_film(&http, &base, "Contested").await })
+        })
+        .collect();
+    let mut created = Vec::new();
+    let mut conflicts = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            (StatusCode::CREATED, film) => created.push(film),
+            (StatusCode::CONFLICT, body) => {
+                assert_eq!(body, json!({"error": "a film named \"Contested\" already exists"}));
+                conflicts += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!((created.len(), conflicts), (1, 49));
+    assert_eq!(count_rows(&films_db, "films").await, 1);
+    assert_eq!(count_rows(&ratings_db, "ratings").await, 1, "the 49 refused never reached rating-service");
+
+    // Created through one replica, read through every one.
+    let id = created[0]["id"].as_str().unwrap();
+    for base in &bases {
+        assert_eq!(get_json(&http, &format!("{base}/films/{id}")).await, (StatusCode::OK, created[0].clone()));
+    }
+}
+
+/// The URL `db` was opened with (tests only open password-less URLs).
+fn films_db_url(db: &Database) -> String {
+    db.display_url().to_owned()
+}
+
+#[tokio::test]
+async fn a_replica_killed_midway_is_undone_by_another_replicas_sweeper() {
+    let films_url = fresh_postgres_database().await;
+    let films_db = database(&films_url, film_service::MIGRATIONS).await;
+    // rating-service stores the rating, then takes 3 s to answer: the
+    // replica is killed in between.
+    let (ratings_server, ratings, mut arrivals) = slow_rating_service(Duration::from_secs(3), true).await;
+    let rating_url = ratings_server.url();
+    let env = [("RATING_SERVICE_URL", rating_url.as_str())];
+    let doomed = ChildService::start(BINARY, &["--database-url", &films_url], &env, "film-service listening");
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", doomed.addr);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get_json(&http, &format!("{base}/healthz")).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "film-service never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = tokio::spawn({
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.post(format!("{base}/films")).json(&json!({"name": "Heat", "language": "English"})).send().await }
+    });
+    arrivals.recv().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(doomed); // SIGKILL: no chance to undo anything
+    assert!(pending.await.unwrap().is_err(), "the client saw the connection die");
+    assert_eq!(all_ratings(&ratings).await.len(), 1, "a rating without its film");
+    assert_eq!(count_rows(&films_db, "films").await, 1, "the pending film that records it");
+
+    // Another replica's sweeper undoes it once it is older than the timeout.
+    let survivor = ChildService::start(
+        BINARY,
+        &["--database-url", &films_url, "--pending-timeout", "1s", "--sweep-interval", "200ms"],
+        &env,
+        "film-service listening",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count_rows(&films_db, "films").await > 0 || !all_ratings(&ratings).await.is_empty() {
+        assert!(Instant::now() < deadline, "the unfinished creation was not undone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The log line follows the deletion; give the reader a moment.
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !lines.iter().any(|l: &String| l.contains("undid a film creation that did not finish")) {
+        assert!(Instant::now() < deadline, "no log of the sweep: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        lines.extend(survivor.log_lines());
+    }
+    let base = format!("http://{}", survivor.addr);
+    assert_eq!(get_json(&http, &format!("{base}/films")).await, (StatusCode::OK, json!([])));
+    let (status, _) = get_json(&http, &format!("{base}/films?name=Heat")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn films_database_down_is_503_and_registers_no_rating() {
+    let cluster = service_common::testing::PgCluster::start();
+    let films_db = database(&cluster.url("postgres"), film_service::MIGRATIONS).await;
+    let (ratings_server, ratings) = rating_service().await;
+    let films = film_replica(&films_db, &ratings_server.url(), Timeouts::default(), "film-replica").await;
+    let http = reqwest::Client::new();
+    assert_eq!(post_film(&http, &films.url(), "Heat").await.0, StatusCode::CREATED);
+
+    cluster.stop();
+    let unavailable = json!({"error": "database unavailable; try again later"});
+    assert_eq!(post_film(&http, &films.url(), "Ronin").await, (StatusCode::SERVICE_UNAVAILABLE, unavailable.clone()));
+    assert_eq!(
+        get_json(&http, &format!("{}/films", films.url())).await,
+        (StatusCode::SERVICE_UNAVAILABLE, unavailable)
+    );
+    assert_eq!(all_ratings(&ratings).await.len(), 1, "no rating for the film that was not stored");
+
+    cluster.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body) = post_film(&http, &films.url(), "Ronin").await;
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, listed) = get_json(&http, &format!("{}/films", films.url())).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    assert_eq!(all_ratings(&ratings).await.len(), 2);
 }

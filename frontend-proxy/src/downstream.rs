@@ -4,8 +4,9 @@
 //! Pingora's engine (the native engine bounds heads itself).
 //!
 //! [`Downstream`] takes connections two ways: from our own accept loop
-//! (`listen.rs`, plaintext listeners) as a bare `TcpStream`, and from
-//! Pingora's listener service (TLS) as a [`ServerApp`]. Pingora gives HTTP
+//! (`listen.rs`) as a bare `TcpStream`, plaintext or to do the TLS
+//! handshake on, and from Pingora's listener service (plaintext with
+//! `--http1-engine pingora`) as a [`ServerApp`]. Pingora gives HTTP
 //! apps no hook at connection open/close, and bounds header reading only
 //! per read (a client trickling a byte a minute keeps its connection
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
@@ -19,10 +20,12 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::server as tls_server;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, TimingDigest};
 use pingora_core::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
 use pingora_core::server::ShutdownWatch;
+use pingora_core::tls::ssl::SslAcceptor;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -31,13 +34,17 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// The whole client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
+const H2_PREFACE_LEN: usize = 24;
+/// A TLS handshake not done by then is given up (Pingora's listener's bound).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Wraps a Pingora server app with per-listener connection policy, and
 /// serves HTTP/1.1 with the native engine when one is given. Clones share
@@ -95,12 +102,16 @@ fn open(listener: &ListenerRuntime) -> Option<OpenConnection<'_>> {
 
 /// A Pingora stream for a connection our accept loop took, as Pingora's
 /// listener would have built it (the peer address known from accept).
-fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
+fn l4_stream(tcp: TcpStream, peer: SocketAddr) -> L4Stream {
     let mut stream = L4Stream::from(tcp);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(peer)));
     stream.set_socket_digest(digest);
-    Box::new(stream)
+    stream
+}
+
+fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
+    Box::new(l4_stream(tcp, peer))
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
@@ -115,6 +126,61 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         shutdown: &'a ShutdownWatch,
     ) -> impl Future<Output = ()> + Send + 'a {
         self.serve(tcp, Some(peer), index, true, shutdown, move |tcp| pingora_stream(tcp, peer))
+    }
+
+    /// Serves a connection our accept loop took on TLS listener `index`:
+    /// the handshake, then HTTP/1.1 or h2 as ALPN chose. A handshake that
+    /// fails or never ends (a client hanging up mid-handshake, a port
+    /// scanner, a client that rejects the certificate) is the client's
+    /// ordinary behaviour: counted in `ssl.connection_error` and logged at
+    /// debug, as Envoy does, never at error.
+    pub async fn serve_tls(
+        &self,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        index: usize,
+        acceptor: &SslAcceptor,
+        shutdown: &ShutdownWatch,
+    ) {
+        let listener = &self.listeners[index];
+        let stream = l4_stream(tcp, peer);
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::handshake(acceptor, stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, client = %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, client = %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                return;
+            }
+        };
+        listener.stats.ssl_handshake.fetch_add(1, Relaxed);
+        let mut stream: Stream = Box::new(tls);
+        let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if h2_alpn {
+            // Pingora's HTTP/2 server logs a connection that ends before the
+            // client's preface at error; a client that negotiates h2 and
+            // hangs up (a TLS probe, a load generator done) is ordinary.
+            let mut first = vec![0u8; H2_PREFACE_LEN];
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    first.truncate(n);
+                    stream = Box::new(Replay::new(first.into(), stream));
+                }
+                Ok(_) => {
+                    debug!(listener = %listener.name, client = %peer, "client closed before its HTTP/2 preface");
+                    return;
+                }
+                Err(_) => {
+                    debug!(listener = %listener.name, client = %peer, "no HTTP/2 preface in time");
+                    return;
+                }
+            }
+        }
+        self.serve(stream, Some(peer), index, !h2_alpn, shutdown, |s| s).await;
     }
 
     /// Counts the connection on listener `index` and serves it: with the
@@ -241,7 +307,8 @@ impl HeaderDeadline {
         let mut window = Vec::with_capacity(self.tail.len() + data.len());
         window.extend_from_slice(&self.tail);
         window.extend_from_slice(data);
-        if window.windows(4).any(|w| w == b"\r\n\r\n") {
+        // The empty line that ends a head: CRLF or a bare LF (RFC 9112 §2.2).
+        if window.windows(3).any(|w| w == b"\n\r\n") || window.windows(2).any(|w| w == b"\n\n") {
             self.phase = Phase::Body;
             self.deadline = None;
         }

@@ -1,9 +1,13 @@
 //! Where downstream connections come from: one Pingora service per group of
-//! listeners, running our own accept loop for the plaintext ones and
-//! Pingora's listener service for the TLS ones, on the same worker threads.
-//! With `--http1-engine pingora`, plaintext listeners stay on Pingora's
-//! listener too: its engine relies on the write buffer Pingora gives the
-//! streams it accepts (a response head and a small body in one write).
+//! listeners, running our own accept loop for plaintext and TLS listeners,
+//! on the service's worker threads. With `--http1-engine pingora`,
+//! plaintext listeners are Pingora's listener service's instead: its engine
+//! relies on the write buffer Pingora gives the streams it accepts (a
+//! response head and a small body in one write).
+//!
+//! TLS handshakes are ours too (on Pingora's TLS stream), so a client that
+//! hangs up mid-handshake is counted on its listener (`ssl.connection_error`)
+//! and logged at debug; Pingora's listener logs each at error.
 //!
 //! Pingora's accept path costs a plaintext connection more than serving a
 //! request on it: a task future sized for a TLS handshake that tokio moves
@@ -28,6 +32,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as PingoraListening;
 use pingora_core::services::{Service, ServiceReadyNotifier, ServiceWithDependents};
+use pingora_core::tls::ssl::SslAcceptor;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
@@ -62,20 +67,22 @@ const DEFER_ACCEPT_SECS: i32 = 1;
 /// frees up: pause instead of spinning.
 const FD_EXHAUSTED_PAUSE: Duration = Duration::from_secs(1);
 
-/// A plaintext listener's sockets, bound before the server starts so a busy
-/// address is a start-up error with the listener's name. They listen only
-/// when the service starts, after the clusters have warmed up (Envoy's
-/// order): until then connections are refused.
-pub struct PlainListener {
+/// The sockets of a listener our accept loop serves, bound before the
+/// server starts so a busy address is a start-up error with the listener's
+/// name. They listen only when the service starts, after the clusters have
+/// warmed up (Envoy's order): until then connections are refused.
+pub struct Listener {
     /// Index of the listener in the proxy's listener list.
     index: usize,
     name: String,
     address: SocketAddr,
     /// One per worker with `SO_REUSEPORT`, or one they all share.
     sockets: Vec<Socket>,
+    /// TLS listeners: the handshake every connection starts with.
+    tls: Option<Arc<SslAcceptor>>,
 }
 
-impl PlainListener {
+impl Listener {
     /// Binds `sockets` sockets to `address`; more than one share it with
     /// `SO_REUSEPORT`.
     pub fn bind(index: usize, name: &str, address: SocketAddr, sockets: usize) -> std::io::Result<Self> {
@@ -89,7 +96,13 @@ impl PlainListener {
             Ok(socket)
         };
         let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
-        Ok(Self { index, name: name.to_string(), address, sockets })
+        Ok(Self { index, name: name.to_string(), address, sockets, tls: None })
+    }
+
+    /// Makes it a TLS listener.
+    pub fn with_tls(mut self, acceptor: SslAcceptor) -> Self {
+        self.tls = Some(Arc::new(acceptor));
+        self
     }
 
     /// Starts listening: a socket for each of `workers` accept loops, its
@@ -121,8 +134,8 @@ impl PlainListener {
     }
 }
 
-/// The socket of a listener Pingora's listener service serves (TLS, or
-/// plaintext with `--http1-engine pingora`), bound before the server starts
+/// The socket of a listener Pingora's listener service serves (plaintext
+/// with `--http1-engine pingora`), bound before the server starts
 /// as ours are, and listening once the clusters have warmed up. Pingora's
 /// service then takes it over instead of binding its own.
 pub struct PingoraSocket {
@@ -168,9 +181,9 @@ struct Listen {
 pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     name: String,
     downstream: Downstream<A>,
-    plain: Vec<PlainListener>,
-    /// Pingora's listener service for the TLS listeners (and the plaintext
-    /// ones with `--http1-engine pingora`), if any.
+    own: Vec<Listener>,
+    /// Pingora's listener service for the plaintext listeners with
+    /// `--http1-engine pingora`, if any.
     pingora: Option<PingoraListening<Downstream<A>>>,
     /// Its sockets, bound at start-up.
     prebound: Vec<PingoraSocket>,
@@ -184,13 +197,13 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
     pub fn new(
         name: String,
         downstream: Downstream<A>,
-        plain: Vec<PlainListener>,
+        own: Vec<Listener>,
         pingora: Option<PingoraListening<Downstream<A>>>,
         prebound: Vec<PingoraSocket>,
         workers: usize,
         drain: Arc<Drain>,
     ) -> Self {
-        Self { name, downstream, plain, pingora, prebound, workers, drain }
+        Self { name, downstream, own, pingora, prebound, workers, drain }
     }
 }
 
@@ -228,20 +241,20 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
     ) -> Result<(), ListenError> {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
-        let workers = if self.plain.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
-        for plain in self.plain.drain(..) {
-            let (index, address, name) = (plain.index, plain.address, plain.name.clone());
-            let Listen { sockets, deferred } = plain.listen(workers.len()).map_err(|source| ListenError::Listen {
-                listener: name.clone(),
-                address,
-                source,
-            })?;
+        let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
+        for listener in self.own.drain(..) {
+            let (index, address, name, tls) =
+                (listener.index, listener.address, listener.name.clone(), listener.tls.clone());
+            let Listen { sockets, deferred } = listener
+                .listen(workers.len())
+                .map_err(|source| ListenError::Listen { listener: name.clone(), address, source })?;
             for (worker, socket) in workers.iter().zip(sockets) {
                 let accept = AcceptLoop {
                     listener: name.clone(),
                     address,
                     index,
                     deferred,
+                    tls: tls.clone(),
                     downstream: downstream.clone(),
                     drain: self.drain.clone(),
                 };
@@ -317,10 +330,12 @@ async fn worker_handles(workers: usize) -> Vec<Handle> {
 struct AcceptLoop<A> {
     listener: String,
     address: SocketAddr,
-    /// Index of the listener in the proxy's listener list.
+    /// The listener's index in the proxy's listener list.
     index: usize,
-    /// `TCP_DEFER_ACCEPT` is on.
+    /// `TCP_DEFER_ACCEPT` is on: a connection has its first bytes waiting.
     deferred: bool,
+    /// TLS listeners: the handshake to run first.
+    tls: Option<Arc<SslAcceptor>>,
     downstream: Arc<Downstream<A>>,
     drain: Arc<Drain>,
 }
@@ -362,9 +377,19 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     // it; a box is moved once and the task stays small. The
                     // tracker wraps the box, so the box's size (a mimalloc
                     // size class) is the connection's alone.
-                    self.drain
-                        .connections()
-                        .spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
+                    let connections = self.drain.connections();
+                    match self.tls.clone() {
+                        None => {
+                            connections.spawn(Box::pin(async move {
+                                downstream.serve_tcp(tcp, peer, index, &shutdown).await
+                            }));
+                        }
+                        Some(acceptor) => {
+                            connections.spawn(Box::pin(async move {
+                                downstream.serve_tls(tcp, peer, index, &acceptor, &shutdown).await
+                            }));
+                        }
+                    }
                 }
                 // The client gave up before it was accepted: nothing to report.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}

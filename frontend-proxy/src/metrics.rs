@@ -257,6 +257,11 @@ pub struct ConnManagerStats {
     /// Connections closed on a request the HTTP/1 codec could not accept
     /// (malformed, or headers over the limits).
     pub downstream_cx_protocol_error: AtomicU64,
+    /// TLS listeners: handshakes completed (`listener.<addr>.ssl.handshake`).
+    pub ssl_handshake: AtomicU64,
+    /// TLS listeners: connections that ended before their handshake
+    /// completed, a client hanging up included (`ssl.connection_error`).
+    pub ssl_connection_error: AtomicU64,
 }
 
 #[cfg(test)]

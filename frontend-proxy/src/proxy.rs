@@ -4,23 +4,27 @@
 
 mod attempt;
 mod context;
+mod date;
 mod dispatch;
 mod forwarding;
+mod framing;
+mod h1;
 mod header_map;
+mod hop_by_hop;
 mod lifecycle;
 mod limits;
 mod local_reply;
-mod native;
+mod target;
 
 pub use context::RequestCtx;
 use context::StreamTimeout;
 
 use lifecycle::{AttemptFailure, Completion, Refused};
 
+pub use h1::{ClientStream, NativeH1, Served};
 pub use local_reply::LocalReply;
-pub use native::{ClientStream, NativeH1, Served};
 
-use crate::config::model::{HttpConnectionManager, ServerHeader};
+use crate::config::model::ServerHeader;
 use crate::metrics::UpstreamConnectionTracer;
 // Moved to `runtime`; the old path stays until the HTTP/1 engine imports it from there.
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
@@ -78,15 +82,6 @@ impl Proxy {
         &self.listeners[ctx.listener]
     }
 
-    /// The `server` header value of the request's listener.
-    fn server_value(&self, ctx: &RequestCtx, hcm: &HttpConnectionManager) -> Result<HeaderValue> {
-        match self.server_values.get(ctx.listener) {
-            Some(Some(v)) => Ok(v.clone()),
-            _ => HeaderValue::from_str(&hcm.server_name)
-                .map_err(|e| Error::because(ErrorType::InvalidHTTPHeader, "invalid server_name", e)),
-        }
-    }
-
     fn route<'a>(&'a self, ctx: &RequestCtx) -> Option<(&'a RouteTable, &'a VirtualHost, &'a Route)> {
         let table = &*self.listener(ctx).hcm.routes;
         let (v, r) = ctx.route?;
@@ -114,6 +109,10 @@ impl Proxy {
     }
 
     async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
+        if reply.is_codec_error() {
+            // As Envoy (and the native engine): the connection ends after it.
+            session.set_keepalive(None);
+        }
         let result = local_reply::send(session, &reply, &self.reply_headers(ctx)).await;
         ctx.reply = Some(reply);
         result
@@ -174,6 +173,10 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.listener = self.listener_index(session);
+        // Interim responses are dropped, as Envoy does and the native
+        // engine does (a 100 the client asked for with `Expect` excepted);
+        // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
+        session.as_mut().set_ignore_info_resp(true);
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
         let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
         match self.admit(session.req_header_mut(), http2, upgrade, ctx)? {
@@ -275,6 +278,13 @@ impl ProxyHttp for Proxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // What Pingora's codec lets through and the native engine refuses.
+        if let Err(why) = framing::check_response(resp, session.is_upgrade_req()) {
+            debug!(error = why, "upstream response refused");
+            let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
+            e.as_up();
+            return Err(e);
+        }
         if resp.status.is_informational() {
             return Ok(());
         }
@@ -295,6 +305,10 @@ impl ProxyHttp for Proxy {
         if session.is_process_shutting_down() {
             // As Envoy while draining: `connection: close`, and the connection ends after this response.
             session.set_keepalive(None);
+        }
+        if !session.is_http2() {
+            // Pingora writes the upstream's version; the client speaks to us, in HTTP/1.1.
+            resp.set_version(http::Version::HTTP_11);
         }
         self.downstream_headers(resp, ctx)
     }
@@ -337,9 +351,12 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         }
+        let from_upstream = e.esource() == &ErrorSource::Upstream;
         let failure = AttemptFailure {
             timed_out,
-            from_upstream: e.esource() == &ErrorSource::Upstream,
+            // Pingora's codec refused the upstream's response.
+            protocol_error: from_upstream && matches!(e.etype(), ErrorType::InvalidHTTPHeader),
+            from_upstream,
             response_started: session.response_written().is_some(),
             body_truncated: session.as_ref().retry_buffer_truncated(),
             idempotent: session.req_header().method.is_idempotent(),

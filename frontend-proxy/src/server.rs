@@ -11,18 +11,18 @@ use crate::config::model::{AdminConfig, Codec};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
-use crate::listen::{Listening, PingoraSocket, PlainListener};
+use crate::listen::{Listener, Listening, PingoraSocket};
 use crate::proxy::{NativeH1, Proxy};
 use crate::runtime::ListenerRuntime;
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::{L4BufferSettings, ListenerConfig, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
+use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,7 +44,7 @@ pub enum StartError {
 
 /// Everything built from the configuration, before any socket is opened.
 pub struct Prepared {
-    listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
+    listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
     pub clusters: Arc<ClusterSet>,
     pub admin: Option<AdminConfig>,
     /// The bootstrap document as loaded, for `/config_dump`.
@@ -65,7 +65,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     let mut listeners = Vec::new();
     for l in bootstrap.listeners {
         let settings = match &l.tls {
-            Some(t) => match tls::downstream_settings(t, alpn(l.hcm.codec)) {
+            Some(t) => match tls::downstream_acceptor(t, alpn(l.hcm.codec)) {
                 Ok(s) => Some(s),
                 Err(source) => {
                     errors.push(StartError::Tls { listener: l.name.clone(), source });
@@ -94,18 +94,19 @@ fn alpn(codec: Codec) -> ALPN {
 /// A listener ready for its service.
 enum Bound {
     /// Plaintext, served by our accept loop, on a socket bound here.
-    Plain(PlainListener),
+    Plain(Listener),
     /// Plaintext with `--http1-engine pingora`: served by Pingora's listener
     /// service, with the write buffer its engine was tuned with (a stream
     /// from our loop cannot be given one: `set_buffer` is crate-private).
     PingoraPlain(PingoraSocket),
-    /// TLS, served by Pingora's listener service.
-    Tls(TlsSettings, PingoraSocket),
+    /// TLS, served by our accept loop (the handshake included), whatever
+    /// the HTTP/1 engine.
+    Tls(Listener),
 }
 
-/// Who accepts a plaintext listener's connections.
-enum Plaintext {
-    Ours(PlainListener),
+/// Who accepts a listener's connections.
+enum AcceptedBy {
+    Us(Listener),
     Pingora(Arc<ListenerRuntime>, PingoraSocket),
 }
 
@@ -113,22 +114,24 @@ enum Plaintext {
 /// listener's name, and no other process can take it before the listeners
 /// open. They listen once the clusters have warmed up (`listen.rs`).
 fn bind_listeners(
-    listeners: Vec<(Arc<ListenerRuntime>, Option<TlsSettings>)>,
+    listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
     engine: Http1Engine,
     workers: usize,
 ) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
         let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
+        let sockets = if l.reuse_port { workers } else { 1 };
         let b = match (tls, engine) {
             (None, Http1Engine::Native) => {
-                let sockets = if l.reuse_port { workers } else { 1 };
-                Bound::Plain(PlainListener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
+                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
             }
             (None, Http1Engine::Pingora) => {
                 Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?)
             }
-            (Some(settings), _) => Bound::Tls(settings, PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?),
+            (Some(acceptor), _) => {
+                Bound::Tls(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?.with_tls(acceptor))
+            }
         };
         bound.push((l, b));
     }
@@ -211,11 +214,11 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         let tls = matches!(b, Bound::Tls(..));
         info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
         match b {
-            Bound::Tls(settings, socket) => with_tls.push((l, Some(settings), socket)),
-            Bound::PingoraPlain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Pingora(l, socket)),
-            Bound::PingoraPlain(socket) => h2c_plain.push(Plaintext::Pingora(l, socket)),
-            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(Plaintext::Ours(socket)),
-            Bound::Plain(socket) => h2c_plain.push(Plaintext::Ours(socket)),
+            Bound::Tls(listener) => with_tls.push(AcceptedBy::Us(listener)),
+            Bound::PingoraPlain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(AcceptedBy::Pingora(l, socket)),
+            Bound::PingoraPlain(socket) => h2c_plain.push(AcceptedBy::Pingora(l, socket)),
+            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(AcceptedBy::Us(socket)),
+            Bound::Plain(socket) => h2c_plain.push(AcceptedBy::Us(socket)),
         }
     }
     let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
@@ -229,11 +232,11 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             continue;
         }
         let mut ours = Vec::new();
-        let mut pingora_listeners = tls_listeners;
-        for p in plain {
+        let mut pingora_listeners = Vec::new();
+        for p in plain.into_iter().chain(tls_listeners) {
             match p {
-                Plaintext::Ours(socket) => ours.push(socket),
-                Plaintext::Pingora(l, socket) => pingora_listeners.push((l, None, socket)),
+                AcceptedBy::Us(socket) => ours.push(socket),
+                AcceptedBy::Pingora(l, socket) => pingora_listeners.push((l, socket)),
             }
         }
         let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
@@ -246,24 +249,19 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         let native = (engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
         let downstream = Downstream::new(app, runtimes.clone(), native, drain.connections().clone());
-        // Plaintext listeners run our accept loop; TLS ones (and plaintext
-        // ones with Pingora's engine) Pingora's listener service, inside the
-        // same service (the same threads).
+        // Plaintext and TLS listeners run our accept loop; plaintext ones
+        // with Pingora's engine Pingora's listener service, inside the same
+        // service (the same threads).
         let mut prebound = Vec::new();
         let pingora = (!pingora_listeners.is_empty()).then(|| {
             let mut service = Service::new(name.to_string(), downstream.clone());
-            for (l, settings, socket) in pingora_listeners {
+            for (l, socket) in pingora_listeners {
                 prebound.push(socket);
-                match settings {
-                    Some(settings) => service.add_tls_with_settings(&l.address.to_string(), None, settings),
-                    None => {
-                        // No 64 KiB read buffer under each connection (tokio's
-                        // `BufReader` zero-fills it, and the engine reads into
-                        // buffers of its own); the write buffer stays.
-                        let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-                        service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
-                    }
-                }
+                // No 64 KiB read buffer under each connection (tokio's
+                // `BufReader` zero-fills it, and the engine reads into
+                // buffers of its own); the write buffer stays.
+                let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
+                service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
             }
             service
         });

@@ -1,12 +1,11 @@
 //! TLS material: where certificates and keys come from ([`PemSource`]), a
-//! listener's certificate, key and ALPN ([`DownstreamTls`]) and upstream
-//! trust anchors, loaded at start so that a bad file fails `--mode
-//! validate` and start-up, never a request.
+//! listener's certificate, key and ALPN ([`DownstreamTls`]) and its
+//! acceptor, and upstream trust anchors, loaded at start so that a bad
+//! file fails `--mode validate` and start-up, never a request.
 
-use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::pkey::PKey;
-use pingora_core::tls::ssl::{SslAcceptor, SslMethod};
+use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslMethod};
 use pingora_core::tls::x509::X509;
 use std::path::PathBuf;
 
@@ -49,10 +48,10 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// Builds the listener's TLS settings. `allowed` is what the listener's
-/// codec serves (h2 and HTTP/1.1, or one of them); with both, the
-/// listener's `alpn_protocols` may narrow the offer.
-pub fn downstream_settings(tls: &DownstreamTls, allowed: ALPN) -> Result<TlsSettings, TlsError> {
+/// Builds the listener's TLS acceptor. `allowed` is what the listener's
+/// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
+/// `alpn_protocols` may narrow the offer), or one of them.
+pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcceptor, TlsError> {
     let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
     let (key_pem, key_origin) = read(&tls.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
@@ -72,19 +71,29 @@ pub fn downstream_settings(tls: &DownstreamTls, allowed: ALPN) -> Result<TlsSett
     }
     builder.set_private_key(&key).map_err(|e| TlsError::Setup(e.to_string()))?;
     builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    // Records are read whole, as far as the socket has them, instead of a
+    // header read and a body read each: the socket under the TLS stream
+    // has no read buffer of its own (`listen.rs` accepts it).
+    builder.set_read_ahead(true);
 
-    let mut settings = TlsSettings::from(builder);
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
-    let alpn = match allowed {
-        ALPN::H2H1 if offers_h2 && offers_h1 => ALPN::H2H1,
-        ALPN::H2H1 if offers_h2 => ALPN::H2,
-        ALPN::H2H1 => ALPN::H1,
-        other => other,
+    // Wire format, in our order of preference.
+    let ours: &'static [u8] = match allowed {
+        ALPN::H2 => H2,
+        ALPN::H2H1 if offers_h2 && offers_h1 => H2_H1,
+        ALPN::H2H1 if offers_h2 => H2,
+        _ => H1,
     };
-    settings.set_alpn(alpn);
-    Ok(settings)
+    // Our first protocol the client offers; none in common: no ALPN in the
+    // answer, and the client decides whether to go on (RFC 7301 allows both).
+    builder.set_alpn_select_callback(move |_, offered| select_next_proto(ours, offered).ok_or(AlpnError::NOACK));
+    Ok(builder.build())
 }
+
+const H1: &[u8] = b"\x08http/1.1";
+const H2: &[u8] = b"\x02h2";
+const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 
 /// Trust anchors for verifying an upstream.
 pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {

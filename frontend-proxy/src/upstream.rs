@@ -50,15 +50,33 @@ pub struct ClusterSpec {
     pub ignore_health_on_host_removal: bool,
 }
 
-/// `health_checks[0]` of a cluster.
+/// `health_checks[0]` of a cluster. Which interval follows a check is
+/// Envoy's rule, in [`health`]'s `next_interval`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckSpec {
     pub timeout: Duration,
+    /// After a pass that leaves a healthy host healthy (or makes it so).
     pub interval: Duration,
-    /// Interval while a host is unhealthy (defaults to `interval`).
+    /// After a failure of an unhealthy host, or one that makes it so
+    /// (defaults to `interval`).
     pub unhealthy_interval: Duration,
-    /// Interval while the cluster has never had traffic.
+    /// After a failure of a healthy host that is still below
+    /// `unhealthy_threshold` (defaults to `unhealthy_interval`).
+    pub unhealthy_edge_interval: Duration,
+    /// After a pass of an unhealthy host that is still below
+    /// `healthy_threshold` (defaults to `interval`).
+    pub healthy_edge_interval: Duration,
+    /// Every check while the cluster has never had traffic (default 60 s),
+    /// except passes of healthy hosts, which use the next one.
     pub no_traffic_interval: Duration,
+    /// Defaults to `no_traffic_interval`.
+    pub no_traffic_healthy_interval: Duration,
+    /// A host's first check waits a random time below this (0: at once).
+    pub initial_jitter: Duration,
+    /// Every wait gets a random time below this added.
+    pub interval_jitter: Duration,
+    /// And a random share below this percentage of the wait itself.
+    pub interval_jitter_percent: u32,
     pub unhealthy_threshold: u32,
     pub healthy_threshold: u32,
     pub kind: HealthCheckKind,

@@ -11,207 +11,27 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::time::Duration;
+use support::raw::{eof_within, ok, read_response, ScriptedBackend, Seen};
 use support::{free_addr, ip, yaml, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// A request as the backend saw it.
-struct Seen {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-/// What a scripted backend answers: raw response bytes, and whether to
-/// close the connection after them.
-type Script = fn(&Seen) -> (Vec<u8>, bool);
-
-/// A backend speaking HTTP/1.1 at the byte level; counts connections.
-struct RawBackend {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
-}
-
-impl RawBackend {
-    /// Listens on a port of `ip` the kernel picks at bind time (probing for
-    /// a free port and binding it later can lose the port to another socket).
-    async fn start(ip: IpAddr, script: Script) -> Self {
-        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind raw backend");
-        let addr = listener.local_addr().expect("raw backend address");
-        let connections = Arc::new(AtomicUsize::new(0));
-        let count = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                count.fetch_add(1, SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    while let Some(seen) = read_request(&mut s, &mut buf).await {
-                        let (resp, close) = script(&seen);
-                        if s.write_all(&resp).await.is_err() || close {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { addr, connections }
-    }
-}
-
-/// Reads one request; `None` at EOF.
-async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        if let Ok(httparse::Status::Complete(n)) = req.parse(buf) {
-            let headers: Vec<(String, String)> = req
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            let path = req.path.unwrap().to_string();
-            buf.drain(..n);
-            let mut seen = Seen { path, headers, body: Vec::new() };
-            if seen.header("transfer-encoding").is_some() {
-                seen.body = read_chunked(s, buf).await?;
-            } else {
-                let len: usize = seen.header("content-length").map(|v| v.parse().unwrap()).unwrap_or(0);
-                while buf.len() < len {
-                    read_more(s, buf).await?;
-                }
-                seen.body = buf.drain(..len).collect();
-            }
-            return Some(seen);
-        }
-        read_more(s, buf).await?;
-    }
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Decodes a chunked body (trailers skipped) from `s`, leaving what follows in `buf`.
-async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        while !buf.windows(2).any(|w| w == b"\r\n") {
-            read_more(s, buf).await?;
-        }
-        let line_end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
-        let line = String::from_utf8_lossy(&buf[..line_end]).to_string();
-        let size = usize::from_str_radix(line.split(';').next().unwrap().trim(), 16).ok()?;
-        if size == 0 {
-            buf.drain(..line_end + 2);
-            // Trailers, up to the blank line.
-            loop {
-                while !buf.windows(2).any(|w| w == b"\r\n") {
-                    read_more(s, buf).await?;
-                }
-                let end = buf.windows(2).position(|w| w == b"\r\n").unwrap();
-                buf.drain(..end + 2);
-                if end == 0 {
-                    return Some(body);
-                }
-            }
-        }
-        while buf.len() < line_end + 2 + size + 2 {
-            read_more(s, buf).await?;
-        }
-        body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
-        buf.drain(..line_end + 2 + size + 2);
-    }
-}
-
-/// Reads what arrives next into `buf`; `None` at EOF, on error, or after
-/// five seconds of silence.
-async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
-    let mut chunk = [0u8; 65536];
-    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk)).await {
-        Err(_) | Ok(Ok(0)) | Ok(Err(_)) => None,
-        Ok(Ok(n)) => {
-            buf.extend_from_slice(&chunk[..n]);
-            Some(())
-        }
-    }
-}
-
-/// A response as the client saw it.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response to a request with method `method` from `s`,
-/// decoding chunked bodies; leftover bytes stay in `buf`.
-async fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>, method: &str) -> Response {
-    let (status, headers, n) = loop {
-        let mut storage = [httparse::EMPTY_HEADER; 64];
-        let mut resp = httparse::Response::new(&mut storage);
-        if let httparse::Status::Complete(n) = resp.parse(buf).expect("valid response head") {
-            let headers: Vec<(String, String)> = resp
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
-                .collect();
-            break (resp.code.unwrap(), headers, n);
-        }
-        read_more(s, buf).await.expect("connection closed before the response head");
-    };
-    buf.drain(..n);
-    let mut r = Response { status, headers, body: Vec::new() };
-    if method == "HEAD" || status == 204 || status == 304 {
-        return r;
-    }
-    if r.header("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        r.body = read_chunked(s, buf).await.expect("chunked body");
-        return r;
-    }
-    match r.header("content-length") {
-        Some(len) => {
-            let len: usize = len.parse().unwrap();
-            while buf.len() < len {
-                read_more(s, buf).await.expect("body");
-            }
-            r.body = buf.drain(..len).collect();
-        }
-        None => {
-            while read_more(s, buf).await.is_some() {}
-            r.body = std::mem::take(buf);
-        }
-    }
-    r
-}
-
 /// Whether the peer closed the connection (within a second).
 async fn closed(s: &mut TcpStream) -> bool {
-    let mut b = [0u8; 1];
-    matches!(tokio::time::timeout(Duration::from_secs(1), s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
+    eof_within(s, Duration::from_secs(1)).await
 }
 
 struct Stack {
-    backend: RawBackend,
+    backend: ScriptedBackend,
     proxy: ProxyProcess,
     listen: SocketAddr,
     admin: SocketAddr,
 }
 
-async fn stack(host: u8, script: Script, route_extra: &str) -> Stack {
-    let backend = RawBackend::start(ip(9, host), script).await;
+async fn stack(host: u8, script: fn(&Seen) -> (Vec<u8>, bool), route_extra: &str) -> Stack {
+    let backend = ScriptedBackend::start(ip(9, host), script).await;
     let (proxy, listen, admin) = proxy_to(host, backend.addr, route_extra).await;
     Stack { backend, proxy, listen, admin }
 }
@@ -239,10 +59,6 @@ async fn proxy_to(host: u8, backend: SocketAddr, route_extra: &str) -> (ProxyPro
     );
     let proxy = ProxyProcess::start_with_args(&config, listen, &["--http1-engine", "native"]).await;
     (proxy, listen, admin)
-}
-
-fn ok(body: &str) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
 }
 
 fn framings(seen: &Seen) -> (Vec<u8>, bool) {
@@ -331,7 +147,7 @@ async fn pipelined_requests_are_answered_in_order_on_pooled_connections() {
         assert_eq!(String::from_utf8_lossy(&r.body), format!("/p{i}"));
     }
     // Sequential requests reuse one upstream connection.
-    assert_eq!(t.backend.connections.load(SeqCst), 1);
+    assert_eq!(t.backend.connections(), 1);
 }
 
 #[tokio::test]
@@ -346,6 +162,37 @@ async fn large_upload_streams_to_the_upstream() {
     c.write_all(&body).await.unwrap();
     let r = read_response(&mut c, &mut buf, "POST").await;
     assert_eq!(String::from_utf8_lossy(&r.body), format!("{} bytes", body.len()));
+    // The connection is still good for the next request.
+    c.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/next");
+}
+
+#[tokio::test]
+async fn a_chunked_upload_streams_to_the_upstream_chunk_by_chunk() {
+    let t = stack(13, framings, "").await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let mut buf = Vec::new();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").await.unwrap();
+    // 2 MiB in chunks of varying size, written in pieces that split chunk
+    // lines, with extensions and a trailer the proxy drops.
+    let mut wire = Vec::new();
+    let mut sent = 0usize;
+    for i in 0..600usize {
+        let size = 1000 + (i * 37) % 5000;
+        wire.extend_from_slice(format!("{size:x};n={i}\r\n").as_bytes());
+        wire.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, size));
+        wire.extend_from_slice(b"\r\n");
+        sent += size;
+    }
+    wire.extend_from_slice(b"0\r\nX-Checksum: 1\r\n\r\n");
+    for piece in wire.chunks(7919) {
+        c.write_all(piece).await.unwrap();
+    }
+    let r = read_response(&mut c, &mut buf, "POST").await;
+    assert_eq!(String::from_utf8_lossy(&r.body), format!("{sent} bytes"));
+    let seen = t.backend.requests();
+    let upload = seen.iter().find(|s| s.path == "/upload").expect("the backend got the upload");
+    assert!(upload.header("x-checksum").is_none(), "trailer fields are dropped");
     // The connection is still good for the next request.
     c.write_all(b"GET /next HTTP/1.1\r\nHost: t\r\n\r\n").await.unwrap();
     assert_eq!(read_response(&mut c, &mut buf, "GET").await.body, b"/next");
@@ -456,7 +303,7 @@ async fn malformed_and_oversized_requests_get_envoy_replies() {
         assert_eq!(r.status, status, "{}: {r:?}", &request[..40]);
         assert!(closed(&mut c).await, "connection left open after {status}");
     }
-    assert_eq!(t.backend.connections.load(SeqCst), 0, "a bad request reached the upstream");
+    assert_eq!(t.backend.connections(), 0, "a bad request reached the upstream");
     // Envoy's accounting: each is a protocol error and a 4xx request.
     for (name, n) in [("downstream_cx_protocol_error", 4), ("downstream_rq_4xx", 4), ("downstream_rq_total", 4)] {
         assert_eq!(support::stat(t.admin, &format!("http.h1.{name}")).await, n, "{name}");

@@ -343,6 +343,13 @@ fn top_level_modules_import_one_way() {
     assert!(problems.is_empty(), "{problems}");
 }
 
+/// Folders whose submodules still import each other in a cycle, with why.
+/// An entry whose cycle is gone fails the test, so the list only shrinks.
+const CYCLES_LEFT: &[(&str, &str)] = &[(
+    "proxy::h1",
+    "body, conn and exchange call into each other; shared pieces to move out (issue 21's engine split)",
+)];
+
 /// The same one floor down, in every module that has a folder of
 /// submodules (`config::validate`'s listener, route and action among them).
 #[test]
@@ -351,8 +358,17 @@ fn submodules_import_one_way() {
     let mut folders = Vec::new();
     module_folders(&c.src, &mut Vec::new(), &mut folders);
     assert!(folders.iter().any(|f| f == &["config", "validate"]), "{folders:?}");
-    let problems: String =
-        folders.iter().map(|f| check(&c, &f.iter().map(String::as_str).collect::<Vec<_>>())).collect();
+    let mut problems = String::new();
+    for folder in &folders {
+        let found = check(&c, &folder.iter().map(String::as_str).collect::<Vec<_>>());
+        match CYCLES_LEFT.iter().find(|(name, _)| *name == folder.join("::")) {
+            Some((name, _)) if found.is_empty() => {
+                problems.push_str(&format!("{name} has no cycle any more: remove it from CYCLES_LEFT\n"))
+            }
+            Some(_) => {}
+            None => problems.push_str(&found),
+        }
+    }
     assert!(problems.is_empty(), "{problems}");
 }
 

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::raw::read_response_text;
 use support::{eventually, free_addr, ip, yaml, Backend, Behaviour, ProxyProcess, TestDns};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -282,28 +283,6 @@ async fn sigterm_under_load_finishes_in_flight_requests() {
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
 
-/// Reads one response (head and `content-length` body) from `s`.
-async fn read_response(s: &mut tokio::net::TcpStream) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return String::from_utf8_lossy(&buf).into_owned();
-            }
-        }
-        let n = s.read(&mut chunk).await.expect("read");
-        assert!(n > 0, "closed mid-response: {}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Draining closes an idle keep-alive connection at once, not when the
 /// process exits, and a response finishing during the drain says
 /// `connection: close`, whether an upstream or the proxy wrote it.
@@ -322,7 +301,7 @@ async fn draining_closes_idle_connections_and_busy_ones_after_their_response() {
     let (_backends, mut proxy, listen) = app_of_three(11, &yaml::hcm("ingress", "", routes), "").await;
     let mut idle = tokio::net::TcpStream::connect(listen).await.unwrap();
     idle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
-    let first = read_response(&mut idle).await;
+    let first = read_response_text(&mut idle).await;
     assert!(first.starts_with("HTTP/1.1 200"), "{first}");
     // A request in flight keeps the process draining for over two seconds.
     let mut busy = tokio::net::TcpStream::connect(listen).await.unwrap();
@@ -348,20 +327,22 @@ async fn draining_closes_idle_connections_and_busy_ones_after_their_response() {
     // drain begins; the native engine reads the request and answers it.
     if !support::pingora_engine() {
         arriving.write_all(b"\r\n").await.unwrap();
-        let reply = tokio::time::timeout(Duration::from_secs(3), read_response(&mut arriving)).await.expect("answered");
+        let reply =
+            tokio::time::timeout(Duration::from_secs(3), read_response_text(&mut arriving)).await.expect("answered");
         assert!(reply.starts_with("HTTP/1.1 410"), "{reply}");
         assert!(reply.to_lowercase().contains("\r\nconnection: close\r\n"), "{reply}");
     }
     let after = tokio::time::timeout(Duration::from_secs(2), arriving.read(&mut byte)).await;
     assert!(matches!(after, Ok(Ok(0)) | Ok(Err(_))), "connection not closed after the local reply: {after:?}");
 
-    let reply = tokio::time::timeout(Duration::from_secs(3), read_response(&mut timed_out)).await.expect("answered");
+    let reply =
+        tokio::time::timeout(Duration::from_secs(3), read_response_text(&mut timed_out)).await.expect("answered");
     assert!(reply.starts_with("HTTP/1.1 504"), "{reply}");
     assert!(reply.to_lowercase().contains("\r\nconnection: close\r\n"), "{reply}");
     let after = tokio::time::timeout(Duration::from_secs(2), timed_out.read(&mut byte)).await;
     assert!(matches!(after, Ok(Ok(0)) | Ok(Err(_))), "connection not closed after the local reply: {after:?}");
 
-    let response = tokio::time::timeout(Duration::from_secs(5), read_response(&mut busy)).await.expect("answered");
+    let response = tokio::time::timeout(Duration::from_secs(5), read_response_text(&mut busy)).await.expect("answered");
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.to_lowercase().contains("\r\nconnection: close\r\n"), "{response}");
     let after = tokio::time::timeout(Duration::from_secs(2), busy.read(&mut byte)).await;

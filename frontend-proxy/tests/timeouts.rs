@@ -13,119 +13,33 @@ mod support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
+use support::raw::{closes_within, ok, read_reply, Answer, Reply, ScriptedBackend};
 use support::{free_addr, ip, yaml, ProxyProcess};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A backend that misbehaves by path: `.../hang` never answers, `/stall-body`
 /// sends 10 of 1000 body bytes and stops, `/big` sends a 1 GiB body as fast
-/// as it is read; anything else gets `200 ok`. It takes a port the kernel
-/// picks on `ip`: a port probed free and bound later can be taken in between.
-async fn backend(ip: IpAddr) -> SocketAddr {
-    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.expect("bind backend");
-    let addr = listener.local_addr().expect("backend addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                loop {
-                    let Some(path) = read_head(&mut s, &mut buf).await else { return };
-                    if path.ends_with("/hang") {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                        return;
-                    }
-                    if path == "/stall-body" {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789").await;
-                        tokio::time::sleep(Duration::from_secs(30)).await;
-                        return;
-                    }
-                    if path == "/big" {
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n").await;
-                        let chunk = vec![b'x'; 64 * 1024];
-                        while s.write_all(&chunk).await.is_ok() {}
-                        return;
-                    }
-                    if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
-                        return;
-                    }
-                }
-            });
+/// as it is read; anything else gets `200 ok`.
+async fn backend(ip: IpAddr) -> ScriptedBackend {
+    ScriptedBackend::start(ip, |seen| {
+        let stall = Duration::from_secs(30);
+        match seen.path.as_str() {
+            p if p.ends_with("/hang") => Answer::default().then_sleep(stall).then_close(),
+            "/stall-body" => Answer::send(&b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789"[..])
+                .then_sleep(stall)
+                .then_close(),
+            "/big" => Answer::send(&b"HTTP/1.1 200 OK\r\nContent-Length: 1073741824\r\n\r\n"[..])
+                .then_flood(vec![b'x'; 64 * 1024])
+                .then_close(),
+            _ => Answer::send(ok("ok")),
         }
-    });
-    addr
-}
-
-/// Reads up to the end of a request head (bodies are ignored); its path.
-async fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            buf.drain(..end + 4);
-            return head.split(' ').nth(1).map(str::to_string);
-        }
-        let mut chunk = [0u8; 4096];
-        match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-/// A response as the client saw it, and whether the proxy then closed the connection.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    body: String,
-    closed: bool,
-}
-
-/// Reads one response with a `Content-Length` body (within 10 s), then
-/// checks whether the connection is closed.
-async fn read_reply(s: &mut TcpStream) -> Reply {
-    let mut buf = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut chunk = [0u8; 4096];
-    let (status, len, head_end) = loop {
-        let mut storage = [httparse::EMPTY_HEADER; 32];
-        let mut resp = httparse::Response::new(&mut storage);
-        if let Ok(httparse::Status::Complete(n)) = resp.parse(&buf) {
-            let len = resp
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-                .map(|h| String::from_utf8_lossy(h.value).parse::<usize>().unwrap())
-                .unwrap_or(0);
-            break (resp.code.unwrap(), len, n);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            other => panic!("no response head: {other:?}, got {:?}", String::from_utf8_lossy(&buf)),
-        }
-    };
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.expect("body");
-        assert!(n > 0, "connection closed in the body");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let body = String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
-    Reply { status, body, closed: closes_within(s, Duration::from_secs(1)).await }
-}
-
-/// Whether the peer closes the connection within `limit` (data is skipped).
-async fn closes_within(s: &mut TcpStream, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => {}
-            Err(_) => return false,
-        }
-    }
+    })
+    .await
 }
 
 struct Stack {
+    _backend: ScriptedBackend,
     proxy: ProxyProcess,
     listen: SocketAddr,
     admin: SocketAddr,
@@ -147,7 +61,7 @@ async fn stack_with(host: u8, hcm_extra: &str, routes: &str, args: &[&str]) -> S
               domains: ["*"]
               routes:{routes}"#
     );
-    let endpoints = [(backend.ip().to_string(), backend.port())];
+    let endpoints = [(backend.addr.ip().to_string(), backend.addr.port())];
     let config = format!(
         "{}{}",
         yaml::admin(admin),
@@ -157,7 +71,7 @@ async fn stack_with(host: u8, hcm_extra: &str, routes: &str, args: &[&str]) -> S
         )
     );
     let proxy = ProxyProcess::start_with_args(&config, listen, args).await;
-    Stack { proxy, listen, admin }
+    Stack { _backend: backend, proxy, listen, admin }
 }
 
 impl Stack {

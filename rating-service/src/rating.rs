@@ -6,8 +6,7 @@ use std::fmt;
 use poem_openapi::Object;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer};
-use service_common::body::non_blank;
-use service_common::catalog::{Catalog, Names, Record};
+use service_common::body::{present, text_field};
 use uuid::Uuid;
 
 /// The lowest rating.
@@ -16,7 +15,7 @@ pub const MIN: f64 = 0.0;
 pub const MAX: f64 = 5.0;
 
 /// A stored rating.
-#[derive(Debug, Clone, PartialEq, Object)]
+#[derive(Debug, Clone, PartialEq, Object, sqlx::FromRow)]
 pub struct Rating {
     /// The rating's id; for a rating film-service registered, the film's id.
     pub id: Uuid,
@@ -26,25 +25,6 @@ pub struct Rating {
     pub rating: f64,
 }
 
-impl Record for Rating {
-    fn id(&self) -> Uuid {
-        self.id
-    }
-
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// The ratings of one rating-service. Names may repeat (a deleted film's
-/// rating can outlive it); a lookup by name finds the newest.
-pub type Ratings = Catalog<Rating>;
-
-/// An empty [`Ratings`].
-pub fn ratings() -> Ratings {
-    Catalog::new(Names::Shared)
-}
-
 /// The body of `POST /ratings`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Object)]
 #[serde(deny_unknown_fields)]
@@ -52,10 +32,11 @@ pub fn ratings() -> Ratings {
 pub struct NewRating {
     /// The id to store the rating under; generated when absent. film-service
     /// passes the film's id. An id already in use is refused with 409.
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
-    /// The rated film's name; not empty.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The rated film's name; not blank, no NUL, at most 500 characters.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub name: String,
     /// From 0 to 5; a numeric string (`"3.5"`, as the old film-service sent)
     /// is accepted too.
@@ -69,11 +50,14 @@ pub struct NewRating {
 #[serde(deny_unknown_fields)]
 #[oai(deny_unknown_fields)]
 pub struct RatingUpdate {
-    /// Optional; if given, it must be the id in the path.
+    /// Optional; if given, it must be the id in the path (400 otherwise).
+    /// Not in the OpenAPI schema: the old clients send it, new ones need not.
+    #[oai(skip)]
+    #[serde(default, deserialize_with = "present")]
     pub id: Option<Uuid>,
-    /// The rated film's name; not empty.
-    #[oai(validator(min_length = 1))]
-    #[serde(deserialize_with = "non_blank")]
+    /// The rated film's name; not blank, no NUL, at most 500 characters.
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"))]
+    #[serde(deserialize_with = "text_field")]
     pub name: String,
     /// From 0 to 5; a numeric string is accepted too.
     #[oai(validator(minimum(value = "0"), maximum(value = "5")))]

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use poem::http::HeaderValue;
-use rating_service::{app, AppState};
+use rating_service::{app, AppState, MIGRATIONS};
 use serde_json::{json, Value};
+use service_common::db::{Database, PoolArgs};
 use service_common::testing::{promtool_check, ChildService, LoopbackServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -14,7 +15,9 @@ const BINARY: &str = env!("CARGO_BIN_EXE_rating-service");
 
 #[tokio::test]
 async fn serves_over_a_socket_and_metrics_pass_promtool() {
-    let state = AppState::new(HeaderValue::from_static("replica-a")).unwrap();
+    let db = Database::open("sqlite::memory:", &PoolArgs::default(), MIGRATIONS).unwrap();
+    db.migrate().await.unwrap();
+    let state = AppState::new(db, HeaderValue::from_static("replica-a")).unwrap();
     let server = LoopbackServer::start(app(state)).await;
     let http = reqwest::Client::new();
     let base = server.url();
@@ -52,7 +55,7 @@ async fn serves_over_a_socket_and_metrics_pass_promtool() {
 
 #[test]
 fn binary_healthcheck_subcommand() {
-    let service = ChildService::start(BINARY, &[], &[], "rating-service listening");
+    let service = ChildService::start(BINARY, &["--database-url", "sqlite::memory:"], &[], "rating-service listening");
     let url = format!("http://{}/healthz", service.addr);
     let out = std::process::Command::new(BINARY).args(["healthcheck", "--url", &url]).output().unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -85,7 +88,8 @@ fn binary_healthcheck_subcommand() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
-    let mut service = ChildService::start(BINARY, &[], &[], "rating-service listening");
+    let mut service =
+        ChildService::start(BINARY, &["--database-url", "sqlite::memory:"], &[], "rating-service listening");
     let body = r#"{"name": "Heat", "rating": 4}"#;
     let (first, rest) = body.split_at(10);
 

@@ -96,13 +96,46 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     })
 }
 
-/// Deserializes a string that must contain more than whitespace.
-pub fn non_blank<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
-    let s = String::deserialize(deserializer)?;
-    if s.trim().is_empty() {
-        return Err(D::Error::custom("must not be empty"));
+/// The longest name or language accepted, in characters. Names are
+/// indexed, and a PostgreSQL index entry must stay under about 2.7 kB (four
+/// bytes a character at most).
+pub const MAX_TEXT_CHARS: usize = 500;
+
+/// The JSON-schema `pattern` of a text field, for the OpenAPI document: a
+/// character that is not whitespace, and no NUL (PostgreSQL cannot store
+/// it). [`text_problem`] is the check that is applied.
+pub const TEXT_PATTERN: &str = r"^[^\x00]*[^\s\x00][^\x00]*$";
+
+/// Why `text` is not acceptable as a name or language, if it is not.
+pub fn text_problem(text: &str) -> Option<String> {
+    if text.trim().is_empty() {
+        return Some("must not be empty".to_owned());
     }
-    Ok(s)
+    if text.contains('\0') {
+        return Some("must not contain NUL characters".to_owned());
+    }
+    let chars = text.chars().count();
+    if chars > MAX_TEXT_CHARS {
+        return Some(format!("must be at most {MAX_TEXT_CHARS} characters long, got {chars}"));
+    }
+    None
+}
+
+/// Deserializes an optional field that, when present, must be a `T`:
+/// `null` is refused (the schema says the field is a `T` or absent).
+/// Use with `#[serde(default, deserialize_with = "present")]`.
+pub fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}
+
+/// Deserializes a name or language: more than whitespace, no NUL, at most
+/// [`MAX_TEXT_CHARS`] characters.
+pub fn text_field<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let s = String::deserialize(deserializer)?;
+    match text_problem(&s) {
+        Some(problem) => Err(D::Error::custom(problem)),
+        None => Ok(s),
+    }
 }
 
 /// A request body parsed leniently into `T` (see the module docs).
@@ -171,7 +204,7 @@ mod tests {
     #[derive(Debug, PartialEq, Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Sample {
-        #[serde(deserialize_with = "non_blank")]
+        #[serde(deserialize_with = "text_field")]
         name: String,
         language: String,
     }
@@ -226,6 +259,21 @@ mod tests {
             "invalid request body: expected a JSON object, found an array"
         );
         assert_eq!(err(parse::<Sample>(b"null")), "invalid request body: expected a JSON object, found null");
+    }
+
+    #[test]
+    fn text_fields_are_bounded() {
+        assert_eq!(
+            err(parse::<Sample>(br#"{"name": "a\u0000b", "language": "English"}"#)),
+            "invalid request body: name: must not contain NUL characters"
+        );
+        let long = format!(r#"{{"name": "{}", "language": "English"}}"#, "\u{e9}".repeat(MAX_TEXT_CHARS + 1));
+        assert_eq!(
+            err(parse::<Sample>(long.as_bytes())),
+            "invalid request body: name: must be at most 500 characters long, got 501"
+        );
+        let longest = format!(r#"{{"name": "{}", "language": "English"}}"#, "\u{e9}".repeat(MAX_TEXT_CHARS));
+        assert!(parse::<Sample>(longest.as_bytes()).is_ok());
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! - [`body`]: lenient request bodies (JSON, or the old clients'
 //!   single-quoted pseudo-JSON under any content type), 1 MiB limit.
 //! - [`error`]: the one error type and the JSON error body for every error.
-//! - [`catalog`]: in-memory records with unique ids (and names), reservations.
-//! - [`listing`]: the answer of `GET /<collection>[?name=]`.
+//! - [`db`]: the database pool (SQLite or PostgreSQL), migrations,
+//!   readiness, and what database errors mean for a client.
+//! - [`listing`]: the answer of `GET /<collection>[?name=]`, pagination.
 //! - [`served_by`]: the `x-served-by` header.
 //! - [`metrics`]: Prometheus metrics and the access log.
 //! - [`path_id`]: ids in paths, with errors a client can read.
 //! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`spec`]: what follows from the OpenAPI document (closed object
+//!   schemas, `Allow` on 405).
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
 //! - [`telemetry`]: tracing setup.
@@ -19,7 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod body;
-pub mod catalog;
+pub mod db;
 pub mod error;
 pub mod healthcheck;
 pub mod listing;
@@ -29,6 +32,7 @@ pub mod path_id;
 pub mod served_by;
 pub mod server;
 pub mod service;
+pub mod spec;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::db::Database;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -33,22 +34,32 @@ pub enum MetricsResponse {
 /// The operational endpoints.
 pub struct OpsApi {
     metrics: Arc<Metrics>,
+    db: Database,
 }
 
 impl OpsApi {
-    /// Serves `metrics` at `/metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// Serves `metrics` at `/metrics` and the readiness of `db` at
+    /// `/healthz`.
+    pub fn new(metrics: Arc<Metrics>, db: Database) -> Self {
+        Self { metrics, db }
     }
 }
 
 #[OpenApi(tag = "OpsTags::Operations")]
 impl OpsApi {
-    /// Readiness: 200 as soon as the service accepts requests. The state is
-    /// in memory, so there is nothing else to wait for.
+    /// Readiness: 200 when the service can answer requests, i.e. its
+    /// database has been migrated and answers a `SELECT 1` now; 503 with
+    /// the reason otherwise (database unreachable, schema not ready). Docker's
+    /// health check and the proxy's use it to stop sending traffic here.
     #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
-    async fn healthz(&self) -> Json<Health> {
-        Json(Health { status: "ok".to_owned() })
+    async fn healthz(&self) -> Result<Json<Health>, ApiError> {
+        match self.db.check().await {
+            Ok(()) => Ok(Json(Health { status: "ok".to_owned() })),
+            Err(e) => {
+                tracing::debug!(error = %e, "not ready");
+                Err(ApiError::Unavailable(format!("not ready: {e}")))
+            }
+        }
     }
 
     /// Prometheus metrics: `http_requests_total{route,method,status}` and

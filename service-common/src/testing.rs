@@ -1,11 +1,18 @@
 //! Helpers for the services' integration tests (feature `testing`): a
-//! service on a loopback port, a service binary as a child process, and
-//! `promtool check metrics`.
+//! service on a loopback port, a service binary as a child process,
+//! `promtool check metrics`, and real databases: SQLite in memory, or a
+//! fresh database on a real PostgreSQL ([`PgCluster`]).
+//!
+//! PostgreSQL comes from `TEST_POSTGRES_URL` (a superuser URL of a running
+//! cluster, as `.ci/run` gives) or else from a private cluster this test
+//! process starts with Debian's `postgresql` binaries and that is removed
+//! when the process exits.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use poem::Endpoint;
@@ -147,4 +154,201 @@ pub fn promtool_check(text: &str) -> Result<(), String> {
     } else {
         Err(format!("promtool ({}): {report}", out.status))
     }
+}
+
+/// The two databases the services run on; every API test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite::memory:`, a database of its own per call.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    /// A database URL for one test, on a database nobody else uses.
+    pub async fn fresh_url(self) -> String {
+        match self {
+            Backend::Sqlite => "sqlite::memory:".to_owned(),
+            Backend::Postgres => fresh_postgres_database().await,
+        }
+    }
+}
+
+/// Creates an empty database on the test PostgreSQL and returns its URL.
+pub async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let admin = test_postgres_url();
+    let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| panic!("connect to {admin}: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let _ = conn.close().await;
+    let mut url = reqwest::Url::parse(&admin).unwrap();
+    url.set_path(&name);
+    url.to_string()
+}
+
+/// A superuser URL of the test PostgreSQL: `TEST_POSTGRES_URL`, else a
+/// cluster private to this process, started on first use.
+pub fn test_postgres_url() -> String {
+    if let Ok(url) = std::env::var("TEST_POSTGRES_URL") {
+        return url;
+    }
+    static CLUSTER: OnceLock<PgCluster> = OnceLock::new();
+    CLUSTER.get_or_init(PgCluster::start).url("postgres")
+}
+
+/// A PostgreSQL cluster of its own on a free loopback port, in a temporary
+/// directory, run as the `postgres` user when the tests run as root (the
+/// server refuses root). A watchdog shell holds it: when this process exits
+/// (even by a panic or a kill), the watchdog's stdin closes and it stops the
+/// server and deletes the directory.
+pub struct PgCluster {
+    bindir: PathBuf,
+    dir: PathBuf,
+    port: u16,
+    watchdog: Child,
+}
+
+const WATCHDOG: &str = r#"
+set -e
+bindir=$1 dir=$2 port=$3 opts=$4
+mkdir -p "$dir"
+"$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >"$dir/initdb.log" 2>&1 ||
+    { cat "$dir/initdb.log" >&2; exit 1; }
+"$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -o "-p $port -k $dir $opts" start >/dev/null ||
+    { cat "$dir/server.log" >&2; exit 1; }
+echo ready
+cat >/dev/null || true
+"$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+rm -rf "$dir"
+"#;
+
+/// Server settings of test clusters: durability off (the data is thrown
+/// away), room for every test's pool.
+const SERVER_OPTIONS: &str =
+    "-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300";
+
+impl PgCluster {
+    /// initdb and start; panics with the server's log if that fails.
+    pub fn start() -> Self {
+        let bindir = postgres_bindir();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = std::env::temp_dir().join(format!("pg-test-{}", uuid::Uuid::new_v4().simple()));
+        let mut watchdog = as_postgres_user("sh")
+            .args(["-c", WATCHDOG, "watchdog"])
+            .arg(&bindir)
+            .arg(&dir)
+            .arg(port.to_string())
+            .arg(SERVER_OPTIONS)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start the PostgreSQL watchdog: {e}"));
+        let mut line = String::new();
+        BufReader::new(watchdog.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "PostgreSQL test cluster in {} did not start", dir.display());
+        Self { bindir, dir, port, watchdog }
+    }
+
+    /// The URL of database `db` as the superuser `postgres` (no password).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    /// Starts the stopped server again, on the same port with the same data.
+    pub fn restart(&self) {
+        let opts = format!("-p {} -k {} {SERVER_OPTIONS}", self.port, self.dir.display());
+        let log = self.dir.join("server.log");
+        self.pg_ctl(&["-w", "-l", &log.to_string_lossy(), "-o", &opts, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = as_postgres_user(&self.bindir.join("pg_ctl").to_string_lossy())
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pg_ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        // Closing stdin tells the watchdog to stop the server and clean up.
+        drop(self.watchdog.stdin.take());
+        let _ = self.watchdog.wait();
+    }
+}
+
+/// `program` as a command run by the `postgres` user if this process is
+/// root, else as this user.
+fn as_postgres_user(program: &str) -> Command {
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+    if is_root {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--", program]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` (Debian's layout), or
+/// `PG_BINDIR`.
+fn postgres_bindir() -> PathBuf {
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin).unwrap_or_else(|| {
+        panic!(
+            "the PostgreSQL tests need a server: set TEST_POSTGRES_URL to a superuser URL, or install \
+             Debian's `postgresql` package (its binaries are looked for in /usr/lib/postgresql/*/bin)"
+        )
+    })
+}
+
+/// Counts the rows of `table` in `db`, pending ones included (tests check
+/// that a failure left nothing behind).
+pub async fn count_rows(db: &crate::db::Database, table: &str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    let (n,): (i64,) = crate::on_pool!(db.pool(), pool => sqlx::query_as(&sql).fetch_one(pool).await.unwrap());
+    n
+}
+
+/// Turns each `async fn NAME(backend: Backend)` listed into a module `NAME`
+/// with two tests, `sqlite` and `postgres`, so every API test runs on both
+/// databases.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$name($crate::testing::Backend::Sqlite).await
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::$name($crate::testing::Backend::Postgres).await
+                }
+            }
+        )*
+    };
 }

@@ -1,39 +1,50 @@
 //! Handler tests: every endpoint and every error path, through the whole
-//! middleware stack, with `TestClient`. rating-service runs in-process on a
-//! loopback port (or a stand-in that fails, or nothing at all).
+//! middleware stack, with `TestClient`, each on SQLite and on PostgreSQL.
+//! rating-service runs in-process on a loopback port with a database of its
+//! own (or a stand-in that fails, or nothing at all).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode};
 use poem::test::{TestClient, TestResponse};
 use poem::{handler, Endpoint};
 use serde_json::{json, Value};
 use service_common::body::MAX_BODY_BYTES;
+use service_common::db::{Database, PoolArgs};
 use service_common::served_by::SERVED_BY;
-use service_common::testing::LoopbackServer;
+use service_common::testing::{count_rows, Backend, LoopbackServer};
 use uuid::Uuid;
 
-use crate::film::Films;
 use crate::rating_client::{RatingClient, Timeouts};
-use crate::{app, AppState};
+use crate::{app, AppState, MIGRATIONS};
 
 const HOST: &str = "films-test-host";
 
-/// film-service in a `TestClient`, with rating-service at `rating_url`.
-fn film_service(rating_url: &str) -> (TestClient<impl Endpoint>, Films) {
-    let client = RatingClient::new(rating_url, Timeouts::default()).unwrap();
-    let state = AppState::new(client, HeaderValue::from_static(HOST)).unwrap();
-    let films = state.films.clone();
-    (TestClient::new(app(state)), films)
+/// A migrated database of `backend` with `migrations`.
+async fn database(backend: Backend, migrations: service_common::db::Migrations) -> Database {
+    let db = Database::open(&backend.fresh_url().await, &PoolArgs::default(), migrations).unwrap();
+    db.migrate().await.unwrap();
+    db
 }
 
-/// film-service with a real rating-service on a loopback port.
-async fn stack() -> (TestClient<impl Endpoint>, Films, rating_service::rating::Ratings, LoopbackServer) {
-    let rating_state = rating_service::AppState::new(HeaderValue::from_static("ratings")).unwrap();
-    let ratings = rating_state.ratings.clone();
+/// film-service in a `TestClient` on a fresh database, with rating-service
+/// at `rating_url`; also returns the database.
+async fn film_service(backend: Backend, rating_url: &str) -> (TestClient<impl Endpoint>, Database) {
+    let db = database(backend, MIGRATIONS).await;
+    let client = RatingClient::new(rating_url, Timeouts::default()).unwrap();
+    let state = AppState::new(db.clone(), client, HeaderValue::from_static(HOST)).unwrap();
+    (TestClient::new(app(Arc::new(state))), db)
+}
+
+/// film-service with a real rating-service (same backend) on a loopback
+/// port; returns both databases.
+async fn stack(backend: Backend) -> (TestClient<impl Endpoint>, Database, Database, LoopbackServer) {
+    let ratings_db = database(backend, rating_service::MIGRATIONS).await;
+    let rating_state = rating_service::AppState::new(ratings_db.clone(), HeaderValue::from_static("ratings")).unwrap();
     let server = LoopbackServer::start(rating_service::app(rating_state)).await;
-    let (client, films) = film_service(&server.url());
-    (client, films, ratings, server)
+    let (client, films_db) = film_service(backend, &server.url()).await;
+    (client, films_db, ratings_db, server)
 }
 
 /// A loopback address nobody listens on.
@@ -57,11 +68,33 @@ async fn assert_error(resp: TestResponse, status: StatusCode, needle: &str) {
     assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
 }
 
-#[tokio::test]
-async fn create_registers_the_rating_and_answers_201_with_location() {
-    let (c, films, ratings, _server) = stack().await;
+/// The rating stored under `id`, read straight from rating-service's table.
+async fn stored_rating(ratings: &Database, id: Uuid) -> Option<(String, f64)> {
+    let store = rating_service::store::RatingStore::new(ratings.clone());
+    store.get(id).await.unwrap().map(|r| (r.name, r.rating))
+}
+
+service_common::on_both_backends!(
+    create_registers_the_rating_and_answers_201_with_location,
+    old_clients_exact_curl_body,
+    strict_json_keeps_apostrophes,
+    duplicate_name_is_409_and_registers_nothing,
+    bad_bodies_are_400_and_store_nothing,
+    bodies_over_one_mib_are_413,
+    unknown_and_invalid_ids_and_names,
+    replace_and_delete,
+    rating_service_unreachable_is_503_and_stores_nothing,
+    rating_service_error_is_502_and_stores_nothing,
+    pages_follow_the_link_header,
+    unknown_paths_and_methods_are_json_errors,
+    health_metrics_openapi_docs,
+);
+
+async fn create_registers_the_rating_and_answers_201_with_location(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
     let resp = c.get("/films").send().await;
     resp.assert_status_is_ok();
+    assert!(resp.0.headers().get("link").is_none());
     assert_eq!(json_body(resp).await, json!([]));
 
     let resp = c.post("/films").body_json(&json!({"name": "Citizen Kane", "language": "English"})).send().await;
@@ -71,9 +104,7 @@ async fn create_registers_the_rating_and_answers_201_with_location() {
     let id: Uuid = film["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(location, format!("/films/{id}"));
     assert_eq!(film, json!({"id": id, "name": "Citizen Kane", "language": "English"}));
-
-    let rating = ratings.get(id).expect("rating registered under the film's id");
-    assert_eq!((rating.name.as_str(), rating.rating), ("Citizen Kane", 5.0));
+    assert_eq!(stored_rating(&ratings, id).await, Some(("Citizen Kane".to_owned(), 5.0)));
 
     let resp = c.get(&location).send().await;
     resp.assert_status_is_ok();
@@ -82,12 +113,11 @@ async fn create_registers_the_rating_and_answers_201_with_location() {
     resp.assert_status_is_ok();
     assert_eq!(json_body(resp).await, film);
     assert_eq!(json_body(c.get("/films").send().await).await, json!([film]));
-    assert_eq!(films.len(), 1);
+    assert_eq!(count_rows(&films, "films").await, 1);
 }
 
-#[tokio::test]
-async fn old_clients_exact_curl_body() {
-    let (c, films, ratings, _server) = stack().await;
+async fn old_clients_exact_curl_body(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
     // verify.sh: curl -X POST .../films --data "{ ... }" (form content type,
     // single quotes, newlines and tabs).
     let resp = c
@@ -100,13 +130,12 @@ async fn old_clients_exact_curl_body() {
     let film = json_body(resp).await;
     assert_eq!(film["name"], json!("Citizen Kane"));
     assert_eq!(film["language"], json!("English"));
-    assert_eq!(films.len(), 1);
-    assert_eq!(ratings.len(), 1);
+    assert_eq!(count_rows(&films, "films").await, 1);
+    assert_eq!(count_rows(&ratings, "ratings").await, 1);
 }
 
-#[tokio::test]
-async fn strict_json_keeps_apostrophes() {
-    let (c, _, ratings, _server) = stack().await;
+async fn strict_json_keeps_apostrophes(backend: Backend) {
+    let (c, _, ratings, _server) = stack(backend).await;
     let resp = c
         .post("/films")
         .content_type("application/json")
@@ -114,27 +143,26 @@ async fn strict_json_keeps_apostrophes() {
         .send()
         .await;
     resp.assert_status(StatusCode::CREATED);
-    assert_eq!(json_body(resp).await["name"], json!("Schindler's List"));
-    assert_eq!(ratings.list()[0].name, "Schindler's List");
+    let id: Uuid = json_body(resp).await["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(stored_rating(&ratings, id).await.unwrap().0, "Schindler's List");
     let resp = c.get("/films?name=Schindler%27s%20List").send().await;
     resp.assert_status_is_ok();
 }
 
-#[tokio::test]
-async fn duplicate_name_is_409_and_registers_nothing() {
-    let (c, films, ratings, _server) = stack().await;
+async fn duplicate_name_is_409_and_registers_nothing(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
     let body = json!({"name": "Heat", "language": "English"});
     c.post("/films").body_json(&body).send().await.assert_status(StatusCode::CREATED);
     let resp = c.post("/films").body_json(&json!({"name": "Heat", "language": "French"})).send().await;
     assert_error(resp, StatusCode::CONFLICT, r#"a film named "Heat" already exists"#).await;
-    assert_eq!(films.len(), 1);
-    assert_eq!(films.list()[0].language, "English");
-    assert_eq!(ratings.len(), 1);
+    assert_eq!(count_rows(&films, "films").await, 1);
+    assert_eq!(json_body(c.get("/films?name=Heat").send().await).await["language"], "English");
+    assert_eq!(count_rows(&ratings, "ratings").await, 1);
 }
 
-#[tokio::test]
-async fn bad_bodies_are_400_and_store_nothing() {
-    let (c, films, ratings, _server) = stack().await;
+async fn bad_bodies_are_400_and_store_nothing(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
+    let long = format!(r#"{{"name": "{}", "language": "English"}}"#, "x".repeat(501));
     let cases: &[(&str, &str)] = &[
         ("", "request body is empty"),
         ("{\"name\": ", "request body is not valid JSON"),
@@ -145,6 +173,8 @@ async fn bad_bodies_are_400_and_store_nothing() {
         (r#"{"name": "Heat"}"#, "missing field `language`"),
         (r#"{"name": "", "language": "English"}"#, "name: must not be empty"),
         (r#"{"name": "Heat", "language": " "}"#, "language: must not be empty"),
+        (r#"{"name": "He\u0000at", "language": "English"}"#, "name: must not contain NUL characters"),
+        (&long, "name: must be at most 500 characters long, got 501"),
         (r#"{"name": ["Heat"], "language": "English"}"#, "name: invalid type: sequence"),
         (r#"{"name": "Heat", "language": null}"#, "language: invalid type: null"),
         (r#"{"name": "Heat", "language": "English", "year": 1995}"#, "unknown field `year`"),
@@ -155,29 +185,27 @@ async fn bad_bodies_are_400_and_store_nothing() {
         (r#""Heat""#, "expected a JSON object, found a string"),
     ];
     for (body, needle) in cases {
-        let resp = c.post("/films").content_type("application/json").body(*body).send().await;
+        let resp = c.post("/films").content_type("application/json").body(body.to_string()).send().await;
         assert_error(resp, StatusCode::BAD_REQUEST, needle).await;
     }
-    assert!(films.is_empty());
-    assert!(ratings.is_empty());
+    assert_eq!(count_rows(&films, "films").await, 0);
+    assert_eq!(count_rows(&ratings, "ratings").await, 0);
 }
 
-#[tokio::test]
-async fn bodies_over_one_mib_are_413() {
-    let (c, films, ratings, _server) = stack().await;
+async fn bodies_over_one_mib_are_413(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
     let body = format!(r#"{{"name": "{}", "language": "English"}}"#, "x".repeat(MAX_BODY_BYTES));
     let resp = c.post("/films").header("content-length", body.len()).body(body.clone()).send().await;
     assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "exceeds the limit of 1048576 bytes").await;
     let streamed = poem::Body::from_async_read(std::io::Cursor::new(body.into_bytes()));
     let resp = c.post("/films").body(streamed).send().await;
     assert_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "exceeds the limit").await;
-    assert!(films.is_empty());
-    assert!(ratings.is_empty());
+    assert_eq!(count_rows(&films, "films").await, 0);
+    assert_eq!(count_rows(&ratings, "ratings").await, 0);
 }
 
-#[tokio::test]
-async fn unknown_and_invalid_ids_and_names() {
-    let (c, _) = film_service(&format!("http://{}", dead_addr()));
+async fn unknown_and_invalid_ids_and_names(backend: Backend) {
+    let (c, _) = film_service(backend, &format!("http://{}", dead_addr())).await;
     let id = Uuid::new_v4();
     assert_error(c.get(format!("/films/{id}")).send().await, StatusCode::NOT_FOUND, &format!("no film with id {id}"))
         .await;
@@ -188,11 +216,14 @@ async fn unknown_and_invalid_ids_and_names() {
     assert_error(resp, StatusCode::BAD_REQUEST, r#"invalid film id "x": not a UUID"#).await;
     assert_error(c.get("/films?name=Nope").send().await, StatusCode::NOT_FOUND, r#"no film named "Nope""#).await;
     assert_error(c.get("/films?name=").send().await, StatusCode::NOT_FOUND, r#"no film named """#).await;
+    // Names no film can have are not even asked for (PostgreSQL refuses NUL).
+    assert_error(c.get("/films?name=a%00b").send().await, StatusCode::NOT_FOUND, "no film named").await;
+    let long = "x".repeat(600);
+    assert_error(c.get("/films").query("name", &long).send().await, StatusCode::NOT_FOUND, "no film named").await;
 }
 
-#[tokio::test]
-async fn replace_and_delete() {
-    let (c, films, ratings, _server) = stack().await;
+async fn replace_and_delete(backend: Backend) {
+    let (c, films, ratings, _server) = stack(backend).await;
     let heat =
         json_body(c.post("/films").body_json(&json!({"name": "Heat", "language": "English"})).send().await).await;
     let ronin =
@@ -214,31 +245,33 @@ async fn replace_and_delete() {
     let resp =
         c.put(format!("/films/{}", Uuid::new_v4())).body_json(&json!({"name": "X", "language": "Y"})).send().await;
     assert_error(resp, StatusCode::NOT_FOUND, "no film with id").await;
-    let stored = films.list();
-    assert_eq!((stored[0].name.as_str(), stored[0].language.as_str()), ("Heat", "German"));
-    assert_eq!(stored[1].name, "Ronin");
+    let listed = json_body(c.get("/films").send().await).await;
+    assert_eq!(
+        listed,
+        json!([{"id": heat["id"], "name": "Heat", "language": "German"}, ronin]),
+        "a replaced film keeps its place"
+    );
 
     let resp = c.delete(&url).send().await;
     resp.assert_status(StatusCode::NO_CONTENT);
     resp.assert_header(SERVED_BY, HOST);
     assert_error(c.delete(&url).send().await, StatusCode::NOT_FOUND, "no film with id").await;
     assert_error(c.get(&url).send().await, StatusCode::NOT_FOUND, "no film with id").await;
-    assert_eq!(films.len(), 1);
+    assert_eq!(count_rows(&films, "films").await, 1);
     // Ratings belong to rating-service; deleting a film leaves its rating.
-    assert_eq!(ratings.len(), 2);
+    assert_eq!(count_rows(&ratings, "ratings").await, 2);
     // The name is free again, and re-creating it works although the old
     // rating with that name is still there.
     let resp = c.post("/films").body_json(&json!({"name": "Heat", "language": "English"})).send().await;
     resp.assert_status(StatusCode::CREATED);
-    assert_eq!(ratings.len(), 3);
+    assert_eq!(count_rows(&ratings, "ratings").await, 3);
 }
 
-#[tokio::test]
-async fn rating_service_unreachable_is_503_and_stores_nothing() {
-    let (c, films) = film_service(&format!("http://{}", dead_addr()));
+async fn rating_service_unreachable_is_503_and_stores_nothing(backend: Backend) {
+    let (c, films) = film_service(backend, &format!("http://{}", dead_addr())).await;
     let resp = c.post("/films").body_json(&json!({"name": "Heat", "language": "English"})).send().await;
     assert_error(resp, StatusCode::SERVICE_UNAVAILABLE, "film not stored: rating-service could not be reached").await;
-    assert!(films.is_empty());
+    assert_eq!(count_rows(&films, "films").await, 0, "the reservation was released");
     assert_error(c.get("/films?name=Heat").send().await, StatusCode::NOT_FOUND, "no film named").await;
     // The name was released: nothing blocks a retry.
     let resp = c.post("/films").body_json(&json!({"name": "Heat", "language": "English"})).send().await;
@@ -247,27 +280,70 @@ async fn rating_service_unreachable_is_503_and_stores_nothing() {
 
 #[handler]
 fn refusing_rating_service() -> (StatusCode, poem::web::Json<Value>) {
-    (StatusCode::INTERNAL_SERVER_ERROR, poem::web::Json(json!({"error": "disk full"})))
+    (StatusCode::UNPROCESSABLE_ENTITY, poem::web::Json(json!({"error": "no such language"})))
 }
 
-#[tokio::test]
-async fn rating_service_error_is_502_and_stores_nothing() {
+async fn rating_service_error_is_502_and_stores_nothing(backend: Backend) {
     let server = LoopbackServer::start(refusing_rating_service).await;
-    let (c, films) = film_service(&server.url());
+    let (c, films) = film_service(backend, &server.url()).await;
     let resp = c.post("/films").body_json(&json!({"name": "Heat", "language": "English"})).send().await;
     assert_error(
         resp,
         StatusCode::BAD_GATEWAY,
-        "film not stored: rating-service refused its rating (500 Internal Server Error: disk full)",
+        "film not stored: rating-service refused its rating (422 Unprocessable Entity: no such language)",
     )
     .await;
-    assert!(films.is_empty());
+    assert_eq!(count_rows(&films, "films").await, 0);
     assert_eq!(json_body(c.get("/films").send().await).await, json!([]));
 }
 
-#[tokio::test]
-async fn unknown_paths_and_methods_are_json_errors() {
-    let (c, _) = film_service(&format!("http://{}", dead_addr()));
+async fn pages_follow_the_link_header(backend: Backend) {
+    let (c, _, _, _server) = stack(backend).await;
+    let mut made = Vec::new();
+    for i in 0..7 {
+        let resp =
+            c.post("/films").body_json(&json!({"name": format!("Film {i}"), "language": "English"})).send().await;
+        resp.assert_status(StatusCode::CREATED);
+        made.push(json_body(resp).await);
+    }
+    // Deleting one in the middle does not disturb the pages.
+    let gone = made.remove(3);
+    c.delete(format!("/films/{}", gone["id"].as_str().unwrap())).send().await.assert_status(StatusCode::NO_CONTENT);
+
+    let mut url = "/films?limit=2".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let resp = c.get(&url).send().await;
+        resp.assert_status_is_ok();
+        let link = resp.0.headers().get("link").map(|v| v.to_str().unwrap().to_owned());
+        let page = json_body(resp).await;
+        assert!(page.as_array().unwrap().len() <= 2, "{page}");
+        seen.extend(page.as_array().unwrap().iter().cloned());
+        pages += 1;
+        let Some(link) = link else { break };
+        let next = link.strip_prefix('<').and_then(|l| l.split_once(">; rel=\"next\"")).unwrap().0;
+        assert!(next.starts_with("/films?limit=2&after="), "{link}");
+        url = next.to_owned();
+    }
+    assert_eq!(seen, made, "every film once, oldest first");
+    assert_eq!(pages, 3);
+
+    // The default page and the limits.
+    assert_eq!(json_body(c.get("/films").send().await).await.as_array().unwrap().len(), 6);
+    assert!(c.get("/films?limit=1000").send().await.0.headers().get("link").is_none());
+    for bad in ["0", "1001", "-1", "x"] {
+        let resp = c.get(format!("/films?limit={bad}")).send().await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "limit").await;
+    }
+    for bad in ["x", "-3", "", "1234567890123456789"] {
+        let resp = c.get(format!("/films?after={bad}")).send().await;
+        assert_error(resp, StatusCode::BAD_REQUEST, "failed to parse parameter `after`").await;
+    }
+}
+
+async fn unknown_paths_and_methods_are_json_errors(backend: Backend) {
+    let (c, _) = film_service(backend, &format!("http://{}", dead_addr())).await;
     assert_error(c.get("/ratings").send().await, StatusCode::NOT_FOUND, "not found").await;
     assert_error(c.get("/films/").send().await, StatusCode::NOT_FOUND, "not found").await;
     assert_error(c.patch("/films").send().await, StatusCode::METHOD_NOT_ALLOWED, "method not allowed").await;
@@ -275,9 +351,8 @@ async fn unknown_paths_and_methods_are_json_errors() {
         .await;
 }
 
-#[tokio::test]
-async fn health_metrics_openapi_docs() {
-    let (c, _) = film_service(&format!("http://{}", dead_addr()));
+async fn health_metrics_openapi_docs(backend: Backend) {
+    let (c, _) = film_service(backend, &format!("http://{}", dead_addr())).await;
     assert_eq!(json_body(c.get("/healthz").send().await).await, json!({"status": "ok"}));
     c.get(format!("/films/{}", Uuid::new_v4())).send().await;
     c.post("/films").body("{").send().await;
@@ -312,6 +387,21 @@ async fn health_metrics_openapi_docs() {
     );
     assert_eq!(spec["paths"]["/films"]["post"]["responses"]["201"]["headers"]["LOCATION"]["required"], json!(true));
     assert!(spec["paths"]["/films"]["post"]["responses"]["5XX"].is_object());
+    // Pagination is described: the parameters with their bounds, the header.
+    let list = &spec["paths"]["/films"]["get"];
+    let params: Vec<&str> =
+        list["parameters"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(params, ["name", "limit", "after"]);
+    let limit = &list["parameters"][1]["schema"];
+    assert_eq!((limit["minimum"].as_f64(), limit["maximum"].as_f64()), (Some(1.0), Some(1000.0)), "{limit}");
+    assert_eq!(list["parameters"][2]["schema"]["pattern"], json!("^[0-9]{1,18}$"));
+    assert!(list["responses"]["200"]["headers"]["LINK"].is_object(), "{list}");
+    // Bodies refuse unknown fields, and the schemas say so.
+    assert_eq!(spec["components"]["schemas"]["NewFilm"]["additionalProperties"], json!(false));
+    // A 405 says what is allowed.
+    let resp = c.delete("/films").send().await;
+    resp.assert_status(StatusCode::METHOD_NOT_ALLOWED);
+    resp.assert_header("allow", "GET, POST");
 
     let resp = c.get("/docs").send().await;
     resp.assert_status_is_ok();

@@ -190,6 +190,10 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     b.counter("downstream_cx_total", &s.downstream_cx_total);
     b.gauge("downstream_cx_active", &s.downstream_cx_active);
     b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);
+    if listener.tls {
+        b.counter("ssl.handshake", &s.ssl_handshake);
+        b.counter("ssl.connection_error", &s.ssl_connection_error);
+    }
 }
 
 /// Process-wide values for `server.*` and `cluster_manager.*`.

@@ -21,10 +21,11 @@ pub const X_EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
 pub const X_UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
 // As header names: inserting or looking up by `&str` parses the name again on every request.
-const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+pub const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
 const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
 const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
+pub const X_UPSTREAM_SERVICE_TIME_NAME: HeaderName = HeaderName::from_static(X_UPSTREAM_SERVICE_TIME);
 
 /// The request id to use: the client's, or a fresh UUID when there is none
 /// (or when an edge proxy must not trust it). `None` if ids are disabled.

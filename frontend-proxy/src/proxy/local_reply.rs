@@ -18,6 +18,9 @@ pub enum LocalReply {
     ConnectFailure { retried: bool },
     /// The upstream closed or reset before sending response headers.
     UpstreamReset { retried: bool },
+    /// The upstream's response broke HTTP (a malformed head, a status out
+    /// of range, framing that cannot be trusted).
+    UpstreamProtocolError { retried: bool },
     /// No response within the route (or per-try) timeout.
     Timeout,
     /// A circuit breaker is open.
@@ -28,6 +31,8 @@ pub enum LocalReply {
     BadRequest,
     /// Request headers over `max_request_headers_kb` or `max_headers_count`.
     HeadersTooLarge,
+    /// A request body in a transfer coding other than chunked.
+    UnsupportedTransferCoding,
     /// No bytes either way within the stream idle timeout, before the response started.
     StreamIdleTimeout,
     /// The request was not received in full within `request_timeout`.
@@ -50,6 +55,7 @@ impl LocalReply {
             | LocalReply::ConnectFailure { .. }
             | LocalReply::UpstreamReset { .. }
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::UpstreamProtocolError { .. } => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout | LocalReply::RequestHeaderTimeout => {
                 StatusCode::REQUEST_TIMEOUT
@@ -57,6 +63,7 @@ impl LocalReply {
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             LocalReply::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             LocalReply::Direct { status, .. } | LocalReply::Redirect { status, .. } => *status,
         }
@@ -70,6 +77,7 @@ impl LocalReply {
             LocalReply::NoHealthyUpstream => Bytes::from_static(b"no healthy upstream"),
             LocalReply::ConnectFailure { retried } => reset_body(RESET, *retried, "connection failure"),
             LocalReply::UpstreamReset { retried } => reset_body(RESET, *retried, "connection termination"),
+            LocalReply::UpstreamProtocolError { retried } => reset_body(RESET, *retried, "protocol error"),
             LocalReply::Overflow => reset_body(RESET, false, "overflow"),
             LocalReply::Timeout => Bytes::from_static(b"upstream request timeout"),
             LocalReply::StreamIdleTimeout => Bytes::from_static(b"stream timeout"),
@@ -78,9 +86,16 @@ impl LocalReply {
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
+            LocalReply::UnsupportedTransferCoding => Bytes::from_static(b"transfer coding not implemented"),
             LocalReply::PayloadTooLarge => Bytes::from_static(b"Payload Too Large"),
             LocalReply::Direct { body, .. } => body.clone().unwrap_or_default(),
         }
+    }
+
+    /// Whether the reply is to a request the codec refused: as in Envoy,
+    /// its connection closes after it.
+    pub fn is_codec_error(&self) -> bool {
+        matches!(self, LocalReply::BadRequest | LocalReply::HeadersTooLarge | LocalReply::UnsupportedTransferCoding)
     }
 
     /// Whether the reply counts as a response from the cluster in stats.
@@ -90,6 +105,7 @@ impl LocalReply {
             LocalReply::NoHealthyUpstream
                 | LocalReply::ConnectFailure { .. }
                 | LocalReply::UpstreamReset { .. }
+                | LocalReply::UpstreamProtocolError { .. }
                 | LocalReply::Timeout
                 | LocalReply::Overflow
         )
@@ -110,7 +126,8 @@ pub struct ReplyHeaders<'a> {
 /// Builds the response header of a local reply.
 pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<ResponseHeader> {
     let body = reply.body();
-    let mut resp = ResponseHeader::build(reply.status(), Some(6))?;
+    let mut resp = ResponseHeader::build(reply.status(), Some(7))?;
+    resp.insert_header(header::DATE, super::date::now())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     if !body.is_empty() {
         resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
@@ -158,6 +175,11 @@ mod tests {
             LocalReply::ConnectFailure { retried: true }.body(),
             "upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure"
         );
+        assert_eq!(LocalReply::UpstreamProtocolError { retried: false }.status(), 502);
+        assert_eq!(
+            LocalReply::UpstreamProtocolError { retried: false }.body(),
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+        );
         assert_eq!(LocalReply::Timeout.status(), 504);
         assert_eq!(LocalReply::Timeout.body(), "upstream request timeout");
         assert_eq!(LocalReply::StreamIdleTimeout.status(), 408);
@@ -179,5 +201,6 @@ mod tests {
         assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
         assert_eq!(h.headers.get("server").unwrap(), "envoy");
         assert_eq!(h.headers.get("content-type").unwrap(), "text/plain");
+        assert!(httpdate::parse_http_date(h.headers.get("date").unwrap().to_str().unwrap()).is_ok());
     }
 }

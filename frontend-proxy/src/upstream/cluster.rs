@@ -97,8 +97,17 @@ pub struct Cluster {
     healthy_hosts: AtomicUsize,
     /// Too few healthy hosts: balance over all of them (Envoy's panic mode).
     panic: AtomicBool,
-    /// Wakes the health checker when new hosts need their first check.
+    /// Wakes the health checker: new hosts need their first check, or the
+    /// cluster has just had its first traffic.
     pub(super) hc_wakeup: Notify,
+    /// Wakes the discovery loop for a refresh now (a host kept after it
+    /// left DNS has failed a check).
+    pub(super) refresh_wakeup: Notify,
+    /// Told after every applied health check (start-up waits on it).
+    pub(super) hc_progress: Notify,
+    /// A request has been routed here once (Envoy's "the cluster has had
+    /// traffic", which ends the no-traffic health-check intervals).
+    had_traffic: AtomicBool,
     /// ROUND_ROBIN with equal weights (every DNS cluster): the hosts, for
     /// a selection that skips Pingora's `select_with` (a `HashSet`, a
     /// `Backend` clone and a SipHash lookup per request, a visible share
@@ -164,6 +173,9 @@ impl Cluster {
             healthy_hosts: AtomicUsize::new(0),
             panic: AtomicBool::new(false),
             hc_wakeup: Notify::new(),
+            refresh_wakeup: Notify::new(),
+            hc_progress: Notify::new(),
+            had_traffic: AtomicBool::new(false),
             round_robin: ArcSwapOption::empty(),
             next: AtomicUsize::new(0),
         })
@@ -186,6 +198,7 @@ impl Cluster {
     /// Picks a host, skipping the addresses in `avoid` (hosts already tried
     /// by this request). `None` when no host is available.
     pub fn select(&self, key: &[u8], avoid: &[SocketAddr]) -> Option<Selected> {
+        self.note_traffic();
         if let Some(hosts) = self.round_robin.load().as_deref() {
             let panic = self.panic.load(Relaxed);
             // Each host at most once, starting at the next one in turn.
@@ -202,6 +215,22 @@ impl Cluster {
         let accept = |b: &Backend, ready: bool| ready && host_of(b).is_some_and(|h| acceptable(h, avoid, panic));
         let backend = with_lb!(&self.balancer, lb => lb.select_with(key, max_iterations, accept))?;
         host_of(&backend).cloned()
+    }
+
+    /// Records that the cluster has traffic. The first time, hosts waiting
+    /// out a no-traffic interval are checked now instead (see `refresh`).
+    fn note_traffic(&self) {
+        // A load first, so the request path does not write a shared cache
+        // line on every request.
+        let first = !self.had_traffic.load(Relaxed) && !self.had_traffic.swap(true, Relaxed);
+        if first && self.health_check.is_some() {
+            self.hc_wakeup.notify_one();
+        }
+    }
+
+    /// Whether a request has ever been routed to this cluster.
+    pub fn had_traffic(&self) -> bool {
+        self.had_traffic.load(Relaxed)
     }
 
     /// Whether [`Self::select`] has a host to offer outside `avoid`, without

@@ -8,6 +8,8 @@ pub mod backend;
 pub mod dns;
 pub mod prometheus;
 pub mod proxy;
+pub mod raw;
+pub mod strict;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Behaviour};

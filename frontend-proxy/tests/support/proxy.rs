@@ -49,6 +49,8 @@ impl ProxyProcess {
         std::fs::write(&path, config).expect("write config");
         let log = dir.path().join("proxy.log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        // Two workers unless the test picks (one makes the per-worker
+        // upstream pool deterministic); info logs unless it picks.
         let mut defaults = Vec::new();
         for (flag, value) in [("--concurrency", "2"), ("--log-level", "info")] {
             if !args.contains(&flag) {

@@ -96,8 +96,13 @@ mapping! {
         pub unhealthy_threshold: Option<Field<u32>>,
         pub healthy_threshold: Option<Field<u32>>,
         pub no_traffic_interval: Option<Field<Value>>,
+        pub no_traffic_healthy_interval: Option<Field<Value>>,
         pub unhealthy_interval: Option<Field<Value>>,
+        pub unhealthy_edge_interval: Option<Field<Value>>,
+        pub healthy_edge_interval: Option<Field<Value>>,
+        pub initial_jitter: Option<Field<Value>>,
         pub interval_jitter: Option<Field<Value>>,
+        pub interval_jitter_percent: Option<Field<u32>>,
         pub http_health_check: Option<Field<HttpHealthCheck>>,
         pub tcp_health_check: Option<Field<Value>>,
     }

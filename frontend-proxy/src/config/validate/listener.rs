@@ -23,6 +23,12 @@ const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
 
 /// Envoy's default stream idle timeout.
 const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request head may take to arrive when the file does not say.
+/// Envoy has no default (its edge best practice sets 10 s): without one, a
+/// client that trickles a head a byte at a time holds its connection as
+/// long as each byte comes within the stream idle timeout. `0s` in the
+/// file still turns it off.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default for a downstream connection's idle timeout.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -278,12 +284,18 @@ fn connection_manager(
     let stream_idle_timeout =
         cx.duration(p, "stream_idle_timeout", &h.stream_idle_timeout).unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
     let request_timeout = cx.duration(p, "request_timeout", &h.request_timeout);
-    let request_headers_timeout = cx.duration(p, "request_headers_timeout", &h.request_headers_timeout);
+    let request_headers_timeout = cx
+        .duration(p, "request_headers_timeout", &h.request_headers_timeout)
+        .unwrap_or(DEFAULT_REQUEST_HEADERS_TIMEOUT);
+    let server_name = cx.string(p, "server_name", &h.server_name).unwrap_or_else(|| "envoy".to_string());
+    if http::HeaderValue::from_str(&server_name).is_err() {
+        cx.error(&p.key("server_name"), "must be a valid header value (visible ASCII, spaces and tabs)");
+    }
     Some(HttpConnectionManager {
         stat_prefix: stat_prefix?,
         codec,
         routes: Arc::new(routes?),
-        server_name: cx.string(p, "server_name", &h.server_name).unwrap_or_else(|| "envoy".to_string()),
+        server_name,
         server_header,
         generate_request_id: cx.boolean(p, "generate_request_id", &h.generate_request_id, true),
         preserve_external_request_id: cx.boolean(
@@ -303,7 +315,7 @@ fn connection_manager(
         skip_xff_append: cx.boolean(p, "skip_xff_append", &h.skip_xff_append, false),
         stream_idle_timeout: nonzero(stream_idle_timeout),
         request_timeout: request_timeout.and_then(nonzero),
-        request_headers_timeout: request_headers_timeout.and_then(nonzero),
+        request_headers_timeout: nonzero(request_headers_timeout),
         idle_timeout,
         max_request_headers_kb,
         max_headers_count,

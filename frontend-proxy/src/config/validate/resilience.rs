@@ -15,11 +15,7 @@ pub(super) fn health_checks(cx: &mut Ctx, p: &P, f: &Option<List<raw::HealthChec
         cx.error(&p.key("health_checks"), "only one health check per cluster is supported");
     }
     let (hp, h) = list.into_iter().next()?;
-    cx.other(
-        &hp,
-        h,
-        &["event_log_path", "always_log_health_check_failures", "initial_jitter", "interval_jitter_percent"],
-    );
+    cx.other(&hp, h, &["event_log_path", "always_log_health_check_failures"]);
     // Envoy requires all four.
     let timeout = required_duration(cx, &hp, "timeout", &h.timeout);
     let interval = required_duration(cx, &hp, "interval", &h.interval);
@@ -30,12 +26,19 @@ pub(super) fn health_checks(cx: &mut Ctx, p: &P, f: &Option<List<raw::HealthChec
             cx.error(&hp.key(name), "must be at least 1");
         }
     }
-    if cx.duration(&hp, "interval_jitter", &h.interval_jitter).is_some() {
-        cx.warn(&hp.key("interval_jitter"), "ignored: checks run at exactly `interval`");
-    }
-    let no_traffic_interval =
-        cx.duration(&hp, "no_traffic_interval", &h.no_traffic_interval).unwrap_or(DEFAULT_NO_TRAFFIC_INTERVAL);
-    let unhealthy_interval = cx.duration(&hp, "unhealthy_interval", &h.unhealthy_interval);
+    // The optional intervals, with Envoy's defaults: each falls back on the one it refines.
+    let no_traffic_interval = positive_duration(cx, &hp, "no_traffic_interval", &h.no_traffic_interval)
+        .unwrap_or(DEFAULT_NO_TRAFFIC_INTERVAL);
+    let no_traffic_healthy_interval =
+        positive_duration(cx, &hp, "no_traffic_healthy_interval", &h.no_traffic_healthy_interval)
+            .unwrap_or(no_traffic_interval);
+    let unhealthy_interval = positive_duration(cx, &hp, "unhealthy_interval", &h.unhealthy_interval);
+    let unhealthy_edge_interval = positive_duration(cx, &hp, "unhealthy_edge_interval", &h.unhealthy_edge_interval);
+    let healthy_edge_interval = positive_duration(cx, &hp, "healthy_edge_interval", &h.healthy_edge_interval);
+    let initial_jitter = cx.duration(&hp, "initial_jitter", &h.initial_jitter).unwrap_or_default();
+    let interval_jitter = cx.duration(&hp, "interval_jitter", &h.interval_jitter).unwrap_or_default();
+    let interval_jitter_percent =
+        cx.opt(&hp, "interval_jitter_percent", &h.interval_jitter_percent).copied().unwrap_or(0);
     let kind = match (h.http_health_check.is_some(), h.tcp_health_check.is_some()) {
         (true, false) => cx
             .opt(&hp, "http_health_check", &h.http_health_check)
@@ -58,11 +61,18 @@ pub(super) fn health_checks(cx: &mut Ctx, p: &P, f: &Option<List<raw::HealthChec
         }
     };
     let interval = interval?;
+    let unhealthy_interval = unhealthy_interval.unwrap_or(interval);
     Some(HealthCheckSpec {
         timeout: timeout?,
         interval,
-        unhealthy_interval: unhealthy_interval.unwrap_or(interval),
+        unhealthy_interval,
+        unhealthy_edge_interval: unhealthy_edge_interval.unwrap_or(unhealthy_interval),
+        healthy_edge_interval: healthy_edge_interval.unwrap_or(interval),
         no_traffic_interval,
+        no_traffic_healthy_interval,
+        initial_jitter,
+        interval_jitter,
+        interval_jitter_percent,
         unhealthy_threshold: unhealthy_threshold?,
         healthy_threshold: healthy_threshold?,
         kind: kind?,
@@ -74,6 +84,11 @@ fn required_duration(cx: &mut Ctx, p: &P, name: &str, f: &Option<raw::Field<serd
         cx.error(&p.key(name), "required field is missing");
         return None;
     }
+    positive_duration(cx, p, name, f)
+}
+
+/// An optional duration that Envoy requires to be above zero when set.
+fn positive_duration(cx: &mut Ctx, p: &P, name: &str, f: &Option<raw::Field<serde_yaml::Value>>) -> Option<Duration> {
     let d = cx.duration(p, name, f)?;
     if d.is_zero() {
         cx.error(&p.key(name), "must be greater than 0");

@@ -1,0 +1,369 @@
+//! A client connection: the loop over its requests (keep-alive and
+//! pipelining), reading each head within its timers, the replies to heads
+//! that cannot be served, and the hand-off of what the engine leaves to
+//! Pingora.
+
+use super::body::Body;
+use super::exchange::Exchange;
+use super::io::{write_all, ClientStream};
+use super::recycle::{self, Source, BUF};
+use super::timer::{Drained, Rearmed};
+use super::wire::{self, ParsedRequest};
+use super::{NativeH1, Served};
+use crate::proxy::context::{RequestCtx, StreamTimeout};
+use crate::proxy::lifecycle::Completion;
+use crate::proxy::local_reply::{self, LocalReply};
+use crate::proxy::shorter;
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::ErrorType;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::debug;
+
+/// How long a connection closing with an unread request body keeps reading it.
+const LINGER: Duration = Duration::from_secs(1);
+/// Largest read while draining a request body before a close.
+const DRAIN_READ: usize = 64 * 1024;
+
+/// Buffers and timers one downstream connection reuses for all its requests.
+/// The buffers are borrowed from the worker's free lists (`recycle.rs`)
+/// while bytes move, and given back while the connection waits.
+pub(super) struct Buffers {
+    /// Bytes read from the client, not yet consumed.
+    pub down: BytesMut,
+    /// Bytes read from the upstream, not yet forwarded.
+    pub up: BytesMut,
+    /// What is about to be written.
+    pub out: Vec<u8>,
+    /// The connection's idle timeout between requests.
+    idle_timer: Rearmed,
+    /// The route (or per-try) timeout of each attempt.
+    pub attempt_timer: Rearmed,
+}
+
+impl Buffers {
+    fn new() -> Self {
+        Self {
+            down: BytesMut::new(),
+            up: BytesMut::new(),
+            out: Vec::new(),
+            idle_timer: Rearmed::default(),
+            attempt_timer: Rearmed::default(),
+        }
+    }
+
+    /// Between requests: gives the buffers back, but for unread bytes of
+    /// the next request (pipelined), which move to a smaller buffer if a
+    /// large body made theirs grow.
+    fn release(&mut self) {
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
+        if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
+            let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
+            self.down.extend_from_slice(&rest);
+        }
+    }
+
+    /// Gives back what the next wait does not need: the write buffer, the
+    /// upstream's (its bytes are passed on), and the client's unless it
+    /// holds unread bytes (a pipelined request).
+    pub fn give_back(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
+        recycle::give_write(out);
+        recycle::give_read(down, Source::Client);
+        up.clear();
+        recycle::give_read(up, Source::Upstream);
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        self.down.clear();
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
+    }
+}
+
+/// What waiting for the next request head gave.
+enum Head {
+    /// A request, and when its first byte arrived.
+    Request(Box<wire::Request>, std::time::Instant),
+    /// The connection is over: closed, idle too long, or the server is
+    /// shutting down.
+    Closed,
+    /// Valid HTTP the engine leaves to Pingora.
+    HandOff,
+    /// A head the codec refuses: the reply, and when the head began.
+    Reject(LocalReply, std::time::Instant),
+    /// A head that stopped arriving.
+    TimedOut(StreamTimeout, std::time::Instant),
+}
+
+impl NativeH1 {
+    /// Serves HTTP/1.1 requests from `client_addr` on `down` until the
+    /// connection ends or needs Pingora.
+    pub async fn serve<D: ClientStream>(
+        &self,
+        mut down: D,
+        client_addr: Option<SocketAddr>,
+        listener: usize,
+        shutdown: &ShutdownWatch,
+    ) -> Served<D> {
+        let mut drained = Drained::new(shutdown);
+        let mut bufs = Buffers::new();
+        // A connection's task is as large as this future's largest state:
+        // what a request needs lives in `serve_request`'s and `reject`'s
+        // futures and in scopes that end before the next await, so that no
+        // state carries a slot for another's locals.
+        loop {
+            let head = self.read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, &mut drained).await;
+            let (request, started) = match head {
+                Head::Request(request, started) => (request, started),
+                Head::Closed => return Served::Closed,
+                Head::HandOff => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
+                Head::Reject(..) | Head::TimedOut(..) => {
+                    self.reject(&mut down, &mut bufs.out, head, listener, client_addr).await;
+                    // The reply and the FIN go out before the close, which
+                    // resets the connection if the client sent more.
+                    let _ = down.shutdown().await;
+                    return Served::Closed;
+                }
+            };
+            let (keep_alive, unread_body) = {
+                let mut ctx = RequestCtx::starting(started);
+                ctx.listener = listener;
+                ctx.client_addr = client_addr;
+                self.serve_request(&mut down, &mut bufs, request, &mut ctx, shutdown).await
+            };
+            if !keep_alive {
+                let _ = down.shutdown().await;
+                if unread_body {
+                    linger(&mut down).await;
+                }
+                return Served::Closed;
+            }
+            bufs.release();
+        }
+    }
+
+    /// Answers a request head that cannot be served (malformed, too large,
+    /// or too slow to arrive) and accounts for it.
+    async fn reject<D: ClientStream>(
+        &self,
+        down: &mut D,
+        out: &mut Vec<u8>,
+        head: Head,
+        listener: usize,
+        client_addr: Option<SocketAddr>,
+    ) {
+        let head_ctx = |at| {
+            let mut ctx = RequestCtx::starting(at);
+            ctx.listener = listener;
+            ctx.client_addr = client_addr;
+            ctx
+        };
+        let (mut ctx, reply, protocol_error) = match head {
+            Head::Reject(reply, at) => (head_ctx(at), reply, true),
+            Head::TimedOut(which, at) => {
+                let mut ctx = head_ctx(at);
+                let reply = self.proxy.stream_timed_out(&mut ctx, which);
+                (ctx, reply, false)
+            }
+            Head::Request(..) | Head::Closed | Head::HandOff => return,
+        };
+        let status = self.send_reply(down, out, &mut ctx, reply, false, true).await;
+        self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
+    }
+
+    /// Reads the next request head. The head is parsed when its first read
+    /// arrives (to turn away what is not HTTP at once) and when its end
+    /// has; in between, only the new bytes are looked at.
+    async fn read_request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        buf: &mut BytesMut,
+        idle_timer: &mut Rearmed,
+        listener: usize,
+        drained: &mut Drained<'_>,
+    ) -> Head {
+        let listener = &self.proxy.listeners[listener];
+        let hcm = &listener.hcm;
+        let limit = hcm.max_request_headers_kb as usize * 1024;
+        let mut started = (!buf.is_empty()).then(std::time::Instant::now);
+        // How far the end of the head has been looked for, and whether the
+        // head has been parsed since its first read.
+        let (mut scanned, mut parsed_once) = (0, false);
+        loop {
+            if let Some(at) = started {
+                let end = wire::head_end(buf, scanned);
+                if end.is_some() || !parsed_once {
+                    parsed_once = true;
+                    match wire::parse_request(buf) {
+                        ParsedRequest::Complete(r) => return Head::Request(r, at),
+                        ParsedRequest::Partial => {}
+                        ParsedRequest::HandOff => return Head::HandOff,
+                        ParsedRequest::TooManyHeaders => return Head::Reject(LocalReply::HeadersTooLarge, at),
+                        ParsedRequest::Malformed => return Head::Reject(LocalReply::BadRequest, at),
+                        ParsedRequest::UnsupportedCoding => {
+                            return Head::Reject(LocalReply::UnsupportedTransferCoding, at)
+                        }
+                    }
+                }
+                if buf.len() > limit {
+                    return Head::Reject(LocalReply::HeadersTooLarge, at);
+                }
+                scanned = end.unwrap_or(buf.len().saturating_sub(3));
+                recycle::take_read(buf, Source::Client);
+            }
+            let read = match started {
+                None => {
+                    // Between requests: the idle timeout runs and a shutdown
+                    // closes the connection, unless a request is already
+                    // waiting (the read comes first): that one is served,
+                    // with `connection: close`.
+                    let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
+                    let read = tokio::select! {
+                        biased;
+                        r = idle_timer.run(idle_ends, async {
+                            down.readable().await?;
+                            recycle::take_read(buf, Source::Client);
+                            down.read_buf(buf).await
+                        }) => r,
+                        _ = &mut *drained => return Head::Closed,
+                    };
+                    let Ok(read) = read else {
+                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                        debug!(listener = %listener.name, "connection idle timeout");
+                        return Head::Closed;
+                    };
+                    started = Some(std::time::Instant::now());
+                    read
+                }
+                Some(at) => {
+                    // Part of a head: `request_headers_timeout`, the stream idle
+                    // timeout and `request_timeout` run.
+                    let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
+                    let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
+                    let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
+                    match shorter(headers_end, shorter(request_ends, idle_ends)) {
+                        Some(end) => match timeout_at(end, down.read_buf(buf)).await {
+                            Ok(r) => r,
+                            Err(_) if Some(end) == headers_end => return Head::TimedOut(StreamTimeout::Headers, at),
+                            Err(_) if Some(end) == request_ends => return Head::TimedOut(StreamTimeout::Request, at),
+                            Err(_) => return Head::TimedOut(StreamTimeout::Idle, at),
+                        },
+                        None => down.read_buf(buf).await,
+                    }
+                }
+            };
+            match read {
+                Ok(0) | Err(_) => return Head::Closed,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Serves one request; returns whether the connection may carry another,
+    /// and whether part of the request body was left unread.
+    async fn serve_request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        // Boxed: the head stays where the parser put it, and the future
+        // holds a pointer, not a second copy of it beside `req`.
+        request: Box<wire::Request>,
+        ctx: &mut RequestCtx,
+        shutdown: &ShutdownWatch,
+    ) -> (bool, bool) {
+        let wire::Request { header: mut req, body: framing, close } = *request;
+        let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
+        let started = Body::start(framing, &mut bufs.down, max_body);
+        let head_request = req.method == Method::HEAD;
+        let reply = match self.proxy.admit(&mut req, false, false, ctx) {
+            Ok(reply) => reply,
+            Err(e) => {
+                debug!(error = %e, "request rejected");
+                Some(LocalReply::BadRequest)
+            }
+        };
+        let (mut body, reply) = match started {
+            Ok(body) => (body, reply),
+            Err(e) => (Body::refused(), reply.or(Some(e.reply()))),
+        };
+        let mut keep_alive = !close && !*shutdown.borrow();
+        let (status, upstream_body, error) = match reply {
+            Some(reply) => {
+                // As Envoy: a request the codec rejects ends its connection.
+                keep_alive &= body.complete() && !reply.is_codec_error();
+                let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
+            }
+            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, shutdown).await {
+                Exchange::Done { status, keep_alive: k, upstream_body } => {
+                    keep_alive &= k;
+                    (status, upstream_body, None)
+                }
+                Exchange::Failed => {
+                    keep_alive &= body.complete() && !*shutdown.borrow();
+                    let reply = self.proxy.final_failure(ctx, None);
+                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                    (status.unwrap_or(0), 0, None)
+                }
+                Exchange::Broken { status, upstream_body, error } => {
+                    keep_alive = false;
+                    (status, upstream_body, Some(error))
+                }
+            },
+        };
+        let done = Completion {
+            request: Some(&req),
+            status,
+            http2: false,
+            upstream_body_bytes: upstream_body,
+            request_body_bytes: body.received,
+            error: error.as_ref().map(|e| e.as_str()),
+        };
+        self.proxy.complete(&done, ctx);
+        (keep_alive, !body.complete())
+    }
+
+    /// Writes a local reply; returns its status, or `None` if the client is gone.
+    pub(super) async fn send_reply<D: ClientStream>(
+        &self,
+        down: &mut D,
+        out: &mut Vec<u8>,
+        ctx: &mut RequestCtx,
+        reply: LocalReply,
+        head_request: bool,
+        close: bool,
+    ) -> Option<u16> {
+        let head = local_reply::response_header(&reply, &self.proxy.reply_headers(ctx)).ok()?;
+        let body = if head_request { Bytes::new() } else { reply.body() };
+        recycle::take_write(out);
+        wire::write_local_reply(out, &head, &body, close);
+        ctx.reply = Some(reply);
+        match close {
+            true => down.write_last(out.as_slice()).await.ok()?,
+            false => write_all(down, &mut out.as_slice()).await.ok()?,
+        }
+        Some(head.status.as_u16())
+    }
+}
+
+/// After answering a request whose body was not all read: the rest is read
+/// and dropped for a while before the connection closes, so the client
+/// gets the answer instead of a reset (Envoy's delayed close, nginx's
+/// lingering close).
+async fn linger<D: ClientStream>(down: &mut D) {
+    let mut sink = vec![0u8; DRAIN_READ];
+    let _ = timeout(LINGER, async {
+        while let Ok(n) = down.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}

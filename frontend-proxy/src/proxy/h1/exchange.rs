@@ -1,0 +1,497 @@
+//! One request's exchange with its cluster: the attempts (a pooled or new
+//! connection, the request sent, the final response head awaited), the
+//! retry decisions the lifecycle makes after each, and the response head
+//! the client gets.
+
+use super::body::{Body, BodyError, BODY_READ};
+use super::conn::Buffers;
+use super::io::ClientStream;
+use super::pool::{self, PoolKey, Upstream};
+use super::recycle::{self, Source, BUF};
+use super::timer::within;
+use super::wire::{self, Framing, HeadScan, ResponseHead};
+use super::NativeH1;
+use crate::metrics::UpstreamConnectionTracer;
+use crate::proxy::context::{RequestCtx, StreamTimeout};
+use crate::proxy::date;
+use crate::proxy::framing::Codings;
+use crate::proxy::lifecycle::{Added, AttemptFailure, AttemptStart};
+use crate::proxy::shorter;
+use bytes::{Buf, BytesMut};
+use http::header::TRANSFER_ENCODING;
+use http::Method;
+use pingora_core::server::ShutdownWatch;
+use pingora_error::ErrorType;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::{timeout, timeout_at, Instant};
+use tracing::{debug, warn};
+
+/// Largest upstream response head accepted (interim ones included).
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
+/// How an exchange with the upstream ended.
+pub(super) enum Exchange {
+    /// The response went to the client; whether the client connection may
+    /// carry another request.
+    Done { status: u16, keep_alive: bool, upstream_body: u64 },
+    /// No response headers went out: the proxy answers itself.
+    Failed,
+    /// The response broke off after its headers went out (or the client went
+    /// away): the connection must close.
+    Broken { status: u16, upstream_body: u64, error: ErrorType },
+}
+
+/// An attempt that ended before its response could be forwarded.
+#[derive(Debug)]
+enum AttemptError {
+    Connect {
+        timed_out: bool,
+        error: String,
+    },
+    Upstream {
+        timed_out: bool,
+        error: ErrorType,
+    },
+    /// The upstream's response breaks the protocol (502).
+    Protocol(&'static str),
+    /// The client went away while its body was being sent.
+    Downstream,
+    /// The client's body broke the coding or the size limit.
+    Client(BodyError),
+    /// A downstream-side timer (stream idle, `request_timeout`) ran out.
+    Stream(StreamTimeout),
+}
+
+/// How one upstream attempt ended.
+enum Attempt {
+    /// A final response to forward: its connection, its head (left at the
+    /// start of `bufs.up`, its length given), and whether the client
+    /// connection closes after it.
+    Answer {
+        up: Upstream,
+        head: ResponseHead,
+        close: bool,
+    },
+    /// The response's status asks for a retry.
+    RetryStatus,
+    Failed(AttemptError),
+}
+
+impl NativeH1 {
+    /// Forwards the request to the route's cluster, retrying as the route
+    /// and the defaults allow, and streams the response back.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn forward<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &mut Body,
+        keep_alive: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Exchange {
+        loop {
+            let attempt = match self.proxy.begin_attempt(ctx, false).await {
+                Ok(a) => a,
+                // `begin_attempt` has set `ctx.last_failure`, the reply to send.
+                Err(_) => return Exchange::Failed,
+            };
+            let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
+            let (outcome, reused) = self.attempt(down, bufs, req, ctx, body, key, &attempt).await;
+            let outcome = match outcome {
+                Ok((up, head_len)) => self.answer(bufs, req, ctx, body, up, head_len, keep_alive, shutdown),
+                Err(e) => Attempt::Failed(e),
+            };
+            match outcome {
+                Attempt::Answer { mut up, head, close } => {
+                    let (exchange, reusable) = self.respond(down, bufs, ctx, &mut up, &head, close, &attempt).await;
+                    if reusable {
+                        pool::checkin(key, up);
+                    }
+                    return exchange;
+                }
+                Attempt::RetryStatus => {
+                    // This response is dropped with its connection.
+                    self.proxy.record_retry(ctx);
+                    bufs.up.clear();
+                }
+                Attempt::Failed(AttemptError::Connect { timed_out, error }) => {
+                    let retry = self.proxy.connect_failed(ctx, timed_out);
+                    warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
+                    if !retry {
+                        return Exchange::Failed;
+                    }
+                }
+                Attempt::Failed(AttemptError::Downstream) => {
+                    return Exchange::Broken { status: 0, upstream_body: 0, error: ErrorType::ReadError };
+                }
+                Attempt::Failed(AttemptError::Client(e)) => {
+                    if e == BodyError::Malformed {
+                        self.proxy.listener(ctx).stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+                    }
+                    ctx.last_failure = Some(e.reply());
+                    return Exchange::Failed;
+                }
+                Attempt::Failed(AttemptError::Stream(which)) => {
+                    // Sets the 408 as the reply; the upstream connection is dropped.
+                    self.proxy.stream_timed_out(ctx, which);
+                    return Exchange::Failed;
+                }
+                Attempt::Failed(failed @ (AttemptError::Upstream { .. } | AttemptError::Protocol(_))) => {
+                    let (timed_out, protocol_error, why) = match failed {
+                        AttemptError::Upstream { timed_out, error } => (timed_out, false, error.as_str()),
+                        AttemptError::Protocol(why) => (false, true, why),
+                        _ => (false, false, ""),
+                    };
+                    let failure = AttemptFailure {
+                        timed_out,
+                        protocol_error,
+                        from_upstream: true,
+                        response_started: false,
+                        body_truncated: body.streamed,
+                        idempotent: req.method.is_idempotent(),
+                        reused_connection: reused,
+                    };
+                    let retry = self.proxy.attempt_failed(ctx, failure);
+                    debug!(upstream = %attempt.host.addr, error = why, retry, reused, "upstream request failed");
+                    bufs.up.clear();
+                    if !retry {
+                        return Exchange::Failed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt on the host `attempt` picked: on a pooled connection if
+    /// there is one, then (if the upstream had just closed that one) on a
+    /// new connection. Returns the connection and the final response
+    /// head's length, and whether the connection was a pooled one.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &mut Body,
+        key: PoolKey,
+        attempt: &AttemptStart,
+    ) -> (Result<(Upstream, usize), AttemptError>, bool) {
+        let mut reused = false;
+        let mut result = Err(AttemptError::Downstream);
+        for pooled in [true, false] {
+            result = match self.upstream(attempt, key, pooled).await {
+                Ok((up, was_pooled)) => {
+                    reused = was_pooled;
+                    ctx.pending_permit = None;
+                    self.send_request(down, bufs, req, ctx, body, up, attempt).await
+                }
+                Err(e) => Err(e),
+            };
+            // A pooled connection the upstream closed just as it was
+            // reused (the keep-alive race): the request never reached
+            // it, so it goes again on a new connection to the same host.
+            let stale = reused
+                && !body.streamed
+                && req.method.is_idempotent()
+                && matches!(
+                    result,
+                    Err(AttemptError::Upstream {
+                        timed_out: false,
+                        error: ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+                    })
+                );
+            if !stale {
+                break;
+            }
+            debug!(upstream = %attempt.host.addr, "pooled connection closed by the upstream; reconnecting");
+            bufs.up.clear();
+        }
+        (result, reused)
+    }
+
+    /// Checks the final response head at the start of `bufs.up`, decides
+    /// on a retry by its status, and writes the head the client gets into
+    /// `bufs.out`.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &self,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &Body,
+        up: Upstream,
+        head_len: usize,
+        keep_alive: bool,
+        shutdown: &ShutdownWatch,
+    ) -> Attempt {
+        let mut slots = wire::header_slots();
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = wire::parse_response(&mut resp, &bufs.up[..head_len], &mut slots);
+        let mut head = match parsed {
+            // The scan found the head's end: the parse is complete or fails.
+            Ok(httparse::Status::Complete(_)) => match wire::response_head(&resp, req.method == Method::HEAD) {
+                Ok(head) => head,
+                Err(why) => return Attempt::Failed(AttemptError::Protocol(why)),
+            },
+            Ok(httparse::Status::Partial) | Err(_) => {
+                return Attempt::Failed(AttemptError::Protocol("malformed response head"))
+            }
+        };
+        // An upstream connection that did not take the whole body is not reused.
+        head.close |= !body.complete();
+        if self.proxy.upstream_answered(ctx, head.status, body.streamed) {
+            return Attempt::RetryStatus;
+        }
+        // A body the upstream answered before it all arrived leaves the
+        // rest unread on the client connection: it must close. A drain
+        // that began while the request was in flight closes the connection
+        // after this response, and says so (as Envoy does).
+        let close = !keep_alive || *shutdown.borrow() || head.framing == Framing::UntilClose || !body.complete();
+        recycle::take_write(&mut bufs.out);
+        if self.write_response_head(&mut bufs.out, &resp, &head, ctx, close).is_err() {
+            return Attempt::Failed(AttemptError::Protocol("response head cannot be forwarded"));
+        }
+        bufs.up.advance(head_len);
+        Attempt::Answer { up, head, close }
+    }
+
+    /// Writes the response head the client gets: the upstream's fields that
+    /// go on, and the proxy's own (the lifecycle's [`Added`] list, which
+    /// the Pingora engine applies too).
+    fn write_response_head(
+        &self,
+        out: &mut Vec<u8>,
+        resp: &httparse::Response<'_, '_>,
+        head: &ResponseHead,
+        ctx: &RequestCtx,
+        close: bool,
+    ) -> pingora_error::Result<()> {
+        wire::write_status_line(out, head.status, resp.reason);
+        // A length repeated with the same value goes on once (RFC 9110 §8.6).
+        let mut length_seen = false;
+        let forwarded = resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
+            !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
+        });
+        // The codings, spelled one way for the client's parser.
+        let coding = head
+            .recode
+            .then(|| {
+                let te = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+                Codings::canonical(te.map(|h| h.value))
+            })
+            .flatten();
+        if self.proxy.edits_response_headers(ctx) {
+            // Configured edits work on a header map, as in the Pingora engine.
+            let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
+            for h in forwarded {
+                map.append_header(h.name.to_string(), h.value)?;
+            }
+            if let Some(coding) = coding {
+                map.append_header(TRANSFER_ENCODING, coding)?;
+            }
+            self.proxy.downstream_headers(&mut map, ctx)?;
+            for (name, value) in map.headers.iter() {
+                wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        } else {
+            let edits = self.proxy.response_edits(ctx);
+            let (mut has_server, mut has_date) = (false, false);
+            for h in forwarded {
+                let name = h.name.as_bytes();
+                if edits.replaces(name) {
+                    continue;
+                }
+                has_server |= name.eq_ignore_ascii_case(b"server");
+                has_date |= name.eq_ignore_ascii_case(b"date");
+                wire::put_header(out, name, h.value);
+            }
+            if let Some(coding) = coding {
+                wire::put_header(out, b"transfer-encoding", coding.as_bytes());
+            }
+            edits.additions(has_server, has_date, |name, added| match added {
+                Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),
+                Added::Value(v) => wire::put_header(out, name.as_str().as_bytes(), v.as_bytes()),
+                Added::Date => wire::put_header(out, name.as_str().as_bytes(), date::now().as_bytes()),
+            });
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    /// A pooled connection to the attempt's host, or a new one.
+    async fn upstream(
+        &self,
+        attempt: &AttemptStart,
+        key: PoolKey,
+        pooled: bool,
+    ) -> Result<(Upstream, bool), AttemptError> {
+        if let Some(conn) = pooled.then(|| pool::checkout(key)).flatten() {
+            return Ok((conn, true));
+        }
+        // Boxed: the connect futures (Pingora's TLS one above all) would
+        // otherwise be part of every connection's state, and copied with it.
+        Box::pin(self.connect(attempt)).await.map(|up| (up, false))
+    }
+
+    /// A new connection to the attempt's host.
+    async fn connect(&self, attempt: &AttemptStart) -> Result<Upstream, AttemptError> {
+        let cluster = &attempt.cluster;
+        let connect_timeout = cluster.spec.connect_timeout;
+        if cluster.spec.tls.is_some() {
+            let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout);
+            return match self.connector.new_stream(&peer).await {
+                Ok(s) => Ok(Upstream::pingora(s)),
+                Err(e) => Err(AttemptError::Connect {
+                    timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
+                    error: e.to_string(),
+                }),
+            };
+        }
+        match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host);
+                Ok(Upstream::tcp(s, tracer))
+            }
+            Ok(Err(e)) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),
+            Err(_) => Err(AttemptError::Connect { timed_out: true, error: "connect timed out".into() }),
+        }
+    }
+
+    /// Sends the request head and body and reads up to the final response
+    /// head, which is left at the start of `bufs.up`; returns its length.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        req: &RequestHeader,
+        ctx: &RequestCtx,
+        body: &mut Body,
+        mut up: Upstream,
+        attempt: &AttemptStart,
+    ) -> Result<(Upstream, usize), AttemptError> {
+        let idle = attempt.idle;
+        let deadline = attempt.timeout.map(|t| Instant::from_std(attempt.started) + t);
+        recycle::take_write(&mut bufs.out);
+        if self.proxy.forwards_request_unchanged(ctx) {
+            // Most routes: the head goes out as it came in (no copy of the header map).
+            wire::write_request_head(&mut bufs.out, req, Some(self.proxy.expected_timeout(ctx)));
+        } else {
+            let mut upstream_req = req.clone();
+            self.proxy
+                .upstream_headers(&mut upstream_req, req, false, ctx)
+                .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
+            wire::write_request_head(&mut bufs.out, &upstream_req, None);
+        }
+        bufs.out.extend_from_slice(&body.buffered);
+        let request_deadline = ctx.request_deadline.map(Instant::from_std);
+        let max_body = self.proxy.listener(ctx).hcm.max_request_bytes;
+        let attempt_timer = &mut bufs.attempt_timer;
+        let (out, down_buf, up_buf) = (&mut bufs.out, &mut bufs.down, &mut bufs.up);
+        let exchange = async {
+            // A write the upstream refuses may mean it has answered already
+            // (413 to an upload it will not take): its answer, if there is
+            // one, is read below before the write error counts.
+            let mut write_error =
+                within(idle, up.write_all(out)).await.map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?.err();
+            // The rest of a large body streams from the client, each read
+            // within the stream idle timeout and what is left of `request_timeout`.
+            while !body.complete() && write_error.is_none() {
+                if down_buf.is_empty() {
+                    recycle::take_read(down_buf, Source::Client);
+                    down_buf.reserve(usize::try_from(body.unread).unwrap_or(BODY_READ).min(BODY_READ));
+                    let idle_ends = idle.map(|t| Instant::now() + t);
+                    let read = match shorter(request_deadline, idle_ends) {
+                        Some(end) => timeout_at(end, down.read_buf(down_buf)).await.map_err(|_| {
+                            match Some(end) == request_deadline {
+                                true => AttemptError::Stream(StreamTimeout::Request),
+                                false => AttemptError::Stream(StreamTimeout::Idle),
+                            }
+                        })?,
+                        None => down.read_buf(down_buf).await,
+                    };
+                    match read {
+                        Ok(0) | Err(_) => return Err(AttemptError::Downstream),
+                        Ok(_) => {}
+                    }
+                }
+                let chunk = body.next_part(down_buf, max_body).map_err(AttemptError::Client)?;
+                write_error = within(idle, up.write_all(&chunk))
+                    .await
+                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?
+                    .err();
+            }
+            // The request went out: no buffer is held while the upstream thinks.
+            Buffers::give_back(out, down_buf, up_buf);
+            // Waiting for the response: the stream idle timeout needs a timer
+            // of its own only if it is shorter than the attempt's timeout.
+            let idle_first = match attempt.io_timeout() {
+                (t, true) => t,
+                _ => None,
+            };
+            let head = match idle_first {
+                Some(t) => timeout(t, read_response_head(&mut up, up_buf))
+                    .await
+                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
+                None => read_response_head(&mut up, up_buf).await,
+            };
+            match (head, write_error) {
+                (Ok(head_len), _) => Ok(head_len),
+                (Err(head_error), Some(e)) => {
+                    debug!(?head_error, error = %e, "no answer from the upstream after a failed write");
+                    Err(AttemptError::Upstream { timed_out: false, error: ErrorType::WriteError })
+                }
+                (Err(e), None) => Err(e),
+            }
+        };
+        let head_len = attempt_timer
+            .run(deadline, exchange)
+            .await
+            .map_err(|_| AttemptError::Upstream { timed_out: true, error: ErrorType::ReadTimedout })??;
+        Ok((up, head_len))
+    }
+}
+
+/// Reads until a complete final response head is at the start of `buf`,
+/// dropping interim (1xx) responses, as Envoy does; returns its length.
+async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usize, AttemptError> {
+    let mut scanned = 0;
+    loop {
+        match wire::scan_response_head(buf, scanned) {
+            HeadScan::Final(len) => return Ok(len),
+            HeadScan::Interim(len) => {
+                buf.advance(len);
+                scanned = 0;
+                continue;
+            }
+            HeadScan::Invalid(why) => return Err(AttemptError::Protocol(why)),
+            HeadScan::Partial(looked) => scanned = looked,
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(AttemptError::Protocol("response head too large"));
+        }
+        if buf.capacity() == 0 {
+            // Waiting for the response: no buffer held until it comes.
+            up.readable()
+                .await
+                .map_err(|_| AttemptError::Upstream { timed_out: false, error: ErrorType::ReadError })?;
+            recycle::take_read(buf, Source::Upstream);
+        }
+        buf.reserve(BUF);
+        match up.read_buf(buf).await {
+            Ok(0) => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::ConnectionClosed }),
+            Ok(_) => {}
+            Err(_) => return Err(AttemptError::Upstream { timed_out: false, error: ErrorType::ReadError }),
+        }
+    }
+}

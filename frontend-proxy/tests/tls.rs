@@ -1,0 +1,200 @@
+//! TLS listeners and the clients that never finish a handshake: one that
+//! hangs up right after its ClientHello (every load generator at the end
+//! of a run, every port scanner), one that sends half a ClientHello, one
+//! that speaks plaintext HTTP to the TLS port. Each is counted in Envoy's
+//! `listener.<addr>.ssl.connection_error` and logged at debug, never at
+//! error; completed handshakes count in `ssl.handshake`, a client that
+//! chooses h2 and hangs up before its preface included (logged at debug
+//! too). Addresses: 127.0.12.x.
+
+#[allow(unused_imports)]
+mod support;
+
+use pingora_core::tls::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{eventually, free_addr, ip, yaml, Backend};
+
+/// The proxy binary at `--log-level debug` (the test reads what it logs at
+/// every level), stopped on drop.
+struct DebugProxy {
+    child: Child,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl DebugProxy {
+    async fn start(config: &str, ready: SocketAddr) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("proxy.log");
+        let child = Command::new(support::proxy::binary())
+            .arg("-c")
+            .arg(&path)
+            .args(["--concurrency", "2", "--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let p = Self { child, log, _dir: dir };
+        let up = eventually(Duration::from_secs(15), || async { tokio::net::TcpStream::connect(ready).await.is_ok() });
+        assert!(up.await, "proxy did not listen:\n{}", p.log());
+        p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for DebugProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_cert(dir: &Path) -> (String, String) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.cert.pem()).unwrap();
+    std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+    (c.to_string_lossy().into_owned(), k.to_string_lossy().into_owned())
+}
+
+/// A connection the TLS client writes to but never reads from, so its
+/// handshake stops after the ClientHello however fast the server answers.
+#[derive(Debug)]
+struct SendOnly(std::net::TcpStream);
+
+impl std::io::Read for SendOnly {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
+impl std::io::Write for SendOnly {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.write(data)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Sends a real ClientHello and hangs up before reading the server's answer.
+fn hang_up_after_client_hello(addr: SocketAddr) {
+    let tcp = SendOnly(std::net::TcpStream::connect(addr).unwrap());
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    match ssl.connect(tcp) {
+        // The ClientHello is out; the client would wait for the ServerHello.
+        Err(HandshakeError::WouldBlock(mid)) => drop(mid),
+        other => panic!("expected a handshake in progress: {:?}", other.map(|_| ())),
+    }
+}
+
+/// Completes a handshake choosing h2 by ALPN, and hangs up before the
+/// HTTP/2 preface.
+fn h2_then_hang_up(addr: SocketAddr) {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let tls = ssl.connect(tcp).map_err(|e| e.to_string()).unwrap();
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+}
+
+/// Sends the first bytes of a ClientHello (a record header and a little
+/// more) and closes.
+fn half_a_client_hello(addr: SocketAddr) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03]).unwrap();
+}
+
+/// A plaintext HTTP request on the TLS port.
+fn plaintext_on_tls_port(addr: SocketAddr) {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = std::io::Read::read(&mut tcp, &mut [0u8; 512]);
+}
+
+#[tokio::test]
+async fn clients_hanging_up_mid_handshake_are_counted_and_logged_at_debug() {
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 1), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let secure = free_addr(ip(12, 1));
+    let admin = free_addr(ip(12, 1));
+    let routes = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: app }"#;
+    let cfg = format!(
+        "{}{}",
+        yaml::admin(admin),
+        yaml::bootstrap(
+            &[yaml::tls_listener("secure", secure, &yaml::hcm("ingress", "", routes), &cert, &key)],
+            &[yaml::cluster("app", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+        )
+    );
+    let proxy = DebugProxy::start(&cfg, secure).await;
+    let scope = format!("listener.{}", secure.to_string().replace(':', "_"));
+
+    // Two completed handshakes: HTTP/2 and HTTP/1.1 by ALPN.
+    let h2 = support::client().get(format!("https://{secure}/")).send().await.unwrap();
+    assert_eq!((h2.status().as_u16(), h2.version()), (200, reqwest::Version::HTTP_2), "{}", proxy.log());
+    let h1 = reqwest::Client::builder().no_proxy().http1_only().danger_accept_invalid_certs(true).build().unwrap();
+    let r = h1.get(format!("https://{secure}/")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.version()), (200, reqwest::Version::HTTP_11));
+
+    // The start-up wait's probes (connect, close) were already such clients.
+    let errors_before = support::stat(admin, &format!("{scope}.ssl.connection_error")).await;
+    let debug_before = failed_handshake_lines(&proxy.log());
+    assert_eq!(errors_before, debug_before as u64, "{}", proxy.log());
+    let clients: [fn(SocketAddr); 3] = [hang_up_after_client_hello, half_a_client_hello, plaintext_on_tls_port];
+    for (i, client) in clients.into_iter().enumerate() {
+        tokio::task::spawn_blocking(move || client(secure)).await.unwrap();
+        let counted = eventually(Duration::from_secs(5), || async {
+            support::stat(admin, &format!("{scope}.ssl.connection_error")).await == errors_before + i as u64 + 1
+        });
+        assert!(counted.await, "client {i} counted\n{}", proxy.log());
+    }
+    assert_eq!(support::stat(admin, &format!("{scope}.ssl.handshake")).await, 2);
+    tokio::task::spawn_blocking(move || h2_then_hang_up(secure)).await.unwrap();
+    let counted = eventually(Duration::from_secs(5), || async {
+        support::stat(admin, &format!("{scope}.ssl.handshake")).await == 3
+    });
+    assert!(counted.await, "a completed handshake, whatever follows");
+    // The proxy still serves.
+    let r = support::client().get(format!("https://{secure}/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    let prometheus =
+        support::client().get(format!("http://{admin}/stats/prometheus")).send().await.unwrap().text().await.unwrap();
+    let label = format!("envoy_listener_address=\"{}\"", secure.to_string().replace(':', "_"));
+    for (name, value) in
+        [("envoy_listener_ssl_connection_error", errors_before + 3), ("envoy_listener_ssl_handshake", 4)]
+    {
+        let line = prometheus.lines().find(|l| l.starts_with(name) && l.contains(&label));
+        assert_eq!(line.map(|l| l.rsplit(' ').next().unwrap_or_default()), Some(value.to_string().as_str()), "{name}");
+    }
+
+    let log = proxy.log();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains(" WARN ")).collect();
+    assert!(errors.is_empty(), "a client's ordinary behaviour logs nothing above debug: {errors:#?}");
+    assert_eq!(failed_handshake_lines(&log), debug_before + 3, "one debug line per failed handshake\n{log}");
+}
+
+fn failed_handshake_lines(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("DEBUG") && l.contains("TLS handshake failed")).count()
+}
