@@ -10,7 +10,8 @@ mod header_map;
 mod lifecycle;
 mod limits;
 mod local_reply;
-mod native;
+// `pub(crate)`: the fuzzing facade (`crate::fuzzing`) reaches the wire code.
+pub(crate) mod native;
 
 pub use context::RequestCtx;
 use context::StreamTimeout;

@@ -14,7 +14,7 @@
 
 mod pool;
 mod recycle;
-mod wire;
+pub(crate) mod wire;
 
 use super::context::{RequestCtx, StreamTimeout};
 use super::forwarding::{X_REQUEST_ID, X_UPSTREAM_SERVICE_TIME};
@@ -52,7 +52,7 @@ const COALESCE: usize = 4096;
 /// How long a connection closing with an unread request body keeps reading it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Largest upstream response head accepted.
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+pub(crate) const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// What the native engine serves on: a plaintext listener's own
 /// `TcpStream`, or a Pingora `Stream` (TLS).
@@ -1116,8 +1116,7 @@ async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usi
     loop {
         if let Some(end) = head_end(buf, scanned) {
             // Interim responses (103 Early Hints) are dropped, as Envoy does.
-            // `HTTP/1.1 1xx`: the status starts at byte 9; the caller parses the rest.
-            if buf.get(9) == Some(&b'1') && !buf.starts_with(b"HTTP/1.1 101") {
+            if is_interim(buf) {
                 buf.advance(end);
                 scanned = 0;
                 continue;
@@ -1144,8 +1143,15 @@ async fn read_response_head(up: &mut Upstream, buf: &mut BytesMut) -> Result<usi
     }
 }
 
+/// Whether the complete head at the start of `buf` is an interim (1xx)
+/// response to skip. `HTTP/1.1 1xx`: the status starts at byte 9; the
+/// caller parses the rest.
+pub(crate) fn is_interim(buf: &[u8]) -> bool {
+    buf.get(9) == Some(&b'1') && !buf.starts_with(b"HTTP/1.1 101")
+}
+
 /// The end of the head (`\r\n\r\n`) in `buf`, looking from `from`.
-fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+pub(crate) fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let mut at = from;
     while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
         let nl = at + i;
