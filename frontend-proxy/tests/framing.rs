@@ -1158,8 +1158,9 @@ fn response_cases() -> Vec<Case> {
         Case::get("resp_chunk_size_overflow", chunked_resp("fffffffffffffffffff\r\nhello\r\n0\r\n\r\n")).cut(),
         Case::new("resp_chunk_size_overflow_after_the_head", "GET {p} HTTP/1.1\r\nHost: framing\r\n\r\n")
             .answer_with(
+                // Long enough for the head and the first chunk to be on their way.
                 Answer::send(chunked_resp("5\r\nhello\r\n"))
-                    .then_sleep(Duration::from_millis(100))
+                    .then_sleep(Duration::from_millis(300))
                     .then_send("fffffffffffffffffff\r\nx\r\n0\r\n\r\n"),
             )
             .expect(cut_after_head())
