@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod differential;
 pub mod dns;
 pub mod proxy;
 pub mod raw;
