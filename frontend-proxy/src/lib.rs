@@ -25,6 +25,9 @@ pub mod cli;
 pub mod config;
 pub mod downstream;
 pub mod drain;
+/// The HTTP/1.1 wire code over byte slices, for fuzzing and differential tests only.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listen;
 pub mod metrics;
 pub mod probe;

@@ -8,10 +8,11 @@ mod date;
 mod dispatch;
 mod forwarding;
 mod framing;
-mod h1;
+// `pub(crate)`: the fuzzing facade (`crate::fuzzing`) reaches the wire code.
+pub(crate) mod h1;
 mod header_map;
 mod hop_by_hop;
-mod lifecycle;
+pub(crate) mod lifecycle;
 mod limits;
 mod local_reply;
 mod target;

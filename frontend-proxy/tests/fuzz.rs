@@ -1,6 +1,6 @@
-//! Property-based fuzzing (proptest; `cargo fuzz` needs a nightly toolchain
-//! this project does not use): the config loader and the route matcher
-//! must never panic, whatever the input, and matching keeps Envoy's order.
+//! Property-based fuzzing (proptest) of the config loader and the route
+//! matcher: they must never panic, whatever the input, and matching keeps
+//! Envoy's order. (The HTTP/1.1 wire code has its own: `wire_fuzz.rs`.)
 //!
 //! CI runs the default 256 cases per property. Run longer with
 //! `PROPTEST_CASES=100000 cargo test -p frontend-proxy --test fuzz --release`.

@@ -158,6 +158,9 @@ pub fn check_response(resp: &mut ResponseHeader, upgrade_requested: bool) -> Res
     if codings.empty_field {
         return Err("transfer-encoding without a coding");
     }
+    if codings.present && resp.version == Version::HTTP_10 {
+        return Err("transfer-encoding in an HTTP/1.0 response");
+    }
     if codings.present {
         // Pingora frames by the codings and has dropped any length already;
         // one spelling of them goes on.

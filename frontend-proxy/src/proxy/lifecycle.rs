@@ -108,11 +108,7 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(LocalReply::BadRequest));
         }
-        if !http2 && !hop_by_hop::strip_connection_named(req) {
-            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
-            return Ok(Some(LocalReply::BadRequest));
-        }
-        if let Some(reply) = framing::check_request(req, http2).or_else(|| target::check(req, http2)) {
+        if let Some(reply) = request_checks(req, http2) {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
@@ -552,6 +548,17 @@ impl Proxy {
             "access"
         );
     }
+}
+
+/// The rules a request head is held to before anything routes on it,
+/// whichever engine parsed it (and the fuzzing facade): fields named in
+/// `Connection` go, framing (`proxy::framing`) and target
+/// (`proxy::target`) are checked. `Some(reply)` refuses the request.
+pub(crate) fn request_checks(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
+    if !http2 && !hop_by_hop::strip_connection_named(req) {
+        return Some(LocalReply::BadRequest);
+    }
+    framing::check_request(req, http2).or_else(|| target::check(req, http2))
 }
 
 /// The fields the proxy sets on a response from the upstream:

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod differential;
 pub mod dns;
 pub mod prometheus;
 pub mod proxy;

@@ -5,7 +5,8 @@
 //! Two readings of a response head:
 //! - [`upstream_response`]: how a careful recipient reads what an upstream
 //!   sent: `httparse`'s grammar (which, as RFC 9112 §2.2 allows, skips empty
-//!   lines before the status line and takes a bare LF as a line end), then
+//!   lines before the status line and takes a bare LF as a line end; and,
+//!   as §5.1 allows a proxy, whitespace before a field's colon), then
 //!   RFC 9112 §6 framing with every doubt an error (conflicting or invalid
 //!   `Content-Length`, `chunked` twice, `Transfer-Encoding` in HTTP/1.0, a
 //!   status outside 100..=599, a 101 nobody asked for).
@@ -217,11 +218,16 @@ fn status_line(line: &[u8]) -> Result<(u8, u16, &[u8]), Verdict> {
     Ok((version, status, reason))
 }
 
-/// A response head as `httparse` reads it (its default, strict settings).
+/// A response head as `httparse` reads it: its strict settings, but for
+/// whitespace between a field name and the colon, which RFC 9112 §5.1 lets
+/// a proxy remove from a response (and so read the field).
 pub fn httparse_response_head(buf: &[u8]) -> Result<Head, Verdict> {
     let mut slots = [httparse::EMPTY_HEADER; 256];
     let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
+    let parsed = httparse::ParserConfig::default()
+        .allow_spaces_after_header_name_in_responses(true)
+        .parse_response(&mut resp, buf);
+    let len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Err(Verdict::Partial),
         Err(e) => return invalid(format!("httparse: {e}")),
@@ -526,6 +532,33 @@ fn response(
         }
         return Ok(Message { interim, head, framing, body, trailers, end });
     }
+}
+
+/// The final response head as a careful recipient reads an upstream's
+/// bytes (`httparse`'s grammar), interim responses skipped, and its body's
+/// framing. Its `len` counts from the start of the input.
+pub fn final_response_head(buf: &[u8], asked: Asked) -> Result<(Head, Framing), Verdict> {
+    let mut at = 0;
+    loop {
+        let mut head = httparse_response_head(&buf[at..])?;
+        at += head.len;
+        head.len = at;
+        let framing = response_framing(&head, asked)?;
+        if !(100..200).contains(&head.status) || head.status == 101 {
+            return Ok((head, framing));
+        }
+    }
+}
+
+/// Whether the connection cannot carry another message after this one:
+/// asked to close, HTTP/1.0 without keep-alive, or framing in doubt
+/// (RFC 9112 §9.3, §6.3).
+pub fn closes_after(head: &Head) -> bool {
+    let connection = head.all("connection");
+    let says = |token| connection.iter().any(|v| has_token(v, token));
+    says("close")
+        || (head.version == 0 && !says("keep-alive"))
+        || (head.has("content-length") && head.has("transfer-encoding"))
 }
 
 // ---------------------------------------------------------------- requests

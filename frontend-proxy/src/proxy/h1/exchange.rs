@@ -9,7 +9,7 @@ use super::io::ClientStream;
 use super::pool::{self, PoolKey, Upstream};
 use super::recycle::{self, Source, BUF};
 use super::timer::within;
-use super::wire::{self, Framing, HeadScan, ResponseHead};
+use super::wire::{self, Framing, HeadScan, ResponseHead, MAX_RESPONSE_HEAD};
 use super::NativeH1;
 use crate::metrics::UpstreamConnectionTracer;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
@@ -28,9 +28,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::{debug, warn};
-
-/// Largest upstream response head accepted (interim ones included).
-const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
 /// How an exchange with the upstream ended.
 pub(super) enum Exchange {

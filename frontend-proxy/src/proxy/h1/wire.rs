@@ -7,6 +7,7 @@ pub mod parse;
 pub mod write;
 
 pub use chunked::{ChunkedScanner, TRAILER_END};
+pub use parse::MAX_RESPONSE_HEAD;
 pub use parse::{
     head_end, header_slots, parse_request, parse_response, response_head, scan_response_head, Framing, HeadScan,
     ParsedRequest, Request, RequestBody, ResponseHead,

@@ -16,6 +16,9 @@ use crate::proxy::framing::{add_length, Codings};
 pub use crate::proxy::hop_by_hop::{has_token, is_hop_by_hop, ConnectionNamed};
 use crate::proxy::LocalReply;
 
+/// Largest upstream response head accepted (interim ones included).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 /// Headers a request or response may carry; more is 431 (Envoy's default
 /// `max_headers_count` is 100).
 pub const MAX_HEADERS: usize = 128;
@@ -277,10 +280,29 @@ pub fn scan_response_head(buf: &[u8], scanned: usize) -> HeadScan {
     match status_code(&buf[leading_empty_lines(buf)..end]) {
         // The native engine never asks to upgrade: a 101 is not an answer to its request.
         Some(101) => HeadScan::Invalid("101 response to a request that did not ask to upgrade"),
+        // An interim head is dropped, but only a well-formed one: where a
+        // broken one ends is anybody's guess.
+        Some(100..=199) if !interim_is_well_formed(&buf[..end]) => HeadScan::Invalid("malformed interim response"),
         Some(100..=199) => HeadScan::Interim(end),
         Some(200..=599) => HeadScan::Final(end),
         Some(_) => HeadScan::Invalid("response status out of range"),
         None => HeadScan::Invalid("malformed response status line"),
+    }
+}
+
+/// Whether an interim head parses in full, with no field that would
+/// frame a body (a 1xx has none, RFC 9110 §15.2).
+fn interim_is_well_formed(head: &[u8]) -> bool {
+    let mut slots = header_slots();
+    let mut resp = httparse::Response::new(&mut []);
+    match parse_response(&mut resp, head, &mut slots) {
+        Ok(httparse::Status::Complete(n)) if n == head.len() => resp.headers.iter().all(|h| {
+            let name = h.name.as_bytes();
+            !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding"))
+                || (name.eq_ignore_ascii_case(b"content-length")
+                    && crate::proxy::framing::parse_length(h.value).is_some())
+        }),
+        _ => false,
     }
 }
 
@@ -336,8 +358,8 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         return Err("response status out of range");
     }
     let http10 = resp.version != Some(1);
-    // The length, or `Err` for lengths that do not agree (which only
-    // matters without a coding, which overrides them).
+    // The length; lengths that do not agree, or are not numbers, fail the
+    // response even beside a coding (RFC 9110 §8.6: the framing is broken).
     let mut length: Result<Option<u64>, ()> = Ok(None);
     let mut codings = Codings::default();
     let mut close = http10;
@@ -364,12 +386,12 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         return Err("transfer-encoding without a coding");
     }
     let coded = codings.present;
-    let has_length = !matches!(length, Ok(None));
-    let length = match length {
-        Ok(length) => length,
-        Err(()) if coded => None,
-        Err(()) => return Err("invalid content-length"),
-    };
+    let length = length.map_err(|()| "invalid content-length")?;
+    let has_length = length.is_some();
+    if coded && http10 {
+        // RFC 9112 §6.1: the framing of such a message is faulty.
+        return Err("transfer-encoding in an HTTP/1.0 response");
+    }
     if http10 && keep_alive {
         close = false;
     }
@@ -572,9 +594,8 @@ mod tests {
         let both = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap();
         assert_eq!(both.framing, Framing::Chunked);
         assert!(both.close && both.drop_length && !both.forwards(b"Content-Length"));
-        let old =
-            head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", false).unwrap();
-        assert!(old.close);
+        let old = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert!(old.is_err(), "RFC 9112 §6.1: faulty framing");
         let kept = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false).unwrap();
         assert!(!kept.close);
         let fine = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).unwrap();

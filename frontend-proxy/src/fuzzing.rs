@@ -1,0 +1,159 @@
+//! The HTTP/1.1 wire code as plain functions over byte slices, for the
+//! fuzz targets (`frontend-proxy/fuzz/`) and the differential properties
+//! (`tests/wire_fuzz.rs`): the request-head parser, the reading of an
+//! upstream's response head (interim responses skipped, framing, status
+//! checks), and the chunked-body scanner.
+//!
+//! Not an API for anything else. These signatures are the contract the
+//! engine keeps whatever it does inside: small verdicts, no engine types.
+
+use crate::proxy::h1::wire;
+use bytes::BytesMut;
+use std::ops::Range;
+
+/// How a message body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFraming {
+    /// No body (HEAD, 1xx, 204, 304, `Content-Length: 0`).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the sender closes the connection.
+    UntilClose,
+}
+
+impl From<wire::Framing> for BodyFraming {
+    fn from(f: wire::Framing) -> Self {
+        match f {
+            wire::Framing::Empty => BodyFraming::None,
+            wire::Framing::Length(n) => BodyFraming::Length(n),
+            wire::Framing::Chunked => BodyFraming::Chunked,
+            wire::Framing::UntilClose => BodyFraming::UntilClose,
+        }
+    }
+}
+
+/// What the engine makes of the first bytes a client sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestVerdict {
+    /// More bytes are needed.
+    Partial,
+    /// A request the engine serves itself: the head's length, how its body
+    /// is delimited, and whether the client asked to close after it.
+    Served { head_len: usize, body: BodyFraming, close: bool },
+    /// Valid HTTP another engine serves (upgrades, `Expect`, HTTP/1.0, ...).
+    HandOff,
+    /// Refused with this status (400, 431, 501).
+    Refused { status: u16 },
+}
+
+/// Reads the request head at the start of `bytes`.
+pub fn parse_request(bytes: &[u8]) -> RequestVerdict {
+    let mut buf = BytesMut::from(bytes);
+    match wire::parse_request(&mut buf) {
+        wire::ParsedRequest::Partial => RequestVerdict::Partial,
+        wire::ParsedRequest::Complete(mut r) => {
+            // What the lifecycle checks before routing, as both engines run it.
+            if let Some(reply) = crate::proxy::lifecycle::request_checks(&mut r.header, false) {
+                return RequestVerdict::Refused { status: reply.status().as_u16() };
+            }
+            let body = match r.body {
+                wire::RequestBody::Length(0) => BodyFraming::None,
+                wire::RequestBody::Length(n) => BodyFraming::Length(n),
+                wire::RequestBody::Chunked => BodyFraming::Chunked,
+            };
+            RequestVerdict::Served { head_len: bytes.len() - buf.len(), body, close: r.close }
+        }
+        wire::ParsedRequest::HandOff => RequestVerdict::HandOff,
+        wire::ParsedRequest::TooManyHeaders => RequestVerdict::Refused { status: 431 },
+        wire::ParsedRequest::Malformed => RequestVerdict::Refused { status: 400 },
+        wire::ParsedRequest::UnsupportedCoding => RequestVerdict::Refused { status: 501 },
+    }
+}
+
+/// What the request asked that changes how its response is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asked {
+    pub head: bool,
+    pub upgrade: bool,
+}
+
+/// What the engine makes of the first bytes an upstream sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseVerdict {
+    /// More bytes are needed.
+    Partial,
+    /// The final response head (after any interim ones): where it is in
+    /// the input, its status, how its body is delimited, and whether the
+    /// connection may carry another request once the body is through.
+    Final { head: Range<usize>, status: u16, framing: BodyFraming, keep_alive: bool },
+    /// Not forwarded: the client gets a 502.
+    BadGateway,
+}
+
+/// Reads the response head at the start of `bytes` as the engine reads an
+/// upstream's answer to a request that asked `asked`.
+pub fn response_head(bytes: &[u8], asked: Asked) -> ResponseVerdict {
+    // The engine's read loop (`exchange::read_response_head`), over a
+    // slice. The engine never asks to upgrade (upgrades go to Pingora).
+    let _ = asked.upgrade;
+    let mut start = 0;
+    loop {
+        let buf = &bytes[start..];
+        let end = match wire::scan_response_head(buf, 0) {
+            wire::HeadScan::Final(end) => end,
+            wire::HeadScan::Interim(len) => {
+                start += len;
+                continue;
+            }
+            wire::HeadScan::Invalid(_) => return ResponseVerdict::BadGateway,
+            wire::HeadScan::Partial(_) if buf.len() > wire::MAX_RESPONSE_HEAD => return ResponseVerdict::BadGateway,
+            wire::HeadScan::Partial(_) => return ResponseVerdict::Partial,
+        };
+        let mut slots = wire::header_slots();
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = wire::parse_response(&mut resp, &buf[..end], &mut slots);
+        return match (parsed, wire::response_head(&resp, asked.head)) {
+            (Ok(httparse::Status::Complete(_)), Ok(head)) => ResponseVerdict::Final {
+                head: start..start + end,
+                status: head.status,
+                framing: head.framing.into(),
+                keep_alive: !head.close,
+            },
+            _ => ResponseVerdict::BadGateway,
+        };
+    }
+}
+
+/// What the chunked scanner makes of a body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkedVerdict {
+    /// The body goes on.
+    Partial,
+    /// It ends after `len` bytes (of all the parts together); `forwarded`
+    /// is what the client gets of them (the trailer section emptied).
+    End { len: usize, forwarded: Vec<u8> },
+    /// Not a valid chunked body: the response is cut (or refused).
+    Invalid,
+}
+
+/// Scans a chunked body that arrives in `parts` (one read each), as the
+/// engine does while it passes the body on.
+pub fn chunked_body(parts: &[&[u8]]) -> ChunkedVerdict {
+    let mut scanner = wire::ChunkedScanner::default();
+    let (mut offset, mut forwarded) = (0, Vec::new());
+    for part in parts {
+        match scanner.scan(part) {
+            Ok(s) => {
+                forwarded.extend_from_slice(&part[..s.forward]);
+                if s.done {
+                    forwarded.extend_from_slice(wire::TRAILER_END);
+                    return ChunkedVerdict::End { len: offset + s.consumed, forwarded };
+                }
+                offset += part.len();
+            }
+            Err(_) => return ChunkedVerdict::Invalid,
+        }
+    }
+    ChunkedVerdict::Partial
+}
