@@ -27,10 +27,8 @@ pub use local_reply::LocalReply;
 
 use crate::config::model::ServerHeader;
 use crate::metrics::UpstreamConnectionTracer;
-// Moved to `runtime`; the old path stays until the HTTP/1 engine imports it from there.
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
-use crate::runtime;
-pub use crate::runtime::ListenerRuntime;
+use crate::runtime::{self, ListenerRuntime};
 use crate::upstream::{Cluster, ClusterSet, Host};
 use async_trait::async_trait;
 pub(crate) use attempt::shorter;

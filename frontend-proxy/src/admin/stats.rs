@@ -12,7 +12,7 @@ mod render;
 pub use render::{render_json, render_text};
 
 use crate::metrics::{ClusterStats, ConnManagerStats, HistogramSnapshot};
-use crate::proxy::ListenerRuntime;
+use crate::runtime::ListenerRuntime;
 use crate::upstream::Cluster;
 use regex::Regex;
 use std::borrow::Cow;
