@@ -12,6 +12,7 @@
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
 use crate::config::model::Codec;
+use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
@@ -37,7 +38,6 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
-use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -53,9 +53,10 @@ pub struct Downstream<A> {
     inner: Arc<A>,
     listeners: Arc<[Arc<ListenerRuntime>]>,
     native: Option<Arc<NativeH1>>,
-    /// The drain's record of open connections: the ones Pingora's listener
-    /// hands over are counted here (our accept loop spawns its own on it).
-    connections: TaskTracker,
+    /// The drain: the native engine follows its signal, and the
+    /// connections Pingora's listener hands over are counted in its record
+    /// (our accept loop spawns its own on it).
+    drain: Arc<Drain>,
 }
 
 impl<A> Clone for Downstream<A> {
@@ -64,19 +65,14 @@ impl<A> Clone for Downstream<A> {
             inner: self.inner.clone(),
             listeners: self.listeners.clone(),
             native: self.native.clone(),
-            connections: self.connections.clone(),
+            drain: self.drain.clone(),
         }
     }
 }
 
 impl<A> Downstream<A> {
-    pub fn new(
-        inner: A,
-        listeners: Vec<Arc<ListenerRuntime>>,
-        native: Option<NativeH1>,
-        connections: TaskTracker,
-    ) -> Self {
-        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), connections }
+    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>, native: Option<NativeH1>, drain: Arc<Drain>) -> Self {
+        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), drain }
     }
 }
 
@@ -200,7 +196,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let Some(_open) = open(listener) else { return };
         match &self.native {
             Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
-                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, shutdown).await {
+                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, &self.drain).await {
                     let replay = Box::new(Replay::new(read, into_pingora(stream)));
                     self.pingora_engine(replay, listener, shutdown).await;
                 }
@@ -247,7 +243,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
             _ => stream.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied()),
         };
         // Open until the connection closes: the drain waits for it.
-        let _open = self.connections.token();
+        let _open = self.drain.connections().token();
         let Some(index) = listener_index(&self.listeners, local) else {
             return self.inner.process_new(stream, shutdown).await;
         };

@@ -248,7 +248,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         app.server_options = Some(opts);
         let native = (engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
-        let downstream = Downstream::new(app, runtimes.clone(), native, drain.connections().clone());
+        let downstream = Downstream::new(app, runtimes.clone(), native, drain.clone());
         // Plaintext and TLS listeners run our accept loop; plaintext ones
         // with Pingora's engine Pingora's listener service, inside the same
         // service (the same threads).

@@ -14,11 +14,13 @@
 //!
 //! Layout: [`conn`] (the connection loop, request heads, local replies),
 //! [`exchange`] (attempts on the cluster and the response head),
-//! [`body`] (request and response bodies), [`wire`] (parsing and writing
+//! [`body`] (request and response bodies), [`buffers`] (what a
+//! connection reuses), [`wire`] (parsing and writing
 //! HTTP/1.1), [`io`] (the client stream and writes), [`timer`], [`pool`]
 //! (upstream connections), [`recycle`] (buffers).
 
 mod body;
+mod buffers;
 mod conn;
 mod exchange;
 mod io;

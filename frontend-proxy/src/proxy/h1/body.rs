@@ -2,15 +2,12 @@
 //! and what is still to come) and the response body passed from the
 //! upstream to the client with the framing it arrived with.
 
-use super::conn::Buffers;
-use super::exchange::Exchange;
+use super::buffers::Buffers;
 use super::io::{write_all, ClientStream};
 use super::pool::Upstream;
 use super::timer::within;
-use super::wire::{ChunkedScanner, Framing, RequestBody, ResponseHead, TRAILER_END};
-use super::NativeH1;
-use crate::proxy::context::{RequestCtx, StreamTimeout};
-use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
+use super::wire::{ChunkedScanner, Framing, RequestBody, TRAILER_END};
+use crate::proxy::lifecycle::AttemptStart;
 use crate::proxy::local_reply::LocalReply;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora_error::ErrorType;
@@ -150,7 +147,7 @@ fn take_chunks(scanner: &mut ChunkedScanner, down: &mut BytesMut, max: Option<u3
 
 /// Which side a body transfer failed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub(super) enum Side {
     Upstream,
     Downstream,
     /// Nothing moved either way within the stream idle timeout.
@@ -158,7 +155,7 @@ enum Side {
 }
 
 /// How passing a response body ended.
-enum Passed {
+pub(super) enum Passed {
     /// All of it went out: body bytes received, and whether the upstream
     /// sent nothing past the body (its connection may be pooled).
     Done { received: u64, clean: bool },
@@ -166,58 +163,11 @@ enum Passed {
     Broken { received: u64, error: ErrorType, side: Side },
 }
 
-impl NativeH1 {
-    /// Sends the response head in `bufs.out` and the body after it; also
-    /// says whether the upstream connection ended cleanly, to be pooled.
-    /// (It borrows what the caller holds anyway: by value, each would sit
-    /// twice in the connection's task.)
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn respond<D: ClientStream>(
-        &self,
-        down: &mut D,
-        bufs: &mut Buffers,
-        ctx: &mut RequestCtx,
-        up: &mut Upstream,
-        head: &ResponseHead,
-        close: bool,
-        attempt: &AttemptStart,
-    ) -> (Exchange, bool) {
-        let status = head.status;
-        match pass_body(down, bufs, up, head.framing, close, attempt).await {
-            Passed::Done { received, clean } => {
-                let reusable = clean && !head.close && head.framing != Framing::UntilClose;
-                (Exchange::Done { status, keep_alive: !close, upstream_body: received }, reusable)
-            }
-            Passed::Broken { received, error, side } => {
-                match side {
-                    Side::Idle => {
-                        self.proxy.stream_timed_out(ctx, StreamTimeout::Idle);
-                    }
-                    Side::Upstream => {
-                        let failure = AttemptFailure {
-                            timed_out: error == ErrorType::ReadTimedout,
-                            protocol_error: error == ErrorType::InvalidHTTPHeader,
-                            from_upstream: true,
-                            response_started: true,
-                            body_truncated: true,
-                            idempotent: false,
-                            reused_connection: false,
-                        };
-                        self.proxy.attempt_failed(ctx, failure);
-                    }
-                    Side::Downstream => {}
-                }
-                (Exchange::Broken { status, upstream_body: received, error }, false)
-            }
-        }
-    }
-}
-
 /// Passes the response body from `up` to the client, after the head
 /// waiting in `bufs.out`. A chunked body is checked as it goes (its
 /// trailer fields dropped); one that breaks the grammar ends the response
 /// there, and the connection closes.
-async fn pass_body<D: ClientStream>(
+pub(super) async fn pass_body<D: ClientStream>(
     down: &mut D,
     bufs: &mut Buffers,
     up: &mut Upstream,

@@ -4,19 +4,20 @@
 //! Pingora.
 
 use super::body::Body;
+use super::buffers::Buffers;
 use super::exchange::Exchange;
 use super::io::{write_all, ClientStream};
-use super::recycle::{self, Source, BUF};
+use super::recycle::{self, Source};
 use super::timer::{Drained, Rearmed};
 use super::wire::{self, ParsedRequest};
 use super::{NativeH1, Served};
+use crate::drain::Drain;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::Completion;
 use crate::proxy::local_reply::{self, LocalReply};
 use crate::proxy::shorter;
 use bytes::{Bytes, BytesMut};
 use http::Method;
-use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -29,62 +30,6 @@ use tracing::debug;
 const LINGER: Duration = Duration::from_secs(1);
 /// Largest read while draining a request body before a close.
 const DRAIN_READ: usize = 64 * 1024;
-
-/// Buffers and timers one downstream connection reuses for all its requests.
-/// The buffers are borrowed from the worker's free lists (`recycle.rs`)
-/// while bytes move, and given back while the connection waits.
-pub(super) struct Buffers {
-    /// Bytes read from the client, not yet consumed.
-    pub down: BytesMut,
-    /// Bytes read from the upstream, not yet forwarded.
-    pub up: BytesMut,
-    /// What is about to be written.
-    pub out: Vec<u8>,
-    /// The connection's idle timeout between requests.
-    idle_timer: Rearmed,
-    /// The route (or per-try) timeout of each attempt.
-    pub attempt_timer: Rearmed,
-}
-
-impl Buffers {
-    fn new() -> Self {
-        Self {
-            down: BytesMut::new(),
-            up: BytesMut::new(),
-            out: Vec::new(),
-            idle_timer: Rearmed::default(),
-            attempt_timer: Rearmed::default(),
-        }
-    }
-
-    /// Between requests: gives the buffers back, but for unread bytes of
-    /// the next request (pipelined), which move to a smaller buffer if a
-    /// large body made theirs grow.
-    fn release(&mut self) {
-        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
-        if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
-            let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
-            self.down.extend_from_slice(&rest);
-        }
-    }
-
-    /// Gives back what the next wait does not need: the write buffer, the
-    /// upstream's (its bytes are passed on), and the client's unless it
-    /// holds unread bytes (a pipelined request).
-    pub fn give_back(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
-        recycle::give_write(out);
-        recycle::give_read(down, Source::Client);
-        up.clear();
-        recycle::give_read(up, Source::Upstream);
-    }
-}
-
-impl Drop for Buffers {
-    fn drop(&mut self) {
-        self.down.clear();
-        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
-    }
-}
 
 /// What waiting for the next request head gave.
 enum Head {
@@ -109,9 +54,9 @@ impl NativeH1 {
         mut down: D,
         client_addr: Option<SocketAddr>,
         listener: usize,
-        shutdown: &ShutdownWatch,
+        drain: &Drain,
     ) -> Served<D> {
-        let mut drained = Drained::new(shutdown);
+        let mut drained = Drained::new(drain);
         let mut bufs = Buffers::new();
         // A connection's task is as large as this future's largest state:
         // what a request needs lives in `serve_request`'s and `reject`'s
@@ -135,7 +80,7 @@ impl NativeH1 {
                 let mut ctx = RequestCtx::starting(started);
                 ctx.listener = listener;
                 ctx.client_addr = client_addr;
-                self.serve_request(&mut down, &mut bufs, request, &mut ctx, shutdown).await
+                self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain).await
             };
             if !keep_alive {
                 let _ = down.shutdown().await;
@@ -275,7 +220,7 @@ impl NativeH1 {
         // holds a pointer, not a second copy of it beside `req`.
         request: Box<wire::Request>,
         ctx: &mut RequestCtx,
-        shutdown: &ShutdownWatch,
+        drain: &Drain,
     ) -> (bool, bool) {
         let wire::Request { header: mut req, body: framing, close } = *request;
         let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
@@ -292,7 +237,7 @@ impl NativeH1 {
             Ok(body) => (body, reply),
             Err(e) => (Body::refused(), reply.or(Some(e.reply()))),
         };
-        let mut keep_alive = !close && !*shutdown.borrow();
+        let mut keep_alive = !close && !drain.is_draining();
         let (status, upstream_body, error) = match reply {
             Some(reply) => {
                 // As Envoy: a request the codec rejects ends its connection.
@@ -300,13 +245,13 @@ impl NativeH1 {
                 let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                 (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
             }
-            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, shutdown).await {
+            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
                 Exchange::Done { status, keep_alive: k, upstream_body } => {
                     keep_alive &= k;
                     (status, upstream_body, None)
                 }
                 Exchange::Failed => {
-                    keep_alive &= body.complete() && !*shutdown.borrow();
+                    keep_alive &= body.complete() && !drain.is_draining();
                     let reply = self.proxy.final_failure(ctx, None);
                     let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                     (status.unwrap_or(0), 0, None)

@@ -3,14 +3,15 @@
 //! retry decisions the lifecycle makes after each, and the response head
 //! the client gets.
 
-use super::body::{Body, BodyError, BODY_READ};
-use super::conn::Buffers;
+use super::body::{pass_body, Body, BodyError, Passed, Side, BODY_READ};
+use super::buffers::Buffers;
 use super::io::ClientStream;
 use super::pool::{self, PoolKey, Upstream};
 use super::recycle::{self, Source, BUF};
 use super::timer::within;
 use super::wire::{self, Framing, HeadScan, ResponseHead, MAX_RESPONSE_HEAD};
 use super::NativeH1;
+use crate::drain::Drain;
 use crate::metrics::UpstreamConnectionTracer;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::date;
@@ -20,7 +21,6 @@ use crate::proxy::shorter;
 use bytes::{Buf, BytesMut};
 use http::header::TRANSFER_ENCODING;
 use http::Method;
-use pingora_core::server::ShutdownWatch;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::sync::atomic::Ordering::Relaxed;
@@ -89,7 +89,7 @@ impl NativeH1 {
         ctx: &mut RequestCtx,
         body: &mut Body,
         keep_alive: bool,
-        shutdown: &ShutdownWatch,
+        drain: &Drain,
     ) -> Exchange {
         loop {
             let attempt = match self.proxy.begin_attempt(ctx, false).await {
@@ -100,7 +100,7 @@ impl NativeH1 {
             let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
             let (outcome, reused) = self.attempt(down, bufs, req, ctx, body, key, &attempt).await;
             let outcome = match outcome {
-                Ok((up, head_len)) => self.answer(bufs, req, ctx, body, up, head_len, keep_alive, shutdown),
+                Ok((up, head_len)) => self.answer(bufs, req, ctx, body, up, head_len, keep_alive, drain),
                 Err(e) => Attempt::Failed(e),
             };
             match outcome {
@@ -225,7 +225,7 @@ impl NativeH1 {
         up: Upstream,
         head_len: usize,
         keep_alive: bool,
-        shutdown: &ShutdownWatch,
+        drain: &Drain,
     ) -> Attempt {
         let mut slots = wire::header_slots();
         let mut resp = httparse::Response::new(&mut []);
@@ -249,7 +249,7 @@ impl NativeH1 {
         // rest unread on the client connection: it must close. A drain
         // that began while the request was in flight closes the connection
         // after this response, and says so (as Envoy does).
-        let close = !keep_alive || *shutdown.borrow() || head.framing == Framing::UntilClose || !body.complete();
+        let close = !keep_alive || drain.is_draining() || head.framing == Framing::UntilClose || !body.complete();
         recycle::take_write(&mut bufs.out);
         if self.write_response_head(&mut bufs.out, &resp, &head, ctx, close).is_err() {
             return Attempt::Failed(AttemptError::Protocol("response head cannot be forwarded"));
@@ -456,6 +456,53 @@ impl NativeH1 {
             .await
             .map_err(|_| AttemptError::Upstream { timed_out: true, error: ErrorType::ReadTimedout })??;
         Ok((up, head_len))
+    }
+}
+
+impl NativeH1 {
+    /// Sends the response head in `bufs.out` and the body after it; also
+    /// says whether the upstream connection ended cleanly, to be pooled.
+    /// (It borrows what the caller holds anyway: by value, each would sit
+    /// twice in the connection's task.)
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn respond<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        ctx: &mut RequestCtx,
+        up: &mut Upstream,
+        head: &ResponseHead,
+        close: bool,
+        attempt: &AttemptStart,
+    ) -> (Exchange, bool) {
+        let status = head.status;
+        match pass_body(down, bufs, up, head.framing, close, attempt).await {
+            Passed::Done { received, clean } => {
+                let reusable = clean && !head.close && head.framing != Framing::UntilClose;
+                (Exchange::Done { status, keep_alive: !close, upstream_body: received }, reusable)
+            }
+            Passed::Broken { received, error, side } => {
+                match side {
+                    Side::Idle => {
+                        self.proxy.stream_timed_out(ctx, StreamTimeout::Idle);
+                    }
+                    Side::Upstream => {
+                        let failure = AttemptFailure {
+                            timed_out: error == ErrorType::ReadTimedout,
+                            protocol_error: error == ErrorType::InvalidHTTPHeader,
+                            from_upstream: true,
+                            response_started: true,
+                            body_truncated: true,
+                            idempotent: false,
+                            reused_connection: false,
+                        };
+                        self.proxy.attempt_failed(ctx, failure);
+                    }
+                    Side::Downstream => {}
+                }
+                (Exchange::Broken { status, upstream_body: received, error }, false)
+            }
+        }
     }
 }
 

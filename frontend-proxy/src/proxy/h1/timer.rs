@@ -3,12 +3,13 @@
 //! future is ready at once ([`within`]), and the server's shutdown as a
 //! future that stays registered across requests ([`Drained`]).
 
-use pingora_core::server::ShutdownWatch;
+use crate::drain::Drain;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFuture;
 
 /// A timer a connection re-arms for each request instead of creating a new
 /// one: moving a registered tokio timer to a later deadline is one atomic
@@ -17,20 +18,20 @@ use tokio::time::{Instant, Sleep};
 #[derive(Default)]
 pub struct Rearmed(Option<Pin<Box<Sleep>>>);
 
-/// Resolves once the server is shutting down (or its shutdown watch is
-/// gone), and stays resolved. One per connection: its waiter stays
-/// registered on the watch across requests, where a `changed()` per idle
-/// wait registered and removed one every time. Set up on the first idle wait that has to wait, so a
-/// connection whose requests are always there never pays for it.
+/// Resolves once the drain has started, and stays resolved. One per
+/// connection: its waiter stays registered across requests, where a new
+/// wait per idle period would register and remove one every time. Set up
+/// (boxed, out of the connection's task) on the first idle wait that has
+/// to wait, so a connection whose requests are always there never pays
+/// for it.
 pub struct Drained<'a> {
-    shutdown: &'a ShutdownWatch,
-    wait: Option<Pin<Box<dyn Future<Output = ()> + Send + 'a>>>,
-    done: bool,
+    drain: &'a Drain,
+    wait: Option<Pin<Box<WaitForCancellationFuture<'a>>>>,
 }
 
 impl<'a> Drained<'a> {
-    pub fn new(shutdown: &'a ShutdownWatch) -> Self {
-        Self { shutdown, wait: None, done: false }
+    pub fn new(drain: &'a Drain) -> Self {
+        Self { drain, wait: None }
     }
 }
 
@@ -39,25 +40,11 @@ impl Future for Drained<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if !this.done {
-            let shutdown = this.shutdown;
-            let wait = this.wait.get_or_insert_with(|| {
-                Box::pin(async move {
-                    let mut watch = shutdown.clone();
-                    // Already shutting down when the clone was taken: `changed()`
-                    // would wait for a further change.
-                    if !*watch.borrow_and_update() {
-                        let _ = watch.changed().await;
-                    }
-                })
-            });
-            this.done = wait.as_mut().poll(cx).is_ready();
+        if this.drain.is_draining() {
+            return Poll::Ready(());
         }
-        if this.done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
+        let drain = this.drain;
+        this.wait.get_or_insert_with(|| Box::pin(drain.started())).as_mut().poll(cx)
     }
 }
 

@@ -16,7 +16,7 @@ pub fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 }
 
 /// Writes `name: <whole milliseconds>\r\n` without the formatting
-/// machinery, which costs several hundred instructions per number.
+/// machinery, which costs more than the rest of the header line.
 pub fn put_millis_header(out: &mut Vec<u8>, name: &[u8], t: Duration) {
     let mut n = u64::try_from(t.as_millis()).unwrap_or(u64::MAX);
     let mut digits = [0u8; 20];

@@ -1,0 +1,63 @@
+//! The buffers and timers one downstream connection reuses for all its
+//! requests, borrowed from the worker's free lists (`recycle.rs`) while
+//! bytes move and given back while the connection waits.
+
+use super::recycle::{self, Source, BUF};
+use super::timer::Rearmed;
+use bytes::BytesMut;
+
+/// Buffers and timers one downstream connection reuses for all its requests.
+/// The buffers are borrowed from the worker's free lists (`recycle.rs`)
+/// while bytes move, and given back while the connection waits.
+pub(super) struct Buffers {
+    /// Bytes read from the client, not yet consumed.
+    pub down: BytesMut,
+    /// Bytes read from the upstream, not yet forwarded.
+    pub up: BytesMut,
+    /// What is about to be written.
+    pub out: Vec<u8>,
+    /// The connection's idle timeout between requests.
+    pub idle_timer: Rearmed,
+    /// The route (or per-try) timeout of each attempt.
+    pub attempt_timer: Rearmed,
+}
+
+impl Buffers {
+    pub fn new() -> Self {
+        Self {
+            down: BytesMut::new(),
+            up: BytesMut::new(),
+            out: Vec::new(),
+            idle_timer: Rearmed::default(),
+            attempt_timer: Rearmed::default(),
+        }
+    }
+
+    /// Between requests: gives the buffers back, but for unread bytes of
+    /// the next request (pipelined), which move to a smaller buffer if a
+    /// large body made theirs grow.
+    pub fn release(&mut self) {
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
+        if self.down.capacity() > 4 * BUF && self.down.len() < BUF {
+            let rest = std::mem::replace(&mut self.down, BytesMut::with_capacity(BUF));
+            self.down.extend_from_slice(&rest);
+        }
+    }
+
+    /// Gives back what the next wait does not need: the write buffer, the
+    /// upstream's (its bytes are passed on), and the client's unless it
+    /// holds unread bytes (a pipelined request).
+    pub fn give_back(out: &mut Vec<u8>, down: &mut BytesMut, up: &mut BytesMut) {
+        recycle::give_write(out);
+        recycle::give_read(down, Source::Client);
+        up.clear();
+        recycle::give_read(up, Source::Upstream);
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        self.down.clear();
+        Self::give_back(&mut self.out, &mut self.down, &mut self.up);
+    }
+}
