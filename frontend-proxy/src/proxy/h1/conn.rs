@@ -26,6 +26,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{timeout, timeout_at, Instant};
 use tracing::debug;
 
+/// How long an idle connection stays open once a drain begins, for a
+/// request its client may have sent already.
+const DRAIN_GRACE: Duration = Duration::from_millis(250);
 /// How long a connection closing with an unread request body keeps reading it.
 const LINGER: Duration = Duration::from_secs(1);
 /// Largest read while draining a request body before a close.
@@ -164,10 +167,11 @@ impl NativeH1 {
             }
             let read = match started {
                 None => {
-                    // Between requests: the idle timeout runs and a shutdown
-                    // closes the connection, unless a request is already
-                    // waiting (the read comes first): that one is served,
-                    // with `connection: close`.
+                    // Between requests: the idle timeout runs, and a drain
+                    // closes the connection. A request already waiting is
+                    // read first; one still on its way gets `DRAIN_GRACE` to
+                    // arrive: either is served, with `connection: close`
+                    // (closing at once lost requests clients had just sent).
                     let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
                     let read = tokio::select! {
                         biased;
@@ -176,7 +180,17 @@ impl NativeH1 {
                             recycle::take_read(buf, Source::Client);
                             down.read_buf(buf).await
                         }) => r,
-                        _ = &mut *drained => return Head::Closed,
+                        _ = &mut *drained => {
+                            let late = timeout(DRAIN_GRACE, async {
+                                down.readable().await?;
+                                recycle::take_read(buf, Source::Client);
+                                down.read_buf(buf).await
+                            });
+                            match late.await {
+                                Ok(read) => Ok(read),
+                                Err(_) => return Head::Closed,
+                            }
+                        }
                     };
                     let Ok(read) = read else {
                         listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
