@@ -15,6 +15,7 @@ mod hop_by_hop;
 pub(crate) mod lifecycle;
 mod limits;
 mod local_reply;
+mod response_head;
 mod target;
 
 pub use context::RequestCtx;

@@ -8,16 +8,16 @@
 //! connections in a per-worker pool and passes bodies through with the
 //! framing they arrived with, checked on the way.
 //!
-//! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, chunked
-//! request bodies, h2c, absolute-form targets — is handed to Pingora on the
-//! same connection, with the bytes already read replayed in front of it.
+//! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, h2c,
+//! `OPTIONS *`, CONNECT — is handed to Pingora on the same connection, with
+//! the bytes already read replayed in front of it.
 //!
 //! Layout: [`conn`] (the connection loop, request heads, local replies),
-//! [`exchange`] (attempts on the cluster and the response head),
-//! [`body`] (request and response bodies), [`buffers`] (what a
-//! connection reuses), [`wire`] (parsing and writing
-//! HTTP/1.1), [`io`] (the client stream and writes), [`timer`], [`pool`]
-//! (upstream connections), [`recycle`] (buffers).
+//! [`exchange`] (attempts on the cluster, retries, the response),
+//! [`send`] (one attempt's upstream side), [`body`] (request and response
+//! bodies), [`buffers`] (what a connection reuses), [`wire`] (parsing and
+//! writing HTTP/1.1), [`io`] (the client stream and writes), [`timer`],
+//! [`pool`] (upstream connections), [`recycle`] (buffers).
 
 mod body;
 mod buffers;
@@ -26,6 +26,7 @@ mod exchange;
 mod io;
 mod pool;
 mod recycle;
+mod send;
 mod timer;
 pub(crate) mod wire;
 

@@ -36,13 +36,15 @@ pub fn check(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
     None
 }
 
-/// `uri-host [":" port]`: an authority without user information.
+/// `uri-host [":" port]`: an authority without user information, naming
+/// a host (the grammar lets `reg-name` be empty, but `:80` routes nowhere
+/// and a backend may read it differently).
 fn is_valid_host(host: &[u8]) -> bool {
     if host.is_empty() || host.contains(&b'@') {
         return false;
     }
     match Authority::try_from(host) {
-        Ok(a) => port_fits(a.as_str()),
+        Ok(a) => !a.host().is_empty() && port_fits(a.as_str()),
         Err(_) => false,
     }
 }
@@ -106,6 +108,7 @@ mod tests {
         assert!(!ok(Version::HTTP_11, &["user@host"]));
         assert!(!ok(Version::HTTP_11, &["a b"]));
         assert!(!ok(Version::HTTP_11, &["host/path"]));
+        assert!(!ok(Version::HTTP_11, &[":80"]), "a port without a host names nothing");
         assert!(!ok(Version::HTTP_11, &["host:99999"]));
         assert!(!ok(Version::HTTP_11, &["[::1]:70000"]));
         assert!(ok(Version::HTTP_11, &["[::1]"]));

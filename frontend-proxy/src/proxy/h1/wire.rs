@@ -1,15 +1,18 @@
-//! HTTP/1.1 on the wire for the native engine: request and response heads
-//! ([`parse`]), the chunked coding of response bodies ([`chunked`]), and
-//! heads written back out ([`write`]).
+//! HTTP/1.1 on the wire for the native engine: what heads share
+//! ([`head`]), request heads ([`request`]), upstream response heads
+//! ([`response`]), the chunked coding of bodies ([`chunked`]), and heads
+//! written back out ([`write`]).
 
 pub mod chunked;
-pub mod parse;
+pub mod head;
+pub mod request;
+pub mod response;
 pub mod write;
 
 pub use chunked::{ChunkedScanner, TRAILER_END};
-pub use parse::MAX_RESPONSE_HEAD;
-pub use parse::{
-    head_end, header_slots, parse_request, parse_response, response_head, scan_response_head, Framing, HeadScan,
-    ParsedRequest, Request, RequestBody, ResponseHead,
+pub use head::{head_end, header_slots};
+pub use request::{parse_request, ParsedRequest, Request, RequestBody};
+pub use response::{
+    parse_response, response_head, scan_response_head, Framing, HeadScan, ResponseHead, MAX_RESPONSE_HEAD,
 };
 pub use write::{put_header, put_millis_header, write_local_reply, write_request_head, write_status_line};

@@ -7,6 +7,7 @@ use crate::config;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::ListenerRuntime;
 use crate::upstream::ClusterSet;
+use pingora_http::ResponseHeader;
 
 /// A proxy with one listener routing `/retry` (retry on 5xx and resets,
 /// two retries), `/plain` (no policy) and `/short` (a 1 ms route timeout) to

@@ -1,8 +1,8 @@
 //! Heads written back out: the request the upstream gets, status lines and
 //! header lines, and the proxy's own replies.
 
-use super::parse::is_hop_by_hop;
 use crate::proxy::forwarding::X_EXPECTED_TIMEOUT;
+use crate::proxy::hop_by_hop::is_hop_by_hop;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 use std::time::Duration;
@@ -84,7 +84,7 @@ pub fn write_local_reply(out: &mut Vec<u8>, head: &pingora_http::ResponseHeader,
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse::{parse_request, ParsedRequest};
+    use super::super::request::{parse_request, ParsedRequest};
     use super::*;
     use bytes::BytesMut;
 
