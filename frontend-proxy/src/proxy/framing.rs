@@ -13,11 +13,13 @@ use pingora_http::{RequestHeader, ResponseHeader};
 pub struct Codings {
     /// A `Transfer-Encoding` field was there.
     pub present: bool,
-    /// A field listed no coding, or had an empty element (`chunked ,`):
-    /// RFC 9110 §5.6.1 lets a recipient skip those, but Pingora's codec
-    /// and hyper read `chunked ,` as not chunked, so the proxy and its
-    /// peers would disagree on where the body ends.
-    pub empty_field: bool,
+    /// A field listed no coding, had an empty element (`chunked ,`), or a
+    /// coding whose name is not a token (`0 05`). RFC 9110 §5.6.1 lets a
+    /// recipient skip empty elements, but Pingora's codec and hyper read
+    /// `chunked ,` as not chunked, so the proxy and its peers would
+    /// disagree on where the body ends; a name that is not a token is no
+    /// coding anyone can agree on.
+    pub malformed: bool,
     pub count: usize,
     pub chunked: usize,
     pub chunked_last: bool,
@@ -29,8 +31,13 @@ impl Codings {
         self.present = true;
         for coding in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
             if coding.is_empty() {
-                self.empty_field = true;
+                self.malformed = true;
                 continue;
+            }
+            // `transfer-coding = token *( OWS ";" OWS transfer-parameter )`
+            let name = coding.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                self.malformed = true;
             }
             self.count += 1;
             self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
@@ -70,7 +77,7 @@ impl Codings {
     pub fn refusal(&self) -> Option<LocalReply> {
         if !self.present {
             None
-        } else if self.empty_field || !self.chunked_once_last() {
+        } else if self.malformed || !self.chunked_once_last() {
             Some(LocalReply::BadRequest)
         } else if self.count > 1 {
             Some(LocalReply::UnsupportedTransferCoding)
@@ -78,6 +85,11 @@ impl Codings {
             None
         }
     }
+}
+
+/// RFC 9110 §5.6.2: the characters of a token.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// A `Content-Length` value: decimal digits, surrounding whitespace allowed.
@@ -155,8 +167,8 @@ pub fn check_response(resp: &mut ResponseHeader, upgrade_requested: bool) -> Res
     if codings.chunked > 1 {
         return Err("chunked applied more than once");
     }
-    if codings.empty_field {
-        return Err("transfer-encoding without a coding");
+    if codings.malformed {
+        return Err("transfer-encoding without a valid coding");
     }
     if codings.present && resp.version == Version::HTTP_10 {
         return Err("transfer-encoding in an HTTP/1.0 response");
@@ -200,6 +212,8 @@ mod tests {
         assert_eq!(refused(&[("transfer-encoding", "chunked ,")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", ", chunked")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "gzip, chunked")]), Some(501));
+        assert_eq!(refused(&[("transfer-encoding", "x y, chunked")]), Some(400), "not a token");
+        assert_eq!(refused(&[("transfer-encoding", "gzip;q=1, chunked")]), Some(501), "a parameter is allowed");
         assert_eq!(refused(&[("content-length", "3"), ("content-length", "4")]), Some(400));
         assert_eq!(refused(&[("content-length", "3, 4")]), Some(400));
         assert_eq!(refused(&[("content-length", "x")]), Some(400));

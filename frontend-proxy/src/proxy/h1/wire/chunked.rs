@@ -9,6 +9,7 @@
 //! upstream's headers. The empty trailer section the client gets
 //! ([`TRAILER_END`]) is written by the caller once the body is over.
 
+use crate::proxy::framing::is_tchar;
 /// What the caller writes after the last chunk in place of the trailer section.
 pub const TRAILER_END: &[u8] = b"\r\n";
 
@@ -79,11 +80,6 @@ enum State {
     TrailerLf,
     EndLf,
     Done,
-}
-
-/// `tchar` (RFC 9110 §5.6.2).
-fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn is_space(b: u8) -> bool {

@@ -153,8 +153,8 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     if codings.chunked > 1 {
         return Err("chunked applied more than once");
     }
-    if codings.empty_field {
-        return Err("transfer-encoding without a coding");
+    if codings.malformed {
+        return Err("transfer-encoding without a valid coding");
     }
     let coded = codings.present;
     let length = length.map_err(|()| "invalid content-length")?;
