@@ -6,6 +6,7 @@
 //! - [`routing`]: virtual hosts, routes, header edits; Envoy's matching order.
 //! - [`upstream`]: clusters, DNS discovery, load balancing.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
+//! - [`access_log`]: Envoy's access loggers: format strings, the writer behind each file.
 //! - [`metrics`]: Envoy-named statistics.
 //! - [`tls`]: certificates and keys.
 //! - [`runtime`]: what the listeners run from, built once from the model.
@@ -20,6 +21,7 @@
 // offers, with its reason written there.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;

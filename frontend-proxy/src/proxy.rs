@@ -2,6 +2,7 @@
 //! replies and stats together for each request. Decisions live in the
 //! modules it calls; this file sequences them through Pingora's phases.
 
+mod access;
 mod attempt;
 mod context;
 mod date;

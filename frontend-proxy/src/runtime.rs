@@ -5,6 +5,7 @@
 //! per-connection policy in `downstream`, `admin` and `server`) and none of
 //! them owns it. A configuration reload would build a new set and swap it in.
 
+use crate::access_log::AccessLog;
 use crate::config::model::{HttpConnectionManager, ListenerConfig};
 use crate::metrics::ConnManagerStats;
 use std::net::SocketAddr;
@@ -21,11 +22,14 @@ pub struct ListenerRuntime {
     pub max_connections: Option<u64>,
     /// `enable_reuse_port`: each worker accepts on its own socket.
     pub reuse_port: bool,
+    /// The connection manager's access loggers, their sinks open.
+    pub access_logs: Vec<AccessLog>,
 }
 
 impl ListenerRuntime {
-    /// The runtime of a validated listener, with fresh stats.
-    pub fn new(l: ListenerConfig) -> Self {
+    /// The runtime of a validated listener, with fresh stats and the
+    /// access loggers built from its `hcm.access_log`.
+    pub fn new(l: ListenerConfig, access_logs: Vec<AccessLog>) -> Self {
         Self {
             name: l.name,
             address: l.address,
@@ -34,6 +38,7 @@ impl ListenerRuntime {
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: l.max_connections,
             reuse_port: l.reuse_port,
+            access_logs,
         }
     }
 }

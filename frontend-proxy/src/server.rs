@@ -5,6 +5,7 @@
 //! `--mode validate` runs it too. `run` returns when the proxy has stopped,
 //! with the error that stopped it if one did; `main` decides the exit code.
 
+use crate::access_log::{AccessLog, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
 use crate::config::model::{AdminConfig, Codec};
@@ -34,6 +35,8 @@ pub enum StartError {
     Tls { listener: String, source: tls::TlsError },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error("{yaml_path}: cannot open access log {file}: {source}")]
+    AccessLog { yaml_path: String, file: String, source: std::io::Error },
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
     Bind { listener: String, address: SocketAddr, source: std::io::Error },
     /// Something the proxy cannot run without failed while it ran (a
@@ -49,9 +52,12 @@ pub struct Prepared {
     pub admin: Option<AdminConfig>,
     /// The bootstrap document as loaded, for `/config_dump`.
     document: serde_yaml::Value,
+    /// Every access-log sink, flushed when the proxy stops.
+    access_logs: Sinks,
 }
 
-/// Loads TLS material and builds clusters; reports every failure.
+/// Loads TLS material, builds clusters and opens the access logs (files
+/// open in append mode); reports every failure.
 pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     let Loaded { bootstrap, document, .. } = loaded;
     let mut errors = Vec::new();
@@ -63,7 +69,15 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         }
     }
     let mut listeners = Vec::new();
-    for l in bootstrap.listeners {
+    let mut sinks = Sinks::default();
+    for mut l in bootstrap.listeners {
+        let mut access_logs = Vec::new();
+        for log in std::mem::take(&mut l.hcm.access_log) {
+            match sinks.open(&log.path) {
+                Ok(sink) => access_logs.push(AccessLog::new(log.format, sink)),
+                Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
+            }
+        }
         let settings = match &l.tls {
             Some(t) => match tls::downstream_acceptor(t, alpn(l.hcm.codec)) {
                 Ok(s) => Some(s),
@@ -74,12 +88,18 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
             },
             None => None,
         };
-        listeners.push((Arc::new(ListenerRuntime::new(l)), settings));
+        listeners.push((Arc::new(ListenerRuntime::new(l, access_logs)), settings));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Prepared { listeners, clusters: Arc::new(ClusterSet::new(clusters)), admin: bootstrap.admin, document })
+    Ok(Prepared {
+        listeners,
+        clusters: Arc::new(ClusterSet::new(clusters)),
+        admin: bootstrap.admin,
+        document,
+        access_logs: sinks,
+    })
 }
 
 /// The protocols a TLS listener may offer with ALPN, as its codec allows.
@@ -274,6 +294,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     }
 
     server.run(RunArgs { shutdown_signal: Box::new(PingoraShutdown { drain: drain.clone(), limit: drain_time }) });
+    prepared.access_logs.flush_all();
     match drain.take_failure() {
         Some(failure) => Err(StartError::Stopped(failure)),
         None => Ok(()),

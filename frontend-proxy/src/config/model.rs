@@ -1,6 +1,7 @@
 //! The validated configuration: what the rest of the proxy runs from.
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
+use crate::access_log::Format;
 use crate::routing::RouteTable;
 use crate::tls::DownstreamTls;
 use crate::upstream::ClusterSpec;
@@ -74,4 +75,16 @@ pub struct HttpConnectionManager {
     pub websocket: bool,
     /// `envoy.filters.http.buffer`: larger request bodies get 413.
     pub max_request_bytes: Option<u32>,
+    /// `access_log`: where each finished request is written, and how.
+    pub access_log: Vec<AccessLogConfig>,
+}
+
+/// One access logger (file, stdout or stderr) with its parsed format.
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    /// A file, or `/dev/stdout` / `/dev/stderr`.
+    pub path: String,
+    pub format: Arc<Format>,
+    /// Where the logger is in the file, for errors found when it is opened.
+    pub yaml_path: String,
 }

@@ -49,6 +49,7 @@ macro_rules! mapping {
     };
 }
 
+mod access_log;
 mod cluster;
 mod route;
 
@@ -60,6 +61,7 @@ pub trait Keys {
     fn other(&self) -> &Other;
 }
 
+pub use access_log::*;
 pub use cluster::*;
 pub use route::*;
 
@@ -156,6 +158,7 @@ mapping! {
         pub filter_chains: Option<List<FilterChain>>,
         pub listener_filters: Option<List<TypedExtension>>,
         pub enable_reuse_port: Option<Field<bool>>,
+        pub access_log: Option<Field<Value>>,
     }
 }
 
@@ -200,6 +203,7 @@ mapping! {
         pub upgrade_configs: Option<List<UpgradeConfig>>,
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,
+        pub access_log: Option<List<AccessLog>>,
     }
 }
 

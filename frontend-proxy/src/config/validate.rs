@@ -5,6 +5,7 @@
 //! is ignored with a warning; otherwise it is an error. Unknown fields are
 //! errors, as in Envoy.
 
+mod access_log;
 mod action;
 mod cluster;
 mod dns;

@@ -20,7 +20,7 @@ use pingora_http::RequestHeader;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::debug;
 
 /// Why an upstream attempt could not start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,7 +402,8 @@ impl Proxy {
         })
     }
 
-    /// Records a finished request in the stats and writes its access-log line.
+    /// Records a finished request in the stats and writes its line to the
+    /// listener's access logs.
     pub(super) fn complete(&self, done: &Completion<'_>, ctx: &mut RequestCtx) {
         let now = Instant::now();
         let elapsed = now - ctx.start;
@@ -440,8 +441,11 @@ impl Proxy {
         }
         ctx.active = None;
 
+        self.write_access_logs(done, ctx, elapsed);
+        // For developers (`--log-level debug`); access logs are what the
+        // configuration's `access_log` asks for.
         let req = done.request;
-        info!(
+        debug!(
             target: "frontend_proxy::access",
             method = req.map(|r| r.method.as_str()).unwrap_or("-"),
             path = req.map(|r| r.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")).unwrap_or("-"),

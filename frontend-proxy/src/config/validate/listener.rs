@@ -1,5 +1,6 @@
 //! Listeners, their HTTP connection manager, and downstream TLS.
 
+use super::access_log;
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
@@ -64,7 +65,6 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
             "traffic_direction",
             "stat_prefix",
             "metadata",
-            "access_log",
             "reuse_port",
             "drain_type",
             "tcp_backlog_size",
@@ -75,6 +75,12 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     let name = cx.string(p, "name", &l.name);
     let address = cx.ip_socket_address(p, "address", &l.address);
     let reuse_port = cx.boolean(p, "enable_reuse_port", &l.enable_reuse_port, true);
+    if l.access_log.is_some() {
+        cx.error(
+            &p.key("access_log"),
+            "listener access logs are not supported yet; configure `access_log` on the http_connection_manager instead",
+        );
+    }
 
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
@@ -191,7 +197,6 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
 
 /// Envoy fields accepted and ignored with a warning.
 const HCM_IGNORED: &[&str] = &[
-    "access_log",
     "tracing",
     "add_user_agent",
     "delayed_close_timeout",
@@ -321,6 +326,7 @@ fn connection_manager(
         max_headers_count,
         websocket,
         max_request_bytes,
+        access_log: access_log::access_logs(cx, p, &h.access_log),
     })
 }
 

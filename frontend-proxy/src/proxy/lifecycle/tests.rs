@@ -81,6 +81,7 @@ static_resources:
                 stats: Arc::new(ConnManagerStats::default()),
                 max_connections: l.max_connections,
                 reuse_port: l.reuse_port,
+                access_logs: Vec::new(),
             })
         })
         .collect();

@@ -1,0 +1,209 @@
+//! Access logs end to end: the proxy binary with `access_log` file loggers
+//! (Envoy's default text format and a JSON dictionary) writes one line per
+//! request, with Envoy's response flags for local replies, and flushes
+//! on shutdown. Run with either HTTP/1 engine
+//! (`FRONTEND_PROXY_HTTP1_ENGINE=pingora`). Addresses: 127.0.14.x.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::yaml;
+use support::{client, free_addr, ip, Backend, ProxyProcess, LIMIT};
+
+/// Named routes: `/films` to a live backend, `/empty` to a cluster with
+/// no hosts; anything else matches no route.
+const ROUTES: &str = r#"
+            - name: all
+              domains: ["*"]
+              routes:
+              - name: films_route
+                match: { prefix: "/films" }
+                route: { cluster: films }
+              - name: empty_route
+                match: { prefix: "/empty" }
+                route: { cluster: empty }"#;
+
+fn access_logs(text: &Path, json: &Path) -> String {
+    format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {text}
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {json}
+              log_format:
+                json_format:
+                  code: "%RESPONSE_CODE%"
+                  flags: "%RESPONSE_FLAGS%"
+                  line: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"
+                  cluster: "%UPSTREAM_CLUSTER%"
+                  upstream: "%UPSTREAM_HOST%"
+                  route: "%ROUTE_NAME%"
+                  details: "%RESPONSE_CODE_DETAILS%"
+                  client: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%"
+                  sent: "%BYTES_SENT%"
+                  service_time: "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%""#,
+        text = text.display(),
+        json = json.display()
+    )
+}
+
+async fn start(host: u8, logs: &Path) -> (Backend, ProxyProcess, String) {
+    let films = Backend::start("films-1", SocketAddr::new(ip(14, host), 0)).await;
+    let listen = free_addr(ip(14, host));
+    let extra = access_logs(&logs.join("access.log"), &logs.join("access.json"));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", &extra, ROUTES))],
+        &[
+            yaml::cluster("films", "STATIC", &[(films.addr.ip().to_string(), films.addr.port())], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    (films, proxy, format!("http://{listen}"))
+}
+
+/// The file's lines once it has `n` of them (the writer flushes every second).
+async fn lines(path: &Path, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() >= n {
+            assert!(text.ends_with('\n'), "{text:?}");
+            return lines;
+        }
+        assert!(start.elapsed() < LIMIT, "{} has {} of {n} lines:\n{text}", path.display(), lines.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn file_loggers_write_envoys_default_format_and_json() {
+    let logs = tempfile::tempdir().unwrap();
+    let (films, proxy, url) = start(1, logs.path()).await;
+    let get = |path: &str| client().get(format!("{url}{path}")).header("user-agent", "access-test").send();
+    assert_eq!(get("/films/1").await.unwrap().status(), 200);
+    assert_eq!(get("/nothing").await.unwrap().status(), 404);
+    assert_eq!(get("/empty").await.unwrap().status(), 503);
+
+    let text = lines(&logs.path().join("access.log"), 3).await;
+    assert_eq!(text.len(), 3, "{text:#?}\n{}", proxy.log());
+    let films_addr = films.addr.to_string();
+    // [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
+    // %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%
+    // "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"
+    for line in &text {
+        let time = &line[1..25];
+        assert!(line.starts_with('[') && &line[25..27] == "] ", "{line}");
+        assert!(time.len() == 24 && time.ends_with('Z') && &time[10..11] == "T" && &time[19..20] == ".", "{line}");
+        let fields: Vec<&str> = line[27..].split('"').collect();
+        assert_eq!(fields.len(), 13, "{line}");
+        assert_eq!(fields[3], "-", "no x-forwarded-for: {line}");
+        assert_eq!(fields[5], "access-test", "{line}");
+        assert_eq!(fields[7].len(), 36, "a generated request id: {line}");
+        assert!(fields[9].starts_with("127.0.14.1:"), "{line}");
+    }
+    let middle = |line: &str| line[27..].split('"').nth(2).unwrap().trim().to_string();
+    let numbers = |line: &str| middle(line).split(' ').map(String::from).collect::<Vec<_>>();
+    assert!(text[0][27..].starts_with("\"GET /films/1 HTTP/1.1\" 200 - 0 "), "{}", text[0]);
+    assert!(text[0].ends_with(&format!("\"{films_addr}\"")), "{}", text[0]);
+    let ok = numbers(&text[0]);
+    assert!(ok[3] != "0" && ok[5] != "-", "body bytes and an upstream service time: {ok:?}");
+    assert!(text[1][27..].starts_with("\"GET /nothing HTTP/1.1\" 404 NR 0 0 "), "{}", text[1]);
+    assert!(text[1].ends_with("\"-\""), "{}", text[1]);
+    assert_eq!(numbers(&text[1])[5], "-", "no upstream service time");
+    assert!(text[2][27..].starts_with("\"GET /empty HTTP/1.1\" 503 UH 0 19 "), "{}", text[2]);
+    assert!(text[2].ends_with("\"-\""), "{}", text[2]);
+
+    let json = lines(&logs.path().join("access.json"), 3).await;
+    let json: Vec<serde_json::Value> = json.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(json[0]["code"], 200);
+    assert_eq!(json[0]["flags"], "-");
+    assert_eq!(json[0]["line"], "GET /films/1 HTTP/1.1");
+    assert_eq!(json[0]["cluster"], "films");
+    assert_eq!(json[0]["upstream"], films_addr);
+    assert_eq!(json[0]["route"], "films_route");
+    assert_eq!(json[0]["details"], "via_upstream");
+    assert_eq!(json[0]["client"], "127.0.0.1");
+    assert!(json[0]["sent"].as_u64().unwrap() > 0 && json[0]["service_time"].is_u64(), "{}", json[0]);
+    assert_eq!(json[1]["code"], 404);
+    assert_eq!(json[1]["flags"], "NR");
+    assert_eq!(json[1]["route"], serde_json::Value::Null);
+    assert_eq!(json[1]["upstream"], serde_json::Value::Null);
+    assert_eq!(json[1]["details"], "route_not_found");
+    assert_eq!(json[2]["code"], 503);
+    assert_eq!(json[2]["flags"], "UH");
+    assert_eq!(json[2]["cluster"], "empty");
+    assert_eq!(json[2]["route"], "empty_route");
+    assert_eq!(json[2]["details"], "no_healthy_upstream");
+    assert_eq!(json[2]["sent"], 19);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_what_the_writer_holds() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_films, mut proxy, url) = start(2, logs.path()).await;
+    let path = logs.path().join("access.log");
+    assert_eq!(client().get(format!("{url}/nothing")).send().await.unwrap().status(), 404);
+    let sent = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(LIMIT).expect("the proxy exits on SIGTERM");
+    assert!(status.success(), "{status}:\n{}", proxy.log());
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 1, "exited {:?} after the request:\n{text}", sent.elapsed());
+    assert!(text.contains("\"GET /nothing HTTP/1.1\" 404 NR "), "{text}");
+}
+
+#[tokio::test]
+async fn no_access_log_is_written_at_the_default_log_level() {
+    // Envoy writes no access log unless the configuration asks; nor does
+    // the proxy's own log carry a line per request at `info`.
+    let films = Backend::start("films-1", SocketAddr::new(ip(14, 3), 0)).await;
+    let listen = free_addr(ip(14, 3));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", "", ROUTES))],
+        &[
+            yaml::cluster("films", "STATIC", &[(films.addr.ip().to_string(), films.addr.port())], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, listen).await;
+    assert_eq!(client().get(format!("http://{listen}/films/1")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(format!("http://{listen}/nothing")).send().await.unwrap().status(), 404);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = proxy.log();
+    assert!(!log.contains("/films/1") && !log.contains("/nothing"), "{log}");
+}
+
+#[test]
+fn an_unopenable_access_log_fails_the_start_with_its_yaml_path() {
+    let listen: SocketAddr = "127.0.14.4:1".parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-dir");
+    let extra = access_logs(&missing.join("access.log"), &dir.path().join("access.json"));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", &extra, ROUTES))],
+        &[yaml::cluster("films", "STATIC", &[], ""), yaml::cluster("empty", "STATIC", &[], "")],
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0]: cannot open access log"
+        ),
+        "{stderr}"
+    );
+}
