@@ -153,6 +153,7 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpP
         peer.options.verify_cert = tls.trusted_ca.is_some();
         peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
         peer.options.ca = cluster.upstream_ca();
+        peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
     }
     peer
 }
@@ -216,11 +217,21 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         _reused: bool,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        _digest: Option<&pingora_core::protocols::Digest>,
+        digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(tls) = self.cluster(ctx).and_then(|c| c.spec.tls.clone()) {
+            let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|d| d.version.to_string());
+            if let Err(why) = tls.check_negotiated(&version.unwrap_or_default()) {
+                // A connect failure, before any request byte went out.
+                let retry = self.connect_failed(ctx, false);
+                warn!(upstream = %peer, error = %why, retry, "upstream connect failed");
+                ctx.refused_connection = Some(retry);
+                return Err(Error::explain(ErrorType::TLSHandshakeFailure, why));
+            }
+        }
         // No longer waiting for a connection.
         ctx.pending_permit = None;
         // New connections are counted by the peer's `UpstreamConnectionTracer`.
@@ -335,6 +346,11 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if let Some(retry) = ctx.refused_connection.take() {
+            // Counted as a connect failure in `connected_to_upstream`.
+            e.set_retry(retry);
+            return e;
+        }
         if std::mem::take(&mut ctx.retrying_status) {
             self.record_retry(ctx);
             e.set_retry(true);

@@ -27,7 +27,7 @@ pub use host::{ActiveRequest, Host, HostHealth};
 pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
-use crate::tls::PemSource;
+use crate::tls::{PemSource, TlsVersion};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -189,4 +189,21 @@ pub struct UpstreamTls {
     /// Verify the upstream's certificate against this CA; Envoy does not
     /// verify without a validation context, and neither do we.
     pub trusted_ca: Option<PemSource>,
+    /// The lowest version a handshake may settle on (`tls_params`; Envoy's
+    /// default TLSv1_2). Pingora's connector offers from TLS 1.0, so a
+    /// connection that negotiated less is refused before any request is
+    /// written on it ([`UpstreamTls::check_negotiated`]).
+    pub min_version: TlsVersion,
+    /// `tls_params.ecdh_curves`, as an OpenSSL groups list.
+    pub ecdh_curves: Option<String>,
+}
+
+impl UpstreamTls {
+    /// Whether a handshake that negotiated `version` (OpenSSL's name) may carry requests.
+    pub fn check_negotiated(&self, version: &str) -> Result<(), String> {
+        match TlsVersion::negotiated(version) {
+            Some(v) if v >= self.min_version => Ok(()),
+            _ => Err(format!("upstream negotiated {version}, below the cluster's minimum {:?}", self.min_version)),
+        }
+    }
 }

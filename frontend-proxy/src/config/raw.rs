@@ -242,6 +242,16 @@ mapping! {
         pub tls_certificates: Option<List<TlsCertificate>>,
         pub alpn_protocols: Option<List<String>>,
         pub validation_context: Option<Field<ValidationContext>>,
+        pub tls_params: Option<Field<TlsParameters>>,
+    }
+}
+
+mapping! {
+    pub struct TlsParameters {
+        pub tls_minimum_protocol_version: Option<Field<String>>,
+        pub tls_maximum_protocol_version: Option<Field<String>>,
+        pub cipher_suites: Option<List<String>>,
+        pub ecdh_curves: Option<List<String>>,
     }
 }
 
