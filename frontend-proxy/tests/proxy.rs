@@ -569,3 +569,44 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
         ok_response(c).await;
     }
 }
+
+/// `headers_with_underscores_action`: REJECT_REQUEST answers 400 and closes
+/// (HTTP/1 as Envoy's codec does, over h2 too), DROP_HEADER forwards the
+/// request without those headers, ALLOW (the default) forwards them.
+#[tokio::test]
+async fn headers_with_underscores_are_rejected_dropped_or_allowed_as_configured() {
+    let backend = Backend::start("underscores", SocketAddr::new(ip(1, 40), 0)).await;
+    let (reject, drop, allow) = (free_addr(ip(1, 40)), free_addr(ip(1, 40)), free_addr(ip(1, 40)));
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let hcm = |prefix: &str, action: &str| {
+        let extra = format!("          common_http_protocol_options: {{ headers_with_underscores_action: {action} }}");
+        yaml::hcm(prefix, &extra, &routes)
+    };
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("reject", reject, &hcm("reject", "REJECT_REQUEST")),
+            yaml::listener("drop", drop, &hcm("drop", "DROP_HEADER")),
+            yaml::listener("allow", allow, &hcm("allow", "ALLOW")),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, allow).await;
+
+    let mut s = tokio::net::TcpStream::connect(reject).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\nx_user: admin\r\n\r\n").await.unwrap();
+    let reply = support::raw::read_reply(&mut s).await;
+    assert_eq!((reply.status, reply.closed), (400, true), "{reply:?}\n{}", proxy.log());
+    assert_eq!(backend.hits(), 0, "a rejected request reached the upstream");
+    // Without an underscore, the same listener serves.
+    let (status, _) = support::send(client().get(format!("http://{reject}/ok")).header("x-user", "a")).await;
+    assert_eq!(status, 200);
+
+    let r = client().get(format!("http://{drop}/b")).header("x_user", "admin").header("x-kept", "1").send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    assert_eq!(backend.last_header("x_user"), None, "DROP_HEADER forwarded the header");
+    assert_eq!(backend.last_header("x-kept").as_deref(), Some("1"));
+
+    let r = client().get(format!("http://{allow}/c")).header("x_user", "admin").send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    assert_eq!(backend.last_header("x_user").as_deref(), Some("admin"));
+}

@@ -109,6 +109,11 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
+        if let Some(reply) = limits::underscore_headers(req, listener.hcm.headers_with_underscores) {
+            // Envoy's codec refuses the request: a protocol error.
+            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+            return Ok(Some(reply));
+        }
         if let Some(reply) = limits::check_request(req, &listener.hcm) {
             if matches!(reply, LocalReply::HeadersTooLarge) {
                 listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);

@@ -1,9 +1,10 @@
 //! Downstream request limits checked once the headers are in (Envoy's
 //! `max_request_headers_kb`, `max_headers_count`, the buffer filter's
-//! `max_request_bytes`), and the retry back-off.
+//! `max_request_bytes`, `headers_with_underscores_action`), and the retry
+//! back-off.
 
 use super::LocalReply;
-use crate::config::model::HttpConnectionManager;
+use crate::config::model::{HeadersWithUnderscores, HttpConnectionManager};
 use pingora_http::RequestHeader;
 use std::time::Duration;
 
@@ -30,6 +31,26 @@ pub fn check_request(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option
         if declared.is_some_and(|n| n > u64::from(max)) {
             return Some(LocalReply::PayloadTooLarge);
         }
+    }
+    None
+}
+
+/// `headers_with_underscores_action`: a 400 for a request with a header
+/// whose name has an underscore (REJECT_REQUEST), or those headers removed
+/// (DROP_HEADER).
+pub fn underscore_headers(req: &mut RequestHeader, action: HeadersWithUnderscores) -> Option<LocalReply> {
+    if action == HeadersWithUnderscores::Allow {
+        return None;
+    }
+    let names: Vec<http::HeaderName> = req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+    if names.is_empty() {
+        return None;
+    }
+    if action == HeadersWithUnderscores::RejectRequest {
+        return Some(LocalReply::BadRequest);
+    }
+    for name in names {
+        req.remove_header(&name);
     }
     None
 }
