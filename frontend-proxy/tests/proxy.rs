@@ -610,3 +610,42 @@ async fn headers_with_underscores_are_rejected_dropped_or_allowed_as_configured(
     assert_eq!(r.unwrap().status(), 200);
     assert_eq!(backend.last_header("x_user").as_deref(), Some("admin"));
 }
+
+/// `internal_only_headers` are removed from every request that is not
+/// internal (`x-envoy-internal: true`, which `use_remote_address` strips
+/// from clients), as Envoy's router does.
+#[tokio::test]
+async fn internal_only_headers_are_removed_from_external_requests() {
+    let backend = Backend::start("internal", SocketAddr::new(ip(1, 41), 0)).await;
+    let (edge, inner) = (free_addr(ip(1, 41)), free_addr(ip(1, 41)));
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let hcm = |prefix: &str, extra: &str| {
+        yaml::hcm(prefix, extra, &routes)
+            .replace("            name: local_route", "            name: local_route\n            internal_only_headers: [X-Secret]")
+    };
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("edge", edge, &hcm("edge", "          use_remote_address: true")),
+            yaml::listener("inner", inner, &hcm("inner", "")),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let _proxy = ProxyProcess::start(&cfg, inner).await;
+    let get = |addr: SocketAddr, internal: bool| {
+        let req = client().get(format!("http://{addr}/")).header("x-secret", "s").header("x-other", "o");
+        if internal {
+            req.header("x-envoy-internal", "true")
+        } else {
+            req
+        }
+    };
+
+    assert_eq!(support::send(get(inner, false)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret"), None, "an external request kept an internal-only header");
+    assert_eq!(backend.last_header("x-other").as_deref(), Some("o"));
+    assert_eq!(support::send(get(inner, true)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret").as_deref(), Some("s"), "an internal request lost it");
+    // At the edge a client cannot claim to be internal.
+    assert_eq!(support::send(get(edge, true)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret"), None);
+}
