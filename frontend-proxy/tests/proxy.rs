@@ -620,8 +620,10 @@ async fn internal_only_headers_are_removed_from_external_requests() {
     let (edge, inner) = (free_addr(ip(1, 41)), free_addr(ip(1, 41)));
     let routes = yaml::routes(&[("/", "cluster: backend")]);
     let hcm = |prefix: &str, extra: &str| {
-        yaml::hcm(prefix, extra, &routes)
-            .replace("            name: local_route", "            name: local_route\n            internal_only_headers: [X-Secret]")
+        yaml::hcm(prefix, extra, &routes).replace(
+            "            name: local_route",
+            "            name: local_route\n            internal_only_headers: [X-Secret]",
+        )
     };
     let cfg = yaml::bootstrap(
         &[

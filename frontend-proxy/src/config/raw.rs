@@ -119,6 +119,10 @@ mapping! {
         pub static_resources: Option<Field<StaticResources>>,
         /// Names this proxy to a control plane.
         pub node: Option<Field<Value>>,
+        /// Read only for the connection limits it may set.
+        pub layered_runtime: Option<Field<Value>>,
+        /// Read only for the connection limits it may set.
+        pub overload_manager: Option<Field<Value>>,
     }
 }
 
