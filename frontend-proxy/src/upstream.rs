@@ -194,7 +194,8 @@ pub struct UpstreamTls {
     /// connection that negotiated less is refused before any request is
     /// written on it ([`UpstreamTls::check_negotiated`]).
     pub min_version: TlsVersion,
-    /// `tls_params.ecdh_curves`, as an OpenSSL groups list.
+    /// `tls_params.ecdh_curves`, as an OpenSSL groups list (requests and
+    /// health checks).
     pub ecdh_curves: Option<String>,
 }
 
@@ -205,5 +206,22 @@ impl UpstreamTls {
             Some(v) if v >= self.min_version => Ok(()),
             _ => Err(format!("upstream negotiated {version}, below the cluster's minimum {:?}", self.min_version)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negotiated_version_below_the_minimum_is_refused() {
+        let tls = UpstreamTls { sni: None, trusted_ca: None, min_version: TlsVersion::V1_3, ecdh_curves: None };
+        assert!(tls.check_negotiated("TLSv1.3").is_ok());
+        assert!(tls.check_negotiated("TLSv1.2").is_err());
+        // A connection that says nothing about its version is not trusted either.
+        assert!(tls.check_negotiated("").is_err());
+        let default = UpstreamTls { min_version: TlsVersion::V1_2, ..tls };
+        assert!(default.check_negotiated("TLSv1.2").is_ok());
+        assert!(default.check_negotiated("TLSv1.1").is_err());
     }
 }

@@ -67,6 +67,31 @@ pub fn retry_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
 mod tests {
     use super::*;
 
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn underscore_headers_are_kept_rejected_or_dropped() {
+        let headers = [("x_user", "a"), ("x-user", "b"), ("x_other", "c")];
+        let mut req = request(&headers);
+        assert!(underscore_headers(&mut req, HeadersWithUnderscores::Allow).is_none());
+        assert_eq!(req.headers.len(), 3);
+        assert!(matches!(
+            underscore_headers(&mut req, HeadersWithUnderscores::RejectRequest),
+            Some(LocalReply::BadRequest)
+        ));
+        assert!(underscore_headers(&mut req, HeadersWithUnderscores::DropHeader).is_none());
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-user"]);
+        let mut clean = request(&[("x-user", "b")]);
+        assert!(underscore_headers(&mut clean, HeadersWithUnderscores::RejectRequest).is_none());
+    }
+
     #[test]
     fn backoff_is_bounded_and_grows() {
         let base = Duration::from_millis(25);
