@@ -174,6 +174,14 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.listener = self.listener_index(session);
+        if let Some(max) = self.listener(ctx).hcm.max_requests_per_connection {
+            // Pingora carries the count to the connection's next request
+            // and answers the last with `connection: close` (HTTP/1 only,
+            // the one codec this is allowed with).
+            if session.get_keepalive_reuses_remaining().is_none() {
+                session.set_keepalive_reuses_remaining(Some(max - 1));
+            }
+        }
         // Interim responses are dropped, as Envoy does and the native
         // engine does (a 100 the client asked for with `Expect` excepted);
         // an HTTP/1.0 client must never get one (RFC 9110 §15.2).

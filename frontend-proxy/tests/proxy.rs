@@ -651,3 +651,30 @@ async fn internal_only_headers_are_removed_from_external_requests() {
     assert_eq!(support::send(get(edge, true)).await.0, 200);
     assert_eq!(backend.last_header("x-secret"), None);
 }
+
+/// `max_requests_per_connection` (with `codec_type: HTTP1`): the response
+/// to the last request says `connection: close` and the connection ends.
+#[tokio::test]
+async fn a_connection_ends_after_max_requests_per_connection() {
+    let backend = Backend::start("max-requests", SocketAddr::new(ip(1, 42), 0)).await;
+    let addr = free_addr(ip(1, 42));
+    let extra =
+        "          codec_type: HTTP1\n          common_http_protocol_options: { max_requests_per_connection: 2 }";
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("web", addr, &yaml::hcm("web", extra, &yaml::routes(&[("/", "cluster: backend")])))],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, addr).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let first = support::raw::read_response(&mut s, &mut buf, "GET").await;
+    assert_eq!(first.status, 200, "{}", proxy.log());
+    assert_ne!(first.header("connection"), Some("close"), "closed before the limit");
+    s.write_all(b"GET /2 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let second = support::raw::read_response(&mut s, &mut buf, "GET").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("connection"), Some("close"), "{second:?}");
+    assert!(support::raw::closes_within(&mut s, Duration::from_secs(2)).await, "the connection stayed open");
+    assert_eq!(backend.hits(), 2);
+}

@@ -81,6 +81,10 @@ pub struct HttpConnectionManager {
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub headers_with_underscores: HeadersWithUnderscores,
+    /// `common_http_protocol_options.max_requests_per_connection` (HTTP/1
+    /// codec only): the response to the last request says `connection:
+    /// close` and the connection ends.
+    pub max_requests_per_connection: Option<u32>,
     /// `upgrade_configs` lists `websocket`.
     pub websocket: bool,
     /// `envoy.filters.http.buffer`: larger request bodies get 413.

@@ -212,7 +212,7 @@ mapping! {
         pub idle_timeout: Option<Field<Value>>,
         pub max_headers_count: Option<Field<u32>>,
         pub headers_with_underscores_action: Option<Field<String>>,
-        pub max_requests_per_connection: Option<Field<Value>>,
+        pub max_requests_per_connection: Option<Field<u32>>,
         pub max_connection_duration: Option<Field<Value>>,
         pub max_stream_duration: Option<Field<Value>>,
     }

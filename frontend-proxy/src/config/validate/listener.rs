@@ -248,6 +248,7 @@ fn connection_manager(
 
     let mut max_headers_count = 100;
     let mut headers_with_underscores = HeadersWithUnderscores::Allow;
+    let mut max_requests_per_connection = None;
     let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
     let op = p.key("common_http_protocol_options");
     if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
@@ -263,12 +264,15 @@ fn connection_manager(
             ],
             HeadersWithUnderscores::Allow,
         );
-        if o.max_requests_per_connection.is_some() {
+        // 0 is no limit, as in Envoy.
+        max_requests_per_connection =
+            cx.opt(&op, "max_requests_per_connection", &o.max_requests_per_connection).copied().filter(|n| *n > 0);
+        if max_requests_per_connection.is_some() && codec != Codec::Http1 {
             // Pingora's HTTP/2 server cannot end a connection after N
             // streams, and HTTP/1 alone would be weaker than the file says.
             cx.error(
                 &op.key("max_requests_per_connection"),
-                "not supported: connections are not closed after a number of requests",
+                "supported only with codec_type: HTTP1 (HTTP/2 connections cannot be ended after a number of streams)",
             );
         }
         if let Some(t) = cx.duration(&op, "idle_timeout", &o.idle_timeout) {
@@ -340,6 +344,7 @@ fn connection_manager(
         max_request_headers_kb,
         max_headers_count,
         headers_with_underscores,
+        max_requests_per_connection,
         websocket,
         max_request_bytes,
     })
