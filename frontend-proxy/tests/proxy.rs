@@ -577,12 +577,14 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
 async fn headers_with_underscores_are_rejected_dropped_or_allowed_as_configured() {
     let backend = Backend::start("underscores", SocketAddr::new(ip(1, 40), 0)).await;
     let (reject, drop, allow) = (free_addr(ip(1, 40)), free_addr(ip(1, 40)), free_addr(ip(1, 40)));
+    let admin = free_addr(ip(1, 40));
     let routes = yaml::routes(&[("/", "cluster: backend")]);
     let hcm = |prefix: &str, action: &str| {
         let extra = format!("          common_http_protocol_options: {{ headers_with_underscores_action: {action} }}");
         yaml::hcm(prefix, &extra, &routes)
     };
-    let cfg = yaml::bootstrap(
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
         &[
             yaml::listener("reject", reject, &hcm("reject", "REJECT_REQUEST")),
             yaml::listener("drop", drop, &hcm("drop", "DROP_HEADER")),
@@ -609,6 +611,12 @@ async fn headers_with_underscores_are_rejected_dropped_or_allowed_as_configured(
     let r = client().get(format!("http://{allow}/c")).header("x_user", "admin").send().await;
     assert_eq!(r.unwrap().status(), 200);
     assert_eq!(backend.last_header("x_user").as_deref(), Some("admin"));
+
+    // Counted as Envoy's codecs count them (HTTP/1 here).
+    let engine = if support::pingora_engine() { "pingora" } else { "native" };
+    assert_eq!(support::stat(admin, "http1.requests_rejected_with_underscores_in_headers").await, 1, "{engine}");
+    assert_eq!(support::stat(admin, "http1.dropped_headers_with_underscores").await, 1, "{engine}");
+    assert_eq!(support::stat(admin, "http.reject.downstream_cx_protocol_error").await, 1, "{engine}");
 }
 
 /// `internal_only_headers` are removed from every request that is not

@@ -109,10 +109,18 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
-        if let Some(reply) = limits::underscore_headers(req, listener.hcm.headers_with_underscores) {
-            // Envoy's codec refuses the request: a protocol error.
-            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
-            return Ok(Some(reply));
+        let underscores = if http2 { &listener.stats.http2_underscores } else { &listener.stats.http1_underscores };
+        match limits::underscore_headers(req, listener.hcm.headers_with_underscores) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                underscores.dropped.fetch_add(dropped, Relaxed);
+            }
+            Err(reply) => {
+                // Envoy's codec refuses the request: a protocol error.
+                underscores.rejected.fetch_add(1, Relaxed);
+                listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+                return Ok(Some(reply));
+            }
         }
         if let Some(reply) = limits::check_request(req, &listener.hcm) {
             if matches!(reply, LocalReply::HeadersTooLarge) {

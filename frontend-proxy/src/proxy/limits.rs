@@ -37,22 +37,25 @@ pub fn check_request(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option
 
 /// `headers_with_underscores_action`: a 400 for a request with a header
 /// whose name has an underscore (REJECT_REQUEST), or those headers removed
-/// (DROP_HEADER).
-pub fn underscore_headers(req: &mut RequestHeader, action: HeadersWithUnderscores) -> Option<LocalReply> {
+/// (DROP_HEADER); `Ok` with how many were removed.
+pub fn underscore_headers(req: &mut RequestHeader, action: HeadersWithUnderscores) -> Result<u64, LocalReply> {
     if action == HeadersWithUnderscores::Allow {
-        return None;
+        return Ok(0);
     }
     let names: Vec<http::HeaderName> = req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
     if names.is_empty() {
-        return None;
+        return Ok(0);
     }
     if action == HeadersWithUnderscores::RejectRequest {
-        return Some(LocalReply::BadRequest);
+        return Err(LocalReply::BadRequest);
     }
+    let mut dropped = 0;
     for name in names {
+        // Every value of a repeated header counts, as in Envoy.
+        dropped += req.headers.get_all(&name).iter().count() as u64;
         req.remove_header(&name);
     }
-    None
+    Ok(dropped)
 }
 
 /// Envoy's retry back-off: exponential with full jitter,
@@ -79,17 +82,17 @@ mod tests {
     fn underscore_headers_are_kept_rejected_or_dropped() {
         let headers = [("x_user", "a"), ("x-user", "b"), ("x_other", "c")];
         let mut req = request(&headers);
-        assert!(underscore_headers(&mut req, HeadersWithUnderscores::Allow).is_none());
+        assert!(matches!(underscore_headers(&mut req, HeadersWithUnderscores::Allow), Ok(0)));
         assert_eq!(req.headers.len(), 3);
         assert!(matches!(
             underscore_headers(&mut req, HeadersWithUnderscores::RejectRequest),
-            Some(LocalReply::BadRequest)
+            Err(LocalReply::BadRequest)
         ));
-        assert!(underscore_headers(&mut req, HeadersWithUnderscores::DropHeader).is_none());
+        assert!(matches!(underscore_headers(&mut req, HeadersWithUnderscores::DropHeader), Ok(2)));
         let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["x-user"]);
         let mut clean = request(&[("x-user", "b")]);
-        assert!(underscore_headers(&mut clean, HeadersWithUnderscores::RejectRequest).is_none());
+        assert!(matches!(underscore_headers(&mut clean, HeadersWithUnderscores::RejectRequest), Ok(0)));
     }
 
     #[test]
