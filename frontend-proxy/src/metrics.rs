@@ -230,6 +230,14 @@ impl AsRef<HostStats> for HostStats {
     }
 }
 
+/// A codec's `dropped_headers_with_underscores` and
+/// `requests_rejected_with_underscores_in_headers`.
+#[derive(Debug, Default)]
+pub struct UnderscoreStats {
+    pub dropped: AtomicU64,
+    pub rejected: AtomicU64,
+}
+
 /// `http.<stat_prefix>.*` statistics.
 #[derive(Debug, Default)]
 pub struct ConnManagerStats {
@@ -257,6 +265,10 @@ pub struct ConnManagerStats {
     /// Connections closed on a request the HTTP/1 codec could not accept
     /// (malformed, or headers over the limits).
     pub downstream_cx_protocol_error: AtomicU64,
+    /// Headers with underscores dropped and requests rejected for one
+    /// (`http1.*` / `http2.*`).
+    pub http1_underscores: UnderscoreStats,
+    pub http2_underscores: UnderscoreStats,
     /// TLS listeners: handshakes completed (`listener.<addr>.ssl.handshake`).
     pub ssl_handshake: AtomicU64,
     /// TLS listeners: connections that ended before their handshake

@@ -154,6 +154,7 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpP
         peer.options.verify_cert = tls.trusted_ca.is_some();
         peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
         peer.options.ca = cluster.upstream_ca();
+        peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
     }
     peer
 }
@@ -174,6 +175,14 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         ctx.listener = self.listener_index(session);
+        if let Some(max) = self.listener(ctx).hcm.max_requests_per_connection {
+            // Pingora carries the count to the connection's next request
+            // and answers the last with `connection: close` (HTTP/1 only,
+            // the one codec this is allowed with).
+            if session.get_keepalive_reuses_remaining().is_none() {
+                session.set_keepalive_reuses_remaining(Some(max - 1));
+            }
+        }
         // Interim responses are dropped, as Envoy does and the native
         // engine does (a 100 the client asked for with `Expect` excepted);
         // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
@@ -217,11 +226,21 @@ impl ProxyHttp for Proxy {
         &self,
         _session: &mut Session,
         _reused: bool,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
-        _digest: Option<&pingora_core::protocols::Digest>,
+        digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(tls) = self.cluster(ctx).and_then(|c| c.spec.tls.clone()) {
+            let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|d| d.version.to_string());
+            if let Err(why) = tls.check_negotiated(&version.unwrap_or_default()) {
+                // A connect failure, before any request byte went out.
+                let retry = self.connect_failed(ctx, false);
+                warn!(upstream = %peer, error = %why, retry, "upstream connect failed");
+                ctx.refused_connection = Some(retry);
+                return Err(Error::explain(ErrorType::TLSHandshakeFailure, why));
+            }
+        }
         // No longer waiting for a connection.
         ctx.pending_permit = None;
         // New connections are counted by the peer's `UpstreamConnectionTracer`.
@@ -336,6 +355,11 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if let Some(retry) = ctx.refused_connection.take() {
+            // Counted as a connect failure in `connected_to_upstream`.
+            e.set_retry(retry);
+            return e;
+        }
         if std::mem::take(&mut ctx.retrying_status) {
             self.record_retry(ctx);
             e.set_retry(true);

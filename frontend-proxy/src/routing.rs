@@ -96,6 +96,10 @@ pub struct RouteTable {
     any: Option<usize>,
     pub port_matching: PortMatching,
     pub headers: HeaderMutations,
+    /// `internal_only_headers`: removed from requests that are not
+    /// internal (`x-envoy-internal: true`, which we never set, and which
+    /// `use_remote_address` strips from clients), before forwarding.
+    pub internal_only_headers: Vec<http::HeaderName>,
 }
 
 impl RouteTable {
@@ -129,7 +133,17 @@ impl RouteTable {
         // Stable sort keeps file order between equal lengths, as Envoy does.
         suffixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         prefixes.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
-        Self { name, virtual_hosts, exact, suffixes, prefixes, any, port_matching, headers }
+        Self {
+            name,
+            virtual_hosts,
+            exact,
+            suffixes,
+            prefixes,
+            any,
+            port_matching,
+            headers,
+            internal_only_headers: Vec::new(),
+        }
     }
 
     /// Envoy's virtual host search: exact, longest suffix wildcard, longest

@@ -1,11 +1,12 @@
 //! TLS material: where certificates and keys come from ([`PemSource`]), a
 //! listener's certificate, key and ALPN ([`DownstreamTls`]) and its
-//! acceptor, and upstream trust anchors, loaded at start so that a bad
-//! file fails `--mode validate` and start-up, never a request.
+//! acceptor, Envoy's `tls_params` ([`TlsParams`]), and upstream trust
+//! anchors, loaded at start so that a bad file fails `--mode validate` and
+//! start-up, never a request.
 
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::pkey::PKey;
-use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslMethod};
+use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslContextBuilder, SslMethod, SslVersion};
 use pingora_core::tls::x509::X509;
 use std::path::PathBuf;
 
@@ -23,6 +24,70 @@ pub struct DownstreamTls {
     pub private_key: PemSource,
     /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
     pub alpn_protocols: Vec<String>,
+    /// `common_tls_context.tls_params`.
+    pub params: TlsParams,
+}
+
+/// Envoy's `TlsParameters.TlsProtocol` (`TLS_AUTO` is the absence of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    V1_0,
+    V1_1,
+    V1_2,
+    V1_3,
+}
+
+impl TlsVersion {
+    /// Envoy's names, `TLS_AUTO` meaning the side's default.
+    pub const NAMES: &'static [(&'static str, Option<TlsVersion>)] = &[
+        ("TLS_AUTO", None),
+        ("TLSv1_0", Some(TlsVersion::V1_0)),
+        ("TLSv1_1", Some(TlsVersion::V1_1)),
+        ("TLSv1_2", Some(TlsVersion::V1_2)),
+        ("TLSv1_3", Some(TlsVersion::V1_3)),
+    ];
+
+    fn ssl(self) -> SslVersion {
+        match self {
+            TlsVersion::V1_0 => SslVersion::TLS1,
+            TlsVersion::V1_1 => SslVersion::TLS1_1,
+            TlsVersion::V1_2 => SslVersion::TLS1_2,
+            TlsVersion::V1_3 => SslVersion::TLS1_3,
+        }
+    }
+
+    /// The version OpenSSL reports for a connection (`SSL_get_version`).
+    pub fn negotiated(name: &str) -> Option<TlsVersion> {
+        match name {
+            "TLSv1" => Some(TlsVersion::V1_0),
+            "TLSv1.1" => Some(TlsVersion::V1_1),
+            "TLSv1.2" => Some(TlsVersion::V1_2),
+            "TLSv1.3" => Some(TlsVersion::V1_3),
+            _ => None,
+        }
+    }
+}
+
+/// `tls_params` of a listener: what the handshake may negotiate. `None`
+/// keeps the default (TLS 1.2 to 1.3, Mozilla's intermediate ciphers, OpenSSL's groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsParams {
+    pub min_version: Option<TlsVersion>,
+    pub max_version: Option<TlsVersion>,
+    /// OpenSSL cipher list (TLS 1.0–1.2 only, as in Envoy).
+    pub cipher_list: Option<String>,
+    /// OpenSSL groups list (`ecdh_curves`).
+    pub groups: Option<String>,
+}
+
+/// Whether OpenSSL knows this one cipher (for TLS 1.0–1.2).
+pub fn known_cipher(name: &str) -> bool {
+    SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_cipher_list(name).is_ok())
+}
+
+/// Whether OpenSSL knows this one ECDH group.
+pub fn known_group(name: &str) -> bool {
+    SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_groups_list(name).is_ok())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +140,19 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
     // header read and a body read each: the socket under the TLS stream
     // has no read buffer of its own (`listen.rs` accepts it).
     builder.set_read_ahead(true);
+    let params = &tls.params;
+    if let Some(v) = params.min_version {
+        builder.set_min_proto_version(Some(v.ssl())).map_err(|e| TlsError::Setup(e.to_string()))?;
+    }
+    if let Some(v) = params.max_version {
+        builder.set_max_proto_version(Some(v.ssl())).map_err(|e| TlsError::Setup(e.to_string()))?;
+    }
+    if let Some(list) = &params.cipher_list {
+        builder.set_cipher_list(list).map_err(|e| TlsError::Setup(format!("cipher_suites: {e}")))?;
+    }
+    if let Some(list) = &params.groups {
+        builder.set_groups_list(list).map_err(|e| TlsError::Setup(format!("ecdh_curves: {e}")))?;
+    }
 
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");

@@ -27,7 +27,7 @@ pub use host::{ActiveRequest, Host, HostHealth};
 pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
-use crate::tls::PemSource;
+use crate::tls::{PemSource, TlsVersion};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -189,4 +189,39 @@ pub struct UpstreamTls {
     /// Verify the upstream's certificate against this CA; Envoy does not
     /// verify without a validation context, and neither do we.
     pub trusted_ca: Option<PemSource>,
+    /// The lowest version a handshake may settle on (`tls_params`; Envoy's
+    /// default TLSv1_2). Pingora's connector offers from TLS 1.0, so a
+    /// connection that negotiated less is refused before any request is
+    /// written on it ([`UpstreamTls::check_negotiated`]).
+    pub min_version: TlsVersion,
+    /// `tls_params.ecdh_curves`, as an OpenSSL groups list (requests and
+    /// health checks).
+    pub ecdh_curves: Option<String>,
+}
+
+impl UpstreamTls {
+    /// Whether a handshake that negotiated `version` (OpenSSL's name) may carry requests.
+    pub fn check_negotiated(&self, version: &str) -> Result<(), String> {
+        match TlsVersion::negotiated(version) {
+            Some(v) if v >= self.min_version => Ok(()),
+            _ => Err(format!("upstream negotiated {version}, below the cluster's minimum {:?}", self.min_version)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_negotiated_version_below_the_minimum_is_refused() {
+        let tls = UpstreamTls { sni: None, trusted_ca: None, min_version: TlsVersion::V1_3, ecdh_curves: None };
+        assert!(tls.check_negotiated("TLSv1.3").is_ok());
+        assert!(tls.check_negotiated("TLSv1.2").is_err());
+        // A connection that says nothing about its version is not trusted either.
+        assert!(tls.check_negotiated("").is_err());
+        let default = UpstreamTls { min_version: TlsVersion::V1_2, ..tls };
+        assert!(default.check_negotiated("TLSv1.2").is_ok());
+        assert!(default.check_negotiated("TLSv1.1").is_err());
+    }
 }

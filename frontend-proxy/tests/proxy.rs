@@ -569,3 +569,120 @@ async fn idle_keep_alive_connections_hold_no_buffers() {
         ok_response(c).await;
     }
 }
+
+/// `headers_with_underscores_action`: REJECT_REQUEST answers 400 and closes
+/// (HTTP/1 as Envoy's codec does, over h2 too), DROP_HEADER forwards the
+/// request without those headers, ALLOW (the default) forwards them.
+#[tokio::test]
+async fn headers_with_underscores_are_rejected_dropped_or_allowed_as_configured() {
+    let backend = Backend::start("underscores", SocketAddr::new(ip(1, 40), 0)).await;
+    let (reject, drop, allow) = (free_addr(ip(1, 40)), free_addr(ip(1, 40)), free_addr(ip(1, 40)));
+    let admin = free_addr(ip(1, 40));
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let hcm = |prefix: &str, action: &str| {
+        let extra = format!("          common_http_protocol_options: {{ headers_with_underscores_action: {action} }}");
+        yaml::hcm(prefix, &extra, &routes)
+    };
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            yaml::listener("reject", reject, &hcm("reject", "REJECT_REQUEST")),
+            yaml::listener("drop", drop, &hcm("drop", "DROP_HEADER")),
+            yaml::listener("allow", allow, &hcm("allow", "ALLOW")),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, allow).await;
+
+    let mut s = tokio::net::TcpStream::connect(reject).await.unwrap();
+    s.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\nx_user: admin\r\n\r\n").await.unwrap();
+    let reply = support::raw::read_reply(&mut s).await;
+    assert_eq!((reply.status, reply.closed), (400, true), "{reply:?}\n{}", proxy.log());
+    assert_eq!(backend.hits(), 0, "a rejected request reached the upstream");
+    // Without an underscore, the same listener serves.
+    let (status, _) = support::send(client().get(format!("http://{reject}/ok")).header("x-user", "a")).await;
+    assert_eq!(status, 200);
+
+    let r = client().get(format!("http://{drop}/b")).header("x_user", "admin").header("x-kept", "1").send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    assert_eq!(backend.last_header("x_user"), None, "DROP_HEADER forwarded the header");
+    assert_eq!(backend.last_header("x-kept").as_deref(), Some("1"));
+
+    let r = client().get(format!("http://{allow}/c")).header("x_user", "admin").send().await;
+    assert_eq!(r.unwrap().status(), 200);
+    assert_eq!(backend.last_header("x_user").as_deref(), Some("admin"));
+
+    // Counted as Envoy's codecs count them (HTTP/1 here).
+    let engine = if support::pingora_engine() { "pingora" } else { "native" };
+    assert_eq!(support::stat(admin, "http1.requests_rejected_with_underscores_in_headers").await, 1, "{engine}");
+    assert_eq!(support::stat(admin, "http1.dropped_headers_with_underscores").await, 1, "{engine}");
+    assert_eq!(support::stat(admin, "http.reject.downstream_cx_protocol_error").await, 1, "{engine}");
+}
+
+/// `internal_only_headers` are removed from every request that is not
+/// internal (`x-envoy-internal: true`, which `use_remote_address` strips
+/// from clients), as Envoy's router does.
+#[tokio::test]
+async fn internal_only_headers_are_removed_from_external_requests() {
+    let backend = Backend::start("internal", SocketAddr::new(ip(1, 41), 0)).await;
+    let (edge, inner) = (free_addr(ip(1, 41)), free_addr(ip(1, 41)));
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let hcm = |prefix: &str, extra: &str| {
+        yaml::hcm(prefix, extra, &routes).replace(
+            "            name: local_route",
+            "            name: local_route\n            internal_only_headers: [X-Secret]",
+        )
+    };
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("edge", edge, &hcm("edge", "          use_remote_address: true")),
+            yaml::listener("inner", inner, &hcm("inner", "")),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let _proxy = ProxyProcess::start(&cfg, inner).await;
+    let get = |addr: SocketAddr, internal: bool| {
+        let req = client().get(format!("http://{addr}/")).header("x-secret", "s").header("x-other", "o");
+        if internal {
+            req.header("x-envoy-internal", "true")
+        } else {
+            req
+        }
+    };
+
+    assert_eq!(support::send(get(inner, false)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret"), None, "an external request kept an internal-only header");
+    assert_eq!(backend.last_header("x-other").as_deref(), Some("o"));
+    assert_eq!(support::send(get(inner, true)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret").as_deref(), Some("s"), "an internal request lost it");
+    // At the edge a client cannot claim to be internal.
+    assert_eq!(support::send(get(edge, true)).await.0, 200);
+    assert_eq!(backend.last_header("x-secret"), None);
+}
+
+/// `max_requests_per_connection` (with `codec_type: HTTP1`): the response
+/// to the last request says `connection: close` and the connection ends.
+#[tokio::test]
+async fn a_connection_ends_after_max_requests_per_connection() {
+    let backend = Backend::start("max-requests", SocketAddr::new(ip(1, 42), 0)).await;
+    let addr = free_addr(ip(1, 42));
+    let extra =
+        "          codec_type: HTTP1\n          common_http_protocol_options: { max_requests_per_connection: 2 }";
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("web", addr, &yaml::hcm("web", extra, &yaml::routes(&[("/", "cluster: backend")])))],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, addr).await;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let first = support::raw::read_response(&mut s, &mut buf, "GET").await;
+    assert_eq!(first.status, 200, "{}", proxy.log());
+    assert_ne!(first.header("connection"), Some("close"), "closed before the limit");
+    s.write_all(b"GET /2 HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let second = support::raw::read_response(&mut s, &mut buf, "GET").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("connection"), Some("close"), "{second:?}");
+    assert!(support::raw::closes_within(&mut s, Duration::from_secs(2)).await, "the connection stayed open");
+    assert_eq!(backend.hits(), 2);
+}

@@ -5,18 +5,20 @@
 //! `listener.<addr>.ssl.connection_error` and logged at debug, never at
 //! error; completed handshakes count in `ssl.handshake`, a client that
 //! chooses h2 and hangs up before its preface included (logged at debug
-//! too). Addresses: 127.0.12.x.
+//! too). `tls_params` bound what a handshake may negotiate, on listeners
+//! and towards clusters. Addresses: 127.0.12.x.
 
 #[allow(unused_imports)]
 mod support;
 
-use pingora_core::tls::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode};
+use pingora_core::tls::ssl::{HandshakeError, SslConnector, SslMethod, SslVerifyMode, SslVersion};
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{eventually, free_addr, ip, yaml, Backend};
+use support::proxy::ProxyProcess;
+use support::{eventually, free_addr, ip, send, yaml, Backend};
 
 /// The proxy binary at `--log-level debug` (the test reads what it logs at
 /// every level), stopped on drop.
@@ -197,4 +199,113 @@ async fn clients_hanging_up_mid_handshake_are_counted_and_logged_at_debug() {
 
 fn failed_handshake_lines(log: &str) -> usize {
     log.lines().filter(|l| l.contains("DEBUG") && l.contains("TLS handshake failed")).count()
+}
+
+/// A TLS listener with `tls_params` (flow mapping contents) under its common context.
+fn tls_listener_with_params(name: &str, addr: SocketAddr, hcm: &str, cert: (&str, &str), params: &str) -> String {
+    yaml::tls_listener(name, addr, hcm, cert.0, cert.1)
+        .replace("\n      filters:", &format!("\n            tls_params: {{ {params} }}\n      filters:"))
+}
+
+/// Completes a handshake offering at most `max`; the version agreed, or why not.
+fn handshake_version(addr: SocketAddr, max: Option<SslVersion>) -> Result<String, String> {
+    let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_max_proto_version(max).unwrap();
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let tls = ssl.connect(tcp).map_err(|e| e.to_string())?;
+    Ok(tls.ssl().version_str().to_string())
+}
+
+#[tokio::test]
+async fn listener_tls_versions_are_bounded_by_tls_params() {
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 2), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let hcm = yaml::hcm("secure", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let (only13, only12) = (free_addr(ip(12, 2)), free_addr(ip(12, 2)));
+    let cfg = yaml::bootstrap(
+        &[
+            tls_listener_with_params("only13", only13, &hcm, (&cert, &key), "tls_minimum_protocol_version: TLSv1_3"),
+            tls_listener_with_params(
+                "only12",
+                only12,
+                &hcm,
+                (&cert, &key),
+                "tls_maximum_protocol_version: TLSv1_2, cipher_suites: [ECDHE-RSA-AES128-GCM-SHA256, ECDHE-ECDSA-AES128-GCM-SHA256], ecdh_curves: [P-256]",
+            ),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, only12).await;
+
+    let refused = handshake_version(only13, Some(SslVersion::TLS1_2));
+    assert!(refused.is_err(), "a TLS 1.2 client got in past a TLSv1_3 minimum: {refused:?}");
+    assert_eq!(handshake_version(only13, None).as_deref(), Ok("TLSv1.3"), "{}", proxy.log());
+    assert_eq!(handshake_version(only12, None).as_deref(), Ok("TLSv1.2"), "{}", proxy.log());
+
+    // The cipher list binds TLS 1.2: a client offering only another cipher is refused.
+    let tcp = std::net::TcpStream::connect(only12).unwrap();
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_cipher_list("ECDHE-RSA-AES256-GCM-SHA384").unwrap();
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    assert!(ssl.connect(tcp).is_err(), "a cipher outside cipher_suites was negotiated");
+}
+
+#[tokio::test]
+async fn cluster_tls_minimum_refuses_an_upstream_that_only_speaks_less() {
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 3), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    // The proxy is its own TLS-1.2-only upstream: `tls12` terminates TLS
+    // 1.2 in front of the plain backend.
+    let tls12 = free_addr(ip(12, 3));
+    let front = free_addr(ip(12, 3));
+    let to_backend = yaml::hcm("tls12", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let front_hcm = yaml::hcm(
+        "front",
+        "",
+        &yaml::routes(&[("/strict", "cluster: strict, prefix_rewrite: /"), ("/", "cluster: lenient")]),
+    );
+    let upstream_tls = |params: &str| {
+        format!(
+            r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        common_tls_context:
+          tls_params: {{ {params} }}
+"#
+        )
+    };
+    let ep = [(tls12.ip().to_string(), tls12.port())];
+    let cfg = yaml::bootstrap(
+        &[
+            tls_listener_with_params(
+                "tls12",
+                tls12,
+                &to_backend,
+                (&cert, &key),
+                "tls_maximum_protocol_version: TLSv1_2",
+            ),
+            yaml::listener("front", front, &front_hcm),
+        ],
+        &[
+            yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""),
+            yaml::cluster("strict", "STATIC", &ep, &upstream_tls("tls_minimum_protocol_version: TLSv1_3")),
+            yaml::cluster("lenient", "STATIC", &ep, &upstream_tls("ecdh_curves: [P-256, X25519]")),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, front).await;
+    let c = support::client();
+
+    let (status, _) = send(c.get(format!("http://{front}/lenient"))).await;
+    assert_eq!(status, 200, "TLS 1.2 meets the default minimum:\n{}", proxy.log());
+    let hits = backend.hits();
+    let (status, body) = send(c.get(format!("http://{front}/strict"))).await;
+    assert_eq!(status, 503, "{body}\n{}", proxy.log());
+    assert!(body.contains("connection failure"), "{body}");
+    assert_eq!(backend.hits(), hits, "no request may travel over TLS 1.2");
 }

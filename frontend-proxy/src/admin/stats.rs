@@ -30,6 +30,9 @@ pub enum Scope {
     Http(String),
     /// `listener.<ip>_<port>.`, label `envoy_listener_address`.
     Listener(String),
+    /// Process-wide codec statistics: `http1.` or `http2.` (every
+    /// listener's, summed).
+    Codec(&'static str),
 }
 
 impl Scope {
@@ -41,6 +44,7 @@ impl Scope {
             Scope::Cluster(n) => format!("cluster.{n}").into(),
             Scope::Http(p) => format!("http.{p}").into(),
             Scope::Listener(a) => format!("listener.{a}").into(),
+            Scope::Codec(c) => (*c).into(),
         }
     }
 
@@ -52,13 +56,14 @@ impl Scope {
             Scope::Cluster(_) => "cluster",
             Scope::Http(_) => "http",
             Scope::Listener(_) => "listener",
+            Scope::Codec(c) => c,
         }
     }
 
     /// The Prometheus label naming the instance, if the scope has instances.
     pub fn tag(&self) -> Option<(&'static str, &str)> {
         match self {
-            Scope::Server | Scope::ClusterManager => None,
+            Scope::Server | Scope::ClusterManager | Scope::Codec(_) => None,
             Scope::Cluster(n) => Some(("envoy_cluster_name", n)),
             Scope::Http(p) => Some(("envoy_http_conn_manager_prefix", p)),
             Scope::Listener(a) => Some(("envoy_listener_address", a)),
@@ -185,6 +190,13 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     b.counter("downstream_cx_idle_timeout", &s.downstream_cx_idle_timeout);
     b.counter("downstream_cx_protocol_error", &s.downstream_cx_protocol_error);
     b.push("downstream_rq_time", Value::Histogram(s.downstream_rq_time.snapshot()));
+
+    // `headers_with_underscores_action`, as Envoy's codecs count it.
+    for (codec, u) in [("http1", &s.http1_underscores), ("http2", &s.http2_underscores)] {
+        let mut b = Builder { scope: Scope::Codec(codec), out: &mut *b.out };
+        b.counter("dropped_headers_with_underscores", &u.dropped);
+        b.counter("requests_rejected_with_underscores_in_headers", &u.rejected);
+    }
 
     let mut b = Builder { scope: Scope::listener(listener.address), out: b.out };
     b.counter("downstream_cx_total", &s.downstream_cx_total);

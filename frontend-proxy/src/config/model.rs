@@ -50,6 +50,16 @@ pub enum ServerHeader {
     PassThrough,
 }
 
+/// `common_http_protocol_options.headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersWithUnderscores {
+    Allow,
+    /// 400, and the connection closes (Envoy's HTTP/1 codec).
+    RejectRequest,
+    /// The headers are removed before routing.
+    DropHeader,
+}
+
 #[derive(Debug)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
@@ -71,6 +81,11 @@ pub struct HttpConnectionManager {
     pub idle_timeout: Option<Duration>,
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
+    pub headers_with_underscores: HeadersWithUnderscores,
+    /// `common_http_protocol_options.max_requests_per_connection` (HTTP/1
+    /// codec only): the response to the last request says `connection:
+    /// close` and the connection ends.
+    pub max_requests_per_connection: Option<u32>,
     /// `upgrade_configs` lists `websocket`.
     pub websocket: bool,
     /// `envoy.filters.http.buffer`: larger request bodies get 413.

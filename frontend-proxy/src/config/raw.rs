@@ -121,6 +121,10 @@ mapping! {
         pub static_resources: Option<Field<StaticResources>>,
         /// Names this proxy to a control plane.
         pub node: Option<Field<Value>>,
+        /// Read only for the connection limits it may set.
+        pub layered_runtime: Option<Field<Value>>,
+        /// Read only for the connection limits it may set.
+        pub overload_manager: Option<Field<Value>>,
     }
 }
 
@@ -211,6 +215,8 @@ mapping! {
     pub struct HttpProtocolOptions {
         pub idle_timeout: Option<Field<Value>>,
         pub max_headers_count: Option<Field<u32>>,
+        pub headers_with_underscores_action: Option<Field<String>>,
+        pub max_requests_per_connection: Option<Field<u32>>,
         pub max_connection_duration: Option<Field<Value>>,
         pub max_stream_duration: Option<Field<Value>>,
     }
@@ -246,6 +252,16 @@ mapping! {
         pub tls_certificates: Option<List<TlsCertificate>>,
         pub alpn_protocols: Option<List<String>>,
         pub validation_context: Option<Field<ValidationContext>>,
+        pub tls_params: Option<Field<TlsParameters>>,
+    }
+}
+
+mapping! {
+    pub struct TlsParameters {
+        pub tls_minimum_protocol_version: Option<Field<String>>,
+        pub tls_maximum_protocol_version: Option<Field<String>>,
+        pub cipher_suites: Option<List<String>>,
+        pub ecdh_curves: Option<List<String>>,
     }
 }
 

@@ -274,14 +274,12 @@ fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
 
 /// Envoy fields accepted and ignored with a warning.
 const BOOTSTRAP_IGNORED: &[&str] = &[
-    "layered_runtime",
     "stats_sinks",
     "stats_config",
     "stats_flush_interval",
     "watchdog",
     "watchdogs",
     "cluster_manager",
-    "overload_manager",
     "tracing",
     "fatal_actions",
     "enable_dispatcher_stats",
@@ -296,6 +294,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
     cx.other(&root, raw, BOOTSTRAP_IGNORED);
     // `node` only names this proxy to a control plane: nothing to check.
     let _ = cx.opt(&root, "node", &raw.node);
+    global_connection_limits(&mut cx, &root, raw);
 
     let admin = cx.opt(&root, "admin", &raw.admin).and_then(|a| admin(&mut cx, &root.key("admin"), a));
 
@@ -322,6 +321,61 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
         return Err(LoadError::Invalid(cx.errors));
     }
     Ok((Bootstrap { admin, listeners, clusters }, cx.warnings))
+}
+
+/// Envoy's process-wide downstream connection limit, set by the runtime key
+/// `overload.global_downstream_max_connections` or the overload manager's
+/// `global_downstream_max_connections` resource monitor, is not
+/// implemented (only per-listener `connection_limit` is): either is an
+/// error. Runtime layers and overload settings without it are ignored with
+/// a warning.
+fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
+    const KEY: &str = "overload.global_downstream_max_connections";
+    const MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
+    const UNSUPPORTED: &str =
+        "a process-wide downstream connection limit is not supported (use the envoy.filters.network.connection_limit filter on each listener)";
+    let ignored = "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered";
+    if let Some(rt) = cx.opt(root, "layered_runtime", &raw.layered_runtime) {
+        let rp = root.key("layered_runtime");
+        let mut limited = false;
+        let layers = rt.get("layers").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        for (i, layer) in layers.iter().enumerate() {
+            let Some(static_layer) = layer.get("static_layer") else {
+                continue;
+            };
+            let sp = rp.key("layers").idx(i).key("static_layer");
+            // Runtime keys are dotted, written flat or as nested mappings.
+            let nested = static_layer.get("overload").and_then(|o| o.get("global_downstream_max_connections"));
+            if static_layer.get(KEY).is_some() {
+                cx.error(&sp.key(KEY), UNSUPPORTED);
+                limited = true;
+            } else if nested.is_some() {
+                cx.error(&sp.key("overload").key("global_downstream_max_connections"), UNSUPPORTED);
+                limited = true;
+            }
+        }
+        if !limited {
+            cx.warn(&rp, ignored);
+        }
+    }
+    if let Some(om) = cx.opt(root, "overload_manager", &raw.overload_manager) {
+        let op = root.key("overload_manager");
+        let mut limited = false;
+        let monitors = om.get("resource_monitors").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        for (i, m) in monitors.iter().enumerate() {
+            let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
+            let type_url =
+                m.get("typed_config").and_then(|t| t.get("@type")).and_then(Value::as_str).unwrap_or_default();
+            let max = m.get("typed_config").and_then(|t| t.get("max_active_downstream_connections"));
+            if name == MONITOR || type_url.contains("DownstreamConnectionsConfig") || max.is_some() {
+                cx.error(&op.key("resource_monitors").idx(i), UNSUPPORTED);
+                limited = true;
+            }
+        }
+        if !limited {
+            cx.warn(&op, ignored);
+        }
+    }
 }
 
 fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {

@@ -35,6 +35,9 @@ pub struct RequestCtx {
     /// Circuit-breaker slots this request holds.
     pub(super) request_permit: Option<Permit>,
     pub(super) pending_permit: Option<Permit>,
+    /// Set when a new upstream connection was refused after its handshake
+    /// (below the cluster's TLS minimum): whether to retry.
+    pub(super) refused_connection: Option<bool>,
     pub(super) retry_permit: Option<Permit>,
     /// The next attempt is a policy retry and waits for its back-off first.
     pub(super) backoff: bool,
@@ -99,6 +102,7 @@ impl RequestCtx {
             client_addr: None,
             request_permit: None,
             pending_permit: None,
+            refused_connection: None,
             retry_permit: None,
             backoff: false,
             body_bytes: 0,

@@ -109,6 +109,19 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
+        let underscores = if http2 { &listener.stats.http2_underscores } else { &listener.stats.http1_underscores };
+        match limits::underscore_headers(req, listener.hcm.headers_with_underscores) {
+            Ok(0) => {}
+            Ok(dropped) => {
+                underscores.dropped.fetch_add(dropped, Relaxed);
+            }
+            Err(reply) => {
+                // Envoy's codec refuses the request: a protocol error.
+                underscores.rejected.fetch_add(1, Relaxed);
+                listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+                return Ok(Some(reply));
+            }
+        }
         if let Some(reply) = limits::check_request(req, &listener.hcm) {
             if matches!(reply, LocalReply::HeadersTooLarge) {
                 listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
@@ -119,6 +132,7 @@ impl Proxy {
         let client_ip = ctx.client_addr.map(|a| a.ip());
         forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, ctx.request_id.as_ref())?;
         let reply = self.route_request(req, upgrade, ctx);
+        internal_only_headers(req, &listener.hcm.routes.internal_only_headers);
         ctx.stream_idle = match self.forward(ctx).and_then(|f| f.idle_timeout) {
             Some(t) => (!t.is_zero()).then_some(t),
             None => listener.hcm.stream_idle_timeout,
@@ -469,6 +483,17 @@ impl Proxy {
 /// whichever engine parsed it (and the fuzzing facade): fields named in
 /// `Connection` go, framing (`proxy::framing`) and target
 /// (`proxy::target`) are checked. `Some(reply)` refuses the request.
+/// Envoy's router removes `internal_only_headers` from a request that is
+/// not internal: one without `x-envoy-internal: true`.
+fn internal_only_headers(req: &mut RequestHeader, names: &[http::HeaderName]) {
+    if names.is_empty() || req.headers.get("x-envoy-internal").is_some_and(|v| v.as_bytes() == b"true") {
+        return;
+    }
+    for name in names {
+        req.remove_header(name);
+    }
+}
+
 pub(crate) fn request_checks(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
     if !http2 && !hop_by_hop::strip_connection_named(req) {
         return Some(LocalReply::BadRequest);

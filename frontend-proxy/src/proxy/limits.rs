@@ -1,9 +1,10 @@
 //! Downstream request limits checked once the headers are in (Envoy's
 //! `max_request_headers_kb`, `max_headers_count`, the buffer filter's
-//! `max_request_bytes`), and the retry back-off.
+//! `max_request_bytes`, `headers_with_underscores_action`), and the retry
+//! back-off.
 
 use super::LocalReply;
-use crate::config::model::HttpConnectionManager;
+use crate::config::model::{HeadersWithUnderscores, HttpConnectionManager};
 use pingora_http::RequestHeader;
 use std::time::Duration;
 
@@ -34,6 +35,29 @@ pub fn check_request(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option
     None
 }
 
+/// `headers_with_underscores_action`: a 400 for a request with a header
+/// whose name has an underscore (REJECT_REQUEST), or those headers removed
+/// (DROP_HEADER); `Ok` with how many were removed.
+pub fn underscore_headers(req: &mut RequestHeader, action: HeadersWithUnderscores) -> Result<u64, LocalReply> {
+    if action == HeadersWithUnderscores::Allow {
+        return Ok(0);
+    }
+    let names: Vec<http::HeaderName> = req.headers.keys().filter(|n| n.as_str().contains('_')).cloned().collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    if action == HeadersWithUnderscores::RejectRequest {
+        return Err(LocalReply::BadRequest);
+    }
+    let mut dropped = 0;
+    for name in names {
+        // Every value of a repeated header counts, as in Envoy.
+        dropped += req.headers.get_all(&name).iter().count() as u64;
+        req.remove_header(&name);
+    }
+    Ok(dropped)
+}
+
 /// Envoy's retry back-off: exponential with full jitter,
 /// `random(0, min(base * 2^(n-1), max))` before retry `n`.
 pub fn retry_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
@@ -45,6 +69,31 @@ pub fn retry_backoff(base: Duration, max: Duration, retry: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        for (n, v) in headers {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    #[test]
+    fn underscore_headers_are_kept_rejected_or_dropped() {
+        let headers = [("x_user", "a"), ("x-user", "b"), ("x_other", "c")];
+        let mut req = request(&headers);
+        assert!(matches!(underscore_headers(&mut req, HeadersWithUnderscores::Allow), Ok(0)));
+        assert_eq!(req.headers.len(), 3);
+        assert!(matches!(
+            underscore_headers(&mut req, HeadersWithUnderscores::RejectRequest),
+            Err(LocalReply::BadRequest)
+        ));
+        assert!(matches!(underscore_headers(&mut req, HeadersWithUnderscores::DropHeader), Ok(2)));
+        let left: Vec<&str> = req.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-user"]);
+        let mut clean = request(&[("x-user", "b")]);
+        assert!(matches!(underscore_headers(&mut clean, HeadersWithUnderscores::RejectRequest), Ok(0)));
+    }
 
     #[test]
     fn backoff_is_bounded_and_grows() {

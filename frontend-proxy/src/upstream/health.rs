@@ -53,6 +53,7 @@ impl ActiveHealthCheck {
                     http.peer_template.sni = t.sni.clone().unwrap_or_default();
                     http.peer_template.options.verify_cert = false;
                     http.peer_template.options.verify_hostname = false;
+                    http.peer_template.options.curves = t.ecdh_curves.clone().map(std::borrow::Cow::Owned);
                 }
                 if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                     let _ = req.insert_header("host", authority.as_str());

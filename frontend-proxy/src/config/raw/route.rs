@@ -12,6 +12,7 @@ mapping! {
         pub response_headers_to_add: Option<List<HeaderValueOption>>,
         pub response_headers_to_remove: Option<List<String>>,
         pub ignore_port_in_host_matching: Option<Field<bool>>,
+        pub internal_only_headers: Option<List<String>>,
     }
 }
 

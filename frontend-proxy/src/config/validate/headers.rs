@@ -83,7 +83,7 @@ fn headers_to_add(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::HeaderVa
     out
 }
 
-fn headers_to_remove(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<String>>) -> Vec<HeaderName> {
+pub(super) fn headers_to_remove(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<String>>) -> Vec<HeaderName> {
     let mut out = Vec::new();
     for (hp, h) in cx.list(p, name, f) {
         match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {

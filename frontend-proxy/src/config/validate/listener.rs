@@ -4,7 +4,7 @@ use super::access_log;
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
-use crate::config::model::{Codec, HttpConnectionManager, ListenerConfig, ServerHeader};
+use crate::config::model::{Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
 use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
@@ -252,10 +252,34 @@ fn connection_manager(
     }
 
     let mut max_headers_count = 100;
+    let mut headers_with_underscores = HeadersWithUnderscores::Allow;
+    let mut max_requests_per_connection = None;
     let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
     let op = p.key("common_http_protocol_options");
     if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
-        cx.other(&op, o, &["headers_with_underscores_action", "max_requests_per_connection"]);
+        cx.other(&op, o, &[]);
+        headers_with_underscores = cx.enumeration(
+            &op,
+            "headers_with_underscores_action",
+            &o.headers_with_underscores_action,
+            &[
+                ("ALLOW", HeadersWithUnderscores::Allow),
+                ("REJECT_REQUEST", HeadersWithUnderscores::RejectRequest),
+                ("DROP_HEADER", HeadersWithUnderscores::DropHeader),
+            ],
+            HeadersWithUnderscores::Allow,
+        );
+        // 0 is no limit, as in Envoy.
+        max_requests_per_connection =
+            cx.opt(&op, "max_requests_per_connection", &o.max_requests_per_connection).copied().filter(|n| *n > 0);
+        if max_requests_per_connection.is_some() && codec != Codec::Http1 {
+            // Pingora's HTTP/2 server cannot end a connection after N
+            // streams, and HTTP/1 alone would be weaker than the file says.
+            cx.error(
+                &op.key("max_requests_per_connection"),
+                "supported only with codec_type: HTTP1 (HTTP/2 connections cannot be ended after a number of streams)",
+            );
+        }
         if let Some(t) = cx.duration(&op, "idle_timeout", &o.idle_timeout) {
             idle_timeout = (!t.is_zero()).then_some(t);
         }
@@ -324,6 +348,8 @@ fn connection_manager(
         idle_timeout,
         max_request_headers_kb,
         max_headers_count,
+        headers_with_underscores,
+        max_requests_per_connection,
         websocket,
         max_request_bytes,
         access_log: access_log::access_logs(cx, p, &h.access_log),

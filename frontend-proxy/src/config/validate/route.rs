@@ -1,7 +1,7 @@
 //! Route configuration: virtual hosts, routes and their matches.
 
 use super::action::{direct_response, forward, redirect, retry_policy};
-use super::headers::header_mutations;
+use super::headers::{header_mutations, headers_to_remove};
 use super::{Ctx, P};
 use crate::config::raw;
 use crate::routing::{
@@ -20,7 +20,8 @@ pub(super) fn route_configuration(
     strip_any: bool,
     strip_matching: bool,
 ) -> Option<RouteTable> {
-    cx.other(p, rc, &["validate_clusters", "internal_only_headers", "max_direct_response_body_size_bytes"]);
+    cx.other(p, rc, &["validate_clusters", "max_direct_response_body_size_bytes"]);
+    let internal_only_headers = headers_to_remove(cx, p, "internal_only_headers", &rc.internal_only_headers);
     let name = cx.string(p, "name", &rc.name).unwrap_or_default();
     let headers = header_mutations(
         cx,
@@ -62,7 +63,9 @@ pub(super) fn route_configuration(
         all_domains.push(domains.into_iter().map(|(_, d)| d).collect());
         vhosts.push(vhost);
     }
-    Some(RouteTable::new(name, vhosts, all_domains, port_matching, headers))
+    let mut table = RouteTable::new(name, vhosts, all_domains, port_matching, headers);
+    table.internal_only_headers = internal_only_headers;
+    Some(table)
 }
 
 /// Envoy fields accepted and ignored with a warning.

@@ -3,7 +3,7 @@
 
 use super::{Ctx, P};
 use crate::config::raw::{self, Field};
-use crate::tls::DownstreamTls;
+use crate::tls::{DownstreamTls, TlsParams, TlsVersion};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -40,7 +40,8 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     }
     let cp = tp.key("common_tls_context");
     let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
-    cx.other(&cp, common, &["tls_params"]);
+    cx.other(&cp, common, &[]);
+    let params = tls_params(cx, &cp, common);
     if common.validation_context.is_some() {
         cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
     }
@@ -67,7 +68,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     let key = cx.req(&cert_p, "private_key", &cert.private_key);
     let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
     let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols })
+    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols, params })
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
@@ -92,9 +93,27 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
     }
     let mut trusted_ca = None;
+    let mut params = TlsParams::default();
     if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
         let cp = tp.key("common_tls_context");
-        cx.other(&cp, common, &["tls_params"]);
+        cx.other(&cp, common, &[]);
+        params = tls_params(cx, &cp, common);
+        let pp = cp.key("tls_params");
+        // Pingora's connector offers TLS 1.0 to 1.3 with its own cipher
+        // list for every cluster: a narrower offer cannot be made per
+        // cluster, and a minimum is checked once the handshake is done.
+        if params.max_version.is_some_and(|v| v < TlsVersion::V1_3) {
+            cx.error(
+                &pp.key("tls_maximum_protocol_version"),
+                "an upstream maximum below TLSv1_3 is not supported (the upstream connector always offers TLS 1.3)",
+            );
+        }
+        if params.cipher_list.is_some() {
+            cx.error(
+                &pp.key("cipher_suites"),
+                "upstream cipher suites are not supported (the upstream connector's cipher list is fixed)",
+            );
+        }
         if common.tls_certificates.is_some() {
             cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
         }
@@ -109,5 +128,62 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             }
         }
     }
-    Some(UpstreamTls { sni: cx.string(&tp, "sni", &ctx.sni), trusted_ca })
+    Some(UpstreamTls {
+        sni: cx.string(&tp, "sni", &ctx.sni),
+        trusted_ca,
+        // Envoy's default minimum for clients.
+        min_version: params.min_version.unwrap_or(TlsVersion::V1_2),
+        ecdh_curves: params.groups,
+    })
+}
+
+/// `common_tls_context.tls_params`: versions, and cipher suites and curves
+/// OpenSSL knows, each tried on its own as Envoy does (a list OpenSSL
+/// accepts as a whole may still hold names it skipped).
+fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams {
+    let Some(tp) = cx.opt(cp, "tls_params", &common.tls_params) else {
+        return TlsParams::default();
+    };
+    let pp = cp.key("tls_params");
+    cx.other(&pp, tp, &[]);
+    let min_version =
+        cx.enumeration(&pp, "tls_minimum_protocol_version", &tp.tls_minimum_protocol_version, TlsVersion::NAMES, None);
+    let max_version =
+        cx.enumeration(&pp, "tls_maximum_protocol_version", &tp.tls_maximum_protocol_version, TlsVersion::NAMES, None);
+    if let (Some(min), Some(max)) = (min_version, max_version) {
+        if min > max {
+            cx.error(&pp.key("tls_minimum_protocol_version"), "must not be above tls_maximum_protocol_version");
+        }
+    }
+    let mut ciphers = Vec::new();
+    for (ip, entry) in cx.list(&pp, "cipher_suites", &tp.cipher_suites) {
+        // BoringSSL's equal-preference groups `[A|B]`: OpenSSL has no such
+        // thing, so the group's ciphers are taken in the order written.
+        for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
+            if crate::tls::known_cipher(name) {
+                ciphers.push(name.to_string());
+            } else {
+                cx.error(
+                    &ip,
+                    format!(
+                        "cipher suite {name:?} is not known to OpenSSL (TLS 1.3 suites cannot be chosen, as in Envoy)"
+                    ),
+                );
+            }
+        }
+    }
+    let mut groups = Vec::new();
+    for (ip, name) in cx.list(&pp, "ecdh_curves", &tp.ecdh_curves) {
+        if crate::tls::known_group(name) {
+            groups.push(name.clone());
+        } else {
+            cx.error(&ip, format!("ECDH curve {name:?} is not known to OpenSSL"));
+        }
+    }
+    TlsParams {
+        min_version,
+        max_version,
+        cipher_list: (!ciphers.is_empty()).then(|| ciphers.join(":")),
+        groups: (!groups.is_empty()).then(|| groups.join(":")),
+    }
 }

@@ -61,6 +61,8 @@ impl NativeH1 {
     ) -> Served<D> {
         let mut drained = Drained::new(drain);
         let mut bufs = Buffers::new();
+        let max_requests = self.proxy.listeners[listener].hcm.max_requests_per_connection;
+        let mut served = 0u32;
         // A connection's task is as large as this future's largest state:
         // what a request needs lives in `serve_request`'s and `reject`'s
         // futures and in scopes that end before the next await, so that no
@@ -83,7 +85,10 @@ impl NativeH1 {
                 let mut ctx = RequestCtx::starting(started);
                 ctx.listener = listener;
                 ctx.client_addr = client_addr;
-                self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain).await
+                served = served.saturating_add(1);
+                // `max_requests_per_connection`: the last one's response says `connection: close`.
+                let last = max_requests.is_some_and(|m| served >= m);
+                self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain, last).await
             };
             if !keep_alive {
                 let _ = down.shutdown().await;
@@ -235,6 +240,7 @@ impl NativeH1 {
         request: Box<wire::Request>,
         ctx: &mut RequestCtx,
         drain: &Drain,
+        last: bool,
     ) -> (bool, bool) {
         let wire::Request { header: mut req, body: framing, close } = *request;
         let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
@@ -251,7 +257,7 @@ impl NativeH1 {
             Ok(body) => (body, reply),
             Err(e) => (Body::refused(), reply.or(Some(e.reply()))),
         };
-        let mut keep_alive = !close && !drain.is_draining();
+        let mut keep_alive = !close && !drain.is_draining() && !last;
         let (status, upstream_body, error) = match reply {
             Some(reply) => {
                 // As Envoy: a request the codec rejects ends its connection.

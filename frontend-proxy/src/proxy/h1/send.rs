@@ -63,10 +63,16 @@ impl NativeH1 {
     async fn connect(&self, attempt: &AttemptStart) -> Result<Upstream, AttemptError> {
         let cluster = &attempt.cluster;
         let connect_timeout = cluster.spec.connect_timeout;
-        if cluster.spec.tls.is_some() {
+        if let Some(tls) = &cluster.spec.tls {
             let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout);
             return match self.connector.new_stream(&peer).await {
-                Ok(s) => Ok(Upstream::pingora(s)),
+                Ok(s) => {
+                    let version = s.get_ssl_digest().map(|d| d.version.to_string()).unwrap_or_default();
+                    match tls.check_negotiated(&version) {
+                        Ok(()) => Ok(Upstream::pingora(s)),
+                        Err(error) => Err(AttemptError::Connect { timed_out: false, error }),
+                    }
+                }
                 Err(e) => Err(AttemptError::Connect {
                     timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
                     error: e.to_string(),
