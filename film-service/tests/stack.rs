@@ -325,9 +325,7 @@ async fn binary_serves_registers_and_stops_on_sigterm() {
 
     service.sigterm();
     let (status, lines) =
-        tokio::task::spawn_blocking(move || (service.wait(Duration::from_secs(10)), service.log_lines()))
-            .await
-            .unwrap();
+        tokio::task::spawn_blocking(move || service.wait_with_log(Duration::from_secs(10))).await.unwrap();
     assert!(status.success(), "{status:?}");
     assert!(lines.iter().any(|l| l.contains("method=POST path=/films route=/films status=201")), "{lines:?}");
     assert!(lines.iter().any(|l| l.contains("film-service stopped")), "{lines:?}");

@@ -120,12 +120,7 @@ async fn sigterm_finishes_the_request_in_flight_then_exits_zero() {
     assert!(response.starts_with("HTTP/1.1 201"), "{response}");
     assert!(response.contains(r#""name":"Heat""#), "{response}");
 
-    let status = tokio::task::spawn_blocking(move || {
-        let status = service.wait(Duration::from_secs(10));
-        (status, service.log_lines())
-    })
-    .await
-    .unwrap();
+    let status = tokio::task::spawn_blocking(move || service.wait_with_log(Duration::from_secs(10))).await.unwrap();
     assert!(status.0.success(), "{status:?}");
     assert!(status.1.iter().any(|l| l.contains("SIGTERM received")), "{:?}", status.1);
 }

@@ -126,6 +126,19 @@ impl ChildService {
     pub fn log_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
     }
+
+    /// Waits for the process to exit, then returns its status and every
+    /// log line not yet taken, up to the end of its stderr (the reader
+    /// thread may still hold the last lines when the exit is seen).
+    pub fn wait_with_log(&mut self, timeout: Duration) -> (ExitStatus, Vec<String>) {
+        let status = self.wait(timeout);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            lines.push(line);
+        }
+        (status, lines)
+    }
 }
 
 impl Drop for ChildService {
