@@ -192,7 +192,15 @@ async fn clients_hanging_up_mid_handshake_are_counted_and_logged_at_debug() {
     }
 
     let log = proxy.log();
-    let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR") || l.contains(" WARN ")).collect();
+    // Pingora's connector logs "failed to acquire reusable stream" at ERROR
+    // when its idle-connection watcher still holds a pooled upstream
+    // connection as a request takes it (a race inside pingora-core's
+    // `reused_stream`; the request gets a new connection): not about clients.
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains(" WARN "))
+        .filter(|l| !l.contains("failed to acquire reusable stream"))
+        .collect();
     assert!(errors.is_empty(), "a client's ordinary behaviour logs nothing above debug: {errors:#?}");
     assert_eq!(failed_handshake_lines(&log), debug_before + 3, "one debug line per failed handshake\n{log}");
 }
