@@ -343,6 +343,16 @@ fn asked_for(i: usize) -> strict::Asked {
     strict::Asked { head: i % 5 == 4, upgrade: false }
 }
 
+/// Whether the reference refuses `bytes` for an invalid Content-Length in
+/// a response that also has Transfer-Encoding.
+fn invalid_length_beside_coding(bytes: &[u8], asked: strict::Asked) -> bool {
+    let refused_for_length = matches!(
+        strict::upstream_response(bytes, asked, true),
+        Err(v) if format!("{v:?}").contains("content-length")
+    );
+    refused_for_length && String::from_utf8_lossy(bytes).to_ascii_lowercase().contains("transfer-encoding")
+}
+
 /// The proxy's own error replies, not an upstream's response (which
 /// carries the time the upstream took).
 fn local_reply(r: &Response) -> bool {
@@ -364,6 +374,16 @@ async fn e2e_case(
     let got = c.response_within(asked, Duration::from_secs(6)).await;
     match &got {
         Ok(r) if local_reply(r) => {}
+        Ok(r) if support::pingora_engine() && invalid_length_beside_coding(bytes, asked) => {
+            // A documented engine difference (docs/http1.md; tests/framing
+            // "Content-Length beside Transfer-Encoding in a response"):
+            // Pingora's codec removes a Content-Length that comes with
+            // Transfer-Encoding before the proxy sees it, valid or not, and
+            // frames the body by the codings; the client never gets the length.
+            if r.header("content-length").is_some() {
+                return Err("content-length forwarded beside transfer-encoding".to_string());
+            }
+        }
         Ok(r) => {
             let m = strict::upstream_response(bytes, asked, true)
                 .map_err(|v| format!("forwarded a {} the reference refuses ({v:?})", r.status))?;
@@ -376,7 +396,12 @@ async fn e2e_case(
                     String::from_utf8_lossy(&m.body)
                 ));
             }
-            if let Some((n, v)) = r.headers.iter().find(|(n, v)| n.contains("evil") || v.contains("EVIL")) {
+            // EVIL marks a response the generator appends after the message;
+            // the reference reads it as the response only after interim
+            // heads (a generated status line can be a 1xx too).
+            let evil_is_final = m.head.headers.iter().any(|(_, v)| v.windows(4).any(|w| w == b"EVIL"));
+            let evil = r.headers.iter().find(|(n, v)| n.contains("evil") || v.contains("EVIL"));
+            if let (Some((n, v)), false) = (evil, evil_is_final) {
                 return Err(format!("the client got {n}: {v}"));
             }
         }

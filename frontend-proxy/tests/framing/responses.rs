@@ -339,6 +339,15 @@ pub(crate) fn response_cases() -> Vec<Case> {
             .answer(resp("Content-Length: 5\r\n", "hello"))
             .expect(status(200, ""))
             .reuse(Reuse::Never),
+        // RFC 9112 §6.3: never a length beside a coding, even with no body.
+        Case::new("resp_head_length_and_coding", "HEAD {p} HTTP/1.1\r\nHost: framing\r\n\r\n")
+            .head()
+            .answer(resp("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", ""))
+            .expect(both(status(200, ""), |o| match o.first()?.header("content-length") {
+                None => Ok(()),
+                Some(v) => Err(format!("content-length {v:?} forwarded beside transfer-encoding")),
+            }))
+            .close(Close::Either),
         Case::new("resp_head_chunked", "HEAD {p} HTTP/1.1\r\nHost: framing\r\n\r\n")
             .head()
             .answer(resp("Transfer-Encoding: chunked\r\n", ""))

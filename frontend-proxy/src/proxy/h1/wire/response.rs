@@ -188,7 +188,9 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     if coded && (has_length || http10) {
         close = true;
     }
-    let drop_length = (coded && !no_content) || status == 204;
+    // RFC 9112 §6.3: no length beside a coding, even where there is no
+    // body to frame (a HEAD or 304 response's fields describe another).
+    let drop_length = coded || status == 204;
     Ok(ResponseHead { status, framing, close, drop_length, recode: coded, connection_named })
 }
 
