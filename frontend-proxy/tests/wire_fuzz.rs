@@ -18,7 +18,8 @@
 //! requests, on the same client connection and over the pooled upstream
 //! connection, must get their own clean answers.
 //!
-//! CI runs 256 cases per property and 256 end to end. Longer runs:
+//! `cargo test` runs 256 cases per property and 256 end to end; CI's fuzz
+//! step 4096 per property and 2000 end to end on each engine. Longer runs:
 //! `PROPTEST_CASES=200000 WIRE_FUZZ_E2E_CASES=5000 cargo test --release
 //! -p frontend-proxy --test wire_fuzz` (`WIRE_FUZZ_SEED=<n>` picks the end-to-end
 //! cases; a failing property is saved under `proptest-regressions/`).
