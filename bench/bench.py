@@ -491,7 +491,9 @@ class Bench:
             else:  # frontend-proxy, or a named variant binary
                 binary, *extra = self.args.binaries[name].split()
                 conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends))
-                cmd = [binary, "-c", conf, "--concurrency", str(workers), "--log-level", "warn", *extra]
+                # As shipped: the default log level (info) and no `access_log` in
+                # the config, so no per-request line; a variant may add flags.
+                cmd = [binary, "-c", conf, "--concurrency", str(workers), *extra]
                 serving = None
             label = f"callgrind:{name}#{tag}" if prefix else f"{name}#{tag}"
             proc = self.start(label, list(prefix) + cmd, port, cpu, serving=serving, path=scenario.path,
@@ -867,7 +869,8 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " something about the proxy when that is near 100 %; otherwise CPU 0 (load generator + backend) is the limit.",
         f"- Backend: one nginx worker, `return 200` with a {len(BODY)}-byte body, a 64 KiB file for (d),"
         " three ports for (e). Keep-alive to the backend everywhere (nginx `keepalive 1024`, HAProxy"
-        " `http-reuse always`, Pingora's connection pool). No access logs anywhere (frontend-proxy at `--log-level warn`).",
+        " `http-reuse always`, Pingora's connection pool). No access logs anywhere; frontend-proxy runs with its defaults (`--log-level info`, no"
+        " `access_log` in its config, so no line per request).",
         f"- Each cell: {a.warmup} s warm-up, then {a.rounds} runs of {a.duration} s, alternating between targets"
         " (A/B/C/A/B/C, rotated each round); the table shows the median and every run.",
         "- Latency columns of the throughput tables come from wrk, a **closed-loop** generator: at saturation"
