@@ -149,6 +149,8 @@ impl Ctx {
                     &p.key(key),
                     "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered",
                 );
+            } else if let Some((_, feature)) = NOT_YET.iter().find(|(k, _)| k == key) {
+                self.error(&p.key(key), format!("{feature}: not supported yet, so the configuration is refused"));
             } else {
                 let hint = suggestion(key, T::KEYS).map(|s| format!(" (did you mean `{s}`?)")).unwrap_or_default();
                 self.error(
@@ -271,6 +273,22 @@ fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
         .min_by_key(|(d, _)| *d)
         .map(|(_, k)| k)
 }
+
+/// Envoy fields that stand for a whole feature frontend-proxy does not
+/// have yet: their error names the feature rather than the field.
+const NOT_YET: &[(&str, &str)] = &[
+    ("dynamic_resources", "xDS (dynamic configuration: LDS, CDS, ADS)"),
+    ("cds_config", "xDS (dynamic configuration: CDS)"),
+    ("lds_config", "xDS (dynamic configuration: LDS)"),
+    ("eds_cluster_config", "EDS (endpoints from a control plane; use `load_assignment`)"),
+    ("rds", "RDS (routes from a control plane; use `route_config`)"),
+    ("http2_protocol_options", "upstream HTTP/2 (a cluster speaking h2 or gRPC)"),
+    ("typed_extension_protocol_options", "upstream protocol options (upstream HTTP/2, gRPC)"),
+    ("upstream_http_protocol_options", "upstream protocol options (upstream HTTP/2, gRPC)"),
+    ("lb_subset_config", "subset load balancing"),
+    ("transport_socket_matches", "per-endpoint transport sockets"),
+    ("cluster_type", "custom cluster types"),
+];
 
 /// Envoy fields accepted and ignored with a warning.
 const BOOTSTRAP_IGNORED: &[&str] = &[
