@@ -35,12 +35,18 @@ impl Codings {
                 continue;
             }
             // `transfer-coding = token *( OWS ";" OWS transfer-parameter )`
-            let name = coding.split(|b| *b == b';').next().unwrap_or_default().trim_ascii();
+            let mut parts = coding.split(|b| *b == b';');
+            let name = parts.next().unwrap_or_default().trim_ascii();
             if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
                 self.malformed = true;
             }
             self.count += 1;
-            self.chunked_last = coding.eq_ignore_ascii_case(b"chunked");
+            self.chunked_last = name.eq_ignore_ascii_case(b"chunked");
+            // `chunked` takes no parameters (RFC 9112 §7.1): `chunked;` or
+            // `chunked;x=y` is chunked to some parsers and not to others.
+            if self.chunked_last && parts.next().is_some() {
+                self.malformed = true;
+            }
             self.chunked += usize::from(self.chunked_last);
         }
     }
@@ -213,6 +219,8 @@ mod tests {
         assert_eq!(refused(&[("transfer-encoding", ", chunked")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "gzip, chunked")]), Some(501));
         assert_eq!(refused(&[("transfer-encoding", "x y, chunked")]), Some(400), "not a token");
+        assert_eq!(refused(&[("transfer-encoding", "chunked;")]), Some(400), "chunked takes no parameters");
+        assert_eq!(refused(&[("transfer-encoding", "gzip, chunked;a=b")]), Some(400));
         assert_eq!(refused(&[("transfer-encoding", "gzip;q=1, chunked")]), Some(501), "a parameter is allowed");
         assert_eq!(refused(&[("content-length", "3"), ("content-length", "4")]), Some(400));
         assert_eq!(refused(&[("content-length", "3, 4")]), Some(400));

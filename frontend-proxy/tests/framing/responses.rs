@@ -142,6 +142,12 @@ pub(crate) fn response_cases() -> Vec<Case> {
             .expect(either(until_close("raw bytes"), protocol_error()))
             .close(Close::Either),
         Case::get("resp_te_empty", resp("Transfer-Encoding:\r\nContent-Length: 2\r\n", "ok")).bad_gateway(),
+        // `chunked` takes no parameters: chunked to some parsers, not to others.
+        Case::get(
+            "resp_te_chunked_with_parameter",
+            resp("Transfer-Encoding: gzip, chunked;\r\n", "5\r\nhello\r\n0\r\n\r\n"),
+        )
+        .bad_gateway(),
         // A coding that is not a token: nobody can agree on the framing.
         Case::get("resp_te_not_a_token", resp("Transfer-Encoding: 0 05\r\n", "5\r\nhello\r\n0\r\n\r\n")).bad_gateway(),
         Case::get("resp_te_case_and_whitespace", resp("Transfer-Encoding:  ChunKed \r\n", "5\r\nhello\r\n0\r\n\r\n"))
