@@ -11,7 +11,20 @@ use pingora_http::RequestHeader;
 const HOP_BY_HOP: [&str; 5] = ["connection", "keep-alive", "proxy-connection", "te", "upgrade"];
 
 pub fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    // By length first: every field of every message passes here.
+    match name.len() {
+        2 | 7 | 10 | 16 => HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h.as_bytes())),
+        _ => false,
+    }
+}
+
+/// The connection options a `Connection` value carries besides the
+/// fields it names.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    pub close: bool,
+    pub keep_alive: bool,
+    pub upgrade: bool,
 }
 
 /// Fields a `Connection` header may not take away: the message's framing
@@ -35,19 +48,38 @@ impl ConnectionNamed {
     /// Adds the tokens of one `Connection` value; `false` if that makes
     /// more than a message may name (the message is refused).
     pub fn add(&mut self, value: &[u8]) -> bool {
+        self.add_with_options(value).is_some()
+    }
+
+    /// As [`add`](Self::add), also saying which options the value carries
+    /// (one pass over it); `None` past the cap.
+    pub fn add_with_options(&mut self, value: &[u8]) -> Option<Options> {
+        let mut options = Options::default();
         for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-            if token.is_empty() || is_hop_by_hop(token) || is_protected(token) || token.eq_ignore_ascii_case(b"close") {
+            if token.eq_ignore_ascii_case(b"close") {
+                options.close = true;
+                continue;
+            }
+            if token.eq_ignore_ascii_case(b"keep-alive") {
+                options.keep_alive = true;
+                continue;
+            }
+            if token.eq_ignore_ascii_case(b"upgrade") {
+                options.upgrade = true;
+                continue;
+            }
+            if token.is_empty() || is_hop_by_hop(token) || is_protected(token) {
                 continue;
             }
             if self.names(token) {
                 continue;
             }
             if self.0.len() == MAX_NAMED {
-                return false;
+                return None;
             }
             self.0.push(token.to_ascii_lowercase().into());
         }
-        true
+        Some(options)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -58,11 +90,6 @@ impl ConnectionNamed {
     pub fn names(&self, name: &[u8]) -> bool {
         self.0.iter().any(|n| name.eq_ignore_ascii_case(n))
     }
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitive).
-pub fn has_token(value: &[u8], token: &[u8]) -> bool {
-    value.split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Removes from a request the fields its `Connection` headers name, and
@@ -134,5 +161,15 @@ mod tests {
         let mut repeated = RequestHeader::build("GET", b"/", None).unwrap();
         repeated.append_header("connection", vec!["x-a"; 1000].join(",")).unwrap();
         assert!(strip_connection_named(&mut repeated), "one field named many times is one");
+        let mut named = ConnectionNamed::default();
+        let options = named.add_with_options(b"Keep-Alive, x-a,close , Upgrade").unwrap();
+        assert_eq!(options, Options { close: true, keep_alive: true, upgrade: true });
+        assert!(named.names(b"X-A") && !named.names(b"close") && !named.names(b"upgrade"));
+        for name in ["te", "TE", "upgrade", "connection", "keep-alive", "Proxy-Connection"] {
+            assert!(is_hop_by_hop(name.as_bytes()), "{name}");
+        }
+        for name in ["t", "tee", "upgrades", "connectior", "content-length", "proxy-connectio"] {
+            assert!(!is_hop_by_hop(name.as_bytes()), "{name}");
+        }
     }
 }

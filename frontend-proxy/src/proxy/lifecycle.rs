@@ -479,10 +479,6 @@ impl Proxy {
     }
 }
 
-/// The rules a request head is held to before anything routes on it,
-/// whichever engine parsed it (and the fuzzing facade): fields named in
-/// `Connection` go, framing (`proxy::framing`) and target
-/// (`proxy::target`) are checked. `Some(reply)` refuses the request.
 /// Envoy's router removes `internal_only_headers` from a request that is
 /// not internal: one without `x-envoy-internal: true`.
 fn internal_only_headers(req: &mut RequestHeader, names: &[http::HeaderName]) {
@@ -494,6 +490,10 @@ fn internal_only_headers(req: &mut RequestHeader, names: &[http::HeaderName]) {
     }
 }
 
+/// The rules a request head is held to before anything routes on it,
+/// whichever engine parsed it (and the fuzzing facade): fields named in
+/// `Connection` go, framing (`proxy::framing`) and target
+/// (`proxy::target`) are checked. `Some(reply)` refuses the request.
 pub(crate) fn request_checks(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
     if !http2 && !hop_by_hop::strip_connection_named(req) {
         return Some(LocalReply::BadRequest);

@@ -3,7 +3,7 @@
 
 use super::head::{header_slots, leading_empty_lines};
 use crate::proxy::framing::{add_length, Codings};
-use crate::proxy::hop_by_hop::{has_token, ConnectionNamed};
+use crate::proxy::hop_by_hop::ConnectionNamed;
 use crate::proxy::LocalReply;
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue, TRANSFER_ENCODING};
@@ -94,11 +94,11 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
         } else if name.eq_ignore_ascii_case(b"expect") || name.eq_ignore_ascii_case(b"upgrade") {
             hand_off = true;
         } else if name.eq_ignore_ascii_case(b"connection") {
-            hand_off |= has_token(h.value, b"upgrade");
-            close |= has_token(h.value, b"close");
-            if !named.add(h.value) {
+            let Some(options) = named.add_with_options(h.value) else {
                 return ParsedRequest::Malformed;
-            }
+            };
+            hand_off |= options.upgrade;
+            close |= options.close;
         }
         let Ok(name) = HeaderName::from_bytes(name) else {
             return ParsedRequest::Malformed;

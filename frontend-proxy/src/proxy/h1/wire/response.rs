@@ -4,7 +4,7 @@
 
 use super::head::{head_end, header_slots, leading_empty_lines, HeaderSlots};
 use crate::proxy::framing::{add_length, Codings};
-use crate::proxy::hop_by_hop::{has_token, is_hop_by_hop, ConnectionNamed};
+use crate::proxy::hop_by_hop::{is_hop_by_hop, ConnectionNamed};
 
 /// Largest upstream response head accepted (interim ones included).
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -143,11 +143,9 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             codings.add(h.value);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            close |= has_token(h.value, b"close");
-            keep_alive |= has_token(h.value, b"keep-alive");
-            if !connection_named.add(h.value) {
-                return Err("too many connection options");
-            }
+            let options = connection_named.add_with_options(h.value).ok_or("too many connection options")?;
+            close |= options.close;
+            keep_alive |= options.keep_alive;
         }
     }
     if codings.chunked > 1 {
