@@ -21,6 +21,7 @@
 use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use std::error::Error;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
@@ -35,6 +36,9 @@ pub type Failure = Box<dyn Error + Send + Sync>;
 /// The drain signal and the open connections it waits for.
 pub struct Drain {
     signal: CancellationToken,
+    /// The signal as a flag: each request asks whether a drain began, and
+    /// `CancellationToken::is_cancelled` takes a lock to answer.
+    draining: AtomicBool,
     connections: TaskTracker,
     /// The signal as Pingora's `ShutdownWatch` sees it.
     watch: watch::Sender<bool>,
@@ -46,6 +50,7 @@ impl Drain {
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             signal: CancellationToken::new(),
+            draining: AtomicBool::new(false),
             connections: TaskTracker::new(),
             watch: watch::Sender::new(false),
             failure: Mutex::new(None),
@@ -53,7 +58,7 @@ impl Drain {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.signal.is_cancelled()
+        self.draining.load(Ordering::Acquire)
     }
 
     /// Starts the drain (once; later calls change nothing).
@@ -66,6 +71,7 @@ impl Drain {
             open_connections = self.connections.len(),
             "draining: no new connections, finishing in-flight requests"
         );
+        self.draining.store(true, Ordering::Release);
         self.signal.cancel();
         self.watch.send_replace(true);
         // The drain ends when the tracker is empty, once it is closed.
@@ -95,9 +101,10 @@ impl Drain {
         self.signal.cancelled()
     }
 
-    /// The drain signal for a task that takes a token.
+    /// The drain signal for a task that takes a token (a child: cancelling
+    /// it does not start the drain, which only [`start`](Self::start) does).
     pub fn signal(&self) -> CancellationToken {
-        self.signal.clone()
+        self.signal.child_token()
     }
 
     /// The drain signal as Pingora's shutdown watch (true once draining).
