@@ -52,8 +52,9 @@ async fn five_replicas_migrate_one_database_at_once() {
         wait_for_status(&http, &format!("http://{}/healthz", replica.addr), 200, Duration::from_secs(20)).await;
     }
     for replica in &replicas {
-        let lines = replica.log_lines();
+        let mut lines = replica.log_lines_until("database ready", Duration::from_secs(10));
         assert!(lines.iter().any(|l| l.contains("database ready")), "{lines:?}");
+        lines.extend(replica.log_lines());
         assert!(!lines.iter().any(|l| l.contains("not ready")), "a replica's migration failed: {lines:?}");
     }
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await.unwrap();
@@ -128,7 +129,8 @@ async fn a_service_started_before_its_database_waits_for_it() {
     cluster.restart();
     wait_for_status(&http, &format!("{base}/healthz"), 200, Duration::from_secs(30)).await;
     assert_eq!(post_rating(&http, &base, "Heat").await.0, 201);
-    assert!(service.log_lines().iter().any(|l| l.contains("database not ready")));
+    let lines = service.log_lines_until("database not ready", Duration::from_secs(5));
+    assert!(lines.iter().any(|l| l.contains("database not ready")), "{lines:?}");
 }
 
 #[tokio::test]

@@ -127,6 +127,23 @@ impl ChildService {
         self.stderr.try_iter().collect()
     }
 
+    /// The log lines not yet taken, up to the first that contains
+    /// `pattern`, waiting up to `timeout` for it: a line can be written
+    /// after the event a test saw (a readiness answer), or still be with
+    /// the reader thread. Returns what it took either way.
+    pub fn log_lines_until(&self, pattern: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            let found = line.contains(pattern);
+            lines.push(line);
+            if found {
+                break;
+            }
+        }
+        lines
+    }
+
     /// Waits for the process to exit, then returns its status and every
     /// log line not yet taken, up to the end of its stderr (the reader
     /// thread may still hold the last lines when the exit is seen).
