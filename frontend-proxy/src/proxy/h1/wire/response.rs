@@ -62,17 +62,26 @@ pub fn scan_response_head(buf: &[u8], scanned: usize) -> HeadScan {
 }
 
 /// Whether an interim head parses in full, with no field that would
-/// frame a body (a 1xx has none, RFC 9110 §15.2).
+/// frame a body (a 1xx has none, RFC 9110 §15.2): no `Transfer-Encoding`,
+/// and `Content-Length` fields only if they are numbers that agree.
 fn interim_is_well_formed(head: &[u8]) -> bool {
     let mut slots = header_slots();
     let mut resp = httparse::Response::new(&mut []);
     match parse_response(&mut resp, head, &mut slots) {
-        Ok(httparse::Status::Complete(n)) if n == head.len() => resp.headers.iter().all(|h| {
-            let name = h.name.as_bytes();
-            !(name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"transfer-encoding"))
-                || (name.eq_ignore_ascii_case(b"content-length")
-                    && crate::proxy::framing::parse_length(h.value).is_some())
-        }),
+        Ok(httparse::Status::Complete(n)) if n == head.len() => {
+            let mut length = None;
+            resp.headers.iter().all(|h| {
+                let name = h.name.as_bytes();
+                if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                    return false;
+                }
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    length = add_length(length, h.value);
+                    return length.is_some();
+                }
+                true
+            })
+        }
         _ => false,
     }
 }
@@ -206,6 +215,10 @@ mod tests {
         assert_eq!(scan("\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"), HeadScan::Final(31));
         assert_eq!(scan("\nHTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\nHTTP/1.1 200"), HeadScan::Interim(38));
         assert_eq!(scan("HTTP/1.1 100\r\n\r\n"), HeadScan::Interim(16));
+        assert_eq!(scan("HTTP/1.1 199 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"), HeadScan::Interim(57));
+        let conflicting = "HTTP/1.1 199 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
+        assert!(matches!(scan(conflicting), HeadScan::Invalid(_)), "lengths that disagree, even in a 1xx");
+        assert!(matches!(scan("HTTP/1.1 100\r\nTransfer-Encoding: chunked\r\n\r\n"), HeadScan::Invalid(_)));
         assert!(matches!(scan("HTTP/1.1 101 Switching Protocols\r\n\r\n"), HeadScan::Invalid(_)));
         assert!(matches!(scan("HTTP/1.1 099 Weird\r\n\r\n"), HeadScan::Invalid(_)));
         assert!(matches!(scan("HTTP/1.1 600 Odd\r\n\r\n"), HeadScan::Invalid(_)));
