@@ -96,9 +96,8 @@ pub struct RouteTable {
     any: Option<usize>,
     pub port_matching: PortMatching,
     pub headers: HeaderMutations,
-    /// `internal_only_headers`: removed from requests that are not
-    /// internal (`x-envoy-internal: true`, which we never set, and which
-    /// `use_remote_address` strips from clients), before forwarding.
+    /// `internal_only_headers`: removed from every request before routing
+    /// (at the edge every client is external).
     pub internal_only_headers: Vec<http::HeaderName>,
 }
 

@@ -131,8 +131,10 @@ impl Proxy {
         ctx.request_id = forwarding::request_id(req, &listener.hcm);
         let client_ip = ctx.client_addr.map(|a| a.ip());
         forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, ctx.request_id.as_ref())?;
-        let reply = self.route_request(req, upgrade, ctx);
+        // Before routing: a route's header matchers and hash policy must not
+        // see what a client may not send, as in Envoy.
         internal_only_headers(req, &listener.hcm.routes.internal_only_headers);
+        let reply = self.route_request(req, upgrade, ctx);
         ctx.stream_idle = match self.forward(ctx).and_then(|f| f.idle_timeout) {
             Some(t) => (!t.is_zero()).then_some(t),
             None => listener.hcm.stream_idle_timeout,
@@ -479,12 +481,11 @@ impl Proxy {
     }
 }
 
-/// Envoy's router removes `internal_only_headers` from a request that is
-/// not internal: one without `x-envoy-internal: true`.
+/// Envoy removes `internal_only_headers` from requests that are not
+/// internal. Every client of an edge proxy is external: the names go from
+/// every request, whatever it says of itself (a client's own
+/// `x-envoy-internal: true` is not trusted).
 fn internal_only_headers(req: &mut RequestHeader, names: &[http::HeaderName]) {
-    if names.is_empty() || req.headers.get("x-envoy-internal").is_some_and(|v| v.as_bytes() == b"true") {
-        return;
-    }
     for name in names {
         req.remove_header(name);
     }
