@@ -142,6 +142,18 @@ impl Ctx {
     /// Judges the keys raw struct `raw` did not name: an Envoy field in
     /// `ignored` (one that cannot change what traffic does) is a warning,
     /// any other key an error, with the closest key `raw` reads as a hint.
+    /// A `typed_config` (or other free-form value) read as `T`; a value of
+    /// the wrong shape is an error at `p`.
+    pub fn typed<T: serde::de::DeserializeOwned>(&mut self, p: &P, value: &serde_yaml::Value) -> Option<T> {
+        match Field::<T>::from_value(value.clone()) {
+            Field::Ok(v) => Some(v),
+            Field::Invalid(msg) => {
+                self.error(p, msg);
+                None
+            }
+        }
+    }
+
     pub fn other<T: Keys>(&mut self, p: &P, raw: &T, ignored: &[&str]) {
         for key in raw.other().keys() {
             if ignored.contains(&key.as_str()) {

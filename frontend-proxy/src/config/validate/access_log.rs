@@ -5,7 +5,7 @@
 use super::{Ctx, DataSourceValue, P};
 use crate::access_log::Format;
 use crate::config::model::AccessLogConfig;
-use crate::config::raw::{self, Field, List};
+use crate::config::raw::{self, List};
 use std::sync::Arc;
 
 const FILE_TYPE: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -65,13 +65,7 @@ pub(super) fn access_logs(cx: &mut Ctx, p: &P, f: &Option<List<raw::AccessLog>>)
 }
 
 fn file(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<(String, Format)> {
-    let f = match Field::<raw::FileAccessLog>::from_value(tc.clone()) {
-        Field::Ok(f) => f,
-        Field::Invalid(msg) => {
-            cx.error(p, msg);
-            return None;
-        }
-    };
+    let f = cx.typed::<raw::FileAccessLog>(p, tc)?;
     cx.other(p, &f, &[]);
     let _ = cx.opt(p, "@type", &f.type_url);
     let path = cx.req(p, "path", &f.path).cloned();
@@ -106,13 +100,7 @@ fn file(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<(String, Format)>
 }
 
 fn stream(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value, path: &str) -> Option<(String, Format)> {
-    let s = match Field::<raw::StreamAccessLog>::from_value(tc.clone()) {
-        Field::Ok(s) => s,
-        Field::Invalid(msg) => {
-            cx.error(p, msg);
-            return None;
-        }
-    };
+    let s = cx.typed::<raw::StreamAccessLog>(p, tc)?;
     cx.other(p, &s, &[]);
     let _ = cx.opt(p, "@type", &s.type_url);
     let format = match cx.opt(p, "log_format", &s.log_format) {

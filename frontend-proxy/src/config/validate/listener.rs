@@ -177,13 +177,7 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
 }
 
 fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> {
-    let c = match Field::<raw::ConnectionLimit>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(p, msg);
-            return None;
-        }
-    };
+    let c = cx.typed::<raw::ConnectionLimit>(p, tc)?;
     cx.other(p, &c, &[]);
     let _ = cx.opt(p, "@type", &c.type_url);
     cx.req(p, "stat_prefix", &c.stat_prefix);

@@ -2,7 +2,7 @@
 //! `UpstreamTlsContext` on clusters.
 
 use super::{Ctx, P};
-use crate::config::raw::{self, Field};
+use crate::config::raw;
 use crate::tls::{DownstreamTls, TlsParams, TlsVersion};
 use crate::upstream::UpstreamTls;
 
@@ -24,13 +24,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         return None;
     }
     let tp = p.key("typed_config");
-    let ctx = match Field::<raw::DownstreamTlsContext>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(&tp, msg);
-            return None;
-        }
-    };
+    let ctx = cx.typed::<raw::DownstreamTlsContext>(&tp, tc)?;
     if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
     }
@@ -81,13 +75,7 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         return None;
     }
     let tp = p.key("typed_config");
-    let ctx = match Field::<raw::UpstreamTlsContext>::from_value(tc.clone()) {
-        Field::Ok(c) => c,
-        Field::Invalid(msg) => {
-            cx.error(&tp, msg);
-            return None;
-        }
-    };
+    let ctx = cx.typed::<raw::UpstreamTlsContext>(&tp, tc)?;
     cx.other(&tp, &ctx, &["max_session_keys"]);
     if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != UPSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
