@@ -21,6 +21,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,17 @@ class Scenario:
     path: str = "/"
     close: bool = False
     backends: int = 1
+    # "http" (plaintext HTTP/1.1), "tls" (HTTP/1.1 over TLS), "h2" (HTTP/2
+    # over TLS, ALPN), "h2c" (HTTP/2 without TLS, prior knowledge).
+    proto: str = "http"
+    # The load generator: wrk (HTTP/1.1), h2load (HTTP/2), or `openssl
+    # s_time` (a TLS handshake per request: "new" full, "reuse" resumed).
+    tool: str = "wrk"
+    streams: int = 1  # h2load: concurrent streams per connection
+
+    @property
+    def tls(self):
+        return self.proto in ("tls", "h2")
 
 
 SCENARIOS = [
@@ -55,7 +67,19 @@ SCENARIOS = [
     Scenario("c", "new connection per request (Connection: close), 64 clients", "(c) conn/request", 64, close=True),
     Scenario("d", "64 KiB responses, 64 keep-alive connections", "(d) 64 KiB", 64, path="/64k"),
     Scenario("e", "round robin over 3 backends, 64 keep-alive connections", "(e) 3 backends", 64, backends=3),
+    Scenario("f", "TLS, HTTP/1.1, 64 keep-alive connections", "(f) TLS keep-alive", 64, proto="tls"),
+    Scenario("g", "TLS, a new connection per request, full handshake (s_time -new), 16 clients",
+             "(g) TLS full handshake", 16, proto="tls", tool="s_time:new"),
+    Scenario("h", "TLS, a new connection per request, resumed session (s_time -reuse), 16 clients",
+             "(h) TLS resumed", 16, proto="tls", tool="s_time:reuse"),
+    Scenario("i", "HTTP/2 over TLS, 16 connections x 32 streams (h2load)", "(i) h2 TLS", 16, proto="h2",
+             tool="h2load", streams=32),
+    Scenario("j", "h2c (HTTP/2, prior knowledge), 16 connections x 32 streams (h2load)", "(j) h2c", 16,
+             proto="h2c", tool="h2load", streams=32),
 ]
+# The backend speaks plaintext HTTP/1.1: "direct" and the TCP relay only
+# stand beside the proxies in plaintext HTTP/1.1 scenarios.
+ALL_SCENARIOS = "".join(sc.key for sc in SCENARIOS)
 
 
 def log(msg):
@@ -81,9 +105,10 @@ def wait_port(port, proc, timeout=10.0):
     raise RuntimeError(f"nothing listening on port {port} after {timeout}s")
 
 
-def http_get(port, path="/"):
+def http_get(port, path="/", tls=False):
     """One HTTP/1.1 request; returns the status code (a readiness check)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=3) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as raw:
+        s = insecure_client_context().wrap_socket(raw, server_hostname="bench") if tls else raw
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while True:
@@ -93,6 +118,14 @@ def http_get(port, path="/"):
             data += chunk
     m = re.match(rb"HTTP/1\.[01] (\d{3})", data)
     return int(m.group(1)) if m else 0
+
+
+def insecure_client_context():
+    """A client context for the bench's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 def keepalive_requests(port, n, conns=4, path="/"):
@@ -121,6 +154,33 @@ def keepalive_requests(port, n, conns=4, path="/"):
     finally:
         for s in socks:
             s.close()
+
+
+def tls_connections(port, n, resume, path="/"):
+    """`n` TLS connections one after another, one GET each (Connection:
+    close); with `resume`, each offers the session of the first. Returns how
+    many handshakes were resumed."""
+    ctx = insecure_client_context()
+    session = None
+    resumed = 0
+    req = f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+    for _ in range(n):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+        with ctx.wrap_socket(raw, server_hostname="bench", session=session if resume else None) as s:
+            s.sendall(req)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if not data.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected response: {data[:200]!r}")
+            resumed += s.session_reused
+            # A TLS 1.3 ticket arrives after the handshake: take it once the response is read.
+            if resume and session is None:
+                session = s.session
+    return resumed
 
 
 def pids_of(pid):
@@ -246,7 +306,17 @@ def backend_conf(workdir, ports):
     )
 
 
-def nginx_proxy_conf(workdir, port, backends, workers):
+def nginx_listen(workdir, port, proto):
+    """nginx's `listen` (and certificate) for a scenario's protocol; nginx's
+    TLS defaults otherwise (session tickets on, no session cache)."""
+    flags = {"http": "", "tls": " ssl", "h2": " ssl http2", "h2c": " http2"}[proto]
+    out = f"    listen 127.0.0.1:{port}{flags} backlog=4096;\n"
+    if proto in ("tls", "h2"):
+        out += f"    ssl_certificate {workdir}/cert.pem;\n    ssl_certificate_key {workdir}/key.pem;\n"
+    return out
+
+
+def nginx_proxy_conf(workdir, port, backends, workers, proto="http"):
     upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in backends)
     return (
         nginx_common(workdir, "nginx")
@@ -258,8 +328,7 @@ def nginx_proxy_conf(workdir, port, backends, workers):
     keepalive_timeout 300s;
   }}
   server {{
-    listen 127.0.0.1:{port} backlog=4096;
-    location / {{
+{nginx_listen(workdir, port, proto)}    location / {{
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -271,13 +340,16 @@ def nginx_proxy_conf(workdir, port, backends, workers):
     )
 
 
-def haproxy_conf(port, backends, threads, relay=False):
+def haproxy_conf(port, backends, threads, relay=False, proto="http", workdir=None):
     """HAProxy as an HTTP proxy or, with `relay`, as a TCP relay: each client
     connection gets its own backend connection and bytes pass unread. The
     relay makes the same four system calls per keep-alive request as the
     HTTP proxies with almost no user-space work, so its req/s are what any
     proxy could reach on this machine."""
     servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    # HAProxy's TLS defaults otherwise (tickets on, a 20000-session cache).
+    bind = {"http": "", "tls": f" ssl crt {workdir}/combined.pem alpn http/1.1",
+            "h2": f" ssl crt {workdir}/combined.pem alpn h2,http/1.1", "h2c": " proto h2"}[proto]
     http = """  timeout http-keep-alive 60s
   # Reuse idle server connections for a session's first request too, as
   # nginx's upstream keepalive and Pingora's pool do.
@@ -292,14 +364,29 @@ defaults
   timeout client 60s
   timeout server 60s
 {"" if relay else http}frontend fe
-  bind 127.0.0.1:{port} backlog 4096
+  bind 127.0.0.1:{port} backlog 4096{bind}
   default_backend be
 backend be
   balance roundrobin
 {servers}"""
 
 
-def frontend_proxy_conf(port, backends):
+def frontend_proxy_conf(port, backends, proto="http", workdir=None):
+    """The bench's Envoy bootstrap; TLS as Envoy's defaults would have it
+    apart from the certificate and ALPN (codec_type AUTO serves h2c too)."""
+    tls = ""
+    if proto in ("tls", "h2"):
+        alpn = '["h2", "http/1.1"]' if proto == "h2" else '["http/1.1"]'
+        tls = f"""
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: {alpn}
+            tls_certificates:
+            - certificate_chain: {{ filename: {workdir}/cert.pem }}
+              private_key: {{ filename: {workdir}/key.pem }}"""
     eps = "".join(
         f"""
         - endpoint:
@@ -313,7 +400,7 @@ def frontend_proxy_conf(port, backends):
     address:
       socket_address: {{ address: 127.0.0.1, port_value: {port} }}
     filter_chains:
-    - filters:
+    - {tls.lstrip() + chr(10) + "      " if tls else ""}filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
@@ -348,25 +435,34 @@ def frontend_proxy_conf(port, backends):
 class Proc:
     """A server process started (and always stopped) by the harness."""
 
-    def __init__(self, name, cmd, port, workdir, cpu, serving=None):
+    def __init__(self, name, cmd, port, workdir, cpu, serving=None, proto="http"):
         self.name = name
         self.port = port
         self.cmd = pinned(cpu, cmd)
         self.log = open(os.path.join(workdir, f"{name}.out"), "wb")
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.serving = serving  # "children" when the workers are child processes
+        self.proto = proto
 
     def ready(self, path="/", startup=10.0):
         wait_port(self.port, self.proc, startup)
         deadline = time.time() + startup
         while time.time() < deadline:
             try:
-                if http_get(self.port, path) == 200:
+                if self.status(path) == 200:
                     return self
             except OSError:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} does not answer 200 on {path}")
+
+    def status(self, path):
+        if self.proto == "h2c":
+            # nginx's `listen ... http2` and HAProxy's `proto h2` speak only HTTP/2 there.
+            out = run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--http2-prior-knowledge",
+                       f"http://127.0.0.1:{self.port}{path}"], timeout=5)
+            return int(out.stdout or 0)
+        return http_get(self.port, path, tls=self.proto in ("tls", "h2"))
 
     def pids(self):
         return pids_of(self.proc.pid)
@@ -408,6 +504,7 @@ class RunResult:
     cpu_util: float = 0.0
     errors: int = 0
     requests: int = 0
+    resumed: float = float("nan")  # s_time -reuse: share of resumed handshakes
 
 
 @dataclass
@@ -434,9 +531,18 @@ class Bench:
             for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
                 os.makedirs(os.path.join(self.workdir, f"{name}-tmp", sub), exist_ok=True)
         os.chmod(self.workdir, 0o755)
+        # A self-signed ECDSA P-256 certificate for the TLS scenarios, as the
+        # issue's measurements used; HAProxy wants certificate and key in one file.
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", f"{self.workdir}/key.pem", "-out", f"{self.workdir}/cert.pem",
+                        "-days", "2", "-subj", "/CN=bench"], check=True, capture_output=True)
+        with open(f"{self.workdir}/combined.pem", "w") as out:
+            for part in ("cert.pem", "key.pem"):
+                with open(f"{self.workdir}/{part}") as f:
+                    out.write(f.read())
 
-    def start(self, name, cmd, port, cpu, serving=None, path="/", startup=10.0):
-        p = Proc(name, cmd, port, self.workdir, cpu, serving)
+    def start(self, name, cmd, port, cpu, serving=None, path="/", startup=10.0, proto="http"):
+        p = Proc(name, cmd, port, self.workdir, cpu, serving, proto)
         self.procs.append(p)
         if not name.startswith("callgrind:"):
             self.commands.setdefault(name.split("#")[0], " ".join(p.cmd))
@@ -470,6 +576,7 @@ class Bench:
     def start_proxies(self, scenario, workers, cpu, which, prefix=()):
         backends = self.backend_ports[: scenario.backends]
         tag = f"{scenario.key}{workers}"
+        proto = scenario.proto
         targets = []
         for name in which:
             port = free_port()
@@ -477,7 +584,8 @@ class Bench:
                 targets.append(Target("direct", self.backend_ports[0]))
                 continue
             if name == "haproxy":
-                conf = self.write(f"haproxy-{tag}.cfg", haproxy_conf(port, backends, workers))
+                conf = self.write(f"haproxy-{tag}.cfg", haproxy_conf(port, backends, workers, proto=proto,
+                                                                         workdir=self.workdir))
                 cmd = ["haproxy", "-db", "-f", conf]
                 serving = None
             elif name == "relay":
@@ -485,19 +593,19 @@ class Bench:
                 cmd = ["haproxy", "-db", "-f", conf]
                 serving = None
             elif name == "nginx":
-                conf = self.write(f"nginx-{tag}.conf", nginx_proxy_conf(self.workdir, port, backends, workers))
+                conf = self.write(f"nginx-{tag}.conf", nginx_proxy_conf(self.workdir, port, backends, workers, proto))
                 cmd = ["nginx", "-p", self.workdir, "-c", conf, "-e", f"{self.workdir}/nginx-error.log"]
                 serving = "children"
             else:  # frontend-proxy, or a named variant binary
                 binary, *extra = self.args.binaries[name].split()
-                conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends))
+                conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends, proto, self.workdir))
                 # As shipped: the default log level (info) and no `access_log` in
                 # the config, so no per-request line; a variant may add flags.
                 cmd = [binary, "-c", conf, "--concurrency", str(workers), *extra]
                 serving = None
             label = f"callgrind:{name}#{tag}" if prefix else f"{name}#{tag}"
             proc = self.start(label, list(prefix) + cmd, port, cpu, serving=serving, path=scenario.path,
-                              startup=60.0 if prefix else 10.0)
+                              startup=60.0 if prefix else 10.0, proto=scenario.proto)
             targets.append(Target(name, port, proc))
         return targets
 
@@ -507,7 +615,7 @@ class Bench:
         cmd = ["wrk", "-t1", f"-c{scenario.connections}", f"-d{duration}s", "--timeout", "5s", "-s", self.lua]
         if scenario.close:
             cmd += ["-H", "Connection: close"]
-        cmd.append(f"http://127.0.0.1:{target.port}{scenario.path}")
+        cmd.append(f"{'https' if scenario.tls else 'http'}://127.0.0.1:{target.port}{scenario.path}")
         cmd = pinned(cpu, cmd)
         # The report gives a measured run's command, not a warm-up's (the
         # latency section warms up with scenario (a) after its measured runs).
@@ -547,6 +655,100 @@ class Bench:
             requests=j["requests"],
         )
 
+    def load(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
+        """One measured run of the scenario's load generator against a target."""
+        if scenario.tool == "h2load":
+            return self.h2load(target, scenario, duration, cpu, warmup)
+        if scenario.tool.startswith("s_time"):
+            return self.s_time(target, scenario, duration, cpu, warmup)
+        return self.wrk(target, scenario, duration, cpu, warmup)
+
+    def measured(self, target, cmds, timeout, label, warmup):
+        """Runs the commands side by side; their outputs, the wall time and
+        the target's (user, kernel) CPU seconds over it."""
+        if not warmup:
+            self.commands[label] = " ".join(cmds[0]).replace(str(target.port), "PORT") + (
+                f"  (x{len(cmds)} side by side)" if len(cmds) > 1 else "")
+        pids = target.proc.pids() if target.proc else []
+        before = cpu_ticks(pids)
+        t0 = time.time()
+        procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in cmds]
+        outs = [p.communicate(timeout=timeout)[0] for p in procs]
+        wall = time.time() - t0
+        after = cpu_ticks(pids)
+        return outs, wall, (after[0] - before[0]) / CLK_TCK, (after[1] - before[1]) / CLK_TCK, bool(pids)
+
+    @staticmethod
+    def result(ok, secs, wall, user_s, kernel_s, has_pids, errors, requests, p50_us=float("nan"),
+               p99_us=float("nan")):
+        cpu_s = user_s + kernel_s
+        return RunResult(
+            rps=ok / secs if secs else 0.0, p50_us=p50_us, p99_us=p99_us, cpu_s=cpu_s,
+            cpu_per_100k=cpu_s / ok * 1e5 if ok and has_pids else 0.0,
+            cpu_util=cpu_s / wall if has_pids else 0.0,
+            user_us=user_s / ok * 1e6 if ok and has_pids else 0.0,
+            kernel_us=kernel_s / ok * 1e6 if ok and has_pids else 0.0,
+            errors=errors, requests=requests)
+
+    def h2load(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
+        """HTTP/2: h2load, one thread, `connections` x `streams` concurrent
+        requests; h2 over TLS negotiates ALPN, h2c uses prior knowledge."""
+        scheme = "https" if scenario.tls else "http"
+        cmd = pinned(cpu, ["h2load", "-t1", f"-c{scenario.connections}", f"-m{scenario.streams}",
+                           f"-D{duration}", f"{scheme}://127.0.0.1:{target.port}{scenario.path}"])
+        outs, wall, user_s, kernel_s, has_pids = self.measured(
+            target, [cmd], duration + 30, f"h2load ({scenario.key})", warmup)
+        out = outs[0]
+        fin = re.search(r"finished in ([\d.]+)(m?s)", out)
+        req = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed, "
+                        r"(\d+) errored, (\d+) timeout", out)
+        codes = re.search(r"status codes: (\d+) 2xx", out)
+        if not (fin and req and codes):
+            raise RuntimeError(f"h2load failed: {out[-2000:]}")
+        secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
+        ok = int(codes.group(1))
+        total = int(req.group(1))
+        errors = int(req.group(3)) + int(req.group(4)) + int(req.group(5)) + (int(req.group(2)) - ok)
+        return self.result(ok, secs, wall, user_s, kernel_s, has_pids, errors, total)
+
+    def s_time(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
+        """A TLS handshake per request: `connections` `openssl s_time`
+        processes side by side, each connecting, sending a GET,
+        reading the response and closing, over and over; `-new` makes every
+        handshake a full one, `-reuse` offers the first connection's session
+        (a TLS 1.3 ticket) on every later one. s_time prints `r` for each
+        resumed handshake: a resumption rate below 100 % in (h) means the
+        proxy did full handshakes there."""
+        mode = scenario.tool.split(":")[1]
+        # s_time writes `GET <path> HTTP/1.0` with no Host, which
+        # frontend-proxy refuses (400) where nginx and HAProxy answer: the
+        # path carries the rest of an HTTP/1.1 head, and s_time's own
+        # ` HTTP/1.0` ends up in the value of an X-Bench field nobody reads.
+        www = f"{scenario.path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nX-Bench: s_time"
+        cmd = pinned(cpu, ["openssl", "s_time", "-connect", f"127.0.0.1:{target.port}", f"-{mode}",
+                           "-time", str(duration), "-www", www])
+        outs, wall, user_s, kernel_s, has_pids = self.measured(
+            target, [cmd] * scenario.connections, duration + 30, f"s_time ({scenario.key})", warmup)
+        ok = resumed = 0
+        errors = 0
+        for out in outs:
+            m = re.search(r"(\d+) connections in [\d.]+s; [\d.]+ connections/user sec, bytes read (\d+)", out)
+            if not m:
+                errors += 1
+                continue
+            n, read = int(m.group(1)), int(m.group(2))
+            # Every connection must have read a whole response (head + 50-byte body).
+            if n and read / n < len(BODY) + 40:
+                errors += n
+                continue
+            ok += n
+            if mode == "reuse":
+                marks = "".join(line for line in out.splitlines() if re.fullmatch(r"[r*tT0-9]+", line or "-"))
+                resumed += marks.count("r")
+        res = self.result(ok, wall, wall, user_s, kernel_s, has_pids, errors, ok)
+        res.resumed = resumed / ok if ok and mode == "reuse" else float("nan")
+        return res
+
     def oha(self, target, rate, duration, connections=64):
         cmd = pinned(LOAD_CPU, [self.args.oha, "--no-tui", "--output-format", "json", "-z", f"{duration}s",
                                 "-q", str(rate), "--latency-correction", "-c", str(connections),
@@ -583,13 +785,14 @@ class Bench:
         cells = {t.name: Cell() for t in targets}
         try:
             for t in targets:
-                self.wrk(t, scenario, a.warmup, cpu=load_cpu, warmup=True)
+                self.load(t, scenario, a.warmup, cpu=load_cpu, warmup=True)
             for r in range(a.rounds):
                 for t in self.order(targets, r):
-                    res = self.wrk(t, scenario, a.duration, cpu=load_cpu)
+                    res = self.load(t, scenario, a.duration, cpu=load_cpu)
                     cells[t.name].runs.append(res)
+                    resumed = "" if res.resumed != res.resumed else f"  resumed {res.resumed * 100:.0f}%"
                     log(f"  {scenario.key} w{workers} {t.name:<16} {res.rps:9.0f} req/s  p99 {res.p99_us / 1000:7.2f} ms"
-                        f"  cpu {res.cpu_util * 100:5.1f}%  {res.cpu_per_100k:6.2f} s/100k  err {res.errors}")
+                        f"  cpu {res.cpu_util * 100:5.1f}%  {res.cpu_per_100k:6.2f} s/100k  err {res.errors}{resumed}")
             for t in targets:
                 if t.proc:
                     pids = t.proc.serving_pids()
@@ -668,6 +871,56 @@ class Bench:
         self.commands["idle memory"] = (f"{n} connections, one GET each, then idle; VmRSS of the serving process"
                                         " before and after")
         return out, n
+
+    def callgrind(self, name, scenario, work):
+        """User-space instructions `name` executes for `work(port)`: the
+        proxy runs under callgrind (all threads; nginx: every process), the
+        counters are zeroed before and dumped after."""
+        cg = os.path.join(self.workdir, f"callgrind-{name}.out")
+        prefix = ["valgrind", "--tool=callgrind", "--trace-children=yes", f"--callgrind-out-file={cg}.%p"]
+        (t,) = self.start_proxies(scenario, 1, None, [name], prefix=prefix)
+        try:
+            work(t.port, warmup=True)
+            pids = [str(p) for p in t.proc.pids()]
+            run(["callgrind_control", "--zero"] + pids, timeout=60)
+            for f in os.listdir(self.workdir):
+                if f.startswith(f"callgrind-{name}.out"):
+                    os.remove(os.path.join(self.workdir, f))
+            extra = work(t.port, warmup=False)
+            run(["callgrind_control", "--dump"] + pids, timeout=60)
+            total = 0
+            for f in os.listdir(self.workdir):
+                if f.startswith(f"callgrind-{name}.out"):
+                    with open(os.path.join(self.workdir, f)) as fh:
+                        total += next((int(line.split()[1]) for line in fh
+                                       if line.startswith(("summary:", "totals:"))), 0)
+            if not total:
+                raise RuntimeError(f"callgrind wrote no counts for {name} in {self.workdir}")
+            return total, extra
+        finally:
+            self.stop(t.proc)
+
+    def tls_instructions(self, names, n=200):
+        """Instructions per TLS connection (handshake + one GET + close),
+        full and resumed handshakes separately, TLS 1.3 with the bench's
+        ECDSA P-256 certificate."""
+        sc = next(s for s in SCENARIOS if s.key == "f")
+        out = {}
+        for name in [x for x in names if x != "direct"]:
+            row = {}
+            for mode in ("full", "resumed"):
+                def work(port, warmup, mode=mode):
+                    return tls_connections(port, 20 if warmup else n, resume=mode == "resumed")
+                total, resumed = self.callgrind(name, sc, work)
+                row[mode] = total / n
+                if mode == "resumed":
+                    row["resumed_share"] = resumed / n
+            out[name] = row
+            log(f"  TLS instructions {name:<16} full {row['full']:9.0f}  resumed {row['resumed']:9.0f}"
+                f" ({row['resumed_share'] * 100:.0f} % resumed)")
+        self.commands["callgrind TLS"] = (f"{n} TLS connections one after another, one GET each (Python ssl), full"
+                                          " handshakes, then the same offering the first session (resumed)")
+        return out
 
     def instructions(self, names, n=2000):
         """User-space instructions per request under callgrind: a count that machine noise does not move.
@@ -770,8 +1023,13 @@ def results_table(cells, names, primary):
             ratio_h = fmt_ratio(fp.median("rps"), cells["haproxy"].median("rps")) if "haproxy" in cells else "–"
             ratio_n = fmt_ratio(fp.median("rps"), cells["nginx"].median("rps")) if "nginx" in cells else "–"
         errors = sum(r.errors for r in c.runs)
-        lines.append(f"| {n} | {c.median('rps'):,.0f} | {runs} | {c.median('p50_us') / 1000:.2f} | "
-                     f"{c.median('p99_us') / 1000:.2f} | {util} | {cpu} | {split} | {rss} | {pss} | {ratio_h} | {ratio_n} | {errors} |")
+        # h2load and s_time give no percentiles; s_time -reuse gives the resumption rate.
+        ms = lambda v: "–" if v != v else f"{v / 1000:.2f}"  # noqa: E731
+        label = n
+        if c.runs and c.median("resumed") == c.median("resumed"):
+            label = f"{n} ({c.median('resumed') * 100:.0f} % resumed)"
+        lines.append(f"| {label} | {c.median('rps'):,.0f} | {runs} | {ms(c.median('p50_us'))} | "
+                     f"{ms(c.median('p99_us'))} | {util} | {cpu} | {split} | {rss} | {pss} | {ratio_h} | {ratio_n} | {errors} |")
     return "\n".join(lines)
 
 
@@ -871,6 +1129,12 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " three ports for (e). Keep-alive to the backend everywhere (nginx `keepalive 1024`, HAProxy"
         " `http-reuse always`, Pingora's connection pool). No access logs anywhere; frontend-proxy runs with its defaults (`--log-level info`, no"
         " `access_log` in its config, so no line per request).",
+        "- TLS and HTTP/2 scenarios (f–j): a self-signed ECDSA P-256 certificate; each proxy with its TLS defaults"
+        " (TLS 1.3 negotiated; session tickets on in all three; nginx keeps no session cache by default, HAProxy"
+        " a 20000-entry one). (f) is wrk over TLS; (g) and (h) are 16 `openssl s_time` clients side by side, each"
+        " a handshake + one GET + close per request, full handshakes in (g), the first session offered"
+        " again in (h); (i) and (j) are h2load, one thread, 16 connections × 32 concurrent streams. Upstream is"
+        " plaintext HTTP/1.1 keep-alive in every scenario.",
         f"- Each cell: {a.warmup} s warm-up, then {a.rounds} runs of {a.duration} s, alternating between targets"
         " (A/B/C/A/B/C, rotated each round); the table shows the median and every run.",
         "- Latency columns of the throughput tables come from wrk, a **closed-loop** generator: at saturation"
@@ -944,6 +1208,20 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         for n, v in instr.items():
             out.append(f"| {n} | {v:,.0f} |" + "".join(f" {v / bv:.2f} |" for bv in base.values()))
         out.append("")
+    tls_instr = meta.get("tls_instr")
+    if tls_instr:
+        base = {k: tls_instr[k] for k in ("haproxy", "nginx") if k in tls_instr}
+        out += ["## Instructions per TLS connection (callgrind; handshake, one GET, close)", "",
+                "User-space instructions per TLS 1.3 connection with the ECDSA P-256 certificate, a full handshake"
+                " and one offering the first connection's session (resumed); all threads, kernel excluded. The"
+                " share of offered sessions the proxy resumed is in brackets.", "",
+                "| proxy | full handshake | resumed | " + "".join(f"full × {k} | resumed × {k} | " for k in base),
+                "|---|---:|---:|" + "---:|---:|" * len(base)]
+        for n, v in tls_instr.items():
+            out.append(f"| {n} | {v['full']:,.0f} | {v['resumed']:,.0f} ({v['resumed_share'] * 100:.0f} %) |"
+                       + "".join(f" {v['full'] / bv['full']:.2f} | {v['resumed'] / bv['resumed']:.2f} |"
+                                 for bv in base.values()))
+        out.append("")
     if meta.get("chart"):
         out += ["## Chart", "", "![throughput and CPU per request](results.png)", ""]
     out += ["## Exact commands", "", "```"]
@@ -1014,7 +1292,7 @@ def main():
                    help="compare other frontend-proxy builds instead of HAProxy/nginx (A/B of an optimization);"
                         " PATH may carry arguments: 'pingora=target/release/frontend-proxy --http1-engine pingora'")
     p.add_argument("--quick", action="store_true", help="smoke run: a second or two per cell")
-    p.add_argument("--scenarios", default="abcde")
+    p.add_argument("--scenarios", default=ALL_SCENARIOS)
     p.add_argument("--out", default=HERE, help="where RESULTS.md and results.png go")
     p.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
     p.add_argument("--rate", type=int, default=10000, help="open-loop request rate")
@@ -1044,7 +1322,7 @@ def main():
     if a.instructions and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
         log("valgrind not found: no instruction count (bench/run.sh installs it)")
         a.instructions = False
-    for tool in ("wrk", "nginx", "haproxy", "taskset"):
+    for tool in ("wrk", "nginx", "haproxy", "taskset", "openssl", "h2load"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run bench/run.sh, which installs it")
 
@@ -1076,7 +1354,7 @@ def main():
             if sc.key not in a.scenarios:
                 continue
             # One backend port stands in for three in (e): direct is not meaningful there.
-            which = [n for n in names if not (sc.backends > 1 and n == "direct")]
+            which = [n for n in names if not ((sc.backends > 1 or sc.proto != "http") and n == "direct")]
             if sc.key == "a" and not a.variant:
                 which.append("relay")
             log(f"scenario {sc.key}: {sc.title}")
@@ -1092,6 +1370,9 @@ def main():
         if a.instructions:
             log("user-space instructions per request (callgrind)")
             instr = b.instructions(names, n=300 if a.quick else 2000)
+            if any(k in a.scenarios for k in "fgh"):
+                log("user-space instructions per TLS connection, full and resumed (callgrind)")
+                meta["tls_instr"] = b.tls_instructions(names, n=30 if a.quick else 200)
         if not a.no_deployed and not a.variant:
             log("as deployed: 2 workers, nothing pinned")
             sc = SCENARIOS[0]

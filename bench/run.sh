@@ -28,7 +28,7 @@ log() { echo "[run.sh $(date +%H:%M:%S)] $*" >&2; }
 # Debian packages: the load generator, the two proxies we compare with, taskset,
 # valgrind (instructions per request, a count machine noise does not move).
 need=()
-for pair in wrk:wrk nginx:nginx-light haproxy:haproxy taskset:util-linux python3:python3 valgrind:valgrind; do
+for pair in wrk:wrk nginx:nginx-light haproxy:haproxy taskset:util-linux python3:python3 valgrind:valgrind h2load:nghttp2-client openssl:openssl; do
     command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
