@@ -103,6 +103,67 @@ fn seed_bootstrap_routes_films_and_ratings() {
     assert_eq!(c.dns.refresh_rate, std::time::Duration::from_secs(5), "Envoy's default");
 }
 
+/// Every form protobuf's JSON mapping allows means what Envoy reads.
+#[test]
+fn protobuf_json_forms_mean_what_envoy_reads() {
+    use frontend_proxy::config::model::{Codec, HeadersWithUnderscores, ServerHeader};
+    use frontend_proxy::upstream::{DiscoveryType, LbPolicy};
+    use std::time::Duration;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/protobuf-json-forms.yaml");
+    let b = config::load(&path).unwrap().bootstrap;
+    assert_eq!(b.admin.unwrap().address.port(), 9901);
+    let [l] = &b.listeners[..] else { panic!("one listener: {:?}", b.listeners.len()) };
+    assert_eq!((l.name.as_str(), l.address.port(), l.reuse_port), ("web", 8080, true));
+    assert_eq!(l.tls.as_ref().unwrap().alpn_protocols, ["h2", "http/1.1"], "one entry, two protocols");
+    let h = &l.hcm;
+    assert_eq!(h.codec, Codec::Auto);
+    assert!(h.use_remote_address && h.websocket);
+    assert_eq!((h.xff_num_trusted_hops, h.max_request_headers_kb, h.max_headers_count), (1, 64, 50));
+    assert_eq!(h.server_header, ServerHeader::PassThrough);
+    assert_eq!(h.headers_with_underscores, HeadersWithUnderscores::RejectRequest);
+    assert_eq!(h.stream_idle_timeout, Some(Duration::from_secs(300)));
+    assert_eq!(h.request_timeout, Some(Duration::from_micros(1)));
+    assert_eq!(h.idle_timeout, Some(Duration::from_millis(60_500)));
+    let [c] = &b.clusters[..] else { panic!("one cluster") };
+    assert_eq!(c.discovery, DiscoveryType::StrictDns);
+    assert!(matches!(c.lb_policy, LbPolicy::LeastRequest { choice_count: 3 }));
+    assert_eq!(c.connect_timeout, Duration::new(1, 5));
+    assert_eq!((c.circuit_breakers.max_connections, c.circuit_breakers.max_requests), (1000, 2000));
+    assert_eq!(c.healthy_panic_threshold, 25.5);
+    let hc = c.health_check.as_ref().unwrap();
+    assert_eq!((hc.unhealthy_threshold, hc.healthy_threshold, hc.interval), (2, 1, Duration::from_secs(5)));
+    assert_eq!((c.endpoints.len(), c.endpoints[0].weight), (1, 2));
+}
+
+/// Unnamed listeners get distinct names (Envoy gives each a UUID).
+#[test]
+fn unnamed_listeners_are_named_by_address() {
+    let listener = |name: &str, port: u16| {
+        format!(
+            r#"
+  - {name}address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: s
+          http_filters: [{{ name: envoy.filters.http.router }}]
+          route_config: {{ virtual_hosts: [{{ name: v, domains: ["*"], routes: [] }}] }}"#
+        )
+    };
+    let yaml = format!(
+        "static_resources:\n  listeners:{}{}{}{}",
+        listener("", 0),
+        listener("", 0),
+        listener("name: \"127.0.0.1:8082\"\n    ", 8081),
+        listener("name: \"\"\n    ", 8082),
+    );
+    let b = config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")).bootstrap;
+    let names: Vec<&str> = b.listeners.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["127.0.0.1:0", "127.0.0.1:0#2", "127.0.0.1:8082", "127.0.0.1:8082#2"]);
+}
+
 #[test]
 fn validate_mode_prints_ok_or_every_error() {
     let bin = env!("CARGO_BIN_EXE_frontend-proxy");

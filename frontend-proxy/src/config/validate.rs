@@ -51,6 +51,9 @@ impl P {
 pub(super) struct Ctx {
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// Clusters the file defines but validation rejected, by name, with
+    /// their YAML path: a reference to one is not "unknown".
+    pub rejected_clusters: HashMap<String, String>,
 }
 
 impl Ctx {
@@ -60,6 +63,16 @@ impl Ctx {
 
     pub fn warn(&mut self, p: &P, message: impl Into<String>) {
         self.warnings.push(Diagnostic { path: p.0.clone(), message: message.into() });
+    }
+
+    /// A reference to a cluster that is not among the valid ones: says
+    /// whether the file defines it (and it was rejected) or not at all.
+    pub fn unknown_cluster(&mut self, p: &P, name: &str) {
+        let message = match self.rejected_clusters.get(name) {
+            Some(at) => format!("cluster {name:?} is defined at {at} but was rejected (see its errors)"),
+            None => format!("unknown cluster {name:?}"),
+        };
+        self.error(p, message);
     }
 
     /// An optional field's value; an unreadable value is reported.
@@ -117,7 +130,8 @@ impl Ctx {
         }
     }
 
-    /// An Envoy enum written as its name.
+    /// An Envoy enum written as its name, in any case (as Envoy parses
+    /// enums); errors list the canonical names.
     pub fn enumeration<T: Copy>(
         &mut self,
         p: &P,
@@ -129,7 +143,7 @@ impl Ctx {
         let Some(s) = self.opt(p, name, f) else {
             return default;
         };
-        match table.iter().find(|(n, _)| *n == s) {
+        match table.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
             Some((_, v)) => *v,
             None => {
                 let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();

@@ -2,6 +2,7 @@
 //! circuit breakers and the panic threshold.
 
 use super::{Ctx, P};
+use crate::config::raw::lenient::enum_name;
 use crate::config::raw::{self, List};
 use crate::upstream::{CircuitBreakerSpec, HealthCheckKind, HealthCheckSpec, OutlierSpec};
 use std::time::Duration;
@@ -169,7 +170,7 @@ pub(super) fn circuit_breakers(cx: &mut Ctx, p: &P, c: &raw::CircuitBreakers) ->
     let mut spec = CircuitBreakerSpec::default();
     for (tp, t) in cx.list(p, "thresholds", &c.thresholds) {
         cx.other(&tp, t, &["retry_budget", "track_remaining", "max_connection_pools"]);
-        match cx.opt(&tp, "priority", &t.priority).map(String::as_str) {
+        match cx.opt(&tp, "priority", &t.priority).map(|s| enum_name(s, &["DEFAULT", "HIGH"])) {
             None | Some("DEFAULT") => {}
             Some("HIGH") => {
                 cx.warn(
