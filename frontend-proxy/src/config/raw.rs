@@ -218,6 +218,8 @@ mapping! {
         #[wrapper(UInt32Value)]
         pub max_request_headers_kb: Option<Field<u32>>,
         pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
+        /// Read only to refuse settings frontend-proxy cannot apply.
+        pub http2_protocol_options: Option<Field<Value>>,
         pub upgrade_configs: Option<List<UpgradeConfig>>,
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,

@@ -222,7 +222,6 @@ const HCM_IGNORED: &[&str] = &[
     "delayed_close_timeout",
     "drain_timeout",
     "http_protocol_options",
-    "http2_protocol_options",
     "internal_address_config",
     "request_id_extension",
     "proxy_100_continue",
@@ -312,6 +311,17 @@ fn connection_manager(
             if f.is_some() {
                 cx.error(&op.key(name), "not supported");
             }
+        }
+    }
+
+    // Stream limits, window sizes and flood protections: left to the
+    // server's own values they would be weaker (or other) than the file's.
+    if let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) {
+        if !(o.is_null() || o.as_mapping().is_some_and(|m| m.is_empty())) {
+            cx.error(
+                &p.key("http2_protocol_options"),
+                "downstream HTTP/2 settings (max_concurrent_streams, window sizes, frame flood limits, ...) are not supported yet: the server's own limits would apply instead of the file's",
+            );
         }
     }
 
