@@ -378,6 +378,8 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     const MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
     const UNSUPPORTED: &str =
         "a process-wide downstream connection limit is not supported (use the envoy.filters.network.connection_limit filter on each listener)";
+    const PER_LISTENER: &str =
+        "a listener connection limit from the runtime is not supported (use the envoy.filters.network.connection_limit filter on the listener)";
     let ignored = "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered";
     if let Some(rt) = cx.opt(root, "layered_runtime", &raw.layered_runtime) {
         let rp = root.key("layered_runtime");
@@ -388,14 +390,21 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
                 continue;
             };
             let sp = rp.key("layers").idx(i).key("static_layer");
-            // Runtime keys are dotted, written flat or as nested mappings.
-            let nested = static_layer.get("overload").and_then(|o| o.get("global_downstream_max_connections"));
-            if static_layer.get(KEY).is_some() {
-                cx.error(&sp.key(KEY), UNSUPPORTED);
-                limited = true;
-            } else if nested.is_some() {
-                cx.error(&sp.key("overload").key("global_downstream_max_connections"), UNSUPPORTED);
-                limited = true;
+            // Runtime keys are dotted, written flat or as nested mappings
+            // (or both at once): compare them flattened.
+            let mut keys = Vec::new();
+            runtime_keys(String::new(), static_layer, &mut keys);
+            for key in keys {
+                let per_listener = key
+                    .strip_prefix("envoy.resource_limits.listener.")
+                    .is_some_and(|rest| rest.ends_with(".connection_limit"));
+                if key == KEY {
+                    cx.error(&sp.key(&key), UNSUPPORTED);
+                    limited = true;
+                } else if per_listener {
+                    cx.error(&sp.key(&key), PER_LISTENER);
+                    limited = true;
+                }
             }
         }
         if !limited {
@@ -419,6 +428,19 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
         if !limited {
             cx.warn(&op, ignored);
         }
+    }
+}
+
+/// The dotted runtime keys a static layer sets (`a: {b: 1}` is `a.b`).
+fn runtime_keys(prefix: String, v: &Value, out: &mut Vec<String>) {
+    match v.as_mapping() {
+        Some(map) => {
+            for (k, v) in map {
+                let k = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                runtime_keys(if prefix.is_empty() { k } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        None => out.push(prefix),
     }
 }
 
