@@ -384,7 +384,7 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     if let Some(rt) = cx.opt(root, "layered_runtime", &raw.layered_runtime) {
         let rp = root.key("layered_runtime");
         let mut limited = false;
-        let layers = rt.get("layers").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        let layers = repeated(rt.get("layers"));
         for (i, layer) in layers.iter().enumerate() {
             let Some(static_layer) = layer.get("static_layer") else {
                 continue;
@@ -414,7 +414,7 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     if let Some(om) = cx.opt(root, "overload_manager", &raw.overload_manager) {
         let op = root.key("overload_manager");
         let mut limited = false;
-        let monitors = om.get("resource_monitors").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        let monitors = repeated(om.get("resource_monitors"));
         for (i, m) in monitors.iter().enumerate() {
             let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
             let type_url =
@@ -428,6 +428,16 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
         if !limited {
             cx.warn(&op, ignored);
         }
+    }
+}
+
+/// The entries of a repeated field read from a free-form value: a list,
+/// or a single value standing for a list of one, as Envoy reads it.
+fn repeated(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items.iter().collect(),
+        Some(single) => vec![single],
     }
 }
 
