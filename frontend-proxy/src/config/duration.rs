@@ -1,67 +1,72 @@
-//! Envoy's duration syntax: protobuf JSON strings (`"0.25s"`, `"5s"`,
-//! `"1.500s"`) or the `{seconds, nanos}` object form.
+//! Envoy's duration syntax, as protobuf's JSON parser reads a
+//! `google.protobuf.Duration`: a string of whole seconds, an optional
+//! fraction of 1 to 9 digits and an `s` (`"5s"`, `"0.25s"`, `"1.500s"`), or,
+//! as protobuf's legacy mode (which Envoy uses) allows, the message itself
+//! `{seconds, nanos}` (each a number or a string). Envoy then refuses any
+//! negative duration and any beyond protobuf's range; so does this.
 
+use super::raw::lenient;
 use serde_yaml::Value;
 use std::time::Duration;
+
+/// protobuf's largest duration: 10,000 years.
+const MAX_SECONDS: u64 = 315_576_000_000;
 
 /// Parses a duration value from the file, or says what was expected.
 pub fn parse(value: &Value) -> Result<Duration, String> {
     match value {
         Value::String(s) => parse_str(s),
         Value::Mapping(map) => {
-            let mut seconds: u64 = 0;
-            let mut nanos: u32 = 0;
+            let mut seconds: i128 = 0;
+            let mut nanos: i128 = 0;
             for (k, v) in map {
+                let n = || lenient::integer(v).ok().flatten();
                 match k.as_str() {
-                    Some("seconds") => seconds = int_field(v).ok_or("`seconds` must be a non-negative integer")?,
-                    Some("nanos") => {
-                        nanos = int_field(v)
-                            .and_then(|n| u32::try_from(n).ok())
-                            .filter(|n| *n < 1_000_000_000)
-                            .ok_or("`nanos` must be an integer in 0..999999999")?
-                    }
+                    Some("seconds") => seconds = n().ok_or("`seconds` must be an integer")?,
+                    Some("nanos") => nanos = n().ok_or("`nanos` must be an integer")?,
                     _ => {
                         return Err(format!("unexpected key {k:?} in duration object; expected `seconds` and `nanos`"))
                     }
                 }
             }
-            Ok(Duration::new(seconds, nanos))
+            if seconds < 0 || nanos < 0 {
+                return Err("must not be negative".into());
+            }
+            if nanos > 999_999_999 {
+                return Err("`nanos` must be in 0..999999999".into());
+            }
+            match u64::try_from(seconds) {
+                Ok(s) if s <= MAX_SECONDS => Ok(Duration::new(s, nanos as u32)),
+                _ => Err(format!("`seconds` must be at most {MAX_SECONDS}")),
+            }
         }
         other => Err(format!("expected a duration such as \"0.25s\" or \"5s\", got {}", describe(other))),
     }
 }
 
-fn int_field(v: &Value) -> Option<u64> {
-    match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
 fn parse_str(s: &str) -> Result<Duration, String> {
     let bad = || format!("invalid duration {s:?}: expected seconds with an `s` suffix, such as \"0.25s\" or \"5s\"");
-    let body = s.trim().strip_suffix('s').ok_or_else(bad)?;
+    let body = s.strip_suffix('s').ok_or_else(bad)?;
     if body.starts_with('-') {
         return Err(format!("invalid duration {s:?}: must not be negative"));
     }
+    // As protobuf: whole seconds first (`.5s` is refused), and a point is
+    // followed by 1 to 9 digits.
     let (whole, frac) = match body.split_once('.') {
-        Some((w, f)) => (w, f),
-        None => (body, ""),
+        Some((w, f)) => (w, Some(f)),
+        None => (body, None),
     };
-    if whole.is_empty() && frac.is_empty() {
+    let all_digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(whole) || frac.is_some_and(|f| !all_digits(f) || f.len() > 9) {
         return Err(bad());
     }
-    let all_digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
-    if !all_digits(whole) || !all_digits(frac) || frac.len() > 9 {
-        return Err(bad());
+    let secs: u64 = whole.parse().map_err(|_| bad())?;
+    if secs > MAX_SECONDS {
+        return Err(format!("invalid duration {s:?}: at most {MAX_SECONDS}s"));
     }
-    let secs: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
-    let nanos: u32 = if frac.is_empty() {
-        0
-    } else {
-        let padded = format!("{frac:0<9}");
-        padded.parse().map_err(|_| bad())?
+    let nanos: u32 = match frac {
+        None => 0,
+        Some(f) => format!("{f:0<9}").parse().map_err(|_| bad())?,
     };
     Ok(Duration::new(secs, nanos))
 }
@@ -93,19 +98,40 @@ mod tests {
         assert_eq!(p("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(p("1.500s"), Ok(Duration::from_millis(1500)));
         assert_eq!(p("0.000000001s"), Ok(Duration::from_nanos(1)));
-        assert_eq!(p(".5s"), Ok(Duration::from_millis(500)));
+        assert_eq!(p("0.000001s"), Ok(Duration::from_micros(1)));
         assert_eq!(p("0s"), Ok(Duration::ZERO));
+        assert_eq!(p("315576000000s"), Ok(Duration::from_secs(MAX_SECONDS)));
     }
 
     #[test]
     fn object_form() {
         let v: Value = serde_yaml::from_str("{seconds: 2, nanos: 500000000}").unwrap();
         assert_eq!(parse(&v), Ok(Duration::from_millis(2500)));
+        let v: Value = serde_yaml::from_str("{seconds: \"1\", nanos: 5}").unwrap();
+        assert_eq!(parse(&v), Ok(Duration::new(1, 5)));
+        for bad in ["{seconds: -1}", "{nanos: -5}", "{nanos: 1000000000}", "{seconds: 1.5}", "{secs: 1}"] {
+            let v: Value = serde_yaml::from_str(bad).unwrap();
+            assert!(parse(&v).is_err(), "{bad} should be rejected");
+        }
     }
 
     #[test]
     fn rejects_bad_forms() {
-        for bad in ["5", "5ms", "-1s", "1.2.3s", "s", "1.0000000001s", "abc s"] {
+        for bad in [
+            "5",
+            "5ms",
+            "-1s",
+            "-0.5s",
+            "1.2.3s",
+            "s",
+            "1.0000000001s",
+            "abc s",
+            ".5s",
+            "1.s",
+            " 5s",
+            "+1s",
+            "315576000001s",
+        ] {
             assert!(p(bad).is_err(), "{bad} should be rejected");
         }
         let err = parse(&Value::Number(5.into())).unwrap_err();

@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 
 /// Defines raw structs: each field optional as the file spells it (with
 /// `#[serde(rename = "...")]` where Rust cannot), the keys it does not name
-/// kept in `other`, and its [`Keys`].
+/// kept in `other`, and its [`Keys`]. `#[wrapper(UInt32Value)]` marks a field
+/// whose proto type is a wrapper, which protobuf also reads in the object
+/// form `{value: 5}`.
 macro_rules! mapping {
     (@key $field:ident $key:literal) => {
         $key
@@ -29,12 +31,18 @@ macro_rules! mapping {
         stringify!($field)
     };
     ($(#[doc = $doc:literal])* pub struct $name:ident {
-        $( $(#[doc = $field_doc:literal])* $(#[serde(rename = $key:literal)])? pub $field:ident: $ty:ty, )*
+        $( $(#[doc = $field_doc:literal])* $(#[serde(rename = $key:literal)])? $(#[wrapper($wrapper:ident)])?
+           pub $field:ident: $ty:ty, )*
     }) => {
         $(#[doc = $doc])*
         #[derive(Debug, serde::Deserialize)]
         pub struct $name {
-            $( $(#[doc = $field_doc])* $(#[serde(rename = $key)])? pub $field: $ty, )*
+            $( $(#[doc = $field_doc])* $(#[serde(rename = $key)])?
+               $(
+                   #[doc = concat!("A `google.protobuf.", stringify!($wrapper), "`: `{value: ...}` is read too.")]
+                   #[serde(default, deserialize_with = "crate::config::raw::lenient::wrapper")]
+               )?
+               pub $field: $ty, )*
             #[serde(flatten)]
             pub other: Other,
         }
@@ -51,6 +59,7 @@ macro_rules! mapping {
 
 mod access_log;
 mod cluster;
+pub mod lenient;
 mod route;
 
 /// A raw struct's keys: the ones it reads, and the others the file had.
@@ -83,8 +92,9 @@ impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
 }
 
 impl<T: DeserializeOwned> Field<T> {
+    /// Reads `value` as `T` the way Envoy would ([`lenient`]).
     pub fn from_value(value: Value) -> Self {
-        match serde_yaml::from_value::<T>(value) {
+        match T::deserialize(lenient::Lenient(value)) {
             Ok(v) => Field::Ok(v),
             Err(e) => Field::Invalid(tidy_serde_message(&e.to_string())),
         }
@@ -161,6 +171,7 @@ mapping! {
         pub address: Option<Field<Address>>,
         pub filter_chains: Option<List<FilterChain>>,
         pub listener_filters: Option<List<TypedExtension>>,
+        #[wrapper(BoolValue)]
         pub enable_reuse_port: Option<Field<bool>>,
         pub access_log: Option<Field<Value>>,
     }
@@ -193,17 +204,22 @@ mapping! {
         pub http_filters: Option<List<TypedExtension>>,
         pub server_name: Option<Field<String>>,
         pub server_header_transformation: Option<Field<String>>,
+        #[wrapper(BoolValue)]
         pub generate_request_id: Option<Field<bool>>,
         pub preserve_external_request_id: Option<Field<bool>>,
         pub always_set_request_id_in_response: Option<Field<bool>>,
+        #[wrapper(BoolValue)]
         pub use_remote_address: Option<Field<bool>>,
         pub xff_num_trusted_hops: Option<Field<u32>>,
         pub skip_xff_append: Option<Field<bool>>,
         pub stream_idle_timeout: Option<Field<Value>>,
         pub request_timeout: Option<Field<Value>>,
         pub request_headers_timeout: Option<Field<Value>>,
+        #[wrapper(UInt32Value)]
         pub max_request_headers_kb: Option<Field<u32>>,
         pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
+        /// Read only to refuse settings frontend-proxy cannot apply.
+        pub http2_protocol_options: Option<Field<Value>>,
         pub upgrade_configs: Option<List<UpgradeConfig>>,
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,
@@ -214,8 +230,10 @@ mapping! {
 mapping! {
     pub struct HttpProtocolOptions {
         pub idle_timeout: Option<Field<Value>>,
+        #[wrapper(UInt32Value)]
         pub max_headers_count: Option<Field<u32>>,
         pub headers_with_underscores_action: Option<Field<String>>,
+        #[wrapper(UInt32Value)]
         pub max_requests_per_connection: Option<Field<u32>>,
         pub max_connection_duration: Option<Field<Value>>,
         pub max_stream_duration: Option<Field<Value>>,
@@ -225,6 +243,7 @@ mapping! {
 mapping! {
     pub struct UpgradeConfig {
         pub upgrade_type: Option<Field<String>>,
+        #[wrapper(BoolValue)]
         pub enabled: Option<Field<bool>>,
     }
 }
@@ -234,6 +253,7 @@ mapping! {
         #[serde(rename = "@type")]
         pub type_url: Option<Field<String>>,
         pub common_tls_context: Option<Field<CommonTlsContext>>,
+        #[wrapper(BoolValue)]
         pub require_client_certificate: Option<Field<bool>>,
     }
 }
@@ -293,6 +313,7 @@ mapping! {
         #[serde(rename = "@type")]
         pub type_url: Option<Field<String>>,
         pub stat_prefix: Option<Field<String>>,
+        #[wrapper(UInt64Value)]
         pub max_connections: Option<Field<u64>>,
     }
 }
@@ -302,6 +323,7 @@ mapping! {
     pub struct BufferFilter {
         #[serde(rename = "@type")]
         pub type_url: Option<Field<String>>,
+        #[wrapper(UInt32Value)]
         pub max_request_bytes: Option<Field<u32>>,
     }
 }

@@ -51,6 +51,9 @@ impl P {
 pub(super) struct Ctx {
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// Clusters the file defines but validation rejected, by name, with
+    /// their YAML path: a reference to one is not "unknown".
+    pub rejected_clusters: HashMap<String, String>,
 }
 
 impl Ctx {
@@ -60,6 +63,16 @@ impl Ctx {
 
     pub fn warn(&mut self, p: &P, message: impl Into<String>) {
         self.warnings.push(Diagnostic { path: p.0.clone(), message: message.into() });
+    }
+
+    /// A reference to a cluster that is not among the valid ones: says
+    /// whether the file defines it (and it was rejected) or not at all.
+    pub fn unknown_cluster(&mut self, p: &P, name: &str) {
+        let message = match self.rejected_clusters.get(name) {
+            Some(at) => format!("cluster {name:?} is defined at {at} but was rejected (see its errors)"),
+            None => format!("unknown cluster {name:?}"),
+        };
+        self.error(p, message);
     }
 
     /// An optional field's value; an unreadable value is reported.
@@ -117,7 +130,8 @@ impl Ctx {
         }
     }
 
-    /// An Envoy enum written as its name.
+    /// An Envoy enum written as its name, in any case (as Envoy parses
+    /// enums); errors list the canonical names.
     pub fn enumeration<T: Copy>(
         &mut self,
         p: &P,
@@ -129,7 +143,7 @@ impl Ctx {
         let Some(s) = self.opt(p, name, f) else {
             return default;
         };
-        match table.iter().find(|(n, _)| *n == s) {
+        match table.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
             Some((_, v)) => *v,
             None => {
                 let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
@@ -364,24 +378,33 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     const MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
     const UNSUPPORTED: &str =
         "a process-wide downstream connection limit is not supported (use the envoy.filters.network.connection_limit filter on each listener)";
+    const PER_LISTENER: &str =
+        "a listener connection limit from the runtime is not supported (use the envoy.filters.network.connection_limit filter on the listener)";
     let ignored = "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered";
     if let Some(rt) = cx.opt(root, "layered_runtime", &raw.layered_runtime) {
         let rp = root.key("layered_runtime");
         let mut limited = false;
-        let layers = rt.get("layers").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        let layers = repeated(rt.get("layers"));
         for (i, layer) in layers.iter().enumerate() {
             let Some(static_layer) = layer.get("static_layer") else {
                 continue;
             };
             let sp = rp.key("layers").idx(i).key("static_layer");
-            // Runtime keys are dotted, written flat or as nested mappings.
-            let nested = static_layer.get("overload").and_then(|o| o.get("global_downstream_max_connections"));
-            if static_layer.get(KEY).is_some() {
-                cx.error(&sp.key(KEY), UNSUPPORTED);
-                limited = true;
-            } else if nested.is_some() {
-                cx.error(&sp.key("overload").key("global_downstream_max_connections"), UNSUPPORTED);
-                limited = true;
+            // Runtime keys are dotted, written flat or as nested mappings
+            // (or both at once): compare them flattened.
+            let mut keys = Vec::new();
+            runtime_keys(String::new(), static_layer, &mut keys);
+            for key in keys {
+                let per_listener = key
+                    .strip_prefix("envoy.resource_limits.listener.")
+                    .is_some_and(|rest| rest.ends_with(".connection_limit"));
+                if key == KEY {
+                    cx.error(&sp.key(&key), UNSUPPORTED);
+                    limited = true;
+                } else if per_listener {
+                    cx.error(&sp.key(&key), PER_LISTENER);
+                    limited = true;
+                }
             }
         }
         if !limited {
@@ -391,7 +414,7 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     if let Some(om) = cx.opt(root, "overload_manager", &raw.overload_manager) {
         let op = root.key("overload_manager");
         let mut limited = false;
-        let monitors = om.get("resource_monitors").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+        let monitors = repeated(om.get("resource_monitors"));
         for (i, m) in monitors.iter().enumerate() {
             let name = m.get("name").and_then(Value::as_str).unwrap_or_default();
             let type_url =
@@ -405,6 +428,29 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
         if !limited {
             cx.warn(&op, ignored);
         }
+    }
+}
+
+/// The entries of a repeated field read from a free-form value: a list,
+/// or a single value standing for a list of one, as Envoy reads it.
+fn repeated(v: Option<&Value>) -> Vec<&Value> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items.iter().collect(),
+        Some(single) => vec![single],
+    }
+}
+
+/// The dotted runtime keys a static layer sets (`a: {b: 1}` is `a.b`).
+fn runtime_keys(prefix: String, v: &Value, out: &mut Vec<String>) {
+    match v.as_mapping() {
+        Some(map) => {
+            for (k, v) in map {
+                let k = k.as_str().map_or_else(|| format!("{k:?}"), str::to_string);
+                runtime_keys(if prefix.is_empty() { k } else { format!("{prefix}.{k}") }, v, out);
+            }
+        }
+        None => out.push(prefix),
     }
 }
 

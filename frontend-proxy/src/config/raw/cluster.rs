@@ -47,6 +47,7 @@ mapping! {
 mapping! {
     pub struct LbEndpoint {
         pub endpoint: Option<Field<Endpoint>>,
+        #[wrapper(UInt32Value)]
         pub load_balancing_weight: Option<Field<u32>>,
         pub health_status: Option<Field<String>>,
     }
@@ -78,6 +79,7 @@ mapping! {
 
 mapping! {
     pub struct LeastRequestLbConfig {
+        #[wrapper(UInt32Value)]
         pub choice_count: Option<Field<u32>>,
     }
 }
@@ -93,7 +95,9 @@ mapping! {
     pub struct HealthCheck {
         pub timeout: Option<Field<Value>>,
         pub interval: Option<Field<Value>>,
+        #[wrapper(UInt32Value)]
         pub unhealthy_threshold: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub healthy_threshold: Option<Field<u32>>,
         pub no_traffic_interval: Option<Field<Value>>,
         pub no_traffic_healthy_interval: Option<Field<Value>>,
@@ -126,13 +130,18 @@ mapping! {
 
 mapping! {
     pub struct OutlierDetection {
+        #[wrapper(UInt32Value)]
         pub consecutive_5xx: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub consecutive_gateway_failure: Option<Field<u32>>,
         pub interval: Option<Field<Value>>,
         pub base_ejection_time: Option<Field<Value>>,
         pub max_ejection_time: Option<Field<Value>>,
+        #[wrapper(UInt32Value)]
         pub max_ejection_percent: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub enforcing_consecutive_5xx: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub enforcing_consecutive_gateway_failure: Option<Field<u32>>,
     }
 }
@@ -146,9 +155,13 @@ mapping! {
 mapping! {
     pub struct Thresholds {
         pub priority: Option<Field<String>>,
+        #[wrapper(UInt32Value)]
         pub max_connections: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub max_pending_requests: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub max_requests: Option<Field<u32>>,
+        #[wrapper(UInt32Value)]
         pub max_retries: Option<Field<u32>>,
     }
 }

@@ -33,6 +33,7 @@ mapping! {
 mapping! {
     pub struct HeaderValueOption {
         pub header: Option<Field<HeaderValue>>,
+        #[wrapper(BoolValue)]
         pub append: Option<Field<bool>>,
         pub append_action: Option<Field<String>>,
         pub keep_empty_value: Option<Field<bool>>,
@@ -67,6 +68,7 @@ mapping! {
         pub path: Option<Field<String>>,
         pub safe_regex: Option<Field<RegexMatcher>>,
         pub path_separated_prefix: Option<Field<String>>,
+        #[wrapper(BoolValue)]
         pub case_sensitive: Option<Field<bool>>,
         pub headers: Option<List<HeaderMatcher>>,
     }
@@ -112,6 +114,7 @@ mapping! {
         pub prefix_rewrite: Option<Field<String>>,
         pub regex_rewrite: Option<Field<RegexRewrite>>,
         pub host_rewrite_literal: Option<Field<String>>,
+        #[wrapper(BoolValue)]
         pub auto_host_rewrite: Option<Field<bool>>,
         pub timeout: Option<Field<Value>>,
         pub idle_timeout: Option<Field<Value>>,
@@ -124,6 +127,7 @@ mapping! {
 mapping! {
     pub struct WeightedClusters {
         pub clusters: Option<List<ClusterWeight>>,
+        #[wrapper(UInt32Value)]
         pub total_weight: Option<Field<u32>>,
     }
 }
@@ -131,6 +135,7 @@ mapping! {
 mapping! {
     pub struct ClusterWeight {
         pub name: Option<Field<String>>,
+        #[wrapper(UInt32Value)]
         pub weight: Option<Field<u32>>,
     }
 }
@@ -145,6 +150,7 @@ mapping! {
 mapping! {
     pub struct RetryPolicy {
         pub retry_on: Option<Field<String>>,
+        #[wrapper(UInt32Value)]
         pub num_retries: Option<Field<u32>>,
         pub per_try_timeout: Option<Field<Value>>,
         pub retriable_status_codes: Option<List<u32>>,

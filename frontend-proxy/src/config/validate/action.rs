@@ -33,7 +33,7 @@ pub(super) fn forward(
     let lookup = |cx: &mut Ctx, p: &P, name: &str| -> Option<usize> {
         let id = clusters.get(name).copied();
         if id.is_none() {
-            cx.error(p, format!("unknown cluster {name:?}"));
+            cx.unknown_cluster(p, name);
         }
         id
     };

@@ -4,11 +4,26 @@ use super::dns::dns_spec;
 use super::resilience;
 use super::tls::upstream_tls;
 use super::{Ctx, P};
+use crate::config::raw::lenient::enum_name;
 use crate::config::raw::{self, Field, List};
 use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+
+/// Enum names as Envoy spells them; the file may use any case.
+const CLUSTER_TYPES: &[&str] = &["STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST"];
+const LB_POLICIES: &[&str] = &[
+    "ROUND_ROBIN",
+    "LEAST_REQUEST",
+    "RING_HASH",
+    "RANDOM",
+    "MAGLEV",
+    "CLUSTER_PROVIDED",
+    "LOAD_BALANCING_POLICY_CONFIG",
+    "ORIGINAL_DST_LB",
+];
+const HEALTH_STATUSES: &[&str] = &["UNKNOWN", "HEALTHY", "UNHEALTHY", "DRAINING", "TIMEOUT", "DEGRADED"];
 
 /// Envoy's defaults.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -40,8 +55,13 @@ pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> V
                 cx.error(&cp.key("name"), format!("duplicate cluster name {name:?}"));
             }
         }
-        if let Some(spec) = cluster(cx, &cp, c) {
-            out.push(spec);
+        match cluster(cx, &cp, c) {
+            Some(spec) => out.push(spec),
+            None => {
+                if let Some(Field::Ok(name)) = &c.name {
+                    cx.rejected_clusters.entry(name.clone()).or_insert_with(|| cp.0.clone());
+                }
+            }
         }
     }
     out
@@ -50,22 +70,26 @@ pub(super) fn clusters(cx: &mut Ctx, p: &P, f: &Option<List<raw::Cluster>>) -> V
 fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
     cx.other(p, c, CLUSTER_IGNORED);
     let name = cx.req(p, "name", &c.name).cloned();
-    let discovery = match cx.opt(p, "type", &c.discovery_type).map(String::as_str) {
-        None | Some("STATIC") => DiscoveryType::Static,
-        Some("STRICT_DNS") => DiscoveryType::StrictDns,
-        Some("LOGICAL_DNS") => DiscoveryType::LogicalDns,
+    let discovery = match cx.opt(p, "type", &c.discovery_type).map(|t| enum_name(t, CLUSTER_TYPES)) {
+        None | Some("STATIC") => Some(DiscoveryType::Static),
+        Some("STRICT_DNS") => Some(DiscoveryType::StrictDns),
+        Some("LOGICAL_DNS") => Some(DiscoveryType::LogicalDns),
         Some(t @ ("EDS" | "ORIGINAL_DST")) => {
             cx.error(&p.key("type"), format!("{t} clusters are not supported (STATIC, STRICT_DNS, LOGICAL_DNS are)"));
-            return None;
+            None
         }
         Some(other) => {
             cx.error(
                 &p.key("type"),
                 format!("unknown value {other:?}, expected one of STATIC, STRICT_DNS, LOGICAL_DNS"),
             );
-            return None;
+            None
         }
     };
+    // A bad type is reported, and the rest of the cluster is still checked
+    // (its endpoints as host names, which takes IPs too).
+    let rejected_type = discovery.is_none();
+    let discovery = discovery.unwrap_or(DiscoveryType::StrictDns);
     let connect_timeout = cx.duration(p, "connect_timeout", &c.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT);
     if connect_timeout.is_zero() {
         cx.error(&p.key("connect_timeout"), "must be greater than 0");
@@ -82,9 +106,10 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         cx.error(&p.key("load_assignment"), "LOGICAL_DNS clusters take exactly one endpoint");
     }
     let dns = dns_spec(cx, p, c);
+    // `None` when the transport socket was rejected; the checks below still run.
     let tls = match cx.opt(p, "transport_socket", &c.transport_socket) {
-        Some(ts) => Some(upstream_tls(cx, &p.key("transport_socket"), ts)?),
-        None => None,
+        Some(ts) => upstream_tls(cx, &p.key("transport_socket"), ts).map(Some),
+        None => Some(None),
     };
     let health_check = resilience::health_checks(cx, p, &c.health_checks);
     if health_check.is_some() && discovery == DiscoveryType::LogicalDns {
@@ -101,6 +126,9 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         .opt(p, "common_lb_config", &c.common_lb_config)
         .map(|l| resilience::panic_threshold(cx, &p.key("common_lb_config"), l))
         .unwrap_or(50.0);
+    if rejected_type {
+        return None;
+    }
     Some(ClusterSpec {
         name: name?,
         discovery,
@@ -108,7 +136,7 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         lb_policy: lb_policy?,
         connect_timeout,
         dns: dns?,
-        tls,
+        tls: tls?,
         health_check,
         outlier,
         circuit_breakers,
@@ -139,7 +167,7 @@ fn lb_policy(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<LbPolicy> {
             choice_count = *n;
         }
     }
-    let policy = match cx.opt(p, "lb_policy", &c.lb_policy).map(String::as_str) {
+    let policy = match cx.opt(p, "lb_policy", &c.lb_policy).map(|t| enum_name(t, LB_POLICIES)) {
         None | Some("ROUND_ROBIN") => LbPolicy::RoundRobin,
         Some("RANDOM") => LbPolicy::Random,
         Some("RING_HASH") => LbPolicy::RingHash,
@@ -193,7 +221,8 @@ fn lb_endpoint(cx: &mut Ctx, p: &P, lb: &raw::LbEndpoint, discovery: DiscoveryTy
     if weight == 0 || weight > 1000 {
         cx.error(&p.key("load_balancing_weight"), "must be between 1 and 1000");
     }
-    let status = cx.opt(p, "health_status", &lb.health_status).map(String::as_str).unwrap_or("UNKNOWN");
+    let status =
+        cx.opt(p, "health_status", &lb.health_status).map(|s| enum_name(s, HEALTH_STATUSES)).unwrap_or("UNKNOWN");
     let excluded = match status {
         "UNKNOWN" | "HEALTHY" => false,
         "UNHEALTHY" | "DRAINING" | "TIMEOUT" => true,

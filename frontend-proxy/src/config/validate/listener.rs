@@ -41,10 +41,21 @@ pub(super) fn listeners(
 ) -> Vec<ListenerConfig> {
     let mut out: Vec<ListenerConfig> = Vec::new();
     let mut names = HashSet::new();
+    let given = given_names(f);
     for (lp, l) in cx.list(p, "listeners", f) {
-        let Some(listener) = listener(cx, &lp, l, clusters) else {
+        let Some(mut listener) = listener(cx, &lp, l, clusters) else {
             continue;
         };
+        if !matches!(&l.name, Some(Field::Ok(n)) if !n.is_empty()) {
+            // Envoy names an unnamed listener with a UUID; its address is as
+            // unique and says more, with a suffix if the address repeats
+            // (port 0) or another listener took it as its name.
+            let base = listener.address.to_string();
+            listener.name = (1..)
+                .map(|i| if i == 1 { base.clone() } else { format!("{base}#{i}") })
+                .find(|n| !names.contains(n) && !given.contains(n))
+                .unwrap_or(base);
+        }
         if !names.insert(listener.name.clone()) {
             cx.error(&lp.key("name"), format!("duplicate listener name {:?}", listener.name));
         }
@@ -54,6 +65,20 @@ pub(super) fn listeners(
         out.push(listener);
     }
     out
+}
+
+/// The names the file gives its listeners, so generated ones avoid them.
+fn given_names(f: &Option<List<raw::Listener>>) -> HashSet<String> {
+    let Some(Field::Ok(items)) = f else {
+        return HashSet::new();
+    };
+    items
+        .iter()
+        .filter_map(|l| match l {
+            Field::Ok(raw::Listener { name: Some(Field::Ok(n)), .. }) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, usize>) -> Option<ListenerConfig> {
@@ -105,7 +130,8 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     let chain = filter_chain(cx, &cp, chain, clusters);
     let address = address?;
     Some(ListenerConfig {
-        name: name.unwrap_or_else(|| address.to_string()),
+        // Unnamed listeners are named by `listeners`.
+        name: name.unwrap_or_default(),
         address,
         tls: chain.tls?,
         hcm: chain.hcm?,
@@ -196,7 +222,6 @@ const HCM_IGNORED: &[&str] = &[
     "delayed_close_timeout",
     "drain_timeout",
     "http_protocol_options",
-    "http2_protocol_options",
     "internal_address_config",
     "request_id_extension",
     "proxy_100_continue",
@@ -286,6 +311,17 @@ fn connection_manager(
             if f.is_some() {
                 cx.error(&op.key(name), "not supported");
             }
+        }
+    }
+
+    // Stream limits, window sizes and flood protections: left to the
+    // server's own values they would be weaker (or other) than the file's.
+    if let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) {
+        if !(o.is_null() || o.as_mapping().is_some_and(|m| m.is_empty())) {
+            cx.error(
+                &p.key("http2_protocol_options"),
+                "downstream HTTP/2 settings (max_concurrent_streams, window sizes, frame flood limits, ...) are not supported yet: the server's own limits would apply instead of the file's",
+            );
         }
     }
 

@@ -2,6 +2,7 @@
 //! circuit breakers and the panic threshold.
 
 use super::{Ctx, P};
+use crate::config::raw::lenient::enum_name;
 use crate::config::raw::{self, List};
 use crate::upstream::{CircuitBreakerSpec, HealthCheckKind, HealthCheckSpec, OutlierSpec};
 use std::time::Duration;
@@ -169,28 +170,34 @@ pub(super) fn circuit_breakers(cx: &mut Ctx, p: &P, c: &raw::CircuitBreakers) ->
     let mut spec = CircuitBreakerSpec::default();
     for (tp, t) in cx.list(p, "thresholds", &c.thresholds) {
         cx.other(&tp, t, &["retry_budget", "track_remaining", "max_connection_pools"]);
-        match cx.opt(&tp, "priority", &t.priority).map(String::as_str) {
-            None | Some("DEFAULT") => {}
+        // Thresholds that never apply are still checked, so a mistake in
+        // them is reported with the others.
+        let applies = match cx.opt(&tp, "priority", &t.priority).map(|s| enum_name(s, &["DEFAULT", "HIGH"])) {
+            None | Some("DEFAULT") => true,
             Some("HIGH") => {
                 cx.warn(
                     &tp.key("priority"),
                     "HIGH priority routing is not implemented, so these thresholds never apply",
                 );
-                continue;
+                false
             }
             Some(other) => {
                 cx.error(&tp.key("priority"), format!("unknown value {other:?}, expected one of DEFAULT, HIGH"));
-                continue;
+                false
             }
-        }
+        };
+        let mut read = spec;
         let field = |cx: &mut Ctx, name: &str, f: &Option<raw::Field<u32>>, current: u32| {
             cx.opt(&tp, name, f).copied().unwrap_or(current)
         };
-        spec.max_connections = field(cx, "max_connections", &t.max_connections, spec.max_connections);
-        spec.max_pending_requests =
-            field(cx, "max_pending_requests", &t.max_pending_requests, spec.max_pending_requests);
-        spec.max_requests = field(cx, "max_requests", &t.max_requests, spec.max_requests);
-        spec.max_retries = field(cx, "max_retries", &t.max_retries, spec.max_retries);
+        read.max_connections = field(cx, "max_connections", &t.max_connections, read.max_connections);
+        read.max_pending_requests =
+            field(cx, "max_pending_requests", &t.max_pending_requests, read.max_pending_requests);
+        read.max_requests = field(cx, "max_requests", &t.max_requests, read.max_requests);
+        read.max_retries = field(cx, "max_retries", &t.max_retries, read.max_retries);
+        if applies {
+            spec = read;
+        }
     }
     spec
 }

@@ -130,11 +130,12 @@ fn route(
     cx.other(p, r, ROUTE_IGNORED);
     let matcher = cx.req(p, "match", &r.matcher).and_then(|m| route_match(cx, &p.key("match"), m));
     let actions = [r.route.is_some(), r.redirect.is_some(), r.direct_response.is_some()];
-    if actions.iter().filter(|a| **a).count() != 1 {
+    // Without exactly one action the route is rejected, and its headers are
+    // still checked.
+    let action = if actions.iter().filter(|a| **a).count() != 1 {
         cx.error(p, "exactly one of `route`, `redirect`, `direct_response` is required");
-        return None;
-    }
-    let action = if let Some(a) = cx.opt(p, "route", &r.route) {
+        None
+    } else if let Some(a) = cx.opt(p, "route", &r.route) {
         forward(cx, &p.key("route"), a, clusters, vhost_retry).map(Action::Forward)
     } else if let Some(a) = cx.opt(p, "redirect", &r.redirect) {
         redirect(cx, &p.key("redirect"), a).map(Action::Redirect)
@@ -157,28 +158,28 @@ fn route(
 fn route_match(cx: &mut Ctx, p: &P, m: &raw::RouteMatch) -> Option<RouteMatch> {
     cx.other(p, m, &[]);
     let set = [m.prefix.is_some(), m.path.is_some(), m.safe_regex.is_some(), m.path_separated_prefix.is_some()];
-    if set.iter().filter(|s| **s).count() != 1 {
+    // A bad path match does not stop the header matchers being checked.
+    let path = if set.iter().filter(|s| **s).count() != 1 {
         cx.error(p, "exactly one of `prefix`, `path`, `safe_regex`, `path_separated_prefix` is required");
-        return None;
-    }
-    let path = if let Some(s) = cx.opt(p, "prefix", &m.prefix) {
-        PathMatch::Prefix(s.clone())
+        None
+    } else if let Some(s) = cx.opt(p, "prefix", &m.prefix) {
+        Some(PathMatch::Prefix(s.clone()))
     } else if let Some(s) = cx.opt(p, "path", &m.path) {
-        PathMatch::Exact(s.clone())
+        Some(PathMatch::Exact(s.clone()))
     } else if let Some(s) = cx.opt(p, "path_separated_prefix", &m.path_separated_prefix) {
         if s.ends_with('/') || s.contains(['?', '#']) {
             cx.error(&p.key("path_separated_prefix"), "must not end with `/` or contain `?` or `#`");
         }
-        PathMatch::SeparatedPrefix(s.clone())
+        Some(PathMatch::SeparatedPrefix(s.clone()))
     } else if let Some(r) = cx.opt(p, "safe_regex", &m.safe_regex) {
-        PathMatch::Regex(regex(cx, &p.key("safe_regex"), r)?)
+        regex(cx, &p.key("safe_regex"), r).map(PathMatch::Regex)
     } else {
-        return None;
+        None
     };
     let case_sensitive = cx.boolean(p, "case_sensitive", &m.case_sensitive, true);
     let headers =
         cx.list(p, "headers", &m.headers).into_iter().filter_map(|(hp, h)| header_matcher(cx, &hp, h)).collect();
-    Some(RouteMatch { path, case_sensitive, headers })
+    Some(RouteMatch { path: path?, case_sensitive, headers })
 }
 
 /// Envoy's `RegexMatcher`, compiled to match the whole input.

@@ -39,14 +39,16 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if common.validation_context.is_some() {
         cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
     }
-    let alpn_protocols: Vec<String> =
-        cx.list(&cp, "alpn_protocols", &common.alpn_protocols).into_iter().map(|(_, s)| s.clone()).collect();
-    for (i, proto) in alpn_protocols.iter().enumerate() {
-        if proto != "h2" && proto != "http/1.1" {
-            cx.error(
-                &cp.key("alpn_protocols").idx(i),
-                format!("ALPN protocol {proto:?} is not supported (h2, http/1.1)"),
-            );
+    // Envoy joins the list with commas and splits it again: an entry
+    // `"h2,http/1.1"` is two protocols.
+    let mut alpn_protocols: Vec<String> = Vec::new();
+    for (ip, entry) in cx.list(&cp, "alpn_protocols", &common.alpn_protocols) {
+        for proto in entry.split(',') {
+            if proto != "h2" && proto != "http/1.1" {
+                cx.error(&ip, format!("ALPN protocol {proto:?} is not supported (h2, http/1.1)"));
+            } else {
+                alpn_protocols.push(proto.to_string());
+            }
         }
     }
     let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
