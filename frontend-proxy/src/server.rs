@@ -74,7 +74,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         let mut access_logs = Vec::new();
         for log in std::mem::take(&mut l.hcm.access_log) {
             match sinks.open(&log.path) {
-                Ok(sink) => access_logs.push(AccessLog::new(log.format, sink)),
+                Ok(sink) => access_logs.push(AccessLog::new(log.format, sink, log.filter)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
             }
         }

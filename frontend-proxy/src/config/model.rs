@@ -1,7 +1,7 @@
 //! The validated configuration: what the rest of the proxy runs from.
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
-use crate::access_log::Format;
+use crate::access_log::{Filter, Format};
 use crate::routing::RouteTable;
 use crate::tls::DownstreamTls;
 use crate::upstream::ClusterSpec;
@@ -100,6 +100,8 @@ pub struct AccessLogConfig {
     /// A file, or `/dev/stdout` / `/dev/stderr`.
     pub path: String,
     pub format: Arc<Format>,
+    /// `filter`: which requests it writes (`None`: all).
+    pub filter: Option<Arc<Filter>>,
     /// Where the logger is in the file, for errors found when it is opened.
     pub yaml_path: String,
 }

@@ -2,10 +2,11 @@
 //! and their formats, parsed here so a bad command operator is a
 //! configuration error with its path, not a `-` in every line.
 
+use super::route::header_matcher;
 use super::{Ctx, DataSourceValue, P};
-use crate::access_log::Format;
+use crate::access_log::{Comparison, Filter, Format, Op, ResponseFlags};
 use crate::config::model::AccessLogConfig;
-use crate::config::raw::{self, List};
+use crate::config::raw::{self, Field, List};
 use std::sync::Arc;
 
 const FILE_TYPE: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -18,12 +19,15 @@ pub(super) fn access_logs(cx: &mut Ctx, p: &P, f: &Option<List<raw::AccessLog>>)
     for (lp, l) in cx.list(p, "access_log", f) {
         cx.other(&lp, l, &[]);
         let name = cx.opt(&lp, "name", &l.name).cloned().unwrap_or_default();
-        if l.filter.is_some() {
-            cx.error(
-                &lp.key("filter"),
-                "access log filters are not supported: the logger would write every request instead of the ones the filter selects",
-            );
-        }
+        let filter = match cx.opt(&lp, "filter", &l.filter) {
+            Some(f) => match access_log_filter(cx, &lp.key("filter"), f) {
+                Some(f) => Some(Arc::new(f)),
+                // Never a logger that writes more than its filter selects.
+                None => continue,
+            },
+            None if l.filter.is_some() => continue,
+            None => None,
+        };
         let tp = lp.key("typed_config");
         let empty = serde_yaml::Value::Mapping(Default::default());
         // As Envoy, the name alone picks a logger with its defaults.
@@ -58,7 +62,7 @@ pub(super) fn access_logs(cx: &mut Ctx, p: &P, f: &Option<List<raw::AccessLog>>)
             }
         };
         if let Some((path, format)) = logger {
-            out.push(AccessLogConfig { path, format: Arc::new(format), yaml_path: lp.0.clone() });
+            out.push(AccessLogConfig { path, format: Arc::new(format), filter, yaml_path: lp.0.clone() });
         }
     }
     out
@@ -180,4 +184,172 @@ fn json(cx: &mut Ctx, p: &P, m: &serde_yaml::Mapping) -> Option<Format> {
             None
         }
     }
+}
+
+/// Envoy's response flag short names that this proxy never raises: a
+/// filter on one would silently never match, so it is an error.
+const UNTRACKED_FLAGS: &[&str] = &[
+    "LH", "LR", "UR", "DI", "FI", "RL", "UAEX", "RLSE", "IH", "UMSDR", "RFCF", "NFCF", "DT", "NC", "OM", "DF", "DO",
+    "DR", "UDO",
+];
+
+/// `AccessLogFilter` (also a `local_reply_config` mapper's `filter`):
+/// exactly one kind; what is not implemented is an error at its path.
+pub(super) fn access_log_filter(cx: &mut Ctx, p: &P, f: &raw::AccessLogFilter) -> Option<Filter> {
+    cx.other(p, f, &[]);
+    let set = [
+        f.status_code_filter.is_some(),
+        f.duration_filter.is_some(),
+        f.not_health_check_filter.is_some(),
+        f.traceable_filter.is_some(),
+        f.runtime_filter.is_some(),
+        f.and_filter.is_some(),
+        f.or_filter.is_some(),
+        f.header_filter.is_some(),
+        f.response_flag_filter.is_some(),
+        f.grpc_status_filter.is_some(),
+        f.extension_filter.is_some(),
+        f.metadata_filter.is_some(),
+        f.log_type_filter.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        cx.error(p, "exactly one filter kind must be set (status_code_filter, duration_filter, not_health_check_filter, runtime_filter, and_filter, or_filter, header_filter, response_flag_filter)");
+        return None;
+    }
+    if let Some(c) = cx.opt(p, "status_code_filter", &f.status_code_filter) {
+        return comparison_holder(cx, &p.key("status_code_filter"), c).map(Filter::Status);
+    }
+    if let Some(c) = cx.opt(p, "duration_filter", &f.duration_filter) {
+        return comparison_holder(cx, &p.key("duration_filter"), c).map(Filter::Duration);
+    }
+    if let Some(v) = cx.opt(p, "not_health_check_filter", &f.not_health_check_filter) {
+        if !v.as_mapping().is_some_and(|m| m.is_empty()) && !v.is_null() {
+            cx.error(&p.key("not_health_check_filter"), "expected an empty mapping `{}`");
+            return None;
+        }
+        return Some(Filter::NotHealthCheck);
+    }
+    if let Some(r) = cx.opt(p, "runtime_filter", &f.runtime_filter) {
+        return runtime_filter(cx, &p.key("runtime_filter"), r);
+    }
+    for (name, list, and) in [("and_filter", &f.and_filter, true), ("or_filter", &f.or_filter, false)] {
+        if let Some(l) = cx.opt(p, name, list) {
+            let lp = p.key(name);
+            cx.other(&lp, l, &[]);
+            let items = cx.list(&lp, "filters", &l.filters);
+            let count = match &l.filters {
+                Some(Field::Ok(v)) => v.len(),
+                Some(Field::Invalid(_)) => return None,
+                None => 0,
+            };
+            if count < 2 {
+                cx.error(&lp.key("filters"), "at least two filters are required");
+                return None;
+            }
+            let mut filters = Vec::with_capacity(items.len());
+            for (ip, item) in items {
+                filters.push(access_log_filter(cx, &ip, item));
+            }
+            let filters: Option<Vec<Filter>> = filters.into_iter().collect();
+            let filters = filters.filter(|v| v.len() == count)?;
+            return Some(if and { Filter::And(filters) } else { Filter::Or(filters) });
+        }
+    }
+    if let Some(h) = cx.opt(p, "header_filter", &f.header_filter) {
+        let hp = p.key("header_filter");
+        cx.other(&hp, h, &[]);
+        let m = cx.req(&hp, "header", &h.header)?;
+        return header_matcher(cx, &hp.key("header"), m).map(Filter::Header);
+    }
+    if let Some(r) = cx.opt(p, "response_flag_filter", &f.response_flag_filter) {
+        let rp = p.key("response_flag_filter");
+        cx.other(&rp, r, &[]);
+        if r.flags.is_none() {
+            return Some(Filter::ResponseFlag(None));
+        }
+        let mut flags = ResponseFlags::default();
+        let mut ok = true;
+        for (fp, name) in cx.list(&rp, "flags", &r.flags) {
+            match ResponseFlags::from_short(name) {
+                Some(flag) => flags |= flag,
+                None if UNTRACKED_FLAGS.contains(&name.as_str()) => {
+                    cx.error(&fp, format!("response flag {name:?} is not supported: this proxy never raises it, so the filter would never match (supported: {})", ResponseFlags::short_names().collect::<Vec<_>>().join(", ")));
+                    ok = false;
+                }
+                None => {
+                    cx.error(&fp, format!("unknown response flag {name:?}"));
+                    ok = false;
+                }
+            }
+        }
+        // Envoy: an empty `flags` list means any flag.
+        return ok.then_some(Filter::ResponseFlag((!flags.is_empty()).then_some(flags)));
+    }
+    let unsupported = [
+        (
+            "traceable_filter",
+            f.traceable_filter.is_some(),
+            "tracing is not implemented, so whether a request is traceable is not known",
+        ),
+        ("grpc_status_filter", f.grpc_status_filter.is_some(), "gRPC statuses are not tracked"),
+        ("extension_filter", f.extension_filter.is_some(), "no extension filters are implemented"),
+        ("metadata_filter", f.metadata_filter.is_some(), "dynamic metadata is not implemented"),
+        ("log_type_filter", f.log_type_filter.is_some(), "only end-of-request access logs are written"),
+    ];
+    for (name, present, why) in unsupported {
+        if present {
+            cx.error(&p.key(name), format!("{name} is not supported: {why}"));
+        }
+    }
+    None
+}
+
+fn comparison_holder(cx: &mut Ctx, p: &P, h: &raw::ComparisonHolder) -> Option<Comparison> {
+    cx.other(p, h, &[]);
+    let c = cx.req(p, "comparison", &h.comparison)?;
+    let cp = p.key("comparison");
+    cx.other(&cp, c, &[]);
+    let op = cx.enumeration(&cp, "op", &c.op, &[("EQ", Op::Eq), ("GE", Op::Ge), ("LE", Op::Le)], Op::Eq);
+    let v = cx.req(&cp, "value", &c.value)?;
+    let vp = cp.key("value");
+    cx.other(&vp, v, &[]);
+    // Envoy requires the key, and reads it from the runtime; without a
+    // runtime layer holding it the default is the value, as here.
+    let key = cx.req(&vp, "runtime_key", &v.runtime_key)?;
+    if key.is_empty() {
+        cx.error(&vp.key("runtime_key"), "must not be empty");
+        return None;
+    }
+    let value = cx.opt(&vp, "default_value", &v.default_value).copied().unwrap_or(0);
+    Some(Comparison { op, value: u64::from(value) })
+}
+
+fn runtime_filter(cx: &mut Ctx, p: &P, r: &raw::RuntimeFilter) -> Option<Filter> {
+    cx.other(p, r, &[]);
+    let key = cx.req(p, "runtime_key", &r.runtime_key)?;
+    if key.is_empty() {
+        cx.error(&p.key("runtime_key"), "must not be empty");
+        return None;
+    }
+    let independent = cx.boolean(p, "use_independent_randomness", &r.use_independent_randomness, false);
+    // Envoy: without `percent_sampled`, 0 % (unless the runtime says otherwise).
+    let per_million = match cx.opt(p, "percent_sampled", &r.percent_sampled) {
+        None if r.percent_sampled.is_some() => return None,
+        None => 0,
+        Some(fp) => {
+            let pp = p.key("percent_sampled");
+            cx.other(&pp, fp, &[]);
+            let scale = cx.enumeration(
+                &pp,
+                "denominator",
+                &fp.denominator,
+                &[("HUNDRED", 10_000u64), ("TEN_THOUSAND", 100), ("MILLION", 1)],
+                10_000,
+            );
+            let n = cx.opt(&pp, "numerator", &fp.numerator).copied().unwrap_or(0);
+            // As Envoy: a numerator over the denominator means 100 %.
+            (u64::from(n) * scale).min(1_000_000) as u32
+        }
+    };
+    Some(Filter::Runtime { per_million, independent })
 }
