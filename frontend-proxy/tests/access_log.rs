@@ -348,3 +348,33 @@ fn filters_this_proxy_cannot_honour_are_errors_naming_their_path() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sigusr1_reopens_the_files_after_a_rotation() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_films, proxy, url) = start(7, logs.path()).await;
+    let path = logs.path().join("access.log");
+    let get = |p: &str| client().get(format!("{url}{p}")).send();
+    assert_eq!(get("/before").await.unwrap().status(), 404);
+    lines(&path, 1).await;
+    // What logrotate does: move the file away, then signal.
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    proxy.signal("USR1");
+    let start = Instant::now();
+    while !proxy.log().contains("SIGUSR1: reopening access logs") {
+        assert!(start.elapsed() < LIMIT, "no sign of SIGUSR1:\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get("/after").await.unwrap().status(), 404);
+    let new = lines(&path, 1).await;
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].contains("\"GET /after HTTP/1.1\" 404 NR "), "{new:?}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "{old}");
+    assert!(old.contains("\"GET /before HTTP/1.1\" 404 NR "), "{old}");
+    // The JSON logger was reopened too, in place: it holds both lines.
+    assert_eq!(lines(&logs.path().join("access.json"), 2).await.len(), 2);
+    let mut proxy = proxy;
+    assert!(proxy.is_running(), "SIGUSR1 must not end the proxy:\n{}", proxy.log());
+}
