@@ -19,14 +19,13 @@ pub(super) fn access_logs(cx: &mut Ctx, p: &P, f: &Option<List<raw::AccessLog>>)
     for (lp, l) in cx.list(p, "access_log", f) {
         cx.other(&lp, l, &[]);
         let name = cx.opt(&lp, "name", &l.name).cloned().unwrap_or_default();
+        // `Err`: the filter was rejected, and the logger with it (never one
+        // that writes more than its filter selects); its typed_config is
+        // still checked, so every error is reported at once.
         let filter = match cx.opt(&lp, "filter", &l.filter) {
-            Some(f) => match access_log_filter(cx, &lp.key("filter"), f) {
-                Some(f) => Some(Arc::new(f)),
-                // Never a logger that writes more than its filter selects.
-                None => continue,
-            },
-            None if l.filter.is_some() => continue,
-            None => None,
+            Some(f) => access_log_filter(cx, &lp.key("filter"), f).map(Arc::new).map(Some).ok_or(()),
+            None if l.filter.is_some() => Err(()),
+            None => Ok(None),
         };
         let tp = lp.key("typed_config");
         let empty = serde_yaml::Value::Mapping(Default::default());
@@ -61,7 +60,7 @@ pub(super) fn access_logs(cx: &mut Ctx, p: &P, f: &Option<List<raw::AccessLog>>)
                 None
             }
         };
-        if let Some((path, format)) = logger {
+        if let (Some((path, format)), Ok(filter)) = (logger, filter) {
             out.push(AccessLogConfig { path, format: Arc::new(format), filter, yaml_path: lp.0.clone() });
         }
     }
