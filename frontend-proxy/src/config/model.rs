@@ -79,6 +79,9 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Option<Duration>,
     /// Connection idle timeout (`common_http_protocol_options.idle_timeout`).
     pub idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`: the longest a
+    /// request may last, from its first byte (`None`: no limit).
+    pub max_stream_duration: Option<Duration>,
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub headers_with_underscores: HeadersWithUnderscores,

@@ -77,6 +77,7 @@ fn flags(reply: &LocalReply) -> ResponseFlags {
         LocalReply::UpgradeRejected
         | LocalReply::RequestTimeout
         | LocalReply::RequestHeaderTimeout
+        | LocalReply::MaxStreamDuration
         | LocalReply::PayloadTooLarge
         | LocalReply::Direct { .. }
         | LocalReply::Redirect { .. } => ResponseFlags::default(),
@@ -100,6 +101,7 @@ fn details(reply: &LocalReply) -> &'static str {
         LocalReply::StreamIdleTimeout => "stream_idle_timeout",
         LocalReply::RequestTimeout => "request_overall_timeout",
         LocalReply::RequestHeaderTimeout => "request_header_timeout",
+        LocalReply::MaxStreamDuration => "max_duration_timeout",
         LocalReply::PayloadTooLarge => "request_payload_too_large",
         LocalReply::Direct { .. } | LocalReply::Redirect { .. } => "direct_response",
     }

@@ -48,6 +48,12 @@ pub struct RequestCtx {
     pub(super) stream_idle: Option<Duration>,
     /// When `request_timeout` runs out, if set.
     pub(super) request_deadline: Option<Instant>,
+    /// When `max_stream_duration` (the route's, else the connection
+    /// manager's) runs out, if set.
+    pub(super) stream_deadline: Option<Instant>,
+    /// The status of the response head sent to the client, once it was
+    /// (native engine; Pingora's session knows its own).
+    pub(super) response_started: Option<u16>,
     /// The current upstream read/write timeout is the stream idle timeout.
     pub(super) upstream_idle_binds: bool,
 }
@@ -108,6 +114,8 @@ impl RequestCtx {
             body_bytes: 0,
             stream_idle: None,
             request_deadline: None,
+            stream_deadline: None,
+            response_started: None,
             upstream_idle_binds: false,
         }
     }
@@ -115,6 +123,11 @@ impl RequestCtx {
     /// Whether the route timeout has run out.
     pub(super) fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether `max_stream_duration` has run out.
+    pub(super) fn stream_deadline_passed(&self) -> bool {
+        self.stream_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Whether `request_timeout` has run out.

@@ -39,6 +39,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// The request head was not received in full within `request_headers_timeout`.
     RequestHeaderTimeout,
+    /// The stream outlived `max_stream_duration` before its response started.
+    MaxStreamDuration,
     /// A request body over the buffer filter's `max_request_bytes`.
     PayloadTooLarge,
     /// `direct_response`.
@@ -57,9 +59,10 @@ impl LocalReply {
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamProtocolError { .. } => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout | LocalReply::RequestHeaderTimeout => {
-                StatusCode::REQUEST_TIMEOUT
-            }
+            LocalReply::StreamIdleTimeout
+            | LocalReply::RequestTimeout
+            | LocalReply::RequestHeaderTimeout
+            | LocalReply::MaxStreamDuration => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -83,6 +86,7 @@ impl LocalReply {
             LocalReply::StreamIdleTimeout => Bytes::from_static(b"stream timeout"),
             LocalReply::RequestTimeout => Bytes::from_static(b"request timeout"),
             LocalReply::RequestHeaderTimeout => Bytes::from_static(b"request header timeout"),
+            LocalReply::MaxStreamDuration => Bytes::from_static(b"downstream duration timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),

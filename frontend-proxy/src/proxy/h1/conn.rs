@@ -265,18 +265,32 @@ impl NativeH1 {
                 let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                 (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
             }
-            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
-                Exchange::Done { status, keep_alive: k, upstream_body } => {
+            None => match self.forward_within(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
+                None => {
+                    // `max_stream_duration` ran out: 408 if the response had
+                    // not started, else the connection ends mid-response.
+                    // Either way the exchange was cut off wherever it was.
+                    keep_alive = false;
+                    let reply = self.proxy.max_duration_reached(ctx);
+                    match ctx.response_started {
+                        Some(status) => (status, 0, Some(ErrorType::ReadTimedout)),
+                        None => {
+                            let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, true).await;
+                            (status.unwrap_or(0), 0, None)
+                        }
+                    }
+                }
+                Some(Exchange::Done { status, keep_alive: k, upstream_body }) => {
                     keep_alive &= k;
                     (status, upstream_body, None)
                 }
-                Exchange::Failed => {
+                Some(Exchange::Failed) => {
                     keep_alive &= body.complete() && !drain.is_draining();
                     let reply = self.proxy.final_failure(ctx, None);
                     let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
                     (status.unwrap_or(0), 0, None)
                 }
-                Exchange::Broken { status, upstream_body, error } => {
+                Some(Exchange::Broken { status, upstream_body, error }) => {
                     keep_alive = false;
                     (status, upstream_body, Some(error))
                 }
@@ -292,6 +306,29 @@ impl NativeH1 {
         };
         self.proxy.complete(&done, ctx);
         (keep_alive, !body.complete())
+    }
+
+    /// [`Self::forward`] bounded by the request's `max_stream_duration`;
+    /// `None` if it ran out first.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_within<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        req: &pingora_http::RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &mut Body,
+        keep_alive: bool,
+        drain: &Drain,
+    ) -> Option<Exchange> {
+        match ctx.stream_deadline {
+            Some(end) => {
+                timeout_at(Instant::from_std(end), self.forward(down, bufs, req, ctx, body, keep_alive, drain))
+                    .await
+                    .ok()
+            }
+            None => Some(self.forward(down, bufs, req, ctx, body, keep_alive, drain).await),
+        }
     }
 
     /// Writes a local reply; returns its status, or `None` if the client is gone.
