@@ -83,6 +83,9 @@ pub struct Entry<'a> {
     pub route_name: Option<&'a str>,
     pub hostname: &'a str,
     pub response_code_details: Option<&'a str>,
+    /// The text of the local reply being formatted (`%LOCAL_REPLY_BODY%`;
+    /// `None` in access logs).
+    pub local_reply_body: Option<&'a str>,
 }
 
 impl Entry<'_> {

@@ -114,7 +114,16 @@ impl Proxy {
             // As Envoy (and the native engine): the connection ends after it.
             session.set_keepalive(None);
         }
-        let result = local_reply::send(session, &reply, &self.reply_headers(ctx)).await;
+        let parts = self.local_reply_parts(ctx, &reply, Some(session.req_header()), session.is_http2());
+        let result = match parts {
+            Ok((head, body)) => {
+                if session.req_header().method != http::Method::HEAD {
+                    ctx.reply_bytes = body.len() as u64;
+                }
+                local_reply::send(session, head, body).await
+            }
+            Err(e) => Err(e),
+        };
         ctx.reply = Some(reply);
         result
     }

@@ -2,7 +2,7 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::access_log::{Filter, Format};
-use crate::routing::RouteTable;
+use crate::routing::{HeaderMutations, RouteTable};
 use crate::tls::DownstreamTls;
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
@@ -95,6 +95,34 @@ pub struct HttpConnectionManager {
     pub max_request_bytes: Option<u32>,
     /// `access_log`: where each finished request is written, and how.
     pub access_log: Vec<AccessLogConfig>,
+    /// `local_reply_config`: how the proxy's own replies are rewritten.
+    pub local_reply: Option<Arc<LocalReplyConfig>>,
+}
+
+/// `local_reply_config`: the first mapper whose filter selects a local
+/// reply rewrites it; the body is then formatted.
+#[derive(Debug)]
+pub struct LocalReplyConfig {
+    pub mappers: Vec<ResponseMapper>,
+    /// `None`: the body text as it is, `text/plain`.
+    pub body_format: Option<BodyFormat>,
+}
+
+#[derive(Debug)]
+pub struct ResponseMapper {
+    pub filter: Filter,
+    pub status: Option<http::StatusCode>,
+    pub body: Option<bytes::Bytes>,
+    pub body_format: Option<BodyFormat>,
+    /// `headers_to_add`, as response header edits.
+    pub headers: HeaderMutations,
+}
+
+/// A local reply body format and its `content_type`.
+#[derive(Debug)]
+pub struct BodyFormat {
+    pub format: Format,
+    pub content_type: String,
 }
 
 /// One access logger (file, stdout or stderr) with its parsed format.

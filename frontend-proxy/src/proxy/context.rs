@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub(super) last_failure: Option<LocalReply>,
     /// The reply the proxy wrote itself, if it did.
     pub(super) reply: Option<LocalReply>,
+    /// The body bytes of that reply as sent (after `local_reply_config`).
+    pub(super) reply_bytes: u64,
     /// The current upstream error is a retry on a response status.
     pub(super) retrying_status: bool,
     pub(super) hash_key: Option<Vec<u8>>,
@@ -103,6 +105,7 @@ impl RequestCtx {
             upstream_time: None,
             last_failure: None,
             reply: None,
+            reply_bytes: 0,
             retrying_status: false,
             hash_key: None,
             client_addr: None,

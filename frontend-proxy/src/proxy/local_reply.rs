@@ -127,14 +127,25 @@ pub struct ReplyHeaders<'a> {
     pub request_id: Option<&'a http::HeaderValue>,
 }
 
-/// Builds the response header of a local reply.
+/// Builds the response header of a local reply, as Envoy writes it.
 pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<ResponseHeader> {
-    let body = reply.body();
-    let mut resp = ResponseHeader::build(reply.status(), Some(7))?;
+    head(reply, reply.status(), &reply.body(), "text/plain", extra)
+}
+
+/// The response header of `reply` sent with `status` and `body` (of
+/// `content_type`), as `local_reply_config` may rewrite them.
+pub fn head(
+    reply: &LocalReply,
+    status: StatusCode,
+    body: &Bytes,
+    content_type: &str,
+    extra: &ReplyHeaders<'_>,
+) -> pingora_error::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(7))?;
     resp.insert_header(header::DATE, super::date::now())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     if !body.is_empty() {
-        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
     }
     if let LocalReply::Redirect { location, .. } = reply {
         resp.insert_header(header::LOCATION, location.as_str())?;
@@ -151,10 +162,8 @@ pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_
     Ok(resp)
 }
 
-/// Writes a local reply to the client.
-pub async fn send(session: &mut Session, reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<()> {
-    let resp = response_header(reply, extra)?;
-    let body = reply.body();
+/// Writes a local reply's head and body to the client.
+pub async fn send(session: &mut Session, resp: ResponseHeader, body: Bytes) -> pingora_error::Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = body.is_empty() || head_only;
     session.write_response_header(Box::new(resp), empty).await?;

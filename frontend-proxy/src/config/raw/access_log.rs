@@ -1,6 +1,6 @@
 //! Access loggers: HCM `access_log[]` and the logger configs it names.
 
-use super::{DataSource, Field, HeaderMatcher, List, Other};
+use super::{DataSource, Field, HeaderMatcher, HeaderValueOption, List, Other};
 use serde_yaml::Value;
 
 mapping! {
@@ -126,5 +126,24 @@ mapping! {
         pub content_type: Option<Field<String>>,
         pub formatters: Option<Field<Value>>,
         pub json_format_options: Option<Field<Value>>,
+    }
+}
+
+mapping! {
+    /// The connection manager's `local_reply_config` (`LocalReplyConfig`).
+    pub struct LocalReplyConfig {
+        pub mappers: Option<List<ResponseMapper>>,
+        pub body_format: Option<Field<SubstitutionFormatString>>,
+    }
+}
+
+mapping! {
+    /// `ResponseMapper`: what a local reply the filter selects becomes.
+    pub struct ResponseMapper {
+        pub filter: Option<Field<AccessLogFilter>>,
+        pub status_code: Option<Field<u32>>,
+        pub body: Option<Field<DataSource>>,
+        pub body_format_override: Option<Field<SubstitutionFormatString>>,
+        pub headers_to_add: Option<List<HeaderValueOption>>,
     }
 }

@@ -2,11 +2,13 @@
 //! and their formats, parsed here so a bad command operator is a
 //! configuration error with its path, not a `-` in every line.
 
+use super::headers::headers_to_add;
 use super::route::header_matcher;
 use super::{Ctx, DataSourceValue, P};
 use crate::access_log::{Comparison, Filter, Format, Op, ResponseFlags};
-use crate::config::model::AccessLogConfig;
+use crate::config::model::{AccessLogConfig, BodyFormat, LocalReplyConfig, ResponseMapper};
 use crate::config::raw::{self, Field, List};
+use crate::routing::HeaderMutations;
 use std::sync::Arc;
 
 const FILE_TYPE: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
@@ -81,7 +83,7 @@ fn file(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<(String, Format)>
         return None;
     }
     let format = if let Some(lf) = cx.opt(p, "log_format", &f.log_format) {
-        log_format(cx, &p.key("log_format"), lf)?
+        log_format(cx, &p.key("log_format"), lf, false)?
     } else if let Some(s) = cx.opt(p, "format", &f.format) {
         text(cx, &p.key("format"), s)?
     } else if let Some(m) = cx.opt(p, "json_format", &f.json_format) {
@@ -107,7 +109,7 @@ fn stream(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value, path: &str) -> Option<(St
     cx.other(p, &s, &[]);
     let _ = cx.opt(p, "@type", &s.type_url);
     let format = match cx.opt(p, "log_format", &s.log_format) {
-        Some(lf) => log_format(cx, &p.key("log_format"), lf)?,
+        Some(lf) => log_format(cx, &p.key("log_format"), lf, false)?,
         None if s.log_format.is_some() => return None,
         None => Format::default_text(),
     };
@@ -115,12 +117,12 @@ fn stream(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value, path: &str) -> Option<(St
 }
 
 /// `SubstitutionFormatString`: `text_format`, `text_format_source` or `json_format`.
-fn log_format(cx: &mut Ctx, p: &P, s: &raw::SubstitutionFormatString) -> Option<Format> {
+fn log_format(cx: &mut Ctx, p: &P, s: &raw::SubstitutionFormatString, local_reply: bool) -> Option<Format> {
     cx.other(p, s, &[]);
     if cx.boolean(p, "omit_empty_values", &s.omit_empty_values, false) {
         cx.error(&p.key("omit_empty_values"), "not supported: missing values are written as `-` (or null in JSON)");
     }
-    if cx.opt(p, "content_type", &s.content_type).is_some() {
+    if cx.opt(p, "content_type", &s.content_type).is_some() && !local_reply {
         cx.warn(&p.key("content_type"), "ignored: it only applies to local reply bodies, not to access logs");
     }
     for (name, f) in [("formatters", &s.formatters), ("json_format_options", &s.json_format_options)] {
@@ -351,4 +353,75 @@ fn runtime_filter(cx: &mut Ctx, p: &P, r: &raw::RuntimeFilter) -> Option<Filter>
         }
     };
     Some(Filter::Runtime { per_million, independent })
+}
+
+/// The connection manager's `local_reply_config`.
+pub(super) fn local_reply_config(cx: &mut Ctx, p: &P, c: &raw::LocalReplyConfig) -> Option<Arc<LocalReplyConfig>> {
+    cx.other(p, c, &[]);
+    let mut ok = true;
+    let mut mappers = Vec::new();
+    for (mp, m) in cx.list(p, "mappers", &c.mappers) {
+        match response_mapper(cx, &mp, m) {
+            Some(m) => mappers.push(m),
+            None => ok = false,
+        }
+    }
+    let body_format = match cx.opt(p, "body_format", &c.body_format) {
+        Some(f) => Some(body_format(cx, &p.key("body_format"), f)?),
+        None if c.body_format.is_some() => return None,
+        None => None,
+    };
+    ok.then(|| Arc::new(LocalReplyConfig { mappers, body_format }))
+}
+
+fn response_mapper(cx: &mut Ctx, p: &P, m: &raw::ResponseMapper) -> Option<ResponseMapper> {
+    cx.other(p, m, &[]);
+    let filter = cx.req(p, "filter", &m.filter).and_then(|f| access_log_filter(cx, &p.key("filter"), f));
+    let status = match cx.opt(p, "status_code", &m.status_code) {
+        Some(s) if (200..600).contains(s) => http::StatusCode::from_u16(*s as u16).ok(),
+        Some(s) => {
+            cx.error(&p.key("status_code"), format!("{s} is not a status from 200 to 599"));
+            return None;
+        }
+        None => None,
+    };
+    let body = match cx.opt(p, "body", &m.body) {
+        Some(ds) => match cx.data_source(&p.key("body"), ds)? {
+            DataSourceValue::Inline(b) => Some(bytes::Bytes::from(b)),
+            DataSourceValue::File(f) => match std::fs::read(&f) {
+                Ok(b) => Some(bytes::Bytes::from(b)),
+                Err(e) => {
+                    cx.error(&p.key("body").key("filename"), format!("cannot read {f}: {e}"));
+                    return None;
+                }
+            },
+        },
+        None => None,
+    };
+    let body_format = match cx.opt(p, "body_format_override", &m.body_format_override) {
+        Some(f) => Some(body_format(cx, &p.key("body_format_override"), f)?),
+        None => None,
+    };
+    let headers = HeaderMutations {
+        response_add: headers_to_add(cx, p, "headers_to_add", &m.headers_to_add),
+        ..HeaderMutations::default()
+    };
+    Some(ResponseMapper { filter: filter?, status, body, body_format, headers })
+}
+
+/// A local reply `body_format`: a format and its content type (Envoy's
+/// defaults: `text/plain` for text, `application/json` for JSON).
+fn body_format(cx: &mut Ctx, p: &P, s: &raw::SubstitutionFormatString) -> Option<BodyFormat> {
+    let json = s.json_format.is_some();
+    let format = log_format(cx, p, s, true)?;
+    let content_type = match cx.opt(p, "content_type", &s.content_type) {
+        Some(t) if http::HeaderValue::from_str(t).is_err() => {
+            cx.error(&p.key("content_type"), "not a valid header value");
+            return None;
+        }
+        Some(t) => t.clone(),
+        None if json => "application/json".to_string(),
+        None => "text/plain".to_string(),
+    };
+    Some(BodyFormat { format, content_type })
 }

@@ -347,6 +347,9 @@ fn connection_manager(
         websocket,
         max_request_bytes,
         access_log: access_log::access_logs(cx, p, &h.access_log),
+        local_reply: cx
+            .opt(p, "local_reply_config", &h.local_reply_config)
+            .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
     })
 }
 

@@ -14,7 +14,7 @@ use super::{NativeH1, Served};
 use crate::drain::Drain;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::Completion;
-use crate::proxy::local_reply::{self, LocalReply};
+use crate::proxy::local_reply::LocalReply;
 use crate::proxy::shorter;
 use bytes::{Bytes, BytesMut};
 use http::Method;
@@ -126,7 +126,7 @@ impl NativeH1 {
             }
             Head::Request(..) | Head::Closed | Head::HandOff => return,
         };
-        let status = self.send_reply(down, out, &mut ctx, reply, false, true).await;
+        let status = self.send_reply(down, out, &mut ctx, reply, None, true).await;
         self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
     }
 
@@ -245,7 +245,6 @@ impl NativeH1 {
         let wire::Request { header: mut req, body: framing, close } = *request;
         let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
         let started = Body::start(framing, &mut bufs.down, max_body);
-        let head_request = req.method == Method::HEAD;
         let reply = match self.proxy.admit(&mut req, false, false, ctx) {
             Ok(reply) => reply,
             Err(e) => {
@@ -262,7 +261,7 @@ impl NativeH1 {
             Some(reply) => {
                 // As Envoy: a request the codec rejects ends its connection.
                 keep_alive &= body.complete() && !reply.is_codec_error();
-                let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), !keep_alive).await;
                 (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
             }
             None => match self.forward_within(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
@@ -275,7 +274,7 @@ impl NativeH1 {
                     match ctx.response_started {
                         Some(status) => (status, 0, Some(ErrorType::ReadTimedout)),
                         None => {
-                            let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, true).await;
+                            let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), true).await;
                             (status.unwrap_or(0), 0, None)
                         }
                     }
@@ -287,7 +286,7 @@ impl NativeH1 {
                 Some(Exchange::Failed) => {
                     keep_alive &= body.complete() && !drain.is_draining();
                     let reply = self.proxy.final_failure(ctx, None);
-                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), !keep_alive).await;
                     (status.unwrap_or(0), 0, None)
                 }
                 Some(Exchange::Broken { status, upstream_body, error }) => {
@@ -338,11 +337,12 @@ impl NativeH1 {
         out: &mut Vec<u8>,
         ctx: &mut RequestCtx,
         reply: LocalReply,
-        head_request: bool,
+        request: Option<&pingora_http::RequestHeader>,
         close: bool,
     ) -> Option<u16> {
-        let head = local_reply::response_header(&reply, &self.proxy.reply_headers(ctx)).ok()?;
-        let body = if head_request { Bytes::new() } else { reply.body() };
+        let (head, body) = self.proxy.local_reply_parts(ctx, &reply, request, false).ok()?;
+        let body = if request.is_some_and(|r| r.method == Method::HEAD) { Bytes::new() } else { body };
+        ctx.reply_bytes = body.len() as u64;
         recycle::take_write(out);
         wire::write_local_reply(out, &head, &body, close);
         ctx.reply = Some(reply);
