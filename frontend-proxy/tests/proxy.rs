@@ -748,3 +748,39 @@ async fn local_reply_config_rewrites_the_proxys_own_replies() {
     assert_eq!(r.text().await.unwrap(), "films-1");
     let _ = (&s.films, &s.ratings, &s.proxy);
 }
+
+#[test]
+fn local_reply_config_that_cannot_be_honoured_is_an_error_naming_its_path() {
+    let hcm = r#"          local_reply_config:
+            mappers:
+            - filter: { traceable_filter: {} }
+              status_code: 503
+            - status_code: 700
+              body: { inline_string: "x" }
+            body_format:
+              text_format: "%NOT_AN_OPERATOR%""#;
+    let listen: SocketAddr = "127.0.1.44:1".parse().unwrap();
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", hcm, DIRECT))],
+        &[yaml::cluster("films", "STATIC", &[], "")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.local_reply_config";
+    for expected in [
+        format!("{at}.mappers[0].filter.traceable_filter: traceable_filter is not supported"),
+        format!("{at}.mappers[1].filter: required field is missing"),
+        format!("{at}.mappers[1].status_code: 700 is not a status from 200 to 599"),
+        format!("{at}.body_format.text_format: unknown command operator %NOT_AN_OPERATOR%"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+}
