@@ -355,3 +355,20 @@ fn grpc_timeout_headers_are_refused_until_they_are_read() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn max_stream_duration_runs_while_the_head_arrives() {
+    let routes = r#"
+              - match: { prefix: "/" }
+                route: { cluster: slow }"#;
+    // The native engine reads heads itself; the connection manager's limit
+    // runs from the first byte, as Envoy's does from the stream's start.
+    let hcm =
+        "          common_http_protocol_options: { max_stream_duration: 0.4s }\n          stream_idle_timeout: 5s";
+    let t = stack_with(14, hcm, routes, &["--http1-engine", "native"]).await;
+    let (r, took) = t.exchange(b"GET /fine HTTP/1.1\r\nHost: tim").await;
+    assert_eq!((r.status, r.body.as_str()), (408, "downstream duration timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(350), "answered before max_stream_duration: {took:?}");
+    assert!(r.closed);
+    assert_eq!(t.counter("downstream_rq_max_duration_reached").await, 1);
+}

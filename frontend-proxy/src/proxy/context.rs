@@ -69,6 +69,9 @@ pub enum StreamTimeout {
     Request,
     /// The request head was not received in full within `request_headers_timeout`.
     Headers,
+    /// The head was still arriving when the connection manager's
+    /// `max_stream_duration` ran out.
+    MaxDuration,
 }
 
 impl StreamTimeout {
@@ -78,6 +81,7 @@ impl StreamTimeout {
             StreamTimeout::Idle => LocalReply::StreamIdleTimeout,
             StreamTimeout::Request => LocalReply::RequestTimeout,
             StreamTimeout::Headers => LocalReply::RequestHeaderTimeout,
+            StreamTimeout::MaxDuration => LocalReply::MaxStreamDuration,
         }
     }
 }

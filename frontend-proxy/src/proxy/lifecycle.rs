@@ -157,6 +157,7 @@ impl Proxy {
             StreamTimeout::Idle => stats.downstream_rq_idle_timeout.fetch_add(1, Relaxed),
             StreamTimeout::Request => stats.downstream_rq_timeout.fetch_add(1, Relaxed),
             StreamTimeout::Headers => stats.downstream_rq_header_timeout.fetch_add(1, Relaxed),
+            StreamTimeout::MaxDuration => stats.downstream_rq_max_duration_reached.fetch_add(1, Relaxed),
         };
         debug!(?which, "stream timed out");
         ctx.last_failure = Some(which.reply());

@@ -211,11 +211,15 @@ impl NativeH1 {
                     let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
                     let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
                     let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
-                    match shorter(headers_end, shorter(request_ends, idle_ends)) {
+                    // As Envoy, the connection manager's `max_stream_duration`
+                    // runs from the stream's start (a route's only once routed).
+                    let max_ends = hcm.max_stream_duration.map(|t| Instant::from_std(at + t));
+                    match shorter(shorter(headers_end, max_ends), shorter(request_ends, idle_ends)) {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
                             Err(_) if Some(end) == headers_end => return Head::TimedOut(StreamTimeout::Headers, at),
                             Err(_) if Some(end) == request_ends => return Head::TimedOut(StreamTimeout::Request, at),
+                            Err(_) if Some(end) == max_ends => return Head::TimedOut(StreamTimeout::MaxDuration, at),
                             Err(_) => return Head::TimedOut(StreamTimeout::Idle, at),
                         },
                         None => down.read_buf(buf).await,
