@@ -304,12 +304,16 @@ async fn filters_pick_the_requests_each_logger_writes() {
     assert_eq!(read("sampled_all"), read("all"));
 }
 
-/// `--mode validate` on a config with `access_log` loggers `extra`; its stderr.
-fn validate(extra: &str) -> (Option<i32>, String) {
+/// `--mode validate` on a config with `access_log` loggers `extra` (and
+/// top-level YAML `top`); its exit code and stderr.
+fn validate(extra: &str, top: &str) -> (Option<i32>, String) {
     let listen: SocketAddr = "127.0.14.6:1".parse().unwrap();
-    let cfg = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", extra, ROUTES))],
-        &[yaml::cluster("films", "STATIC", &[], ""), yaml::cluster("empty", "STATIC", &[], "")],
+    let cfg = format!(
+        "{top}{}",
+        yaml::bootstrap(
+            &[yaml::listener("main", listen, &yaml::hcm("ingress_http", extra, ROUTES))],
+            &[yaml::cluster("films", "STATIC", &[], ""), yaml::cluster("empty", "STATIC", &[], "")],
+        )
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("envoy.yaml");
@@ -334,7 +338,7 @@ fn filters_this_proxy_cannot_honour_are_errors_naming_their_path() {
                 - traceable_filter: {}
                 - response_flag_filter: { flags: [UH, RL, XX] }"#,
     ));
-    let (code, stderr) = validate(&extra);
+    let (code, stderr) = validate(&extra, "");
     assert_eq!(code, Some(1), "{stderr}");
     let at =
         "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].filter.or_filter.filters";
@@ -377,4 +381,34 @@ async fn sigusr1_reopens_the_files_after_a_rotation() {
     assert_eq!(lines(&logs.path().join("access.json"), 2).await.len(), 2);
     let mut proxy = proxy;
     assert!(proxy.is_running(), "SIGUSR1 must not end the proxy:\n{}", proxy.log());
+}
+
+#[test]
+fn a_runtime_key_a_static_layer_sets_is_an_error_as_it_would_not_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = String::from("          access_log:");
+    extra.push_str(&filtered_logger(
+        &dir.path().join("a.log"),
+        r#"
+              and_filter:
+                filters:
+                - status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: access_log.min_status } } }
+                - runtime_filter: { runtime_key: access_log.sampled, percent_sampled: { numerator: 5 } }"#,
+    ));
+    let top = "layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n      access_log:\n        min_status: 400\n      access_log.sampled: 100\n";
+    let (code, stderr) = validate(&extra, top);
+    assert_eq!(code, Some(1), "{stderr}");
+    let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].filter.and_filter.filters";
+    assert!(
+        stderr.contains(&format!("{at}[0].status_code_filter.comparison.value.runtime_key: runtime key \"access_log.min_status\" is set at layered_runtime.layers[0].static_layer")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{at}[1].runtime_filter.runtime_key: runtime key \"access_log.sampled\" is set at")),
+        "{stderr}"
+    );
+    // Keys no layer sets are fine: the defaults are the values, as in Envoy.
+    let (code, stderr) =
+        validate(&extra, "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { other: 1 }\n");
+    assert_eq!(code, Some(0), "{stderr}");
 }

@@ -305,6 +305,21 @@ pub(super) fn access_log_filter(cx: &mut Ctx, p: &P, f: &raw::AccessLogFilter) -
     None
 }
 
+/// Runtime layers are not read: a key a static layer sets would be
+/// ignored, and the filter would judge by the default instead.
+fn runtime_key_unset(cx: &mut Ctx, p: &P, key: &str, default: &str) -> Option<()> {
+    match cx.runtime_key_set_at(key) {
+        None => Some(()),
+        Some(at) => {
+            cx.error(
+                p,
+                format!("runtime key {key:?} is set at {}, but runtime layers are not read: the filter would use its `{default}`; write the value there instead", at.0),
+            );
+            None
+        }
+    }
+}
+
 fn comparison_holder(cx: &mut Ctx, p: &P, h: &raw::ComparisonHolder) -> Option<Comparison> {
     cx.other(p, h, &[]);
     let c = cx.req(p, "comparison", &h.comparison)?;
@@ -321,6 +336,7 @@ fn comparison_holder(cx: &mut Ctx, p: &P, h: &raw::ComparisonHolder) -> Option<C
         cx.error(&vp.key("runtime_key"), "must not be empty");
         return None;
     }
+    runtime_key_unset(cx, &vp.key("runtime_key"), key, "default_value")?;
     let value = cx.opt(&vp, "default_value", &v.default_value).copied().unwrap_or(0);
     Some(Comparison { op, value: u64::from(value) })
 }
@@ -332,6 +348,7 @@ fn runtime_filter(cx: &mut Ctx, p: &P, r: &raw::RuntimeFilter) -> Option<Filter>
         cx.error(&p.key("runtime_key"), "must not be empty");
         return None;
     }
+    runtime_key_unset(cx, &p.key("runtime_key"), key, "percent_sampled")?;
     let independent = cx.boolean(p, "use_independent_randomness", &r.use_independent_randomness, false);
     // Envoy: without `percent_sampled`, 0 % (unless the runtime says otherwise).
     let per_million = match cx.opt(p, "percent_sampled", &r.percent_sampled) {
