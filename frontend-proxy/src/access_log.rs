@@ -1,8 +1,10 @@
 //! Envoy's access loggers: the command-operator format language
-//! ([`format`], parsed once when the configuration loads), the line a
-//! finished request renders to ([`Entry`] → `render`), and the sinks the
-//! lines go to ([`Sink`]: a writer thread per path, fed through a bounded
-//! channel so a slow disk never holds up a request).
+//! ([`format`], parsed once when the configuration loads), the filters
+//! that pick which requests a logger writes ([`Filter`], also what a
+//! `local_reply_config` mapper matches with), the line a finished request
+//! renders to ([`Entry`] → `render`), and the sinks the lines go to
+//! ([`Sink`]: a writer thread per path, fed through a bounded channel so a
+//! slow disk never holds up a request, reopened on SIGUSR1).
 //!
 //! Nothing here knows about the configuration or the engines: `config`
 //! parses formats with [`Format::parse_text`], `server` opens the sinks,

@@ -2,13 +2,9 @@
 //! knows, in Envoy's terms (response flags, response code details).
 
 use super::lifecycle::Completion;
-use super::local_reply;
 use super::{LocalReply, Proxy, RequestCtx};
-use crate::access_log::{Entry, Facts, ResponseFlags};
-use crate::routing::RequestInfo;
-use bytes::Bytes;
+use crate::access_log::{Entry, ResponseFlags};
 use http::Method;
-use pingora_http::{RequestHeader, ResponseHeader};
 use std::time::{Duration, SystemTime};
 
 impl Proxy {
@@ -61,85 +57,8 @@ impl Proxy {
     }
 }
 
-impl Proxy {
-    /// The head and body of a local reply as the client gets it: Envoy's,
-    /// rewritten by the connection manager's `local_reply_config` when it
-    /// has one (the first mapper whose filter selects the reply sets its
-    /// status, body and headers; then `body_format` formats the body,
-    /// `%LOCAL_REPLY_BODY%` being its text). Both engines send these.
-    pub(super) fn local_reply_parts(
-        &self,
-        ctx: &RequestCtx,
-        reply: &LocalReply,
-        request: Option<&RequestHeader>,
-        http2: bool,
-    ) -> pingora_error::Result<(ResponseHeader, Bytes)> {
-        let extra = self.reply_headers(ctx);
-        let listener = self.listener(ctx);
-        let Some(config) = listener.hcm.local_reply.as_deref() else {
-            return Ok((local_reply::response_header(reply, &extra)?, reply.body()));
-        };
-        let mut status = reply.status();
-        let mut text = reply.body();
-        let flags = flags(reply);
-        let elapsed = ctx.start.elapsed();
-        let facts = Facts { status: status.as_u16(), duration: elapsed, flags, request };
-        let mut format = config.body_format.as_ref();
-        let mut headers = None;
-        if let Some(m) = config.mappers.iter().find(|m| m.filter.evaluate(&facts)) {
-            status = m.status.unwrap_or(status);
-            if let Some(b) = &m.body {
-                text = b.clone();
-            }
-            format = m.body_format.as_ref().or(format);
-            headers = Some(&m.headers);
-        }
-        let (body, content_type) = match format {
-            None => (text, "text/plain"),
-            Some(f) => {
-                let text = String::from_utf8_lossy(&text);
-                let now = SystemTime::now();
-                let entry = Entry {
-                    start: now.checked_sub(elapsed).unwrap_or(now),
-                    duration: elapsed,
-                    request,
-                    http2,
-                    status: status.as_u16(),
-                    flags,
-                    bytes_received: ctx.body_bytes,
-                    bytes_sent: 0,
-                    upstream_service_time: ctx.upstream_time,
-                    upstream_host: ctx.host.as_ref().map(|h| h.addr),
-                    upstream_cluster: self.cluster(ctx).map(|c| c.name()),
-                    downstream_remote: ctx.client_addr,
-                    downstream_local: Some(listener.address),
-                    route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
-                    hostname: &self.hostname,
-                    response_code_details: Some(details(reply)),
-                    local_reply_body: Some(&text),
-                };
-                let mut out = String::new();
-                f.format.render(&entry, &mut out);
-                (Bytes::from(out), f.content_type.as_str())
-            }
-        };
-        let mut head = local_reply::head(reply, status, &body, content_type, &extra)?;
-        if let Some(h) = headers {
-            let info = RequestInfo {
-                client_addr: ctx.client_addr,
-                local_addr: Some(listener.address),
-                protocol: if http2 { "HTTP/2" } else { "HTTP/1.1" },
-                hostname: &self.hostname,
-                request,
-            };
-            h.apply_response(&mut head, &info);
-        }
-        Ok((head, body))
-    }
-}
-
 /// Envoy's response flags for a reply the proxy wrote itself.
-fn flags(reply: &LocalReply) -> ResponseFlags {
+pub(super) fn flags(reply: &LocalReply) -> ResponseFlags {
     let exhausted = |retried: bool| match retried {
         true => ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
         false => ResponseFlags::default(),
@@ -167,7 +86,7 @@ fn flags(reply: &LocalReply) -> ResponseFlags {
 }
 
 /// `%RESPONSE_CODE_DETAILS%` for a reply the proxy wrote itself.
-fn details(reply: &LocalReply) -> &'static str {
+pub(super) fn details(reply: &LocalReply) -> &'static str {
     match reply {
         LocalReply::NoRoute => "route_not_found",
         LocalReply::NoHealthyUpstream => "no_healthy_upstream",
