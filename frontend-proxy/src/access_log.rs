@@ -1,17 +1,21 @@
 //! Envoy's access loggers: the command-operator format language
-//! ([`format`], parsed once when the configuration loads), the line a
-//! finished request renders to ([`Entry`] → `render`), and the sinks the
-//! lines go to ([`Sink`]: a writer thread per path, fed through a bounded
-//! channel so a slow disk never holds up a request).
+//! ([`format`], parsed once when the configuration loads), the filters
+//! that pick which requests a logger writes ([`Filter`], also what a
+//! `local_reply_config` mapper matches with), the line a finished request
+//! renders to ([`Entry`] → `render`), and the sinks the lines go to
+//! ([`Sink`]: a writer thread per path, fed through a bounded channel so a
+//! slow disk never holds up a request, reopened on SIGUSR1).
 //!
 //! Nothing here knows about the configuration or the engines: `config`
 //! parses formats with [`Format::parse_text`], `server` opens the sinks,
 //! and `proxy` describes each finished request as an [`Entry`].
 
+mod filter;
 pub mod format;
 mod render;
 mod sink;
 
+pub use filter::{Comparison, Facts, Filter, Op};
 pub use format::{Format, FormatError};
 pub use sink::{Sink, Sinks};
 
@@ -21,10 +25,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// One access logger of a connection manager: a format and where it writes.
+/// One access logger of a connection manager: a format, where it writes,
+/// and which requests (`filter`; `None`: all).
 pub struct AccessLog {
     format: Arc<Format>,
     sink: Arc<Sink>,
+    filter: Option<Arc<Filter>>,
 }
 
 thread_local! {
@@ -33,12 +39,18 @@ thread_local! {
 }
 
 impl AccessLog {
-    pub fn new(format: Arc<Format>, sink: Arc<Sink>) -> Self {
-        Self { format, sink }
+    pub fn new(format: Arc<Format>, sink: Arc<Sink>, filter: Option<Arc<Filter>>) -> Self {
+        Self { format, sink, filter }
     }
 
-    /// Formats `entry` and hands the line to the sink's writer; never blocks.
+    /// Formats `entry` and hands the line to the sink's writer, if the
+    /// logger's filter selects it; never blocks.
     pub fn log(&self, entry: &Entry<'_>) {
+        if let Some(filter) = &self.filter {
+            if !filter.evaluate(&entry.facts()) {
+                return;
+            }
+        }
         LINE.with(|line| {
             let mut line = line.borrow_mut();
             line.clear();
@@ -73,6 +85,16 @@ pub struct Entry<'a> {
     pub route_name: Option<&'a str>,
     pub hostname: &'a str,
     pub response_code_details: Option<&'a str>,
+    /// The text of the local reply being formatted (`%LOCAL_REPLY_BODY%`;
+    /// `None` in access logs).
+    pub local_reply_body: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// What an access log filter judges the entry by.
+    pub fn facts(&self) -> Facts<'_> {
+        Facts { status: self.status, duration: self.duration, flags: self.flags, request: self.request }
+    }
 }
 
 /// Envoy's response flags, as `%RESPONSE_FLAGS%` prints them.
@@ -106,6 +128,22 @@ impl ResponseFlags {
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
     ];
+
+    /// The flag Envoy prints as `short` (`UH`, `NR`, ...), if this proxy
+    /// ever raises it.
+    pub fn from_short(short: &str) -> Option<Self> {
+        Self::SHORT.iter().find(|(_, n)| *n == short).map(|(f, _)| *f)
+    }
+
+    /// The short names of every flag this proxy raises.
+    pub fn short_names() -> impl Iterator<Item = &'static str> {
+        Self::SHORT.iter().map(|(_, n)| *n)
+    }
+
+    /// Whether any flag of `other` is set.
+    pub fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
 
     pub fn is_empty(self) -> bool {
         self.0 == 0

@@ -6,7 +6,7 @@
 //! - [`routing`]: virtual hosts, routes, header edits; Envoy's matching order.
 //! - [`upstream`]: clusters, DNS discovery, load balancing.
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
-//! - [`access_log`]: Envoy's access loggers: format strings, the writer behind each file.
+//! - [`access_log`]: Envoy's access loggers: format strings, filters, the writer behind each file.
 //! - [`metrics`]: Envoy-named statistics.
 //! - [`tls`]: certificates and keys.
 //! - [`runtime`]: what the listeners run from, built once from the model.

@@ -260,6 +260,8 @@ pub struct ConnManagerStats {
     /// Requests not received in full within `request_timeout`.
     pub downstream_rq_timeout: AtomicU64,
     pub downstream_rq_header_timeout: AtomicU64,
+    /// Streams ended by `max_stream_duration`.
+    pub downstream_rq_max_duration_reached: AtomicU64,
     /// Connections closed by `common_http_protocol_options.idle_timeout`.
     pub downstream_cx_idle_timeout: AtomicU64,
     /// Connections closed on a request the HTTP/1 codec could not accept

@@ -114,7 +114,16 @@ impl Proxy {
             // As Envoy (and the native engine): the connection ends after it.
             session.set_keepalive(None);
         }
-        let result = local_reply::send(session, &reply, &self.reply_headers(ctx)).await;
+        let parts = self.local_reply_parts(ctx, &reply, Some(session.req_header()), session.is_http2());
+        let result = match parts {
+            Ok((head, body)) => {
+                if session.req_header().method != http::Method::HEAD {
+                    ctx.reply_bytes = body.len() as u64;
+                }
+                local_reply::send(session, head, body).await
+            }
+            Err(e) => Err(e),
+        };
         ctx.reply = Some(reply);
         result
     }
@@ -127,14 +136,23 @@ impl Proxy {
             Some(d) => shorter(ctx.stream_idle, Some(d.saturating_duration_since(Instant::now()))),
             None => ctx.stream_idle,
         };
-        session.set_read_timeout(read);
-        session.set_write_timeout(ctx.stream_idle);
+        let stream_left = stream_left(ctx);
+        session.set_read_timeout(shorter(read, stream_left));
+        session.set_write_timeout(shorter(ctx.stream_idle, stream_left));
         if session.get_keepalive().is_some() {
             // Pingora counts whole seconds; 0 keeps the connection without a limit.
             let idle = self.listener(ctx).hcm.idle_timeout;
             session.set_keepalive(Some(idle.map_or(0, |d| d.as_secs_f64().ceil().max(1.0) as u64)));
         }
     }
+}
+
+/// What is left of `max_stream_duration`, as a timeout for the next read
+/// or write (`None`: no limit). Pingora has no timer for a whole stream:
+/// each read and write is bounded by what was left when it was set, and
+/// each response body chunk checks the deadline (`response_body_filter`).
+fn stream_left(ctx: &RequestCtx) -> Option<Duration> {
+    ctx.stream_deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
 }
 
 /// The Pingora peer for an attempt on `host`.
@@ -219,7 +237,7 @@ impl ProxyHttp for Proxy {
         };
         let (timeout, idle) = start.io_timeout();
         ctx.upstream_idle_binds = idle;
-        Ok(Box::new(peer(&start.cluster, &start.host, timeout)))
+        Ok(Box::new(peer(&start.cluster, &start.host, shorter(timeout, stream_left(ctx)))))
     }
 
     async fn connected_to_upstream(
@@ -254,11 +272,17 @@ impl ProxyHttp for Proxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if ctx.stream_deadline_passed() {
+            self.max_duration_reached(ctx);
+            let mut e = Error::explain(ErrorType::HTTPStatus(408), "max_stream_duration passed");
+            e.as_down();
+            return Err(e);
+        }
         if let Some(deadline) = ctx.request_deadline {
             if end_of_stream {
                 // The request is in: `request_timeout` no longer applies.
                 ctx.request_deadline = None;
-                session.set_read_timeout(ctx.stream_idle);
+                session.set_read_timeout(shorter(ctx.stream_idle, stream_left(ctx)));
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
@@ -267,7 +291,7 @@ impl ProxyHttp for Proxy {
                     e.as_down();
                     return Err(e);
                 }
-                session.set_read_timeout(shorter(ctx.stream_idle, Some(left)));
+                session.set_read_timeout(shorter(shorter(ctx.stream_idle, Some(left)), stream_left(ctx)));
             }
         }
         // The buffer filter's limit, for bodies that did not declare their length.
@@ -366,6 +390,14 @@ impl ProxyHttp for Proxy {
             return e;
         }
         let timed_out = matches!(e.etype(), ErrorType::ReadTimedout | ErrorType::WriteTimedout);
+        if timed_out && ctx.stream_deadline_passed() {
+            // `max_stream_duration`: the stream's own limit, not retried.
+            if ctx.last_failure != Some(LocalReply::MaxStreamDuration) {
+                self.max_duration_reached(ctx);
+            }
+            e.set_retry(false);
+            return e;
+        }
         if timed_out && (e.esource() == &ErrorSource::Downstream || ctx.upstream_idle_binds) {
             // The client's side timed out, or the stream idle timeout (not
             // the route's) did: not the upstream's failure, and not retried.
@@ -397,8 +429,12 @@ impl ProxyHttp for Proxy {
         let reply = match e.esource() {
             _ if matches!(e.etype(), ErrorType::HTTPStatus(413)) => Some(LocalReply::PayloadTooLarge),
             _ if matches!(e.etype(), ErrorType::HTTPStatus(408)) => ctx.last_failure.take(),
+            _ if ctx.last_failure == Some(LocalReply::MaxStreamDuration) => ctx.last_failure.take(),
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => None,
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout if ctx.stream_deadline_passed() => {
+                    Some(self.max_duration_reached(ctx))
+                }
                 ErrorType::ReadTimedout => {
                     let which =
                         if ctx.request_deadline_passed() { StreamTimeout::Request } else { StreamTimeout::Idle };
@@ -434,6 +470,22 @@ impl ProxyHttp for Proxy {
             debug!(error = %err, "failed to send local reply");
         }
         FailToProxy { error_code: code, can_reuse_downstream: false }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if !end_of_stream && ctx.stream_deadline_passed() && ctx.reply.is_none() {
+            // The response outlived `max_stream_duration`: the stream ends
+            // (the connection closes, as the response has started).
+            self.max_duration_reached(ctx);
+            return Err(Error::explain(ErrorType::HTTPStatus(408), "max_stream_duration passed"));
+        }
+        Ok(None)
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {

@@ -5,7 +5,7 @@
 //! `--mode validate` runs it too. `run` returns when the proxy has stopped,
 //! with the error that stopped it if one did; `main` decides the exit code.
 
-use crate::access_log::{AccessLog, Sinks};
+use crate::access_log::{AccessLog, Sink, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
 use crate::config::model::{AdminConfig, Codec};
@@ -27,7 +27,7 @@ use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,7 +74,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         let mut access_logs = Vec::new();
         for log in std::mem::take(&mut l.hcm.access_log) {
             match sinks.open(&log.path) {
-                Ok(sink) => access_logs.push(AccessLog::new(log.format, sink)),
+                Ok(sink) => access_logs.push(AccessLog::new(log.format, sink, log.filter)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
             }
         }
@@ -168,12 +168,49 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
     (envoy / threads).clamp(128, 16 * 1024)
 }
 
+/// As Envoy, SIGUSR1 reopens every access-log file (after a log rotation
+/// moved it away); the writers do it before their next write or flush.
+/// The handler is installed before this returns; a thread of its own
+/// waits for the signal, so no worker is involved.
+fn reopen_access_logs_on_sigusr1(sinks: Vec<Arc<Sink>>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let installed = tokio::runtime::Builder::new_current_thread().enable_io().build().and_then(|rt| {
+        let usr1 = {
+            let _in_runtime = rt.enter();
+            signal(SignalKind::user_defined1())?
+        };
+        Ok((rt, usr1))
+    });
+    let (rt, mut usr1) = match installed {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(error = %e, "cannot handle SIGUSR1: access logs cannot be reopened, and the signal would end the process");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new().name("sigusr1".into()).spawn(move || {
+        rt.block_on(async move {
+            while usr1.recv().await.is_some() {
+                info!(files = sinks.len(), "SIGUSR1: reopening access logs");
+                for sink in &sinks {
+                    sink.reopen();
+                }
+            }
+        })
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "cannot start the SIGUSR1 thread: access logs cannot be reopened");
+    }
+}
+
 /// Runs the proxy until it has drained (or failed). Blocks.
 pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
     let threads = cli.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let engine = cli.http1_engine;
     let drain_time = Duration::from_secs(cli.drain_time_s);
+    // Before any listener opens: SIGUSR1's default action ends the process.
+    reopen_access_logs_on_sigusr1(prepared.access_logs.all());
     let bound = bind_listeners(prepared.listeners, engine, threads)?;
     if let Some(admin) = &prepared.admin {
         std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {

@@ -207,3 +207,208 @@ fn an_unopenable_access_log_fails_the_start_with_its_yaml_path() {
         "{stderr}"
     );
 }
+
+/// A file logger at `path` writing `%RESPONSE_CODE% %REQ(:PATH)%`, with
+/// `filter` (YAML at the logger's indentation + 2).
+fn filtered_logger(path: &Path, filter: &str) -> String {
+    format!(
+        r#"
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                text_format: "%RESPONSE_CODE% %REQ(:PATH)% %RESPONSE_FLAGS%\n"
+            filter:{filter}"#,
+        path.display()
+    )
+}
+
+#[tokio::test]
+async fn filters_pick_the_requests_each_logger_writes() {
+    let logs = tempfile::tempdir().unwrap();
+    let log = |name: &str| logs.path().join(name);
+    let loggers = [
+        (
+            "errors",
+            r#"
+              status_code_filter:
+                comparison: { op: GE, value: { default_value: 500, runtime_key: access_log.errors } }"#,
+        ),
+        (
+            "not_found",
+            r#"
+              and_filter:
+                filters:
+                - status_code_filter: { comparison: { op: EQ, value: { default_value: 404, runtime_key: k } } }
+                - response_flag_filter: { flags: [NR] }"#,
+        ),
+        (
+            "flagged",
+            r#"
+              response_flag_filter: {}"#,
+        ),
+        (
+            "debug_or_slow",
+            r#"
+              or_filter:
+                filters:
+                - header_filter: { header: { name: x-debug, string_match: { exact: "1" } } }
+                - duration_filter: { comparison: { op: GE, value: { default_value: 60000, runtime_key: k } } }"#,
+        ),
+        (
+            "all",
+            r#"
+              not_health_check_filter: {}"#,
+        ),
+        (
+            "sampled_none",
+            r#"
+              runtime_filter: { runtime_key: sample, percent_sampled: { numerator: 0, denominator: HUNDRED } }"#,
+        ),
+        (
+            "sampled_all",
+            r#"
+              runtime_filter: { runtime_key: sample, percent_sampled: { numerator: 100 } }"#,
+        ),
+    ];
+    let mut extra = String::from("          access_log:");
+    for (name, filter) in loggers {
+        extra.push_str(&filtered_logger(&log(name), filter));
+    }
+    let films = Backend::start("films-1", SocketAddr::new(ip(14, 5), 0)).await;
+    let listen = free_addr(ip(14, 5));
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", &extra, ROUTES))],
+        &[
+            yaml::cluster("films", "STATIC", &[(films.addr.ip().to_string(), films.addr.port())], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    );
+    let mut proxy = ProxyProcess::start(&cfg, listen).await;
+    let url = format!("http://{listen}");
+    assert_eq!(client().get(format!("{url}/films/1")).send().await.unwrap().status(), 200);
+    assert_eq!(client().get(format!("{url}/films/2")).header("x-debug", "1").send().await.unwrap().status(), 200);
+    assert_eq!(client().get(format!("{url}/nothing")).send().await.unwrap().status(), 404);
+    assert_eq!(client().get(format!("{url}/empty")).send().await.unwrap().status(), 503);
+    // Shutdown flushes every writer, so an empty file is a filtered one.
+    proxy.signal("TERM");
+    assert!(proxy.wait_exit(LIMIT).expect("exits on SIGTERM").success(), "{}", proxy.log());
+    let read = |name: &str| std::fs::read_to_string(log(name)).unwrap();
+    assert_eq!(read("errors"), "503 /empty UH\n");
+    assert_eq!(read("not_found"), "404 /nothing NR\n");
+    assert_eq!(read("flagged"), "404 /nothing NR\n503 /empty UH\n");
+    assert_eq!(read("debug_or_slow"), "200 /films/2 -\n");
+    assert_eq!(read("all"), "200 /films/1 -\n200 /films/2 -\n404 /nothing NR\n503 /empty UH\n");
+    assert_eq!(read("sampled_none"), "");
+    assert_eq!(read("sampled_all"), read("all"));
+}
+
+/// `--mode validate` on a config with `access_log` loggers `extra` (and
+/// top-level YAML `top`); its exit code and stderr.
+fn validate(extra: &str, top: &str) -> (Option<i32>, String) {
+    let listen: SocketAddr = "127.0.14.6:1".parse().unwrap();
+    let cfg = format!(
+        "{top}{}",
+        yaml::bootstrap(
+            &[yaml::listener("main", listen, &yaml::hcm("ingress_http", extra, ROUTES))],
+            &[yaml::cluster("films", "STATIC", &[], ""), yaml::cluster("empty", "STATIC", &[], "")],
+        )
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn filters_this_proxy_cannot_honour_are_errors_naming_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = String::from("          access_log:");
+    extra.push_str(&filtered_logger(
+        &dir.path().join("a.log"),
+        r#"
+              or_filter:
+                filters:
+                - traceable_filter: {}
+                - response_flag_filter: { flags: [UH, RL, XX] }"#,
+    ));
+    let (code, stderr) = validate(&extra, "");
+    assert_eq!(code, Some(1), "{stderr}");
+    let at =
+        "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].filter.or_filter.filters";
+    assert!(stderr.contains(&format!("{at}[0].traceable_filter: traceable_filter is not supported")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{at}[1].response_flag_filter.flags[1]: response flag \"RL\" is not supported")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{at}[1].response_flag_filter.flags[2]: unknown response flag \"XX\"")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn sigusr1_reopens_the_files_after_a_rotation() {
+    let logs = tempfile::tempdir().unwrap();
+    let (_films, proxy, url) = start(7, logs.path()).await;
+    let path = logs.path().join("access.log");
+    let get = |p: &str| client().get(format!("{url}{p}")).send();
+    assert_eq!(get("/before").await.unwrap().status(), 404);
+    lines(&path, 1).await;
+    // What logrotate does: move the file away, then signal.
+    let rotated = logs.path().join("access.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    proxy.signal("USR1");
+    let start = Instant::now();
+    while !proxy.log().contains("SIGUSR1: reopening access logs") {
+        assert!(start.elapsed() < LIMIT, "no sign of SIGUSR1:\n{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get("/after").await.unwrap().status(), 404);
+    let new = lines(&path, 1).await;
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(new[0].contains("\"GET /after HTTP/1.1\" 404 NR "), "{new:?}");
+    let old = std::fs::read_to_string(&rotated).unwrap();
+    assert_eq!(old.lines().count(), 1, "{old}");
+    assert!(old.contains("\"GET /before HTTP/1.1\" 404 NR "), "{old}");
+    // The JSON logger was reopened too, in place: it holds both lines.
+    assert_eq!(lines(&logs.path().join("access.json"), 2).await.len(), 2);
+    let mut proxy = proxy;
+    assert!(proxy.is_running(), "SIGUSR1 must not end the proxy:\n{}", proxy.log());
+}
+
+#[test]
+fn a_runtime_key_a_static_layer_sets_is_an_error_as_it_would_not_be_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut extra = String::from("          access_log:");
+    extra.push_str(&filtered_logger(
+        &dir.path().join("a.log"),
+        r#"
+              and_filter:
+                filters:
+                - status_code_filter: { comparison: { op: GE, value: { default_value: 500, runtime_key: access_log.min_status } } }
+                - runtime_filter: { runtime_key: access_log.sampled, percent_sampled: { numerator: 5 } }"#,
+    ));
+    let top = "layered_runtime:\n  layers:\n  - name: static\n    static_layer:\n      access_log:\n        min_status: 400\n      access_log.sampled: 100\n";
+    let (code, stderr) = validate(&extra, top);
+    assert_eq!(code, Some(1), "{stderr}");
+    let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.access_log[0].filter.and_filter.filters";
+    assert!(
+        stderr.contains(&format!("{at}[0].status_code_filter.comparison.value.runtime_key: runtime key \"access_log.min_status\" is set at layered_runtime.layers[0].static_layer")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{at}[1].runtime_filter.runtime_key: runtime key \"access_log.sampled\" is set at")),
+        "{stderr}"
+    );
+    // Keys no layer sets are fine: the defaults are the values, as in Envoy.
+    let (code, stderr) =
+        validate(&extra, "layered_runtime:\n  layers:\n  - name: static\n    static_layer: { other: 1 }\n");
+    assert_eq!(code, Some(0), "{stderr}");
+}

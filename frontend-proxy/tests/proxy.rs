@@ -687,3 +687,100 @@ async fn a_connection_ends_after_max_requests_per_connection() {
     assert!(support::raw::closes_within(&mut s, Duration::from_secs(2)).await, "the connection stayed open");
     assert_eq!(backend.hits(), 2);
 }
+
+/// `local_reply_config`: mappers chosen by access-log filters rewrite the
+/// proxy's own replies (direct responses included, as in Envoy), then the
+/// body format formats them; upstream responses are left alone.
+#[tokio::test]
+async fn local_reply_config_rewrites_the_proxys_own_replies() {
+    let hcm = r#"          local_reply_config:
+            mappers:
+            - filter:
+                status_code_filter: { comparison: { op: EQ, value: { default_value: 503, runtime_key: k } } }
+              status_code: 502
+              body: { inline_string: "backend unavailable" }
+              headers_to_add:
+              - header: { key: x-mapped, value: "yes" }
+            - filter: { header_filter: { header: { name: x-plain, present_match: true } } }
+              body_format_override:
+                text_format: "plain %LOCAL_REPLY_BODY% %RESPONSE_CODE%"
+                content_type: "text/html"
+            body_format:
+              json_format:
+                code: "%RESPONSE_CODE%"
+                message: "%LOCAL_REPLY_BODY%"
+                path: "%REQ(:PATH)%""#;
+    let s = stack(43, hcm).await;
+    let c = client();
+    let json = |body: &str| serde_json::from_str::<serde_json::Value>(body).unwrap_or_else(|e| panic!("{e}: {body:?}"));
+
+    // The first mapper: 503 no healthy upstream becomes 502 with its body and header.
+    let r = c.get(format!("{}/empty", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["x-mapped"], "yes");
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body = json(&r.text().await.unwrap());
+    assert_eq!(body, serde_json::json!({"code": 502, "message": "backend unavailable", "path": "/empty"}));
+
+    // No mapper: the body format alone, over Envoy's (empty) 404 body.
+    let r = c.get(format!("{}/nothing", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().get("x-mapped").is_none());
+    assert_eq!(json(&r.text().await.unwrap()), serde_json::json!({"code": 404, "message": "", "path": "/nothing"}));
+
+    // The second mapper's own format and content type.
+    let r = c.get(format!("{}/nothing", s.url)).header("x-plain", "1").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.headers()["content-type"], "text/html");
+    assert_eq!(r.text().await.unwrap(), "plain  404");
+
+    // A direct response is a local reply too.
+    let r = c.get(format!("{}/direct", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body = json(&r.text().await.unwrap());
+    assert_eq!(body, serde_json::json!({"code": 200, "message": "direct reply", "path": "/direct"}));
+
+    // What the upstream answers is not touched.
+    let r = c.get(format!("{}/films/1", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-served-by"], "films-1");
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().await.unwrap(), "films-1");
+    let _ = (&s.films, &s.ratings, &s.proxy);
+}
+
+#[test]
+fn local_reply_config_that_cannot_be_honoured_is_an_error_naming_its_path() {
+    let hcm = r#"          local_reply_config:
+            mappers:
+            - filter: { traceable_filter: {} }
+              status_code: 503
+            - status_code: 700
+              body: { inline_string: "x" }
+            body_format:
+              text_format: "%NOT_AN_OPERATOR%""#;
+    let listen: SocketAddr = "127.0.1.44:1".parse().unwrap();
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", hcm, DIRECT))],
+        &[yaml::cluster("films", "STATIC", &[], "")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let at = "static_resources.listeners[0].filter_chains[0].filters[0].typed_config.local_reply_config";
+    for expected in [
+        format!("{at}.mappers[0].filter.traceable_filter: traceable_filter is not supported"),
+        format!("{at}.mappers[1].filter: required field is missing"),
+        format!("{at}.mappers[1].status_code: 700 is not a status from 200 to 599"),
+        format!("{at}.body_format.text_format: unknown command operator %NOT_AN_OPERATOR%"),
+    ] {
+        assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
+    }
+}

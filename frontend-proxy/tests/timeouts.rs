@@ -273,3 +273,102 @@ async fn a_request_head_that_stops_arriving_gets_408() {
     c.write_all(b"GET /fine HTTP/1.1\r\nHost: tim").await.unwrap();
     assert!(closes_within(&mut c, Duration::from_secs(5)).await, "Pingora's engine kept a stalled head open");
 }
+
+#[tokio::test]
+async fn max_stream_duration_answers_408_and_routes_override_it() {
+    let routes = r#"
+              - match: { prefix: "/off/" }
+                route: { cluster: slow, timeout: 1s, max_stream_duration: { max_stream_duration: 0s } }
+              - match: { prefix: "/long/" }
+                route: { cluster: slow, timeout: 0s, max_stream_duration: { max_stream_duration: 1.5s } }
+              - match: { prefix: "/" }
+                route: { cluster: slow, timeout: 0s }"#;
+    let hcm = "          common_http_protocol_options: { max_stream_duration: 0.5s }";
+    let t = stack(11, hcm, routes).await;
+
+    // The connection manager's limit, while the upstream is silent.
+    let (r, took) = t.exchange(&get("/hang")).await;
+    assert_eq!((r.status, r.body.as_str()), (408, "downstream duration timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(450), "answered before max_stream_duration: {took:?}");
+    assert!(took < Duration::from_millis(1400), "answered long after max_stream_duration: {took:?}");
+    assert_eq!(t.counter("downstream_rq_max_duration_reached").await, 1);
+
+    // A route's own limit replaces it...
+    let (r, took) = t.exchange(&get("/long/hang")).await;
+    assert_eq!((r.status, r.body.as_str()), (408, "downstream duration timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(1400), "the route's 1.5 s was not used: {took:?}");
+
+    // ...and 0s turns it off, leaving the route timeout (504).
+    let (r, took) = t.exchange(&get("/off/hang")).await;
+    assert_eq!((r.status, r.body.as_str()), (504, "upstream request timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(950), "{took:?}");
+    assert_eq!(t.counter("downstream_rq_max_duration_reached").await, 2);
+
+    // A quick request is not affected.
+    let (r, _) = t.exchange(&get("/fine")).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "ok"), "{r:?}");
+}
+
+#[tokio::test]
+async fn max_stream_duration_ends_a_response_that_outlives_it() {
+    let routes = r#"
+              - match: { prefix: "/" }
+                route: { cluster: slow, timeout: 0s, max_stream_duration: { max_stream_duration: 0.6s } }"#;
+    let t = stack(12, "", routes).await;
+    let mut c = TcpStream::connect(t.listen).await.unwrap();
+    let start = Instant::now();
+    c.write_all(&get("/stall-body")).await.unwrap();
+    // The head went out (the native engine sends it at once): the stream
+    // can only end by closing the connection, well before the backend's 30 s.
+    assert!(closes_within(&mut c, Duration::from_secs(5)).await, "connection not closed after max_stream_duration");
+    assert!(start.elapsed() >= Duration::from_millis(550), "closed early: {:?}", start.elapsed());
+    assert_eq!(t.counter("downstream_rq_max_duration_reached").await, 1);
+}
+
+#[test]
+fn grpc_timeout_headers_are_refused_until_they_are_read() {
+    let listen: SocketAddr = "127.0.10.13:1".parse().unwrap();
+    let routes = r#"
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route:
+                  cluster: slow
+                  max_stream_duration: { max_stream_duration: 5s, grpc_timeout_header_max: 0s }"#;
+    let config = yaml::bootstrap(
+        &[yaml::listener("http", listen, &yaml::hcm("timers", "", routes))],
+        &[yaml::cluster("slow", "STATIC", &[("127.0.0.1".into(), 1)], "")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("route.max_stream_duration.grpc_timeout_header_max: not supported yet: the grpc-timeout request header is not read"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn max_stream_duration_runs_while_the_head_arrives() {
+    let routes = r#"
+              - match: { prefix: "/" }
+                route: { cluster: slow }"#;
+    // The native engine reads heads itself; the connection manager's limit
+    // runs from the first byte, as Envoy's does from the stream's start.
+    let hcm =
+        "          common_http_protocol_options: { max_stream_duration: 0.4s }\n          stream_idle_timeout: 5s";
+    let t = stack_with(14, hcm, routes, &["--http1-engine", "native"]).await;
+    let (r, took) = t.exchange(b"GET /fine HTTP/1.1\r\nHost: tim").await;
+    assert_eq!((r.status, r.body.as_str()), (408, "downstream duration timeout"), "{r:?}");
+    assert!(took >= Duration::from_millis(350), "answered before max_stream_duration: {took:?}");
+    assert!(r.closed);
+    assert_eq!(t.counter("downstream_rq_max_duration_reached").await, 1);
+}

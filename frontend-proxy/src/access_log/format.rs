@@ -84,6 +84,8 @@ pub enum Operator {
     DownstreamLocalAddress,
     RouteName,
     Hostname,
+    /// The text of a local reply (its body before `body_format`).
+    LocalReplyBody,
 }
 
 /// A piece of a `START_TIME(...)` format (a strftime subset, in UTC).
@@ -281,6 +283,7 @@ fn operator(name: &str, arg: Option<&str>, max: Option<usize>) -> Result<Operato
         "DOWNSTREAM_LOCAL_ADDRESS" => plain(Operator::DownstreamLocalAddress),
         "ROUTE_NAME" => plain(Operator::RouteName),
         "HOSTNAME" => plain(Operator::Hostname),
+        "LOCAL_REPLY_BODY" => plain(Operator::LocalReplyBody),
         _ => Err(FormatError::UnknownOperator(name.to_string())),
     }
 }

@@ -123,6 +123,10 @@ fn value(op: &Operator, e: &Entry<'_>, out: &mut String) -> bool {
             None => return false,
         },
         Operator::Hostname => out.push_str(e.hostname),
+        Operator::LocalReplyBody => match e.local_reply_body {
+            Some(b) => out.push_str(b),
+            None => return false,
+        },
     }
     true
 }
@@ -261,6 +265,7 @@ mod tests {
             route_name: Some("films_route"),
             hostname: "proxy-1",
             response_code_details: Some("via_upstream"),
+            local_reply_body: None,
         }
     }
 

@@ -3,16 +3,19 @@
 //! its line into the channel; when the channel is full the line is
 //! dropped and counted, never waited for. The writer buffers and flushes
 //! once a second (Envoy's `access_log_flush_interval`) and when asked to
-//! ([`Sinks::flush_all`], at shutdown).
+//! ([`Sinks::flush_all`], at shutdown). After [`Sinks::reopen_all`]
+//! (SIGUSR1, for log rotation, as Envoy) each writer writes out what it
+//! holds to the file it has open, then opens its path afresh before the
+//! next line, within a flush interval.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::{self, BufWriter, Write};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// Lines a sink holds for its writer before it drops new ones.
 const QUEUE: usize = 16 * 1024;
@@ -32,23 +35,31 @@ pub struct Sink {
     path: String,
     queue: SyncSender<Message>,
     dropped: Arc<AtomicU64>,
+    /// Set by [`Sink::reopen`]; the writer takes it.
+    reopen: Arc<AtomicBool>,
 }
 
 impl Sink {
     /// Opens `path` for appending (`/dev/stdout` and `/dev/stderr` are the
     /// process's own streams) and starts its writer.
     pub fn open(path: &str) -> io::Result<Self> {
-        let out: Box<dyn Write + Send> = match path {
-            "/dev/stdout" => Box::new(io::stdout()),
-            "/dev/stderr" => Box::new(io::stderr()),
-            _ => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
-        };
+        let out = open_path(path)?;
         let (queue, lines) = sync_channel(QUEUE);
         let dropped = Arc::new(AtomicU64::new(0));
-        let writer =
-            Writer { path: path.to_string(), out: BufWriter::with_capacity(64 * 1024, out), dropped: dropped.clone() };
+        let reopen = Arc::new(AtomicBool::new(false));
+        let writer = Writer {
+            path: path.to_string(),
+            out: BufWriter::with_capacity(64 * 1024, out),
+            dropped: dropped.clone(),
+            reopen: reopen.clone(),
+        };
         std::thread::Builder::new().name("access-log".into()).spawn(move || writer.run(lines))?;
-        Ok(Self { path: path.to_string(), queue, dropped })
+        Ok(Self { path: path.to_string(), queue, dropped, reopen })
+    }
+
+    /// Asks the writer to open its path again (the file was rotated).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Relaxed);
     }
 
     /// Queues a line; drops (and counts) it if the writer is behind.
@@ -75,10 +86,21 @@ impl Sink {
     }
 }
 
+/// The destination `path` names: the process's own stream for
+/// `/dev/stdout` and `/dev/stderr`, else the file, appended to.
+fn open_path(path: &str) -> io::Result<Box<dyn Write + Send>> {
+    Ok(match path {
+        "/dev/stdout" => Box::new(io::stdout()),
+        "/dev/stderr" => Box::new(io::stderr()),
+        _ => Box::new(OpenOptions::new().create(true).append(true).open(path)?),
+    })
+}
+
 struct Writer {
     path: String,
     out: BufWriter<Box<dyn Write + Send>>,
     dropped: Arc<AtomicU64>,
+    reopen: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -88,7 +110,12 @@ impl Writer {
         let mut reported = 0;
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(wait) {
+            let message = lines.recv_timeout(wait);
+            if self.reopen.swap(false, Relaxed) {
+                self.reopen_file();
+                dirty = false;
+            }
+            match message {
                 Ok(Message::Line(line)) => {
                     if let Err(e) = self.out.write_all(line.as_bytes()) {
                         warn!(path = %self.path, error = %e, "access log write failed");
@@ -122,6 +149,22 @@ impl Writer {
         }
     }
 
+    /// Writes out what the old file is owed, then opens the path afresh.
+    /// If it cannot be opened, lines keep going to the old file.
+    fn reopen_file(&mut self) {
+        self.flush();
+        if matches!(self.path.as_str(), "/dev/stdout" | "/dev/stderr") {
+            return;
+        }
+        match open_path(&self.path) {
+            Ok(out) => {
+                self.out = BufWriter::with_capacity(64 * 1024, out);
+                info!(path = %self.path, "access log reopened");
+            }
+            Err(e) => warn!(path = %self.path, error = %e, "access log could not be reopened; writing to the old file"),
+        }
+    }
+
     fn flush(&mut self) {
         if let Err(e) = self.out.flush() {
             warn!(path = %self.path, error = %e, "access log flush failed");
@@ -142,6 +185,18 @@ impl Sinks {
         let sink = Arc::new(Sink::open(path)?);
         self.0.insert(path.to_string(), sink.clone());
         Ok(sink)
+    }
+
+    /// Asks every sink to reopen its file (SIGUSR1).
+    pub fn reopen_all(&self) {
+        for s in self.0.values() {
+            s.reopen();
+        }
+    }
+
+    /// Every open sink, for a task that outlives this set's owner's borrow.
+    pub fn all(&self) -> Vec<Arc<Sink>> {
+        self.0.values().cloned().collect()
     }
 
     /// Flushes every sink (at shutdown).
@@ -185,6 +240,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "line\n");
+    }
+
+    #[test]
+    fn reopen_moves_later_lines_to_a_new_file_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rotated.log");
+        let mut sinks = Sinks::default();
+        let sink = sinks.open(path.to_str().unwrap()).unwrap();
+        sink.write("old\n");
+        sinks.flush_all();
+        let moved = dir.path().join("rotated.log.1");
+        std::fs::rename(&path, &moved).unwrap();
+        sinks.reopen_all();
+        sink.write("new\n");
+        sinks.flush_all();
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "old\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     b.counter("downstream_rq_idle_timeout", &s.downstream_rq_idle_timeout);
     b.counter("downstream_rq_timeout", &s.downstream_rq_timeout);
     b.counter("downstream_rq_header_timeout", &s.downstream_rq_header_timeout);
+    b.counter("downstream_rq_max_duration_reached", &s.downstream_rq_max_duration_reached);
     b.counter("downstream_cx_idle_timeout", &s.downstream_cx_idle_timeout);
     b.counter("downstream_cx_protocol_error", &s.downstream_cx_protocol_error);
     b.push("downstream_rq_time", Value::Histogram(s.downstream_rq_time.snapshot()));

@@ -1,8 +1,8 @@
 //! The validated configuration: what the rest of the proxy runs from.
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
-use crate::access_log::Format;
-use crate::routing::RouteTable;
+use crate::access_log::{Filter, Format};
+use crate::routing::{HeaderMutations, RouteTable};
 use crate::tls::DownstreamTls;
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
@@ -79,6 +79,9 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Option<Duration>,
     /// Connection idle timeout (`common_http_protocol_options.idle_timeout`).
     pub idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`: the longest a
+    /// request may last, from its first byte (`None`: no limit).
+    pub max_stream_duration: Option<Duration>,
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub headers_with_underscores: HeadersWithUnderscores,
@@ -92,6 +95,34 @@ pub struct HttpConnectionManager {
     pub max_request_bytes: Option<u32>,
     /// `access_log`: where each finished request is written, and how.
     pub access_log: Vec<AccessLogConfig>,
+    /// `local_reply_config`: how the proxy's own replies are rewritten.
+    pub local_reply: Option<Arc<LocalReplyConfig>>,
+}
+
+/// `local_reply_config`: the first mapper whose filter selects a local
+/// reply rewrites it; the body is then formatted.
+#[derive(Debug)]
+pub struct LocalReplyConfig {
+    pub mappers: Vec<ResponseMapper>,
+    /// `None`: the body text as it is, `text/plain`.
+    pub body_format: Option<BodyFormat>,
+}
+
+#[derive(Debug)]
+pub struct ResponseMapper {
+    pub filter: Filter,
+    pub status: Option<http::StatusCode>,
+    pub body: Option<bytes::Bytes>,
+    pub body_format: Option<BodyFormat>,
+    /// `headers_to_add`, as response header edits.
+    pub headers: HeaderMutations,
+}
+
+/// A local reply body format and its `content_type`.
+#[derive(Debug)]
+pub struct BodyFormat {
+    pub format: Format,
+    pub content_type: String,
 }
 
 /// One access logger (file, stdout or stderr) with its parsed format.
@@ -100,6 +131,8 @@ pub struct AccessLogConfig {
     /// A file, or `/dev/stdout` / `/dev/stderr`.
     pub path: String,
     pub format: Arc<Format>,
+    /// `filter`: which requests it writes (`None`: all).
+    pub filter: Option<Arc<Filter>>,
     /// Where the logger is in the file, for errors found when it is opened.
     pub yaml_path: String,
 }

@@ -224,6 +224,7 @@ mapping! {
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,
         pub access_log: Option<List<AccessLog>>,
+        pub local_reply_config: Option<Field<LocalReplyConfig>>,
     }
 }
 

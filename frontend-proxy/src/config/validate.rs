@@ -54,6 +54,9 @@ pub(super) struct Ctx {
     /// Clusters the file defines but validation rejected, by name, with
     /// their YAML path: a reference to one is not "unknown".
     pub rejected_clusters: HashMap<String, String>,
+    /// `layered_runtime`'s static layers, with their paths: runtime layers
+    /// are not read, so a key a filter names there is an error.
+    pub static_runtime: Vec<(P, Value)>,
 }
 
 impl Ctx {
@@ -339,6 +342,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
     // `node` only names this proxy to a control plane: nothing to check.
     let _ = cx.opt(&root, "node", &raw.node);
     global_connection_limits(&mut cx, &root, raw);
+    cx.static_runtime = static_runtime_layers(raw);
 
     let admin = cx.opt(&root, "admin", &raw.admin).and_then(|a| admin(&mut cx, &root.key("admin"), a));
 
@@ -365,6 +369,34 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
         return Err(LoadError::Invalid(cx.errors));
     }
     Ok((Bootstrap { admin, listeners, clusters }, cx.warnings))
+}
+
+/// The static layers of `layered_runtime`, each with its path.
+fn static_runtime_layers(raw: &raw::Bootstrap) -> Vec<(P, Value)> {
+    let Some(Field::Ok(rt)) = &raw.layered_runtime else { return Vec::new() };
+    let layers = rt.get("layers").and_then(Value::as_sequence).map(Vec::as_slice).unwrap_or_default();
+    let lp = P::root().key("layered_runtime").key("layers");
+    layers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| Some((lp.idx(i).key("static_layer"), l.get("static_layer")?.clone())))
+        .collect()
+}
+
+impl Ctx {
+    /// Where a static runtime layer sets `key` (written flat, `a.b.c`,
+    /// nested, or anything between), if one does.
+    pub fn runtime_key_set_at(&self, key: &str) -> Option<P> {
+        fn has(v: &Value, parts: &[&str]) -> bool {
+            (1..=parts.len()).any(|i| match v.get(parts[..i].join(".")) {
+                Some(_) if i == parts.len() => true,
+                Some(inner) => has(inner, &parts[i..]),
+                None => false,
+            })
+        }
+        let parts: Vec<&str> = key.split('.').collect();
+        self.static_runtime.iter().find(|(_, layer)| has(layer, &parts)).map(|(p, _)| p.clone())
+    }
 }
 
 /// Envoy's process-wide downstream connection limit, set by the runtime key

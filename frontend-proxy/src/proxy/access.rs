@@ -29,7 +29,7 @@ impl Proxy {
         };
         let bytes_sent = match &ctx.reply {
             Some(_) if head_request => 0,
-            Some(r) => r.body().len() as u64,
+            Some(_) => ctx.reply_bytes,
             None => done.upstream_body_bytes,
         };
         let entry = Entry {
@@ -49,6 +49,7 @@ impl Proxy {
             route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
             hostname: &self.hostname,
             response_code_details: details,
+            local_reply_body: None,
         };
         for log in &listener.access_logs {
             log.log(&entry);
@@ -57,7 +58,7 @@ impl Proxy {
 }
 
 /// Envoy's response flags for a reply the proxy wrote itself.
-fn flags(reply: &LocalReply) -> ResponseFlags {
+pub(super) fn flags(reply: &LocalReply) -> ResponseFlags {
     let exhausted = |retried: bool| match retried {
         true => ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED,
         false => ResponseFlags::default(),
@@ -77,6 +78,7 @@ fn flags(reply: &LocalReply) -> ResponseFlags {
         LocalReply::UpgradeRejected
         | LocalReply::RequestTimeout
         | LocalReply::RequestHeaderTimeout
+        | LocalReply::MaxStreamDuration
         | LocalReply::PayloadTooLarge
         | LocalReply::Direct { .. }
         | LocalReply::Redirect { .. } => ResponseFlags::default(),
@@ -84,7 +86,7 @@ fn flags(reply: &LocalReply) -> ResponseFlags {
 }
 
 /// `%RESPONSE_CODE_DETAILS%` for a reply the proxy wrote itself.
-fn details(reply: &LocalReply) -> &'static str {
+pub(super) fn details(reply: &LocalReply) -> &'static str {
     match reply {
         LocalReply::NoRoute => "route_not_found",
         LocalReply::NoHealthyUpstream => "no_healthy_upstream",
@@ -100,6 +102,7 @@ fn details(reply: &LocalReply) -> &'static str {
         LocalReply::StreamIdleTimeout => "stream_idle_timeout",
         LocalReply::RequestTimeout => "request_overall_timeout",
         LocalReply::RequestHeaderTimeout => "request_header_timeout",
+        LocalReply::MaxStreamDuration => "max_duration_timeout",
         LocalReply::PayloadTooLarge => "request_payload_too_large",
         LocalReply::Direct { .. } | LocalReply::Redirect { .. } => "direct_response",
     }

@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub(super) last_failure: Option<LocalReply>,
     /// The reply the proxy wrote itself, if it did.
     pub(super) reply: Option<LocalReply>,
+    /// The body bytes of that reply as sent (after `local_reply_config`).
+    pub(super) reply_bytes: u64,
     /// The current upstream error is a retry on a response status.
     pub(super) retrying_status: bool,
     pub(super) hash_key: Option<Vec<u8>>,
@@ -48,6 +50,12 @@ pub struct RequestCtx {
     pub(super) stream_idle: Option<Duration>,
     /// When `request_timeout` runs out, if set.
     pub(super) request_deadline: Option<Instant>,
+    /// When `max_stream_duration` (the route's, else the connection
+    /// manager's) runs out, if set.
+    pub(super) stream_deadline: Option<Instant>,
+    /// The status of the response head sent to the client, once it was
+    /// (native engine; Pingora's session knows its own).
+    pub(super) response_started: Option<u16>,
     /// The current upstream read/write timeout is the stream idle timeout.
     pub(super) upstream_idle_binds: bool,
 }
@@ -61,6 +69,9 @@ pub enum StreamTimeout {
     Request,
     /// The request head was not received in full within `request_headers_timeout`.
     Headers,
+    /// The head was still arriving when the connection manager's
+    /// `max_stream_duration` ran out.
+    MaxDuration,
 }
 
 impl StreamTimeout {
@@ -70,6 +81,7 @@ impl StreamTimeout {
             StreamTimeout::Idle => LocalReply::StreamIdleTimeout,
             StreamTimeout::Request => LocalReply::RequestTimeout,
             StreamTimeout::Headers => LocalReply::RequestHeaderTimeout,
+            StreamTimeout::MaxDuration => LocalReply::MaxStreamDuration,
         }
     }
 }
@@ -97,6 +109,7 @@ impl RequestCtx {
             upstream_time: None,
             last_failure: None,
             reply: None,
+            reply_bytes: 0,
             retrying_status: false,
             hash_key: None,
             client_addr: None,
@@ -108,6 +121,8 @@ impl RequestCtx {
             body_bytes: 0,
             stream_idle: None,
             request_deadline: None,
+            stream_deadline: None,
+            response_started: None,
             upstream_idle_binds: false,
         }
     }
@@ -115,6 +130,11 @@ impl RequestCtx {
     /// Whether the route timeout has run out.
     pub(super) fn deadline_passed(&self) -> bool {
         self.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    /// Whether `max_stream_duration` has run out.
+    pub(super) fn stream_deadline_passed(&self) -> bool {
+        self.stream_deadline.is_some_and(|d| Instant::now() >= d)
     }
 
     /// Whether `request_timeout` has run out.

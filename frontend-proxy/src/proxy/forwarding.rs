@@ -228,6 +228,7 @@ mod tests {
             host_rewrite: HostRewrite::Keep,
             timeout: None,
             idle_timeout: None,
+            max_stream_duration: None,
             retry_policy: None,
             hash_policy: vec![],
             websocket: None,

@@ -140,6 +140,11 @@ impl Proxy {
             None => listener.hcm.stream_idle_timeout,
         };
         ctx.request_deadline = listener.hcm.request_timeout.map(|t| ctx.start + t);
+        let max_duration = match self.forward(ctx).and_then(|f| f.max_stream_duration) {
+            Some(t) => (!t.is_zero()).then_some(t),
+            None => listener.hcm.max_stream_duration,
+        };
+        ctx.stream_deadline = max_duration.map(|t| ctx.start + t);
         Ok(reply)
     }
 
@@ -152,10 +157,21 @@ impl Proxy {
             StreamTimeout::Idle => stats.downstream_rq_idle_timeout.fetch_add(1, Relaxed),
             StreamTimeout::Request => stats.downstream_rq_timeout.fetch_add(1, Relaxed),
             StreamTimeout::Headers => stats.downstream_rq_header_timeout.fetch_add(1, Relaxed),
+            StreamTimeout::MaxDuration => stats.downstream_rq_max_duration_reached.fetch_add(1, Relaxed),
         };
         debug!(?which, "stream timed out");
         ctx.last_failure = Some(which.reply());
         which.reply()
+    }
+
+    /// Records a request ended by `max_stream_duration` (Envoy's
+    /// `downstream_rq_max_duration_reached`); returns the reply to send if
+    /// the response has not started (408 `downstream duration timeout`).
+    pub(super) fn max_duration_reached(&self, ctx: &mut RequestCtx) -> LocalReply {
+        self.listener(ctx).stats.downstream_rq_max_duration_reached.fetch_add(1, Relaxed);
+        debug!("max stream duration reached");
+        ctx.last_failure = Some(LocalReply::MaxStreamDuration);
+        LocalReply::MaxStreamDuration
     }
 
     /// Completes a request turned away before it had a head to route, once
@@ -265,6 +281,11 @@ impl Proxy {
     /// Records an attempt that failed after connecting (reset, close,
     /// timeout) and decides whether to retry it.
     pub(super) fn attempt_failed(&self, ctx: &mut RequestCtx, f: AttemptFailure) -> bool {
+        if f.timed_out && ctx.stream_deadline_passed() {
+            // The stream's own limit, not the upstream's failure: not retried.
+            self.max_duration_reached(ctx);
+            return false;
+        }
         if f.from_upstream {
             if let (Some(c), Some(h)) = (self.cluster(ctx), &ctx.host) {
                 c.record_attempt(h, AttemptResult::LocalFailure);

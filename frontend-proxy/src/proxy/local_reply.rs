@@ -1,11 +1,18 @@
 //! Responses the proxy writes itself, with Envoy's status codes and bodies
-//! (`no healthy upstream`, `upstream request timeout`, ...).
+//! (`no healthy upstream`, `upstream request timeout`, ...), as the
+//! connection manager's `local_reply_config` rewrites them
+//! ([`Proxy::local_reply_parts`], what both engines send).
 
+use super::access::{details, flags};
+use super::{Proxy, RequestCtx};
+use crate::access_log::{Entry, Facts};
+use crate::routing::RequestInfo;
 use bytes::Bytes;
 use http::header;
 use http::StatusCode;
-use pingora_http::ResponseHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
+use std::time::SystemTime;
 
 /// Why the proxy answered instead of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +46,8 @@ pub enum LocalReply {
     RequestTimeout,
     /// The request head was not received in full within `request_headers_timeout`.
     RequestHeaderTimeout,
+    /// The stream outlived `max_stream_duration` before its response started.
+    MaxStreamDuration,
     /// A request body over the buffer filter's `max_request_bytes`.
     PayloadTooLarge,
     /// `direct_response`.
@@ -57,9 +66,10 @@ impl LocalReply {
             | LocalReply::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::UpstreamProtocolError { .. } => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::StreamIdleTimeout | LocalReply::RequestTimeout | LocalReply::RequestHeaderTimeout => {
-                StatusCode::REQUEST_TIMEOUT
-            }
+            LocalReply::StreamIdleTimeout
+            | LocalReply::RequestTimeout
+            | LocalReply::RequestHeaderTimeout
+            | LocalReply::MaxStreamDuration => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
             LocalReply::BadRequest => StatusCode::BAD_REQUEST,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -83,6 +93,7 @@ impl LocalReply {
             LocalReply::StreamIdleTimeout => Bytes::from_static(b"stream timeout"),
             LocalReply::RequestTimeout => Bytes::from_static(b"request timeout"),
             LocalReply::RequestHeaderTimeout => Bytes::from_static(b"request header timeout"),
+            LocalReply::MaxStreamDuration => Bytes::from_static(b"downstream duration timeout"),
             LocalReply::UpgradeRejected => Bytes::from_static(b"upgrade failed"),
             LocalReply::BadRequest => Bytes::from_static(b"bad request"),
             LocalReply::HeadersTooLarge => Bytes::from_static(b"request headers too large"),
@@ -123,14 +134,25 @@ pub struct ReplyHeaders<'a> {
     pub request_id: Option<&'a http::HeaderValue>,
 }
 
-/// Builds the response header of a local reply.
+/// Builds the response header of a local reply, as Envoy writes it.
 pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<ResponseHeader> {
-    let body = reply.body();
-    let mut resp = ResponseHeader::build(reply.status(), Some(7))?;
+    head(reply, reply.status(), &reply.body(), "text/plain", extra)
+}
+
+/// The response header of `reply` sent with `status` and `body` (of
+/// `content_type`), as `local_reply_config` may rewrite them.
+pub fn head(
+    reply: &LocalReply,
+    status: StatusCode,
+    body: &Bytes,
+    content_type: &str,
+    extra: &ReplyHeaders<'_>,
+) -> pingora_error::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(status, Some(7))?;
     resp.insert_header(header::DATE, super::date::now())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
     if !body.is_empty() {
-        resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
+        resp.insert_header(header::CONTENT_TYPE, content_type)?;
     }
     if let LocalReply::Redirect { location, .. } = reply {
         resp.insert_header(header::LOCATION, location.as_str())?;
@@ -147,10 +169,8 @@ pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_
     Ok(resp)
 }
 
-/// Writes a local reply to the client.
-pub async fn send(session: &mut Session, reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<()> {
-    let resp = response_header(reply, extra)?;
-    let body = reply.body();
+/// Writes a local reply's head and body to the client.
+pub async fn send(session: &mut Session, resp: ResponseHeader, body: Bytes) -> pingora_error::Result<()> {
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = body.is_empty() || head_only;
     session.write_response_header(Box::new(resp), empty).await?;
@@ -158,6 +178,83 @@ pub async fn send(session: &mut Session, reply: &LocalReply, extra: &ReplyHeader
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+impl Proxy {
+    /// The head and body of a local reply as the client gets it: Envoy's,
+    /// rewritten by the connection manager's `local_reply_config` when it
+    /// has one (the first mapper whose filter selects the reply sets its
+    /// status, body and headers; then `body_format` formats the body,
+    /// `%LOCAL_REPLY_BODY%` being its text). Both engines send these.
+    pub(super) fn local_reply_parts(
+        &self,
+        ctx: &RequestCtx,
+        reply: &LocalReply,
+        request: Option<&RequestHeader>,
+        http2: bool,
+    ) -> pingora_error::Result<(ResponseHeader, Bytes)> {
+        let extra = self.reply_headers(ctx);
+        let listener = self.listener(ctx);
+        let Some(config) = listener.hcm.local_reply.as_deref() else {
+            return Ok((response_header(reply, &extra)?, reply.body()));
+        };
+        let mut status = reply.status();
+        let mut text = reply.body();
+        let flags = flags(reply);
+        let elapsed = ctx.start.elapsed();
+        let facts = Facts { status: status.as_u16(), duration: elapsed, flags, request };
+        let mut format = config.body_format.as_ref();
+        let mut headers = None;
+        if let Some(m) = config.mappers.iter().find(|m| m.filter.evaluate(&facts)) {
+            status = m.status.unwrap_or(status);
+            if let Some(b) = &m.body {
+                text = b.clone();
+            }
+            format = m.body_format.as_ref().or(format);
+            headers = Some(&m.headers);
+        }
+        let (body, content_type) = match format {
+            None => (text, "text/plain"),
+            Some(f) => {
+                let text = String::from_utf8_lossy(&text);
+                let now = SystemTime::now();
+                let entry = Entry {
+                    start: now.checked_sub(elapsed).unwrap_or(now),
+                    duration: elapsed,
+                    request,
+                    http2,
+                    status: status.as_u16(),
+                    flags,
+                    bytes_received: ctx.body_bytes,
+                    bytes_sent: 0,
+                    upstream_service_time: ctx.upstream_time,
+                    upstream_host: ctx.host.as_ref().map(|h| h.addr),
+                    upstream_cluster: self.cluster(ctx).map(|c| c.name()),
+                    downstream_remote: ctx.client_addr,
+                    downstream_local: Some(listener.address),
+                    route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
+                    hostname: &self.hostname,
+                    response_code_details: Some(details(reply)),
+                    local_reply_body: Some(&text),
+                };
+                let mut out = String::new();
+                f.format.render(&entry, &mut out);
+                (Bytes::from(out), f.content_type.as_str())
+            }
+        };
+        let mut head = head(reply, status, &body, content_type, &extra)?;
+        if let Some(h) = headers {
+            let info = RequestInfo {
+                client_addr: ctx.client_addr,
+                local_addr: Some(listener.address),
+                protocol: if http2 { "HTTP/2" } else { "HTTP/1.1" },
+                hostname: &self.hostname,
+                request,
+            };
+            h.apply_response(&mut head, &info);
+        }
+        Ok((head, body))
+    }
 }
 
 #[cfg(test)]

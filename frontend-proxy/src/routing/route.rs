@@ -191,6 +191,10 @@ pub struct Forward {
     /// The route's stream idle timeout, overriding the connection manager's
     /// `stream_idle_timeout`; `Some(ZERO)` turns it off for the route.
     pub idle_timeout: Option<Duration>,
+    /// `max_stream_duration.max_stream_duration`, overriding the connection
+    /// manager's `common_http_protocol_options.max_stream_duration`;
+    /// `Some(ZERO)` turns it off for the route.
+    pub max_stream_duration: Option<Duration>,
     /// The route's own policy, else the virtual host's.
     pub retry_policy: Option<RetryPolicy>,
     pub hash_policy: Vec<HashPolicy>,

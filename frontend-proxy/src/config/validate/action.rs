@@ -101,6 +101,22 @@ pub(super) fn forward(
     };
     let timeout = cx.duration(p, "timeout", &a.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let idle_timeout = cx.duration(p, "idle_timeout", &a.idle_timeout);
+    let max_stream_duration = cx.opt(p, "max_stream_duration", &a.max_stream_duration).and_then(|m| {
+        let mp = p.key("max_stream_duration");
+        cx.other(&mp, m, &[]);
+        for (name, f) in [
+            ("grpc_timeout_header_max", &m.grpc_timeout_header_max),
+            ("grpc_timeout_header_offset", &m.grpc_timeout_header_offset),
+        ] {
+            if f.is_some() {
+                cx.error(
+                    &mp.key(name),
+                    "not supported yet: the grpc-timeout request header is not read, so the stream would run longer than the client asked",
+                );
+            }
+        }
+        cx.duration(&mp, "max_stream_duration", &m.max_stream_duration)
+    });
     let retry = match cx.opt(p, "retry_policy", &a.retry_policy) {
         Some(r) => retry_policy(cx, &p.key("retry_policy"), r),
         None => vhost_retry.cloned(),
@@ -120,6 +136,7 @@ pub(super) fn forward(
         host_rewrite,
         timeout: (!timeout.is_zero()).then_some(timeout),
         idle_timeout,
+        max_stream_duration,
         retry_policy: retry,
         hash_policy,
         websocket,

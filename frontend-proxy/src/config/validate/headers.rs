@@ -21,7 +21,12 @@ pub(super) fn header_mutations(
     }
 }
 
-fn headers_to_add(cx: &mut Ctx, p: &P, name: &str, f: &Option<List<raw::HeaderValueOption>>) -> Vec<HeaderToAdd> {
+pub(super) fn headers_to_add(
+    cx: &mut Ctx,
+    p: &P,
+    name: &str,
+    f: &Option<List<raw::HeaderValueOption>>,
+) -> Vec<HeaderToAdd> {
     let mut out = Vec::new();
     for (hp, h) in cx.list(p, name, f) {
         cx.other(&hp, h, &[]);

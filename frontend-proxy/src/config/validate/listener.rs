@@ -274,6 +274,7 @@ fn connection_manager(
     let mut headers_with_underscores = HeadersWithUnderscores::Allow;
     let mut max_requests_per_connection = None;
     let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
+    let mut max_stream_duration = None;
     let op = p.key("common_http_protocol_options");
     if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
         cx.other(&op, o, &[]);
@@ -305,13 +306,11 @@ fn connection_manager(
         if let Some(n) = cx.opt(&op, "max_headers_count", &o.max_headers_count) {
             max_headers_count = *n;
         }
-        for (name, f) in
-            [("max_connection_duration", &o.max_connection_duration), ("max_stream_duration", &o.max_stream_duration)]
-        {
-            if f.is_some() {
-                cx.error(&op.key(name), "not supported");
-            }
+        if o.max_connection_duration.is_some() {
+            cx.error(&op.key("max_connection_duration"), "not supported");
         }
+        // As Envoy, 0 is no limit.
+        max_stream_duration = cx.duration(&op, "max_stream_duration", &o.max_stream_duration).filter(|t| !t.is_zero());
     }
 
     // Stream limits, window sizes and flood protections: left to the
@@ -376,6 +375,7 @@ fn connection_manager(
         request_timeout: request_timeout.and_then(nonzero),
         request_headers_timeout: nonzero(request_headers_timeout),
         idle_timeout,
+        max_stream_duration,
         max_request_headers_kb,
         max_headers_count,
         headers_with_underscores,
@@ -383,6 +383,9 @@ fn connection_manager(
         websocket,
         max_request_bytes,
         access_log: access_log::access_logs(cx, p, &h.access_log),
+        local_reply: cx
+            .opt(p, "local_reply_config", &h.local_reply_config)
+            .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
     })
 }
 

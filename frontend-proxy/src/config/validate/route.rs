@@ -196,7 +196,7 @@ fn regex(cx: &mut Ctx, p: &P, r: &raw::RegexMatcher) -> Option<Regex> {
     }
 }
 
-fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderMatcher> {
+pub(super) fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Option<HeaderMatcher> {
     cx.other(p, h, &[]);
     let name = cx.req(p, "name", &h.name)?.to_ascii_lowercase();
     let pseudo = [":method", ":path", ":authority", ":scheme"];

@@ -14,7 +14,7 @@ use super::{NativeH1, Served};
 use crate::drain::Drain;
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::Completion;
-use crate::proxy::local_reply::{self, LocalReply};
+use crate::proxy::local_reply::LocalReply;
 use crate::proxy::shorter;
 use bytes::{Bytes, BytesMut};
 use http::Method;
@@ -126,7 +126,7 @@ impl NativeH1 {
             }
             Head::Request(..) | Head::Closed | Head::HandOff => return,
         };
-        let status = self.send_reply(down, out, &mut ctx, reply, false, true).await;
+        let status = self.send_reply(down, out, &mut ctx, reply, None, true).await;
         self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
     }
 
@@ -211,11 +211,15 @@ impl NativeH1 {
                     let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
                     let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
                     let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
-                    match shorter(headers_end, shorter(request_ends, idle_ends)) {
+                    // As Envoy, the connection manager's `max_stream_duration`
+                    // runs from the stream's start (a route's only once routed).
+                    let max_ends = hcm.max_stream_duration.map(|t| Instant::from_std(at + t));
+                    match shorter(shorter(headers_end, max_ends), shorter(request_ends, idle_ends)) {
                         Some(end) => match timeout_at(end, down.read_buf(buf)).await {
                             Ok(r) => r,
                             Err(_) if Some(end) == headers_end => return Head::TimedOut(StreamTimeout::Headers, at),
                             Err(_) if Some(end) == request_ends => return Head::TimedOut(StreamTimeout::Request, at),
+                            Err(_) if Some(end) == max_ends => return Head::TimedOut(StreamTimeout::MaxDuration, at),
                             Err(_) => return Head::TimedOut(StreamTimeout::Idle, at),
                         },
                         None => down.read_buf(buf).await,
@@ -245,7 +249,6 @@ impl NativeH1 {
         let wire::Request { header: mut req, body: framing, close } = *request;
         let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
         let started = Body::start(framing, &mut bufs.down, max_body);
-        let head_request = req.method == Method::HEAD;
         let reply = match self.proxy.admit(&mut req, false, false, ctx) {
             Ok(reply) => reply,
             Err(e) => {
@@ -262,21 +265,35 @@ impl NativeH1 {
             Some(reply) => {
                 // As Envoy: a request the codec rejects ends its connection.
                 keep_alive &= body.complete() && !reply.is_codec_error();
-                let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), !keep_alive).await;
                 (status.unwrap_or(0), 0, status.is_none().then_some(ErrorType::WriteError))
             }
-            None => match self.forward(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
-                Exchange::Done { status, keep_alive: k, upstream_body } => {
+            None => match self.forward_within(down, bufs, &req, ctx, &mut body, keep_alive, drain).await {
+                None => {
+                    // `max_stream_duration` ran out: 408 if the response had
+                    // not started, else the connection ends mid-response.
+                    // Either way the exchange was cut off wherever it was.
+                    keep_alive = false;
+                    let reply = self.proxy.max_duration_reached(ctx);
+                    match ctx.response_started {
+                        Some(status) => (status, 0, Some(ErrorType::ReadTimedout)),
+                        None => {
+                            let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), true).await;
+                            (status.unwrap_or(0), 0, None)
+                        }
+                    }
+                }
+                Some(Exchange::Done { status, keep_alive: k, upstream_body }) => {
                     keep_alive &= k;
                     (status, upstream_body, None)
                 }
-                Exchange::Failed => {
+                Some(Exchange::Failed) => {
                     keep_alive &= body.complete() && !drain.is_draining();
                     let reply = self.proxy.final_failure(ctx, None);
-                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, head_request, !keep_alive).await;
+                    let status = self.send_reply(down, &mut bufs.out, ctx, reply, Some(&req), !keep_alive).await;
                     (status.unwrap_or(0), 0, None)
                 }
-                Exchange::Broken { status, upstream_body, error } => {
+                Some(Exchange::Broken { status, upstream_body, error }) => {
                     keep_alive = false;
                     (status, upstream_body, Some(error))
                 }
@@ -294,6 +311,29 @@ impl NativeH1 {
         (keep_alive, !body.complete())
     }
 
+    /// [`Self::forward`] bounded by the request's `max_stream_duration`;
+    /// `None` if it ran out first.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward_within<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        req: &pingora_http::RequestHeader,
+        ctx: &mut RequestCtx,
+        body: &mut Body,
+        keep_alive: bool,
+        drain: &Drain,
+    ) -> Option<Exchange> {
+        match ctx.stream_deadline {
+            Some(end) => {
+                timeout_at(Instant::from_std(end), self.forward(down, bufs, req, ctx, body, keep_alive, drain))
+                    .await
+                    .ok()
+            }
+            None => Some(self.forward(down, bufs, req, ctx, body, keep_alive, drain).await),
+        }
+    }
+
     /// Writes a local reply; returns its status, or `None` if the client is gone.
     pub(super) async fn send_reply<D: ClientStream>(
         &self,
@@ -301,11 +341,12 @@ impl NativeH1 {
         out: &mut Vec<u8>,
         ctx: &mut RequestCtx,
         reply: LocalReply,
-        head_request: bool,
+        request: Option<&pingora_http::RequestHeader>,
         close: bool,
     ) -> Option<u16> {
-        let head = local_reply::response_header(&reply, &self.proxy.reply_headers(ctx)).ok()?;
-        let body = if head_request { Bytes::new() } else { reply.body() };
+        let (head, body) = self.proxy.local_reply_parts(ctx, &reply, request, false).ok()?;
+        let body = if request.is_some_and(|r| r.method == Method::HEAD) { Bytes::new() } else { body };
+        ctx.reply_bytes = body.len() as u64;
         recycle::take_write(out);
         wire::write_local_reply(out, &head, &body, close);
         ctx.reply = Some(reply);

@@ -316,6 +316,7 @@ impl NativeH1 {
         attempt: &AttemptStart,
     ) -> (Exchange, bool) {
         let status = head.status;
+        ctx.response_started = Some(status);
         match pass_body(down, bufs, up, head.framing, close, attempt).await {
             Passed::Done { received, clean } => {
                 let reusable = clean && !head.close && head.framing != Framing::UntilClose;
