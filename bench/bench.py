@@ -824,7 +824,7 @@ class Bench:
                     self.stop(t.proc)
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
-    def idle_memory(self, names, n):
+    def idle_memory(self, names, n, tls=False):
         """Resident memory each idle keep-alive connection costs a proxy (KiB).
 
         `n` connections each get one response and then stay open; the serving
@@ -837,10 +837,14 @@ class Bench:
         n = min(n, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1000)
         req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
+        ctx = insecure_client_context() if tls else None
+
         def open_served(port, count):
             socks = []
             for _ in range(count):
                 s = socket.create_connection(("127.0.0.1", port), timeout=30)
+                if ctx:
+                    s = ctx.wrap_socket(s, server_hostname="bench")
                 s.sendall(req)
                 socks.append(s)
             for s in socks:
@@ -854,7 +858,8 @@ class Bench:
 
         out = {}
         for name in [x for x in names if x != "direct"]:
-            (t,) = self.start_proxies(SCENARIOS[0], 1, PROXY_CPU, [name])
+            sc = next(s for s in SCENARIOS if s.key == "f") if tls else SCENARIOS[0]
+            (t,) = self.start_proxies(sc, 1, PROXY_CPU, [name])
             socks = []
             try:
                 pid = t.proc.serving_pids()[0]
@@ -863,7 +868,8 @@ class Bench:
                 socks += open_served(t.port, n)
                 time.sleep(0.3)
                 out[name] = (status_kb(pid, "VmRSS") - before) / n
-                log(f"  idle memory {name:<16} {out[name]:6.1f} KiB per connection ({n} connections)")
+                log(f"  idle memory{' (TLS)' if tls else ''} {name:<16} {out[name]:6.1f} KiB per connection"
+                    f" ({n} connections)")
             finally:
                 for s in socks:
                     s.close()
@@ -1190,12 +1196,15 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
                 " (`cargo install oha`, or `bench/run.sh --install-oha`).", ""]
     if idle:
         per, n = idle
-        out += [f"## Memory per idle keep-alive connection ({n} connections)", "",
+        tls = meta.get("idle_tls") or {}
+        out += [f"## Memory per idle keep-alive connection ({n} connections; TLS: fewer)", "",
                 "Each connection gets one response and stays open; the serving process's resident memory"
                 " (VmRSS; nginx: its worker) before and after, over the number of connections. The kernel's"
-                " socket memory is not in it.", "",
-                "| proxy | KiB per idle connection |", "|---|---:|"]
-        out += [f"| {k} | {v:.1f} |" for k, v in per.items()]
+                " socket memory is not in it. TLS: the same over TLS 1.3 (scenario f's set-up), with what"
+                " each proxy keeps per TLS session.", "",
+                "| proxy | KiB per idle connection | KiB per idle TLS connection |", "|---|---:|---:|"]
+        out += [f"| {k} | {v:.1f} | {tls[k]:.1f} |" if k in tls else f"| {k} | {v:.1f} | – |"
+                for k, v in per.items()]
         out.append("")
     if instr:
         base = {k: instr[k] for k in ("haproxy", "nginx") if k in instr}
@@ -1367,6 +1376,8 @@ def main():
         if not a.variant or a.idle:
             log("memory per idle keep-alive connection")
             idle = b.idle_memory(names, 200 if a.quick else 5000)
+            log("memory per idle keep-alive TLS connection")
+            meta["idle_tls"] = b.idle_memory(names, 100 if a.quick else 2000, tls=True)[0]
         if a.instructions:
             log("user-space instructions per request (callgrind)")
             instr = b.instructions(names, n=300 if a.quick else 2000)
