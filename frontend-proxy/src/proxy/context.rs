@@ -50,6 +50,13 @@ pub struct RequestCtx {
     pub(super) request_deadline: Option<Instant>,
     /// The current upstream read/write timeout is the stream idle timeout.
     pub(super) upstream_idle_binds: bool,
+    /// The request is gRPC: local replies are gRPC statuses.
+    pub(super) grpc: bool,
+    /// The attempt opened a connection whose HTTP version ALPN chose; it
+    /// is counted (`upstream_cx_http{1,2}_total`) when the response shows it.
+    pub(super) count_codec: bool,
+    /// Headers with underscores `admit` dropped (and counted).
+    pub(super) underscores_dropped: u64,
 }
 
 /// A downstream-side timer that ended a request.
@@ -109,6 +116,9 @@ impl RequestCtx {
             stream_idle: None,
             request_deadline: None,
             upstream_idle_binds: false,
+            grpc: false,
+            count_codec: false,
+            underscores_dropped: 0,
         }
     }
 

@@ -121,15 +121,81 @@ fn reset_body(prefix: &str, retried: bool, reason: &str) -> Bytes {
 pub struct ReplyHeaders<'a> {
     pub server: Option<&'a str>,
     pub request_id: Option<&'a http::HeaderValue>,
+    /// The request is gRPC (`content-type: application/grpc*`): the reply is
+    /// a gRPC status, as Envoy answers such requests.
+    pub grpc: bool,
+}
+
+/// Whether a request is gRPC, as Envoy tells (`Grpc::Common::isGrpcRequestHeaders`).
+pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
+    req.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status a local reply
+/// with this HTTP status stands for.
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2): bytes outside
+/// printable ASCII, and `%` itself.
+fn grpc_message(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The body a local reply carries (none for gRPC: the text goes in `grpc-message`).
+pub fn body(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> Bytes {
+    if extra.grpc {
+        Bytes::new()
+    } else {
+        reply.body()
+    }
+}
+
+/// The status line of a local reply: 200 for gRPC, whose outcome is in `grpc-status`.
+pub fn status(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> StatusCode {
+    if extra.grpc {
+        StatusCode::OK
+    } else {
+        reply.status()
+    }
 }
 
 /// Builds the response header of a local reply.
 pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<ResponseHeader> {
-    let body = reply.body();
-    let mut resp = ResponseHeader::build(reply.status(), Some(7))?;
+    let body = body(reply, extra);
+    let mut resp = ResponseHeader::build(status(reply, extra), Some(8))?;
     resp.insert_header(header::DATE, super::date::now())?;
     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    if !body.is_empty() {
+    if extra.grpc {
+        // A trailers-only gRPC response (Envoy's local reply to gRPC).
+        resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+        resp.insert_header("grpc-status", grpc_status(reply.status()).to_string())?;
+        let text = reply.body();
+        if !text.is_empty() {
+            resp.insert_header("grpc-message", grpc_message(&text))?;
+        }
+    } else if !body.is_empty() {
         resp.insert_header(header::CONTENT_TYPE, "text/plain")?;
     }
     if let LocalReply::Redirect { location, .. } = reply {
@@ -150,7 +216,7 @@ pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_
 /// Writes a local reply to the client.
 pub async fn send(session: &mut Session, reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_error::Result<()> {
     let resp = response_header(reply, extra)?;
-    let body = reply.body();
+    let body = body(reply, extra);
     let head_only = session.req_header().method == http::Method::HEAD;
     let empty = body.is_empty() || head_only;
     session.write_response_header(Box::new(resp), empty).await?;
@@ -196,11 +262,44 @@ mod tests {
 
     #[test]
     fn overflow_sets_envoy_header() {
-        let h =
-            response_header(&LocalReply::Overflow, &ReplyHeaders { server: Some("envoy"), request_id: None }).unwrap();
+        let h = response_header(
+            &LocalReply::Overflow,
+            &ReplyHeaders { server: Some("envoy"), request_id: None, grpc: false },
+        )
+        .unwrap();
         assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
         assert_eq!(h.headers.get("server").unwrap(), "envoy");
         assert_eq!(h.headers.get("content-type").unwrap(), "text/plain");
         assert!(httpdate::parse_http_date(h.headers.get("date").unwrap().to_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_statuses() {
+        let grpc = ReplyHeaders { server: None, request_id: None, grpc: true };
+        let h = response_header(&LocalReply::NoHealthyUpstream, &grpc).unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.headers.get("grpc-status").unwrap(), "14");
+        assert_eq!(h.headers.get("grpc-message").unwrap(), "no healthy upstream");
+        assert_eq!(h.headers.get("content-type").unwrap(), "application/grpc");
+        assert_eq!(h.headers.get("content-length").unwrap(), "0");
+        assert!(body(&LocalReply::NoHealthyUpstream, &grpc).is_empty());
+        let route = response_header(&LocalReply::NoRoute, &grpc).unwrap();
+        assert_eq!(route.headers.get("grpc-status").unwrap(), "12");
+        assert!(route.headers.get("grpc-message").is_none());
+        assert_eq!(grpc_status(StatusCode::GATEWAY_TIMEOUT), 14);
+        assert_eq!(grpc_status(StatusCode::BAD_REQUEST), 13);
+        assert_eq!(grpc_status(StatusCode::PAYLOAD_TOO_LARGE), 2);
+        assert_eq!(grpc_message(b"50% done\n"), "50%25 done%0A");
+        let mut req = pingora_http::RequestHeader::build("POST", b"/a.B/C", None).unwrap();
+        for (ct, yes) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC;x=1", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+        ] {
+            req.insert_header("content-type", ct).unwrap();
+            assert_eq!(is_grpc(&req), yes, "{ct}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Clusters: discovery type, endpoints, load balancing, DNS settings, upstream TLS.
 
 use super::dns::dns_spec;
+use super::protocol::upstream_http;
 use super::resilience;
 use super::tls::upstream_tls;
 use super::{Ctx, P};
@@ -86,6 +87,7 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         Some(ts) => Some(upstream_tls(cx, &p.key("transport_socket"), ts)?),
         None => None,
     };
+    let http = upstream_http(cx, p, c, tls.is_some());
     let health_check = resilience::health_checks(cx, p, &c.health_checks);
     if health_check.is_some() && discovery == DiscoveryType::LogicalDns {
         cx.error(&p.key("health_checks"), "health checks on LOGICAL_DNS clusters are not supported");
@@ -119,6 +121,7 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
             &c.ignore_health_on_host_removal,
             false,
         ),
+        http,
     })
 }
 
