@@ -405,9 +405,14 @@ async fn a_grpc_request_over_http1_gets_a_grpc_local_reply() {
     assert!(resp.bytes().await.unwrap().is_empty());
 }
 
-/// A plain (not gRPC) HTTP/2 server with prior knowledge: answers with the
-/// version it was spoken to in, the method, the path and the body.
+/// A plain (not gRPC) HTTP/2 server with prior knowledge (or, `auto`,
+/// HTTP/1.1 as well): answers with the version it was spoken to in, the
+/// method, the path and the body.
 async fn h2c_server(host: u8) -> SocketAddr {
+    plain_server(host, false).await
+}
+
+async fn plain_server(host: u8, auto: bool) -> SocketAddr {
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let listener = tokio::net::TcpListener::bind((ip(40, host), 0)).await.unwrap();
@@ -421,9 +426,15 @@ async fn h2c_server(host: u8) -> SocketAddr {
                     let text = format!("{head} {}", String::from_utf8_lossy(&body));
                     Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(text))))
                 });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                if auto {
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
             });
         }
     });
@@ -462,4 +473,92 @@ async fn an_http1_client_reaches_an_h2c_upstream() {
     assert_eq!(stat(admin, "cluster.h2plain.upstream_rq_200").await, 3);
     assert_eq!(stat(admin, "http.plain.downstream_rq_total").await, 3);
     assert_eq!(stat(admin, "http.plain.downstream_rq_active").await, 0);
+}
+
+#[tokio::test]
+async fn grpc_over_tls_both_ways_with_alpn() {
+    // The proxy is its own TLS hop: `front` (h2c from the client) sends to
+    // cluster `viatls` (TLS, `auto_config`: ALPN chooses h2), which is the
+    // proxy's own TLS listener `edge` (h2 by ALPN downstream), which sends
+    // to the gRPC server over h2c.
+    let server = GrpcServer::start(7);
+    let front = free_addr(ip(40, 7));
+    let edge = free_addr(ip(40, 7));
+    let admin = free_addr(ip(40, 7));
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let edge_listener = yaml::with_inline_tls(
+        &yaml::route_listener(edge, "edge", &[("/", "cluster: grpc")]),
+        &cert.cert.pem(),
+        &cert.signing_key.serialize_pem(),
+    )
+    .replace(
+        "          common_tls_context:\n",
+        "          common_tls_context:\n            alpn_protocols: [h2, http/1.1]\n",
+    );
+    let via_tls = r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        auto_config: { http2_protocol_options: {} }"#;
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::route_listener(front, "front", &[("/", "cluster: viatls")]), edge_listener],
+        &[
+            yaml::cluster("viatls", "STATIC", &[(edge.ip().to_string(), edge.port())], via_tls),
+            yaml::cluster("grpc", "STATIC", &[(server.addr.ip().to_string(), server.addr.port())], H2_OPTIONS),
+        ],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut c = grpc_client(front).await;
+    tokio::time::timeout(LIMIT, async {
+        assert_eq!(unary(&mut c, "/test.Echo/Unary", msg("tls", 3)).await.unwrap(), msg("echo: tls", 3));
+        let s = unary(&mut c, "/test.Echo/Unary", msg("fail", 0)).await.unwrap_err();
+        assert_eq!((s.code(), s.message()), (Code::FailedPrecondition, "the thing is ünhappy: 50% done"));
+        c.ready().await.unwrap();
+        let mut stream = c
+            .server_streaming(Request::new(msg("s", 3)), PathAndQuery::from_static("/test.Echo/Count"), codec())
+            .await
+            .unwrap()
+            .into_inner();
+        let mut n = 0;
+        while stream.message().await.unwrap().is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 3);
+    })
+    .await
+    .expect("calls finish");
+    // ALPN chose h2 for the one TLS connection.
+    assert_eq!(stat(admin, "cluster.viatls.upstream_cx_http2_total").await, 1, "{}", proxy.log());
+    assert_eq!(stat(admin, "cluster.viatls.upstream_cx_http1_total").await, 0);
+    assert_eq!(stat(admin, "http.edge.downstream_rq_http2_total").await, 3);
+}
+
+#[tokio::test]
+async fn use_downstream_protocol_config_speaks_the_clients_version() {
+    let backend = plain_server(8, true).await;
+    let listen = free_addr(ip(40, 8));
+    let admin = free_addr(ip(40, 8));
+    let options = r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: { http_protocol_options: {}, http2_protocol_options: {} }"#;
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::route_listener(listen, "mirror", &[("/", "cluster: mirror")])],
+        &[yaml::cluster("mirror", "STATIC", &[(backend.ip().to_string(), backend.port())], options)],
+    );
+    let _proxy = ProxyProcess::live(&config, admin).await;
+    let http1 = reqwest::Client::builder().no_proxy().http1_only().build().unwrap();
+    let h2c = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    for (client, version) in [(&http1, "HTTP/1.1"), (&h2c, "HTTP/2.0")] {
+        let resp = tokio::time::timeout(LIMIT, client.get(format!("http://{listen}/v")).send()).await.unwrap().unwrap();
+        assert_eq!(resp.text().await.unwrap(), format!("{version} GET /v "));
+    }
+    assert_eq!(stat(admin, "cluster.mirror.upstream_cx_http1_total").await, 1);
+    assert_eq!(stat(admin, "cluster.mirror.upstream_cx_http2_total").await, 1);
 }
