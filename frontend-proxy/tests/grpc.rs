@@ -3,8 +3,11 @@
 //! statuses and trailers passed through intact, streams that flow both
 //! ways without buffering, a server that dies mid-stream, and the proxy's
 //! own answers to gRPC requests written as gRPC statuses (Envoy's
-//! `Grpc::Utility::httpToGrpcStatus`). Also a plain h2c upstream behind an
-//! HTTP/1.1 client, and the upstream HTTP/2 stats. Addresses: 127.0.40.x.
+//! `Grpc::Utility::httpToGrpcStatus`). Also the cluster protocol options
+//! outside gRPC: a plain h2c upstream behind an HTTP/1.1 client, h2 over
+//! TLS by ALPN, the client's version upstream, the idle timeout of pooled
+//! connections, and the `upstream_cx_http{1,2}_total` stats.
+//! Addresses: 127.0.40.x.
 
 #[allow(unused_imports)]
 mod support;
@@ -561,4 +564,39 @@ async fn use_downstream_protocol_config_speaks_the_clients_version() {
     }
     assert_eq!(stat(admin, "cluster.mirror.upstream_cx_http1_total").await, 1);
     assert_eq!(stat(admin, "cluster.mirror.upstream_cx_http2_total").await, 1);
+}
+
+#[tokio::test]
+async fn the_clusters_idle_timeout_closes_pooled_connections() {
+    let backend = support::Backend::start("b", std::net::SocketAddr::new(ip(40, 9), 0)).await;
+    let listen = free_addr(ip(40, 9));
+    let admin = free_addr(ip(40, 9));
+    let idle = |t: &str| {
+        format!(
+            r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        common_http_protocol_options: {{ idle_timeout: {t} }}
+        explicit_http_config: {{ http_protocol_options: {{}} }}"#
+        )
+    };
+    let ep = [(backend.addr.ip().to_string(), backend.addr.port())];
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::route_listener(listen, "idle", &[("/short", "cluster: short"), ("/", "cluster: long")])],
+        &[yaml::cluster("short", "STATIC", &ep, &idle("0.2s")), yaml::cluster("long", "STATIC", &ep, &idle("60s"))],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let c = client();
+    for path in ["/short", "/long"] {
+        for _ in 0..2 {
+            let (status, _) = support::send(c.get(format!("http://{listen}{path}"))).await;
+            assert_eq!(status, 200, "{}", proxy.log());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    // A connection idle past 0.2 s is not reused; one kept for 60 s is.
+    assert_eq!(stat(admin, "cluster.short.upstream_cx_total").await, 2, "{}", proxy.log());
+    assert_eq!(stat(admin, "cluster.long.upstream_cx_total").await, 1);
+    assert_eq!(stat(admin, "cluster.long.upstream_cx_http1_total").await, 1);
 }
