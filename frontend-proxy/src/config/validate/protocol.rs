@@ -140,7 +140,9 @@ fn http_protocol_options(cx: &mut Ctx, p: &P, o: &raw::UpstreamHttpProtocolOptio
             }
             UpstreamCodec::Alpn
         }
-        _ => UpstreamCodec::Downstream,
+        // As Envoy: h2 for a client's h2 only when HTTP/2 options are given.
+        _ if h2.is_some() => UpstreamCodec::Downstream,
+        _ => UpstreamCodec::Http1,
     };
     http
 }
@@ -155,9 +157,9 @@ fn deprecated_fields(cx: &mut Ctx, p: &P, c: &raw::Cluster, _tls: bool) -> Upstr
     if let Some(h1) = cx.opt(p, "http_protocol_options", &c.http_protocol_options) {
         http1_options(cx, &p.key("http_protocol_options"), h1);
     }
-    if let Some(h2) = cx.opt(p, "http2_protocol_options", &c.http2_protocol_options) {
+    let h2 = cx.opt(p, "http2_protocol_options", &c.http2_protocol_options);
+    if let Some(h2) = h2 {
         http.http2 = http2_options(cx, &p.key("http2_protocol_options"), h2);
-        http.codec = UpstreamCodec::Http2;
     }
     let downstream = cx.enumeration(
         p,
@@ -166,9 +168,13 @@ fn deprecated_fields(cx: &mut Ctx, p: &P, c: &raw::Cluster, _tls: bool) -> Upstr
         &[("USE_CONFIGURED_PROTOCOL", false), ("USE_DOWNSTREAM_PROTOCOL", true)],
         false,
     );
-    if downstream {
-        http.codec = UpstreamCodec::Downstream;
-    }
+    // As Envoy: USE_DOWNSTREAM_PROTOCOL speaks h2 to a client's h2 only
+    // when the cluster has HTTP/2 options.
+    http.codec = match (h2.is_some(), downstream) {
+        (true, true) => UpstreamCodec::Downstream,
+        (true, false) => UpstreamCodec::Http2,
+        (false, _) => UpstreamCodec::Http1,
+    };
     http
 }
 
@@ -263,4 +269,63 @@ fn http2_options(cx: &mut Ctx, p: &P, o: &raw::Http2ProtocolOptions) -> Http2Set
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use crate::upstream::{Http2Settings, UpstreamCodec, UpstreamHttp};
+    use std::time::Duration;
+
+    /// The protocol of the one cluster `cluster_yaml` (keys at cluster level) describes.
+    fn http(cluster_yaml: &str) -> UpstreamHttp {
+        let text = format!(
+            "static_resources:\n  clusters:\n  - name: c\n    type: STATIC\n{cluster_yaml}\n    load_assignment:\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }} }}\n"
+        );
+        let loaded = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        loaded.bootstrap.clusters[0].http.clone()
+    }
+
+    fn typed(options: &str) -> String {
+        format!(
+            "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        {options}"
+        )
+    }
+
+    const TLS: &str = "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config: { \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext }";
+
+    #[test]
+    fn each_way_of_choosing_the_protocol() {
+        assert_eq!(http(""), UpstreamHttp::default());
+        assert_eq!(http(&typed("explicit_http_config: { http2_protocol_options: {} }")).codec, UpstreamCodec::Http2);
+        assert_eq!(http(&typed("explicit_http_config: { http_protocol_options: {} }")).codec, UpstreamCodec::Http1);
+        let auto = format!("{}\n{TLS}", typed("auto_config: {}"));
+        assert_eq!(http(&auto).codec, UpstreamCodec::Alpn);
+        let downstream = "use_downstream_protocol_config: { http2_protocol_options: {} }";
+        assert_eq!(http(&typed(downstream)).codec, UpstreamCodec::Downstream);
+        let h1_only = "use_downstream_protocol_config: { http_protocol_options: {} }";
+        assert_eq!(http(&typed(h1_only)).codec, UpstreamCodec::Http1, "h2 only with HTTP/2 options, as Envoy");
+        assert_eq!(http("    http2_protocol_options: {}").codec, UpstreamCodec::Http2);
+        let both = "    http2_protocol_options: {}\n    protocol_selection: USE_DOWNSTREAM_PROTOCOL";
+        assert_eq!(http(both).codec, UpstreamCodec::Downstream);
+        assert_eq!(http("    protocol_selection: USE_DOWNSTREAM_PROTOCOL").codec, UpstreamCodec::Http1);
+    }
+
+    #[test]
+    fn settings_reach_the_model() {
+        let h = http(&typed(
+            "common_http_protocol_options: { idle_timeout: 90s }\n        explicit_http_config: { http2_protocol_options: { max_concurrent_streams: 7, initial_stream_window_size: 65535, initial_connection_window_size: 1048576, connection_keepalive: { interval: 20s, timeout: 5s } } }",
+        ));
+        assert_eq!(h.idle_timeout, Some(Duration::from_secs(90)));
+        assert_eq!(
+            h.http2,
+            Http2Settings {
+                max_concurrent_streams: 7,
+                initial_stream_window_size: 65535,
+                initial_connection_window_size: 1_048_576,
+                ping_interval: Some(Duration::from_secs(20)),
+            }
+        );
+        assert_eq!(http("    common_http_protocol_options: { idle_timeout: 0s }").idle_timeout, None);
+    }
 }
