@@ -54,6 +54,8 @@ struct Seen {
     calls: AtomicUsize,
     /// Streams parked by a "die" call, waiting for the server to be killed.
     dying: AtomicUsize,
+    /// The last request's `te` (gRPC servers may insist on `trailers`).
+    te: std::sync::Mutex<Option<String>>,
 }
 
 /// `test.Echo`: `Unary` (echo; "fail" answers an error status, "slow"
@@ -149,6 +151,7 @@ impl Service<http::Request<Body>> for Echo {
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let seen = self.0.clone();
         seen.calls.fetch_add(1, Ordering::SeqCst);
+        *seen.te.lock().unwrap() = req.headers().get("te").and_then(|v| v.to_str().ok()).map(String::from);
         Box::pin(async move {
             let mut grpc = Grpc::new(ProstCodec::<Msg, Msg>::default());
             Ok(match req.uri().path() {
@@ -321,6 +324,7 @@ async fn the_four_kinds_of_call_pass_through() {
     .await
     .expect("calls finish");
     assert_eq!(server.seen.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(server.seen.te.lock().unwrap().as_deref(), Some("trailers"), "`te: trailers` goes upstream");
     // Four streams on one upstream HTTP/2 connection, counted as Envoy names them.
     assert_eq!(stat(admin, "cluster.grpc.upstream_cx_http2_total").await, 1, "{}", proxy.log());
     assert_eq!(stat(admin, "cluster.grpc.upstream_rq_total").await, 4);
