@@ -161,8 +161,8 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>, downstre
     let alpn = upstream_alpn(http.codec, downstream_http2);
     if alpn.get_max_http_version() == 2 {
         peer.options.max_h2_streams = http.http2.max_concurrent_streams as usize;
-        peer.options.h2_stream_window_size = Some(http.http2.initial_stream_window_size);
-        peer.options.h2_connection_window_size = Some(http.http2.initial_connection_window_size);
+        peer.options.h2_stream_window_size = http.http2.initial_stream_window_size;
+        peer.options.h2_connection_window_size = http.http2.initial_connection_window_size;
         peer.options.h2_ping_interval = http.http2.ping_interval;
     }
     // Counts the connection's open and close (cx_total/active/destroy), pooled

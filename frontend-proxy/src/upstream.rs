@@ -98,8 +98,11 @@ pub struct Http2Settings {
     /// Streams opened at once on one connection (the host's own limit, if
     /// lower, applies too).
     pub max_concurrent_streams: u32,
-    pub initial_stream_window_size: u32,
-    pub initial_connection_window_size: u32,
+    /// Flow-control windows; `None`: the HTTP/2 client's 8 MiB, not
+    /// Envoy's 256 MiB, which is also what a stream may hold in memory
+    /// while its client reads slowly.
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
     /// `connection_keepalive.interval`: a PING this often (its timeout is 5 s).
     pub ping_interval: Option<Duration>,
 }
@@ -108,8 +111,8 @@ impl Default for Http2Settings {
     fn default() -> Self {
         Self {
             max_concurrent_streams: 2_147_483_647,
-            initial_stream_window_size: 268_435_456,
-            initial_connection_window_size: 268_435_456,
+            initial_stream_window_size: None,
+            initial_connection_window_size: None,
             ping_interval: None,
         }
     }

@@ -73,7 +73,7 @@ pub(super) fn upstream_http(cx: &mut Ctx, p: &P, c: &raw::Cluster, tls: bool) ->
             }
             http
         }
-        None => deprecated_fields(cx, p, c, tls),
+        None => deprecated_fields(cx, p, c),
     }
 }
 
@@ -148,7 +148,7 @@ fn http_protocol_options(cx: &mut Ctx, p: &P, o: &raw::UpstreamHttpProtocolOptio
 }
 
 /// The cluster fields `HttpProtocolOptions` replaced.
-fn deprecated_fields(cx: &mut Ctx, p: &P, c: &raw::Cluster, _tls: bool) -> UpstreamHttp {
+fn deprecated_fields(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> UpstreamHttp {
     let mut http =
         UpstreamHttp { idle_timeout: common_options(cx, p, &c.common_http_protocol_options), ..Default::default() };
     if c.upstream_http_protocol_options.is_some() {
@@ -235,7 +235,7 @@ fn http2_options(cx: &mut Ctx, p: &P, o: &raw::Http2ProtocolOptions) -> Http2Set
             if !(WINDOW_MIN..=WINDOW_MAX).contains(n) {
                 cx.error(&p.key(name), format!("must be between {WINDOW_MIN} and {WINDOW_MAX}"));
             }
-            *slot = *n;
+            *slot = Some(*n);
         }
     }
     if cx.opt(p, "hpack_table_size", &o.hpack_table_size).is_some_and(|n| *n != 4096) {
@@ -321,8 +321,8 @@ mod tests {
             h.http2,
             Http2Settings {
                 max_concurrent_streams: 7,
-                initial_stream_window_size: 65535,
-                initial_connection_window_size: 1_048_576,
+                initial_stream_window_size: Some(65535),
+                initial_connection_window_size: Some(1_048_576),
                 ping_interval: Some(Duration::from_secs(20)),
             }
         );
