@@ -60,8 +60,8 @@ struct Seen {
 
 /// `test.Echo`: `Unary` (echo; "fail" answers an error status, "slow"
 /// sleeps), `Count` (server streaming: `n` messages; "die": two, then
-/// nothing), `Sum` (client streaming), `Chat` (bidi: each message echoed
-/// as it arrives).
+/// nothing), `Sum` (client streaming: the texts joined, the numbers
+/// added), `Chat` (bidi: each message echoed as it arrives).
 #[derive(Clone)]
 struct Echo(Arc<Seen>);
 
@@ -121,6 +121,8 @@ impl ClientStreamingService<Msg> for SumSvc {
                 text.push_str(&m.text);
                 n += m.n;
             }
+            // A long sum is told by its length (past a client's 4 MiB limit otherwise).
+            let text = if text.len() > 1024 { format!("{} bytes", text.len()) } else { text };
             Ok(Response::new(msg(&text, n)))
         })
     }
@@ -329,6 +331,29 @@ async fn the_four_kinds_of_call_pass_through() {
     assert_eq!(stat(admin, "cluster.grpc.upstream_cx_http2_total").await, 1, "{}", proxy.log());
     assert_eq!(stat(admin, "cluster.grpc.upstream_rq_total").await, 4);
     assert_eq!(stat(admin, "cluster.grpc.upstream_rq_200").await, 4);
+}
+
+#[tokio::test]
+async fn large_messages_flow_both_ways() {
+    // Several times the HTTP/2 default window (64 KiB) each way, so flow
+    // control has to be released on both legs.
+    let server = GrpcServer::start(10);
+    let (_proxy, listen, _admin) = proxy_for(server.addr, 10).await;
+    let mut c = grpc_client(listen).await;
+    let big = "x".repeat(3 << 20);
+    let reply = tokio::time::timeout(LIMIT, unary(&mut c, "/test.Echo/Unary", msg(&big, 1))).await.unwrap().unwrap();
+    assert_eq!(reply.text.len(), big.len() + "echo: ".len());
+    c.ready().await.unwrap();
+    let parts = tokio_stream::iter((0..8).map(|i| msg(&"y".repeat(1 << 20), i)));
+    let sum = tokio::time::timeout(
+        LIMIT,
+        c.client_streaming(Request::new(parts), PathAndQuery::from_static("/test.Echo/Sum"), codec()),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .into_inner();
+    assert_eq!(sum, msg(&format!("{} bytes", 8 << 20), 28));
 }
 
 #[tokio::test]
