@@ -224,7 +224,8 @@ const H2_OPTIONS: &str = r#"    typed_extension_protocol_options:
 
 /// The proxy in front of `server`: `/test.Echo/` to it, `/test.Slow/` to it
 /// with a 300 ms route timeout, `/test.Empty/` to a cluster without hosts,
-/// `/test.Dead/` to a port nobody listens on; nothing else routes.
+/// `/test.Dead/` to a port nobody listens on, `/test.Deadline/` to it
+/// under the request's `grpc-timeout` less 1.7 s; nothing else routes.
 async fn proxy_for(server: SocketAddr, host: u8) -> (ProxyProcess, SocketAddr, SocketAddr) {
     let listen = free_addr(ip(40, host));
     let admin = free_addr(ip(40, host));
@@ -234,6 +235,11 @@ async fn proxy_for(server: SocketAddr, host: u8) -> (ProxyProcess, SocketAddr, S
         ("/test.Slow/", "cluster: grpc, timeout: 0.3s, prefix_rewrite: \"/test.Echo/\""),
         ("/test.Empty/", "cluster: empty"),
         ("/test.Dead/", "cluster: dead"),
+        (
+            "/test.Deadline/",
+            "cluster: grpc, timeout: 30s, prefix_rewrite: \"/test.Echo/\", \
+             max_stream_duration: { grpc_timeout_header_max: 0s, grpc_timeout_header_offset: 1.7s }",
+        ),
     ];
     let config = yaml::bootstrap_with_admin(
         admin,
@@ -416,6 +422,34 @@ async fn local_replies_to_grpc_are_grpc_statuses() {
     // The cluster's stats count what the replies stand for, as Envoy's router does.
     assert_eq!(stat(admin, "cluster.empty.upstream_rq_503").await, 1);
     assert_eq!(stat(admin, "cluster.grpc.upstream_rq_504").await, 1);
+}
+
+#[tokio::test]
+async fn grpc_timeout_is_the_route_timeout_with_grpc_timeout_header_max() {
+    let server = GrpcServer::start(11);
+    let (_proxy, listen, admin) = proxy_for(server.addr, 11).await;
+    let mut c = grpc_client(listen).await;
+    // 2 s asked, 1.7 s offset: the proxy gives up after 0.3 s (the route's
+    // own 30 s no longer counts), well before the server would.
+    let call = |path: &'static str| {
+        let mut req = Request::new(msg("slow", 0));
+        req.set_timeout(Duration::from_secs(2));
+        (req, PathAndQuery::from_static(path))
+    };
+    let started = std::time::Instant::now();
+    c.ready().await.unwrap();
+    let (req, path) = call("/test.Deadline/Unary");
+    let s = tokio::time::timeout(LIMIT, c.unary::<Msg, Msg, _>(req, path, codec())).await.unwrap().unwrap_err();
+    assert_eq!((s.code(), s.message()), (Code::Unavailable, "upstream request timeout"));
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert_eq!(stat(admin, "cluster.grpc.upstream_rq_timeout").await, 1);
+    // Without grpc_timeout_header_max the header is not the proxy's to
+    // read: the server's own deadline ends the call.
+    c.ready().await.unwrap();
+    let (req, path) = call("/test.Echo/Unary");
+    let s = tokio::time::timeout(LIMIT, c.unary::<Msg, Msg, _>(req, path, codec())).await.unwrap().unwrap_err();
+    assert_ne!(s.message(), "upstream request timeout", "{s:?}");
+    assert_eq!(stat(admin, "cluster.grpc.upstream_rq_timeout").await, 1);
 }
 
 #[tokio::test]

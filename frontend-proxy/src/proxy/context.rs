@@ -21,6 +21,8 @@ pub struct RequestCtx {
     pub(super) tried: Vec<SocketAddr>,
     pub(super) attempts: u32,
     pub(super) retries: u32,
+    /// The route timeout this request runs under (`deadline` is its end).
+    pub(super) route_timeout: Option<Duration>,
     pub(super) deadline: Option<Instant>,
     pub(super) upstream_start: Option<Instant>,
     pub(super) upstream_time: Option<Duration>,
@@ -99,6 +101,7 @@ impl RequestCtx {
             tried: Vec::new(),
             attempts: 0,
             retries: 0,
+            route_timeout: None,
             deadline: None,
             upstream_start: None,
             upstream_time: None,

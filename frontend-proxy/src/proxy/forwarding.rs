@@ -231,6 +231,7 @@ mod tests {
             retry_policy: None,
             hash_policy: vec![],
             websocket: None,
+            grpc_timeout: None,
         }
     }
 

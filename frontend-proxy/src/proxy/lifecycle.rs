@@ -405,7 +405,7 @@ impl Proxy {
     pub(super) fn expected_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
         let forward = self.forward(ctx)?;
         if ctx.attempts <= 1 {
-            shorter(forward.timeout, per_try_timeout(forward))
+            shorter(ctx.route_timeout, per_try_timeout(forward))
         } else {
             self.attempt_timeout(ctx, false, Instant::now()).ok().flatten()
         }

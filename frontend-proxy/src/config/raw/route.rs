@@ -118,6 +118,15 @@ mapping! {
         pub retry_policy: Option<Field<RetryPolicy>>,
         pub hash_policy: Option<List<HashPolicy>>,
         pub upgrade_configs: Option<List<UpgradeConfig>>,
+        pub max_stream_duration: Option<Field<MaxStreamDuration>>,
+    }
+}
+
+mapping! {
+    pub struct MaxStreamDuration {
+        pub max_stream_duration: Option<Field<Value>>,
+        pub grpc_timeout_header_max: Option<Field<Value>>,
+        pub grpc_timeout_header_offset: Option<Field<Value>>,
     }
 }
 

@@ -4,7 +4,9 @@
 use super::upgrade::upgrade_config;
 use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
-use crate::routing::{ClusterChoice, DirectResponse, Forward, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy};
+use crate::routing::{
+    ClusterChoice, DirectResponse, Forward, GrpcTimeout, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy,
+};
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::StatusCode;
@@ -100,6 +102,8 @@ pub(super) fn forward(
         (None, false) => HostRewrite::Keep,
     };
     let timeout = cx.duration(p, "timeout", &a.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
+    let grpc_timeout =
+        cx.opt(p, "max_stream_duration", &a.max_stream_duration).and_then(|m| max_stream_duration(cx, p, m));
     let idle_timeout = cx.duration(p, "idle_timeout", &a.idle_timeout);
     let retry = match cx.opt(p, "retry_policy", &a.retry_policy) {
         Some(r) => retry_policy(cx, &p.key("retry_policy"), r),
@@ -123,6 +127,7 @@ pub(super) fn forward(
         retry_policy: retry,
         hash_policy,
         websocket,
+        grpc_timeout,
     })
 }
 
@@ -324,5 +329,31 @@ mod tests {
     fn substitution_groups() {
         assert_eq!(envoy_substitution(r"/v2/\1/x"), "/v2/${1}/x");
         assert_eq!(envoy_substitution("$5"), "$$5");
+    }
+}
+
+/// A route's `max_stream_duration`: the gRPC timeout fields. A limit on a
+/// stream's whole life is not implemented.
+fn max_stream_duration(cx: &mut Ctx, p: &P, m: &raw::MaxStreamDuration) -> Option<GrpcTimeout> {
+    let mp = p.key("max_stream_duration");
+    cx.other(&mp, m, &[]);
+    if m.max_stream_duration.is_some() {
+        cx.error(
+            &mp.key("max_stream_duration"),
+            "not supported (a limit on a stream's whole life); grpc_timeout_header_max and grpc_timeout_header_offset are",
+        );
+    }
+    let offset = cx.duration(&mp, "grpc_timeout_header_offset", &m.grpc_timeout_header_offset);
+    match cx.duration(&mp, "grpc_timeout_header_max", &m.grpc_timeout_header_max) {
+        Some(max) => Some(GrpcTimeout { max: (!max.is_zero()).then_some(max), offset: offset.unwrap_or_default() }),
+        None => {
+            if offset.is_some() {
+                cx.warn(
+                    &mp.key("grpc_timeout_header_offset"),
+                    "ignored without grpc_timeout_header_max (grpc-timeout is then not read), as in Envoy",
+                );
+            }
+            None
+        }
     }
 }
