@@ -197,8 +197,9 @@ pub struct Forward {
     /// Route-level override of the connection manager's WebSocket setting.
     pub websocket: Option<bool>,
     /// `max_stream_duration.grpc_timeout_header_max`: a gRPC request's
-    /// `grpc-timeout` is its route timeout.
-    pub grpc_timeout: Option<GrpcTimeout>,
+    /// `grpc-timeout` is its route timeout. Boxed: rare, and every route
+    /// action is as large as a `Forward`.
+    pub grpc_timeout: Option<Box<GrpcTimeout>>,
 }
 
 /// How a gRPC request's `grpc-timeout` becomes its route timeout (Envoy's

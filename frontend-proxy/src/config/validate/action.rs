@@ -321,20 +321,9 @@ pub(super) fn direct_response(cx: &mut Ctx, p: &P, d: &raw::DirectResponseAction
     Some(DirectResponse { status: status?, body: body.map(Bytes::from) })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::envoy_substitution;
-
-    #[test]
-    fn substitution_groups() {
-        assert_eq!(envoy_substitution(r"/v2/\1/x"), "/v2/${1}/x");
-        assert_eq!(envoy_substitution("$5"), "$$5");
-    }
-}
-
 /// A route's `max_stream_duration`: the gRPC timeout fields. A limit on a
 /// stream's whole life is not implemented.
-fn max_stream_duration(cx: &mut Ctx, p: &P, m: &raw::MaxStreamDuration) -> Option<GrpcTimeout> {
+fn max_stream_duration(cx: &mut Ctx, p: &P, m: &raw::MaxStreamDuration) -> Option<Box<GrpcTimeout>> {
     let mp = p.key("max_stream_duration");
     cx.other(&mp, m, &[]);
     if m.max_stream_duration.is_some() {
@@ -345,7 +334,9 @@ fn max_stream_duration(cx: &mut Ctx, p: &P, m: &raw::MaxStreamDuration) -> Optio
     }
     let offset = cx.duration(&mp, "grpc_timeout_header_offset", &m.grpc_timeout_header_offset);
     match cx.duration(&mp, "grpc_timeout_header_max", &m.grpc_timeout_header_max) {
-        Some(max) => Some(GrpcTimeout { max: (!max.is_zero()).then_some(max), offset: offset.unwrap_or_default() }),
+        Some(max) => {
+            Some(Box::new(GrpcTimeout { max: (!max.is_zero()).then_some(max), offset: offset.unwrap_or_default() }))
+        }
         None => {
             if offset.is_some() {
                 cx.warn(
@@ -355,5 +346,16 @@ fn max_stream_duration(cx: &mut Ctx, p: &P, m: &raw::MaxStreamDuration) -> Optio
             }
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::envoy_substitution;
+
+    #[test]
+    fn substitution_groups() {
+        assert_eq!(envoy_substitution(r"/v2/\1/x"), "/v2/${1}/x");
+        assert_eq!(envoy_substitution("$5"), "$$5");
     }
 }
