@@ -10,6 +10,8 @@ use crate::upstream::{Http2Settings, UpstreamCodec, UpstreamHttp};
 use std::time::Duration;
 
 const HTTP_OPTIONS_NAME: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+/// The extension's qualified name, which Envoy takes as a key too.
+const HTTP_OPTIONS_EXTENSION: &str = "envoy.upstreams.http.http_protocol_options";
 const HTTP_OPTIONS_TYPE: &str = "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 /// Pingora's HTTP/2 client waits this long for a PING's answer.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +65,9 @@ pub(super) fn upstream_http(cx: &mut Ctx, p: &P, c: &raw::Cluster, tls: bool) ->
             let mut http = UpstreamHttp::default();
             for (key, value) in map {
                 let kp = tp.key(key);
-                if key != HTTP_OPTIONS_NAME {
+                // As Envoy: the value's `@type` picks the extension, else the key does.
+                let type_url = value.get("@type").and_then(|t| t.as_str());
+                if type_url != Some(HTTP_OPTIONS_TYPE) && key != HTTP_OPTIONS_NAME && key != HTTP_OPTIONS_EXTENSION {
                     cx.error(&kp, format!("protocol options {key:?} are not supported (only {HTTP_OPTIONS_NAME} is)"));
                     continue;
                 }
@@ -305,6 +309,8 @@ mod tests {
         assert_eq!(http(&typed(downstream)).codec, UpstreamCodec::Downstream);
         let h1_only = "use_downstream_protocol_config: { http_protocol_options: {} }";
         assert_eq!(http(&typed(h1_only)).codec, UpstreamCodec::Http1, "h2 only with HTTP/2 options, as Envoy");
+        let by_name = "    typed_extension_protocol_options:\n      envoy.upstreams.http.http_protocol_options:\n        explicit_http_config: { http2_protocol_options: {} }";
+        assert_eq!(http(by_name).codec, UpstreamCodec::Http2, "the extension's name is a key too");
         assert_eq!(http("    http2_protocol_options: {}").codec, UpstreamCodec::Http2);
         let both = "    http2_protocol_options: {}\n    protocol_selection: USE_DOWNSTREAM_PROTOCOL";
         assert_eq!(http(both).codec, UpstreamCodec::Downstream);
