@@ -126,6 +126,9 @@ pub struct ClusterStats {
     /// TCP connections established. Unlike Envoy, a connection attempt that
     /// fails counts only in `upstream_cx_connect_fail`, not here.
     pub upstream_cx_total: AtomicU64,
+    /// Of those, the ones that speak HTTP/1.1 and HTTP/2.
+    pub upstream_cx_http1_total: AtomicU64,
+    pub upstream_cx_http2_total: AtomicU64,
     /// Open connections, busy or idle in the pool.
     pub upstream_cx_active: AtomicI64,
     pub upstream_cx_connect_fail: AtomicU64,
@@ -142,6 +145,23 @@ pub struct ClusterStats {
     pub update_empty: AtomicU64,
 }
 
+/// The HTTP version of an upstream connection, for `upstream_cx_http{1,2}_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCodecStat {
+    Http1,
+    Http2,
+}
+
+impl ClusterStats {
+    /// Counts a new connection's codec.
+    pub fn count_codec(&self, codec: UpstreamCodecStat) {
+        match codec {
+            UpstreamCodecStat::Http1 => self.upstream_cx_http1_total.fetch_add(1, Relaxed),
+            UpstreamCodecStat::Http2 => self.upstream_cx_http2_total.fetch_add(1, Relaxed),
+        };
+    }
+}
+
 /// Upstream connection accounting, handed to Pingora as the peer's
 /// [`Tracer`]: `on_connected` runs once per established TCP connection and
 /// `on_disconnected` when its socket is dropped (closed after use, evicted
@@ -154,6 +174,9 @@ pub struct ClusterStats {
 #[derive(Clone)]
 pub struct UpstreamConnectionTracer {
     cluster: Arc<ClusterStats>,
+    /// The connection's codec when it is known before the connection is
+    /// made (otherwise ALPN decides, and the proxy counts it).
+    codec: Option<UpstreamCodecStat>,
     /// The host's counters, reached through the host itself (an
     /// `upstream::Host`, which this room does not name).
     host: Arc<dyn AsRef<HostStats> + Send + Sync>,
@@ -169,13 +192,21 @@ impl UpstreamConnectionTracer {
     /// The tracer to set on an upstream peer's options. One small
     /// allocation per attempt (Pingora's `Tracer` is a boxed trait object);
     /// the counters themselves are atomics reached through the `Arc`s.
-    pub fn tracer<H: AsRef<HostStats> + Send + Sync + 'static>(cluster: &Arc<ClusterStats>, host: &Arc<H>) -> Tracer {
-        Tracer(Box::new(Self::new(cluster, host)))
+    pub fn tracer<H: AsRef<HostStats> + Send + Sync + 'static>(
+        cluster: &Arc<ClusterStats>,
+        host: &Arc<H>,
+        codec: Option<UpstreamCodecStat>,
+    ) -> Tracer {
+        Tracer(Box::new(Self::new(cluster, host, codec)))
     }
 
     /// For connections the proxy opens itself (the native HTTP/1 engine).
-    pub fn new<H: AsRef<HostStats> + Send + Sync + 'static>(cluster: &Arc<ClusterStats>, host: &Arc<H>) -> Self {
-        Self { cluster: cluster.clone(), host: host.clone() }
+    pub fn new<H: AsRef<HostStats> + Send + Sync + 'static>(
+        cluster: &Arc<ClusterStats>,
+        host: &Arc<H>,
+        codec: Option<UpstreamCodecStat>,
+    ) -> Self {
+        Self { cluster: cluster.clone(), codec, host: host.clone() }
     }
 
     fn host(&self) -> &HostStats {
@@ -184,6 +215,9 @@ impl UpstreamConnectionTracer {
 
     pub fn connected(&self) {
         self.cluster.upstream_cx_total.fetch_add(1, Relaxed);
+        if let Some(codec) = self.codec {
+            self.cluster.count_codec(codec);
+        }
         self.cluster.upstream_cx_active.fetch_add(1, Relaxed);
         self.host().cx_total.fetch_add(1, Relaxed);
         self.host().cx_active.fetch_add(1, Relaxed);
@@ -300,7 +334,7 @@ mod tests {
     fn upstream_tracer_counts_open_and_closed_connections() {
         let cluster = Arc::new(ClusterStats::default());
         let host = Arc::new(HostStats::default());
-        let tracer = UpstreamConnectionTracer::tracer(&cluster, &host);
+        let tracer = UpstreamConnectionTracer::tracer(&cluster, &host, Some(UpstreamCodecStat::Http2));
         // Pingora clones the peer's tracer into each new connection.
         let first = tracer.clone();
         let second = tracer.clone();
@@ -310,6 +344,8 @@ mod tests {
         assert_eq!(cluster.upstream_cx_total.load(Relaxed), 2);
         assert_eq!(cluster.upstream_cx_active.load(Relaxed), 1);
         assert_eq!(cluster.upstream_cx_destroy.load(Relaxed), 1);
+        assert_eq!(cluster.upstream_cx_http2_total.load(Relaxed), 2);
+        assert_eq!(cluster.upstream_cx_http1_total.load(Relaxed), 0);
         assert_eq!(host.cx_total.load(Relaxed), 2);
         assert_eq!(host.cx_active.load(Relaxed), 1);
     }

@@ -28,15 +28,15 @@ pub use h1::{ClientStream, NativeH1, Served};
 pub use local_reply::LocalReply;
 
 use crate::config::model::ServerHeader;
-use crate::metrics::UpstreamConnectionTracer;
+use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::runtime::{self, ListenerRuntime};
-use crate::upstream::{Cluster, ClusterSet, Host};
+use crate::upstream::{Cluster, ClusterSet, Host, UpstreamCodec};
 use async_trait::async_trait;
 pub(crate) use attempt::shorter;
 use http::header::HeaderValue;
 use local_reply::ReplyHeaders;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, ALPN};
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -49,8 +49,6 @@ use tracing::{debug, warn};
 const MIN_CONNECT_RETRIES: u32 = 3;
 /// Retries of an idempotent request reset by its upstream, without a retry policy.
 const IDEMPOTENT_RESET_RETRIES: u32 = 2;
-/// How long an idle pooled upstream connection is kept.
-const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The proxy application shared by every listener.
 pub struct Proxy {
@@ -106,10 +104,12 @@ impl Proxy {
         let hcm = &self.listener(ctx).hcm;
         let server = (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
         let request_id = ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response);
-        ReplyHeaders { server, request_id }
+        ReplyHeaders { server, request_id, grpc: ctx.grpc }
     }
 
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<()> {
+    /// Sends a local reply; returns the status it went out with (a gRPC
+    /// request's is 200, and `local_reply_config` may change it).
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, reply: LocalReply) -> Result<u16> {
         if reply.is_codec_error() {
             // As Envoy (and the native engine): the connection ends after it.
             session.set_keepalive(None);
@@ -120,7 +120,8 @@ impl Proxy {
                 if session.req_header().method != http::Method::HEAD {
                     ctx.reply_bytes = body.len() as u64;
                 }
-                local_reply::send(session, head, body).await
+                let status = head.status.as_u16();
+                local_reply::send(session, head, body).await.map(|()| status)
             }
             Err(e) => Err(e),
         };
@@ -155,8 +156,20 @@ fn stream_left(ctx: &RequestCtx) -> Option<Duration> {
     ctx.stream_deadline.map(|d| d.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)))
 }
 
+/// The HTTP versions an attempt on `cluster` may speak, as ALPN (on a
+/// plain-text peer, `H2` is HTTP/2 with prior knowledge: h2c).
+fn upstream_alpn(codec: UpstreamCodec, downstream_http2: bool) -> ALPN {
+    match codec {
+        UpstreamCodec::Http1 => ALPN::H1,
+        UpstreamCodec::Http2 => ALPN::H2,
+        UpstreamCodec::Alpn => ALPN::H2H1,
+        UpstreamCodec::Downstream if downstream_http2 => ALPN::H2,
+        UpstreamCodec::Downstream => ALPN::H1,
+    }
+}
+
 /// The Pingora peer for an attempt on `host`.
-fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpPeer {
+fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>, downstream_http2: bool) -> HttpPeer {
     let tls = cluster.spec.tls.as_ref();
     let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_default();
     let mut peer = HttpPeer::new(host.addr, tls.is_some(), sni);
@@ -164,9 +177,24 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpP
     peer.options.total_connection_timeout = Some(cluster.spec.connect_timeout);
     peer.options.read_timeout = timeout;
     peer.options.write_timeout = timeout;
-    peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-    // Counts the connection's open and close (cx_total/active/destroy), pooled or not.
-    peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, host));
+    let http = &cluster.spec.http;
+    peer.options.idle_timeout = http.idle_timeout;
+    let alpn = upstream_alpn(http.codec, downstream_http2);
+    if alpn.get_max_http_version() == 2 {
+        peer.options.max_h2_streams = http.http2.max_concurrent_streams as usize;
+        peer.options.h2_stream_window_size = http.http2.initial_stream_window_size;
+        peer.options.h2_connection_window_size = http.http2.initial_connection_window_size;
+        peer.options.h2_ping_interval = http.http2.ping_interval;
+    }
+    // Counts the connection's open and close (cx_total/active/destroy), pooled
+    // or not, and its codec when the peer's ALPN settles it.
+    let codec = match alpn {
+        ALPN::H1 => Some(UpstreamCodecStat::Http1),
+        ALPN::H2 => Some(UpstreamCodecStat::Http2),
+        _ => None,
+    };
+    peer.options.alpn = alpn;
+    peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, host, codec));
     if let Some(tls) = tls {
         // Envoy verifies upstream certificates only with a validation context.
         peer.options.verify_cert = tls.trusted_ca.is_some();
@@ -237,13 +265,13 @@ impl ProxyHttp for Proxy {
         };
         let (timeout, idle) = start.io_timeout();
         ctx.upstream_idle_binds = idle;
-        Ok(Box::new(peer(&start.cluster, &start.host, shorter(timeout, stream_left(ctx)))))
+        Ok(Box::new(peer(&start.cluster, &start.host, shorter(timeout, stream_left(ctx)), session.is_http2())))
     }
 
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         digest: Option<&pingora_core::protocols::Digest>,
@@ -261,6 +289,8 @@ impl ProxyHttp for Proxy {
         }
         // No longer waiting for a connection.
         ctx.pending_permit = None;
+        // A new connection whose version ALPN chose: counted once the response shows it.
+        ctx.count_codec = !reused && peer.options.alpn == ALPN::H2H1;
         // New connections are counted by the peer's `UpstreamConnectionTracer`.
         Ok(())
     }
@@ -328,6 +358,12 @@ impl ProxyHttp for Proxy {
             let mut e = Error::explain(ErrorType::InvalidHTTPHeader, why);
             e.as_up();
             return Err(e);
+        }
+        if std::mem::take(&mut ctx.count_codec) {
+            if let Some(c) = self.cluster(ctx) {
+                let h2 = resp.version == http::Version::HTTP_2;
+                c.stats.count_codec(if h2 { UpstreamCodecStat::Http2 } else { UpstreamCodecStat::Http1 });
+            }
         }
         if resp.status.is_informational() {
             return Ok(());
@@ -462,13 +498,16 @@ impl ProxyHttp for Proxy {
             // Headers already went out: the only signal left is closing the connection.
             return FailToProxy { error_code: 0, can_reuse_downstream: false };
         }
-        let code = reply.status().as_u16();
         // Pingora closes the downstream connection after a failed proxy
         // attempt; say so, or the client would reuse a closing connection.
         session.set_keepalive(None);
-        if let Err(err) = self.reply(session, ctx, reply).await {
-            debug!(error = %err, "failed to send local reply");
-        }
+        let code = match self.reply(session, ctx, reply).await {
+            Ok(status) => status,
+            Err(err) => {
+                debug!(error = %err, "failed to send local reply");
+                0
+            }
+        };
         FailToProxy { error_code: code, can_reuse_downstream: false }
     }
 

@@ -12,8 +12,8 @@ pub use header_mutation::{
     HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat, HeaderValueToken, RequestInfo,
 };
 pub use route::{
-    header_value, Action, ClusterChoice, DirectResponse, Forward, HashPolicy, HeaderMatch, HeaderMatcher, HostRewrite,
-    PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteMatch, StringMatch,
+    header_value, parse_grpc_timeout, Action, ClusterChoice, DirectResponse, Forward, GrpcTimeout, HashPolicy,
+    HeaderMatch, HeaderMatcher, HostRewrite, PathMatch, Redirect, RetryOn, RetryPolicy, Route, RouteMatch, StringMatch,
 };
 
 use pingora_http::RequestHeader;

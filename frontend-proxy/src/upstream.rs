@@ -48,6 +48,74 @@ pub struct ClusterSpec {
     pub healthy_panic_threshold: f64,
     /// Remove a host that left DNS even while it passes health checks.
     pub ignore_health_on_host_removal: bool,
+    /// The HTTP version spoken to the hosts, and its settings.
+    pub http: UpstreamHttp,
+}
+
+/// Which HTTP version a cluster speaks to its hosts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamCodec {
+    #[default]
+    Http1,
+    /// HTTP/2: h2c with prior knowledge in plain text, h2 over TLS (ALPN
+    /// offers h2 alone).
+    Http2,
+    /// `auto_config`: ALPN offers h2 and HTTP/1.1 and the host chooses (TLS only).
+    Alpn,
+    /// `use_downstream_protocol_config`: the version the client spoke.
+    Downstream,
+}
+
+impl UpstreamCodec {
+    /// Whether a request that arrived in HTTP/1.1 may go upstream in h2.
+    pub fn h2_for_http1_client(self) -> bool {
+        matches!(self, Self::Http2 | Self::Alpn)
+    }
+}
+
+/// `typed_extension_protocol_options` (or the deprecated cluster fields).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamHttp {
+    pub codec: UpstreamCodec,
+    pub http2: Http2Settings,
+    /// How long an unused connection is kept open (`None`: until the host closes it).
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for UpstreamHttp {
+    fn default() -> Self {
+        Self { codec: UpstreamCodec::Http1, http2: Http2Settings::default(), idle_timeout: Some(DEFAULT_IDLE_TIMEOUT) }
+    }
+}
+
+/// How long an idle pooled upstream connection is kept when the cluster
+/// does not say (`common_http_protocol_options.idle_timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `http2_protocol_options`, with Envoy's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Http2Settings {
+    /// Streams opened at once on one connection (the host's own limit, if
+    /// lower, applies too).
+    pub max_concurrent_streams: u32,
+    /// Flow-control windows; `None`: the HTTP/2 client's 8 MiB, not
+    /// Envoy's 256 MiB, which is also what a stream may hold in memory
+    /// while its client reads slowly.
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    /// `connection_keepalive.interval`: a PING this often (its timeout is 5 s).
+    pub ping_interval: Option<Duration>,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_streams: 2_147_483_647,
+            initial_stream_window_size: None,
+            initial_connection_window_size: None,
+            ping_interval: None,
+        }
+    }
 }
 
 /// `health_checks[0]` of a cluster. Which interval follows a check is

@@ -73,6 +73,8 @@ fn help(name: &str, example: &Stat) -> String {
         "envoy_cluster_upstream_rq_timeout" => "Requests that timed out waiting for the upstream",
         "envoy_cluster_upstream_rq_retry" => "Request retries",
         "envoy_cluster_upstream_cx_total" => "Upstream connections established",
+        "envoy_cluster_upstream_cx_http1_total" => "Upstream HTTP/1.1 connections established",
+        "envoy_cluster_upstream_cx_http2_total" => "Upstream HTTP/2 connections established",
         "envoy_cluster_upstream_cx_active" => "Upstream connections open, busy or idle",
         "envoy_cluster_upstream_cx_destroy" => "Upstream connections closed",
         "envoy_cluster_upstream_cx_connect_fail" => "Upstream connection failures",

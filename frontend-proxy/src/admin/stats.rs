@@ -144,6 +144,8 @@ pub fn cluster(cluster: &Cluster, out: &mut Vec<Stat>) {
     b.counter("upstream_rq_retry_success", &s.upstream_rq_retry_success);
     b.counter("upstream_rq_pending_overflow", &s.upstream_rq_pending_overflow);
     b.counter("upstream_cx_total", &s.upstream_cx_total);
+    b.counter("upstream_cx_http1_total", &s.upstream_cx_http1_total);
+    b.counter("upstream_cx_http2_total", &s.upstream_cx_http2_total);
     b.gauge("upstream_cx_active", &s.upstream_cx_active);
     b.counter("upstream_cx_connect_fail", &s.upstream_cx_connect_fail);
     b.counter("upstream_cx_connect_timeout", &s.upstream_cx_connect_timeout);

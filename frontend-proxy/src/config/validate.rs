@@ -11,6 +11,7 @@ mod cluster;
 mod dns;
 mod headers;
 mod listener;
+mod protocol;
 mod resilience;
 mod route;
 mod tls;
@@ -311,9 +312,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("lds_config", "xDS (dynamic configuration: LDS)"),
     ("eds_cluster_config", "EDS (endpoints from a control plane; use `load_assignment`)"),
     ("rds", "RDS (routes from a control plane; use `route_config`)"),
-    ("http2_protocol_options", "upstream HTTP/2 (a cluster speaking h2 or gRPC)"),
-    ("typed_extension_protocol_options", "upstream protocol options (upstream HTTP/2, gRPC)"),
-    ("upstream_http_protocol_options", "upstream protocol options (upstream HTTP/2, gRPC)"),
     ("lb_subset_config", "subset load balancing"),
     ("transport_socket_matches", "per-endpoint transport sockets"),
     ("cluster_type", "custom cluster types"),

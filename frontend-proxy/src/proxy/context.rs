@@ -21,6 +21,8 @@ pub struct RequestCtx {
     pub(super) tried: Vec<SocketAddr>,
     pub(super) attempts: u32,
     pub(super) retries: u32,
+    /// The route timeout this request runs under (`deadline` is its end).
+    pub(super) route_timeout: Option<Duration>,
     pub(super) deadline: Option<Instant>,
     pub(super) upstream_start: Option<Instant>,
     pub(super) upstream_time: Option<Duration>,
@@ -58,6 +60,13 @@ pub struct RequestCtx {
     pub(super) response_started: Option<u16>,
     /// The current upstream read/write timeout is the stream idle timeout.
     pub(super) upstream_idle_binds: bool,
+    /// The request is gRPC: local replies are gRPC statuses.
+    pub(super) grpc: bool,
+    /// The attempt opened a connection whose HTTP version ALPN chose; it
+    /// is counted (`upstream_cx_http{1,2}_total`) when the response shows it.
+    pub(super) count_codec: bool,
+    /// Headers with underscores `admit` dropped (and counted).
+    pub(super) underscores_dropped: u64,
 }
 
 /// A downstream-side timer that ended a request.
@@ -104,6 +113,7 @@ impl RequestCtx {
             tried: Vec::new(),
             attempts: 0,
             retries: 0,
+            route_timeout: None,
             deadline: None,
             upstream_start: None,
             upstream_time: None,
@@ -124,6 +134,9 @@ impl RequestCtx {
             stream_deadline: None,
             response_started: None,
             upstream_idle_binds: false,
+            grpc: false,
+            count_codec: false,
+            underscores_dropped: 0,
         }
     }
 

@@ -55,7 +55,13 @@ impl Proxy {
                 }
                 let cluster = f.clusters.pick(rand::random());
                 ctx.cluster = Some(cluster);
-                ctx.deadline = f.timeout.map(|t| ctx.start + t);
+                // Envoy's router: with `grpc_timeout_header_max`, a gRPC
+                // request's `grpc-timeout` is its route timeout.
+                ctx.route_timeout = match (&f.grpc_timeout, ctx.grpc) {
+                    (Some(g), true) => g.route_timeout(req),
+                    _ => f.timeout,
+                };
+                ctx.deadline = ctx.route_timeout.map(|t| ctx.start + t);
                 ctx.hash_key = self
                     .clusters
                     .get(cluster)

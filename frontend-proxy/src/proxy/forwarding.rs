@@ -232,6 +232,7 @@ mod tests {
             retry_policy: None,
             hash_policy: vec![],
             websocket: None,
+            grpc_timeout: None,
         }
     }
 

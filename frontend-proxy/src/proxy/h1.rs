@@ -9,8 +9,9 @@
 //! framing they arrived with, checked on the way.
 //!
 //! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, h2c,
-//! `OPTIONS *`, CONNECT — is handed to Pingora on the same connection, with
-//! the bytes already read replayed in front of it.
+//! `OPTIONS *`, CONNECT, and a request routed to a cluster that speaks
+//! HTTP/2 upstream — is handed to Pingora on the same connection, with the
+//! bytes already read replayed in front of it.
 //!
 //! Layout: [`conn`] (the connection loop, request heads, local replies),
 //! [`exchange`] (attempts on the cluster, retries, the response),

@@ -100,6 +100,7 @@ impl Proxy {
     ) -> Result<Option<LocalReply>> {
         let listener = &self.listeners[ctx.listener];
         listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
+        ctx.grpc = super::local_reply::is_grpc(req);
         // Envoy's codec refuses these (and counts a protocol error).
         if listener.hcm.codec == Codec::Http2 && !http2 {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
@@ -114,6 +115,7 @@ impl Proxy {
             Ok(0) => {}
             Ok(dropped) => {
                 underscores.dropped.fetch_add(dropped, Relaxed);
+                ctx.underscores_dropped = dropped;
             }
             Err(reply) => {
                 // Envoy's codec refuses the request: a protocol error.
@@ -146,6 +148,20 @@ impl Proxy {
         };
         ctx.stream_deadline = max_duration.map(|t| ctx.start + t);
         Ok(reply)
+    }
+
+    /// Whether the request, admitted by the native HTTP/1 engine, must be
+    /// served by Pingora's instead: its cluster speaks HTTP/2 upstream.
+    pub(super) fn needs_pingora(&self, ctx: &RequestCtx) -> bool {
+        self.cluster(ctx).is_some_and(|c| c.spec.http.codec.h2_for_http1_client())
+    }
+
+    /// Takes back what [`Self::admit`] counted, for a request handed to the
+    /// other engine, which admits it again.
+    pub(super) fn withdraw(&self, ctx: &RequestCtx) {
+        let listener = &self.listeners[ctx.listener];
+        listener.stats.downstream_rq_active.fetch_sub(1, Relaxed);
+        listener.stats.http1_underscores.dropped.fetch_sub(ctx.underscores_dropped, Relaxed);
     }
 
     /// Records a request ended by a downstream-side timer (stream idle or
@@ -410,7 +426,7 @@ impl Proxy {
     pub(super) fn expected_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
         let forward = self.forward(ctx)?;
         if ctx.attempts <= 1 {
-            shorter(forward.timeout, per_try_timeout(forward))
+            shorter(ctx.route_timeout, per_try_timeout(forward))
         } else {
             self.attempt_timeout(ctx, false, Instant::now()).ok().flatten()
         }
@@ -461,7 +477,13 @@ impl Proxy {
         let from_cluster = ctx.attempts > 0 || ctx.reply.as_ref().is_some_and(|r| r.is_upstream_failure());
         if let (Some(c), true) = (cluster, from_cluster) {
             c.stats.upstream_rq_total.fetch_add(1, Relaxed);
-            c.stats.upstream_rq.record(status);
+            // A local reply to gRPC is written as 200: the cluster's stats
+            // count what it stands for, as Envoy's router does.
+            let upstream_status = match &ctx.reply {
+                Some(r) if r.is_upstream_failure() => r.status().as_u16(),
+                _ => status,
+            };
+            c.stats.upstream_rq.record(upstream_status);
             // As Envoy: only requests the upstream answered have an upstream time.
             if let (Some(start), Some(_)) = (ctx.upstream_start, ctx.upstream_time) {
                 c.stats.upstream_rq_time.record(now - start);

@@ -132,6 +132,55 @@ fn reset_body(prefix: &str, retried: bool, reason: &str) -> Bytes {
 pub struct ReplyHeaders<'a> {
     pub server: Option<&'a str>,
     pub request_id: Option<&'a http::HeaderValue>,
+    /// The request is gRPC (`content-type: application/grpc*`): the reply is
+    /// a gRPC status, as Envoy answers such requests.
+    pub grpc: bool,
+}
+
+/// Whether a request is gRPC, as Envoy tells (`Grpc::Common::isGrpcRequestHeaders`).
+pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
+    req.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        let v = v.as_bytes();
+        v.len() >= 16
+            && v[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(v.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status a local reply
+/// with this HTTP status stands for.
+pub fn grpc_status(status: StatusCode) -> u8 {
+    match status.as_u16() {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// `grpc-message` is percent-encoded (gRPC over HTTP/2): bytes outside
+/// printable ASCII, and `%` itself.
+fn grpc_message(text: &[u8]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for &b in text {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The body a local reply carries (none for gRPC: the text goes in `grpc-message`).
+pub fn body(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> Bytes {
+    if extra.grpc {
+        Bytes::new()
+    } else {
+        reply.body()
+    }
 }
 
 /// Builds the response header of a local reply, as Envoy writes it.
@@ -140,7 +189,10 @@ pub fn response_header(reply: &LocalReply, extra: &ReplyHeaders<'_>) -> pingora_
 }
 
 /// The response header of `reply` sent with `status` and `body` (of
-/// `content_type`), as `local_reply_config` may rewrite them.
+/// `content_type`), as `local_reply_config` may rewrite them. To a gRPC
+/// request it is a trailers-only gRPC response, as Envoy answers one:
+/// status 200, `grpc-status` from the reply's status, the body's text in
+/// `grpc-message`, and no body ([`body`]).
 pub fn head(
     reply: &LocalReply,
     status: StatusCode,
@@ -148,11 +200,20 @@ pub fn head(
     content_type: &str,
     extra: &ReplyHeaders<'_>,
 ) -> pingora_error::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(status, Some(7))?;
+    let mut resp = ResponseHeader::build(if extra.grpc { StatusCode::OK } else { status }, Some(8))?;
     resp.insert_header(header::DATE, super::date::now())?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
-    if !body.is_empty() {
-        resp.insert_header(header::CONTENT_TYPE, content_type)?;
+    if extra.grpc {
+        resp.insert_header(header::CONTENT_LENGTH, "0")?;
+        resp.insert_header(header::CONTENT_TYPE, "application/grpc")?;
+        resp.insert_header("grpc-status", grpc_status(status).to_string())?;
+        if !body.is_empty() {
+            resp.insert_header("grpc-message", grpc_message(body))?;
+        }
+    } else {
+        resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())?;
+        if !body.is_empty() {
+            resp.insert_header(header::CONTENT_TYPE, content_type)?;
+        }
     }
     if let LocalReply::Redirect { location, .. } = reply {
         resp.insert_header(header::LOCATION, location.as_str())?;
@@ -196,7 +257,7 @@ impl Proxy {
         let extra = self.reply_headers(ctx);
         let listener = self.listener(ctx);
         let Some(config) = listener.hcm.local_reply.as_deref() else {
-            return Ok((response_header(reply, &extra)?, reply.body()));
+            return Ok((response_header(reply, &extra)?, body(reply, &extra)));
         };
         let mut status = reply.status();
         let mut text = reply.body();
@@ -253,6 +314,8 @@ impl Proxy {
             };
             h.apply_response(&mut head, &info);
         }
+        // To gRPC the (formatted) text went into `grpc-message`.
+        let body = if extra.grpc { Bytes::new() } else { body };
         Ok((head, body))
     }
 }
@@ -293,11 +356,44 @@ mod tests {
 
     #[test]
     fn overflow_sets_envoy_header() {
-        let h =
-            response_header(&LocalReply::Overflow, &ReplyHeaders { server: Some("envoy"), request_id: None }).unwrap();
+        let h = response_header(
+            &LocalReply::Overflow,
+            &ReplyHeaders { server: Some("envoy"), request_id: None, grpc: false },
+        )
+        .unwrap();
         assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
         assert_eq!(h.headers.get("server").unwrap(), "envoy");
         assert_eq!(h.headers.get("content-type").unwrap(), "text/plain");
         assert!(httpdate::parse_http_date(h.headers.get("date").unwrap().to_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_statuses() {
+        let grpc = ReplyHeaders { server: None, request_id: None, grpc: true };
+        let h = response_header(&LocalReply::NoHealthyUpstream, &grpc).unwrap();
+        assert_eq!(h.status, 200);
+        assert_eq!(h.headers.get("grpc-status").unwrap(), "14");
+        assert_eq!(h.headers.get("grpc-message").unwrap(), "no healthy upstream");
+        assert_eq!(h.headers.get("content-type").unwrap(), "application/grpc");
+        assert_eq!(h.headers.get("content-length").unwrap(), "0");
+        assert!(body(&LocalReply::NoHealthyUpstream, &grpc).is_empty());
+        let route = response_header(&LocalReply::NoRoute, &grpc).unwrap();
+        assert_eq!(route.headers.get("grpc-status").unwrap(), "12");
+        assert!(route.headers.get("grpc-message").is_none());
+        assert_eq!(grpc_status(StatusCode::GATEWAY_TIMEOUT), 14);
+        assert_eq!(grpc_status(StatusCode::BAD_REQUEST), 13);
+        assert_eq!(grpc_status(StatusCode::PAYLOAD_TOO_LARGE), 2);
+        assert_eq!(grpc_message(b"50% done\n"), "50%25 done%0A");
+        let mut req = pingora_http::RequestHeader::build("POST", b"/a.B/C", None).unwrap();
+        for (ct, yes) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC;x=1", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+        ] {
+            req.insert_header("content-type", ct).unwrap();
+            assert_eq!(is_grpc(&req), yes, "{ct}");
+        }
     }
 }

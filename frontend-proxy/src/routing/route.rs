@@ -200,6 +200,56 @@ pub struct Forward {
     pub hash_policy: Vec<HashPolicy>,
     /// Route-level override of the connection manager's WebSocket setting.
     pub websocket: Option<bool>,
+    /// `max_stream_duration.grpc_timeout_header_max`: a gRPC request's
+    /// `grpc-timeout` is its route timeout. Boxed: rare, and every route
+    /// action is as large as a `Forward`.
+    pub grpc_timeout: Option<Box<GrpcTimeout>>,
+}
+
+/// How a gRPC request's `grpc-timeout` becomes its route timeout (Envoy's
+/// router with `grpc_timeout_header_max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// The cap (`None`: `0s`, no cap).
+    pub max: Option<Duration>,
+    /// Taken off the header's timeout, unless that would leave nothing.
+    pub offset: Duration,
+}
+
+impl GrpcTimeout {
+    /// The route timeout of a gRPC request (`None`: none), as Envoy's router
+    /// computes it: the header (absent: none), less the offset, capped.
+    pub fn route_timeout(&self, req: &RequestHeader) -> Option<Duration> {
+        let mut t = req.headers.get("grpc-timeout").and_then(|v| parse_grpc_timeout(v.as_bytes())).unwrap_or_default();
+        if self.offset < t {
+            t -= self.offset;
+        }
+        if let Some(max) = self.max {
+            if t.is_zero() || t > max {
+                t = max;
+            }
+        }
+        (!t.is_zero()).then_some(t)
+    }
+}
+
+/// A `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`, `m`,
+/// `u`, `n`); `None` if malformed, as gRPC reads it.
+pub fn parse_grpc_timeout(v: &[u8]) -> Option<Duration> {
+    let (digits, unit) = v.split_at_checked(v.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n * 3600),
+        b"M" => Duration::from_secs(n * 60),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 #[derive(Debug)]
@@ -404,5 +454,44 @@ mod tests {
             backoff_max: Duration::from_millis(250),
         };
         assert!(p.retries_status(503) && p.retries_status(429) && !p.retries_status(500));
+    }
+}
+
+#[cfg(test)]
+mod grpc_timeout_tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_values() {
+        assert_eq!(parse_grpc_timeout(b"1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout(b"2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout(b"3S"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout(b"99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(parse_grpc_timeout(b"5n"), Some(Duration::from_nanos(5)));
+        for bad in [&b""[..], b"S", b"123456789S", b"1s", b"-1S", b"1.5S", b"10"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn envoys_route_timeout_from_the_header() {
+        let req = |t: Option<&str>| {
+            let mut r = RequestHeader::build("POST", b"/a.B/C", None).unwrap();
+            if let Some(t) = t {
+                r.insert_header("grpc-timeout", t).unwrap();
+            }
+            r
+        };
+        let secs = Duration::from_secs;
+        let capped = GrpcTimeout { max: Some(secs(10)), offset: Duration::ZERO };
+        assert_eq!(capped.route_timeout(&req(Some("2S"))), Some(secs(2)));
+        assert_eq!(capped.route_timeout(&req(Some("60S"))), Some(secs(10)), "capped");
+        assert_eq!(capped.route_timeout(&req(None)), Some(secs(10)), "no header: the cap");
+        assert_eq!(capped.route_timeout(&req(Some("x"))), Some(secs(10)), "malformed: as absent");
+        let open = GrpcTimeout { max: None, offset: Duration::from_millis(500) };
+        assert_eq!(open.route_timeout(&req(Some("3S"))), Some(Duration::from_millis(2500)), "offset taken off");
+        assert_eq!(open.route_timeout(&req(Some("100m"))), Some(Duration::from_millis(100)), "not below nothing");
+        assert_eq!(open.route_timeout(&req(None)), None, "no header, no cap: no timeout");
     }
 }

@@ -1,7 +1,8 @@
 //! Raw clusters: discovery, endpoints, DNS, load balancing and resilience.
 
-use super::{Address, Field, List, Other, RetryBackOff, TypedExtension};
+use super::{Address, Field, HttpProtocolOptions, List, Other, RetryBackOff, TypedExtension};
 use serde_yaml::Value;
+use std::collections::BTreeMap;
 
 mapping! {
     pub struct Cluster {
@@ -27,6 +28,69 @@ mapping! {
         pub maglev_lb_config: Option<Field<Value>>,
         pub least_request_lb_config: Option<Field<LeastRequestLbConfig>>,
         pub ignore_health_on_host_removal: Option<Field<bool>>,
+        /// Keyed by extension name; `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`
+        /// is read as [`UpstreamHttpProtocolOptions`].
+        pub typed_extension_protocol_options: Option<Field<BTreeMap<String, Value>>>,
+        /// Deprecated cluster-level protocol fields (before `typed_extension_protocol_options`).
+        pub http2_protocol_options: Option<Field<Http2ProtocolOptions>>,
+        pub http_protocol_options: Option<Field<Http1ProtocolOptions>>,
+        pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
+        pub upstream_http_protocol_options: Option<Field<Value>>,
+        pub protocol_selection: Option<Field<String>>,
+    }
+}
+
+mapping! {
+    /// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`.
+    pub struct UpstreamHttpProtocolOptions {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
+        pub upstream_http_protocol_options: Option<Field<Value>>,
+        pub explicit_http_config: Option<Field<ProtocolConfig>>,
+        pub use_downstream_protocol_config: Option<Field<ProtocolConfig>>,
+        pub auto_config: Option<Field<ProtocolConfig>>,
+    }
+}
+
+mapping! {
+    /// `explicit_http_config`, `use_downstream_protocol_config` and `auto_config`.
+    pub struct ProtocolConfig {
+        pub http_protocol_options: Option<Field<Http1ProtocolOptions>>,
+        pub http2_protocol_options: Option<Field<Http2ProtocolOptions>>,
+        pub http3_protocol_options: Option<Field<Value>>,
+        pub alternate_protocols_cache_options: Option<Field<Value>>,
+    }
+}
+
+mapping! {
+    /// `config.core.v3.Http1ProtocolOptions`: judged key by key (none changes
+    /// an upstream connection in a way frontend-proxy implements).
+    pub struct Http1ProtocolOptions {
+    }
+}
+
+mapping! {
+    /// `config.core.v3.Http2ProtocolOptions`, the fields that change an
+    /// upstream connection; the flood limits and codec choices are judged
+    /// from `other`.
+    pub struct Http2ProtocolOptions {
+        pub hpack_table_size: Option<Field<u32>>,
+        pub max_concurrent_streams: Option<Field<u32>>,
+        pub initial_stream_window_size: Option<Field<u32>>,
+        pub initial_connection_window_size: Option<Field<u32>>,
+        pub allow_connect: Option<Field<bool>>,
+        pub allow_metadata: Option<Field<bool>>,
+        pub connection_keepalive: Option<Field<KeepaliveSettings>>,
+    }
+}
+
+mapping! {
+    pub struct KeepaliveSettings {
+        pub interval: Option<Field<Value>>,
+        pub timeout: Option<Field<Value>>,
+        pub interval_jitter: Option<Field<Value>>,
+        pub connection_idle_interval: Option<Field<Value>>,
     }
 }
 

@@ -4,7 +4,9 @@
 use super::upgrade::upgrade_config;
 use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
-use crate::routing::{ClusterChoice, DirectResponse, Forward, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy};
+use crate::routing::{
+    ClusterChoice, DirectResponse, Forward, GrpcTimeout, HashPolicy, HostRewrite, Redirect, RetryOn, RetryPolicy,
+};
 use bytes::Bytes;
 use http::header::HeaderName;
 use http::StatusCode;
@@ -101,22 +103,10 @@ pub(super) fn forward(
     };
     let timeout = cx.duration(p, "timeout", &a.timeout).unwrap_or(DEFAULT_ROUTE_TIMEOUT);
     let idle_timeout = cx.duration(p, "idle_timeout", &a.idle_timeout);
-    let max_stream_duration = cx.opt(p, "max_stream_duration", &a.max_stream_duration).and_then(|m| {
-        let mp = p.key("max_stream_duration");
-        cx.other(&mp, m, &[]);
-        for (name, f) in [
-            ("grpc_timeout_header_max", &m.grpc_timeout_header_max),
-            ("grpc_timeout_header_offset", &m.grpc_timeout_header_offset),
-        ] {
-            if f.is_some() {
-                cx.error(
-                    &mp.key(name),
-                    "not supported yet: the grpc-timeout request header is not read, so the stream would run longer than the client asked",
-                );
-            }
-        }
-        cx.duration(&mp, "max_stream_duration", &m.max_stream_duration)
-    });
+    let (max_stream_duration, grpc_timeout) = match cx.opt(p, "max_stream_duration", &a.max_stream_duration) {
+        Some(m) => max_stream_duration(cx, p, m),
+        None => (None, None),
+    };
     let retry = match cx.opt(p, "retry_policy", &a.retry_policy) {
         Some(r) => retry_policy(cx, &p.key("retry_policy"), r),
         None => vhost_retry.cloned(),
@@ -140,6 +130,7 @@ pub(super) fn forward(
         retry_policy: retry,
         hash_policy,
         websocket,
+        grpc_timeout,
     })
 }
 
@@ -331,6 +322,35 @@ pub(super) fn direct_response(cx: &mut Ctx, p: &P, d: &raw::DirectResponseAction
         cx.error(&p.key("body"), format!("is larger than {MAX_DIRECT_RESPONSE_BODY} bytes"));
     }
     Some(DirectResponse { status: status?, body: body.map(Bytes::from) })
+}
+
+/// A route's `max_stream_duration`: the limit on a stream's whole life
+/// (overriding the connection manager's; `0s` turns it off), and the gRPC
+/// timeout fields, which make a request's `grpc-timeout` its route timeout.
+fn max_stream_duration(
+    cx: &mut Ctx,
+    p: &P,
+    m: &raw::MaxStreamDuration,
+) -> (Option<Duration>, Option<Box<GrpcTimeout>>) {
+    let mp = p.key("max_stream_duration");
+    cx.other(&mp, m, &[]);
+    let limit = cx.duration(&mp, "max_stream_duration", &m.max_stream_duration);
+    let offset = cx.duration(&mp, "grpc_timeout_header_offset", &m.grpc_timeout_header_offset);
+    let grpc = match cx.duration(&mp, "grpc_timeout_header_max", &m.grpc_timeout_header_max) {
+        Some(max) => {
+            Some(Box::new(GrpcTimeout { max: (!max.is_zero()).then_some(max), offset: offset.unwrap_or_default() }))
+        }
+        None => {
+            if offset.is_some() {
+                cx.warn(
+                    &mp.key("grpc_timeout_header_offset"),
+                    "ignored without grpc_timeout_header_max (grpc-timeout is then not read), as in Envoy",
+                );
+            }
+            None
+        }
+    };
+    (limit, grpc)
 }
 
 #[cfg(test)]

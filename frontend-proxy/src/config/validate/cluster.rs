@@ -1,6 +1,7 @@
 //! Clusters: discovery type, endpoints, load balancing, DNS settings, upstream TLS.
 
 use super::dns::dns_spec;
+use super::protocol::upstream_http;
 use super::resilience;
 use super::tls::upstream_tls;
 use super::{Ctx, P};
@@ -111,6 +112,8 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
         Some(ts) => upstream_tls(cx, &p.key("transport_socket"), ts).map(Some),
         None => Some(None),
     };
+    // A rejected transport socket counts as TLS: its own error is enough.
+    let http = upstream_http(cx, p, c, !matches!(tls, Some(None)));
     let health_check = resilience::health_checks(cx, p, &c.health_checks);
     if health_check.is_some() && discovery == DiscoveryType::LogicalDns {
         cx.error(&p.key("health_checks"), "health checks on LOGICAL_DNS clusters are not supported");
@@ -147,6 +150,7 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
             &c.ignore_health_on_host_removal,
             false,
         ),
+        http,
     })
 }
 

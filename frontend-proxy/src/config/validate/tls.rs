@@ -108,7 +108,7 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
         }
         if common.alpn_protocols.is_some() {
-            cx.error(&cp.key("alpn_protocols"), "upstream ALPN is not supported (HTTP/1.1 is used)");
+            cx.error(&cp.key("alpn_protocols"), "upstream ALPN is chosen by the cluster's protocol options (typed_extension_protocol_options), not set here");
         }
         if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
             let vp = cp.key("validation_context");

@@ -81,7 +81,7 @@ impl NativeH1 {
                     return Served::Closed;
                 }
             };
-            let (keep_alive, unread_body) = {
+            let served_request = {
                 let mut ctx = RequestCtx::starting(started);
                 ctx.listener = listener;
                 ctx.client_addr = client_addr;
@@ -89,6 +89,17 @@ impl NativeH1 {
                 // `max_requests_per_connection`: the last one's response says `connection: close`.
                 let last = max_requests.is_some_and(|m| served >= m);
                 self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain, last).await
+            };
+            let (keep_alive, unread_body) = match served_request {
+                Ok(done) => done,
+                Err(head) => {
+                    // Pingora's engine serves it (and the rest of the
+                    // connection) from its head on.
+                    let mut replay = BytesMut::with_capacity(head.len() + bufs.down.len());
+                    replay.extend_from_slice(&head);
+                    replay.extend_from_slice(&bufs.down);
+                    return Served::HandOff(replay.freeze(), down);
+                }
             };
             if !keep_alive {
                 let _ = down.shutdown().await;
@@ -234,7 +245,9 @@ impl NativeH1 {
     }
 
     /// Serves one request; returns whether the connection may carry another,
-    /// and whether part of the request body was left unread.
+    /// and whether part of the request body was left unread. `Err(head)`:
+    /// the request routes to a cluster that speaks HTTP/2, which this engine
+    /// does not; nothing of it was sent or read past its head.
     async fn serve_request<D: ClientStream>(
         &self,
         down: &mut D,
@@ -245,10 +258,8 @@ impl NativeH1 {
         ctx: &mut RequestCtx,
         drain: &Drain,
         last: bool,
-    ) -> (bool, bool) {
-        let wire::Request { header: mut req, body: framing, close } = *request;
-        let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
-        let started = Body::start(framing, &mut bufs.down, max_body);
+    ) -> Result<(bool, bool), Bytes> {
+        let wire::Request { header: mut req, head, body: framing, close } = *request;
         let reply = match self.proxy.admit(&mut req, false, false, ctx) {
             Ok(reply) => reply,
             Err(e) => {
@@ -256,6 +267,13 @@ impl NativeH1 {
                 Some(LocalReply::BadRequest)
             }
         };
+        if reply.is_none() && self.proxy.needs_pingora(ctx) {
+            self.proxy.withdraw(ctx);
+            return Err(head);
+        }
+        drop(head);
+        let max_body = self.proxy.listeners[ctx.listener].hcm.max_request_bytes;
+        let started = Body::start(framing, &mut bufs.down, max_body);
         let (mut body, reply) = match started {
             Ok(body) => (body, reply),
             Err(e) => (Body::refused(), reply.or(Some(e.reply()))),
@@ -308,7 +326,7 @@ impl NativeH1 {
             error: error.as_ref().map(|e| e.as_str()),
         };
         self.proxy.complete(&done, ctx);
-        (keep_alive, !body.complete())
+        Ok((keep_alive, !body.complete()))
     }
 
     /// [`Self::forward`] bounded by the request's `max_stream_duration`;

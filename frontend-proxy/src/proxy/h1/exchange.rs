@@ -81,7 +81,7 @@ impl NativeH1 {
                 Attempt::Answer { mut up, head, close } => {
                     let (exchange, reusable) = self.respond(down, bufs, ctx, &mut up, &head, close, &attempt).await;
                     if reusable {
-                        pool::checkin(key, up);
+                        pool::checkin(key, up, attempt.cluster.spec.http.idle_timeout);
                     }
                     return exchange;
                 }

@@ -4,7 +4,8 @@
 //! Each worker thread keeps its own idle connections, most recently used
 //! first, so checking one out or in is a `Vec` push/pop with no lock and
 //! no task per idle connection. A sweeper task per thread closes
-//! connections idle for longer than [`IDLE_TIMEOUT`] or closed by the
+//! connections idle for longer than their cluster's idle timeout
+//! (`common_http_protocol_options.idle_timeout`) or closed by the
 //! upstream, so they do not hold file descriptors or skew `cx_active`.
 
 use crate::metrics::UpstreamConnectionTracer;
@@ -18,8 +19,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// How long an idle upstream connection is kept (as the Pingora engine does).
-pub const IDLE_TIMEOUT: Duration = super::super::UPSTREAM_IDLE_TIMEOUT;
 /// Idle connections kept per host and worker; beyond it the oldest closes.
 const MAX_IDLE_PER_HOST: usize = 1024;
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
@@ -117,7 +116,14 @@ pub type PoolKey = (usize, SocketAddr);
 
 struct Idle {
     conn: Upstream,
-    since: Instant,
+    /// When the cluster's idle timeout closes it (`None`: never).
+    expires: Option<Instant>,
+}
+
+impl Idle {
+    fn usable(&mut self) -> bool {
+        self.expires.is_none_or(|e| Instant::now() < e) && self.conn.is_reusable()
+    }
 }
 
 /// Pool keys come from the configuration and DNS, not from clients:
@@ -136,7 +142,7 @@ pub fn checkout(key: PoolKey) -> Option<Upstream> {
         let mut idle = idle.borrow_mut();
         let conns = idle.get_mut(&key)?;
         while let Some(mut c) = conns.pop_back() {
-            if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_reusable() {
+            if c.usable() {
                 return Some(c.conn);
             }
         }
@@ -144,12 +150,13 @@ pub fn checkout(key: PoolKey) -> Option<Upstream> {
     })
 }
 
-/// Keeps a connection that finished a request cleanly for the next one.
-pub fn checkin(key: PoolKey, conn: Upstream) {
+/// Keeps a connection that finished a request cleanly for the next one,
+/// for at most `idle_timeout` (`None`: until the upstream closes it).
+pub fn checkin(key: PoolKey, conn: Upstream, idle_timeout: Option<Duration>) {
     let evicted = IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let conns = idle.entry(key).or_default();
-        conns.push_back(Idle { conn, since: Instant::now() });
+        conns.push_back(Idle { conn, expires: idle_timeout.map(|t| Instant::now() + t) });
         (conns.len() > MAX_IDLE_PER_HOST).then(|| conns.pop_front())
     });
     drop(evicted);
@@ -169,7 +176,7 @@ async fn sweep_forever() {
             for conns in idle.values_mut() {
                 let mut keep = VecDeque::with_capacity(conns.len());
                 for mut c in conns.drain(..) {
-                    if c.since.elapsed() < IDLE_TIMEOUT && c.conn.is_reusable() {
+                    if c.usable() {
                         keep.push_back(c);
                     } else {
                         closed.push(c);

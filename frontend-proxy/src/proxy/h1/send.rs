@@ -10,7 +10,7 @@ use super::recycle::{self, Source, BUF};
 use super::timer::within;
 use super::wire::{self, HeadScan, MAX_RESPONSE_HEAD};
 use super::NativeH1;
-use crate::metrics::UpstreamConnectionTracer;
+use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::AttemptStart;
 use crate::proxy::shorter;
@@ -64,7 +64,7 @@ impl NativeH1 {
         let cluster = &attempt.cluster;
         let connect_timeout = cluster.spec.connect_timeout;
         if let Some(tls) = &cluster.spec.tls {
-            let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout);
+            let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, false);
             return match self.connector.new_stream(&peer).await {
                 Ok(s) => {
                     let version = s.get_ssl_digest().map(|d| d.version.to_string()).unwrap_or_default();
@@ -82,7 +82,8 @@ impl NativeH1 {
         match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
-                let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host);
+                let tracer =
+                    UpstreamConnectionTracer::new(&cluster.stats, &attempt.host, Some(UpstreamCodecStat::Http1));
                 Ok(Upstream::tcp(s, tracer))
             }
             Ok(Err(e)) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),

@@ -14,6 +14,8 @@ use pingora_http::RequestHeader;
 /// A request head the native engine serves.
 pub struct Request {
     pub header: RequestHeader,
+    /// The head as it arrived, for a hand-off to Pingora after routing.
+    pub head: Bytes,
     pub body: RequestBody,
     /// The client asked to close the connection after this request.
     pub close: bool,
@@ -166,7 +168,7 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
             header
         }
     };
-    ParsedRequest::Complete(Box::new(Request { header, body, close }))
+    ParsedRequest::Complete(Box::new(Request { header, head, body, close }))
 }
 
 /// Whether a target is an `http` or `https` URI.
