@@ -235,6 +235,17 @@ mapping! {
         pub type_url: Option<Field<String>>,
         pub common_tls_context: Option<Field<CommonTlsContext>>,
         pub require_client_certificate: Option<Field<bool>>,
+        pub session_timeout: Option<Field<Value>>,
+        pub disable_stateless_session_resumption: Option<Field<bool>>,
+        pub disable_stateful_session_resumption: Option<Field<bool>>,
+        pub session_ticket_keys: Option<Field<SessionTicketKeys>>,
+    }
+}
+
+mapping! {
+    /// `DownstreamTlsContext.session_ticket_keys`.
+    pub struct SessionTicketKeys {
+        pub keys: Option<List<DataSource>>,
     }
 }
 

@@ -300,6 +300,10 @@ const NOT_YET: &[(&str, &str)] = &[
     ("lb_subset_config", "subset load balancing"),
     ("transport_socket_matches", "per-endpoint transport sockets"),
     ("cluster_type", "custom cluster types"),
+    (
+        "session_ticket_keys_sds_secret_config",
+        "session ticket keys from SDS (secret discovery; use `session_ticket_keys`)",
+    ),
 ];
 
 /// Envoy fields accepted and ignored with a warning.
