@@ -92,6 +92,20 @@ pub struct HttpConnectionManager {
     pub max_request_bytes: Option<u32>,
     /// `access_log`: where each finished request is written, and how.
     pub access_log: Vec<AccessLogConfig>,
+    /// `http2_protocol_options`: what downstream HTTP/2 connections advertise.
+    pub http2: Http2Settings,
+}
+
+/// The downstream HTTP/2 settings `http2_protocol_options` sets; `None`
+/// keeps the server's default (Pingora's: 100 concurrent streams; h2's:
+/// 64 KiB windows, a 4 KiB HPACK table). Listeners whose settings differ
+/// are served by separate services (`server.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub hpack_table_size: Option<u32>,
 }
 
 /// One access logger (file, stdout or stderr) with its parsed format.

@@ -208,6 +208,28 @@ mapping! {
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,
         pub access_log: Option<List<AccessLog>>,
+        pub http2_protocol_options: Option<Field<Http2ProtocolOptions>>,
+    }
+}
+
+mapping! {
+    /// `HttpConnectionManager.http2_protocol_options` (downstream).
+    pub struct Http2ProtocolOptions {
+        pub hpack_table_size: Option<Field<u32>>,
+        pub max_concurrent_streams: Option<Field<u32>>,
+        pub initial_stream_window_size: Option<Field<u32>>,
+        pub initial_connection_window_size: Option<Field<u32>>,
+        pub allow_connect: Option<Field<bool>>,
+        pub allow_metadata: Option<Field<bool>>,
+        pub max_outbound_frames: Option<Field<u32>>,
+        pub max_outbound_control_frames: Option<Field<u32>>,
+        pub max_consecutive_inbound_frames_with_empty_payload: Option<Field<u32>>,
+        pub max_inbound_priority_frames_per_stream: Option<Field<u32>>,
+        pub max_inbound_window_update_frames_per_data_frame_sent: Option<Field<u32>>,
+        pub stream_error_on_invalid_http_messaging: Option<Field<bool>>,
+        pub override_stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub connection_keepalive: Option<Field<Value>>,
+        pub custom_settings_parameters: Option<Field<Value>>,
     }
 }
 

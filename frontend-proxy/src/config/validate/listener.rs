@@ -4,7 +4,9 @@ use super::access_log;
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
-use crate::config::model::{Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader};
+use crate::config::model::{
+    Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
+};
 use crate::config::raw::{self, Field, List};
 use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
@@ -196,7 +198,6 @@ const HCM_IGNORED: &[&str] = &[
     "delayed_close_timeout",
     "drain_timeout",
     "http_protocol_options",
-    "http2_protocol_options",
     "internal_address_config",
     "request_id_extension",
     "proxy_100_continue",
@@ -227,6 +228,7 @@ fn connection_manager(
         Codec::Auto,
     );
     let max_request_bytes = http_filters(cx, p, &h.http_filters);
+    let http2 = http2_options(cx, p, h);
 
     let server_header = cx.enumeration(
         p,
@@ -347,7 +349,90 @@ fn connection_manager(
         websocket,
         max_request_bytes,
         access_log: access_log::access_logs(cx, p, &h.access_log),
+        http2,
     })
+}
+
+/// Envoy's defaults for its HTTP/2 flood and abuse limits. h2 (under
+/// Pingora) has its own limits for the same abuses, counted differently;
+/// a file that sets one to anything else is refused rather than run with
+/// a limit it did not ask for.
+const HTTP2_ENVOY_LIMITS: &[(&str, u32)] = &[
+    ("max_outbound_frames", 10000),
+    ("max_outbound_control_frames", 1000),
+    ("max_consecutive_inbound_frames_with_empty_payload", 1),
+    ("max_inbound_priority_frames_per_stream", 100),
+    ("max_inbound_window_update_frames_per_data_frame_sent", 10),
+];
+
+/// `http2_protocol_options` of a connection manager: the settings a
+/// downstream HTTP/2 connection advertises are honoured; the rest is
+/// accepted only at the value that means what frontend-proxy does.
+fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http2Settings {
+    let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) else {
+        return Http2Settings::default();
+    };
+    let op = p.key("http2_protocol_options");
+    // The codec Envoy uses, and the size of METADATA frames it refuses
+    // anyway (`allow_metadata` below): neither changes what a request may do.
+    cx.other(&op, o, &["use_oghttp2_codec", "max_metadata_size"]);
+    if o.connection_keepalive.is_some() {
+        cx.error(&op.key("connection_keepalive"), "HTTP/2 keepalive PINGs are not supported");
+    }
+    if o.custom_settings_parameters.is_some() {
+        cx.error(&op.key("custom_settings_parameters"), "custom HTTP/2 SETTINGS are not supported");
+    }
+    let ranged = |cx: &mut Ctx, name: &str, f: &Option<Field<u32>>, min: u32| {
+        let v = cx.opt(&op, name, f).copied()?;
+        if !(min..=2_147_483_647).contains(&v) {
+            cx.error(&op.key(name), format!("must be between {min} and 2147483647"));
+            return None;
+        }
+        Some(v)
+    };
+    let settings = Http2Settings {
+        max_concurrent_streams: ranged(cx, "max_concurrent_streams", &o.max_concurrent_streams, 1),
+        initial_stream_window_size: ranged(cx, "initial_stream_window_size", &o.initial_stream_window_size, 65535),
+        initial_connection_window_size: ranged(
+            cx,
+            "initial_connection_window_size",
+            &o.initial_connection_window_size,
+            65535,
+        ),
+        hpack_table_size: cx.opt(&op, "hpack_table_size", &o.hpack_table_size).copied(),
+    };
+    if cx.boolean(&op, "allow_connect", &o.allow_connect, false) {
+        cx.error(&op.key("allow_connect"), "CONNECT over HTTP/2 (RFC 8441 upgrades) is not supported");
+    }
+    if cx.boolean(&op, "allow_metadata", &o.allow_metadata, false) {
+        cx.error(&op.key("allow_metadata"), "HTTP/2 METADATA frames are not supported");
+    }
+    let limits = [
+        &o.max_outbound_frames,
+        &o.max_outbound_control_frames,
+        &o.max_consecutive_inbound_frames_with_empty_payload,
+        &o.max_inbound_priority_frames_per_stream,
+        &o.max_inbound_window_update_frames_per_data_frame_sent,
+    ];
+    for ((name, default), f) in HTTP2_ENVOY_LIMITS.iter().zip(limits) {
+        if let Some(v) = cx.opt(&op, name, f) {
+            if v != default {
+                cx.error(
+                    &op.key(name),
+                    format!("only Envoy's default ({default}) is supported: HTTP/2 flood limits are h2's own, counted differently"),
+                );
+            }
+        }
+    }
+    // An invalid HTTP/2 request resets its stream and the connection goes
+    // on, as `true` asks: Pingora and h2 cannot close the connection
+    // instead, as Envoy's default (`false`) does. Either way the invalid
+    // request is refused, and h2 and Pingora bound how many such streams a
+    // connection may open before it is closed (docs/envoy-compatibility.md).
+    let _ = cx.opt(&op, "stream_error_on_invalid_http_messaging", &o.stream_error_on_invalid_http_messaging);
+    let _ =
+        cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message);
+    settings
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {

@@ -1,0 +1,131 @@
+//! Connection manager fields that change what goes on the wire: the
+//! HTTP/2 settings a listener advertises (`http2_protocol_options`).
+//! Addresses: 127.0.21.x.
+
+mod support;
+
+use pingora_core::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use pingora_core::tls::tokio_ssl::SslStream;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::yaml;
+use support::{free_addr, ip, Backend, ProxyProcess};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the server's first frames say on a new h2c connection: its
+/// SETTINGS as (identifier, value), and the connection window increment
+/// it sent on stream 0 (0 if none came with them).
+async fn server_settings(addr: SocketAddr) -> (Vec<(u16, u32)>, u32) {
+    first_frames(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// [`server_settings`] over TLS, h2 chosen by ALPN.
+async fn server_settings_tls(addr: SocketAddr) -> (Vec<(u16, u32)>, u32) {
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_verify(SslVerifyMode::NONE);
+    connector.set_alpn_protos(b"\x02h2").unwrap();
+    let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+    let mut tls = SslStream::new(ssl, TcpStream::connect(addr).await.unwrap()).unwrap();
+    std::pin::Pin::new(&mut tls).connect().await.unwrap();
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    first_frames(tls).await
+}
+
+async fn first_frames(mut s: impl AsyncRead + AsyncWrite + Unpin) -> (Vec<(u16, u32)>, u32) {
+    // The preface and an empty SETTINGS frame.
+    s.write_all(PREFACE).await.unwrap();
+    s.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let mut settings = None;
+    let mut window = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+    loop {
+        let mut head = [0u8; 9];
+        let read = tokio::time::timeout_at(deadline, s.read_exact(&mut head)).await;
+        let Ok(Ok(_)) = read else { break };
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).await.unwrap();
+        match kind {
+            // SETTINGS, not an acknowledgement.
+            4 if flags & 1 == 0 => {
+                settings = Some(
+                    payload
+                        .chunks(6)
+                        .map(|e| (u16::from_be_bytes([e[0], e[1]]), u32::from_be_bytes([e[2], e[3], e[4], e[5]])))
+                        .collect(),
+                );
+            }
+            8 if stream == 0 => window += u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]),
+            _ => {}
+        }
+    }
+    (settings.expect("the server sent no SETTINGS"), window)
+}
+
+fn setting(settings: &[(u16, u32)], id: u16) -> Option<u32> {
+    settings.iter().rev().find(|(i, _)| *i == id).map(|(_, v)| *v)
+}
+
+#[tokio::test]
+async fn http2_settings_are_advertised_per_listener() {
+    let backend = Backend::start("b", SocketAddr::new(ip(21, 1), 0)).await;
+    let (tuned, plain, secure) = (free_addr(ip(21, 1)), free_addr(ip(21, 1)), free_addr(ip(21, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let options = "          codec_type: AUTO
+          http2_protocol_options:
+            max_concurrent_streams: 7
+            initial_stream_window_size: 70000
+            initial_connection_window_size: 1048576
+            hpack_table_size: 0
+            max_outbound_frames: 10000
+            override_stream_error_on_invalid_http_message: true";
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("tuned", tuned, &yaml::hcm("tuned", options, &routes)),
+            yaml::listener("plain", plain, &yaml::hcm("plain", "          codec_type: AUTO", &routes)),
+            yaml::tls_listener(
+                "secure",
+                secure,
+                &yaml::hcm("secure", "          http2_protocol_options: { max_concurrent_streams: 9 }", &routes),
+                cert_path.to_str().unwrap(),
+                key_path.to_str().unwrap(),
+            ),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, plain).await;
+
+    let (settings, window) = server_settings(tuned).await;
+    assert_eq!(setting(&settings, 3), Some(7), "max_concurrent_streams: {settings:?}\n{}", proxy.log());
+    assert_eq!(setting(&settings, 4), Some(70000), "initial_stream_window_size: {settings:?}");
+    assert_eq!(setting(&settings, 1), Some(0), "hpack_table_size: {settings:?}");
+    assert_eq!(window, 1048576 - 65535, "the connection window grows to initial_connection_window_size");
+
+    // The other listener keeps the defaults (its own service).
+    let (settings, window) = server_settings(plain).await;
+    assert_eq!(setting(&settings, 3), Some(100), "{settings:?}");
+    assert_eq!(setting(&settings, 4), None, "{settings:?}");
+    assert_eq!(setting(&settings, 1), None, "{settings:?}");
+    assert_eq!(window, 0);
+
+    // A TLS listener with settings of its own.
+    let (settings, _) = server_settings_tls(secure).await;
+    assert_eq!(setting(&settings, 3), Some(9), "{settings:?}");
+    assert_eq!(setting(&settings, 4), None, "{settings:?}");
+
+    // And the tuned listener serves requests.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(format!("http://{tuned}/")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+}
