@@ -1,5 +1,7 @@
-//! Connection manager fields that change what goes on the wire: the
-//! HTTP/2 settings a listener advertises (`http2_protocol_options`).
+//! Connection manager and route fields that change what goes on the wire:
+//! the HTTP/2 settings a listener advertises (`http2_protocol_options`),
+//! and the headers routes add (`include_request_attempt_count`,
+//! `include_attempt_count_in_response`, `append_x_forwarded_host`).
 //! Addresses: 127.0.21.x.
 
 mod support;
@@ -128,4 +130,83 @@ async fn http2_settings_are_advertised_per_listener() {
     let r = h2.get(format!("http://{tuned}/")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn attempt_counts_and_forwarded_host_are_added_when_asked() {
+    let ok = Backend::start("ok", SocketAddr::new(ip(21, 2), 0)).await;
+    let flaky = Backend::start("flaky", SocketAddr::new(ip(21, 2), 0)).await;
+    flaky.set(support::Behaviour::Status(503));
+    let (counted, plain) = (free_addr(ip(21, 2)), free_addr(ip(21, 2)));
+    let routes = |flags: &str| {
+        format!(
+            r#"            - name: all
+              domains: ["*"]
+{flags}
+              routes:
+              - match: {{ prefix: "/retry" }}
+                route: {{ cluster: flaky, retry_policy: {{ retry_on: 5xx, num_retries: 2 }} }}
+              - match: {{ prefix: "/rewrite" }}
+                route: {{ cluster: ok, host_rewrite_literal: films.internal, append_x_forwarded_host: true }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: ok, host_rewrite_literal: films.internal }}"#
+        )
+    };
+    let flags =
+        "              include_request_attempt_count: true\n              include_attempt_count_in_response: true";
+    let ep = |b: &Backend| vec![(b.addr.ip().to_string(), b.addr.port())];
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::listener("counted", counted, &yaml::hcm("counted", "", &routes(flags))),
+            yaml::listener("plain", plain, &yaml::hcm("plain", "", &routes(""))),
+        ],
+        &[yaml::cluster("ok", "STATIC", &ep(&ok), ""), yaml::cluster("flaky", "STATIC", &ep(&flaky), "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, plain).await;
+    let c = support::client();
+
+    // Three attempts: each upstream request says which it is, the client
+    // hears how many there were.
+    let r = c.get(format!("http://{counted}/retry")).send().await.unwrap();
+    assert_eq!(r.status(), 503, "{}", proxy.log());
+    assert_eq!(r.headers()["x-envoy-attempt-count"], "3");
+    assert_eq!(flaky.last_header("x-envoy-attempt-count").as_deref(), Some("3"));
+    let r = c.get(format!("http://{counted}/")).header("x-envoy-attempt-count", "7").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-envoy-attempt-count"], "1");
+    assert_eq!(ok.last_header("x-envoy-attempt-count").as_deref(), Some("1"), "the client's value is replaced");
+    // Without the flags, neither way.
+    let r = c.get(format!("http://{plain}/retry")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().get("x-envoy-attempt-count").is_none());
+    assert_eq!(flaky.last_header("x-envoy-attempt-count"), None);
+
+    // The host the client asked for is kept in x-forwarded-host when the
+    // route rewrites it, appended to what is there.
+    let r = c.get(format!("http://{plain}/rewrite")).header("host", "front.example").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ok.last_header("host").as_deref(), Some("films.internal"));
+    assert_eq!(ok.last_header("x-forwarded-host").as_deref(), Some("front.example"));
+    let r = c
+        .get(format!("http://{plain}/rewrite"))
+        .header("host", "front.example")
+        .header("x-forwarded-host", "cdn.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ok.last_header("x-forwarded-host").as_deref(), Some("cdn.example,front.example"));
+    // A rewrite without append_x_forwarded_host leaves it alone.
+    let r = c.get(format!("http://{plain}/")).header("host", "front.example").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ok.last_header("host").as_deref(), Some("films.internal"));
+    assert_eq!(ok.last_header("x-forwarded-host"), None);
+
+    // Over HTTP/2 the host comes from :authority.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(format!("http://{plain}/rewrite")).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+    assert_eq!(ok.last_header("x-forwarded-host"), Some(plain.to_string()));
+    let r = h2.get(format!("http://{counted}/retry")).send().await.unwrap();
+    assert_eq!(r.headers()["x-envoy-attempt-count"], "3");
 }

@@ -196,6 +196,9 @@ pub struct Forward {
     pub hash_policy: Vec<HashPolicy>,
     /// Route-level override of the connection manager's WebSocket setting.
     pub websocket: Option<bool>,
+    /// `append_x_forwarded_host`: a host rewrite appends the original
+    /// `Host` to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
 }
 
 #[derive(Debug)]
