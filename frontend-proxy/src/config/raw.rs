@@ -209,6 +209,26 @@ mapping! {
         pub strip_matching_host_port: Option<Field<bool>>,
         pub access_log: Option<List<AccessLog>>,
         pub http2_protocol_options: Option<Field<Http2ProtocolOptions>>,
+        pub http_protocol_options: Option<Field<Http1ProtocolOptions>>,
+        pub proxy_100_continue: Option<Field<bool>>,
+        pub stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub add_user_agent: Option<Field<bool>>,
+    }
+}
+
+mapping! {
+    /// `HttpConnectionManager.http_protocol_options` (downstream HTTP/1).
+    pub struct Http1ProtocolOptions {
+        pub allow_absolute_url: Option<Field<bool>>,
+        pub accept_http_10: Option<Field<bool>>,
+        pub default_host_for_http_10: Option<Field<String>>,
+        pub header_key_format: Option<Field<Value>>,
+        pub enable_trailers: Option<Field<bool>>,
+        pub allow_chunked_length: Option<Field<bool>>,
+        pub override_stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub send_fully_qualified_url: Option<Field<bool>>,
+        pub allow_custom_methods: Option<Field<bool>>,
+        pub ignore_http_11_upgrade: Option<Field<Value>>,
     }
 }
 

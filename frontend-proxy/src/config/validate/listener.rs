@@ -194,14 +194,10 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
 /// Envoy fields accepted and ignored with a warning.
 const HCM_IGNORED: &[&str] = &[
     "tracing",
-    "add_user_agent",
     "delayed_close_timeout",
     "drain_timeout",
-    "http_protocol_options",
     "internal_address_config",
     "request_id_extension",
-    "proxy_100_continue",
-    "stream_error_on_invalid_http_message",
     "access_log_flush_interval",
     "flush_access_log_on_new_request",
     "access_log_options",
@@ -229,6 +225,7 @@ fn connection_manager(
     );
     let max_request_bytes = http_filters(cx, p, &h.http_filters);
     let http2 = http2_options(cx, p, h);
+    http1_options(cx, p, h);
 
     let server_header = cx.enumeration(
         p,
@@ -351,6 +348,77 @@ fn connection_manager(
         access_log: access_log::access_logs(cx, p, &h.access_log),
         http2,
     })
+}
+
+/// `http_protocol_options` and the connection manager's other codec
+/// switches: what both HTTP/1 engines do is accepted (and is the
+/// default, unless said), anything else is an error naming the field.
+fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
+    // Both engines proxy `Expect: 100-continue` and the upstream's 100 (what
+    // `true` asks); Envoy's default answers 100 itself. Either way the
+    // request and its answer are the same: only when the body leaves the
+    // client differs.
+    let _ = cx.opt(p, "proxy_100_continue", &h.proxy_100_continue);
+    if cx.boolean(p, "stream_error_on_invalid_http_message", &h.stream_error_on_invalid_http_message, false) {
+        cx.error(
+            &p.key("stream_error_on_invalid_http_message"),
+            "true is not supported: an invalid HTTP/1 request always closes its connection (Envoy's default)",
+        );
+    }
+    if cx.boolean(p, "add_user_agent", &h.add_user_agent, false) {
+        cx.error(
+            &p.key("add_user_agent"),
+            "not supported: user-agent and x-envoy-downstream-service-cluster are not set from the node's cluster",
+        );
+    }
+    let Some(o) = cx.opt(p, "http_protocol_options", &h.http_protocol_options) else {
+        return;
+    };
+    let op = p.key("http_protocol_options");
+    // Envoy's choice of HTTP/1 parser: both engines parse as they do.
+    cx.other(&op, o, &["use_balsa_parser"]);
+    let unsupported = |cx: &mut Ctx, name: &str, message: &str| cx.error(&op.key(name), message.to_string());
+    if !cx.boolean(&op, "allow_absolute_url", &o.allow_absolute_url, true) {
+        unsupported(cx, "allow_absolute_url", "false is not supported: absolute-form targets are always served");
+    }
+    // HTTP/1.0 is served by Pingora's engine whatever this says (Envoy's
+    // default refuses it with 426): documented in envoy-compatibility.md.
+    let _ = cx.opt(&op, "accept_http_10", &o.accept_http_10);
+    if cx.opt(&op, "default_host_for_http_10", &o.default_host_for_http_10).is_some_and(|h| !h.is_empty()) {
+        unsupported(cx, "default_host_for_http_10", "not supported: an HTTP/1.0 request without Host is not given one");
+    }
+    if o.header_key_format.is_some() {
+        unsupported(cx, "header_key_format", "not supported: header names are not re-cased");
+    }
+    if cx.boolean(&op, "enable_trailers", &o.enable_trailers, false) {
+        unsupported(cx, "enable_trailers", "true is not supported: HTTP/1 trailers are dropped (Envoy's default)");
+    }
+    if cx.boolean(&op, "allow_chunked_length", &o.allow_chunked_length, false) {
+        unsupported(
+            cx,
+            "allow_chunked_length",
+            "true is not supported: a request with both Content-Length and Transfer-Encoding is refused (400)",
+        );
+    }
+    if cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message)
+        == Some(&true)
+    {
+        unsupported(
+            cx,
+            "override_stream_error_on_invalid_http_message",
+            "true is not supported: an invalid HTTP/1 request always closes its connection",
+        );
+    }
+    if cx.boolean(&op, "send_fully_qualified_url", &o.send_fully_qualified_url, false) {
+        unsupported(cx, "send_fully_qualified_url", "true is not supported: upstream requests use origin-form targets");
+    }
+    // Both engines take any method that is a token (what `true` asks);
+    // Envoy's default parser knows a fixed list.
+    let _ = cx.opt(&op, "allow_custom_methods", &o.allow_custom_methods);
+    let ignore_upgrade = cx.opt(&op, "ignore_http_11_upgrade", &o.ignore_http_11_upgrade);
+    if ignore_upgrade.is_some_and(|v| v.as_sequence().is_none_or(|s| !s.is_empty())) {
+        unsupported(cx, "ignore_http_11_upgrade", "not supported: upgrades are served as upgrade_configs say");
+    }
 }
 
 /// Envoy's defaults for its HTTP/2 flood and abuse limits. h2 (under
