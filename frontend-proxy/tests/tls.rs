@@ -427,3 +427,33 @@ async fn listener_session_resumption_follows_the_tls_context() {
     tokio::time::sleep(Duration::from_millis(3100)).await;
     assert!(!s_client(short, "-tls1_2", Some(&a), &b), "a session past session_timeout was resumed\n{}", log());
 }
+
+#[tokio::test]
+async fn a_handshake_gets_the_filter_chains_transport_socket_connect_timeout() {
+    use tokio::io::AsyncReadExt;
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 5), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let hcm = yaml::hcm("handshake", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let (bounded, default) = (free_addr(ip(12, 5)), free_addr(ip(12, 5)));
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::tls_listener("bounded", bounded, &hcm, &cert, &key)
+                .replace("\n      filters:", "\n      transport_socket_connect_timeout: 1s\n      filters:"),
+            yaml::tls_listener("default", default, &hcm, &cert, &key),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, default).await;
+
+    // Clients that open a connection and never start the handshake.
+    let mut idle_bounded = tokio::net::TcpStream::connect(bounded).await.unwrap();
+    let mut idle_default = tokio::net::TcpStream::connect(default).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle_bounded.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the handshake outlived its 1 s: {closed:?}\n{}", proxy.log());
+    let open = tokio::time::timeout(Duration::from_millis(500), idle_default.read(&mut buf)).await;
+    assert!(open.is_err(), "the default bound is 60 s: {open:?}");
+    // A client that does handshake is served as before.
+    assert_eq!(handshake_version(bounded, None).as_deref(), Ok("TLSv1.3"));
+}

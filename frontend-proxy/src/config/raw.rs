@@ -172,6 +172,7 @@ mapping! {
         pub transport_socket: Option<Field<TypedExtension>>,
         pub filter_chain_match: Option<Field<Value>>,
         pub name: Option<Field<String>>,
+        pub transport_socket_connect_timeout: Option<Field<Value>>,
     }
 }
 

@@ -113,6 +113,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         hcm: chain.hcm?,
         max_connections: chain.max_connections,
         reuse_port,
+        handshake_timeout: chain.handshake_timeout,
     })
 }
 
@@ -122,10 +123,15 @@ struct Chain {
     tls: Option<Option<DownstreamTls>>,
     hcm: Option<HttpConnectionManager>,
     max_connections: Option<u64>,
+    handshake_timeout: Option<Duration>,
 }
 
 fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMap<String, usize>) -> Chain {
-    cx.other(p, chain, &["metadata", "transport_socket_connect_timeout"]);
+    cx.other(p, chain, &["metadata"]);
+    // Envoy's default, and `0s`, set no bound: the proxy keeps its own.
+    let handshake_timeout = cx
+        .duration(p, "transport_socket_connect_timeout", &chain.transport_socket_connect_timeout)
+        .filter(|t| !t.is_zero());
     let _ = cx.opt(p, "name", &chain.name);
     if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
         let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
@@ -141,7 +147,7 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
     if chain.filters.is_none() || filters.is_empty() {
         cx.error(&p.key("filters"), "an http_connection_manager filter is required");
     }
-    let mut out = Chain { tls, hcm: None, max_connections: None };
+    let mut out = Chain { tls, hcm: None, max_connections: None, handshake_timeout };
     for (i, (fp, filter)) in filters.iter().enumerate() {
         cx.other(fp, *filter, &[]);
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
