@@ -28,6 +28,8 @@ pub struct ListenerRuntime {
     pub max_connections: Option<u64>,
     /// `enable_reuse_port`: each worker accepts on its own socket.
     pub reuse_port: bool,
+    /// An IPv6 listener also takes IPv4 connections (`ipv4_compat`).
+    pub ipv4_compat: bool,
     /// How long a TLS handshake may take (`transport_socket_connect_timeout`).
     pub handshake_timeout: Duration,
     /// The connection manager's access loggers, their sinks open.
@@ -46,6 +48,7 @@ impl ListenerRuntime {
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: l.max_connections,
             reuse_port: l.reuse_port,
+            ipv4_compat: l.ipv4_compat,
             handshake_timeout: l.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             access_logs,
         }

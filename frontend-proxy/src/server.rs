@@ -18,7 +18,7 @@ use crate::runtime::ListenerRuntime;
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
 use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
@@ -174,13 +174,14 @@ fn bind_listeners(
         let sockets = if l.reuse_port { workers } else { 1 };
         let b = match (tls, engine) {
             (None, Http1Engine::Native) => {
-                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
+                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?)
             }
             (None, Http1Engine::Pingora) => {
-                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?)
+                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address, l.ipv4_compat).map_err(bind_error)?)
             }
             (Some(acceptor), _) => {
-                Bound::Tls(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?.with_tls(acceptor))
+                let listener = Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?;
+                Bound::Tls(listener.with_tls(acceptor))
             }
         };
         bound.push((l, b));
@@ -317,7 +318,13 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
                 // `BufReader` zero-fills it, and the engine reads into
                 // buffers of its own); the write buffer stays.
                 let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-                service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
+                // Should Pingora bind the address itself (no socket table),
+                // it keeps `ipv4_compat` as our socket does.
+                let mut options = TcpSocketOptions::default();
+                options.ipv6_only = l.address.is_ipv6().then_some(!l.ipv4_compat);
+                service.add_listener(
+                    ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered).tcp_socket_options(options),
+                );
             }
             service
         });

@@ -210,3 +210,34 @@ async fn attempt_counts_and_forwarded_host_are_added_when_asked() {
     let r = h2.get(format!("http://{counted}/retry")).send().await.unwrap();
     assert_eq!(r.headers()["x-envoy-attempt-count"], "3");
 }
+
+/// A port free on `::` for IPv6 and IPv4 alike (probed dual-stack).
+fn free_dual_stack_port() -> u16 {
+    let probe = std::net::TcpListener::bind("[::]:0").expect("IPv6 probe");
+    probe.local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn a_listener_on_the_ipv6_any_address_takes_ipv4_only_with_ipv4_compat() {
+    let backend = Backend::start("b", SocketAddr::new(ip(21, 4), 0)).await;
+    let (v6only, dual) = (free_dual_stack_port(), free_dual_stack_port());
+    let hcm = yaml::hcm("any", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let on_any = |name: &str, port: u16, compat: &str| {
+        yaml::listener(name, SocketAddr::new("::".parse().unwrap(), port), &hcm)
+            .replace("address: ::,", &format!("address: \"::\",{compat}"))
+    };
+    let cfg = yaml::bootstrap(
+        &[on_any("v6only", v6only, ""), on_any("dual", dual, " ipv4_compat: true,")],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, SocketAddr::new("::1".parse().unwrap(), dual)).await;
+    let c = support::client();
+    let get = |url: String| {
+        let c = c.clone();
+        async move { c.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(get(format!("http://[::1]:{v6only}/")).await.ok(), Some(200), "{}", proxy.log());
+    assert!(get(format!("http://127.0.0.1:{v6only}/")).await.is_err(), "an IPv4 client got in without ipv4_compat");
+    assert_eq!(get(format!("http://[::1]:{dual}/")).await.ok(), Some(200));
+    assert_eq!(get(format!("http://127.0.0.1:{dual}/")).await.ok(), Some(200), "ipv4_compat takes IPv4 too");
+}

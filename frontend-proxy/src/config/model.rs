@@ -32,6 +32,9 @@ pub struct ListenerConfig {
     /// `enable_reuse_port` (Envoy's default: true): a socket per worker
     /// instead of one they share.
     pub reuse_port: bool,
+    /// `socket_address.ipv4_compat`: a listener on an IPv6 address also
+    /// takes IPv4 connections (mapped) only when this is set, as in Envoy.
+    pub ipv4_compat: bool,
     /// The filter chain's `transport_socket_connect_timeout`: how long a
     /// TLS handshake may take (`None`: the proxy's own bound, 60 s).
     pub handshake_timeout: Option<Duration>,

@@ -145,6 +145,7 @@ mapping! {
         pub address: Option<Field<String>>,
         pub port_value: Option<Field<u32>>,
         pub protocol: Option<Field<String>>,
+        pub ipv4_compat: Option<Field<bool>>,
     }
 }
 

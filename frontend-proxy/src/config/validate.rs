@@ -195,7 +195,9 @@ impl Ctx {
         self.other(p, addr, &[]);
         let sp = p.key("socket_address");
         let sa = self.req(p, "socket_address", &addr.socket_address)?;
-        self.other(&sp, sa, &["ipv4_compat"]);
+        self.other(&sp, sa, &[]);
+        // Read where it matters (a listener on `::`); elsewhere it is inert.
+        let _ = self.opt(&sp, "ipv4_compat", &sa.ipv4_compat);
         self.enumeration(&sp, "protocol", &sa.protocol, &[("TCP", ())], ());
         let host = self.req(&sp, "address", &sa.address).cloned();
         let port = self.req(&sp, "port_value", &sa.port_value).copied();

@@ -76,6 +76,13 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     );
     let name = cx.string(p, "name", &l.name);
     let address = cx.ip_socket_address(p, "address", &l.address);
+    let ipv4_compat = match &l.address {
+        Some(Field::Ok(a)) => match &a.socket_address {
+            Some(Field::Ok(sa)) => matches!(sa.ipv4_compat, Some(Field::Ok(true))),
+            _ => false,
+        },
+        _ => false,
+    };
     let reuse_port = cx.boolean(p, "enable_reuse_port", &l.enable_reuse_port, true);
     if l.access_log.is_some() {
         cx.error(
@@ -114,6 +121,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         max_connections: chain.max_connections,
         reuse_port,
         handshake_timeout: chain.handshake_timeout,
+        ipv4_compat,
     })
 }
 
