@@ -241,3 +241,26 @@ async fn a_listener_on_the_ipv6_any_address_takes_ipv4_only_with_ipv4_compat() {
     assert_eq!(get(format!("http://[::1]:{dual}/")).await.ok(), Some(200));
     assert_eq!(get(format!("http://127.0.0.1:{dual}/")).await.ok(), Some(200), "ipv4_compat takes IPv4 too");
 }
+
+#[tokio::test]
+async fn a_header_given_as_raw_value_is_added_with_its_bytes() {
+    let backend = Backend::start("b", SocketAddr::new(ip(21, 5), 0)).await;
+    let addr = free_addr(ip(21, 5));
+    // "from-bytes", base64 as protobuf's JSON mapping writes bytes.
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: backend }
+                request_headers_to_add: [{ header: { key: x-raw, raw_value: "ZnJvbS1ieXRlcw==" } }]
+                response_headers_to_add: [{ header: { key: x-raw-back, raw_value: "ZnJvbS1ieXRlcw" } }]"#;
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("raw", addr, &yaml::hcm("raw", "", routes))],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, addr).await;
+    let r = support::client().get(format!("http://{addr}/")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", proxy.log());
+    assert_eq!(backend.last_header("x-raw").as_deref(), Some("from-bytes"));
+    assert_eq!(r.headers()["x-raw-back"], "from-bytes");
+}

@@ -45,6 +45,7 @@ mapping! {
     pub struct HeaderValue {
         pub key: Option<Field<String>>,
         pub value: Option<Field<String>>,
+        pub raw_value: Option<Field<String>>,
     }
 }
 
