@@ -415,6 +415,9 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
     const MONITOR: &str = "envoy.resource_monitors.global_downstream_max_connections";
     const UNSUPPORTED: &str =
         "a process-wide downstream connection limit is not supported (use the envoy.filters.network.connection_limit filter on each listener)";
+    const LISTENER_LIMITS: &str = "envoy.resource_limits.listener.";
+    const LISTENER_UNSUPPORTED: &str =
+        "per-listener connection limits from the runtime are not supported (use the envoy.filters.network.connection_limit filter on the listener)";
     let ignored = "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered";
     if let Some(rt) = cx.opt(root, "layered_runtime", &raw.layered_runtime) {
         let rp = root.key("layered_runtime");
@@ -432,6 +435,23 @@ fn global_connection_limits(cx: &mut Ctx, root: &P, raw: &raw::Bootstrap) {
                 limited = true;
             } else if nested.is_some() {
                 cx.error(&sp.key("overload").key("global_downstream_max_connections"), UNSUPPORTED);
+                limited = true;
+            }
+            // `envoy.resource_limits.listener.<name>.connection_limit`,
+            // flat or nested: a per-listener limit set from the runtime.
+            let flat = static_layer
+                .as_mapping()
+                .into_iter()
+                .flat_map(|m| m.keys())
+                .filter_map(Value::as_str)
+                .find(|k| k.starts_with(LISTENER_LIMITS));
+            let nested =
+                static_layer.get("envoy").and_then(|e| e.get("resource_limits")).and_then(|r| r.get("listener"));
+            if let Some(k) = flat {
+                cx.error(&sp.key(k), LISTENER_UNSUPPORTED);
+                limited = true;
+            } else if nested.is_some() {
+                cx.error(&sp.key("envoy").key("resource_limits").key("listener"), LISTENER_UNSUPPORTED);
                 limited = true;
             }
         }
