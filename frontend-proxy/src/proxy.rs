@@ -147,6 +147,7 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>) -> HttpP
     peer.options.read_timeout = timeout;
     peer.options.write_timeout = timeout;
     peer.options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+    peer.options.tcp_keepalive = cluster.spec.tcp_keepalive.map(|k| k.pingora());
     // Counts the connection's open and close (cx_total/active/destroy), pooled or not.
     peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, host));
     if let Some(tls) = tls {

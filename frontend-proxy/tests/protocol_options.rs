@@ -264,3 +264,39 @@ async fn a_header_given_as_raw_value_is_added_with_its_bytes() {
     assert_eq!(backend.last_header("x-raw").as_deref(), Some("from-bytes"));
     assert_eq!(r.headers()["x-raw-back"], "from-bytes");
 }
+
+/// The timers `ss` shows on established connections to `dst` (an IP).
+fn connection_timers(dst: std::net::IpAddr) -> String {
+    let out = std::process::Command::new("ss")
+        .args(["-tnoH", "state", "established", "dst", &dst.to_string()])
+        .output()
+        .expect("ss (iproute2)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn upstream_connections_get_the_clusters_tcp_keepalive() {
+    let kept = Backend::start("kept", SocketAddr::new(ip(21, 6), 0)).await;
+    let plain = Backend::start("plain", SocketAddr::new(ip(21, 7), 0)).await;
+    let addr = free_addr(ip(21, 8));
+    let ep = |b: &Backend| vec![(b.addr.ip().to_string(), b.addr.port())];
+    let keepalive = "    upstream_connection_options:
+      tcp_keepalive: { keepalive_time: 77, keepalive_interval: 5, keepalive_probes: 3 }
+";
+    let cfg = yaml::bootstrap(
+        &[yaml::route_listener(addr, "ka", &[("/kept", "cluster: kept"), ("/", "cluster: plain")])],
+        &[yaml::cluster("kept", "STATIC", &ep(&kept), keepalive), yaml::cluster("plain", "STATIC", &ep(&plain), "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, addr).await;
+    let c = support::client();
+    assert_eq!(c.get(format!("http://{addr}/kept")).send().await.unwrap().status(), 200, "{}", proxy.log());
+    assert_eq!(c.get(format!("http://{addr}/")).send().await.unwrap().status(), 200);
+    // The pooled upstream connections stay open: the proxy's side of the
+    // one to `kept` runs a keepalive timer (first probe after 77 s).
+    let timers = connection_timers(kept.addr.ip());
+    assert!(timers.contains("keepalive"), "no keepalive timer towards the kept cluster:\n{timers}");
+    assert!(timers.contains("timer:(keepalive,1min"), "keepalive_time 77 s: {timers}");
+    let timers = connection_timers(plain.addr.ip());
+    assert!(!timers.is_empty(), "no pooled connection to the plain cluster");
+    assert!(!timers.contains("keepalive"), "keepalive without upstream_connection_options:\n{timers}");
+}

@@ -25,8 +25,24 @@ mapping! {
         pub common_lb_config: Option<Field<CommonLbConfig>>,
         pub ring_hash_lb_config: Option<Field<Value>>,
         pub maglev_lb_config: Option<Field<Value>>,
+        pub upstream_connection_options: Option<Field<UpstreamConnectionOptions>>,
         pub least_request_lb_config: Option<Field<LeastRequestLbConfig>>,
         pub ignore_health_on_host_removal: Option<Field<bool>>,
+    }
+}
+
+mapping! {
+    pub struct UpstreamConnectionOptions {
+        pub tcp_keepalive: Option<Field<TcpKeepalive>>,
+    }
+}
+
+mapping! {
+    /// Envoy's `TcpKeepalive`: unset values are the system's.
+    pub struct TcpKeepalive {
+        pub keepalive_probes: Option<Field<u32>>,
+        pub keepalive_time: Option<Field<u32>>,
+        pub keepalive_interval: Option<Field<u32>>,
     }
 }
 
