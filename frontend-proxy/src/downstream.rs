@@ -43,8 +43,6 @@ use tracing::debug;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// The whole client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 const H2_PREFACE_LEN: usize = 24;
-/// A TLS handshake not done by then is given up (Pingora's listener's bound).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Wraps a Pingora server app with per-listener connection policy, and
 /// serves HTTP/1.1 with the native engine when one is given. Clones share
@@ -140,7 +138,8 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     ) {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::handshake(acceptor, stream)).await {
+        let handshake_timeout = listener.handshake_timeout;
+        let tls = match tokio::time::timeout(handshake_timeout, tls_server::handshake(acceptor, stream)).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
@@ -149,7 +148,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
             }
             Err(_) => {
                 listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
-                debug!(listener = %listener.name, client = %peer, timeout = ?HANDSHAKE_TIMEOUT, "TLS handshake timed out");
+                debug!(listener = %listener.name, client = %peer, timeout = ?handshake_timeout, "TLS handshake timed out");
                 return;
             }
         };
@@ -161,7 +160,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
             // client's preface at error; a client that negotiates h2 and
             // hangs up (a TLS probe, a load generator done) is ordinary.
             let mut first = vec![0u8; H2_PREFACE_LEN];
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read(&mut first)).await {
+            match tokio::time::timeout(handshake_timeout, stream.read(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => {
                     first.truncate(n);
                     stream = Box::new(Replay::new(first.into(), stream));

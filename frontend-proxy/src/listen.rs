@@ -82,13 +82,32 @@ pub struct Listener {
     tls: Option<Arc<SslAcceptor>>,
 }
 
+/// Envoy's `ipv4_compat`: an IPv6 socket takes IPv4 connections only when
+/// it is set, whatever the system's `net.ipv6.bindv6only` default (Linux's
+/// is dual-stack, so a listener on `::` would take IPv4 clients the file
+/// did not let in).
+fn only_v6(socket: &Socket, address: SocketAddr, ipv4_compat: bool) -> std::io::Result<()> {
+    if address.is_ipv6() {
+        socket.set_only_v6(!ipv4_compat)?;
+    }
+    Ok(())
+}
+
 impl Listener {
     /// Binds `sockets` sockets to `address`; more than one share it with
-    /// `SO_REUSEPORT`.
-    pub fn bind(index: usize, name: &str, address: SocketAddr, sockets: usize) -> std::io::Result<Self> {
+    /// `SO_REUSEPORT`. An IPv6 address takes IPv4 connections too only
+    /// with `ipv4_compat`.
+    pub fn bind(
+        index: usize,
+        name: &str,
+        address: SocketAddr,
+        sockets: usize,
+        ipv4_compat: bool,
+    ) -> std::io::Result<Self> {
         let bind = || -> std::io::Result<Socket> {
             let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_reuse_address(true)?;
+            only_v6(&socket, address, ipv4_compat)?;
             if sockets > 1 {
                 socket.set_reuse_port(true)?;
             }
@@ -146,9 +165,10 @@ pub struct PingoraSocket {
 
 impl PingoraSocket {
     /// Binds, with `SO_REUSEADDR` as Pingora's own listeners.
-    pub fn bind(name: &str, address: SocketAddr) -> std::io::Result<Self> {
+    pub fn bind(name: &str, address: SocketAddr, ipv4_compat: bool) -> std::io::Result<Self> {
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
+        only_v6(&socket, address, ipv4_compat)?;
         socket.bind(&address.into())?;
         Ok(Self { name: name.to_string(), address, socket })
     }

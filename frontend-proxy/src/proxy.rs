@@ -179,6 +179,7 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>, downstre
     peer.options.write_timeout = timeout;
     let http = &cluster.spec.http;
     peer.options.idle_timeout = http.idle_timeout;
+    peer.options.tcp_keepalive = cluster.spec.tcp_keepalive.map(|k| k.pingora());
     let alpn = upstream_alpn(http.codec, downstream_http2);
     if alpn.get_max_http_version() == 2 {
         peer.options.max_h2_streams = http.http2.max_concurrent_streams as usize;

@@ -40,6 +40,10 @@ pub struct VirtualHost {
     pub require_tls: RequireTls,
     pub retry_policy: Option<RetryPolicy>,
     pub headers: HeaderMutations,
+    /// `include_request_attempt_count`: `x-envoy-attempt-count` on each upstream request.
+    pub attempt_count_upstream: bool,
+    /// `include_attempt_count_in_response`: `x-envoy-attempt-count` on the upstream's response.
+    pub attempt_count_downstream: bool,
 }
 
 /// How host names are compared with domains.
@@ -228,6 +232,8 @@ mod tests {
             require_tls: RequireTls::None,
             retry_policy: None,
             headers: HeaderMutations::default(),
+            attempt_count_upstream: false,
+            attempt_count_downstream: false,
         }
     }
 

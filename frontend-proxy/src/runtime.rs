@@ -10,6 +10,12 @@ use crate::config::model::{HttpConnectionManager, ListenerConfig};
 use crate::metrics::ConnManagerStats;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A TLS handshake not done by then is given up (Pingora's listener's
+/// bound) unless the filter chain's `transport_socket_connect_timeout`
+/// says otherwise (Envoy has no bound by default).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A listener as the proxy sees it at request time.
 pub struct ListenerRuntime {
@@ -22,6 +28,10 @@ pub struct ListenerRuntime {
     pub max_connections: Option<u64>,
     /// `enable_reuse_port`: each worker accepts on its own socket.
     pub reuse_port: bool,
+    /// An IPv6 listener also takes IPv4 connections (`ipv4_compat`).
+    pub ipv4_compat: bool,
+    /// How long a TLS handshake may take (`transport_socket_connect_timeout`).
+    pub handshake_timeout: Duration,
     /// The connection manager's access loggers, their sinks open.
     pub access_logs: Vec<AccessLog>,
 }
@@ -38,6 +48,8 @@ impl ListenerRuntime {
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: l.max_connections,
             reuse_port: l.reuse_port,
+            ipv4_compat: l.ipv4_compat,
+            handshake_timeout: l.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             access_logs,
         }
     }

@@ -8,7 +8,7 @@
 use crate::access_log::{AccessLog, Sink, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
-use crate::config::model::{AdminConfig, Codec};
+use crate::config::model::{AdminConfig, Codec, Http2Settings};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
@@ -18,7 +18,8 @@ use crate::runtime::ListenerRuntime;
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions, ALPN, DEFAULT_L4_WRITE_BUFFER_SIZE};
+use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
@@ -111,6 +112,35 @@ fn alpn(codec: Codec) -> ALPN {
     }
 }
 
+/// Listeners served by one service.
+struct Group {
+    h2c: bool,
+    http2: Http2Settings,
+    members: Vec<AcceptedBy>,
+}
+
+/// The HTTP/2 server settings for `http2_protocol_options`: Pingora's
+/// bounded defaults, with what the file sets on top.
+fn h2_options(s: &Http2Settings) -> Option<H2Options> {
+    if *s == Http2Settings::default() {
+        return None;
+    }
+    let mut o = default_h2_options();
+    if let Some(n) = s.max_concurrent_streams {
+        o.max_concurrent_streams(n);
+    }
+    if let Some(n) = s.initial_stream_window_size {
+        o.initial_window_size(n);
+    }
+    if let Some(n) = s.initial_connection_window_size {
+        o.initial_connection_window_size(n);
+    }
+    if let Some(n) = s.hpack_table_size {
+        o.header_table_size(n);
+    }
+    Some(o)
+}
+
 /// A listener ready for its service.
 enum Bound {
     /// Plaintext, served by our accept loop, on a socket bound here.
@@ -144,13 +174,14 @@ fn bind_listeners(
         let sockets = if l.reuse_port { workers } else { 1 };
         let b = match (tls, engine) {
             (None, Http1Engine::Native) => {
-                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?)
+                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?)
             }
             (None, Http1Engine::Pingora) => {
-                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address).map_err(bind_error)?)
+                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address, l.ipv4_compat).map_err(bind_error)?)
             }
             (Some(acceptor), _) => {
-                Bound::Tls(Listener::bind(index, &l.name, l.address, sockets).map_err(bind_error)?.with_tls(acceptor))
+                let listener = Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?;
+                Bound::Tls(listener.with_tls(acceptor))
             }
         };
         bound.push((l, b));
@@ -261,36 +292,41 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         warmed = Some(watch);
     }
 
-    // Plain-text listeners differ only in whether h2c is on; group by that so
-    // one service (one thread pool) serves most configurations. TLS listeners
-    // negotiate the protocol with ALPN and join the first group.
-    let mut h2c_plain = Vec::new();
-    let mut h1_plain = Vec::new();
+    // Listeners share a service (one thread pool) unless they differ in
+    // what Pingora sets per service: whether h2c is on, and the HTTP/2
+    // settings (`http2_protocol_options`). TLS listeners negotiate the
+    // protocol with ALPN and join the first group with their settings.
+    let mut groups: Vec<Group> = Vec::new();
     let mut with_tls = Vec::new();
     for (l, b) in bound {
         let tls = matches!(b, Bound::Tls(..));
         info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
-        match b {
-            Bound::Tls(listener) => with_tls.push(AcceptedBy::Us(listener)),
-            Bound::PingoraPlain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(AcceptedBy::Pingora(l, socket)),
-            Bound::PingoraPlain(socket) => h2c_plain.push(AcceptedBy::Pingora(l, socket)),
-            Bound::Plain(socket) if l.hcm.codec == Codec::Http1 => h1_plain.push(AcceptedBy::Us(socket)),
-            Bound::Plain(socket) => h2c_plain.push(AcceptedBy::Us(socket)),
+        // An HTTP/1-only listener never speaks HTTP/2: its settings do not matter.
+        let h2c = l.hcm.codec != Codec::Http1;
+        let http2 = if h2c { l.hcm.http2 } else { Http2Settings::default() };
+        let member = match b {
+            Bound::Tls(listener) => {
+                with_tls.push((http2, AcceptedBy::Us(listener)));
+                continue;
+            }
+            Bound::PingoraPlain(socket) => AcceptedBy::Pingora(l, socket),
+            Bound::Plain(socket) => AcceptedBy::Us(socket),
+        };
+        match groups.iter_mut().find(|g| g.h2c == h2c && g.http2 == http2) {
+            Some(g) => g.members.push(member),
+            None => groups.push(Group { h2c, http2, members: vec![member] }),
         }
     }
-    let mut groups = vec![(true, h2c_plain, Vec::new()), (false, h1_plain, Vec::new())];
-    groups.retain(|(_, plain, _)| !plain.is_empty());
-    match groups.first_mut() {
-        Some(first) => first.2 = with_tls,
-        None => groups.push((false, Vec::new(), with_tls)),
-    }
-    for (h2c, plain, tls_listeners) in groups {
-        if plain.is_empty() && tls_listeners.is_empty() {
-            continue;
+    for (http2, member) in with_tls {
+        match groups.iter_mut().find(|g| g.http2 == http2) {
+            Some(g) => g.members.push(member),
+            None => groups.push(Group { h2c: false, http2, members: vec![member] }),
         }
+    }
+    for Group { h2c, http2, members } in groups {
         let mut ours = Vec::new();
         let mut pingora_listeners = Vec::new();
-        for p in plain.into_iter().chain(tls_listeners) {
+        for p in members {
             match p {
                 AcceptedBy::Us(socket) => ours.push(socket),
                 AcceptedBy::Pingora(l, socket) => pingora_listeners.push((l, socket)),
@@ -303,6 +339,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         let mut opts = HttpServerOptions::default();
         opts.h2c = h2c;
         app.server_options = Some(opts);
+        app.h2_options = h2_options(&http2);
         let native = (engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
         let downstream = Downstream::new(app, runtimes.clone(), native, drain.clone());
@@ -318,7 +355,13 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
                 // `BufReader` zero-fills it, and the engine reads into
                 // buffers of its own); the write buffer stays.
                 let unbuffered = L4BufferSettings::new(0, DEFAULT_L4_WRITE_BUFFER_SIZE);
-                service.add_listener(ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered));
+                // Should Pingora bind the address itself (no socket table),
+                // it keeps `ipv4_compat` as our socket does.
+                let mut options = TcpSocketOptions::default();
+                options.ipv6_only = l.address.is_ipv6().then_some(!l.ipv4_compat);
+                service.add_listener(
+                    ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered).tcp_socket_options(options),
+                );
             }
             service
         });

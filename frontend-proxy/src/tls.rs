@@ -6,9 +6,14 @@
 
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::pkey::PKey;
-use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslContextBuilder, SslMethod, SslVersion};
+use pingora_core::tls::ssl::{
+    select_next_proto, AlpnError, SslAcceptor, SslContextBuilder, SslMethod, SslOptions, SslSessionCacheMode,
+    SslVersion,
+};
 use pingora_core::tls::x509::X509;
 use std::path::PathBuf;
+
+mod session;
 
 /// PEM material: a file to read at start, or the text itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +31,53 @@ pub struct DownstreamTls {
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
     pub params: TlsParams,
+    /// `session_timeout`, the `disable_*_session_resumption` switches and
+    /// `session_ticket_keys`.
+    pub sessions: SessionResumption,
 }
+
+/// How a listener lets clients resume TLS sessions. The default resumes
+/// both ways, by ticket and from the server's cache, as Envoy does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionResumption {
+    /// `session_timeout` in whole seconds (Envoy drops fractions); `None`
+    /// keeps the library's two hours (OpenSSL's and BoringSSL's default).
+    pub timeout_secs: Option<u32>,
+    /// Session tickets: `disable_stateless_session_resumption` turns them off.
+    pub tickets: bool,
+    /// The server's session cache: `disable_stateful_session_resumption` turns it off.
+    pub cache: bool,
+    /// The key that seals and opens tickets (`session_ticket_keys.keys[0]`);
+    /// `None`: a random key per listener, made at start.
+    pub ticket_key: Option<SecretSource>,
+}
+
+impl Default for SessionResumption {
+    fn default() -> Self {
+        SessionResumption { timeout_secs: None, tickets: true, cache: true, ticket_key: None }
+    }
+}
+
+/// Secret bytes: a file to read at start, or the bytes themselves (never
+/// printed).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Inline(Vec<u8>),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretSource::Inline(b) => write!(f, "Inline({} bytes)", b.len()),
+        }
+    }
+}
+
+/// The length of an Envoy session ticket key: a 16-byte name, a 32-byte
+/// HMAC secret and a 32-byte AES key, the layout OpenSSL's ticket keys have too.
+pub const TICKET_KEY_LEN: usize = 80;
 
 /// Envoy's `TlsParameters.TlsProtocol` (`TLS_AUTO` is the absence of one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -102,6 +153,8 @@ pub enum TlsError {
     Mismatch(String),
     #[error("TLS setup failed: {0}")]
     Setup(String),
+    #[error("session ticket key {origin} has {len} bytes; a key must have exactly 80")]
+    TicketKey { origin: String, len: usize },
 }
 
 fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
@@ -153,6 +206,7 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
     if let Some(list) = &params.groups {
         builder.set_groups_list(list).map_err(|e| TlsError::Setup(format!("ecdh_curves: {e}")))?;
     }
+    resumption(&mut builder, &tls.sessions)?;
 
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
@@ -167,6 +221,35 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
     // answer, and the client decides whether to go on (RFC 7301 allows both).
     builder.set_alpn_select_callback(move |_, offered| select_next_proto(ours, offered).ok_or(AlpnError::NOACK));
     Ok(builder.build())
+}
+
+/// Applies a listener's session resumption settings. The acceptor is
+/// shared by every worker, so a ticket or cached session from one worker
+/// resumes on any other.
+fn resumption(builder: &mut SslContextBuilder, s: &SessionResumption) -> Result<(), TlsError> {
+    if !s.tickets {
+        // With TLS 1.3 OpenSSL then issues tickets that only name a session
+        // in its cache (stateful), or none when the cache is off too.
+        builder.set_options(SslOptions::NO_TICKET);
+    }
+    if !s.cache {
+        builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    }
+    if let Some(secs) = s.timeout_secs {
+        session::set_timeout(builder, secs);
+    }
+    if let Some(source) = &s.ticket_key {
+        let (key, origin) = match source {
+            SecretSource::File(p) => std::fs::read(p)
+                .map(|b| (b, p.display().to_string()))
+                .map_err(|e| TlsError::Read { path: p.display().to_string(), source: e })?,
+            SecretSource::Inline(b) => (b.clone(), "inline".to_string()),
+        };
+        let key: &[u8; TICKET_KEY_LEN] =
+            key.as_slice().try_into().map_err(|_| TlsError::TicketKey { origin, len: key.len() })?;
+        session::set_ticket_key(builder, key).map_err(|e| TlsError::Setup(format!("session_ticket_keys: {e}")))?;
+    }
+    Ok(())
 }
 
 const H1: &[u8] = b"\x08http/1.1";

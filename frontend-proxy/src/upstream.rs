@@ -50,6 +50,8 @@ pub struct ClusterSpec {
     pub ignore_health_on_host_removal: bool,
     /// The HTTP version spoken to the hosts, and its settings.
     pub http: UpstreamHttp,
+    /// `upstream_connection_options.tcp_keepalive`: probes on upstream connections.
+    pub tcp_keepalive: Option<TcpKeepaliveSpec>,
 }
 
 /// Which HTTP version a cluster speaks to its hosts.
@@ -114,6 +116,45 @@ impl Default for Http2Settings {
             initial_stream_window_size: None,
             initial_connection_window_size: None,
             ping_interval: None,
+        }
+    }
+}
+
+/// Envoy's `TcpKeepalive`, in seconds and probes; `None` keeps the system's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpKeepaliveSpec {
+    pub time: Option<u32>,
+    pub interval: Option<u32>,
+    pub probes: Option<u32>,
+}
+
+impl TcpKeepaliveSpec {
+    /// Linux's defaults (`net.ipv4.tcp_keepalive_{time,intvl,probes}`), for
+    /// Pingora's connector, which takes all three.
+    const SYSTEM: (u32, u32, u32) = (7200, 75, 9);
+
+    pub fn socket2(&self) -> socket2::TcpKeepalive {
+        let mut k = socket2::TcpKeepalive::new();
+        if let Some(t) = self.time {
+            k = k.with_time(std::time::Duration::from_secs(t.into()));
+        }
+        if let Some(i) = self.interval {
+            k = k.with_interval(std::time::Duration::from_secs(i.into()));
+        }
+        if let Some(p) = self.probes {
+            k = k.with_retries(p);
+        }
+        k
+    }
+
+    pub fn pingora(&self) -> pingora_core::protocols::l4::ext::TcpKeepalive {
+        let (time, interval, probes) = Self::SYSTEM;
+        pingora_core::protocols::l4::ext::TcpKeepalive {
+            idle: std::time::Duration::from_secs(self.time.unwrap_or(time).into()),
+            interval: std::time::Duration::from_secs(self.interval.unwrap_or(interval).into()),
+            count: self.probes.unwrap_or(probes) as usize,
+            #[cfg(target_os = "linux")]
+            user_timeout: std::time::Duration::ZERO,
         }
     }
 }

@@ -317,3 +317,143 @@ async fn cluster_tls_minimum_refuses_an_upstream_that_only_speaks_less() {
     assert!(body.contains("connection failure"), "{body}");
     assert_eq!(backend.hits(), hits, "no request may travel over TLS 1.2");
 }
+
+/// A TLS listener with `extra` (block YAML) in its `DownstreamTlsContext`.
+fn tls_listener_with_sessions(name: &str, addr: SocketAddr, hcm: &str, cert: (&str, &str), extra: &str) -> String {
+    yaml::tls_listener(name, addr, hcm, cert.0, cert.1)
+        .replace("\n          common_tls_context:", &format!("\n{extra}\n          common_tls_context:"))
+}
+
+/// One request on a new connection by `openssl s_client` at `version`
+/// (`-tls1_2`, `-tls1_3`), offering the session saved in `sess_in`, saving
+/// the one the server hands out to `sess_out`. Whether the handshake
+/// resumed the session offered.
+fn s_client(addr: SocketAddr, version: &str, sess_in: Option<&Path>, sess_out: &Path) -> bool {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost", version, "-ign_eof"]);
+    cmd.arg("-sess_out").arg(sess_out);
+    if let Some(s) = sess_in {
+        cmd.arg("-sess_in").arg(s);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("openssl");
+    // The proxy answers and closes; reading the answer takes in the
+    // TLS 1.3 tickets that come after the handshake.
+    child.stdin.take().unwrap().write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("HTTP/1.1 200"), "no answer through {addr}:\n{text}");
+    if text.contains("\nReused, ") {
+        true
+    } else {
+        assert!(text.contains("\nNew, "), "s_client did not say New or Reused:\n{text}");
+        false
+    }
+}
+
+/// Whether a second connection resumes the first one's session.
+fn resumes(addr: SocketAddr, version: &str, dir: &Path) -> bool {
+    resumes_across(addr, addr, version, dir)
+}
+
+/// Whether a connection to `second` resumes a session from `first`.
+fn resumes_across(first: SocketAddr, second: SocketAddr, version: &str, dir: &Path) -> bool {
+    let (a, b) = (dir.join("first.sess"), dir.join("second.sess"));
+    assert!(!s_client(first, version, None, &a));
+    s_client(second, version, Some(&a), &b)
+}
+
+// s_client blocks its thread: the backend answers from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listener_session_resumption_follows_the_tls_context() {
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 4), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let hcm = yaml::hcm("sessions", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let addrs: Vec<SocketAddr> = (0..7).map(|_| free_addr(ip(12, 4))).collect();
+    // 80 bytes: a 16-byte name, a 32-byte HMAC secret, a 32-byte AES key.
+    let ticket_key = format!("{{ inline_string: \"{}\" }}", "k".repeat(80));
+    let other_key = format!("{{ inline_string: \"{}\" }}", "o".repeat(80));
+    let settings = [
+        ("defaults", String::new()),
+        (
+            "none",
+            "          disable_stateless_session_resumption: true\n          disable_stateful_session_resumption: true"
+                .to_string(),
+        ),
+        ("stateful", "          disable_stateless_session_resumption: true".to_string()),
+        ("stateless", "          disable_stateful_session_resumption: true".to_string()),
+        ("short", "          session_timeout: 1s".to_string()),
+        // Two listeners sharing a ticket key, and so each other's tickets
+        // (each would make its own random key otherwise).
+        (
+            "keyed1",
+            format!("          disable_stateful_session_resumption: true\n          session_ticket_keys: {{ keys: [{ticket_key}] }}"),
+        ),
+        (
+            "keyed2",
+            format!("          disable_stateful_session_resumption: true\n          session_ticket_keys: {{ keys: [{ticket_key}, {other_key}] }}"),
+        ),
+    ];
+    let listeners: Vec<String> = settings
+        .iter()
+        .zip(&addrs)
+        .map(|((name, extra), addr)| tls_listener_with_sessions(name, *addr, &hcm, (&cert, &key), extra))
+        .collect();
+    let cfg = yaml::bootstrap(
+        &listeners,
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, addrs[6]).await;
+    let d = dir.path();
+    let [defaults, none, stateful, stateless, short, keyed1, keyed2] = addrs[..] else { unreachable!() };
+    let log = || proxy.log();
+
+    for v in ["-tls1_2", "-tls1_3"] {
+        assert!(resumes(defaults, v, d), "{v}: sessions resume by default\n{}", log());
+        assert!(!resumes(none, v, d), "{v}: resumption is off\n{}", log());
+        assert!(resumes(stateful, v, d), "{v}: the session cache still resumes without tickets\n{}", log());
+        assert!(resumes(stateless, v, d), "{v}: tickets still resume without the cache\n{}", log());
+        assert!(resumes_across(keyed1, keyed2, v, d), "{v}: keyed2 opens keyed1's tickets\n{}", log());
+        assert!(!resumes_across(stateless, keyed2, v, d), "{v}: a ticket under a random key is not opened\n{}", log());
+    }
+    // Without the cache and tickets off, no resumption either way: checked
+    // above. A session ticket key is the key, not just the switch: a cache
+    // of its own is off on keyed1/keyed2, so only the shared key resumes.
+
+    // A session outlives its 1 s lifetime only until then.
+    let (a, b) = (d.join("short.sess"), d.join("short2.sess"));
+    assert!(!s_client(short, "-tls1_2", None, &a));
+    assert!(s_client(short, "-tls1_2", Some(&a), &b), "resumed within its lifetime\n{}", log());
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert!(!s_client(short, "-tls1_2", Some(&a), &b), "a session past session_timeout was resumed\n{}", log());
+}
+
+#[tokio::test]
+async fn a_handshake_gets_the_filter_chains_transport_socket_connect_timeout() {
+    use tokio::io::AsyncReadExt;
+    let backend = Backend::start("b", SocketAddr::new(ip(12, 5), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = write_cert(dir.path());
+    let hcm = yaml::hcm("handshake", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let (bounded, default) = (free_addr(ip(12, 5)), free_addr(ip(12, 5)));
+    let cfg = yaml::bootstrap(
+        &[
+            yaml::tls_listener("bounded", bounded, &hcm, &cert, &key)
+                .replace("\n      filters:", "\n      transport_socket_connect_timeout: 1s\n      filters:"),
+            yaml::tls_listener("default", default, &hcm, &cert, &key),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, default).await;
+
+    // Clients that open a connection and never start the handshake.
+    let mut idle_bounded = tokio::net::TcpStream::connect(bounded).await.unwrap();
+    let mut idle_default = tokio::net::TcpStream::connect(default).await.unwrap();
+    let mut buf = [0u8; 16];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle_bounded.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the handshake outlived its 1 s: {closed:?}\n{}", proxy.log());
+    let open = tokio::time::timeout(Duration::from_millis(500), idle_default.read(&mut buf)).await;
+    assert!(open.is_err(), "the default bound is 60 s: {open:?}");
+    // A client that does handshake is served as before.
+    assert_eq!(handshake_version(bounded, None).as_deref(), Ok("TLSv1.3"));
+}

@@ -32,6 +32,12 @@ pub struct ListenerConfig {
     /// `enable_reuse_port` (Envoy's default: true): a socket per worker
     /// instead of one they share.
     pub reuse_port: bool,
+    /// `socket_address.ipv4_compat`: a listener on an IPv6 address also
+    /// takes IPv4 connections (mapped) only when this is set, as in Envoy.
+    pub ipv4_compat: bool,
+    /// The filter chain's `transport_socket_connect_timeout`: how long a
+    /// TLS handshake may take (`None`: the proxy's own bound, 60 s).
+    pub handshake_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +103,8 @@ pub struct HttpConnectionManager {
     pub access_log: Vec<AccessLogConfig>,
     /// `local_reply_config`: how the proxy's own replies are rewritten.
     pub local_reply: Option<Arc<LocalReplyConfig>>,
+    /// `http2_protocol_options`: what downstream HTTP/2 connections advertise.
+    pub http2: Http2Settings,
 }
 
 /// `local_reply_config`: the first mapper whose filter selects a local
@@ -123,6 +131,18 @@ pub struct ResponseMapper {
 pub struct BodyFormat {
     pub format: Format,
     pub content_type: String,
+}
+
+/// The downstream HTTP/2 settings `http2_protocol_options` sets; `None`
+/// keeps the server's default (Pingora's: 100 concurrent streams; h2's:
+/// 64 KiB windows, a 4 KiB HPACK table). Listeners whose settings differ
+/// are served by separate services (`server.rs`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Http2Settings {
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub hpack_table_size: Option<u32>,
 }
 
 /// One access logger (file, stdout or stderr) with its parsed format.

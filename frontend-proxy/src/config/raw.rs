@@ -155,6 +155,7 @@ mapping! {
         pub address: Option<Field<String>>,
         pub port_value: Option<Field<u32>>,
         pub protocol: Option<Field<String>>,
+        pub ipv4_compat: Option<Field<bool>>,
     }
 }
 
@@ -183,6 +184,7 @@ mapping! {
         pub transport_socket: Option<Field<TypedExtension>>,
         pub filter_chain_match: Option<Field<Value>>,
         pub name: Option<Field<String>>,
+        pub transport_socket_connect_timeout: Option<Field<Value>>,
     }
 }
 
@@ -218,13 +220,53 @@ mapping! {
         #[wrapper(UInt32Value)]
         pub max_request_headers_kb: Option<Field<u32>>,
         pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,
-        /// Read only to refuse settings frontend-proxy cannot apply.
-        pub http2_protocol_options: Option<Field<Value>>,
         pub upgrade_configs: Option<List<UpgradeConfig>>,
         pub strip_any_host_port: Option<Field<bool>>,
         pub strip_matching_host_port: Option<Field<bool>>,
         pub access_log: Option<List<AccessLog>>,
         pub local_reply_config: Option<Field<LocalReplyConfig>>,
+        pub http2_protocol_options: Option<Field<DownstreamHttp2Options>>,
+        pub http_protocol_options: Option<Field<DownstreamHttp1Options>>,
+        pub proxy_100_continue: Option<Field<bool>>,
+        pub stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub add_user_agent: Option<Field<bool>>,
+    }
+}
+
+mapping! {
+    /// `HttpConnectionManager.http_protocol_options` (downstream HTTP/1).
+    pub struct DownstreamHttp1Options {
+        pub allow_absolute_url: Option<Field<bool>>,
+        pub accept_http_10: Option<Field<bool>>,
+        pub default_host_for_http_10: Option<Field<String>>,
+        pub header_key_format: Option<Field<Value>>,
+        pub enable_trailers: Option<Field<bool>>,
+        pub allow_chunked_length: Option<Field<bool>>,
+        pub override_stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub send_fully_qualified_url: Option<Field<bool>>,
+        pub allow_custom_methods: Option<Field<bool>>,
+        pub ignore_http_11_upgrade: Option<Field<Value>>,
+    }
+}
+
+mapping! {
+    /// `HttpConnectionManager.http2_protocol_options` (downstream).
+    pub struct DownstreamHttp2Options {
+        pub hpack_table_size: Option<Field<u32>>,
+        pub max_concurrent_streams: Option<Field<u32>>,
+        pub initial_stream_window_size: Option<Field<u32>>,
+        pub initial_connection_window_size: Option<Field<u32>>,
+        pub allow_connect: Option<Field<bool>>,
+        pub allow_metadata: Option<Field<bool>>,
+        pub max_outbound_frames: Option<Field<u32>>,
+        pub max_outbound_control_frames: Option<Field<u32>>,
+        pub max_consecutive_inbound_frames_with_empty_payload: Option<Field<u32>>,
+        pub max_inbound_priority_frames_per_stream: Option<Field<u32>>,
+        pub max_inbound_window_update_frames_per_data_frame_sent: Option<Field<u32>>,
+        pub stream_error_on_invalid_http_messaging: Option<Field<bool>>,
+        pub override_stream_error_on_invalid_http_message: Option<Field<bool>>,
+        pub connection_keepalive: Option<Field<Value>>,
+        pub custom_settings_parameters: Option<Field<Value>>,
     }
 }
 
@@ -256,6 +298,17 @@ mapping! {
         pub common_tls_context: Option<Field<CommonTlsContext>>,
         #[wrapper(BoolValue)]
         pub require_client_certificate: Option<Field<bool>>,
+        pub session_timeout: Option<Field<Value>>,
+        pub disable_stateless_session_resumption: Option<Field<bool>>,
+        pub disable_stateful_session_resumption: Option<Field<bool>>,
+        pub session_ticket_keys: Option<Field<SessionTicketKeys>>,
+    }
+}
+
+mapping! {
+    /// `DownstreamTlsContext.session_ticket_keys`.
+    pub struct SessionTicketKeys {
+        pub keys: Option<List<DataSource>>,
     }
 }
 

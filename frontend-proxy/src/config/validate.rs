@@ -173,8 +173,11 @@ impl Ctx {
     }
 
     pub fn other<T: Keys>(&mut self, p: &P, raw: &T, ignored: &[&str]) {
-        for key in raw.other().keys() {
-            if ignored.contains(&key.as_str()) {
+        for (key, value) in raw.other() {
+            let refused = DEFAULT_ONLY.iter().find(|(k, is_default, _)| k == key && !is_default(value));
+            if let Some((_, _, why)) = refused.filter(|_| ignored.contains(&key.as_str())) {
+                self.error(&p.key(key), format!("{why}, so a value other than the default is refused"));
+            } else if ignored.contains(&key.as_str()) {
                 self.warn(
                     &p.key(key),
                     "ignored: frontend-proxy does not implement this field, and ignoring it does not change how requests are routed or answered",
@@ -213,7 +216,9 @@ impl Ctx {
         self.other(p, addr, &[]);
         let sp = p.key("socket_address");
         let sa = self.req(p, "socket_address", &addr.socket_address)?;
-        self.other(&sp, sa, &["ipv4_compat"]);
+        self.other(&sp, sa, &[]);
+        // Read where it matters (a listener on `::`); elsewhere it is inert.
+        let _ = self.opt(&sp, "ipv4_compat", &sa.ipv4_compat);
         self.enumeration(&sp, "protocol", &sa.protocol, &[("TCP", ())], ());
         let host = self.req(&sp, "address", &sa.address).cloned();
         let port = self.req(&sp, "port_value", &sa.port_value).copied();
@@ -304,6 +309,48 @@ fn suggestion<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
         .map(|(_, k)| k)
 }
 
+/// Ignored fields that would change what traffic does at any value but
+/// their default: the default is accepted (with the ignored-field
+/// warning), anything else is an error naming the field.
+type IsDefault = fn(&Value) -> bool;
+const DEFAULT_ONLY: &[(&str, IsDefault, &str)] = &[
+    (
+        "max_requests_per_connection",
+        |v| v.is_null() || v.as_u64() == Some(0),
+        "a limit on requests per upstream connection is not supported yet",
+    ),
+    (
+        "close_connections_on_host_health_failure",
+        |v| v.as_bool() == Some(false),
+        "closing a host's connections when it fails its health checks is not supported yet",
+    ),
+    ("per_host_thresholds", empty, "per-host circuit breaker thresholds are not supported yet"),
+    ("retry_budget", Value::is_null, "retry budgets are not supported yet (max_retries applies)"),
+    ("max_connection_pools", Value::is_null, "a limit on connection pools is not supported yet"),
+    (
+        "ignore_new_hosts_until_first_hc",
+        |v| v.as_bool() == Some(false),
+        "keeping new hosts out of load balancing until their first health check is not supported yet",
+    ),
+    ("request_headers_to_add", empty, "headers on health check requests are not supported yet"),
+    ("request_headers_to_remove", empty, "headers on health check requests are not supported yet"),
+    (
+        "policy",
+        |v| v.get("drop_overloads").is_none_or(empty),
+        "`drop_overloads` (dropping a share of requests) is not supported",
+    ),
+    (
+        "cluster_manager",
+        |v| v.get("upstream_bind_config").is_none_or(Value::is_null),
+        "`upstream_bind_config` (the upstream source address) is not supported",
+    ),
+];
+
+/// An absent value, or an empty list or mapping.
+fn empty(v: &Value) -> bool {
+    v.is_null() || v.as_sequence().is_some_and(Vec::is_empty) || v.as_mapping().is_some_and(|m| m.is_empty())
+}
+
 /// Envoy fields that stand for a whole feature frontend-proxy does not
 /// have yet: their error names the feature rather than the field.
 const NOT_YET: &[(&str, &str)] = &[
@@ -315,6 +362,10 @@ const NOT_YET: &[(&str, &str)] = &[
     ("lb_subset_config", "subset load balancing"),
     ("transport_socket_matches", "per-endpoint transport sockets"),
     ("cluster_type", "custom cluster types"),
+    (
+        "session_ticket_keys_sds_secret_config",
+        "session ticket keys from SDS (secret discovery; use `session_ticket_keys`)",
+    ),
 ];
 
 /// Envoy fields accepted and ignored with a warning.

@@ -6,8 +6,9 @@
 //! for its request, and on loopback both wake-ups are paid on the client's
 //! core. nginx's `listen ... deferred` and HAProxy's `defer-accept` set it.
 //!
-//! This is the crate's one `unsafe` block: neither the standard library,
-//! socket2 nor tokio has a setter for this option.
+//! One of the crate's two `unsafe` modules (the other is `tls/session.rs`):
+//! neither the standard library, socket2 nor tokio has a setter for this
+//! option.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;

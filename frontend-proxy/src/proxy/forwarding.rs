@@ -19,6 +19,7 @@ pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const X_EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
 pub const X_UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+pub const X_ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
 
 // As header names: inserting or looking up by `&str` parses the name again on every request.
 pub const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
@@ -26,6 +27,8 @@ const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR
 const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
 const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
 pub const X_UPSTREAM_SERVICE_TIME_NAME: HeaderName = HeaderName::from_static(X_UPSTREAM_SERVICE_TIME);
+pub const X_ATTEMPT_COUNT_NAME: HeaderName = HeaderName::from_static(X_ATTEMPT_COUNT);
+const X_FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The request id to use: the client's, or a fresh UUID when there is none
 /// (or when an edge proxy must not trust it). `None` if ids are disabled.
@@ -107,13 +110,15 @@ fn edge_edits(
 }
 
 /// Rewrites the upstream request's path and host for the route, and tells
-/// the upstream how long the proxy will wait.
+/// the upstream how long the proxy will wait and, when the virtual host
+/// asks (`include_request_attempt_count`), which attempt this is.
 pub fn rewrite_upstream(
     req: &mut RequestHeader,
     matcher: &RouteMatch,
     forward: &Forward,
     host: &Host,
     expected_timeout: Option<Duration>,
+    attempt: Option<u32>,
 ) -> Result<()> {
     if let Some(new_path) = rewritten_path(req, matcher, forward) {
         let mut parts = req.uri.clone().into_parts();
@@ -124,6 +129,9 @@ pub fn rewrite_upstream(
             pingora_error::Error::because(pingora_error::ErrorType::InternalError, "invalid rewritten uri", e)
         })?;
         req.set_uri(uri);
+    }
+    if forward.append_x_forwarded_host && !matches!(forward.host_rewrite, HostRewrite::Keep) {
+        append_forwarded_host(req)?;
     }
     match &forward.host_rewrite {
         HostRewrite::Keep => {}
@@ -139,6 +147,40 @@ pub fn rewrite_upstream(
             req.remove_header(X_EXPECTED_TIMEOUT);
         }
     }
+    if let Some(n) = attempt {
+        req.insert_header(X_ATTEMPT_COUNT_NAME, n)?;
+    }
+    Ok(())
+}
+
+/// Envoy's `append_x_forwarded_host`: the `Host` the client sent goes at
+/// the end of `x-forwarded-host` (comma-separated, as Envoy appends),
+/// unless it is the last value there already (a retry rewrites again).
+fn append_forwarded_host(req: &mut RequestHeader) -> Result<()> {
+    // HTTP/2 carries the host in `:authority`.
+    let original = req
+        .headers
+        .get(HOST)
+        .cloned()
+        .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let Some(original) = original.filter(|h| !h.is_empty()) else {
+        return Ok(());
+    };
+    let value = match req.headers.get(&X_FORWARDED_HOST_NAME) {
+        None => original,
+        Some(existing) if existing.as_bytes().is_empty() => original,
+        Some(existing) => {
+            let last = existing.as_bytes().rsplit(|b| *b == b',').next().unwrap_or_default().trim_ascii();
+            if last == original.as_bytes() {
+                return Ok(());
+            }
+            let mut joined = existing.as_bytes().to_vec();
+            joined.push(b',');
+            joined.extend_from_slice(original.as_bytes());
+            HeaderValue::from_bytes(&joined).or_err(InvalidHTTPHeader, "invalid x-forwarded-host")?
+        }
+    };
+    req.insert_header(X_FORWARDED_HOST_NAME, value)?;
     Ok(())
 }
 
@@ -233,6 +275,7 @@ mod tests {
             hash_policy: vec![],
             websocket: None,
             grpc_timeout: None,
+            append_x_forwarded_host: false,
         }
     }
 

@@ -403,7 +403,8 @@ impl Proxy {
             return Ok(());
         };
         let expected = self.expected_timeout(ctx);
-        forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected)?;
+        let attempt = vh.attempt_count_upstream.then_some(ctx.attempts);
+        forwarding::rewrite_upstream(upstream, &route.matcher, forward, host, expected, attempt)?;
         if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
             let listener = self.listener(ctx);
             let info = RequestInfo {
@@ -440,6 +441,7 @@ impl Proxy {
         f.prefix_rewrite.is_none()
             && f.regex_rewrite.is_none()
             && matches!(f.host_rewrite, HostRewrite::Keep)
+            && !vh.attempt_count_upstream
             && route.headers.request_is_empty()
             && vh.headers.request_is_empty()
             && table.headers.request_is_empty()

@@ -38,6 +38,10 @@ impl Proxy {
                 .filter(|_| hcm.server_header != ServerHeader::PassThrough),
             server_overwrites: hcm.server_header == ServerHeader::Overwrite,
             request_id: ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response),
+            attempt_count: self
+                .route(ctx)
+                .filter(|(_, vh, _)| vh.attempt_count_downstream && ctx.attempts > 0)
+                .map(|_| ctx.attempts),
         }
     }
 
@@ -80,6 +84,7 @@ impl Proxy {
                 Added::Millis(t) => HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 Added::Value(v) => v.clone(),
                 Added::Date => date::now(),
+                Added::Number(n) => HeaderValue::from(n),
             };
             if added.is_ok() {
                 added = resp.insert_header(name, value).map(|_| ());
@@ -114,6 +119,8 @@ pub(super) struct ResponseEdits<'a> {
     server: Option<&'a HeaderValue>,
     server_overwrites: bool,
     request_id: Option<&'a HeaderValue>,
+    /// `x-envoy-attempt-count` (`include_attempt_count_in_response`).
+    attempt_count: Option<u32>,
 }
 
 /// The value of a field the proxy adds.
@@ -123,6 +130,7 @@ pub(super) enum Added<'a> {
     Value(&'a HeaderValue),
     /// The current `Date`.
     Date,
+    Number(u32),
 }
 
 impl ResponseEdits<'_> {
@@ -131,6 +139,7 @@ impl ResponseEdits<'_> {
         (self.upstream_time.is_some() && name.eq_ignore_ascii_case(forwarding::X_UPSTREAM_SERVICE_TIME.as_bytes()))
             || (self.request_id.is_some() && name.eq_ignore_ascii_case(forwarding::X_REQUEST_ID.as_bytes()))
             || (self.server_overwrites && name.eq_ignore_ascii_case(b"server"))
+            || (self.attempt_count.is_some() && name.eq_ignore_ascii_case(forwarding::X_ATTEMPT_COUNT.as_bytes()))
     }
 
     /// Calls `put` with each field the proxy adds, given whether the
@@ -145,6 +154,9 @@ impl ResponseEdits<'_> {
         }
         if let Some(id) = self.request_id {
             put(&forwarding::X_REQUEST_ID_NAME, Added::Value(id));
+        }
+        if let Some(n) = self.attempt_count {
+            put(&forwarding::X_ATTEMPT_COUNT_NAME, Added::Number(n));
         }
         if !has_date {
             put(&DATE, Added::Date);

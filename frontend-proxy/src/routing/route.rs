@@ -208,6 +208,9 @@ pub struct Forward {
     /// `grpc-timeout` is its route timeout. Boxed: rare, and every route
     /// action is as large as a `Forward`.
     pub grpc_timeout: Option<Box<GrpcTimeout>>,
+    /// `append_x_forwarded_host`: a host rewrite appends the original
+    /// `Host` to `x-forwarded-host`.
+    pub append_x_forwarded_host: bool,
 }
 
 /// How a gRPC request's `grpc-timeout` becomes its route timeout (Envoy's

@@ -26,6 +26,7 @@ mapping! {
         pub common_lb_config: Option<Field<CommonLbConfig>>,
         pub ring_hash_lb_config: Option<Field<Value>>,
         pub maglev_lb_config: Option<Field<Value>>,
+        pub upstream_connection_options: Option<Field<UpstreamConnectionOptions>>,
         pub least_request_lb_config: Option<Field<LeastRequestLbConfig>>,
         pub ignore_health_on_host_removal: Option<Field<bool>>,
         /// Keyed by extension name; `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`
@@ -91,6 +92,21 @@ mapping! {
         pub timeout: Option<Field<Value>>,
         pub interval_jitter: Option<Field<Value>>,
         pub connection_idle_interval: Option<Field<Value>>,
+    }
+}
+
+mapping! {
+    pub struct UpstreamConnectionOptions {
+        pub tcp_keepalive: Option<Field<TcpKeepalive>>,
+    }
+}
+
+mapping! {
+    /// Envoy's `TcpKeepalive`: unset values are the system's.
+    pub struct TcpKeepalive {
+        pub keepalive_probes: Option<Field<u32>>,
+        pub keepalive_time: Option<Field<u32>>,
+        pub keepalive_interval: Option<Field<u32>>,
     }
 }
 

@@ -23,6 +23,8 @@ mapping! {
         pub routes: Option<List<Route>>,
         pub require_tls: Option<Field<String>>,
         pub retry_policy: Option<Field<RetryPolicy>>,
+        pub include_request_attempt_count: Option<Field<bool>>,
+        pub include_attempt_count_in_response: Option<Field<bool>>,
         pub request_headers_to_add: Option<List<HeaderValueOption>>,
         pub request_headers_to_remove: Option<List<String>>,
         pub response_headers_to_add: Option<List<HeaderValueOption>>,
@@ -44,6 +46,7 @@ mapping! {
     pub struct HeaderValue {
         pub key: Option<Field<String>>,
         pub value: Option<Field<String>>,
+        pub raw_value: Option<Field<String>>,
     }
 }
 
@@ -116,6 +119,8 @@ mapping! {
         pub host_rewrite_literal: Option<Field<String>>,
         #[wrapper(BoolValue)]
         pub auto_host_rewrite: Option<Field<bool>>,
+        pub append_x_forwarded_host: Option<Field<bool>>,
+        pub priority: Option<Field<String>>,
         pub timeout: Option<Field<Value>>,
         pub idle_timeout: Option<Field<Value>>,
         pub retry_policy: Option<Field<RetryPolicy>>,

@@ -22,7 +22,7 @@ const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(25);
 const MAX_DIRECT_RESPONSE_BODY: usize = 4096;
 
 /// Envoy fields accepted and ignored with a warning.
-const ACTION_IGNORED: &[&str] = &["priority", "include_vh_rate_limits", "append_x_forwarded_host"];
+const ACTION_IGNORED: &[&str] = &["include_vh_rate_limits"];
 
 pub(super) fn forward(
     cx: &mut Ctx,
@@ -32,6 +32,12 @@ pub(super) fn forward(
     vhost_retry: Option<&RetryPolicy>,
 ) -> Option<Forward> {
     cx.other(p, a, ACTION_IGNORED);
+    // HIGH picks the clusters' HIGH circuit breaker thresholds, which are
+    // not implemented (`resilience.rs`): refused rather than run under the
+    // DEFAULT ones.
+    if cx.enumeration(p, "priority", &a.priority, &[("DEFAULT", false), ("HIGH", true)], false) {
+        cx.error(&p.key("priority"), "HIGH priority routing is not supported");
+    }
     let lookup = |cx: &mut Ctx, p: &P, name: &str| -> Option<usize> {
         let id = clusters.get(name).copied();
         if id.is_none() {
@@ -131,6 +137,7 @@ pub(super) fn forward(
         hash_policy,
         websocket,
         grpc_timeout,
+        append_x_forwarded_host: cx.boolean(p, "append_x_forwarded_host", &a.append_x_forwarded_host, false),
     })
 }
 

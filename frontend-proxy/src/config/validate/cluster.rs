@@ -7,7 +7,7 @@ use super::tls::upstream_tls;
 use super::{Ctx, P};
 use crate::config::raw::lenient::enum_name;
 use crate::config::raw::{self, Field, List};
-use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy};
+use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy, TcpKeepaliveSpec};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -32,7 +32,6 @@ const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Envoy fields accepted and ignored with a warning.
 const CLUSTER_IGNORED: &[&str] = &[
     "per_connection_buffer_limit_bytes",
-    "upstream_connection_options",
     "alt_stat_name",
     "metadata",
     "track_timeout_budgets",
@@ -151,6 +150,23 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
             false,
         ),
         http,
+        tcp_keepalive: tcp_keepalive(cx, p, c),
+    })
+}
+
+/// `upstream_connection_options.tcp_keepalive`; the interface name and
+/// Happy Eyeballs settings only shape how a connection is made.
+fn tcp_keepalive(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<TcpKeepaliveSpec> {
+    let o = cx.opt(p, "upstream_connection_options", &c.upstream_connection_options)?;
+    let op = p.key("upstream_connection_options");
+    cx.other(&op, o, &["set_local_interface_name_on_upstream_connections", "happy_eyeballs_config"]);
+    let k = cx.opt(&op, "tcp_keepalive", &o.tcp_keepalive)?;
+    let kp = op.key("tcp_keepalive");
+    cx.other(&kp, k, &[]);
+    Some(TcpKeepaliveSpec {
+        time: cx.opt(&kp, "keepalive_time", &k.keepalive_time).copied(),
+        interval: cx.opt(&kp, "keepalive_interval", &k.keepalive_interval).copied(),
+        probes: cx.opt(&kp, "keepalive_probes", &k.keepalive_probes).copied(),
     })
 }
 

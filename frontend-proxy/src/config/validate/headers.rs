@@ -1,6 +1,6 @@
 //! `request_headers_to_add/remove` and `response_headers_to_add/remove`.
 
-use super::{Ctx, P};
+use super::{decode_base64, Ctx, P};
 use crate::config::raw::{self, List};
 use crate::routing::{HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat};
 use http::header::HeaderName;
@@ -34,9 +34,28 @@ pub(super) fn headers_to_add(
             continue;
         };
         let vp = hp.key("header");
-        cx.other(&vp, hv, &["raw_value"]);
+        cx.other(&vp, hv, &[]);
         let key = cx.req(&vp, "key", &hv.key).cloned();
-        let value = cx.string(&vp, "value", &hv.value).unwrap_or_default();
+        // `raw_value` is the value as bytes (base64 in YAML, as protobuf's
+        // JSON mapping writes them): ignoring it added the header empty.
+        let value = match (cx.string(&vp, "value", &hv.value), cx.string(&vp, "raw_value", &hv.raw_value)) {
+            (Some(_), Some(_)) => {
+                cx.error(&vp, "only one of `value` and `raw_value` may be set");
+                continue;
+            }
+            (None, Some(raw)) => match decode_base64(&raw).map(String::from_utf8) {
+                Some(Ok(v)) => v,
+                Some(Err(_)) => {
+                    cx.error(&vp.key("raw_value"), "must be text (a header value of visible ASCII)");
+                    continue;
+                }
+                None => {
+                    cx.error(&vp.key("raw_value"), "not valid base64");
+                    continue;
+                }
+            },
+            (value, None) => value.unwrap_or_default(),
+        };
         if h.append.is_some() && h.append_action.is_some() {
             cx.error(&hp, "`append` and `append_action` are mutually exclusive");
         }

@@ -4,7 +4,9 @@ use super::access_log;
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
-use crate::config::model::{Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader};
+use crate::config::model::{
+    Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
+};
 use crate::config::raw::{self, Field, List};
 use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
@@ -99,6 +101,13 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     );
     let name = cx.string(p, "name", &l.name);
     let address = cx.ip_socket_address(p, "address", &l.address);
+    let ipv4_compat = match &l.address {
+        Some(Field::Ok(a)) => match &a.socket_address {
+            Some(Field::Ok(sa)) => matches!(sa.ipv4_compat, Some(Field::Ok(true))),
+            _ => false,
+        },
+        _ => false,
+    };
     let reuse_port = cx.boolean(p, "enable_reuse_port", &l.enable_reuse_port, true);
     if l.access_log.is_some() {
         cx.error(
@@ -137,6 +146,8 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         hcm: chain.hcm?,
         max_connections: chain.max_connections,
         reuse_port,
+        handshake_timeout: chain.handshake_timeout,
+        ipv4_compat,
     })
 }
 
@@ -146,10 +157,15 @@ struct Chain {
     tls: Option<Option<DownstreamTls>>,
     hcm: Option<HttpConnectionManager>,
     max_connections: Option<u64>,
+    handshake_timeout: Option<Duration>,
 }
 
 fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMap<String, usize>) -> Chain {
-    cx.other(p, chain, &["metadata", "transport_socket_connect_timeout"]);
+    cx.other(p, chain, &["metadata"]);
+    // Envoy's default, and `0s`, set no bound: the proxy keeps its own.
+    let handshake_timeout = cx
+        .duration(p, "transport_socket_connect_timeout", &chain.transport_socket_connect_timeout)
+        .filter(|t| !t.is_zero());
     let _ = cx.opt(p, "name", &chain.name);
     if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
         let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
@@ -165,7 +181,7 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
     if chain.filters.is_none() || filters.is_empty() {
         cx.error(&p.key("filters"), "an http_connection_manager filter is required");
     }
-    let mut out = Chain { tls, hcm: None, max_connections: None };
+    let mut out = Chain { tls, hcm: None, max_connections: None, handshake_timeout };
     for (i, (fp, filter)) in filters.iter().enumerate() {
         cx.other(fp, *filter, &[]);
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
@@ -218,14 +234,10 @@ fn connection_limit(cx: &mut Ctx, p: &P, tc: &serde_yaml::Value) -> Option<u64> 
 /// Envoy fields accepted and ignored with a warning.
 const HCM_IGNORED: &[&str] = &[
     "tracing",
-    "add_user_agent",
     "delayed_close_timeout",
     "drain_timeout",
-    "http_protocol_options",
     "internal_address_config",
     "request_id_extension",
-    "proxy_100_continue",
-    "stream_error_on_invalid_http_message",
     "access_log_flush_interval",
     "flush_access_log_on_new_request",
     "access_log_options",
@@ -252,6 +264,8 @@ fn connection_manager(
         Codec::Auto,
     );
     let max_request_bytes = http_filters(cx, p, &h.http_filters);
+    let http2 = http2_options(cx, p, h);
+    http1_options(cx, p, h);
 
     let server_header = cx.enumeration(
         p,
@@ -311,17 +325,6 @@ fn connection_manager(
         }
         // As Envoy, 0 is no limit.
         max_stream_duration = cx.duration(&op, "max_stream_duration", &o.max_stream_duration).filter(|t| !t.is_zero());
-    }
-
-    // Stream limits, window sizes and flood protections: left to the
-    // server's own values they would be weaker (or other) than the file's.
-    if let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) {
-        if !(o.is_null() || o.as_mapping().is_some_and(|m| m.is_empty())) {
-            cx.error(
-                &p.key("http2_protocol_options"),
-                "downstream HTTP/2 settings (max_concurrent_streams, window sizes, frame flood limits, ...) are not supported yet: the server's own limits would apply instead of the file's",
-            );
-        }
     }
 
     let mut websocket = false;
@@ -386,7 +389,161 @@ fn connection_manager(
         local_reply: cx
             .opt(p, "local_reply_config", &h.local_reply_config)
             .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
+        http2,
     })
+}
+
+/// `http_protocol_options` and the connection manager's other codec
+/// switches: what both HTTP/1 engines do is accepted (and is the
+/// default, unless said), anything else is an error naming the field.
+fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
+    // Both engines proxy `Expect: 100-continue` and the upstream's 100 (what
+    // `true` asks); Envoy's default answers 100 itself. Either way the
+    // request and its answer are the same: only when the body leaves the
+    // client differs.
+    let _ = cx.opt(p, "proxy_100_continue", &h.proxy_100_continue);
+    if cx.boolean(p, "stream_error_on_invalid_http_message", &h.stream_error_on_invalid_http_message, false) {
+        cx.error(
+            &p.key("stream_error_on_invalid_http_message"),
+            "true is not supported: an invalid HTTP/1 request always closes its connection (Envoy's default)",
+        );
+    }
+    if cx.boolean(p, "add_user_agent", &h.add_user_agent, false) {
+        cx.error(
+            &p.key("add_user_agent"),
+            "not supported: user-agent and x-envoy-downstream-service-cluster are not set from the node's cluster",
+        );
+    }
+    let Some(o) = cx.opt(p, "http_protocol_options", &h.http_protocol_options) else {
+        return;
+    };
+    let op = p.key("http_protocol_options");
+    // Envoy's choice of HTTP/1 parser: both engines parse as they do.
+    cx.other(&op, o, &["use_balsa_parser"]);
+    let unsupported = |cx: &mut Ctx, name: &str, message: &str| cx.error(&op.key(name), message.to_string());
+    if !cx.boolean(&op, "allow_absolute_url", &o.allow_absolute_url, true) {
+        unsupported(cx, "allow_absolute_url", "false is not supported: absolute-form targets are always served");
+    }
+    // HTTP/1.0 is served by Pingora's engine whatever this says (Envoy's
+    // default refuses it with 426): documented in envoy-compatibility.md.
+    let _ = cx.opt(&op, "accept_http_10", &o.accept_http_10);
+    if cx.opt(&op, "default_host_for_http_10", &o.default_host_for_http_10).is_some_and(|h| !h.is_empty()) {
+        unsupported(cx, "default_host_for_http_10", "not supported: an HTTP/1.0 request without Host is not given one");
+    }
+    if o.header_key_format.is_some() {
+        unsupported(cx, "header_key_format", "not supported: header names are not re-cased");
+    }
+    if cx.boolean(&op, "enable_trailers", &o.enable_trailers, false) {
+        unsupported(cx, "enable_trailers", "true is not supported: HTTP/1 trailers are dropped (Envoy's default)");
+    }
+    if cx.boolean(&op, "allow_chunked_length", &o.allow_chunked_length, false) {
+        unsupported(
+            cx,
+            "allow_chunked_length",
+            "true is not supported: a request with both Content-Length and Transfer-Encoding is refused (400)",
+        );
+    }
+    if cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message)
+        == Some(&true)
+    {
+        unsupported(
+            cx,
+            "override_stream_error_on_invalid_http_message",
+            "true is not supported: an invalid HTTP/1 request always closes its connection",
+        );
+    }
+    if cx.boolean(&op, "send_fully_qualified_url", &o.send_fully_qualified_url, false) {
+        unsupported(cx, "send_fully_qualified_url", "true is not supported: upstream requests use origin-form targets");
+    }
+    // Both engines take any method that is a token (what `true` asks);
+    // Envoy's default parser knows a fixed list.
+    let _ = cx.opt(&op, "allow_custom_methods", &o.allow_custom_methods);
+    let ignore_upgrade = cx.opt(&op, "ignore_http_11_upgrade", &o.ignore_http_11_upgrade);
+    if ignore_upgrade.is_some_and(|v| v.as_sequence().is_none_or(|s| !s.is_empty())) {
+        unsupported(cx, "ignore_http_11_upgrade", "not supported: upgrades are served as upgrade_configs say");
+    }
+}
+
+/// Envoy's defaults for its HTTP/2 flood and abuse limits. h2 (under
+/// Pingora) has its own limits for the same abuses, counted differently;
+/// a file that sets one to anything else is refused rather than run with
+/// a limit it did not ask for.
+const HTTP2_ENVOY_LIMITS: &[(&str, u32)] = &[
+    ("max_outbound_frames", 10000),
+    ("max_outbound_control_frames", 1000),
+    ("max_consecutive_inbound_frames_with_empty_payload", 1),
+    ("max_inbound_priority_frames_per_stream", 100),
+    ("max_inbound_window_update_frames_per_data_frame_sent", 10),
+];
+
+/// `http2_protocol_options` of a connection manager: the settings a
+/// downstream HTTP/2 connection advertises are honoured; the rest is
+/// accepted only at the value that means what frontend-proxy does.
+fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http2Settings {
+    let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) else {
+        return Http2Settings::default();
+    };
+    let op = p.key("http2_protocol_options");
+    // The codec Envoy uses, and the size of METADATA frames it refuses
+    // anyway (`allow_metadata` below): neither changes what a request may do.
+    cx.other(&op, o, &["use_oghttp2_codec", "max_metadata_size"]);
+    if o.connection_keepalive.is_some() {
+        cx.error(&op.key("connection_keepalive"), "HTTP/2 keepalive PINGs are not supported");
+    }
+    if o.custom_settings_parameters.is_some() {
+        cx.error(&op.key("custom_settings_parameters"), "custom HTTP/2 SETTINGS are not supported");
+    }
+    let ranged = |cx: &mut Ctx, name: &str, f: &Option<Field<u32>>, min: u32| {
+        let v = cx.opt(&op, name, f).copied()?;
+        if !(min..=2_147_483_647).contains(&v) {
+            cx.error(&op.key(name), format!("must be between {min} and 2147483647"));
+            return None;
+        }
+        Some(v)
+    };
+    let settings = Http2Settings {
+        max_concurrent_streams: ranged(cx, "max_concurrent_streams", &o.max_concurrent_streams, 1),
+        initial_stream_window_size: ranged(cx, "initial_stream_window_size", &o.initial_stream_window_size, 65535),
+        initial_connection_window_size: ranged(
+            cx,
+            "initial_connection_window_size",
+            &o.initial_connection_window_size,
+            65535,
+        ),
+        hpack_table_size: cx.opt(&op, "hpack_table_size", &o.hpack_table_size).copied(),
+    };
+    if cx.boolean(&op, "allow_connect", &o.allow_connect, false) {
+        cx.error(&op.key("allow_connect"), "CONNECT over HTTP/2 (RFC 8441 upgrades) is not supported");
+    }
+    if cx.boolean(&op, "allow_metadata", &o.allow_metadata, false) {
+        cx.error(&op.key("allow_metadata"), "HTTP/2 METADATA frames are not supported");
+    }
+    let limits = [
+        &o.max_outbound_frames,
+        &o.max_outbound_control_frames,
+        &o.max_consecutive_inbound_frames_with_empty_payload,
+        &o.max_inbound_priority_frames_per_stream,
+        &o.max_inbound_window_update_frames_per_data_frame_sent,
+    ];
+    for ((name, default), f) in HTTP2_ENVOY_LIMITS.iter().zip(limits) {
+        if let Some(v) = cx.opt(&op, name, f) {
+            if v != default {
+                cx.error(
+                    &op.key(name),
+                    format!("only Envoy's default ({default}) is supported: HTTP/2 flood limits are h2's own, counted differently"),
+                );
+            }
+        }
+    }
+    // An invalid HTTP/2 request resets its stream and the connection goes
+    // on, as `true` asks: Pingora and h2 cannot close the connection
+    // instead, as Envoy's default (`false`) does. Either way the invalid
+    // request is refused, and h2 and Pingora bound how many such streams a
+    // connection may open before it is closed (docs/envoy-compatibility.md).
+    let _ = cx.opt(&op, "stream_error_on_invalid_http_messaging", &o.stream_error_on_invalid_http_messaging);
+    let _ =
+        cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message);
+    settings
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {

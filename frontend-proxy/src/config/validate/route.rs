@@ -69,8 +69,7 @@ pub(super) fn route_configuration(
 }
 
 /// Envoy fields accepted and ignored with a warning.
-const VHOST_IGNORED: &[&str] =
-    &["virtual_clusters", "include_request_attempt_count", "include_attempt_count_in_response", "metadata"];
+const VHOST_IGNORED: &[&str] = &["virtual_clusters", "metadata"];
 
 fn virtual_host(
     cx: &mut Ctx,
@@ -114,7 +113,28 @@ fn virtual_host(
             routes.push(route);
         }
     }
-    Some((VirtualHost { name: name?, routes, require_tls, retry_policy, headers }, domains))
+    Some((
+        VirtualHost {
+            name: name?,
+            routes,
+            require_tls,
+            retry_policy,
+            headers,
+            attempt_count_upstream: cx.boolean(
+                p,
+                "include_request_attempt_count",
+                &vh.include_request_attempt_count,
+                false,
+            ),
+            attempt_count_downstream: cx.boolean(
+                p,
+                "include_attempt_count_in_response",
+                &vh.include_attempt_count_in_response,
+                false,
+            ),
+        },
+        domains,
+    ))
 }
 
 /// Envoy fields accepted and ignored with a warning.

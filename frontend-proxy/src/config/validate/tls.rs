@@ -1,9 +1,9 @@
 //! TLS transport sockets: `DownstreamTlsContext` on listeners and
 //! `UpstreamTlsContext` on clusters.
 
-use super::{Ctx, P};
+use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
-use crate::tls::{DownstreamTls, TlsParams, TlsVersion};
+use crate::tls::{DownstreamTls, SecretSource, SessionResumption, TlsParams, TlsVersion, TICKET_KEY_LEN};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -28,7 +28,8 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if cx.opt(&tp, "@type", &ctx.type_url).is_some_and(|t| t != DOWNSTREAM_TLS_TYPE) {
         cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
     }
-    cx.other(&tp, &ctx, &["session_timeout", "disable_stateless_session_resumption"]);
+    cx.other(&tp, &ctx, &[]);
+    let sessions = session_resumption(cx, &tp, &ctx);
     if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
         cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
     }
@@ -64,7 +65,71 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     let key = cx.req(&cert_p, "private_key", &cert.private_key);
     let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
     let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols, params })
+    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols, params, sessions: sessions? })
+}
+
+/// Envoy's session settings of a `DownstreamTlsContext`. Each is honoured:
+/// a shorter lifetime or no resumption is what the file asks for, so
+/// ignoring one would let a client resume a session the file forbids.
+fn session_resumption(cx: &mut Ctx, tp: &P, ctx: &raw::DownstreamTlsContext) -> Option<SessionResumption> {
+    let mut out = SessionResumption::default();
+    let mut ok = true;
+    if let Some(t) = cx.duration(tp, "session_timeout", &ctx.session_timeout) {
+        // Envoy reads whole seconds below 2^32.
+        match u32::try_from(t.as_secs()) {
+            Ok(0) => {
+                cx.error(
+                    &tp.key("session_timeout"),
+                    "must be at least 1s (turn resumption off with disable_stateless_session_resumption and disable_stateful_session_resumption)",
+                );
+                ok = false;
+            }
+            Ok(secs) => out.timeout_secs = Some(secs),
+            Err(_) => {
+                cx.error(&tp.key("session_timeout"), "must be less than 4294967296s");
+                ok = false;
+            }
+        }
+    }
+    let no_tickets = cx.opt(tp, "disable_stateless_session_resumption", &ctx.disable_stateless_session_resumption);
+    out.tickets = !no_tickets.copied().unwrap_or(false);
+    out.cache = !cx.boolean(tp, "disable_stateful_session_resumption", &ctx.disable_stateful_session_resumption, false);
+    if let Some(keys) = cx.opt(tp, "session_ticket_keys", &ctx.session_ticket_keys) {
+        let kp = tp.key("session_ticket_keys");
+        // One of Envoy's `session_ticket_keys_type`, like the switch.
+        if no_tickets.is_some() {
+            cx.error(&kp, "only one of `session_ticket_keys` and `disable_stateless_session_resumption` may be set");
+            ok = false;
+        }
+        cx.other(&kp, keys, &[]);
+        let list = cx.list(&kp, "keys", &keys.keys);
+        if list.is_empty() {
+            cx.error(&kp.key("keys"), "at least one key is required");
+            ok = false;
+        }
+        if list.len() > 1 {
+            // Honouring the first alone is never weaker: a ticket sealed
+            // under an older key costs a full handshake, nothing more.
+            cx.warn(
+                &kp.key("keys"),
+                "only the first key is used (key rotation is not supported yet): a client holding a ticket sealed with another key gets a full handshake instead of resuming",
+            );
+        }
+        if let Some((k0, key)) = list.into_iter().next() {
+            match cx.data_source(&k0, key) {
+                Some(DataSourceValue::File(f)) => out.ticket_key = Some(SecretSource::File(f.into())),
+                Some(DataSourceValue::Inline(b)) if b.len() == TICKET_KEY_LEN => {
+                    out.ticket_key = Some(SecretSource::Inline(b))
+                }
+                Some(DataSourceValue::Inline(b)) => {
+                    cx.error(&k0, format!("a session ticket key must have exactly 80 bytes, not {}", b.len()));
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+    }
+    ok.then_some(out)
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {

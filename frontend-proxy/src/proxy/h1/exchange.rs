@@ -289,6 +289,7 @@ impl NativeH1 {
                 Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),
                 Added::Value(v) => wire::put_header(out, name.as_str().as_bytes(), v.as_bytes()),
                 Added::Date => wire::put_header(out, name.as_str().as_bytes(), date::now().as_bytes()),
+                Added::Number(n) => wire::put_header(out, name.as_str().as_bytes(), n.to_string().as_bytes()),
             });
         }
         if close {

@@ -82,6 +82,11 @@ impl NativeH1 {
         match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
+                if let Some(k) = &cluster.spec.tcp_keepalive {
+                    if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&k.socket2()) {
+                        debug!(error = %e, "cannot set TCP keepalive on an upstream connection");
+                    }
+                }
                 let tracer =
                     UpstreamConnectionTracer::new(&cluster.stats, &attempt.host, Some(UpstreamCodecStat::Http1));
                 Ok(Upstream::tcp(s, tracer))

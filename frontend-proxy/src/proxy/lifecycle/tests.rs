@@ -81,6 +81,8 @@ static_resources:
                 stats: Arc::new(ConnManagerStats::default()),
                 max_connections: l.max_connections,
                 reuse_port: l.reuse_port,
+                handshake_timeout: crate::runtime::DEFAULT_HANDSHAKE_TIMEOUT,
+                ipv4_compat: false,
                 access_logs: Vec::new(),
             })
         })
