@@ -9,6 +9,7 @@ mod date;
 mod dispatch;
 mod forwarding;
 mod framing;
+mod grpc;
 // `pub(crate)`: the fuzzing facade (`crate::fuzzing`) reaches the wire code.
 pub(crate) mod h1;
 mod header_map;

@@ -100,7 +100,7 @@ impl Proxy {
     ) -> Result<Option<LocalReply>> {
         let listener = &self.listeners[ctx.listener];
         listener.stats.downstream_rq_active.fetch_add(1, Relaxed);
-        ctx.grpc = super::local_reply::is_grpc(req);
+        ctx.grpc = super::grpc::is_grpc(req);
         // Envoy's codec refuses these (and counts a protocol error).
         if listener.hcm.codec == Codec::Http2 && !http2 {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);

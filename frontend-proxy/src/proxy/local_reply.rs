@@ -137,16 +137,6 @@ pub struct ReplyHeaders<'a> {
     pub grpc: bool,
 }
 
-/// Whether a request is gRPC, as Envoy tells (`Grpc::Common::isGrpcRequestHeaders`).
-pub fn is_grpc(req: &pingora_http::RequestHeader) -> bool {
-    req.headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        let v = v.as_bytes();
-        v.len() >= 16
-            && v[..16].eq_ignore_ascii_case(b"application/grpc")
-            && matches!(v.get(16), None | Some(b'+' | b';'))
-    })
-}
-
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status a local reply
 /// with this HTTP status stands for.
 pub fn grpc_status(status: StatusCode) -> u8 {
@@ -393,7 +383,7 @@ mod tests {
             ("application/json", false),
         ] {
             req.insert_header("content-type", ct).unwrap();
-            assert_eq!(is_grpc(&req), yes, "{ct}");
+            assert_eq!(crate::proxy::grpc::is_grpc(&req), yes, "{ct}");
         }
     }
 }
