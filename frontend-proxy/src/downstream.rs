@@ -140,7 +140,10 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     ) {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::handshake(acceptor, stream)).await {
+        // Boxed: the handshake's state is not needed once it is done, and an
+        // idle keep-alive connection should not keep room for it.
+        let handshake = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::handshake(acceptor, stream)));
+        let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
