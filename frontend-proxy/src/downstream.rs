@@ -139,7 +139,10 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
         let handshake_timeout = listener.handshake_timeout;
-        let tls = match tokio::time::timeout(handshake_timeout, tls_server::handshake(acceptor, stream)).await {
+        // Boxed: the handshake's state is not needed once it is done, and an
+        // idle keep-alive connection should not keep room for it.
+        let handshake = Box::pin(tokio::time::timeout(handshake_timeout, tls_server::handshake(acceptor, stream)));
+        let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 listener.stats.ssl_connection_error.fetch_add(1, Relaxed);

@@ -74,22 +74,26 @@ impl NativeH1 {
                 Head::Closed => return Served::Closed,
                 Head::HandOff => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
                 Head::Reject(..) | Head::TimedOut(..) => {
-                    self.reject(&mut down, &mut bufs.out, head, listener, client_addr).await;
+                    Box::pin(self.reject(&mut down, &mut bufs.out, head, listener, client_addr)).await;
                     // The reply and the FIN go out before the close, which
                     // resets the connection if the client sent more.
                     let _ = down.shutdown().await;
                     return Served::Closed;
                 }
             };
-            let served_request = {
+            served = served.saturating_add(1);
+            // `max_requests_per_connection`: the last one's response says `connection: close`.
+            let last = max_requests.is_some_and(|m| served >= m);
+            // Boxed with its context: a request's state takes a few KiB
+            // that an idle keep-alive connection should not hold (nginx's
+            // and HAProxy's take about one).
+            let served_request = Box::pin(async {
                 let mut ctx = RequestCtx::starting(started);
                 ctx.listener = listener;
                 ctx.client_addr = client_addr;
-                served = served.saturating_add(1);
-                // `max_requests_per_connection`: the last one's response says `connection: close`.
-                let last = max_requests.is_some_and(|m| served >= m);
                 self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain, last).await
-            };
+            })
+            .await;
             let (keep_alive, unread_body) = match served_request {
                 Ok(done) => done,
                 Err(head) => {
