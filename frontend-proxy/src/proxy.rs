@@ -105,7 +105,7 @@ impl Proxy {
         let hcm = &self.listener(ctx).hcm;
         let server = (hcm.server_header != ServerHeader::PassThrough).then_some(hcm.server_name.as_str());
         let request_id = ctx.request_id.as_ref().filter(|_| hcm.always_set_request_id_in_response);
-        ReplyHeaders { server, request_id, grpc: ctx.grpc }
+        ReplyHeaders { server, request_id, grpc: ctx.grpc, overloaded_header: !hcm.suppress_envoy_headers }
     }
 
     /// Sends a local reply; returns the status it went out with (a gRPC

@@ -802,3 +802,59 @@ fn local_reply_config_that_cannot_be_honoured_is_an_error_naming_its_path() {
         assert!(stderr.contains(&expected), "missing {expected:?} in:\n{stderr}");
     }
 }
+
+/// The router's `suppress_envoy_headers`: no `x-envoy-*` field of the
+/// router's own on the upstream request, the response, or a circuit
+/// breaker's 503; an upstream's own `x-envoy-upstream-service-time`
+/// passes as it is.
+#[tokio::test]
+async fn suppress_envoy_headers_adds_no_router_fields() {
+    let films = Backend::start("films-1", SocketAddr::new(ip(1, 50), 0)).await;
+    let listen = free_addr(ip(1, 50));
+    let routes = r#"
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: films, timeout: 5s }"#;
+    let hcm = format!("{}\n              suppress_envoy_headers: true", yaml::hcm("ingress_http", "", routes));
+    let cb = "    circuit_breakers:\n      thresholds:\n      - max_requests: 1";
+    let cfg = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[yaml::cluster("films", "STATIC", &[host_port(&films)], cb)],
+    );
+    let _proxy = ProxyProcess::start(&cfg, listen).await;
+    let c = client();
+
+    // Request side: no expected timeout, and the client's own is not forwarded.
+    let r =
+        c.get(format!("http://{listen}/films")).header("x-envoy-expected-rq-timeout-ms", "123").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(films.last_header("x-envoy-expected-rq-timeout-ms"), None);
+    assert_eq!(films.last_header("x-forwarded-proto").as_deref(), Some("http"), "the connection manager's fields stay");
+    // Response side: no service time of the proxy's.
+    assert_eq!(r.headers().get("x-envoy-upstream-service-time"), None);
+
+    // An upstream's own service time passes as it is, alone.
+    let r = c
+        .get(format!("http://{listen}/films"))
+        .header("x-echo-x-envoy-upstream-service-time", "4242")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let times: Vec<_> = r.headers().get_all("x-envoy-upstream-service-time").iter().collect();
+    assert_eq!(times, ["4242"]);
+
+    // A circuit breaker's 503 says nothing of `x-envoy-overloaded`.
+    let slow = tokio::spawn(async move {
+        let c = reqwest::Client::builder().no_proxy().build().unwrap();
+        c.get(format!("http://{listen}/delay/1000")).send().await.map(|r| r.status().as_u16())
+    });
+    let hits = films.hits();
+    assert!(support::eventually(Duration::from_secs(5), || async { films.hits() > hits }).await);
+    let r = c.get(format!("http://{listen}/films")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers().get("x-envoy-overloaded"), None);
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+}

@@ -99,6 +99,10 @@ pub struct HttpConnectionManager {
     pub websocket: bool,
     /// `envoy.filters.http.buffer`: larger request bodies get 413.
     pub max_request_bytes: Option<u32>,
+    /// The router's `suppress_envoy_headers`: no `x-envoy-expected-rq-timeout-ms`
+    /// upstream, no `x-envoy-upstream-service-time` or `x-envoy-overloaded`
+    /// downstream.
+    pub suppress_envoy_headers: bool,
     /// `access_log`: where each finished request is written, and how.
     pub access_log: Vec<AccessLogConfig>,
     /// `local_reply_config`: how the proxy's own replies are rewritten.

@@ -382,6 +382,20 @@ mapping! {
     }
 }
 
+mapping! {
+    /// `envoy.filters.http.router`'s options: the ones frontend-proxy reads
+    /// or deliberately ignores; the others stay in `other` and are refused.
+    pub struct RouterFilter {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        #[wrapper(BoolValue)]
+        pub dynamic_stats: Option<Field<bool>>,
+        pub start_child_span: Option<Field<bool>>,
+        pub suppress_grpc_request_failure_code_stats: Option<Field<bool>>,
+        pub suppress_envoy_headers: Option<Field<bool>>,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -41,7 +41,7 @@ impl Proxy {
             flags,
             bytes_received: done.request_body_bytes,
             bytes_sent,
-            upstream_service_time: ctx.upstream_time,
+            upstream_service_time: self.upstream_service_time(ctx),
             upstream_host: ctx.host.as_ref().map(|h| h.addr),
             upstream_cluster: self.cluster(ctx).map(|c| c.name()),
             downstream_remote: ctx.client_addr,

@@ -423,8 +423,13 @@ impl Proxy {
     }
 
     /// `x-envoy-expected-rq-timeout-ms` for this attempt: the first one
-    /// announces the configured timeout; retries what is left of it.
+    /// announces the configured timeout; retries what is left of it. None
+    /// (the field is removed) when the router's `suppress_envoy_headers`
+    /// says so.
     pub(super) fn expected_timeout(&self, ctx: &RequestCtx) -> Option<Duration> {
+        if self.listener(ctx).hcm.suppress_envoy_headers {
+            return None;
+        }
         let forward = self.forward(ctx)?;
         if ctx.attempts <= 1 {
             shorter(ctx.route_timeout, per_try_timeout(forward))

@@ -135,6 +135,9 @@ pub struct ReplyHeaders<'a> {
     /// The request is gRPC (`content-type: application/grpc*`): the reply is
     /// a gRPC status, as Envoy answers such requests.
     pub grpc: bool,
+    /// `x-envoy-overloaded: true` on a circuit breaker's 503 (false with
+    /// the router's `suppress_envoy_headers`, as Envoy's router).
+    pub overloaded_header: bool,
 }
 
 /// Envoy's `Grpc::Utility::httpToGrpcStatus`: the gRPC status a local reply
@@ -208,7 +211,7 @@ pub fn head(
     if let LocalReply::Redirect { location, .. } = reply {
         resp.insert_header(header::LOCATION, location.as_str())?;
     }
-    if matches!(reply, LocalReply::Overflow) {
+    if extra.overloaded_header && matches!(reply, LocalReply::Overflow) {
         resp.insert_header("x-envoy-overloaded", "true")?;
     }
     if let Some(server) = extra.server {
@@ -278,7 +281,7 @@ impl Proxy {
                     flags,
                     bytes_received: ctx.body_bytes,
                     bytes_sent: 0,
-                    upstream_service_time: ctx.upstream_time,
+                    upstream_service_time: self.upstream_service_time(ctx),
                     upstream_host: ctx.host.as_ref().map(|h| h.addr),
                     upstream_cluster: self.cluster(ctx).map(|c| c.name()),
                     downstream_remote: ctx.client_addr,
@@ -348,7 +351,7 @@ mod tests {
     fn overflow_sets_envoy_header() {
         let h = response_header(
             &LocalReply::Overflow,
-            &ReplyHeaders { server: Some("envoy"), request_id: None, grpc: false },
+            &ReplyHeaders { server: Some("envoy"), request_id: None, grpc: false, overloaded_header: true },
         )
         .unwrap();
         assert_eq!(h.headers.get("x-envoy-overloaded").unwrap(), "true");
@@ -359,7 +362,7 @@ mod tests {
 
     #[test]
     fn grpc_requests_get_grpc_statuses() {
-        let grpc = ReplyHeaders { server: None, request_id: None, grpc: true };
+        let grpc = ReplyHeaders { server: None, request_id: None, grpc: true, overloaded_header: true };
         let h = response_header(&LocalReply::NoHealthyUpstream, &grpc).unwrap();
         assert_eq!(h.status, 200);
         assert_eq!(h.headers.get("grpc-status").unwrap(), "14");

@@ -30,7 +30,7 @@ impl Proxy {
     pub(super) fn response_edits<'a>(&'a self, ctx: &'a RequestCtx) -> ResponseEdits<'a> {
         let hcm = &self.listener(ctx).hcm;
         ResponseEdits {
-            upstream_time: ctx.upstream_time,
+            upstream_time: self.upstream_service_time(ctx),
             server: self
                 .server_values
                 .get(ctx.listener)
@@ -43,6 +43,13 @@ impl Proxy {
                 .filter(|(_, vh, _)| vh.attempt_count_downstream && ctx.attempts > 0)
                 .map(|_| ctx.attempts),
         }
+    }
+
+    /// The `x-envoy-upstream-service-time` the proxy adds to the response:
+    /// none when the router's `suppress_envoy_headers` says so (an
+    /// upstream's own field then passes as it is).
+    pub(super) fn upstream_service_time(&self, ctx: &RequestCtx) -> Option<Duration> {
+        ctx.upstream_time.filter(|_| !self.listener(ctx).hcm.suppress_envoy_headers)
     }
 
     /// An upstream response head on its way to the client (Pingora's

@@ -149,6 +149,13 @@ async fn handle(s: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<F
         req.headers().iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string())).collect();
     let behaviour = *s.behaviour.lock().unwrap();
     let path = req.uri().path().to_string();
+    // `x-echo-<name>: <value>` asks for `<name>: <value>` on the response, so a
+    // test can see what the proxy does with an upstream's own fields.
+    let echoed: Vec<(String, http::HeaderValue)> = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().strip_prefix("x-echo-")?.to_string(), v.clone())))
+        .collect();
 
     if req.headers().get("upgrade").is_some() {
         // Minimal upgrade: switch protocols and echo whatever comes.
@@ -187,10 +194,9 @@ async fn handle(s: Arc<Shared>, mut req: Request<Incoming>) -> Result<Response<F
         Behaviour::Normal => path.strip_prefix("/status/").and_then(|c| c.parse().ok()).unwrap_or(200),
     };
     let text = if path.starts_with("/echo") { String::from_utf8_lossy(&body).into_owned() } else { s.name.clone() };
-    Ok(Response::builder()
-        .status(status)
-        .header("x-served-by", s.name.as_str())
-        .header("content-type", "text/plain")
-        .body(Full::new(Bytes::from(text)))
-        .unwrap())
+    let mut resp = Response::builder().status(status).header("x-served-by", s.name.as_str());
+    for (name, value) in echoed {
+        resp = resp.header(name, value);
+    }
+    Ok(resp.header("content-type", "text/plain").body(Full::new(Bytes::from(text))).unwrap())
 }

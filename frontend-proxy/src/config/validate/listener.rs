@@ -263,7 +263,7 @@ fn connection_manager(
         &[("AUTO", Codec::Auto), ("HTTP1", Codec::Http1), ("HTTP2", Codec::Http2)],
         Codec::Auto,
     );
-    let max_request_bytes = http_filters(cx, p, &h.http_filters);
+    let HttpFilters { max_request_bytes, suppress_envoy_headers } = http_filters(cx, p, &h.http_filters);
     let http2 = http2_options(cx, p, h);
     http1_options(cx, p, h);
 
@@ -385,6 +385,7 @@ fn connection_manager(
         max_requests_per_connection,
         websocket,
         max_request_bytes,
+        suppress_envoy_headers,
         access_log: access_log::access_logs(cx, p, &h.access_log),
         local_reply: cx
             .opt(p, "local_reply_config", &h.local_reply_config)
@@ -550,14 +551,16 @@ fn nonzero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
-/// Checks the HTTP filter list; returns the buffer filter's request size limit, if any.
-fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> Option<u32> {
+/// Checks the HTTP filter list: the buffer filter's request size limit and
+/// the router's options.
+fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> HttpFilters {
     let filters = cx.list(p, "http_filters", f);
+    let mut max_request_bytes = None;
+    let mut suppress_envoy_headers = false;
     if f.is_none() || filters.is_empty() {
         cx.error(&p.key("http_filters"), "must end with envoy.filters.http.router");
-        return None;
+        return HttpFilters { max_request_bytes, suppress_envoy_headers };
     }
-    let mut max_request_bytes = None;
     let last = filters.len() - 1;
     for (i, (fp, filter)) in filters.iter().enumerate() {
         cx.other(fp, *filter, &["disabled", "is_optional"]);
@@ -586,11 +589,56 @@ fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> O
             );
         } else if i != last {
             cx.error(fp, "the router must be the last HTTP filter");
-        } else if let Some(tc) = config.and_then(|v| v.as_mapping()) {
-            for key in tc.keys().filter_map(|k| k.as_str()).filter(|k| *k != "@type") {
-                cx.error(&fp.key("typed_config").key(key), "router options are not supported");
+        } else if let Some(c) = config {
+            let tp = fp.key("typed_config");
+            match Field::<raw::RouterFilter>::from_value(c.clone()) {
+                Field::Ok(r) => suppress_envoy_headers = router_options(cx, &tp, r),
+                Field::Invalid(msg) => cx.error(&tp, msg),
             }
         }
     }
-    max_request_bytes
+    HttpFilters { max_request_bytes, suppress_envoy_headers }
+}
+
+/// What the router's options say; the ones frontend-proxy cannot honour
+/// are refused, each naming its field.
+fn router_options(cx: &mut Ctx, p: &P, mut r: raw::RouterFilter) -> bool {
+    let _ = cx.opt(p, "@type", &r.type_url);
+    for (key, field) in [
+        ("dynamic_stats", &r.dynamic_stats),
+        ("start_child_span", &r.start_child_span),
+        ("suppress_grpc_request_failure_code_stats", &r.suppress_grpc_request_failure_code_stats),
+    ] {
+        if cx.opt(p, key, field).is_some() {
+            cx.warn(
+                &p.key(key),
+                "ignored: this field only shapes Envoy's statistics or tracing, and ignoring it does not change how requests are routed or answered",
+            );
+        }
+    }
+    for (key, why) in ROUTER_REFUSED {
+        if r.other.remove(*key).is_some() {
+            cx.error(&p.key(key), format!("{why}: not supported yet, so the configuration is refused"));
+        }
+    }
+    cx.other(p, &r, &[]);
+    cx.boolean(p, "suppress_envoy_headers", &r.suppress_envoy_headers, false)
+}
+
+/// Router options that change what reaches the upstream or the client
+/// (or what is logged), which frontend-proxy does not do.
+const ROUTER_REFUSED: &[(&str, &str)] = &[
+    ("respect_expected_rq_timeout", "taking the route timeout from the request's x-envoy-expected-rq-timeout-ms"),
+    ("upstream_log", "upstream logs (one entry per upstream attempt)"),
+    ("upstream_log_options", "upstream log options"),
+    ("strict_check_headers", "strict checking of x-envoy-* request headers (400 on invalid values)"),
+    ("upstream_http_filters", "upstream HTTP filters"),
+];
+
+/// What the HTTP filter list configures.
+struct HttpFilters {
+    /// The buffer filter's request size limit.
+    max_request_bytes: Option<u32>,
+    /// The router's `suppress_envoy_headers`.
+    suppress_envoy_headers: bool,
 }
