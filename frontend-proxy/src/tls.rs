@@ -5,8 +5,11 @@
 //! start-up, never a request.
 
 use pingora_core::listeners::ALPN;
-use pingora_core::tls::pkey::PKey;
-use pingora_core::tls::ssl::{select_next_proto, AlpnError, SslAcceptor, SslContextBuilder, SslMethod, SslVersion};
+use pingora_core::tls::error::ErrorStack;
+use pingora_core::tls::pkey::{PKey, Private};
+use pingora_core::tls::ssl::{
+    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef, SslVersion,
+};
 use pingora_core::tls::x509::X509;
 use std::path::PathBuf;
 
@@ -17,11 +20,19 @@ pub enum PemSource {
     Inline(String),
 }
 
-/// A TLS listener's certificate chain, key and ALPN protocols.
+/// One of `tls_certificates`: a certificate chain (leaf first) and its key.
 #[derive(Debug, Clone)]
-pub struct DownstreamTls {
+pub struct CertificateSource {
     pub certificate_chain: PemSource,
     pub private_key: PemSource,
+}
+
+/// A TLS listener's certificates, ALPN protocols and parameters.
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    /// At least one; several of different key types (RSA and ECDSA), of
+    /// which OpenSSL serves the one the client's signature algorithms allow.
+    pub certificates: Vec<CertificateSource>,
     /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
@@ -113,12 +124,16 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// Builds the listener's TLS acceptor. `allowed` is what the listener's
-/// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
-/// `alpn_protocols` may narrow the offer), or one of them.
-pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcceptor, TlsError> {
-    let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
-    let (key_pem, key_origin) = read(&tls.private_key)?;
+/// A certificate chain and its key, read and checked.
+struct LoadedCertificate {
+    leaf: X509,
+    intermediates: Vec<X509>,
+    key: PKey<Private>,
+}
+
+fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, TlsError> {
+    let (cert_pem, cert_origin) = read(&source.certificate_chain)?;
+    let (key_pem, key_origin) = read(&source.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
         .map_err(|e| TlsError::Certificate { origin: cert_origin.clone(), message: e.to_string() })?
         .into_iter();
@@ -126,16 +141,70 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
         .next()
         .ok_or_else(|| TlsError::Certificate { origin: cert_origin.clone(), message: "no certificate found".into() })?;
     let key = PKey::private_key_from_pem(&key_pem)
-        .map_err(|e| TlsError::Key { origin: key_origin, message: e.to_string() })?;
+        .map_err(|e| TlsError::Key { origin: key_origin.clone(), message: e.to_string() })?;
+    let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
+    if !matches {
+        return Err(TlsError::Mismatch(format!("{cert_origin} and {key_origin}")));
+    }
+    Ok(LoadedCertificate { leaf, intermediates: chain.collect(), key })
+}
 
+/// Reads every certificate of a listener. As Envoy, at most one per key
+/// type: OpenSSL keeps one certificate per type, so a second would
+/// silently replace the first.
+fn load_certificates(sources: &[CertificateSource]) -> Result<Vec<LoadedCertificate>, TlsError> {
+    let certs = sources.iter().map(load_certificate).collect::<Result<Vec<_>, _>>()?;
+    for (i, c) in certs.iter().enumerate() {
+        if certs[..i].iter().any(|o| o.key.id() == c.key.id()) {
+            return Err(TlsError::Setup(format!(
+                "tls_certificates[{i}]: at most one certificate of each key type ({:?}) may be given",
+                c.key.id()
+            )));
+        }
+    }
+    Ok(certs)
+}
+
+/// Installs `certs` on one connection, each with its own intermediates
+/// (a context has one list of extra chain certificates for all of them).
+fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(), ErrorStack> {
+    for c in certs {
+        ssl.set_certificate(&c.leaf)?;
+        ssl.set_private_key(&c.key)?;
+        for i in &c.intermediates {
+            ssl.add_chain_cert(i.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the listener's TLS acceptor. `allowed` is what the listener's
+/// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
+/// `alpn_protocols` may narrow the offer), or one of them.
+pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcceptor, TlsError> {
+    let mut certs = load_certificates(&tls.certificates)?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder.set_certificate(&leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
-    for intermediate in chain {
-        builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
+    if certs.len() == 1 {
+        // The common case: set once on the context, nothing per connection.
+        let c = certs.remove(0);
+        builder.set_certificate(&c.leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
+        for intermediate in c.intermediates {
+            builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
+        builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    } else {
+        // Installed per connection once the ClientHello is read (the
+        // servername callback runs whether or not the client sent SNI),
+        // before OpenSSL picks the certificate by signature algorithm.
+        builder.set_servername_callback(move |ssl, alert| {
+            use_certificates(ssl, &certs).map_err(|_| {
+                *alert = SslAlert::INTERNAL_ERROR;
+                SniError::ALERT_FATAL
+            })
+        });
     }
-    builder.set_private_key(&key).map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
     // Records are read whole, as far as the socket has them, instead of a
     // header read and a body read each: the socket under the TLS stream
     // has no read buffer of its own (`listen.rs` accepts it).

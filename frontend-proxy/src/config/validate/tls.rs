@@ -3,7 +3,7 @@
 
 use super::{Ctx, P};
 use crate::config::raw;
-use crate::tls::{DownstreamTls, TlsParams, TlsVersion};
+use crate::tls::{CertificateSource, DownstreamTls, TlsParams, TlsVersion};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -52,19 +52,28 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         }
     }
     let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
-    if certs.len() != 1 {
-        cx.error(
-            &cp.key("tls_certificates"),
-            "exactly one certificate is required (SNI-based certificate selection is not supported)",
-        );
+    if certs.is_empty() {
+        cx.error(&cp.key("tls_certificates"), "at least one certificate is required");
     }
-    let (cert_p, cert) = certs.into_iter().next()?;
-    cx.other(&cert_p, cert, &[]);
-    let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
-    let key = cx.req(&cert_p, "private_key", &cert.private_key);
-    let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
-    let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols, params })
+    let mut certificates = Vec::new();
+    let mut complete = true;
+    for (cert_p, cert) in certs {
+        cx.other(&cert_p, cert, &[]);
+        let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
+        let key = cx.req(&cert_p, "private_key", &cert.private_key);
+        let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
+        let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
+        match (chain, key) {
+            (Some(certificate_chain), Some(private_key)) => {
+                certificates.push(CertificateSource { certificate_chain, private_key })
+            }
+            _ => complete = false,
+        }
+    }
+    if !complete || certificates.is_empty() {
+        return None;
+    }
+    Some(DownstreamTls { certificates, alpn_protocols, params })
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {
