@@ -274,6 +274,9 @@ pub struct ConnManagerStats {
     /// TLS listeners: connections that ended before their handshake
     /// completed, a client hanging up included (`ssl.connection_error`).
     pub ssl_connection_error: AtomicU64,
+    /// Connections no filter chain matched, closed
+    /// (`listener.<addr>.no_filter_chain_match`).
+    pub no_filter_chain_match: AtomicU64,
 }
 
 #[cfg(test)]

@@ -78,17 +78,26 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
             }
         }
-        let settings = match &l.tls {
-            Some(t) => match tls::downstream_acceptor(t, alpn(l.hcm.codec)) {
-                Ok(s) => Some(s),
-                Err(source) => {
-                    errors.push(StartError::Tls { listener: l.name.clone(), source });
-                    continue;
+        let tls = l.tls.clone();
+        let codec = l.hcm.codec;
+        let runtime = Arc::new(ListenerRuntime::new(l, access_logs));
+        let settings = match &tls {
+            Some(t) => {
+                let stats = runtime.stats.clone();
+                let no_match = move || {
+                    stats.no_filter_chain_match.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                };
+                match tls::downstream_acceptor(t, alpn(codec), no_match) {
+                    Ok(s) => Some(s),
+                    Err(source) => {
+                        errors.push(StartError::Tls { listener: runtime.name.clone(), source });
+                        continue;
+                    }
                 }
-            },
+            }
             None => None,
         };
-        listeners.push((Arc::new(ListenerRuntime::new(l, access_logs)), settings));
+        listeners.push((runtime, settings));
     }
     if !errors.is_empty() {
         return Err(errors);

@@ -8,7 +8,8 @@ use pingora_core::listeners::ALPN;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef, SslVersion,
+    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef,
+    SslVersion,
 };
 use pingora_core::tls::x509::X509;
 use std::path::PathBuf;
@@ -37,6 +38,53 @@ pub struct DownstreamTls {
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
     pub params: TlsParams,
+}
+
+/// A listener's TLS side: the certificates of each of its filter chains
+/// and the server names (SNI) that select a chain, with what the chains
+/// must share (one handshake configuration per listener).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub chains: Vec<TlsChain>,
+    /// `default_filter_chain`: the chain for a client no chain matches.
+    pub default_chain: Option<usize>,
+    pub alpn_protocols: Vec<String>,
+    pub params: TlsParams,
+}
+
+/// One filter chain's certificates and `filter_chain_match.server_names`
+/// (lowercase; empty matches any name and none).
+#[derive(Debug, Clone)]
+pub struct TlsChain {
+    pub server_names: Vec<String>,
+    pub certificates: Vec<CertificateSource>,
+}
+
+impl ListenerTls {
+    /// A listener with one filter chain and no match.
+    pub fn single(tls: DownstreamTls) -> Self {
+        ListenerTls {
+            chains: vec![TlsChain { server_names: Vec::new(), certificates: tls.certificates }],
+            default_chain: None,
+            alpn_protocols: tls.alpn_protocols,
+            params: tls.params,
+        }
+    }
+
+    /// The chain for a client that sent `sni`, in Envoy's order: a chain
+    /// naming it exactly, else the most specific wildcard (`*.b.example.com`
+    /// before `*.example.com` before `*.com`), else a chain without server
+    /// names, else `default_filter_chain`. A client without SNI matches
+    /// only a chain without server names, or the default.
+    pub fn select(&self, sni: Option<&str>) -> Option<usize> {
+        let named = |name: &str| self.chains.iter().position(|c| c.server_names.iter().any(|n| n == name));
+        let by_name = sni.map(str::to_ascii_lowercase).and_then(|sni| {
+            named(&sni).or_else(|| {
+                sni.char_indices().filter(|(_, c)| *c == '.').find_map(|(i, _)| named(&format!("*{}", &sni[i..])))
+            })
+        });
+        by_name.or_else(|| self.chains.iter().position(|c| c.server_names.is_empty())).or(self.default_chain)
+    }
 }
 
 /// Envoy's `TlsParameters.TlsProtocol` (`TLS_AUTO` is the absence of one).
@@ -180,14 +228,20 @@ fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(),
 
 /// Builds the listener's TLS acceptor. `allowed` is what the listener's
 /// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
-/// `alpn_protocols` may narrow the offer), or one of them.
-pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcceptor, TlsError> {
-    let mut certs = load_certificates(&tls.certificates)?;
+/// `alpn_protocols` may narrow the offer), or one of them. `no_match` is
+/// called for a client no filter chain matches (its handshake fails).
+pub fn downstream_acceptor(
+    tls: &ListenerTls,
+    allowed: ALPN,
+    no_match: impl Fn() + Send + Sync + 'static,
+) -> Result<SslAcceptor, TlsError> {
+    let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
-    if certs.len() == 1 {
+    let only = tls.chains.len() == 1 && tls.chains[0].server_names.is_empty() && chains[0].len() == 1;
+    if only {
         // The common case: set once on the context, nothing per connection.
-        let c = certs.remove(0);
+        let c = chains.remove(0).remove(0);
         builder.set_certificate(&c.leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
         for intermediate in c.intermediates {
             builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
@@ -195,11 +249,20 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
         builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
         builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
     } else {
-        // Installed per connection once the ClientHello is read (the
-        // servername callback runs whether or not the client sent SNI),
-        // before OpenSSL picks the certificate by signature algorithm.
+        // The chain's certificates are installed per connection once the
+        // ClientHello is read (the servername callback runs whether or not
+        // the client sent SNI), before OpenSSL picks the certificate by
+        // signature algorithm. No chain: the handshake fails, as Envoy
+        // closes a connection no filter chain matches.
+        let select = tls.clone();
         builder.set_servername_callback(move |ssl, alert| {
-            use_certificates(ssl, &certs).map_err(|_| {
+            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let Some(chain) = select.select(sni.as_deref()) else {
+                no_match();
+                *alert = SslAlert::UNRECOGNIZED_NAME;
+                return Err(SniError::ALERT_FATAL);
+            };
+            use_certificates(ssl, &chains[chain]).map_err(|_| {
                 *alert = SslAlert::INTERNAL_ERROR;
                 SniError::ALERT_FATAL
             })

@@ -157,3 +157,73 @@ async fn rsa_and_ecdsa_certificates_are_served_by_the_clients_signature_algorith
     let seen = connect(addr, "", None).await.unwrap();
     assert_eq!(seen.response, "HTTP/1.1 200 OK by b");
 }
+
+const INSPECTOR: &str = "\n    listener_filters:\n    - name: envoy.filters.listener.tls_inspector";
+
+#[tokio::test]
+async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
+    let backend = Backend::start("b", SocketAddr::new(ip(25, 2), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cert = |file: &str, kind: &str| write_cert(dir.path(), file, kind, &[&format!("{file}.test")]);
+    let (exact, wild, deeper, fallback) =
+        (cert("exact", "ecdsa"), cert("wild", "ecdsa"), cert("deeper", "rsa"), cert("fallback", "ecdsa"));
+    let (sni, strict, admin) = (free_addr(ip(25, 2)), free_addr(ip(25, 2)), free_addr(ip(25, 2)));
+    let hcm = yaml::hcm("sni", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let default = chain("", &certificates(&[&fallback]), &hcm)
+        .replacen("\n    - transport_socket:", "\n    default_filter_chain:\n      transport_socket:", 1)
+        .replace("\n    ", "\n      ")
+        .replacen("\n      default_filter_chain:", "\n    default_filter_chain:", 1);
+    let listeners = [
+        listener(
+            sni,
+            &[
+                chain("server_names: [\"*.example.com\"]", &certificates(&[&wild]), &hcm),
+                chain(
+                    "server_names: [A.Example.com, other.test], transport_protocol: tls",
+                    &certificates(&[&exact]),
+                    &hcm,
+                ),
+                chain("server_names: \"*.b.example.com\"", &certificates(&[&deeper]), &hcm),
+            ],
+            INSPECTOR,
+        ) + &default,
+        listener(strict, &[chain("server_names: [only.example.com]", &certificates(&[&exact]), &hcm)], INSPECTOR)
+            .replace("name: tls", "name: strict"),
+    ];
+    let cfg = format!(
+        "{}{}",
+        yaml::admin(admin),
+        yaml::bootstrap(
+            &listeners,
+            &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+        )
+    );
+    let proxy = ProxyProcess::start(&cfg, strict).await;
+
+    for (name, served) in [
+        ("a.example.com", "exact.test"),
+        ("A.EXAMPLE.COM", "exact.test"),
+        ("other.test", "exact.test"),
+        ("x.example.com", "wild.test"),
+        ("x.y.example.com", "wild.test"),
+        ("x.b.example.com", "deeper.test"),
+        ("b.example.com", "wild.test"),
+        ("example.com", "fallback.test"),
+        ("", "fallback.test"),
+    ] {
+        let seen = connect(sni, name, None).await.unwrap_or_else(|e| panic!("{name}: {e}\n{}", proxy.log()));
+        assert_eq!(seen.san, served, "SNI {name:?}");
+        assert_eq!(seen.response, "HTTP/1.1 200 OK by b", "SNI {name:?}");
+    }
+
+    // No chain and no default: the handshake fails, counted as Envoy counts it.
+    let seen = connect(strict, "only.example.com", None).await.unwrap();
+    assert_eq!(seen.san, "exact.test");
+    for name in ["other.example.com", ""] {
+        assert!(connect(strict, name, None).await.is_err(), "SNI {name:?} was served");
+    }
+    let scope = format!("listener.{}", strict.to_string().replace(':', "_"));
+    assert_eq!(support::stat(admin, &format!("{scope}.no_filter_chain_match")).await, 2);
+    let scope = format!("listener.{}", sni.to_string().replace(':', "_"));
+    assert_eq!(support::stat(admin, &format!("{scope}.no_filter_chain_match")).await, 0);
+}

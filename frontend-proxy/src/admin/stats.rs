@@ -205,6 +205,7 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     if listener.tls {
         b.counter("ssl.handshake", &s.ssl_handshake);
         b.counter("ssl.connection_error", &s.ssl_connection_error);
+        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
     }
 }
 

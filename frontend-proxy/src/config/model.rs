@@ -3,7 +3,7 @@
 
 use crate::access_log::Format;
 use crate::routing::RouteTable;
-use crate::tls::DownstreamTls;
+use crate::tls::ListenerTls;
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct AdminConfig {
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
-    pub tls: Option<DownstreamTls>,
+    pub tls: Option<ListenerTls>,
     pub hcm: HttpConnectionManager,
     /// `envoy.filters.network.connection_limit`: open connections at most.
     pub max_connections: Option<u64>,

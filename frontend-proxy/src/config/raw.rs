@@ -170,6 +170,7 @@ mapping! {
         pub name: Option<Field<String>>,
         pub address: Option<Field<Address>>,
         pub filter_chains: Option<List<FilterChain>>,
+        pub default_filter_chain: Option<Field<FilterChain>>,
         pub listener_filters: Option<List<TypedExtension>>,
         #[wrapper(BoolValue)]
         pub enable_reuse_port: Option<Field<bool>>,

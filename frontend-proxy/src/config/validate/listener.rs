@@ -6,7 +6,7 @@ use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
 use crate::config::model::{Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader};
 use crate::config::raw::{self, Field, List};
-use crate::tls::DownstreamTls;
+use crate::tls::{DownstreamTls, ListenerTls, TlsChain};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,12 +107,16 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         );
     }
 
+    let mut inspector = false;
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
-        if matches!(fname.as_str(), "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector") {
-            cx.warn(&fp, format!("{fname} is not needed with a single filter chain; ignored"));
-        } else {
-            cx.error(&fp, format!("listener filter {fname:?} is not supported"));
+        match fname.as_str() {
+            // The accept loop reads the SNI in the ClientHello itself.
+            "envoy.filters.listener.tls_inspector" => inspector = true,
+            "envoy.filters.listener.http_inspector" => {
+                cx.warn(&fp, format!("{fname} is not needed (no filter chain matches application_protocols); ignored"))
+            }
+            _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),
         }
     }
 
@@ -120,24 +124,212 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     if l.filter_chains.is_none() {
         cx.error(&p.key("filter_chains"), "required field is missing");
     }
-    if chains.len() > 1 {
+    let mut built = Vec::new();
+    for (cp, raw_chain) in chains {
+        let names = chain_match(cx, &cp, raw_chain);
+        let chain = filter_chain(cx, &cp, raw_chain, clusters);
+        built.push((cp, raw_chain, names, chain));
+    }
+    let mut default_chain = None;
+    if let Some(raw_chain) = cx.opt(p, "default_filter_chain", &l.default_filter_chain) {
+        let dp = p.key("default_filter_chain");
+        if raw_chain.filter_chain_match.is_some() {
+            cx.error(&dp.key("filter_chain_match"), "a default filter chain has no match");
+        }
+        let chain = filter_chain(cx, &dp, raw_chain, clusters);
+        default_chain = Some(built.len());
+        built.push((dp, raw_chain, Some(Vec::new()), chain));
+    }
+    if built.is_empty() {
+        return None;
+    }
+    let several = built.len() > 1;
+    if several {
+        several_chains(cx, &built, default_chain);
+    }
+    if several && !inspector {
+        // Envoy sees no SNI without it: every TLS client would take the
+        // chain without server names (or none). Refused rather than served
+        // otherwise than Envoy would.
         cx.error(
-            &p.key("filter_chains"),
-            "only one filter chain per listener is supported (filter chain matching is not implemented); use one listener per address",
+            &p.key("listener_filters"),
+            "filter chains selected by server_names need the envoy.filters.listener.tls_inspector listener filter (without it Envoy sees no SNI)",
         );
     }
-    let (cp, chain) = chains.into_iter().next()?;
-    let chain = filter_chain(cx, &cp, chain, clusters);
     let address = address?;
+    let mut tls_chains = Vec::new();
+    let mut first = None;
+    let mut complete = true;
+    for (_, _, names, chain) in built {
+        match (names, chain.tls) {
+            (Some(server_names), Some(Some(t))) => {
+                tls_chains.push(TlsChain { server_names, certificates: t.certificates.clone() });
+                first.get_or_insert((Some(t), chain.hcm, chain.max_connections));
+            }
+            (Some(_), Some(None)) if !several => first = Some((None, chain.hcm, chain.max_connections)),
+            _ => complete = false,
+        }
+    }
+    let (tls, hcm, max_connections) = match first {
+        Some((Some(t), hcm, max)) if complete => {
+            let tls =
+                ListenerTls { chains: tls_chains, default_chain, alpn_protocols: t.alpn_protocols, params: t.params };
+            (Some(tls), hcm, max)
+        }
+        Some((None, hcm, max)) if complete => (None, hcm, max),
+        _ => return None,
+    };
     Some(ListenerConfig {
         // Unnamed listeners are named by `listeners`.
         name: name.unwrap_or_default(),
         address,
-        tls: chain.tls?,
-        hcm: chain.hcm?,
-        max_connections: chain.max_connections,
+        tls,
+        hcm: hcm?,
+        max_connections,
         reuse_port,
     })
+}
+
+/// `filter_chain_match`: the server names that select the chain
+/// (lowercase, as SNI is compared), or `None` when the match is invalid.
+/// Envoy's other criteria come after server names in its order, or before
+/// it on what one listener address always has; they are refused until
+/// supported, not ignored.
+fn chain_match(cx: &mut Ctx, p: &P, chain: &raw::FilterChain) -> Option<Vec<String>> {
+    let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) else {
+        return Some(Vec::new());
+    };
+    let mp = p.key("filter_chain_match");
+    if m.is_null() {
+        return Some(Vec::new());
+    }
+    let Some(map) = m.as_mapping() else {
+        cx.error(&mp, "expected a mapping");
+        return None;
+    };
+    let mut names = Some(Vec::new());
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        let kp = mp.key(key);
+        match key {
+            "server_names" => {
+                // Protobuf's JSON mapping takes one value for a list too.
+                let items = match v {
+                    serde_yaml::Value::Sequence(items) => items.clone(),
+                    one => vec![one.clone()],
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let ip = kp.idx(i);
+                    match item.as_str() {
+                        Some(n) if valid_server_name(n) => {
+                            if let Some(names) = names.as_mut() {
+                                names.push(n.to_ascii_lowercase());
+                            }
+                        }
+                        _ => {
+                            cx.error(&ip, "expected a server name, exact or with a leading `*.` wildcard");
+                            names = None;
+                        }
+                    }
+                }
+            }
+            "transport_protocol" => match v.as_str() {
+                Some("tls") if chain.transport_socket.is_some() => {}
+                Some("tls") => {
+                    cx.error(&kp, "a plaintext filter chain cannot match TLS connections");
+                    names = None;
+                }
+                _ => {
+                    cx.error(
+                        &kp,
+                        "only `tls` is supported (plaintext and TLS filter chains on one listener are not supported yet)",
+                    );
+                    names = None;
+                }
+            },
+            _ => {
+                cx.error(
+                    &kp,
+                    "not supported (filter chains are matched by server_names and transport_protocol: tls only)",
+                );
+                names = None;
+            }
+        }
+    }
+    names
+}
+
+/// An exact DNS name or `*.` and one: Envoy's wildcard is a leading label only.
+fn valid_server_name(n: &str) -> bool {
+    let exact = n.strip_prefix("*.").unwrap_or(n);
+    !exact.is_empty()
+        && !exact.starts_with('.')
+        && !exact.ends_with('.')
+        && !exact.contains("..")
+        && exact.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+}
+
+/// What several filter chains on one listener must satisfy today: all TLS,
+/// one connection manager (each chain's own is not supported yet), one
+/// handshake configuration, and no two chains matching the same name.
+fn several_chains(
+    cx: &mut Ctx,
+    built: &[(P, &raw::FilterChain, Option<Vec<String>>, Chain)],
+    default_chain: Option<usize>,
+) {
+    let Some((_, first_raw, _, first)) = built.first() else { return };
+    let first_filters = format!("{:?}", first_raw.filters);
+    let first_tls = match &first.tls {
+        Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone())),
+        _ => None,
+    };
+    let mut seen: Vec<(String, &P)> = Vec::new();
+    let mut catch_all: Option<&P> = None;
+    for (i, (cp, raw_chain, names, chain)) in built.iter().enumerate() {
+        if matches!(chain.tls, Some(None)) {
+            cx.error(
+                &cp.key("transport_socket"),
+                "several filter chains are supported on TLS listeners only (plaintext and TLS chains on one listener are not supported yet)",
+            );
+        }
+        if i > 0 && format!("{:?}", raw_chain.filters) != first_filters {
+            cx.error(
+                &cp.key("filters"),
+                "every filter chain of a listener must have the same network filters as the first (a connection manager per filter chain is not supported yet)",
+            );
+        }
+        if let (Some(Some(t)), Some((alpn, params))) = (&chain.tls, &first_tls) {
+            if i > 0 && (&t.alpn_protocols != alpn || &t.params != params) {
+                cx.error(
+                    &cp.key("transport_socket"),
+                    "alpn_protocols and tls_params must be the same on every filter chain of a listener (only certificates may differ)",
+                );
+            }
+        }
+        if Some(i) == default_chain {
+            continue;
+        }
+        let Some(names) = names else { continue };
+        if names.is_empty() {
+            if let Some(other) = catch_all {
+                cx.error(
+                    &cp.key("filter_chain_match"),
+                    format!("{} has the same match (no server_names): Envoy refuses this", other.0),
+                );
+            }
+            catch_all = Some(cp);
+        }
+        for n in names {
+            if let Some((_, other)) = seen.iter().find(|(s, _)| s == n) {
+                cx.error(
+                    &cp.key("filter_chain_match").key("server_names"),
+                    format!("server name {n:?} is matched by {} too: Envoy refuses this", other.0),
+                );
+            } else {
+                seen.push((n.clone(), cp));
+            }
+        }
+    }
 }
 
 /// What a filter chain configures.
@@ -151,12 +343,6 @@ struct Chain {
 fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMap<String, usize>) -> Chain {
     cx.other(p, chain, &["metadata", "transport_socket_connect_timeout"]);
     let _ = cx.opt(p, "name", &chain.name);
-    if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
-        let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
-        if !empty {
-            cx.error(&p.key("filter_chain_match"), "filter chain matching is not supported");
-        }
-    }
     let tls = match cx.opt(p, "transport_socket", &chain.transport_socket) {
         None => Some(None),
         Some(ts) => downstream_tls(cx, &p.key("transport_socket"), ts).map(Some),
