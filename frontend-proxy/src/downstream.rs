@@ -16,6 +16,7 @@ use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
+use crate::tls::{chosen_digest, RecordChain};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -140,7 +141,15 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     ) {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls_server::handshake(acceptor, stream)).await {
+        // Several filter chains: the handshake records the one SNI chose.
+        let handshake = async {
+            if listener.chains.is_empty() {
+                tls_server::handshake(acceptor, stream).await
+            } else {
+                tls_server::handshake_with_callback(acceptor, stream, &RecordChain).await
+            }
+        };
+        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
@@ -154,6 +163,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
             }
         };
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
+        let serving = listener.serving(index, chosen_chain(&tls));
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         if h2_alpn {
@@ -176,7 +186,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 }
             }
         }
-        self.serve(stream, Some(peer), index, !h2_alpn, shutdown, |s| s).await;
+        self.serve(stream, Some(peer), serving, !h2_alpn, shutdown, |s| s).await;
     }
 
     /// Counts the connection on listener `index` and serves it: with the
@@ -256,6 +266,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await;
     }
+}
+
+/// The filter chain a TLS handshake chose, if it recorded one.
+pub fn chosen_chain<S: Ssl + ?Sized>(stream: &S) -> Option<usize> {
+    stream.get_ssl_digest().as_deref().and_then(chosen_digest)
 }
 
 /// HTTP/1 unless ALPN chose h2 or the client opened with the h2c preface.

@@ -8,7 +8,7 @@
 use crate::access_log::{AccessLog, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
-use crate::config::model::{AdminConfig, Codec};
+use crate::config::model::{AdminConfig, Codec, HttpConnectionManager};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
@@ -48,6 +48,9 @@ pub enum StartError {
 /// Everything built from the configuration, before any socket is opened.
 pub struct Prepared {
     listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
+    /// The entries serving filter chains after a listener's first (see
+    /// `ListenerRuntime::chains`), after the listeners in the runtime list.
+    chains: Vec<Arc<ListenerRuntime>>,
     pub clusters: Arc<ClusterSet>,
     pub admin: Option<AdminConfig>,
     /// The bootstrap document as loaded, for `/config_dump`.
@@ -69,18 +72,36 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         }
     }
     let mut listeners = Vec::new();
+    let mut chains = Vec::new();
+    let count = bootstrap.listeners.len();
     let mut sinks = Sinks::default();
-    for mut l in bootstrap.listeners {
+    let mut open_logs = |hcm: &mut HttpConnectionManager, errors: &mut Vec<StartError>| {
         let mut access_logs = Vec::new();
-        for log in std::mem::take(&mut l.hcm.access_log) {
+        for log in std::mem::take(&mut hcm.access_log) {
             match sinks.open(&log.path) {
                 Ok(sink) => access_logs.push(AccessLog::new(log.format, sink)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
             }
         }
+        access_logs
+    };
+    for (index, mut l) in bootstrap.listeners.into_iter().enumerate() {
+        let access_logs = open_logs(&mut l.hcm, &mut errors);
         let tls = l.tls.clone();
         let codec = l.hcm.codec;
-        let runtime = Arc::new(ListenerRuntime::new(l, access_logs));
+        let other_chains = std::mem::take(&mut l.other_chains);
+        let mut runtime = ListenerRuntime::new(l, access_logs);
+        if !other_chains.is_empty() {
+            // Chain 0 is the listener's own entry; the others follow every
+            // listener, in order.
+            runtime.chains.push(index);
+            for mut chain in other_chains {
+                let logs = open_logs(&mut chain.hcm, &mut errors);
+                runtime.chains.push(count + chains.len());
+                chains.push(Arc::new(ListenerRuntime::chain(&runtime, chain, logs)));
+            }
+        }
+        let runtime = Arc::new(runtime);
         let settings = match &tls {
             Some(t) => {
                 let stats = runtime.stats.clone();
@@ -104,6 +125,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     }
     Ok(Prepared {
         listeners,
+        chains,
         clusters: Arc::new(ClusterSet::new(clusters)),
         admin: bootstrap.admin,
         document,
@@ -179,7 +201,8 @@ fn keepalive_pool_size(clusters: &ClusterSet, threads: usize) -> usize {
 
 /// Runs the proxy until it has drained (or failed). Blocks.
 pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
-    let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
+    let runtimes: Vec<Arc<ListenerRuntime>> =
+        prepared.listeners.iter().map(|(l, _)| l.clone()).chain(prepared.chains.iter().cloned()).collect();
     let threads = cli.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let engine = cli.http1_engine;
     let drain_time = Duration::from_secs(cli.drain_time_s);

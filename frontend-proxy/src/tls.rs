@@ -4,15 +4,20 @@
 //! anchors, loaded at start so that a bad file fails `--mode validate` and
 //! start-up, never a request.
 
+use openssl::ex_data::Index;
+use pingora_core::listeners::TlsAccept;
 use pingora_core::listeners::ALPN;
+use pingora_core::protocols::tls::SslDigest;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef,
+    select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef,
     SslVersion,
 };
 use pingora_core::tls::x509::X509;
+use std::any::Any;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 /// PEM material: a file to read at start, or the text itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +260,7 @@ pub fn downstream_acceptor(
         // signature algorithm. No chain: the handshake fails, as Envoy
         // closes a connection no filter chain matches.
         let select = tls.clone();
+        let index = chain_index()?;
         builder.set_servername_callback(move |ssl, alert| {
             let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
             let Some(chain) = select.select(sni.as_deref()) else {
@@ -262,6 +268,7 @@ pub fn downstream_acceptor(
                 *alert = SslAlert::UNRECOGNIZED_NAME;
                 return Err(SniError::ALERT_FATAL);
             };
+            ssl.set_ex_data(index, chain);
             use_certificates(ssl, &chains[chain]).map_err(|_| {
                 *alert = SslAlert::INTERNAL_ERROR;
                 SniError::ALERT_FATAL
@@ -299,6 +306,40 @@ pub fn downstream_acceptor(
     // answer, and the client decides whether to go on (RFC 7301 allows both).
     builder.set_alpn_select_callback(move |_, offered| select_next_proto(ours, offered).ok_or(AlpnError::NOACK));
     Ok(builder.build())
+}
+
+/// Where the servername callback leaves the chosen filter chain on a
+/// connection: one index for the process, made by the first acceptor.
+static CHAIN_INDEX: OnceLock<Index<Ssl, usize>> = OnceLock::new();
+
+fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
+    if let Some(i) = CHAIN_INDEX.get() {
+        return Ok(*i);
+    }
+    let made = Ssl::new_ex_index().map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(*CHAIN_INDEX.get_or_init(|| made))
+}
+
+/// The filter chain a completed handshake chose (its position in
+/// [`ListenerTls::chains`]), kept in the connection's TLS digest so both
+/// HTTP engines find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChosenChain(pub usize);
+
+/// The filter chain recorded in a connection's TLS digest.
+pub fn chosen_digest(digest: &SslDigest) -> Option<usize> {
+    digest.extension.get::<ChosenChain>().map(|c| c.0)
+}
+
+/// Pingora's handshake hook that records the [`ChosenChain`].
+pub struct RecordChain;
+
+#[async_trait::async_trait]
+impl TlsAccept for RecordChain {
+    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let chain = CHAIN_INDEX.get().and_then(|i| ssl.ex_data(*i)).copied().unwrap_or(0);
+        Some(Arc::new(ChosenChain(chain)))
+    }
 }
 
 const H1: &[u8] = b"\x08http/1.1";

@@ -163,12 +163,15 @@ const INSPECTOR: &str = "\n    listener_filters:\n    - name: envoy.filters.list
 #[tokio::test]
 async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
     let backend = Backend::start("b", SocketAddr::new(ip(25, 2), 0)).await;
+    let other = Backend::start("c", SocketAddr::new(ip(25, 2), 0)).await;
     let dir = tempfile::tempdir().unwrap();
     let cert = |file: &str, kind: &str| write_cert(dir.path(), file, kind, &[&format!("{file}.test")]);
     let (exact, wild, deeper, fallback) =
         (cert("exact", "ecdsa"), cert("wild", "ecdsa"), cert("deeper", "rsa"), cert("fallback", "ecdsa"));
     let (sni, strict, admin) = (free_addr(ip(25, 2)), free_addr(ip(25, 2)), free_addr(ip(25, 2)));
     let hcm = yaml::hcm("sni", "", &yaml::routes(&[("/", "cluster: backend")]));
+    // The exact names' chain has a connection manager of its own.
+    let own = yaml::hcm("exact", "", &yaml::routes(&[("/", "cluster: other")]));
     let default = chain("", &certificates(&[&fallback]), &hcm)
         .replacen("\n    - transport_socket:", "\n    default_filter_chain:\n      transport_socket:", 1)
         .replace("\n    ", "\n      ")
@@ -181,7 +184,7 @@ async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
                 chain(
                     "server_names: [A.Example.com, other.test], transport_protocol: tls",
                     &certificates(&[&exact]),
-                    &hcm,
+                    &own,
                 ),
                 chain("server_names: \"*.b.example.com\"", &certificates(&[&deeper]), &hcm),
             ],
@@ -195,26 +198,43 @@ async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
         yaml::admin(admin),
         yaml::bootstrap(
             &listeners,
-            &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+            &[
+                yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""),
+                yaml::cluster("other", "STATIC", &[(other.addr.ip().to_string(), other.addr.port())], ""),
+            ],
         )
     );
     let proxy = ProxyProcess::start(&cfg, strict).await;
 
-    for (name, served) in [
-        ("a.example.com", "exact.test"),
-        ("A.EXAMPLE.COM", "exact.test"),
-        ("other.test", "exact.test"),
-        ("x.example.com", "wild.test"),
-        ("x.y.example.com", "wild.test"),
-        ("x.b.example.com", "deeper.test"),
-        ("b.example.com", "wild.test"),
-        ("example.com", "fallback.test"),
-        ("", "fallback.test"),
+    for (name, served, by) in [
+        ("a.example.com", "exact.test", "c"),
+        ("A.EXAMPLE.COM", "exact.test", "c"),
+        ("other.test", "exact.test", "c"),
+        ("x.example.com", "wild.test", "b"),
+        ("x.y.example.com", "wild.test", "b"),
+        ("x.b.example.com", "deeper.test", "b"),
+        ("b.example.com", "wild.test", "b"),
+        ("example.com", "fallback.test", "b"),
+        ("", "fallback.test", "b"),
     ] {
         let seen = connect(sni, name, None).await.unwrap_or_else(|e| panic!("{name}: {e}\n{}", proxy.log()));
         assert_eq!(seen.san, served, "SNI {name:?}");
-        assert_eq!(seen.response, "HTTP/1.1 200 OK by b", "SNI {name:?}");
+        assert_eq!(seen.response, format!("HTTP/1.1 200 OK by {by}"), "SNI {name:?}\n{}", proxy.log());
     }
+    // HTTP/2 (Pingora's engine) serves a chain with its own connection
+    // manager too; the chains' stats add up under the listener's.
+    for (name, by) in [("a.example.com", "c"), ("x.example.com", "b")] {
+        let client =
+            reqwest::Client::builder().no_proxy().danger_accept_invalid_certs(true).resolve(name, sni).build().unwrap();
+        let r = client.get(format!("https://{name}:{}/", sni.port())).send().await.unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        let served_by = r.headers().get("x-served-by").and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!((r.status().as_u16(), served_by.as_deref()), (200, Some(by)), "{name}");
+    }
+    let exact_rq = support::stat(admin, "http.exact.downstream_rq_2xx").await;
+    assert_eq!(exact_rq, 4, "three HTTP/1.1 requests and one HTTP/2 on the exact chain");
+    let sni_scope = format!("listener.{}", sni.to_string().replace(':', "_"));
+    assert_eq!(support::stat(admin, &format!("{sni_scope}.downstream_cx_total")).await, 11);
 
     // No chain and no default: the handshake fails, counted as Envoy counts it.
     let seen = connect(strict, "only.example.com", None).await.unwrap();
@@ -224,6 +244,5 @@ async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
     }
     let scope = format!("listener.{}", strict.to_string().replace(':', "_"));
     assert_eq!(support::stat(admin, &format!("{scope}.no_filter_chain_match")).await, 2);
-    let scope = format!("listener.{}", sni.to_string().replace(':', "_"));
-    assert_eq!(support::stat(admin, &format!("{scope}.no_filter_chain_match")).await, 0);
+    assert_eq!(support::stat(admin, &format!("{sni_scope}.no_filter_chain_match")).await, 0);
 }

@@ -32,6 +32,17 @@ pub struct ListenerConfig {
     /// `enable_reuse_port` (Envoy's default: true): a socket per worker
     /// instead of one they share.
     pub reuse_port: bool,
+    /// TLS listeners with several filter chains: the connection manager
+    /// (and `connection_limit`) of each chain after the first, in the order
+    /// of `tls.chains` (`hcm` is the first chain's).
+    pub other_chains: Vec<ChainConfig>,
+}
+
+/// What a filter chain after a listener's first serves its connections with.
+#[derive(Debug)]
+pub struct ChainConfig {
+    pub hcm: HttpConnectionManager,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,7 +4,9 @@ use super::access_log;
 use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
-use crate::config::model::{Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader};
+use crate::config::model::{
+    ChainConfig, Codec, HeadersWithUnderscores, HttpConnectionManager, ListenerConfig, ServerHeader,
+};
 use crate::config::raw::{self, Field, List};
 use crate::tls::{DownstreamTls, ListenerTls, TlsChain};
 use std::collections::{HashMap, HashSet};
@@ -158,35 +160,42 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     }
     let address = address?;
     let mut tls_chains = Vec::new();
-    let mut first = None;
+    let mut served = Vec::new();
+    let mut first_tls = None;
     let mut complete = true;
     for (_, _, names, chain) in built {
         match (names, chain.tls) {
             (Some(server_names), Some(Some(t))) => {
                 tls_chains.push(TlsChain { server_names, certificates: t.certificates.clone() });
-                first.get_or_insert((Some(t), chain.hcm, chain.max_connections));
+                first_tls.get_or_insert(t);
             }
-            (Some(_), Some(None)) if !several => first = Some((None, chain.hcm, chain.max_connections)),
+            (Some(_), Some(None)) if !several => {}
             _ => complete = false,
         }
-    }
-    let (tls, hcm, max_connections) = match first {
-        Some((Some(t), hcm, max)) if complete => {
-            let tls =
-                ListenerTls { chains: tls_chains, default_chain, alpn_protocols: t.alpn_protocols, params: t.params };
-            (Some(tls), hcm, max)
+        match chain.hcm {
+            Some(hcm) => served.push(ChainConfig { hcm, max_connections: chain.max_connections }),
+            None => complete = false,
         }
-        Some((None, hcm, max)) if complete => (None, hcm, max),
-        _ => return None,
-    };
+    }
+    if !complete || served.is_empty() {
+        return None;
+    }
+    let tls = first_tls.map(|t| ListenerTls {
+        chains: tls_chains,
+        default_chain,
+        alpn_protocols: t.alpn_protocols,
+        params: t.params,
+    });
+    let first = served.remove(0);
     Some(ListenerConfig {
         // Unnamed listeners are named by `listeners`.
         name: name.unwrap_or_default(),
         address,
         tls,
-        hcm: hcm?,
-        max_connections,
+        hcm: first.hcm,
+        max_connections: first.max_connections,
         reuse_port,
+        other_chains: served,
     })
 }
 
@@ -270,32 +279,25 @@ fn valid_server_name(n: &str) -> bool {
 }
 
 /// What several filter chains on one listener must satisfy today: all TLS,
-/// one connection manager (each chain's own is not supported yet), one
-/// handshake configuration, and no two chains matching the same name.
+/// one handshake configuration (only certificates differ), and no two
+/// chains matching the same name.
 fn several_chains(
     cx: &mut Ctx,
     built: &[(P, &raw::FilterChain, Option<Vec<String>>, Chain)],
     default_chain: Option<usize>,
 ) {
-    let Some((_, first_raw, _, first)) = built.first() else { return };
-    let first_filters = format!("{:?}", first_raw.filters);
+    let Some((_, _, _, first)) = built.first() else { return };
     let first_tls = match &first.tls {
         Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone())),
         _ => None,
     };
     let mut seen: Vec<(String, &P)> = Vec::new();
     let mut catch_all: Option<&P> = None;
-    for (i, (cp, raw_chain, names, chain)) in built.iter().enumerate() {
+    for (i, (cp, _, names, chain)) in built.iter().enumerate() {
         if matches!(chain.tls, Some(None)) {
             cx.error(
                 &cp.key("transport_socket"),
                 "several filter chains are supported on TLS listeners only (plaintext and TLS chains on one listener are not supported yet)",
-            );
-        }
-        if i > 0 && format!("{:?}", raw_chain.filters) != first_filters {
-            cx.error(
-                &cp.key("filters"),
-                "every filter chain of a listener must have the same network filters as the first (a connection manager per filter chain is not supported yet)",
             );
         }
         if let (Some(Some(t)), Some((alpn, params))) = (&chain.tls, &first_tls) {

@@ -82,6 +82,7 @@ static_resources:
                 max_connections: l.max_connections,
                 reuse_port: l.reuse_port,
                 access_logs: Vec::new(),
+                chains: Vec::new(),
             })
         })
         .collect();
