@@ -16,7 +16,7 @@ use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
-use crate::tls::{chosen_digest, RecordChain};
+use crate::tls::{chosen_digest, missing_client_certificate, RecordChain};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -162,6 +162,14 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 return;
             }
         };
+        if let Some(config) = &listener.tls_config {
+            if missing_client_certificate(config, tls.ssl()) {
+                listener.stats.ssl_fail_verify_no_cert.fetch_add(1, Relaxed);
+                listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, client = %peer, "client sent no certificate; closing");
+                return;
+            }
+        }
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
         let serving = listener.serving(index, chosen_chain(&tls));
         let mut stream: Stream = Box::new(tls);

@@ -277,6 +277,11 @@ pub struct ConnManagerStats {
     /// Connections no filter chain matched, closed
     /// (`listener.<addr>.no_filter_chain_match`).
     pub no_filter_chain_match: AtomicU64,
+    /// mTLS: clients turned away for sending no certificate
+    /// (`ssl.fail_verify_no_cert`) or one that failed verification
+    /// (`ssl.fail_verify_error`).
+    pub ssl_fail_verify_no_cert: AtomicU64,
+    pub ssl_fail_verify_error: AtomicU64,
 }
 
 #[cfg(test)]

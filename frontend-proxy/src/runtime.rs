@@ -8,6 +8,7 @@
 use crate::access_log::AccessLog;
 use crate::config::model::{ChainConfig, HttpConnectionManager, ListenerConfig};
 use crate::metrics::ConnManagerStats;
+use crate::tls::ListenerTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -30,6 +31,9 @@ pub struct ListenerRuntime {
     /// are entries of their own after every listener, with the listener's
     /// name and address (their stats merge into the listener's).
     pub chains: Vec<usize>,
+    /// TLS listeners: the handshake configuration, for what is checked
+    /// once it is done (a required client certificate).
+    pub tls_config: Option<Arc<ListenerTls>>,
 }
 
 impl ListenerRuntime {
@@ -38,6 +42,7 @@ impl ListenerRuntime {
     pub fn new(l: ListenerConfig, access_logs: Vec<AccessLog>) -> Self {
         Self {
             chains: Vec::new(),
+            tls_config: l.tls.clone().map(Arc::new),
             name: l.name,
             address: l.address,
             tls: l.tls.is_some(),
@@ -63,6 +68,7 @@ impl ListenerRuntime {
             reuse_port: listener.reuse_port,
             access_logs,
             chains: Vec::new(),
+            tls_config: listener.tls_config.clone(),
         }
     }
 

@@ -25,6 +25,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::info;
@@ -104,11 +105,16 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         let runtime = Arc::new(runtime);
         let settings = match &tls {
             Some(t) => {
-                let stats = runtime.stats.clone();
-                let no_match = move || {
-                    stats.no_filter_chain_match.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (stats, verify) = (runtime.stats.clone(), runtime.stats.clone());
+                let events = tls::HandshakeEvents {
+                    no_match: Box::new(move || {
+                        stats.no_filter_chain_match.fetch_add(1, Relaxed);
+                    }),
+                    verify_error: Box::new(move || {
+                        verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
+                    }),
                 };
-                match tls::downstream_acceptor(t, alpn(codec), no_match) {
+                match tls::downstream_acceptor(t, alpn(codec), events) {
                     Ok(s) => Some(s),
                     Err(source) => {
                         errors.push(StartError::Tls { listener: runtime.name.clone(), source });

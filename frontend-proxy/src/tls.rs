@@ -12,7 +12,7 @@ use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
     select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef,
-    SslVersion,
+    SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::X509;
 use std::any::Any;
@@ -43,6 +43,26 @@ pub struct DownstreamTls {
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
     pub params: TlsParams,
+    /// Client certificates (mTLS), if verified.
+    pub client: Option<ClientValidation>,
+}
+
+/// `validation_context` of a listener: the CAs a client certificate must
+/// chain to, and whether a client must send one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientValidation {
+    pub trusted_ca: PemSource,
+    /// `require_client_certificate`.
+    pub require: bool,
+}
+
+/// Counters the handshake feeds (`listener.<addr>.*`), as callbacks so
+/// this room needs no stats of its own.
+pub struct HandshakeEvents {
+    /// No filter chain matched the client.
+    pub no_match: Box<dyn Fn() + Send + Sync>,
+    /// A client certificate failed verification (`ssl.fail_verify_error`).
+    pub verify_error: Box<dyn Fn() + Send + Sync>,
 }
 
 /// A listener's TLS side: the certificates of each of its filter chains
@@ -55,6 +75,7 @@ pub struct ListenerTls {
     pub default_chain: Option<usize>,
     pub alpn_protocols: Vec<String>,
     pub params: TlsParams,
+    pub client: Option<ClientValidation>,
 }
 
 /// One filter chain's certificates and `filter_chain_match.server_names`
@@ -73,6 +94,7 @@ impl ListenerTls {
             default_chain: None,
             alpn_protocols: tls.alpn_protocols,
             params: tls.params,
+            client: tls.client,
         }
     }
 
@@ -233,13 +255,11 @@ fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(),
 
 /// Builds the listener's TLS acceptor. `allowed` is what the listener's
 /// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
-/// `alpn_protocols` may narrow the offer), or one of them. `no_match` is
-/// called for a client no filter chain matches (its handshake fails).
-pub fn downstream_acceptor(
-    tls: &ListenerTls,
-    allowed: ALPN,
-    no_match: impl Fn() + Send + Sync + 'static,
-) -> Result<SslAcceptor, TlsError> {
+/// `alpn_protocols` may narrow the offer), or one of them. `events` are
+/// called for a client no filter chain matches and a client certificate
+/// that fails verification (the handshake fails).
+pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEvents) -> Result<SslAcceptor, TlsError> {
+    let HandshakeEvents { no_match, verify_error } = events;
     let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
@@ -273,6 +293,24 @@ pub fn downstream_acceptor(
                 *alert = SslAlert::INTERNAL_ERROR;
                 SniError::ALERT_FATAL
             })
+        });
+    }
+    if let Some(client) = &tls.client {
+        for ca in load_ca(&client.trusted_ca)?.iter() {
+            builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        // Asked for, verified when sent. A client that sends none is turned
+        // away after the handshake when one is required (counted there as
+        // `ssl.fail_verify_no_cert`), as OpenSSL's own refusal could not be
+        // told apart from other failed handshakes.
+        // Resumed sessions keep the verified client; OpenSSL refuses to
+        // resume without a context to tie them to.
+        builder.set_session_id_context(b"frontend-proxy").map_err(|e| TlsError::Setup(e.to_string()))?;
+        builder.set_verify_callback(SslVerifyMode::PEER, move |ok, _| {
+            if !ok {
+                verify_error();
+            }
+            ok
         });
     }
     // Records are read whole, as far as the socket has them, instead of a
@@ -325,6 +363,12 @@ fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
 /// HTTP engines find it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChosenChain(pub usize);
+
+/// Whether a client that had to send a certificate did not (mTLS with
+/// `require_client_certificate`): the connection is to be closed.
+pub fn missing_client_certificate(tls: &ListenerTls, ssl: &SslRef) -> bool {
+    tls.client.as_ref().is_some_and(|c| c.require) && ssl.peer_certificate().is_none()
+}
 
 /// The filter chain recorded in a connection's TLS digest.
 pub fn chosen_digest(digest: &SslDigest) -> Option<usize> {

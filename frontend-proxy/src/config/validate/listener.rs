@@ -184,6 +184,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         chains: tls_chains,
         default_chain,
         alpn_protocols: t.alpn_protocols,
+        client: t.client,
         params: t.params,
     });
     let first = served.remove(0);
@@ -288,7 +289,7 @@ fn several_chains(
 ) {
     let Some((_, _, _, first)) = built.first() else { return };
     let first_tls = match &first.tls {
-        Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone())),
+        Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone(), t.client.clone())),
         _ => None,
     };
     let mut seen: Vec<(String, &P)> = Vec::new();
@@ -300,11 +301,11 @@ fn several_chains(
                 "several filter chains are supported on TLS listeners only (plaintext and TLS chains on one listener are not supported yet)",
             );
         }
-        if let (Some(Some(t)), Some((alpn, params))) = (&chain.tls, &first_tls) {
-            if i > 0 && (&t.alpn_protocols != alpn || &t.params != params) {
+        if let (Some(Some(t)), Some((alpn, params, client))) = (&chain.tls, &first_tls) {
+            if i > 0 && (&t.alpn_protocols != alpn || &t.params != params || &t.client != client) {
                 cx.error(
                     &cp.key("transport_socket"),
-                    "alpn_protocols and tls_params must be the same on every filter chain of a listener (only certificates may differ)",
+                    "alpn_protocols, tls_params, validation_context and require_client_certificate must be the same on every filter chain of a listener (only certificates may differ)",
                 );
             }
         }

@@ -3,7 +3,7 @@
 
 use super::{Ctx, P};
 use crate::config::raw;
-use crate::tls::{CertificateSource, DownstreamTls, TlsParams, TlsVersion};
+use crate::tls::{CertificateSource, ClientValidation, DownstreamTls, TlsParams, TlsVersion};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -29,15 +29,29 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         cx.error(&tp.key("@type"), format!("expected {DOWNSTREAM_TLS_TYPE}"));
     }
     cx.other(&tp, &ctx, &["session_timeout", "disable_stateless_session_resumption"]);
-    if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
-        cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
-    }
+    let require = cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false);
     let cp = tp.key("common_tls_context");
     let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
     cx.other(&cp, common, &[]);
     let params = tls_params(cx, &cp, common);
-    if common.validation_context.is_some() {
-        cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
+    // Client certificates: verified against `trusted_ca` when a client
+    // sends one, and required with `require_client_certificate`.
+    let mut client = None;
+    if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
+        let vp = cp.key("validation_context");
+        cx.other(&vp, vc, &[]);
+        match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
+            Some(ca) => {
+                client =
+                    cx.pem_source(&vp.key("trusted_ca"), ca).map(|trusted_ca| ClientValidation { trusted_ca, require })
+            }
+            None => return None,
+        }
+    } else if require {
+        cx.error(
+            &tp.key("require_client_certificate"),
+            "needs common_tls_context.validation_context.trusted_ca (without it any client certificate would be accepted)",
+        );
     }
     // Envoy joins the list with commas and splits it again: an entry
     // `"h2,http/1.1"` is two protocols.
@@ -73,7 +87,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if !complete || certificates.is_empty() {
         return None;
     }
-    Some(DownstreamTls { certificates, alpn_protocols, params })
+    Some(DownstreamTls { certificates, alpn_protocols, params, client })
 }
 
 pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Option<UpstreamTls> {

@@ -83,6 +83,7 @@ static_resources:
                 reuse_port: l.reuse_port,
                 access_logs: Vec::new(),
                 chains: Vec::new(),
+                tls_config: None,
             })
         })
         .collect();
