@@ -282,6 +282,9 @@ pub struct ConnManagerStats {
     /// (`ssl.fail_verify_error`).
     pub ssl_fail_verify_no_cert: AtomicU64,
     pub ssl_fail_verify_error: AtomicU64,
+    /// mTLS: client certificates without an accepted subject alternative
+    /// name (`ssl.fail_verify_san`).
+    pub ssl_fail_verify_san: AtomicU64,
 }
 
 #[cfg(test)]

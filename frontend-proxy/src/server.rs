@@ -105,13 +105,16 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         let runtime = Arc::new(runtime);
         let settings = match &tls {
             Some(t) => {
-                let (stats, verify) = (runtime.stats.clone(), runtime.stats.clone());
+                let (stats, verify, san) = (runtime.stats.clone(), runtime.stats.clone(), runtime.stats.clone());
                 let events = tls::HandshakeEvents {
                     no_match: Box::new(move || {
                         stats.no_filter_chain_match.fetch_add(1, Relaxed);
                     }),
                     verify_error: Box::new(move || {
                         verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
+                    }),
+                    verify_san: Box::new(move || {
+                        san.ssl_fail_verify_san.fetch_add(1, Relaxed);
                     }),
                 };
                 match tls::downstream_acceptor(t, alpn(codec), events) {

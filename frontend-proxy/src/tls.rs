@@ -14,7 +14,7 @@ use pingora_core::tls::ssl::{
     select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslRef,
     SslVerifyMode, SslVersion,
 };
-use pingora_core::tls::x509::X509;
+use pingora_core::tls::x509::{X509Ref, X509};
 use std::any::Any;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -48,12 +48,95 @@ pub struct DownstreamTls {
 }
 
 /// `validation_context` of a listener: the CAs a client certificate must
-/// chain to, and whether a client must send one.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// chain to, whether a client must send one, and the subject alternative
+/// names one of which it must carry.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientValidation {
     pub trusted_ca: PemSource,
     /// `require_client_certificate`.
     pub require: bool,
+    /// `match_typed_subject_alt_names`: empty accepts any name.
+    pub subject_alt_names: Vec<SanMatcher>,
+}
+
+/// The kinds of subject alternative name Envoy matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanType {
+    Dns,
+    Uri,
+    Email,
+    IpAddress,
+}
+
+/// A string matcher, as Envoy's `StringMatcher` (patterns with
+/// `ignore_case` stored lowercase).
+#[derive(Debug, Clone)]
+pub enum SanPattern {
+    Exact(String, bool),
+    Prefix(String, bool),
+    Suffix(String, bool),
+    Contains(String, bool),
+    Regex(regex::Regex),
+}
+
+impl PartialEq for SanPattern {
+    fn eq(&self, other: &Self) -> bool {
+        use SanPattern::*;
+        match (self, other) {
+            (Exact(a, x), Exact(b, y))
+            | (Prefix(a, x), Prefix(b, y))
+            | (Suffix(a, x), Suffix(b, y))
+            | (Contains(a, x), Contains(b, y)) => a == b && x == y,
+            (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl SanPattern {
+    fn matches(&self, value: &str) -> bool {
+        let fold = |ic: bool| if ic { value.to_ascii_lowercase() } else { value.to_string() };
+        match self {
+            SanPattern::Exact(p, ic) => fold(*ic) == *p,
+            SanPattern::Prefix(p, ic) => fold(*ic).starts_with(p.as_str()),
+            SanPattern::Suffix(p, ic) => fold(*ic).ends_with(p.as_str()),
+            SanPattern::Contains(p, ic) => fold(*ic).contains(p.as_str()),
+            SanPattern::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+/// One of `match_typed_subject_alt_names`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SanMatcher {
+    pub san_type: SanType,
+    pub pattern: SanPattern,
+}
+
+/// Whether `cert` carries a subject alternative name one of `matchers`
+/// accepts (Envoy: any matcher, any name of its type).
+fn san_matches(cert: &X509Ref, matchers: &[SanMatcher]) -> bool {
+    let Some(names) = cert.subject_alt_names() else { return false };
+    names.iter().any(|name| {
+        let typed = [
+            (SanType::Dns, name.dnsname().map(str::to_string)),
+            (SanType::Uri, name.uri().map(str::to_string)),
+            (SanType::Email, name.email().map(str::to_string)),
+            (SanType::IpAddress, name.ipaddress().and_then(ip_text)),
+        ];
+        typed.iter().any(|(kind, value)| {
+            value.as_deref().is_some_and(|v| matchers.iter().any(|m| m.san_type == *kind && m.pattern.matches(v)))
+        })
+    })
+}
+
+/// An IP SAN as text (4 or 16 bytes).
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(|b| std::net::Ipv4Addr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| std::net::Ipv6Addr::from(b).to_string()),
+        _ => None,
+    }
 }
 
 /// Counters the handshake feeds (`listener.<addr>.*`), as callbacks so
@@ -63,6 +146,8 @@ pub struct HandshakeEvents {
     pub no_match: Box<dyn Fn() + Send + Sync>,
     /// A client certificate failed verification (`ssl.fail_verify_error`).
     pub verify_error: Box<dyn Fn() + Send + Sync>,
+    /// A client certificate carried no accepted name (`ssl.fail_verify_san`).
+    pub verify_san: Box<dyn Fn() + Send + Sync>,
 }
 
 /// A listener's TLS side: the certificates of each of its filter chains
@@ -259,7 +344,7 @@ fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(),
 /// called for a client no filter chain matches and a client certificate
 /// that fails verification (the handshake fails).
 pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEvents) -> Result<SslAcceptor, TlsError> {
-    let HandshakeEvents { no_match, verify_error } = events;
+    let HandshakeEvents { no_match, verify_error, verify_san } = events;
     let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
@@ -306,11 +391,21 @@ pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEv
         // Resumed sessions keep the verified client; OpenSSL refuses to
         // resume without a context to tie them to.
         builder.set_session_id_context(b"frontend-proxy").map_err(|e| TlsError::Setup(e.to_string()))?;
-        builder.set_verify_callback(SslVerifyMode::PEER, move |ok, _| {
+        let names = client.subject_alt_names.clone();
+        builder.set_verify_callback(SslVerifyMode::PEER, move |ok, chain| {
             if !ok {
                 verify_error();
+                return false;
             }
-            ok
+            // The client's own certificate (depth 0), once its chain holds.
+            if chain.error_depth() != 0 || names.is_empty() {
+                return true;
+            }
+            let accepted = chain.current_cert().is_some_and(|c| san_matches(c, &names));
+            if !accepted {
+                verify_san();
+            }
+            accepted
         });
     }
     // Records are read whole, as far as the socket has them, instead of a

@@ -125,3 +125,49 @@ async fn client_certificates_are_verified_and_required() {
     assert_eq!(stat(optional, "ssl.fail_verify_no_cert").await, 0);
     assert_eq!(stat(optional, "ssl.fail_verify_error").await, 1);
 }
+
+#[tokio::test]
+async fn client_certificates_must_carry_an_accepted_subject_alt_name() {
+    let backend = Backend::start("b", SocketAddr::new(ip(26, 2), 0)).await;
+    let (ca, trusted, _) = certificates();
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (server.cert.pem(), server.signing_key.serialize_pem());
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let hcm = yaml::hcm("san", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let with_names = |name: &str, addr: SocketAddr, matchers: &str| {
+        let validation = format!(
+            "          common_tls_context:\n            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n              match_typed_subject_alt_names: {matchers}\n",
+            ca_file.display()
+        );
+        listener(name, addr, &hcm, &cert, &key, "          require_client_certificate: true\n")
+            .replace("          common_tls_context:\n", &validation)
+    };
+    let (accepts, refuses, admin) = (free_addr(ip(26, 2)), free_addr(ip(26, 2)), free_addr(ip(26, 2)));
+    let cfg = format!(
+        "{}{}",
+        yaml::admin(admin),
+        yaml::bootstrap(
+            &[
+                with_names(
+                    "accepts",
+                    accepts,
+                    "[{ san_type: URI, matcher: { prefix: \"spiffe://\" } }, { san_type: DNS, matcher: { suffix: \".TEST\", ignore_case: true } }]",
+                ),
+                with_names("refuses", refuses, "[{ san_type: DNS, matcher: { exact: someone.else } }]"),
+            ],
+            &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+        )
+    );
+    let proxy = ProxyProcess::start(&cfg, refuses).await;
+
+    assert_eq!(get(accepts, Some(&trusted)).await, Ok("HTTP/1.1 200 OK".to_string()), "{}", proxy.log());
+    assert!(get(refuses, Some(&trusted)).await.is_err(), "a certificate without an accepted name was served");
+    let stat = |a: SocketAddr, name: &str| {
+        let name = format!("listener.{}.{name}", a.to_string().replace(':', "_"));
+        async move { support::stat(admin, &name).await }
+    };
+    assert_eq!(stat(refuses, "ssl.fail_verify_san").await, 1);
+    assert_eq!(stat(accepts, "ssl.fail_verify_san").await, 0);
+}

@@ -208,6 +208,7 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
         b.counter("no_filter_chain_match", &s.no_filter_chain_match);
         b.counter("ssl.fail_verify_no_cert", &s.ssl_fail_verify_no_cert);
         b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
+        b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);
     }
 }
 

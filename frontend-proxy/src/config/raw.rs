@@ -296,6 +296,14 @@ mapping! {
 mapping! {
     pub struct ValidationContext {
         pub trusted_ca: Option<Field<DataSource>>,
+        pub match_typed_subject_alt_names: Option<List<SubjectAltNameMatcher>>,
+    }
+}
+
+mapping! {
+    pub struct SubjectAltNameMatcher {
+        pub san_type: Option<Field<String>>,
+        pub matcher: Option<Field<route::StringMatcher>>,
     }
 }
 

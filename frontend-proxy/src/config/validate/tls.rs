@@ -3,7 +3,10 @@
 
 use super::{Ctx, P};
 use crate::config::raw;
-use crate::tls::{CertificateSource, ClientValidation, DownstreamTls, TlsParams, TlsVersion};
+use crate::routing::StringMatch;
+use crate::tls::{
+    CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, TlsParams, TlsVersion,
+};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -40,10 +43,46 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
         let vp = cp.key("validation_context");
         cx.other(&vp, vc, &[]);
+        let mut subject_alt_names = Vec::new();
+        for (mp, m) in cx.list(&vp, "match_typed_subject_alt_names", &vc.match_typed_subject_alt_names) {
+            cx.other(&mp, m, &[]);
+            let san_type = cx.enumeration(
+                &mp,
+                "san_type",
+                &m.san_type,
+                &[
+                    ("DNS", Some(SanType::Dns)),
+                    ("URI", Some(SanType::Uri)),
+                    ("EMAIL", Some(SanType::Email)),
+                    ("IP_ADDRESS", Some(SanType::IpAddress)),
+                    ("SAN_TYPE_UNSPECIFIED", None),
+                ],
+                None,
+            );
+            if san_type.is_none() {
+                cx.error(&mp.key("san_type"), "required: DNS, URI, EMAIL or IP_ADDRESS");
+            }
+            let pattern = cx
+                .req(&mp, "matcher", &m.matcher)
+                .and_then(|sm| super::route::string_matcher(cx, &mp.key("matcher"), sm))
+                .map(|sm| match sm {
+                    StringMatch::Exact(v, ic) => SanPattern::Exact(v, ic),
+                    StringMatch::Prefix(v, ic) => SanPattern::Prefix(v, ic),
+                    StringMatch::Suffix(v, ic) => SanPattern::Suffix(v, ic),
+                    StringMatch::Contains(v, ic) => SanPattern::Contains(v, ic),
+                    StringMatch::Regex(re) => SanPattern::Regex(re),
+                });
+            if let (Some(san_type), Some(pattern)) = (san_type, pattern) {
+                subject_alt_names.push(SanMatcher { san_type, pattern });
+            }
+        }
         match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
             Some(ca) => {
-                client =
-                    cx.pem_source(&vp.key("trusted_ca"), ca).map(|trusted_ca| ClientValidation { trusted_ca, require })
+                client = cx.pem_source(&vp.key("trusted_ca"), ca).map(|trusted_ca| ClientValidation {
+                    trusted_ca,
+                    require,
+                    subject_alt_names,
+                })
             }
             None => return None,
         }
