@@ -246,3 +246,25 @@ async fn sni_selects_the_filter_chain_in_envoys_order_and_no_match_is_closed() {
     assert_eq!(support::stat(admin, &format!("{scope}.no_filter_chain_match")).await, 2);
     assert_eq!(support::stat(admin, &format!("{sni_scope}.no_filter_chain_match")).await, 0);
 }
+
+#[test]
+fn two_certificates_of_one_key_type_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = write_cert(dir.path(), "one", "ecdsa", &["one.test"]);
+    let two = write_cert(dir.path(), "two", "ecdsa", &["two.test"]);
+    let hcm = yaml::hcm("dup", "", &yaml::routes(&[("/", "cluster: backend")]));
+    let cfg = yaml::bootstrap(
+        &[listener(free_addr(ip(25, 3)), &[chain("", &certificates(&[&one, &two]), &hcm)], "")],
+        &[yaml::cluster("backend", "STATIC", &[("127.0.25.3".to_string(), 1)], "")],
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("at most one certificate of each key type"), "{text}");
+}
