@@ -16,6 +16,7 @@ use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
+use crate::tls::{chosen_digest, missing_client_certificate, RecordChain};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -139,9 +140,16 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
         let handshake_timeout = listener.handshake_timeout;
+        // Several filter chains: the handshake records the one SNI chose.
         // Boxed: the handshake's state is not needed once it is done, and an
         // idle keep-alive connection should not keep room for it.
-        let handshake = Box::pin(tokio::time::timeout(handshake_timeout, tls_server::handshake(acceptor, stream)));
+        let handshake = Box::pin(tokio::time::timeout(handshake_timeout, async {
+            if listener.chains.is_empty() {
+                tls_server::handshake(acceptor, stream).await
+            } else {
+                tls_server::handshake_with_callback(acceptor, stream, &RecordChain).await
+            }
+        }));
         let tls = match handshake.await {
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
@@ -155,7 +163,16 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 return;
             }
         };
+        if let Some(config) = &listener.tls_config {
+            if missing_client_certificate(config, tls.ssl()) {
+                listener.stats.ssl_fail_verify_no_cert.fetch_add(1, Relaxed);
+                listener.stats.ssl_connection_error.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, client = %peer, "client sent no certificate; closing");
+                return;
+            }
+        }
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
+        let serving = listener.serving(index, chosen_chain(&tls));
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         if h2_alpn {
@@ -178,7 +195,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 }
             }
         }
-        self.serve(stream, Some(peer), index, !h2_alpn, shutdown, |s| s).await;
+        self.serve(stream, Some(peer), serving, !h2_alpn, shutdown, |s| s).await;
     }
 
     /// Counts the connection on listener `index` and serves it: with the
@@ -258,6 +275,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await;
     }
+}
+
+/// The filter chain a TLS handshake chose, if it recorded one.
+pub fn chosen_chain<S: Ssl + ?Sized>(stream: &S) -> Option<usize> {
+    stream.get_ssl_digest().as_deref().and_then(chosen_digest)
 }
 
 /// HTTP/1 unless ALPN chose h2 or the client opened with the h2c preface.

@@ -310,6 +310,17 @@ pub struct ConnManagerStats {
     /// TLS listeners: connections that ended before their handshake
     /// completed, a client hanging up included (`ssl.connection_error`).
     pub ssl_connection_error: AtomicU64,
+    /// Connections no filter chain matched, closed
+    /// (`listener.<addr>.no_filter_chain_match`).
+    pub no_filter_chain_match: AtomicU64,
+    /// mTLS: clients turned away for sending no certificate
+    /// (`ssl.fail_verify_no_cert`) or one that failed verification
+    /// (`ssl.fail_verify_error`).
+    pub ssl_fail_verify_no_cert: AtomicU64,
+    pub ssl_fail_verify_error: AtomicU64,
+    /// mTLS: client certificates without an accepted subject alternative
+    /// name (`ssl.fail_verify_san`).
+    pub ssl_fail_verify_san: AtomicU64,
 }
 
 #[cfg(test)]

@@ -75,7 +75,11 @@ impl Proxy {
             1 => None,
             _ => session.server_addr().and_then(|a| a.as_inet()).copied(),
         };
-        runtime::listener_index(&self.listeners, local).unwrap_or(0)
+        let index = runtime::listener_index(&self.listeners, local).unwrap_or(0);
+        // A TLS listener's filter chain chosen by SNI serves with its own
+        // connection manager.
+        let chosen = session.digest().and_then(|d| d.ssl_digest.as_deref()).and_then(crate::tls::chosen_digest);
+        self.listeners[index].serving(index, chosen)
     }
 
     fn listener(&self, ctx: &RequestCtx) -> &ListenerRuntime {

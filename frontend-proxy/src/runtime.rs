@@ -6,8 +6,9 @@
 //! them owns it. A configuration reload would build a new set and swap it in.
 
 use crate::access_log::AccessLog;
-use crate::config::model::{HttpConnectionManager, ListenerConfig};
+use crate::config::model::{ChainConfig, HttpConnectionManager, ListenerConfig};
 use crate::metrics::ConnManagerStats;
+use crate::tls::ListenerTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,15 @@ pub struct ListenerRuntime {
     pub handshake_timeout: Duration,
     /// The connection manager's access loggers, their sinks open.
     pub access_logs: Vec<AccessLog>,
+    /// A TLS listener with several filter chains: the runtime (index in
+    /// the proxy's list) serving each chain, in the order of its
+    /// `ListenerTls::chains`; empty with one chain. Chains after the first
+    /// are entries of their own after every listener, with the listener's
+    /// name and address (their stats merge into the listener's).
+    pub chains: Vec<usize>,
+    /// TLS listeners: the handshake configuration, for what is checked
+    /// once it is done (a required client certificate).
+    pub tls_config: Option<Arc<ListenerTls>>,
 }
 
 impl ListenerRuntime {
@@ -41,6 +51,8 @@ impl ListenerRuntime {
     /// access loggers built from its `hcm.access_log`.
     pub fn new(l: ListenerConfig, access_logs: Vec<AccessLog>) -> Self {
         Self {
+            chains: Vec::new(),
+            tls_config: l.tls.clone().map(Arc::new),
             name: l.name,
             address: l.address,
             tls: l.tls.is_some(),
@@ -52,6 +64,32 @@ impl ListenerRuntime {
             handshake_timeout: l.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             access_logs,
         }
+    }
+}
+
+impl ListenerRuntime {
+    /// The entry serving a filter chain after the first of `listener`.
+    pub fn chain(listener: &ListenerRuntime, chain: ChainConfig, access_logs: Vec<AccessLog>) -> Self {
+        Self {
+            name: listener.name.clone(),
+            address: listener.address,
+            tls: listener.tls,
+            hcm: chain.hcm,
+            stats: Arc::new(ConnManagerStats::default()),
+            max_connections: chain.max_connections,
+            reuse_port: listener.reuse_port,
+            ipv4_compat: listener.ipv4_compat,
+            handshake_timeout: listener.handshake_timeout,
+            access_logs,
+            chains: Vec::new(),
+            tls_config: listener.tls_config.clone(),
+        }
+    }
+
+    /// The entry serving the filter chain a TLS handshake chose (position
+    /// `chosen` in the listener's chains); `own` is this listener's index.
+    pub fn serving(&self, own: usize, chosen: Option<usize>) -> usize {
+        chosen.and_then(|c| self.chains.get(c)).copied().unwrap_or(own)
     }
 }
 

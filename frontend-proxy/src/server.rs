@@ -8,7 +8,7 @@
 use crate::access_log::{AccessLog, Sink, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
-use crate::config::model::{AdminConfig, Codec, Http2Settings};
+use crate::config::model::{AdminConfig, Codec, Http2Settings, HttpConnectionManager};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
@@ -26,6 +26,7 @@ use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -49,6 +50,9 @@ pub enum StartError {
 /// Everything built from the configuration, before any socket is opened.
 pub struct Prepared {
     listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
+    /// The entries serving filter chains after a listener's first (see
+    /// `ListenerRuntime::chains`), after the listeners in the runtime list.
+    chains: Vec<Arc<ListenerRuntime>>,
     pub clusters: Arc<ClusterSet>,
     pub admin: Option<AdminConfig>,
     /// The bootstrap document as loaded, for `/config_dump`.
@@ -70,32 +74,68 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         }
     }
     let mut listeners = Vec::new();
+    let mut chains = Vec::new();
+    let count = bootstrap.listeners.len();
     let mut sinks = Sinks::default();
-    for mut l in bootstrap.listeners {
+    let mut open_logs = |hcm: &mut HttpConnectionManager, errors: &mut Vec<StartError>| {
         let mut access_logs = Vec::new();
-        for log in std::mem::take(&mut l.hcm.access_log) {
+        for log in std::mem::take(&mut hcm.access_log) {
             match sinks.open(&log.path) {
                 Ok(sink) => access_logs.push(AccessLog::new(log.format, sink, log.filter)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
             }
         }
-        let settings = match &l.tls {
-            Some(t) => match tls::downstream_acceptor(t, alpn(l.hcm.codec)) {
-                Ok(s) => Some(s),
-                Err(source) => {
-                    errors.push(StartError::Tls { listener: l.name.clone(), source });
-                    continue;
+        access_logs
+    };
+    for (index, mut l) in bootstrap.listeners.into_iter().enumerate() {
+        let access_logs = open_logs(&mut l.hcm, &mut errors);
+        let tls = l.tls.clone();
+        let codec = l.hcm.codec;
+        let other_chains = std::mem::take(&mut l.other_chains);
+        let mut runtime = ListenerRuntime::new(l, access_logs);
+        if !other_chains.is_empty() {
+            // Chain 0 is the listener's own entry; the others follow every
+            // listener, in order.
+            runtime.chains.push(index);
+            for mut chain in other_chains {
+                let logs = open_logs(&mut chain.hcm, &mut errors);
+                runtime.chains.push(count + chains.len());
+                chains.push(Arc::new(ListenerRuntime::chain(&runtime, chain, logs)));
+            }
+        }
+        let runtime = Arc::new(runtime);
+        let settings = match &tls {
+            Some(t) => {
+                let (stats, verify, san) = (runtime.stats.clone(), runtime.stats.clone(), runtime.stats.clone());
+                let events = tls::HandshakeEvents {
+                    no_match: Box::new(move || {
+                        stats.no_filter_chain_match.fetch_add(1, Relaxed);
+                    }),
+                    verify_error: Box::new(move || {
+                        verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
+                    }),
+                    verify_san: Box::new(move || {
+                        san.ssl_fail_verify_san.fetch_add(1, Relaxed);
+                    }),
+                };
+                match tls::downstream_acceptor(t, alpn(codec), events) {
+                    Ok(s) => Some(s),
+                    Err(source) => {
+                        errors.push(StartError::Tls { listener: runtime.name.clone(), source });
+                        continue;
+                    }
                 }
-            },
+            }
             None => None,
         };
-        listeners.push((Arc::new(ListenerRuntime::new(l, access_logs)), settings));
+        listeners.push((runtime, settings));
     }
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(Prepared {
         listeners,
+        chains,
         clusters: Arc::new(ClusterSet::new(clusters)),
         admin: bootstrap.admin,
         document,
@@ -236,7 +276,8 @@ fn reopen_access_logs_on_sigusr1(sinks: Vec<Arc<Sink>>) {
 
 /// Runs the proxy until it has drained (or failed). Blocks.
 pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
-    let runtimes: Vec<Arc<ListenerRuntime>> = prepared.listeners.iter().map(|(l, _)| l.clone()).collect();
+    let runtimes: Vec<Arc<ListenerRuntime>> =
+        prepared.listeners.iter().map(|(l, _)| l.clone()).chain(prepared.chains.iter().cloned()).collect();
     let threads = cli.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let engine = cli.http1_engine;
     let drain_time = Duration::from_secs(cli.drain_time_s);

@@ -4,14 +4,20 @@
 //! anchors, loaded at start so that a bad file fails `--mode validate` and
 //! start-up, never a request.
 
+use openssl::ex_data::Index;
+use pingora_core::listeners::TlsAccept;
 use pingora_core::listeners::ALPN;
-use pingora_core::tls::pkey::PKey;
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::tls::error::ErrorStack;
+use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, SslAcceptor, SslContextBuilder, SslMethod, SslOptions, SslSessionCacheMode,
-    SslVersion,
+    select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod, SslOptions,
+    SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use pingora_core::tls::x509::X509;
+use pingora_core::tls::x509::{X509Ref, X509};
+use std::any::Any;
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 mod session;
 
@@ -22,11 +28,19 @@ pub enum PemSource {
     Inline(String),
 }
 
-/// A TLS listener's certificate chain, key and ALPN protocols.
+/// One of `tls_certificates`: a certificate chain (leaf first) and its key.
 #[derive(Debug, Clone)]
-pub struct DownstreamTls {
+pub struct CertificateSource {
     pub certificate_chain: PemSource,
     pub private_key: PemSource,
+}
+
+/// A TLS listener's certificates, ALPN protocols and parameters.
+#[derive(Debug, Clone)]
+pub struct DownstreamTls {
+    /// At least one; several of different key types (RSA and ECDSA), of
+    /// which OpenSSL serves the one the client's signature algorithms allow.
+    pub certificates: Vec<CertificateSource>,
     /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
@@ -34,6 +48,163 @@ pub struct DownstreamTls {
     /// `session_timeout`, the `disable_*_session_resumption` switches and
     /// `session_ticket_keys`.
     pub sessions: SessionResumption,
+    /// Client certificates (mTLS), if verified.
+    pub client: Option<ClientValidation>,
+}
+
+/// `validation_context` of a listener: the CAs a client certificate must
+/// chain to, whether a client must send one, and the subject alternative
+/// names one of which it must carry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientValidation {
+    pub trusted_ca: PemSource,
+    /// `require_client_certificate`.
+    pub require: bool,
+    /// `match_typed_subject_alt_names`: empty accepts any name.
+    pub subject_alt_names: Vec<SanMatcher>,
+}
+
+/// The kinds of subject alternative name Envoy matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SanType {
+    Dns,
+    Uri,
+    Email,
+    IpAddress,
+}
+
+/// A string matcher, as Envoy's `StringMatcher` (patterns with
+/// `ignore_case` stored lowercase).
+#[derive(Debug, Clone)]
+pub enum SanPattern {
+    Exact(String, bool),
+    Prefix(String, bool),
+    Suffix(String, bool),
+    Contains(String, bool),
+    Regex(regex::Regex),
+}
+
+impl PartialEq for SanPattern {
+    fn eq(&self, other: &Self) -> bool {
+        use SanPattern::*;
+        match (self, other) {
+            (Exact(a, x), Exact(b, y))
+            | (Prefix(a, x), Prefix(b, y))
+            | (Suffix(a, x), Suffix(b, y))
+            | (Contains(a, x), Contains(b, y)) => a == b && x == y,
+            (Regex(a), Regex(b)) => a.as_str() == b.as_str(),
+            _ => false,
+        }
+    }
+}
+
+impl SanPattern {
+    fn matches(&self, value: &str) -> bool {
+        let fold = |ic: bool| if ic { value.to_ascii_lowercase() } else { value.to_string() };
+        match self {
+            SanPattern::Exact(p, ic) => fold(*ic) == *p,
+            SanPattern::Prefix(p, ic) => fold(*ic).starts_with(p.as_str()),
+            SanPattern::Suffix(p, ic) => fold(*ic).ends_with(p.as_str()),
+            SanPattern::Contains(p, ic) => fold(*ic).contains(p.as_str()),
+            SanPattern::Regex(re) => re.is_match(value),
+        }
+    }
+}
+
+/// One of `match_typed_subject_alt_names`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SanMatcher {
+    pub san_type: SanType,
+    pub pattern: SanPattern,
+}
+
+/// Whether `cert` carries a subject alternative name one of `matchers`
+/// accepts (Envoy: any matcher, any name of its type).
+fn san_matches(cert: &X509Ref, matchers: &[SanMatcher]) -> bool {
+    let Some(names) = cert.subject_alt_names() else { return false };
+    names.iter().any(|name| {
+        let typed = [
+            (SanType::Dns, name.dnsname().map(str::to_string)),
+            (SanType::Uri, name.uri().map(str::to_string)),
+            (SanType::Email, name.email().map(str::to_string)),
+            (SanType::IpAddress, name.ipaddress().and_then(ip_text)),
+        ];
+        typed.iter().any(|(kind, value)| {
+            value.as_deref().is_some_and(|v| matchers.iter().any(|m| m.san_type == *kind && m.pattern.matches(v)))
+        })
+    })
+}
+
+/// An IP SAN as text (4 or 16 bytes).
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(|b| std::net::Ipv4Addr::from(b).to_string()),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(|b| std::net::Ipv6Addr::from(b).to_string()),
+        _ => None,
+    }
+}
+
+/// Counters the handshake feeds (`listener.<addr>.*`), as callbacks so
+/// this room needs no stats of its own.
+pub struct HandshakeEvents {
+    /// No filter chain matched the client.
+    pub no_match: Box<dyn Fn() + Send + Sync>,
+    /// A client certificate failed verification (`ssl.fail_verify_error`).
+    pub verify_error: Box<dyn Fn() + Send + Sync>,
+    /// A client certificate carried no accepted name (`ssl.fail_verify_san`).
+    pub verify_san: Box<dyn Fn() + Send + Sync>,
+}
+
+/// A listener's TLS side: the certificates of each of its filter chains
+/// and the server names (SNI) that select a chain, with what the chains
+/// must share (one handshake configuration per listener).
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub chains: Vec<TlsChain>,
+    /// `default_filter_chain`: the chain for a client no chain matches.
+    pub default_chain: Option<usize>,
+    pub alpn_protocols: Vec<String>,
+    pub params: TlsParams,
+    pub client: Option<ClientValidation>,
+    /// Session resumption: one acceptor serves every chain, so one setting.
+    pub sessions: SessionResumption,
+}
+
+/// One filter chain's certificates and `filter_chain_match.server_names`
+/// (lowercase; empty matches any name and none).
+#[derive(Debug, Clone)]
+pub struct TlsChain {
+    pub server_names: Vec<String>,
+    pub certificates: Vec<CertificateSource>,
+}
+
+impl ListenerTls {
+    /// A listener with one filter chain and no match.
+    pub fn single(tls: DownstreamTls) -> Self {
+        ListenerTls {
+            chains: vec![TlsChain { server_names: Vec::new(), certificates: tls.certificates }],
+            default_chain: None,
+            alpn_protocols: tls.alpn_protocols,
+            params: tls.params,
+            client: tls.client,
+            sessions: tls.sessions,
+        }
+    }
+
+    /// The chain for a client that sent `sni`, in Envoy's order: a chain
+    /// naming it exactly, else the most specific wildcard (`*.b.example.com`
+    /// before `*.example.com` before `*.com`), else a chain without server
+    /// names, else `default_filter_chain`. A client without SNI matches
+    /// only a chain without server names, or the default.
+    pub fn select(&self, sni: Option<&str>) -> Option<usize> {
+        let named = |name: &str| self.chains.iter().position(|c| c.server_names.iter().any(|n| n == name));
+        let by_name = sni.map(str::to_ascii_lowercase).and_then(|sni| {
+            named(&sni).or_else(|| {
+                sni.char_indices().filter(|(_, c)| *c == '.').find_map(|(i, _)| named(&format!("*{}", &sni[i..])))
+            })
+        });
+        by_name.or_else(|| self.chains.iter().position(|c| c.server_names.is_empty())).or(self.default_chain)
+    }
 }
 
 /// How a listener lets clients resume TLS sessions. The default resumes
@@ -166,12 +337,16 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// Builds the listener's TLS acceptor. `allowed` is what the listener's
-/// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
-/// `alpn_protocols` may narrow the offer), or one of them.
-pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcceptor, TlsError> {
-    let (cert_pem, cert_origin) = read(&tls.certificate_chain)?;
-    let (key_pem, key_origin) = read(&tls.private_key)?;
+/// A certificate chain and its key, read and checked.
+struct LoadedCertificate {
+    leaf: X509,
+    intermediates: Vec<X509>,
+    key: PKey<Private>,
+}
+
+fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, TlsError> {
+    let (cert_pem, cert_origin) = read(&source.certificate_chain)?;
+    let (key_pem, key_origin) = read(&source.private_key)?;
     let mut chain = X509::stack_from_pem(&cert_pem)
         .map_err(|e| TlsError::Certificate { origin: cert_origin.clone(), message: e.to_string() })?
         .into_iter();
@@ -179,16 +354,113 @@ pub fn downstream_acceptor(tls: &DownstreamTls, allowed: ALPN) -> Result<SslAcce
         .next()
         .ok_or_else(|| TlsError::Certificate { origin: cert_origin.clone(), message: "no certificate found".into() })?;
     let key = PKey::private_key_from_pem(&key_pem)
-        .map_err(|e| TlsError::Key { origin: key_origin, message: e.to_string() })?;
+        .map_err(|e| TlsError::Key { origin: key_origin.clone(), message: e.to_string() })?;
+    let matches = leaf.public_key().is_ok_and(|public| public.public_eq(&key));
+    if !matches {
+        return Err(TlsError::Mismatch(format!("{cert_origin} and {key_origin}")));
+    }
+    Ok(LoadedCertificate { leaf, intermediates: chain.collect(), key })
+}
 
+/// Reads every certificate of a listener. As Envoy, at most one per key
+/// type: OpenSSL keeps one certificate per type, so a second would
+/// silently replace the first.
+fn load_certificates(sources: &[CertificateSource]) -> Result<Vec<LoadedCertificate>, TlsError> {
+    let certs = sources.iter().map(load_certificate).collect::<Result<Vec<_>, _>>()?;
+    for (i, c) in certs.iter().enumerate() {
+        if certs[..i].iter().any(|o| o.key.id() == c.key.id()) {
+            return Err(TlsError::Setup(format!(
+                "tls_certificates[{i}]: at most one certificate of each key type ({:?}) may be given",
+                c.key.id()
+            )));
+        }
+    }
+    Ok(certs)
+}
+
+/// Installs `certs` on one connection, each with its own intermediates
+/// (a context has one list of extra chain certificates for all of them).
+fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(), ErrorStack> {
+    for c in certs {
+        ssl.set_certificate(&c.leaf)?;
+        ssl.set_private_key(&c.key)?;
+        for i in &c.intermediates {
+            ssl.add_chain_cert(i.clone())?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the listener's TLS acceptor. `allowed` is what the listener's
+/// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
+/// `alpn_protocols` may narrow the offer), or one of them. `events` are
+/// called for a client no filter chain matches and a client certificate
+/// that fails verification (the handshake fails).
+pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEvents) -> Result<SslAcceptor, TlsError> {
+    let HandshakeEvents { no_match, verify_error, verify_san } = events;
+    let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder.set_certificate(&leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
-    for intermediate in chain {
-        builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
+    let only = tls.chains.len() == 1 && tls.chains[0].server_names.is_empty() && chains[0].len() == 1;
+    if only {
+        // The common case: set once on the context, nothing per connection.
+        let c = chains.remove(0).remove(0);
+        builder.set_certificate(&c.leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
+        for intermediate in c.intermediates {
+            builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
+        builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    } else {
+        // The chain's certificates are installed per connection once the
+        // ClientHello is read (the servername callback runs whether or not
+        // the client sent SNI), before OpenSSL picks the certificate by
+        // signature algorithm. No chain: the handshake fails, as Envoy
+        // closes a connection no filter chain matches.
+        let select = tls.clone();
+        let index = chain_index()?;
+        builder.set_servername_callback(move |ssl, alert| {
+            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
+            let Some(chain) = select.select(sni.as_deref()) else {
+                no_match();
+                *alert = SslAlert::UNRECOGNIZED_NAME;
+                return Err(SniError::ALERT_FATAL);
+            };
+            ssl.set_ex_data(index, chain);
+            use_certificates(ssl, &chains[chain]).map_err(|_| {
+                *alert = SslAlert::INTERNAL_ERROR;
+                SniError::ALERT_FATAL
+            })
+        });
     }
-    builder.set_private_key(&key).map_err(|e| TlsError::Setup(e.to_string()))?;
-    builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    if let Some(client) = &tls.client {
+        for ca in load_ca(&client.trusted_ca)?.iter() {
+            builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        // Asked for, verified when sent. A client that sends none is turned
+        // away after the handshake when one is required (counted there as
+        // `ssl.fail_verify_no_cert`), as OpenSSL's own refusal could not be
+        // told apart from other failed handshakes.
+        // Resumed sessions keep the verified client; OpenSSL refuses to
+        // resume without a context to tie them to.
+        builder.set_session_id_context(b"frontend-proxy").map_err(|e| TlsError::Setup(e.to_string()))?;
+        let names = client.subject_alt_names.clone();
+        builder.set_verify_callback(SslVerifyMode::PEER, move |ok, chain| {
+            if !ok {
+                verify_error();
+                return false;
+            }
+            // The client's own certificate (depth 0), once its chain holds.
+            if chain.error_depth() != 0 || names.is_empty() {
+                return true;
+            }
+            let accepted = chain.current_cert().is_some_and(|c| san_matches(c, &names));
+            if !accepted {
+                verify_san();
+            }
+            accepted
+        });
+    }
     // Records are read whole, as far as the socket has them, instead of a
     // header read and a body read each: the socket under the TLS stream
     // has no read buffer of its own (`listen.rs` accepts it).
@@ -250,6 +522,46 @@ fn resumption(builder: &mut SslContextBuilder, s: &SessionResumption) -> Result<
         session::set_ticket_key(builder, key).map_err(|e| TlsError::Setup(format!("session_ticket_keys: {e}")))?;
     }
     Ok(())
+}
+
+/// Where the servername callback leaves the chosen filter chain on a
+/// connection: one index for the process, made by the first acceptor.
+static CHAIN_INDEX: OnceLock<Index<Ssl, usize>> = OnceLock::new();
+
+fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
+    if let Some(i) = CHAIN_INDEX.get() {
+        return Ok(*i);
+    }
+    let made = Ssl::new_ex_index().map_err(|e| TlsError::Setup(e.to_string()))?;
+    Ok(*CHAIN_INDEX.get_or_init(|| made))
+}
+
+/// The filter chain a completed handshake chose (its position in
+/// [`ListenerTls::chains`]), kept in the connection's TLS digest so both
+/// HTTP engines find it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChosenChain(pub usize);
+
+/// Whether a client that had to send a certificate did not (mTLS with
+/// `require_client_certificate`): the connection is to be closed.
+pub fn missing_client_certificate(tls: &ListenerTls, ssl: &SslRef) -> bool {
+    tls.client.as_ref().is_some_and(|c| c.require) && ssl.peer_certificate().is_none()
+}
+
+/// The filter chain recorded in a connection's TLS digest.
+pub fn chosen_digest(digest: &SslDigest) -> Option<usize> {
+    digest.extension.get::<ChosenChain>().map(|c| c.0)
+}
+
+/// Pingora's handshake hook that records the [`ChosenChain`].
+pub struct RecordChain;
+
+#[async_trait::async_trait]
+impl TlsAccept for RecordChain {
+    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
+        let chain = CHAIN_INDEX.get().and_then(|i| ssl.ex_data(*i)).copied().unwrap_or(0);
+        Some(Arc::new(ChosenChain(chain)))
+    }
 }
 
 const H1: &[u8] = b"\x08http/1.1";

@@ -208,6 +208,10 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     if listener.tls {
         b.counter("ssl.handshake", &s.ssl_handshake);
         b.counter("ssl.connection_error", &s.ssl_connection_error);
+        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
+        b.counter("ssl.fail_verify_no_cert", &s.ssl_fail_verify_no_cert);
+        b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
+        b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);
     }
 }
 

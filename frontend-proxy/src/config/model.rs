@@ -3,7 +3,7 @@
 
 use crate::access_log::{Filter, Format};
 use crate::routing::{HeaderMutations, RouteTable};
-use crate::tls::DownstreamTls;
+use crate::tls::ListenerTls;
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +25,7 @@ pub struct AdminConfig {
 pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
-    pub tls: Option<DownstreamTls>,
+    pub tls: Option<ListenerTls>,
     pub hcm: HttpConnectionManager,
     /// `envoy.filters.network.connection_limit`: open connections at most.
     pub max_connections: Option<u64>,
@@ -38,6 +38,17 @@ pub struct ListenerConfig {
     /// The filter chain's `transport_socket_connect_timeout`: how long a
     /// TLS handshake may take (`None`: the proxy's own bound, 60 s).
     pub handshake_timeout: Option<Duration>,
+    /// TLS listeners with several filter chains: the connection manager
+    /// (and `connection_limit`) of each chain after the first, in the order
+    /// of `tls.chains` (`hcm` is the first chain's).
+    pub other_chains: Vec<ChainConfig>,
+}
+
+/// What a filter chain after a listener's first serves its connections with.
+#[derive(Debug)]
+pub struct ChainConfig {
+    pub hcm: HttpConnectionManager,
+    pub max_connections: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

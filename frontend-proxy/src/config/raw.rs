@@ -171,6 +171,7 @@ mapping! {
         pub name: Option<Field<String>>,
         pub address: Option<Field<Address>>,
         pub filter_chains: Option<List<FilterChain>>,
+        pub default_filter_chain: Option<Field<FilterChain>>,
         pub listener_filters: Option<List<TypedExtension>>,
         #[wrapper(BoolValue)]
         pub enable_reuse_port: Option<Field<bool>>,
@@ -349,6 +350,14 @@ mapping! {
 mapping! {
     pub struct ValidationContext {
         pub trusted_ca: Option<Field<DataSource>>,
+        pub match_typed_subject_alt_names: Option<List<SubjectAltNameMatcher>>,
+    }
+}
+
+mapping! {
+    pub struct SubjectAltNameMatcher {
+        pub san_type: Option<Field<String>>,
+        pub matcher: Option<Field<route::StringMatcher>>,
     }
 }
 

@@ -5,10 +5,10 @@ use super::tls::downstream_tls;
 use super::upgrade::upgrade_config;
 use super::{conflicts, route, Ctx, P};
 use crate::config::model::{
-    Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
+    ChainConfig, Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
 };
 use crate::config::raw::{self, Field, List};
-use crate::tls::DownstreamTls;
+use crate::tls::{DownstreamTls, ListenerTls, TlsChain};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,12 +116,16 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         );
     }
 
+    let mut inspector = false;
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
-        if matches!(fname.as_str(), "envoy.filters.listener.tls_inspector" | "envoy.filters.listener.http_inspector") {
-            cx.warn(&fp, format!("{fname} is not needed with a single filter chain; ignored"));
-        } else {
-            cx.error(&fp, format!("listener filter {fname:?} is not supported"));
+        match fname.as_str() {
+            // The accept loop reads the SNI in the ClientHello itself.
+            "envoy.filters.listener.tls_inspector" => inspector = true,
+            "envoy.filters.listener.http_inspector" => {
+                cx.warn(&fp, format!("{fname} is not needed (no filter chain matches application_protocols); ignored"))
+            }
+            _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),
         }
     }
 
@@ -129,26 +133,232 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     if l.filter_chains.is_none() {
         cx.error(&p.key("filter_chains"), "required field is missing");
     }
-    if chains.len() > 1 {
+    let mut built = Vec::new();
+    for (cp, raw_chain) in chains {
+        let names = chain_match(cx, &cp, raw_chain);
+        let chain = filter_chain(cx, &cp, raw_chain, clusters);
+        built.push((cp, raw_chain, names, chain));
+    }
+    let mut default_chain = None;
+    if let Some(raw_chain) = cx.opt(p, "default_filter_chain", &l.default_filter_chain) {
+        let dp = p.key("default_filter_chain");
+        if raw_chain.filter_chain_match.is_some() {
+            cx.error(&dp.key("filter_chain_match"), "a default filter chain has no match");
+        }
+        let chain = filter_chain(cx, &dp, raw_chain, clusters);
+        default_chain = Some(built.len());
+        built.push((dp, raw_chain, Some(Vec::new()), chain));
+    }
+    if built.is_empty() {
+        return None;
+    }
+    let several = built.len() > 1;
+    if several {
+        several_chains(cx, &built, default_chain);
+    }
+    if several && !inspector {
+        // Envoy sees no SNI without it: every TLS client would take the
+        // chain without server names (or none). Refused rather than served
+        // otherwise than Envoy would.
         cx.error(
-            &p.key("filter_chains"),
-            "only one filter chain per listener is supported (filter chain matching is not implemented); use one listener per address",
+            &p.key("listener_filters"),
+            "filter chains selected by server_names need the envoy.filters.listener.tls_inspector listener filter (without it Envoy sees no SNI)",
         );
     }
-    let (cp, chain) = chains.into_iter().next()?;
-    let chain = filter_chain(cx, &cp, chain, clusters);
     let address = address?;
+    let mut tls_chains = Vec::new();
+    let mut served = Vec::new();
+    let mut first_tls = None;
+    let mut complete = true;
+    // The handshake's bound applies before SNI picks a chain: one for the listener.
+    let handshake_timeout = built[0].3.handshake_timeout;
+    if built.iter().any(|(_, _, _, c)| c.handshake_timeout != handshake_timeout) {
+        cx.error(
+            &p.key("filter_chains"),
+            "every filter chain must have the same transport_socket_connect_timeout: the handshake is bounded before SNI chooses a chain",
+        );
+        complete = false;
+    }
+    for (_, _, names, chain) in built {
+        match (names, chain.tls) {
+            (Some(server_names), Some(Some(t))) => {
+                tls_chains.push(TlsChain { server_names, certificates: t.certificates.clone() });
+                if first_tls.as_ref().is_some_and(|f: &DownstreamTls| f.sessions != t.sessions) {
+                    cx.error(
+                        &p.key("filter_chains"),
+                        "every filter chain must have the same session settings (session_timeout, disable_*_session_resumption, session_ticket_keys): one TLS acceptor serves the listener",
+                    );
+                    complete = false;
+                }
+                first_tls.get_or_insert(t);
+            }
+            (Some(_), Some(None)) if !several => {}
+            _ => complete = false,
+        }
+        match chain.hcm {
+            Some(hcm) => served.push(ChainConfig { hcm, max_connections: chain.max_connections }),
+            None => complete = false,
+        }
+    }
+    if !complete || served.is_empty() {
+        return None;
+    }
+    let tls = first_tls.map(|t| ListenerTls {
+        chains: tls_chains,
+        default_chain,
+        alpn_protocols: t.alpn_protocols,
+        client: t.client,
+        params: t.params,
+        sessions: t.sessions,
+    });
+    let first = served.remove(0);
     Some(ListenerConfig {
         // Unnamed listeners are named by `listeners`.
         name: name.unwrap_or_default(),
         address,
-        tls: chain.tls?,
-        hcm: chain.hcm?,
-        max_connections: chain.max_connections,
+        tls,
+        hcm: first.hcm,
+        max_connections: first.max_connections,
         reuse_port,
-        handshake_timeout: chain.handshake_timeout,
+        handshake_timeout,
         ipv4_compat,
+        other_chains: served,
     })
+}
+
+/// `filter_chain_match`: the server names that select the chain
+/// (lowercase, as SNI is compared), or `None` when the match is invalid.
+/// Envoy's other criteria come after server names in its order, or before
+/// it on what one listener address always has; they are refused until
+/// supported, not ignored.
+fn chain_match(cx: &mut Ctx, p: &P, chain: &raw::FilterChain) -> Option<Vec<String>> {
+    let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) else {
+        return Some(Vec::new());
+    };
+    let mp = p.key("filter_chain_match");
+    if m.is_null() {
+        return Some(Vec::new());
+    }
+    let Some(map) = m.as_mapping() else {
+        cx.error(&mp, "expected a mapping");
+        return None;
+    };
+    let mut names = Some(Vec::new());
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        let kp = mp.key(key);
+        match key {
+            "server_names" => {
+                // Protobuf's JSON mapping takes one value for a list too.
+                let items = match v {
+                    serde_yaml::Value::Sequence(items) => items.clone(),
+                    one => vec![one.clone()],
+                };
+                for (i, item) in items.iter().enumerate() {
+                    let ip = kp.idx(i);
+                    match item.as_str() {
+                        Some(n) if valid_server_name(n) => {
+                            if let Some(names) = names.as_mut() {
+                                names.push(n.to_ascii_lowercase());
+                            }
+                        }
+                        _ => {
+                            cx.error(&ip, "expected a server name, exact or with a leading `*.` wildcard");
+                            names = None;
+                        }
+                    }
+                }
+            }
+            "transport_protocol" => match v.as_str() {
+                Some("tls") if chain.transport_socket.is_some() => {}
+                Some("tls") => {
+                    cx.error(&kp, "a plaintext filter chain cannot match TLS connections");
+                    names = None;
+                }
+                _ => {
+                    cx.error(
+                        &kp,
+                        "only `tls` is supported (plaintext and TLS filter chains on one listener are not supported yet)",
+                    );
+                    names = None;
+                }
+            },
+            _ => {
+                cx.error(
+                    &kp,
+                    "not supported (filter chains are matched by server_names and transport_protocol: tls only)",
+                );
+                names = None;
+            }
+        }
+    }
+    names
+}
+
+/// An exact DNS name or `*.` and one: Envoy's wildcard is a leading label only.
+fn valid_server_name(n: &str) -> bool {
+    let exact = n.strip_prefix("*.").unwrap_or(n);
+    !exact.is_empty()
+        && !exact.starts_with('.')
+        && !exact.ends_with('.')
+        && !exact.contains("..")
+        && exact.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+}
+
+/// What several filter chains on one listener must satisfy today: all TLS,
+/// one handshake configuration (only certificates differ), and no two
+/// chains matching the same name.
+fn several_chains(
+    cx: &mut Ctx,
+    built: &[(P, &raw::FilterChain, Option<Vec<String>>, Chain)],
+    default_chain: Option<usize>,
+) {
+    let Some((_, _, _, first)) = built.first() else { return };
+    let first_tls = match &first.tls {
+        Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone(), t.client.clone())),
+        _ => None,
+    };
+    let mut seen: Vec<(String, &P)> = Vec::new();
+    let mut catch_all: Option<&P> = None;
+    for (i, (cp, _, names, chain)) in built.iter().enumerate() {
+        if matches!(chain.tls, Some(None)) {
+            cx.error(
+                &cp.key("transport_socket"),
+                "several filter chains are supported on TLS listeners only (plaintext and TLS chains on one listener are not supported yet)",
+            );
+        }
+        if let (Some(Some(t)), Some((alpn, params, client))) = (&chain.tls, &first_tls) {
+            if i > 0 && (&t.alpn_protocols != alpn || &t.params != params || &t.client != client) {
+                cx.error(
+                    &cp.key("transport_socket"),
+                    "alpn_protocols, tls_params, validation_context and require_client_certificate must be the same on every filter chain of a listener (only certificates may differ)",
+                );
+            }
+        }
+        if Some(i) == default_chain {
+            continue;
+        }
+        let Some(names) = names else { continue };
+        if names.is_empty() {
+            if let Some(other) = catch_all {
+                cx.error(
+                    &cp.key("filter_chain_match"),
+                    format!("{} has the same match (no server_names): Envoy refuses this", other.0),
+                );
+            }
+            catch_all = Some(cp);
+        }
+        for n in names {
+            if let Some((_, other)) = seen.iter().find(|(s, _)| s == n) {
+                cx.error(
+                    &cp.key("filter_chain_match").key("server_names"),
+                    format!("server name {n:?} is matched by {} too: Envoy refuses this", other.0),
+                );
+            } else {
+                seen.push((n.clone(), cp));
+            }
+        }
+    }
 }
 
 /// What a filter chain configures.
@@ -167,12 +377,6 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
         .duration(p, "transport_socket_connect_timeout", &chain.transport_socket_connect_timeout)
         .filter(|t| !t.is_zero());
     let _ = cx.opt(p, "name", &chain.name);
-    if let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) {
-        let empty = m.is_null() || m.as_mapping().is_some_and(|m| m.is_empty());
-        if !empty {
-            cx.error(&p.key("filter_chain_match"), "filter chain matching is not supported");
-        }
-    }
     let tls = match cx.opt(p, "transport_socket", &chain.transport_socket) {
         None => Some(None),
         Some(ts) => downstream_tls(cx, &p.key("transport_socket"), ts).map(Some),

@@ -268,7 +268,7 @@ pub(super) fn header_matcher(cx: &mut Ctx, p: &P, h: &raw::HeaderMatcher) -> Opt
     })
 }
 
-fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringMatch> {
+pub(super) fn string_matcher(cx: &mut Ctx, p: &P, s: &raw::StringMatcher) -> Option<StringMatch> {
     cx.other(p, s, &[]);
     let ic = cx.boolean(p, "ignore_case", &s.ignore_case, false);
     let fold = |v: &String| {

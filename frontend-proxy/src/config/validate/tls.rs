@@ -3,7 +3,11 @@
 
 use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
-use crate::tls::{DownstreamTls, SecretSource, SessionResumption, TlsParams, TlsVersion, TICKET_KEY_LEN};
+use crate::routing::StringMatch;
+use crate::tls::{
+    CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, SecretSource,
+    SessionResumption, TlsParams, TlsVersion, TICKET_KEY_LEN,
+};
 use crate::upstream::UpstreamTls;
 
 const TLS_SOCKET_NAMES: &[&str] = &["envoy.transport_sockets.tls", "tls"];
@@ -30,15 +34,65 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     }
     cx.other(&tp, &ctx, &[]);
     let sessions = session_resumption(cx, &tp, &ctx);
-    if cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false) {
-        cx.error(&tp.key("require_client_certificate"), "client certificate authentication (mTLS) is not supported");
-    }
+    let require = cx.boolean(&tp, "require_client_certificate", &ctx.require_client_certificate, false);
     let cp = tp.key("common_tls_context");
     let common = cx.req(&tp, "common_tls_context", &ctx.common_tls_context)?;
     cx.other(&cp, common, &[]);
     let params = tls_params(cx, &cp, common);
-    if common.validation_context.is_some() {
-        cx.error(&cp.key("validation_context"), "client certificate validation (mTLS) is not supported");
+    // Client certificates: verified against `trusted_ca` when a client
+    // sends one, and required with `require_client_certificate`.
+    let mut client = None;
+    if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
+        let vp = cp.key("validation_context");
+        cx.other(&vp, vc, &[]);
+        let mut subject_alt_names = Vec::new();
+        for (mp, m) in cx.list(&vp, "match_typed_subject_alt_names", &vc.match_typed_subject_alt_names) {
+            cx.other(&mp, m, &[]);
+            let san_type = cx.enumeration(
+                &mp,
+                "san_type",
+                &m.san_type,
+                &[
+                    ("DNS", Some(SanType::Dns)),
+                    ("URI", Some(SanType::Uri)),
+                    ("EMAIL", Some(SanType::Email)),
+                    ("IP_ADDRESS", Some(SanType::IpAddress)),
+                    ("SAN_TYPE_UNSPECIFIED", None),
+                ],
+                None,
+            );
+            if san_type.is_none() {
+                cx.error(&mp.key("san_type"), "required: DNS, URI, EMAIL or IP_ADDRESS");
+            }
+            let pattern = cx
+                .req(&mp, "matcher", &m.matcher)
+                .and_then(|sm| super::route::string_matcher(cx, &mp.key("matcher"), sm))
+                .map(|sm| match sm {
+                    StringMatch::Exact(v, ic) => SanPattern::Exact(v, ic),
+                    StringMatch::Prefix(v, ic) => SanPattern::Prefix(v, ic),
+                    StringMatch::Suffix(v, ic) => SanPattern::Suffix(v, ic),
+                    StringMatch::Contains(v, ic) => SanPattern::Contains(v, ic),
+                    StringMatch::Regex(re) => SanPattern::Regex(re),
+                });
+            if let (Some(san_type), Some(pattern)) = (san_type, pattern) {
+                subject_alt_names.push(SanMatcher { san_type, pattern });
+            }
+        }
+        match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
+            Some(ca) => {
+                client = cx.pem_source(&vp.key("trusted_ca"), ca).map(|trusted_ca| ClientValidation {
+                    trusted_ca,
+                    require,
+                    subject_alt_names,
+                })
+            }
+            None => return None,
+        }
+    } else if require {
+        cx.error(
+            &tp.key("require_client_certificate"),
+            "needs common_tls_context.validation_context.trusted_ca (without it any client certificate would be accepted)",
+        );
     }
     // Envoy joins the list with commas and splits it again: an entry
     // `"h2,http/1.1"` is two protocols.
@@ -53,19 +107,28 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         }
     }
     let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
-    if certs.len() != 1 {
-        cx.error(
-            &cp.key("tls_certificates"),
-            "exactly one certificate is required (SNI-based certificate selection is not supported)",
-        );
+    if certs.is_empty() {
+        cx.error(&cp.key("tls_certificates"), "at least one certificate is required");
     }
-    let (cert_p, cert) = certs.into_iter().next()?;
-    cx.other(&cert_p, cert, &[]);
-    let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
-    let key = cx.req(&cert_p, "private_key", &cert.private_key);
-    let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
-    let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-    Some(DownstreamTls { certificate_chain: chain?, private_key: key?, alpn_protocols, params, sessions: sessions? })
+    let mut certificates = Vec::new();
+    let mut complete = true;
+    for (cert_p, cert) in certs {
+        cx.other(&cert_p, cert, &[]);
+        let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
+        let key = cx.req(&cert_p, "private_key", &cert.private_key);
+        let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
+        let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
+        match (chain, key) {
+            (Some(certificate_chain), Some(private_key)) => {
+                certificates.push(CertificateSource { certificate_chain, private_key })
+            }
+            _ => complete = false,
+        }
+    }
+    if !complete || certificates.is_empty() {
+        return None;
+    }
+    Some(DownstreamTls { certificates, alpn_protocols, params, client, sessions: sessions? })
 }
 
 /// Envoy's session settings of a `DownstreamTlsContext`. Each is honoured:

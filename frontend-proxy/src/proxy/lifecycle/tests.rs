@@ -84,6 +84,8 @@ static_resources:
                 handshake_timeout: crate::runtime::DEFAULT_HANDSHAKE_TIMEOUT,
                 ipv4_compat: false,
                 access_logs: Vec::new(),
+                chains: Vec::new(),
+                tls_config: None,
             })
         })
         .collect();
