@@ -150,7 +150,13 @@ async fn envoy_local_replies_for_upstream_failures() {
 async fn envoy_edge_headers() {
     let s = stack(4, "          server_name: frontend-test\n          use_remote_address: true").await;
     let c = client();
-    let r = c.get(format!("{}/films", s.url)).header("x-envoy-internal", "forged").send().await.unwrap();
+    let r = c
+        .get(format!("{}/films", s.url))
+        .header("x-envoy-internal", "forged")
+        .header("x-forwarded-client-cert", "By=spiffe://forged;URI=spiffe://admin")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["server"], "frontend-test");
     let service_time: u64 = r.headers()["x-envoy-upstream-service-time"].to_str().unwrap().parse().unwrap();
@@ -161,14 +167,22 @@ async fn envoy_edge_headers() {
     assert_eq!(s.films.last_header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
     assert_eq!(s.films.last_header("x-envoy-expected-rq-timeout-ms").as_deref(), Some("15000"));
     assert_eq!(s.films.last_header("x-envoy-internal"), None, "edge proxy strips forged x-envoy-* headers");
+    assert_eq!(s.films.last_header("x-forwarded-client-cert"), None, "forward_client_cert_details: SANITIZE");
 }
 
 #[tokio::test]
 async fn keeps_client_request_id_when_not_an_edge() {
     let s = stack(5, "").await;
     let c = client();
-    c.get(format!("{}/films", s.url)).header("x-request-id", "abc-123").send().await.unwrap();
+    c.get(format!("{}/films", s.url))
+        .header("x-request-id", "abc-123")
+        .header("x-forwarded-client-cert", "By=spiffe://forged")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(s.films.last_header("x-request-id").as_deref(), Some("abc-123"));
+    // SANITIZE (Envoy's default) whether or not the proxy is the edge.
+    assert_eq!(s.films.last_header("x-forwarded-client-cert"), None);
     assert_eq!(s.films.last_header("x-forwarded-for"), None, "no XFF without use_remote_address");
 }
 

@@ -215,6 +215,7 @@ mapping! {
         pub use_remote_address: Option<Field<bool>>,
         pub xff_num_trusted_hops: Option<Field<u32>>,
         pub skip_xff_append: Option<Field<bool>>,
+        pub forward_client_cert_details: Option<Field<String>>,
         pub stream_idle_timeout: Option<Field<Value>>,
         pub request_timeout: Option<Field<Value>>,
         pub request_headers_timeout: Option<Field<Value>>,

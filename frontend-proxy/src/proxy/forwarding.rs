@@ -25,6 +25,7 @@ pub const X_ATTEMPT_COUNT: &str = "x-envoy-attempt-count";
 pub const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
 const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR);
 const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
+const X_FORWARDED_CLIENT_CERT_NAME: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
 const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
 pub const X_UPSTREAM_SERVICE_TIME_NAME: HeaderName = HeaderName::from_static(X_UPSTREAM_SERVICE_TIME);
 pub const X_ATTEMPT_COUNT_NAME: HeaderName = HeaderName::from_static(X_ATTEMPT_COUNT);
@@ -102,6 +103,12 @@ fn edge_edits(
         }
     } else if !req.headers.contains_key(&X_FORWARDED_PROTO_NAME) {
         edits.push((X_FORWARDED_PROTO_NAME, Some(scheme)));
+    }
+    // `forward_client_cert_details: SANITIZE`, Envoy's default and the only
+    // mode here: a client's own `x-forwarded-client-cert` never reaches an
+    // upstream that may trust it.
+    if req.headers.contains_key(&X_FORWARDED_CLIENT_CERT_NAME) {
+        edits.push((X_FORWARDED_CLIENT_CERT_NAME, None));
     }
     if let Some(id) = request_id {
         edits.push((X_REQUEST_ID_NAME, Some(id.clone())));

@@ -531,6 +531,20 @@ fn connection_manager(
         max_stream_duration = cx.duration(&op, "max_stream_duration", &o.max_stream_duration).filter(|t| !t.is_zero());
     }
 
+    // `x-forwarded-client-cert` is removed from every request (SANITIZE,
+    // Envoy's default); the modes that forward or set it are not built.
+    if let Some(mode) = cx.opt(p, "forward_client_cert_details", &h.forward_client_cert_details) {
+        let known = ["SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"];
+        let mode = crate::config::raw::lenient::enum_name(mode, &known);
+        if mode != "SANITIZE" {
+            let why = if known.contains(&mode) {
+                format!("{mode} is not supported yet: only SANITIZE (the default: a client's x-forwarded-client-cert is removed)")
+            } else {
+                format!("unknown value {mode:?}, expected one of {}", known.join(", "))
+            };
+            cx.error(&p.key("forward_client_cert_details"), why);
+        }
+    }
     let mut websocket = false;
     for (up, u) in cx.list(p, "upgrade_configs", &h.upgrade_configs) {
         if let Some(enabled) = upgrade_config(cx, &up, u) {
