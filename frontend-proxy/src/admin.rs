@@ -309,8 +309,9 @@ impl ServeHttp for AdminApp {
 }
 
 /// The admin listener as a Pingora service: one thread, plain HTTP.
-pub fn service(admin: Arc<Admin>, address: SocketAddr) -> GenBackgroundService<AdminListener> {
-    let mut service = background_service("admin", AdminListener { app: Arc::new(AdminApp(admin)), address });
+pub fn service(admin: Arc<Admin>, address: SocketAddr, ipv4_compat: bool) -> GenBackgroundService<AdminListener> {
+    let mut service =
+        background_service("admin", AdminListener { app: Arc::new(AdminApp(admin)), address, ipv4_compat });
     service.threads = Some(1);
     service
 }
@@ -322,12 +323,31 @@ pub fn service(admin: Arc<Admin>, address: SocketAddr) -> GenBackgroundService<A
 pub struct AdminListener {
     app: Arc<AdminApp>,
     address: SocketAddr,
+    ipv4_compat: bool,
+}
+
+/// Binds the admin address. As Envoy (and the proxy's listeners), an IPv6
+/// address takes IPv4 clients only with `ipv4_compat`: Linux's default is
+/// dual-stack, which left an admin interface on `::` open to IPv4 clients
+/// the file did not let in.
+pub fn bind(address: SocketAddr, ipv4_compat: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if address.is_ipv6() {
+        socket.set_only_v6(!ipv4_compat)?;
+    }
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 #[async_trait]
 impl BackgroundService for AdminListener {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let listener = match tokio::net::TcpListener::bind(self.address).await {
+        let bound = bind(self.address, self.ipv4_compat).and_then(tokio::net::TcpListener::from_std);
+        let listener = match bound {
             Ok(l) => l,
             Err(e) => {
                 warn!(address = %self.address, error = %e, "admin interface cannot listen");

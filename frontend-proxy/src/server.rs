@@ -285,7 +285,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     reopen_access_logs_on_sigusr1(prepared.access_logs.all());
     let bound = bind_listeners(prepared.listeners, engine, threads)?;
     if let Some(admin) = &prepared.admin {
-        std::net::TcpListener::bind(admin.address).map_err(|source| StartError::Bind {
+        admin::bind(admin.address, admin.ipv4_compat).map_err(|source| StartError::Bind {
             listener: "admin".into(),
             address: admin.address,
             source,
@@ -317,7 +317,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     // /ready); the watch marks the end of warming when the clusters are ready
     // and every listener accepts (dependencies added with the listeners).
     let mut warmed = None;
-    if let Some(address) = prepared.admin.as_ref().map(|a| a.address) {
+    if let Some(AdminConfig { address, ipv4_compat }) = prepared.admin.as_ref().copied() {
         info!(%address, "admin interface");
         let admin = Admin::new(admin::Inputs {
             clusters: prepared.clusters.clone(),
@@ -327,7 +327,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             command_line: cli,
             document: prepared.document,
         });
-        server.add_service(admin::service(admin.clone(), address));
+        server.add_service(admin::service(admin.clone(), address, ipv4_compat));
         let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
         watch.add_dependency(&cluster_handle);
         warmed = Some(watch);

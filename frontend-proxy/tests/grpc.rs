@@ -663,3 +663,65 @@ async fn the_clusters_idle_timeout_closes_pooled_connections() {
     assert_eq!(stat(admin, "cluster.long.upstream_cx_total").await, 1);
     assert_eq!(stat(admin, "cluster.long.upstream_cx_http1_total").await, 1);
 }
+
+/// A connection the native engine serves until a request routes to an
+/// HTTP/2 cluster, which Pingora's engine then takes over from that
+/// request's head: what the native engine removed or refused must not
+/// reach the upstream through the replay, and the body and the next
+/// request on the connection must stay where they belong.
+#[tokio::test]
+async fn a_request_handed_to_pingora_after_routing_keeps_every_rule() {
+    use support::raw::{asked, read_response, try_read_response};
+    use support::Backend;
+    use tokio::io::AsyncWriteExt;
+    let h1 = Backend::start("h1", SocketAddr::new(ip(40, 9), 0)).await;
+    let h2 = Backend::start("h2", SocketAddr::new(ip(40, 9), 0)).await;
+    let listen = free_addr(ip(40, 9));
+    let admin = free_addr(ip(40, 9));
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::route_listener(listen, "handoff", &[("/one", "cluster: h1plain"), ("/", "cluster: h2plain")])],
+        &[
+            yaml::cluster("h1plain", "STATIC", &[(h1.addr.ip().to_string(), h1.addr.port())], ""),
+            yaml::cluster(
+                "h2plain",
+                "STATIC",
+                &[(h2.addr.ip().to_string(), h2.addr.port())],
+                "    http2_protocol_options: {}",
+            ),
+        ],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut s = tokio::net::TcpStream::connect(listen).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: front\r\n\r\n").await.unwrap();
+    let r = read_response(&mut s, &mut buf, "GET").await;
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    // Hop-by-hop fields (`te` other than trailers included), a field the
+    // client's `Connection` names, and a body followed by the next request.
+    s.write_all(
+        b"POST /two HTTP/1.1\r\nHost: front\r\nTE: gzip\r\nKeep-Alive: timeout=5\r\n\
+          Proxy-Connection: keep-alive\r\nConnection: x-secret\r\nX-Secret: s\r\n\
+          Content-Length: 5\r\n\r\nhelloGET /three HTTP/1.1\r\nHost: front\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let r = read_response(&mut s, &mut buf, "POST").await;
+    assert_eq!(r.status, 200, "{}", proxy.log());
+    for name in ["te", "keep-alive", "proxy-connection", "connection", "x-secret"] {
+        assert_eq!(h2.last_header(name), None, "{name} reached the HTTP/2 upstream");
+    }
+    assert_eq!(h2.last_uri(), "http://front/two");
+    assert_eq!(h2.hits(), 1, "the body is not a request");
+    // Pingora's engine answers a pipelined request or closes (README): the
+    // next request is never read as part of the one before.
+    let mut closed = false;
+    match try_read_response(&mut s, &mut buf, &mut closed, asked("GET"), LIMIT).await {
+        Ok(r) => {
+            assert_eq!(r.status, 200, "{}", proxy.log());
+            assert_eq!(h2.last_uri(), "http://front/three", "the pipelined request is its own");
+            assert_eq!(h2.hits(), 2);
+        }
+        Err(_) => assert_eq!(h2.hits(), 1, "{}", proxy.log()),
+    }
+}

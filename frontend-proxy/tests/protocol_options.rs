@@ -300,3 +300,27 @@ async fn upstream_connections_get_the_clusters_tcp_keepalive() {
     assert!(!timers.is_empty(), "no pooled connection to the plain cluster");
     assert!(!timers.contains("keepalive"), "keepalive without upstream_connection_options:\n{timers}");
 }
+
+#[tokio::test]
+async fn the_admin_interface_on_the_ipv6_any_address_takes_ipv4_only_with_ipv4_compat() {
+    // The admin interface serves /config_dump and /stats: an IPv6-only
+    // address must not let IPv4 clients in (Linux's sockets are dual-stack).
+    let backend = Backend::start("b", SocketAddr::new(ip(21, 7), 0)).await;
+    let cluster = yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "");
+    let c = support::client();
+    for (compat, ipv4_allowed) in [("", false), (" ipv4_compat: true,", true)] {
+        let port = free_dual_stack_port();
+        let listen = free_addr(ip(21, 7));
+        let hcm = yaml::hcm("adm", "", &yaml::routes(&[("/", "cluster: backend")]));
+        let admin =
+            format!("admin:\n  address:\n    socket_address: {{ address: \"::\",{compat} port_value: {port} }}\n");
+        let cfg =
+            format!("{admin}{}", yaml::bootstrap(&[yaml::listener("l", listen, &hcm)], std::slice::from_ref(&cluster)));
+        let v6: SocketAddr = SocketAddr::new("::1".parse().unwrap(), port);
+        let proxy = ProxyProcess::with_admin(&cfg, v6, 1).await;
+        let ready = c.get(format!("http://[::1]:{port}/ready")).send().await;
+        assert!(ready.is_ok(), "{}", proxy.log());
+        let v4 = c.get(format!("http://127.0.0.1:{port}/stats")).send().await;
+        assert_eq!(v4.is_ok(), ipv4_allowed, "IPv4 client on an admin at [::] with {compat:?}: {v4:?}");
+    }
+}

@@ -16,9 +16,12 @@ pub struct Bootstrap {
     pub clusters: Vec<ClusterSpec>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// `socket_address.ipv4_compat`: an IPv6 admin address takes IPv4
+    /// clients too only with it, as a listener's.
+    pub ipv4_compat: bool,
 }
 
 #[derive(Debug)]

@@ -540,7 +540,14 @@ fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {
     // An admin block without an address disables the admin interface, as in Envoy.
     a.address.as_ref()?;
     let address = cx.ip_socket_address(p, "address", &a.address)?;
-    Some(AdminConfig { address })
+    let ipv4_compat = match &a.address {
+        Some(Field::Ok(a)) => match &a.socket_address {
+            Some(Field::Ok(sa)) => matches!(sa.ipv4_compat, Some(Field::Ok(true))),
+            _ => false,
+        },
+        _ => false,
+    };
+    Some(AdminConfig { address, ipv4_compat })
 }
 
 /// Whether two listen addresses would collide when bound.
