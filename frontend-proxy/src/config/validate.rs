@@ -9,6 +9,7 @@ mod access_log;
 mod action;
 mod cluster;
 mod dns;
+mod hcm;
 mod headers;
 mod listener;
 mod protocol;

@@ -1,0 +1,456 @@
+//! The HTTP connection manager of a filter chain: its settings, its
+//! HTTP/1 and HTTP/2 options, and its HTTP filters (the router's options
+//! included).
+
+use super::access_log;
+use super::upgrade::upgrade_config;
+use super::{route, Ctx, P};
+use crate::config::model::{Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ServerHeader};
+use crate::config::raw::{self, Field, List};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(super) const HCM_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const BUFFER_NAME: &str = "envoy.filters.http.buffer";
+const BUFFER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer";
+const ROUTER_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router";
+const ROUTER_NAMES: &[&str] = &["envoy.filters.http.router", "envoy.router"];
+
+/// Envoy's default stream idle timeout.
+const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request head may take to arrive when the file does not say.
+/// Envoy has no default (its edge best practice sets 10 s): without one, a
+/// client that trickles a head a byte at a time holds its connection as
+/// long as each byte comes within the stream idle timeout. `0s` in the
+/// file still turns it off.
+pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Envoy's default for a downstream connection's idle timeout.
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Envoy fields accepted and ignored with a warning.
+const HCM_IGNORED: &[&str] = &[
+    "tracing",
+    "delayed_close_timeout",
+    "drain_timeout",
+    "internal_address_config",
+    "request_id_extension",
+    "access_log_flush_interval",
+    "flush_access_log_on_new_request",
+    "access_log_options",
+];
+
+pub(super) fn connection_manager(
+    cx: &mut Ctx,
+    p: &P,
+    h: &raw::HttpConnectionManager,
+    clusters: &HashMap<String, usize>,
+) -> Option<HttpConnectionManager> {
+    cx.other(p, h, HCM_IGNORED);
+    if let Some(t) = cx.opt(p, "@type", &h.type_url) {
+        if t != HCM_TYPE {
+            cx.error(&p.key("@type"), format!("expected {HCM_TYPE}"));
+        }
+    }
+    let stat_prefix = cx.req(p, "stat_prefix", &h.stat_prefix).cloned();
+    let codec = cx.enumeration(
+        p,
+        "codec_type",
+        &h.codec_type,
+        &[("AUTO", Codec::Auto), ("HTTP1", Codec::Http1), ("HTTP2", Codec::Http2)],
+        Codec::Auto,
+    );
+    let HttpFilters { max_request_bytes, suppress_envoy_headers } = http_filters(cx, p, &h.http_filters);
+    let http2 = http2_options(cx, p, h);
+    http1_options(cx, p, h);
+
+    let server_header = cx.enumeration(
+        p,
+        "server_header_transformation",
+        &h.server_header_transformation,
+        &[
+            ("OVERWRITE", ServerHeader::Overwrite),
+            ("APPEND_IF_ABSENT", ServerHeader::AppendIfAbsent),
+            ("PASS_THROUGH", ServerHeader::PassThrough),
+        ],
+        ServerHeader::Overwrite,
+    );
+    let strip_any = cx.boolean(p, "strip_any_host_port", &h.strip_any_host_port, false);
+    let strip_matching = cx.boolean(p, "strip_matching_host_port", &h.strip_matching_host_port, false);
+    if strip_any && strip_matching {
+        cx.error(p, "`strip_any_host_port` and `strip_matching_host_port` are mutually exclusive");
+    }
+
+    let mut max_headers_count = 100;
+    let mut headers_with_underscores = HeadersWithUnderscores::Allow;
+    let mut max_requests_per_connection = None;
+    let mut idle_timeout = Some(DEFAULT_IDLE_TIMEOUT);
+    let mut max_stream_duration = None;
+    let op = p.key("common_http_protocol_options");
+    if let Some(o) = cx.opt(p, "common_http_protocol_options", &h.common_http_protocol_options) {
+        cx.other(&op, o, &[]);
+        headers_with_underscores = cx.enumeration(
+            &op,
+            "headers_with_underscores_action",
+            &o.headers_with_underscores_action,
+            &[
+                ("ALLOW", HeadersWithUnderscores::Allow),
+                ("REJECT_REQUEST", HeadersWithUnderscores::RejectRequest),
+                ("DROP_HEADER", HeadersWithUnderscores::DropHeader),
+            ],
+            HeadersWithUnderscores::Allow,
+        );
+        // 0 is no limit, as in Envoy.
+        max_requests_per_connection =
+            cx.opt(&op, "max_requests_per_connection", &o.max_requests_per_connection).copied().filter(|n| *n > 0);
+        if max_requests_per_connection.is_some() && codec != Codec::Http1 {
+            // Pingora's HTTP/2 server cannot end a connection after N
+            // streams, and HTTP/1 alone would be weaker than the file says.
+            cx.error(
+                &op.key("max_requests_per_connection"),
+                "supported only with codec_type: HTTP1 (HTTP/2 connections cannot be ended after a number of streams)",
+            );
+        }
+        if let Some(t) = cx.duration(&op, "idle_timeout", &o.idle_timeout) {
+            idle_timeout = (!t.is_zero()).then_some(t);
+        }
+        if let Some(n) = cx.opt(&op, "max_headers_count", &o.max_headers_count) {
+            max_headers_count = *n;
+        }
+        if o.max_connection_duration.is_some() {
+            cx.error(&op.key("max_connection_duration"), "not supported");
+        }
+        // As Envoy, 0 is no limit.
+        max_stream_duration = cx.duration(&op, "max_stream_duration", &o.max_stream_duration).filter(|t| !t.is_zero());
+    }
+
+    // `x-forwarded-client-cert` is removed from every request (SANITIZE,
+    // Envoy's default); the modes that forward or set it are not built.
+    if let Some(mode) = cx.opt(p, "forward_client_cert_details", &h.forward_client_cert_details) {
+        let known = ["SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"];
+        let mode = crate::config::raw::lenient::enum_name(mode, &known);
+        if mode != "SANITIZE" {
+            let why = if known.contains(&mode) {
+                format!("{mode} is not supported yet: only SANITIZE (the default: a client's x-forwarded-client-cert is removed)")
+            } else {
+                format!("unknown value {mode:?}, expected one of {}", known.join(", "))
+            };
+            cx.error(&p.key("forward_client_cert_details"), why);
+        }
+    }
+    let mut websocket = false;
+    for (up, u) in cx.list(p, "upgrade_configs", &h.upgrade_configs) {
+        if let Some(enabled) = upgrade_config(cx, &up, u) {
+            websocket = enabled;
+        }
+    }
+
+    let routes = match cx.req(p, "route_config", &h.route_config) {
+        Some(rc) => route::route_configuration(cx, &p.key("route_config"), rc, clusters, strip_any, strip_matching),
+        None => None,
+    };
+    let max_request_headers_kb = cx.opt(p, "max_request_headers_kb", &h.max_request_headers_kb).copied().unwrap_or(60);
+    if !(1..=8192).contains(&max_request_headers_kb) {
+        cx.error(&p.key("max_request_headers_kb"), "must be between 1 and 8192");
+    }
+    let stream_idle_timeout =
+        cx.duration(p, "stream_idle_timeout", &h.stream_idle_timeout).unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
+    let request_timeout = cx.duration(p, "request_timeout", &h.request_timeout);
+    let request_headers_timeout = cx
+        .duration(p, "request_headers_timeout", &h.request_headers_timeout)
+        .unwrap_or(DEFAULT_REQUEST_HEADERS_TIMEOUT);
+    let server_name = cx.string(p, "server_name", &h.server_name).unwrap_or_else(|| "envoy".to_string());
+    if http::HeaderValue::from_str(&server_name).is_err() {
+        cx.error(&p.key("server_name"), "must be a valid header value (visible ASCII, spaces and tabs)");
+    }
+    Some(HttpConnectionManager {
+        stat_prefix: stat_prefix?,
+        codec,
+        routes: Arc::new(routes?),
+        server_name,
+        server_header,
+        generate_request_id: cx.boolean(p, "generate_request_id", &h.generate_request_id, true),
+        preserve_external_request_id: cx.boolean(
+            p,
+            "preserve_external_request_id",
+            &h.preserve_external_request_id,
+            false,
+        ),
+        always_set_request_id_in_response: cx.boolean(
+            p,
+            "always_set_request_id_in_response",
+            &h.always_set_request_id_in_response,
+            false,
+        ),
+        use_remote_address: cx.boolean(p, "use_remote_address", &h.use_remote_address, false),
+        xff_num_trusted_hops: cx.opt(p, "xff_num_trusted_hops", &h.xff_num_trusted_hops).copied().unwrap_or(0),
+        skip_xff_append: cx.boolean(p, "skip_xff_append", &h.skip_xff_append, false),
+        stream_idle_timeout: nonzero(stream_idle_timeout),
+        request_timeout: request_timeout.and_then(nonzero),
+        request_headers_timeout: nonzero(request_headers_timeout),
+        idle_timeout,
+        max_stream_duration,
+        max_request_headers_kb,
+        max_headers_count,
+        headers_with_underscores,
+        max_requests_per_connection,
+        websocket,
+        max_request_bytes,
+        suppress_envoy_headers,
+        access_log: access_log::access_logs(cx, p, &h.access_log),
+        local_reply: cx
+            .opt(p, "local_reply_config", &h.local_reply_config)
+            .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
+        http2,
+    })
+}
+
+/// `http_protocol_options` and the connection manager's other codec
+/// switches: what both HTTP/1 engines do is accepted (and is the
+/// default, unless said), anything else is an error naming the field.
+fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
+    // Both engines proxy `Expect: 100-continue` and the upstream's 100 (what
+    // `true` asks); Envoy's default answers 100 itself. Either way the
+    // request and its answer are the same: only when the body leaves the
+    // client differs.
+    let _ = cx.opt(p, "proxy_100_continue", &h.proxy_100_continue);
+    if cx.boolean(p, "stream_error_on_invalid_http_message", &h.stream_error_on_invalid_http_message, false) {
+        cx.error(
+            &p.key("stream_error_on_invalid_http_message"),
+            "true is not supported: an invalid HTTP/1 request always closes its connection (Envoy's default)",
+        );
+    }
+    if cx.boolean(p, "add_user_agent", &h.add_user_agent, false) {
+        cx.error(
+            &p.key("add_user_agent"),
+            "not supported: user-agent and x-envoy-downstream-service-cluster are not set from the node's cluster",
+        );
+    }
+    let Some(o) = cx.opt(p, "http_protocol_options", &h.http_protocol_options) else {
+        return;
+    };
+    let op = p.key("http_protocol_options");
+    // Envoy's choice of HTTP/1 parser: both engines parse as they do.
+    cx.other(&op, o, &["use_balsa_parser"]);
+    let unsupported = |cx: &mut Ctx, name: &str, message: &str| cx.error(&op.key(name), message.to_string());
+    if !cx.boolean(&op, "allow_absolute_url", &o.allow_absolute_url, true) {
+        unsupported(cx, "allow_absolute_url", "false is not supported: absolute-form targets are always served");
+    }
+    // HTTP/1.0 is served by Pingora's engine whatever this says (Envoy's
+    // default refuses it with 426): documented in envoy-compatibility.md.
+    let _ = cx.opt(&op, "accept_http_10", &o.accept_http_10);
+    if cx.opt(&op, "default_host_for_http_10", &o.default_host_for_http_10).is_some_and(|h| !h.is_empty()) {
+        unsupported(cx, "default_host_for_http_10", "not supported: an HTTP/1.0 request without Host is not given one");
+    }
+    if o.header_key_format.is_some() {
+        unsupported(cx, "header_key_format", "not supported: header names are not re-cased");
+    }
+    if cx.boolean(&op, "enable_trailers", &o.enable_trailers, false) {
+        unsupported(cx, "enable_trailers", "true is not supported: HTTP/1 trailers are dropped (Envoy's default)");
+    }
+    if cx.boolean(&op, "allow_chunked_length", &o.allow_chunked_length, false) {
+        unsupported(
+            cx,
+            "allow_chunked_length",
+            "true is not supported: a request with both Content-Length and Transfer-Encoding is refused (400)",
+        );
+    }
+    if cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message)
+        == Some(&true)
+    {
+        unsupported(
+            cx,
+            "override_stream_error_on_invalid_http_message",
+            "true is not supported: an invalid HTTP/1 request always closes its connection",
+        );
+    }
+    if cx.boolean(&op, "send_fully_qualified_url", &o.send_fully_qualified_url, false) {
+        unsupported(cx, "send_fully_qualified_url", "true is not supported: upstream requests use origin-form targets");
+    }
+    // Both engines take any method that is a token (what `true` asks);
+    // Envoy's default parser knows a fixed list.
+    let _ = cx.opt(&op, "allow_custom_methods", &o.allow_custom_methods);
+    let ignore_upgrade = cx.opt(&op, "ignore_http_11_upgrade", &o.ignore_http_11_upgrade);
+    if ignore_upgrade.is_some_and(|v| v.as_sequence().is_none_or(|s| !s.is_empty())) {
+        unsupported(cx, "ignore_http_11_upgrade", "not supported: upgrades are served as upgrade_configs say");
+    }
+}
+
+/// Envoy's defaults for its HTTP/2 flood and abuse limits. h2 (under
+/// Pingora) has its own limits for the same abuses, counted differently;
+/// a file that sets one to anything else is refused rather than run with
+/// a limit it did not ask for.
+const HTTP2_ENVOY_LIMITS: &[(&str, u32)] = &[
+    ("max_outbound_frames", 10000),
+    ("max_outbound_control_frames", 1000),
+    ("max_consecutive_inbound_frames_with_empty_payload", 1),
+    ("max_inbound_priority_frames_per_stream", 100),
+    ("max_inbound_window_update_frames_per_data_frame_sent", 10),
+];
+
+/// `http2_protocol_options` of a connection manager: the settings a
+/// downstream HTTP/2 connection advertises are honoured; the rest is
+/// accepted only at the value that means what frontend-proxy does.
+fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http2Settings {
+    let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) else {
+        return Http2Settings::default();
+    };
+    let op = p.key("http2_protocol_options");
+    // The codec Envoy uses, and the size of METADATA frames it refuses
+    // anyway (`allow_metadata` below): neither changes what a request may do.
+    cx.other(&op, o, &["use_oghttp2_codec", "max_metadata_size"]);
+    if o.connection_keepalive.is_some() {
+        cx.error(&op.key("connection_keepalive"), "HTTP/2 keepalive PINGs are not supported");
+    }
+    if o.custom_settings_parameters.is_some() {
+        cx.error(&op.key("custom_settings_parameters"), "custom HTTP/2 SETTINGS are not supported");
+    }
+    let ranged = |cx: &mut Ctx, name: &str, f: &Option<Field<u32>>, min: u32| {
+        let v = cx.opt(&op, name, f).copied()?;
+        if !(min..=2_147_483_647).contains(&v) {
+            cx.error(&op.key(name), format!("must be between {min} and 2147483647"));
+            return None;
+        }
+        Some(v)
+    };
+    let settings = Http2Settings {
+        max_concurrent_streams: ranged(cx, "max_concurrent_streams", &o.max_concurrent_streams, 1),
+        initial_stream_window_size: ranged(cx, "initial_stream_window_size", &o.initial_stream_window_size, 65535),
+        initial_connection_window_size: ranged(
+            cx,
+            "initial_connection_window_size",
+            &o.initial_connection_window_size,
+            65535,
+        ),
+        hpack_table_size: cx.opt(&op, "hpack_table_size", &o.hpack_table_size).copied(),
+    };
+    if cx.boolean(&op, "allow_connect", &o.allow_connect, false) {
+        cx.error(&op.key("allow_connect"), "CONNECT over HTTP/2 (RFC 8441 upgrades) is not supported");
+    }
+    if cx.boolean(&op, "allow_metadata", &o.allow_metadata, false) {
+        cx.error(&op.key("allow_metadata"), "HTTP/2 METADATA frames are not supported");
+    }
+    let limits = [
+        &o.max_outbound_frames,
+        &o.max_outbound_control_frames,
+        &o.max_consecutive_inbound_frames_with_empty_payload,
+        &o.max_inbound_priority_frames_per_stream,
+        &o.max_inbound_window_update_frames_per_data_frame_sent,
+    ];
+    for ((name, default), f) in HTTP2_ENVOY_LIMITS.iter().zip(limits) {
+        if let Some(v) = cx.opt(&op, name, f) {
+            if v != default {
+                cx.error(
+                    &op.key(name),
+                    format!("only Envoy's default ({default}) is supported: HTTP/2 flood limits are h2's own, counted differently"),
+                );
+            }
+        }
+    }
+    // An invalid HTTP/2 request resets its stream and the connection goes
+    // on, as `true` asks: Pingora and h2 cannot close the connection
+    // instead, as Envoy's default (`false`) does. Either way the invalid
+    // request is refused, and h2 and Pingora bound how many such streams a
+    // connection may open before it is closed (docs/envoy-compatibility.md).
+    let _ = cx.opt(&op, "stream_error_on_invalid_http_messaging", &o.stream_error_on_invalid_http_messaging);
+    let _ =
+        cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message);
+    settings
+}
+
+fn nonzero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// Checks the HTTP filter list: the buffer filter's request size limit and
+/// the router's options.
+fn http_filters(cx: &mut Ctx, p: &P, f: &Option<List<raw::TypedExtension>>) -> HttpFilters {
+    let filters = cx.list(p, "http_filters", f);
+    let mut max_request_bytes = None;
+    let mut suppress_envoy_headers = false;
+    if f.is_none() || filters.is_empty() {
+        cx.error(&p.key("http_filters"), "must end with envoy.filters.http.router");
+        return HttpFilters { max_request_bytes, suppress_envoy_headers };
+    }
+    let last = filters.len() - 1;
+    for (i, (fp, filter)) in filters.iter().enumerate() {
+        cx.other(fp, *filter, &["disabled", "is_optional"]);
+        let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
+        let config = cx.opt(fp, "typed_config", &filter.typed_config);
+        let type_url = config.and_then(|v| v.get("@type")).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        let is_router = ROUTER_NAMES.contains(&name.as_str()) || type_url == ROUTER_TYPE;
+        if name == BUFFER_NAME || type_url == BUFFER_TYPE {
+            if i == last {
+                cx.error(fp, "the router must be the last HTTP filter");
+            }
+            let tp = fp.key("typed_config");
+            match config.map(|c| Field::<raw::BufferFilter>::from_value(c.clone())) {
+                Some(Field::Ok(b)) => {
+                    cx.other(&tp, &b, &[]);
+                    let _ = cx.opt(&tp, "@type", &b.type_url);
+                    max_request_bytes = cx.req(&tp, "max_request_bytes", &b.max_request_bytes).copied();
+                }
+                Some(Field::Invalid(msg)) => cx.error(&tp, msg),
+                None => cx.error(&tp, "required field is missing"),
+            }
+        } else if !is_router {
+            cx.error(
+                fp,
+                format!("HTTP filter {name:?} is not supported: frontend-proxy only runs the router (and the buffer filter), and silently skipping a filter (authentication, rate limiting, ...) would change what traffic is allowed"),
+            );
+        } else if i != last {
+            cx.error(fp, "the router must be the last HTTP filter");
+        } else if let Some(c) = config {
+            let tp = fp.key("typed_config");
+            match Field::<raw::RouterFilter>::from_value(c.clone()) {
+                Field::Ok(r) => suppress_envoy_headers = router_options(cx, &tp, r),
+                Field::Invalid(msg) => cx.error(&tp, msg),
+            }
+        }
+    }
+    HttpFilters { max_request_bytes, suppress_envoy_headers }
+}
+
+/// What the router's options say; the ones frontend-proxy cannot honour
+/// are refused, each naming its field.
+fn router_options(cx: &mut Ctx, p: &P, mut r: raw::RouterFilter) -> bool {
+    let _ = cx.opt(p, "@type", &r.type_url);
+    for (key, field) in [
+        ("dynamic_stats", &r.dynamic_stats),
+        ("start_child_span", &r.start_child_span),
+        ("suppress_grpc_request_failure_code_stats", &r.suppress_grpc_request_failure_code_stats),
+    ] {
+        if cx.opt(p, key, field).is_some() {
+            cx.warn(
+                &p.key(key),
+                "ignored: this field only shapes Envoy's statistics or tracing, and ignoring it does not change how requests are routed or answered",
+            );
+        }
+    }
+    for (key, why) in ROUTER_REFUSED {
+        if r.other.remove(*key).is_some() {
+            cx.error(&p.key(key), format!("{why}: not supported yet, so the configuration is refused"));
+        }
+    }
+    cx.other(p, &r, &[]);
+    cx.boolean(p, "suppress_envoy_headers", &r.suppress_envoy_headers, false)
+}
+
+/// Router options that change what reaches the upstream or the client
+/// (or what is logged), which frontend-proxy does not do.
+const ROUTER_REFUSED: &[(&str, &str)] = &[
+    ("respect_expected_rq_timeout", "taking the route timeout from the request's x-envoy-expected-rq-timeout-ms"),
+    ("upstream_log", "upstream logs (one entry per upstream attempt)"),
+    ("upstream_log_options", "upstream log options"),
+    ("strict_check_headers", "strict checking of x-envoy-* request headers (400 on invalid values)"),
+    ("upstream_http_filters", "upstream HTTP filters"),
+];
+
+/// What the HTTP filter list configures.
+struct HttpFilters {
+    /// The buffer filter's request size limit.
+    max_request_bytes: Option<u32>,
+    /// The router's `suppress_envoy_headers`.
+    suppress_envoy_headers: bool,
+}
