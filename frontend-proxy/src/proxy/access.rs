@@ -14,7 +14,6 @@ impl Proxy {
         if listener.access_logs.is_empty() {
             return;
         }
-        let now = SystemTime::now();
         let head_request = done.request.is_some_and(|r| r.method == Method::HEAD);
         let mut flags = ctx.reply.as_ref().map(flags).unwrap_or_default();
         if flags.is_empty() && ctx.reply.is_none() && done.status == 0 && done.request.is_some() {
@@ -33,26 +32,45 @@ impl Proxy {
             None => done.upstream_body_bytes,
         };
         let entry = Entry {
-            start: now.checked_sub(elapsed).unwrap_or(now),
-            duration: elapsed,
             request: done.request,
             http2: done.http2,
             status: done.status,
             flags,
             bytes_received: done.request_body_bytes,
             bytes_sent,
+            response_code_details: details,
+            ..self.entry_of(ctx, elapsed)
+        };
+        for log in &listener.access_logs {
+            log.log(&entry);
+        }
+    }
+}
+
+impl Proxy {
+    /// What the request's context tells an access-log entry (timing,
+    /// upstream, addresses, route), `elapsed` after its first byte; the
+    /// caller fills in the request, the outcome and the byte counts.
+    pub(super) fn entry_of<'a>(&'a self, ctx: &'a RequestCtx, elapsed: Duration) -> Entry<'a> {
+        let now = SystemTime::now();
+        Entry {
+            start: now.checked_sub(elapsed).unwrap_or(now),
+            duration: elapsed,
+            request: None,
+            http2: false,
+            status: 0,
+            flags: ResponseFlags::default(),
+            bytes_received: 0,
+            bytes_sent: 0,
             upstream_service_time: self.upstream_service_time(ctx),
             upstream_host: ctx.host.as_ref().map(|h| h.addr),
             upstream_cluster: self.cluster(ctx).map(|c| c.name()),
             downstream_remote: ctx.client_addr,
-            downstream_local: Some(listener.address),
+            downstream_local: Some(self.listener(ctx).address),
             route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
             hostname: &self.hostname,
-            response_code_details: details,
+            response_code_details: None,
             local_reply_body: None,
-        };
-        for log in &listener.access_logs {
-            log.log(&entry);
         }
     }
 }

@@ -12,7 +12,6 @@ use http::header;
 use http::StatusCode;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
-use std::time::SystemTime;
 
 /// Why the proxy answered instead of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,25 +270,15 @@ impl Proxy {
             None => (text, "text/plain"),
             Some(f) => {
                 let text = String::from_utf8_lossy(&text);
-                let now = SystemTime::now();
                 let entry = Entry {
-                    start: now.checked_sub(elapsed).unwrap_or(now),
-                    duration: elapsed,
                     request,
                     http2,
                     status: status.as_u16(),
                     flags,
                     bytes_received: ctx.body_bytes,
-                    bytes_sent: 0,
-                    upstream_service_time: self.upstream_service_time(ctx),
-                    upstream_host: ctx.host.as_ref().map(|h| h.addr),
-                    upstream_cluster: self.cluster(ctx).map(|c| c.name()),
-                    downstream_remote: ctx.client_addr,
-                    downstream_local: Some(listener.address),
-                    route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
-                    hostname: &self.hostname,
                     response_code_details: Some(details(reply)),
                     local_reply_body: Some(&text),
+                    ..self.entry_of(ctx, elapsed)
                 };
                 let mut out = String::new();
                 f.format.render(&entry, &mut out);
