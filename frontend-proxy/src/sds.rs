@@ -18,13 +18,15 @@
 
 use crate::config;
 use crate::config::model::ListenerConfig;
+use crate::metrics::SecretStats;
 use crate::tls::{SdsFile, Secret, Secrets, TlsError, TrustedCa};
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -58,6 +60,7 @@ struct Watched {
     /// Stamps of the SDS file, its watched directory and `material`, each
     /// taken before the file was read: a change after it is seen.
     seen: Vec<Stamp>,
+    stats: Arc<SecretStats>,
 }
 
 impl Watched {
@@ -137,7 +140,10 @@ impl SecretWatch {
                 errors.push(SdsError::Load { yaml_path: file.yaml_path.clone(), name: file.name.clone(), source });
                 continue;
             }
-            watched.push(Watched { file: file.clone(), material, seen });
+            let stats = Arc::new(SecretStats::default());
+            stats.update_attempt.fetch_add(1, Relaxed);
+            stats.update_success.fetch_add(1, Relaxed);
+            watched.push(Watched { file: file.clone(), material, seen, stats });
         }
         if errors.is_empty() {
             Ok(SecretWatch { secrets, watched })
@@ -149,6 +155,11 @@ impl SecretWatch {
     /// The secrets, for the listeners' acceptors.
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
+    }
+
+    /// Each secret's name and its `sds.<name>.*` statistics.
+    pub fn stats(&self) -> Vec<(String, Arc<SecretStats>)> {
+        self.watched.iter().map(|w| (w.file.name.clone(), w.stats.clone())).collect()
     }
 
     /// Whether any file is watched.
@@ -163,17 +174,23 @@ impl SecretWatch {
                 continue;
             }
             let (name, path) = (&w.file.name, w.file.path.display());
+            w.stats.update_attempt.fetch_add(1, Relaxed);
             match read(&w.file) {
                 Err(Unread { seen, message }) => {
                     w.seen = seen;
+                    w.stats.update_rejected.fetch_add(1, Relaxed);
                     error!(secret = %name, file = %path, error = %message, "SDS secret update rejected; the previous one stays in use");
                 }
                 Ok(Reading { secret, material, seen }) => {
                     w.seen = seen;
                     w.material = material;
                     match self.secrets.replace(&w.file, &secret) {
-                        Ok(()) => info!(secret = %name, file = %path, "SDS secret updated"),
+                        Ok(()) => {
+                            w.stats.update_success.fetch_add(1, Relaxed);
+                            info!(secret = %name, file = %path, "SDS secret updated")
+                        }
                         Err(e) => {
+                            w.stats.update_rejected.fetch_add(1, Relaxed);
                             error!(secret = %name, file = %path, error = %e, "SDS secret update rejected; the previous one stays in use")
                         }
                     }

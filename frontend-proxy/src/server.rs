@@ -327,6 +327,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
 
     let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
+    let secret_stats = prepared.secrets.stats();
     if !prepared.secrets.is_empty() {
         let watch = SecretService { watch: std::sync::Mutex::new(Some(prepared.secrets)), stop: drain.signal() };
         server.add_service(background_service("sds files", watch));
@@ -345,6 +346,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             concurrency: conf.threads,
             command_line: cli,
             document: prepared.document,
+            secrets: secret_stats,
         });
         server.add_service(admin::service(admin.clone(), address, ipv4_compat));
         let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));

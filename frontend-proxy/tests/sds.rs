@@ -198,9 +198,15 @@ async fn a_rotated_certificate_serves_new_connections_and_a_broken_one_is_refuse
     let (a_cert, a_key) = write_pair(dir.path(), "a", &a);
     let sds = dir.path().join("sds.yaml");
     replace(&sds, &certificate_secret("server", &a_cert, &a_key));
-    let addr = free_addr(ip(47, 1));
-    let proxy = ProxyProcess::start(&bootstrap(listener(addr, &hcm(), &sds_context(&sds, "")), &backend), addr).await;
+    let (addr, admin) = (free_addr(ip(47, 1)), free_addr(ip(47, 1)));
+    let cfg = format!("{}{}", yaml::admin(admin), bootstrap(listener(addr, &hcm(), &sds_context(&sds, "")), &backend));
+    let proxy = ProxyProcess::start(&cfg, addr).await;
     assert_eq!(served(addr).await.as_deref(), Ok("a.test"));
+    let stat = |name: &str| {
+        let name = format!("sds.server.{name}");
+        async move { support::stat(admin, &name).await }
+    };
+    assert_eq!((stat("update_success").await, stat("update_rejected").await), (1, 0), "the first read counts");
     let mut open = tokio::task::spawn_blocking(move || connect(addr, None).unwrap()).await.unwrap();
 
     // New files, then the SDS file renamed over the old one.
@@ -231,6 +237,7 @@ async fn a_rotated_certificate_serves_new_connections_and_a_broken_one_is_refuse
     until_rejected(&proxy, 2).await;
     assert_eq!(served(addr).await.as_deref(), Ok("b.test"), "{}", proxy.log());
     assert!(proxy.log().contains("do not match"), "{}", proxy.log());
+    assert_eq!((stat("update_success").await, stat("update_rejected").await), (2, 2));
 
     // The certificate files themselves rewritten (the SDS file unchanged):
     // certbot's renewal, in place.

@@ -277,3 +277,43 @@ pub(super) fn read_file(file: &SdsFile) -> Result<Secret, String> {
         _ => Err(cx.errors.iter().map(Diagnostic::to_string).collect::<Vec<_>>().join("; ")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str, name: &str) -> Result<Secret, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sds.json");
+        std::fs::write(&path, text).unwrap();
+        let file = SdsFile { name: name.into(), path, watched_directory: None, yaml_path: String::new() };
+        read_file(&file)
+    }
+
+    const CERT: &str = r#"{"@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret", "name": "s",
+        "tls_certificate": {"certificate_chain": {"filename": "/c.pem"}, "private_key": {"inline_string": "k"}}}"#;
+
+    #[test]
+    fn a_file_holds_one_secret_of_the_name_the_bootstrap_gives() {
+        let one = format!(r#"{{"version_info": "1", "resources": [{CERT}]}}"#);
+        assert!(matches!(read(&one, "s"), Ok(Secret::Certificate(_))));
+        assert_eq!(
+            read(&one, "t").unwrap_err(),
+            r#"resources[0].name: the secret is named "s", not "t" as the bootstrap says"#
+        );
+        let two = format!(r#"{{"resources": [{CERT}, {CERT}]}}"#);
+        assert_eq!(read(&two, "s").unwrap_err(), "resources: an SDS file holds exactly one secret, not 2");
+        assert_eq!(read("{}", "s").unwrap_err(), "resources: an SDS file holds exactly one secret, not 0");
+    }
+
+    #[test]
+    fn a_secret_in_a_file_is_checked_as_the_bootstrap_is() {
+        let untyped = r#"resources: [{name: s, validation_context: {trusted_ca: {filename: /ca.pem}}}]"#;
+        assert_eq!(read(untyped, "s").unwrap_err(), "resources[0].@type: required field is missing");
+        let no_key = "resources:\n- \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret\n  name: s\n  tls_certificate: {certificate_chain: {filename: /c.pem}, pasword: x}\n";
+        let e = read(no_key, "s").unwrap_err();
+        assert!(e.contains("resources[0].tls_certificate.pasword: unknown or unsupported field"), "{e}");
+        assert!(e.contains("resources[0].tls_certificate.private_key: required field is missing"), "{e}");
+        assert!(read("resources: [", "s").unwrap_err().starts_with("invalid YAML"));
+    }
+}
