@@ -12,8 +12,8 @@ use pingora_core::protocols::tls::SslDigest;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod,
-    SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, ClientHelloResponse, NameType, SniError, Ssl, SslAcceptor, SslAlert,
+    SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
 use std::any::Any;
@@ -539,6 +539,13 @@ pub fn downstream_acceptor(
         }
         builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
         builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
+    }
+    if let Some(ca) = live_ca.clone() {
+        // Before the session lookup (the servername callback is after it).
+        builder.set_client_hello_callback(move |ssl, _| {
+            session::set_session_id_context(ssl, &ca.load().id)?;
+            Ok(ClientHelloResponse::SUCCESS)
+        });
     }
     if !only || live_ca.is_some() {
         // The chain's certificates are installed per connection once the

@@ -248,6 +248,78 @@ async fn a_rotated_certificate_serves_new_connections_and_a_broken_one_is_refuse
     until_served(addr, "c.test", &proxy).await;
 }
 
+/// What `openssl s_client` saw of one request on a new connection.
+struct Seen {
+    /// The session offered was resumed.
+    resumed: bool,
+    /// The proxy answered 200.
+    answered: bool,
+}
+
+/// One request on a new connection by `openssl s_client` at `version`
+/// (with the client certificate `client`, `(cert file, key file)`),
+/// offering the session in `sess_in`, saving the one it is handed to
+/// `sess_out`.
+fn s_client(
+    addr: SocketAddr,
+    version: &str,
+    client: Option<(&Path, &Path)>,
+    sess_in: Option<&Path>,
+    sess_out: &Path,
+) -> Seen {
+    use std::process::Stdio;
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string(), "-servername", "localhost", version, "-ign_eof"]);
+    cmd.arg("-sess_out").arg(sess_out);
+    if let Some(s) = sess_in {
+        cmd.arg("-sess_in").arg(s);
+    }
+    if let Some((cert, key)) = client {
+        cmd.arg("-cert").arg(cert).arg("-key").arg(key);
+    }
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("openssl");
+    // Reading the answer takes in the TLS 1.3 tickets sent after the handshake.
+    let _ = child.stdin.take().unwrap().write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    Seen { resumed: text.contains("\nReused, "), answered: text.contains("HTTP/1.1 200") }
+}
+
+/// A rotation builds no new TLS context: a session (ticket or cached)
+/// from before it resumes after it, as one from before any change would.
+// s_client blocks its thread: the backend answers from the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_from_before_a_rotation_resume_after_it() {
+    let backend = Backend::start("b", SocketAddr::new(ip(47, 6), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key) = write_pair(dir.path(), "a", &server_cert("a.test"));
+    let sds = dir.path().join("sds.yaml");
+    replace(&sds, &certificate_secret("server", &a_cert, &a_key));
+    let addr = free_addr(ip(47, 6));
+    let proxy = ProxyProcess::start(&bootstrap(listener(addr, &hcm(), &sds_context(&sds, "")), &backend), addr).await;
+    let versions = ["-tls1_2", "-tls1_3"];
+    let sessions: Vec<PathBuf> = versions.iter().map(|v| dir.path().join(format!("{v}.sess"))).collect();
+    for (v, sess) in versions.iter().zip(&sessions) {
+        let (version, sess) = (v.to_string(), sess.clone());
+        let seen = tokio::task::spawn_blocking(move || s_client(addr, &version, None, None, &sess)).await.unwrap();
+        assert!(seen.answered && !seen.resumed, "a first connection resumed, or was not answered");
+    }
+
+    let (b_cert, b_key) = write_pair(dir.path(), "b", &server_cert("b.test"));
+    replace(&sds, &certificate_secret("server", &b_cert, &b_key));
+    until_served(addr, "b.test", &proxy).await;
+    for (v, sess) in versions.iter().zip(&sessions) {
+        let (version, sess, out) = (v.to_string(), sess.clone(), dir.path().join("again.sess"));
+        let seen =
+            tokio::task::spawn_blocking(move || s_client(addr, &version, None, Some(&sess), &out)).await.unwrap();
+        assert!(
+            seen.answered && seen.resumed,
+            "a {v} session from before the rotation was not resumed:\n{}",
+            proxy.log()
+        );
+    }
+}
+
 /// A Kubernetes secret volume: the files are symlinks through `..data`,
 /// itself a symlink to a timestamped directory, and an update swaps
 /// `..data` to a new directory with one rename (`watched_directory` is
@@ -331,6 +403,54 @@ async fn client_cas_from_sds_rotate() {
     });
     assert!(accepted.await, "the new CA's client was never accepted:\n{}", proxy.log());
     assert!(get(addr, Some(client1)).await.is_err(), "the old CA's client is still let in");
+}
+
+/// A client verified under the old CAs cannot resume its session once
+/// they changed (it would skip verification against the new ones): it
+/// gets a full handshake, and is refused. While the CAs stay, it resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_verified_under_replaced_client_cas_do_not_resume() {
+    let backend = Backend::start("b", SocketAddr::new(ip(47, 7), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (ca1, client1) = ca_and_client("CA one");
+    let (ca2, _) = ca_and_client("CA two");
+    let (client_cert, client_key) = write_pair(&d, "client", &client1);
+    let ca = d.join("ca.pem");
+    replace(&ca, &ca1);
+    let validation = d.join("validation.yaml");
+    replace(&validation, &validation_secret("clients", &ca));
+    let (cert, key) = write_pair(&d, "server", &server_cert("a.test"));
+    let sds = d.join("sds.yaml");
+    replace(&sds, &certificate_secret("server", &cert, &key));
+    let addr = free_addr(ip(47, 7));
+    let validation_ref = format!(
+        "            validation_context_sds_secret_config:\n              name: clients\n              sds_config: {{ path: \"{}\" }}\n",
+        validation.display()
+    );
+    let context = format!("          require_client_certificate: true\n{}", sds_context(&sds, &validation_ref));
+    let proxy = ProxyProcess::start(&bootstrap(listener(addr, &hcm(), &context), &backend), addr).await;
+    let run = |version: &'static str, sess_in: Option<&'static str>, sess_out: &'static str| {
+        let (d, c, k) = (d.clone(), client_cert.clone(), client_key.clone());
+        tokio::task::spawn_blocking(move || {
+            s_client(addr, version, Some((&c, &k)), sess_in.map(|s| d.join(s)).as_deref(), &d.join(sess_out))
+        })
+    };
+    for (version, first, second) in [("-tls1_2", "12a", "12b"), ("-tls1_3", "13a", "13b")] {
+        let seen = run(version, None, first).await.unwrap();
+        assert!(seen.answered && !seen.resumed, "{version}: the client was not served:\n{}", proxy.log());
+        let seen = run(version, Some(first), second).await.unwrap();
+        assert!(seen.answered && seen.resumed, "{version}: the session did not resume while the CAs stayed");
+    }
+
+    replace(&ca, &ca2);
+    let rotated = eventually(LIMIT, || async { proxy.log().contains("SDS secret updated") });
+    assert!(rotated.await, "the CA was never rotated:\n{}", proxy.log());
+    for (version, session) in [("-tls1_2", "12b"), ("-tls1_3", "13b")] {
+        let seen = run(version, Some(session), "after").await.unwrap();
+        assert!(!seen.resumed, "{version}: a session verified under the old CA resumed");
+        assert!(!seen.answered, "{version}: the old CA's client was served");
+    }
 }
 
 /// `static_resources.secrets`, named without `sds_config`: a certificate

@@ -6,6 +6,7 @@
 
 use super::{load_ca, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError};
 use arc_swap::ArcSwap;
+use openssl::sha::sha256;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::x509::store::{X509Store, X509StoreBuilder};
 use pingora_core::tls::x509::X509;
@@ -15,7 +16,26 @@ use std::sync::Arc;
 /// One SDS certificate, as the handshake reads it.
 pub(super) type LiveCertificate = Arc<ArcSwap<LoadedCertificate>>;
 /// One SDS validation context's CAs, as the handshake reads them.
-pub(super) type LiveAuthority = Arc<ArcSwap<Box<[X509]>>>;
+pub(super) type LiveAuthority = Arc<ArcSwap<Authority>>;
+
+/// Client CAs, and a digest of them that names the sessions verified
+/// under them: a session from before the CAs changed does not resume (its
+/// client would not be verified against the new ones), as in Envoy, whose
+/// session id context hashes the validation context.
+pub(super) struct Authority {
+    pub(super) cas: Box<[X509]>,
+    pub(super) id: [u8; 32],
+}
+
+impl Authority {
+    fn new(cas: Box<[X509]>) -> Result<Self, TlsError> {
+        let mut der = Vec::new();
+        for ca in cas.iter() {
+            der.extend(ca.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
+        }
+        Ok(Authority { id: sha256(&der), cas })
+    }
+}
 
 /// Every SDS secret the listeners name, each with what it holds now.
 /// A secret named in several places is loaded and replaced once.
@@ -37,13 +57,13 @@ impl std::fmt::Debug for Secrets {
 /// What a secret's material is loaded as: a certificate or CAs.
 enum Loaded {
     Certificate(LoadedCertificate),
-    Authority(Box<[X509]>),
+    Authority(Authority),
 }
 
 fn load(secret: &Secret) -> Result<Loaded, TlsError> {
     match secret {
         Secret::Certificate(c) => load_certificate(c).map(Loaded::Certificate),
-        Secret::Validation(ca) => load_ca(ca).map(Loaded::Authority),
+        Secret::Validation(ca) => Authority::new(load_ca(ca)?).map(Loaded::Authority),
     }
 }
 
@@ -111,7 +131,7 @@ fn missing(file: &SdsFile) -> TlsError {
 /// through rust-openssl, and building one is a few reference counts).
 pub(super) fn verify_store(live: &LiveAuthority) -> Result<X509Store, ErrorStack> {
     let mut builder = X509StoreBuilder::new()?;
-    for ca in live.load().iter() {
+    for ca in live.load().cas.iter() {
         builder.add_cert(ca.clone())?;
     }
     Ok(builder.build())
