@@ -540,6 +540,15 @@ async fn what_cannot_be_served_is_a_configuration_error_with_its_path() {
             format!("{at}.tls_certificate_sds_secret_configs: only one of `tls_certificates` and `tls_certificate_sds_secret_configs`"),
         ),
         (
+            format!(
+                "{}            validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }}\n            validation_context_sds_secret_config: {{ name: v, sds_config: {{ path: \"{}\" }} }}\n",
+                sds_ref(&format!("{{ path: \"{}\" }}", sds.display())),
+                ca.display(),
+                validation.display()
+            ),
+            format!("{at}.validation_context_sds_secret_config: only one of `validation_context` and `validation_context_sds_secret_config`"),
+        ),
+        (
             sds_ref(&format!("{{ path: \"{}\" }}", broken.display())),
             format!("{at}.tls_certificate_sds_secret_configs[0].sds_config: secret \"server\": cannot read {}", dir.path().join("missing.pem").display()),
         ),

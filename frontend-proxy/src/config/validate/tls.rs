@@ -80,7 +80,10 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
             }
         }
         if common.validation_context_sds_secret_config.is_some() {
-            cx.error(&cp, "only one of `validation_context` and `validation_context_sds_secret_config` may be set");
+            cx.error(
+                &cp.key("validation_context_sds_secret_config"),
+                "only one of `validation_context` and `validation_context_sds_secret_config` may be set",
+            );
         }
         match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
             Some(ca) => {
