@@ -349,7 +349,7 @@ async fn a_kubernetes_secret_mount_swap_rotates_the_certificate() {
         m.join("sds.yaml").display(),
         m.display()
     );
-    let proxy = ProxyProcess::start(&bootstrap(listener(addr, &hcm(), &context), &backend), addr).await;
+    let mut proxy = ProxyProcess::start(&bootstrap(listener(addr, &hcm(), &context), &backend), addr).await;
     assert_eq!(served(addr).await.as_deref(), Ok("a.test"));
 
     version("2026_02", &server_cert("b.test"));
@@ -359,6 +359,10 @@ async fn a_kubernetes_secret_mount_swap_rotates_the_certificate() {
     until_served(addr, "b.test", &proxy).await;
     assert_eq!(get(addr, None).await.as_deref(), Ok("HTTP/1.1 200 OK"));
     assert_eq!(rejections(&proxy), 0, "{}", proxy.log());
+    // The watch ends with the drain: the proxy exits as it would without it.
+    proxy.signal("TERM");
+    let exited = proxy.wait_exit(LIMIT);
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}:\n{}", proxy.log());
 }
 
 /// Client certificates are verified against the CAs an SDS file names;
