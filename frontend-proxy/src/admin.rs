@@ -21,6 +21,7 @@ pub use server_info::ServerState;
 
 use crate::cli::Cli;
 use crate::drain::Drain;
+use crate::metrics::SecretStats;
 use crate::runtime::ListenerRuntime;
 use crate::upstream::ClusterSet;
 use async_trait::async_trait;
@@ -66,6 +67,7 @@ const PROMETHEUS: &str = "text/plain; version=0.0.4; charset=UTF-8";
 pub struct Admin {
     clusters: Arc<ClusterSet>,
     listeners: Vec<Arc<ListenerRuntime>>,
+    secrets: Vec<(String, Arc<SecretStats>)>,
     drain: Arc<Drain>,
     started: Instant,
     concurrency: usize,
@@ -89,6 +91,8 @@ pub struct Inputs {
     pub command_line: Cli,
     /// The bootstrap document as loaded (`/config_dump`).
     pub document: serde_yaml::Value,
+    /// Secrets from SDS files, by name, with their statistics.
+    pub secrets: Vec<(String, Arc<SecretStats>)>,
 }
 
 /// An admin response before it becomes HTTP.
@@ -122,6 +126,7 @@ impl Admin {
         Arc::new(Self {
             clusters: inputs.clusters,
             listeners: inputs.listeners,
+            secrets: inputs.secrets,
             drain: inputs.drain,
             started: Instant::now(),
             concurrency: inputs.concurrency,
@@ -153,6 +158,9 @@ impl Admin {
         }
         for l in &self.listeners {
             stats::listener(l, &mut out);
+        }
+        for (name, s) in &self.secrets {
+            stats::secret(name, s, &mut out);
         }
         let state = self.state();
         let clusters = self.clusters.iter().count() as i64;
@@ -399,6 +407,7 @@ mod tests {
             concurrency: 1,
             command_line: Cli::try_parse_from(["frontend-proxy", "-c", "envoy.yaml"]).unwrap(),
             document: serde_yaml::Value::Null,
+            secrets: Vec::new(),
         })
     }
 

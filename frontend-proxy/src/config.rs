@@ -68,6 +68,13 @@ impl LoadError {
     }
 }
 
+/// Reads the secret an SDS file holds, as validation did at start, for
+/// whoever reloads it when the file changes: every problem, with its path
+/// in the file, in one message.
+pub fn read_secret(file: &crate::tls::SdsFile) -> Result<crate::tls::Secret, String> {
+    validate::read_secret(file)
+}
+
 /// Reads and validates the bootstrap at `path`.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_path_buf(), source })?;

@@ -8,7 +8,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` implementation.
 //! - [`access_log`]: Envoy's access loggers: format strings, filters, the writer behind each file.
 //! - [`metrics`]: Envoy-named statistics.
-//! - [`tls`]: certificates and keys.
+//! - [`tls`]: certificates and keys; [`sds`]: secrets from SDS files, watched and rotated.
 //! - [`runtime`]: what the listeners run from, built once from the model.
 //! - [`drain`]: the process lifecycle: one drain signal, and the connections it waits for.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
@@ -36,6 +36,7 @@ pub mod probe;
 pub mod proxy;
 pub mod routing;
 pub mod runtime;
+pub mod sds;
 pub mod server;
 pub mod tls;
 pub mod upstream;

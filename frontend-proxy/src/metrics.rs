@@ -272,6 +272,18 @@ pub struct UnderscoreStats {
     pub rejected: AtomicU64,
 }
 
+/// `sds.<secret name>.*`: the updates of a secret read from an SDS file,
+/// the first read at start included (as Envoy counts its first fetch).
+#[derive(Debug, Default)]
+pub struct SecretStats {
+    /// The file (or a file it names) changed, or was read at start.
+    pub update_attempt: AtomicU64,
+    /// The secret was read and is in use.
+    pub update_success: AtomicU64,
+    /// The secret could not be read or loaded; the previous one stays.
+    pub update_rejected: AtomicU64,
+}
+
 /// `http.<stat_prefix>.*` statistics.
 #[derive(Debug, Default)]
 pub struct ConnManagerStats {

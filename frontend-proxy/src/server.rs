@@ -15,6 +15,7 @@ use crate::drain::{Drain, Failure, PingoraShutdown};
 use crate::listen::{Listener, Listening, PingoraSocket};
 use crate::proxy::{NativeH1, Proxy};
 use crate::runtime::ListenerRuntime;
+use crate::sds::{SdsError, SecretService, SecretWatch};
 use crate::tls;
 use crate::upstream::{Cluster, ClusterError, ClusterManager, ClusterSet};
 use pingora_core::apps::HttpServerOptions;
@@ -37,6 +38,8 @@ pub enum StartError {
     Tls { listener: String, source: tls::TlsError },
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Secret(#[from] SdsError),
     #[error("{yaml_path}: cannot open access log {file}: {source}")]
     AccessLog { yaml_path: String, file: String, source: std::io::Error },
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
@@ -59,6 +62,8 @@ pub struct Prepared {
     document: serde_yaml::Value,
     /// Every access-log sink, flushed when the proxy stops.
     access_logs: Sinks,
+    /// The secrets of SDS files, watched while the proxy runs.
+    secrets: SecretWatch,
 }
 
 /// Loads TLS material, builds clusters and opens the access logs (files
@@ -73,6 +78,13 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
             Err(e) => errors.push(e.into()),
         }
     }
+    let secrets = match SecretWatch::load(&bootstrap.listeners) {
+        Ok(s) => s,
+        Err(e) => {
+            errors.extend(e.into_iter().map(StartError::from));
+            SecretWatch::default()
+        }
+    };
     let mut listeners = Vec::new();
     let mut chains = Vec::new();
     let count = bootstrap.listeners.len();
@@ -118,8 +130,10 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
                         san.ssl_fail_verify_san.fetch_add(1, Relaxed);
                     }),
                 };
-                match tls::downstream_acceptor(t, alpn(codec), events) {
+                match tls::downstream_acceptor(t, alpn(codec), events, secrets.secrets()) {
                     Ok(s) => Some(s),
+                    // Reported once, by the secret's loading.
+                    Err(tls::TlsError::SecretMissing { .. }) => continue,
                     Err(source) => {
                         errors.push(StartError::Tls { listener: runtime.name.clone(), source });
                         continue;
@@ -140,6 +154,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         admin: bootstrap.admin,
         document,
         access_logs: sinks,
+        secrets,
     })
 }
 
@@ -312,6 +327,11 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
 
     let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
+    let secret_stats = prepared.secrets.stats();
+    if !prepared.secrets.is_empty() {
+        let watch = SecretService { watch: std::sync::Mutex::new(Some(prepared.secrets)), stop: drain.signal() };
+        server.add_service(background_service("sds files", watch));
+    }
 
     // The admin interface starts at once (answering PRE_INITIALIZING on
     // /ready); the watch marks the end of warming when the clusters are ready
@@ -326,6 +346,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             concurrency: conf.threads,
             command_line: cli,
             document: prepared.document,
+            secrets: secret_stats,
         });
         server.add_service(admin::service(admin.clone(), address, ipv4_compat));
         let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));

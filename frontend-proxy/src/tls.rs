@@ -1,8 +1,9 @@
-//! TLS material: where certificates and keys come from ([`PemSource`]), a
-//! listener's certificate, key and ALPN ([`DownstreamTls`]) and its
-//! acceptor, Envoy's `tls_params` ([`TlsParams`]), and upstream trust
-//! anchors, loaded at start so that a bad file fails `--mode validate` and
-//! start-up, never a request.
+//! TLS material: where certificates and keys come from ([`PemSource`], or
+//! a secret an SDS file holds, [`SdsFile`]), a listener's certificate, key
+//! and ALPN ([`DownstreamTls`]) and its acceptor, Envoy's `tls_params`
+//! ([`TlsParams`]), and upstream trust anchors, loaded at start so that a
+//! bad file fails `--mode validate` and start-up, never a request. What
+//! SDS files hold is replaced while the listeners run (`rotation.rs`).
 
 use openssl::ex_data::Index;
 use pingora_core::listeners::TlsAccept;
@@ -11,15 +12,19 @@ use pingora_core::protocols::tls::SslDigest;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, NameType, SniError, Ssl, SslAcceptor, SslAlert, SslContextBuilder, SslMethod,
-    SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, ClientHelloResponse, NameType, SniError, Ssl, SslAcceptor, SslAlert,
+    SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
 use std::any::Any;
+use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+mod rotation;
 mod session;
+
+pub use rotation::Secrets;
 
 /// PEM material: a file to read at start, or the text itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,12 +40,78 @@ pub struct CertificateSource {
     pub private_key: PemSource,
 }
 
+/// A secret an SDS `path_config_source` reads from a file: the file holds
+/// one `Secret` resource named `name`. Two references to the same secret
+/// are equal wherever the bootstrap writes them.
+#[derive(Debug, Clone)]
+pub struct SdsFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// `path_config_source.watched_directory`.
+    pub watched_directory: Option<PathBuf>,
+    /// Where the bootstrap names it, for errors found when it is read.
+    pub yaml_path: String,
+}
+
+impl PartialEq for SdsFile {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.name, &self.path, &self.watched_directory) == (&other.name, &other.path, &other.watched_directory)
+    }
+}
+
+impl Eq for SdsFile {}
+
+impl Hash for SdsFile {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (&self.name, &self.path, &self.watched_directory).hash(state);
+    }
+}
+
+/// What a secret holds (`static_resources.secrets`, or an SDS file's).
+#[derive(Debug, Clone)]
+pub enum Secret {
+    /// `tls_certificate`.
+    Certificate(CertificateSource),
+    /// `validation_context`: its `trusted_ca`.
+    Validation(PemSource),
+}
+
+impl Secret {
+    /// The files the secret's material is read from.
+    pub fn files(&self) -> Vec<&std::path::Path> {
+        let sources = match self {
+            Secret::Certificate(c) => vec![&c.certificate_chain, &c.private_key],
+            Secret::Validation(ca) => vec![ca],
+        };
+        sources
+            .into_iter()
+            .filter_map(|s| match s {
+                PemSource::File(p) => Some(p.as_path()),
+                PemSource::Inline(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// The CAs a client certificate must chain to: fixed, or an SDS file's
+/// `validation_context` (replaced when the file changes).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrustedCa {
+    Pem(PemSource),
+    Sds(SdsFile),
+}
+
 /// A TLS listener's certificates, ALPN protocols and parameters.
 #[derive(Debug, Clone)]
 pub struct DownstreamTls {
-    /// At least one; several of different key types (RSA and ECDSA), of
-    /// which OpenSSL serves the one the client's signature algorithms allow.
+    /// At least one here or in `certificate_secrets`; several of different
+    /// key types (RSA and ECDSA), of which OpenSSL serves the one the
+    /// client's signature algorithms allow.
     pub certificates: Vec<CertificateSource>,
+    /// `tls_certificate_sds_secret_configs` read from SDS files (static
+    /// secrets are in `certificates`); Envoy takes these or
+    /// `tls_certificates`, never both.
+    pub certificate_secrets: Vec<SdsFile>,
     /// Empty: Envoy's default for a TLS listener without ALPN (HTTP/1.1 and h2 per codec).
     pub alpn_protocols: Vec<String>,
     /// `common_tls_context.tls_params`.
@@ -57,7 +128,7 @@ pub struct DownstreamTls {
 /// names one of which it must carry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientValidation {
-    pub trusted_ca: PemSource,
+    pub trusted_ca: TrustedCa,
     /// `require_client_certificate`.
     pub require: bool,
     /// `match_typed_subject_alt_names`: empty accepts any name.
@@ -176,13 +247,19 @@ pub struct ListenerTls {
 pub struct TlsChain {
     pub server_names: Vec<String>,
     pub certificates: Vec<CertificateSource>,
+    /// Certificates from SDS files (as [`DownstreamTls::certificate_secrets`]).
+    pub certificate_secrets: Vec<SdsFile>,
 }
 
 impl ListenerTls {
     /// A listener with one filter chain and no match.
     pub fn single(tls: DownstreamTls) -> Self {
         ListenerTls {
-            chains: vec![TlsChain { server_names: Vec::new(), certificates: tls.certificates }],
+            chains: vec![TlsChain {
+                server_names: Vec::new(),
+                certificates: tls.certificates,
+                certificate_secrets: tls.certificate_secrets,
+            }],
             default_chain: None,
             alpn_protocols: tls.alpn_protocols,
             params: tls.params,
@@ -314,6 +391,8 @@ pub fn known_group(name: &str) -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    #[error("{yaml_path}: secret {name:?} was not loaded")]
+    SecretMissing { yaml_path: String, name: String },
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("invalid certificate in {origin}: {message}")]
@@ -367,20 +446,30 @@ fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, Tls
 /// silently replace the first.
 fn load_certificates(sources: &[CertificateSource]) -> Result<Vec<LoadedCertificate>, TlsError> {
     let certs = sources.iter().map(load_certificate).collect::<Result<Vec<_>, _>>()?;
-    for (i, c) in certs.iter().enumerate() {
-        if certs[..i].iter().any(|o| o.key.id() == c.key.id()) {
+    one_per_key_type(certs.iter())?;
+    Ok(certs)
+}
+
+fn one_per_key_type<'a>(certs: impl Iterator<Item = &'a LoadedCertificate>) -> Result<(), TlsError> {
+    let mut seen = Vec::new();
+    for (i, c) in certs.enumerate() {
+        if seen.contains(&c.key.id()) {
             return Err(TlsError::Setup(format!(
                 "tls_certificates[{i}]: at most one certificate of each key type ({:?}) may be given",
                 c.key.id()
             )));
         }
+        seen.push(c.key.id());
     }
-    Ok(certs)
+    Ok(())
 }
 
 /// Installs `certs` on one connection, each with its own intermediates
 /// (a context has one list of extra chain certificates for all of them).
-fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(), ErrorStack> {
+fn use_certificates<'a>(
+    ssl: &mut SslRef,
+    certs: impl Iterator<Item = &'a LoadedCertificate>,
+) -> Result<(), ErrorStack> {
     for c in certs {
         ssl.set_certificate(&c.leaf)?;
         ssl.set_private_key(&c.key)?;
@@ -391,32 +480,81 @@ fn use_certificates(ssl: &mut SslRef, certs: &[LoadedCertificate]) -> Result<(),
     Ok(())
 }
 
+/// A filter chain's certificates as the handshake finds them: those read
+/// once, at start, and those of SDS files, as each is when a client connects.
+struct ChainCertificates {
+    fixed: Vec<LoadedCertificate>,
+    live: Vec<rotation::LiveCertificate>,
+}
+
+impl ChainCertificates {
+    fn install(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
+        use_certificates(ssl, self.fixed.iter())?;
+        let current: Vec<_> = self.live.iter().map(|l| l.load_full()).collect();
+        use_certificates(ssl, current.iter().map(|c| c.as_ref()))
+    }
+}
+
 /// Builds the listener's TLS acceptor. `allowed` is what the listener's
 /// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
 /// `alpn_protocols` may narrow the offer), or one of them. `events` are
 /// called for a client no filter chain matches and a client certificate
-/// that fails verification (the handshake fails).
-pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEvents) -> Result<SslAcceptor, TlsError> {
+/// that fails verification (the handshake fails). `secrets` holds the
+/// current material of the SDS files the listener names (loaded by the
+/// caller, see [`Secrets`]).
+pub fn downstream_acceptor(
+    tls: &ListenerTls,
+    allowed: ALPN,
+    events: HandshakeEvents,
+    secrets: &Secrets,
+) -> Result<SslAcceptor, TlsError> {
     let HandshakeEvents { no_match, verify_error, verify_san } = events;
-    let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
+    let mut chains = Vec::with_capacity(tls.chains.len());
+    for chain in &tls.chains {
+        let fixed = load_certificates(&chain.certificates)?;
+        let live = chain.certificate_secrets.iter().map(|f| secrets.certificate(f)).collect::<Result<Vec<_>, _>>()?;
+        let current: Vec<_> = live.iter().map(|l| l.load_full()).collect();
+        one_per_key_type(fixed.iter().chain(current.iter().map(|c| c.as_ref())))?;
+        chains.push(ChainCertificates { fixed, live });
+    }
+    // Client CAs from an SDS file are installed per connection too.
+    let live_ca = match tls.client.as_ref().map(|c| &c.trusted_ca) {
+        Some(TrustedCa::Sds(file)) => Some(secrets.authority(file)?),
+        _ => None,
+    };
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
-    let only = tls.chains.len() == 1 && tls.chains[0].server_names.is_empty() && chains[0].len() == 1;
+    let only = tls.chains.len() == 1
+        && tls.chains[0].server_names.is_empty()
+        && chains[0].live.is_empty()
+        && chains[0].fixed.len() == 1;
     if only {
         // The common case: set once on the context, nothing per connection.
-        let c = chains.remove(0).remove(0);
+        let Some(c) = chains.pop().and_then(|mut c| c.fixed.pop()) else {
+            return Err(TlsError::Setup("no certificate".into()));
+        };
         builder.set_certificate(&c.leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
         for intermediate in c.intermediates {
             builder.add_extra_chain_cert(intermediate).map_err(|e| TlsError::Setup(e.to_string()))?;
         }
         builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
         builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    } else {
+    }
+    if let Some(ca) = live_ca.clone() {
+        // Before the session lookup (the servername callback is after it).
+        builder.set_client_hello_callback(move |ssl, _| {
+            session::set_session_id_context(ssl, &ca.load().id)?;
+            Ok(ClientHelloResponse::SUCCESS)
+        });
+    }
+    if !only || live_ca.is_some() {
         // The chain's certificates are installed per connection once the
         // ClientHello is read (the servername callback runs whether or not
         // the client sent SNI), before OpenSSL picks the certificate by
         // signature algorithm. No chain: the handshake fails, as Envoy
-        // closes a connection no filter chain matches.
+        // closes a connection no filter chain matches. Material from SDS
+        // files is read here, as it is at that moment: a rotation needs no
+        // new context, so the session cache and ticket keys stay.
         let select = tls.clone();
         let index = chain_index()?;
         builder.set_servername_callback(move |ssl, alert| {
@@ -427,15 +565,26 @@ pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEv
                 return Err(SniError::ALERT_FATAL);
             };
             ssl.set_ex_data(index, chain);
-            use_certificates(ssl, &chains[chain]).map_err(|_| {
+            let installed = match chains.get(chain) {
+                Some(certs) => certs.install(ssl),
+                // `only`: the context has the one certificate.
+                None => Ok(()),
+            };
+            let trusted = match &live_ca {
+                Some(ca) => rotation::verify_store(ca).and_then(|store| ssl.set_verify_cert_store(store)),
+                None => Ok(()),
+            };
+            installed.and(trusted).map_err(|_| {
                 *alert = SslAlert::INTERNAL_ERROR;
                 SniError::ALERT_FATAL
             })
         });
     }
     if let Some(client) = &tls.client {
-        for ca in load_ca(&client.trusted_ca)?.iter() {
-            builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
+        if let TrustedCa::Pem(source) = &client.trusted_ca {
+            for ca in load_ca(source)?.iter() {
+                builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
+            }
         }
         // Asked for, verified when sent. A client that sends none is turned
         // away after the handshake when one is required (counted there as

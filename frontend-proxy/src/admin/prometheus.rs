@@ -33,10 +33,16 @@ pub fn series(stat: &Stat) -> Series {
     let (name, code) = extract_response_code(&stat.name);
     let mut labels = Vec::with_capacity(2);
     labels.extend(code);
-    if let Some((label, value)) = stat.scope.tag() {
-        labels.push((label, value.to_string()));
-    }
-    Series { name: sanitize(&format!("envoy_{}_{}", stat.scope.kind(), name)), labels }
+    // A scope without a label keeps its instance in the name
+    // (`sds.<name>.` as `envoy_sds_<name>_`), as Envoy's exporter does.
+    let scope = match stat.scope.tag() {
+        Some((label, value)) => {
+            labels.push((label, value.to_string()));
+            Cow::Borrowed(stat.scope.kind())
+        }
+        None => stat.scope.prefix(),
+    };
+    Series { name: sanitize(&format!("envoy_{scope}_{name}")), labels }
 }
 
 /// `upstream_rq_503` → (`upstream_rq`, code 503); `upstream_rq_5xx` →
@@ -283,6 +289,15 @@ mod tests {
             mapped(Scope::ClusterManager, "active_clusters"),
             ("envoy_cluster_manager_active_clusters".into(), vec![])
         );
+    }
+
+    #[test]
+    fn a_secret_keeps_its_name_in_the_metric_name() {
+        assert_eq!(
+            mapped(Scope::Sds("server-cert".into()), "update_rejected"),
+            ("envoy_sds_server_cert_update_rejected".into(), vec![])
+        );
+        assert_eq!(mapped(Scope::Server, "live"), ("envoy_server_live".into(), vec![]));
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod render;
 
 pub use render::{render_json, render_text};
 
-use crate::metrics::{ClusterStats, ConnManagerStats, HistogramSnapshot};
+use crate::metrics::{ClusterStats, ConnManagerStats, HistogramSnapshot, SecretStats};
 use crate::runtime::ListenerRuntime;
 use crate::upstream::Cluster;
 use regex::Regex;
@@ -33,6 +33,9 @@ pub enum Scope {
     /// Process-wide codec statistics: `http1.` or `http2.` (every
     /// listener's, summed).
     Codec(&'static str),
+    /// `sds.<secret name>.`: no label (Envoy extracts none), the name is
+    /// part of the Prometheus metric's name.
+    Sds(String),
 }
 
 impl Scope {
@@ -45,6 +48,7 @@ impl Scope {
             Scope::Http(p) => format!("http.{p}").into(),
             Scope::Listener(a) => format!("listener.{a}").into(),
             Scope::Codec(c) => (*c).into(),
+            Scope::Sds(n) => format!("sds.{n}").into(),
         }
     }
 
@@ -57,13 +61,14 @@ impl Scope {
             Scope::Http(_) => "http",
             Scope::Listener(_) => "listener",
             Scope::Codec(c) => c,
+            Scope::Sds(_) => "sds",
         }
     }
 
     /// The Prometheus label naming the instance, if the scope has instances.
     pub fn tag(&self) -> Option<(&'static str, &str)> {
         match self {
-            Scope::Server | Scope::ClusterManager | Scope::Codec(_) => None,
+            Scope::Server | Scope::ClusterManager | Scope::Codec(_) | Scope::Sds(_) => None,
             Scope::Cluster(n) => Some(("envoy_cluster_name", n)),
             Scope::Http(p) => Some(("envoy_http_conn_manager_prefix", p)),
             Scope::Listener(a) => Some(("envoy_listener_address", a)),
@@ -213,6 +218,14 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
         b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
         b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);
     }
+}
+
+/// `sds.<name>.*` of one secret from an SDS file.
+pub fn secret(name: &str, s: &SecretStats, out: &mut Vec<Stat>) {
+    let mut b = Builder { scope: Scope::Sds(name.to_string()), out };
+    b.counter("update_attempt", &s.update_attempt);
+    b.counter("update_success", &s.update_success);
+    b.counter("update_rejected", &s.update_rejected);
 }
 
 /// Process-wide values for `server.*` and `cluster_manager.*`.

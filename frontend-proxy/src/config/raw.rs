@@ -61,6 +61,7 @@ mod access_log;
 mod cluster;
 pub mod lenient;
 mod route;
+mod secret;
 
 /// A raw struct's keys: the ones it reads, and the others the file had.
 pub trait Keys {
@@ -73,6 +74,7 @@ pub trait Keys {
 pub use access_log::*;
 pub use cluster::*;
 pub use route::*;
+pub use secret::*;
 
 /// Keys of a mapping that the raw struct does not name.
 pub type Other = BTreeMap<String, Value>;
@@ -163,6 +165,7 @@ mapping! {
     pub struct StaticResources {
         pub listeners: Option<List<Listener>>,
         pub clusters: Option<List<Cluster>>,
+        pub secrets: Option<List<Secret>>,
     }
 }
 
@@ -329,6 +332,8 @@ mapping! {
         pub alpn_protocols: Option<List<String>>,
         pub validation_context: Option<Field<ValidationContext>>,
         pub tls_params: Option<Field<TlsParameters>>,
+        pub tls_certificate_sds_secret_configs: Option<List<SdsSecretConfig>>,
+        pub validation_context_sds_secret_config: Option<Field<SdsSecretConfig>>,
     }
 }
 
@@ -345,6 +350,8 @@ mapping! {
     pub struct TlsCertificate {
         pub certificate_chain: Option<Field<DataSource>>,
         pub private_key: Option<Field<DataSource>>,
+        /// Envoy reloads an SDS secret's files when this directory changes.
+        pub watched_directory: Option<Field<WatchedDirectory>>,
     }
 }
 

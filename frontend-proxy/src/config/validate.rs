@@ -15,6 +15,7 @@ mod listener;
 mod protocol;
 mod resilience;
 mod route;
+mod secret;
 mod tls;
 mod upgrade;
 
@@ -22,7 +23,7 @@ use super::duration;
 use super::model::{AdminConfig, Bootstrap};
 use super::raw::{self, Field, Keys, List};
 use super::{Diagnostic, LoadError};
-use crate::tls::PemSource;
+use crate::tls::{PemSource, SdsFile, Secret};
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -59,6 +60,8 @@ pub(super) struct Ctx {
     /// `layered_runtime`'s static layers, with their paths: runtime layers
     /// are not read, so a key a filter names there is an error.
     pub static_runtime: Vec<(P, Value)>,
+    /// `static_resources.secrets` by name (`None`: defined but rejected).
+    pub secrets: HashMap<String, Option<Secret>>,
 }
 
 impl Ctx {
@@ -364,6 +367,10 @@ const NOT_YET: &[(&str, &str)] = &[
     ("transport_socket_matches", "per-endpoint transport sockets"),
     ("cluster_type", "custom cluster types"),
     (
+        "combined_validation_context",
+        "a validation context combined with one from SDS (use `validation_context` or `validation_context_sds_secret_config`)",
+    ),
+    (
         "session_ticket_keys_sds_secret_config",
         "session ticket keys from SDS (secret discovery; use `session_ticket_keys`)",
     ),
@@ -400,6 +407,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
     let (listeners, clusters) = match cx.opt(&root, "static_resources", &raw.static_resources) {
         Some(sr) => {
             cx.other(&sp, sr, &[]);
+            cx.secrets = secret::static_secrets(&mut cx, &sp, &sr.secrets);
             let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
             let ids: HashMap<String, usize> = clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
             let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
@@ -419,6 +427,12 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
         return Err(LoadError::Invalid(cx.errors));
     }
     Ok((Bootstrap { admin, listeners, clusters }, cx.warnings))
+}
+
+/// Reads the secret an SDS file holds (for the watcher that reloads it):
+/// every problem, with its path in the file, in one message.
+pub(super) fn read_secret(file: &SdsFile) -> Result<Secret, String> {
+    secret::read_file(file)
 }
 
 /// The static layers of `layered_runtime`, each with its path.

@@ -1,6 +1,7 @@
-//! The two session settings rust-openssl has no setter for: a context's
+//! The session settings rust-openssl has no setter for: a context's
 //! session lifetime (`SSL_CTX_set_timeout`) and its ticket key
-//! (`SSL_CTX_set_tlsext_ticket_keys`, a macro over `SSL_CTX_ctrl`).
+//! (`SSL_CTX_set_tlsext_ticket_keys`, a macro over `SSL_CTX_ctrl`), and a
+//! connection's session id context (`SSL_set_session_id_context`).
 //!
 //! Like `listen/defer.rs`, this module holds `unsafe` because no safe
 //! wrapper exists: each block passes a context the builder owns for the
@@ -8,15 +9,32 @@
 //! the key).
 #![allow(unsafe_code)]
 
+use foreign_types_shared::ForeignTypeRef;
 use pingora_core::tls::error::ErrorStack;
-use pingora_core::tls::ssl::SslContextBuilder;
+use pingora_core::tls::ssl::{SslContextBuilder, SslRef};
 use pingora_core::tls::ssl_sys as ffi;
-use std::os::raw::{c_int, c_long, c_void};
+use std::os::raw::{c_int, c_long, c_uint, c_void};
 
 extern "C" {
-    // A function of libssl (linked through openssl-sys), which openssl-sys
-    // does not declare: `long SSL_CTX_set_timeout(SSL_CTX *ctx, long t)`.
+    // Functions of libssl (linked through openssl-sys), which openssl-sys
+    // does not declare: `long SSL_CTX_set_timeout(SSL_CTX *ctx, long t)`,
+    // `int SSL_set_session_id_context(SSL *ssl, const unsigned char
+    // *sid_ctx, unsigned int sid_ctx_len)`.
     fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: c_long) -> c_long;
+    fn SSL_set_session_id_context(ssl: *mut ffi::SSL, sid_ctx: *const u8, len: c_uint) -> c_int;
+}
+
+/// A connection's session id context: a session resumes only where it
+/// is the one the session was made under. At most 32 bytes.
+pub(super) fn set_session_id_context(ssl: &mut SslRef, sid: &[u8; 32]) -> Result<(), ErrorStack> {
+    // SAFETY: the connection is valid while borrowed; `sid_ctx` points at
+    // `len` readable bytes (32, OpenSSL's maximum), which it copies.
+    let rc = unsafe { SSL_set_session_id_context(ssl.as_ptr(), sid.as_ptr(), sid.len() as c_uint) };
+    if rc == 1 {
+        Ok(())
+    } else {
+        Err(ErrorStack::get())
+    }
 }
 
 /// `SSL_CTRL_SET_TLSEXT_TICKET_KEYS` in OpenSSL's `ssl.h`.

@@ -161,7 +161,11 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     for (_, _, names, chain) in built {
         match (names, chain.tls) {
             (Some(server_names), Some(Some(t))) => {
-                tls_chains.push(TlsChain { server_names, certificates: t.certificates.clone() });
+                tls_chains.push(TlsChain {
+                    server_names,
+                    certificates: t.certificates.clone(),
+                    certificate_secrets: t.certificate_secrets.clone(),
+                });
                 if first_tls.as_ref().is_some_and(|f: &DownstreamTls| f.sessions != t.sessions) {
                     cx.error(
                         &p.key("filter_chains"),

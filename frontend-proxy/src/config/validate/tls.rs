@@ -1,12 +1,13 @@
 //! TLS transport sockets: `DownstreamTlsContext` on listeners and
 //! `UpstreamTlsContext` on clusters.
 
+use super::secret::{sds_secret_config, Kind, SecretRef};
 use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
 use crate::routing::StringMatch;
 use crate::tls::{
-    CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, SecretSource,
-    SessionResumption, TlsParams, TlsVersion, TICKET_KEY_LEN,
+    CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, Secret, SecretSource,
+    SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
 };
 use crate::upstream::UpstreamTls;
 
@@ -78,16 +79,34 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
                 subject_alt_names.push(SanMatcher { san_type, pattern });
             }
         }
+        if common.validation_context_sds_secret_config.is_some() {
+            cx.error(
+                &cp.key("validation_context_sds_secret_config"),
+                "only one of `validation_context` and `validation_context_sds_secret_config` may be set",
+            );
+        }
         match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
             Some(ca) => {
-                client = cx.pem_source(&vp.key("trusted_ca"), ca).map(|trusted_ca| ClientValidation {
-                    trusted_ca,
+                client = cx.pem_source(&vp.key("trusted_ca"), ca).map(|ca| ClientValidation {
+                    trusted_ca: TrustedCa::Pem(ca),
                     require,
                     subject_alt_names,
                 })
             }
             None => return None,
         }
+    } else if let Some(sc) =
+        cx.opt(&cp, "validation_context_sds_secret_config", &common.validation_context_sds_secret_config)
+    {
+        // The secret's `trusted_ca`; names are not matched (a secret with
+        // `match_typed_subject_alt_names` is refused where it is read).
+        let trusted_ca =
+            match sds_secret_config(cx, &cp.key("validation_context_sds_secret_config"), sc, Kind::Validation)? {
+                SecretRef::Static(Secret::Validation(ca)) => TrustedCa::Pem(ca),
+                SecretRef::File(file) => TrustedCa::Sds(file),
+                SecretRef::Static(Secret::Certificate(_)) => return None,
+            };
+        client = Some(ClientValidation { trusted_ca, require, subject_alt_names: Vec::new() });
     } else if require {
         cx.error(
             &tp.key("require_client_certificate"),
@@ -107,13 +126,37 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         }
     }
     let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
-    if certs.is_empty() {
-        cx.error(&cp.key("tls_certificates"), "at least one certificate is required");
+    let sds = cx.list(&cp, "tls_certificate_sds_secret_configs", &common.tls_certificate_sds_secret_configs);
+    if !certs.is_empty() && !sds.is_empty() {
+        cx.error(
+            &cp.key("tls_certificate_sds_secret_configs"),
+            "only one of `tls_certificates` and `tls_certificate_sds_secret_configs` may be set",
+        );
+    }
+    if certs.is_empty() && sds.is_empty() {
+        cx.error(
+            &cp.key("tls_certificates"),
+            "at least one certificate is required (here or in tls_certificate_sds_secret_configs)",
+        );
     }
     let mut certificates = Vec::new();
+    let mut certificate_secrets = Vec::new();
     let mut complete = true;
+    for (sp, sc) in sds {
+        match sds_secret_config(cx, &sp, sc, Kind::Certificate) {
+            Some(SecretRef::Static(Secret::Certificate(c))) => certificates.push(c),
+            Some(SecretRef::File(file)) => certificate_secrets.push(file),
+            _ => complete = false,
+        }
+    }
     for (cert_p, cert) in certs {
         cx.other(&cert_p, cert, &[]);
+        if cert.watched_directory.is_some() {
+            cx.warn(
+                &cert_p.key("watched_directory"),
+                "ignored: it applies to certificates from SDS files only, as in Envoy (these are read once, at start)",
+            );
+        }
         let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
         let key = cx.req(&cert_p, "private_key", &cert.private_key);
         let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
@@ -125,10 +168,10 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
             _ => complete = false,
         }
     }
-    if !complete || certificates.is_empty() {
+    if !complete || (certificates.is_empty() && certificate_secrets.is_empty()) {
         return None;
     }
-    Some(DownstreamTls { certificates, alpn_protocols, params, client, sessions: sessions? })
+    Some(DownstreamTls { certificates, certificate_secrets, alpn_protocols, params, client, sessions: sessions? })
 }
 
 /// Envoy's session settings of a `DownstreamTlsContext`. Each is honoured:
@@ -234,6 +277,17 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         }
         if common.tls_certificates.is_some() {
             cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
+        }
+        for (field, set) in [
+            ("tls_certificate_sds_secret_configs", common.tls_certificate_sds_secret_configs.is_some()),
+            ("validation_context_sds_secret_config", common.validation_context_sds_secret_config.is_some()),
+        ] {
+            if set {
+                cx.error(
+                    &cp.key(field),
+                    "secrets (SDS) for upstream TLS are not supported yet; only listeners take them",
+                );
+            }
         }
         if common.alpn_protocols.is_some() {
             cx.error(&cp.key("alpn_protocols"), "upstream ALPN is chosen by the cluster's protocol options (typed_extension_protocol_options), not set here");
