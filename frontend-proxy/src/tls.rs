@@ -5,9 +5,7 @@
 //! start-up, never a request.
 
 use openssl::ex_data::Index;
-use pingora_core::listeners::TlsAccept;
 use pingora_core::listeners::ALPN;
-use pingora_core::protocols::tls::SslDigest;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
@@ -15,11 +13,14 @@ use pingora_core::tls::ssl::{
     SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
-use std::any::Any;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
+mod handshake;
+mod name;
 mod session;
+
+pub use handshake::{chosen_digest, client_cert_element, ClientCertDetails, RecordHandshake};
 
 /// PEM material: a file to read at start, or the text itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -536,32 +537,10 @@ fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
     Ok(*CHAIN_INDEX.get_or_init(|| made))
 }
 
-/// The filter chain a completed handshake chose (its position in
-/// [`ListenerTls::chains`]), kept in the connection's TLS digest so both
-/// HTTP engines find it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChosenChain(pub usize);
-
 /// Whether a client that had to send a certificate did not (mTLS with
 /// `require_client_certificate`): the connection is to be closed.
 pub fn missing_client_certificate(tls: &ListenerTls, ssl: &SslRef) -> bool {
     tls.client.as_ref().is_some_and(|c| c.require) && ssl.peer_certificate().is_none()
-}
-
-/// The filter chain recorded in a connection's TLS digest.
-pub fn chosen_digest(digest: &SslDigest) -> Option<usize> {
-    digest.extension.get::<ChosenChain>().map(|c| c.0)
-}
-
-/// Pingora's handshake hook that records the [`ChosenChain`].
-pub struct RecordChain;
-
-#[async_trait::async_trait]
-impl TlsAccept for RecordChain {
-    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        let chain = CHAIN_INDEX.get().and_then(|i| ssl.ex_data(*i)).copied().unwrap_or(0);
-        Some(Arc::new(ChosenChain(chain)))
-    }
 }
 
 const H1: &[u8] = b"\x08http/1.1";
