@@ -402,6 +402,12 @@ pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEv
     let mut chains = tls.chains.iter().map(|c| load_certificates(&c.certificates)).collect::<Result<Vec<_>, _>>()?;
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
+    // What a resumed session's client certificate was verified against:
+    // the served certificates and, below, the validation settings.
+    let mut context = openssl::sha::Sha256::new();
+    for c in chains.iter().flatten() {
+        context.update(&c.leaf.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
+    }
     let only = tls.chains.len() == 1 && tls.chains[0].server_names.is_empty() && chains[0].len() == 1;
     if only {
         // The common case: set once on the context, nothing per connection.
@@ -436,15 +442,22 @@ pub fn downstream_acceptor(tls: &ListenerTls, allowed: ALPN, events: HandshakeEv
     }
     if let Some(client) = &tls.client {
         for ca in load_ca(&client.trusted_ca)?.iter() {
+            context.update(&ca.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
             builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
         }
+        context.update(format!("{:?}", client.subject_alt_names).as_bytes());
         // Asked for, verified when sent. A client that sends none is turned
         // away after the handshake when one is required (counted there as
         // `ssl.fail_verify_no_cert`), as OpenSSL's own refusal could not be
         // told apart from other failed handshakes.
         // Resumed sessions keep the verified client; OpenSSL refuses to
-        // resume without a context to tie them to.
-        builder.set_session_id_context(b"frontend-proxy").map_err(|e| TlsError::Setup(e.to_string()))?;
+        // resume without a context to tie them to. The context is a digest
+        // of the certificates served and of what a client certificate was
+        // checked against (as Envoy's): a session from a listener that
+        // trusted other CAs or names, or from before a CA was removed,
+        // does not resume here even under a shared ticket key.
+        let context = context.finish();
+        builder.set_session_id_context(&context).map_err(|e| TlsError::Setup(e.to_string()))?;
         let names = client.subject_alt_names.clone();
         builder.set_verify_callback(SslVerifyMode::PEER, move |ok, chain| {
             if !ok {

@@ -321,6 +321,13 @@ async fn x_forwarded_client_cert_follows_forward_client_cert_details() {
     assert_eq!(value(5), "spiffe://test/client");
     assert_eq!((value(6), value(7)), ("client.test", "other.test"));
 
+    // A quote the client leaves open would take in the element: what the
+    // client sent is dropped.
+    let open = "x-forwarded-client-cert: URI=spiffe://evil;Subject=\"\r\n";
+    assert_eq!(get_with(append_forward, Some(&client), open).await, Ok("HTTP/1.1 200 OK".to_string()));
+    let alone = backend.last_header("x-forwarded-client-cert").expect("x-forwarded-client-cert");
+    assert!(alone.starts_with("By=spiffe://test/proxy;Hash="), "{alone}");
+
     // Plaintext: no client certificate, so nothing is forwarded or written.
     let (status, _) = support::send(
         support::client()

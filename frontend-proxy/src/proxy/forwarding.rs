@@ -166,11 +166,33 @@ fn client_cert_edit(
                         value.push(b',');
                     }
                 }
+                // A quote the client left open would swallow our element
+                // into its last value: what it sent is dropped instead.
+                if open_quote(&value) {
+                    value.clear();
+                }
             }
             value.extend_from_slice(element.as_bytes());
-            Some((X_FORWARDED_CLIENT_CERT_NAME, HeaderValue::from_bytes(&value).ok()))
+            // The client's part may hold bytes a header value cannot (our
+            // element cannot): then the element alone.
+            let header = HeaderValue::from_bytes(&value).or_else(|_| HeaderValue::from_str(element)).ok();
+            Some((X_FORWARDED_CLIENT_CERT_NAME, header))
         }
     }
+}
+
+/// Whether `value` ends inside a quoted string (`\"` escapes a quote).
+fn open_quote(value: &[u8]) -> bool {
+    let (mut open, mut escaped) = (false, false);
+    for &b in value {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if open => escaped = true,
+            b'"' => open = !open,
+            _ => {}
+        }
+    }
+    open
 }
 
 /// Rewrites the upstream request's path and host for the route, and tells
@@ -374,5 +396,13 @@ mod tests {
         );
         let r2 = Redirect { strip_query: true, prefix_rewrite: None, ..r };
         assert_eq!(redirect_location(&req, "example.com", false, &r2, &m("/old")), "https://example.com/old/page");
+    }
+
+    #[test]
+    fn a_quote_left_open_is_found() {
+        assert!(!open_quote(b"By=a;Hash=b,"));
+        assert!(!open_quote(br#"Subject="CN=a\"b";URI=x,"#));
+        assert!(open_quote(br#"URI=spiffe://evil;Subject=","#));
+        assert!(open_quote(br#"Subject="a\","#));
     }
 }

@@ -71,14 +71,14 @@ impl TlsAccept for RecordHandshake<'_> {
     }
 }
 
-/// The element Envoy writes for the client's certificate: `By` (the first
-/// URI SAN of the certificate we served), `Hash` (SHA-256 of the client's
+/// The element Envoy writes for the client's certificate: `By` (each URI
+/// SAN of the certificate we served), `Hash` (SHA-256 of the client's
 /// certificate, hex), then what `details` asks for, in Envoy's order
 /// (Cert, Chain, Subject, URI, DNS). `None` without a client certificate.
 fn element(ssl: &SslRef, details: ClientCertDetails) -> Option<String> {
     let peer = ssl.peer_certificate()?;
     let mut out = String::new();
-    if let Some(by) = ssl.certificate().and_then(first_uri) {
+    for by in ssl.certificate().map(uris).unwrap_or_default() {
         push(&mut out, "By", &value(&by));
     }
     let hash = peer.digest(MessageDigest::sha256()).ok()?;
@@ -94,7 +94,9 @@ fn element(ssl: &SslRef, details: ClientCertDetails) -> Option<String> {
     }
     if details.chain {
         // What the client sent, its own certificate first. On a server,
-        // OpenSSL's peer chain leaves the client's certificate out.
+        // OpenSSL's peer chain leaves the client's certificate out; after a
+        // resumption from a ticket (which keeps only the client's own
+        // certificate) the chain is that certificate alone.
         let mut pems = peer.to_pem().unwrap_or_default();
         for cert in ssl.peer_cert_chain().into_iter().flatten() {
             if cert.to_der().ok() != peer.to_der().ok() {
@@ -109,8 +111,14 @@ fn element(ssl: &SslRef, details: ClientCertDetails) -> Option<String> {
         push(&mut out, "Subject", &format!("\"{subject}\""));
     }
     if details.uri {
-        // Present even when empty, as in Envoy.
-        push(&mut out, "URI", &first_uri(&peer).map(|u| value(&u)).unwrap_or_default());
+        // One per URI SAN; present (empty) without one, as in Envoy.
+        let uris = uris(&peer);
+        if uris.is_empty() {
+            push(&mut out, "URI", "");
+        }
+        for uri in uris {
+            push(&mut out, "URI", &value(&uri));
+        }
     }
     if details.dns {
         for dns in sans(&peer).into_iter().filter_map(|n| n.dnsname().map(str::to_string)) {
@@ -133,8 +141,8 @@ fn sans(cert: &X509Ref) -> Vec<pingora_core::tls::x509::GeneralName> {
     cert.subject_alt_names().map(|s| s.into_iter().collect()).unwrap_or_default()
 }
 
-fn first_uri(cert: &X509Ref) -> Option<String> {
-    sans(cert).iter().find_map(|n| n.uri().map(str::to_string))
+fn uris(cert: &X509Ref) -> Vec<String> {
+    sans(cert).iter().filter_map(|n| n.uri().map(str::to_string)).collect()
 }
 
 /// PEM as Envoy puts it in the header: newlines, spaces and the base64
@@ -159,11 +167,14 @@ fn url_encoded_pem(pem: &[u8]) -> String {
 /// writes); quoted, with `"` and `\` escaped, when it holds a separator
 /// of the header's syntax (`,` `;` `=` `"`) or a space, so that a name a
 /// CA signed cannot add elements or keys of its own; bytes a header value
-/// cannot carry percent-encoded.
+/// cannot carry percent-encoded (and then `%` too, so that an encoded byte
+/// and the same text written out stay apart).
 fn value(raw: &str) -> String {
+    let unusual = |c: char| c.is_ascii_control() || !c.is_ascii();
+    let encode = raw.contains(unusual);
     let mut text = String::with_capacity(raw.len());
     for c in raw.chars() {
-        if c.is_ascii_control() || !c.is_ascii() {
+        if unusual(c) || (encode && c == '%') {
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 let _ = write!(text, "%{b:02X}");
@@ -199,6 +210,8 @@ mod tests {
         assert_eq!(value("x,Hash=00"), "\"x,Hash=00\"");
         assert_eq!(value("a\"b\\c d"), "\"a\\\"b\\\\c d\"");
         assert_eq!(value("a\r\nb"), "a%0D%0Ab");
+        assert_eq!(value("a%0Ab\n"), "a%250Ab%0A");
+        assert_eq!(value("a%0Ab"), "a%0Ab");
         assert_eq!(value("é"), "%C3%A9");
     }
 

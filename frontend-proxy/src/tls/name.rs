@@ -11,9 +11,10 @@
 #![allow(unsafe_code)]
 
 use foreign_types::ForeignTypeRef;
+use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl_sys as ffi;
 use pingora_core::tls::x509::X509NameRef;
-use std::os::raw::{c_char, c_int, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_ulong};
 
 extern "C" {
     // libcrypto's `int X509_NAME_print_ex(BIO *out, const X509_NAME *nm,
@@ -25,8 +26,6 @@ extern "C" {
 /// (0x317) | `XN_FLAG_SEP_COMMA_PLUS` (1 << 16) | `XN_FLAG_DN_REV`
 /// (1 << 20) | `XN_FLAG_FN_SN` (0) | `XN_FLAG_DUMP_UNKNOWN_FIELDS` (1 << 24).
 const XN_FLAG_RFC2253: c_ulong = 0x0111_0317;
-/// `BIO_CTRL_INFO`, the command behind the `BIO_get_mem_data` macro.
-const BIO_CTRL_INFO: c_int = 3;
 
 /// The name in RFC 2253 form; `None` if OpenSSL cannot print it.
 pub(super) fn rfc2253(name: &X509NameRef) -> Option<String> {
@@ -40,8 +39,12 @@ pub(super) fn rfc2253(name: &X509NameRef) -> Option<String> {
             return None;
         }
         let printed = X509_NAME_print_ex(bio, name.as_ptr(), 0, XN_FLAG_RFC2253);
+        if printed < 0 {
+            // Leave no error on the thread's queue for the next handshake to trip on.
+            let _ = ErrorStack::get();
+        }
         let mut data: *mut c_char = std::ptr::null_mut();
-        let len = ffi::BIO_ctrl(bio, BIO_CTRL_INFO, 0, (&mut data as *mut *mut c_char).cast::<c_void>());
+        let len = ffi::BIO_get_mem_data(bio, &mut data);
         let out = (printed >= 0 && len >= 0 && (len == 0 || !data.is_null())).then(|| {
             let bytes = if len == 0 { &[][..] } else { std::slice::from_raw_parts(data.cast::<u8>(), len as usize) };
             String::from_utf8_lossy(bytes).into_owned()
