@@ -382,7 +382,9 @@ async fn listener_session_resumption_follows_the_tls_context() {
         ),
         ("stateful", "          disable_stateless_session_resumption: true".to_string()),
         ("stateless", "          disable_stateful_session_resumption: true".to_string()),
-        ("short", "          session_timeout: 1s".to_string()),
+        // Long enough that two s_client runs one after the other fit in it
+        // on a loaded machine (1 s did not on CI); the test waits it out.
+        ("short", "          session_timeout: 4s".to_string()),
         // Two listeners sharing a ticket key, and so each other's tickets
         // (each would make its own random key otherwise).
         (
@@ -420,11 +422,11 @@ async fn listener_session_resumption_follows_the_tls_context() {
     // above. A session ticket key is the key, not just the switch: a cache
     // of its own is off on keyed1/keyed2, so only the shared key resumes.
 
-    // A session outlives its 1 s lifetime only until then.
+    // A session resumes within its 4 s lifetime, and not after it.
     let (a, b) = (d.join("short.sess"), d.join("short2.sess"));
     assert!(!s_client(short, "-tls1_2", None, &a));
     assert!(s_client(short, "-tls1_2", Some(&a), &b), "resumed within its lifetime\n{}", log());
-    tokio::time::sleep(Duration::from_millis(3100)).await;
+    tokio::time::sleep(Duration::from_millis(5100)).await;
     assert!(!s_client(short, "-tls1_2", Some(&a), &b), "a session past session_timeout was resumed\n{}", log());
 }
 
