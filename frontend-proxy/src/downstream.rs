@@ -16,7 +16,7 @@ use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
-use crate::tls::{chosen_digest, missing_client_certificate, RecordChain};
+use crate::tls::{chosen_digest, missing_client_certificate, RecordHandshake};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -143,11 +143,14 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         // Several filter chains: the handshake records the one SNI chose.
         // Boxed: the handshake's state is not needed once it is done, and an
         // idle keep-alive connection should not keep room for it.
+        // With the chain, what `x-forwarded-client-cert` needs of the
+        // client's certificate, when a chain's connection manager writes it.
+        let record = RecordHandshake::new(&listener.client_cert_elements);
         let handshake = Box::pin(tokio::time::timeout(handshake_timeout, async {
-            if listener.chains.is_empty() {
+            if listener.chains.is_empty() && !record.builds_elements() {
                 tls_server::handshake(acceptor, stream).await
             } else {
-                tls_server::handshake_with_callback(acceptor, stream, &RecordChain).await
+                tls_server::handshake_with_callback(acceptor, stream, &record).await
             }
         }));
         let tls = match handshake.await {

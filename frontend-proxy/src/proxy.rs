@@ -240,6 +240,7 @@ impl ProxyHttp for Proxy {
         // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
         session.as_mut().set_ignore_info_resp(true);
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
+        ctx.tls_digest = session.digest().and_then(|d| d.ssl_digest.clone());
         let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
         match self.admit(session.req_header_mut(), http2, upgrade, ctx)? {
             Some(reply) => {

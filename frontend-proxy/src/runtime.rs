@@ -8,7 +8,7 @@
 use crate::access_log::AccessLog;
 use crate::config::model::{ChainConfig, HttpConnectionManager, ListenerConfig};
 use crate::metrics::ConnManagerStats;
-use crate::tls::ListenerTls;
+use crate::tls::{ClientCertDetails, ListenerTls};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +44,10 @@ pub struct ListenerRuntime {
     /// TLS listeners: the handshake configuration, for what is checked
     /// once it is done (a required client certificate).
     pub tls_config: Option<Arc<ListenerTls>>,
+    /// TLS listeners: per filter chain (in `ListenerTls::chains` order),
+    /// what the handshake records of a client certificate for the chain's
+    /// `x-forwarded-client-cert` (`None`: nothing).
+    pub client_cert_elements: Box<[Option<ClientCertDetails>]>,
 }
 
 impl ListenerRuntime {
@@ -52,6 +56,7 @@ impl ListenerRuntime {
     pub fn new(l: ListenerConfig, access_logs: Vec<AccessLog>) -> Self {
         Self {
             chains: Vec::new(),
+            client_cert_elements: Box::new([l.hcm.client_cert_element()]),
             tls_config: l.tls.clone().map(Arc::new),
             name: l.name,
             address: l.address,
@@ -82,6 +87,7 @@ impl ListenerRuntime {
             handshake_timeout: listener.handshake_timeout,
             access_logs,
             chains: Vec::new(),
+            client_cert_elements: Box::new([]),
             tls_config: listener.tls_config.clone(),
         }
     }

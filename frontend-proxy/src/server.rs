@@ -109,6 +109,9 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
             // Chain 0 is the listener's own entry; the others follow every
             // listener, in order.
             runtime.chains.push(index);
+            let own = runtime.hcm.client_cert_element();
+            runtime.client_cert_elements =
+                std::iter::once(own).chain(other_chains.iter().map(|c| c.hcm.client_cert_element())).collect();
             for mut chain in other_chains {
                 let logs = open_logs(&mut chain.hcm, &mut errors);
                 runtime.chains.push(count + chains.len());

@@ -6,9 +6,7 @@
 //! SDS files hold is replaced while the listeners run (`rotation.rs`).
 
 use openssl::ex_data::Index;
-use pingora_core::listeners::TlsAccept;
 use pingora_core::listeners::ALPN;
-use pingora_core::protocols::tls::SslDigest;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
@@ -16,14 +14,16 @@ use pingora_core::tls::ssl::{
     SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
-use std::any::Any;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
+mod handshake;
+mod name;
 mod rotation;
 mod session;
 
+pub use handshake::{chosen_digest, client_cert_element, ClientCertDetails, RecordHandshake};
 pub use rotation::Secrets;
 
 /// PEM material: a file to read at start, or the text itself.
@@ -528,6 +528,29 @@ pub fn downstream_acceptor(
         && tls.chains[0].server_names.is_empty()
         && chains[0].live.is_empty()
         && chains[0].fixed.len() == 1;
+    // What a resumed session's client certificate was verified against:
+    // the certificates served (those from SDS files aside: a renewed
+    // certificate keeps its sessions) and the client validation. The
+    // session id context is its digest, as Envoy's: a session from a
+    // listener that trusted other CAs or names, or from before a CA was
+    // removed, does not resume here even under a shared ticket key.
+    let static_cas = match tls.client.as_ref().map(|c| &c.trusted_ca) {
+        Some(TrustedCa::Pem(source)) => load_ca(source)?.into_vec(),
+        _ => Vec::new(),
+    };
+    let context = {
+        let mut digest = openssl::sha::Sha256::new();
+        for c in chains.iter().flat_map(|c| c.fixed.iter()) {
+            digest.update(&c.leaf.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
+        }
+        for ca in &static_cas {
+            digest.update(&ca.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
+        }
+        if let Some(client) = &tls.client {
+            digest.update(format!("{:?}", client.subject_alt_names).as_bytes());
+        }
+        digest.finish()
+    };
     if only {
         // The common case: set once on the context, nothing per connection.
         let Some(c) = chains.pop().and_then(|mut c| c.fixed.pop()) else {
@@ -542,8 +565,12 @@ pub fn downstream_acceptor(
     }
     if let Some(ca) = live_ca.clone() {
         // Before the session lookup (the servername callback is after it).
+        // The context then covers the file's current CAs too.
         builder.set_client_hello_callback(move |ssl, _| {
-            session::set_session_id_context(ssl, &ca.load().id)?;
+            let mut id = openssl::sha::Sha256::new();
+            id.update(&context);
+            id.update(&ca.load().id);
+            session::set_session_id_context(ssl, &id.finish())?;
             Ok(ClientHelloResponse::SUCCESS)
         });
     }
@@ -581,18 +608,16 @@ pub fn downstream_acceptor(
         });
     }
     if let Some(client) = &tls.client {
-        if let TrustedCa::Pem(source) = &client.trusted_ca {
-            for ca in load_ca(source)?.iter() {
-                builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
-            }
+        for ca in &static_cas {
+            builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
         }
         // Asked for, verified when sent. A client that sends none is turned
         // away after the handshake when one is required (counted there as
         // `ssl.fail_verify_no_cert`), as OpenSSL's own refusal could not be
         // told apart from other failed handshakes.
         // Resumed sessions keep the verified client; OpenSSL refuses to
-        // resume without a context to tie them to.
-        builder.set_session_id_context(b"frontend-proxy").map_err(|e| TlsError::Setup(e.to_string()))?;
+        // resume without a context to tie them to (see `context` above).
+        builder.set_session_id_context(&context).map_err(|e| TlsError::Setup(e.to_string()))?;
         let names = client.subject_alt_names.clone();
         builder.set_verify_callback(SslVerifyMode::PEER, move |ok, chain| {
             if !ok {
@@ -685,32 +710,10 @@ fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
     Ok(*CHAIN_INDEX.get_or_init(|| made))
 }
 
-/// The filter chain a completed handshake chose (its position in
-/// [`ListenerTls::chains`]), kept in the connection's TLS digest so both
-/// HTTP engines find it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ChosenChain(pub usize);
-
 /// Whether a client that had to send a certificate did not (mTLS with
 /// `require_client_certificate`): the connection is to be closed.
 pub fn missing_client_certificate(tls: &ListenerTls, ssl: &SslRef) -> bool {
     tls.client.as_ref().is_some_and(|c| c.require) && ssl.peer_certificate().is_none()
-}
-
-/// The filter chain recorded in a connection's TLS digest.
-pub fn chosen_digest(digest: &SslDigest) -> Option<usize> {
-    digest.extension.get::<ChosenChain>().map(|c| c.0)
-}
-
-/// Pingora's handshake hook that records the [`ChosenChain`].
-pub struct RecordChain;
-
-#[async_trait::async_trait]
-impl TlsAccept for RecordChain {
-    async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        let chain = CHAIN_INDEX.get().and_then(|i| ssl.ex_data(*i)).copied().unwrap_or(0);
-        Some(Arc::new(ChosenChain(chain)))
-    }
 }
 
 const H1: &[u8] = b"\x08http/1.1";

@@ -2,9 +2,11 @@
 //! clients for a certificate and verifies it; with
 //! `require_client_certificate` a client without one is turned away.
 //! Failures are counted as Envoy names them (`ssl.fail_verify_no_cert`,
-//! `ssl.fail_verify_error`). Real certificates (rcgen: a CA, a client it
-//! signed, an untrusted one), real OpenSSL clients, the real proxy binary,
-//! on both HTTP/1 engines. Addresses: 127.0.26.x.
+//! `ssl.fail_verify_error`). What reaches the upstream of the client's
+//! certificate follows `forward_client_cert_details`. Real certificates
+//! (rcgen: a CA, a client it signed, an untrusted one), real OpenSSL
+//! clients, the real proxy binary, on both HTTP/1 engines. Addresses:
+//! 127.0.26.x.
 
 #[allow(unused_imports)]
 mod support;
@@ -44,7 +46,13 @@ fn certificates() -> (String, Client, Client) {
 /// `GET /` over TLS with `client`'s certificate (none if `None`): the status
 /// line, or why there was none.
 async fn get(addr: SocketAddr, client: Option<&Client>) -> Result<String, String> {
+    get_with(addr, client, "").await
+}
+
+/// [`get`] with `headers` (each line ending in CRLF) in the request.
+async fn get_with(addr: SocketAddr, client: Option<&Client>, headers: &str) -> Result<String, String> {
     let client = client.map(|c| (c.cert.clone(), c.key.clone()));
+    let request = format!("GET / HTTP/1.1\r\nhost: any\r\n{headers}connection: close\r\n\r\n");
     tokio::task::spawn_blocking(move || {
         let tcp = std::net::TcpStream::connect(addr).map_err(|e| e.to_string())?;
         tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
@@ -58,7 +66,7 @@ async fn get(addr: SocketAddr, client: Option<&Client>) -> Result<String, String
         let mut tls = ssl.connect(tcp).map_err(|e| e.to_string())?;
         // TLS 1.3: the server checks the client's certificate after the
         // client's side of the handshake is done; a refusal shows here.
-        tls.write_all(b"GET / HTTP/1.1\r\nhost: any\r\nconnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+        tls.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
         let mut raw = Vec::new();
         let read = tls.read_to_end(&mut raw);
         let text = String::from_utf8_lossy(&raw);
@@ -170,4 +178,163 @@ async fn client_certificates_must_carry_an_accepted_subject_alt_name() {
     };
     assert_eq!(stat(refuses, "ssl.fail_verify_san").await, 1);
     assert_eq!(stat(accepts, "ssl.fail_verify_san").await, 0);
+}
+
+/// A client certificate with a subject, a DNS and a URI name, signed by a
+/// CA; a server certificate with a URI name of its own (Envoy's `By`).
+fn named_certificates() -> (String, Client, Client) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let signed = |cn: &str, sans: Vec<rcgen::SanType>, usage| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        params.subject_alt_names = sans;
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        Client { cert: cert.pem(), key: key.serialize_pem() }
+    };
+    let client = signed(
+        "client one",
+        vec![
+            rcgen::SanType::DnsName("client.test".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://test/client".try_into().unwrap()),
+            rcgen::SanType::DnsName("other.test".try_into().unwrap()),
+        ],
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    );
+    let server = signed(
+        "proxy",
+        vec![
+            rcgen::SanType::DnsName("localhost".try_into().unwrap()),
+            rcgen::SanType::URI("spiffe://test/proxy".try_into().unwrap()),
+        ],
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    (ca.pem(), client, server)
+}
+
+/// The certificates (DER) in a `Cert`/`Chain` value: quoted, URL-encoded PEM.
+fn decoded_pems(value: &str) -> Vec<Vec<u8>> {
+    let unquoted = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')).expect("quoted");
+    let pem =
+        unquoted.replace("%0A", "\n").replace("%20", " ").replace("%2B", "+").replace("%2F", "/").replace("%3D", "=");
+    X509::stack_from_pem(pem.as_bytes()).unwrap().iter().map(|c| c.to_der().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn x_forwarded_client_cert_follows_forward_client_cert_details() {
+    let backend = Backend::start("b", SocketAddr::new(ip(26, 3), 0)).await;
+    let (ca, client, server) = named_certificates();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let validation = format!(
+        "          common_tls_context:\n            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n",
+        ca_file.display()
+    );
+    let routes = yaml::routes(&[("/", "cluster: backend")]);
+    let modes = [
+        ("sanitize", ""),
+        ("forward_only", "          forward_client_cert_details: FORWARD_ONLY\n"),
+        (
+            "append_forward",
+            "          forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: { subject: true, cert: true, chain: true, uri: true, dns: true }\n",
+        ),
+        (
+            "sanitize_set",
+            "          forward_client_cert_details: SANITIZE_SET\n          set_current_client_cert_details: { uri: true }\n",
+        ),
+        ("always_forward_only", "          forward_client_cert_details: ALWAYS_FORWARD_ONLY\n"),
+    ];
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for (name, extra) in modes {
+        let addr = free_addr(ip(26, 3));
+        let hcm = yaml::hcm(name, extra.trim_end(), &routes);
+        listeners.push(
+            listener(name, addr, &hcm, &server.cert, &server.key, "")
+                .replace("          common_tls_context:\n", &validation),
+        );
+        addrs.push(addr);
+    }
+    // Without TLS there is no client certificate: every mode but
+    // ALWAYS_FORWARD_ONLY removes the header.
+    let plain = free_addr(ip(26, 3));
+    listeners.push(yaml::listener("plain", plain, &yaml::hcm("plain", modes[2].1.trim_end(), &routes)));
+    let admin = free_addr(ip(26, 3));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &listeners,
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, plain).await;
+
+    let forged = "x-forwarded-client-cert: By=spiffe://forged;Hash=00\r\n";
+    let seen = |addr: SocketAddr, with_cert: bool| {
+        let backend = &backend;
+        let client = with_cert.then_some(&client);
+        let log = proxy.log();
+        async move {
+            let status = get_with(addr, client, forged).await;
+            assert_eq!(status, Ok("HTTP/1.1 200 OK".to_string()), "{log}");
+            backend.last_header("x-forwarded-client-cert")
+        }
+    };
+    let [sanitize, forward_only, append_forward, sanitize_set, always] = addrs[..] else { unreachable!() };
+    let forged_value = Some("By=spiffe://forged;Hash=00".to_string());
+
+    assert_eq!(seen(sanitize, true).await, None);
+    assert_eq!(seen(sanitize, false).await, None);
+    assert_eq!(seen(forward_only, true).await, forged_value);
+    assert_eq!(seen(forward_only, false).await, None, "forwarded from a client without a certificate");
+    assert_eq!(seen(always, true).await, forged_value);
+    assert_eq!(seen(always, false).await, forged_value);
+    assert_eq!(seen(append_forward, false).await, None, "forwarded from a client without a certificate");
+    assert_eq!(seen(sanitize_set, false).await, None, "forwarded from a client without a certificate");
+
+    let client_der = X509::from_pem(client.cert.as_bytes()).unwrap().to_der().unwrap();
+    let hash: String = openssl::sha::sha256(&client_der).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        seen(sanitize_set, true).await,
+        Some(format!("By=spiffe://test/proxy;Hash={hash};URI=spiffe://test/client"))
+    );
+
+    let appended = seen(append_forward, true).await.expect("x-forwarded-client-cert");
+    let (before, element) = appended.split_once(',').expect("two elements");
+    assert_eq!(before, "By=spiffe://forged;Hash=00");
+    let fields: Vec<(&str, &str)> = element.split(';').map(|kv| kv.split_once('=').unwrap()).collect();
+    let keys: Vec<&str> = fields.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["By", "Hash", "Cert", "Chain", "Subject", "URI", "DNS", "DNS"], "{element}");
+    let value = |i: usize| fields[i].1;
+    assert_eq!(value(0), "spiffe://test/proxy");
+    assert_eq!(value(1), hash);
+    assert_eq!(decoded_pems(value(2)), vec![client_der.clone()]);
+    assert_eq!(decoded_pems(value(3)), vec![client_der]);
+    // RFC 2253: last RDN first, the comma in the organization escaped.
+    assert_eq!(value(4), "\"O=Example\\, Inc.,CN=client one\"");
+    assert_eq!(value(5), "spiffe://test/client");
+    assert_eq!((value(6), value(7)), ("client.test", "other.test"));
+
+    // A quote the client leaves open would take in the element: what the
+    // client sent is dropped.
+    let open = "x-forwarded-client-cert: URI=spiffe://evil;Subject=\"\r\n";
+    assert_eq!(get_with(append_forward, Some(&client), open).await, Ok("HTTP/1.1 200 OK".to_string()));
+    let alone = backend.last_header("x-forwarded-client-cert").expect("x-forwarded-client-cert");
+    assert!(alone.starts_with("By=spiffe://test/proxy;Hash="), "{alone}");
+
+    // Plaintext: no client certificate, so nothing is forwarded or written.
+    let (status, _) = support::send(
+        support::client()
+            .get(format!("http://{plain}/"))
+            .header("x-forwarded-client-cert", "By=spiffe://forged;Hash=00"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(backend.last_header("x-forwarded-client-cert"), None);
 }

@@ -3,7 +3,7 @@
 
 use crate::access_log::{Filter, Format};
 use crate::routing::{HeaderMutations, RouteTable};
-use crate::tls::ListenerTls;
+use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +62,32 @@ pub enum Codec {
     Http2,
 }
 
+/// `forward_client_cert_details`: whether a request's
+/// `x-forwarded-client-cert` reaches the upstream, and whether the client's
+/// certificate is added to it. Every mode but `AlwaysForwardOnly` removes
+/// the header from a request whose connection carried no client
+/// certificate, as Envoy does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardClientCert {
+    /// Removed from every request (Envoy's default).
+    Sanitize,
+    /// Passed on unchanged from a client that presented a certificate.
+    ForwardOnly,
+    /// The client's certificate appended as one more element.
+    AppendForward,
+    /// Replaced by the client's certificate.
+    SanitizeSet,
+    /// Passed on unchanged, whatever the connection.
+    AlwaysForwardOnly,
+}
+
+impl ForwardClientCert {
+    /// Whether requests need the client certificate's element written.
+    pub fn writes(self) -> bool {
+        matches!(self, Self::AppendForward | Self::SanitizeSet)
+    }
+}
+
 /// `server_header_transformation`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerHeader {
@@ -117,12 +143,24 @@ pub struct HttpConnectionManager {
     /// upstream, no `x-envoy-upstream-service-time` or `x-envoy-overloaded`
     /// downstream.
     pub suppress_envoy_headers: bool,
+    /// `forward_client_cert_details`: what happens to `x-forwarded-client-cert`.
+    pub forward_client_cert: ForwardClientCert,
+    /// `set_current_client_cert_details`, for the modes that write the header.
+    pub client_cert_details: ClientCertDetails,
     /// `access_log`: where each finished request is written, and how.
     pub access_log: Vec<AccessLogConfig>,
     /// `local_reply_config`: how the proxy's own replies are rewritten.
     pub local_reply: Option<Arc<LocalReplyConfig>>,
     /// `http2_protocol_options`: what downstream HTTP/2 connections advertise.
     pub http2: Http2Settings,
+}
+
+impl HttpConnectionManager {
+    /// What a TLS handshake on this connection manager's chain must record
+    /// of the client's certificate for `x-forwarded-client-cert`.
+    pub fn client_cert_element(&self) -> Option<ClientCertDetails> {
+        self.forward_client_cert.writes().then_some(self.client_cert_details)
+    }
 }
 
 /// `local_reply_config`: the first mapper whose filter selects a local

@@ -219,6 +219,7 @@ mapping! {
         pub xff_num_trusted_hops: Option<Field<u32>>,
         pub skip_xff_append: Option<Field<bool>>,
         pub forward_client_cert_details: Option<Field<String>>,
+        pub set_current_client_cert_details: Option<Field<ClientCertDetails>>,
         pub stream_idle_timeout: Option<Field<Value>>,
         pub request_timeout: Option<Field<Value>>,
         pub request_headers_timeout: Option<Field<Value>>,
@@ -235,6 +236,19 @@ mapping! {
         pub proxy_100_continue: Option<Field<bool>>,
         pub stream_error_on_invalid_http_message: Option<Field<bool>>,
         pub add_user_agent: Option<Field<bool>>,
+    }
+}
+
+mapping! {
+    /// `HttpConnectionManager.set_current_client_cert_details`: what of the
+    /// client's certificate goes into `x-forwarded-client-cert`.
+    pub struct ClientCertDetails {
+        #[wrapper(BoolValue)]
+        pub subject: Option<Field<bool>>,
+        pub cert: Option<Field<bool>>,
+        pub chain: Option<Field<bool>>,
+        pub dns: Option<Field<bool>>,
+        pub uri: Option<Field<bool>>,
     }
 }
 

@@ -3,6 +3,7 @@
 use super::LocalReply;
 use crate::upstream::{ActiveRequest, Host, Permit};
 use http::header::HeaderValue;
+use pingora_core::protocols::tls::SslDigest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +37,8 @@ pub struct RequestCtx {
     pub(super) retrying_status: bool,
     pub(super) hash_key: Option<Vec<u8>>,
     pub(super) client_addr: Option<SocketAddr>,
+    /// The connection's TLS digest (chosen chain, client certificate).
+    pub(super) tls_digest: Option<Arc<SslDigest>>,
     /// Circuit-breaker slots this request holds.
     pub(super) request_permit: Option<Permit>,
     pub(super) pending_permit: Option<Permit>,
@@ -123,6 +126,7 @@ impl RequestCtx {
             retrying_status: false,
             hash_key: None,
             client_addr: None,
+            tls_digest: None,
             request_permit: None,
             pending_permit: None,
             refused_connection: None,

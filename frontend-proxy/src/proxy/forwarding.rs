@@ -2,13 +2,14 @@
 //! (`x-request-id`, `x-forwarded-*`, `x-envoy-expected-rq-timeout-ms`), path
 //! and host rewrites, and redirect targets.
 
-use crate::config::model::HttpConnectionManager;
+use crate::config::model::{ForwardClientCert, HttpConnectionManager};
 use crate::proxy::header_map;
 use crate::routing::{Forward, HostRewrite, PathMatch, Redirect, RouteMatch};
 use crate::upstream::Host;
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::uri::PathAndQuery;
 use http::Uri;
+use pingora_core::protocols::tls::SslDigest;
 use pingora_error::{ErrorType::InvalidHTTPHeader, OrErr, Result};
 use pingora_http::RequestHeader;
 use std::net::IpAddr;
@@ -49,15 +50,39 @@ pub fn request_id(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<He
     }
 }
 
+/// The connection's client certificate, as `forward_client_cert_details`
+/// sees it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientCert<'a> {
+    /// The client presented a certificate (mutual TLS).
+    pub presented: bool,
+    /// Its `x-forwarded-client-cert` element, if the handshake built one
+    /// (only for a connection manager that writes it).
+    pub element: Option<&'a str>,
+}
+
+impl<'a> ClientCert<'a> {
+    /// What a connection's TLS digest says (nothing without TLS).
+    pub fn of(digest: Option<&'a SslDigest>) -> Self {
+        match digest {
+            // Pingora's digest holds the SHA-256 of the client's
+            // certificate, and nothing when there was none.
+            Some(d) => ClientCert { presented: !d.cert_digest.is_empty(), element: crate::tls::client_cert_element(d) },
+            None => ClientCert::default(),
+        }
+    }
+}
+
 /// Applies Envoy's edge header handling to the downstream request.
 pub fn edge_headers(
     req: &mut RequestHeader,
     hcm: &HttpConnectionManager,
     client_ip: Option<IpAddr>,
     tls: bool,
+    client_cert: ClientCert<'_>,
     request_id: Option<&HeaderValue>,
 ) -> Result<()> {
-    let mut edits = edge_edits(req, hcm, client_ip, tls, request_id)?;
+    let mut edits = edge_edits(req, hcm, client_ip, tls, client_cert, request_id)?;
     let applied = header_map::edit(req, |map| {
         for (name, value) in edits.drain(..) {
             match value {
@@ -83,6 +108,7 @@ fn edge_edits(
     hcm: &HttpConnectionManager,
     client_ip: Option<IpAddr>,
     tls: bool,
+    client_cert: ClientCert<'_>,
     request_id: Option<&HeaderValue>,
 ) -> Result<Vec<(HeaderName, Option<HeaderValue>)>> {
     let mut edits = Vec::with_capacity(4);
@@ -104,16 +130,69 @@ fn edge_edits(
     } else if !req.headers.contains_key(&X_FORWARDED_PROTO_NAME) {
         edits.push((X_FORWARDED_PROTO_NAME, Some(scheme)));
     }
-    // `forward_client_cert_details: SANITIZE`, Envoy's default and the only
-    // mode here: a client's own `x-forwarded-client-cert` never reaches an
-    // upstream that may trust it.
-    if req.headers.contains_key(&X_FORWARDED_CLIENT_CERT_NAME) {
-        edits.push((X_FORWARDED_CLIENT_CERT_NAME, None));
-    }
+    edits.extend(client_cert_edit(req, hcm.forward_client_cert, client_cert));
     if let Some(id) = request_id {
         edits.push((X_REQUEST_ID_NAME, Some(id.clone())));
     }
     Ok(edits)
+}
+
+/// `x-forwarded-client-cert` as `forward_client_cert_details` has it (see
+/// [`ForwardClientCert`]); `None`: left as the client sent it. A client's
+/// own header never reaches the upstream unless the mode forwards it from
+/// a connection that presented a certificate, or always forwards it.
+fn client_cert_edit(
+    req: &RequestHeader,
+    mode: ForwardClientCert,
+    cert: ClientCert<'_>,
+) -> Option<(HeaderName, Option<HeaderValue>)> {
+    use ForwardClientCert::*;
+    let sent = req.headers.contains_key(&X_FORWARDED_CLIENT_CERT_NAME);
+    let remove = || sent.then_some((X_FORWARDED_CLIENT_CERT_NAME, None));
+    match mode {
+        AlwaysForwardOnly => None,
+        _ if !cert.presented => remove(),
+        Sanitize => remove(),
+        ForwardOnly => None,
+        AppendForward | SanitizeSet => {
+            // A handshake that recorded no element (it cannot happen on a
+            // chain that writes one) forwards nothing the client wrote.
+            let Some(element) = cert.element else { return remove() };
+            let mut value = Vec::new();
+            if mode == AppendForward {
+                for prev in req.headers.get_all(&X_FORWARDED_CLIENT_CERT_NAME) {
+                    if !prev.is_empty() {
+                        value.extend_from_slice(prev.as_bytes());
+                        value.push(b',');
+                    }
+                }
+                // A quote the client left open would swallow our element
+                // into its last value: what it sent is dropped instead.
+                if open_quote(&value) {
+                    value.clear();
+                }
+            }
+            value.extend_from_slice(element.as_bytes());
+            // The client's part may hold bytes a header value cannot (our
+            // element cannot): then the element alone.
+            let header = HeaderValue::from_bytes(&value).or_else(|_| HeaderValue::from_str(element)).ok();
+            Some((X_FORWARDED_CLIENT_CERT_NAME, header))
+        }
+    }
+}
+
+/// Whether `value` ends inside a quoted string (`\"` escapes a quote).
+fn open_quote(value: &[u8]) -> bool {
+    let (mut open, mut escaped) = (false, false);
+    for &b in value {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if open => escaped = true,
+            b'"' => open = !open,
+            _ => {}
+        }
+    }
+    open
 }
 
 /// Rewrites the upstream request's path and host for the route, and tells
@@ -317,5 +396,13 @@ mod tests {
         );
         let r2 = Redirect { strip_query: true, prefix_rewrite: None, ..r };
         assert_eq!(redirect_location(&req, "example.com", false, &r2, &m("/old")), "https://example.com/old/page");
+    }
+
+    #[test]
+    fn a_quote_left_open_is_found() {
+        assert!(!open_quote(b"By=a;Hash=b,"));
+        assert!(!open_quote(br#"Subject="CN=a\"b";URI=x,"#));
+        assert!(open_quote(br#"URI=spiffe://evil;Subject=","#));
+        assert!(open_quote(br#"Subject="a\","#));
     }
 }

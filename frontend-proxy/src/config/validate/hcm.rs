@@ -5,8 +5,11 @@
 use super::access_log;
 use super::upgrade::upgrade_config;
 use super::{route, Ctx, P};
-use crate::config::model::{Codec, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ServerHeader};
+use crate::config::model::{
+    Codec, ForwardClientCert, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ServerHeader,
+};
 use crate::config::raw::{self, Field, List};
+use crate::tls::ClientCertDetails;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,20 +128,7 @@ pub(super) fn connection_manager(
         max_stream_duration = cx.duration(&op, "max_stream_duration", &o.max_stream_duration).filter(|t| !t.is_zero());
     }
 
-    // `x-forwarded-client-cert` is removed from every request (SANITIZE,
-    // Envoy's default); the modes that forward or set it are not built.
-    if let Some(mode) = cx.opt(p, "forward_client_cert_details", &h.forward_client_cert_details) {
-        let known = ["SANITIZE", "FORWARD_ONLY", "APPEND_FORWARD", "SANITIZE_SET", "ALWAYS_FORWARD_ONLY"];
-        let mode = crate::config::raw::lenient::enum_name(mode, &known);
-        if mode != "SANITIZE" {
-            let why = if known.contains(&mode) {
-                format!("{mode} is not supported yet: only SANITIZE (the default: a client's x-forwarded-client-cert is removed)")
-            } else {
-                format!("unknown value {mode:?}, expected one of {}", known.join(", "))
-            };
-            cx.error(&p.key("forward_client_cert_details"), why);
-        }
-    }
+    let (forward_client_cert, client_cert_details) = client_cert(cx, p, h);
     let mut websocket = false;
     for (up, u) in cx.list(p, "upgrade_configs", &h.upgrade_configs) {
         if let Some(enabled) = upgrade_config(cx, &up, u) {
@@ -198,12 +188,44 @@ pub(super) fn connection_manager(
         websocket,
         max_request_bytes,
         suppress_envoy_headers,
+        forward_client_cert,
+        client_cert_details,
         access_log: access_log::access_logs(cx, p, &h.access_log),
         local_reply: cx
             .opt(p, "local_reply_config", &h.local_reply_config)
             .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
         http2,
     })
+}
+
+/// `forward_client_cert_details` and `set_current_client_cert_details`.
+fn client_cert(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> (ForwardClientCert, ClientCertDetails) {
+    use ForwardClientCert::*;
+    let table = [
+        ("SANITIZE", Sanitize),
+        ("FORWARD_ONLY", ForwardOnly),
+        ("APPEND_FORWARD", AppendForward),
+        ("SANITIZE_SET", SanitizeSet),
+        ("ALWAYS_FORWARD_ONLY", AlwaysForwardOnly),
+    ];
+    let mode = cx.enumeration(p, "forward_client_cert_details", &h.forward_client_cert_details, &table, Sanitize);
+    let mut details = ClientCertDetails::default();
+    if let Some(d) = cx.opt(p, "set_current_client_cert_details", &h.set_current_client_cert_details) {
+        let dp = p.key("set_current_client_cert_details");
+        cx.other(&dp, d, &[]);
+        details = ClientCertDetails {
+            subject: cx.boolean(&dp, "subject", &d.subject, false),
+            cert: cx.boolean(&dp, "cert", &d.cert, false),
+            chain: cx.boolean(&dp, "chain", &d.chain, false),
+            dns: cx.boolean(&dp, "dns", &d.dns, false),
+            uri: cx.boolean(&dp, "uri", &d.uri, false),
+        };
+        if !mode.writes() && details != ClientCertDetails::default() {
+            // Envoy reads it only for the two modes that write the header.
+            cx.warn(&dp, "has no effect: only APPEND_FORWARD and SANITIZE_SET write the client certificate's details");
+        }
+    }
+    (mode, details)
 }
 
 /// `http_protocol_options` and the connection manager's other codec

@@ -62,6 +62,7 @@ impl NativeH1 {
         let mut drained = Drained::new(drain);
         let mut bufs = Buffers::new();
         let max_requests = self.proxy.listeners[listener].hcm.max_requests_per_connection;
+        let tls_digest = down.ssl_digest();
         let mut served = 0u32;
         // A connection's task is as large as this future's largest state:
         // what a request needs lives in `serve_request`'s and `reject`'s
@@ -91,6 +92,7 @@ impl NativeH1 {
                 let mut ctx = RequestCtx::starting(started);
                 ctx.listener = listener;
                 ctx.client_addr = client_addr;
+                ctx.tls_digest = tls_digest.clone();
                 self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain, last).await
             })
             .await;

@@ -3,8 +3,10 @@
 //! stream for TLS) and the writes the engine makes on it.
 
 use bytes::Buf;
+use pingora_core::protocols::tls::SslDigest;
 use std::future::Future;
 use std::io::IoSlice;
+use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -25,9 +27,19 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + Sized {
     fn write_last<B: Buf + Send + Sync>(&mut self, mut bytes: B) -> impl Future<Output = std::io::Result<()>> + Send {
         async move { write_all(self, &mut bytes).await }
     }
+
+    /// The TLS digest of the connection (chosen chain, client certificate);
+    /// `None` on plaintext.
+    fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        None
+    }
 }
 
-impl ClientStream for Box<dyn pingora_core::protocols::IO + '_> {}
+impl ClientStream for Box<dyn pingora_core::protocols::IO + '_> {
+    fn ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.get_ssl_digest()
+    }
+}
 
 /// The last response goes out with `MSG_MORE`: the kernel holds its last
 /// part until the shutdown that follows, which sends it in the same segment

@@ -86,6 +86,7 @@ static_resources:
                 access_logs: Vec::new(),
                 chains: Vec::new(),
                 tls_config: None,
+                client_cert_elements: Box::new([]),
             })
         })
         .collect();
