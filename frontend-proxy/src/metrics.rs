@@ -143,6 +143,11 @@ pub struct ClusterStats {
     pub update_success: AtomicU64,
     pub update_failure: AtomicU64,
     pub update_empty: AtomicU64,
+    /// TLS clusters: upstream certificates refused by the validation
+    /// context (each also a connect failure), as Envoy names them.
+    pub ssl_fail_verify_error: AtomicU64,
+    pub ssl_fail_verify_san: AtomicU64,
+    pub ssl_fail_verify_cert_hash: AtomicU64,
 }
 
 /// The HTTP version of an upstream connection, for `upstream_cx_http{1,2}_total`.

@@ -9,7 +9,8 @@
 //!   on whether the cluster has had traffic ([`ActiveHealthCheck::next_interval`]).
 
 use super::host::{ms, Host};
-use super::{HealthCheckKind, HealthCheckSpec, UpstreamTls};
+use super::{HealthCheckKind, HealthCheckSpec, UpstreamTls, UpstreamTlsMaterial};
+use pingora_core::connectors::http::Connector as HttpConnector;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
@@ -17,6 +18,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use pingora_load_balancing::Backend;
 use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 
 const UNEXPECTED_STATUS: &str = "unexpected health check status";
@@ -37,7 +39,9 @@ pub struct ActiveHealthCheck {
 }
 
 impl ActiveHealthCheck {
-    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<&UpstreamTls>) -> Self {
+    /// `tls`: the cluster's TLS context and what it was loaded into; an
+    /// HTTP check connects as requests do (client certificate, validation).
+    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<(&UpstreamTls, Arc<UpstreamTlsMaterial>)>) -> Self {
         let checker: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
             HealthCheckKind::Tcp => {
                 let mut tcp = TcpHealthCheck::new();
@@ -49,11 +53,8 @@ impl ActiveHealthCheck {
                 // Envoy's default Host header is the cluster name.
                 let authority = host.clone().unwrap_or_else(|| cluster.to_string());
                 let mut http = HttpHealthCheck::new(&authority, tls.is_some());
-                if let Some(t) = tls {
-                    http.peer_template.sni = t.sni.clone().unwrap_or_default();
-                    http.peer_template.options.verify_cert = false;
-                    http.peer_template.options.verify_hostname = false;
-                    http.peer_template.options.curves = t.ecdh_curves.clone().map(std::borrow::Cow::Owned);
+                if let Some((t, material)) = &tls {
+                    material.apply(t, &mut http.peer_template);
                 }
                 if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                     let _ = req.insert_header("host", authority.as_str());
@@ -74,7 +75,12 @@ impl ActiveHealthCheck {
                         Error::e_explain(ErrorType::CustomCode(UNEXPECTED_STATUS, status), "health check")
                     }
                 }));
-                Box::new(http)
+                match tls {
+                    Some((t, _)) => {
+                        Box::new(TlsHttpCheck { http, tls: t.clone(), connector: HttpConnector::new(None) })
+                    }
+                    None => Box::new(http),
+                }
             }
         };
         Self { spec, checker }
@@ -190,6 +196,47 @@ impl ActiveHealthCheck {
             total = total.saturating_add(rng.gen_range(0..jitter_ms));
         }
         Duration::from_millis(total.max(1))
+    }
+}
+
+/// An HTTP check to a TLS cluster. Pingora's `HttpHealthCheck` writes its
+/// request as soon as it has a connection, so nothing could refuse an
+/// upstream whose certificate fails the cluster's validation context; this
+/// one reads the handshake's verdict first, then checks as it does.
+struct TlsHttpCheck {
+    /// The peer, request and status validator.
+    http: HttpHealthCheck,
+    tls: UpstreamTls,
+    connector: HttpConnector,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for TlsHttpCheck {
+    fn health_threshold(&self, success: bool) -> usize {
+        self.http.health_threshold(success)
+    }
+
+    async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
+        let mut peer = self.http.peer_template.clone();
+        peer._address = target.addr.clone();
+        let (mut session, _) = self.connector.get_http_session(&peer).await?;
+        let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
+        if let Err(why) = self.tls.check_connection(ssl) {
+            return Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string());
+        }
+        session.set_write_timeout(peer.options.write_timeout);
+        session.write_request_header(Box::new(self.http.req.clone())).await?;
+        session.finish_request_body().await?;
+        session.set_read_timeout(peer.options.read_timeout);
+        session.read_response_header().await?;
+        let resp = session
+            .response_header()
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no health check response"))?;
+        if let Some(validator) = &self.http.validator {
+            validator(resp)?;
+        }
+        while session.read_response_body().await?.is_some() {}
+        Ok(())
     }
 }
 

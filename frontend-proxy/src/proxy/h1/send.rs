@@ -14,6 +14,8 @@ use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::AttemptStart;
 use crate::proxy::shorter;
+use crate::tls::VerifyFailure;
+use crate::upstream::TlsRefusal;
 use bytes::{Buf, BytesMut};
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
@@ -66,17 +68,25 @@ impl NativeH1 {
         if let Some(tls) = &cluster.spec.tls {
             let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, false);
             return match self.connector.new_stream(&peer).await {
-                Ok(s) => {
-                    let version = s.get_ssl_digest().map(|d| d.version.to_string()).unwrap_or_default();
-                    match tls.check_negotiated(&version) {
-                        Ok(()) => Ok(Upstream::pingora(s)),
-                        Err(error) => Err(AttemptError::Connect { timed_out: false, error }),
+                Ok(s) => match tls.check_connection(s.get_ssl_digest().as_deref()) {
+                    Ok(()) => Ok(Upstream::pingora(s)),
+                    Err(why) => {
+                        if let TlsRefusal::Verify(failure) = &why {
+                            cluster.count_verify_failure(failure);
+                        }
+                        Err(AttemptError::Connect { timed_out: false, error: why.to_string() })
                     }
+                },
+                Err(e) => {
+                    if matches!(e.etype(), ErrorType::InvalidCert) {
+                        // OpenSSL refused the chain during the handshake.
+                        cluster.count_verify_failure(&VerifyFailure::Chain(String::new()));
+                    }
+                    Err(AttemptError::Connect {
+                        timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
+                        error: e.to_string(),
+                    })
                 }
-                Err(e) => Err(AttemptError::Connect {
-                    timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
-                    error: e.to_string(),
-                }),
             };
         }
         match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
