@@ -314,6 +314,9 @@ async fn health_checks_to_a_tls_cluster_present_the_client_certificate_and_valid
             proxy.log()
         );
     }
+    // Counted where requests count it.
+    assert!(support::stat(admin, "cluster.checked_wrong_san.ssl.fail_verify_san").await >= 1);
+    assert_eq!(support::stat(admin, "cluster.checked.ssl.fail_verify_san").await, 0);
     let c = support::client();
     let (status, body) = send(c.get(format!("http://{front}/checked/"))).await;
     assert_eq!(status, 200, "{body}");

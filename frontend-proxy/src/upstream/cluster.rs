@@ -6,7 +6,7 @@
 use super::circuit_breaker::CircuitBreaker;
 use super::discovery::{host_of, EndpointDiscovery};
 use super::dns::{HickoryResolver, Resolver};
-use super::health::ActiveHealthCheck;
+use super::health::{ActiveHealthCheck, TlsProbe};
 use super::host::Host;
 use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
@@ -193,10 +193,11 @@ impl Cluster {
             health_checked,
             health_checked && !spec.ignore_health_on_host_removal,
         ));
-        let health_check = spec
-            .health_check
-            .clone()
-            .map(|h| ActiveHealthCheck::new(h, &spec.name, spec.tls.as_ref().zip(upstream_tls.clone())));
+        let health_check = spec.health_check.clone().map(|h| {
+            let tls = spec.tls.clone().zip(upstream_tls.clone());
+            let tls = tls.map(|(tls, material)| TlsProbe { tls, material, stats: stats.clone() });
+            ActiveHealthCheck::new(h, &spec.name, tls)
+        });
         let outlier = spec.outlier.clone().map(OutlierDetector::new);
         let breaker = CircuitBreaker::new(spec.circuit_breakers);
         let balancer = match spec.lb_policy {
@@ -241,12 +242,7 @@ impl Cluster {
     /// Counts a handshake whose certificate failed the validation context
     /// (`ssl.fail_verify_*`).
     pub fn count_verify_failure(&self, why: &VerifyFailure) {
-        let counter = match why {
-            VerifyFailure::Chain(_) => &self.stats.ssl_fail_verify_error,
-            VerifyFailure::SubjectAltName => &self.stats.ssl_fail_verify_san,
-            VerifyFailure::CertificateHash => &self.stats.ssl_fail_verify_cert_hash,
-        };
-        counter.fetch_add(1, Relaxed);
+        self.stats.count_verify_failure(why);
     }
 
     /// Whether the policy hashes a request key (RING_HASH, MAGLEV).

@@ -9,7 +9,9 @@
 //!   on whether the cluster has had traffic ([`ActiveHealthCheck::next_interval`]).
 
 use super::host::{ms, Host};
-use super::{HealthCheckKind, HealthCheckSpec, UpstreamTls, UpstreamTlsMaterial};
+use super::{HealthCheckKind, HealthCheckSpec, TlsRefusal, UpstreamTls, UpstreamTlsMaterial};
+use crate::metrics::ClusterStats;
+use crate::tls::VerifyFailure;
 use pingora_core::connectors::http::Connector as HttpConnector;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_error::{Error, ErrorType};
@@ -39,9 +41,9 @@ pub struct ActiveHealthCheck {
 }
 
 impl ActiveHealthCheck {
-    /// `tls`: the cluster's TLS context and what it was loaded into; an
-    /// HTTP check connects as requests do (client certificate, validation).
-    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<(&UpstreamTls, Arc<UpstreamTlsMaterial>)>) -> Self {
+    /// `tls`: a TLS cluster's; an HTTP check connects as requests do
+    /// (client certificate, validation).
+    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<TlsProbe>) -> Self {
         let checker: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
             HealthCheckKind::Tcp => {
                 let mut tcp = TcpHealthCheck::new();
@@ -53,8 +55,8 @@ impl ActiveHealthCheck {
                 // Envoy's default Host header is the cluster name.
                 let authority = host.clone().unwrap_or_else(|| cluster.to_string());
                 let mut http = HttpHealthCheck::new(&authority, tls.is_some());
-                if let Some((t, material)) = &tls {
-                    material.apply(t, &mut http.peer_template);
+                if let Some(t) = &tls {
+                    t.material.apply(&t.tls, &mut http.peer_template);
                 }
                 if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                     let _ = req.insert_header("host", authority.as_str());
@@ -76,9 +78,7 @@ impl ActiveHealthCheck {
                     }
                 }));
                 match tls {
-                    Some((t, _)) => {
-                        Box::new(TlsHttpCheck { http, tls: t.clone(), connector: HttpConnector::new(None) })
-                    }
+                    Some(tls) => Box::new(TlsHttpCheck { http, tls, connector: HttpConnector::new(None) }),
                     None => Box::new(http),
                 }
             }
@@ -206,8 +206,16 @@ impl ActiveHealthCheck {
 struct TlsHttpCheck {
     /// The peer, request and status validator.
     http: HttpHealthCheck,
-    tls: UpstreamTls,
+    tls: TlsProbe,
     connector: HttpConnector,
+}
+
+/// What a health check to a TLS cluster connects with, and where it
+/// counts refused certificates (`cluster.<name>.ssl.*`, as requests do).
+pub struct TlsProbe {
+    pub tls: UpstreamTls,
+    pub material: Arc<UpstreamTlsMaterial>,
+    pub stats: Arc<ClusterStats>,
 }
 
 #[async_trait::async_trait]
@@ -219,9 +227,17 @@ impl HealthCheck for TlsHttpCheck {
     async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
         let mut peer = self.http.peer_template.clone();
         peer._address = target.addr.clone();
-        let (mut session, _) = self.connector.get_http_session(&peer).await?;
+        let (mut session, _) = self.connector.get_http_session(&peer).await.inspect_err(|e| {
+            if matches!(e.etype(), ErrorType::InvalidCert) {
+                // OpenSSL refused the chain during the handshake.
+                self.tls.stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
+            }
+        })?;
         let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
-        if let Err(why) = self.tls.check_connection(ssl) {
+        if let Err(why) = self.tls.tls.check_connection(ssl) {
+            if let TlsRefusal::Verify(failure) = &why {
+                self.tls.stats.count_verify_failure(failure);
+            }
             return Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string());
         }
         session.set_write_timeout(peer.options.write_timeout);
