@@ -323,3 +323,29 @@ async fn health_checks_to_a_tls_cluster_present_the_client_certificate_and_valid
     let (status, _) = send(c.get(format!("http://{front}/checked_wrong_san/"))).await;
     assert_eq!(status, 503);
 }
+
+#[test]
+fn validate_mode_loads_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // `a`'s certificate with the client's key: they do not match.
+    let common = format!(
+        "          tls_certificates:\n          - certificate_chain: {{ filename: \"{}\" }}\n            private_key: {{ filename: \"{}\" }}\n",
+        pki.a.cert, pki.client.key
+    );
+    let listen = free_addr(ip(42, 3));
+    let cfg = yaml::bootstrap(
+        &[yaml::route_listener(listen, "front", &[("/", "cluster: mtls")])],
+        &[tls_cluster("mtls", free_addr(ip(42, 3)), None, &common, "")],
+    );
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cluster \"mtls\": upstream TLS: certificate and private key do not match"), "{stderr}");
+}
