@@ -275,12 +275,24 @@ async fn health_checks_to_a_tls_cluster_present_the_client_certificate_and_valid
         ("checked", format!("{cert}{}", validation(&pki.ca, sans))),
         ("checked_no_cert", validation(&pki.ca, "")),
         ("checked_wrong_san", format!("{cert}{}", validation(&pki.ca, wrong))),
+        // TCP checks: the handshake and the certificate checks.
+        ("tcp_checked", format!("{cert}{}", validation(&pki.ca, sans))),
+        ("tcp_checked_wrong_san", format!("{cert}{}", validation(&pki.ca, wrong))),
     ];
     let routes: Vec<(String, String)> =
         clusters.iter().map(|(n, _)| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /"))).collect();
     let routes: Vec<(&str, &str)> = routes.iter().map(|(p, a)| (p.as_str(), a.as_str())).collect();
-    let mut cluster_yaml: Vec<String> =
-        clusters.iter().map(|(n, common)| tls_cluster(n, a, Some("backend.internal"), common, hc)).collect();
+    let mut cluster_yaml: Vec<String> = clusters
+        .iter()
+        .map(|(n, common)| {
+            let hc = if n.starts_with("tcp") {
+                hc.replace("http_health_check: { path: /healthz }", "tcp_health_check: {}")
+            } else {
+                hc.to_string()
+            };
+            tls_cluster(n, a, Some("backend.internal"), common, &hc)
+        })
+        .collect();
     cluster_yaml.push(yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""));
     let cfg = yaml::bootstrap_with_admin(
         admin,
@@ -306,7 +318,8 @@ async fn health_checks_to_a_tls_cluster_present_the_client_certificate_and_valid
     assert_eq!(backend.last_uri(), "/healthz", "the check went through to the backend");
     // The others were checked and failed: no client certificate, or a
     // certificate without the name asked for.
-    for failing in ["checked_no_cert", "checked_wrong_san"] {
+    assert!(eventually(LIMIT, || async { flags("tcp_checked").await == "healthy" }).await, "{}", proxy.log());
+    for failing in ["checked_no_cert", "checked_wrong_san", "tcp_checked_wrong_san"] {
         assert!(
             eventually(LIMIT, || async { flags(failing).await == "/failed_active_hc" }).await,
             "{failing}: {}\n{}",
@@ -316,6 +329,7 @@ async fn health_checks_to_a_tls_cluster_present_the_client_certificate_and_valid
     }
     // Counted where requests count it.
     assert!(support::stat(admin, "cluster.checked_wrong_san.ssl.fail_verify_san").await >= 1);
+    assert!(support::stat(admin, "cluster.tcp_checked_wrong_san.ssl.fail_verify_san").await >= 1);
     assert_eq!(support::stat(admin, "cluster.checked.ssl.fail_verify_san").await, 0);
     let c = support::client();
     let (status, body) = send(c.get(format!("http://{front}/checked/"))).await;

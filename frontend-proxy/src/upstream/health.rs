@@ -13,7 +13,10 @@ use super::{HealthCheckKind, HealthCheckSpec, TlsRefusal, UpstreamTls, UpstreamT
 use crate::metrics::ClusterStats;
 use crate::tls::VerifyFailure;
 use pingora_core::connectors::http::Connector as HttpConnector;
+use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -45,12 +48,24 @@ impl ActiveHealthCheck {
     /// (client certificate, validation).
     pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<TlsProbe>) -> Self {
         let checker: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
-            HealthCheckKind::Tcp => {
-                let mut tcp = TcpHealthCheck::new();
-                tcp.peer_template.options.connection_timeout = Some(spec.timeout);
-                tcp.peer_template.options.total_connection_timeout = Some(spec.timeout);
-                tcp
-            }
+            HealthCheckKind::Tcp => match tls {
+                // Envoy connects through the cluster's transport socket, so
+                // the check passes once the TLS handshake is done and the
+                // certificate checks hold.
+                Some(tls) => {
+                    let mut peer = HttpPeer::new("0.0.0.0:1", true, String::new());
+                    peer.options.connection_timeout = Some(spec.timeout);
+                    peer.options.total_connection_timeout = Some(spec.timeout);
+                    tls.material.apply(&tls.tls, &mut peer);
+                    Box::new(TlsTcpCheck { peer, tls, connector: TransportConnector::new(None) })
+                }
+                None => {
+                    let mut tcp = TcpHealthCheck::new();
+                    tcp.peer_template.options.connection_timeout = Some(spec.timeout);
+                    tcp.peer_template.options.total_connection_timeout = Some(spec.timeout);
+                    tcp
+                }
+            },
             HealthCheckKind::Http { path, host, expected } => {
                 // Envoy's default Host header is the cluster name.
                 let authority = host.clone().unwrap_or_else(|| cluster.to_string());
@@ -218,6 +233,48 @@ pub struct TlsProbe {
     pub stats: Arc<ClusterStats>,
 }
 
+impl TlsProbe {
+    /// Counts a handshake OpenSSL aborted on the chain.
+    fn count_connect_error(&self, e: &Error) {
+        if matches!(e.etype(), ErrorType::InvalidCert) {
+            self.stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
+        }
+    }
+
+    /// Whether a finished handshake may be checked over, as for requests.
+    fn admit(&self, ssl: Option<&SslDigest>) -> pingora_error::Result<()> {
+        self.tls.check_connection(ssl).or_else(|why| {
+            if let TlsRefusal::Verify(failure) = &why {
+                self.stats.count_verify_failure(failure);
+            }
+            Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string())
+        })
+    }
+}
+
+/// A TCP check to a TLS cluster: the handshake, with the cluster's client
+/// certificate and checks (Pingora's `TcpHealthCheck` cannot present one).
+struct TlsTcpCheck {
+    peer: HttpPeer,
+    tls: TlsProbe,
+    connector: TransportConnector,
+}
+
+#[async_trait::async_trait]
+impl HealthCheck for TlsTcpCheck {
+    fn health_threshold(&self, _success: bool) -> usize {
+        // Unused: `ActiveHealthCheck::apply` applies the thresholds.
+        1
+    }
+
+    async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
+        let mut peer = self.peer.clone();
+        peer._address = target.addr.clone();
+        let stream = self.connector.new_stream(&peer).await.inspect_err(|e| self.tls.count_connect_error(e))?;
+        self.tls.admit(stream.get_ssl_digest().as_deref())
+    }
+}
+
 #[async_trait::async_trait]
 impl HealthCheck for TlsHttpCheck {
     fn health_threshold(&self, success: bool) -> usize {
@@ -227,19 +284,9 @@ impl HealthCheck for TlsHttpCheck {
     async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
         let mut peer = self.http.peer_template.clone();
         peer._address = target.addr.clone();
-        let (mut session, _) = self.connector.get_http_session(&peer).await.inspect_err(|e| {
-            if matches!(e.etype(), ErrorType::InvalidCert) {
-                // OpenSSL refused the chain during the handshake.
-                self.tls.stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
-            }
-        })?;
-        let ssl = session.digest().and_then(|d| d.ssl_digest.as_deref());
-        if let Err(why) = self.tls.tls.check_connection(ssl) {
-            if let TlsRefusal::Verify(failure) = &why {
-                self.tls.stats.count_verify_failure(failure);
-            }
-            return Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string());
-        }
+        let (mut session, _) =
+            self.connector.get_http_session(&peer).await.inspect_err(|e| self.tls.count_connect_error(e))?;
+        self.tls.admit(session.digest().and_then(|d| d.ssl_digest.as_deref()))?;
         session.set_write_timeout(peer.options.write_timeout);
         session.write_request_header(Box::new(self.http.req.clone())).await?;
         session.finish_request_body().await?;
