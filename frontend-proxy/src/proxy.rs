@@ -32,8 +32,7 @@ use crate::config::model::ServerHeader;
 use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::runtime::{self, ListenerRuntime};
-use crate::tls::VerifyFailure;
-use crate::upstream::{Cluster, ClusterSet, Host, TlsRefusal, UpstreamCodec};
+use crate::upstream::{self, Cluster, ClusterSet, Host, UpstreamCodec};
 use async_trait::async_trait;
 pub(crate) use attempt::shorter;
 use http::header::HeaderValue;
@@ -282,11 +281,8 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         if let Some(cluster) = self.cluster(ctx).filter(|c| c.spec.tls.is_some()).cloned() {
             let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
-            if let Some(Err(why)) = cluster.spec.tls.as_ref().map(|t| t.check_connection(ssl)) {
+            if let Some(Err(why)) = cluster.spec.tls.as_ref().map(|t| t.admit(ssl, &cluster.stats)) {
                 // A connect failure, before any request byte went out.
-                if let TlsRefusal::Verify(failure) = &why {
-                    cluster.count_verify_failure(failure);
-                }
                 let retry = self.connect_failed(ctx, false);
                 warn!(upstream = %peer, error = %why, retry, "upstream connect failed");
                 ctx.refused_connection = Some(retry);
@@ -406,11 +402,8 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if matches!(e.etype(), ErrorType::InvalidCert) {
-            // OpenSSL refused the chain during the handshake.
-            if let Some(c) = self.cluster(ctx) {
-                c.count_verify_failure(&VerifyFailure::Chain(String::new()));
-            }
+        if let Some(c) = self.cluster(ctx) {
+            upstream::count_handshake_error(&c.stats, e.etype());
         }
         let retry = self.connect_failed(ctx, matches!(e.etype(), ErrorType::ConnectTimedout));
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");

@@ -27,6 +27,7 @@ pub use host::{ActiveRequest, Host, HostHealth};
 pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
+use crate::metrics::ClusterStats;
 use crate::tls::{CertificateSource, PemSource, ServerCertificateChecks, ServerVerdict, TlsVersion, VerifyFailure};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -356,6 +357,28 @@ impl UpstreamTls {
             Some(ServerVerdict(Err(why))) => Err(TlsRefusal::Verify(why.clone())),
             None => Err(TlsRefusal::Verify(VerifyFailure::Chain("the handshake was not checked".into()))),
         }
+    }
+
+    /// [`UpstreamTls::check_connection`], counting a refused certificate in
+    /// the cluster's `ssl.fail_verify_*` (requests and health checks alike).
+    pub fn admit(
+        &self,
+        digest: Option<&pingora_core::protocols::tls::SslDigest>,
+        stats: &ClusterStats,
+    ) -> Result<(), TlsRefusal> {
+        self.check_connection(digest).inspect_err(|why| {
+            if let TlsRefusal::Verify(failure) = why {
+                stats.count_verify_failure(failure);
+            }
+        })
+    }
+}
+
+/// Counts a failed TLS connect that was OpenSSL refusing the upstream's
+/// chain during the handshake (`ssl.fail_verify_error`).
+pub fn count_handshake_error(stats: &ClusterStats, error: &pingora_error::ErrorType) {
+    if matches!(error, pingora_error::ErrorType::InvalidCert) {
+        stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
     }
 }
 

@@ -12,7 +12,6 @@ use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
 use super::{ClusterSpec, DiscoveryType, LbPolicy, UpstreamTls};
 use crate::metrics::ClusterStats;
-use crate::tls::VerifyFailure;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use futures::future::join_all;
@@ -237,12 +236,6 @@ impl Cluster {
     /// How this cluster's TLS connections are made (`None`: plain text).
     pub fn upstream_tls(&self) -> Option<(&UpstreamTls, &UpstreamTlsMaterial)> {
         self.spec.tls.as_ref().zip(self.upstream_tls.as_deref())
-    }
-
-    /// Counts a handshake whose certificate failed the validation context
-    /// (`ssl.fail_verify_*`).
-    pub fn count_verify_failure(&self, why: &VerifyFailure) {
-        self.stats.count_verify_failure(why);
     }
 
     /// Whether the policy hashes a request key (RING_HASH, MAGLEV).

@@ -14,8 +14,6 @@ use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::AttemptStart;
 use crate::proxy::shorter;
-use crate::tls::VerifyFailure;
-use crate::upstream::TlsRefusal;
 use bytes::{Buf, BytesMut};
 use pingora_error::ErrorType;
 use pingora_http::RequestHeader;
@@ -68,20 +66,12 @@ impl NativeH1 {
         if let Some(tls) = &cluster.spec.tls {
             let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, false);
             return match self.connector.new_stream(&peer).await {
-                Ok(s) => match tls.check_connection(s.get_ssl_digest().as_deref()) {
+                Ok(s) => match tls.admit(s.get_ssl_digest().as_deref(), &cluster.stats) {
                     Ok(()) => Ok(Upstream::pingora(s)),
-                    Err(why) => {
-                        if let TlsRefusal::Verify(failure) = &why {
-                            cluster.count_verify_failure(failure);
-                        }
-                        Err(AttemptError::Connect { timed_out: false, error: why.to_string() })
-                    }
+                    Err(why) => Err(AttemptError::Connect { timed_out: false, error: why.to_string() }),
                 },
                 Err(e) => {
-                    if matches!(e.etype(), ErrorType::InvalidCert) {
-                        // OpenSSL refused the chain during the handshake.
-                        cluster.count_verify_failure(&VerifyFailure::Chain(String::new()));
-                    }
+                    crate::upstream::count_handshake_error(&cluster.stats, e.etype());
                     Err(AttemptError::Connect {
                         timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
                         error: e.to_string(),

@@ -4,8 +4,7 @@
 //! is written, counted in `cluster.<name>.ssl.*` as for requests.
 
 use crate::metrics::ClusterStats;
-use crate::tls::VerifyFailure;
-use crate::upstream::{TlsRefusal, UpstreamTls, UpstreamTlsMaterial};
+use crate::upstream::{count_handshake_error, UpstreamTls, UpstreamTlsMaterial};
 use pingora_core::connectors::http::Connector as HttpConnector;
 use pingora_core::connectors::TransportConnector;
 use pingora_core::protocols::tls::SslDigest;
@@ -35,21 +34,15 @@ pub struct TlsProbe {
 }
 
 impl TlsProbe {
-    /// Counts a handshake OpenSSL aborted on the chain.
-    fn count_connect_error(&self, e: &Error) {
-        if matches!(e.etype(), ErrorType::InvalidCert) {
-            self.stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
-        }
-    }
-
     /// Whether a finished handshake may be checked over, as for requests.
     fn admit(&self, ssl: Option<&SslDigest>) -> pingora_error::Result<()> {
-        self.tls.check_connection(ssl).or_else(|why| {
-            if let TlsRefusal::Verify(failure) = &why {
-                self.stats.count_verify_failure(failure);
-            }
-            Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string())
-        })
+        self.tls
+            .admit(ssl, &self.stats)
+            .or_else(|why| Error::e_explain(ErrorType::TLSHandshakeFailure, why.to_string()))
+    }
+
+    fn count_connect_error(&self, e: &Error) {
+        count_handshake_error(&self.stats, e.etype());
     }
 }
 
