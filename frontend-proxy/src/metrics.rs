@@ -10,6 +10,7 @@
 //! upstream ones by [`UpstreamConnectionTracer`], which Pingora's connector
 //! calls when a TCP connection is established and when its socket is dropped.
 
+use crate::tls::VerifyFailure;
 use pingora_core::upstreams::peer::{Tracer, Tracing};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -143,6 +144,11 @@ pub struct ClusterStats {
     pub update_success: AtomicU64,
     pub update_failure: AtomicU64,
     pub update_empty: AtomicU64,
+    /// TLS clusters: upstream certificates refused by the validation
+    /// context (each also a connect failure), as Envoy names them.
+    pub ssl_fail_verify_error: AtomicU64,
+    pub ssl_fail_verify_san: AtomicU64,
+    pub ssl_fail_verify_cert_hash: AtomicU64,
 }
 
 /// The HTTP version of an upstream connection, for `upstream_cx_http{1,2}_total`.
@@ -153,6 +159,17 @@ pub enum UpstreamCodecStat {
 }
 
 impl ClusterStats {
+    /// Counts a handshake whose certificate failed the validation context
+    /// (`ssl.fail_verify_*`), on a request's connection or a health check's.
+    pub fn count_verify_failure(&self, why: &VerifyFailure) {
+        let counter = match why {
+            VerifyFailure::Chain(_) => &self.ssl_fail_verify_error,
+            VerifyFailure::SubjectAltName => &self.ssl_fail_verify_san,
+            VerifyFailure::CertificateHash => &self.ssl_fail_verify_cert_hash,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
     /// Counts a new connection's codec.
     pub fn count_codec(&self, codec: UpstreamCodecStat) {
         match codec {

@@ -32,7 +32,7 @@ use crate::config::model::ServerHeader;
 use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
 use crate::runtime::{self, ListenerRuntime};
-use crate::upstream::{Cluster, ClusterSet, Host, UpstreamCodec};
+use crate::upstream::{self, Cluster, ClusterSet, Host, UpstreamCodec};
 use async_trait::async_trait;
 pub(crate) use attempt::shorter;
 use http::header::HeaderValue;
@@ -201,12 +201,8 @@ fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>, downstre
     };
     peer.options.alpn = alpn;
     peer.options.tracer = Some(UpstreamConnectionTracer::tracer(&cluster.stats, host, codec));
-    if let Some(tls) = tls {
-        // Envoy verifies upstream certificates only with a validation context.
-        peer.options.verify_cert = tls.trusted_ca.is_some();
-        peer.options.verify_hostname = tls.trusted_ca.is_some() && tls.sni.is_some();
-        peer.options.ca = cluster.upstream_ca();
-        peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
+    if let Some((tls, material)) = cluster.upstream_tls() {
+        material.apply(tls, &mut peer);
     }
     peer
 }
@@ -284,14 +280,14 @@ impl ProxyHttp for Proxy {
         digest: Option<&pingora_core::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if let Some(tls) = self.cluster(ctx).and_then(|c| c.spec.tls.clone()) {
-            let version = digest.and_then(|d| d.ssl_digest.as_ref()).map(|d| d.version.to_string());
-            if let Err(why) = tls.check_negotiated(&version.unwrap_or_default()) {
+        if let Some(cluster) = self.cluster(ctx).filter(|c| c.spec.tls.is_some()).cloned() {
+            let ssl = digest.and_then(|d| d.ssl_digest.as_deref());
+            if let Some(Err(why)) = cluster.spec.tls.as_ref().map(|t| t.admit(ssl, &cluster.stats)) {
                 // A connect failure, before any request byte went out.
                 let retry = self.connect_failed(ctx, false);
                 warn!(upstream = %peer, error = %why, retry, "upstream connect failed");
                 ctx.refused_connection = Some(retry);
-                return Err(Error::explain(ErrorType::TLSHandshakeFailure, why));
+                return Err(Error::explain(ErrorType::TLSHandshakeFailure, why.to_string()));
             }
         }
         // No longer waiting for a connection.
@@ -407,6 +403,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let Some(c) = self.cluster(ctx) {
+            upstream::count_handshake_error(&c.stats, e.etype());
+        }
         let retry = self.connect_failed(ctx, matches!(e.etype(), ErrorType::ConnectTimedout));
         warn!(upstream = %peer, error = %e, retry, "upstream connect failed");
         e.set_retry(retry);

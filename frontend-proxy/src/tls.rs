@@ -22,6 +22,11 @@ mod handshake;
 mod name;
 mod rotation;
 mod session;
+mod upstream;
+
+pub use upstream::{
+    client_certificate, handshake_hook, verdict, ServerCertificateChecks, ServerVerdict, VerifyFailure,
+};
 
 pub use handshake::{chosen_digest, client_cert_element, ClientCertDetails, RecordHandshake};
 pub use rotation::Secrets;
@@ -34,7 +39,7 @@ pub enum PemSource {
 }
 
 /// One of `tls_certificates`: a certificate chain (leaf first) and its key.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateSource {
     pub certificate_chain: PemSource,
     pub private_key: PemSource,
@@ -201,9 +206,33 @@ fn san_matches(cert: &X509Ref, matchers: &[SanMatcher]) -> bool {
             (SanType::IpAddress, name.ipaddress().and_then(ip_text)),
         ];
         typed.iter().any(|(kind, value)| {
-            value.as_deref().is_some_and(|v| matchers.iter().any(|m| m.san_type == *kind && m.pattern.matches(v)))
+            value.as_deref().is_some_and(|v| {
+                matchers.iter().any(|m| {
+                    m.san_type == *kind
+                        && match (&m.pattern, kind) {
+                            // Envoy matches an exact DNS name as a host name:
+                            // case-insensitive, and a wildcard name
+                            // (`*.example.com`) covers one label.
+                            (SanPattern::Exact(name, _), SanType::Dns) => dns_name_matches(name, v),
+                            (pattern, _) => pattern.matches(v),
+                        }
+                })
+            })
         })
     })
+}
+
+/// Whether the certificate's DNS name `san` (perhaps `*.rest`) covers `name`.
+fn dns_name_matches(name: &str, san: &str) -> bool {
+    if name.eq_ignore_ascii_case(san) {
+        return true;
+    }
+    let Some(rest) = san.strip_prefix('*') else { return false };
+    rest.starts_with('.')
+        && name.len() > rest.len()
+        && name.is_char_boundary(name.len() - rest.len())
+        && name[name.len() - rest.len()..].eq_ignore_ascii_case(rest)
+        && !name[..name.len() - rest.len()].contains('.')
 }
 
 /// An IP SAN as text (4 or 16 bytes).

@@ -20,14 +20,15 @@ mod refresh;
 mod selection;
 
 pub use circuit_breaker::{CircuitBreaker, Overflow, Permit};
-pub use cluster::{Cluster, ClusterError, ClusterSet, Selected};
+pub use cluster::{Cluster, ClusterError, ClusterSet, Selected, UpstreamTlsMaterial};
 pub use discovery::EndpointDiscovery;
 pub use health::Probe;
 pub use host::{ActiveRequest, Host, HostHealth};
 pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
-use crate::tls::{PemSource, TlsVersion};
+use crate::metrics::ClusterStats;
+use crate::tls::{CertificateSource, PemSource, ServerCertificateChecks, ServerVerdict, TlsVersion, VerifyFailure};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -292,20 +293,45 @@ pub enum LookupFamily {
     All,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A cluster's `UpstreamTlsContext`.
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     pub sni: Option<String>,
     /// Verify the upstream's certificate against this CA; Envoy does not
     /// verify without a validation context, and neither do we.
     pub trusted_ca: Option<PemSource>,
+    /// What the upstream's certificate must carry besides its chain (only
+    /// with `trusted_ca`); checked once the handshake is done, before any
+    /// request is written ([`UpstreamTls::check_connection`]).
+    pub server_checks: ServerCertificateChecks,
+    /// `common_tls_context.tls_certificates[0]`: presented to the upstream (mTLS).
+    pub client_certificate: Option<CertificateSource>,
     /// The lowest version a handshake may settle on (`tls_params`; Envoy's
     /// default TLSv1_2). Pingora's connector offers from TLS 1.0, so a
     /// connection that negotiated less is refused before any request is
-    /// written on it ([`UpstreamTls::check_negotiated`]).
+    /// written on it.
     pub min_version: TlsVersion,
     /// `tls_params.ecdh_curves`, as an OpenSSL groups list (requests and
     /// health checks).
     pub ecdh_curves: Option<String>,
+}
+
+/// Why a finished handshake may not carry requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsRefusal {
+    /// Below the cluster's minimum version.
+    Version(String),
+    /// The upstream's certificate failed the validation context.
+    Verify(VerifyFailure),
+}
+
+impl std::fmt::Display for TlsRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsRefusal::Version(why) => f.write_str(why),
+            TlsRefusal::Verify(why) => why.fmt(f),
+        }
+    }
 }
 
 impl UpstreamTls {
@@ -316,6 +342,44 @@ impl UpstreamTls {
             _ => Err(format!("upstream negotiated {version}, below the cluster's minimum {:?}", self.min_version)),
         }
     }
+
+    /// Whether a finished handshake (its digest) may carry requests: the
+    /// version, and with a validation context the verdict on the upstream's
+    /// certificate. A connection without a verdict is refused too.
+    pub fn check_connection(&self, digest: Option<&pingora_core::protocols::tls::SslDigest>) -> Result<(), TlsRefusal> {
+        let version = digest.map(|d| d.version.as_ref()).unwrap_or_default();
+        self.check_negotiated(version).map_err(TlsRefusal::Version)?;
+        if self.trusted_ca.is_none() {
+            return Ok(());
+        }
+        match digest.and_then(crate::tls::verdict) {
+            Some(ServerVerdict(Ok(()))) => Ok(()),
+            Some(ServerVerdict(Err(why))) => Err(TlsRefusal::Verify(why.clone())),
+            None => Err(TlsRefusal::Verify(VerifyFailure::Chain("the handshake was not checked".into()))),
+        }
+    }
+
+    /// [`UpstreamTls::check_connection`], counting a refused certificate in
+    /// the cluster's `ssl.fail_verify_*` (requests and health checks alike).
+    pub fn admit(
+        &self,
+        digest: Option<&pingora_core::protocols::tls::SslDigest>,
+        stats: &ClusterStats,
+    ) -> Result<(), TlsRefusal> {
+        self.check_connection(digest).inspect_err(|why| {
+            if let TlsRefusal::Verify(failure) = why {
+                stats.count_verify_failure(failure);
+            }
+        })
+    }
+}
+
+/// Counts a failed TLS connect that was OpenSSL refusing the upstream's
+/// chain during the handshake (`ssl.fail_verify_error`).
+pub fn count_handshake_error(stats: &ClusterStats, error: &pingora_error::ErrorType) {
+    if matches!(error, pingora_error::ErrorType::InvalidCert) {
+        stats.count_verify_failure(&VerifyFailure::Chain(String::new()));
+    }
 }
 
 #[cfg(test)]
@@ -324,7 +388,14 @@ mod tests {
 
     #[test]
     fn a_negotiated_version_below_the_minimum_is_refused() {
-        let tls = UpstreamTls { sni: None, trusted_ca: None, min_version: TlsVersion::V1_3, ecdh_curves: None };
+        let tls = UpstreamTls {
+            sni: None,
+            trusted_ca: None,
+            server_checks: ServerCertificateChecks::default(),
+            client_certificate: None,
+            min_version: TlsVersion::V1_3,
+            ecdh_curves: None,
+        };
         assert!(tls.check_negotiated("TLSv1.3").is_ok());
         assert!(tls.check_negotiated("TLSv1.2").is_err());
         // A connection that says nothing about its version is not trusted either.

@@ -163,6 +163,11 @@ pub fn cluster(cluster: &Cluster, out: &mut Vec<Stat>) {
     b.counter("update_success", &s.update_success);
     b.counter("update_failure", &s.update_failure);
     b.counter("update_empty", &s.update_empty);
+    if cluster.spec.tls.is_some() {
+        b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
+        b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);
+        b.counter("ssl.fail_verify_cert_hash", &s.ssl_fail_verify_cert_hash);
+    }
     let (total, healthy) = cluster.membership();
     b.push("membership_total", Value::Gauge(total as i64));
     b.push("membership_healthy", Value::Gauge(healthy as i64));

@@ -337,6 +337,7 @@ mapping! {
         pub type_url: Option<Field<String>>,
         pub common_tls_context: Option<Field<CommonTlsContext>>,
         pub sni: Option<Field<String>>,
+        pub auto_sni_san_validation: Option<Field<bool>>,
     }
 }
 
@@ -373,6 +374,10 @@ mapping! {
     pub struct ValidationContext {
         pub trusted_ca: Option<Field<DataSource>>,
         pub match_typed_subject_alt_names: Option<List<SubjectAltNameMatcher>>,
+        /// Deprecated in Envoy: matchers of any name type.
+        pub match_subject_alt_names: Option<List<route::StringMatcher>>,
+        pub verify_certificate_hash: Option<List<String>>,
+        pub verify_certificate_spki: Option<List<String>>,
     }
 }
 

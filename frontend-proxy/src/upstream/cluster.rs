@@ -6,16 +6,19 @@
 use super::circuit_breaker::CircuitBreaker;
 use super::discovery::{host_of, EndpointDiscovery};
 use super::dns::{HickoryResolver, Resolver};
-use super::health::ActiveHealthCheck;
+use super::health::{ActiveHealthCheck, TlsProbe};
 use super::host::Host;
 use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
-use super::{ClusterSpec, DiscoveryType, LbPolicy};
+use super::{ClusterSpec, DiscoveryType, LbPolicy, UpstreamTls};
 use crate::metrics::ClusterStats;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use futures::future::join_all;
+use pingora_core::protocols::tls::HandshakeCompleteHook;
 use pingora_core::tls::x509::X509;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::utils::tls::CertKey;
 use pingora_error::Result as PResult;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::consistent::KetamaHashing;
@@ -76,15 +79,55 @@ where
 pub enum ClusterError {
     #[error("cluster {cluster:?}: {source}")]
     Dns { cluster: String, source: super::dns::DnsError },
-    #[error("cluster {cluster:?}: trusted CA: {source}")]
+    #[error("cluster {cluster:?}: upstream TLS: {source}")]
     Tls { cluster: String, source: crate::tls::TlsError },
+}
+
+/// What a TLS cluster's connections are made with, loaded at start: the
+/// trust anchors, the client certificate and the handshake check. Both
+/// HTTP engines and the health checker configure their peers from it.
+pub struct UpstreamTlsMaterial {
+    ca: Option<Arc<Box<[X509]>>>,
+    client_cert: Option<Arc<CertKey>>,
+    hook: Option<HandshakeCompleteHook>,
+    /// Keeps the cluster's connections to itself in Pingora's pool, which
+    /// otherwise shares a connection between peers that differ only in
+    /// checks it does not know of (names, pinned hashes, the CA).
+    group_key: u64,
+}
+
+impl UpstreamTlsMaterial {
+    fn load(name: &str, tls: &UpstreamTls) -> Result<Self, crate::tls::TlsError> {
+        let ca = tls.trusted_ca.as_ref().map(crate::tls::load_ca).transpose()?.map(Arc::new);
+        let client_cert = tls.client_certificate.as_ref().map(crate::tls::client_certificate).transpose()?;
+        // Only with a validation context: without one Envoy accepts any certificate.
+        let hook = ca.as_ref().map(|_| crate::tls::handshake_hook(tls.server_checks.clone()));
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(name, &mut h);
+        Ok(Self { ca, client_cert, hook, group_key: std::hash::Hasher::finish(&h) })
+    }
+
+    /// Sets a peer of this cluster up for TLS: SNI, chain verification
+    /// (during the handshake when there is an SNI; the hook checks it in
+    /// every case), no host-name check (Envoy checks names only when the
+    /// validation context lists them), client certificate and curves.
+    pub fn apply(&self, tls: &UpstreamTls, peer: &mut HttpPeer) {
+        peer.sni = tls.sni.clone().unwrap_or_default();
+        peer.options.verify_cert = self.ca.is_some();
+        peer.options.verify_hostname = false;
+        peer.options.ca = self.ca.clone();
+        peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
+        peer.options.upstream_tls_handshake_complete_hook = self.hook.clone();
+        peer.client_cert_key = self.client_cert.clone();
+        peer.group_key = self.group_key;
+    }
 }
 
 /// A cluster at run time.
 pub struct Cluster {
     pub spec: ClusterSpec,
     pub stats: Arc<ClusterStats>,
-    upstream_ca: Option<Arc<Box<[X509]>>>,
+    upstream_tls: Option<Arc<UpstreamTlsMaterial>>,
     balancer: Balancer,
     discovery: Arc<EndpointDiscovery>,
     host_count: AtomicUsize,
@@ -131,9 +174,10 @@ impl Cluster {
             )),
             (None, false) => None,
         };
-        let upstream_ca = match spec.tls.as_ref().and_then(|t| t.trusted_ca.as_ref()) {
-            Some(ca) => Some(Arc::new(
-                crate::tls::load_ca(ca).map_err(|source| ClusterError::Tls { cluster: spec.name.clone(), source })?,
+        let upstream_tls = match &spec.tls {
+            Some(tls) => Some(Arc::new(
+                UpstreamTlsMaterial::load(&spec.name, tls)
+                    .map_err(|source| ClusterError::Tls { cluster: spec.name.clone(), source })?,
             )),
             None => None,
         };
@@ -148,7 +192,11 @@ impl Cluster {
             health_checked,
             health_checked && !spec.ignore_health_on_host_removal,
         ));
-        let health_check = spec.health_check.clone().map(|h| ActiveHealthCheck::new(h, &spec.name, spec.tls.as_ref()));
+        let health_check = spec.health_check.clone().map(|h| {
+            let tls = spec.tls.clone().zip(upstream_tls.clone());
+            let tls = tls.map(|(tls, material)| TlsProbe { tls, material, stats: stats.clone() });
+            ActiveHealthCheck::new(h, &spec.name, tls)
+        });
         let outlier = spec.outlier.clone().map(OutlierDetector::new);
         let breaker = CircuitBreaker::new(spec.circuit_breakers);
         let balancer = match spec.lb_policy {
@@ -161,7 +209,7 @@ impl Cluster {
         Ok(Self {
             spec,
             stats,
-            upstream_ca,
+            upstream_tls,
             balancer,
             discovery,
             host_count: AtomicUsize::new(0),
@@ -185,9 +233,9 @@ impl Cluster {
         &self.spec.name
     }
 
-    /// Trust anchors for verifying upstream certificates, if configured.
-    pub fn upstream_ca(&self) -> Option<Arc<Box<[X509]>>> {
-        self.upstream_ca.clone()
+    /// How this cluster's TLS connections are made (`None`: plain text).
+    pub fn upstream_tls(&self) -> Option<(&UpstreamTls, &UpstreamTlsMaterial)> {
+        self.spec.tls.as_ref().zip(self.upstream_tls.as_deref())
     }
 
     /// Whether the policy hashes a request key (RING_HASH, MAGLEV).

@@ -1,5 +1,6 @@
 //! Active health checking with Envoy's rules, on Pingora's HTTP and TCP
-//! checkers:
+//! checkers (`tls`: our own for TLS clusters, which check the handshake
+//! first):
 //! - a new host of a health-checked cluster is unhealthy until it passes once;
 //! - an HTTP response outside `expected_statuses` fails the host at once;
 //! - network errors and timeouts fail it after `unhealthy_threshold` in a row;
@@ -9,8 +10,9 @@
 //!   on whether the cluster has had traffic ([`ActiveHealthCheck::next_interval`]).
 
 use super::host::{ms, Host};
-use super::{HealthCheckKind, HealthCheckSpec, UpstreamTls};
+use super::{HealthCheckKind, HealthCheckSpec};
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
 use pingora_http::RequestHeader;
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -18,6 +20,11 @@ use pingora_load_balancing::Backend;
 use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
+use tls::{TlsHttpCheck, TlsTcpCheck};
+
+mod tls;
+
+pub use tls::TlsProbe;
 
 const UNEXPECTED_STATUS: &str = "unexpected health check status";
 
@@ -37,23 +44,34 @@ pub struct ActiveHealthCheck {
 }
 
 impl ActiveHealthCheck {
-    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<&UpstreamTls>) -> Self {
+    /// `tls`: a TLS cluster's; an HTTP check connects as requests do
+    /// (client certificate, validation).
+    pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<TlsProbe>) -> Self {
         let checker: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
-            HealthCheckKind::Tcp => {
-                let mut tcp = TcpHealthCheck::new();
-                tcp.peer_template.options.connection_timeout = Some(spec.timeout);
-                tcp.peer_template.options.total_connection_timeout = Some(spec.timeout);
-                tcp
-            }
+            HealthCheckKind::Tcp => match tls {
+                // Envoy connects through the cluster's transport socket, so
+                // the check passes once the TLS handshake is done and the
+                // certificate checks hold.
+                Some(tls) => {
+                    let mut peer = HttpPeer::new("0.0.0.0:1", true, String::new());
+                    peer.options.connection_timeout = Some(spec.timeout);
+                    peer.options.total_connection_timeout = Some(spec.timeout);
+                    tls.material.apply(&tls.tls, &mut peer);
+                    Box::new(TlsTcpCheck::new(peer, tls))
+                }
+                None => {
+                    let mut tcp = TcpHealthCheck::new();
+                    tcp.peer_template.options.connection_timeout = Some(spec.timeout);
+                    tcp.peer_template.options.total_connection_timeout = Some(spec.timeout);
+                    tcp
+                }
+            },
             HealthCheckKind::Http { path, host, expected } => {
                 // Envoy's default Host header is the cluster name.
                 let authority = host.clone().unwrap_or_else(|| cluster.to_string());
                 let mut http = HttpHealthCheck::new(&authority, tls.is_some());
-                if let Some(t) = tls {
-                    http.peer_template.sni = t.sni.clone().unwrap_or_default();
-                    http.peer_template.options.verify_cert = false;
-                    http.peer_template.options.verify_hostname = false;
-                    http.peer_template.options.curves = t.ecdh_curves.clone().map(std::borrow::Cow::Owned);
+                if let Some(t) = &tls {
+                    t.material.apply(&t.tls, &mut http.peer_template);
                 }
                 if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                     let _ = req.insert_header("host", authority.as_str());
@@ -74,7 +92,10 @@ impl ActiveHealthCheck {
                         Error::e_explain(ErrorType::CustomCode(UNEXPECTED_STATUS, status), "health check")
                     }
                 }));
-                Box::new(http)
+                match tls {
+                    Some(tls) => Box::new(TlsHttpCheck::new(http, tls)),
+                    None => Box::new(http),
+                }
             }
         };
         Self { spec, checker }

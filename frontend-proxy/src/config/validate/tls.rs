@@ -7,7 +7,7 @@ use crate::config::raw;
 use crate::routing::StringMatch;
 use crate::tls::{
     CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, Secret, SecretSource,
-    SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
+    ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
 };
 use crate::upstream::UpstreamTls;
 
@@ -46,38 +46,16 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
         let vp = cp.key("validation_context");
         cx.other(&vp, vc, &[]);
-        let mut subject_alt_names = Vec::new();
-        for (mp, m) in cx.list(&vp, "match_typed_subject_alt_names", &vc.match_typed_subject_alt_names) {
-            cx.other(&mp, m, &[]);
-            let san_type = cx.enumeration(
-                &mp,
-                "san_type",
-                &m.san_type,
-                &[
-                    ("DNS", Some(SanType::Dns)),
-                    ("URI", Some(SanType::Uri)),
-                    ("EMAIL", Some(SanType::Email)),
-                    ("IP_ADDRESS", Some(SanType::IpAddress)),
-                    ("SAN_TYPE_UNSPECIFIED", None),
-                ],
-                None,
+        let subject_alt_names = subject_alt_name_matchers(cx, &vp, vc);
+        let pins = [
+            ("verify_certificate_hash", vc.verify_certificate_hash.is_some()),
+            ("verify_certificate_spki", vc.verify_certificate_spki.is_some()),
+        ];
+        for (field, _) in pins.into_iter().filter(|(_, set)| *set) {
+            cx.error(
+                &vp.key(field),
+                "certificate pinning is supported on clusters (UpstreamTlsContext), not yet on listeners",
             );
-            if san_type.is_none() {
-                cx.error(&mp.key("san_type"), "required: DNS, URI, EMAIL or IP_ADDRESS");
-            }
-            let pattern = cx
-                .req(&mp, "matcher", &m.matcher)
-                .and_then(|sm| super::route::string_matcher(cx, &mp.key("matcher"), sm))
-                .map(|sm| match sm {
-                    StringMatch::Exact(v, ic) => SanPattern::Exact(v, ic),
-                    StringMatch::Prefix(v, ic) => SanPattern::Prefix(v, ic),
-                    StringMatch::Suffix(v, ic) => SanPattern::Suffix(v, ic),
-                    StringMatch::Contains(v, ic) => SanPattern::Contains(v, ic),
-                    StringMatch::Regex(re) => SanPattern::Regex(re),
-                });
-            if let (Some(san_type), Some(pattern)) = (san_type, pattern) {
-                subject_alt_names.push(SanMatcher { san_type, pattern });
-            }
         }
         if common.validation_context_sds_secret_config.is_some() {
             cx.error(
@@ -150,22 +128,9 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
         }
     }
     for (cert_p, cert) in certs {
-        cx.other(&cert_p, cert, &[]);
-        if cert.watched_directory.is_some() {
-            cx.warn(
-                &cert_p.key("watched_directory"),
-                "ignored: it applies to certificates from SDS files only, as in Envoy (these are read once, at start)",
-            );
-        }
-        let chain = cx.req(&cert_p, "certificate_chain", &cert.certificate_chain);
-        let key = cx.req(&cert_p, "private_key", &cert.private_key);
-        let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
-        let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
-        match (chain, key) {
-            (Some(certificate_chain), Some(private_key)) => {
-                certificates.push(CertificateSource { certificate_chain, private_key })
-            }
-            _ => complete = false,
+        match certificate_source(cx, &cert_p, cert) {
+            Some(c) => certificates.push(c),
+            None => complete = false,
         }
     }
     if !complete || (certificates.is_empty() && certificate_secrets.is_empty()) {
@@ -254,6 +219,8 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         cx.error(&tp.key("@type"), format!("expected {UPSTREAM_TLS_TYPE}"));
     }
     let mut trusted_ca = None;
+    let mut server_checks = ServerCertificateChecks::default();
+    let mut client_certificate = None;
     let mut params = TlsParams::default();
     if let Some(common) = cx.opt(&tp, "common_tls_context", &ctx.common_tls_context) {
         let cp = tp.key("common_tls_context");
@@ -275,8 +242,10 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
                 "upstream cipher suites are not supported (the upstream connector's cipher list is fixed)",
             );
         }
-        if common.tls_certificates.is_some() {
-            cx.error(&cp.key("tls_certificates"), "client certificates to upstreams (mTLS) are not supported");
+        let certs = cx.list(&cp, "tls_certificates", &common.tls_certificates);
+        if certs.len() > 1 {
+            // As Envoy: a client context presents one certificate.
+            cx.error(&cp.key("tls_certificates"), "at most one client certificate may be given to an upstream");
         }
         for (field, set) in [
             ("tls_certificate_sds_secret_configs", common.tls_certificate_sds_secret_configs.is_some()),
@@ -289,20 +258,47 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
                 );
             }
         }
+        client_certificate = certs.into_iter().next().and_then(|(cert_p, cert)| certificate_source(cx, &cert_p, cert));
         if common.alpn_protocols.is_some() {
             cx.error(&cp.key("alpn_protocols"), "upstream ALPN is chosen by the cluster's protocol options (typed_extension_protocol_options), not set here");
         }
         if let Some(vc) = cx.opt(&cp, "validation_context", &common.validation_context) {
             let vp = cp.key("validation_context");
             cx.other(&vp, vc, &[]);
+            // Required: name checks or pins without a chain to a trusted CA
+            // prove nothing (Envoy refuses SAN checks without one too).
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
                 trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
+            }
+            server_checks.subject_alt_names = subject_alt_name_matchers(cx, &vp, vc);
+            server_checks.certificate_hashes =
+                pins(cx, &vp, "verify_certificate_hash", &vc.verify_certificate_hash, hex_sha256);
+            server_checks.spki_hashes =
+                pins(cx, &vp, "verify_certificate_spki", &vc.verify_certificate_spki, base64_sha256);
+        }
+    }
+    let sni = cx.string(&tp, "sni", &ctx.sni);
+    if cx.boolean(&tp, "auto_sni_san_validation", &ctx.auto_sni_san_validation, false) {
+        // Envoy checks the SNI it sent instead of any listed names; ours is
+        // always `sni` (no `auto_host_sni`), so without one there would be
+        // nothing to check.
+        let ap = tp.key("auto_sni_san_validation");
+        match &sni {
+            None => cx.error(&ap, "needs sni: the name checked is the SNI sent"),
+            Some(_) if trusted_ca.is_none() => {
+                cx.error(&ap, "needs common_tls_context.validation_context.trusted_ca (a name proves nothing without a trusted chain)")
+            }
+            Some(name) => {
+                server_checks.subject_alt_names =
+                    vec![SanMatcher { san_type: SanType::Dns, pattern: SanPattern::Exact(name.clone(), false) }];
             }
         }
     }
     Some(UpstreamTls {
-        sni: cx.string(&tp, "sni", &ctx.sni),
+        sni,
         trusted_ca,
+        server_checks,
+        client_certificate,
         // Envoy's default minimum for clients.
         min_version: params.min_version.unwrap_or(TlsVersion::V1_2),
         ecdh_curves: params.groups,
@@ -357,5 +353,137 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
         max_version,
         cipher_list: (!ciphers.is_empty()).then(|| ciphers.join(":")),
         groups: (!groups.is_empty()).then(|| groups.join(":")),
+    }
+}
+
+/// One of `tls_certificates`: its chain and key, each from a file or inline.
+fn certificate_source(cx: &mut Ctx, cert_p: &P, cert: &raw::TlsCertificate) -> Option<CertificateSource> {
+    cx.other(cert_p, cert, &[]);
+    if cert.watched_directory.is_some() {
+        cx.warn(
+            &cert_p.key("watched_directory"),
+            "ignored: it applies to certificates from SDS files only, as in Envoy (these are read once, at start)",
+        );
+    }
+    let chain = cx.req(cert_p, "certificate_chain", &cert.certificate_chain);
+    let key = cx.req(cert_p, "private_key", &cert.private_key);
+    let chain = chain.and_then(|c| cx.pem_source(&cert_p.key("certificate_chain"), c));
+    let key = key.and_then(|k| cx.pem_source(&cert_p.key("private_key"), k));
+    Some(CertificateSource { certificate_chain: chain?, private_key: key? })
+}
+
+/// A validation context's name checks: `match_typed_subject_alt_names`, or
+/// the deprecated `match_subject_alt_names`, whose matchers take a name of
+/// any type (DNS, URI, email, IP), as Envoy reads them.
+fn subject_alt_name_matchers(cx: &mut Ctx, vp: &P, vc: &raw::ValidationContext) -> Vec<SanMatcher> {
+    let mut out = Vec::new();
+    for (mp, m) in cx.list(vp, "match_typed_subject_alt_names", &vc.match_typed_subject_alt_names) {
+        cx.other(&mp, m, &[]);
+        let san_type = cx.enumeration(
+            &mp,
+            "san_type",
+            &m.san_type,
+            &[
+                ("DNS", Some(SanType::Dns)),
+                ("URI", Some(SanType::Uri)),
+                ("EMAIL", Some(SanType::Email)),
+                ("IP_ADDRESS", Some(SanType::IpAddress)),
+                ("SAN_TYPE_UNSPECIFIED", None),
+            ],
+            None,
+        );
+        if san_type.is_none() {
+            cx.error(&mp.key("san_type"), "required: DNS, URI, EMAIL or IP_ADDRESS");
+        }
+        let pattern = cx.req(&mp, "matcher", &m.matcher).and_then(|sm| san_pattern(cx, &mp.key("matcher"), sm));
+        if let (Some(san_type), Some(pattern)) = (san_type, pattern) {
+            out.push(SanMatcher { san_type, pattern });
+        }
+    }
+    let untyped = cx.list(vp, "match_subject_alt_names", &vc.match_subject_alt_names);
+    if !untyped.is_empty() && vc.match_typed_subject_alt_names.is_some() {
+        cx.error(
+            &vp.key("match_subject_alt_names"),
+            "only one of `match_subject_alt_names` (deprecated) and `match_typed_subject_alt_names` may be set",
+        );
+    }
+    for (mp, sm) in untyped {
+        if let Some(pattern) = san_pattern(cx, &mp, sm) {
+            for san_type in [SanType::Dns, SanType::Uri, SanType::Email, SanType::IpAddress] {
+                out.push(SanMatcher { san_type, pattern: pattern.clone() });
+            }
+        }
+    }
+    out
+}
+
+fn san_pattern(cx: &mut Ctx, p: &P, sm: &raw::StringMatcher) -> Option<SanPattern> {
+    super::route::string_matcher(cx, p, sm).map(|sm| match sm {
+        StringMatch::Exact(v, ic) => SanPattern::Exact(v, ic),
+        StringMatch::Prefix(v, ic) => SanPattern::Prefix(v, ic),
+        StringMatch::Suffix(v, ic) => SanPattern::Suffix(v, ic),
+        StringMatch::Contains(v, ic) => SanPattern::Contains(v, ic),
+        StringMatch::Regex(re) => SanPattern::Regex(re),
+    })
+}
+
+/// `verify_certificate_hash` / `verify_certificate_spki`: SHA-256 values,
+/// each read by `parse` (an entry it cannot read is an error naming it).
+fn pins(
+    cx: &mut Ctx,
+    vp: &P,
+    name: &str,
+    list: &Option<raw::List<String>>,
+    parse: fn(&str) -> Option<[u8; 32]>,
+) -> Vec<[u8; 32]> {
+    let mut out = Vec::new();
+    for (ip, entry) in cx.list(vp, name, list) {
+        match parse(entry) {
+            Some(h) => out.push(h),
+            None if name == "verify_certificate_hash" => cx.error(
+                &ip,
+                "expected a SHA-256 certificate hash in hex (64 digits, optionally in colon-separated pairs)",
+            ),
+            None => cx.error(&ip, "expected a base64 SHA-256 hash of the SubjectPublicKeyInfo (44 characters)"),
+        }
+    }
+    out
+}
+
+/// A hex SHA-256 (`df6f...` or `DF:6F:...`), as Envoy writes certificate hashes.
+fn hex_sha256(text: &str) -> Option<[u8; 32]> {
+    let digits: String = text.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 64 || text.contains("::") || text.starts_with(':') || text.ends_with(':') {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// A base64 SHA-256 (`verify_certificate_spki`).
+fn base64_sha256(text: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).ok()?.try_into().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_hashes_read_as_envoy_writes_them() {
+        let plain = "df6ff72fe9116521268f6f2dd4966f51df479883fe7037b39f75916ac3049d1a";
+        let colons = "DF:6F:F7:2F:E9:11:65:21:26:8F:6F:2D:D4:96:6F:51:DF:47:98:83:FE:70:37:B3:9F:75:91:6A:C3:04:9D:1A";
+        assert_eq!(hex_sha256(plain), hex_sha256(colons));
+        assert_eq!(hex_sha256(plain).map(|h| h[0]), Some(0xdf));
+        assert_eq!(hex_sha256(&plain[2..]), None, "too short");
+        assert_eq!(hex_sha256(&format!("{plain}00")), None, "too long");
+        assert_eq!(hex_sha256(&format!(":{}", &plain[1..])), None);
+        assert_eq!(hex_sha256(&plain.replace('d', "g")), None, "not hex");
+        assert!(base64_sha256("NvqYIYSbgK2vCJpQhObf77vv+bQWtc5ek5RIOwPiC9A=").is_some());
+        assert_eq!(base64_sha256("AAAA"), None, "not 32 bytes");
     }
 }

@@ -66,17 +66,17 @@ impl NativeH1 {
         if let Some(tls) = &cluster.spec.tls {
             let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, false);
             return match self.connector.new_stream(&peer).await {
-                Ok(s) => {
-                    let version = s.get_ssl_digest().map(|d| d.version.to_string()).unwrap_or_default();
-                    match tls.check_negotiated(&version) {
-                        Ok(()) => Ok(Upstream::pingora(s)),
-                        Err(error) => Err(AttemptError::Connect { timed_out: false, error }),
-                    }
+                Ok(s) => match tls.admit(s.get_ssl_digest().as_deref(), &cluster.stats) {
+                    Ok(()) => Ok(Upstream::pingora(s)),
+                    Err(why) => Err(AttemptError::Connect { timed_out: false, error: why.to_string() }),
+                },
+                Err(e) => {
+                    crate::upstream::count_handshake_error(&cluster.stats, e.etype());
+                    Err(AttemptError::Connect {
+                        timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
+                        error: e.to_string(),
+                    })
                 }
-                Err(e) => Err(AttemptError::Connect {
-                    timed_out: matches!(e.etype(), ErrorType::ConnectTimedout),
-                    error: e.to_string(),
-                }),
             };
         }
         match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
