@@ -88,7 +88,7 @@ fn the_stack_configs_load() {
 fn seed_bootstrap_routes_films_and_ratings() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/seed-envoy.yaml");
     let b = config::load(&path).unwrap().bootstrap;
-    let table = &b.listeners[0].hcm.routes;
+    let table = &b.listeners[0].hcm().unwrap().routes;
     let vh = table.find_virtual_host("localhost:8080", 8080).unwrap();
     let req = |p: &str| pingora_http::RequestHeader::build("GET", p.as_bytes(), None).unwrap();
     let films = vh.find_route(&req("/films?name=Citizen%20Kane")).unwrap();
@@ -117,7 +117,7 @@ fn protobuf_json_forms_mean_what_envoy_reads() {
     let [l] = &b.listeners[..] else { panic!("one listener: {:?}", b.listeners.len()) };
     assert_eq!((l.name.as_str(), l.address.port(), l.reuse_port), ("web", 8080, true));
     assert_eq!(l.tls.as_ref().unwrap().alpn_protocols, ["h2", "http/1.1"], "one entry, two protocols");
-    let h = &l.hcm;
+    let h = l.hcm().unwrap();
     assert_eq!(h.codec, Codec::Auto);
     assert!(h.use_remote_address && h.websocket);
     assert_eq!((h.xff_num_trusted_hops, h.max_request_headers_kb, h.max_headers_count), (1, 64, 50));

@@ -15,6 +15,7 @@ mod listener;
 mod protocol;
 mod resilience;
 mod route;
+mod tcp;
 mod tls;
 mod upgrade;
 
@@ -59,6 +60,9 @@ pub(super) struct Ctx {
     /// `layered_runtime`'s static layers, with their paths: runtime layers
     /// are not read, so a key a filter names there is an error.
     pub static_runtime: Vec<(P, Value)>,
+    /// Valid clusters that speak TLS to their hosts (a tcp_proxy cannot
+    /// use them yet).
+    pub tls_clusters: std::collections::HashSet<String>,
 }
 
 impl Ctx {
@@ -402,6 +406,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
             cx.other(&sp, sr, &[]);
             let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
             let ids: HashMap<String, usize> = clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+            cx.tls_clusters = clusters.iter().filter(|c| c.tls.is_some()).map(|c| c.name.clone()).collect();
             let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
             (listeners, clusters)
         }

@@ -1,0 +1,228 @@
+//! `envoy.filters.network.tcp_proxy`: a downstream connection (plaintext,
+//! or TLS once its handshake is done) is joined to one new upstream
+//! connection to a host of its cluster, and bytes are copied both ways
+//! until both sides are done.
+//!
+//! The copying is tokio's [`copy_bidirectional`]: a bounded buffer each
+//! way (no stream is held whole), and a side's end of stream (FIN) shuts
+//! down writing on the other side while the other direction goes on, as
+//! Envoy's half-close. What it lacks, byte counts while the connection is
+//! open and the time of the last byte, [`Metered`] adds around each side;
+//! `idle_timeout` is a timer that checks that time when it fires.
+//!
+//! Upstream connections use the cluster as HTTP requests do: load
+//! balancing over healthy hosts, `connect_timeout`, `max_connect_attempts`
+//! tries (another host each when there is one), the circuit breaker's
+//! `max_connections`, and outlier detection fed with each connect's result.
+
+use crate::metrics::UpstreamConnectionTracer;
+use crate::runtime::TcpProxyRuntime;
+use crate::upstream::{AttemptResult, Cluster, ClusterSet, Host};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{copy_bidirectional, AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::debug;
+
+/// Proxies `downstream` (from `client`) to a host of the TCP proxy's
+/// cluster until both directions are done, the idle timeout passes, or an
+/// error ends it. Returning drops both connections (closing them).
+pub async fn serve<S>(mut downstream: S, client: SocketAddr, tcp: &TcpProxyRuntime, clusters: &ClusterSet)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let stats = &*tcp.stats;
+    stats.downstream_cx_total.fetch_add(1, Relaxed);
+    let id = tcp.config.cluster.pick(rand::random());
+    let Some(cluster) = clusters.get(id) else {
+        stats.downstream_cx_no_route.fetch_add(1, Relaxed);
+        return;
+    };
+    // Held while the upstream connection is open.
+    let Ok(_permit) = cluster.breaker.start_connection() else {
+        cluster.stats.upstream_cx_overflow.fetch_add(1, Relaxed);
+        debug!(cluster = %cluster.name(), %client, "circuit breaker full (max_connections); closing the connection");
+        return;
+    };
+    let Some((upstream, host)) = connect(cluster, tcp.config.max_connect_attempts).await else {
+        debug!(cluster = %cluster.name(), %client, "no upstream connection; closing the connection");
+        return;
+    };
+    let _open = OpenUpstream(UpstreamConnectionTracer::new(&cluster.stats, &host, None));
+    _open.0.connected();
+    let started = Instant::now();
+    let last_activity = AtomicU64::new(0);
+    let mut down = Metered {
+        inner: &mut downstream,
+        rx: &stats.downstream_cx_rx_bytes_total,
+        tx: &stats.downstream_cx_tx_bytes_total,
+        activity: &last_activity,
+        started,
+    };
+    let mut up = Metered {
+        inner: upstream,
+        rx: &cluster.stats.upstream_cx_rx_bytes_total,
+        tx: &cluster.stats.upstream_cx_tx_bytes_total,
+        activity: &last_activity,
+        started,
+    };
+    let copy = copy_bidirectional(&mut down, &mut up);
+    tokio::pin!(copy);
+    let Some(idle) = tcp.config.idle_timeout else {
+        if let Err(e) = copy.await {
+            debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
+        }
+        return;
+    };
+    loop {
+        let last = last_activity.load(Relaxed);
+        let deadline = started + std::time::Duration::from_millis(last) + idle;
+        tokio::select! {
+            done = &mut copy => {
+                if let Err(e) = done {
+                    debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
+                }
+                return;
+            }
+            _ = sleep_until(deadline) => {
+                // Bytes moved since the timer was set: wait out the rest.
+                if last_activity.load(Relaxed) != last {
+                    continue;
+                }
+                stats.idle_timeout.fetch_add(1, Relaxed);
+                debug!(%client, upstream = %host.addr, ?idle, "tcp_proxy idle timeout; closing both connections");
+                return;
+            }
+        }
+    }
+}
+
+/// Up to `attempts` connects, to a host not tried yet while there is one.
+/// Every failure is counted and reported to outlier detection.
+async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Host>)> {
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    for _ in 0..attempts {
+        // A hashing policy gets a random key: without a hash_policy, Envoy's
+        // tcp_proxy spreads connections as a random one does.
+        let key = rand::random::<u64>().to_le_bytes();
+        let host = match cluster.select(&key, &tried) {
+            Some(host) => host,
+            // Every host tried: try them again, as Envoy's next attempt may.
+            None if !tried.is_empty() => match cluster.select(&key, &[]) {
+                Some(host) => host,
+                None => break,
+            },
+            None => {
+                cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
+                return None;
+            }
+        };
+        match timeout(cluster.spec.connect_timeout, TcpStream::connect(host.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                if let Some(k) = &cluster.spec.tcp_keepalive {
+                    if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&k.socket2()) {
+                        debug!(error = %e, "cannot set TCP keepalive on an upstream connection");
+                    }
+                }
+                cluster.record_attempt(&host, AttemptResult::Status(200));
+                return Some((stream, host));
+            }
+            Ok(Err(e)) => {
+                debug!(cluster = %cluster.name(), upstream = %host.addr, error = %e, "tcp_proxy connect failed");
+            }
+            Err(_) => {
+                cluster.stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
+                debug!(cluster = %cluster.name(), upstream = %host.addr, "tcp_proxy connect timed out");
+            }
+        }
+        cluster.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+        host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+        cluster.record_attempt(&host, AttemptResult::LocalFailure);
+        tried.push(host.addr);
+    }
+    None
+}
+
+/// Counts an open upstream connection until it is dropped.
+struct OpenUpstream(UpstreamConnectionTracer);
+
+impl Drop for OpenUpstream {
+    fn drop(&mut self) {
+        self.0.disconnected();
+    }
+}
+
+/// A side of the proxied connection that counts the bytes read from it
+/// (`rx`) and written to it (`tx`) as they move, and records when the
+/// last one did (milliseconds since `started`).
+struct Metered<'a, S> {
+    inner: S,
+    rx: &'a AtomicU64,
+    tx: &'a AtomicU64,
+    activity: &'a AtomicU64,
+    started: Instant,
+}
+
+impl<S> Metered<'_, S> {
+    fn moved(&self, counter: &AtomicU64, n: usize) {
+        if n > 0 {
+            counter.fetch_add(n as u64, Relaxed);
+            self.activity.store(self.started.elapsed().as_millis() as u64, Relaxed);
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let n = buf.filled().len() - before;
+            self.moved(self.rx, n);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.moved(self.tx, n);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn metered_counts_both_ways_and_marks_activity() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let (rx, tx, activity) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(u64::MAX));
+        let mut m = Metered { inner: a, rx: &rx, tx: &tx, activity: &activity, started: Instant::now() };
+        m.write_all(b"hello").await.unwrap();
+        b.write_all(b"abc").await.unwrap();
+        let mut buf = [0u8; 3];
+        m.read_exact(&mut buf).await.unwrap();
+        assert_eq!((rx.load(Relaxed), tx.load(Relaxed)), (3, 5));
+        assert_ne!(activity.load(Relaxed), u64::MAX, "activity recorded");
+    }
+}

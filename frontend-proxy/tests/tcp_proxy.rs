@@ -1,0 +1,333 @@
+//! `envoy.filters.network.tcp_proxy` end to end: the real proxy binary
+//! between real TCP clients (plain and OpenSSL) and raw TCP echo backends.
+//! Bytes that are not HTTP, large transfers both ways at once, half-close,
+//! the idle timeout, connect failures and retries to another host,
+//! weighted clusters, TLS termination, `connection_limit`, the drain, and
+//! the statistics the admin shows.
+
+mod support;
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use support::prometheus::Exposition;
+use support::tcp::EOF_TRAILER;
+use support::{eventually, free_addr, ip, stat, yaml, EchoBackend, ProxyProcess, LIMIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(host: u8) -> SocketAddr {
+    free_addr(ip(60, host))
+}
+
+fn endpoint(a: SocketAddr) -> (String, u16) {
+    (a.ip().to_string(), a.port())
+}
+
+/// A plaintext listener on `listen` whose chain is `filters`.
+fn tcp_listener(listen: SocketAddr, filters: &str) -> String {
+    yaml::listener("tcp", listen, filters)
+}
+
+/// Reads until end of stream (or the limit, which fails the test).
+async fn read_to_end(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(LIMIT, s.read_to_end(&mut out)).await.expect("end of stream in time").expect("read");
+    out
+}
+
+/// Whether the proxy closes `s` without sending anything: end of stream,
+/// or a reset (a close with the client's bytes unread sends one).
+async fn closed_without_data(s: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(LIMIT, s.read(&mut buf)).await.expect("closed in time") {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+/// One proxy with an admin on `admin`, a tcp_proxy listener `listen` to
+/// cluster `echo` (the `backend`), with `extra` tcp_proxy fields.
+async fn proxy_to(admin: SocketAddr, listen: SocketAddr, backend: SocketAddr, extra: &str) -> ProxyProcess {
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &yaml::tcp_proxy("raw", "cluster: echo", extra))],
+        &[yaml::cluster("echo", "STATIC", &[endpoint(backend)], "")],
+    );
+    // Live once the listeners accept.
+    ProxyProcess::live(&config, admin).await
+}
+
+/// Every byte value, and bytes that look like nothing HTTP would send,
+/// cross unchanged; the client's FIN reaches the backend (which says so
+/// and closes), and the backend's FIN reaches the client.
+#[tokio::test]
+async fn binary_bytes_and_half_close_cross_both_ways() {
+    let (admin, listen) = (addr(1), addr(2));
+    let backend = EchoBackend::start(addr(3), None).await;
+    let proxy = proxy_to(admin, listen, backend.addr, "").await;
+
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let payload: Vec<u8> = (0..=255u8).chain([0, 0, 0xff, b'\r', b'\n', b'\r', b'\n']).collect();
+    s.write_all(&payload).await.unwrap();
+    // Half-close: the echo of what was sent, then the backend's trailer,
+    // still arrive after the client stopped writing.
+    s.shutdown().await.unwrap();
+    let got = read_to_end(&mut s).await;
+    assert_eq!(got, [payload.as_slice(), EOF_TRAILER].concat(), "{}", proxy.log());
+    assert!(eventually(LIMIT, || async { backend.ended() == 1 }).await);
+}
+
+/// A server that speaks first (SMTP, MySQL): its greeting reaches a
+/// client that has sent nothing.
+#[tokio::test]
+async fn a_server_that_speaks_first_is_heard() {
+    let (admin, listen) = (addr(4), addr(5));
+    let backend = EchoBackend::start(addr(6), Some(b"220 ready\r\n")).await;
+    let _proxy = proxy_to(admin, listen, backend.addr, "").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let mut greeting = [0u8; 11];
+    tokio::time::timeout(LIMIT, s.read_exact(&mut greeting)).await.expect("greeting in time").unwrap();
+    assert_eq!(&greeting, b"220 ready\r\n");
+}
+
+/// 8 MiB each way at the same time (the echo sends back while the client
+/// still writes): nothing is lost or reordered, and the byte counters
+/// say how much crossed.
+#[tokio::test]
+async fn large_transfers_both_ways_at_once_and_counted() {
+    let (admin, listen) = (addr(7), addr(8));
+    let backend = EchoBackend::start(addr(9), None).await;
+    let proxy = proxy_to(admin, listen, backend.addr, "").await;
+
+    const SIZE: usize = 8 * 1024 * 1024;
+    let data: Vec<u8> = (0..SIZE).map(|i| (i * 7 + i / 4099) as u8).collect();
+    let s = TcpStream::connect(listen).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        for chunk in sent.chunks(100_000) {
+            w.write_all(chunk).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::with_capacity(SIZE + EOF_TRAILER.len());
+    tokio::time::timeout(LIMIT, r.read_to_end(&mut got)).await.expect("in time").unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), SIZE + EOF_TRAILER.len());
+    assert!(got[..SIZE] == data[..], "the echo differs from what was sent");
+
+    let admin_at = proxy.admin.unwrap();
+    let expect = |name: &'static str, n: usize| async move {
+        assert!(
+            eventually(LIMIT, || async { stat(admin_at, name).await == n as u64 }).await,
+            "{name}: {} (expected {n})",
+            stat(admin_at, name).await
+        );
+    };
+    expect("tcp.raw.downstream_cx_total", 1).await;
+    expect("tcp.raw.downstream_cx_rx_bytes_total", SIZE).await;
+    expect("tcp.raw.downstream_cx_tx_bytes_total", SIZE + EOF_TRAILER.len()).await;
+    expect("cluster.echo.upstream_cx_tx_bytes_total", SIZE).await;
+    expect("cluster.echo.upstream_cx_rx_bytes_total", SIZE + EOF_TRAILER.len()).await;
+    expect("cluster.echo.upstream_cx_total", 1).await;
+    expect("cluster.echo.upstream_cx_active", 0).await;
+    let listener_total = format!("listener.{}.downstream_cx_total", listen.to_string().replace(':', "_"));
+    assert_eq!(stat(admin_at, &listener_total).await, 1);
+
+    // The same under Envoy's Prometheus names and tags.
+    let (_, text) = proxy.get("/stats/prometheus").await;
+    let prom = Exposition::parse(text);
+    assert_eq!(prom.value("envoy_tcp_downstream_cx_total{envoy_tcp_prefix=\"raw\"}"), 1.0);
+    assert_eq!(prom.value("envoy_cluster_upstream_cx_total{envoy_cluster_name=\"echo\"}"), 1.0);
+}
+
+/// No byte either way for `idle_timeout`: both connections close, and
+/// `idle_timeout` counts it. Traffic before that keeps it open.
+#[tokio::test]
+async fn idle_timeout_closes_both_sides() {
+    let (admin, listen) = (addr(10), addr(11));
+    let backend = EchoBackend::start(addr(12), None).await;
+    let proxy = proxy_to(admin, listen, backend.addr, "          idle_timeout: 0.4s").await;
+
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    for _ in 0..3 {
+        s.write_all(b"ping").await.unwrap();
+        let mut echo = [0u8; 4];
+        s.read_exact(&mut echo).await.unwrap();
+        assert_eq!(&echo, b"ping");
+    }
+    // Then silence: the proxy closes (no trailer: the backend saw a close,
+    // or a FIN it answers into a closed connection).
+    let rest = read_to_end(&mut s).await;
+    assert!(rest.is_empty() || rest == EOF_TRAILER, "{rest:?}");
+    assert!(eventually(LIMIT, || async { backend.ended() == 1 }).await, "the upstream side closed too");
+    assert_eq!(stat(proxy.admin.unwrap(), "tcp.raw.idle_timeout").await, 1);
+}
+
+/// Nothing listens upstream: the client's connection is closed and the
+/// failure is counted on the cluster.
+#[tokio::test]
+async fn upstream_down_closes_the_client_and_counts_connect_fail() {
+    let (admin, listen, dead) = (addr(13), addr(14), addr(15));
+    let proxy = proxy_to(admin, listen, dead, "").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    let _ = s.write_all(b"hello?").await;
+    assert!(closed_without_data(&mut s).await);
+    let admin = proxy.admin.unwrap();
+    assert_eq!(stat(admin, "cluster.echo.upstream_cx_connect_fail").await, 1);
+    assert_eq!(stat(admin, "cluster.echo.upstream_cx_total").await, 0);
+    assert_eq!(stat(admin, "tcp.raw.downstream_cx_total").await, 1);
+}
+
+/// `max_connect_attempts: 2` with a dead and a live host: every client
+/// gets through, the attempts on the dead host counted as failures.
+#[tokio::test]
+async fn max_connect_attempts_tries_another_host() {
+    let (admin, listen, dead) = (addr(16), addr(17), addr(18));
+    let backend = EchoBackend::start(addr(19), None).await;
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &yaml::tcp_proxy("retry", "cluster: two", "          max_connect_attempts: 2"))],
+        &[yaml::cluster("two", "STATIC", &[endpoint(dead), endpoint(backend.addr)], "")],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    for i in 0..4u8 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(&[i]).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, [&[i][..], EOF_TRAILER].concat(), "{}", proxy.log());
+    }
+    assert_eq!(backend.accepted(), 4);
+    // Round robin starts on either host: two or more of the four tried the dead one first.
+    assert!(stat(admin, "cluster.two.upstream_cx_connect_fail").await >= 2);
+}
+
+/// `weighted_clusters`: each connection goes to one of the clusters, and
+/// both get some of forty (all in one: a chance of 2^-39).
+#[tokio::test]
+async fn weighted_clusters_spread_connections() {
+    let (admin, listen) = (addr(20), addr(21));
+    let (a, b) = (EchoBackend::start(addr(22), None).await, EchoBackend::start(addr(23), None).await);
+    let target = "weighted_clusters:\n            clusters:\n            - { name: a, weight: 1 }\n            - { name: b, weight: 1 }";
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &yaml::tcp_proxy("split", target, ""))],
+        &[yaml::cluster("a", "STATIC", &[endpoint(a.addr)], ""), yaml::cluster("b", "STATIC", &[endpoint(b.addr)], "")],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    for _ in 0..40 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, EOF_TRAILER, "{}", proxy.log());
+    }
+    assert_eq!(a.accepted() + b.accepted(), 40);
+    assert!(a.accepted() > 0 && b.accepted() > 0, "a {} b {}", a.accepted(), b.accepted());
+}
+
+/// A TLS listener terminates TLS and proxies the plaintext inside; no
+/// ALPN protocol is chosen (the chain lists none), even for a client
+/// that offers h2.
+#[tokio::test]
+async fn tls_listener_terminates_and_proxies() {
+    let (admin, listen) = (addr(24), addr(25));
+    let backend = EchoBackend::start(addr(26), None).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let listener = yaml::with_inline_tls(
+        &tcp_listener(listen, &yaml::tcp_proxy("tls_raw", "cluster: echo", "")),
+        &cert.cert.pem(),
+        &cert.signing_key.serialize_pem(),
+    );
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[listener],
+        &[yaml::cluster("echo", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let exchanged = tokio::task::spawn_blocking(move || {
+        let tcp = std::net::TcpStream::connect(listen).unwrap();
+        tcp.set_read_timeout(Some(LIMIT)).unwrap();
+        let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+        connector.set_verify(SslVerifyMode::NONE);
+        connector.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+        let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
+        let mut tls = ssl.connect(tcp).map_err(|e| e.to_string()).unwrap();
+        let alpn = tls.ssl().selected_alpn_protocol().map(<[u8]>::to_vec);
+        tls.write_all(b"\x00\x01binary over TLS\xff").unwrap();
+        let mut echo = [0u8; 18];
+        tls.read_exact(&mut echo).unwrap();
+        (alpn, echo.to_vec())
+    })
+    .await
+    .unwrap();
+    assert_eq!(exchanged, (None, b"\x00\x01binary over TLS\xff".to_vec()), "{}", proxy.log());
+    let admin = proxy.admin.unwrap();
+    assert_eq!(stat(admin, "tcp.tls_raw.downstream_cx_total").await, 1);
+    let handshakes = format!("listener.{}.ssl.handshake", listen.to_string().replace(':', "_"));
+    assert_eq!(stat(admin, &handshakes).await, 1);
+}
+
+/// `connection_limit` before the tcp_proxy: over the limit, a new
+/// connection is closed at once (never reaching the backend) and counted.
+#[tokio::test]
+async fn connection_limit_caps_tcp_proxy_connections() {
+    let (admin, listen) = (addr(27), addr(28));
+    let backend = EchoBackend::start(addr(29), None).await;
+    let limit = r#"
+      - name: envoy.filters.network.connection_limit
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.connection_limit.v3.ConnectionLimit
+          stat_prefix: limit
+          max_connections: 1"#;
+    let filters = format!("{limit}{}", yaml::tcp_proxy("capped", "cluster: echo", ""));
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &filters)],
+        &[yaml::cluster("echo", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut first = TcpStream::connect(listen).await.unwrap();
+    first.write_all(b"one").await.unwrap();
+    let mut echo = [0u8; 3];
+    first.read_exact(&mut echo).await.unwrap();
+    let mut second = TcpStream::connect(listen).await.unwrap();
+    let _ = second.write_all(b"two").await;
+    assert!(closed_without_data(&mut second).await);
+    let overflow = format!("listener.{}.downstream_cx_overflow", listen.to_string().replace(':', "_"));
+    assert_eq!(stat(admin, &overflow).await, 1, "{}", proxy.log());
+    assert_eq!(backend.accepted(), 1);
+    // The first still works.
+    first.write_all(b"ok").await.unwrap();
+    let mut echo = [0u8; 2];
+    first.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ok");
+}
+
+/// On SIGTERM the listener stops accepting, an open session goes on until
+/// its client is done, and then the proxy exits.
+#[tokio::test]
+async fn drain_lets_open_sessions_finish() {
+    let (admin, listen) = (addr(30), addr(31));
+    let backend = EchoBackend::start(addr(32), None).await;
+    let mut proxy = proxy_to(admin, listen, backend.addr, "").await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"before").await.unwrap();
+    let mut echo = [0u8; 6];
+    s.read_exact(&mut echo).await.unwrap();
+
+    proxy.signal("TERM");
+    assert!(
+        eventually(LIMIT, || async { TcpStream::connect(listen).await.is_err() }).await,
+        "the listener still accepts while draining"
+    );
+    assert!(proxy.is_running(), "the open session holds the drain");
+    s.write_all(b"during").await.unwrap();
+    s.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"during");
+    s.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, EOF_TRAILER);
+    drop(s);
+    let exit = proxy.wait_exit(LIMIT).expect("exits once the session is over");
+    assert!(exit.success(), "{exit}\n{}", proxy.log());
+}
