@@ -331,3 +331,86 @@ async fn drain_lets_open_sessions_finish() {
     let exit = proxy.wait_exit(LIMIT).expect("exits once the session is over");
     assert!(exit.success(), "{exit}\n{}", proxy.log());
 }
+
+/// One TLS listener, two chains chosen by SNI: an HTTP connection manager
+/// and a TCP proxy. Each name gets what its chain serves.
+#[tokio::test]
+async fn sni_chooses_between_http_and_tcp_proxy_chains() {
+    let (admin, listen) = (addr(33), addr(34));
+    let backend = EchoBackend::start(addr(35), None).await;
+    let cert = rcgen::generate_simple_self_signed(vec!["http.example".into(), "raw.example".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let tls = format!(
+        r#"      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            tls_certificates:
+            - certificate_chain: {{ filename: "{}" }}
+              private_key: {{ filename: "{}" }}"#,
+        cert_path.display(),
+        key_path.display()
+    );
+    let hosts = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                direct_response: { status: 200, body: { inline_string: "from http" } }"#;
+    let listener = format!(
+        r#"
+  - name: sni
+    address: {{ socket_address: {{ address: {ip}, port_value: {port} }} }}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector }}
+    filter_chains:
+    - filter_chain_match: {{ server_names: ["http.example"] }}
+{tls}
+      filters:{hcm}
+    - filter_chain_match: {{ server_names: ["raw.example"] }}
+{tls}
+      filters:{tcp}"#,
+        ip = listen.ip(),
+        port = listen.port(),
+        hcm = yaml::hcm("web", "", hosts),
+        tcp = yaml::tcp_proxy("raw", "cluster: echo", ""),
+    );
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[listener],
+        &[yaml::cluster("echo", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let talk = move |name: &'static str, send: &'static [u8]| {
+        tokio::task::spawn_blocking(move || {
+            let tcp = std::net::TcpStream::connect(listen).unwrap();
+            tcp.set_read_timeout(Some(LIMIT)).unwrap();
+            let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+            connector.set_verify(SslVerifyMode::NONE);
+            let ssl = connector.build().configure().unwrap().into_ssl(name).unwrap();
+            let mut tls = ssl.connect(tcp).map_err(|e| e.to_string()).unwrap();
+            tls.write_all(send).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"from http") && got.len() < send.len() {
+                match tls.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            String::from_utf8_lossy(&got).into_owned()
+        })
+    };
+    let http = talk("http.example", b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    assert!(http.starts_with("HTTP/1.1 200") && http.ends_with("from http"), "{http}\n{}", proxy.log());
+    let raw = talk("raw.example", b"GET / HTTP/1.1 but raw").await.unwrap();
+    assert_eq!(raw, "GET / HTTP/1.1 but raw", "{}", proxy.log());
+    assert_eq!(backend.accepted(), 1);
+    let admin = proxy.admin.unwrap();
+    assert_eq!(stat(admin, "tcp.raw.downstream_cx_total").await, 1);
+    assert_eq!(stat(admin, "http.web.downstream_rq_total").await, 1);
+}
