@@ -85,15 +85,10 @@ impl<A> Downstream<A> {
         Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), clusters, drain }
     }
 
-    /// Serves a connection our accept loop took on plaintext listener
-    /// `index`, whose filter chain is a TCP proxy.
-    pub async fn serve_tcp_proxy(&self, tcp: TcpStream, peer: SocketAddr, index: usize) {
-        self.tcp_proxy(tcp, peer, index).await
-    }
-
-    /// Counts the connection on listener `index` and hands it to its TCP
-    /// proxy (nothing happens on a listener without one).
-    async fn tcp_proxy<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peer: SocketAddr, index: usize) {
+    /// Counts a connection on listener `index` (plaintext from our accept
+    /// loop, or TLS after its handshake) and hands it to the listener's
+    /// TCP proxy; one without a TCP proxy is closed.
+    pub async fn serve_tcp_proxy<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peer: SocketAddr, index: usize) {
         let listener = &self.listeners[index];
         let Some(proxy) = &listener.tcp_proxy else { return };
         let Some(_open) = open(listener) else { return };
@@ -200,7 +195,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
         let serving = listener.serving(index, chosen_chain(&tls));
         if self.listeners[serving].tcp_proxy.is_some() {
-            return self.tcp_proxy(tls, peer, serving).await;
+            return self.serve_tcp_proxy(tls, peer, serving).await;
         }
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));

@@ -351,7 +351,8 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     let mut with_tls = Vec::new();
     for (l, b) in bound {
         let tls = matches!(b, Bound::Tls(..));
-        info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
+        let stat_prefix = l.tcp_proxy.as_ref().map_or(&l.hcm.stat_prefix, |t| &t.config.stat_prefix);
+        info!(listener = %l.name, address = %l.address, tls, tcp_proxy = l.tcp_proxy.is_some(), %stat_prefix, "listening");
         // An HTTP/1-only listener never speaks HTTP/2: its settings do not matter.
         let h2c = l.hcm.codec != Codec::Http1;
         let http2 = if h2c { l.hcm.http2 } else { Http2Settings::default() };

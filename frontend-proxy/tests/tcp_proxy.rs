@@ -415,3 +415,67 @@ async fn sni_chooses_between_http_and_tcp_proxy_chains() {
     assert_eq!(stat(admin, "tcp.raw.downstream_cx_total").await, 1);
     assert_eq!(stat(admin, "http.web.downstream_rq_total").await, 1);
 }
+
+/// A health-checked cluster (TCP checks) with a dead and a live host:
+/// once the checks have run, every connection goes to the live host with
+/// one connect attempt, none to the dead one.
+#[tokio::test]
+async fn only_healthy_hosts_take_connections() {
+    let (admin, listen, dead) = (addr(36), addr(37), addr(38));
+    let backend = EchoBackend::start(addr(39), None).await;
+    let checks = "    health_checks:\n    - { timeout: 1s, interval: 0.2s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }\n    common_lb_config: { healthy_panic_threshold: { value: 0 } }";
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &yaml::tcp_proxy("checked", "cluster: hc", ""))],
+        &[yaml::cluster("hc", "STATIC", &[endpoint(dead), endpoint(backend.addr)], checks)],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    assert!(
+        eventually(LIMIT, || async { stat(admin, "cluster.hc.membership_healthy").await == 1 }).await,
+        "{}",
+        proxy.log()
+    );
+    for i in 0..6u8 {
+        let mut s = TcpStream::connect(listen).await.unwrap();
+        s.write_all(&[i]).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut s).await, [&[i][..], EOF_TRAILER].concat(), "{}", proxy.log());
+    }
+    assert_eq!(stat(admin, "cluster.hc.upstream_cx_connect_fail").await, 0);
+}
+
+/// The cluster's `circuit_breakers.max_connections`: with one upstream
+/// connection open, the next client is closed and `upstream_cx_overflow`
+/// counts it.
+#[tokio::test]
+async fn circuit_breaker_caps_upstream_connections() {
+    let (admin, listen) = (addr(40), addr(41));
+    let backend = EchoBackend::start(addr(42), None).await;
+    let breaker = "    circuit_breakers: { thresholds: [{ max_connections: 1 }] }";
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[tcp_listener(listen, &yaml::tcp_proxy("capped", "cluster: one", ""))],
+        &[yaml::cluster("one", "STATIC", &[endpoint(backend.addr)], breaker)],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut first = TcpStream::connect(listen).await.unwrap();
+    first.write_all(b"one").await.unwrap();
+    let mut echo = [0u8; 3];
+    first.read_exact(&mut echo).await.unwrap();
+    let mut second = TcpStream::connect(listen).await.unwrap();
+    assert!(closed_without_data(&mut second).await, "{}", proxy.log());
+    assert_eq!(stat(admin, "cluster.one.upstream_cx_overflow").await, 1);
+    assert_eq!(backend.accepted(), 1);
+    // Once the first is done, a new client gets through.
+    first.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut first).await, EOF_TRAILER);
+    assert!(
+        eventually(LIMIT, || async { stat(admin, "cluster.one.upstream_cx_active").await == 0 }).await,
+        "the upstream connection closed"
+    );
+    let mut third = TcpStream::connect(listen).await.unwrap();
+    third.write_all(b"3").await.unwrap();
+    let mut echo = [0u8; 1];
+    third.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"3");
+}

@@ -53,8 +53,7 @@ where
         debug!(cluster = %cluster.name(), %client, "no upstream connection; closing the connection");
         return;
     };
-    let _open = OpenUpstream(UpstreamConnectionTracer::new(&cluster.stats, &host, None));
-    _open.0.connected();
+    let _open = OpenUpstream::new(UpstreamConnectionTracer::new(&cluster.stats, &host, None));
     let started = Instant::now();
     let last_activity = AtomicU64::new(0);
     let mut down = Metered {
@@ -151,6 +150,13 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Hos
 
 /// Counts an open upstream connection until it is dropped.
 struct OpenUpstream(UpstreamConnectionTracer);
+
+impl OpenUpstream {
+    fn new(tracer: UpstreamConnectionTracer) -> Self {
+        tracer.connected();
+        Self(tracer)
+    }
+}
 
 impl Drop for OpenUpstream {
     fn drop(&mut self) {
