@@ -88,11 +88,11 @@ impl<A> Downstream<A> {
     /// Counts a connection on listener `index` (plaintext from our accept
     /// loop, or TLS after its handshake) and hands it to the listener's
     /// TCP proxy; one without a TCP proxy is closed.
-    pub async fn serve_tcp_proxy<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peer: SocketAddr, index: usize) {
+    pub async fn serve_tcp_proxy<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peers: tcp::Peers, index: usize) {
         let listener = &self.listeners[index];
         let Some(proxy) = &listener.tcp_proxy else { return };
         let Some(_open) = open(listener) else { return };
-        tcp::serve(stream, peer, proxy, &self.clusters).await;
+        tcp::serve(stream, peers, proxy, &self.clusters, &listener.access_logs).await;
     }
 }
 
@@ -195,7 +195,8 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
         let serving = listener.serving(index, chosen_chain(&tls));
         if self.listeners[serving].tcp_proxy.is_some() {
-            return self.serve_tcp_proxy(tls, peer, serving).await;
+            let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+            return self.serve_tcp_proxy(tls, tcp::Peers { client: peer, local }, serving).await;
         }
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));

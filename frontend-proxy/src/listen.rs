@@ -417,7 +417,8 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     let connections = self.drain.connections();
                     match self.tls.clone() {
                         None if self.tcp_proxy => {
-                            connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peer, index).await });
+                            let peers = crate::proxy::tcp::Peers { client: peer, local: tcp.local_addr().ok() };
+                            connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
                         }
                         None => {
                             connections.spawn(Box::pin(async move {

@@ -79,8 +79,11 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     let mut sinks = Sinks::default();
     let mut open_logs = |serves: &mut Serves, errors: &mut Vec<StartError>| {
         let mut access_logs = Vec::new();
-        let Serves::Http(hcm) = serves else { return access_logs };
-        for log in std::mem::take(&mut hcm.access_log) {
+        let configured = match serves {
+            Serves::Http(hcm) => std::mem::take(&mut hcm.access_log),
+            Serves::Tcp(tcp) => tcp.access_log.clone(),
+        };
+        for log in configured {
             match sinks.open(&log.path) {
                 Ok(sink) => access_logs.push(AccessLog::new(log.format, sink, log.filter)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),

@@ -479,3 +479,54 @@ async fn circuit_breaker_caps_upstream_connections() {
     third.read_exact(&mut echo).await.unwrap();
     assert_eq!(&echo, b"3");
 }
+
+/// `access_log` on a tcp_proxy: a line per connection when it ends, in
+/// Envoy's operators (the bytes each way, the upstream host and cluster,
+/// `UF` for a connection no host took; `%REQ(...)%` is `-`).
+#[tokio::test]
+async fn access_log_writes_a_line_per_connection() {
+    let (admin, listen, dead_listen, dead) = (addr(43), addr(44), addr(45), addr(46));
+    let backend = EchoBackend::start(addr(47), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tcp.log");
+    let logger = format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: "%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %BYTES_RECEIVED% %BYTES_SENT% %RESPONSE_FLAGS% %REQ(:PATH)% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%\n" }} }}"#,
+        path.display()
+    );
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            tcp_listener(listen, &yaml::tcp_proxy("logged", "cluster: echo", &logger)),
+            yaml::listener("down", dead_listen, &yaml::tcp_proxy("logged_down", "cluster: dead", &logger)),
+        ],
+        &[
+            yaml::cluster("echo", "STATIC", &[endpoint(backend.addr)], ""),
+            yaml::cluster("dead", "STATIC", &[endpoint(dead)], ""),
+        ],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    s.write_all(b"12345").await.unwrap();
+    s.shutdown().await.unwrap();
+    assert_eq!(read_to_end(&mut s).await, [&b"12345"[..], EOF_TRAILER].concat());
+    let mut down = TcpStream::connect(dead_listen).await.unwrap();
+    assert!(closed_without_data(&mut down).await);
+
+    // The client connects from the loopback's first address.
+    let client = "127.0.0.1";
+    let mut expected = [
+        format!("echo {} 5 {} - - {client}", backend.addr, 5 + EOF_TRAILER.len()),
+        format!("dead - 0 0 UF - {client}"),
+    ];
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(eventually(LIMIT, || async { read().lines().count() == 2 }).await, "{}\n{}", read(), proxy.log());
+    let mut lines: Vec<String> = read().lines().map(str::to_string).collect();
+    lines.sort();
+    expected.sort();
+    assert_eq!(lines, expected);
+}

@@ -94,6 +94,8 @@ pub struct TcpProxy {
     /// Upstream connection attempts before the downstream connection is
     /// closed (each to another host when there is one).
     pub max_connect_attempts: u32,
+    /// `access_log`: where each finished connection is written, and how.
+    pub access_log: Vec<AccessLogConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

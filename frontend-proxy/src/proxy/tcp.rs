@@ -15,6 +15,7 @@
 //! tries (another host each when there is one), the circuit breaker's
 //! `max_connections`, and outlier detection fed with each connect's result.
 
+use crate::access_log::{AccessLog, Entry, ResponseFlags};
 use crate::metrics::UpstreamConnectionTracer;
 use crate::runtime::TcpProxyRuntime;
 use crate::upstream::{AttemptResult, Cluster, ClusterSet, Host};
@@ -22,88 +23,194 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
 use tokio::io::{copy_bidirectional, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
-/// Proxies `downstream` (from `client`) to a host of the TCP proxy's
-/// cluster until both directions are done, the idle timeout passes, or an
-/// error ends it. Returning drops both connections (closing them).
-pub async fn serve<S>(mut downstream: S, client: SocketAddr, tcp: &TcpProxyRuntime, clusters: &ClusterSet)
-where
+/// The two ends of a proxied connection, for the access log.
+#[derive(Debug, Clone, Copy)]
+pub struct Peers {
+    pub client: SocketAddr,
+    /// The address the client connected to, when known.
+    pub local: Option<SocketAddr>,
+}
+
+/// Proxies `downstream` to a host of the TCP proxy's cluster until both
+/// directions are done, the idle timeout passes, or an error ends it, then
+/// writes the connection to `access_logs`. Returning drops both
+/// connections (closing them).
+pub async fn serve<S>(
+    mut downstream: S,
+    peers: Peers,
+    tcp: &TcpProxyRuntime,
+    clusters: &ClusterSet,
+    access_logs: &[AccessLog],
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let start = SystemTime::now();
+    let started = Instant::now();
     let stats = &*tcp.stats;
     stats.downstream_cx_total.fetch_add(1, Relaxed);
     let id = tcp.config.cluster.pick(rand::random());
-    let Some(cluster) = clusters.get(id) else {
-        stats.downstream_cx_no_route.fetch_add(1, Relaxed);
+    let mut session = Session { flags: ResponseFlags::default(), upstream: None, received: 0, sent: 0 };
+    match clusters.get(id) {
+        Some(cluster) => proxy(&mut downstream, peers.client, tcp, cluster, &mut session).await,
+        None => {
+            stats.downstream_cx_no_route.fetch_add(1, Relaxed);
+            session.flags |= ResponseFlags::NO_ROUTE_FOUND;
+        }
+    }
+    if access_logs.is_empty() {
         return;
+    }
+    let entry = Entry {
+        start,
+        duration: started.elapsed(),
+        request: None,
+        http2: false,
+        status: 0,
+        flags: session.flags,
+        bytes_received: session.received,
+        bytes_sent: session.sent,
+        upstream_service_time: None,
+        upstream_host: session.upstream,
+        upstream_cluster: clusters.get(id).map(|c| c.name()),
+        downstream_remote: Some(peers.client),
+        downstream_local: peers.local,
+        route_name: None,
+        hostname: hostname(),
+        response_code_details: None,
+        local_reply_body: None,
     };
+    for log in access_logs {
+        log.log(&entry);
+    }
+}
+
+/// What one proxied connection did, for its access log entry.
+struct Session {
+    flags: ResponseFlags,
+    upstream: Option<SocketAddr>,
+    /// Bytes read from the client and written to it.
+    received: u64,
+    sent: u64,
+}
+
+async fn proxy<S>(
+    downstream: &mut S,
+    client: SocketAddr,
+    tcp: &TcpProxyRuntime,
+    cluster: &Cluster,
+    session: &mut Session,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let stats = &*tcp.stats;
     // Held while the upstream connection is open.
     let Ok(_permit) = cluster.breaker.start_connection() else {
         cluster.stats.upstream_cx_overflow.fetch_add(1, Relaxed);
+        session.flags |= ResponseFlags::UPSTREAM_OVERFLOW;
         debug!(cluster = %cluster.name(), %client, "circuit breaker full (max_connections); closing the connection");
         return;
     };
-    let Some((upstream, host)) = connect(cluster, tcp.config.max_connect_attempts).await else {
-        debug!(cluster = %cluster.name(), %client, "no upstream connection; closing the connection");
-        return;
+    let (upstream, host) = match connect(cluster, tcp.config.max_connect_attempts).await {
+        Ok(connected) => connected,
+        Err(flag) => {
+            session.flags |= flag;
+            debug!(cluster = %cluster.name(), %client, "no upstream connection; closing the connection");
+            return;
+        }
     };
+    session.upstream = Some(host.addr);
     let _open = OpenUpstream::new(UpstreamConnectionTracer::new(&cluster.stats, &host, None));
     let started = Instant::now();
     let last_activity = AtomicU64::new(0);
-    let mut down = Metered {
-        inner: &mut downstream,
-        rx: &stats.downstream_cx_rx_bytes_total,
-        tx: &stats.downstream_cx_tx_bytes_total,
-        activity: &last_activity,
+    let mut down = Metered::new(
+        downstream,
+        &stats.downstream_cx_rx_bytes_total,
+        &stats.downstream_cx_tx_bytes_total,
+        &last_activity,
         started,
-    };
-    let mut up = Metered {
-        inner: upstream,
-        rx: &cluster.stats.upstream_cx_rx_bytes_total,
-        tx: &cluster.stats.upstream_cx_tx_bytes_total,
-        activity: &last_activity,
+    );
+    let mut up = Metered::new(
+        upstream,
+        &cluster.stats.upstream_cx_rx_bytes_total,
+        &cluster.stats.upstream_cx_tx_bytes_total,
+        &last_activity,
         started,
-    };
-    let copy = copy_bidirectional(&mut down, &mut up);
-    tokio::pin!(copy);
-    let Some(idle) = tcp.config.idle_timeout else {
-        if let Err(e) = copy.await {
+    );
+    let ended = pump(&mut down, &mut up, tcp.config.idle_timeout, &last_activity, started).await;
+    (session.received, session.sent) = (down.read, down.written);
+    match ended {
+        Ok(Ended::Done) => {}
+        Ok(Ended::Idle) => {
+            stats.idle_timeout.fetch_add(1, Relaxed);
+            session.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT;
+            debug!(%client, upstream = %host.addr, "tcp_proxy idle timeout; closing both connections");
+        }
+        Err(e) => {
             debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
         }
-        return;
+    }
+}
+
+enum Ended {
+    /// Both directions reached their end of stream.
+    Done,
+    /// No byte moved for the idle timeout.
+    Idle,
+}
+
+/// Copies both ways until both are done, an error, or `idle` passes with
+/// no byte moved (`last_activity`: milliseconds after `started`).
+async fn pump<A, B>(
+    down: &mut A,
+    up: &mut B,
+    idle: Option<Duration>,
+    last_activity: &AtomicU64,
+    started: Instant,
+) -> io::Result<Ended>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let copy = copy_bidirectional(down, up);
+    tokio::pin!(copy);
+    let Some(idle) = idle else {
+        return copy.await.map(|_| Ended::Done);
     };
     loop {
         let last = last_activity.load(Relaxed);
-        let deadline = started + std::time::Duration::from_millis(last) + idle;
+        let deadline = started + Duration::from_millis(last) + idle;
         tokio::select! {
-            done = &mut copy => {
-                if let Err(e) = done {
-                    debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
-                }
-                return;
-            }
+            done = &mut copy => return done.map(|_| Ended::Done),
             _ = sleep_until(deadline) => {
                 // Bytes moved since the timer was set: wait out the rest.
-                if last_activity.load(Relaxed) != last {
-                    continue;
+                if last_activity.load(Relaxed) == last {
+                    return Ok(Ended::Idle);
                 }
-                stats.idle_timeout.fetch_add(1, Relaxed);
-                debug!(%client, upstream = %host.addr, ?idle, "tcp_proxy idle timeout; closing both connections");
-                return;
             }
         }
     }
 }
 
+/// The machine's name for `%HOSTNAME%`, read once.
+fn hostname() -> &'static str {
+    static HOSTNAME: OnceLock<String> = OnceLock::new();
+    HOSTNAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
+    })
+}
+
 /// Up to `attempts` connects, to a host not tried yet while there is one.
-/// Every failure is counted and reported to outlier detection.
-async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Host>)> {
+/// Every failure is counted and reported to outlier detection; the error
+/// is the access log's flag for it.
+async fn connect(cluster: &Cluster, attempts: u32) -> Result<(TcpStream, Arc<Host>), ResponseFlags> {
     let mut tried: Vec<SocketAddr> = Vec::new();
     for _ in 0..attempts {
         // A hashing policy gets a random key: without a hash_policy, Envoy's
@@ -118,7 +225,7 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Hos
             },
             None => {
                 cluster.stats.upstream_cx_none_healthy.fetch_add(1, Relaxed);
-                return None;
+                return Err(ResponseFlags::NO_HEALTHY_UPSTREAM);
             }
         };
         match timeout(cluster.spec.connect_timeout, TcpStream::connect(host.addr)).await {
@@ -130,7 +237,7 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Hos
                     }
                 }
                 cluster.record_attempt(&host, AttemptResult::Status(200));
-                return Some((stream, host));
+                return Ok((stream, host));
             }
             Ok(Err(e)) => {
                 debug!(cluster = %cluster.name(), upstream = %host.addr, error = %e, "tcp_proxy connect failed");
@@ -145,7 +252,7 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Option<(TcpStream, Arc<Hos
         cluster.record_attempt(&host, AttemptResult::LocalFailure);
         tried.push(host.addr);
     }
-    None
+    Err(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
 }
 
 /// Counts an open upstream connection until it is dropped.
@@ -165,22 +272,26 @@ impl Drop for OpenUpstream {
 }
 
 /// A side of the proxied connection that counts the bytes read from it
-/// (`rx`) and written to it (`tx`) as they move, and records when the
-/// last one did (milliseconds since `started`).
+/// (`rx`, and `read` for this connection alone) and written to it (`tx`,
+/// `written`) as they move, and records when the last one did
+/// (milliseconds since `started`).
 struct Metered<'a, S> {
     inner: S,
     rx: &'a AtomicU64,
     tx: &'a AtomicU64,
+    read: u64,
+    written: u64,
     activity: &'a AtomicU64,
     started: Instant,
 }
 
-impl<S> Metered<'_, S> {
-    fn moved(&self, counter: &AtomicU64, n: usize) {
-        if n > 0 {
-            counter.fetch_add(n as u64, Relaxed);
-            self.activity.store(self.started.elapsed().as_millis() as u64, Relaxed);
-        }
+impl<'a, S> Metered<'a, S> {
+    fn new(inner: S, rx: &'a AtomicU64, tx: &'a AtomicU64, activity: &'a AtomicU64, started: Instant) -> Self {
+        Self { inner, rx, tx, read: 0, written: 0, activity, started }
+    }
+
+    fn active(&self) {
+        self.activity.store(self.started.elapsed().as_millis() as u64, Relaxed);
     }
 }
 
@@ -189,8 +300,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<'_, S> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            let n = buf.filled().len() - before;
-            self.moved(self.rx, n);
+            let n = (buf.filled().len() - before) as u64;
+            if n > 0 {
+                self.rx.fetch_add(n, Relaxed);
+                self.read += n;
+                self.active();
+            }
         }
         polled
     }
@@ -200,7 +315,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, data);
         if let Poll::Ready(Ok(n)) = polled {
-            self.moved(self.tx, n);
+            if n > 0 {
+                self.tx.fetch_add(n as u64, Relaxed);
+                self.written += n as u64;
+                self.active();
+            }
         }
         polled
     }
@@ -223,12 +342,13 @@ mod tests {
     async fn metered_counts_both_ways_and_marks_activity() {
         let (a, mut b) = tokio::io::duplex(64);
         let (rx, tx, activity) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(u64::MAX));
-        let mut m = Metered { inner: a, rx: &rx, tx: &tx, activity: &activity, started: Instant::now() };
+        let mut m = Metered::new(a, &rx, &tx, &activity, Instant::now());
         m.write_all(b"hello").await.unwrap();
         b.write_all(b"abc").await.unwrap();
         let mut buf = [0u8; 3];
         m.read_exact(&mut buf).await.unwrap();
         assert_eq!((rx.load(Relaxed), tx.load(Relaxed)), (3, 5));
+        assert_eq!((m.read, m.written), (3, 5));
         assert_ne!(activity.load(Relaxed), u64::MAX, "activity recorded");
     }
 }

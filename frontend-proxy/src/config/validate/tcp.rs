@@ -1,5 +1,6 @@
 //! `envoy.filters.network.tcp_proxy`: the cluster (or weighted clusters)
-//! each connection is joined to, and the timers that end it. Fields the
+//! each connection is joined to, the timers that end it, and its access
+//! logs (the connection manager's loggers, formats and filters). Fields the
 //! proxy does not implement are errors naming their path: each changes
 //! where bytes go or when a connection ends.
 
@@ -22,10 +23,9 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("hash_policy", "hashing connections onto hosts"),
     ("tunneling_config", "tunneling TCP over HTTP (CONNECT)"),
     ("on_demand", "on-demand cluster discovery"),
-    ("access_log", "tcp_proxy access logs"),
-    ("access_log_options", "tcp_proxy access logs"),
-    ("access_log_flush_interval", "tcp_proxy access logs"),
-    ("flush_access_log_on_connected", "tcp_proxy access logs"),
+    ("access_log_options", "access log entries before a connection ends"),
+    ("access_log_flush_interval", "access log entries before a connection ends"),
+    ("flush_access_log_on_connected", "access log entries before a connection ends"),
     ("max_downstream_connection_duration", "a maximum connection duration"),
     ("backoff_options", "backoff between connect attempts"),
     ("proxy_protocol_tlvs", "PROXY protocol TLVs"),
@@ -67,6 +67,7 @@ pub(super) fn tcp_proxy(
         cluster: cluster?,
         idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
         max_connect_attempts: max_connect_attempts.max(1),
+        access_log: super::access_log::access_logs(cx, p, &t.access_log),
     })
 }
 
