@@ -149,8 +149,8 @@ async fn proxy<S>(
     match ended {
         Ok(Ended::Done) => {}
         Ok(Ended::Idle) => {
+            // Counted only: Envoy sets no response flag for it.
             stats.idle_timeout.fetch_add(1, Relaxed);
-            session.flags |= ResponseFlags::STREAM_IDLE_TIMEOUT;
             debug!(%client, upstream = %host.addr, "tcp_proxy idle timeout; closing both connections");
         }
         Err(e) => {
