@@ -619,3 +619,19 @@ pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {
     }
     Ok(certs.into_boxed_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_of_tcp_proxies_is_our_first_protocol_the_client_offers() {
+        let ours = alpn_wire(&["http/1.1".to_string(), "h2".to_string()]);
+        assert_eq!(ours, b"\x08http/1.1\x02h2");
+        assert_eq!(select_offered(&ours, b"\x02h2\x08http/1.1"), Some(&b"http/1.1"[..]));
+        assert_eq!(select_offered(&ours, b"\x02h2"), Some(&b"h2"[..]));
+        assert_eq!(select_offered(&ours, b"\x06spdy/1"), None);
+        // A malformed offer (a length past the end) matches nothing.
+        assert_eq!(select_offered(&ours, b"\x09http/1.1"), None);
+    }
+}
