@@ -335,6 +335,8 @@ pub struct TcpProxyStats {
     pub downstream_cx_tx_bytes_total: AtomicU64,
     /// Connections closed by `idle_timeout`.
     pub idle_timeout: AtomicU64,
+    /// Connections closed by `max_downstream_connection_duration`.
+    pub max_downstream_connection_duration: AtomicU64,
 }
 
 #[cfg(test)]

@@ -439,7 +439,10 @@ fn tcp_proxy_fields_and_envoy_defaults() {
     let yaml = format!(
         "static_resources:\n  listeners:{}{}{}\n  clusters:{}{}\n",
         listener(9000, "          cluster: a"),
-        listener(9001, "          cluster: a\n          idle_timeout: 0s\n          max_connect_attempts: 3"),
+        listener(
+            9001,
+            "          cluster: a\n          idle_timeout: 0s\n          max_connect_attempts: 3\n          max_downstream_connection_duration: 90s"
+        ),
         listener(
             9002,
             "          idle_timeout: 2.5s\n          weighted_clusters:\n            clusters: [{ name: a, weight: 3 }, { name: b, weight: 1 }]"
@@ -457,6 +460,7 @@ fn tcp_proxy_fields_and_envoy_defaults() {
     assert_eq!((first.idle_timeout, first.max_connect_attempts), (Some(Duration::from_secs(3600)), 1));
     assert!(matches!(first.cluster, ClusterChoice::Single(0)));
     assert_eq!((second.idle_timeout, second.max_connect_attempts), (None, 3));
+    assert_eq!((first.max_duration, second.max_duration), (None, Some(Duration::from_secs(90))));
     assert_eq!(third.idle_timeout, Some(Duration::from_millis(2500)));
     assert!(matches!(&third.cluster, ClusterChoice::Weighted(w, 4) if w == &[(0, 3), (1, 1)]), "{:?}", third.cluster);
     assert!(b.listeners.iter().all(|l| l.hcm().is_none()));

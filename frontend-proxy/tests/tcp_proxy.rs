@@ -530,3 +530,42 @@ async fn access_log_writes_a_line_per_connection() {
     expected.sort();
     assert_eq!(lines, expected);
 }
+
+/// `max_downstream_connection_duration`: a connection busy all along is
+/// still closed when it has lasted that long, and counted; the access log
+/// says `DT`.
+#[tokio::test]
+async fn max_downstream_connection_duration_closes_busy_connections() {
+    let (admin, listen) = (addr(48), addr(49));
+    let backend = EchoBackend::start(addr(50), None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tcp.log");
+    let extra = format!(
+        r#"          max_downstream_connection_duration: 0.5s
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: "%RESPONSE_FLAGS%\n" }} }}"#,
+        path.display()
+    );
+    let proxy = proxy_to(admin, listen, backend.addr, &extra).await;
+    let mut s = TcpStream::connect(listen).await.unwrap();
+    // Keep talking until the proxy closes the connection.
+    let closed = tokio::time::timeout(LIMIT, async {
+        let mut echo = [0u8; 4];
+        loop {
+            if s.write_all(b"ping").await.is_err() || s.read_exact(&mut echo).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after {LIMIT:?}:\n{}", proxy.log());
+    assert_eq!(stat(admin, "tcp.raw.max_downstream_connection_duration").await, 1);
+    assert_eq!(stat(admin, "tcp.raw.idle_timeout").await, 0);
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(eventually(LIMIT, || async { read() == "DT\n" }).await, "{:?}", read());
+}

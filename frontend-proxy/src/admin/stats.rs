@@ -186,6 +186,7 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
         b.counter("downstream_cx_rx_bytes_total", &t.downstream_cx_rx_bytes_total);
         b.counter("downstream_cx_tx_bytes_total", &t.downstream_cx_tx_bytes_total);
         b.counter("idle_timeout", &t.idle_timeout);
+        b.counter("max_downstream_connection_duration", &t.max_downstream_connection_duration);
         listener_scope(listener, s, out);
         return;
     }

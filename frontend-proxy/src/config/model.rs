@@ -94,6 +94,9 @@ pub struct TcpProxy {
     /// Upstream connection attempts before the downstream connection is
     /// closed (each to another host when there is one).
     pub max_connect_attempts: u32,
+    /// `max_downstream_connection_duration`: a connection is closed this
+    /// long after its upstream connection was made (`None`: no limit).
+    pub max_duration: Option<Duration>,
     /// `access_log`: where each finished connection is written, and how.
     pub access_log: Vec<AccessLogConfig>,
 }

@@ -394,6 +394,7 @@ mapping! {
         pub idle_timeout: Option<Field<Value>>,
         #[wrapper(UInt32Value)]
         pub max_connect_attempts: Option<Field<u32>>,
+        pub max_downstream_connection_duration: Option<Field<Value>>,
         pub access_log: Option<List<AccessLog>>,
     }
 }

@@ -144,7 +144,8 @@ async fn proxy<S>(
         &last_activity,
         started,
     );
-    let ended = pump(&mut down, &mut up, tcp.config.idle_timeout, &last_activity, started).await;
+    let limits = Limits { idle: tcp.config.idle_timeout, until: tcp.config.max_duration.map(|d| started + d) };
+    let ended = pump(&mut down, &mut up, limits, &last_activity, started).await;
     (session.received, session.sent) = (down.read, down.written);
     match ended {
         Ok(Ended::Done) => {}
@@ -153,10 +154,23 @@ async fn proxy<S>(
             stats.idle_timeout.fetch_add(1, Relaxed);
             debug!(%client, upstream = %host.addr, "tcp_proxy idle timeout; closing both connections");
         }
+        Ok(Ended::MaxDuration) => {
+            stats.max_downstream_connection_duration.fetch_add(1, Relaxed);
+            session.flags |= ResponseFlags::DURATION_TIMEOUT;
+            debug!(%client, upstream = %host.addr, "tcp_proxy max_downstream_connection_duration; closing both connections");
+        }
         Err(e) => {
             debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
         }
     }
+}
+
+/// What ends a connection besides its peers.
+struct Limits {
+    /// `idle_timeout`.
+    idle: Option<Duration>,
+    /// `max_downstream_connection_duration`, as a deadline.
+    until: Option<Instant>,
 }
 
 enum Ended {
@@ -164,14 +178,17 @@ enum Ended {
     Done,
     /// No byte moved for the idle timeout.
     Idle,
+    /// The connection lasted `max_downstream_connection_duration`.
+    MaxDuration,
 }
 
-/// Copies both ways until both are done, an error, or `idle` passes with
-/// no byte moved (`last_activity`: milliseconds after `started`).
+/// Copies both ways until both are done, an error, or a limit: the idle
+/// timeout passing with no byte moved (`last_activity`: milliseconds after
+/// `started`), or the connection's deadline.
 async fn pump<A, B>(
     down: &mut A,
     up: &mut B,
-    idle: Option<Duration>,
+    limits: Limits,
     last_activity: &AtomicU64,
     started: Instant,
 ) -> io::Result<Ended>
@@ -181,21 +198,32 @@ where
 {
     let copy = copy_bidirectional(down, up);
     tokio::pin!(copy);
-    let Some(idle) = idle else {
+    if limits.idle.is_none() && limits.until.is_none() {
         return copy.await.map(|_| Ended::Done);
-    };
+    }
+    let until = at(limits.until);
+    tokio::pin!(until);
     loop {
         let last = last_activity.load(Relaxed);
-        let deadline = started + Duration::from_millis(last) + idle;
+        let idle = at(limits.idle.map(|idle| started + Duration::from_millis(last) + idle));
         tokio::select! {
             done = &mut copy => return done.map(|_| Ended::Done),
-            _ = sleep_until(deadline) => {
+            _ = &mut until => return Ok(Ended::MaxDuration),
+            _ = idle => {
                 // Bytes moved since the timer was set: wait out the rest.
                 if last_activity.load(Relaxed) == last {
                     return Ok(Ended::Idle);
                 }
             }
         }
+    }
+}
+
+/// Resolves at `deadline`; never without one.
+async fn at(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -26,7 +26,6 @@ const NOT_SUPPORTED: &[(&str, &str)] = &[
     ("access_log_options", "access log entries before a connection ends"),
     ("access_log_flush_interval", "access log entries before a connection ends"),
     ("flush_access_log_on_connected", "access log entries before a connection ends"),
-    ("max_downstream_connection_duration", "a maximum connection duration"),
     ("backoff_options", "backoff between connect attempts"),
     ("proxy_protocol_tlvs", "PROXY protocol TLVs"),
     ("max_early_data_bytes", "early data (receive before the upstream connects)"),
@@ -62,11 +61,16 @@ pub(super) fn tcp_proxy(
     if max_connect_attempts == 0 {
         cx.error(&p.key("max_connect_attempts"), "must be at least 1");
     }
+    let max_duration = cx.duration(p, "max_downstream_connection_duration", &t.max_downstream_connection_duration);
+    if max_duration.is_some_and(|d| d < Duration::from_millis(1)) {
+        cx.error(&p.key("max_downstream_connection_duration"), "must be at least 1ms");
+    }
     Some(TcpProxy {
         stat_prefix: stat_prefix.filter(|s| !s.is_empty())?,
         cluster: cluster?,
         idle_timeout: (!idle_timeout.is_zero()).then_some(idle_timeout),
         max_connect_attempts: max_connect_attempts.max(1),
+        max_duration,
         access_log: super::access_log::access_logs(cx, p, &t.access_log),
     })
 }
