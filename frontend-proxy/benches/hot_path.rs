@@ -85,7 +85,7 @@ fn route_matching(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     for n in [10usize, 100, 1000] {
         let loaded = config::parse(&route_yaml(n)).expect("valid config");
-        let table = loaded.bootstrap.listeners[0].hcm.routes.clone();
+        let table = loaded.bootstrap.listeners[0].hcm().unwrap().routes.clone();
         // The first route, the last specific route (a full scan, as Envoy
         // matches routes in order), and a path only the catch-all takes.
         let cases = [

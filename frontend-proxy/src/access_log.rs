@@ -113,9 +113,11 @@ impl ResponseFlags {
     pub const STREAM_IDLE_TIMEOUT: Self = Self(1 << 9);
     pub const DOWNSTREAM_PROTOCOL_ERROR: Self = Self(1 << 10);
     pub const UPSTREAM_PROTOCOL_ERROR: Self = Self(1 << 11);
+    /// A TCP proxy's `max_downstream_connection_duration` ended the connection.
+    pub const DURATION_TIMEOUT: Self = Self(1 << 12);
 
     /// Short names in the order Envoy prints them.
-    const SHORT: [(Self, &'static str); 11] = [
+    const SHORT: [(Self, &'static str); 12] = [
         (Self::NO_HEALTHY_UPSTREAM, "UH"),
         (Self::UPSTREAM_REQUEST_TIMEOUT, "UT"),
         (Self::UPSTREAM_CONNECTION_FAILURE, "UF"),
@@ -126,6 +128,7 @@ impl ResponseFlags {
         (Self::DOWNSTREAM_CONNECTION_TERMINATION, "DC"),
         (Self::STREAM_IDLE_TIMEOUT, "SI"),
         (Self::DOWNSTREAM_PROTOCOL_ERROR, "DPE"),
+        (Self::DURATION_TIMEOUT, "DT"),
         (Self::UPSTREAM_PROTOCOL_ERROR, "UPE"),
     ];
 

@@ -1,5 +1,6 @@
-//! Per-connection policy in front of the HTTP engines: connection counting
-//! and the `connection_limit` cap, the choice of engine, and Envoy's
+//! Per-connection policy in front of the HTTP engines and the TCP proxy:
+//! connection counting and the `connection_limit` cap, the choice of
+//! engine (or `proxy::tcp` for a tcp_proxy filter chain), and Envoy's
 //! `request_headers_timeout` against slow-header (slowloris) clients on
 //! Pingora's engine (the native engine bounds heads itself).
 //!
@@ -14,9 +15,10 @@
 use crate::config::model::Codec;
 use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{shorter, ClientStream, NativeH1, Served};
+use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
 use crate::runtime::{listener_index, ListenerRuntime};
 use crate::tls::{chosen_digest, missing_client_certificate, RecordHandshake};
+use crate::upstream::ClusterSet;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -52,6 +54,8 @@ pub struct Downstream<A> {
     inner: Arc<A>,
     listeners: Arc<[Arc<ListenerRuntime>]>,
     native: Option<Arc<NativeH1>>,
+    /// The clusters TCP proxies connect to.
+    clusters: Arc<ClusterSet>,
     /// The drain: the native engine follows its signal, and the
     /// connections Pingora's listener hands over are counted in its record
     /// (our accept loop spawns its own on it).
@@ -64,14 +68,31 @@ impl<A> Clone for Downstream<A> {
             inner: self.inner.clone(),
             listeners: self.listeners.clone(),
             native: self.native.clone(),
+            clusters: self.clusters.clone(),
             drain: self.drain.clone(),
         }
     }
 }
 
 impl<A> Downstream<A> {
-    pub fn new(inner: A, listeners: Vec<Arc<ListenerRuntime>>, native: Option<NativeH1>, drain: Arc<Drain>) -> Self {
-        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), drain }
+    pub fn new(
+        inner: A,
+        listeners: Vec<Arc<ListenerRuntime>>,
+        native: Option<NativeH1>,
+        clusters: Arc<ClusterSet>,
+        drain: Arc<Drain>,
+    ) -> Self {
+        Self { inner: Arc::new(inner), listeners: listeners.into(), native: native.map(Arc::new), clusters, drain }
+    }
+
+    /// Counts a connection on listener `index` (plaintext from our accept
+    /// loop, or TLS after its handshake) and hands it to the listener's
+    /// TCP proxy; one without a TCP proxy is closed.
+    pub async fn serve_tcp_proxy<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: S, peers: tcp::Peers, index: usize) {
+        let listener = &self.listeners[index];
+        let Some(proxy) = &listener.tcp_proxy else { return };
+        let Some(_open) = open(listener) else { return };
+        tcp::serve(stream, peers, proxy, &self.clusters, &listener.access_logs).await;
     }
 }
 
@@ -176,6 +197,10 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         }
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
         let serving = listener.serving(index, chosen_chain(&tls));
+        if self.listeners[serving].tcp_proxy.is_some() {
+            let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+            return self.serve_tcp_proxy(tls, tcp::Peers { client: peer, local }, serving).await;
+        }
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         if h2_alpn {

@@ -80,6 +80,9 @@ pub struct Listener {
     sockets: Vec<Socket>,
     /// TLS listeners: the handshake every connection starts with.
     tls: Option<Arc<SslAcceptor>>,
+    /// A plaintext TCP proxy: connections go to it, and are accepted at
+    /// once (the server may speak first: no `TCP_DEFER_ACCEPT`).
+    tcp_proxy: bool,
 }
 
 /// Envoy's `ipv4_compat`: an IPv6 socket takes IPv4 connections only when
@@ -115,7 +118,13 @@ impl Listener {
             Ok(socket)
         };
         let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
-        Ok(Self { index, name: name.to_string(), address, sockets, tls: None })
+        Ok(Self { index, name: name.to_string(), address, sockets, tls: None, tcp_proxy: false })
+    }
+
+    /// Makes it a plaintext TCP proxy's listener.
+    pub fn with_tcp_proxy(mut self) -> Self {
+        self.tcp_proxy = true;
+        self
     }
 
     /// Makes it a TLS listener.
@@ -131,14 +140,19 @@ impl Listener {
             socket.listen(BACKLOG)?;
             // After listen(), which resets it. Accepted connections inherit
             // it: no ACK of its own for a request, which the response
-            // acknowledges anyway (HAProxy's default in HTTP mode).
-            socket.set_tcp_quickack(false)?;
+            // acknowledges anyway (HAProxy's default in HTTP mode). Not
+            // behind a TCP proxy: a protocol may wait for the ACK (Nagle).
+            if !self.tcp_proxy {
+                socket.set_tcp_quickack(false)?;
+            }
             socket.set_nonblocking(true)?;
         }
         // A connection joins the accept queue with its first bytes: one
         // wake-up of the worker per connection instead of two. An HTTP
-        // client speaks first, so nothing waits on us.
-        let deferred = self.sockets.iter().all(|socket| match defer::set(socket, DEFER_ACCEPT_SECS) {
+        // (or TLS) client speaks first, so nothing waits on us; behind a
+        // TCP proxy the server may speak first.
+        let deferred = !self.tcp_proxy
+            && self.sockets.iter().all(|socket| match defer::set(socket, DEFER_ACCEPT_SECS) {
             Ok(()) => true,
             Err(e) => {
                 warn!(listener = %self.name, error = %e, "TCP_DEFER_ACCEPT not set; connections are accepted at once");
@@ -263,8 +277,8 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for listener in self.own.drain(..) {
-            let (index, address, name, tls) =
-                (listener.index, listener.address, listener.name.clone(), listener.tls.clone());
+            let (index, address, name, tls, tcp_proxy) =
+                (listener.index, listener.address, listener.name.clone(), listener.tls.clone(), listener.tcp_proxy);
             let Listen { sockets, deferred } = listener
                 .listen(workers.len())
                 .map_err(|source| ListenError::Listen { listener: name.clone(), address, source })?;
@@ -275,6 +289,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
                     index,
                     deferred,
                     tls: tls.clone(),
+                    tcp_proxy,
                     downstream: downstream.clone(),
                     drain: self.drain.clone(),
                 };
@@ -356,6 +371,8 @@ struct AcceptLoop<A> {
     deferred: bool,
     /// TLS listeners: the handshake to run first.
     tls: Option<Arc<SslAcceptor>>,
+    /// A plaintext TCP proxy's listener.
+    tcp_proxy: bool,
     downstream: Arc<Downstream<A>>,
     drain: Arc<Drain>,
 }
@@ -399,6 +416,10 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     // size class) is the connection's alone.
                     let connections = self.drain.connections();
                     match self.tls.clone() {
+                        None if self.tcp_proxy => {
+                            let peers = crate::proxy::tcp::Peers { client: peer, local: tcp.local_addr().ok() };
+                            connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
+                        }
                         None => {
                             connections.spawn(Box::pin(async move {
                                 downstream.serve_tcp(tcp, peer, index, &shutdown).await

@@ -352,6 +352,22 @@ pub struct ConnManagerStats {
     pub ssl_fail_verify_san: AtomicU64,
 }
 
+/// `tcp.<stat_prefix>.*` statistics of a TCP proxy.
+#[derive(Debug, Default)]
+pub struct TcpProxyStats {
+    pub downstream_cx_total: AtomicU64,
+    /// Connections without a cluster. Validation makes every cluster a
+    /// tcp_proxy names exist, so this stays 0 until clusters can change at
+    /// run time; Envoy's dashboards query it.
+    pub downstream_cx_no_route: AtomicU64,
+    pub downstream_cx_rx_bytes_total: AtomicU64,
+    pub downstream_cx_tx_bytes_total: AtomicU64,
+    /// Connections closed by `idle_timeout`.
+    pub idle_timeout: AtomicU64,
+    /// Connections closed by `max_downstream_connection_duration`.
+    pub max_downstream_connection_duration: AtomicU64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ mod limits;
 mod local_reply;
 mod response_head;
 mod target;
+pub mod tcp;
 
 pub use context::RequestCtx;
 use context::StreamTimeout;

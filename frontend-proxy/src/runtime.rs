@@ -1,13 +1,18 @@
 //! What the proxy runs from, built once from the validated model by
-//! `server`: each listener with its connection manager and its stats.
+//! `server`: each listener with its connection manager (or TCP proxy) and
+//! its stats.
 //!
 //! Its own room because four others read it (the engines in `proxy`, the
 //! per-connection policy in `downstream`, `admin` and `server`) and none of
 //! them owns it. A configuration reload would build a new set and swap it in.
 
 use crate::access_log::AccessLog;
-use crate::config::model::{ChainConfig, HttpConnectionManager, ListenerConfig};
-use crate::metrics::ConnManagerStats;
+use crate::config::model::{
+    ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
+    Serves, TcpProxy,
+};
+use crate::metrics::{ConnManagerStats, TcpProxyStats};
+use crate::routing::{HeaderMutations, PortMatching, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +28,12 @@ pub struct ListenerRuntime {
     pub name: String,
     pub address: SocketAddr,
     pub tls: bool,
+    /// The HTTP connection manager; an empty one that is never used on a
+    /// TCP proxy's chain (its connections go to `tcp_proxy` before any
+    /// HTTP engine sees them).
     pub hcm: HttpConnectionManager,
+    /// A TCP proxy's chain: where its connections go instead.
+    pub tcp_proxy: Option<TcpProxyRuntime>,
     pub stats: Arc<ConnManagerStats>,
     /// `connection_limit`: open connections at most.
     pub max_connections: Option<u64>,
@@ -54,14 +64,16 @@ impl ListenerRuntime {
     /// The runtime of a validated listener, with fresh stats and the
     /// access loggers built from its `hcm.access_log`.
     pub fn new(l: ListenerConfig, access_logs: Vec<AccessLog>) -> Self {
+        let (hcm, tcp_proxy) = split(l.serves);
         Self {
+            client_cert_elements: Box::new([hcm.client_cert_element()]),
+            hcm,
+            tcp_proxy,
             chains: Vec::new(),
-            client_cert_elements: Box::new([l.hcm.client_cert_element()]),
             tls_config: l.tls.clone().map(Arc::new),
             name: l.name,
             address: l.address,
             tls: l.tls.is_some(),
-            hcm: l.hcm,
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: l.max_connections,
             reuse_port: l.reuse_port,
@@ -75,11 +87,13 @@ impl ListenerRuntime {
 impl ListenerRuntime {
     /// The entry serving a filter chain after the first of `listener`.
     pub fn chain(listener: &ListenerRuntime, chain: ChainConfig, access_logs: Vec<AccessLog>) -> Self {
+        let (hcm, tcp_proxy) = split(chain.serves);
         Self {
+            hcm,
+            tcp_proxy,
             name: listener.name.clone(),
             address: listener.address,
             tls: listener.tls,
-            hcm: chain.hcm,
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: chain.max_connections,
             reuse_port: listener.reuse_port,
@@ -96,6 +110,59 @@ impl ListenerRuntime {
     /// `chosen` in the listener's chains); `own` is this listener's index.
     pub fn serving(&self, own: usize, chosen: Option<usize>) -> usize {
         chosen.and_then(|c| self.chains.get(c)).copied().unwrap_or(own)
+    }
+}
+
+/// A TCP proxy as it runs: its configuration and its `tcp.<stat_prefix>.*`.
+#[derive(Debug, Clone)]
+pub struct TcpProxyRuntime {
+    pub config: Arc<TcpProxy>,
+    pub stats: Arc<TcpProxyStats>,
+}
+
+fn split(serves: Serves) -> (HttpConnectionManager, Option<TcpProxyRuntime>) {
+    match serves {
+        Serves::Http(hcm) => (*hcm, None),
+        Serves::Tcp(config) => {
+            (unused_connection_manager(), Some(TcpProxyRuntime { config, stats: Arc::new(TcpProxyStats::default()) }))
+        }
+    }
+}
+
+/// The connection manager of a TCP proxy's chain: nothing routes through
+/// it. A placeholder rather than an `Option` on every request's path.
+fn unused_connection_manager() -> HttpConnectionManager {
+    let routes =
+        RouteTable::new(String::new(), Vec::new(), Vec::new(), PortMatching::default(), HeaderMutations::default());
+    HttpConnectionManager {
+        stat_prefix: String::new(),
+        codec: Codec::Http1,
+        routes: Arc::new(routes),
+        server_name: String::new(),
+        server_header: ServerHeader::Overwrite,
+        generate_request_id: false,
+        preserve_external_request_id: false,
+        always_set_request_id_in_response: false,
+        use_remote_address: false,
+        xff_num_trusted_hops: 0,
+        skip_xff_append: false,
+        stream_idle_timeout: None,
+        request_timeout: None,
+        request_headers_timeout: None,
+        idle_timeout: None,
+        max_stream_duration: None,
+        max_request_headers_kb: 60,
+        max_headers_count: 100,
+        headers_with_underscores: HeadersWithUnderscores::Allow,
+        max_requests_per_connection: None,
+        websocket: false,
+        max_request_bytes: None,
+        suppress_envoy_headers: false,
+        forward_client_cert: ForwardClientCert::Sanitize,
+        client_cert_details: ClientCertDetails::default(),
+        access_log: Vec::new(),
+        local_reply: None,
+        http2: Http2Settings::default(),
     }
 }
 

@@ -8,7 +8,7 @@
 use crate::access_log::{AccessLog, Sink, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
-use crate::config::model::{AdminConfig, Codec, Http2Settings, HttpConnectionManager};
+use crate::config::model::{AdminConfig, Codec, Http2Settings, Serves};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
@@ -89,9 +89,13 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     let mut chains = Vec::new();
     let count = bootstrap.listeners.len();
     let mut sinks = Sinks::default();
-    let mut open_logs = |hcm: &mut HttpConnectionManager, errors: &mut Vec<StartError>| {
+    let mut open_logs = |serves: &mut Serves, errors: &mut Vec<StartError>| {
         let mut access_logs = Vec::new();
-        for log in std::mem::take(&mut hcm.access_log) {
+        let configured = match serves {
+            Serves::Http(hcm) => std::mem::take(&mut hcm.access_log),
+            Serves::Tcp(tcp) => tcp.access_log.clone(),
+        };
+        for log in configured {
             match sinks.open(&log.path) {
                 Ok(sink) => access_logs.push(AccessLog::new(log.format, sink, log.filter)),
                 Err(source) => errors.push(StartError::AccessLog { yaml_path: log.yaml_path, file: log.path, source }),
@@ -100,9 +104,14 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         access_logs
     };
     for (index, mut l) in bootstrap.listeners.into_iter().enumerate() {
-        let access_logs = open_logs(&mut l.hcm, &mut errors);
+        let access_logs = open_logs(&mut l.serves, &mut errors);
         let tls = l.tls.clone();
-        let codec = l.hcm.codec;
+        // ALPN offers what the listener's HTTP chains speak; a listener of
+        // TCP proxies only what its `alpn_protocols` list.
+        let codec = std::iter::once(&l.serves).chain(l.other_chains.iter().map(|c| &c.serves)).find_map(|s| match s {
+            Serves::Http(h) => Some(h.codec),
+            Serves::Tcp(_) => None,
+        });
         let other_chains = std::mem::take(&mut l.other_chains);
         let mut runtime = ListenerRuntime::new(l, access_logs);
         if !other_chains.is_empty() {
@@ -111,9 +120,9 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
             runtime.chains.push(index);
             let own = runtime.hcm.client_cert_element();
             runtime.client_cert_elements =
-                std::iter::once(own).chain(other_chains.iter().map(|c| c.hcm.client_cert_element())).collect();
+                std::iter::once(own).chain(other_chains.iter().map(|c| c.serves.client_cert_element())).collect();
             for mut chain in other_chains {
-                let logs = open_logs(&mut chain.hcm, &mut errors);
+                let logs = open_logs(&mut chain.serves, &mut errors);
                 runtime.chains.push(count + chains.len());
                 chains.push(Arc::new(ListenerRuntime::chain(&runtime, chain, logs)));
             }
@@ -133,7 +142,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
                         san.ssl_fail_verify_san.fetch_add(1, Relaxed);
                     }),
                 };
-                match tls::downstream_acceptor(t, alpn(codec), events, secrets.secrets()) {
+                match tls::downstream_acceptor(t, codec.map(alpn), events, secrets.secrets()) {
                     Ok(s) => Some(s),
                     // Reported once, by the secret's loading.
                     Err(tls::TlsError::SecretMissing { .. }) => continue,
@@ -231,6 +240,10 @@ fn bind_listeners(
         let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
         let sockets = if l.reuse_port { workers } else { 1 };
         let b = match (tls, engine) {
+            // A TCP proxy is served by our accept loop whatever the engine.
+            (None, _) if l.tcp_proxy.is_some() => Bound::Plain(
+                Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?.with_tcp_proxy(),
+            ),
             (None, Http1Engine::Native) => {
                 Bound::Plain(Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?)
             }
@@ -365,7 +378,8 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     let mut with_tls = Vec::new();
     for (l, b) in bound {
         let tls = matches!(b, Bound::Tls(..));
-        info!(listener = %l.name, address = %l.address, tls, stat_prefix = %l.hcm.stat_prefix, "listening");
+        let stat_prefix = l.tcp_proxy.as_ref().map_or(&l.hcm.stat_prefix, |t| &t.config.stat_prefix);
+        info!(listener = %l.name, address = %l.address, tls, tcp_proxy = l.tcp_proxy.is_some(), %stat_prefix, "listening");
         // An HTTP/1-only listener never speaks HTTP/2: its settings do not matter.
         let h2c = l.hcm.codec != Codec::Http1;
         let http2 = if h2c { l.hcm.http2 } else { Http2Settings::default() };
@@ -407,7 +421,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         app.h2_options = h2_options(&http2);
         let native = (engine == Http1Engine::Native)
             .then(|| NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())));
-        let downstream = Downstream::new(app, runtimes.clone(), native, drain.clone());
+        let downstream = Downstream::new(app, runtimes.clone(), native, prepared.clusters.clone(), drain.clone());
         // Plaintext and TLS listeners run our accept loop; plaintext ones
         // with Pingora's engine Pingora's listener service, inside the same
         // service (the same threads).

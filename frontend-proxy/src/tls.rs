@@ -526,14 +526,15 @@ impl ChainCertificates {
 
 /// Builds the listener's TLS acceptor. `allowed` is what the listener's
 /// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
-/// `alpn_protocols` may narrow the offer), or one of them. `events` are
+/// `alpn_protocols` may narrow the offer), or one of them; `None` (TCP
+/// proxies only) offers `alpn_protocols` as they are. `events` are
 /// called for a client no filter chain matches and a client certificate
 /// that fails verification (the handshake fails). `secrets` holds the
 /// current material of the SDS files the listener names (loaded by the
 /// caller, see [`Secrets`]).
 pub fn downstream_acceptor(
     tls: &ListenerTls,
-    allowed: ALPN,
+    allowed: Option<ALPN>,
     events: HandshakeEvents,
     secrets: &Secrets,
 ) -> Result<SslAcceptor, TlsError> {
@@ -686,16 +687,52 @@ pub fn downstream_acceptor(
     let offers_h2 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "h2");
     let offers_h1 = tls.alpn_protocols.is_empty() || tls.alpn_protocols.iter().any(|p| p == "http/1.1");
     // Wire format, in our order of preference.
-    let ours: &'static [u8] = match allowed {
-        ALPN::H2 => H2,
-        ALPN::H2H1 if offers_h2 && offers_h1 => H2_H1,
-        ALPN::H2H1 if offers_h2 => H2,
-        _ => H1,
+    let ours: std::borrow::Cow<'static, [u8]> = match allowed {
+        Some(ALPN::H2) => H2.into(),
+        Some(ALPN::H2H1) if offers_h2 && offers_h1 => H2_H1.into(),
+        Some(ALPN::H2H1) if offers_h2 => H2.into(),
+        Some(_) => H1.into(),
+        None if tls.alpn_protocols.is_empty() => return Ok(builder.build()),
+        None => alpn_wire(&tls.alpn_protocols).into(),
     };
     // Our first protocol the client offers; none in common: no ALPN in the
     // answer, and the client decides whether to go on (RFC 7301 allows both).
-    builder.set_alpn_select_callback(move |_, offered| select_next_proto(ours, offered).ok_or(AlpnError::NOACK));
+    builder.set_alpn_select_callback(move |_, offered| match &ours {
+        std::borrow::Cow::Borrowed(ours) => select_next_proto(ours, offered).ok_or(AlpnError::NOACK),
+        std::borrow::Cow::Owned(ours) => select_offered(ours, offered).ok_or(AlpnError::NOACK),
+    });
     Ok(builder.build())
+}
+
+/// Our first protocol (both lists in wire format) the client offers, as
+/// a slice of the client's list (what OpenSSL's callback must return when
+/// ours is not `'static`).
+fn select_offered<'a>(ours: &[u8], offered: &'a [u8]) -> Option<&'a [u8]> {
+    alpn_names(ours).find_map(|ours| alpn_names(offered).find(|theirs| *theirs == ours))
+}
+
+/// The protocol names of an ALPN list in wire format.
+fn alpn_names(mut wire: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (&len, rest) = wire.split_first()?;
+        let (name, rest) = rest.split_at_checked(usize::from(len))?;
+        wire = rest;
+        Some(name)
+    })
+}
+
+/// ALPN protocol names in their wire format (each after its length);
+/// names longer than a length byte allows are left out (validation
+/// refuses them).
+fn alpn_wire(protocols: &[String]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for p in protocols {
+        if let Ok(len) = u8::try_from(p.len()) {
+            wire.push(len);
+            wire.extend_from_slice(p.as_bytes());
+        }
+    }
+    wire
 }
 
 /// Applies a listener's session resumption settings. The acceptor is
@@ -758,4 +795,20 @@ pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {
         return Err(TlsError::Certificate { origin, message: "no certificate found".into() });
     }
     Ok(certs.into_boxed_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_of_tcp_proxies_is_our_first_protocol_the_client_offers() {
+        let ours = alpn_wire(&["http/1.1".to_string(), "h2".to_string()]);
+        assert_eq!(ours, b"\x08http/1.1\x02h2");
+        assert_eq!(select_offered(&ours, b"\x02h2\x08http/1.1"), Some(&b"http/1.1"[..]));
+        assert_eq!(select_offered(&ours, b"\x02h2"), Some(&b"h2"[..]));
+        assert_eq!(select_offered(&ours, b"\x06spdy/1"), None);
+        // A malformed offer (a length past the end) matches nothing.
+        assert_eq!(select_offered(&ours, b"\x09http/1.1"), None);
+    }
 }

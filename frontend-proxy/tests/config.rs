@@ -88,7 +88,7 @@ fn the_stack_configs_load() {
 fn seed_bootstrap_routes_films_and_ratings() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/valid/seed-envoy.yaml");
     let b = config::load(&path).unwrap().bootstrap;
-    let table = &b.listeners[0].hcm.routes;
+    let table = &b.listeners[0].hcm().unwrap().routes;
     let vh = table.find_virtual_host("localhost:8080", 8080).unwrap();
     let req = |p: &str| pingora_http::RequestHeader::build("GET", p.as_bytes(), None).unwrap();
     let films = vh.find_route(&req("/films?name=Citizen%20Kane")).unwrap();
@@ -117,7 +117,7 @@ fn protobuf_json_forms_mean_what_envoy_reads() {
     let [l] = &b.listeners[..] else { panic!("one listener: {:?}", b.listeners.len()) };
     assert_eq!((l.name.as_str(), l.address.port(), l.reuse_port), ("web", 8080, true));
     assert_eq!(l.tls.as_ref().unwrap().alpn_protocols, ["h2", "http/1.1"], "one entry, two protocols");
-    let h = &l.hcm;
+    let h = l.hcm().unwrap();
     assert_eq!(h.codec, Codec::Auto);
     assert!(h.use_remote_address && h.websocket);
     assert_eq!((h.xff_num_trusted_hops, h.max_request_headers_kb, h.max_headers_count), (1, 64, 50));
@@ -409,4 +409,59 @@ fn corpus_loads_or_refuses_as_each_file_says() {
         _ => failures.push(format!("docs/envoy-compatibility.md has no `{}` ... `{end}` markers", begin.trim_end())),
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A tcp_proxy's model: Envoy's defaults (idle_timeout 1 h,
+/// max_connect_attempts 1), `0s` turning the idle timeout off, and
+/// weighted clusters with their weights.
+#[test]
+fn tcp_proxy_fields_and_envoy_defaults() {
+    use frontend_proxy::config::model::Serves;
+    use frontend_proxy::routing::ClusterChoice;
+    let listener = |port: u16, fields: &str| {
+        format!(
+            r#"
+  - address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: p{port}
+{fields}"#
+        )
+    };
+    let cluster = |name: &str| {
+        format!(
+            "\n  - name: {name}\n    load_assignment:\n      cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: 5000 }} }} }}"
+        )
+    };
+    let yaml = format!(
+        "static_resources:\n  listeners:{}{}{}\n  clusters:{}{}\n",
+        listener(9000, "          cluster: a"),
+        listener(
+            9001,
+            "          cluster: a\n          idle_timeout: 0s\n          max_connect_attempts: 3\n          max_downstream_connection_duration: 90s"
+        ),
+        listener(
+            9002,
+            "          idle_timeout: 2.5s\n          weighted_clusters:\n            clusters: [{ name: a, weight: 3 }, { name: b, weight: 1 }]"
+        ),
+        cluster("a"),
+        cluster("b"),
+    );
+    let b = config::parse(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}")).bootstrap;
+    let tcp = |i: usize| match &b.listeners[i].serves {
+        Serves::Tcp(t) => t.clone(),
+        Serves::Http(_) => panic!("listener {i} is not a TCP proxy"),
+    };
+    let (first, second, third) = (tcp(0), tcp(1), tcp(2));
+    assert_eq!(first.stat_prefix, "p9000");
+    assert_eq!((first.idle_timeout, first.max_connect_attempts), (Some(Duration::from_secs(3600)), 1));
+    assert!(matches!(first.cluster, ClusterChoice::Single(0)));
+    assert_eq!((second.idle_timeout, second.max_connect_attempts), (None, 3));
+    assert_eq!((first.max_duration, second.max_duration), (None, Some(Duration::from_secs(90))));
+    assert_eq!(third.idle_timeout, Some(Duration::from_millis(2500)));
+    assert!(matches!(&third.cluster, ClusterChoice::Weighted(w, 4) if w == &[(0, 3), (1, 1)]), "{:?}", third.cluster);
+    assert!(b.listeners.iter().all(|l| l.hcm().is_none()));
 }

@@ -157,7 +157,7 @@ proptest! {
         header in "[ -~]{0,20}",
     ) {
         let b = table();
-        let routes = &b.listeners[0].hcm.routes;
+        let routes = &b.listeners[0].hcm().unwrap().routes;
         if let Some(vh) = routes.find_virtual_host(&host, 8080) {
             if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                 let _ = req.insert_header("x-canary", header.as_str());
@@ -169,7 +169,7 @@ proptest! {
     #[test]
     fn exact_domains_beat_wildcards(sub in "[a-z]{1,10}") {
         let b = table();
-        let routes = &b.listeners[0].hcm.routes;
+        let routes = &b.listeners[0].hcm().unwrap().routes;
         prop_assert_eq!(&routes.find_virtual_host("api.example.com", 8080).unwrap().name, "api");
         let wildcard = format!("{sub}.api.example.com");
         prop_assert_eq!(&routes.find_virtual_host(&wildcard, 8080).unwrap().name, "api");

@@ -28,6 +28,8 @@ pub enum Scope {
     Cluster(String),
     /// `http.<stat_prefix>.`, label `envoy_http_conn_manager_prefix`.
     Http(String),
+    /// `tcp.<stat_prefix>.`, label `envoy_tcp_prefix`.
+    Tcp(String),
     /// `listener.<ip>_<port>.`, label `envoy_listener_address`.
     Listener(String),
     /// Process-wide codec statistics: `http1.` or `http2.` (every
@@ -46,6 +48,7 @@ impl Scope {
             Scope::ClusterManager => "cluster_manager".into(),
             Scope::Cluster(n) => format!("cluster.{n}").into(),
             Scope::Http(p) => format!("http.{p}").into(),
+            Scope::Tcp(p) => format!("tcp.{p}").into(),
             Scope::Listener(a) => format!("listener.{a}").into(),
             Scope::Codec(c) => (*c).into(),
             Scope::Sds(n) => format!("sds.{n}").into(),
@@ -59,6 +62,7 @@ impl Scope {
             Scope::ClusterManager => "cluster_manager",
             Scope::Cluster(_) => "cluster",
             Scope::Http(_) => "http",
+            Scope::Tcp(_) => "tcp",
             Scope::Listener(_) => "listener",
             Scope::Codec(c) => c,
             Scope::Sds(_) => "sds",
@@ -71,6 +75,7 @@ impl Scope {
             Scope::Server | Scope::ClusterManager | Scope::Codec(_) | Scope::Sds(_) => None,
             Scope::Cluster(n) => Some(("envoy_cluster_name", n)),
             Scope::Http(p) => Some(("envoy_http_conn_manager_prefix", p)),
+            Scope::Tcp(p) => Some(("envoy_tcp_prefix", p)),
             Scope::Listener(a) => Some(("envoy_listener_address", a)),
         }
     }
@@ -179,9 +184,22 @@ pub fn cluster(cluster: &Cluster, out: &mut Vec<Stat>) {
     b.push("upstream_rq_time", Value::Histogram(s.upstream_rq_time.snapshot()));
 }
 
-/// `http.<stat_prefix>.*` and `listener.<address>.*` of one listener.
+/// `http.<stat_prefix>.*` (or `tcp.<stat_prefix>.*`) and
+/// `listener.<address>.*` of one listener's filter chain.
 pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     let s: &ConnManagerStats = &listener.stats;
+    if let Some(tcp) = &listener.tcp_proxy {
+        let t = &tcp.stats;
+        let mut b = Builder { scope: Scope::Tcp(tcp.config.stat_prefix.clone()), out };
+        b.counter("downstream_cx_total", &t.downstream_cx_total);
+        b.counter("downstream_cx_no_route", &t.downstream_cx_no_route);
+        b.counter("downstream_cx_rx_bytes_total", &t.downstream_cx_rx_bytes_total);
+        b.counter("downstream_cx_tx_bytes_total", &t.downstream_cx_tx_bytes_total);
+        b.counter("idle_timeout", &t.idle_timeout);
+        b.counter("max_downstream_connection_duration", &t.max_downstream_connection_duration);
+        listener_scope(listener, s, out);
+        return;
+    }
     let mut b = Builder { scope: Scope::Http(listener.hcm.stat_prefix.clone()), out };
     b.counter("downstream_rq_total", &s.downstream_rq_total);
     b.gauge("downstream_rq_active", &s.downstream_rq_active);
@@ -211,7 +229,12 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
         b.counter("requests_rejected_with_underscores_in_headers", &u.rejected);
     }
 
-    let mut b = Builder { scope: Scope::listener(listener.address), out: b.out };
+    listener_scope(listener, s, b.out);
+}
+
+/// `listener.<address>.*`.
+fn listener_scope(listener: &ListenerRuntime, s: &ConnManagerStats, out: &mut Vec<Stat>) {
+    let mut b = Builder { scope: Scope::listener(listener.address), out };
     b.counter("downstream_cx_total", &s.downstream_cx_total);
     b.gauge("downstream_cx_active", &s.downstream_cx_active);
     b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);

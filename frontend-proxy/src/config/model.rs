@@ -2,7 +2,7 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::access_log::{Filter, Format};
-use crate::routing::{HeaderMutations, RouteTable};
+use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
@@ -29,7 +29,8 @@ pub struct ListenerConfig {
     pub name: String,
     pub address: SocketAddr,
     pub tls: Option<ListenerTls>,
-    pub hcm: HttpConnectionManager,
+    /// What the first filter chain serves its connections with.
+    pub serves: Serves,
     /// `envoy.filters.network.connection_limit`: open connections at most.
     pub max_connections: Option<u64>,
     /// `enable_reuse_port` (Envoy's default: true): a socket per worker
@@ -41,17 +42,72 @@ pub struct ListenerConfig {
     /// The filter chain's `transport_socket_connect_timeout`: how long a
     /// TLS handshake may take (`None`: the proxy's own bound, 60 s).
     pub handshake_timeout: Option<Duration>,
-    /// TLS listeners with several filter chains: the connection manager
-    /// (and `connection_limit`) of each chain after the first, in the order
-    /// of `tls.chains` (`hcm` is the first chain's).
+    /// TLS listeners with several filter chains: what each chain after the
+    /// first serves (and its `connection_limit`), in the order of
+    /// `tls.chains` (`serves` is the first chain's).
     pub other_chains: Vec<ChainConfig>,
+}
+
+impl ListenerConfig {
+    /// The first filter chain's HTTP connection manager, if it has one.
+    pub fn hcm(&self) -> Option<&HttpConnectionManager> {
+        match &self.serves {
+            Serves::Http(h) => Some(h),
+            Serves::Tcp(_) => None,
+        }
+    }
 }
 
 /// What a filter chain after a listener's first serves its connections with.
 #[derive(Debug)]
 pub struct ChainConfig {
-    pub hcm: HttpConnectionManager,
+    pub serves: Serves,
     pub max_connections: Option<u64>,
+}
+
+/// The network filter that ends a filter chain: what its connections get.
+#[derive(Debug)]
+pub enum Serves {
+    /// `envoy.filters.network.http_connection_manager`.
+    Http(Box<HttpConnectionManager>),
+    /// `envoy.filters.network.tcp_proxy`.
+    Tcp(Arc<TcpProxy>),
+}
+
+impl Serves {
+    pub fn is_tcp(&self) -> bool {
+        matches!(self, Serves::Tcp(_))
+    }
+
+    /// What a TLS handshake on this chain records of a client certificate
+    /// (a TCP proxy forwards no headers: nothing).
+    pub fn client_cert_element(&self) -> Option<ClientCertDetails> {
+        match self {
+            Serves::Http(hcm) => hcm.client_cert_element(),
+            Serves::Tcp(_) => None,
+        }
+    }
+}
+
+/// `envoy.filters.network.tcp_proxy`: each connection is joined to one
+/// upstream connection and bytes are copied both ways.
+#[derive(Debug)]
+pub struct TcpProxy {
+    /// `tcp.<stat_prefix>.*` statistics.
+    pub stat_prefix: String,
+    /// `cluster`, or `weighted_clusters` (one picked per connection).
+    pub cluster: ClusterChoice,
+    /// No byte either way for this long closes both connections (`None`:
+    /// never; Envoy's default is 1 h).
+    pub idle_timeout: Option<Duration>,
+    /// Upstream connection attempts before the downstream connection is
+    /// closed (each to another host when there is one).
+    pub max_connect_attempts: u32,
+    /// `max_downstream_connection_duration`: a connection is closed this
+    /// long after its upstream connection was made (`None`: no limit).
+    pub max_duration: Option<Duration>,
+    /// `access_log`: where each finished connection is written, and how.
+    pub access_log: Vec<AccessLogConfig>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -409,6 +409,30 @@ mapping! {
 }
 
 mapping! {
+    /// `envoy.filters.network.tcp_proxy`: the fields frontend-proxy reads;
+    /// the others stay in `other` and are refused.
+    pub struct TcpProxy {
+        #[serde(rename = "@type")]
+        pub type_url: Option<Field<String>>,
+        pub stat_prefix: Option<Field<String>>,
+        pub cluster: Option<Field<String>>,
+        pub weighted_clusters: Option<Field<TcpWeightedClusters>>,
+        pub idle_timeout: Option<Field<Value>>,
+        #[wrapper(UInt32Value)]
+        pub max_connect_attempts: Option<Field<u32>>,
+        pub max_downstream_connection_duration: Option<Field<Value>>,
+        pub access_log: Option<List<AccessLog>>,
+    }
+}
+
+mapping! {
+    /// `tcp_proxy.weighted_clusters`.
+    pub struct TcpWeightedClusters {
+        pub clusters: Option<List<ClusterWeight>>,
+    }
+}
+
+mapping! {
     /// `envoy.filters.http.buffer`.
     pub struct BufferFilter {
         #[serde(rename = "@type")]

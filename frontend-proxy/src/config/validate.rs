@@ -16,6 +16,7 @@ mod protocol;
 mod resilience;
 mod route;
 mod secret;
+mod tcp;
 mod tls;
 mod upgrade;
 
@@ -62,6 +63,9 @@ pub(super) struct Ctx {
     pub static_runtime: Vec<(P, Value)>,
     /// `static_resources.secrets` by name (`None`: defined but rejected).
     pub secrets: HashMap<String, Option<Secret>>,
+    /// Valid clusters that speak TLS to their hosts (a tcp_proxy cannot
+    /// use them yet).
+    pub tls_clusters: std::collections::HashSet<String>,
 }
 
 impl Ctx {
@@ -410,6 +414,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
             cx.secrets = secret::static_secrets(&mut cx, &sp, &sr.secrets);
             let clusters = cluster::clusters(&mut cx, &sp, &sr.clusters);
             let ids: HashMap<String, usize> = clusters.iter().enumerate().map(|(i, c)| (c.name.clone(), i)).collect();
+            cx.tls_clusters = clusters.iter().filter(|c| c.tls.is_some()).map(|c| c.name.clone()).collect();
             let listeners = listener::listeners(&mut cx, &sp, &sr.listeners, &ids);
             (listeners, clusters)
         }

@@ -74,6 +74,12 @@ impl CircuitBreaker {
         self.acquire(kind, limit)
     }
 
+    /// A TCP proxy's upstream connection (held while it is open): counted
+    /// with the requests, as each of those holds a connection too.
+    pub fn start_connection(self: &Arc<Self>) -> Result<Permit, Overflow> {
+        self.acquire(Overflow::Connections, self.spec.max_connections)
+    }
+
     /// A request waiting for an upstream connection.
     pub fn start_pending(self: &Arc<Self>) -> Result<Permit, Overflow> {
         self.acquire(Overflow::PendingRequests, self.spec.max_pending_requests)

@@ -11,12 +11,15 @@ pub mod prometheus;
 pub mod proxy;
 pub mod raw;
 pub mod strict;
+pub mod tcp;
 
 #[allow(unused_imports)]
 pub use backend::{Backend, Behaviour};
 #[allow(unused_imports)]
 pub use dns::TestDns;
 pub use proxy::ProxyProcess;
+#[allow(unused_imports)]
+pub use tcp::EchoBackend;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -119,6 +122,21 @@ pub mod yaml {
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
+        )
+    }
+
+    /// A `tcp_proxy` network filter; `target` is `cluster: x` or a
+    /// `weighted_clusters` block, `extra` more fields (each line indented
+    /// ten spaces).
+    pub fn tcp_proxy(stat_prefix: &str, target: &str, extra: &str) -> String {
+        format!(
+            r#"
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: {stat_prefix}
+          {target}
+{extra}"#
         )
     }
 

@@ -1,13 +1,15 @@
 //! Listeners, their filter chains (SNI) and downstream TLS; the HTTP
-//! connection manager each chain runs is `hcm.rs`'s.
+//! connection manager a chain runs is `hcm.rs`'s, a TCP proxy `tcp.rs`'s.
 
 use super::hcm::{connection_manager, HCM_TYPE};
+use super::tcp::{tcp_proxy, TCP_PROXY_NAMES, TCP_PROXY_TYPE};
 use super::tls::downstream_tls;
 use super::{conflicts, Ctx, P};
-use crate::config::model::{ChainConfig, HttpConnectionManager, ListenerConfig};
+use crate::config::model::{ChainConfig, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
 use crate::tls::{DownstreamTls, ListenerTls, TlsChain};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 const HCM_NAMES: &[&str] = &["envoy.filters.network.http_connection_manager", "envoy.http_connection_manager"];
@@ -178,8 +180,8 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
             (Some(_), Some(None)) if !several => {}
             _ => complete = false,
         }
-        match chain.hcm {
-            Some(hcm) => served.push(ChainConfig { hcm, max_connections: chain.max_connections }),
+        match chain.serves {
+            Some(serves) => served.push(ChainConfig { serves, max_connections: chain.max_connections }),
             None => complete = false,
         }
     }
@@ -200,7 +202,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         name: name.unwrap_or_default(),
         address,
         tls,
-        hcm: first.hcm,
+        serves: first.serves,
         max_connections: first.max_connections,
         reuse_port,
         handshake_timeout,
@@ -348,7 +350,8 @@ fn several_chains(
 struct Chain {
     /// `None` when the transport socket is invalid; `Some(None)` for plain text.
     tls: Option<Option<DownstreamTls>>,
-    hcm: Option<HttpConnectionManager>,
+    /// The terminal filter, once valid.
+    serves: Option<Serves>,
     max_connections: Option<u64>,
     handshake_timeout: Option<Duration>,
 }
@@ -366,9 +369,9 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
     };
     let filters = cx.list(p, "filters", &chain.filters);
     if chain.filters.is_none() || filters.is_empty() {
-        cx.error(&p.key("filters"), "an http_connection_manager filter is required");
+        cx.error(&p.key("filters"), "an http_connection_manager or tcp_proxy filter is required");
     }
-    let mut out = Chain { tls, hcm: None, max_connections: None, handshake_timeout };
+    let mut out = Chain { tls, serves: None, max_connections: None, handshake_timeout };
     for (i, (fp, filter)) in filters.iter().enumerate() {
         cx.other(fp, *filter, &[]);
         let name = cx.string(fp, "name", &filter.name).unwrap_or_default();
@@ -382,15 +385,25 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
         let tp = fp.key("typed_config");
         if name == CONNECTION_LIMIT_NAME || type_url == CONNECTION_LIMIT_TYPE {
             if i == filters.len() - 1 {
-                cx.error(fp, "connection_limit must come before http_connection_manager");
+                cx.error(fp, "connection_limit must come before http_connection_manager or tcp_proxy");
             }
             out.max_connections = connection_limit(cx, &tp, tc);
+            continue;
+        }
+        if TCP_PROXY_NAMES.contains(&name.as_str()) || type_url == TCP_PROXY_TYPE {
+            if i != filters.len() - 1 {
+                cx.error(fp, "tcp_proxy must be the last network filter");
+            }
+            if !type_url.is_empty() && type_url != TCP_PROXY_TYPE {
+                cx.error(&tp.key("@type"), format!("expected {TCP_PROXY_TYPE}"));
+            }
+            out.serves = tcp_proxy(cx, &tp, tc, clusters).map(|t| Serves::Tcp(Arc::new(t)));
             continue;
         }
         if !(HCM_NAMES.contains(&name.as_str()) || type_url == HCM_TYPE) {
             cx.error(
                 fp,
-                format!("network filter {name:?} is not supported: only envoy.filters.network.http_connection_manager (and connection_limit before it) are"),
+                format!("network filter {name:?} is not supported: only envoy.filters.network.http_connection_manager and envoy.filters.network.tcp_proxy (and connection_limit before either) are"),
             );
             continue;
         }
@@ -398,7 +411,9 @@ fn filter_chain(cx: &mut Ctx, p: &P, chain: &raw::FilterChain, clusters: &HashMa
             cx.error(fp, "http_connection_manager must be the last network filter");
         }
         match Field::<raw::HttpConnectionManager>::from_value(tc.clone()) {
-            Field::Ok(raw) => out.hcm = connection_manager(cx, &tp, &raw, clusters),
+            Field::Ok(raw) => {
+                out.serves = connection_manager(cx, &tp, &raw, clusters).map(|h| Serves::Http(Box::new(h)))
+            }
             Field::Invalid(msg) => cx.error(&tp, msg),
         }
     }

@@ -4,7 +4,6 @@
 
 use super::*;
 use crate::config;
-use crate::metrics::ConnManagerStats;
 use crate::proxy::ListenerRuntime;
 use crate::upstream::ClusterSet;
 use pingora_http::ResponseHeader;
@@ -68,28 +67,8 @@ static_resources:
         cluster.refresh().await;
         clusters.push(cluster);
     }
-    let listeners = loaded
-        .bootstrap
-        .listeners
-        .into_iter()
-        .map(|l| {
-            Arc::new(ListenerRuntime {
-                name: l.name,
-                address: l.address,
-                tls: false,
-                hcm: l.hcm,
-                stats: Arc::new(ConnManagerStats::default()),
-                max_connections: l.max_connections,
-                reuse_port: l.reuse_port,
-                handshake_timeout: crate::runtime::DEFAULT_HANDSHAKE_TIMEOUT,
-                ipv4_compat: false,
-                access_logs: Vec::new(),
-                chains: Vec::new(),
-                tls_config: None,
-                client_cert_elements: Box::new([]),
-            })
-        })
-        .collect();
+    let listeners =
+        loaded.bootstrap.listeners.into_iter().map(|l| Arc::new(ListenerRuntime::new(l, Vec::new()))).collect();
     Proxy::new(listeners, Arc::new(ClusterSet::new(clusters)))
 }
 
