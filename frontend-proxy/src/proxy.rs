@@ -17,6 +17,7 @@ mod hop_by_hop;
 pub(crate) mod lifecycle;
 mod limits;
 mod local_reply;
+mod path;
 mod response_head;
 mod target;
 
