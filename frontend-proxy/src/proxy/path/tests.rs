@@ -230,3 +230,28 @@ proptest! {
         prop_assert_eq!(normalize(&once, &o), Outcome::Unchanged, "{:?} -> {:?}", String::from_utf8_lossy(&target), String::from_utf8_lossy(&once));
     }
 }
+
+#[test]
+fn apply_rewrites_the_target_or_answers() {
+    let forward = opts(true, true, EscapedSlashes::UnescapeAndForward);
+    // An HTTP/2 request's URI keeps its scheme and authority.
+    let mut h2 = RequestHeader::build("GET", b"/", None).unwrap();
+    h2.set_uri(http::Uri::from_static("http://films.example/a/..//b%2Fc?q=%2F"));
+    assert_eq!(apply(&mut h2, &forward, false), None);
+    assert_eq!(h2.uri.to_string(), "http://films.example/b/c?q=%2F");
+    let mut h1 = RequestHeader::build("GET", b"/a/./b", None).unwrap();
+    assert_eq!(apply(&mut h1, &forward, false), None);
+    assert_eq!(h1.raw_path(), b"/a/b");
+
+    let redirect = opts(false, false, EscapedSlashes::UnescapeAndRedirect);
+    let mut req = RequestHeader::build("GET", b"/x%2Fy?q", None).unwrap();
+    assert_eq!(
+        apply(&mut req, &redirect, false),
+        Some(LocalReply::NormalizedPathRedirect { location: "/x/y?q".to_string() })
+    );
+    // gRPC cannot follow a redirect: 400, as Envoy.
+    assert_eq!(apply(&mut req, &redirect, true), Some(LocalReply::PathNormalizationFailed));
+    let mut nul = RequestHeader::build("GET", b"/a%00", None).unwrap();
+    assert_eq!(apply(&mut nul, &forward, false), Some(LocalReply::PathNormalizationFailed));
+    assert_eq!(nul.raw_path(), b"/a%00", "a refused target is left as it came");
+}
