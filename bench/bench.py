@@ -726,7 +726,8 @@ class Bench:
         proxy did full handshakes there."""
         mode = scenario.tool.split(":")[1]
         # s_time writes `GET <path> HTTP/1.0` with no Host, which
-        # frontend-proxy refuses (400) where nginx and HAProxy answer: the
+        # frontend-proxy refuses (426, as Envoy without accept_http_10)
+        # where nginx and HAProxy answer: the
         # path carries the rest of an HTTP/1.1 head, and s_time's own
         # ` HTTP/1.0` ends up in the value of an X-Bench field nobody reads.
         www = f"{scenario.path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nX-Bench: s_time"

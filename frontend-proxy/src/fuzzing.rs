@@ -2,7 +2,8 @@
 //! fuzz targets (`frontend-proxy/fuzz/`) and the differential properties
 //! (`tests/wire_fuzz.rs`): the request-head parser, the reading of an
 //! upstream's response head (interim responses skipped, framing, status
-//! checks), and the chunked-body scanner.
+//! checks), and the chunked-body scanner; and the properties of the
+//! connection manager's path normalization.
 //!
 //! Not an API for anything else. These signatures are the contract the
 //! engine keeps whatever it does inside: small verdicts, no engine types.
@@ -156,4 +157,33 @@ pub fn chunked_body(parts: &[&[u8]]) -> ChunkedVerdict {
         }
     }
     ChunkedVerdict::Partial
+}
+
+/// The properties of path normalization (`normalize_path`, `merge_slashes`,
+/// `path_with_escaped_slashes_action`) for `target` under the settings
+/// `options` picks (its low four bits): never a panic; a target it keeps,
+/// rewrites or redirects to starts with `/` when the original did; and
+/// normalizing that again changes nothing. `Err` says which broke.
+pub fn check_path_normalization(options: u8, target: &[u8]) -> Result<(), String> {
+    use crate::config::model::{EscapedSlashes, PathNormalization};
+    use crate::proxy::path::{normalize, Outcome};
+    let escaped_slashes = match (options >> 2) & 3 {
+        0 => EscapedSlashes::KeepUnchanged,
+        1 => EscapedSlashes::RejectRequest,
+        2 => EscapedSlashes::UnescapeAndRedirect,
+        _ => EscapedSlashes::UnescapeAndForward,
+    };
+    let opts = PathNormalization { normalize: options & 1 != 0, merge_slashes: options & 2 != 0, escaped_slashes };
+    let once = match normalize(target, &opts) {
+        Outcome::Reject | Outcome::Unchanged => return Ok(()),
+        Outcome::Rewritten(t) | Outcome::Redirect(t) => t,
+    };
+    let show = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    if target.first() == Some(&b'/') && once.first() != Some(&b'/') {
+        return Err(format!("{opts:?}: {:?} became {:?}, not a path", show(target), show(&once)));
+    }
+    match normalize(&once, &opts) {
+        Outcome::Unchanged => Ok(()),
+        again => Err(format!("{opts:?}: {:?} became {:?}, then {again:?}", show(target), show(&once))),
+    }
 }

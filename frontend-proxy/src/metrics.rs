@@ -318,6 +318,10 @@ pub struct ConnManagerStats {
     pub no_cluster: AtomicU64,
     pub rq_direct_response: AtomicU64,
     pub rq_redirect: AtomicU64,
+    /// Requests refused (400) by path normalization.
+    pub downstream_rq_failed_path_normalization: AtomicU64,
+    /// Requests answered 307 by `UNESCAPE_AND_REDIRECT`.
+    pub downstream_rq_redirected_with_normalized_path: AtomicU64,
     /// Streams ended by `stream_idle_timeout` (or a route's `idle_timeout`).
     pub downstream_rq_idle_timeout: AtomicU64,
     /// Requests not received in full within `request_timeout`.

@@ -1,5 +1,7 @@
-//! `--health-probe URL`: a tiny HTTP/1.0 GET for container health checks,
-//! so the runtime image needs no curl.
+//! `--health-probe URL`: a tiny HTTP/1.1 GET (`Connection: close`) for
+//! container health checks, so the runtime image needs no curl. Not
+//! HTTP/1.0: a listener refuses that with 426 unless its connection
+//! manager sets `accept_http_10`, as Envoy's does.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -22,8 +24,11 @@ pub fn probe(url: &str) -> Result<(), String> {
     let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: frontend-proxy-probe\r\n\r\n")
-        .map_err(|e| format!("send: {e}"))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nUser-Agent: frontend-proxy-probe\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send: {e}"))?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| format!("read: {e}"))?;
     let line = String::from_utf8_lossy(&head[..n]);

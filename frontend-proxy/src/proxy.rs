@@ -17,6 +17,8 @@ mod hop_by_hop;
 pub(crate) mod lifecycle;
 mod limits;
 mod local_reply;
+// `pub(crate)`: the fuzzing facade checks its properties.
+pub(crate) mod path;
 mod response_head;
 mod target;
 pub mod tcp;

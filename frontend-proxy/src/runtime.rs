@@ -8,8 +8,8 @@
 
 use crate::access_log::AccessLog;
 use crate::config::model::{
-    ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ListenerConfig, ServerHeader,
-    Serves, TcpProxy,
+    ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
+    ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
 };
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
@@ -154,6 +154,8 @@ fn unused_connection_manager() -> HttpConnectionManager {
         max_request_headers_kb: 60,
         max_headers_count: 100,
         headers_with_underscores: HeadersWithUnderscores::Allow,
+        path: PathNormalization::OFF,
+        http10: Http10 { accept: false, default_host: None },
         max_requests_per_connection: None,
         websocket: false,
         max_request_bytes: None,

@@ -179,3 +179,27 @@ proptest! {
         prop_assert_eq!(&routes.find_virtual_host(&other, 8080).unwrap().name, "default");
     }
 }
+
+proptest! {
+    /// The connection manager's path normalization, through the facade the
+    /// libFuzzer target uses: any bytes, any settings.
+    #[test]
+    fn path_normalization_never_panics_and_is_idempotent(options in any::<u8>(), target in prop::collection::vec(any::<u8>(), 0..64)) {
+        let result = frontend_proxy::fuzzing::check_path_normalization(options, &target);
+        prop_assert!(result.is_ok(), "{:?}", result);
+    }
+}
+
+/// The libFuzzer target's seeds pass its checks.
+#[test]
+fn path_normalization_seeds_pass() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/path_normalization");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        let (&options, target) = data.split_first().unwrap();
+        assert_eq!(frontend_proxy::fuzzing::check_path_normalization(options, target), Ok(()));
+        seeds += 1;
+    }
+    assert!(seeds > 0);
+}

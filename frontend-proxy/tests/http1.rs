@@ -36,6 +36,9 @@ async fn stack(host: u8, script: fn(&Seen) -> (Vec<u8>, bool), route_extra: &str
     Stack { backend, proxy, listen, admin }
 }
 
+/// HTTP/1.0 is served here (Envoy's default answers it 426: tests/framing).
+const ACCEPT_HTTP10: &str = "          http_protocol_options: { accept_http_10: true }";
+
 /// A proxy on 127.0.9.`host` with one route to `backend`; its listener and admin addresses.
 async fn proxy_to(host: u8, backend: SocketAddr, route_extra: &str) -> (ProxyProcess, SocketAddr, SocketAddr) {
     let listen = free_addr(ip(9, host));
@@ -53,7 +56,7 @@ async fn proxy_to(host: u8, backend: SocketAddr, route_extra: &str) -> (ProxyPro
         "{}{}",
         yaml::admin(admin),
         yaml::bootstrap(
-            &[yaml::listener("http", listen, &yaml::hcm("h1", "", &vhosts))],
+            &[yaml::listener("http", listen, &yaml::hcm("h1", ACCEPT_HTTP10, &vhosts))],
             &[yaml::cluster("raw", "STATIC", &endpoints, "")]
         )
     );

@@ -214,6 +214,8 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
     b.counter("no_cluster", &s.no_cluster);
     b.counter("rq_direct_response", &s.rq_direct_response);
     b.counter("rq_redirect", &s.rq_redirect);
+    b.counter("downstream_rq_failed_path_normalization", &s.downstream_rq_failed_path_normalization);
+    b.counter("downstream_rq_redirected_with_normalized_path", &s.downstream_rq_redirected_with_normalized_path);
     b.counter("downstream_rq_idle_timeout", &s.downstream_rq_idle_timeout);
     b.counter("downstream_rq_timeout", &s.downstream_rq_timeout);
     b.counter("downstream_rq_header_timeout", &s.downstream_rq_header_timeout);

@@ -162,6 +162,46 @@ pub enum HeadersWithUnderscores {
     DropHeader,
 }
 
+/// `path_with_escaped_slashes_action`: what a path with `%2F`, `%5C`
+/// (either case) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Forwarded as it came (Envoy's default).
+    KeepUnchanged,
+    /// 400.
+    RejectRequest,
+    /// 307 to the path with them unescaped (and normalized as configured).
+    UnescapeAndRedirect,
+    /// Unescaped, then routed and forwarded.
+    UnescapeAndForward,
+}
+
+/// How the connection manager normalizes a request's path before routing
+/// (the upstream gets the normalized path too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathNormalization {
+    /// `normalize_path`: RFC 3986 normalization as Envoy does it.
+    pub normalize: bool,
+    /// `merge_slashes`.
+    pub merge_slashes: bool,
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl PathNormalization {
+    /// Envoy's defaults: the path is left as it came.
+    pub const OFF: Self =
+        PathNormalization { normalize: false, merge_slashes: false, escaped_slashes: EscapedSlashes::KeepUnchanged };
+}
+
+/// `http_protocol_options.accept_http_10` and `default_host_for_http_10`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Http10 {
+    /// Off (Envoy's default): an HTTP/1.0 request gets 426.
+    pub accept: bool,
+    /// The Host an HTTP/1.0 request without one is given.
+    pub default_host: Option<http::HeaderValue>,
+}
+
 #[derive(Debug)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
@@ -187,6 +227,9 @@ pub struct HttpConnectionManager {
     pub max_request_headers_kb: u32,
     pub max_headers_count: u32,
     pub headers_with_underscores: HeadersWithUnderscores,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path: PathNormalization,
+    pub http10: Http10,
     /// `common_http_protocol_options.max_requests_per_connection` (HTTP/1
     /// codec only): the response to the last request says `connection:
     /// close` and the connection ends.

@@ -236,6 +236,10 @@ mapping! {
         pub proxy_100_continue: Option<Field<bool>>,
         pub stream_error_on_invalid_http_message: Option<Field<bool>>,
         pub add_user_agent: Option<Field<bool>>,
+        #[wrapper(BoolValue)]
+        pub normalize_path: Option<Field<bool>>,
+        pub merge_slashes: Option<Field<bool>>,
+        pub path_with_escaped_slashes_action: Option<Field<String>>,
     }
 }
 

@@ -99,7 +99,11 @@ pub(super) fn flags(reply: &LocalReply) -> ResponseFlags {
         | LocalReply::MaxStreamDuration
         | LocalReply::PayloadTooLarge
         | LocalReply::Direct { .. }
-        | LocalReply::Redirect { .. } => ResponseFlags::default(),
+        | LocalReply::Redirect { .. }
+        | LocalReply::PathNormalizationFailed
+        | LocalReply::NormalizedPathRedirect { .. }
+        | LocalReply::UpgradeRequired
+        | LocalReply::MissingHost => ResponseFlags::default(),
     }
 }
 
@@ -123,6 +127,9 @@ pub(super) fn details(reply: &LocalReply) -> &'static str {
         LocalReply::MaxStreamDuration => "max_duration_timeout",
         LocalReply::PayloadTooLarge => "request_payload_too_large",
         LocalReply::Direct { .. } | LocalReply::Redirect { .. } => "direct_response",
+        LocalReply::PathNormalizationFailed | LocalReply::NormalizedPathRedirect { .. } => "path_normalization_failed",
+        LocalReply::UpgradeRequired => "low_version",
+        LocalReply::MissingHost => "missing_host_header",
     }
 }
 

@@ -10,9 +10,10 @@ use super::attempt::{per_try_timeout, shorter};
 use super::context::{RequestCtx, StreamTimeout};
 use super::dispatch::authority;
 use super::{
-    forwarding, framing, hop_by_hop, limits, target, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES, MIN_CONNECT_RETRIES,
+    forwarding, framing, hop_by_hop, limits, path, target, LocalReply, Proxy, IDEMPOTENT_RESET_RETRIES,
+    MIN_CONNECT_RETRIES,
 };
-use crate::config::model::Codec;
+use crate::config::model::{Codec, Http10};
 use crate::routing::{Action, HostRewrite, RequestInfo};
 use crate::upstream::{AttemptResult, Cluster, Host};
 use pingora_error::Result;
@@ -128,6 +129,23 @@ impl Proxy {
             if matches!(reply, LocalReply::HeadersTooLarge) {
                 listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             }
+            return Ok(Some(reply));
+        }
+        // What the connection manager does first, as Envoy: HTTP/1.0 is
+        // refused or given a Host, then the path is normalized, before
+        // anything (edge headers, routing) reads it. Both HTTP/1 engines
+        // come here; the native one hands HTTP/1.0 to Pingora's before.
+        if let Some(reply) = http10(req, http2, &listener.hcm.http10) {
+            return Ok(Some(reply));
+        }
+        if let Some(reply) = path::apply(req, &listener.hcm.path, ctx.grpc) {
+            let counter = match reply {
+                LocalReply::NormalizedPathRedirect { .. } => {
+                    &listener.stats.downstream_rq_redirected_with_normalized_path
+                }
+                _ => &listener.stats.downstream_rq_failed_path_normalization,
+            };
+            counter.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
         ctx.request_id = forwarding::request_id(req, &listener.hcm);
@@ -539,6 +557,26 @@ impl Proxy {
 fn internal_only_headers(req: &mut RequestHeader, names: &[http::HeaderName]) {
     for name in names {
         req.remove_header(name);
+    }
+}
+
+/// `accept_http_10` and `default_host_for_http_10`: 426 to an HTTP/1.0
+/// request unless accepted; an accepted one without Host gets the default
+/// one, or 400 when there is none (Envoy's connection manager). An empty
+/// Host is a Host.
+fn http10(req: &mut RequestHeader, http2: bool, http10: &Http10) -> Option<LocalReply> {
+    if http2 || req.version != http::Version::HTTP_10 {
+        return None;
+    }
+    if !http10.accept {
+        return Some(LocalReply::UpgradeRequired);
+    }
+    if req.headers.contains_key(http::header::HOST) {
+        return None;
+    }
+    match &http10.default_host {
+        Some(host) => req.insert_header(http::header::HOST, host.clone()).err().map(|_| LocalReply::BadRequest),
+        None => Some(LocalReply::MissingHost),
     }
 }
 

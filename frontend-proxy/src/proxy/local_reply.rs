@@ -53,6 +53,15 @@ pub enum LocalReply {
     Direct { status: StatusCode, body: Option<Bytes> },
     /// `redirect` and `require_tls`.
     Redirect { status: StatusCode, location: String },
+    /// A path `normalize_path` cannot normalize (`%00`), or one with an
+    /// escaped slash under `path_with_escaped_slashes_action: REJECT_REQUEST`.
+    PathNormalizationFailed,
+    /// `UNESCAPE_AND_REDIRECT`: 307 to the normalized path (and query).
+    NormalizedPathRedirect { location: String },
+    /// An HTTP/1.0 request without `accept_http_10`.
+    UpgradeRequired,
+    /// An HTTP/1.0 request without Host, and no `default_host_for_http_10`.
+    MissingHost,
 }
 
 impl LocalReply {
@@ -70,7 +79,11 @@ impl LocalReply {
             | LocalReply::RequestHeaderTimeout
             | LocalReply::MaxStreamDuration => StatusCode::REQUEST_TIMEOUT,
             LocalReply::UpgradeRejected => StatusCode::FORBIDDEN,
-            LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::BadRequest | LocalReply::PathNormalizationFailed | LocalReply::MissingHost => {
+                StatusCode::BAD_REQUEST
+            }
+            LocalReply::NormalizedPathRedirect { .. } => StatusCode::TEMPORARY_REDIRECT,
+            LocalReply::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
             LocalReply::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             LocalReply::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             LocalReply::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -82,7 +95,13 @@ impl LocalReply {
     pub fn body(&self) -> Bytes {
         const RESET: &str = "upstream connect error or disconnect/reset before headers. ";
         match self {
-            LocalReply::NoRoute | LocalReply::Redirect { .. } => Bytes::new(),
+            // Envoy's connection manager sends these with no body.
+            LocalReply::NoRoute
+            | LocalReply::Redirect { .. }
+            | LocalReply::PathNormalizationFailed
+            | LocalReply::NormalizedPathRedirect { .. }
+            | LocalReply::UpgradeRequired
+            | LocalReply::MissingHost => Bytes::new(),
             LocalReply::NoHealthyUpstream => Bytes::from_static(b"no healthy upstream"),
             LocalReply::ConnectFailure { retried } => reset_body(RESET, *retried, "connection failure"),
             LocalReply::UpstreamReset { retried } => reset_body(RESET, *retried, "connection termination"),
@@ -103,9 +122,16 @@ impl LocalReply {
     }
 
     /// Whether the reply is to a request the codec refused: as in Envoy,
-    /// its connection closes after it.
+    /// its connection closes after it. So does a 426 to HTTP/1.0 (Envoy
+    /// marks the connection to close before refusing the request).
     pub fn is_codec_error(&self) -> bool {
-        matches!(self, LocalReply::BadRequest | LocalReply::HeadersTooLarge | LocalReply::UnsupportedTransferCoding)
+        matches!(
+            self,
+            LocalReply::BadRequest
+                | LocalReply::HeadersTooLarge
+                | LocalReply::UnsupportedTransferCoding
+                | LocalReply::UpgradeRequired
+        )
     }
 
     /// Whether the reply counts as a response from the cluster in stats.
@@ -207,7 +233,7 @@ pub fn head(
             resp.insert_header(header::CONTENT_TYPE, content_type)?;
         }
     }
-    if let LocalReply::Redirect { location, .. } = reply {
+    if let LocalReply::Redirect { location, .. } | LocalReply::NormalizedPathRedirect { location } = reply {
         resp.insert_header(header::LOCATION, location.as_str())?;
     }
     if extra.overloaded_header && matches!(reply, LocalReply::Overflow) {

@@ -218,13 +218,16 @@ pub(crate) fn request_cases() -> Vec<Case> {
         Case::new("req_leading_crlf", "\r\nGET {p} HTTP/1.1\r\nHost: framing\r\n\r\n").backend(one(|_| Ok(()))),
         // RFC 9112 §3.2: Host. An empty one is refused as well: RFC 9110
         // §4.2.1 forbids an `http` URI with an empty host. HTTP/1.0 needs none
-        // (RFC 9112 §3.2 asks it of HTTP/1.1 only): the default virtual host serves it.
+        // (RFC 9112 §3.2 asks it of HTTP/1.1 only), but Envoy's connection
+        // manager refuses one without Host unless `default_host_for_http_10`
+        // gives it one (400, `missing_host_header`); an empty Host is a Host,
+        // and the default virtual host serves it.
         Case::new("req_host_missing", get_with("")).refused(400),
         Case::new("req_host_twice_same", get_with("Host: framing\r\nHost: framing\r\n")).refused(400),
         Case::new("req_host_twice_different", get_with("Host: framing\r\nHost: decoy.example\r\n")).refused(400),
         Case::new("req_host_empty", get_with("Host:\r\n")).refused(400),
         Case::new("req_host_invalid", get_with("Host: fra ming\r\n")).refused(400),
-        Case::new("req_host_missing_http10", "GET {p} HTTP/1.0\r\n\r\n").close(Close::Must).backend(one(|_| Ok(()))),
+        Case::new("req_host_missing_http10", "GET {p} HTTP/1.0\r\n\r\n").refused(400),
         Case::new("req_host_empty_http10", "GET {p} HTTP/1.0\r\nHost:\r\n\r\n").close(Close::Must).backend(one(|_| Ok(()))),
         // RFC 9112 §3.2.2: the authority of an absolute-form target wins over Host.
         Case::new("req_absolute_form_other_host", "GET http://{v}{p}/x HTTP/1.1\r\nHost: decoy.example\r\n\r\n").backend(one(

@@ -6,7 +6,8 @@ use super::access_log;
 use super::upgrade::upgrade_config;
 use super::{route, Ctx, P};
 use crate::config::model::{
-    Codec, ForwardClientCert, HeadersWithUnderscores, Http2Settings, HttpConnectionManager, ServerHeader,
+    Codec, EscapedSlashes, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
+    PathNormalization, ServerHeader,
 };
 use crate::config::raw::{self, Field, List};
 use crate::tls::ClientCertDetails;
@@ -66,7 +67,8 @@ pub(super) fn connection_manager(
     );
     let HttpFilters { max_request_bytes, suppress_envoy_headers } = http_filters(cx, p, &h.http_filters);
     let http2 = http2_options(cx, p, h);
-    http1_options(cx, p, h);
+    let http10 = http1_options(cx, p, h);
+    let path = path_normalization(cx, p, h);
 
     let server_header = cx.enumeration(
         p,
@@ -184,6 +186,8 @@ pub(super) fn connection_manager(
         max_request_headers_kb,
         max_headers_count,
         headers_with_underscores,
+        path,
+        http10,
         max_requests_per_connection,
         websocket,
         max_request_bytes,
@@ -228,10 +232,55 @@ fn client_cert(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> (ForwardC
     (mode, details)
 }
 
+/// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`.
+/// Envoy lets runtime keys stand in for the first and last when the file
+/// leaves them out; runtime layers are not read here, so such a key is an
+/// error rather than a normalization silently not done.
+fn path_normalization(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> PathNormalization {
+    let normalize = cx.opt(p, "normalize_path", &h.normalize_path).copied();
+    let escaped = cx.opt(p, "path_with_escaped_slashes_action", &h.path_with_escaped_slashes_action).is_some();
+    for (key, set_in_file) in [
+        ("http_connection_manager.normalize_path", normalize.is_some()),
+        ("http_connection_manager.path_with_escaped_slashes_action", escaped),
+        ("http_connection_manager.path_with_escaped_slashes_action_enabled", false),
+    ] {
+        if set_in_file {
+            continue;
+        }
+        // Reported once, however many connection managers leave it out.
+        let Some(at) = cx.runtime_key_set_at(key).map(|at| at.key(key)) else { continue };
+        if !cx.errors.iter().any(|d| d.path == at.0) {
+            cx.error(
+                &at,
+                "runtime keys are not read: set the connection manager's field instead (normalize_path, path_with_escaped_slashes_action)",
+            );
+        }
+    }
+    const UNCHANGED: EscapedSlashes = EscapedSlashes::KeepUnchanged;
+    PathNormalization {
+        normalize: normalize.unwrap_or(false),
+        merge_slashes: cx.boolean(p, "merge_slashes", &h.merge_slashes, false),
+        escaped_slashes: cx.enumeration(
+            p,
+            "path_with_escaped_slashes_action",
+            &h.path_with_escaped_slashes_action,
+            &[
+                // Envoy's implementation-specific default is to keep them.
+                ("IMPLEMENTATION_SPECIFIC_DEFAULT", UNCHANGED),
+                ("KEEP_UNCHANGED", UNCHANGED),
+                ("REJECT_REQUEST", EscapedSlashes::RejectRequest),
+                ("UNESCAPE_AND_REDIRECT", EscapedSlashes::UnescapeAndRedirect),
+                ("UNESCAPE_AND_FORWARD", EscapedSlashes::UnescapeAndForward),
+            ],
+            UNCHANGED,
+        ),
+    }
+}
+
 /// `http_protocol_options` and the connection manager's other codec
 /// switches: what both HTTP/1 engines do is accepted (and is the
 /// default, unless said), anything else is an error naming the field.
-fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
+fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http10 {
     // Both engines proxy `Expect: 100-continue` and the upstream's 100 (what
     // `true` asks); Envoy's default answers 100 itself. Either way the
     // request and its answer are the same: only when the body leaves the
@@ -250,7 +299,7 @@ fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
         );
     }
     let Some(o) = cx.opt(p, "http_protocol_options", &h.http_protocol_options) else {
-        return;
+        return Http10::default();
     };
     let op = p.key("http_protocol_options");
     // Envoy's choice of HTTP/1 parser: both engines parse as they do.
@@ -259,12 +308,18 @@ fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
     if !cx.boolean(&op, "allow_absolute_url", &o.allow_absolute_url, true) {
         unsupported(cx, "allow_absolute_url", "false is not supported: absolute-form targets are always served");
     }
-    // HTTP/1.0 is served by Pingora's engine whatever this says (Envoy's
-    // default refuses it with 426): documented in envoy-compatibility.md.
-    let _ = cx.opt(&op, "accept_http_10", &o.accept_http_10);
-    if cx.opt(&op, "default_host_for_http_10", &o.default_host_for_http_10).is_some_and(|h| !h.is_empty()) {
-        unsupported(cx, "default_host_for_http_10", "not supported: an HTTP/1.0 request without Host is not given one");
-    }
+    let accept = cx.boolean(&op, "accept_http_10", &o.accept_http_10, false);
+    // Empty means none, as in Envoy.
+    let default_host = match cx.opt(&op, "default_host_for_http_10", &o.default_host_for_http_10) {
+        Some(host) if !host.is_empty() => match http::HeaderValue::from_str(host) {
+            Ok(v) => Some(v),
+            Err(_) => {
+                unsupported(cx, "default_host_for_http_10", "must be a valid header value");
+                None
+            }
+        },
+        _ => None,
+    };
     if o.header_key_format.is_some() {
         unsupported(cx, "header_key_format", "not supported: header names are not re-cased");
     }
@@ -297,6 +352,7 @@ fn http1_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) {
     if ignore_upgrade.is_some_and(|v| v.as_sequence().is_none_or(|s| !s.is_empty())) {
         unsupported(cx, "ignore_http_11_upgrade", "not supported: upgrades are served as upgrade_configs say");
     }
+    Http10 { accept, default_host }
 }
 
 /// Envoy's defaults for its HTTP/2 flood and abuse limits. h2 (under
