@@ -182,6 +182,11 @@ pub fn check_path_normalization(options: u8, target: &[u8]) -> Result<(), String
     if target.first() == Some(&b'/') && once.first() != Some(&b'/') {
         return Err(format!("{opts:?}: {:?} became {:?}, not a path", show(target), show(&once)));
     }
+    let path = once.split(|&b| b == b'?').next().unwrap_or_default();
+    if opts.normalize && crate::proxy::path::has_dot_segment_parameters(path) {
+        // Left by the first pass (from `%2E%2E;`), stripped by a second, as in Envoy.
+        return Ok(());
+    }
     match normalize(&once, &opts) {
         Outcome::Unchanged => Ok(()),
         again => Err(format!("{opts:?}: {:?} became {:?}, then {again:?}", show(target), show(&once))),

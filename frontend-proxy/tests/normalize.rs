@@ -106,6 +106,10 @@ async fn normalize_path_removes_dot_segments_before_routing_and_upstream() {
         ("/a/%2e%2E/b", "/b"),
         ("/%62", "/b"),
         ("/a\\..\\b", "/b"),
+        // Dot segments with parameters (Envoy's CVE-2026-73551 fix): a
+        // servlet container would resolve `..;` past the route too.
+        ("/x/..;jsessionid=1/b", "/b"),
+        ("/.;p/b", "/b"),
         // The query is not the path's: left as it came.
         ("/a/../b?q=/../x%2F//", "/b?q=/../x%2F//"),
     ] {

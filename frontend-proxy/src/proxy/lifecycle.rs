@@ -136,6 +136,10 @@ impl Proxy {
         // anything (edge headers, routing) reads it. Both HTTP/1 engines
         // come here; the native one hands HTTP/1.0 to Pingora's before.
         if let Some(reply) = http10(req, http2, &listener.hcm.http10) {
+            if matches!(reply, LocalReply::UpgradeRequired) {
+                // Envoy's HTTP/1 codec refuses it: a protocol error.
+                listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+            }
             return Ok(Some(reply));
         }
         if let Some(reply) = path::apply(req, &listener.hcm.path, ctx.grpc) {

@@ -100,8 +100,9 @@ impl LocalReply {
             | LocalReply::Redirect { .. }
             | LocalReply::PathNormalizationFailed
             | LocalReply::NormalizedPathRedirect { .. }
-            | LocalReply::UpgradeRequired
             | LocalReply::MissingHost => Bytes::new(),
+            // The codec's refusal, whose body is the status text.
+            LocalReply::UpgradeRequired => Bytes::from_static(b"Upgrade Required"),
             LocalReply::NoHealthyUpstream => Bytes::from_static(b"no healthy upstream"),
             LocalReply::ConnectFailure { retried } => reset_body(RESET, *retried, "connection failure"),
             LocalReply::UpstreamReset { retried } => reset_body(RESET, *retried, "connection termination"),

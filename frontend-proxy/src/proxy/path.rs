@@ -3,8 +3,10 @@
 //! does it before routing; the upstream gets the normalized path too.
 //!
 //! Envoy's order: escaped slashes (`%2F`, `%5C`, either case) are
-//! unescaped (or refused), then the path is canonicalized, then runs of
-//! slashes are merged. Only the part before the first `?` changes; the
+//! unescaped (or refused), then the path is canonicalized (after dot
+//! segments lose their parameters: `/..;x/` is `/../`, Envoy's fix for
+//! CVE-2026-73551, which servlet containers would otherwise resolve past
+//! a route), then runs of slashes are merged. Only the part before the first `?` changes; the
 //! query goes through as it came.
 //!
 //! Envoy canonicalizes with Chromium's URL path canonicalizer, which is
@@ -60,6 +62,9 @@ pub fn normalize(target: &[u8], opts: &PathNormalization) -> Outcome {
         }
     }
     if opts.normalize {
+        if let Some(stripped) = strip_dot_segment_parameters(current.as_deref().unwrap_or(path)) {
+            current = Some(stripped);
+        }
         match canonicalize(current.as_deref().unwrap_or(path)) {
             Some(p) => current = Some(p),
             None => return Outcome::Reject,
@@ -81,6 +86,40 @@ pub fn normalize(target: &[u8], opts: &PathNormalization) -> Outcome {
     } else {
         Outcome::Rewritten(new_path)
     }
+}
+
+/// Dot segments with parameters made plain, as Envoy does before it
+/// canonicalizes: a segment that starts with `..;` becomes `..`, one that
+/// starts with `.;` becomes `.` (what follows in the segment is dropped).
+/// Only literal dots count (`%2E%2E;` is left, as in Envoy); nothing
+/// after a `#` changes. `None` when there is no such segment.
+fn strip_dot_segment_parameters(path: &[u8]) -> Option<Vec<u8>> {
+    let end = path.iter().position(|&b| b == b'#').unwrap_or(path.len());
+    if !has_dot_segment_parameters(&path[..end]) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(end);
+    for (i, segment) in path[..end].split(|&b| b == b'/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        if segment.starts_with(b"..;") {
+            out.extend_from_slice(b"..");
+        } else if segment.starts_with(b".;") {
+            out.push(b'.');
+        } else {
+            out.extend_from_slice(segment);
+        }
+    }
+    out.extend_from_slice(&path[end..]);
+    Some(out)
+}
+
+/// Whether a path (no query) has a segment starting `..;` or `.;`. A first
+/// normalization can leave one (from `%2E%2E;`, as Envoy's does), which a
+/// second would strip: the one place normalizing twice differs from once.
+pub fn has_dot_segment_parameters(path: &[u8]) -> bool {
+    path.split(|&b| b == b'/').any(|s| s.starts_with(b"..;") || s.starts_with(b".;"))
 }
 
 /// Normalizes the request's target in place; `Some(reply)` when the proxy

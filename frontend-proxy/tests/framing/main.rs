@@ -143,7 +143,8 @@ async fn a_head_ended_by_bare_lfs_stops_the_head_deadline() {
 // ---------------------------------------------------------------- HTTP/1.0
 
 /// `accept_http_10` left out (Envoy's default): an HTTP/1.0 request gets
-/// 426 with no body and its connection closes, keep-alive or not, Host or
+/// 426 (body `Upgrade Required`, as Envoy's codec sends it) and its
+/// connection closes, keep-alive or not, Host or
 /// not; nothing reaches the upstream. HTTP/1.1 on the same listener is
 /// served. Both engines decide this in the shared request lifecycle (the
 /// native one hands HTTP/1.0 to Pingora's first).
@@ -161,7 +162,7 @@ async fn http10_gets_426_unless_accepted() {
         let mut c = RawClient::connect(g.listen).await;
         assert!(c.send(request.as_bytes()).await);
         let r = c.response(Asked::default()).await.unwrap_or_else(|e| panic!("{request:?}: {e}"));
-        assert_eq!((r.status, r.body.as_slice()), (426, &b""[..]), "{request:?}");
+        assert_eq!((r.status, r.body.as_slice()), (426, &b"Upgrade Required"[..]), "{request:?}");
         assert!(c.closes_within(harness::CLOSE_WITHIN).await, "{request:?}: the connection stayed open");
     }
     assert!(g.backends[0].log().is_empty(), "an HTTP/1.0 request reached the upstream");
