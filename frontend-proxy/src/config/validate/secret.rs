@@ -120,6 +120,12 @@ fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option
             "not supported in a secret (client certificate names are matched from the listener's own validation_context)",
         );
     }
+    if v.crl.is_some() {
+        cx.error(
+            &p.key("crl"),
+            "not supported in a secret yet (a listener's own validation_context takes crl, with its trusted_ca)",
+        );
+    }
     let ca = cx.req(p, "trusted_ca", &v.trusted_ca)?;
     cx.pem_source(&p.key("trusted_ca"), ca)
 }
