@@ -10,9 +10,10 @@
 #![allow(unsafe_code)]
 
 use foreign_types_shared::ForeignTypeRef;
-use openssl::x509::store::X509StoreBuilderRef;
+use openssl::ssl::SslRef;
+use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef, X509StoreRef};
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::X509Crl;
+use openssl::x509::{X509Crl, X509StoreContext, X509};
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl_sys as ffi;
 use std::os::raw::c_int;
@@ -80,6 +81,33 @@ pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) 
         flags |= X509VerifyFlags::CRL_CHECK_ALL;
     }
     store.set_flags(flags)
+}
+
+/// A store of `cas` and `lists`, for checking an upstream's chain once
+/// its handshake is done (Pingora's connector verifies with a store of its
+/// own, of the CAs alone).
+pub(super) fn store(cas: &[X509], lists: &RevocationLists) -> Result<X509Store, ErrorStack> {
+    let mut builder = X509StoreBuilder::new()?;
+    for ca in cas {
+        builder.add_cert(ca.clone())?;
+    }
+    install(&mut builder, lists)?;
+    Ok(builder.build())
+}
+
+/// Why the peer's chain fails against `store` (a revoked certificate, or
+/// a list missing), or `None` when it verifies. On the client side the
+/// peer's chain holds its certificate too.
+pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String> {
+    let (Some(leaf), Some(chain)) = (ssl.peer_certificate(), ssl.peer_cert_chain()) else {
+        return Some("the upstream sent no certificate".into());
+    };
+    let verdict = X509StoreContext::new().and_then(|mut ctx| {
+        ctx.init(store, &leaf, chain, |c| {
+            Ok(if c.verify_cert()? { None } else { Some(c.error().error_string().to_string()) })
+        })
+    });
+    verdict.unwrap_or_else(|e| Some(e.to_string()))
 }
 
 #[cfg(test)]

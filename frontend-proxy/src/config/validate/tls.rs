@@ -275,14 +275,8 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
                 trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
             }
-            if vc.crl.is_some() {
-                // Pingora's connector builds its own verification store
-                // from the CAs alone, so the lists would not be consulted.
-                cx.error(
-                    &vp.key("crl"),
-                    "certificate revocation lists are supported on listeners (DownstreamTlsContext), not yet on clusters",
-                );
-            }
+            // `None`: the lists did not load, an error already.
+            server_checks.crl = revocation_lists(cx, &vp, vc).flatten();
             server_checks.subject_alt_names = subject_alt_name_matchers(cx, &vp, vc);
             server_checks.certificate_hashes =
                 pins(cx, &vp, "verify_certificate_hash", &vc.verify_certificate_hash, hex_sha256);
@@ -369,8 +363,7 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
     }
 }
 
-/// `crl` and `only_verify_leaf_cert_crl` of a listener's validation
-/// context: `Some(None)` without lists, `None` when they did not load
+/// `crl` and `only_verify_leaf_cert_crl` of a validation context: `Some(None)` without lists, `None` when they did not load
 /// (an error is reported at their path). The lists are read here, so a
 /// file that does not parse fails `--mode validate` too.
 fn revocation_lists(cx: &mut Ctx, vp: &P, vc: &raw::ValidationContext) -> Option<Option<RevocationLists>> {
