@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+mod crl;
 mod handshake;
 mod name;
 mod rotation;
@@ -28,6 +29,7 @@ pub use upstream::{
     client_certificate, handshake_hook, verdict, ServerCertificateChecks, ServerVerdict, VerifyFailure,
 };
 
+pub use crl::{parse_pem as parse_crls, RevocationLists};
 pub use handshake::{chosen_digest, client_cert_element, ClientCertDetails, RecordHandshake};
 pub use rotation::Secrets;
 
@@ -129,8 +131,8 @@ pub struct DownstreamTls {
 }
 
 /// `validation_context` of a listener: the CAs a client certificate must
-/// chain to, whether a client must send one, and the subject alternative
-/// names one of which it must carry.
+/// chain to, whether a client must send one, the subject alternative
+/// names one of which it must carry, and the lists that revoke certificates.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientValidation {
     pub trusted_ca: TrustedCa,
@@ -138,6 +140,8 @@ pub struct ClientValidation {
     pub require: bool,
     /// `match_typed_subject_alt_names`: empty accepts any name.
     pub subject_alt_names: Vec<SanMatcher>,
+    /// `crl` and `only_verify_leaf_cert_crl` (with fixed `trusted_ca` only).
+    pub crl: Option<RevocationLists>,
 }
 
 /// The kinds of subject alternative name Envoy matches.
@@ -578,6 +582,12 @@ pub fn downstream_acceptor(
         }
         if let Some(client) = &tls.client {
             digest.update(format!("{:?}", client.subject_alt_names).as_bytes());
+            // A session verified before a list revoked its client does
+            // not resume under the list (a ticket key shared across a restart).
+            if let Some(crl) = &client.crl {
+                digest.update(&[u8::from(crl.leaf_only)]);
+                crl.der.iter().for_each(|der| digest.update(der));
+            }
         }
         digest.finish()
     };
@@ -640,6 +650,11 @@ pub fn downstream_acceptor(
     if let Some(client) = &tls.client {
         for ca in &static_cas {
             builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
+        }
+        if let Some(lists) = &client.crl {
+            // A revoked certificate, or (checking the whole chain) one whose
+            // issuer has no list, fails in the verify callback below.
+            crl::install(builder.cert_store_mut(), lists).map_err(|e| TlsError::Setup(format!("crl: {e}")))?;
         }
         // Asked for, verified when sent. A client that sends none is turned
         // away after the handshake when one is required (counted there as

@@ -2,9 +2,10 @@
 //! clients for a certificate and verifies it; with
 //! `require_client_certificate` a client without one is turned away.
 //! Failures are counted as Envoy names them (`ssl.fail_verify_no_cert`,
-//! `ssl.fail_verify_error`). What reaches the upstream of the client's
+//! `ssl.fail_verify_error`), revoked ones too (`crl`, for the whole chain
+//! or the leaf alone). What reaches the upstream of the client's
 //! certificate follows `forward_client_cert_details`. Real certificates
-//! (rcgen: a CA, a client it signed, an untrusted one), real OpenSSL
+//! (rcgen: a CA, a client it signed, an untrusted one, CRLs), real OpenSSL
 //! clients, the real proxy binary, on both HTTP/1 engines. Addresses:
 //! 127.0.26.x.
 
@@ -43,6 +44,55 @@ fn certificates() -> (String, Client, Client) {
     (ca.pem(), trusted, untrusted)
 }
 
+/// A CA certificate (PEM) and its issuer, self-signed or signed by `parent`.
+fn ca(
+    name: &str,
+    parent: Option<&rcgen::Issuer<'_, rcgen::KeyPair>>,
+) -> (String, rcgen::Issuer<'static, rcgen::KeyPair>) {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = match parent {
+        Some(parent) => params.signed_by(&key, parent).unwrap(),
+        None => params.self_signed(&key).unwrap(),
+    };
+    (cert.pem(), rcgen::Issuer::new(params, key))
+}
+
+/// A client certificate with serial number `serial`, signed by `issuer`;
+/// `chain` (PEM) is sent after it.
+fn client_of(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, serial: u64, chain: &str) -> Client {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["client.test".to_string()]).unwrap();
+    params.serial_number = Some(serial.into());
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).unwrap();
+    Client { cert: format!("{}{chain}", cert.pem()), key: key.serialize_pem() }
+}
+
+/// A CRL (PEM) from `issuer` revoking the certificates with these serials,
+/// valid from 2020 to 2099.
+fn crl(issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, revoked: &[u64]) -> String {
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: 1u64.into(),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: (*serial).into(),
+                revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    params.signed_by(issuer).unwrap().pem().unwrap()
+}
+
 /// `GET /` over TLS with `client`'s certificate (none if `None`): the status
 /// line, or why there was none.
 async fn get(addr: SocketAddr, client: Option<&Client>) -> Result<String, String> {
@@ -59,7 +109,12 @@ async fn get_with(addr: SocketAddr, client: Option<&Client>, headers: &str) -> R
         let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
         connector.set_verify(SslVerifyMode::NONE);
         if let Some((cert, key)) = &client {
-            connector.set_certificate(&X509::from_pem(cert.as_bytes()).unwrap()).unwrap();
+            // The leaf, then any intermediates the client sends with it.
+            let mut chain = X509::stack_from_pem(cert.as_bytes()).unwrap().into_iter();
+            connector.set_certificate(&chain.next().unwrap()).unwrap();
+            for intermediate in chain {
+                connector.add_extra_chain_cert(intermediate).unwrap();
+            }
             connector.set_private_key(&PKey::private_key_from_pem(key.as_bytes()).unwrap()).unwrap();
         }
         let ssl = connector.build().configure().unwrap().into_ssl("localhost").unwrap();
@@ -337,4 +392,123 @@ async fn x_forwarded_client_cert_follows_forward_client_cert_details() {
     .await;
     assert_eq!(status, 200);
     assert_eq!(backend.last_header("x-forwarded-client-cert"), None);
+}
+
+/// A listener with a `validation_context` of `trusted_ca` (a file) and `extra`
+/// (indented as its fields), requiring a client certificate.
+fn validating_listener(name: &str, addr: SocketAddr, ca_file: &std::path::Path, extra: &str) -> String {
+    let server = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let hcm = yaml::hcm(name, "", &yaml::routes(&[("/", "cluster: backend")]));
+    let validation = format!(
+        "          common_tls_context:\n            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n{extra}",
+        ca_file.display()
+    );
+    listener(
+        name,
+        addr,
+        &hcm,
+        &server.cert.pem(),
+        &server.signing_key.serialize_pem(),
+        "          require_client_certificate: true\n",
+    )
+    .replace("          common_tls_context:\n", &validation)
+}
+
+/// PEM as a YAML block scalar under `key`, indented as a validation
+/// context's field.
+fn inline_field(key: &str, pem: &str) -> String {
+    let block: String = pem.lines().map(|l| format!("\n                  {l}")).collect();
+    format!("              {key}:\n                inline_string: |{block}\n")
+}
+
+#[tokio::test]
+async fn revoked_client_certificates_are_refused() {
+    let backend = Backend::start("b", SocketAddr::new(ip(26, 4), 0)).await;
+    let (ca_pem, issuer) = ca("test CA", None);
+    let (good, revoked) = (client_of(&issuer, 1001, ""), client_of(&issuer, 1002, ""));
+    let list = crl(&issuer, &[1002, 4242]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, crl_file) = (dir.path().join("ca.pem"), dir.path().join("crl.pem"));
+    std::fs::write(&ca_file, &ca_pem).unwrap();
+    std::fs::write(&crl_file, &list).unwrap();
+    let (from_file, inline, without, admin) =
+        (free_addr(ip(26, 4)), free_addr(ip(26, 4)), free_addr(ip(26, 4)), free_addr(ip(26, 4)));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            validating_listener(
+                "from_file",
+                from_file,
+                &ca_file,
+                &format!("              crl: {{ filename: \"{}\" }}\n", crl_file.display()),
+            ),
+            validating_listener("inline", inline, &ca_file, &inline_field("crl", &list)),
+            validating_listener("without", without, &ca_file, ""),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, without).await;
+
+    let ok = Ok("HTTP/1.1 200 OK".to_string());
+    for addr in [from_file, inline] {
+        assert_eq!(get(addr, Some(&good)).await, ok, "{}", proxy.log());
+        assert!(get(addr, Some(&revoked)).await.is_err(), "a revoked certificate was served");
+    }
+    // The list is what refuses it: the same CA without one serves it.
+    assert_eq!(get(without, Some(&revoked)).await, ok);
+    let stat = |a: SocketAddr, name: &str| {
+        let name = format!("listener.{}.{name}", a.to_string().replace(':', "_"));
+        async move { support::stat(admin, &name).await }
+    };
+    assert_eq!(stat(from_file, "ssl.fail_verify_error").await, 1);
+    assert_eq!(stat(inline, "ssl.fail_verify_error").await, 1);
+    assert_eq!(stat(without, "ssl.fail_verify_error").await, 0);
+}
+
+#[tokio::test]
+async fn crls_are_checked_for_the_whole_chain_unless_only_the_leaf_is_asked_for() {
+    let backend = Backend::start("b", SocketAddr::new(ip(26, 5), 0)).await;
+    let (root_pem, root) = ca("root CA", None);
+    let (intermediate_pem, intermediate) = ca("intermediate CA", Some(&root));
+    let good = client_of(&intermediate, 2001, &intermediate_pem);
+    let revoked = client_of(&intermediate, 2002, &intermediate_pem);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("root.pem");
+    std::fs::write(&ca_file, &root_pem).unwrap();
+    // The intermediate's list alone, and both lists in one file.
+    let leaf_list = crl(&intermediate, &[2002]);
+    let (leaf_crl, both_crls) = (dir.path().join("leaf-crl.pem"), dir.path().join("both-crl.pem"));
+    std::fs::write(&leaf_crl, &leaf_list).unwrap();
+    std::fs::write(&both_crls, format!("{leaf_list}{}", crl(&root, &[]))).unwrap();
+    let crl_field = |file: &std::path::Path| format!("              crl: {{ filename: \"{}\" }}\n", file.display());
+    let [whole, leaf_only, both, admin] = [(); 4].map(|_| free_addr(ip(26, 5)));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            validating_listener("whole", whole, &ca_file, &crl_field(&leaf_crl)),
+            validating_listener(
+                "leaf_only",
+                leaf_only,
+                &ca_file,
+                &format!("{}              only_verify_leaf_cert_crl: true\n", crl_field(&leaf_crl)),
+            ),
+            validating_listener("both", both, &ca_file, &crl_field(&both_crls)),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, both).await;
+
+    let ok = Ok("HTTP/1.1 200 OK".to_string());
+    // As Envoy: by default every CA of the chain needs a list, and the
+    // root's is missing ("unable to get certificate CRL").
+    assert!(get(whole, Some(&good)).await.is_err(), "a chain without every CRL was accepted");
+    assert_eq!(get(leaf_only, Some(&good)).await, ok, "{}", proxy.log());
+    assert!(get(leaf_only, Some(&revoked)).await.is_err(), "a revoked certificate was served");
+    assert_eq!(get(both, Some(&good)).await, ok);
+    assert!(get(both, Some(&revoked)).await.is_err(), "a revoked certificate was served");
+    let stat = |a: SocketAddr| {
+        let name = format!("listener.{}.ssl.fail_verify_error", a.to_string().replace(':', "_"));
+        async move { support::stat(admin, &name).await }
+    };
+    assert_eq!((stat(whole).await, stat(leaf_only).await, stat(both).await), (1, 1, 1));
 }

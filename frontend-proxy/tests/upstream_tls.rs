@@ -1,7 +1,7 @@
 //! Upstream mTLS and server-certificate validation: clusters present a
 //! client certificate (`tls_certificates`) and check the upstream's
-//! certificate against `trusted_ca`, `match_typed_subject_alt_names` and
-//! pinned hashes, on requests (both HTTP/1 engines) and health checks.
+//! certificate against `trusted_ca`, `match_typed_subject_alt_names`,
+//! pinned hashes and revocation lists, on requests (both HTTP/1 engines) and health checks.
 //!
 //! The upstreams are real TLS servers that require a client certificate
 //! signed by the test CA: the proxy's own mTLS listeners (the downstream
@@ -36,6 +36,8 @@ struct Pki {
     a_hash: String,
     /// SHA-256 of `a`'s SubjectPublicKeyInfo, base64.
     a_spki: String,
+    /// The CA, for revocation lists.
+    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
@@ -87,7 +89,31 @@ fn pki(dir: &std::path::Path) -> Pki {
         client,
         a_hash,
         a_spki,
+        issuer,
     }
+}
+
+/// A CRL file from the test CA revoking the certificate in the file
+/// `revoked` (valid from 2020 to 2099).
+fn crl_file(pki: &Pki, dir: &std::path::Path, revoked: &str) -> String {
+    let cert = openssl::x509::X509::from_pem(&std::fs::read(revoked).unwrap()).unwrap();
+    let serial = cert.serial_number().to_bn().unwrap().to_vec();
+    let params = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2020, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: 1u64.into(),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from_slice(&serial),
+            revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+            reason_code: None,
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    let path = dir.join(format!("crl-{}.pem", serial.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+    std::fs::write(&path, params.signed_by(&pki.issuer).unwrap().pem().unwrap()).unwrap();
+    path.display().to_string()
 }
 
 /// A listener that terminates TLS with `server`, requires a client
@@ -362,4 +388,56 @@ fn validate_mode_loads_the_client_certificate() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cluster \"mtls\": upstream TLS: certificate and private key do not match"), "{stderr}");
+}
+
+#[tokio::test]
+async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
+    let backend = Backend::start("b", SocketAddr::new(ip(42, 3), 0)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let [a, front, admin] = [(); 3].map(|_| free_addr(ip(42, 3)));
+    let cert = client_cert(&pki);
+    let crl = |revoked: &str| format!("            crl: {{ filename: \"{}\" }}\n", crl_file(&pki, dir.path(), revoked));
+    let (revokes_a, revokes_b) = (crl(&pki.a.cert), crl(&pki.b.cert));
+    let clusters = [
+        ("revoked", None, revokes_a.clone()),
+        // Verified during the handshake too (Pingora does with an SNI).
+        ("revoked_sni", Some("backend.internal"), revokes_a.clone()),
+        ("revoked_leaf_only", None, format!("{revokes_a}            only_verify_leaf_cert_crl: true\n")),
+        ("not_revoked", None, revokes_b),
+    ];
+    let names: Vec<(String, String)> =
+        clusters.iter().map(|(n, ..)| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /"))).collect();
+    let routes: Vec<(&str, &str)> = names.iter().map(|(p, a)| (p.as_str(), a.as_str())).collect();
+    let mut cluster_yaml: Vec<String> = clusters
+        .iter()
+        .map(|(n, sni, more)| tls_cluster(n, a, *sni, &format!("{cert}{}", validation(&pki.ca, more)), ""))
+        .collect();
+    cluster_yaml.push(yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            mtls_listener("upstream_a", a, &pki.a, &pki.ca),
+            yaml::listener("front", front, &yaml::hcm("front", "", &yaml::routes(&routes))),
+        ],
+        &cluster_yaml,
+    );
+    let proxy = ProxyProcess::start(&cfg, front).await;
+    let c = support::client();
+    let stat = |cluster: &str, name: &str| {
+        let name = format!("cluster.{cluster}.{name}");
+        async move { support::stat(admin, &name).await }
+    };
+
+    let (status, body) = send(c.get(format!("http://{front}/not_revoked/"))).await;
+    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    let hits = backend.hits();
+    for refused in ["revoked", "revoked_sni", "revoked_leaf_only"] {
+        let (status, body) = send(c.get(format!("http://{front}/{refused}/"))).await;
+        assert_eq!(status, 503, "{refused}: {body}\n{}", proxy.log());
+        assert!(stat(refused, "ssl.fail_verify_error").await >= 1, "{refused}");
+        assert!(stat(refused, "upstream_cx_connect_fail").await >= 1, "{refused}");
+    }
+    assert_eq!(backend.hits(), hits, "a revoked upstream was sent a request");
+    assert_eq!(stat("not_revoked", "ssl.fail_verify_error").await, 0);
 }

@@ -382,6 +382,8 @@ mapping! {
         pub match_subject_alt_names: Option<List<route::StringMatcher>>,
         pub verify_certificate_hash: Option<List<String>>,
         pub verify_certificate_spki: Option<List<String>>,
+        pub crl: Option<Field<DataSource>>,
+        pub only_verify_leaf_cert_crl: Option<Field<bool>>,
     }
 }
 

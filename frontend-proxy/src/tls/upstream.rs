@@ -1,7 +1,7 @@
 //! The client side of upstream TLS: the certificate a cluster presents
 //! (mTLS) and the checks an upstream's certificate must pass beyond its
 //! chain (`match_typed_subject_alt_names`, `verify_certificate_hash`,
-//! `verify_certificate_spki`).
+//! `verify_certificate_spki`, and the chain again with `crl`'s lists).
 //!
 //! Pingora's connector verifies the chain during the handshake only when
 //! the peer has an SNI, and cannot match names other than the SNI or pin
@@ -11,11 +11,12 @@
 //! connection's TLS digest; the request paths read it before writing a
 //! request byte ([`verdict`]).
 
-use super::{load_certificate, san_matches, CertificateSource, SanMatcher, TlsError};
+use super::{load_certificate, san_matches, CertificateSource, RevocationLists, SanMatcher, TlsError};
 use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora_core::tls::hash::MessageDigest;
 use pingora_core::tls::ssl::SslRef;
-use pingora_core::tls::x509::{X509Ref, X509VerifyResult};
+use pingora_core::tls::x509::store::X509Store;
+use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
 use pingora_core::utils::tls::CertKey;
 use std::sync::Arc;
 
@@ -32,6 +33,9 @@ pub struct ServerCertificateChecks {
     /// `verify_certificate_spki`: SHA-256 of its SubjectPublicKeyInfo (DER).
     /// With hashes too, matching either list is enough, as in Envoy.
     pub spki_hashes: Vec<[u8; 32]>,
+    /// `crl` and `only_verify_leaf_cert_crl`: the chain is verified again
+    /// with the lists once the handshake is done.
+    pub crl: Option<RevocationLists>,
 }
 
 /// Why an upstream's certificate was refused, named after the counter
@@ -71,21 +75,29 @@ pub fn verdict(digest: &SslDigest) -> Option<&ServerVerdict> {
 }
 
 /// The hook that judges each finished handshake of a cluster with a
-/// validation context.
-pub fn handshake_hook(checks: ServerCertificateChecks) -> HandshakeCompleteHook {
-    Arc::new(move |ssl: &SslRef| {
-        let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks)));
+/// validation context whose trusted CAs are `cas`.
+pub fn handshake_hook(checks: ServerCertificateChecks, cas: &[X509]) -> Result<HandshakeCompleteHook, TlsError> {
+    let revocation = match &checks.crl {
+        Some(lists) => Some(super::crl::store(cas, lists).map_err(|e| TlsError::Setup(format!("crl: {e}")))?),
+        None => None,
+    };
+    Ok(Arc::new(move |ssl: &SslRef| {
+        let verdict = ServerVerdict(judge(ssl, &checks, revocation.as_ref()));
+        let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(verdict);
         Some(verdict)
-    })
+    }))
 }
 
-fn judge(ssl: &SslRef, checks: &ServerCertificateChecks) -> Result<(), VerifyFailure> {
+fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, revocation: Option<&X509Store>) -> Result<(), VerifyFailure> {
     let Some(cert) = ssl.peer_certificate() else {
         return Err(VerifyFailure::Chain("the upstream sent no certificate".into()));
     };
     let result = ssl.verify_result();
     if result != X509VerifyResult::OK {
         return Err(VerifyFailure::Chain(result.error_string().to_string()));
+    }
+    if let Some(why) = revocation.and_then(|store| super::crl::chain_failure(store, ssl)) {
+        return Err(VerifyFailure::Chain(why));
     }
     if !checks.subject_alt_names.is_empty() && !san_matches(&cert, &checks.subject_alt_names) {
         return Err(VerifyFailure::SubjectAltName);

@@ -101,7 +101,7 @@ impl UpstreamTlsMaterial {
         let ca = tls.trusted_ca.as_ref().map(crate::tls::load_ca).transpose()?.map(Arc::new);
         let client_cert = tls.client_certificate.as_ref().map(crate::tls::client_certificate).transpose()?;
         // Only with a validation context: without one Envoy accepts any certificate.
-        let hook = ca.as_ref().map(|_| crate::tls::handshake_hook(tls.server_checks.clone()));
+        let hook = ca.as_ref().map(|ca| crate::tls::handshake_hook(tls.server_checks.clone(), ca)).transpose()?;
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(name, &mut h);
         Ok(Self { ca, client_cert, hook, group_key: std::hash::Hasher::finish(&h) })

@@ -114,10 +114,30 @@ fn certificate(cx: &mut Ctx, p: &P, c: &raw::TlsCertificate) -> Option<Certifica
 
 fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option<crate::tls::PemSource> {
     cx.other(p, v, &[]);
-    if v.match_typed_subject_alt_names.is_some() {
+    // Names and pins a secret carries would otherwise go unchecked.
+    for (field, set) in [
+        ("match_typed_subject_alt_names", v.match_typed_subject_alt_names.is_some()),
+        ("match_subject_alt_names", v.match_subject_alt_names.is_some()),
+    ] {
+        if set {
+            cx.error(
+                &p.key(field),
+                "not supported in a secret (client certificate names are matched from the listener's own validation_context)",
+            );
+        }
+    }
+    for (field, set) in [
+        ("verify_certificate_hash", v.verify_certificate_hash.is_some()),
+        ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
+    ] {
+        if set {
+            cx.error(&p.key(field), "not supported in a secret (certificate pinning is supported on clusters)");
+        }
+    }
+    if v.crl.is_some() {
         cx.error(
-            &p.key("match_typed_subject_alt_names"),
-            "not supported in a secret (client certificate names are matched from the listener's own validation_context)",
+            &p.key("crl"),
+            "not supported in a secret yet (a listener's own validation_context takes crl, with its trusted_ca)",
         );
     }
     let ca = cx.req(p, "trusted_ca", &v.trusted_ca)?;

@@ -6,8 +6,8 @@ use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
 use crate::routing::StringMatch;
 use crate::tls::{
-    CertificateSource, ClientValidation, DownstreamTls, SanMatcher, SanPattern, SanType, Secret, SecretSource,
-    ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
+    CertificateSource, ClientValidation, DownstreamTls, RevocationLists, SanMatcher, SanPattern, SanType, Secret,
+    SecretSource, ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
 };
 use crate::upstream::UpstreamTls;
 
@@ -63,12 +63,17 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
                 "only one of `validation_context` and `validation_context_sds_secret_config` may be set",
             );
         }
+        let crl = revocation_lists(cx, &vp, vc);
         match cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
             Some(ca) => {
-                client = cx.pem_source(&vp.key("trusted_ca"), ca).map(|ca| ClientValidation {
+                let ca = cx.pem_source(&vp.key("trusted_ca"), ca);
+                // A list that did not load is an error already: no client
+                // validation rather than one without its revocation check.
+                client = ca.zip(crl).map(|(ca, crl)| ClientValidation {
                     trusted_ca: TrustedCa::Pem(ca),
                     require,
                     subject_alt_names,
+                    crl,
                 })
             }
             None => return None,
@@ -84,7 +89,7 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
                 SecretRef::File(file) => TrustedCa::Sds(file),
                 SecretRef::Static(Secret::Certificate(_)) => return None,
             };
-        client = Some(ClientValidation { trusted_ca, require, subject_alt_names: Vec::new() });
+        client = Some(ClientValidation { trusted_ca, require, subject_alt_names: Vec::new(), crl: None });
     } else if require {
         cx.error(
             &tp.key("require_client_certificate"),
@@ -270,6 +275,8 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
                 trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
             }
+            // `None`: the lists did not load, an error already.
+            server_checks.crl = revocation_lists(cx, &vp, vc).flatten();
             server_checks.subject_alt_names = subject_alt_name_matchers(cx, &vp, vc);
             server_checks.certificate_hashes =
                 pins(cx, &vp, "verify_certificate_hash", &vc.verify_certificate_hash, hex_sha256);
@@ -353,6 +360,38 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
         max_version,
         cipher_list: (!ciphers.is_empty()).then(|| ciphers.join(":")),
         groups: (!groups.is_empty()).then(|| groups.join(":")),
+    }
+}
+
+/// `crl` and `only_verify_leaf_cert_crl` of a validation context: `Some(None)` without lists, `None` when they did not load
+/// (an error is reported at their path). The lists are read here, so a
+/// file that does not parse fails `--mode validate` too.
+fn revocation_lists(cx: &mut Ctx, vp: &P, vc: &raw::ValidationContext) -> Option<Option<RevocationLists>> {
+    // Without `crl` it changes nothing, in Envoy too.
+    let leaf_only = cx.boolean(vp, "only_verify_leaf_cert_crl", &vc.only_verify_leaf_cert_crl, false);
+    let Some(ds) = cx.opt(vp, "crl", &vc.crl) else {
+        return Some(None);
+    };
+    let cp = vp.key("crl");
+    let (pem, at) = match cx.data_source(&cp, ds)? {
+        DataSourceValue::File(f) => match std::fs::read(&f) {
+            Ok(b) => (b, cp.key("filename")),
+            Err(e) => {
+                cx.error(&cp.key("filename"), format!("cannot read {f}: {e}"));
+                return None;
+            }
+        },
+        DataSourceValue::Inline(b) => {
+            let key = if ds.inline_string.is_some() { "inline_string" } else { "inline_bytes" };
+            (b, cp.key(key))
+        }
+    };
+    match crate::tls::parse_crls(&pem) {
+        Ok(der) => Some(Some(RevocationLists { der, leaf_only })),
+        Err(why) => {
+            cx.error(&at, why);
+            None
+        }
     }
 }
 

@@ -1,0 +1,142 @@
+//! Certificate revocation lists (`validation_context.crl`): read from PEM
+//! when the configuration is validated, and added to a listener's
+//! verification store with Envoy's flags. OpenSSL does the checking
+//! itself (signature, validity, the serial); nothing is judged here.
+//!
+//! Like `session.rs`, this module holds `unsafe` because rust-openssl has
+//! no wrapper for `X509_STORE_add_crl`: the call takes a store the builder
+//! owns for its duration and a list we own, whose reference count OpenSSL
+//! raises (it keeps its own reference, not ours).
+#![allow(unsafe_code)]
+
+use foreign_types_shared::ForeignTypeRef;
+use openssl::ssl::SslRef;
+use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef, X509StoreRef};
+use openssl::x509::verify::X509VerifyFlags;
+use openssl::x509::{X509Crl, X509StoreContext, X509};
+use pingora_core::tls::error::ErrorStack;
+use pingora_core::tls::ssl_sys as ffi;
+use std::os::raw::c_int;
+
+extern "C" {
+    // libcrypto (linked through openssl-sys), not declared by openssl-sys:
+    // `int X509_STORE_add_crl(X509_STORE *xs, X509_CRL *x)`.
+    fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+}
+
+/// A validation context's revocation lists, as DER (parsed once already,
+/// so a listener's acceptor cannot fail on them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationLists {
+    pub der: Vec<Vec<u8>>,
+    /// `only_verify_leaf_cert_crl`: only the client's own certificate is
+    /// checked. Otherwise, as Envoy, every certificate of the chain is,
+    /// and one whose issuer has no list here fails verification
+    /// ("unable to get certificate CRL").
+    pub leaf_only: bool,
+}
+
+const BEGIN: &str = "-----BEGIN X509 CRL-----";
+const END: &str = "-----END X509 CRL-----";
+
+/// Every `X509 CRL` block of a PEM text, as DER. Other blocks (a
+/// certificate bundled with its CA's list) are skipped, as Envoy skips
+/// them; a block that does not parse, or no list at all, is an error (a
+/// CRL check without lists would refuse every client).
+pub fn parse_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let text = std::str::from_utf8(pem).map_err(|_| "not PEM text".to_string())?;
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(BEGIN) {
+        let block = &rest[start..];
+        let Some(end) = block.find(END) else {
+            return Err(format!("CRL {} has no {END} line", out.len() + 1));
+        };
+        let crl = X509Crl::from_pem(&block.as_bytes()[..end + END.len()])
+            .map_err(|_| format!("CRL {} does not parse (base64 DER of an X.509 CRL expected)", out.len() + 1))?;
+        out.push(crl.to_der().map_err(|e| e.to_string())?);
+        rest = &block[end + END.len()..];
+    }
+    if out.is_empty() {
+        return Err(format!("no certificate revocation list found (expected a {BEGIN} block)"));
+    }
+    Ok(out)
+}
+
+/// Adds the lists to `store` and turns checking on: the leaf only, or the
+/// whole chain (`X509_V_FLAG_CRL_CHECK` and `X509_V_FLAG_CRL_CHECK_ALL`).
+pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) -> Result<(), ErrorStack> {
+    for der in &lists.der {
+        let crl = X509Crl::from_der(der)?;
+        // SAFETY: both pointers are valid for the call (the store is
+        // borrowed mutably, `crl` lives to the end of the iteration);
+        // OpenSSL takes a reference of its own to the list.
+        let rc = unsafe { X509_STORE_add_crl(store.as_ptr(), crl.as_ptr()) };
+        if rc != 1 {
+            return Err(ErrorStack::get());
+        }
+    }
+    let mut flags = X509VerifyFlags::CRL_CHECK;
+    if !lists.leaf_only {
+        flags |= X509VerifyFlags::CRL_CHECK_ALL;
+    }
+    store.set_flags(flags)
+}
+
+/// A store of `cas` and `lists`, for checking an upstream's chain once
+/// its handshake is done (Pingora's connector verifies with a store of its
+/// own, of the CAs alone).
+pub(super) fn store(cas: &[X509], lists: &RevocationLists) -> Result<X509Store, ErrorStack> {
+    let mut builder = X509StoreBuilder::new()?;
+    for ca in cas {
+        builder.add_cert(ca.clone())?;
+    }
+    install(&mut builder, lists)?;
+    Ok(builder.build())
+}
+
+/// Why the peer's chain fails against `store` (a revoked certificate, or
+/// a list missing), or `None` when it verifies. On the client side the
+/// peer's chain holds its certificate too.
+pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String> {
+    let (Some(leaf), Some(chain)) = (ssl.peer_certificate(), ssl.peer_cert_chain()) else {
+        return Some("the upstream sent no certificate".into());
+    };
+    let verdict = X509StoreContext::new().and_then(|mut ctx| {
+        ctx.init(store, &leaf, chain, |c| {
+            Ok(if c.verify_cert()? { None } else { Some(c.error().error_string().to_string()) })
+        })
+    });
+    verdict.unwrap_or_else(|e| Some(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_are_read_among_other_pem_blocks() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let issuer = rcgen::Issuer::new(params, key);
+        let list = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: 7u64.into(),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let pem = list.pem().unwrap();
+        // A CA bundled with its list: the certificate is skipped.
+        let bundle = format!("{}{pem}{pem}", cert.pem());
+        assert_eq!(parse_pem(bundle.as_bytes()).unwrap(), vec![list.der().to_vec(); 2]);
+        assert!(parse_pem(cert.pem().as_bytes()).unwrap_err().contains("no certificate revocation list"));
+        let truncated = &pem[..pem.len() - 10];
+        assert!(parse_pem(truncated.as_bytes()).unwrap_err().contains("has no -----END X509 CRL----- line"));
+    }
+}
