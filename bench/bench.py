@@ -791,13 +791,14 @@ class Bench:
             # with grpc-status 0 (a proxy's own gRPC answer is a 200 too).
             # The backend also ends the calls h2load left in flight when it
             # stopped (started - done): answered, or failed when the proxy
-            # reset them half sent; only failures beyond those are errors.
+            # reset them half sent. A failure the client saw (h2load's
+            # errors) or that passed as a 2xx (short) is counted once.
             calls_after = self.grpc_counts()
             grpc_ok, grpc_failed = (calls_after[0] - calls_before[0], calls_after[1] - calls_before[1])
             flight = re.search(r"(\d+) started, (\d+) done", out)
             abandoned = int(flight.group(1)) - int(flight.group(2))
             short = max(ok - grpc_ok, 0)
-            errors += max(grpc_failed - abandoned, 0) + short
+            errors += short + max(grpc_failed - abandoned - short - errors, 0)
             ok -= short
         return self.result(ok, secs, wall, user_s, kernel_s, has_pids, errors, total)
 
