@@ -5,7 +5,8 @@ Started by bench/run.sh, which installs the tools and builds the proxy.
 Standard library only; the chart needs matplotlib and is skipped without it.
 
 One shared nginx backend (`return 200`, 50-byte body; a 64 KiB file; three
-ports for round robin). Each proxy runs with one worker pinned to CPU 1;
+ports for round robin); for the gRPC scenario (k) a tonic server,
+bench/grpc-backend. Each proxy runs with one worker pinned to CPU 1;
 wrk (closed loop) and the backend share CPU 0. Runs of the different
 targets alternate (A/B/A/B...) and the medians are reported. Latency under
 a fixed request rate comes from oha (open loop, latency correction) when it
