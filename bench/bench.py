@@ -5,7 +5,8 @@ Started by bench/run.sh, which installs the tools and builds the proxy.
 Standard library only; the chart needs matplotlib and is skipped without it.
 
 One shared nginx backend (`return 200`, 50-byte body; a 64 KiB file; three
-ports for round robin). Each proxy runs with one worker pinned to CPU 1;
+ports for round robin); for the gRPC scenario (k) a tonic server,
+bench/grpc-backend. Each proxy runs with one worker pinned to CPU 1;
 wrk (closed loop) and the backend share CPU 0. Runs of the different
 targets alternate (A/B/A/B...) and the medians are reported. Latency under
 a fixed request rate comes from oha (open loop, latency correction) when it
@@ -55,6 +56,9 @@ class Scenario:
     # s_time` (a TLS handshake per request: "new" full, "reuse" resumed).
     tool: str = "wrk"
     streams: int = 1  # h2load: concurrent streams per connection
+    # Unary gRPC calls (h2load POSTs GRPC_REQUEST) to the tonic backend
+    # (bench/grpc-backend) instead of GETs to the nginx one.
+    grpc: bool = False
 
     @property
     def tls(self):
@@ -76,10 +80,18 @@ SCENARIOS = [
              tool="h2load", streams=32),
     Scenario("j", "h2c (HTTP/2, prior knowledge), 16 connections x 32 streams (h2load)", "(j) h2c", 16,
              proto="h2c", tool="h2load", streams=32),
+    Scenario("k", "gRPC unary over h2c to a gRPC (h2c) backend, 16 connections x 32 streams (h2load)",
+             "(k) gRPC unary", 16, path="/bench.Echo/Unary", proto="h2c", tool="h2load", streams=32, grpc=True),
 ]
 # The backend speaks plaintext HTTP/1.1: "direct" and the TCP relay only
 # stand beside the proxies in plaintext HTTP/1.1 scenarios.
 ALL_SCENARIOS = "".join(sc.key for sc in SCENARIOS)
+
+# Scenario (k)'s request: one length-prefixed gRPC message (not compressed,
+# 9 bytes), bench.Echo's `Msg { text: "bench", n: 1 }` in protobuf
+# (field 1 string, field 2 varint); the backend echoes it.
+GRPC_MESSAGE = b"\x0a\x05bench\x10\x01"
+GRPC_REQUEST = b"\x00" + len(GRPC_MESSAGE).to_bytes(4, "big") + GRPC_MESSAGE
 
 
 def log(msg):
@@ -321,8 +333,15 @@ def nginx_listen(workdir, port, proto):
     return out
 
 
-def nginx_proxy_conf(workdir, port, backends, workers, proto="http"):
+def nginx_proxy_conf(workdir, port, backends, workers, proto="http", grpc=False):
     upstream = "".join(f"    server 127.0.0.1:{p};\n" for p in backends)
+    # gRPC: nginx's grpc module, HTTP/2 to the backend over reused connections.
+    location = """      grpc_pass grpc://backend;
+""" if grpc else """      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_max_temp_file_size 0;
+"""
     return (
         nginx_common(workdir, "nginx")
         + f"worker_processes {workers};\nevents {{ worker_connections 18000; }}\nhttp {{\n"
@@ -334,24 +353,22 @@ def nginx_proxy_conf(workdir, port, backends, workers, proto="http"):
   }}
   server {{
 {nginx_listen(workdir, port, proto)}    location / {{
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_max_temp_file_size 0;
-    }}
+{location}    }}
   }}
 }}
 """
     )
 
 
-def haproxy_conf(port, backends, threads, relay=False, proto="http", workdir=None):
+def haproxy_conf(port, backends, threads, relay=False, proto="http", workdir=None, grpc=False):
     """HAProxy as an HTTP proxy or, with `relay`, as a TCP relay: each client
     connection gets its own backend connection and bytes pass unread. The
     relay makes the same four system calls per keep-alive request as the
     HTTP proxies with almost no user-space work, so its req/s are what any
     proxy could reach on this machine."""
-    servers = "".join(f"  server b{i} 127.0.0.1:{p}\n" for i, p in enumerate(backends))
+    # gRPC: HTTP/2 (h2c) to the backend too.
+    server_proto = " proto h2" if grpc else ""
+    servers = "".join(f"  server b{i} 127.0.0.1:{p}{server_proto}\n" for i, p in enumerate(backends))
     # HAProxy's TLS defaults otherwise (tickets on, a 20000-session cache).
     bind = {"http": "", "tls": f" ssl crt {workdir}/combined.pem alpn http/1.1",
             "h2": f" ssl crt {workdir}/combined.pem alpn h2,http/1.1", "h2c": " proto h2"}[proto]
@@ -376,9 +393,17 @@ backend be
 {servers}"""
 
 
-def frontend_proxy_conf(port, backends, proto="http", workdir=None):
+def frontend_proxy_conf(port, backends, proto="http", workdir=None, grpc=False):
     """The bench's Envoy bootstrap; TLS as Envoy's defaults would have it
-    apart from the certificate and ALPN (codec_type AUTO serves h2c too)."""
+    apart from the certificate and ALPN (codec_type AUTO serves h2c too).
+    gRPC: the cluster speaks HTTP/2 (h2c) upstream, as Envoy's gRPC
+    clusters are configured."""
+    h2_upstream = """
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {}""" if grpc else ""
     tls = ""
     if proto in ("tls", "h2"):
         alpn = '["h2", "http/1.1"]' if proto == "h2" else '["http/1.1"]'
@@ -426,7 +451,7 @@ def frontend_proxy_conf(port, backends, proto="http", workdir=None):
   - name: backend
     connect_timeout: 1s
     type: STATIC
-    lb_policy: ROUND_ROBIN
+    lb_policy: ROUND_ROBIN{h2_upstream}
     load_assignment:
       cluster_name: backend
       endpoints:
@@ -577,9 +602,42 @@ class Bench:
                                   self.backend_ports[0], LOAD_CPU, serving="children")
         for p in self.backend_ports:
             wait_port(p, self.backend.proc)
+        if self.args.grpc_backend and any(sc.grpc for sc in SCENARIOS if sc.key in self.args.scenarios):
+            self.start_grpc_backend()
+
+    def start_grpc_backend(self):
+        """bench/grpc-backend (tonic, one thread) on CPU 0 beside the nginx backend."""
+        self.grpc_port, self.grpc_stats_port = free_port(), free_port()
+        p = Proc("grpc-backend", [self.args.grpc_backend, str(self.grpc_port), str(self.grpc_stats_port)],
+                 self.grpc_port, self.workdir, LOAD_CPU)
+        self.procs.append(p)
+        self.commands["grpc-backend"] = " ".join(p.cmd)
+        wait_port(self.grpc_port, p.proc)
+        wait_port(self.grpc_stats_port, p.proc)
+
+    def grpc_counts(self, settle=3.0):
+        """(calls answered with grpc-status 0, calls answered otherwise) by
+        the gRPC backend so far, once they stop moving: calls in flight when
+        h2load stops still end (answered, or failed as the proxy resets
+        them) after it has exited, and belong to its run."""
+        def read():
+            with socket.create_connection(("127.0.0.1", self.grpc_stats_port), timeout=5) as s:
+                line = s.makefile().readline()
+            m = re.fullmatch(r"ok (\d+) failed (\d+)\n", line)
+            if not m:
+                raise RuntimeError(f"grpc-backend stats: {line!r}")
+            return int(m.group(1)), int(m.group(2))
+        last, deadline = read(), time.time() + settle
+        while time.time() < deadline:
+            time.sleep(0.1)
+            now = read()
+            if now == last:
+                break
+            last = now
+        return last
 
     def start_proxies(self, scenario, workers, cpu, which, prefix=()):
-        backends = self.backend_ports[: scenario.backends]
+        backends = [self.grpc_port] if scenario.grpc else self.backend_ports[: scenario.backends]
         tag = f"{scenario.key}{workers}"
         proto = scenario.proto
         targets = []
@@ -590,7 +648,7 @@ class Bench:
                 continue
             if name == "haproxy":
                 conf = self.write(f"haproxy-{tag}.cfg", haproxy_conf(port, backends, workers, proto=proto,
-                                                                         workdir=self.workdir))
+                                                                         workdir=self.workdir, grpc=scenario.grpc))
                 cmd = ["haproxy", "-db", "-f", conf]
                 serving = None
             elif name == "relay":
@@ -598,12 +656,14 @@ class Bench:
                 cmd = ["haproxy", "-db", "-f", conf]
                 serving = None
             elif name == "nginx":
-                conf = self.write(f"nginx-{tag}.conf", nginx_proxy_conf(self.workdir, port, backends, workers, proto))
+                conf = self.write(f"nginx-{tag}.conf", nginx_proxy_conf(self.workdir, port, backends, workers, proto,
+                                                                        scenario.grpc))
                 cmd = ["nginx", "-p", self.workdir, "-c", conf, "-e", f"{self.workdir}/nginx-error.log"]
                 serving = "children"
             else:  # frontend-proxy, or a named variant binary
                 binary, *extra = self.args.binaries[name].split()
-                conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends, proto, self.workdir))
+                conf = self.write(f"{name}-{tag}.yaml", frontend_proxy_conf(port, backends, proto, self.workdir,
+                                                                              scenario.grpc))
                 # As shipped: the default log level (info) and no `access_log` in
                 # the config, so no per-request line; a variant may add flags.
                 cmd = [binary, "-c", conf, "--concurrency", str(workers), *extra]
@@ -697,10 +757,21 @@ class Bench:
 
     def h2load(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
         """HTTP/2: h2load, one thread, `connections` x `streams` concurrent
-        requests; h2 over TLS negotiates ALPN, h2c uses prior knowledge."""
+        requests; h2 over TLS negotiates ALPN, h2c uses prior knowledge.
+        gRPC: each request POSTs GRPC_REQUEST, and a response counts only
+        as far as the backend answered as many calls with grpc-status 0
+        (a gRPC error is an HTTP 200 too, and the proxies' own gRPC
+        answers never reach the backend)."""
         scheme = "https" if scenario.tls else "http"
+        grpc = []
+        if scenario.grpc:
+            body = os.path.join(self.workdir, "grpc-request.bin")
+            with open(body, "wb") as f:
+                f.write(GRPC_REQUEST)
+            grpc = ["-d", body, "-H", "content-type: application/grpc", "-H", "te: trailers"]
+            calls_before = self.grpc_counts()
         cmd = pinned(cpu, ["h2load", "-t1", f"-c{scenario.connections}", f"-m{scenario.streams}",
-                           f"-D{duration}", f"{scheme}://127.0.0.1:{target.port}{scenario.path}"])
+                           f"-D{duration}", *grpc, f"{scheme}://127.0.0.1:{target.port}{scenario.path}"])
         outs, wall, user_s, kernel_s, has_pids = self.measured(
             target, [cmd], duration + 30, f"h2load ({scenario.key})", warmup)
         out = outs[0]
@@ -711,9 +782,25 @@ class Bench:
         if not (fin and req and codes):
             raise RuntimeError(f"h2load failed: {out[-2000:]}")
         secs = float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
-        ok = int(codes.group(1))
+        # h2load may count the status of a response whose stream did not
+        # finish before -D ran out: a success is a 2xx that also succeeded.
+        ok = min(int(codes.group(1)), int(req.group(2)))
         total = int(req.group(1))
         errors = int(req.group(3)) + int(req.group(4)) + int(req.group(5)) + (int(req.group(2)) - ok)
+        if scenario.grpc:
+            # Every call h2load saw succeed must be one the backend answered
+            # with grpc-status 0 (a proxy's own gRPC answer is a 200 too).
+            # The backend also ends the calls h2load left in flight when it
+            # stopped (started - done): answered, or failed when the proxy
+            # reset them half sent. A failure the client saw (h2load's
+            # errors) or that passed as a 2xx (short) is counted once.
+            calls_after = self.grpc_counts()
+            grpc_ok, grpc_failed = (calls_after[0] - calls_before[0], calls_after[1] - calls_before[1])
+            flight = re.search(r"(\d+) started, (\d+) done", out)
+            abandoned = int(flight.group(1)) - int(flight.group(2))
+            short = max(ok - grpc_ok, 0)
+            errors += short + max(grpc_failed - abandoned - short - errors, 0)
+            ok -= short
         return self.result(ok, secs, wall, user_s, kernel_s, has_pids, errors, total)
 
     def s_time(self, target, scenario, duration, cpu=LOAD_CPU, warmup=False):
@@ -1141,12 +1228,19 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " three ports for (e). Keep-alive to the backend everywhere (nginx `keepalive 1024`, HAProxy"
         " `http-reuse always`, Pingora's connection pool). No access logs anywhere; frontend-proxy runs with its defaults (`--log-level info`, no"
         " `access_log` in its config, so no line per request).",
-        "- TLS and HTTP/2 scenarios (f–j): a self-signed ECDSA P-256 certificate; each proxy with its TLS defaults"
+        "- TLS and HTTP/2 scenarios (f–k): a self-signed ECDSA P-256 certificate; each proxy with its TLS defaults"
         " (TLS 1.3 negotiated; session tickets on in all three; nginx keeps no session cache by default, HAProxy"
         " a 20000-entry one). (f) is wrk over TLS; (g) and (h) are 16 `openssl s_time` clients side by side, each"
         " a handshake + one GET + close per request, full handshakes in (g), the first session offered"
-        " again in (h); (i) and (j) are h2load, one thread, 16 connections × 32 concurrent streams. Upstream is"
-        " plaintext HTTP/1.1 keep-alive in every scenario.",
+        " again in (h); (i), (j) and (k) are h2load, one thread, 16 connections × 32 concurrent streams. Upstream is"
+        " plaintext HTTP/1.1 keep-alive in every scenario but (k).",
+        "- gRPC (k): unary calls over h2c, each a POST of one 14-byte length-prefixed protobuf message"
+        " (`content-type: application/grpc`, `te: trailers`; `h2load -d`) to a tonic server"
+        " (bench/grpc-backend, one thread on CPU 0) that echoes it with grpc-status 0 in the trailers; h2c"
+        " upstream too (frontend-proxy: the cluster's `explicit_http_config.http2_protocol_options`; nginx:"
+        " `grpc_pass grpc://`; HAProxy: `proto h2` on bind and server). A call counts only when it was a 2xx"
+        " and the backend answered as many calls with grpc-status 0 (its counter, read around each run);"
+        " anything else is in the errors column.",
         f"- Each cell: {a.warmup} s warm-up, then {a.rounds} runs of {a.duration} s, alternating between targets"
         " (A/B/C/A/B/C, rotated each round); the table shows the median and every run.",
         "- Latency columns of the throughput tables come from wrk, a **closed-loop** generator: at saturation"
@@ -1309,6 +1403,7 @@ def main():
     p.add_argument("--quick", action="store_true", help="smoke run: a second or two per cell")
     p.add_argument("--scenarios", default=ALL_SCENARIOS)
     p.add_argument("--out", default=HERE, help="where RESULTS.md and results.png go")
+    p.add_argument("--grpc-backend", help="bench/grpc-backend's binary, for scenario (k) (bench/run.sh builds it)")
     p.add_argument("--oha", default=shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha"))
     p.add_argument("--rate", type=int, default=10000, help="open-loop request rate")
     p.add_argument("--duration", type=int, default=None)
@@ -1340,6 +1435,9 @@ def main():
     for tool in ("wrk", "nginx", "haproxy", "taskset", "openssl", "h2load"):
         if not shutil.which(tool):
             sys.exit(f"{tool} not found: run bench/run.sh, which installs it")
+    if any(sc.grpc and sc.key in a.scenarios for sc in SCENARIOS) and not (
+            a.grpc_backend and os.access(a.grpc_backend, os.X_OK)):
+        sys.exit("scenario (k) needs --grpc-backend PATH: run bench/run.sh, which builds bench/grpc-backend")
 
     if a.variant:
         names = ["frontend-proxy"] + [v.partition("=")[0] for v in a.variant]
@@ -1356,7 +1454,8 @@ def main():
         "versions": {"nginx": version(["nginx", "-v"]), "haproxy": version(["haproxy", "-v"]),
                      "wrk": version(["wrk", "-v"]), "oha": version([a.oha, "--version"]) if a.oha else "not installed"},
         "sections": [],
-        "argv": [x for x in sys.argv[1:] if not x.startswith("--binary") and x != a.binary],
+        "argv": [x for x in sys.argv[1:] if not x.startswith(("--binary", "--grpc-backend"))
+                 and x not in (a.binary, a.grpc_backend)],
     }
     results = {}
     lat = None

@@ -60,9 +60,16 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ "$build" = 1 ]; then
     log "building frontend-proxy (release) in $CARGO_TARGET_DIR"
     cargo build --release --locked -p frontend-proxy
+    # Scenario (k)'s gRPC backend: a tonic server in a workspace of its own
+    # (bench/grpc-backend/Cargo.toml says why); tonic and tokio only.
+    log "building bench/grpc-backend (release)"
+    cargo build --release --locked --manifest-path bench/grpc-backend/Cargo.toml
 fi
 binary="$CARGO_TARGET_DIR/release/frontend-proxy"
 [ -x "$binary" ] || { echo "no binary at $binary" >&2; exit 1; }
+# Without it (--no-build before it was ever built) only scenario (k) refuses to run.
+grpc_backend="$CARGO_TARGET_DIR/release/grpc-backend"
+[ -x "$grpc_backend" ] && args=(--grpc-backend "$grpc_backend" "${args[@]}")
 
 # 1000 connections through a proxy need ~2000 descriptors per process.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
