@@ -363,6 +363,16 @@ pub fn canonicalize(path: &[u8]) -> Option<Vec<u8>> {
                     DotSegment::Current(more) => i += dot + more,
                     DotSegment::Parent(more) => {
                         back_up_to_previous_slash(&mut out);
+                        // A bare `%` the back-up removed is gone: left
+                        // pointing past the output, its index would later
+                        // take an unrelated escape for a nested one and
+                        // rewrite it (`/%x/..%41` style input), which the
+                        // copy of Chromium in Envoy does and later Chromium
+                        // fixed (crbug.com/1080890). Without the reset a
+                        // second normalization changed such a path again.
+                        if bare_percent.is_some_and(|p| p >= out.len()) {
+                            bare_percent = None;
+                        }
                         i += dot + more;
                     }
                 }

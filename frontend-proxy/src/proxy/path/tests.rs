@@ -307,3 +307,14 @@ fn normalize_path_resolves_dot_segments_with_parameters() {
     let off = opts(false, true, EscapedSlashes::KeepUnchanged);
     assert_eq!(normalize(b"/public/..;/admin", &off), Outcome::Unchanged);
 }
+
+/// Found by the libFuzzer target: a bare `%` that `..` removed must not
+/// make a later unrelated escape look nested (the output was
+/// `/%/a/b%6250A%7/%DE`, and a second pass changed it again).
+#[test]
+fn a_bare_percent_removed_by_dot_dot_is_forgotten() {
+    let input = b"/%/a/%2%%215./..\\b`%41%7/\xde";
+    let once = canonicalize(input).unwrap();
+    assert_eq!(once, b"/%/a/b%60A%7/%DE".to_vec(), "{}", String::from_utf8_lossy(&once));
+    assert_eq!(canonicalize(&once), Some(once.clone()));
+}
