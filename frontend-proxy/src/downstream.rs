@@ -44,8 +44,9 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-/// The whole client connection preface (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
-const H2_PREFACE_LEN: usize = 24;
+/// The whole client connection preface.
+const H2_CLIENT_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const H2_PREFACE_LEN: usize = H2_CLIENT_PREFACE.len();
 
 /// Wraps a Pingora server app with per-listener connection policy, and
 /// serves HTTP/1.1 with the native engine when one is given. Clones share
@@ -244,16 +245,29 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         match &self.native {
             Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
                 if let Served::HandOff(read, stream) = native.serve(stream, peer, index, &self.drain).await {
-                    let replay = Box::new(Replay::new(read, into_pingora(stream)));
-                    self.pingora_engine(replay, listener, shutdown).await;
+                    self.pingora_engine(read, into_pingora(stream), listener, shutdown).await;
                 }
             }
-            _ => self.pingora_engine(into_pingora(stream), listener, shutdown).await,
+            _ => self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown).await,
         }
     }
 
-    /// Pingora's engine, with the head deadline it lacks.
-    async fn pingora_engine(&self, mut stream: Stream, listener: &ListenerRuntime, shutdown: &ShutdownWatch) {
+    /// Pingora's engine, with the head deadline it lacks, on `stream` after
+    /// the bytes already `read` from it. A plaintext stream is always a
+    /// [`Replay`]: its peek for the h2c preface does not wait for bytes a
+    /// short request never sends (Pingora peeks again before every request
+    /// of a keep-alive connection). TLS streams are never peeked for it.
+    async fn pingora_engine(
+        &self,
+        read: bytes::Bytes,
+        stream: Stream,
+        listener: &ListenerRuntime,
+        shutdown: &ShutdownWatch,
+    ) {
+        let mut stream: Stream = match read.is_empty() && stream.get_ssl_digest().is_some() {
+            true => stream,
+            false => Box::new(Replay::new(read, stream)),
+        };
         // Pingora's engine has no timer of its own for a request head that
         // stops arriving: `request_timeout` bounds it too (closing the
         // connection; the native engine answers 408).
@@ -549,13 +563,29 @@ delegate_stream_traits!(Replay);
 
 #[async_trait]
 impl Peek for Replay {
-    /// Peeks the replayed bytes (all Pingora peeks for is the h2c preface).
+    /// All Pingora (and [`is_http1`]) peek for is the h2c preface. Pingora's
+    /// own streams wait for `buf.len()` bytes, so a whole request shorter
+    /// than the preface (`GET / HTTP/1.0\r\n\r\n` is 18 bytes) would wait
+    /// for bytes that never come. Here reading stops at the first byte that
+    /// differs from the preface: the rest of `buf` is zeroed, so it cannot
+    /// equal the preface and the connection is HTTP/1. What is read is kept
+    /// for the reads that follow.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        if self.read.is_empty() {
-            return self.inner.try_peek(buf).await;
+        while self.read.len() < buf.len() && H2_CLIENT_PREFACE.starts_with(&self.read) {
+            let mut more = [0u8; H2_PREFACE_LEN];
+            let want = (buf.len() - self.read.len()).min(more.len());
+            let n = self.inner.read(&mut more[..want]).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let mut read = Vec::with_capacity(self.read.len() + n);
+            read.extend_from_slice(&self.read);
+            read.extend_from_slice(&more[..n]);
+            self.read = read.into();
         }
         let n = self.read.len().min(buf.len());
         buf[..n].copy_from_slice(&self.read[..n]);
-        Ok(n == buf.len())
+        buf[n..].fill(0);
+        Ok(true)
     }
 }

@@ -200,6 +200,36 @@ async fn serves_h2c_with_prior_knowledge() {
     assert_eq!(r.headers()["x-served-by"], "films-1");
 }
 
+/// A whole request shorter than the HTTP/2 client preface (24 bytes) is
+/// answered at once on both engines: telling HTTP/1 from h2c must not wait
+/// for bytes the client will never send (Pingora's engine waited for 24).
+#[tokio::test]
+async fn a_request_shorter_than_the_h2c_preface_is_answered() {
+    let s = stack(14, "          codec_type: AUTO\n          http_protocol_options: { accept_http_10: true, default_host_for_http_10: t }").await;
+    let addr = s.url.trim_start_matches("http://").to_string();
+    for (request, status) in [(&b"GET /old HTTP/1.0\r\n\r\n"[..], 302), (b"GET /films HTTP/1.0\r\n\r\n", 200)] {
+        assert!(request.len() < 24);
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(request).await.unwrap();
+        let mut buf = Vec::new();
+        let r = tokio::time::timeout(Duration::from_secs(5), support::raw::read_response(&mut c, &mut buf, "GET"))
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {:?}: {}", String::from_utf8_lossy(request), s.proxy.log()));
+        assert_eq!(r.status, status, "{r:?}");
+    }
+    // A malformed short request gets its 400, not a stall.
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(b"GET /\r\n\r\n").await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), support::raw::read_reply(&mut c))
+        .await
+        .expect("no answer to a short malformed request");
+    assert_eq!(reply.status, 400, "{reply:?}");
+    // h2c with prior knowledge still works on the same listener.
+    let h2 = reqwest::Client::builder().no_proxy().http2_prior_knowledge().build().unwrap();
+    let r = h2.get(format!("{}/films", s.url)).send().await.unwrap();
+    assert_eq!((r.version(), r.status().as_u16()), (reqwest::Version::HTTP_2, 200));
+}
+
 #[tokio::test]
 async fn tls_listener_serves_the_same_routes() {
     let films = Backend::start("films-tls", SocketAddr::new(ip(1, 7), 0)).await;
