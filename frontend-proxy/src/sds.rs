@@ -18,10 +18,10 @@
 
 use crate::config;
 use crate::config::model::ListenerConfig;
-use crate::tls::ClientCertificate;
-use crate::upstream::ClusterSpec;
 use crate::metrics::SecretStats;
+use crate::tls::ClientCertificate;
 use crate::tls::{SdsFile, Secret, Secrets, TlsError, TrustedCa};
+use crate::upstream::ClusterSpec;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;

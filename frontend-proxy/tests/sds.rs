@@ -581,11 +581,7 @@ async fn what_cannot_be_served_is_a_configuration_error_with_its_path() {
     let broken_validation = dir.path().join("validation-broken.yaml");
     replace(
         &broken_validation,
-        &format!(
-            "{}    crl: {{ filename: \"{}\" }}\n",
-            validation_secret("cas", &ca),
-            crl_broken.display()
-        ),
+        &format!("{}    crl: {{ filename: \"{}\" }}\n", validation_secret("cas", &ca), crl_broken.display()),
     );
     let cluster_cases: Vec<(String, String)> = vec![
         (
@@ -641,5 +637,8 @@ async fn what_cannot_be_served_is_a_configuration_error_with_its_path() {
     );
     let (code, stderr) = validate(&cfg);
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("resources[0].validation_context.match_typed_subject_alt_names: not supported in a secret"), "{stderr}");
+    assert!(
+        stderr.contains("resources[0].validation_context.match_typed_subject_alt_names: not supported in a secret"),
+        "{stderr}"
+    );
 }

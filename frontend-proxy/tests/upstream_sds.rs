@@ -205,8 +205,7 @@ fn serve(acceptor: &SslAcceptor, tcp: TcpStream, behaviour: Behaviour, tx: &mpsc
             return;
         }
     }
-    let response =
-        format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{client}", client.len());
+    let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{client}", client.len());
     let _ = tls.write_all(response.as_bytes());
     let _ = tls.shutdown();
 }
@@ -269,7 +268,8 @@ async fn a_cluster_client_certificate_from_sds_rotates_and_a_broken_update_is_re
     let sds = write(d, "client.yaml", &certificate_secret("client", &cert, &key));
     let ca_path = write(d, "ca.pem", &root.pem());
     let (front, admin) = (free_addr(ip(48, 1)), free_addr(ip(48, 1)));
-    let proxy = proxy(front, admin, tls_cluster(up, &format!("{}{}", sds_certificate(&sds), fixed_validation(&ca_path)))).await;
+    let proxy =
+        proxy(front, admin, tls_cluster(up, &format!("{}{}", sds_certificate(&sds), fixed_validation(&ca_path)))).await;
     let stat = |name: &str| {
         let name = format!("sds.client.{name}");
         async move { support::stat(admin, &name).await }
@@ -360,11 +360,10 @@ fn mtls_get(addr: SocketAddr, client: &Pair) -> Result<String, String> {
 /// verified by `validation` (YAML inside `common_tls_context`, 12 deep).
 fn mtls_listener(addr: SocketAddr, server: (&Path, &Path), validation: &str) -> String {
     let hcm = yaml::hcm("mtls", "", &yaml::routes(&[("/", "cluster: local")]));
-    yaml::tls_listener("mtls", addr, &hcm, &server.0.display().to_string(), &server.1.display().to_string())
-        .replace(
-            "          common_tls_context:\n",
-            &format!("          require_client_certificate: true\n          common_tls_context:\n{validation}"),
-        )
+    yaml::tls_listener("mtls", addr, &hcm, &server.0.display().to_string(), &server.1.display().to_string()).replace(
+        "          common_tls_context:\n",
+        &format!("          require_client_certificate: true\n          common_tls_context:\n{validation}"),
+    )
 }
 
 #[tokio::test]
@@ -433,7 +432,10 @@ async fn an_intermediate_ca_alone_is_a_trust_anchor_upstream_and_downstream() {
     let listener_addr = free_addr(ip(48, 6));
     let proxy_cert = leaf(&root, "proxy.test", true);
     let (cert, key) = (write(d, "proxy.pem", &proxy_cert.cert), write(d, "proxy.key", &proxy_cert.key));
-    let validation = format!("            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n", inter_path.display());
+    let validation = format!(
+        "            validation_context:\n              trusted_ca: {{ filename: \"{}\" }}\n",
+        inter_path.display()
+    );
     let cfg = yaml::bootstrap_with_admin(
         admin,
         &[
@@ -469,11 +471,13 @@ async fn health_checks_follow_the_cluster_secrets() {
     let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
     let (front, admin) = (free_addr(ip(48, 7)), free_addr(ip(48, 7)));
     let hc = "    health_checks:\n    - timeout: 1s\n      interval: 0.2s\n      no_traffic_interval: 0.2s\n      unhealthy_threshold: 1\n      healthy_threshold: 1\n      tcp_health_check: {}\n";
-    let cluster = tls_cluster(up, &sds_validation(&sds)).replace("    transport_socket:\n", &format!("{hc}    transport_socket:\n"));
+    let cluster = tls_cluster(up, &sds_validation(&sds))
+        .replace("    transport_socket:\n", &format!("{hc}    transport_socket:\n"));
     let proxy = proxy(front, admin, cluster).await;
     let flags = || async move {
         let line = format!("up::{up}::health_flags::");
-        let text = support::client().get(format!("http://{admin}/clusters")).send().await.unwrap().text().await.unwrap();
+        let text =
+            support::client().get(format!("http://{admin}/clusters")).send().await.unwrap().text().await.unwrap();
         text.lines().find_map(|l| l.strip_prefix(&line).map(str::to_string)).unwrap_or_default()
     };
     let failed = eventually(LIMIT, || async { flags().await == "/failed_active_hc" });

@@ -188,7 +188,9 @@ impl UpstreamContext {
         // Lists from the secret, or from the bootstrap with fixed CAs.
         let lists = ca.as_deref().and_then(|a| a.crl.as_ref()).or(self.checks.crl.as_ref());
         let verifier = match cas {
-            Some(cas) => Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?),
+            Some(cas) => {
+                Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?)
+            }
             None => None,
         };
         let checks = self.checks.clone();

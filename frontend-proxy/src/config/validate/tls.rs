@@ -6,8 +6,9 @@ use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
 use crate::routing::StringMatch;
 use crate::tls::{
-    CertificateSource, ClientCertificate, ClientValidation, DownstreamTls, RevocationLists, SanMatcher, SanPattern, SanType, Secret,
-    SecretSource, ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
+    CertificateSource, ClientCertificate, ClientValidation, DownstreamTls, RevocationLists, SanMatcher, SanPattern,
+    SanType, Secret, SecretSource, ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa,
+    TICKET_KEY_LEN,
 };
 use crate::upstream::UpstreamTls;
 
