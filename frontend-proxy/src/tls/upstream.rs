@@ -250,7 +250,41 @@ fn cert_key(c: &LoadedCertificate) -> Arc<CertKey> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::dns_name_matches;
+    use super::super::{dns_name_matches, PemSource, Secret};
+    use super::*;
+
+    fn certificate(name: &str) -> Secret {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        Secret::Certificate(CertificateSource {
+            certificate_chain: PemSource::Inline(c.cert.pem()),
+            private_key: PemSource::Inline(c.signing_key.serialize_pem()),
+        })
+    }
+
+    #[test]
+    fn a_cluster_rebuilds_what_it_connects_with_only_when_a_secret_changed() {
+        let file = SdsFile {
+            name: "client".into(),
+            path: "/sds.yaml".into(),
+            watched_directory: None,
+            yaml_path: String::new(),
+        };
+        let mut secrets = Secrets::default();
+        secrets.insert(&file, &certificate("one.test")).unwrap();
+        let client = ClientCertificate::Sds(file.clone());
+        let context = UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), &secrets).unwrap();
+        let first = context.connecting();
+        assert!(Arc::ptr_eq(&first, &context.connecting()), "nothing changed: the same material, not a rebuild");
+        let name = |c: &Connecting| {
+            let cert = c.client_cert.as_ref().unwrap().leaf().subject_alt_names().unwrap();
+            cert.iter().find_map(|n| n.dnsname().map(str::to_string)).unwrap()
+        };
+        assert_eq!(name(&first), "one.test");
+        secrets.replace(&file, &certificate("two.test")).unwrap();
+        let second = context.connecting();
+        assert_eq!(name(&second), "two.test", "the rotated certificate is presented");
+        assert!(Arc::ptr_eq(&second, &context.connecting()), "and built once");
+    }
 
     #[test]
     fn exact_dns_names_match_as_host_names() {
