@@ -313,6 +313,9 @@ pub struct UpstreamTls {
     /// connection that negotiated less is refused before any request is
     /// written on it.
     pub min_version: TlsVersion,
+    /// `allow_renegotiation`: a server's TLS 1.2 renegotiation request is
+    /// followed (Envoy's default, and ours, refuses it).
+    pub allow_renegotiation: bool,
     /// `tls_params.ecdh_curves`, as an OpenSSL groups list (requests and
     /// health checks).
     pub ecdh_curves: Option<String>,
@@ -392,6 +395,7 @@ mod tests {
     fn a_negotiated_version_below_the_minimum_is_refused() {
         let tls = UpstreamTls {
             sni: None,
+            allow_renegotiation: false,
             trusted_ca: None,
             server_checks: ServerCertificateChecks::default(),
             client_certificate: None,

@@ -145,6 +145,9 @@ fn upstream(addr: SocketAddr, pair: &Pair, behaviour: Behaviour) -> (SocketAddr,
     b.set_certificate(&X509::from_pem(pair.cert.as_bytes()).unwrap()).unwrap();
     b.set_private_key(&PKey::private_key_from_pem(pair.key.as_bytes()).unwrap()).unwrap();
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
+    // A client renegotiating offers its session, which a server asking for
+    // certificates only takes with a context set.
+    b.set_session_id_context(b"upstream").unwrap();
     if behaviour.renegotiate {
         b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
     }
@@ -415,6 +418,24 @@ async fn an_upstream_asking_to_renegotiate_is_refused() {
     assert_ne!(status, 200, "the request went through a renegotiation:\n{}", proxy.log());
     let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();
     assert_eq!(outcome, Ok(Renegotiation::Refused), "{}", proxy.log());
+}
+
+/// `allow_renegotiation: true` follows the request, as in Envoy.
+#[tokio::test]
+async fn allow_renegotiation_lets_an_upstream_renegotiate() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = ca("test CA");
+    let server = leaf(&root, "backend.internal", true);
+    let (up, outcomes) = upstream(SocketAddr::new(ip(48, 8), 0), &server, Behaviour { renegotiate: true });
+    let ca_path = write(dir.path(), "ca.pem", &root.pem());
+    let (front, admin) = (free_addr(ip(48, 8)), free_addr(ip(48, 8)));
+    let cluster = tls_cluster(up, &fixed_validation(&ca_path))
+        .replace("        common_tls_context:\n", "        allow_renegotiation: true\n        common_tls_context:\n");
+    let proxy = proxy(front, admin, cluster).await;
+    let (status, body) = get(front).await;
+    let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();
+    assert_eq!(status, 200, "{body}\n{outcome:?}\n{}", proxy.log());
+    assert!(matches!(outcome, Ok(Renegotiation::NotRefused(_))), "{outcome:?}");
 }
 
 #[tokio::test]

@@ -11,7 +11,7 @@
 //! [`Connecting`], which judges the finished handshake and leaves its
 //! [`ServerVerdict`] in the connection's TLS digest; the request paths read
 //! it before writing a request byte ([`verdict`]). The hook also turns
-//! renegotiation off (`renegotiation.rs`).
+//! renegotiation off (`renegotiation.rs`) unless `allow_renegotiation` says.
 //!
 //! Rotation: [`UpstreamContext::connecting`] is called for every peer
 //! built (each request, each health check). It compares the secrets'
@@ -116,6 +116,8 @@ pub struct UpstreamContext {
     fixed_cas: Option<Box<[X509]>>,
     live_ca: Option<LiveAuthority>,
     checks: Arc<ServerCertificateChecks>,
+    /// `allow_renegotiation`.
+    allow_renegotiation: bool,
     current: ArcSwap<Connecting>,
 }
 
@@ -127,6 +129,7 @@ impl UpstreamContext {
         trusted_ca: Option<&TrustedCa>,
         client: Option<&ClientCertificate>,
         checks: ServerCertificateChecks,
+        allow_renegotiation: bool,
         secrets: &Secrets,
     ) -> Result<Self, TlsError> {
         let (fixed_cert, live_cert) = match client {
@@ -147,6 +150,7 @@ impl UpstreamContext {
             fixed_cas,
             live_ca,
             checks: Arc::new(checks),
+            allow_renegotiation,
             current: ArcSwap::from_pointee(Connecting {
                 client_cert: None,
                 hook: Arc::new(|_: &SslRef| None),
@@ -193,9 +197,11 @@ impl UpstreamContext {
             }
             None => None,
         };
-        let checks = self.checks.clone();
+        let (checks, refuse_renegotiation) = (self.checks.clone(), !self.allow_renegotiation);
         let hook: HandshakeCompleteHook = Arc::new(move |ssl: &SslRef| {
-            renegotiation::refuse(ssl);
+            if refuse_renegotiation {
+                renegotiation::refuse(ssl);
+            }
             // Without a validation context Envoy accepts any certificate.
             let verifier = verifier.as_ref()?;
             let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks, verifier)));
@@ -272,7 +278,8 @@ mod tests {
         let mut secrets = Secrets::default();
         secrets.insert(&file, &certificate("one.test")).unwrap();
         let client = ClientCertificate::Sds(file.clone());
-        let context = UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), &secrets).unwrap();
+        let context =
+            UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), false, &secrets).unwrap();
         let first = context.connecting();
         assert!(Arc::ptr_eq(&first, &context.connecting()), "nothing changed: the same material, not a rebuild");
         let name = |c: &Connecting| {

@@ -99,6 +99,7 @@ impl UpstreamTlsMaterial {
             tls.trusted_ca.as_ref(),
             tls.client_certificate.as_ref(),
             tls.server_checks.clone(),
+            tls.allow_renegotiation,
             secrets,
         )?;
         let mut h = std::hash::DefaultHasher::new();

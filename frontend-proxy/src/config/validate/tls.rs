@@ -327,8 +327,11 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             }
         }
     }
+    // Envoy's default refuses a server's renegotiation request.
+    let allow_renegotiation = cx.boolean(&tp, "allow_renegotiation", &ctx.allow_renegotiation, false);
     Some(UpstreamTls {
         sni,
+        allow_renegotiation,
         trusted_ca,
         server_checks,
         client_certificate,
