@@ -1,9 +1,9 @@
-//! SDS from files: every secret the listeners name in an SDS file
-//! (`path_config_source`) is read at start, then watched while the proxy
-//! runs. When the file, the certificate, key or CA files it names, or its
-//! `watched_directory` change, the secret is read again and swapped into
-//! the listeners' acceptors ([`Secrets::replace`]): new handshakes use it,
-//! open connections keep theirs. A secret that cannot be read or loaded
+//! SDS from files: every secret the listeners and clusters name in an SDS
+//! file (`path_config_source`) is read at start, then watched while the
+//! proxy runs. When the file, the certificate, key, CA or CRL files it
+//! names, or its `watched_directory` change, the secret is read again and
+//! swapped in ([`Secrets::replace`]): the listeners' new handshakes and the
+//! clusters' new upstream connections use it, open connections keep theirs. A secret that cannot be read or loaded
 //! is rejected with an error in the log, and the previous one stays in use.
 //!
 //! The files are polled (metadata once a second) rather than watched with
@@ -19,7 +19,9 @@
 use crate::config;
 use crate::config::model::ListenerConfig;
 use crate::metrics::SecretStats;
+use crate::tls::ClientCertificate;
 use crate::tls::{SdsFile, Secret, Secrets, TlsError, TrustedCa};
+use crate::upstream::ClusterSpec;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
@@ -109,12 +111,20 @@ pub struct SecretWatch {
 }
 
 impl SecretWatch {
-    /// Reads and loads every secret `listeners` name in an SDS file.
-    pub fn load(listeners: &[ListenerConfig]) -> Result<Self, Vec<SdsError>> {
+    /// Reads and loads every secret `listeners` and `clusters` name in an SDS file.
+    pub fn load(listeners: &[ListenerConfig], clusters: &[ClusterSpec]) -> Result<Self, Vec<SdsError>> {
         let mut files: Vec<&SdsFile> = Vec::new();
         for tls in listeners.iter().filter_map(|l| l.tls.as_ref()) {
             files.extend(tls.chains.iter().flat_map(|c| c.certificate_secrets.iter()));
             if let Some(TrustedCa::Sds(f)) = tls.client.as_ref().map(|c| &c.trusted_ca) {
+                files.push(f);
+            }
+        }
+        for tls in clusters.iter().filter_map(|c| c.tls.as_ref()) {
+            if let Some(ClientCertificate::Sds(f)) = &tls.client_certificate {
+                files.push(f);
+            }
+            if let Some(TrustedCa::Sds(f)) = &tls.trusted_ca {
                 files.push(f);
             }
         }
@@ -152,7 +162,7 @@ impl SecretWatch {
         }
     }
 
-    /// The secrets, for the listeners' acceptors.
+    /// The secrets, for the listeners' acceptors and the clusters.
     pub fn secrets(&self) -> &Secrets {
         &self.secrets
     }

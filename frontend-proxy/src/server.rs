@@ -71,20 +71,20 @@ pub struct Prepared {
 pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     let Loaded { bootstrap, document, .. } = loaded;
     let mut errors = Vec::new();
-    let mut clusters = Vec::new();
-    for spec in bootstrap.clusters {
-        match Cluster::new(spec, None) {
-            Ok(c) => clusters.push(Arc::new(c)),
-            Err(e) => errors.push(e.into()),
-        }
-    }
-    let secrets = match SecretWatch::load(&bootstrap.listeners) {
+    let secrets = match SecretWatch::load(&bootstrap.listeners, &bootstrap.clusters) {
         Ok(s) => s,
         Err(e) => {
             errors.extend(e.into_iter().map(StartError::from));
             SecretWatch::default()
         }
     };
+    let mut clusters = Vec::new();
+    for spec in bootstrap.clusters {
+        match Cluster::with_secrets(spec, None, secrets.secrets()) {
+            Ok(c) => clusters.push(Arc::new(c)),
+            Err(e) => errors.push(e.into()),
+        }
+    }
     let mut listeners = Vec::new();
     let mut chains = Vec::new();
     let count = bootstrap.listeners.len();

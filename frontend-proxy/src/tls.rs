@@ -21,15 +21,16 @@ use std::sync::OnceLock;
 mod crl;
 mod handshake;
 mod name;
+mod renegotiation;
 mod rotation;
 mod session;
 mod upstream;
 
 pub use upstream::{
-    client_certificate, handshake_hook, verdict, ServerCertificateChecks, ServerVerdict, VerifyFailure,
+    verdict, ClientCertificate, Connecting, ServerCertificateChecks, ServerVerdict, UpstreamContext, VerifyFailure,
 };
 
-pub use crl::{parse_pem as parse_crls, RevocationLists};
+pub use crl::{load as load_crls, parse_pem as parse_crls, RevocationLists};
 pub use handshake::{chosen_digest, client_cert_element, ClientCertDetails, RecordHandshake};
 pub use rotation::Secrets;
 
@@ -79,8 +80,20 @@ impl Hash for SdsFile {
 pub enum Secret {
     /// `tls_certificate`.
     Certificate(CertificateSource),
-    /// `validation_context`: its `trusted_ca`.
-    Validation(PemSource),
+    /// `validation_context`: its `trusted_ca` and revocation lists.
+    Validation(ValidationSecret),
+}
+
+/// What a `validation_context` secret holds: the CAs and, as Envoy takes
+/// them from a secret too, the revocation lists (read again with the CAs
+/// when the secret's files change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationSecret {
+    pub trusted_ca: PemSource,
+    /// `crl`.
+    pub crl: Option<PemSource>,
+    /// `only_verify_leaf_cert_crl`.
+    pub crl_leaf_only: bool,
 }
 
 impl Secret {
@@ -88,7 +101,7 @@ impl Secret {
     pub fn files(&self) -> Vec<&std::path::Path> {
         let sources = match self {
             Secret::Certificate(c) => vec![&c.certificate_chain, &c.private_key],
-            Secret::Validation(ca) => vec![ca],
+            Secret::Validation(v) => std::iter::once(&v.trusted_ca).chain(v.crl.as_ref()).collect(),
         };
         sources
             .into_iter()
@@ -651,6 +664,7 @@ pub fn downstream_acceptor(
         for ca in &static_cas {
             builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
         }
+        crl::trust_intermediates(builder.cert_store_mut()).map_err(|e| TlsError::Setup(e.to_string()))?;
         if let Some(lists) = &client.crl {
             // A revoked certificate, or (checking the whole chain) one whose
             // issuer has no list, fails in the verify callback below.

@@ -28,7 +28,7 @@ pub use outlier::AttemptResult;
 pub use refresh::ClusterManager;
 
 use crate::metrics::ClusterStats;
-use crate::tls::{CertificateSource, PemSource, ServerCertificateChecks, ServerVerdict, TlsVersion, VerifyFailure};
+use crate::tls::{ClientCertificate, ServerCertificateChecks, ServerVerdict, TlsVersion, TrustedCa, VerifyFailure};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -297,20 +297,25 @@ pub enum LookupFamily {
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamTls {
     pub sni: Option<String>,
-    /// Verify the upstream's certificate against this CA; Envoy does not
-    /// verify without a validation context, and neither do we.
-    pub trusted_ca: Option<PemSource>,
+    /// Verify the upstream's certificate against these CAs (fixed, or an
+    /// SDS secret's, with its revocation lists); Envoy does not verify
+    /// without a validation context, and neither do we.
+    pub trusted_ca: Option<TrustedCa>,
     /// What the upstream's certificate must carry besides its chain (only
     /// with `trusted_ca`); checked once the handshake is done, before any
     /// request is written ([`UpstreamTls::check_connection`]).
     pub server_checks: ServerCertificateChecks,
-    /// `common_tls_context.tls_certificates[0]`: presented to the upstream (mTLS).
-    pub client_certificate: Option<CertificateSource>,
+    /// `common_tls_context.tls_certificates[0]` or the secret of
+    /// `tls_certificate_sds_secret_configs[0]`: presented to the upstream (mTLS).
+    pub client_certificate: Option<ClientCertificate>,
     /// The lowest version a handshake may settle on (`tls_params`; Envoy's
     /// default TLSv1_2). Pingora's connector offers from TLS 1.0, so a
     /// connection that negotiated less is refused before any request is
     /// written on it.
     pub min_version: TlsVersion,
+    /// `allow_renegotiation`: a server's TLS 1.2 renegotiation request is
+    /// followed (Envoy's default, and ours, refuses it).
+    pub allow_renegotiation: bool,
     /// `tls_params.ecdh_curves`, as an OpenSSL groups list (requests and
     /// health checks).
     pub ecdh_curves: Option<String>,
@@ -390,6 +395,7 @@ mod tests {
     fn a_negotiated_version_below_the_minimum_is_refused() {
         let tls = UpstreamTls {
             sni: None,
+            allow_renegotiation: false,
             trusted_ca: None,
             server_checks: ServerCertificateChecks::default(),
             client_certificate: None,

@@ -563,21 +563,82 @@ async fn what_cannot_be_served_is_a_configuration_error_with_its_path() {
         assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
     }
 
-    // Upstream TLS takes no secrets yet.
-    let upstream = yaml::cluster(
-        "backend",
-        "STATIC",
-        &[(backend.addr.ip().to_string(), backend.addr.port())],
+    // Clusters: one client certificate, and one source of each kind.
+    let cluster_at = "static_resources.clusters[0].transport_socket.typed_config.common_tls_context";
+    let upstream = |common: &str| {
+        yaml::cluster(
+            "backend",
+            "STATIC",
+            &[(backend.addr.ip().to_string(), backend.addr.port())],
+            &format!(
+                "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        common_tls_context:\n{common}"
+            ),
+        )
+    };
+    let client_ref = format!("{{ name: server, sds_config: {{ path: \"{}\" }} }}", sds.display());
+    let crl_broken = dir.path().join("crl-broken.pem");
+    replace(&crl_broken, "not a list");
+    let broken_validation = dir.path().join("validation-broken.yaml");
+    replace(
+        &broken_validation,
+        &format!("{}    crl: {{ filename: \"{}\" }}\n", validation_secret("cas", &ca), crl_broken.display()),
+    );
+    let cluster_cases: Vec<(String, String)> = vec![
+        (
+            format!("          tls_certificate_sds_secret_configs: [{client_ref}, {client_ref}]\n"),
+            format!("{cluster_at}.tls_certificate_sds_secret_configs: at most one client certificate may be given to an upstream"),
+        ),
+        (
+            format!(
+                "          tls_certificates: [{{ certificate_chain: {{ filename: \"{}\" }}, private_key: {{ filename: \"{}\" }} }}]\n          tls_certificate_sds_secret_configs: [{client_ref}]\n",
+                cert.display(),
+                key.display()
+            ),
+            format!("{cluster_at}.tls_certificate_sds_secret_configs: only one of `tls_certificates` and `tls_certificate_sds_secret_configs`"),
+        ),
+        (
+            format!(
+                "          validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }}\n          validation_context_sds_secret_config: {{ name: server, sds_config: {{ path: \"{}\" }} }}\n",
+                ca.display(),
+                validation.display()
+            ),
+            format!("{cluster_at}.validation_context_sds_secret_config: only one of `validation_context` and `validation_context_sds_secret_config`"),
+        ),
+        (
+            format!("          validation_context_sds_secret_config: {{ name: server, sds_config: {{ path: \"{}\" }} }}\n", sds.display()),
+            format!("{cluster_at}.validation_context_sds_secret_config.sds_config.path: {}: secret \"server\" holds no validation_context", sds.display()),
+        ),
+        (
+            format!("          validation_context_sds_secret_config: {{ name: cas, sds_config: {{ path: \"{}\" }} }}\n", broken_validation.display()),
+            format!("{cluster_at}.validation_context_sds_secret_config.sds_config.path: {}: resources[0].validation_context.crl.filename: ", broken_validation.display()),
+        ),
+    ];
+    for (common, expected) in cluster_cases {
+        let cfg = yaml::bootstrap(&[listener(addr, &hcm(), &sds_context(&sds, ""))], &[upstream(&common)]);
+        let (code, stderr) = validate(&cfg);
+        assert_eq!(code, Some(1), "{common}\n{stderr}");
+        assert!(stderr.contains(&expected), "expected {expected:?} in:\n{stderr}");
+    }
+    // And what the secrets of a listener or cluster may hold.
+    let named = dir.path().join("named.yaml");
+    replace(
+        &named,
         &format!(
-            "    transport_socket:\n      name: envoy.transport_sockets.tls\n      typed_config:\n        \"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext\n        common_tls_context:\n          tls_certificate_sds_secret_configs: [{{ name: client, sds_config: {{ path: \"{}\" }} }}]\n",
-            sds.display()
+            "{}    match_typed_subject_alt_names: [{{ san_type: DNS, matcher: {{ exact: a }} }}]\n",
+            validation_secret("cas", &ca)
         ),
     );
-    let cfg = yaml::bootstrap(&[listener(addr, &hcm(), &sds_context(&sds, ""))], &[upstream]);
+    let cfg = yaml::bootstrap(
+        &[listener(addr, &hcm(), &sds_context(&sds, ""))],
+        &[upstream(&format!(
+            "          validation_context_sds_secret_config: {{ name: cas, sds_config: {{ path: \"{}\" }} }}\n",
+            named.display()
+        ))],
+    );
     let (code, stderr) = validate(&cfg);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(
-        stderr.contains("static_resources.clusters[0].transport_socket.typed_config.common_tls_context.tls_certificate_sds_secret_configs: secrets (SDS) for upstream TLS are not supported yet"),
+        stderr.contains("resources[0].validation_context.match_typed_subject_alt_names: not supported in a secret"),
         "{stderr}"
     );
 }

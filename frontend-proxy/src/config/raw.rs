@@ -342,6 +342,7 @@ mapping! {
         pub common_tls_context: Option<Field<CommonTlsContext>>,
         pub sni: Option<Field<String>>,
         pub auto_sni_san_validation: Option<Field<bool>>,
+        pub allow_renegotiation: Option<Field<bool>>,
     }
 }
 

@@ -1,7 +1,10 @@
-//! Certificate revocation lists (`validation_context.crl`): read from PEM
-//! when the configuration is validated, and added to a listener's
-//! verification store with Envoy's flags. OpenSSL does the checking
+//! Certificate revocation lists (`validation_context.crl`, in the
+//! bootstrap or in a validation-context secret): read from PEM, and added
+//! to a verification store with Envoy's flags. OpenSSL does the checking
 //! itself (signature, validity, the serial); nothing is judged here.
+//! The stores are built here too: as Envoy (`enable_intermediate_ca`,
+//! on by default), a `trusted_ca` may be an intermediate CA, which then
+//! anchors a chain on its own (`X509_V_FLAG_PARTIAL_CHAIN`).
 //!
 //! Like `session.rs`, this module holds `unsafe` because rust-openssl has
 //! no wrapper for `X509_STORE_add_crl`: the call takes a store the builder
@@ -13,7 +16,7 @@ use foreign_types_shared::ForeignTypeRef;
 use openssl::ssl::SslRef;
 use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef, X509StoreRef};
 use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509Crl, X509StoreContext, X509};
+use openssl::x509::{X509Crl, X509PurposeId, X509StoreContext, X509};
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl_sys as ffi;
 use std::os::raw::c_int;
@@ -63,6 +66,19 @@ pub fn parse_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// Reads and parses the lists of a secret's `crl`.
+pub fn load(source: &super::PemSource, leaf_only: bool) -> Result<RevocationLists, super::TlsError> {
+    let (pem, origin) = super::read(source)?;
+    let der = parse_pem(&pem).map_err(|why| super::TlsError::Setup(format!("crl {origin}: {why}")))?;
+    Ok(RevocationLists { der, leaf_only })
+}
+
+/// Lets a `trusted_ca` that is an intermediate CA anchor a chain, as
+/// Envoy's default validator does (`X509_V_FLAG_PARTIAL_CHAIN`).
+pub(super) fn trust_intermediates(store: &mut X509StoreBuilderRef) -> Result<(), ErrorStack> {
+    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+}
+
 /// Adds the lists to `store` and turns checking on: the leaf only, or the
 /// whole chain (`X509_V_FLAG_CRL_CHECK` and `X509_V_FLAG_CRL_CHECK_ALL`).
 pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) -> Result<(), ErrorStack> {
@@ -83,21 +99,30 @@ pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) 
     store.set_flags(flags)
 }
 
-/// A store of `cas` and `lists`, for checking an upstream's chain once
-/// its handshake is done (Pingora's connector verifies with a store of its
-/// own, of the CAs alone).
-pub(super) fn store(cas: &[X509], lists: &RevocationLists) -> Result<X509Store, ErrorStack> {
+/// A store of `cas` and `lists`: a listener's client CAs from a secret
+/// (`server: false`), or a cluster's trusted CAs, for checking an
+/// upstream's chain once its handshake is done (`server: true`: the
+/// certificate must be fit for a TLS server, as OpenSSL's `ssl_server`
+/// purpose says, which Envoy's verification uses). Pingora's connector
+/// verifies with a store of its own, without lists or partial chains.
+pub(super) fn store(cas: &[X509], lists: Option<&RevocationLists>, server: bool) -> Result<X509Store, ErrorStack> {
     let mut builder = X509StoreBuilder::new()?;
     for ca in cas {
         builder.add_cert(ca.clone())?;
     }
-    install(&mut builder, lists)?;
+    trust_intermediates(&mut builder)?;
+    if server {
+        builder.set_purpose(X509PurposeId::SSL_SERVER)?;
+    }
+    if let Some(lists) = lists {
+        install(&mut builder, lists)?;
+    }
     Ok(builder.build())
 }
 
-/// Why the peer's chain fails against `store` (a revoked certificate, or
-/// a list missing), or `None` when it verifies. On the client side the
-/// peer's chain holds its certificate too.
+/// Why the peer's chain fails against `store` (untrusted, a revoked
+/// certificate, a list missing), or `None` when it verifies. On the
+/// client side the peer's chain holds its certificate too.
 pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String> {
     let (Some(leaf), Some(chain)) = (ssl.peer_certificate(), ssl.peer_cert_chain()) else {
         return Some("the upstream sent no certificate".into());

@@ -1,39 +1,51 @@
-//! Secrets from SDS files while the listeners run: each holds its current
-//! certificate (or client CAs) behind an `ArcSwap`, which the handshake
-//! reads once per connection and [`Secrets::replace`] swaps when the file
+//! Secrets from SDS files while the proxy runs: each holds its current
+//! certificate (or CAs and revocation lists) behind an `ArcSwap`, which a
+//! listener's handshake reads once per connection, a cluster once per
+//! request (`upstream.rs`), and [`Secrets::replace`] swaps when the file
 //! changes. Connections already open keep what they were handshaken with;
 //! the acceptor, its session cache and its ticket keys are never rebuilt.
 
-use super::{load_ca, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError};
+use super::crl::{self, RevocationLists};
+use super::{load_ca, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError, ValidationSecret};
 use arc_swap::ArcSwap;
 use openssl::sha::sha256;
 use pingora_core::tls::error::ErrorStack;
-use pingora_core::tls::x509::store::{X509Store, X509StoreBuilder};
+use pingora_core::tls::x509::store::X509Store;
 use pingora_core::tls::x509::X509;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// One SDS certificate, as the handshake reads it.
 pub(super) type LiveCertificate = Arc<ArcSwap<LoadedCertificate>>;
-/// One SDS validation context's CAs, as the handshake reads them.
+/// One SDS validation context's CAs and lists, as the handshake reads them.
 pub(super) type LiveAuthority = Arc<ArcSwap<Authority>>;
 
-/// Client CAs, and a digest of them that names the sessions verified
-/// under them: a session from before the CAs changed does not resume (its
-/// client would not be verified against the new ones), as in Envoy, whose
-/// session id context hashes the validation context.
+/// CAs and revocation lists, and a digest of them that names the
+/// sessions verified under them: a session from before they changed does
+/// not resume (its client would not be verified against the new ones), as
+/// in Envoy, whose session id context hashes the validation context.
 pub(super) struct Authority {
     pub(super) cas: Box<[X509]>,
+    pub(super) crl: Option<RevocationLists>,
     pub(super) id: [u8; 32],
 }
 
 impl Authority {
-    fn new(cas: Box<[X509]>) -> Result<Self, TlsError> {
+    fn load(secret: &ValidationSecret) -> Result<Self, TlsError> {
+        let cas = load_ca(&secret.trusted_ca)?;
+        let crl = secret.crl.as_ref().map(|c| crl::load(c, secret.crl_leaf_only)).transpose()?;
+        // A list that does not install (signed by nothing here is fine:
+        // OpenSSL then fails the chain) is refused now, not per connection.
+        crl::store(&cas, crl.as_ref(), false).map_err(|e| TlsError::Setup(format!("crl: {e}")))?;
         let mut der = Vec::new();
         for ca in cas.iter() {
             der.extend(ca.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
         }
-        Ok(Authority { id: sha256(&der), cas })
+        if let Some(lists) = &crl {
+            der.push(u8::from(lists.leaf_only));
+            lists.der.iter().for_each(|l| der.extend_from_slice(l));
+        }
+        Ok(Authority { id: sha256(&der), cas, crl })
     }
 }
 
@@ -63,7 +75,7 @@ enum Loaded {
 fn load(secret: &Secret) -> Result<Loaded, TlsError> {
     match secret {
         Secret::Certificate(c) => load_certificate(c).map(Loaded::Certificate),
-        Secret::Validation(ca) => Authority::new(load_ca(ca)?).map(Loaded::Authority),
+        Secret::Validation(v) => Authority::load(v).map(Loaded::Authority),
     }
 }
 
@@ -126,13 +138,10 @@ fn missing(file: &SdsFile) -> TlsError {
     TlsError::SecretMissing { yaml_path: file.yaml_path.clone(), name: file.name.clone() }
 }
 
-/// A verification store with the CAs `live` holds now, for one
+/// A verification store with the CAs and lists `live` holds now, for one
 /// connection (OpenSSL takes the store over; a store cannot be shared
 /// through rust-openssl, and building one is a few reference counts).
 pub(super) fn verify_store(live: &LiveAuthority) -> Result<X509Store, ErrorStack> {
-    let mut builder = X509StoreBuilder::new()?;
-    for ca in live.load().cas.iter() {
-        builder.add_cert(ca.clone())?;
-    }
-    Ok(builder.build())
+    let now = live.load();
+    crl::store(&now.cas, now.crl.as_ref(), false)
 }

@@ -1,22 +1,38 @@
 //! The client side of upstream TLS: the certificate a cluster presents
-//! (mTLS) and the checks an upstream's certificate must pass beyond its
-//! chain (`match_typed_subject_alt_names`, `verify_certificate_hash`,
-//! `verify_certificate_spki`, and the chain again with `crl`'s lists).
+//! (mTLS) and the checks an upstream's certificate must pass (its chain to
+//! `trusted_ca`, with `crl`'s lists, `match_typed_subject_alt_names`,
+//! `verify_certificate_hash`, `verify_certificate_spki`), each fixed or
+//! from an SDS secret that is replaced while the proxy runs.
 //!
 //! Pingora's connector verifies the chain during the handshake only when
-//! the peer has an SNI, and cannot match names other than the SNI or pin
-//! hashes. So every handshake runs [`handshake_hook`], which judges the
-//! finished handshake (OpenSSL records the chain's verification result even
-//! when it did not abort on it) and leaves its [`ServerVerdict`] in the
-//! connection's TLS digest; the request paths read it before writing a
-//! request byte ([`verdict`]).
+//! the peer has an SNI, without revocation lists or intermediate anchors,
+//! and cannot match names other than the SNI or pin hashes. So it is told
+//! to verify nothing, and every handshake runs the hook of
+//! [`Connecting`], which judges the finished handshake and leaves its
+//! [`ServerVerdict`] in the connection's TLS digest; the request paths read
+//! it before writing a request byte ([`verdict`]). The hook also turns
+//! renegotiation off (`renegotiation.rs`) unless `allow_renegotiation` says.
+//!
+//! Rotation: [`UpstreamContext::connecting`] is called for every peer
+//! built (each request, each health check). It compares the secrets'
+//! current material with what its [`Connecting`] was built from (pointer
+//! equality) and rebuilds it only when a secret changed: new connections
+//! then present the new certificate and trust the new CAs; connections
+//! already open carry on, pooled ones included, as in Envoy (except that
+//! Pingora's pool key holds the client certificate: on its paths an idle
+//! connection made with an older certificate is left to close).
 
-use super::{load_certificate, san_matches, CertificateSource, RevocationLists, SanMatcher, TlsError};
+use super::rotation::{Authority, LiveAuthority, LiveCertificate};
+use super::{
+    crl, load_ca, load_certificate, renegotiation, san_matches, CertificateSource, LoadedCertificate, RevocationLists,
+    SanMatcher, SdsFile, Secrets, TlsError, TrustedCa,
+};
+use arc_swap::ArcSwap;
 use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora_core::tls::hash::MessageDigest;
 use pingora_core::tls::ssl::SslRef;
 use pingora_core::tls::x509::store::X509Store;
-use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
+use pingora_core::tls::x509::{X509Ref, X509};
 use pingora_core::utils::tls::CertKey;
 use std::sync::Arc;
 
@@ -68,35 +84,146 @@ impl std::fmt::Display for VerifyFailure {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerVerdict(pub Result<(), VerifyFailure>);
 
-/// The verdict [`handshake_hook`] left in a connection's digest; `None`
-/// when the hook did not run (the caller refuses such a connection).
+/// The verdict the handshake hook left in a connection's digest; `None`
+/// when there was none (the caller refuses such a connection when the
+/// cluster verifies upstreams).
 pub fn verdict(digest: &SslDigest) -> Option<&ServerVerdict> {
     digest.extension.get::<ServerVerdict>()
 }
 
-/// The hook that judges each finished handshake of a cluster with a
-/// validation context whose trusted CAs are `cas`.
-pub fn handshake_hook(checks: ServerCertificateChecks, cas: &[X509]) -> Result<HandshakeCompleteHook, TlsError> {
-    let revocation = match &checks.crl {
-        Some(lists) => Some(super::crl::store(cas, lists).map_err(|e| TlsError::Setup(format!("crl: {e}")))?),
-        None => None,
-    };
-    Ok(Arc::new(move |ssl: &SslRef| {
-        let verdict = ServerVerdict(judge(ssl, &checks, revocation.as_ref()));
-        let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(verdict);
-        Some(verdict)
-    }))
+/// A cluster's client certificate: fixed, or a secret of an SDS file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientCertificate {
+    Pem(CertificateSource),
+    Sds(SdsFile),
 }
 
-fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, revocation: Option<&X509Store>) -> Result<(), VerifyFailure> {
+/// What one cluster's new connections are made with, as of now.
+pub struct Connecting {
+    /// Presented to the upstream.
+    pub client_cert: Option<Arc<CertKey>>,
+    /// Refuses renegotiation and, with trusted CAs, judges the upstream's certificate.
+    pub hook: HandshakeCompleteHook,
+    cert_from: Option<Arc<LoadedCertificate>>,
+    ca_from: Option<Arc<Authority>>,
+}
+
+/// A cluster's TLS client side: fixed material, loaded at start, and the
+/// secrets it follows.
+pub struct UpstreamContext {
+    fixed_cert: Option<Arc<CertKey>>,
+    live_cert: Option<LiveCertificate>,
+    fixed_cas: Option<Box<[X509]>>,
+    live_ca: Option<LiveAuthority>,
+    checks: Arc<ServerCertificateChecks>,
+    /// `allow_renegotiation`.
+    allow_renegotiation: bool,
+    current: ArcSwap<Connecting>,
+}
+
+impl UpstreamContext {
+    /// Loads the fixed material and looks the secrets up in `secrets`
+    /// (loaded by the caller, see [`Secrets`]). `trusted_ca`: `None`
+    /// accepts any certificate, as Envoy without a validation context.
+    pub fn new(
+        trusted_ca: Option<&TrustedCa>,
+        client: Option<&ClientCertificate>,
+        checks: ServerCertificateChecks,
+        allow_renegotiation: bool,
+        secrets: &Secrets,
+    ) -> Result<Self, TlsError> {
+        let (fixed_cert, live_cert) = match client {
+            Some(ClientCertificate::Pem(source)) => (Some(cert_key(&load_certificate(source)?)), None),
+            Some(ClientCertificate::Sds(file)) => (None, Some(secrets.certificate(file)?)),
+            None => (None, None),
+        };
+        let (fixed_cas, live_ca) = match trusted_ca {
+            Some(TrustedCa::Pem(source)) => (Some(load_ca(source)?), None),
+            Some(TrustedCa::Sds(file)) => (None, Some(secrets.authority(file)?)),
+            None => (None, None),
+        };
+        let cert = live_cert.as_ref().map(|l| l.load_full());
+        let ca = live_ca.as_ref().map(|l| l.load_full());
+        let mut context = UpstreamContext {
+            fixed_cert,
+            live_cert,
+            fixed_cas,
+            live_ca,
+            checks: Arc::new(checks),
+            allow_renegotiation,
+            current: ArcSwap::from_pointee(Connecting {
+                client_cert: None,
+                hook: Arc::new(|_: &SslRef| None),
+                cert_from: None,
+                ca_from: None,
+            }),
+        };
+        let first = context.build(cert, ca)?;
+        context.current = ArcSwap::from_pointee(first);
+        Ok(context)
+    }
+
+    /// What a new connection is made with now: the material built last,
+    /// unless a secret changed since (a rare rebuild; otherwise a few
+    /// atomic loads). A rebuild that fails keeps the previous material.
+    pub fn connecting(&self) -> Arc<Connecting> {
+        let now = self.current.load_full();
+        let cert = self.live_cert.as_ref().map(|l| l.load_full());
+        let ca = self.live_ca.as_ref().map(|l| l.load_full());
+        if same(&now.cert_from, &cert) && same(&now.ca_from, &ca) {
+            return now;
+        }
+        match self.build(cert, ca) {
+            Ok(next) => {
+                let next = Arc::new(next);
+                self.current.store(next.clone());
+                next
+            }
+            Err(_) => now,
+        }
+    }
+
+    fn build(&self, cert: Option<Arc<LoadedCertificate>>, ca: Option<Arc<Authority>>) -> Result<Connecting, TlsError> {
+        let client_cert = match &cert {
+            Some(c) => Some(cert_key(c)),
+            None => self.fixed_cert.clone(),
+        };
+        let cas: Option<&[X509]> = ca.as_deref().map(|a| &*a.cas).or(self.fixed_cas.as_deref());
+        // Lists from the secret, or from the bootstrap with fixed CAs.
+        let lists = ca.as_deref().and_then(|a| a.crl.as_ref()).or(self.checks.crl.as_ref());
+        let verifier = match cas {
+            Some(cas) => {
+                Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?)
+            }
+            None => None,
+        };
+        let (checks, refuse_renegotiation) = (self.checks.clone(), !self.allow_renegotiation);
+        let hook: HandshakeCompleteHook = Arc::new(move |ssl: &SslRef| {
+            if refuse_renegotiation {
+                renegotiation::refuse(ssl);
+            }
+            // Without a validation context Envoy accepts any certificate.
+            let verifier = verifier.as_ref()?;
+            let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks, verifier)));
+            Some(verdict)
+        });
+        Ok(Connecting { client_cert, hook, cert_from: cert, ca_from: ca })
+    }
+}
+
+fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, verifier: &X509Store) -> Result<(), VerifyFailure> {
     let Some(cert) = ssl.peer_certificate() else {
         return Err(VerifyFailure::Chain("the upstream sent no certificate".into()));
     };
-    let result = ssl.verify_result();
-    if result != X509VerifyResult::OK {
-        return Err(VerifyFailure::Chain(result.error_string().to_string()));
-    }
-    if let Some(why) = revocation.and_then(|store| super::crl::chain_failure(store, ssl)) {
+    if let Some(why) = super::crl::chain_failure(verifier, ssl) {
         return Err(VerifyFailure::Chain(why));
     }
     if !checks.subject_alt_names.is_empty() && !san_matches(&cert, &checks.subject_alt_names) {
@@ -120,18 +247,51 @@ fn hash_pinned(cert: &X509Ref, checks: &ServerCertificateChecks) -> bool {
     by_cert || by_key
 }
 
-/// A cluster's client certificate, read and checked against its key, in
-/// the form Pingora's connector presents.
-pub fn client_certificate(source: &CertificateSource) -> Result<Arc<CertKey>, TlsError> {
-    let c = load_certificate(source)?;
-    let mut chain = vec![c.leaf];
-    chain.extend(c.intermediates);
-    Ok(Arc::new(CertKey::new(chain, c.key)))
+/// A certificate in the form Pingora's connector presents.
+fn cert_key(c: &LoadedCertificate) -> Arc<CertKey> {
+    let mut chain = vec![c.leaf.clone()];
+    chain.extend(c.intermediates.iter().cloned());
+    Arc::new(CertKey::new(chain, c.key.clone()))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::dns_name_matches;
+    use super::super::{dns_name_matches, PemSource, Secret};
+    use super::*;
+
+    fn certificate(name: &str) -> Secret {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        Secret::Certificate(CertificateSource {
+            certificate_chain: PemSource::Inline(c.cert.pem()),
+            private_key: PemSource::Inline(c.signing_key.serialize_pem()),
+        })
+    }
+
+    #[test]
+    fn a_cluster_rebuilds_what_it_connects_with_only_when_a_secret_changed() {
+        let file = SdsFile {
+            name: "client".into(),
+            path: "/sds.yaml".into(),
+            watched_directory: None,
+            yaml_path: String::new(),
+        };
+        let mut secrets = Secrets::default();
+        secrets.insert(&file, &certificate("one.test")).unwrap();
+        let client = ClientCertificate::Sds(file.clone());
+        let context =
+            UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), false, &secrets).unwrap();
+        let first = context.connecting();
+        assert!(Arc::ptr_eq(&first, &context.connecting()), "nothing changed: the same material, not a rebuild");
+        let name = |c: &Connecting| {
+            let cert = c.client_cert.as_ref().unwrap().leaf().subject_alt_names().unwrap();
+            cert.iter().find_map(|n| n.dnsname().map(str::to_string)).unwrap()
+        };
+        assert_eq!(name(&first), "one.test");
+        secrets.replace(&file, &certificate("two.test")).unwrap();
+        let second = context.connecting();
+        assert_eq!(name(&second), "two.test", "the rotated certificate is presented");
+        assert!(Arc::ptr_eq(&second, &context.connecting()), "and built once");
+    }
 
     #[test]
     fn exact_dns_names_match_as_host_names() {

@@ -12,13 +12,11 @@ use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
 use super::{ClusterSpec, DiscoveryType, LbPolicy, UpstreamTls};
 use crate::metrics::ClusterStats;
+use crate::tls::{Secrets, UpstreamContext};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use futures::future::join_all;
-use pingora_core::protocols::tls::HandshakeCompleteHook;
-use pingora_core::tls::x509::X509;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::utils::tls::CertKey;
 use pingora_error::Result as PResult;
 use pingora_load_balancing::discovery::ServiceDiscovery;
 use pingora_load_balancing::selection::consistent::KetamaHashing;
@@ -83,43 +81,45 @@ pub enum ClusterError {
     Tls { cluster: String, source: crate::tls::TlsError },
 }
 
-/// What a TLS cluster's connections are made with, loaded at start: the
-/// trust anchors, the client certificate and the handshake check. Both
-/// HTTP engines and the health checker configure their peers from it.
+/// What a TLS cluster's connections are made with: the trust anchors,
+/// the client certificate and the handshake check, loaded at start and
+/// followed as their SDS secrets change. Both HTTP engines and the health
+/// checker configure their peers from it, each time they make one.
 pub struct UpstreamTlsMaterial {
-    ca: Option<Arc<Box<[X509]>>>,
-    client_cert: Option<Arc<CertKey>>,
-    hook: Option<HandshakeCompleteHook>,
+    context: UpstreamContext,
     /// Keeps the cluster's connections to itself in Pingora's pool, which
     /// otherwise shares a connection between peers that differ only in
     /// checks it does not know of (names, pinned hashes, the CA).
-    group_key: u64,
+    cluster_key: u64,
 }
 
 impl UpstreamTlsMaterial {
-    fn load(name: &str, tls: &UpstreamTls) -> Result<Self, crate::tls::TlsError> {
-        let ca = tls.trusted_ca.as_ref().map(crate::tls::load_ca).transpose()?.map(Arc::new);
-        let client_cert = tls.client_certificate.as_ref().map(crate::tls::client_certificate).transpose()?;
-        // Only with a validation context: without one Envoy accepts any certificate.
-        let hook = ca.as_ref().map(|ca| crate::tls::handshake_hook(tls.server_checks.clone(), ca)).transpose()?;
+    fn load(name: &str, tls: &UpstreamTls, secrets: &Secrets) -> Result<Self, crate::tls::TlsError> {
+        let context = UpstreamContext::new(
+            tls.trusted_ca.as_ref(),
+            tls.client_certificate.as_ref(),
+            tls.server_checks.clone(),
+            tls.allow_renegotiation,
+            secrets,
+        )?;
         let mut h = std::hash::DefaultHasher::new();
         std::hash::Hash::hash(name, &mut h);
-        Ok(Self { ca, client_cert, hook, group_key: std::hash::Hasher::finish(&h) })
+        Ok(Self { context, cluster_key: std::hash::Hasher::finish(&h) })
     }
 
-    /// Sets a peer of this cluster up for TLS: SNI, chain verification
-    /// (during the handshake when there is an SNI; the hook checks it in
-    /// every case), no host-name check (Envoy checks names only when the
-    /// validation context lists them), client certificate and curves.
+    /// Sets a peer of this cluster up for TLS: SNI, no verification by the
+    /// connector (the handshake hook verifies the chain, names and pins,
+    /// see `tls/upstream.rs`), the current client certificate and curves.
     pub fn apply(&self, tls: &UpstreamTls, peer: &mut HttpPeer) {
+        let now = self.context.connecting();
         peer.sni = tls.sni.clone().unwrap_or_default();
-        peer.options.verify_cert = self.ca.is_some();
+        peer.options.verify_cert = false;
         peer.options.verify_hostname = false;
-        peer.options.ca = self.ca.clone();
+        peer.options.ca = None;
         peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
-        peer.options.upstream_tls_handshake_complete_hook = self.hook.clone();
-        peer.client_cert_key = self.client_cert.clone();
-        peer.group_key = self.group_key;
+        peer.options.upstream_tls_handshake_complete_hook = Some(now.hook.clone());
+        peer.client_cert_key = now.client_cert.clone();
+        peer.group_key = self.cluster_key;
     }
 }
 
@@ -165,6 +165,16 @@ pub type Selected = Arc<Host>;
 impl Cluster {
     /// Builds the cluster; `resolver` overrides the one the spec asks for (tests).
     pub fn new(spec: ClusterSpec, resolver: Option<Arc<dyn Resolver>>) -> Result<Self, ClusterError> {
+        Self::with_secrets(spec, resolver, &Secrets::default())
+    }
+
+    /// [`Cluster::new`], with the SDS secrets its upstream TLS names
+    /// (loaded by the caller, see `sds.rs`).
+    pub fn with_secrets(
+        spec: ClusterSpec,
+        resolver: Option<Arc<dyn Resolver>>,
+        secrets: &Secrets,
+    ) -> Result<Self, ClusterError> {
         let needs_dns = spec.discovery != DiscoveryType::Static;
         let resolver: Option<Arc<dyn Resolver>> = match (resolver, needs_dns) {
             (Some(r), _) => Some(r),
@@ -176,7 +186,7 @@ impl Cluster {
         };
         let upstream_tls = match &spec.tls {
             Some(tls) => Some(Arc::new(
-                UpstreamTlsMaterial::load(&spec.name, tls)
+                UpstreamTlsMaterial::load(&spec.name, tls, secrets)
                     .map_err(|source| ClusterError::Tls { cluster: spec.name.clone(), source })?,
             )),
             None => None,

@@ -8,7 +8,7 @@
 use super::{Ctx, P};
 use crate::config::raw::{self, Field, List};
 use crate::config::Diagnostic;
-use crate::tls::{CertificateSource, SdsFile, Secret};
+use crate::tls::{CertificateSource, PemSource, SdsFile, Secret, ValidationSecret};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -112,7 +112,7 @@ fn certificate(cx: &mut Ctx, p: &P, c: &raw::TlsCertificate) -> Option<Certifica
     Some(CertificateSource { certificate_chain: chain?, private_key: key? })
 }
 
-fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option<crate::tls::PemSource> {
+fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option<ValidationSecret> {
     cx.other(p, v, &[]);
     // Names and pins a secret carries would otherwise go unchecked.
     for (field, set) in [
@@ -122,7 +122,7 @@ fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option
         if set {
             cx.error(
                 &p.key(field),
-                "not supported in a secret (client certificate names are matched from the listener's own validation_context)",
+                "not supported in a secret (names are matched from the listener's or cluster's own validation_context)",
             );
         }
     }
@@ -131,17 +131,36 @@ fn validation_context(cx: &mut Ctx, p: &P, v: &raw::ValidationContext) -> Option
         ("verify_certificate_spki", v.verify_certificate_spki.is_some()),
     ] {
         if set {
-            cx.error(&p.key(field), "not supported in a secret (certificate pinning is supported on clusters)");
+            cx.error(&p.key(field), "not supported in a secret (pins are given in a cluster's own validation_context)");
         }
     }
-    if v.crl.is_some() {
-        cx.error(
-            &p.key("crl"),
-            "not supported in a secret yet (a listener's own validation_context takes crl, with its trusted_ca)",
-        );
-    }
+    let crl_leaf_only = cx.boolean(p, "only_verify_leaf_cert_crl", &v.only_verify_leaf_cert_crl, false);
+    // The lists are read and parsed now, so that a broken one is an error
+    // with its path (at start) or a refused update (while running); they
+    // are read again, with the CAs, whenever the secret's files change.
+    let mut crl_ok = true;
+    let crl = match cx.opt(p, "crl", &v.crl) {
+        Some(ds) => {
+            let cp = p.key("crl");
+            let source = cx.pem_source(&cp, ds);
+            if let Some(source) = &source {
+                let at = match source {
+                    PemSource::File(_) => cp.key("filename"),
+                    PemSource::Inline(_) => cp.clone(),
+                };
+                if let Err(e) = crate::tls::load_crls(source, crl_leaf_only) {
+                    cx.error(&at, e.to_string());
+                    crl_ok = false;
+                }
+            }
+            crl_ok &= source.is_some();
+            source
+        }
+        None => None,
+    };
     let ca = cx.req(p, "trusted_ca", &v.trusted_ca)?;
-    cx.pem_source(&p.key("trusted_ca"), ca)
+    let trusted_ca = cx.pem_source(&p.key("trusted_ca"), ca)?;
+    crl_ok.then_some(ValidationSecret { trusted_ca, crl, crl_leaf_only })
 }
 
 /// A TLS context's `SdsSecretConfig` for a secret of `kind`.

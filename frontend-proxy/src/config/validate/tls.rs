@@ -6,8 +6,9 @@ use super::{Ctx, DataSourceValue, P};
 use crate::config::raw;
 use crate::routing::StringMatch;
 use crate::tls::{
-    CertificateSource, ClientValidation, DownstreamTls, RevocationLists, SanMatcher, SanPattern, SanType, Secret,
-    SecretSource, ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa, TICKET_KEY_LEN,
+    CertificateSource, ClientCertificate, ClientValidation, DownstreamTls, RevocationLists, SanMatcher, SanPattern,
+    SanType, Secret, SecretSource, ServerCertificateChecks, SessionResumption, TlsParams, TlsVersion, TrustedCa,
+    TICKET_KEY_LEN,
 };
 use crate::upstream::UpstreamTls;
 
@@ -81,15 +82,11 @@ pub(super) fn downstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> O
     } else if let Some(sc) =
         cx.opt(&cp, "validation_context_sds_secret_config", &common.validation_context_sds_secret_config)
     {
-        // The secret's `trusted_ca`; names are not matched (a secret with
-        // `match_typed_subject_alt_names` is refused where it is read).
-        let trusted_ca =
-            match sds_secret_config(cx, &cp.key("validation_context_sds_secret_config"), sc, Kind::Validation)? {
-                SecretRef::Static(Secret::Validation(ca)) => TrustedCa::Pem(ca),
-                SecretRef::File(file) => TrustedCa::Sds(file),
-                SecretRef::Static(Secret::Certificate(_)) => return None,
-            };
-        client = Some(ClientValidation { trusted_ca, require, subject_alt_names: Vec::new(), crl: None });
+        // The secret's `trusted_ca` and `crl`; names are not matched (a
+        // secret with `match_typed_subject_alt_names` is refused where it is read).
+        let sp = cp.key("validation_context_sds_secret_config");
+        let (trusted_ca, crl) = validation_secret(cx, &sp, sc)?;
+        client = Some(ClientValidation { trusted_ca, require, subject_alt_names: Vec::new(), crl });
     } else if require {
         cx.error(
             &tp.key("require_client_certificate"),
@@ -252,18 +249,47 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             // As Envoy: a client context presents one certificate.
             cx.error(&cp.key("tls_certificates"), "at most one client certificate may be given to an upstream");
         }
-        for (field, set) in [
-            ("tls_certificate_sds_secret_configs", common.tls_certificate_sds_secret_configs.is_some()),
-            ("validation_context_sds_secret_config", common.validation_context_sds_secret_config.is_some()),
-        ] {
-            if set {
+        let sds = cx.list(&cp, "tls_certificate_sds_secret_configs", &common.tls_certificate_sds_secret_configs);
+        if sds.len() > 1 {
+            cx.error(
+                &cp.key("tls_certificate_sds_secret_configs"),
+                "at most one client certificate may be given to an upstream",
+            );
+        }
+        if !certs.is_empty() && !sds.is_empty() {
+            cx.error(
+                &cp.key("tls_certificate_sds_secret_configs"),
+                "only one of `tls_certificates` and `tls_certificate_sds_secret_configs` may be set",
+            );
+        }
+        client_certificate = match sds.into_iter().next() {
+            Some((sp, sc)) => match sds_secret_config(cx, &sp, sc, Kind::Certificate) {
+                Some(SecretRef::Static(Secret::Certificate(c))) => Some(ClientCertificate::Pem(c)),
+                Some(SecretRef::File(file)) => Some(ClientCertificate::Sds(file)),
+                _ => None,
+            },
+            None => certs
+                .into_iter()
+                .next()
+                .and_then(|(cert_p, cert)| certificate_source(cx, &cert_p, cert))
+                .map(ClientCertificate::Pem),
+        };
+        if let Some(sc) =
+            cx.opt(&cp, "validation_context_sds_secret_config", &common.validation_context_sds_secret_config)
+        {
+            // CAs and lists from the secret; names and pins cannot come
+            // with it here (no `combined_validation_context`).
+            if common.validation_context.is_some() {
                 cx.error(
-                    &cp.key(field),
-                    "secrets (SDS) for upstream TLS are not supported yet; only listeners take them",
+                    &cp.key("validation_context_sds_secret_config"),
+                    "only one of `validation_context` and `validation_context_sds_secret_config` may be set",
                 );
             }
+            if let Some((ca, crl)) = validation_secret(cx, &cp.key("validation_context_sds_secret_config"), sc) {
+                trusted_ca = Some(ca);
+                server_checks.crl = crl;
+            }
         }
-        client_certificate = certs.into_iter().next().and_then(|(cert_p, cert)| certificate_source(cx, &cert_p, cert));
         if common.alpn_protocols.is_some() {
             cx.error(&cp.key("alpn_protocols"), "upstream ALPN is chosen by the cluster's protocol options (typed_extension_protocol_options), not set here");
         }
@@ -273,7 +299,7 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             // Required: name checks or pins without a chain to a trusted CA
             // prove nothing (Envoy refuses SAN checks without one too).
             if let Some(ca) = cx.req(&vp, "trusted_ca", &vc.trusted_ca) {
-                trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca);
+                trusted_ca = cx.pem_source(&vp.key("trusted_ca"), ca).map(TrustedCa::Pem);
             }
             // `None`: the lists did not load, an error already.
             server_checks.crl = revocation_lists(cx, &vp, vc).flatten();
@@ -301,8 +327,11 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
             }
         }
     }
+    // Envoy's default refuses a server's renegotiation request.
+    let allow_renegotiation = cx.boolean(&tp, "allow_renegotiation", &ctx.allow_renegotiation, false);
     Some(UpstreamTls {
         sni,
+        allow_renegotiation,
         trusted_ca,
         server_checks,
         client_certificate,
@@ -310,6 +339,29 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
         min_version: params.min_version.unwrap_or(TlsVersion::V1_2),
         ecdh_curves: params.groups,
     })
+}
+
+/// A `validation_context_sds_secret_config`: the CAs, fixed (a static
+/// secret, whose lists are read now) or followed in an SDS file (whose
+/// lists come with its CAs).
+fn validation_secret(cx: &mut Ctx, sp: &P, sc: &raw::SdsSecretConfig) -> Option<(TrustedCa, Option<RevocationLists>)> {
+    match sds_secret_config(cx, sp, sc, Kind::Validation)? {
+        SecretRef::Static(Secret::Validation(v)) => {
+            let crl = match &v.crl {
+                Some(source) => match crate::tls::load_crls(source, v.crl_leaf_only) {
+                    Ok(lists) => Some(lists),
+                    Err(e) => {
+                        cx.error(&sp.key("name"), format!("the secret's crl: {e}"));
+                        return None;
+                    }
+                },
+                None => None,
+            };
+            Some((TrustedCa::Pem(v.trusted_ca), crl))
+        }
+        SecretRef::File(file) => Some((TrustedCa::Sds(file), None)),
+        SecretRef::Static(Secret::Certificate(_)) => None,
+    }
 }
 
 /// `common_tls_context.tls_params`: versions, and cipher suites and curves
@@ -489,15 +541,27 @@ fn pins(
     out
 }
 
-/// A hex SHA-256 (`df6f...` or `DF:6F:...`), as Envoy writes certificate hashes.
+/// A hex SHA-256 as Envoy reads `verify_certificate_hash`: 64 hex digits,
+/// or 32 pairs of them joined by colons (95 characters, the fingerprint
+/// `openssl x509 -fingerprint` prints). Only hex digits count: a sign or a
+/// space, which a lenient number parser would take, makes it no hash.
 fn hex_sha256(text: &str) -> Option<[u8; 32]> {
-    let digits: String = text.chars().filter(|c| *c != ':').collect();
-    if digits.len() != 64 || text.contains("::") || text.starts_with(':') || text.ends_with(':') {
-        return None;
-    }
+    let bytes = text.as_bytes();
+    let digits: Vec<u8> = match bytes.len() {
+        64 => bytes.to_vec(),
+        95 => {
+            let pairs: Vec<&[u8]> = bytes.split(|b| *b == b':').collect();
+            if pairs.len() != 32 || pairs.iter().any(|p| p.len() != 2) {
+                return None;
+            }
+            pairs.concat()
+        }
+        _ => return None,
+    };
+    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(digits.get(2 * i..2 * i + 2)?, 16).ok()?;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        *byte = nibble(pair[0])? << 4 | nibble(pair[1])?;
     }
     Some(out)
 }
@@ -522,6 +586,13 @@ mod tests {
         assert_eq!(hex_sha256(&format!("{plain}00")), None, "too long");
         assert_eq!(hex_sha256(&format!(":{}", &plain[1..])), None);
         assert_eq!(hex_sha256(&plain.replace('d', "g")), None, "not hex");
+        // `u8::from_str_radix` (and C's strtoul) take a sign or a space.
+        assert_eq!(hex_sha256(&format!("+f{}", &plain[2..])), None, "a sign is not a digit");
+        assert_eq!(hex_sha256(&format!(" f{}", &plain[2..])), None);
+        assert_eq!(hex_sha256(&colons.replacen("DF", "+F", 1)), None);
+        assert_eq!(hex_sha256(&colons.replacen(":", "", 1)), None, "pairs or none");
+        assert_eq!(hex_sha256(&format!("{}:{}", &plain[..1], &plain[1..])), None, "a colon inside a pair");
+        assert_eq!(hex_sha256(&colons.replace(':', "-")), None);
         assert!(base64_sha256("NvqYIYSbgK2vCJpQhObf77vv+bQWtc5ek5RIOwPiC9A=").is_some());
         assert_eq!(base64_sha256("AAAA"), None, "not 32 bytes");
     }

@@ -1,5 +1,6 @@
 //! Health checks to TLS clusters: they connect as requests do (the
-//! cluster's client certificate and certificate checks), and a host whose
+//! cluster's client certificate and certificate checks, as its SDS
+//! secrets hold them at each check), and a host whose
 //! certificate the cluster refuses fails its check before any request byte
 //! is written, counted in `cluster.<name>.ssl.*` as for requests.
 
@@ -64,6 +65,8 @@ impl HealthCheck for TlsTcpCheck {
     async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
         let mut peer = self.peer.clone();
         peer._address = target.addr.clone();
+        // The cluster's material as of now (its secrets may have changed).
+        self.tls.material.apply(&self.tls.tls, &mut peer);
         let stream = self.connector.new_stream(&peer).await.inspect_err(|e| self.tls.count_connect_error(e))?;
         self.tls.admit(stream.get_ssl_digest().as_deref())
     }
@@ -78,6 +81,7 @@ impl HealthCheck for TlsHttpCheck {
     async fn check(&self, target: &Backend) -> pingora_error::Result<()> {
         let mut peer = self.http.peer_template.clone();
         peer._address = target.addr.clone();
+        self.tls.material.apply(&self.tls.tls, &mut peer);
         let (mut session, _) =
             self.connector.get_http_session(&peer).await.inspect_err(|e| self.tls.count_connect_error(e))?;
         self.tls.admit(session.digest().and_then(|d| d.ssl_digest.as_deref()))?;
