@@ -169,3 +169,31 @@ fn a_pipe_address_loads_as_envoy_reads_it() {
     assert_eq!((pipe.path.as_str(), pipe.mode, pipe.is_abstract()), ("/var/run/envoy.sock", 0o600, false));
     assert_eq!(b.listeners[0].address.to_string(), "/var/run/envoy.sock");
 }
+
+#[tokio::test]
+async fn h2c_crosses_a_pipe_listener() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h2.sock");
+    let films = Backend::start("films-3", SocketAddr::new(ip(71, 7), 0)).await;
+    let admin = free_addr(ip(71, 8));
+    let routes = yaml::routes(&[("/", "cluster: films")]);
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[pipe_listener("uds", &sock.display().to_string(), "", &yaml::hcm("uds_h2", "", &routes))],
+        &[yaml::cluster("films", "STATIC", &[(films.addr.ip().to_string(), films.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let unix = tokio::net::UnixStream::connect(&sock).await.unwrap();
+    // HTTP/2 with prior knowledge (h2c), as the connection manager's AUTO codec takes it.
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(unix)).await.unwrap();
+    tokio::spawn(conn);
+    let req = hyper::Request::get("http://films/h2").body(Empty::<bytes::Bytes>::new()).unwrap();
+    let resp = tokio::time::timeout(LIMIT, send.send_request(req)).await.expect("h2 response in time").unwrap();
+    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("films-3"), "{body:?}");
+    assert_eq!(stat(admin, "http.uds_h2.downstream_rq_2xx").await, 1);
+}
