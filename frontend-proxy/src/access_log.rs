@@ -19,7 +19,7 @@ pub use filter::{Comparison, Facts, Filter, Op};
 pub use format::{Format, FormatError};
 pub use sink::{Sink, Sinks};
 
-use crate::config::model::Address;
+use crate::address::Address;
 use pingora_http::RequestHeader;
 use std::cell::RefCell;
 use std::net::SocketAddr;

@@ -4,7 +4,7 @@
 
 use super::format::{JsonValue, Operator, Piece, TimePiece};
 use super::{Entry, Format};
-use crate::config::model::Address;
+use crate::address::Address;
 use std::borrow::Cow;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -5,7 +5,7 @@
 //! few `%OPERATOR%` substitutions. Validation rejects operators we do not
 //! implement instead of sending them through literally.
 
-use crate::config::model::Address;
+use crate::address::Address;
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::SocketAddr;
