@@ -23,6 +23,11 @@
 //! registered with the accepting thread's poller, so every event of a
 //! connection served elsewhere woke two threads (an `eventfd` write for a
 //! good share of the requests).
+//!
+//! Listeners on a `pipe` (a Unix domain socket) run our accept loop
+//! whatever the engine: one socket the workers share, bound as Envoy binds
+//! it (the path unlinked first, `mode` applied), its file removed when the
+//! listener closes. Their connections go to the engine chosen.
 
 use crate::config::model::{Address, Pipe};
 use crate::downstream::Downstream;
