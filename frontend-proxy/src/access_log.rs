@@ -19,6 +19,7 @@ pub use filter::{Comparison, Facts, Filter, Op};
 pub use format::{Format, FormatError};
 pub use sink::{Sink, Sinks};
 
+use crate::address::Address;
 use pingora_http::RequestHeader;
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -81,7 +82,9 @@ pub struct Entry<'a> {
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: Option<&'a str>,
     pub downstream_remote: Option<SocketAddr>,
-    pub downstream_local: Option<SocketAddr>,
+    /// The listener's address (a wildcard IP listener's: the one the
+    /// client connected to).
+    pub downstream_local: Option<&'a Address>,
     pub route_name: Option<&'a str>,
     pub hostname: &'a str,
     pub response_code_details: Option<&'a str>,

@@ -12,7 +12,7 @@
 //! per read (a client trickling a byte a minute keeps its connection
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
-use crate::config::model::Codec;
+use crate::config::model::{Address, Codec};
 use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
@@ -145,6 +145,28 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         self.serve(tcp, Some(peer), index, true, shutdown, move |tcp| pingora_stream(tcp, peer))
     }
 
+    /// Serves a connection our accept loop took on pipe listener `index`
+    /// (plaintext: TLS on a pipe is refused by the configuration). Its
+    /// client has no address: `x-forwarded-for` gets nothing appended, as
+    /// in Envoy, whose logs name the client after the listener's socket.
+    pub fn serve_pipe<'a>(
+        &'a self,
+        unix: UnixStream,
+        index: usize,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let mut stream = L4Stream::from(unix);
+        // The listener's own address, where Pingora's engine looks for the
+        // listener of a request (no getsockname(2)).
+        let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+        if let Some(local) = self.listeners[index].address.pipe().and_then(|p| p.std_addr().ok()) {
+            let _ = digest.local_addr.set(Some(PingoraAddr::Unix(local)));
+        }
+        stream.set_socket_digest(digest);
+        let stream: Stream = Box::new(stream);
+        self.serve(stream, None, index, true, shutdown, |s| s)
+    }
+
     /// Serves a connection our accept loop took on TLS listener `index`:
     /// the handshake, then HTTP/1.1 or h2 as ALPN chose. A handshake that
     /// fails or never ends (a client hanging up mid-handshake, a port
@@ -200,7 +222,9 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let serving = listener.serving(index, chosen_chain(&tls));
         if self.listeners[serving].tcp_proxy.is_some() {
             let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-            return self.serve_tcp_proxy(tls, tcp::Peers { client: peer, local }, serving).await;
+            return self
+                .serve_tcp_proxy(tls, tcp::Peers { client: Some(peer), local: local.map(Address::Ip) }, serving)
+                .await;
         }
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));

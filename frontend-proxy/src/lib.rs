@@ -22,6 +22,7 @@
 #![deny(unsafe_code)]
 
 pub mod access_log;
+pub mod address;
 pub mod admin;
 pub mod cli;
 pub mod config;

@@ -23,7 +23,13 @@
 //! registered with the accepting thread's poller, so every event of a
 //! connection served elsewhere woke two threads (an `eventfd` write for a
 //! good share of the requests).
+//!
+//! Listeners on a `pipe` (a Unix domain socket) run our accept loop
+//! whatever the engine: one socket the workers share, bound as Envoy binds
+//! it (the path unlinked first, `mode` applied), its file removed when the
+//! listener closes. Their connections go to the engine chosen.
 
+use crate::config::model::{Address, Pipe};
 use crate::downstream::Downstream;
 use crate::drain::Drain;
 use async_trait::async_trait;
@@ -41,7 +47,7 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
@@ -51,7 +57,7 @@ mod defer;
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
     #[error("listener {listener:?}: cannot listen on {address}: {source}")]
-    Listen { listener: String, address: SocketAddr, source: std::io::Error },
+    Listen { listener: String, address: Address, source: std::io::Error },
     #[error("a listener served by Pingora could not start (its listener service panicked)")]
     PingoraPanicked,
 }
@@ -75,9 +81,12 @@ pub struct Listener {
     /// Index of the listener in the proxy's listener list.
     index: usize,
     name: String,
-    address: SocketAddr,
-    /// One per worker with `SO_REUSEPORT`, or one they all share.
+    address: Address,
+    /// One per worker with `SO_REUSEPORT`, or one they all share (always
+    /// for a pipe).
     sockets: Vec<Socket>,
+    /// A pipe's socket file, removed once the listener closes.
+    pipe_file: Option<Arc<PipeFile>>,
     /// TLS listeners: the handshake every connection starts with.
     tls: Option<Arc<SslAcceptor>>,
     /// A plaintext TCP proxy: connections go to it, and are accepted at
@@ -103,10 +112,19 @@ impl Listener {
     pub fn bind(
         index: usize,
         name: &str,
-        address: SocketAddr,
+        address: &Address,
         sockets: usize,
         ipv4_compat: bool,
     ) -> std::io::Result<Self> {
+        let (name, tls, tcp_proxy) = (name.to_string(), None, false);
+        let address = match address {
+            Address::Ip(ip) => *ip,
+            Address::Pipe(pipe) => {
+                let (socket, pipe_file) = bind_pipe(pipe)?;
+                let (address, sockets) = (Address::Pipe(pipe.clone()), vec![socket]);
+                return Ok(Self { index, name, address, sockets, pipe_file, tls, tcp_proxy });
+            }
+        };
         let bind = || -> std::io::Result<Socket> {
             let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
             socket.set_reuse_address(true)?;
@@ -118,7 +136,7 @@ impl Listener {
             Ok(socket)
         };
         let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
-        Ok(Self { index, name: name.to_string(), address, sockets, tls: None, tcp_proxy: false })
+        Ok(Self { index, name, address: Address::Ip(address), sockets, pipe_file: None, tls, tcp_proxy })
     }
 
     /// Makes it a plaintext TCP proxy's listener.
@@ -136,6 +154,18 @@ impl Listener {
     /// Starts listening: a socket for each of `workers` accept loops, its
     /// own (bound for as many workers) or a handle on the shared one.
     fn listen(self, workers: usize) -> std::io::Result<Listen> {
+        if self.address.pipe().is_some() {
+            // One socket, shared by the workers.
+            let mut sockets = Vec::with_capacity(workers);
+            for socket in &self.sockets {
+                socket.listen(BACKLOG)?;
+                socket.set_nonblocking(true)?;
+                for _ in 0..workers {
+                    sockets.push(ListenSocket::Pipe(socket.try_clone()?.into()));
+                }
+            }
+            return Ok(Listen { sockets, deferred: false });
+        }
         for socket in &self.sockets {
             socket.listen(BACKLOG)?;
             // After listen(), which resets it. Accepted connections inherit
@@ -160,8 +190,10 @@ impl Listener {
             }
         });
         let sockets = match self.sockets.as_slice() {
-            [shared] => (0..workers).map(|_| Ok(shared.try_clone()?.into())).collect::<std::io::Result<_>>()?,
-            _ => self.sockets.into_iter().map(Into::into).collect(),
+            [shared] => (0..workers)
+                .map(|_| Ok(ListenSocket::Tcp(shared.try_clone()?.into())))
+                .collect::<std::io::Result<_>>()?,
+            _ => self.sockets.into_iter().map(|s| ListenSocket::Tcp(s.into())).collect(),
         };
         Ok(Listen { sockets, deferred })
     }
@@ -203,9 +235,62 @@ impl PingoraSocket {
     }
 }
 
+/// Binds a pipe listener's socket as Envoy does: whatever is at the path
+/// (a socket a previous run left) is removed first, and the file gets
+/// `mode` once bound. An abstract name has no file.
+fn bind_pipe(pipe: &Pipe) -> std::io::Result<(Socket, Option<Arc<PipeFile>>)> {
+    let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    if pipe.is_abstract() {
+        socket.bind(&pipe.sockaddr()?)?;
+        return Ok((socket, None));
+    }
+    // Failing that, bind says why.
+    let _ = std::fs::remove_file(&pipe.path);
+    socket.bind(&pipe.sockaddr()?)?;
+    let file = PipeFile::new(&pipe.path)?;
+    if pipe.mode != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&pipe.path, std::fs::Permissions::from_mode(pipe.mode))?;
+    }
+    Ok((socket, Some(Arc::new(file))))
+}
+
+/// The socket file of a pipe listener: removed when the last accept loop
+/// lets go of it (the listener closed), unless another process has put a
+/// file of its own at the path since.
+#[derive(Debug)]
+struct PipeFile {
+    path: std::path::PathBuf,
+    /// Device and inode of the file bind(2) made.
+    id: (u64, u64),
+}
+
+impl PipeFile {
+    fn new(path: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self { path: path.into(), id: (meta.dev(), meta.ino()) })
+    }
+}
+
+impl Drop for PipeFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == self.id) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// One accept loop's listening socket.
+enum ListenSocket {
+    Tcp(std::net::TcpListener),
+    Pipe(std::os::unix::net::UnixListener),
+}
+
 /// A listener's sockets once listening, one per accept loop.
 struct Listen {
-    sockets: Vec<std::net::TcpListener>,
+    sockets: Vec<ListenSocket>,
     /// Whether `TCP_DEFER_ACCEPT` is on: an accepted connection has its
     /// first bytes waiting.
     deferred: bool,
@@ -277,15 +362,22 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for listener in self.own.drain(..) {
-            let (index, address, name, tls, tcp_proxy) =
-                (listener.index, listener.address, listener.name.clone(), listener.tls.clone(), listener.tcp_proxy);
+            let (index, address, name, tls, tcp_proxy) = (
+                listener.index,
+                listener.address.clone(),
+                listener.name.clone(),
+                listener.tls.clone(),
+                listener.tcp_proxy,
+            );
+            let pipe_file = listener.pipe_file.clone();
             let Listen { sockets, deferred } = listener
                 .listen(workers.len())
-                .map_err(|source| ListenError::Listen { listener: name.clone(), address, source })?;
+                .map_err(|source| ListenError::Listen { listener: name.clone(), address: address.clone(), source })?;
             for (worker, socket) in workers.iter().zip(sockets) {
                 let accept = AcceptLoop {
                     listener: name.clone(),
-                    address,
+                    address: address.clone(),
+                    pipe_file: pipe_file.clone(),
                     index,
                     deferred,
                     tls: tls.clone(),
@@ -298,7 +390,11 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         }
         for socket in self.prebound.drain(..) {
             let (listener, address) = (socket.name.clone(), socket.address);
-            socket.listen(fds.as_ref()).map_err(|source| ListenError::Listen { listener, address, source })?;
+            socket.listen(fds.as_ref()).map_err(|source| ListenError::Listen {
+                listener,
+                address: Address::Ip(address),
+                source,
+            })?;
         }
         ready.notify_ready();
         if let Some(pingora) = self.pingora.as_mut() {
@@ -364,7 +460,9 @@ async fn worker_handles(workers: usize) -> Vec<Handle> {
 /// One worker's accept loop on one listener.
 struct AcceptLoop<A> {
     listener: String,
-    address: SocketAddr,
+    address: Address,
+    /// A pipe's socket file, removed when the last loop on it ends.
+    pipe_file: Option<Arc<PipeFile>>,
     /// The listener's index in the proxy's listener list.
     index: usize,
     /// `TCP_DEFER_ACCEPT` is on: a connection has its first bytes waiting.
@@ -382,10 +480,14 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
     /// closes its socket (new connections are refused while the open ones
     /// finish). Each connection is served on this worker, as a task the
     /// drain waits for.
-    async fn run(self, socket: std::net::TcpListener) -> Result<(), ListenError> {
+    async fn run(self, socket: ListenSocket) -> Result<(), ListenError> {
+        let socket = match socket {
+            ListenSocket::Tcp(socket) => socket,
+            ListenSocket::Pipe(socket) => return self.run_pipe(socket).await,
+        };
         let listener = TcpListener::from_std(socket).map_err(|source| ListenError::Listen {
             listener: self.listener.clone(),
-            address: self.address,
+            address: self.address.clone(),
             source,
         })?;
         let address = listener.local_addr().ok();
@@ -417,7 +519,8 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     let connections = self.drain.connections();
                     match self.tls.clone() {
                         None if self.tcp_proxy => {
-                            let peers = crate::proxy::tcp::Peers { client: peer, local: tcp.local_addr().ok() };
+                            let local = tcp.local_addr().ok().map(Address::Ip);
+                            let peers = crate::proxy::tcp::Peers { client: Some(peer), local };
                             connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
                         }
                         None => {
@@ -444,6 +547,53 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
             }
         }
         info!(?address, "listener closed");
+        Ok(())
+    }
+
+    /// [`AcceptLoop::run`] on a pipe: the same loop, for Unix domain
+    /// socket connections (no address, no TCP options).
+    async fn run_pipe(self, socket: std::os::unix::net::UnixListener) -> Result<(), ListenError> {
+        let listener = UnixListener::from_std(socket).map_err(|source| ListenError::Listen {
+            listener: self.listener.clone(),
+            address: self.address.clone(),
+            source,
+        })?;
+        let address = &self.address;
+        info!(%address, "accepting connections");
+        let shutdown = self.drain.watch();
+        let drain_started = self.drain.started();
+        tokio::pin!(drain_started);
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = &mut drain_started => break,
+            };
+            match accepted {
+                Ok((unix, _)) => {
+                    let downstream = self.downstream.clone();
+                    let shutdown = shutdown.clone();
+                    let index = self.index;
+                    let connections = self.drain.connections();
+                    if self.tcp_proxy {
+                        let peers = crate::proxy::tcp::Peers { client: None, local: Some(self.address.clone()) };
+                        connections.spawn(async move { downstream.serve_tcp_proxy(unix, peers, index).await });
+                    } else {
+                        connections.spawn(Box::pin(async move { downstream.serve_pipe(unix, index, &shutdown).await }));
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
+                Err(e) => {
+                    warn!(%address, error = %e, "accept failed");
+                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, &mut drain_started).await;
+                    }
+                }
+            }
+        }
+        // Closed before its file goes (the last loop's `pipe_file`).
+        drop(listener);
+        info!(%address, "listener closed");
+        drop(self.pipe_file);
         Ok(())
     }
 }

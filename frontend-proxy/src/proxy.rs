@@ -76,7 +76,13 @@ impl Proxy {
     fn listener_index(&self, session: &Session) -> usize {
         let local = match self.listeners.len() {
             1 => None,
-            _ => session.server_addr().and_then(|a| a.as_inet()).copied(),
+            _ => match session.server_addr() {
+                // A pipe's (plaintext: no filter chain to choose).
+                Some(pingora_core::protocols::l4::socket::SocketAddr::Unix(pipe)) => {
+                    return runtime::pipe_listener_index(&self.listeners, pipe).unwrap_or(0);
+                }
+                other => other.and_then(|a| a.as_inet()).copied(),
+            },
         };
         let index = runtime::listener_index(&self.listeners, local).unwrap_or(0);
         // A TLS listener's filter chain chosen by SNI serves with its own

@@ -8,8 +8,8 @@
 
 use crate::access_log::AccessLog;
 use crate::config::model::{
-    ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
-    ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
+    Address, ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings,
+    HttpConnectionManager, ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
 };
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
@@ -26,7 +26,7 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A listener as the proxy sees it at request time.
 pub struct ListenerRuntime {
     pub name: String,
-    pub address: SocketAddr,
+    pub address: Address,
     pub tls: bool,
     /// The HTTP connection manager; an empty one that is never used on a
     /// TCP proxy's chain (its connections go to `tcp_proxy` before any
@@ -92,7 +92,7 @@ impl ListenerRuntime {
             hcm,
             tcp_proxy,
             name: listener.name.clone(),
-            address: listener.address,
+            address: listener.address.clone(),
             tls: listener.tls,
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: chain.max_connections,
@@ -168,6 +168,14 @@ fn unused_connection_manager() -> HttpConnectionManager {
     }
 }
 
+/// The index of the pipe listener whose socket is `local`.
+pub fn pipe_listener_index(
+    listeners: &[Arc<ListenerRuntime>],
+    local: &std::os::unix::net::SocketAddr,
+) -> Option<usize> {
+    listeners.iter().position(|l| l.address.pipe().is_some_and(|p| p.is(local)))
+}
+
 /// The index of the listener bound to `local`: the one with that exact
 /// address, else one on the wildcard address with that port. With a single
 /// listener, that one (no address needed, which saves a `getsockname`).
@@ -176,8 +184,9 @@ pub fn listener_index(listeners: &[Arc<ListenerRuntime>], local: Option<SocketAd
         return Some(0);
     }
     let local = local?;
-    listeners
-        .iter()
-        .position(|l| l.address == local)
-        .or_else(|| listeners.iter().position(|l| l.address.port() == local.port() && l.address.ip().is_unspecified()))
+    listeners.iter().position(|l| l.address.ip() == Some(local)).or_else(|| {
+        listeners
+            .iter()
+            .position(|l| matches!(l.address, Address::Ip(a) if a.port() == local.port() && a.ip().is_unspecified()))
+    })
 }

@@ -8,7 +8,7 @@
 use crate::access_log::{AccessLog, Sink, Sinks};
 use crate::admin::{self, Admin, InitializationWatch};
 use crate::cli::{Cli, Http1Engine};
-use crate::config::model::{AdminConfig, Codec, Http2Settings, Serves};
+use crate::config::model::{Address, AdminConfig, Codec, Http2Settings, Serves};
 use crate::config::Loaded;
 use crate::downstream::Downstream;
 use crate::drain::{Drain, Failure, PingoraShutdown};
@@ -26,7 +26,6 @@ use pingora_core::server::{RunArgs, Server};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use pingora_core::tls::ssl::SslAcceptor;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +42,7 @@ pub enum StartError {
     #[error("{yaml_path}: cannot open access log {file}: {source}")]
     AccessLog { yaml_path: String, file: String, source: std::io::Error },
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
-    Bind { listener: String, address: SocketAddr, source: std::io::Error },
+    Bind { listener: String, address: Address, source: std::io::Error },
     /// Something the proxy cannot run without failed while it ran (a
     /// listener that could not start listening).
     #[error(transparent)]
@@ -237,21 +236,25 @@ fn bind_listeners(
 ) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
     let mut bound = Vec::with_capacity(listeners.len());
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
-        let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address, source };
+        let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), source };
         let sockets = if l.reuse_port { workers } else { 1 };
-        let b = match (tls, engine) {
+        let b = match (tls, engine, &l.address) {
             // A TCP proxy is served by our accept loop whatever the engine.
-            (None, _) if l.tcp_proxy.is_some() => Bound::Plain(
-                Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?.with_tcp_proxy(),
+            (None, _, _) if l.tcp_proxy.is_some() => Bound::Plain(
+                Listener::bind(index, &l.name, &l.address, sockets, l.ipv4_compat)
+                    .map_err(bind_error)?
+                    .with_tcp_proxy(),
             ),
-            (None, Http1Engine::Native) => {
-                Bound::Plain(Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?)
+            // So is a pipe: its connections go to the engine chosen.
+            (None, Http1Engine::Native, _) | (None, Http1Engine::Pingora, Address::Pipe(_)) => {
+                Bound::Plain(Listener::bind(index, &l.name, &l.address, sockets, l.ipv4_compat).map_err(bind_error)?)
             }
-            (None, Http1Engine::Pingora) => {
-                Bound::PingoraPlain(PingoraSocket::bind(&l.name, l.address, l.ipv4_compat).map_err(bind_error)?)
+            (None, Http1Engine::Pingora, Address::Ip(address)) => {
+                Bound::PingoraPlain(PingoraSocket::bind(&l.name, *address, l.ipv4_compat).map_err(bind_error)?)
             }
-            (Some(acceptor), _) => {
-                let listener = Listener::bind(index, &l.name, l.address, sockets, l.ipv4_compat).map_err(bind_error)?;
+            (Some(acceptor), _, _) => {
+                let listener =
+                    Listener::bind(index, &l.name, &l.address, sockets, l.ipv4_compat).map_err(bind_error)?;
                 Bound::Tls(listener.with_tls(acceptor))
             }
         };
@@ -318,7 +321,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     if let Some(admin) = &prepared.admin {
         admin::bind(admin.address, admin.ipv4_compat).map_err(|source| StartError::Bind {
             listener: "admin".into(),
-            address: admin.address,
+            address: Address::Ip(admin.address),
             source,
         })?;
     }
@@ -437,7 +440,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
                 // Should Pingora bind the address itself (no socket table),
                 // it keeps `ipv4_compat` as our socket does.
                 let mut options = TcpSocketOptions::default();
-                options.ipv6_only = l.address.is_ipv6().then_some(!l.ipv4_compat);
+                options.ipv6_only = l.address.ip().is_some_and(|a| a.is_ipv6()).then_some(!l.ipv4_compat);
                 service.add_listener(
                     ListenerConfig::tcp(l.address.to_string()).l4_buffer(unbuffered).tcp_socket_options(options),
                 );

@@ -4,9 +4,9 @@
 
 use super::format::{JsonValue, Operator, Piece, TimePiece};
 use super::{Entry, Format};
+use crate::address::Address;
 use std::borrow::Cow;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl Format {
@@ -110,12 +110,19 @@ fn value(op: &Operator, e: &Entry<'_>, out: &mut String) -> bool {
             Some(c) => out.push_str(c),
             None => return false,
         },
-        Operator::DownstreamRemoteAddress => return address(e.downstream_remote, out),
-        Operator::DownstreamRemoteAddressWithoutPort => match e.downstream_remote {
-            Some(a) => {
+        Operator::DownstreamRemoteAddress => match (e.downstream_remote, e.downstream_local) {
+            (Some(a), _) => return address(Some(a), out),
+            // Envoy names a pipe's client after the listener's own socket
+            // (accept(2) gives no name for it).
+            (None, Some(Address::Pipe(p))) => out.push_str(&p.path),
+            (None, _) => return false,
+        },
+        Operator::DownstreamRemoteAddressWithoutPort => match (e.downstream_remote, e.downstream_local) {
+            (Some(a), _) => {
                 let _ = write!(out, "{}", a.ip());
             }
-            None => return false,
+            (None, Some(Address::Pipe(p))) => out.push_str(&p.path),
+            (None, _) => return false,
         },
         Operator::DownstreamLocalAddress => return address(e.downstream_local, out),
         Operator::RouteName => match e.route_name {
@@ -135,7 +142,7 @@ fn push_num(out: &mut String, n: u64) {
     let _ = write!(out, "{n}");
 }
 
-fn address(a: Option<SocketAddr>, out: &mut String) -> bool {
+fn address(a: Option<impl std::fmt::Display>, out: &mut String) -> bool {
     match a {
         Some(a) => {
             let _ = write!(out, "{a}");
@@ -261,7 +268,7 @@ mod tests {
             upstream_host: Some("10.0.2.1:80".parse().unwrap()),
             upstream_cluster: Some("films"),
             downstream_remote: Some("10.0.35.28:51234".parse().unwrap()),
-            downstream_local: Some("10.0.0.9:8080".parse().unwrap()),
+            downstream_local: Some(Box::leak(Box::new(Address::Ip("10.0.0.9:8080".parse().unwrap())))),
             route_name: Some("films_route"),
             hostname: "proxy-1",
             response_code_details: Some("via_upstream"),

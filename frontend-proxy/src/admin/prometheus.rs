@@ -281,7 +281,10 @@ mod tests {
             ("envoy_http_downstream_cx_total".into(), vec![prefix])
         );
         assert_eq!(
-            mapped(Scope::listener("0.0.0.0:8080".parse().unwrap()), "downstream_cx_active"),
+            mapped(
+                Scope::listener(&crate::config::model::Address::Ip("0.0.0.0:8080".parse().unwrap())),
+                "downstream_cx_active"
+            ),
             ("envoy_listener_downstream_cx_active".into(), vec![("envoy_listener_address", "0.0.0.0_8080".into())])
         );
         assert_eq!(mapped(Scope::Server, "live"), ("envoy_server_live".into(), vec![]));

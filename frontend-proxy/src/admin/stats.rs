@@ -81,7 +81,8 @@ impl Scope {
     }
 
     /// Envoy's spelling of a listener address in stat names: `0.0.0.0_8080`.
-    pub fn listener(address: std::net::SocketAddr) -> Self {
+    /// A pipe's is its path, as Envoy's `asString()`.
+    pub fn listener(address: &crate::config::model::Address) -> Self {
         Scope::Listener(address.to_string().replace(':', "_"))
     }
 }
@@ -236,7 +237,7 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
 
 /// `listener.<address>.*`.
 fn listener_scope(listener: &ListenerRuntime, s: &ConnManagerStats, out: &mut Vec<Stat>) {
-    let mut b = Builder { scope: Scope::listener(listener.address), out };
+    let mut b = Builder { scope: Scope::listener(&listener.address), out };
     b.counter("downstream_cx_total", &s.downstream_cx_total);
     b.gauge("downstream_cx_active", &s.downstream_cx_active);
     b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);
@@ -356,6 +357,7 @@ impl Selection {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::model::Address;
 
     fn counter(scope: Scope, name: &'static str, n: u64) -> Stat {
         Stat { scope, name: name.into(), value: Value::Counter(n) }
@@ -365,9 +367,9 @@ mod tests {
     fn envoy_names() {
         let c = counter(Scope::Cluster("film-service-cluster".into()), "upstream_rq_total", 12);
         assert_eq!(c.envoy_name(), "cluster.film-service-cluster.upstream_rq_total");
-        let l = counter(Scope::listener("0.0.0.0:8080".parse().unwrap()), "downstream_cx_total", 1);
+        let l = counter(Scope::listener(&Address::Ip("0.0.0.0:8080".parse().unwrap())), "downstream_cx_total", 1);
         assert_eq!(l.envoy_name(), "listener.0.0.0.0_8080.downstream_cx_total");
-        let v6 = counter(Scope::listener("[::]:8080".parse().unwrap()), "downstream_cx_total", 1);
+        let v6 = counter(Scope::listener(&Address::Ip("[::]:8080".parse().unwrap())), "downstream_cx_total", 1);
         assert_eq!(v6.envoy_name(), "listener.[__]_8080.downstream_cx_total");
         assert_eq!(render_text(&[c]), "cluster.film-service-cluster.upstream_rq_total: 12\n");
     }

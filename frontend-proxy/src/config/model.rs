@@ -2,6 +2,7 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::access_log::{Filter, Format};
+pub use crate::address::{Address, Pipe};
 use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;
@@ -27,7 +28,7 @@ pub struct AdminConfig {
 #[derive(Debug)]
 pub struct ListenerConfig {
     pub name: String,
-    pub address: SocketAddr,
+    pub address: Address,
     pub tls: Option<ListenerTls>,
     /// What the first filter chain serves its connections with.
     pub serves: Serves,

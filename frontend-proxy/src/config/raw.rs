@@ -149,6 +149,16 @@ mapping! {
 mapping! {
     pub struct Address {
         pub socket_address: Option<Field<SocketAddress>>,
+        pub pipe: Option<Field<Pipe>>,
+    }
+}
+
+mapping! {
+    pub struct Pipe {
+        pub path: Option<Field<String>>,
+        /// An integer; read from the value itself, as Envoy's YAML reader
+        /// takes `0600` as octal where YAML 1.2 makes it a string.
+        pub mode: Option<Field<Value>>,
     }
 }
 

@@ -21,13 +21,14 @@ mod tls;
 mod upgrade;
 
 use super::duration;
-use super::model::{AdminConfig, Bootstrap};
+use super::model::{Address, AdminConfig, Bootstrap, Pipe};
 use super::raw::{self, Field, Keys, List};
 use super::{Diagnostic, LoadError};
 use crate::tls::{PemSource, SdsFile, Secret};
 use serde_yaml::Value;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A YAML path under construction.
@@ -219,9 +220,78 @@ impl Ctx {
         }
     }
 
+    /// A listener's address: an IP `socket_address`, or a `pipe` (a Unix
+    /// domain socket).
+    pub fn listen_address(&mut self, p: &P, name: &str, f: &Option<Field<raw::Address>>) -> Option<Address> {
+        let ap = p.key(name);
+        let addr = self.req(p, name, f)?;
+        if addr.pipe.is_none() {
+            return self.ip_socket_address(p, name, f).map(Address::Ip);
+        }
+        self.other(&ap, addr, &[]);
+        if addr.socket_address.is_some() {
+            self.error(&ap, "socket_address and pipe are one of: set only one");
+            return None;
+        }
+        let pp = ap.key("pipe");
+        let pipe = self.opt(&ap, "pipe", &addr.pipe)?;
+        self.pipe(&pp, pipe).map(|p| Address::Pipe(Arc::new(p)))
+    }
+
+    /// Envoy's `Pipe`, with the checks Envoy's `PipeInstance` makes.
+    fn pipe(&mut self, p: &P, pipe: &raw::Pipe) -> Option<Pipe> {
+        self.other(p, pipe, &[]);
+        let path = self.req(p, "path", &pipe.path).cloned();
+        let mode = match self.opt(p, "mode", &pipe.mode) {
+            None => Some(0),
+            Some(v) => match pipe_mode(v) {
+                Some(m) if m <= 0o777 => Some(m),
+                _ => {
+                    self.error(
+                        &p.key("mode"),
+                        format!("{} is not a file mode: an integer of at most 0777 (511)", value_text(v)),
+                    );
+                    None
+                }
+            },
+        };
+        let path = path?;
+        let pp = p.key("path");
+        if path.is_empty() {
+            self.error(&pp, "must not be empty");
+            return None;
+        }
+        // `sun_path` holds 108 bytes, the last a NUL (Envoy's limit, abstract names included).
+        if path.len() > MAX_PIPE_PATH {
+            self.error(
+                &pp,
+                format!("{} bytes: longer than a Unix domain socket path may be ({MAX_PIPE_PATH} bytes)", path.len()),
+            );
+            return None;
+        }
+        let abstract_name = path.starts_with('@');
+        if !abstract_name && path.contains('\0') {
+            self.error(&pp, "a socket path cannot contain a NUL byte");
+            return None;
+        }
+        let mode = mode?;
+        if abstract_name && mode != 0 {
+            self.error(&p.key("mode"), "an abstract socket (a path starting with @) has no file, so no mode");
+            return None;
+        }
+        Some(Pipe { path, mode })
+    }
+
     /// The host and port of an `Address`.
     pub fn socket_address(&mut self, p: &P, addr: &raw::Address) -> Option<(String, u16)> {
         self.other(p, addr, &[]);
+        if addr.pipe.is_some() {
+            self.error(
+                &p.key("pipe"),
+                "a pipe (Unix domain socket) address is supported on listeners only; this address must be a socket_address",
+            );
+            return None;
+        }
         let sp = p.key("socket_address");
         let sa = self.req(p, "socket_address", &addr.socket_address)?;
         self.other(&sp, sa, &[]);
@@ -424,7 +494,7 @@ pub(super) fn bootstrap(raw: &raw::Bootstrap) -> Result<(Bootstrap, Vec<Diagnost
         cx.warn(&sp.key("listeners"), "no listeners: the proxy will serve nothing");
     }
     if let Some(a) = &admin {
-        if let Some(l) = listeners.iter().find(|l| conflicts(l.address, a.address)) {
+        if let Some(l) = listeners.iter().find(|l| conflicts(&l.address, &Address::Ip(a.address))) {
             cx.error(&root.key("admin").key("address"), format!("{} is also used by listener {:?}", a.address, l.name));
         }
     }
@@ -570,8 +640,41 @@ fn admin(cx: &mut Ctx, p: &P, a: &raw::Admin) -> Option<AdminConfig> {
     Some(AdminConfig { address, ipv4_compat })
 }
 
+/// The longest `pipe.path`: `sun_path` less its terminating NUL.
+const MAX_PIPE_PATH: usize = 107;
+
+/// `pipe.mode` as Envoy's YAML reader takes an integer: a leading `0`
+/// makes it octal (`0600`), `0x` hexadecimal.
+fn pipe_mode(v: &Value) -> Option<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        Value::String(s) => {
+            let s = s.trim();
+            let (digits, radix) = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                Some(hex) => (hex, 16),
+                None if s.len() > 1 && s.starts_with('0') => (s.strip_prefix("0o").unwrap_or(&s[1..]), 8),
+                None => (s, 10),
+            };
+            u32::from_str_radix(digits, radix).ok()
+        }
+        _ => None,
+    }
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        _ => serde_yaml::to_string(v).map(|s| s.trim_end().to_string()).unwrap_or_default(),
+    }
+}
+
 /// Whether two listen addresses would collide when bound.
-pub(super) fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn conflicts(a: &Address, b: &Address) -> bool {
+    let (a, b) = match (a, b) {
+        (Address::Ip(a), Address::Ip(b)) => (*a, *b),
+        (Address::Pipe(a), Address::Pipe(b)) => return a.path == b.path,
+        _ => return false,
+    };
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }
@@ -599,12 +702,28 @@ mod tests {
 
     #[test]
     fn address_conflicts() {
-        let a: SocketAddr = "0.0.0.0:80".parse().unwrap();
-        let b: SocketAddr = "127.0.0.1:80".parse().unwrap();
-        let c: SocketAddr = "127.0.0.2:80".parse().unwrap();
-        assert!(conflicts(a, b));
-        assert!(!conflicts(b, c));
-        assert!(conflicts(b, b));
-        assert!(!conflicts("127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()));
+        let ip = |s: &str| Address::Ip(s.parse().unwrap());
+        let (a, b, c) = (ip("0.0.0.0:80"), ip("127.0.0.1:80"), ip("127.0.0.2:80"));
+        assert!(conflicts(&a, &b));
+        assert!(!conflicts(&b, &c));
+        assert!(conflicts(&b, &b));
+        assert!(!conflicts(&ip("127.0.0.1:0"), &ip("127.0.0.1:0")));
+        let pipe = |path: &str| Address::Pipe(Arc::new(Pipe { path: path.into(), mode: 0 }));
+        assert!(conflicts(&pipe("/run/a.sock"), &pipe("/run/a.sock")));
+        assert!(!conflicts(&pipe("/run/a.sock"), &pipe("@a.sock")));
+        assert!(!conflicts(&pipe("/run/a.sock"), &b));
+    }
+
+    #[test]
+    fn pipe_modes_read_as_envoy_reads_them() {
+        let mode = |yaml: &str| pipe_mode(&serde_yaml::from_str(yaml).unwrap());
+        assert_eq!(mode("0600"), Some(0o600));
+        assert_eq!(mode("0o600"), Some(0o600));
+        assert_eq!(mode("384"), Some(384));
+        assert_eq!(mode("0x1ff"), Some(0o777));
+        assert_eq!(mode("0"), Some(0));
+        assert_eq!(mode("0800"), None);
+        assert_eq!(mode("-1"), None);
+        assert_eq!(mode("rw"), None);
     }
 }

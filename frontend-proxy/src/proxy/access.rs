@@ -66,7 +66,7 @@ impl Proxy {
             upstream_host: ctx.host.as_ref().map(|h| h.addr),
             upstream_cluster: self.cluster(ctx).map(|c| c.name()),
             downstream_remote: ctx.client_addr,
-            downstream_local: Some(self.listener(ctx).address),
+            downstream_local: Some(&self.listener(ctx).address),
             route_name: self.route(ctx).and_then(|(_, _, r)| r.name.as_deref()),
             hostname: &self.hostname,
             response_code_details: None,

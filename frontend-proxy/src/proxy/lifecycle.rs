@@ -432,7 +432,7 @@ impl Proxy {
             let listener = self.listener(ctx);
             let info = RequestInfo {
                 client_addr: ctx.client_addr,
-                local_addr: Some(listener.address),
+                local_addr: Some(&listener.address),
                 protocol: if http2 { "HTTP/2" } else { "HTTP/1.1" },
                 hostname: &self.hostname,
                 request: Some(downstream),

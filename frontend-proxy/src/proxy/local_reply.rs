@@ -316,7 +316,7 @@ impl Proxy {
         if let Some(h) = headers {
             let info = RequestInfo {
                 client_addr: ctx.client_addr,
-                local_addr: Some(listener.address),
+                local_addr: Some(&listener.address),
                 protocol: if http2 { "HTTP/2" } else { "HTTP/1.1" },
                 hostname: &self.hostname,
                 request,

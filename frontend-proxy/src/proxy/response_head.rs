@@ -102,7 +102,7 @@ impl Proxy {
             if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
                 let info = RequestInfo {
                     client_addr: ctx.client_addr,
-                    local_addr: Some(listener.address),
+                    local_addr: Some(&listener.address),
                     protocol: "HTTP/1.1",
                     hostname: &self.hostname,
                     request: None,

@@ -16,6 +16,7 @@
 //! `max_connections`, and outlier detection fed with each connect's result.
 
 use crate::access_log::{AccessLog, Entry, ResponseFlags};
+use crate::config::model::Address;
 use crate::metrics::UpstreamConnectionTracer;
 use crate::runtime::TcpProxyRuntime;
 use crate::upstream::{AttemptResult, Cluster, ClusterSet, Host};
@@ -32,11 +33,12 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
 /// The two ends of a proxied connection, for the access log.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Peers {
-    pub client: SocketAddr,
+    /// `None` on a pipe (a Unix domain socket's client has no address).
+    pub client: Option<SocketAddr>,
     /// The address the client connected to, when known.
-    pub local: Option<SocketAddr>,
+    pub local: Option<Address>,
 }
 
 /// Proxies `downstream` to a host of the TCP proxy's cluster until both
@@ -80,8 +82,8 @@ pub async fn serve<S>(
         upstream_service_time: None,
         upstream_host: session.upstream,
         upstream_cluster: clusters.get(id).map(|c| c.name()),
-        downstream_remote: Some(peers.client),
-        downstream_local: peers.local,
+        downstream_remote: peers.client,
+        downstream_local: peers.local.as_ref(),
         route_name: None,
         hostname: hostname(),
         response_code_details: None,
@@ -103,7 +105,7 @@ struct Session {
 
 async fn proxy<S>(
     downstream: &mut S,
-    client: SocketAddr,
+    client: Option<SocketAddr>,
     tcp: &TcpProxyRuntime,
     cluster: &Cluster,
     session: &mut Session,
@@ -115,14 +117,14 @@ async fn proxy<S>(
     let Ok(_permit) = cluster.breaker.start_connection() else {
         cluster.stats.upstream_cx_overflow.fetch_add(1, Relaxed);
         session.flags |= ResponseFlags::UPSTREAM_OVERFLOW;
-        debug!(cluster = %cluster.name(), %client, "circuit breaker full (max_connections); closing the connection");
+        debug!(cluster = %cluster.name(), ?client, "circuit breaker full (max_connections); closing the connection");
         return;
     };
     let (upstream, host) = match connect(cluster, tcp.config.max_connect_attempts).await {
         Ok(connected) => connected,
         Err(flag) => {
             session.flags |= flag;
-            debug!(cluster = %cluster.name(), %client, "no upstream connection; closing the connection");
+            debug!(cluster = %cluster.name(), ?client, "no upstream connection; closing the connection");
             return;
         }
     };
@@ -152,15 +154,15 @@ async fn proxy<S>(
         Ok(Ended::Idle) => {
             // Counted only: Envoy sets no response flag for it.
             stats.idle_timeout.fetch_add(1, Relaxed);
-            debug!(%client, upstream = %host.addr, "tcp_proxy idle timeout; closing both connections");
+            debug!(?client, upstream = %host.addr, "tcp_proxy idle timeout; closing both connections");
         }
         Ok(Ended::MaxDuration) => {
             stats.max_downstream_connection_duration.fetch_add(1, Relaxed);
             session.flags |= ResponseFlags::DURATION_TIMEOUT;
-            debug!(%client, upstream = %host.addr, "tcp_proxy max_downstream_connection_duration; closing both connections");
+            debug!(?client, upstream = %host.addr, "tcp_proxy max_downstream_connection_duration; closing both connections");
         }
         Err(e) => {
-            debug!(%client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
+            debug!(?client, upstream = %host.addr, error = %e, "tcp_proxy connection ended with an error");
         }
     }
 }

@@ -5,6 +5,7 @@
 //! few `%OPERATOR%` substitutions. Validation rejects operators we do not
 //! implement instead of sending them through literally.
 
+use crate::address::Address;
 use http::header::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::net::SocketAddr;
@@ -91,26 +92,27 @@ impl HeaderValueFormat {
         for t in &self.0 {
             match t {
                 HeaderValueToken::Literal(s) => out.push_str(s),
-                HeaderValueToken::DownstreamRemoteAddress => {
-                    if let Some(a) = info.client_addr {
-                        out.push_str(&a.to_string())
-                    }
-                }
-                HeaderValueToken::DownstreamRemoteAddressWithoutPort => {
-                    if let Some(a) = info.client_addr {
-                        out.push_str(&a.ip().to_string())
-                    }
-                }
+                HeaderValueToken::DownstreamRemoteAddress => match (info.client_addr, info.local_addr) {
+                    (Some(a), _) => out.push_str(&a.to_string()),
+                    // A pipe's client is named after the listener's socket, as in Envoy.
+                    (None, Some(Address::Pipe(p))) => out.push_str(&p.path),
+                    _ => {}
+                },
+                HeaderValueToken::DownstreamRemoteAddressWithoutPort => match (info.client_addr, info.local_addr) {
+                    (Some(a), _) => out.push_str(&a.ip().to_string()),
+                    (None, Some(Address::Pipe(p))) => out.push_str(&p.path),
+                    _ => {}
+                },
                 HeaderValueToken::DownstreamLocalAddress => {
                     if let Some(a) = info.local_addr {
                         out.push_str(&a.to_string())
                     }
                 }
-                HeaderValueToken::DownstreamLocalAddressWithoutPort => {
-                    if let Some(a) = info.local_addr {
-                        out.push_str(&a.ip().to_string())
-                    }
-                }
+                HeaderValueToken::DownstreamLocalAddressWithoutPort => match info.local_addr {
+                    Some(Address::Ip(a)) => out.push_str(&a.ip().to_string()),
+                    Some(Address::Pipe(p)) => out.push_str(&p.path),
+                    None => {}
+                },
                 HeaderValueToken::Protocol => out.push_str(info.protocol),
                 HeaderValueToken::Hostname => out.push_str(info.hostname),
                 HeaderValueToken::RequestHeader(name) => {
@@ -127,7 +129,7 @@ impl HeaderValueFormat {
 /// Facts about the request that header formatters may use.
 pub struct RequestInfo<'a> {
     pub client_addr: Option<SocketAddr>,
-    pub local_addr: Option<SocketAddr>,
+    pub local_addr: Option<&'a Address>,
     pub protocol: &'a str,
     pub hostname: &'a str,
     pub request: Option<&'a RequestHeader>,

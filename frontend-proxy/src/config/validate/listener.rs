@@ -42,8 +42,14 @@ pub(super) fn listeners(
         if !names.insert(listener.name.clone()) {
             cx.error(&lp.key("name"), format!("duplicate listener name {:?}", listener.name));
         }
-        if let Some(other) = out.iter().find(|o| conflicts(o.address, listener.address)) {
+        if let Some(other) = out.iter().find(|o| conflicts(&o.address, &listener.address)) {
             cx.error(&lp.key("address"), format!("{} is already used by listener {:?}", listener.address, other.name));
+        }
+        if listener.address.pipe().is_some() && listener.tls.is_some() {
+            cx.error(
+                &lp.key("filter_chains"),
+                "TLS on a pipe (Unix domain socket) listener is not supported yet; its filter chains must be plaintext",
+            );
         }
         out.push(listener);
     }
@@ -81,7 +87,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         ],
     );
     let name = cx.string(p, "name", &l.name);
-    let address = cx.ip_socket_address(p, "address", &l.address);
+    let address = cx.listen_address(p, "address", &l.address);
     let ipv4_compat = match &l.address {
         Some(Field::Ok(a)) => match &a.socket_address {
             Some(Field::Ok(sa)) => matches!(sa.ipv4_compat, Some(Field::Ok(true))),
