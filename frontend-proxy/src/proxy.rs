@@ -398,7 +398,9 @@ impl ProxyHttp for Proxy {
             // As Envoy while draining: `connection: close`, and the connection ends after this response.
             session.set_keepalive(None);
         }
-        if !session.is_http2() {
+        if session.is_http2() {
+            response_head::forget_case(resp);
+        } else {
             // Pingora writes the upstream's version; the client speaks to us, in HTTP/1.1.
             resp.set_version(http::Version::HTTP_11);
         }

@@ -11,7 +11,9 @@ use super::hop_by_hop::{is_hop_by_hop, ConnectionNamed};
 use super::{date, forwarding, Proxy};
 use crate::config::model::ServerHeader;
 use crate::routing::RequestInfo;
-use http::header::{HeaderName, HeaderValue, CONNECTION, DATE, SERVER};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, DATE, SERVER};
+use http::response::Parts as RespParts;
+use http::StatusCode;
 use pingora_error::Result;
 use pingora_http::ResponseHeader;
 use std::time::Duration;
@@ -59,45 +61,39 @@ impl Proxy {
     pub(super) fn downstream_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         let listener = self.listener(ctx);
         let edits = self.response_edits(ctx);
-        let mut named = ConnectionNamed::default();
-        for value in resp.headers.get_all(CONNECTION) {
-            // Past the cap, the fields named so far go; the rest are not
-            // the client's concern (Pingora's codec has framed the body).
-            if !named.add(value.as_bytes()) {
-                break;
+        if resp.has_case() {
+            // The head keeps the case of each name in a second map (an
+            // HTTP/1 upstream's, for an HTTP/1 client): edit both.
+            for name in dropped_fields(&resp.headers, resp.status, &edits) {
+                resp.remove_header(&name);
+            }
+            let (has_server, has_date) = (resp.headers.contains_key(SERVER), resp.headers.contains_key(DATE));
+            let mut added = Ok(());
+            edits.additions(has_server, has_date, |name, value| {
+                if added.is_ok() {
+                    added = resp.insert_header(name, value.header_value()).map(|_| ());
+                }
+            });
+            added?;
+        } else {
+            // No case to keep (an HTTP/2 client's response, the native
+            // engine's): edit the `http` head in place. `insert_header`
+            // would parse each name again from its bytes.
+            let reason = reason_override(resp);
+            let mut parts = RespParts::from(std::mem::replace(resp, ResponseHeader::from(empty_parts())));
+            for name in dropped_fields(&parts.headers, parts.status, &edits) {
+                parts.headers.remove(&name);
+            }
+            let headers = &mut parts.headers;
+            let (has_server, has_date) = (headers.contains_key(SERVER), headers.contains_key(DATE));
+            edits.additions(has_server, has_date, |name, value| {
+                headers.insert(name.clone(), value.header_value());
+            });
+            *resp = ResponseHeader::from(parts);
+            if let Some(reason) = reason {
+                resp.set_reason_phrase(Some(&reason))?;
             }
         }
-        // Pingora's codec sets `connection` itself; a 101 keeps `upgrade`.
-        let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-        let hop_by_hop = |n: &[u8]| {
-            is_hop_by_hop(n)
-                && !n.eq_ignore_ascii_case(b"connection")
-                && !(switching && n.eq_ignore_ascii_case(b"upgrade"))
-        };
-        let dropped: Vec<HeaderName> = resp
-            .headers
-            .keys()
-            .map(|n| n.as_str().as_bytes())
-            .filter(|n| edits.replaces(n) || named.names(n) || hop_by_hop(n))
-            .filter_map(|n| HeaderName::from_bytes(n).ok())
-            .collect();
-        for name in dropped {
-            resp.remove_header(&name);
-        }
-        let (has_server, has_date) = (resp.headers.contains_key(SERVER), resp.headers.contains_key(DATE));
-        let mut added = Ok(());
-        edits.additions(has_server, has_date, |name, value| {
-            let value = match value {
-                Added::Millis(t) => HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
-                Added::Value(v) => v.clone(),
-                Added::Date => date::now(),
-                Added::Number(n) => HeaderValue::from(n),
-            };
-            if added.is_ok() {
-                added = resp.insert_header(name, value).map(|_| ());
-            }
-        });
-        added?;
         if let Some((table, vh, route)) = self.route(ctx) {
             if !(route.headers.is_empty() && vh.headers.is_empty() && table.headers.is_empty()) {
                 let info = RequestInfo {
@@ -113,6 +109,56 @@ impl Proxy {
             }
         }
         Ok(())
+    }
+}
+
+/// The upstream's fields that do not reach the client: those the proxy's
+/// own replace, those its `Connection` header names, and the other
+/// hop-by-hop fields (Pingora's codec sets `connection` itself; a 101
+/// keeps `upgrade`).
+fn dropped_fields(headers: &HeaderMap, status: StatusCode, edits: &ResponseEdits<'_>) -> Vec<HeaderName> {
+    let mut named = ConnectionNamed::default();
+    for value in headers.get_all(CONNECTION) {
+        // Past the cap, the fields named so far go; the rest are not
+        // the client's concern (the codec has framed the body).
+        if !named.add(value.as_bytes()) {
+            break;
+        }
+    }
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let hop_by_hop = |n: &[u8]| {
+        is_hop_by_hop(n) && !n.eq_ignore_ascii_case(b"connection") && !(switching && n.eq_ignore_ascii_case(b"upgrade"))
+    };
+    // The names themselves, cloned: parsing them again from their bytes
+    // cost more than the rest of the edit.
+    headers
+        .keys()
+        .filter(|n| {
+            let n = n.as_str().as_bytes();
+            edits.replaces(n) || named.names(n) || hop_by_hop(n)
+        })
+        .cloned()
+        .collect()
+}
+
+/// A response head with no fields, to stand in while one is edited.
+fn empty_parts() -> RespParts {
+    http::Response::new(()).into_parts().0
+}
+
+/// A head's reason phrase, if it is not its status's own.
+fn reason_override(resp: &ResponseHeader) -> Option<String> {
+    resp.get_reason_phrase().filter(|r| Some(*r) != resp.status.canonical_reason()).map(str::to_string)
+}
+
+/// Drops the map that keeps the case of each field name, for a client that
+/// speaks HTTP/2 (lower-case names on the wire): every later edit, ours
+/// and Pingora's h2 writer's, then updates one map instead of two. (The
+/// reason phrase goes too: HTTP/2 has none.)
+pub(super) fn forget_case(resp: &mut ResponseHeader) {
+    if resp.has_case() {
+        let parts = RespParts::from(std::mem::replace(resp, ResponseHeader::from(empty_parts())));
+        *resp = ResponseHeader::from(parts);
     }
 }
 
@@ -138,6 +184,17 @@ pub(super) enum Added<'a> {
     /// The current `Date`.
     Date,
     Number(u32),
+}
+
+impl Added<'_> {
+    fn header_value(&self) -> HeaderValue {
+        match self {
+            Added::Millis(t) => HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            Added::Value(v) => (*v).clone(),
+            Added::Date => date::now(),
+            Added::Number(n) => HeaderValue::from(*n),
+        }
+    }
 }
 
 impl ResponseEdits<'_> {

@@ -252,3 +252,35 @@ async fn the_response_head_gets_the_proxys_fields_once() {
     p.downstream_headers(&mut dated, &ctx).unwrap();
     assert_eq!(dated.headers.get_all("date").iter().collect::<Vec<_>>(), ["Sun, 06 Nov 1994 08:49:37 GMT"]);
 }
+
+/// The same edits on a head without the case map (an HTTP/2 client's, the
+/// native engine's), which are made on the `http` head directly.
+#[tokio::test]
+async fn a_head_without_case_gets_the_same_fields() {
+    let p = proxy(1, "").await;
+    let mut ctx = admitted(&p, "GET", "/plain");
+    p.begin_attempt(&mut ctx, false).await.unwrap();
+    p.upstream_answered(&mut ctx, 200, false);
+    let mut resp = ResponseHeader::build(200, None).unwrap();
+    resp.append_header("Server", "upstream").unwrap();
+    resp.append_header("x-envoy-upstream-service-time", "999999").unwrap();
+    resp.append_header("connection", "x-secret, keep-alive").unwrap();
+    resp.append_header("x-secret", "1").unwrap();
+    resp.append_header("keep-alive", "timeout=5").unwrap();
+    resp.append_header("x-kept", "a").unwrap();
+    resp.append_header("x-kept", "b").unwrap();
+    crate::proxy::response_head::forget_case(&mut resp);
+    assert!(!resp.has_case());
+    resp.set_reason_phrase(Some("Fine")).unwrap();
+    p.downstream_headers(&mut resp, &ctx).unwrap();
+    assert!(!resp.has_case());
+    let h = &resp.headers;
+    assert_eq!(h.get_all("server").iter().collect::<Vec<_>>(), ["envoy"], "overwritten by default");
+    assert_eq!(h.get_all("x-envoy-upstream-service-time").iter().count(), 1);
+    assert_ne!(h.get("x-envoy-upstream-service-time").unwrap(), "999999");
+    assert!(h.get("x-secret").is_none(), "named by the upstream's Connection");
+    assert!(h.get("keep-alive").is_none(), "hop-by-hop");
+    assert_eq!(h.get_all("x-kept").iter().collect::<Vec<_>>(), ["a", "b"]);
+    assert!(httpdate::parse_http_date(h.get("date").unwrap().to_str().unwrap()).is_ok());
+    assert_eq!(resp.get_reason_phrase(), Some("Fine"), "an own reason phrase is kept");
+}
