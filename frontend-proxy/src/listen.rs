@@ -46,6 +46,7 @@ use tokio::runtime::Handle;
 use tracing::{info, warn};
 
 mod defer;
+pub mod select;
 
 /// A listener that cannot serve: the proxy stops rather than run without it.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +84,8 @@ pub struct Listener {
     /// A plaintext TCP proxy: connections go to it, and are accepted at
     /// once (the server may speak first: no `TCP_DEFER_ACCEPT`).
     tcp_proxy: bool,
+    /// The filter chain is chosen per connection (`select.rs`).
+    selects: bool,
 }
 
 /// Envoy's `ipv4_compat`: an IPv6 socket takes IPv4 connections only when
@@ -118,7 +121,7 @@ impl Listener {
             Ok(socket)
         };
         let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
-        Ok(Self { index, name: name.to_string(), address, sockets, tls: None, tcp_proxy: false })
+        Ok(Self { index, name: name.to_string(), address, sockets, tls: None, tcp_proxy: false, selects: false })
     }
 
     /// Makes it a plaintext TCP proxy's listener.
@@ -128,8 +131,14 @@ impl Listener {
     }
 
     /// Makes it a TLS listener.
-    pub fn with_tls(mut self, acceptor: SslAcceptor) -> Self {
-        self.tls = Some(Arc::new(acceptor));
+    pub fn with_tls(mut self, acceptor: Arc<SslAcceptor>) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Makes it a listener that chooses a filter chain per connection.
+    pub fn with_selection(mut self) -> Self {
+        self.selects = true;
         self
     }
 
@@ -277,8 +286,14 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for listener in self.own.drain(..) {
-            let (index, address, name, tls, tcp_proxy) =
-                (listener.index, listener.address, listener.name.clone(), listener.tls.clone(), listener.tcp_proxy);
+            let (index, address, name, tls, tcp_proxy, selects) = (
+                listener.index,
+                listener.address,
+                listener.name.clone(),
+                listener.tls.clone(),
+                listener.tcp_proxy,
+                listener.selects,
+            );
             let Listen { sockets, deferred } = listener
                 .listen(workers.len())
                 .map_err(|source| ListenError::Listen { listener: name.clone(), address, source })?;
@@ -290,6 +305,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
                     deferred,
                     tls: tls.clone(),
                     tcp_proxy,
+                    selects,
                     downstream: downstream.clone(),
                     drain: self.drain.clone(),
                 };
@@ -373,6 +389,8 @@ struct AcceptLoop<A> {
     tls: Option<Arc<SslAcceptor>>,
     /// A plaintext TCP proxy's listener.
     tcp_proxy: bool,
+    /// The filter chain is chosen per connection.
+    selects: bool,
     downstream: Arc<Downstream<A>>,
     drain: Arc<Drain>,
 }
@@ -416,6 +434,11 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     // size class) is the connection's alone.
                     let connections = self.drain.connections();
                     match self.tls.clone() {
+                        _ if self.selects => {
+                            connections.spawn(Box::pin(async move {
+                                downstream.serve_selected(tcp, peer, index, &shutdown).await
+                            }));
+                        }
                         None if self.tcp_proxy => {
                             let peers = crate::proxy::tcp::Peers { client: peer, local: tcp.local_addr().ok() };
                             connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
@@ -427,7 +450,7 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                         }
                         Some(acceptor) => {
                             connections.spawn(Box::pin(async move {
-                                downstream.serve_tls(tcp, peer, index, &acceptor, &shutdown).await
+                                downstream.serve_tls(tcp, peer, index, &acceptor, false, &shutdown).await
                             }));
                         }
                     }
