@@ -240,7 +240,10 @@ fn listener_scope(listener: &ListenerRuntime, s: &ConnManagerStats, out: &mut Ve
     b.counter("downstream_cx_total", &s.downstream_cx_total);
     b.gauge("downstream_cx_active", &s.downstream_cx_active);
     b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);
-    if listener.tls {
+    if listener.selection.is_some() {
+        b.counter("downstream_pre_cx_timeout", &s.downstream_pre_cx_timeout);
+    }
+    if listener.reports_tls {
         b.counter("ssl.handshake", &s.ssl_handshake);
         b.counter("ssl.connection_error", &s.ssl_connection_error);
         b.counter("no_filter_chain_match", &s.no_filter_chain_match);
