@@ -14,11 +14,11 @@
 
 use crate::config::model::Codec;
 use crate::drain::Drain;
+use crate::listen::select::{inspect, Connection, Inspected};
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
-use crate::runtime::{listener_index, ListenerRuntime};
-use crate::listen::select::{inspect, Connection, Inspected};
 use crate::runtime::Chosen;
+use crate::runtime::{listener_index, ListenerRuntime};
 use crate::tls::{missing_client_certificate, RecordHandshake};
 use crate::upstream::ClusterSet;
 use async_trait::async_trait;

@@ -11,9 +11,9 @@ use crate::config::model::{
     ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
     ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
 };
+use crate::listen::select::Selection;
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
-use crate::listen::select::Selection;
 use crate::tls::{ClientCertDetails, ListenerTls};
 use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
@@ -65,8 +65,8 @@ pub struct ListenerRuntime {
     /// What the handshake records of a client certificate for the chain's
     /// `x-forwarded-client-cert` (`None`: nothing); one entry.
     pub client_cert_elements: Box<[Option<ClientCertDetails>]>,
-    /// Some chain of the listener terminates TLS, or chooses chains: the
-    /// listener's `ssl.*` and `no_filter_chain_match` are reported.
+    /// Some chain of the listener terminates TLS: the listener's `ssl.*`
+    /// are reported.
     pub reports_tls: bool,
 }
 
@@ -81,7 +81,7 @@ impl ListenerRuntime {
             tcp_proxy,
             chains: Vec::new(),
             selection: l.selection.map(Arc::new),
-            reports_tls: l.tls.is_some() || !l.other_chains.is_empty(),
+            reports_tls: l.tls.is_some(),
             acceptor: None,
             tls_config: l.tls.clone().map(Arc::new),
             name: l.name,

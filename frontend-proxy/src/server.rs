@@ -114,7 +114,9 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         // connection manager speaks; a TCP proxy's `alpn_protocols` as
         // they are), parameters and client validation.
         let mut ok = true;
-        let mut acceptor_of = |runtime: &ListenerRuntime, tls: &Option<tls::ListenerTls>, errors: &mut Vec<StartError>| {
+        let mut acceptor_of = |runtime: &ListenerRuntime,
+                               tls: &Option<tls::ListenerTls>,
+                               errors: &mut Vec<StartError>| {
             let t = tls.as_ref()?;
             let codec = runtime.tcp_proxy.is_none().then_some(runtime.hcm.codec);
             match tls::downstream_acceptor(t, codec.map(alpn), handshake_events(&runtime.stats), secrets.secrets()) {

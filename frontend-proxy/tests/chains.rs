@@ -210,7 +210,8 @@ fn tls_backend(addr: SocketAddr, cert: &(String, String)) -> SocketAddr {
                 let Ok(mut tls) = acceptor.accept(tcp) else { return };
                 let mut buf = [0u8; 1024];
                 let _ = tls.read(&mut buf);
-                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\nbackend: hello");
+                let _ =
+                    tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 14\r\nconnection: close\r\n\r\nbackend: hello");
                 let _ = tls.shutdown();
             });
         }
@@ -226,16 +227,19 @@ fn scope(addr: SocketAddr) -> String {
 async fn tls_passthrough_termination_and_plaintext_chains_on_one_listener() {
     let dir = tempfile::tempdir().unwrap();
     let cert = |n: &str| write_cert(dir.path(), n);
-    let (backend_cert, term, old, h2, h1, mtls) =
-        (cert("backend.test"), cert("term.test"), cert("old.test"), cert("h2.test"), cert("h1.test"), cert("mtls.test"));
+    let (backend_cert, term, old, h2, h1, mtls) = (
+        cert("backend.test"),
+        cert("term.test"),
+        cert("old.test"),
+        cert("h2.test"),
+        cert("h1.test"),
+        cert("mtls.test"),
+    );
     let backend = tls_backend(SocketAddr::new(ip(28, 1), 0), &backend_cert);
     let (addr, admin) = (free_addr(ip(28, 1)), free_addr(ip(28, 1)));
     let only13 = "\n            tls_params: { tls_minimum_protocol_version: TLSv1_3 }";
     let upto12 = "\n            tls_params: { tls_maximum_protocol_version: TLSv1_2 }";
-    let mtls_params = format!(
-        "\n            validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }}",
-        term.0
-    );
+    let mtls_params = format!("\n            validation_context: {{ trusted_ca: {{ filename: \"{}\" }} }}", term.0);
     let require = "\n          require_client_certificate: true";
     let chains = [
         chain("server_names: [pass.test]", "", &yaml::tcp_proxy("pass", "cluster: tls_backend", "")),
@@ -255,7 +259,8 @@ async fn tls_passthrough_termination_and_plaintext_chains_on_one_listener() {
     let log = || proxy.log();
 
     // Passthrough: the backend's certificate, the backend's answer.
-    let seen = talk(addr, Client { sni: "pass.test", ..Client::default() }).await.unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    let seen =
+        talk(addr, Client { sni: "pass.test", ..Client::default() }).await.unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(seen.san, "backend.test");
     assert!(seen.response.ends_with("backend: hello"), "{seen:?}");
 
@@ -277,9 +282,10 @@ async fn tls_passthrough_termination_and_plaintext_chains_on_one_listener() {
     assert!(seen.response.ends_with("from term"), "{seen:?}\n{}", log());
 
     // The client's ALPN offer picks between two chains of one name.
-    let seen = talk(addr, Client { sni: "alpn.test", alpn: &["h2", "http/1.1"], handshake_only: true, ..Client::default() })
-        .await
-        .unwrap();
+    let seen =
+        talk(addr, Client { sni: "alpn.test", alpn: &["h2", "http/1.1"], handshake_only: true, ..Client::default() })
+            .await
+            .unwrap();
     assert_eq!((seen.san.as_str(), seen.alpn.as_str()), ("h2.test", "h2"));
     let seen = talk(addr, Client { sni: "alpn.test", alpn: &["http/1.1"], ..Client::default() }).await.unwrap();
     assert_eq!((seen.san.as_str(), seen.alpn.as_str()), ("h1.test", "http/1.1"));

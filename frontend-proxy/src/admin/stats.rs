@@ -243,10 +243,12 @@ fn listener_scope(listener: &ListenerRuntime, s: &ConnManagerStats, out: &mut Ve
     if listener.selection.is_some() {
         b.counter("downstream_pre_cx_timeout", &s.downstream_pre_cx_timeout);
     }
+    if listener.selection.is_some() || listener.reports_tls {
+        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
+    }
     if listener.reports_tls {
         b.counter("ssl.handshake", &s.ssl_handshake);
         b.counter("ssl.connection_error", &s.ssl_connection_error);
-        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
         b.counter("ssl.fail_verify_no_cert", &s.ssl_fail_verify_no_cert);
         b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
         b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);

@@ -2,8 +2,8 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::access_log::{Filter, Format};
-use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::listen::select::Selection;
+use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;

@@ -441,11 +441,9 @@ async fn peek_hello(tcp: &TcpStream) -> Inspected {
         // A peek that finds nothing new clears the readiness, so the next
         // wait is for more bytes (the socket stays readable while the
         // first ones are there).
-        let peeked = tcp.try_io(Interest::READABLE, || {
-            match peeker.peek(&mut buf)? {
-                n if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
-                n => Ok(n),
-            }
+        let peeked = tcp.try_io(Interest::READABLE, || match peeker.peek(&mut buf)? {
+            n if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
         });
         let n = match peeked {
             Ok(0) => return Inspected::Closed,
@@ -497,7 +495,8 @@ mod tests {
     #[test]
     fn reads_sni_and_alpn_also_in_pieces() {
         let hello = client_hello(Some("API.Example.com"), &["h2", "http/1.1"]);
-        let want = ClientHello { server_name: Some("api.example.com".into()), alpn: vec!["h2".into(), "http/1.1".into()] };
+        let want =
+            ClientHello { server_name: Some("api.example.com".into()), alpn: vec!["h2".into(), "http/1.1".into()] };
         assert_eq!(parse_client_hello(&hello), Peeked::Tls(want));
         for cut in 0..hello.len() {
             assert_eq!(parse_client_hello(&hello[..cut]), Peeked::Incomplete, "cut at {cut}");
@@ -515,7 +514,9 @@ mod tests {
             split.extend_from_slice(&[22, 3, 1, 0, part.len() as u8]);
             split.extend_from_slice(part);
         }
-        assert!(matches!(parse_client_hello(&split), Peeked::Tls(h) if h.server_name.as_deref() == Some("a.example.com")));
+        assert!(
+            matches!(parse_client_hello(&split), Peeked::Tls(h) if h.server_name.as_deref() == Some("a.example.com"))
+        );
     }
 
     #[test]
@@ -560,11 +561,7 @@ mod tests {
                 ChainMatch { server_names: vec!["*.b.example.com".into()], ..m() },
                 ChainMatch { transport_protocol: Some("raw_buffer".into()), ..m() },
                 ChainMatch { destination_port: Some(8443), source_prefix_ranges: vec![cidr("10.0.0.0", 8)], ..m() },
-                ChainMatch {
-                    transport_protocol: Some("tls".into()),
-                    application_protocols: vec!["h2".into()],
-                    ..m()
-                },
+                ChainMatch { transport_protocol: Some("tls".into()), application_protocols: vec!["h2".into()], ..m() },
                 ChainMatch { transport_protocol: Some("tls".into()), ..m() },
             ],
             default_chain: Some(7),

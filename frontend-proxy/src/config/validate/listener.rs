@@ -344,7 +344,10 @@ fn cidr(v: &serde_yaml::Value) -> Result<Cidr, String> {
         }
     }
     let addr = addr.ok_or("address_prefix: expected an IP address")?;
-    u8::try_from(len).ok().and_then(|l| Cidr::new(addr, l)).ok_or_else(|| format!("prefix_len {len} is longer than the address"))
+    u8::try_from(len)
+        .ok()
+        .and_then(|l| Cidr::new(addr, l))
+        .ok_or_else(|| format!("prefix_len {len} is longer than the address"))
 }
 
 /// An exact DNS name or `*.` and one: Envoy's wildcard is a leading label only.
