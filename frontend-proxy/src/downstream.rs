@@ -12,9 +12,9 @@
 //! per read (a client trickling a byte a minute keeps its connection
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
+use crate::chain_match::{inspect, Connection, Inspected};
 use crate::config::model::Codec;
 use crate::drain::Drain;
-use crate::listen::select::{inspect, Connection, Inspected};
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
 use crate::runtime::Chosen;
@@ -147,7 +147,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
     }
 
     /// Serves a connection our accept loop took on a listener that chooses
-    /// a filter chain per connection (`listen/select.rs`): `tls_inspector`
+    /// a filter chain per connection (`chain_match.rs`): `tls_inspector`
     /// peeks at it if configured, the match picks the chain, and the chain
     /// serves it from its first byte (nothing was consumed): its own TLS
     /// handshake, its HTTP engine, or its TCP proxy (TLS passed through as

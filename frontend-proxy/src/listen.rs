@@ -46,7 +46,6 @@ use tokio::runtime::Handle;
 use tracing::{info, warn};
 
 mod defer;
-pub mod select;
 
 /// A listener that cannot serve: the proxy stops rather than run without it.
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +83,7 @@ pub struct Listener {
     /// A plaintext TCP proxy: connections go to it, and are accepted at
     /// once (the server may speak first: no `TCP_DEFER_ACCEPT`).
     tcp_proxy: bool,
-    /// The filter chain is chosen per connection (`select.rs`).
+    /// The filter chain is chosen per connection (`chain_match.rs`).
     selects: bool,
 }
 

@@ -7,11 +7,11 @@
 //! them owns it. A configuration reload would build a new set and swap it in.
 
 use crate::access_log::AccessLog;
+use crate::chain_match::Selection;
 use crate::config::model::{
     ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
     ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
 };
-use crate::listen::select::Selection;
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};

@@ -2,7 +2,7 @@
 //! Built by [`super::validate`]; nothing in here can be invalid.
 
 use crate::access_log::{Filter, Format};
-use crate::listen::select::Selection;
+use crate::chain_match::Selection;
 use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;

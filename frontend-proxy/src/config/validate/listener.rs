@@ -6,11 +6,11 @@ use super::hcm::{connection_manager, HCM_TYPE};
 use super::tcp::{tcp_proxy, TCP_PROXY_NAMES, TCP_PROXY_TYPE};
 use super::tls::downstream_tls;
 use super::{conflicts, Ctx, P};
-use crate::config::model::{ChainConfig, ListenerConfig, Serves};
-use crate::config::raw::{self, Field, List};
-use crate::listen::select::{
+use crate::chain_match::{
     ChainMatch, Cidr, Inspector, MatchKey, Selection, SourceType, DEFAULT_LISTENER_FILTERS_TIMEOUT,
 };
+use crate::config::model::{ChainConfig, ListenerConfig, Serves};
+use crate::config::raw::{self, Field, List};
 use crate::tls::{DownstreamTls, ListenerTls};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -104,7 +104,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
         match fname.as_str() {
-            // Peeks at the ClientHello before a chain is chosen (`listen/select.rs`).
+            // Peeks at the ClientHello before a chain is chosen (`chain_match.rs`).
             "envoy.filters.listener.tls_inspector" => inspector = true,
             "envoy.filters.listener.http_inspector" => http_inspector = Some(fp),
             _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),

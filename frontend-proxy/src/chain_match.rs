@@ -10,6 +10,9 @@
 //! Selection is per connection and only for listeners that need it: a
 //! listener with one filter chain, no match and no `tls_inspector` never
 //! comes here (no peek, no `getsockname`).
+//!
+//! A room of its own, below `config` (which validates into it), `runtime`
+//! and `downstream` (which run it): it imports none of them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
