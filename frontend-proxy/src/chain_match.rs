@@ -608,4 +608,49 @@ mod tests {
         assert_eq!(c.keys(100).map(|k| k.len()), Some(6));
         assert_eq!(c.keys(5), None);
     }
+
+    /// The accept fast path (no peek, no `getsockname`) depends on this:
+    /// one chain without match, inspector or default chooses nothing.
+    #[test]
+    fn only_listeners_that_choose_get_a_selection() {
+        let listener = |extra: &str, chain_match: &str| {
+            format!(
+                r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}{extra}
+    filter_chains:
+    - {chain_match}filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+"#
+            )
+        };
+        let selection = |yaml: String| {
+            let loaded = crate::config::parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+            loaded.bootstrap.listeners.into_iter().next().unwrap().selection
+        };
+        assert_eq!(selection(listener("", "")), None);
+        assert_eq!(selection(listener("", "filter_chain_match: {}\n      ")), None);
+        let inspector = "\n    listener_filters:\n    - name: envoy.filters.listener.tls_inspector";
+        let s = selection(listener(inspector, "")).expect("the inspector runs");
+        assert_eq!(
+            s.inspector,
+            Some(Inspector { timeout: Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), continue_on_timeout: false })
+        );
+        let s = selection(listener("", "filter_chain_match: { source_type: EXTERNAL }\n      ")).expect("a match");
+        assert_eq!(s.chains[0].source_type, SourceType::External);
+    }
 }
