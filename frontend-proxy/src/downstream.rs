@@ -12,12 +12,14 @@
 //! per read (a client trickling a byte a minute keeps its connection
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
+use crate::chain_match::{inspect, Connection, Inspected};
 use crate::config::model::{Address, Codec};
 use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
 use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
+use crate::runtime::Chosen;
 use crate::runtime::{listener_index, ListenerRuntime};
-use crate::tls::{chosen_digest, missing_client_certificate, RecordHandshake};
+use crate::tls::{missing_client_certificate, RecordHandshake};
 use crate::upstream::ClusterSet;
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -167,6 +169,57 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         self.serve(stream, None, index, true, shutdown, |s| s)
     }
 
+    /// Serves a connection our accept loop took on a listener that chooses
+    /// a filter chain per connection (`chain_match.rs`): `tls_inspector`
+    /// peeks at it if configured, the match picks the chain, and the chain
+    /// serves it from its first byte (nothing was consumed): its own TLS
+    /// handshake, its HTTP engine, or its TCP proxy (TLS passed through as
+    /// it is). No chain: the connection is closed and counted
+    /// (`no_filter_chain_match`).
+    pub async fn serve_selected(&self, tcp: TcpStream, peer: SocketAddr, index: usize, shutdown: &ShutdownWatch) {
+        let listener = &self.listeners[index];
+        let Some(selection) = listener.selection.as_deref() else { return };
+        let mut conn = Connection { peer: Some(peer), ..Connection::default() };
+        if let Some(inspector) = &selection.inspector {
+            match inspect(&tcp, inspector.timeout).await {
+                Inspected::Tls(hello) => conn.hello = Some(hello),
+                Inspected::Plain => {}
+                Inspected::Closed => {
+                    debug!(listener = %listener.name, client = %peer, "closed before tls_inspector could tell");
+                    return;
+                }
+                Inspected::TimedOut => {
+                    listener.stats.downstream_pre_cx_timeout.fetch_add(1, Relaxed);
+                    if !inspector.continue_on_timeout {
+                        debug!(listener = %listener.name, client = %peer, "listener filters timed out; closing");
+                        return;
+                    }
+                }
+            }
+        }
+        let local = tcp.local_addr().ok();
+        if selection.needs_local() {
+            conn.local = local;
+        }
+        let Some(serving) = selection.select(&conn).and_then(|chain| listener.chains.get(chain).copied()) else {
+            listener.stats.no_filter_chain_match.fetch_add(1, Relaxed);
+            debug!(listener = %listener.name, client = %peer, "no filter chain matches; closing");
+            return;
+        };
+        let target = &self.listeners[serving];
+        if let Some(acceptor) = &target.acceptor {
+            return self.serve_tls(tcp, peer, serving, acceptor, true, shutdown).await;
+        }
+        if target.tcp_proxy.is_some() {
+            return self
+                .serve_tcp_proxy(tcp, tcp::Peers { client: Some(peer), local: local.map(Address::Ip) }, serving)
+                .await;
+        }
+        // For Pingora's engine, should the connection go there.
+        let _chosen = local.filter(|_| serving != index).map(|l| Chosen::record(l, peer, serving));
+        self.serve_tcp(tcp, peer, serving, shutdown).await
+    }
+
     /// Serves a connection our accept loop took on TLS listener `index`:
     /// the handshake, then HTTP/1.1 or h2 as ALPN chose. A handshake that
     /// fails or never ends (a client hanging up mid-handshake, a port
@@ -179,19 +232,21 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         peer: SocketAddr,
         index: usize,
         acceptor: &SslAcceptor,
+        chosen: bool,
         shutdown: &ShutdownWatch,
     ) {
         let listener = &self.listeners[index];
         let stream = l4_stream(tcp, peer);
         let handshake_timeout = listener.handshake_timeout;
-        // Several filter chains: the handshake records the one SNI chose.
         // Boxed: the handshake's state is not needed once it is done, and an
         // idle keep-alive connection should not keep room for it.
-        // With the chain, what `x-forwarded-client-cert` needs of the
-        // client's certificate, when a chain's connection manager writes it.
-        let record = RecordHandshake::new(&listener.client_cert_elements);
+        // A chosen filter chain is recorded on the connection for Pingora's
+        // engine (which finds the listener by address), with what
+        // `x-forwarded-client-cert` needs of the client's certificate when
+        // the chain's connection manager writes it.
+        let record = RecordHandshake::new(listener.client_cert_elements.first().copied().flatten(), index);
         let handshake = Box::pin(tokio::time::timeout(handshake_timeout, async {
-            if listener.chains.is_empty() && !record.builds_elements() {
+            if !chosen && !record.builds_elements() {
                 tls_server::handshake(acceptor, stream).await
             } else {
                 tls_server::handshake_with_callback(acceptor, stream, &record).await
@@ -219,7 +274,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
             }
         }
         listener.stats.ssl_handshake.fetch_add(1, Relaxed);
-        let serving = listener.serving(index, chosen_chain(&tls));
+        let serving = index;
         if self.listeners[serving].tcp_proxy.is_some() {
             let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
             return self
@@ -341,11 +396,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
     async fn cleanup(&self) {
         self.inner.cleanup().await;
     }
-}
-
-/// The filter chain a TLS handshake chose, if it recorded one.
-pub fn chosen_chain<S: Ssl + ?Sized>(stream: &S) -> Option<usize> {
-    stream.get_ssl_digest().as_deref().and_then(chosen_digest)
 }
 
 /// HTTP/1 unless ALPN chose h2 or the client opened with the h2c preface.

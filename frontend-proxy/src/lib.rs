@@ -24,6 +24,7 @@
 pub mod access_log;
 pub mod address;
 pub mod admin;
+pub mod chain_match;
 pub mod cli;
 pub mod config;
 pub mod downstream;

@@ -92,6 +92,8 @@ pub struct Listener {
     /// A plaintext TCP proxy: connections go to it, and are accepted at
     /// once (the server may speak first: no `TCP_DEFER_ACCEPT`).
     tcp_proxy: bool,
+    /// The filter chain is chosen per connection (`chain_match.rs`).
+    selects: bool,
 }
 
 /// Envoy's `ipv4_compat`: an IPv6 socket takes IPv4 connections only when
@@ -122,7 +124,7 @@ impl Listener {
             Address::Pipe(pipe) => {
                 let (socket, pipe_file) = bind_pipe(pipe)?;
                 let (address, sockets) = (Address::Pipe(pipe.clone()), vec![socket]);
-                return Ok(Self { index, name, address, sockets, pipe_file, tls, tcp_proxy });
+                return Ok(Self { index, name, address, sockets, pipe_file, tls, tcp_proxy, selects: false });
             }
         };
         let bind = || -> std::io::Result<Socket> {
@@ -136,7 +138,16 @@ impl Listener {
             Ok(socket)
         };
         let sockets = (0..sockets.max(1)).map(|_| bind()).collect::<std::io::Result<_>>()?;
-        Ok(Self { index, name, address: Address::Ip(address), sockets, pipe_file: None, tls, tcp_proxy })
+        Ok(Self {
+            index,
+            name,
+            address: Address::Ip(address),
+            sockets,
+            pipe_file: None,
+            tls,
+            tcp_proxy,
+            selects: false,
+        })
     }
 
     /// Makes it a plaintext TCP proxy's listener.
@@ -146,8 +157,14 @@ impl Listener {
     }
 
     /// Makes it a TLS listener.
-    pub fn with_tls(mut self, acceptor: SslAcceptor) -> Self {
-        self.tls = Some(Arc::new(acceptor));
+    pub fn with_tls(mut self, acceptor: Arc<SslAcceptor>) -> Self {
+        self.tls = Some(acceptor);
+        self
+    }
+
+    /// Makes it a listener that chooses a filter chain per connection.
+    pub fn with_selection(mut self) -> Self {
+        self.selects = true;
         self
     }
 
@@ -362,12 +379,13 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
         for listener in self.own.drain(..) {
-            let (index, address, name, tls, tcp_proxy) = (
+            let (index, address, name, tls, tcp_proxy, selects) = (
                 listener.index,
                 listener.address.clone(),
                 listener.name.clone(),
                 listener.tls.clone(),
                 listener.tcp_proxy,
+                listener.selects,
             );
             let pipe_file = listener.pipe_file.clone();
             let Listen { sockets, deferred } = listener
@@ -382,6 +400,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
                     deferred,
                     tls: tls.clone(),
                     tcp_proxy,
+                    selects,
                     downstream: downstream.clone(),
                     drain: self.drain.clone(),
                 };
@@ -471,6 +490,8 @@ struct AcceptLoop<A> {
     tls: Option<Arc<SslAcceptor>>,
     /// A plaintext TCP proxy's listener.
     tcp_proxy: bool,
+    /// The filter chain is chosen per connection.
+    selects: bool,
     downstream: Arc<Downstream<A>>,
     drain: Arc<Drain>,
 }
@@ -518,6 +539,11 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     // size class) is the connection's alone.
                     let connections = self.drain.connections();
                     match self.tls.clone() {
+                        _ if self.selects => {
+                            connections.spawn(Box::pin(async move {
+                                downstream.serve_selected(tcp, peer, index, &shutdown).await
+                            }));
+                        }
                         None if self.tcp_proxy => {
                             let local = tcp.local_addr().ok().map(Address::Ip);
                             let peers = crate::proxy::tcp::Peers { client: Some(peer), local };
@@ -530,7 +556,7 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                         }
                         Some(acceptor) => {
                             connections.spawn(Box::pin(async move {
-                                downstream.serve_tls(tcp, peer, index, &acceptor, &shutdown).await
+                                downstream.serve_tls(tcp, peer, index, &acceptor, false, &shutdown).await
                             }));
                         }
                     }

@@ -346,6 +346,9 @@ pub struct ConnManagerStats {
     /// Connections no filter chain matched, closed
     /// (`listener.<addr>.no_filter_chain_match`).
     pub no_filter_chain_match: AtomicU64,
+    /// Connections the listener filters (`tls_inspector`) did not finish
+    /// with in `listener_filters_timeout` (`downstream_pre_cx_timeout`).
+    pub downstream_pre_cx_timeout: AtomicU64,
     /// mTLS: clients turned away for sending no certificate
     /// (`ssl.fail_verify_no_cert`) or one that failed verification
     /// (`ssl.fail_verify_error`).

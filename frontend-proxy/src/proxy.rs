@@ -85,10 +85,17 @@ impl Proxy {
             },
         };
         let index = runtime::listener_index(&self.listeners, local).unwrap_or(0);
-        // A TLS listener's filter chain chosen by SNI serves with its own
+        // A filter chain chosen for the connection serves with its own
         // connection manager.
         let chosen = session.digest().and_then(|d| d.ssl_digest.as_deref()).and_then(crate::tls::chosen_digest);
-        self.listeners[index].serving(index, chosen)
+        let chosen = chosen.or_else(|| {
+            // A plaintext chain: only listeners that choose chains record one.
+            self.listeners[index].selection.as_ref()?;
+            let local = session.server_addr().and_then(|a| a.as_inet()).copied()?;
+            let peer = session.client_addr().and_then(|a| a.as_inet()).copied()?;
+            runtime::Chosen::lookup(local, peer)
+        });
+        ListenerRuntime::serving(index, chosen)
     }
 
     fn listener(&self, ctx: &RequestCtx) -> &ListenerRuntime {

@@ -7,6 +7,7 @@
 //! them owns it. A configuration reload would build a new set and swap it in.
 
 use crate::access_log::AccessLog;
+use crate::chain_match::Selection;
 use crate::config::model::{
     Address, ChainConfig, Codec, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings,
     HttpConnectionManager, ListenerConfig, PathNormalization, ServerHeader, Serves, TcpProxy,
@@ -14,6 +15,7 @@ use crate::config::model::{
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
+use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,19 +47,27 @@ pub struct ListenerRuntime {
     pub handshake_timeout: Duration,
     /// The connection manager's access loggers, their sinks open.
     pub access_logs: Vec<AccessLog>,
-    /// A TLS listener with several filter chains: the runtime (index in
-    /// the proxy's list) serving each chain, in the order of its
-    /// `ListenerTls::chains`; empty with one chain. Chains after the first
-    /// are entries of their own after every listener, with the listener's
-    /// name and address (their stats merge into the listener's).
+    /// A listener that chooses a filter chain per connection: the runtime
+    /// (index in the proxy's list) serving each chain, in the listener's
+    /// order (the first is the listener's own entry); empty otherwise.
+    /// Chains after the first are entries of their own after every
+    /// listener, with the listener's name and address (their stats merge
+    /// into the listener's).
     pub chains: Vec<usize>,
-    /// TLS listeners: the handshake configuration, for what is checked
+    /// How the chain is chosen (the listener's own entry only).
+    pub selection: Option<Arc<Selection>>,
+    /// The chain's TLS: its handshake configuration, for what is checked
     /// once it is done (a required client certificate).
     pub tls_config: Option<Arc<ListenerTls>>,
-    /// TLS listeners: per filter chain (in `ListenerTls::chains` order),
-    /// what the handshake records of a client certificate for the chain's
-    /// `x-forwarded-client-cert` (`None`: nothing).
+    /// The chain's TLS acceptor, built by `server` (its own certificates,
+    /// ALPN, parameters and client validation).
+    pub acceptor: Option<Arc<SslAcceptor>>,
+    /// What the handshake records of a client certificate for the chain's
+    /// `x-forwarded-client-cert` (`None`: nothing); one entry.
     pub client_cert_elements: Box<[Option<ClientCertDetails>]>,
+    /// Some chain of the listener terminates TLS: the listener's `ssl.*`
+    /// are reported.
+    pub reports_tls: bool,
 }
 
 impl ListenerRuntime {
@@ -70,6 +80,9 @@ impl ListenerRuntime {
             hcm,
             tcp_proxy,
             chains: Vec::new(),
+            selection: l.selection.map(Arc::new),
+            reports_tls: l.tls.is_some(),
+            acceptor: None,
             tls_config: l.tls.clone().map(Arc::new),
             name: l.name,
             address: l.address,
@@ -89,27 +102,30 @@ impl ListenerRuntime {
     pub fn chain(listener: &ListenerRuntime, chain: ChainConfig, access_logs: Vec<AccessLog>) -> Self {
         let (hcm, tcp_proxy) = split(chain.serves);
         Self {
+            client_cert_elements: Box::new([hcm.client_cert_element()]),
             hcm,
             tcp_proxy,
             name: listener.name.clone(),
             address: listener.address.clone(),
-            tls: listener.tls,
+            tls: chain.tls.is_some(),
             stats: Arc::new(ConnManagerStats::default()),
             max_connections: chain.max_connections,
             reuse_port: listener.reuse_port,
             ipv4_compat: listener.ipv4_compat,
-            handshake_timeout: listener.handshake_timeout,
+            handshake_timeout: chain.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
             access_logs,
             chains: Vec::new(),
-            client_cert_elements: Box::new([]),
-            tls_config: listener.tls_config.clone(),
+            selection: None,
+            reports_tls: chain.tls.is_some(),
+            acceptor: None,
+            tls_config: chain.tls.map(Arc::new),
         }
     }
 
-    /// The entry serving the filter chain a TLS handshake chose (position
-    /// `chosen` in the listener's chains); `own` is this listener's index.
-    pub fn serving(&self, own: usize, chosen: Option<usize>) -> usize {
-        chosen.and_then(|c| self.chains.get(c)).copied().unwrap_or(own)
+    /// The entry serving a connection found to be listener `own`'s: the
+    /// one its filter chain selection recorded on the connection, if any.
+    pub fn serving(own: usize, chosen: Option<usize>) -> usize {
+        chosen.unwrap_or(own)
     }
 }
 
@@ -189,4 +205,36 @@ pub fn listener_index(listeners: &[Arc<ListenerRuntime>], local: Option<SocketAd
             .iter()
             .position(|l| matches!(l.address, Address::Ip(a) if a.port() == local.port() && a.ip().is_unspecified()))
     })
+}
+
+/// Plaintext connections of a listener that chooses filter chains, served
+/// by a chain other than its first: Pingora's engine finds a connection's
+/// listener by local address, and a plaintext stream has no TLS digest to
+/// carry the chain, so the chain is looked up here by both addresses (a
+/// live connection's pair is unique) while the connection is open.
+pub struct Chosen {
+    key: (SocketAddr, SocketAddr),
+}
+
+static CHOSEN: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(SocketAddr, SocketAddr), usize>>> =
+    std::sync::LazyLock::new(Default::default);
+
+impl Chosen {
+    /// Records that `serving` serves the connection until this is dropped.
+    pub fn record(local: SocketAddr, peer: SocketAddr, serving: usize) -> Chosen {
+        let key = (local, peer);
+        CHOSEN.lock().unwrap_or_else(|e| e.into_inner()).insert(key, serving);
+        Chosen { key }
+    }
+
+    /// The entry serving the connection from `peer` to `local`, if recorded.
+    pub fn lookup(local: SocketAddr, peer: SocketAddr) -> Option<usize> {
+        CHOSEN.lock().unwrap_or_else(|e| e.into_inner()).get(&(local, peer)).copied()
+    }
+}
+
+impl Drop for Chosen {
+    fn drop(&mut self) {
+        CHOSEN.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
+    }
 }

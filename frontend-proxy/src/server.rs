@@ -51,7 +51,7 @@ pub enum StartError {
 
 /// Everything built from the configuration, before any socket is opened.
 pub struct Prepared {
-    listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
+    listeners: Vec<(Arc<ListenerRuntime>, Option<Arc<SslAcceptor>>)>,
     /// The entries serving filter chains after a listener's first (see
     /// `ListenerRuntime::chains`), after the listeners in the runtime list.
     chains: Vec<Arc<ListenerRuntime>>,
@@ -105,55 +105,52 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
     for (index, mut l) in bootstrap.listeners.into_iter().enumerate() {
         let access_logs = open_logs(&mut l.serves, &mut errors);
         let tls = l.tls.clone();
-        // ALPN offers what the listener's HTTP chains speak; a listener of
-        // TCP proxies only what its `alpn_protocols` list.
-        let codec = std::iter::once(&l.serves).chain(l.other_chains.iter().map(|c| &c.serves)).find_map(|s| match s {
-            Serves::Http(h) => Some(h.codec),
-            Serves::Tcp(_) => None,
-        });
+        let selects = l.selection.is_some();
         let other_chains = std::mem::take(&mut l.other_chains);
         let mut runtime = ListenerRuntime::new(l, access_logs);
-        if !other_chains.is_empty() {
+        runtime.reports_tls |= other_chains.iter().any(|c| c.tls.is_some());
+        // Each chain's TLS acceptor: its own certificates, ALPN (what its
+        // connection manager speaks; a TCP proxy's `alpn_protocols` as
+        // they are), parameters and client validation.
+        let mut ok = true;
+        let mut acceptor_of = |runtime: &ListenerRuntime,
+                               tls: &Option<tls::ListenerTls>,
+                               errors: &mut Vec<StartError>| {
+            let t = tls.as_ref()?;
+            let codec = runtime.tcp_proxy.is_none().then_some(runtime.hcm.codec);
+            match tls::downstream_acceptor(t, codec.map(alpn), handshake_events(&runtime.stats), secrets.secrets()) {
+                Ok(a) => Some(Arc::new(a)),
+                // Reported once, by the secret's loading.
+                Err(tls::TlsError::SecretMissing { .. }) => {
+                    ok = false;
+                    None
+                }
+                Err(source) => {
+                    errors.push(StartError::Tls { listener: runtime.name.clone(), source });
+                    ok = false;
+                    None
+                }
+            }
+        };
+        runtime.acceptor = acceptor_of(&runtime, &tls, &mut errors);
+        if selects {
             // Chain 0 is the listener's own entry; the others follow every
             // listener, in order.
             runtime.chains.push(index);
-            let own = runtime.hcm.client_cert_element();
-            runtime.client_cert_elements =
-                std::iter::once(own).chain(other_chains.iter().map(|c| c.serves.client_cert_element())).collect();
             for mut chain in other_chains {
                 let logs = open_logs(&mut chain.serves, &mut errors);
+                let chain_tls = chain.tls.clone();
+                let mut entry = ListenerRuntime::chain(&runtime, chain, logs);
+                entry.acceptor = acceptor_of(&entry, &chain_tls, &mut errors);
                 runtime.chains.push(count + chains.len());
-                chains.push(Arc::new(ListenerRuntime::chain(&runtime, chain, logs)));
+                chains.push(Arc::new(entry));
             }
         }
-        let runtime = Arc::new(runtime);
-        let settings = match &tls {
-            Some(t) => {
-                let (stats, verify, san) = (runtime.stats.clone(), runtime.stats.clone(), runtime.stats.clone());
-                let events = tls::HandshakeEvents {
-                    no_match: Box::new(move || {
-                        stats.no_filter_chain_match.fetch_add(1, Relaxed);
-                    }),
-                    verify_error: Box::new(move || {
-                        verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
-                    }),
-                    verify_san: Box::new(move || {
-                        san.ssl_fail_verify_san.fetch_add(1, Relaxed);
-                    }),
-                };
-                match tls::downstream_acceptor(t, codec.map(alpn), events, secrets.secrets()) {
-                    Ok(s) => Some(s),
-                    // Reported once, by the secret's loading.
-                    Err(tls::TlsError::SecretMissing { .. }) => continue,
-                    Err(source) => {
-                        errors.push(StartError::Tls { listener: runtime.name.clone(), source });
-                        continue;
-                    }
-                }
-            }
-            None => None,
-        };
-        listeners.push((runtime, settings));
+        if !ok {
+            continue;
+        }
+        let acceptor = if selects { None } else { runtime.acceptor.clone() };
+        listeners.push((Arc::new(runtime), acceptor));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -167,6 +164,22 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         access_logs: sinks,
         secrets,
     })
+}
+
+/// The listener counters a TLS handshake feeds.
+fn handshake_events(stats: &Arc<crate::metrics::ConnManagerStats>) -> tls::HandshakeEvents {
+    let (stats, verify, san) = (stats.clone(), stats.clone(), stats.clone());
+    tls::HandshakeEvents {
+        no_match: Box::new(move || {
+            stats.no_filter_chain_match.fetch_add(1, Relaxed);
+        }),
+        verify_error: Box::new(move || {
+            verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
+        }),
+        verify_san: Box::new(move || {
+            san.ssl_fail_verify_san.fetch_add(1, Relaxed);
+        }),
+    }
 }
 
 /// The protocols a TLS listener may offer with ALPN, as its codec allows.
@@ -230,15 +243,35 @@ enum AcceptedBy {
 /// listener's name, and no other process can take it before the listeners
 /// open. They listen once the clusters have warmed up (`listen.rs`).
 fn bind_listeners(
-    listeners: Vec<(Arc<ListenerRuntime>, Option<SslAcceptor>)>,
+    listeners: Vec<(Arc<ListenerRuntime>, Option<Arc<SslAcceptor>>)>,
+    chains: &[Arc<ListenerRuntime>],
     engine: Http1Engine,
     workers: usize,
 ) -> Result<Vec<(Arc<ListenerRuntime>, Bound)>, StartError> {
     let mut bound = Vec::with_capacity(listeners.len());
+    let count = listeners.len();
     for (index, (l, tls)) in listeners.into_iter().enumerate() {
         let bind_error = |source| StartError::Bind { listener: l.name.clone(), address: l.address.clone(), source };
         let sockets = if l.reuse_port { workers } else { 1 };
         let b = match (tls, engine, &l.address) {
+            // The filter chain is chosen per connection in our accept loop.
+            _ if l.selection.is_some() => {
+                // Connections are accepted at once when some chain may be
+                // a protocol whose server speaks first (a plaintext TCP proxy).
+                let server_first = l.chains.iter().any(|&i| {
+                    let entry = if i == index { Some(&l) } else { chains.get(i.wrapping_sub(count)) };
+                    entry.is_some_and(|e| e.tcp_proxy.is_some() && e.acceptor.is_none())
+                });
+                let listener =
+                    Listener::bind(index, &l.name, &l.address, sockets, l.ipv4_compat).map_err(bind_error)?;
+                let listener = if server_first { listener.with_tcp_proxy() } else { listener };
+                let listener = listener.with_selection();
+                if l.acceptor.is_some() || l.tcp_proxy.is_some() {
+                    Bound::Tls(listener)
+                } else {
+                    Bound::Plain(listener)
+                }
+            }
             // A TCP proxy is served by our accept loop whatever the engine.
             (None, _, _) if l.tcp_proxy.is_some() => Bound::Plain(
                 Listener::bind(index, &l.name, &l.address, sockets, l.ipv4_compat)
@@ -317,7 +350,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     let drain_time = Duration::from_secs(cli.drain_time_s);
     // Before any listener opens: SIGUSR1's default action ends the process.
     reopen_access_logs_on_sigusr1(prepared.access_logs.all());
-    let bound = bind_listeners(prepared.listeners, engine, threads)?;
+    let bound = bind_listeners(prepared.listeners, &prepared.chains, engine, threads)?;
     if let Some(admin) = &prepared.admin {
         admin::bind(admin.address, admin.ipv4_compat).map_err(|source| StartError::Bind {
             listener: "admin".into(),

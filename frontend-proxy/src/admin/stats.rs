@@ -241,10 +241,15 @@ fn listener_scope(listener: &ListenerRuntime, s: &ConnManagerStats, out: &mut Ve
     b.counter("downstream_cx_total", &s.downstream_cx_total);
     b.gauge("downstream_cx_active", &s.downstream_cx_active);
     b.counter("downstream_cx_overflow", &s.downstream_cx_overflow);
-    if listener.tls {
+    if listener.selection.is_some() {
+        b.counter("downstream_pre_cx_timeout", &s.downstream_pre_cx_timeout);
+    }
+    if listener.selection.is_some() || listener.reports_tls {
+        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
+    }
+    if listener.reports_tls {
         b.counter("ssl.handshake", &s.ssl_handshake);
         b.counter("ssl.connection_error", &s.ssl_connection_error);
-        b.counter("no_filter_chain_match", &s.no_filter_chain_match);
         b.counter("ssl.fail_verify_no_cert", &s.ssl_fail_verify_no_cert);
         b.counter("ssl.fail_verify_error", &s.ssl_fail_verify_error);
         b.counter("ssl.fail_verify_san", &s.ssl_fail_verify_san);

@@ -3,6 +3,7 @@
 
 use crate::access_log::{Filter, Format};
 pub use crate::address::{Address, Pipe};
+use crate::chain_match::Selection;
 use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
 use crate::tls::{ClientCertDetails, ListenerTls};
 use crate::upstream::ClusterSpec;
@@ -43,10 +44,21 @@ pub struct ListenerConfig {
     /// The filter chain's `transport_socket_connect_timeout`: how long a
     /// TLS handshake may take (`None`: the proxy's own bound, 60 s).
     pub handshake_timeout: Option<Duration>,
-    /// TLS listeners with several filter chains: what each chain after the
-    /// first serves (and its `connection_limit`), in the order of
-    /// `tls.chains` (`serves` is the first chain's).
+    /// What each filter chain after the first serves, in the listener's
+    /// order (`default_filter_chain` last); `serves`, `tls` and
+    /// `handshake_timeout` are the first chain's.
     pub other_chains: Vec<ChainConfig>,
+    /// How a connection's filter chain is chosen; `None` for a listener
+    /// with one filter chain, no match and no `tls_inspector` (the chain
+    /// serves every connection, without a look at it first).
+    pub selection: Option<Selection>,
+}
+
+impl ListenerConfig {
+    /// The downstream TLS of every filter chain that terminates TLS.
+    pub fn all_tls(&self) -> impl Iterator<Item = &ListenerTls> {
+        self.tls.iter().chain(self.other_chains.iter().filter_map(|c| c.tls.as_ref()))
+    }
 }
 
 impl ListenerConfig {
@@ -64,6 +76,10 @@ impl ListenerConfig {
 pub struct ChainConfig {
     pub serves: Serves,
     pub max_connections: Option<u64>,
+    /// Its own TLS (`None`: the chain gets the connection's bytes as they are).
+    pub tls: Option<ListenerTls>,
+    /// Its `transport_socket_connect_timeout`.
+    pub handshake_timeout: Option<Duration>,
 }
 
 /// The network filter that ends a filter chain: what its connections get.

@@ -189,6 +189,8 @@ mapping! {
         #[wrapper(BoolValue)]
         pub enable_reuse_port: Option<Field<bool>>,
         pub access_log: Option<Field<Value>>,
+        pub listener_filters_timeout: Option<Field<Value>>,
+        pub continue_on_listener_filters_timeout: Option<Field<bool>>,
     }
 }
 

@@ -1,6 +1,6 @@
 //! What a completed handshake leaves for the HTTP engines in the
 //! connection's TLS digest (Pingora's `SslDigest` extension, which both
-//! engines read): the filter chain SNI chose, and the client certificate's
+//! engines read): the filter chain serving it, and the client certificate's
 //! `x-forwarded-client-cert` element when that chain's connection manager
 //! writes one (`APPEND_FORWARD`, `SANITIZE_SET`). The element is built
 //! once per connection, as Envoy caches it per connection too.
@@ -44,30 +44,30 @@ pub fn client_cert_element(digest: &SslDigest) -> Option<&str> {
     digest.extension.get::<Handshook>().and_then(|h| h.client_cert.as_deref())
 }
 
-/// Pingora's handshake hook: records the chosen chain and, for a chain
-/// whose entry in `details` is set, the client certificate's element.
-pub struct RecordHandshake<'a> {
-    details: &'a [Option<ClientCertDetails>],
+/// Pingora's handshake hook: records the filter chain serving the
+/// connection (its entry in the proxy's listener list) and, when `details`
+/// is set, the client certificate's element.
+pub struct RecordHandshake {
+    details: Option<ClientCertDetails>,
+    chain: usize,
 }
 
-impl<'a> RecordHandshake<'a> {
-    /// `details`: per filter chain, in the listener's order.
-    pub fn new(details: &'a [Option<ClientCertDetails>]) -> Self {
-        Self { details }
+impl RecordHandshake {
+    pub fn new(details: Option<ClientCertDetails>, chain: usize) -> Self {
+        Self { details, chain }
     }
 
-    /// Whether any chain needs the element built.
+    /// Whether the chain needs the element built.
     pub fn builds_elements(&self) -> bool {
-        self.details.iter().any(Option::is_some)
+        self.details.is_some()
     }
 }
 
 #[async_trait::async_trait]
-impl TlsAccept for RecordHandshake<'_> {
+impl TlsAccept for RecordHandshake {
     async fn handshake_complete_callback(&self, ssl: &SslRef) -> Option<Arc<dyn Any + Send + Sync>> {
-        let chain = super::CHAIN_INDEX.get().and_then(|i| ssl.ex_data(*i)).copied().unwrap_or(0);
-        let client_cert = self.details.get(chain).copied().flatten().and_then(|d| element(ssl, d)).map(Into::into);
-        Some(Arc::new(Handshook { chain, client_cert }))
+        let client_cert = self.details.and_then(|d| element(ssl, d)).map(Into::into);
+        Some(Arc::new(Handshook { chain: self.chain, client_cert }))
     }
 }
 

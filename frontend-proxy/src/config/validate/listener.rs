@@ -1,13 +1,17 @@
-//! Listeners, their filter chains (SNI) and downstream TLS; the HTTP
+//! Listeners, their filter chains and how one is chosen
+//! (`filter_chain_match`, `tls_inspector`), and downstream TLS; the HTTP
 //! connection manager a chain runs is `hcm.rs`'s, a TCP proxy `tcp.rs`'s.
 
 use super::hcm::{connection_manager, HCM_TYPE};
 use super::tcp::{tcp_proxy, TCP_PROXY_NAMES, TCP_PROXY_TYPE};
 use super::tls::downstream_tls;
 use super::{conflicts, Ctx, P};
+use crate::chain_match::{
+    ChainMatch, Cidr, Inspector, MatchKey, Selection, SourceType, DEFAULT_LISTENER_FILTERS_TIMEOUT,
+};
 use crate::config::model::{ChainConfig, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
-use crate::tls::{DownstreamTls, ListenerTls, TlsChain};
+use crate::tls::{DownstreamTls, ListenerTls};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,11 +49,21 @@ pub(super) fn listeners(
         if let Some(other) = out.iter().find(|o| conflicts(&o.address, &listener.address)) {
             cx.error(&lp.key("address"), format!("{} is already used by listener {:?}", listener.address, other.name));
         }
-        if listener.address.pipe().is_some() && listener.tls.is_some() {
-            cx.error(
-                &lp.key("filter_chains"),
-                "TLS on a pipe (Unix domain socket) listener is not supported yet; its filter chains must be plaintext",
-            );
+        if listener.address.pipe().is_some() {
+            if listener.tls.is_some() || listener.other_chains.iter().any(|c| c.tls.is_some()) {
+                cx.error(
+                    &lp.key("filter_chains"),
+                    "TLS on a pipe (Unix domain socket) listener is not supported yet; its filter chains must be plaintext",
+                );
+            }
+            // A pipe's accept loop serves its first chain: choosing one per
+            // connection (by addresses, SNI, ...) is not done there.
+            if listener.selection.is_some() {
+                cx.error(
+                    &lp.key("filter_chains"),
+                    "a pipe (Unix domain socket) listener takes one filter chain, without filter_chain_match, default_filter_chain or listener filters (choosing a chain per connection is not supported on pipes yet)",
+                );
+            }
         }
         out.push(listener);
     }
@@ -82,8 +96,6 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
             "reuse_port",
             "drain_type",
             "tcp_backlog_size",
-            "continue_on_listener_filters_timeout",
-            "listener_filters_timeout",
         ],
     );
     let name = cx.string(p, "name", &l.name);
@@ -104,17 +116,24 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     }
 
     let mut inspector = false;
+    let mut http_inspector = None;
     for (fp, filter) in cx.list(p, "listener_filters", &l.listener_filters) {
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
         match fname.as_str() {
-            // The accept loop reads the SNI in the ClientHello itself.
+            // Peeks at the ClientHello before a chain is chosen (`chain_match.rs`).
             "envoy.filters.listener.tls_inspector" => inspector = true,
-            "envoy.filters.listener.http_inspector" => {
-                cx.warn(&fp, format!("{fname} is not needed (no filter chain matches application_protocols); ignored"))
-            }
+            "envoy.filters.listener.http_inspector" => http_inspector = Some(fp),
             _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),
         }
     }
+    let filters_timeout = match cx.duration(p, "listener_filters_timeout", &l.listener_filters_timeout) {
+        // Envoy's `0s`: no bound.
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => Some(DEFAULT_LISTENER_FILTERS_TIMEOUT),
+    };
+    let continue_on_timeout =
+        cx.boolean(p, "continue_on_listener_filters_timeout", &l.continue_on_listener_filters_timeout, false);
 
     let chains = cx.list(p, "filter_chains", &l.filter_chains);
     if l.filter_chains.is_none() {
@@ -122,9 +141,22 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     }
     let mut built = Vec::new();
     for (cp, raw_chain) in chains {
-        let names = chain_match(cx, &cp, raw_chain);
+        let m = chain_match(cx, &cp, raw_chain);
+        if let Some(m) = m.as_ref().filter(|_| !inspector) {
+            // Envoy warns too: without the inspector a connection has no
+            // server name or protocols, and its transport is raw_buffer.
+            if !m.server_names.is_empty()
+                || !m.application_protocols.is_empty()
+                || m.transport_protocol.as_deref() == Some("tls")
+            {
+                cx.warn(
+                    &cp.key("filter_chain_match"),
+                    "matches what envoy.filters.listener.tls_inspector finds, which is not configured: this chain never matches a connection",
+                );
+            }
+        }
         let chain = filter_chain(cx, &cp, raw_chain, clusters);
-        built.push((cp, raw_chain, names, chain));
+        built.push((cp, m, chain));
     }
     let mut default_chain = None;
     if let Some(raw_chain) = cx.opt(p, "default_filter_chain", &l.default_filter_chain) {
@@ -134,156 +166,204 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         }
         let chain = filter_chain(cx, &dp, raw_chain, clusters);
         default_chain = Some(built.len());
-        built.push((dp, raw_chain, Some(Vec::new()), chain));
+        built.push((dp, Some(ChainMatch::default()), chain));
     }
     if built.is_empty() {
         return None;
     }
-    let several = built.len() > 1;
-    if several {
-        several_chains(cx, &built, default_chain);
-    }
-    if several && !inspector {
-        // Envoy sees no SNI without it: every TLS client would take the
-        // chain without server names (or none). Refused rather than served
-        // otherwise than Envoy would.
-        cx.error(
-            &p.key("listener_filters"),
-            "filter chains selected by server_names need the envoy.filters.listener.tls_inspector listener filter (without it Envoy sees no SNI)",
-        );
+    same_matches(cx, &built, default_chain);
+    if let Some(fp) = http_inspector {
+        // It tells plaintext clients' protocols apart for application_protocols.
+        if built.iter().any(|(_, m, _)| m.as_ref().is_some_and(|m| !m.application_protocols.is_empty())) {
+            cx.error(&fp, "envoy.filters.listener.http_inspector is not supported: application_protocols match the ALPN tls_inspector finds only");
+        } else {
+            cx.warn(&fp, "envoy.filters.listener.http_inspector is not needed (no filter chain matches application_protocols); ignored");
+        }
     }
     let address = address?;
-    let mut tls_chains = Vec::new();
+    let mut matches = Vec::new();
     let mut served = Vec::new();
-    let mut first_tls = None;
     let mut complete = true;
-    // The handshake's bound applies before SNI picks a chain: one for the listener.
-    let handshake_timeout = built[0].3.handshake_timeout;
-    if built.iter().any(|(_, _, _, c)| c.handshake_timeout != handshake_timeout) {
-        cx.error(
-            &p.key("filter_chains"),
-            "every filter chain must have the same transport_socket_connect_timeout: the handshake is bounded before SNI chooses a chain",
-        );
-        complete = false;
-    }
-    for (_, _, names, chain) in built {
-        match (names, chain.tls) {
-            (Some(server_names), Some(Some(t))) => {
-                tls_chains.push(TlsChain {
-                    server_names,
-                    certificates: t.certificates.clone(),
-                    certificate_secrets: t.certificate_secrets.clone(),
-                });
-                if first_tls.as_ref().is_some_and(|f: &DownstreamTls| f.sessions != t.sessions) {
-                    cx.error(
-                        &p.key("filter_chains"),
-                        "every filter chain must have the same session settings (session_timeout, disable_*_session_resumption, session_ticket_keys): one TLS acceptor serves the listener",
-                    );
-                    complete = false;
-                }
-                first_tls.get_or_insert(t);
-            }
-            (Some(_), Some(None)) if !several => {}
-            _ => complete = false,
+    for (i, (_, m, chain)) in built.into_iter().enumerate() {
+        match m {
+            Some(m) if Some(i) != default_chain => matches.push(m),
+            Some(_) => {}
+            None => complete = false,
         }
+        let tls = match chain.tls {
+            Some(t) => t.map(ListenerTls::single),
+            None => {
+                complete = false;
+                None
+            }
+        };
         match chain.serves {
-            Some(serves) => served.push(ChainConfig { serves, max_connections: chain.max_connections }),
+            Some(serves) => served.push(ChainConfig {
+                serves,
+                max_connections: chain.max_connections,
+                tls,
+                handshake_timeout: chain.handshake_timeout,
+            }),
             None => complete = false,
         }
     }
     if !complete || served.is_empty() {
         return None;
     }
-    let tls = first_tls.map(|t| ListenerTls {
-        chains: tls_chains,
+    let plain = served.len() == 1 && default_chain.is_none() && !inspector && matches[0] == ChainMatch::default();
+    let selection = (!plain).then(|| Selection {
+        chains: matches,
         default_chain,
-        alpn_protocols: t.alpn_protocols,
-        client: t.client,
-        params: t.params,
-        sessions: t.sessions,
+        inspector: inspector.then_some(Inspector { timeout: filters_timeout, continue_on_timeout }),
     });
     let first = served.remove(0);
     Some(ListenerConfig {
         // Unnamed listeners are named by `listeners`.
         name: name.unwrap_or_default(),
         address,
-        tls,
+        tls: first.tls,
         serves: first.serves,
         max_connections: first.max_connections,
         reuse_port,
-        handshake_timeout,
+        handshake_timeout: first.handshake_timeout,
         ipv4_compat,
         other_chains: served,
+        selection,
     })
 }
 
-/// `filter_chain_match`: the server names that select the chain
-/// (lowercase, as SNI is compared), or `None` when the match is invalid.
-/// Envoy's other criteria come after server names in its order, or before
-/// it on what one listener address always has; they are refused until
-/// supported, not ignored.
-fn chain_match(cx: &mut Ctx, p: &P, chain: &raw::FilterChain) -> Option<Vec<String>> {
+/// `filter_chain_match`, or `None` when it is invalid. Server names are
+/// lowercase, as SNI is compared.
+fn chain_match(cx: &mut Ctx, p: &P, chain: &raw::FilterChain) -> Option<ChainMatch> {
     let Some(m) = cx.opt(p, "filter_chain_match", &chain.filter_chain_match) else {
-        return Some(Vec::new());
+        return Some(ChainMatch::default());
     };
     let mp = p.key("filter_chain_match");
     if m.is_null() {
-        return Some(Vec::new());
+        return Some(ChainMatch::default());
     }
     let Some(map) = m.as_mapping() else {
         cx.error(&mp, "expected a mapping");
         return None;
     };
-    let mut names = Some(Vec::new());
+    let mut out = ChainMatch::default();
+    let mut valid = true;
     for (k, v) in map {
         let key = k.as_str().unwrap_or_default();
         let kp = mp.key(key);
+        // Protobuf's JSON mapping takes one value for a list too.
+        let items = match v {
+            serde_yaml::Value::Sequence(items) => items.clone(),
+            serde_yaml::Value::Null => Vec::new(),
+            one => vec![one.clone()],
+        };
+        let mut bad = |cx: &mut Ctx, p: &P, msg: &str| {
+            cx.error(p, msg.to_string());
+            valid = false;
+        };
         match key {
             "server_names" => {
-                // Protobuf's JSON mapping takes one value for a list too.
-                let items = match v {
-                    serde_yaml::Value::Sequence(items) => items.clone(),
-                    one => vec![one.clone()],
-                };
                 for (i, item) in items.iter().enumerate() {
-                    let ip = kp.idx(i);
                     match item.as_str() {
-                        Some(n) if valid_server_name(n) => {
-                            if let Some(names) = names.as_mut() {
-                                names.push(n.to_ascii_lowercase());
-                            }
-                        }
-                        _ => {
-                            cx.error(&ip, "expected a server name, exact or with a leading `*.` wildcard");
-                            names = None;
-                        }
+                        Some(n) if valid_server_name(n) => out.server_names.push(n.to_ascii_lowercase()),
+                        _ => bad(cx, &kp.idx(i), "expected a server name, exact or with a leading `*.` wildcard"),
                     }
                 }
             }
             "transport_protocol" => match v.as_str() {
-                Some("tls") if chain.transport_socket.is_some() => {}
-                Some("tls") => {
-                    cx.error(&kp, "a plaintext filter chain cannot match TLS connections");
-                    names = None;
-                }
-                _ => {
-                    cx.error(
-                        &kp,
-                        "only `tls` is supported (plaintext and TLS filter chains on one listener are not supported yet)",
-                    );
-                    names = None;
-                }
+                Some(t @ ("tls" | "raw_buffer")) => out.transport_protocol = Some(t.to_string()),
+                Some("") => {}
+                _ => bad(cx, &kp, "expected `tls` or `raw_buffer` (what tls_inspector tells apart)"),
             },
-            _ => {
-                cx.error(
-                    &kp,
-                    "not supported (filter chains are matched by server_names and transport_protocol: tls only)",
-                );
-                names = None;
+            "application_protocols" => {
+                for (i, item) in items.iter().enumerate() {
+                    match item.as_str() {
+                        Some(a) if !a.is_empty() => out.application_protocols.push(a.to_string()),
+                        _ => bad(cx, &kp.idx(i), "expected a protocol name"),
+                    }
+                }
             }
+            "destination_port" => match port(v) {
+                Some(port) => out.destination_port = Some(port),
+                None => bad(cx, &kp, "expected a port, 1 to 65535"),
+            },
+            "source_ports" => {
+                for (i, item) in items.iter().enumerate() {
+                    match port(item) {
+                        Some(port) => out.source_ports.push(port),
+                        None => bad(cx, &kp.idx(i), "expected a port, 1 to 65535"),
+                    }
+                }
+            }
+            "prefix_ranges" | "direct_source_prefix_ranges" | "source_prefix_ranges" => {
+                let mut ranges = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match cidr(item) {
+                        Ok(c) => ranges.push(c),
+                        Err(msg) => bad(cx, &kp.idx(i), &msg),
+                    }
+                }
+                match key {
+                    "prefix_ranges" => out.prefix_ranges = ranges,
+                    "direct_source_prefix_ranges" => out.direct_source_prefix_ranges = ranges,
+                    _ => out.source_prefix_ranges = ranges,
+                }
+            }
+            "source_type" => match v {
+                serde_yaml::Value::String(s) if s == "ANY" => out.source_type = SourceType::Any,
+                serde_yaml::Value::String(s) if s == "SAME_IP_OR_LOOPBACK" => out.source_type = SourceType::Local,
+                serde_yaml::Value::String(s) if s == "EXTERNAL" => out.source_type = SourceType::External,
+                serde_yaml::Value::Number(n) if n.as_u64() == Some(0) => out.source_type = SourceType::Any,
+                serde_yaml::Value::Number(n) if n.as_u64() == Some(1) => out.source_type = SourceType::Local,
+                serde_yaml::Value::Number(n) if n.as_u64() == Some(2) => out.source_type = SourceType::External,
+                _ => bad(cx, &kp, "expected ANY, SAME_IP_OR_LOOPBACK or EXTERNAL"),
+            },
+            "address_suffix" | "suffix_len" => bad(cx, &kp, "not implemented by Envoy either (it refuses a listener using it)"),
+            _ => bad(
+                cx,
+                &kp,
+                "unknown field of filter_chain_match (destination_port, prefix_ranges, server_names, transport_protocol, application_protocols, direct_source_prefix_ranges, source_type, source_prefix_ranges, source_ports)",
+            ),
         }
     }
-    names
+    valid.then_some(out)
+}
+
+/// A port number, 1 to 65535 (a number, or a string of one as protobuf's JSON allows).
+fn port(v: &serde_yaml::Value) -> Option<u16> {
+    let n = match v {
+        serde_yaml::Value::Number(n) => n.as_u64()?,
+        serde_yaml::Value::String(s) => s.parse().ok()?,
+        _ => return None,
+    };
+    u16::try_from(n).ok().filter(|p| *p != 0)
+}
+
+/// `{address_prefix, prefix_len}`.
+fn cidr(v: &serde_yaml::Value) -> Result<Cidr, String> {
+    let Some(map) = v.as_mapping() else { return Err("expected {address_prefix, prefix_len}".into()) };
+    let mut addr = None;
+    let mut len = 0u64;
+    for (k, v) in map {
+        match k.as_str().unwrap_or_default() {
+            "address_prefix" => addr = v.as_str().and_then(|a| a.parse::<std::net::IpAddr>().ok()),
+            "prefix_len" => {
+                len = match v {
+                    serde_yaml::Value::Number(n) => n.as_u64(),
+                    serde_yaml::Value::String(s) => s.parse().ok(),
+                    serde_yaml::Value::Mapping(m) => m.get("value").and_then(|v| v.as_u64()),
+                    _ => None,
+                }
+                .ok_or("prefix_len: expected a number")?
+            }
+            other => return Err(format!("unknown field {other:?} of a CIDR range")),
+        }
+    }
+    let addr = addr.ok_or("address_prefix: expected an IP address")?;
+    u8::try_from(len)
+        .ok()
+        .and_then(|l| Cidr::new(addr, l))
+        .ok_or_else(|| format!("prefix_len {len} is longer than the address"))
 }
 
 /// An exact DNS name or `*.` and one: Envoy's wildcard is a leading label only.
@@ -296,61 +376,34 @@ fn valid_server_name(n: &str) -> bool {
         && exact.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
-/// What several filter chains on one listener must satisfy today: all TLS,
-/// one handshake configuration (only certificates differ), and no two
-/// chains matching the same name.
-fn several_chains(
-    cx: &mut Ctx,
-    built: &[(P, &raw::FilterChain, Option<Vec<String>>, Chain)],
-    default_chain: Option<usize>,
-) {
-    let Some((_, _, _, first)) = built.first() else { return };
-    let first_tls = match &first.tls {
-        Some(Some(t)) => Some((t.alpn_protocols.clone(), t.params.clone(), t.client.clone())),
-        _ => None,
-    };
-    let mut seen: Vec<(String, &P)> = Vec::new();
-    let mut catch_all: Option<&P> = None;
-    for (i, (cp, _, names, chain)) in built.iter().enumerate() {
-        if matches!(chain.tls, Some(None)) {
+/// Envoy refuses a listener where two filter chains have the same match
+/// (for some combination of their criteria's values).
+fn same_matches(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)], default_chain: Option<usize>) {
+    let mut seen: HashMap<MatchKey, &P> = HashMap::new();
+    for (i, (cp, m, _)) in built.iter().enumerate() {
+        let Some(m) = m.as_ref().filter(|_| Some(i) != default_chain) else { continue };
+        let Some(keys) = m.keys(MAX_MATCH_COMBINATIONS) else {
             cx.error(
-                &cp.key("transport_socket"),
-                "several filter chains are supported on TLS listeners only (plaintext and TLS chains on one listener are not supported yet)",
+                &cp.key("filter_chain_match"),
+                format!("more than {MAX_MATCH_COMBINATIONS} combinations of criteria; split the chain"),
             );
-        }
-        if let (Some(Some(t)), Some((alpn, params, client))) = (&chain.tls, &first_tls) {
-            if i > 0 && (&t.alpn_protocols != alpn || &t.params != params || &t.client != client) {
-                cx.error(
-                    &cp.key("transport_socket"),
-                    "alpn_protocols, tls_params, validation_context and require_client_certificate must be the same on every filter chain of a listener (only certificates may differ)",
-                );
-            }
-        }
-        if Some(i) == default_chain {
             continue;
-        }
-        let Some(names) = names else { continue };
-        if names.is_empty() {
-            if let Some(other) = catch_all {
+        };
+        for key in keys {
+            if let Some(other) = seen.get(&key) {
                 cx.error(
                     &cp.key("filter_chain_match"),
-                    format!("{} has the same match (no server_names): Envoy refuses this", other.0),
+                    format!("{} has the same match: Envoy refuses two filter chains with the same match", other.0),
                 );
+                break;
             }
-            catch_all = Some(cp);
-        }
-        for n in names {
-            if let Some((_, other)) = seen.iter().find(|(s, _)| s == n) {
-                cx.error(
-                    &cp.key("filter_chain_match").key("server_names"),
-                    format!("server name {n:?} is matched by {} too: Envoy refuses this", other.0),
-                );
-            } else {
-                seen.push((n.clone(), cp));
-            }
+            seen.insert(key, cp);
         }
     }
 }
+
+/// Beyond this, a chain's lists are refused rather than compared.
+const MAX_MATCH_COMBINATIONS: usize = 1 << 16;
 
 /// What a filter chain configures.
 struct Chain {

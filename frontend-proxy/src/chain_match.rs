@@ -1,0 +1,656 @@
+//! Envoy's filter chain matching: which of a listener's filter chains
+//! serves a connection ([`Selection::select`], in Envoy's order of
+//! `FilterChainMatch` criteria), and the `tls_inspector` listener filter
+//! that learns, before anything is read, whether the client speaks TLS and
+//! which server name (SNI) and protocols (ALPN) its ClientHello names
+//! ([`inspect`]: the bytes are peeked, never consumed, so whatever serves
+//! the chain — a TLS handshake, an HTTP engine, a TCP proxy forwarding the
+//! TLS bytes untouched — reads the connection from its first byte).
+//!
+//! Selection is per connection and only for listeners that need it: a
+//! listener with one filter chain, no match and no `tls_inspector` never
+//! comes here (no peek, no `getsockname`).
+//!
+//! A room of its own, below `config` (which validates into it), `runtime`
+//! and `downstream` (which run it): it imports none of them.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::time::Duration;
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// A CIDR range (`CidrRange`), its address masked to its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    addr: IpAddr,
+    len: u8,
+}
+
+impl Cidr {
+    /// `None` when `len` is longer than the address.
+    pub fn new(addr: IpAddr, len: u8) -> Option<Cidr> {
+        let addr = match addr {
+            IpAddr::V4(a) if len <= 32 => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) if len <= 128 => {
+                let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+            _ => return None,
+        };
+        Some(Cidr { addr, len })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        Cidr::new(ip, self.len).is_some_and(|c| c.addr == self.addr)
+    }
+}
+
+/// `source_type`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum SourceType {
+    #[default]
+    Any,
+    /// `SAME_IP_OR_LOOPBACK`: the client is on a loopback address or on
+    /// the address it connected to.
+    Local,
+    /// `EXTERNAL`: any other client.
+    External,
+}
+
+/// One filter chain's `filter_chain_match`; an empty criterion matches
+/// any connection. Server names are lowercase.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChainMatch {
+    pub destination_port: Option<u16>,
+    pub prefix_ranges: Vec<Cidr>,
+    pub server_names: Vec<String>,
+    pub transport_protocol: Option<String>,
+    pub application_protocols: Vec<String>,
+    pub direct_source_prefix_ranges: Vec<Cidr>,
+    pub source_type: SourceType,
+    pub source_prefix_ranges: Vec<Cidr>,
+    pub source_ports: Vec<u16>,
+}
+
+/// What two chains with the same match share: one combination of their
+/// criteria (a list criterion contributes each of its values).
+pub type MatchKey = (
+    Option<u16>,
+    Option<Cidr>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<Cidr>,
+    SourceType,
+    Option<Cidr>,
+    Option<u16>,
+);
+
+impl ChainMatch {
+    /// Every combination of the criteria's values (Envoy files each chain
+    /// under each of them, and refuses a listener where two chains meet);
+    /// `None` beyond `limit` combinations.
+    pub fn keys(&self, limit: usize) -> Option<Vec<MatchKey>> {
+        fn each<T: Clone>(v: &[T]) -> Vec<Option<T>> {
+            if v.is_empty() {
+                vec![None]
+            } else {
+                v.iter().cloned().map(Some).collect()
+            }
+        }
+        let (ports, dst, names, alpn, direct, src, sports) = (
+            [self.destination_port],
+            each(&self.prefix_ranges),
+            each(&self.server_names),
+            each(&self.application_protocols),
+            each(&self.direct_source_prefix_ranges),
+            each(&self.source_prefix_ranges),
+            each(&self.source_ports),
+        );
+        let total = [dst.len(), names.len(), alpn.len(), direct.len(), src.len(), sports.len()]
+            .iter()
+            .try_fold(1usize, |acc, n| acc.checked_mul(*n))
+            .filter(|n| *n <= limit)?;
+        let mut out = Vec::with_capacity(total);
+        for p in ports {
+            for d in &dst {
+                for n in &names {
+                    for a in &alpn {
+                        for ds in &direct {
+                            for s in &src {
+                                for sp in &sports {
+                                    out.push((
+                                        p,
+                                        *d,
+                                        n.clone(),
+                                        self.transport_protocol.clone(),
+                                        a.clone(),
+                                        *ds,
+                                        self.source_type,
+                                        *s,
+                                        *sp,
+                                    ));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// Whether a criterion needs the connection's local address.
+    fn needs_local(&self) -> bool {
+        self.destination_port.is_some() || !self.prefix_ranges.is_empty() || self.source_type != SourceType::Any
+    }
+}
+
+/// `envoy.filters.listener.tls_inspector` and its listener's
+/// `listener_filters_timeout` / `continue_on_listener_filters_timeout`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inspector {
+    /// `None`: no bound (Envoy's `0s`).
+    pub timeout: Option<Duration>,
+    pub continue_on_timeout: bool,
+}
+
+/// Envoy's default `listener_filters_timeout`.
+pub const DEFAULT_LISTENER_FILTERS_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How a listener with several filter chains (or one with a match, or a
+/// `tls_inspector`) picks the chain of a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selection {
+    /// The match of each filter chain, in the listener's order.
+    pub chains: Vec<ChainMatch>,
+    /// `default_filter_chain`: its position among the listener's chains
+    /// (after those of `chains`).
+    pub default_chain: Option<usize>,
+    pub inspector: Option<Inspector>,
+}
+
+/// What a connection shows of itself to the match.
+#[derive(Debug, Default)]
+pub struct Connection {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    /// What `tls_inspector` found: the server name (lowercase) and the
+    /// protocols the ClientHello offers, in its order.
+    pub hello: Option<ClientHello>,
+}
+
+/// The IP a criterion compares: an IPv4 client on a dual-stack socket
+/// (`::ffff:a.b.c.d`) as the IPv4 address it is.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The longest of `ranges` holding `ip`, as a rank (0: no ranges, which
+/// matches anything; `None`: none holds it).
+fn prefix_rank(ranges: &[Cidr], ip: Option<IpAddr>) -> Option<u32> {
+    if ranges.is_empty() {
+        return Some(0);
+    }
+    let ip = canonical(ip?);
+    ranges.iter().filter(|r| r.contains(ip)).map(|r| u32::from(r.len) + 1).max()
+}
+
+impl Selection {
+    /// Whether the match needs the connection's local address.
+    pub fn needs_local(&self) -> bool {
+        self.chains.iter().any(ChainMatch::needs_local)
+    }
+
+    /// The filter chain for `c`, in Envoy's order: destination port,
+    /// destination IP, server name, transport protocol, application
+    /// protocols, direct source IP, source type, source IP, source port.
+    /// At each step the chains that match most specifically stay (an empty
+    /// criterion matching anything, least specifically); Envoy never goes
+    /// back to a less specific branch when a later step fails. No chain:
+    /// `default_filter_chain`, if any.
+    pub fn select(&self, c: &Connection) -> Option<usize> {
+        let mut cands: Vec<usize> = (0..self.chains.len()).collect();
+        let local = c.local.map(|a| canonical(a.ip()));
+        let peer = c.peer.map(|a| canonical(a.ip()));
+        let sni = c.hello.as_ref().and_then(|h| h.server_name.as_deref());
+        let alpn: &[String] = c.hello.as_ref().map_or(&[], |h| &h.alpn);
+        let transport = if c.hello.is_some() { "tls" } else { "raw_buffer" };
+        let is_local = peer.is_some_and(|p| p.is_loopback() || Some(p) == local);
+        type Rank<'a> = Box<dyn Fn(&ChainMatch) -> Option<u32> + 'a>;
+        let steps: [Rank; 9] = [
+            Box::new(|m| match m.destination_port {
+                None => Some(0),
+                Some(p) => (c.local.map(|l| l.port()) == Some(p)).then_some(1),
+            }),
+            Box::new(|m| prefix_rank(&m.prefix_ranges, local)),
+            Box::new(|m| server_name_rank(&m.server_names, sni)),
+            Box::new(|m| match &m.transport_protocol {
+                None => Some(0),
+                Some(t) => (t == transport).then_some(1),
+            }),
+            Box::new(|m| {
+                if m.application_protocols.is_empty() {
+                    return Some(0);
+                }
+                // The client's first protocol some chain names wins.
+                let first = alpn.iter().position(|a| m.application_protocols.contains(a))?;
+                Some(u32::try_from(alpn.len() - first).unwrap_or(u32::MAX))
+            }),
+            Box::new(|m| prefix_rank(&m.direct_source_prefix_ranges, peer)),
+            Box::new(|m| match m.source_type {
+                SourceType::Any => Some(0),
+                SourceType::Local => is_local.then_some(1),
+                SourceType::External => (!is_local).then_some(1),
+            }),
+            Box::new(|m| prefix_rank(&m.source_prefix_ranges, peer)),
+            Box::new(|m| {
+                if m.source_ports.is_empty() {
+                    return Some(0);
+                }
+                c.peer.is_some_and(|p| m.source_ports.contains(&p.port())).then_some(1)
+            }),
+        ];
+        for rank in &steps {
+            let ranks: Vec<Option<u32>> = cands.iter().map(|&i| rank(&self.chains[i])).collect();
+            let Some(best) = ranks.iter().flatten().max().copied() else {
+                cands.clear();
+                break;
+            };
+            cands = cands.into_iter().zip(ranks).filter(|(_, r)| *r == Some(best)).map(|(i, _)| i).collect();
+        }
+        cands.first().copied().or(self.default_chain)
+    }
+}
+
+/// How well `names` match the client's server name: exactly (highest),
+/// by the longest `*.` wildcard suffix, or not at all when the chain names
+/// none (lowest). A client without SNI matches only a chain without names.
+fn server_name_rank(names: &[String], sni: Option<&str>) -> Option<u32> {
+    if names.is_empty() {
+        return Some(0);
+    }
+    let sni = sni?;
+    if names.iter().any(|n| n == sni) {
+        return Some(u32::MAX);
+    }
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix('*'))
+        .filter(|suffix| sni.len() > suffix.len() && sni.ends_with(suffix))
+        .map(|suffix| u32::try_from(suffix.len()).unwrap_or(u32::MAX - 1))
+        .max()
+}
+
+/// What a ClientHello tells before the handshake.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    /// The `host_name` of the server_name extension, lowercase.
+    pub server_name: Option<String>,
+    /// The `application_layer_protocol_negotiation` offer, in order.
+    pub alpn: Vec<String>,
+}
+
+/// What the first bytes of a connection are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Peeked {
+    Tls(ClientHello),
+    /// Not a TLS ClientHello (plain text, or malformed).
+    NotTls,
+    /// A ClientHello, not all there yet.
+    Incomplete,
+    /// A ClientHello longer than [`MAX_CLIENT_HELLO`].
+    TooLarge,
+}
+
+/// The largest ClientHello inspected (Envoy's `max_client_hello_size`
+/// default); a longer one closes the connection, as in Envoy.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+/// Record headers around the ClientHello's fragments: a ClientHello of
+/// the largest size in records of at least 512 bytes.
+const MAX_PEEK: usize = MAX_CLIENT_HELLO + 5 * (MAX_CLIENT_HELLO / 512 + 1) + 4;
+
+/// Reads the ClientHello at the start of `buf`, which may be split across
+/// TLS records (and is, whatever the records, across TCP segments: the
+/// caller peeks again with more).
+pub fn parse_client_hello(buf: &[u8]) -> Peeked {
+    let mut message = Vec::new();
+    let mut rest = buf;
+    loop {
+        // Header: content type 22 (handshake), version 3.x, length.
+        let Some(header) = rest.get(..5) else {
+            return if rest.is_empty() || rest[0] == 22 { Peeked::Incomplete } else { Peeked::NotTls };
+        };
+        if header[0] != 22 || header[1] != 3 {
+            return Peeked::NotTls;
+        }
+        let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        if len == 0 || len > 16384 {
+            return Peeked::NotTls;
+        }
+        let Some(fragment) = rest.get(5..5 + len) else {
+            message.extend_from_slice(&rest[5..]);
+            return match hello_length(&message) {
+                Err(p) => p,
+                Ok(_) => Peeked::Incomplete,
+            };
+        };
+        message.extend_from_slice(fragment);
+        rest = &rest[5 + len..];
+        match hello_length(&message) {
+            Err(p) => return p,
+            Ok(Some(total)) if message.len() >= total => return hello(&message[..total]),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The ClientHello message's whole length (header included) once its
+/// header is there; `Err` when it is not a ClientHello or too long.
+fn hello_length(message: &[u8]) -> Result<Option<usize>, Peeked> {
+    match message.first() {
+        None => return Ok(None),
+        Some(1) => {}
+        Some(_) => return Err(Peeked::NotTls),
+    }
+    let Some(len) = message.get(1..4) else { return Ok(None) };
+    let total = 4 + ((usize::from(len[0]) << 16) | (usize::from(len[1]) << 8) | usize::from(len[2]));
+    if total > MAX_CLIENT_HELLO {
+        return Err(Peeked::TooLarge);
+    }
+    Ok(Some(total))
+}
+
+/// The server name and ALPN offer of a complete ClientHello message.
+fn hello(message: &[u8]) -> Peeked {
+    use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
+    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) =
+        tls_parser::parse_tls_message_handshake(message)
+    else {
+        return Peeked::NotTls;
+    };
+    let mut out = ClientHello::default();
+    // Extensions one by one, so that one tls-parser reads more strictly
+    // than OpenSSL does cannot hide the two that matter.
+    let mut ext = ch.ext.unwrap_or_default();
+    while let [t0, t1, l0, l1, rest @ ..] = ext {
+        let len = usize::from(u16::from_be_bytes([*l0, *l1]));
+        let Some((data, next)) = rest.split_at_checked(len) else { return Peeked::NotTls };
+        ext = next;
+        match u16::from_be_bytes([*t0, *t1]) {
+            0 => {
+                let Ok((_, TlsExtension::SNI(names))) = tls_parser::parse_tls_extension_sni_content(data) else {
+                    return Peeked::NotTls;
+                };
+                // OpenSSL takes the first (and only) host name.
+                out.server_name = names
+                    .iter()
+                    .find(|(t, _)| t.0 == 0)
+                    .and_then(|(_, n)| std::str::from_utf8(n).ok())
+                    .map(str::to_ascii_lowercase);
+            }
+            16 => {
+                let Ok((_, TlsExtension::ALPN(protocols))) = tls_parser::parse_tls_extension_alpn_content(data) else {
+                    return Peeked::NotTls;
+                };
+                out.alpn = protocols.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+            }
+            _ => {}
+        }
+    }
+    Peeked::Tls(out)
+}
+
+/// How `tls_inspector` ended on a connection.
+#[derive(Debug)]
+pub enum Inspected {
+    /// TLS, with what the ClientHello says.
+    Tls(ClientHello),
+    /// Not TLS (`raw_buffer`).
+    Plain,
+    /// The client closed, or sent a ClientHello too large: close it.
+    Closed,
+    /// Nothing conclusive within the timeout.
+    TimedOut,
+}
+
+/// Peeks at the connection's first bytes until they show a ClientHello,
+/// or something else, within `timeout`. Nothing is consumed.
+pub async fn inspect(tcp: &TcpStream, timeout: Option<Duration>) -> Inspected {
+    let peeking = peek_hello(tcp);
+    match timeout {
+        Some(t) => tokio::time::timeout(t, peeking).await.unwrap_or(Inspected::TimedOut),
+        None => peeking.await,
+    }
+}
+
+async fn peek_hello(tcp: &TcpStream) -> Inspected {
+    // The socket as std's, for its safe `peek` (a second descriptor of the
+    // same non-blocking socket, closed when inspection ends).
+    let Ok(peeker) = tcp.as_fd().try_clone_to_owned().map(std::net::TcpStream::from) else {
+        return Inspected::Closed;
+    };
+    let mut buf = vec![0u8; MAX_PEEK];
+    let mut seen = 0;
+    loop {
+        let Ok(ready) = tcp.ready(Interest::READABLE).await else { return Inspected::Closed };
+        // A peek that finds nothing new clears the readiness, so the next
+        // wait is for more bytes (the socket stays readable while the
+        // first ones are there).
+        let peeked = tcp.try_io(Interest::READABLE, || match peeker.peek(&mut buf)? {
+            n if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
+            n => Ok(n),
+        });
+        let n = match peeked {
+            Ok(0) => return Inspected::Closed,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(_) => return Inspected::Closed,
+        };
+        let closed = n == seen;
+        seen = n;
+        match parse_client_hello(&buf[..n]) {
+            Peeked::Tls(hello) => return Inspected::Tls(hello),
+            Peeked::NotTls => return Inspected::Plain,
+            Peeked::TooLarge => return Inspected::Closed,
+            // The client sent part of a ClientHello and hung up.
+            Peeked::Incomplete if closed || n == buf.len() => return Inspected::Closed,
+            Peeked::Incomplete => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello as OpenSSL's client writes it.
+    fn client_hello(sni: Option<&str>, alpn: &[&str]) -> Vec<u8> {
+        use openssl::ssl::{SslConnector, SslMethod};
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        if !alpn.is_empty() {
+            let mut wire = Vec::new();
+            for p in alpn {
+                wire.push(p.len() as u8);
+                wire.extend_from_slice(p.as_bytes());
+            }
+            b.set_alpn_protos(&wire).unwrap();
+        }
+        let mut cfg = b.build().configure().unwrap();
+        cfg.set_use_server_name_indication(sni.is_some());
+        cfg.set_verify_hostname(false);
+        let (a, mut other) = std::os::unix::net::UnixStream::pair().unwrap();
+        other.set_nonblocking(true).unwrap();
+        a.set_nonblocking(true).unwrap();
+        let _ = cfg.connect(sni.unwrap_or("ignored"), a);
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut other, &mut out);
+        out
+    }
+
+    #[test]
+    fn reads_sni_and_alpn_also_in_pieces() {
+        let hello = client_hello(Some("API.Example.com"), &["h2", "http/1.1"]);
+        let want =
+            ClientHello { server_name: Some("api.example.com".into()), alpn: vec!["h2".into(), "http/1.1".into()] };
+        assert_eq!(parse_client_hello(&hello), Peeked::Tls(want));
+        for cut in 0..hello.len() {
+            assert_eq!(parse_client_hello(&hello[..cut]), Peeked::Incomplete, "cut at {cut}");
+        }
+        let none = client_hello(None, &[]);
+        assert_eq!(parse_client_hello(&none), Peeked::Tls(ClientHello::default()));
+    }
+
+    #[test]
+    fn a_hello_split_across_records_is_read() {
+        let hello = client_hello(Some("a.example.com"), &["h2"]);
+        let message = &hello[5..];
+        let mut split = Vec::new();
+        for part in message.chunks(7) {
+            split.extend_from_slice(&[22, 3, 1, 0, part.len() as u8]);
+            split.extend_from_slice(part);
+        }
+        assert!(
+            matches!(parse_client_hello(&split), Peeked::Tls(h) if h.server_name.as_deref() == Some("a.example.com"))
+        );
+    }
+
+    #[test]
+    fn plain_text_malformed_and_oversized_input() {
+        assert_eq!(parse_client_hello(b"GET / HTTP/1.1\r\n"), Peeked::NotTls);
+        assert_eq!(parse_client_hello(&[22, 3, 1, 0, 4, 2, 0, 0, 0]), Peeked::NotTls);
+        assert_eq!(parse_client_hello(&[22, 3, 1, 0, 4, 1, 0xff, 0, 0]), Peeked::TooLarge);
+        // A ClientHello with garbage inside.
+        assert_eq!(parse_client_hello(&[22, 3, 1, 0, 8, 1, 0, 0, 4, 3, 3, 0, 0]), Peeked::NotTls);
+        let hello = client_hello(Some("a.example.com"), &["h2"]);
+        for i in 5..hello.len() {
+            for v in [0u8, 0xff, 0x80] {
+                let mut bad = hello.clone();
+                bad[i] = v;
+                let _ = parse_client_hello(&bad);
+            }
+        }
+    }
+
+    fn m() -> ChainMatch {
+        ChainMatch::default()
+    }
+
+    fn conn(local: &str, peer: &str, sni: Option<&str>, alpn: &[&str]) -> Connection {
+        Connection {
+            local: Some(local.parse().unwrap()),
+            peer: Some(peer.parse().unwrap()),
+            hello: sni.map(|s| ClientHello {
+                server_name: (!s.is_empty()).then(|| s.to_string()),
+                alpn: alpn.iter().map(|a| a.to_string()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn most_specific_wins_in_envoy_order_without_going_back() {
+        let cidr = |s: &str, l| Cidr::new(s.parse().unwrap(), l).unwrap();
+        let sel = Selection {
+            chains: vec![
+                ChainMatch { server_names: vec!["a.example.com".into()], ..m() },
+                ChainMatch { server_names: vec!["*.example.com".into()], ..m() },
+                ChainMatch { server_names: vec!["*.b.example.com".into()], ..m() },
+                ChainMatch { transport_protocol: Some("raw_buffer".into()), ..m() },
+                ChainMatch { destination_port: Some(8443), source_prefix_ranges: vec![cidr("10.0.0.0", 8)], ..m() },
+                ChainMatch { transport_protocol: Some("tls".into()), application_protocols: vec!["h2".into()], ..m() },
+                ChainMatch { transport_protocol: Some("tls".into()), ..m() },
+            ],
+            default_chain: Some(7),
+            inspector: None,
+        };
+        let l = "127.0.0.1:443";
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", Some("a.example.com"), &[])), Some(0));
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", Some("x.example.com"), &[])), Some(1));
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", Some("x.b.example.com"), &[])), Some(2));
+        // `*.example.com` does not match the bare domain.
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", Some("example.com"), &["h2"])), Some(5));
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", Some("example.com"), &["http/1.1"])), Some(6));
+        assert_eq!(sel.select(&conn(l, "127.0.0.1:1", None, &[])), Some(3));
+        // Port 8443 has one chain: a client outside its range gets the
+        // default, not a port-less chain.
+        assert_eq!(sel.select(&conn("127.0.0.1:8443", "10.1.2.3:1", None, &[])), Some(4));
+        assert_eq!(sel.select(&conn("127.0.0.1:8443", "11.1.2.3:1", None, &[])), Some(7));
+        let v4mapped = conn("[::ffff:127.0.0.1]:8443", "[::ffff:10.0.0.1]:1", None, &[]);
+        assert_eq!(sel.select(&v4mapped), Some(4));
+    }
+
+    #[test]
+    fn source_type_and_ports() {
+        let sel = Selection {
+            chains: vec![
+                ChainMatch { source_type: SourceType::Local, ..m() },
+                ChainMatch { source_type: SourceType::External, source_ports: vec![1000], ..m() },
+            ],
+            default_chain: None,
+            inspector: None,
+        };
+        assert_eq!(sel.select(&conn("10.0.0.1:80", "127.0.0.5:1", None, &[])), Some(0));
+        assert_eq!(sel.select(&conn("10.0.0.1:80", "10.0.0.1:1", None, &[])), Some(0));
+        assert_eq!(sel.select(&conn("10.0.0.1:80", "10.0.0.2:1000", None, &[])), Some(1));
+        assert_eq!(sel.select(&conn("10.0.0.1:80", "10.0.0.2:1001", None, &[])), None);
+    }
+
+    #[test]
+    fn keys_expand_lists_and_stop_at_the_limit() {
+        let c = ChainMatch { server_names: vec!["a".into(), "b".into()], source_ports: vec![1, 2, 3], ..m() };
+        assert_eq!(c.keys(100).map(|k| k.len()), Some(6));
+        assert_eq!(c.keys(5), None);
+    }
+
+    /// The accept fast path (no peek, no `getsockname`) depends on this:
+    /// one chain without match, inspector or default chooses nothing.
+    #[test]
+    fn only_listeners_that_choose_get_a_selection() {
+        let listener = |extra: &str, chain_match: &str| {
+            format!(
+                r#"
+static_resources:
+  listeners:
+  - name: l
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 8080 }} }}{extra}
+    filter_chains:
+    - {chain_match}filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/" }}
+                direct_response: {{ status: 200 }}
+          http_filters:
+          - name: envoy.filters.http.router
+"#
+            )
+        };
+        let selection = |yaml: String| {
+            let loaded = crate::config::parse(&yaml).unwrap_or_else(|e| panic!("{e}"));
+            loaded.bootstrap.listeners.into_iter().next().unwrap().selection
+        };
+        assert_eq!(selection(listener("", "")), None);
+        assert_eq!(selection(listener("", "filter_chain_match: {}\n      ")), None);
+        let inspector = "\n    listener_filters:\n    - name: envoy.filters.listener.tls_inspector";
+        let s = selection(listener(inspector, "")).expect("the inspector runs");
+        assert_eq!(
+            s.inspector,
+            Some(Inspector { timeout: Some(DEFAULT_LISTENER_FILTERS_TIMEOUT), continue_on_timeout: false })
+        );
+        let s = selection(listener("", "filter_chain_match: { source_type: EXTERNAL }\n      ")).expect("a match");
+        assert_eq!(s.chains[0].source_type, SourceType::External);
+    }
+}
