@@ -576,3 +576,30 @@ async fn tls_runs_over_a_pipe_endpoint_with_the_clusters_sni() {
     assert_eq!(stat(admin, "cluster.secure.upstream_cx_total").await, names.len() as u64);
     assert_eq!(stat(admin, "cluster.secure.upstream_cx_total").await, 1, "the TLS connection is kept and reused");
 }
+
+#[tokio::test]
+async fn http2_reaches_a_pipe_file_endpoint_on_one_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("h2up.sock").display().to_string();
+    let backend = Backend::start_pipe("films-h2", &sock);
+    let admin = free_addr(ip(71, 15));
+    let listen = free_addr(ip(71, 15));
+    let h2 = r#"    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"#;
+    let routes = yaml::routes(&[("/", "cluster: films")]);
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener("main", listen, &yaml::hcm("main", "", &routes))],
+        &[pipe_cluster("films", &[&sock], &[], h2)],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    for _ in 0..3 {
+        let (status, body) = support::send(support::client().get(format!("http://{listen}/h2"))).await;
+        assert_eq!((status, body.as_str()), (200, "films-h2"), "{}", proxy.log());
+    }
+    assert_eq!(backend.hits(), 3);
+    assert_eq!(stat(admin, "cluster.films.upstream_cx_http2_total").await, 1, "one h2c connection, reused");
+    assert_eq!(stat(admin, "cluster.films.upstream_cx_total").await, 1);
+}
