@@ -1,14 +1,15 @@
-//! Addresses a listener listens on: an IP socket address, or Envoy's
-//! `pipe` (a Unix domain socket). Below every module that names one (the
-//! configuration, access logs, header formatters), so it imports nothing
-//! of the crate.
+//! Addresses a listener listens on or an upstream host is at: an IP socket
+//! address, or Envoy's `pipe` (a Unix domain socket), and how an upstream
+//! pipe is connected (ours and Pingora's way). Below every module that
+//! names one (the configuration, upstream hosts, access logs, header
+//! formatters), so it imports nothing of the crate.
 
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStringExt;
 use std::sync::Arc;
 
-/// Where a listener listens: `socket_address` (an IP and a port) or
-/// `pipe` (a Unix domain socket). Cloning an IP address copies it; a pipe
+/// Where a listener listens or a host is: `socket_address` (an IP and a
+/// port) or `pipe` (a Unix domain socket). Cloning an IP address copies it; a pipe
 /// is shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Address {
