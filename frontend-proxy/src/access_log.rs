@@ -79,7 +79,8 @@ pub struct Entry<'a> {
     pub bytes_sent: u64,
     /// The value of `x-envoy-upstream-service-time`, when the proxy added it.
     pub upstream_service_time: Option<Duration>,
-    pub upstream_host: Option<SocketAddr>,
+    /// `ip:port`, or a pipe's path (Envoy's `asString()`).
+    pub upstream_host: Option<&'a Address>,
     pub upstream_cluster: Option<&'a str>,
     pub downstream_remote: Option<SocketAddr>,
     /// The listener's address (a wildcard IP listener's: the one the

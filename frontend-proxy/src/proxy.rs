@@ -31,6 +31,7 @@ use lifecycle::{AttemptFailure, Completion, Refused};
 pub use h1::{ClientStream, NativeH1, Served};
 pub use local_reply::LocalReply;
 
+use crate::address::{Address, Pipe, PipeConnector};
 use crate::config::model::ServerHeader;
 use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::routing::{Action, Forward, Route, RouteTable, VirtualHost};
@@ -189,11 +190,29 @@ fn upstream_alpn(codec: UpstreamCodec, downstream_http2: bool) -> ALPN {
     }
 }
 
+/// A peer on a pipe: Pingora keys its pool by the path (`@name` for an
+/// abstract one) and connects through [`PipeConnector`]. TLS, if the
+/// cluster has it, runs over the pipe as over TCP.
+fn pipe_peer(pipe: &Pipe, tls: bool, sni: String) -> HttpPeer {
+    static CONNECTOR: std::sync::OnceLock<Arc<PipeConnector>> = std::sync::OnceLock::new();
+    let mut peer = HttpPeer::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)), tls, sni);
+    match pipe.pingora_addr() {
+        Ok(addr) => peer._address = addr,
+        // Not after validation (it checks the path); the peer then fails to connect.
+        Err(e) => warn!(pipe = %pipe.path, error = %e, "pipe has no usable address"),
+    }
+    peer.options.custom_l4 = Some(CONNECTOR.get_or_init(|| Arc::new(PipeConnector)).clone());
+    peer
+}
+
 /// The Pingora peer for an attempt on `host`.
 fn peer(cluster: &Cluster, host: &Arc<Host>, timeout: Option<Duration>, downstream_http2: bool) -> HttpPeer {
     let tls = cluster.spec.tls.as_ref();
     let sni = tls.and_then(|t| t.sni.clone()).unwrap_or_default();
-    let mut peer = HttpPeer::new(host.addr, tls.is_some(), sni);
+    let mut peer = match &host.addr {
+        Address::Ip(addr) => HttpPeer::new(*addr, tls.is_some(), sni),
+        Address::Pipe(pipe) => pipe_peer(pipe, tls.is_some(), sni),
+    };
     peer.options.connection_timeout = Some(cluster.spec.connect_timeout);
     peer.options.total_connection_timeout = Some(cluster.spec.connect_timeout);
     peer.options.read_timeout = timeout;

@@ -47,6 +47,11 @@ pub enum StartError {
     /// listener that could not start listening).
     #[error(transparent)]
     Stopped(Failure),
+    /// Pingora's connection pool cannot key an abstract socket (it panics
+    /// or never reuses one), and with its HTTP/1 engine every upstream
+    /// request goes through that pool.
+    #[error("cluster {cluster:?}: the abstract pipe {path} needs the native HTTP/1 engine (Pingora's pool cannot reuse an abstract socket); use a socket file, or drop --http1-engine pingora")]
+    AbstractPipe { cluster: String, path: String },
 }
 
 /// Everything built from the configuration, before any socket is opened.
@@ -347,6 +352,16 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         prepared.listeners.iter().map(|(l, _)| l.clone()).chain(prepared.chains.iter().cloned()).collect();
     let threads = cli.concurrency.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())).max(1);
     let engine = cli.http1_engine;
+    if engine == Http1Engine::Pingora {
+        for c in prepared.clusters.iter() {
+            if let Some(path) = c.spec.endpoints.iter().find_map(|e| match &e.address {
+                crate::upstream::EndpointAddress::Pipe(p) if p.is_abstract() => Some(p.path.clone()),
+                _ => None,
+            }) {
+                return Err(StartError::AbstractPipe { cluster: c.name().to_string(), path });
+            }
+        }
+    }
     let drain_time = Duration::from_secs(cli.drain_time_s);
     // Before any listener opens: SIGUSR1's default action ends the process.
     reopen_access_logs_on_sigusr1(prepared.access_logs.all());

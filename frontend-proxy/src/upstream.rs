@@ -30,6 +30,7 @@ pub use refresh::ClusterManager;
 use crate::metrics::ClusterStats;
 use crate::tls::{ClientCertificate, ServerCertificateChecks, ServerVerdict, TlsVersion, TrustedCa, VerifyFailure};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A cluster as configured.
@@ -252,7 +253,12 @@ pub struct EndpointSpec {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointAddress {
     Ip(SocketAddr),
-    Dns { host: String, port: u16 },
+    Dns {
+        host: String,
+        port: u16,
+    },
+    /// A Unix domain socket (STATIC clusters only).
+    Pipe(Arc<crate::address::Pipe>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

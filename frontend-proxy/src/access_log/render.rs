@@ -265,7 +265,7 @@ mod tests {
             bytes_received: 154,
             bytes_sent: 0,
             upstream_service_time: Some(Duration::from_millis(100)),
-            upstream_host: Some("10.0.2.1:80".parse().unwrap()),
+            upstream_host: Some(Box::leak(Box::new(Address::Ip("10.0.2.1:80".parse().unwrap())))),
             upstream_cluster: Some("films"),
             downstream_remote: Some("10.0.35.28:51234".parse().unwrap()),
             downstream_local: Some(Box::leak(Box::new(Address::Ip("10.0.0.9:8080".parse().unwrap())))),

@@ -2,6 +2,7 @@
 //! health, in Envoy's `name::address::stat::value` lines or its JSON
 //! (`envoy.admin.v3.Clusters`).
 
+use crate::address::Address;
 use crate::upstream::{Cluster, Host};
 use serde_json::{json, Map, Value as Json};
 use std::fmt::Write as _;
@@ -24,9 +25,17 @@ fn host_stats(h: &Host) -> [(&'static str, i64, bool); 8] {
     ]
 }
 
+/// A host's address as Envoy's `/clusters?format=json` shows it.
+fn address_json(addr: &Address) -> Json {
+    match addr {
+        Address::Ip(a) => json!({ "socket_address": { "address": a.ip().to_string(), "port_value": a.port() } }),
+        Address::Pipe(p) => json!({ "pipe": { "path": p.path } }),
+    }
+}
+
 fn sorted_hosts(c: &Cluster) -> Vec<Arc<Host>> {
     let mut hosts = c.hosts();
-    hosts.sort_by_key(|h| h.addr);
+    hosts.sort_by(|a, b| a.addr.cmp(&b.addr));
     hosts
 }
 
@@ -47,7 +56,7 @@ pub fn render_text<'a>(clusters: impl Iterator<Item = &'a Arc<Cluster>>) -> Stri
         }
         let _ = writeln!(out, "{name}::added_via_api::false");
         for h in sorted_hosts(c) {
-            let addr = h.addr;
+            let addr = &h.addr;
             for (stat, value, _) in host_stats(&h) {
                 let _ = writeln!(out, "{name}::{addr}::{stat}::{value}");
             }
@@ -105,7 +114,7 @@ pub fn render_json<'a>(clusters: impl Iterator<Item = &'a Arc<Cluster>>) -> Json
                         })
                         .collect();
                     let mut host = json!({
-                        "address": { "socket_address": { "address": h.addr.ip().to_string(), "port_value": h.addr.port() } },
+                        "address": address_json(&h.addr),
                         "stats": stats,
                         "health_status": health_status(h),
                         "weight": h.weight,

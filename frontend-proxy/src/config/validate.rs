@@ -239,7 +239,7 @@ impl Ctx {
     }
 
     /// Envoy's `Pipe`, with the checks Envoy's `PipeInstance` makes.
-    fn pipe(&mut self, p: &P, pipe: &raw::Pipe) -> Option<Pipe> {
+    pub fn pipe(&mut self, p: &P, pipe: &raw::Pipe) -> Option<Pipe> {
         self.other(p, pipe, &[]);
         let path = self.req(p, "path", &pipe.path).cloned();
         let mode = match self.opt(p, "mode", &pipe.mode) {
@@ -288,7 +288,7 @@ impl Ctx {
         if addr.pipe.is_some() {
             self.error(
                 &p.key("pipe"),
-                "a pipe (Unix domain socket) address is supported on listeners only; this address must be a socket_address",
+                "a pipe (Unix domain socket) address is supported on listeners and STATIC cluster endpoints only; this address must be a socket_address",
             );
             return None;
         }

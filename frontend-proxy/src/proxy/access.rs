@@ -63,7 +63,7 @@ impl Proxy {
             bytes_received: 0,
             bytes_sent: 0,
             upstream_service_time: self.upstream_service_time(ctx),
-            upstream_host: ctx.host.as_ref().map(|h| h.addr),
+            upstream_host: ctx.host.as_ref().map(|h| &h.addr),
             upstream_cluster: self.cluster(ctx).map(|c| c.name()),
             downstream_remote: ctx.client_addr,
             downstream_local: Some(&self.listener(ctx).address),

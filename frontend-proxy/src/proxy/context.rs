@@ -1,6 +1,7 @@
 //! The state one request carries through Pingora's phases.
 
 use super::LocalReply;
+use crate::address::Address;
 use crate::upstream::{ActiveRequest, Host, Permit};
 use http::header::HeaderValue;
 use pingora_core::protocols::tls::SslDigest;
@@ -19,7 +20,7 @@ pub struct RequestCtx {
     pub(super) host: Option<Arc<Host>>,
     pub(super) active: Option<ActiveRequest>,
     /// Hosts this request already failed on, avoided by retries.
-    pub(super) tried: Vec<SocketAddr>,
+    pub(super) tried: Vec<Address>,
     pub(super) attempts: u32,
     pub(super) retries: u32,
     /// The route timeout this request runs under (`deadline` is its end).

@@ -305,7 +305,7 @@ impl Proxy {
         }
         if let Some(h) = &ctx.host {
             h.stats.cx_connect_fail.fetch_add(1, Relaxed);
-            ctx.tried.push(h.addr);
+            ctx.tried.push(h.addr.clone());
         }
         let budget = self.retry_budget(ctx).max(MIN_CONNECT_RETRIES);
         let another_host = self.cluster(ctx).is_some_and(|c| c.has_host_outside(&ctx.tried));
@@ -370,7 +370,7 @@ impl Proxy {
         if retry {
             if let Some(h) = &ctx.host {
                 if policy.is_none_or(|p| p.avoid_previous_hosts) {
-                    ctx.tried.push(h.addr);
+                    ctx.tried.push(h.addr.clone());
                 }
             }
             self.record_retry(ctx);
@@ -398,7 +398,7 @@ impl Proxy {
             ctx.backoff = true;
             if let Some(h) = &ctx.host {
                 if policy.avoid_previous_hosts {
-                    ctx.tried.push(h.addr);
+                    ctx.tried.push(h.addr.clone());
                 }
             }
             debug!(status, attempt = ctx.attempts, "retrying on response status");

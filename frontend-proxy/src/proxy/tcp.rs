@@ -28,7 +28,11 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 use tokio::io::{copy_bidirectional, AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
+use tokio_util::either::Either;
+
+/// An upstream connection: TCP, or a pipe.
+type UpstreamStream = Either<TcpStream, UnixStream>;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::debug;
 
@@ -80,7 +84,7 @@ pub async fn serve<S>(
         bytes_received: session.received,
         bytes_sent: session.sent,
         upstream_service_time: None,
-        upstream_host: session.upstream,
+        upstream_host: session.upstream.as_ref(),
         upstream_cluster: clusters.get(id).map(|c| c.name()),
         downstream_remote: peers.client,
         downstream_local: peers.local.as_ref(),
@@ -97,7 +101,7 @@ pub async fn serve<S>(
 /// What one proxied connection did, for its access log entry.
 struct Session {
     flags: ResponseFlags,
-    upstream: Option<SocketAddr>,
+    upstream: Option<crate::address::Address>,
     /// Bytes read from the client and written to it.
     received: u64,
     sent: u64,
@@ -128,7 +132,7 @@ async fn proxy<S>(
             return;
         }
     };
-    session.upstream = Some(host.addr);
+    session.upstream = Some(host.addr.clone());
     let _open = OpenUpstream::new(UpstreamConnectionTracer::new(&cluster.stats, &host, None));
     let started = Instant::now();
     let last_activity = AtomicU64::new(0);
@@ -240,8 +244,8 @@ fn hostname() -> &'static str {
 /// Up to `attempts` connects, to a host not tried yet while there is one.
 /// Every failure is counted and reported to outlier detection; the error
 /// is the access log's flag for it.
-async fn connect(cluster: &Cluster, attempts: u32) -> Result<(TcpStream, Arc<Host>), ResponseFlags> {
-    let mut tried: Vec<SocketAddr> = Vec::new();
+async fn connect(cluster: &Cluster, attempts: u32) -> Result<(UpstreamStream, Arc<Host>), ResponseFlags> {
+    let mut tried: Vec<crate::address::Address> = Vec::new();
     for _ in 0..attempts {
         // A hashing policy gets a random key: without a hash_policy, Envoy's
         // tcp_proxy spreads connections as a random one does.
@@ -258,7 +262,25 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Result<(TcpStream, Arc<Hos
                 return Err(ResponseFlags::NO_HEALTHY_UPSTREAM);
             }
         };
-        match timeout(cluster.spec.connect_timeout, TcpStream::connect(host.addr)).await {
+        let addr = match &host.addr {
+            crate::address::Address::Ip(addr) => *addr,
+            // A Unix socket connects at once or fails: no wait to bound.
+            crate::address::Address::Pipe(pipe) => match pipe.connect() {
+                Ok(stream) => {
+                    cluster.record_attempt(&host, AttemptResult::Status(200));
+                    return Ok((Either::Right(stream), host));
+                }
+                Err(e) => {
+                    debug!(cluster = %cluster.name(), upstream = %host.addr, error = %e, "tcp_proxy connect failed");
+                    cluster.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+                    host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+                    cluster.record_attempt(&host, AttemptResult::LocalFailure);
+                    tried.push(host.addr.clone());
+                    continue;
+                }
+            },
+        };
+        match timeout(cluster.spec.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 if let Some(k) = &cluster.spec.tcp_keepalive {
@@ -267,7 +289,7 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Result<(TcpStream, Arc<Hos
                     }
                 }
                 cluster.record_attempt(&host, AttemptResult::Status(200));
-                return Ok((stream, host));
+                return Ok((Either::Left(stream), host));
             }
             Ok(Err(e)) => {
                 debug!(cluster = %cluster.name(), upstream = %host.addr, error = %e, "tcp_proxy connect failed");
@@ -280,7 +302,7 @@ async fn connect(cluster: &Cluster, attempts: u32) -> Result<(TcpStream, Arc<Hos
         cluster.stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
         host.stats.cx_connect_fail.fetch_add(1, Relaxed);
         cluster.record_attempt(&host, AttemptResult::LocalFailure);
-        tried.push(host.addr);
+        tried.push(host.addr.clone());
     }
     Err(ResponseFlags::UPSTREAM_CONNECTION_FAILURE)
 }

@@ -11,6 +11,7 @@ use super::host::Host;
 use super::outlier::{AttemptResult, OutlierDetector};
 use super::selection::{LeastRequest, Maglev};
 use super::{ClusterSpec, DiscoveryType, LbPolicy, UpstreamTls};
+use crate::address::Address;
 use crate::metrics::ClusterStats;
 use crate::tls::{Secrets, UpstreamContext};
 use arc_swap::ArcSwapOption;
@@ -23,7 +24,6 @@ use pingora_load_balancing::selection::consistent::KetamaHashing;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection, Random, RoundRobin};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -255,7 +255,7 @@ impl Cluster {
 
     /// Picks a host, skipping the addresses in `avoid` (hosts already tried
     /// by this request). `None` when no host is available.
-    pub fn select(&self, key: &[u8], avoid: &[SocketAddr]) -> Option<Selected> {
+    pub fn select(&self, key: &[u8], avoid: &[Address]) -> Option<Selected> {
         self.note_traffic();
         if let Some(hosts) = self.round_robin.load().as_deref() {
             let panic = self.panic.load(Relaxed);
@@ -293,7 +293,7 @@ impl Cluster {
 
     /// Whether [`Self::select`] has a host to offer outside `avoid`, without
     /// selecting one (which would move the round-robin position).
-    pub fn has_host_outside(&self, avoid: &[SocketAddr]) -> bool {
+    pub fn has_host_outside(&self, avoid: &[Address]) -> bool {
         let panic = self.panic.load(Relaxed);
         self.hosts().iter().any(|h| acceptable(h, avoid, panic))
     }
@@ -395,7 +395,7 @@ impl Cluster {
 
 /// The selection rule: not already tried by this request, and healthy
 /// unless the cluster is in panic mode.
-fn acceptable(host: &Host, avoid: &[SocketAddr], panic: bool) -> bool {
+fn acceptable(host: &Host, avoid: &[Address], panic: bool) -> bool {
     !avoid.contains(&host.addr) && (panic || host.is_healthy())
 }
 
@@ -450,7 +450,7 @@ mod tests {
     }
 
     fn last_octet(h: &Host) -> u8 {
-        match h.addr.ip() {
+        match h.addr.ip().expect("an IP host").ip() {
             std::net::IpAddr::V4(ip) => ip.octets()[3],
             std::net::IpAddr::V6(_) => 0,
         }
@@ -466,9 +466,13 @@ mod tests {
         first.sort();
         assert_eq!(first, [1, 2, 3]);
 
-        let second: SocketAddr = "127.0.0.2:80".parse().unwrap();
+        let second = Address::Ip("127.0.0.2:80".parse().unwrap());
         for _ in 0..6 {
-            assert_ne!(last_octet(&c.select(b"", &[second]).unwrap()), 2, "a tried host was picked again");
+            assert_ne!(
+                last_octet(&c.select(b"", std::slice::from_ref(&second)).unwrap()),
+                2,
+                "a tried host was picked again"
+            );
         }
         let hosts = c.hosts();
         hosts[0].health.failed_active_hc.store(true, Relaxed);
@@ -481,7 +485,7 @@ mod tests {
         // All unhealthy: panic mode balances over all of them again.
         assert!(c.in_panic());
         assert!(c.select(b"", &[]).is_some());
-        let all: Vec<SocketAddr> = hosts.iter().map(|h| h.addr).collect();
+        let all: Vec<Address> = hosts.iter().map(|h| h.addr.clone()).collect();
         assert!(c.select(b"", &all).is_none());
     }
 

@@ -10,6 +10,7 @@
 use super::dns::Resolver;
 use super::host::Host;
 use super::{DiscoveryType, EndpointAddress, EndpointSpec};
+use crate::address::Address;
 use crate::metrics::ClusterStats;
 use async_trait::async_trait;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -47,9 +48,9 @@ pub struct EndpointDiscovery {
 #[derive(Default)]
 struct State {
     /// Last good addresses of each endpoint, by endpoint index.
-    last_good: HashMap<usize, Vec<SocketAddr>>,
+    last_good: HashMap<usize, Vec<Address>>,
     /// Hosts of the current membership, kept so their counters survive refreshes.
-    hosts: HashMap<SocketAddr, Arc<Host>>,
+    hosts: HashMap<Address, Arc<Host>>,
     outcome: Option<RefreshOutcome>,
 }
 
@@ -85,12 +86,13 @@ impl EndpointDiscovery {
     }
 
     /// Resolves every endpoint; returns (index, addresses or None on failure).
-    async fn resolve_all(&self) -> (Vec<(usize, Option<Vec<SocketAddr>>)>, Option<Duration>) {
+    async fn resolve_all(&self) -> (Vec<(usize, Option<Vec<Address>>)>, Option<Duration>) {
         let mut out = Vec::with_capacity(self.endpoints.len());
         let mut ttl: Option<Duration> = None;
         for (i, ep) in self.endpoints.iter().enumerate() {
             match &ep.address {
-                EndpointAddress::Ip(addr) => out.push((i, Some(vec![*addr]))),
+                EndpointAddress::Ip(addr) => out.push((i, Some(vec![Address::Ip(*addr)]))),
+                EndpointAddress::Pipe(pipe) => out.push((i, Some(vec![Address::Pipe(pipe.clone())]))),
                 EndpointAddress::Dns { host, port } => {
                     let Some(resolver) = &self.resolver else {
                         out.push((i, None));
@@ -102,8 +104,8 @@ impl EndpointDiscovery {
                                 (Some(a), Some(b)) => Some(a.min(b)),
                                 (a, b) => a.or(b),
                             };
-                            let mut addrs: Vec<SocketAddr> =
-                                res.addrs.iter().map(|ip| SocketAddr::new(*ip, *port)).collect();
+                            let mut addrs: Vec<Address> =
+                                res.addrs.iter().map(|ip| Address::Ip(SocketAddr::new(*ip, *port))).collect();
                             if self.kind == DiscoveryType::LogicalDns {
                                 addrs.truncate(1);
                             }
@@ -148,18 +150,18 @@ impl ServiceDiscovery for EndpointDiscovery {
             let ep = &self.endpoints[i];
             let hostname = ep.hostname.clone().or_else(|| match &ep.address {
                 EndpointAddress::Dns { host, .. } => Some(host.clone()),
-                EndpointAddress::Ip(_) => None,
+                EndpointAddress::Ip(_) | EndpointAddress::Pipe(_) => None,
             });
             for addr in addrs {
                 if hosts.contains_key(&addr) {
                     continue; // duplicates collapse; the first endpoint wins
                 }
+                let Some(backend_addr) = pingora_addr(&self.cluster, &addr) else { continue };
                 let host = state.hosts.get(&addr).filter(|h| h.weight == ep.weight).cloned().unwrap_or_else(|| {
-                    Host::new(addr, hostname.clone(), ep.weight, self.health_checked, ep.health_check_port)
+                    Host::new(addr.clone(), hostname.clone(), ep.weight, self.health_checked, ep.health_check_port)
                 });
                 host.health.pending_removal.store(false, Relaxed);
-                let mut backend =
-                    Backend { addr: PingoraAddr::Inet(addr), weight: ep.weight as usize, ext: Default::default() };
+                let mut backend = Backend { addr: backend_addr, weight: ep.weight as usize, ext: Default::default() };
                 backend.ext.insert(host.clone());
                 backends.insert(backend);
                 hosts.insert(addr, host);
@@ -173,16 +175,18 @@ impl ServiceDiscovery for EndpointDiscovery {
                 if hosts.contains_key(addr) || h.failed_active_hc.load(Relaxed) || h.pending_active_hc.load(Relaxed) {
                     continue;
                 }
+                let Some(backend_addr) = pingora_addr(&self.cluster, addr) else { continue };
                 h.pending_removal.store(true, Relaxed);
-                let mut backend =
-                    Backend { addr: PingoraAddr::Inet(*addr), weight: host.weight as usize, ext: Default::default() };
+                let mut backend = Backend { addr: backend_addr, weight: host.weight as usize, ext: Default::default() };
                 backend.ext.insert(host.clone());
                 backends.insert(backend);
-                hosts.insert(*addr, host.clone());
+                hosts.insert(addr.clone(), host.clone());
             }
         }
-        let added: Vec<SocketAddr> = hosts.keys().filter(|a| !state.hosts.contains_key(a)).copied().collect();
-        let removed: Vec<SocketAddr> = state.hosts.keys().filter(|a| !hosts.contains_key(a)).copied().collect();
+        let added: Vec<String> =
+            hosts.keys().filter(|a| !state.hosts.contains_key(a)).map(ToString::to_string).collect();
+        let removed: Vec<String> =
+            state.hosts.keys().filter(|a| !hosts.contains_key(a)).map(ToString::to_string).collect();
         if !added.is_empty() || !removed.is_empty() {
             info!(cluster = %self.cluster, ?added, ?removed, hosts = hosts.len(), "cluster membership changed");
         }
@@ -201,6 +205,21 @@ impl ServiceDiscovery for EndpointDiscovery {
             }
         }
         Ok((backends, HashMap::new()))
+    }
+}
+
+/// The address Pingora's load balancers key a host by (its hash for
+/// ring_hash and maglev: `ip:port`, or the pipe's path).
+fn pingora_addr(cluster: &str, addr: &Address) -> Option<PingoraAddr> {
+    match addr {
+        Address::Ip(a) => Some(PingoraAddr::Inet(*a)),
+        Address::Pipe(p) => match p.pingora_addr() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(cluster = %cluster, pipe = %p.path, error = %e, "pipe endpoint has no usable address; left out");
+                None
+            }
+        },
     }
 }
 

@@ -11,6 +11,8 @@
 
 use super::host::{ms, Host};
 use super::{HealthCheckKind, HealthCheckSpec};
+use crate::address::{Address, PipeConnector};
+use pingora_core::connectors::L4Connect;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType};
@@ -19,6 +21,7 @@ use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHeal
 use pingora_load_balancing::Backend;
 use rand::Rng;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::Duration;
 use tls::{TlsHttpCheck, TlsTcpCheck};
 
@@ -41,13 +44,28 @@ pub enum Probe {
 pub struct ActiveHealthCheck {
     pub spec: HealthCheckSpec,
     checker: Box<dyn HealthCheck + Send + Sync>,
+    /// The same check to pipe hosts, which connect through [`PipeConnector`].
+    pipe_checker: Box<dyn HealthCheck + Send + Sync>,
 }
 
 impl ActiveHealthCheck {
     /// `tls`: a TLS cluster's; an HTTP check connects as requests do
     /// (client certificate, validation).
     pub fn new(spec: HealthCheckSpec, cluster: &str, tls: Option<TlsProbe>) -> Self {
-        let checker: Box<dyn HealthCheck + Send + Sync> = match &spec.kind {
+        let checker = Self::checker(&spec, cluster, tls.clone(), None);
+        let pipe_checker = Self::checker(&spec, cluster, tls, Some(Arc::new(PipeConnector)));
+        Self { spec, checker, pipe_checker }
+    }
+
+    /// `l4`: how it connects, when not as Pingora does (pipes).
+    fn checker(
+        spec: &HealthCheckSpec,
+        cluster: &str,
+        tls: Option<TlsProbe>,
+        l4: Option<Arc<PipeConnector>>,
+    ) -> Box<dyn HealthCheck + Send + Sync> {
+        let l4 = l4.map(|c| c as Arc<dyn L4Connect + Send + Sync>);
+        match &spec.kind {
             HealthCheckKind::Tcp => match tls {
                 // Envoy connects through the cluster's transport socket, so
                 // the check passes once the TLS handshake is done and the
@@ -56,6 +74,7 @@ impl ActiveHealthCheck {
                     let mut peer = HttpPeer::new("0.0.0.0:1", true, String::new());
                     peer.options.connection_timeout = Some(spec.timeout);
                     peer.options.total_connection_timeout = Some(spec.timeout);
+                    peer.options.custom_l4 = l4;
                     tls.material.apply(&tls.tls, &mut peer);
                     Box::new(TlsTcpCheck::new(peer, tls))
                 }
@@ -63,6 +82,7 @@ impl ActiveHealthCheck {
                     let mut tcp = TcpHealthCheck::new();
                     tcp.peer_template.options.connection_timeout = Some(spec.timeout);
                     tcp.peer_template.options.total_connection_timeout = Some(spec.timeout);
+                    tcp.peer_template.options.custom_l4 = l4;
                     tcp
                 }
             },
@@ -83,6 +103,7 @@ impl ActiveHealthCheck {
                 opts.total_connection_timeout = Some(spec.timeout);
                 opts.read_timeout = Some(spec.timeout);
                 opts.write_timeout = Some(spec.timeout);
+                opts.custom_l4 = l4;
                 let expected = expected.clone();
                 http.validator = Some(Box::new(move |resp| {
                     let status = resp.status.as_u16();
@@ -97,18 +118,26 @@ impl ActiveHealthCheck {
                     None => Box::new(http),
                 }
             }
-        };
-        Self { spec, checker }
+        }
     }
 
     /// Probes one host, bounded by the check's timeout.
     pub async fn probe(&self, host: &Host) -> Probe {
-        let mut addr = host.addr;
-        if let Some(port) = host.health_check_port {
-            addr.set_port(port);
-        }
-        let backend = Backend { addr: PingoraAddr::Inet(addr), weight: 1, ext: Default::default() };
-        match tokio::time::timeout(self.spec.timeout, self.checker.check(&backend)).await {
+        let (addr, checker) = match &host.addr {
+            Address::Ip(a) => {
+                let mut addr = *a;
+                if let Some(port) = host.health_check_port {
+                    addr.set_port(port);
+                }
+                (PingoraAddr::Inet(addr), &self.checker)
+            }
+            Address::Pipe(p) => match p.pingora_addr() {
+                Ok(addr) => (addr, &self.pipe_checker),
+                Err(e) => return Probe::Unreachable(e.to_string()),
+            },
+        };
+        let backend = Backend { addr, weight: 1, ext: Default::default() };
+        match tokio::time::timeout(self.spec.timeout, checker.check(&backend)).await {
             Ok(Ok(())) => Probe::Pass,
             Ok(Err(e)) => match e.etype() {
                 ErrorType::CustomCode(UNEXPECTED_STATUS, status) => Probe::Rejected(format!("status {status}")),
@@ -262,7 +291,7 @@ mod tests {
     }
 
     fn host(checked: bool) -> std::sync::Arc<Host> {
-        Host::new("127.0.0.1:1".parse().unwrap(), None, 1, checked, None)
+        Host::new(crate::address::Address::Ip("127.0.0.1:1".parse().unwrap()), None, 1, checked, None)
     }
 
     fn down() -> Probe {

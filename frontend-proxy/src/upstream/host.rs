@@ -6,15 +6,16 @@
 //! Pingora `Backend` (in `ext`), so the request path reaches the host's
 //! counters and health without a lookup.
 
+use crate::address::Address;
 use crate::metrics::HostStats;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub struct Host {
-    pub addr: SocketAddr,
+    /// An IP and port, or a pipe (STATIC clusters only).
+    pub addr: Address,
     /// The DNS name it was resolved from, or `endpoint.hostname`.
     pub hostname: Option<String>,
     pub weight: u32,
@@ -72,7 +73,7 @@ impl Host {
     /// `health_checked`: new hosts of a health-checked cluster start
     /// unhealthy until their first check passes, as in Envoy.
     pub fn new(
-        addr: SocketAddr,
+        addr: Address,
         hostname: Option<String>,
         weight: u32,
         health_checked: bool,

@@ -154,7 +154,7 @@ mod tests {
     }
 
     fn host() -> Arc<Host> {
-        Host::new("127.0.0.1:1".parse().unwrap(), None, 1, false, None)
+        Host::new(crate::address::Address::Ip("127.0.0.1:1".parse().unwrap()), None, 1, false, None)
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use super::cluster::{Cluster, ClusterSet};
 use super::health::{Outcome, Probe, Transition};
 use super::host::Host;
+use crate::address::Address;
 use async_trait::async_trait;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -13,7 +14,6 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,7 +109,7 @@ struct Session {
 /// concurrently, so a host that times out delays no other.
 async fn run_health_checks(cluster: Arc<Cluster>, mut shutdown: ShutdownWatch) {
     let Some(hc) = &cluster.health_check else { return };
-    let mut sessions: HashMap<SocketAddr, Session> = HashMap::new();
+    let mut sessions: HashMap<Address, Session> = HashMap::new();
     let mut checks = FuturesUnordered::new();
     let mut had_traffic = cluster.had_traffic();
     loop {
@@ -119,7 +119,7 @@ async fn run_health_checks(cluster: Arc<Cluster>, mut shutdown: ShutdownWatch) {
         // (new weight) is a new host with a new session, as in Envoy.
         sessions.retain(|addr, s| hosts.iter().any(|h| h.addr == *addr && Arc::ptr_eq(h, &s.host)));
         for h in &hosts {
-            sessions.entry(h.addr).or_insert_with(|| Session {
+            sessions.entry(h.addr.clone()).or_insert_with(|| Session {
                 host: h.clone(),
                 due: now + hc.initial_delay(),
                 in_flight: false,

@@ -71,6 +71,39 @@ impl Backend {
     async fn try_start(name: &str, addr: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr().expect("backend addr");
+        let listener = Arc::new(listener);
+        Ok(Self::serve(name, addr, move || {
+            let l = listener.clone();
+            async move { l.accept().await.map(|(s, _)| s) }
+        }))
+    }
+
+    /// A backend on a Unix domain socket: `path` a file, or `@name` for an
+    /// abstract one (Envoy's spelling). Its `addr` is `0.0.0.0:0`.
+    pub fn start_pipe(name: &str, path: &str) -> Self {
+        use std::os::linux::net::SocketAddrExt;
+        let std = match path.strip_prefix('@') {
+            Some(abs) => {
+                let a = std::os::unix::net::SocketAddr::from_abstract_name(abs.as_bytes()).unwrap();
+                std::os::unix::net::UnixListener::bind_addr(&a)
+            }
+            None => std::os::unix::net::UnixListener::bind(path),
+        }
+        .unwrap_or_else(|e| panic!("bind pipe backend {path}: {e}"));
+        std.set_nonblocking(true).unwrap();
+        let listener = Arc::new(tokio::net::UnixListener::from_std(std).unwrap());
+        Self::serve(name, SocketAddr::from(([0, 0, 0, 0], 0)), move || {
+            let l = listener.clone();
+            async move { l.accept().await.map(|(s, _)| s) }
+        })
+    }
+
+    fn serve<F, Fut, S>(name: &str, addr: SocketAddr, mut accept: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = std::io::Result<S>> + Send,
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             hits: AtomicUsize::new(0),
@@ -82,7 +115,7 @@ impl Backend {
         let s = shared.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
+                let Ok(stream) = accept().await else {
                     continue;
                 };
                 let conn_shared = s.clone();
@@ -97,7 +130,7 @@ impl Backend {
                 conns.push(conn);
             }
         });
-        Ok(Self { addr, shared, task })
+        Self { addr, shared, task }
     }
 
     pub fn name(&self) -> &str {

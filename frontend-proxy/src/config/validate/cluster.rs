@@ -7,9 +7,12 @@ use super::tls::upstream_tls;
 use super::{Ctx, P};
 use crate::config::raw::lenient::enum_name;
 use crate::config::raw::{self, Field, List};
-use crate::upstream::{ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy, TcpKeepaliveSpec};
+use crate::upstream::{
+    ClusterSpec, DiscoveryType, EndpointAddress, EndpointSpec, LbPolicy, TcpKeepaliveSpec, UpstreamCodec,
+};
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Enum names as Envoy spells them; the file may use any case.
@@ -113,6 +116,28 @@ fn cluster(cx: &mut Ctx, p: &P, c: &raw::Cluster) -> Option<ClusterSpec> {
     };
     // A rejected transport socket counts as TLS: its own error is enough.
     let http = upstream_http(cx, p, c, !matches!(tls, Some(None)));
+    if lb_policy == Some(LbPolicy::RingHash) && endpoints.iter().any(|e| matches!(e.address, EndpointAddress::Pipe(_)))
+    {
+        // Pingora's Ketama ring leaves out every host that is not an IP.
+        cx.error(&p.key("lb_policy"), "RING_HASH balances over IP endpoints only; a pipe endpoint needs another policy (MAGLEV hashes a pipe's path)");
+    }
+    if http.codec != UpstreamCodec::Http1 {
+        let abstract_pipe = endpoints.iter().find_map(|e| match &e.address {
+            EndpointAddress::Pipe(pipe) if pipe.is_abstract() => Some(pipe.clone()),
+            _ => None,
+        });
+        if let Some(pipe) = abstract_pipe {
+            // HTTP/2 goes through Pingora's pool, which can neither hash nor
+            // reuse a connection to an abstract socket.
+            cx.error(
+                &p.key("load_assignment"),
+                format!(
+                    "the abstract pipe {} takes HTTP/1.1 only (upstream HTTP/2 cannot pool an abstract socket); use a socket file",
+                    pipe.path
+                ),
+            );
+        }
+    }
     let health_check = resilience::health_checks(cx, p, &c.health_checks);
     if health_check.is_some() && discovery == DiscoveryType::LogicalDns {
         cx.error(&p.key("health_checks"), "health checks on LOGICAL_DNS clusters are not supported");
@@ -270,6 +295,42 @@ fn lb_endpoint(cx: &mut Ctx, p: &P, lb: &raw::LbEndpoint, discovery: DiscoveryTy
     let hostname = cx.string(&epp, "hostname", &e.hostname);
     let ap = epp.key("address");
     let addr = cx.req(&epp, "address", &e.address)?;
+    if let Some(pipe) = cx.opt(&ap, "pipe", &addr.pipe) {
+        // Envoy: only a STATIC cluster takes a pipe; DNS clusters resolve
+        // `socket_address` names and reject any other address.
+        let pp = ap.key("pipe");
+        if addr.socket_address.is_some() {
+            cx.error(&ap, "socket_address and pipe are one of: set only one");
+            return None;
+        }
+        if discovery != DiscoveryType::Static {
+            cx.error(&pp, "a pipe (Unix domain socket) endpoint needs a STATIC cluster; DNS clusters resolve socket_address names");
+            return None;
+        }
+        if pipe.mode.is_some() {
+            // Envoy reads `mode` when it binds a listener only.
+            cx.error(&pp.key("mode"), "a file mode applies to pipe listeners only, not to an endpoint");
+            return None;
+        }
+        let pipe = cx.pipe(&pp, pipe)?;
+        if excluded {
+            cx.warn(p, format!("health_status {status}: endpoint excluded from load balancing"));
+            return None;
+        }
+        if health_check_port.is_some() {
+            cx.error(
+                &epp.key("health_check_config").key("port_value"),
+                "a pipe endpoint has no port to health check instead",
+            );
+            return None;
+        }
+        return Some(EndpointSpec {
+            address: EndpointAddress::Pipe(Arc::new(pipe)),
+            weight,
+            hostname,
+            health_check_port,
+        });
+    }
     let (host, port) = cx.socket_address(&ap, addr)?;
     let address = match (host.parse::<IpAddr>(), discovery) {
         (Ok(ip), _) => EndpointAddress::Ip(SocketAddr::new(ip, port)),

@@ -71,8 +71,8 @@ impl NativeH1 {
                 // `begin_attempt` has set `ctx.last_failure`, the reply to send.
                 Err(_) => return Exchange::Failed,
             };
-            let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr);
-            let (outcome, reused) = self.attempt(down, bufs, req, ctx, body, key, &attempt).await;
+            let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr.clone());
+            let (outcome, reused) = self.attempt(down, bufs, req, ctx, body, &key, &attempt).await;
             let outcome = match outcome {
                 Ok((up, head_len)) => self.answer(bufs, req, ctx, body, up, head_len, keep_alive, drain),
                 Err(e) => Attempt::Failed(e),
@@ -150,7 +150,7 @@ impl NativeH1 {
         req: &RequestHeader,
         ctx: &mut RequestCtx,
         body: &mut Body,
-        key: PoolKey,
+        key: &PoolKey,
         attempt: &AttemptStart,
     ) -> (Result<(Upstream, usize), AttemptError>, bool) {
         let mut reused = false;

@@ -8,16 +8,16 @@
 //! (`common_http_protocol_options.idle_timeout`) or closed by the
 //! upstream, so they do not hold file descriptors or skew `cx_active`.
 
+use crate::address::Address;
 use crate::metrics::UpstreamConnectionTracer;
 use pingora_core::protocols::Stream;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// Idle connections kept per host and worker; beyond it the oldest closes.
 const MAX_IDLE_PER_HOST: usize = 1024;
@@ -27,6 +27,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(5);
 pub enum Transport {
     /// Plain TCP, opened by the engine itself.
     Tcp(TcpStream),
+    /// A plain pipe (Unix domain socket), opened by the engine itself.
+    Unix(UnixStream),
     /// Opened by Pingora's connector (TLS).
     Pingora(Stream),
 }
@@ -46,6 +48,12 @@ impl Upstream {
         Self { transport: Transport::Tcp(stream), counted: Some(tracer) }
     }
 
+    /// A new plain connection on a pipe: counted as opened now.
+    pub fn unix(stream: UnixStream, tracer: UpstreamConnectionTracer) -> Self {
+        tracer.connected();
+        Self { transport: Transport::Unix(stream), counted: Some(tracer) }
+    }
+
     /// A connection from Pingora's connector, which counts it itself.
     pub fn pingora(stream: Stream) -> Self {
         Self { transport: Transport::Pingora(stream), counted: None }
@@ -56,6 +64,7 @@ impl Upstream {
     pub async fn readable(&self) -> std::io::Result<()> {
         match &self.transport {
             Transport::Tcp(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
+            Transport::Unix(s) => std::future::poll_fn(|cx| s.poll_read_ready(cx)).await,
             Transport::Pingora(_) => Ok(()),
         }
     }
@@ -82,6 +91,7 @@ impl AsyncRead for Upstream {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         match &mut self.transport {
             Transport::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Transport::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Pingora(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -91,6 +101,7 @@ impl AsyncWrite for Upstream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
         match &mut self.transport {
             Transport::Tcp(s) => Pin::new(s).poll_write(cx, data),
+            Transport::Unix(s) => Pin::new(s).poll_write(cx, data),
             Transport::Pingora(s) => Pin::new(s).poll_write(cx, data),
         }
     }
@@ -98,6 +109,7 @@ impl AsyncWrite for Upstream {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match &mut self.transport {
             Transport::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Transport::Unix(s) => Pin::new(s).poll_flush(cx),
             Transport::Pingora(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -105,14 +117,15 @@ impl AsyncWrite for Upstream {
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match &mut self.transport {
             Transport::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Transport::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Transport::Pingora(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
 /// Which pool an upstream connection belongs to: the cluster (its TLS
-/// settings) and the host's address.
-pub type PoolKey = (usize, SocketAddr);
+/// settings) and the host's address (an IP one is copied, a pipe's shared).
+pub type PoolKey = (usize, Address);
 
 struct Idle {
     conn: Upstream,
@@ -137,10 +150,10 @@ thread_local! {
 }
 
 /// The most recently used live idle connection to `key`, if any.
-pub fn checkout(key: PoolKey) -> Option<Upstream> {
+pub fn checkout(key: &PoolKey) -> Option<Upstream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let conns = idle.get_mut(&key)?;
+        let conns = idle.get_mut(key)?;
         while let Some(mut c) = conns.pop_back() {
             if c.usable() {
                 return Some(c.conn);

@@ -10,6 +10,7 @@ use super::recycle::{self, Source, BUF};
 use super::timer::within;
 use super::wire::{self, HeadScan, MAX_RESPONSE_HEAD};
 use super::NativeH1;
+use crate::address::Address;
 use crate::metrics::{UpstreamCodecStat, UpstreamConnectionTracer};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::lifecycle::AttemptStart;
@@ -48,7 +49,7 @@ impl NativeH1 {
     pub(super) async fn upstream(
         &self,
         attempt: &AttemptStart,
-        key: PoolKey,
+        key: &PoolKey,
         pooled: bool,
     ) -> Result<(Upstream, bool), AttemptError> {
         if let Some(conn) = pooled.then(|| pool::checkout(key)).flatten() {
@@ -79,7 +80,24 @@ impl NativeH1 {
                 }
             };
         }
-        match timeout(connect_timeout, TcpStream::connect(attempt.host.addr)).await {
+        let addr = match &attempt.host.addr {
+            Address::Ip(addr) => *addr,
+            Address::Pipe(pipe) => {
+                // A Unix socket connects at once or fails: no wait to bound.
+                return match pipe.connect() {
+                    Ok(s) => {
+                        let tracer = UpstreamConnectionTracer::new(
+                            &cluster.stats,
+                            &attempt.host,
+                            Some(UpstreamCodecStat::Http1),
+                        );
+                        Ok(Upstream::unix(s, tracer))
+                    }
+                    Err(e) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),
+                };
+            }
+        };
+        match timeout(connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 if let Some(k) = &cluster.spec.tcp_keepalive {

@@ -106,7 +106,7 @@ async fn a_failed_connect_moves_to_another_host_until_none_is_left() {
     loop {
         let attempt = p.begin_attempt(&mut ctx, false).await.unwrap();
         assert!(!seen.contains(&attempt.host.addr), "{} tried twice", attempt.host.addr);
-        seen.push(attempt.host.addr);
+        seen.push(attempt.host.addr.clone());
         if !p.connect_failed(&mut ctx, false) {
             break;
         }
@@ -176,7 +176,7 @@ async fn a_retry_policy_retries_statuses_on_other_hosts_up_to_num_retries() {
     let mut hosts = Vec::new();
     loop {
         let attempt = p.begin_attempt(&mut ctx, false).await.unwrap();
-        hosts.push(attempt.host.addr);
+        hosts.push(attempt.host.addr.clone());
         if !p.upstream_answered(&mut ctx, 503, false) {
             break;
         }

@@ -28,6 +28,7 @@ pub(super) struct TlsHttpCheck {
 
 /// What a health check to a TLS cluster connects with, and where it
 /// counts refused certificates (`cluster.<name>.ssl.*`, as requests do).
+#[derive(Clone)]
 pub struct TlsProbe {
     pub tls: UpstreamTls,
     pub material: Arc<UpstreamTlsMaterial>,
