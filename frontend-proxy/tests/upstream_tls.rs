@@ -441,3 +441,91 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
     assert_eq!(backend.hits(), hits, "a revoked upstream was sent a request");
     assert_eq!(stat("not_revoked", "ssl.fail_verify_error").await, 0);
 }
+
+/// A TLS server on its own thread that asks every client for a
+/// certificate, accepts any, and records whether one was sent; it answers
+/// `200` to one request per connection. `cert`/`key` are PEM files.
+fn recording_server(cert: &str, key: &str) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let got = std::sync::Arc::new(AtomicBool::new(false));
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acceptor.set_certificate_chain_file(cert).unwrap();
+    acceptor.set_private_key_file(key, SslFiletype::PEM).unwrap();
+    let seen = got.clone();
+    acceptor.set_verify_callback(SslVerifyMode::PEER, move |_, ctx| {
+        if ctx.current_cert().is_some() {
+            seen.store(true, SeqCst);
+        }
+        true
+    });
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip(42, 4), 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(mut tls) = acceptor.accept(tcp) else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = tls.shutdown();
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test]
+async fn the_client_certificate_is_not_sent_to_an_upstream_whose_chain_does_not_verify() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // A server certificate for the right name from a CA the cluster does not trust.
+    let mitm_ca = ca("mitm CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["backend.internal".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let mitm_cert = params.signed_by(&key, &mitm_ca).unwrap();
+    let (mitm_pem, mitm_key) = (dir.path().join("mitm.pem"), dir.path().join("mitm.key"));
+    std::fs::write(&mitm_pem, mitm_cert.pem()).unwrap();
+    std::fs::write(&mitm_key, key.serialize_pem()).unwrap();
+    let (mitm, mitm_got) = recording_server(mitm_pem.to_str().unwrap(), mitm_key.to_str().unwrap());
+    // The same server with a trusted certificate: it does receive ours.
+    let (honest, honest_got) = recording_server(&pki.a.cert, &pki.a.key);
+    let [front, admin] = [(); 2].map(|_| free_addr(ip(42, 4)));
+    let common = format!("{}{}", client_cert(&pki), validation(&pki.ca, ""));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener(
+            "front",
+            front,
+            &yaml::hcm(
+                "front",
+                "",
+                &yaml::routes(&[
+                    ("/mitm/", "cluster: mitm, prefix_rewrite: /"),
+                    ("/honest/", "cluster: honest, prefix_rewrite: /"),
+                ]),
+            ),
+        )],
+        &[
+            tls_cluster("mitm", mitm, Some("backend.internal"), &common, ""),
+            tls_cluster("honest", honest, Some("backend.internal"), &common, ""),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, front).await;
+    let c = support::client();
+    let (status, body) = send(c.get(format!("http://{front}/honest/"))).await;
+    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    assert!(honest_got.load(SeqCst), "a trusted upstream receives the client certificate");
+    let (status, body) = send(c.get(format!("http://{front}/mitm/"))).await;
+    assert_eq!(status, 503, "{body}\n{}", proxy.log());
+    assert!(support::stat(admin, "cluster.mitm.ssl.fail_verify_error").await >= 1);
+    assert!(!mitm_got.load(SeqCst), "the client certificate went to an upstream nobody had verified");
+}

@@ -6,12 +6,17 @@
 //!
 //! Pingora's connector verifies the chain during the handshake only when
 //! the peer has an SNI, without revocation lists or intermediate anchors,
-//! and cannot match names other than the SNI or pin hashes. So it is told
-//! to verify nothing, and every handshake runs the hook of
-//! [`Connecting`], which judges the finished handshake and leaves its
+//! and cannot match names other than the SNI or pin hashes. So every
+//! handshake runs the hook of [`Connecting`], which judges the finished handshake and leaves its
 //! [`ServerVerdict`] in the connection's TLS digest; the request paths read
 //! it before writing a request byte ([`verdict`]). The hook also turns
 //! renegotiation off (`renegotiation.rs`) unless `allow_renegotiation` says.
+//! Pingora's own check is kept as a first gate where it is no stricter
+//! than the hook's (`Connecting::gate_cas`): it runs before our client
+//! certificate is sent, as Envoy's verification does, so an upstream whose
+//! chain does not verify never receives it. Without an SNI, or with an
+//! intermediate CA in `trusted_ca`, only the hook judges, after the
+//! handshake (the client certificate has been sent by then).
 //!
 //! Rotation: [`UpstreamContext::connecting`] is called for every peer
 //! built (each request, each health check). It compares the secrets'
@@ -32,7 +37,7 @@ use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora_core::tls::hash::MessageDigest;
 use pingora_core::tls::ssl::SslRef;
 use pingora_core::tls::x509::store::X509Store;
-use pingora_core::tls::x509::{X509Ref, X509};
+use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
 use pingora_core::utils::tls::CertKey;
 use std::sync::Arc;
 
@@ -104,6 +109,13 @@ pub struct Connecting {
     pub client_cert: Option<Arc<CertKey>>,
     /// Refuses renegotiation and, with trusted CAs, judges the upstream's certificate.
     pub hook: HandshakeCompleteHook,
+    /// The trusted CAs for Pingora's own check during the handshake, when
+    /// that check is no stricter than the hook's: every CA a self-signed
+    /// root (Pingora's store has no `X509_V_FLAG_PARTIAL_CHAIN`, so an
+    /// intermediate anchor would refuse chains Envoy accepts). It runs
+    /// before our client certificate is sent, so an upstream whose chain
+    /// does not verify never receives it; `None`: only the hook judges.
+    pub gate_cas: Option<Arc<Box<[X509]>>>,
     cert_from: Option<Arc<LoadedCertificate>>,
     ca_from: Option<Arc<Authority>>,
 }
@@ -154,6 +166,7 @@ impl UpstreamContext {
             current: ArcSwap::from_pointee(Connecting {
                 client_cert: None,
                 hook: Arc::new(|_: &SslRef| None),
+                gate_cas: None,
                 cert_from: None,
                 ca_from: None,
             }),
@@ -191,6 +204,7 @@ impl UpstreamContext {
         let cas: Option<&[X509]> = ca.as_deref().map(|a| &*a.cas).or(self.fixed_cas.as_deref());
         // Lists from the secret, or from the bootstrap with fixed CAs.
         let lists = ca.as_deref().and_then(|a| a.crl.as_ref()).or(self.checks.crl.as_ref());
+        let gate_cas = cas.filter(|cas| cas.iter().all(|ca| self_signed(ca))).map(|cas| Arc::new(Box::from(cas)));
         let verifier = match cas {
             Some(cas) => {
                 Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?)
@@ -207,7 +221,7 @@ impl UpstreamContext {
             let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks, verifier)));
             Some(verdict)
         });
-        Ok(Connecting { client_cert, hook, cert_from: cert, ca_from: ca })
+        Ok(Connecting { client_cert, hook, gate_cas, cert_from: cert, ca_from: ca })
     }
 }
 
@@ -217,6 +231,12 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
         (None, None) => true,
         _ => false,
     }
+}
+
+/// A root: issued by itself, as OpenSSL decides when it looks for the
+/// end of a chain (names, key identifiers), its own signature checked too.
+fn self_signed(ca: &X509) -> bool {
+    ca.issued(ca) == X509VerifyResult::OK && ca.public_key().and_then(|k| ca.verify(&k)).unwrap_or(false)
 }
 
 fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, verifier: &X509Store) -> Result<(), VerifyFailure> {
