@@ -399,6 +399,14 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
     let cert = client_cert(&pki);
     let crl = |revoked: &str| format!("            crl: {{ filename: \"{}\" }}\n", crl_file(&pki, dir.path(), revoked));
     let (revokes_a, revokes_b) = (crl(&pki.a.cert), crl(&pki.b.cert));
+    // The CA with a list in one `trusted_ca` file: Envoy checks it too.
+    let bundle = |revoked: &str, name: &str| {
+        let list = std::fs::read_to_string(crl_file(&pki, dir.path(), revoked)).unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}{list}", std::fs::read_to_string(&pki.ca).unwrap())).unwrap();
+        path.display().to_string()
+    };
+    let (bundle_a, bundle_b) = (bundle(&pki.a.cert, "bundle-a.pem"), bundle(&pki.b.cert, "bundle-b.pem"));
     let clusters = [
         ("revoked", None, revokes_a.clone()),
         // Verified during the handshake too (Pingora does with an SNI).
@@ -406,13 +414,24 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
         ("revoked_leaf_only", None, format!("{revokes_a}            only_verify_leaf_cert_crl: true\n")),
         ("not_revoked", None, revokes_b),
     ];
-    let names: Vec<(String, String)> =
-        clusters.iter().map(|(n, ..)| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /"))).collect();
+    let names: Vec<(String, String)> = clusters
+        .iter()
+        .map(|(n, ..)| *n)
+        .chain(["bundled_revoked", "bundled_revoked_sni", "bundled_not_revoked"])
+        .map(|n| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /")))
+        .collect();
     let routes: Vec<(&str, &str)> = names.iter().map(|(p, a)| (p.as_str(), a.as_str())).collect();
     let mut cluster_yaml: Vec<String> = clusters
         .iter()
         .map(|(n, sni, more)| tls_cluster(n, a, *sni, &format!("{cert}{}", validation(&pki.ca, more)), ""))
         .collect();
+    for (n, sni, ca) in [
+        ("bundled_revoked", None, &bundle_a),
+        ("bundled_revoked_sni", Some("backend.internal"), &bundle_a),
+        ("bundled_not_revoked", None, &bundle_b),
+    ] {
+        cluster_yaml.push(tls_cluster(n, a, sni, &format!("{cert}{}", validation(ca, "")), ""));
+    }
     cluster_yaml.push(yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""));
     let cfg = yaml::bootstrap_with_admin(
         admin,
@@ -429,10 +448,12 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
         async move { support::stat(admin, &name).await }
     };
 
-    let (status, body) = send(c.get(format!("http://{front}/not_revoked/"))).await;
-    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    for ok in ["not_revoked", "bundled_not_revoked"] {
+        let (status, body) = send(c.get(format!("http://{front}/{ok}/"))).await;
+        assert_eq!(status, 200, "{ok}: {body}\n{}", proxy.log());
+    }
     let hits = backend.hits();
-    for refused in ["revoked", "revoked_sni", "revoked_leaf_only"] {
+    for refused in ["revoked", "revoked_sni", "revoked_leaf_only", "bundled_revoked", "bundled_revoked_sni"] {
         let (status, body) = send(c.get(format!("http://{front}/{refused}/"))).await;
         assert_eq!(status, 503, "{refused}: {body}\n{}", proxy.log());
         assert!(stat(refused, "ssl.fail_verify_error").await >= 1, "{refused}");

@@ -29,8 +29,8 @@
 
 use super::rotation::{Authority, LiveAuthority, LiveCertificate};
 use super::{
-    crl, load_ca, load_certificate, renegotiation, san_matches, CertificateSource, LoadedCertificate, RevocationLists,
-    SanMatcher, SdsFile, Secrets, TlsError, TrustedCa,
+    crl, load_ca_bundle, load_certificate, renegotiation, san_matches, CertificateSource, LoadedCertificate,
+    RevocationLists, SanMatcher, SdsFile, Secrets, TlsError, TrustedCa,
 };
 use arc_swap::ArcSwap;
 use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
@@ -140,7 +140,7 @@ impl UpstreamContext {
     pub fn new(
         trusted_ca: Option<&TrustedCa>,
         client: Option<&ClientCertificate>,
-        checks: ServerCertificateChecks,
+        mut checks: ServerCertificateChecks,
         allow_renegotiation: bool,
         secrets: &Secrets,
     ) -> Result<Self, TlsError> {
@@ -150,7 +150,12 @@ impl UpstreamContext {
             None => (None, None),
         };
         let (fixed_cas, live_ca) = match trusted_ca {
-            Some(TrustedCa::Pem(source)) => (Some(load_ca(source)?), None),
+            Some(TrustedCa::Pem(source)) => {
+                // Lists bundled in `trusted_ca` are checked too, as in Envoy.
+                let (cas, bundled) = load_ca_bundle(source)?;
+                checks.crl = RevocationLists::with_bundled(checks.crl.take(), bundled);
+                (Some(cas), None)
+            }
             Some(TrustedCa::Sds(file)) => (None, Some(secrets.authority(file)?)),
             None => (None, None),
         };

@@ -355,7 +355,8 @@ fn validation_secret(cx: &mut Ctx, sp: &P, sc: &raw::SdsSecretConfig) -> Option<
                         return None;
                     }
                 },
-                None => None,
+                // The rule still applies to lists bundled in `trusted_ca`.
+                None => Some(RevocationLists { der: Vec::new(), leaf_only: v.crl_leaf_only }),
             };
             Some((TrustedCa::Pem(v.trusted_ca), crl))
         }
@@ -419,10 +420,12 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
 /// (an error is reported at their path). The lists are read here, so a
 /// file that does not parse fails `--mode validate` too.
 fn revocation_lists(cx: &mut Ctx, vp: &P, vc: &raw::ValidationContext) -> Option<Option<RevocationLists>> {
-    // Without `crl` it changes nothing, in Envoy too.
+    // Without `crl` it still rules the lists a `trusted_ca` file bundles
+    // (Envoy's `parseCaCertList` reads them; see `tls::load_ca_bundle`):
+    // kept as empty lists, which check nothing when the file has none.
     let leaf_only = cx.boolean(vp, "only_verify_leaf_cert_crl", &vc.only_verify_leaf_cert_crl, false);
     let Some(ds) = cx.opt(vp, "crl", &vc.crl) else {
-        return Some(None);
+        return Some(leaf_only.then(|| RevocationLists { der: Vec::new(), leaf_only }));
     };
     let cp = vp.key("crl");
     let (pem, at) = match cx.data_source(&cp, ds)? {
