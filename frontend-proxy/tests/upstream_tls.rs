@@ -461,6 +461,13 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
     }
     assert_eq!(backend.hits(), hits, "a revoked upstream was sent a request");
     assert_eq!(stat("not_revoked", "ssl.fail_verify_error").await, 0);
+    // A refused chain leaves no errors on OpenSSL's queue for the next
+    // TLS call on that thread to find and log.
+    for _ in 0..8 {
+        let (status, body) = send(c.get(format!("http://{front}/not_revoked/"))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(!proxy.log().contains("Clearing dirty TLS error stack"), "{}", proxy.log());
 }
 
 /// A TLS server on its own thread that asks every client for a

@@ -159,6 +159,11 @@ pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String
             Ok(if c.verify_cert()? { None } else { Some(c.error().error_string().to_string()) })
         })
     });
+    // A chain that fails leaves its errors on the thread's queue (the
+    // result says why already): cleared, or Pingora finds them on its
+    // next TLS call and logs "Clearing dirty TLS error stack" each time
+    // an upstream sends a bad chain.
+    drop(ErrorStack::get());
     verdict.unwrap_or_else(|e| Some(e.to_string()))
 }
 
