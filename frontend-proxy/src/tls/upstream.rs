@@ -39,7 +39,8 @@ use pingora_core::tls::ssl::SslRef;
 use pingora_core::tls::x509::store::X509Store;
 use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
 use pingora_core::utils::tls::CertKey;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What an upstream's certificate must carry, beyond a chain to the
 /// cluster's `trusted_ca`. Empty lists check nothing (Envoy: no hostname
@@ -131,13 +132,24 @@ pub struct UpstreamContext {
     /// `allow_renegotiation`.
     allow_renegotiation: bool,
     current: ArcSwap<Connecting>,
+    /// The cluster's name, for the log.
+    cluster: String,
+    /// The secrets' material a rebuild last failed with (kept, so that
+    /// it is not retried for every peer until a secret changes again).
+    failed: Mutex<Option<Material>>,
+    /// Rebuilds that failed (the previous material stayed in use).
+    rebuild_failures: AtomicU64,
 }
+
+/// What a [`Connecting`] is built from: the secrets' current values.
+type Material = (Option<Arc<LoadedCertificate>>, Option<Arc<Authority>>);
 
 impl UpstreamContext {
     /// Loads the fixed material and looks the secrets up in `secrets`
     /// (loaded by the caller, see [`Secrets`]). `trusted_ca`: `None`
     /// accepts any certificate, as Envoy without a validation context.
     pub fn new(
+        cluster: &str,
         trusted_ca: Option<&TrustedCa>,
         client: Option<&ClientCertificate>,
         mut checks: ServerCertificateChecks,
@@ -175,6 +187,9 @@ impl UpstreamContext {
                 cert_from: None,
                 ca_from: None,
             }),
+            cluster: cluster.to_string(),
+            failed: Mutex::new(None),
+            rebuild_failures: AtomicU64::new(0),
         };
         let first = context.build(cert, ca)?;
         context.current = ArcSwap::from_pointee(first);
@@ -183,7 +198,9 @@ impl UpstreamContext {
 
     /// What a new connection is made with now: the material built last,
     /// unless a secret changed since (a rare rebuild; otherwise a few
-    /// atomic loads). A rebuild that fails keeps the previous material.
+    /// atomic loads). A rebuild that fails keeps the previous material;
+    /// it is logged and counted once, and not tried again for the same
+    /// secrets (every peer would otherwise retry it).
     pub fn connecting(&self) -> Arc<Connecting> {
         let now = self.current.load_full();
         let cert = self.live_cert.as_ref().map(|l| l.load_full());
@@ -191,14 +208,33 @@ impl UpstreamContext {
         if same(&now.cert_from, &cert) && same(&now.ca_from, &ca) {
             return now;
         }
-        match self.build(cert, ca) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.as_ref().is_some_and(|(c, a)| same(c, &cert) && same(a, &ca)) {
+            return now;
+        }
+        match self.build(cert.clone(), ca.clone()) {
             Ok(next) => {
+                *failed = None;
                 let next = Arc::new(next);
                 self.current.store(next.clone());
                 next
             }
-            Err(_) => now,
+            Err(e) => {
+                tracing::warn!(
+                    cluster = %self.cluster,
+                    error = %e,
+                    "upstream TLS: the cluster's new SDS material could not be set up; connections keep the previous"
+                );
+                self.rebuild_failures.fetch_add(1, Ordering::Relaxed);
+                *failed = Some((cert, ca));
+                now
+            }
         }
+    }
+
+    /// How many rebuilds from changed secrets failed (see [`Self::connecting`]).
+    pub fn rebuild_failures(&self) -> u64 {
+        self.rebuild_failures.load(Ordering::Relaxed)
     }
 
     fn build(&self, cert: Option<Arc<LoadedCertificate>>, ca: Option<Arc<Authority>>) -> Result<Connecting, TlsError> {
@@ -304,7 +340,8 @@ mod tests {
         secrets.insert(&file, &certificate("one.test")).unwrap();
         let client = ClientCertificate::Sds(file.clone());
         let context =
-            UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), false, &secrets).unwrap();
+            UpstreamContext::new("c", None, Some(&client), ServerCertificateChecks::default(), false, &secrets)
+                .unwrap();
         let first = context.connecting();
         assert!(Arc::ptr_eq(&first, &context.connecting()), "nothing changed: the same material, not a rebuild");
         let name = |c: &Connecting| {
@@ -316,6 +353,34 @@ mod tests {
         let second = context.connecting();
         assert_eq!(name(&second), "two.test", "the rotated certificate is presented");
         assert!(Arc::ptr_eq(&second, &context.connecting()), "and built once");
+    }
+
+    #[test]
+    fn a_rebuild_that_fails_is_counted_once_and_the_previous_material_stays() {
+        let file =
+            SdsFile { name: "cas".into(), path: "/sds.yaml".into(), watched_directory: None, yaml_path: String::new() };
+        let root = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let secret = Secret::Validation(super::super::ValidationSecret {
+            trusted_ca: PemSource::Inline(root.cert.pem()),
+            crl: None,
+            crl_leaf_only: false,
+        });
+        let mut secrets = Secrets::default();
+        secrets.insert(&file, &secret).unwrap();
+        let ca = TrustedCa::Sds(file.clone());
+        let context =
+            UpstreamContext::new("c", Some(&ca), None, ServerCertificateChecks::default(), false, &secrets).unwrap();
+        let first = context.connecting();
+        // Material that loading would have refused (a list that does not
+        // parse), as a way to make the rebuild fail.
+        let live = secrets.authority(&file).unwrap();
+        let cas = live.load().cas.clone();
+        let bad = RevocationLists { der: vec![vec![1, 2, 3]], leaf_only: false };
+        live.store(Arc::new(Authority { cas, crl: Some(bad), id: [0; 32] }));
+        for _ in 0..3 {
+            assert!(Arc::ptr_eq(&first, &context.connecting()), "the previous material stays");
+        }
+        assert_eq!(context.rebuild_failures(), 1, "counted (and tried) once for the same secrets");
     }
 
     #[test]

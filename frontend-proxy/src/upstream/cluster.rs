@@ -96,6 +96,7 @@ pub struct UpstreamTlsMaterial {
 impl UpstreamTlsMaterial {
     fn load(name: &str, tls: &UpstreamTls, secrets: &Secrets) -> Result<Self, crate::tls::TlsError> {
         let context = UpstreamContext::new(
+            name,
             tls.trusted_ca.as_ref(),
             tls.client_certificate.as_ref(),
             tls.server_checks.clone(),
