@@ -420,7 +420,8 @@ async fn an_upstream_asking_to_renegotiate_is_refused() {
     assert_eq!(outcome, Ok(Renegotiation::Refused), "{}", proxy.log());
 }
 
-/// `allow_renegotiation: true` follows the request, as in Envoy.
+/// `allow_renegotiation: true` follows the request, as in Envoy (without
+/// a validation context: with one it is refused, see below).
 #[tokio::test]
 async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,8 +430,29 @@ async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let (up, outcomes) = upstream(SocketAddr::new(ip(48, 8), 0), &server, Behaviour { renegotiate: true });
     let ca_path = write(dir.path(), "ca.pem", &root.pem());
     let (front, admin) = (free_addr(ip(48, 8)), free_addr(ip(48, 8)));
-    let cluster = tls_cluster(up, &fixed_validation(&ca_path))
-        .replace("        common_tls_context:\n", "        allow_renegotiation: true\n        common_tls_context:\n");
+    let allow = |common: &str| {
+        tls_cluster(up, common).replace(
+            "        common_tls_context:\n",
+            "        allow_renegotiation: true\n        common_tls_context:\n",
+        )
+    };
+    // With a validation context: a renegotiated certificate would go unchecked.
+    let refused = allow(&fixed_validation(&ca_path));
+    let cfg_path = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &cfg_path,
+        yaml::bootstrap(&[yaml::route_listener(front, "front", &[("/", "cluster: up")])], &[refused]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("allow_renegotiation") && stderr.contains("would not be verified"), "{stderr}");
+    let cluster = allow("          tls_params: { tls_minimum_protocol_version: TLSv1_2 }\n");
     let proxy = proxy(front, admin, cluster).await;
     let (status, body) = get(front).await;
     let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();

@@ -329,6 +329,15 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
     }
     // Envoy's default refuses a server's renegotiation request.
     let allow_renegotiation = cx.boolean(&tp, "allow_renegotiation", &ctx.allow_renegotiation, false);
+    if allow_renegotiation && trusted_ca.is_some() {
+        // Our checks (names, pins, lists) judge the certificate of the
+        // first handshake only; OpenSSL lets a renegotiating server present
+        // another one, which nothing would check.
+        cx.error(
+            &tp.key("allow_renegotiation"),
+            "not supported with a validation context: a certificate the server presents when it renegotiates would not be verified",
+        );
+    }
     Some(UpstreamTls {
         sni,
         allow_renegotiation,
