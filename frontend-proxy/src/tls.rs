@@ -817,10 +817,13 @@ const H1: &[u8] = b"\x08http/1.1";
 const H2: &[u8] = b"\x02h2";
 const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 
-/// A `trusted_ca` file's certificates and the revocation lists (`X509
-/// CRL` blocks) bundled with them, as DER: Envoy checks revocation with
-/// those too (see [`RevocationLists::with_bundled`]).
-pub fn load_ca_bundle(source: &PemSource) -> Result<(Box<[X509]>, Vec<Vec<u8>>), TlsError> {
+/// A `trusted_ca` file's certificates, and the revocation lists (`X509
+/// CRL` blocks, as DER) bundled with them.
+pub type CaBundle = (Box<[X509]>, Vec<Vec<u8>>);
+
+/// Reads a `trusted_ca` file: its CAs, and its lists, which Envoy checks
+/// revocation with too (see [`RevocationLists::with_bundled`]).
+pub fn load_ca_bundle(source: &PemSource) -> Result<CaBundle, TlsError> {
     let (pem, origin) = read(source)?;
     let lists = crl::bundled(&pem)
         .map_err(|why| TlsError::Certificate { origin: origin.clone(), message: format!("revocation list: {why}") })?;

@@ -529,3 +529,26 @@ async fn health_checks_follow_the_cluster_secrets() {
     let healthy = eventually(LIMIT, || async { flags().await == "healthy" });
     assert!(healthy.await, "the check never used the new CA: {}\n{}", flags().await, proxy.log());
 }
+
+/// Lists bundled in an SDS secret's `trusted_ca` file are checked, and
+/// follow the file (Envoy reads a CA file's CRLs too).
+#[tokio::test]
+async fn lists_bundled_in_an_sds_trusted_ca_apply_to_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = ca("test CA");
+    let (server, other) = (leaf(&root, "backend.internal", true), leaf(&root, "other.internal", true));
+    let (up, _) = upstream(SocketAddr::new(ip(48, 9), 0), &server, Behaviour::default());
+    let ca_path = write(d, "ca.pem", &format!("{}{}", root.pem(), crl(&root, &server.cert)));
+    let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
+    let (front, admin) = (free_addr(ip(48, 9)), free_addr(ip(48, 9)));
+    let proxy = proxy(front, admin, tls_cluster(up, &sds_validation(&sds))).await;
+
+    let (status, body) = get(front).await;
+    assert_eq!(status, 503, "a revoked upstream was used: {body}\n{}", proxy.log());
+    assert!(support::stat(admin, "cluster.up.ssl.fail_verify_error").await >= 1);
+
+    replace(&ca_path, &format!("{}{}", root.pem(), crl(&root, &other.cert)));
+    let accepted = eventually(LIMIT, || async { get(front).await.0 == 200 });
+    assert!(accepted.await, "the new bundle never applied:\n{}", proxy.log());
+}

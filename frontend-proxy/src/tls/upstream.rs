@@ -245,7 +245,7 @@ impl UpstreamContext {
         let cas: Option<&[X509]> = ca.as_deref().map(|a| &*a.cas).or(self.fixed_cas.as_deref());
         // Lists from the secret, or from the bootstrap with fixed CAs.
         let lists = ca.as_deref().and_then(|a| a.crl.as_ref()).or(self.checks.crl.as_ref());
-        let gate_cas = cas.filter(|cas| cas.iter().all(|ca| self_signed(ca))).map(|cas| Arc::new(Box::from(cas)));
+        let gate_cas = cas.filter(|cas| cas.iter().all(self_signed)).map(|cas| Arc::new(Box::from(cas)));
         let verifier = match cas {
             Some(cas) => {
                 Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?)
