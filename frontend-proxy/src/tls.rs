@@ -581,10 +581,12 @@ pub fn downstream_acceptor(
     // session id context is its digest, as Envoy's: a session from a
     // listener that trusted other CAs or names, or from before a CA was
     // removed, does not resume here even under a shared ticket key.
-    let static_cas = match tls.client.as_ref().map(|c| &c.trusted_ca) {
-        Some(TrustedCa::Pem(source)) => load_ca(source)?.into_vec(),
-        _ => Vec::new(),
+    let (static_cas, bundled) = match tls.client.as_ref().map(|c| &c.trusted_ca) {
+        Some(TrustedCa::Pem(source)) => load_ca_bundle(source).map(|(cas, lists)| (cas.into_vec(), lists))?,
+        _ => (Vec::new(), Vec::new()),
     };
+    // `crl`'s lists and those bundled in `trusted_ca`, as Envoy checks.
+    let client_crl = tls.client.as_ref().and_then(|c| RevocationLists::with_bundled(c.crl.clone(), bundled));
     let context = {
         let mut digest = openssl::sha::Sha256::new();
         for c in chains.iter().flat_map(|c| c.fixed.iter()) {
@@ -597,7 +599,7 @@ pub fn downstream_acceptor(
             digest.update(format!("{:?}", client.subject_alt_names).as_bytes());
             // A session verified before a list revoked its client does
             // not resume under the list (a ticket key shared across a restart).
-            if let Some(crl) = &client.crl {
+            if let Some(crl) = &client_crl {
                 digest.update(&[u8::from(crl.leaf_only)]);
                 crl.der.iter().for_each(|der| digest.update(der));
             }
@@ -665,7 +667,7 @@ pub fn downstream_acceptor(
             builder.cert_store_mut().add_cert(ca.clone()).map_err(|e| TlsError::Setup(e.to_string()))?;
         }
         crl::trust_intermediates(builder.cert_store_mut()).map_err(|e| TlsError::Setup(e.to_string()))?;
-        if let Some(lists) = &client.crl {
+        if let Some(lists) = &client_crl {
             // A revoked certificate, or (checking the whole chain) one whose
             // issuer has no list, fails in the verify callback below.
             crl::install(builder.cert_store_mut(), lists).map_err(|e| TlsError::Setup(format!("crl: {e}")))?;
@@ -815,15 +817,22 @@ const H1: &[u8] = b"\x08http/1.1";
 const H2: &[u8] = b"\x02h2";
 const H2_H1: &[u8] = b"\x02h2\x08http/1.1";
 
-/// Trust anchors for verifying an upstream.
-pub fn load_ca(source: &PemSource) -> Result<Box<[X509]>, TlsError> {
+/// A `trusted_ca` file's certificates, and the revocation lists (`X509
+/// CRL` blocks, as DER) bundled with them.
+pub type CaBundle = (Box<[X509]>, Vec<Vec<u8>>);
+
+/// Reads a `trusted_ca` file: its CAs, and its lists, which Envoy checks
+/// revocation with too (see [`RevocationLists::with_bundled`]).
+pub fn load_ca_bundle(source: &PemSource) -> Result<CaBundle, TlsError> {
     let (pem, origin) = read(source)?;
+    let lists = crl::bundled(&pem)
+        .map_err(|why| TlsError::Certificate { origin: origin.clone(), message: format!("revocation list: {why}") })?;
     let certs = X509::stack_from_pem(&pem)
         .map_err(|e| TlsError::Certificate { origin: origin.clone(), message: e.to_string() })?;
     if certs.is_empty() {
         return Err(TlsError::Certificate { origin, message: "no certificate found".into() });
     }
-    Ok(certs.into_boxed_slice())
+    Ok((certs.into_boxed_slice(), lists))
 }
 
 #[cfg(test)]

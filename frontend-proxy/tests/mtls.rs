@@ -512,3 +512,43 @@ async fn crls_are_checked_for_the_whole_chain_unless_only_the_leaf_is_asked_for(
     };
     assert_eq!((stat(whole).await, stat(leaf_only).await, stat(both).await), (1, 1, 1));
 }
+
+#[tokio::test]
+async fn lists_bundled_in_the_trusted_ca_file_are_checked() {
+    let backend = Backend::start("b", SocketAddr::new(ip(26, 6), 0)).await;
+    let (root_pem, root) = ca("root CA", None);
+    let (intermediate_pem, intermediate) = ca("intermediate CA", Some(&root));
+    let (good, revoked) = (client_of(&root, 3001, ""), client_of(&root, 3002, ""));
+    let chained_good = client_of(&intermediate, 3003, &intermediate_pem);
+    let chained_revoked = client_of(&intermediate, 3004, &intermediate_pem);
+    let dir = tempfile::tempdir().unwrap();
+    // As Envoy reads a `trusted_ca` file: its CRLs are checked too.
+    let (bundle, leaf_bundle) = (dir.path().join("bundle.pem"), dir.path().join("leaf-bundle.pem"));
+    std::fs::write(&bundle, format!("{root_pem}{}", crl(&root, &[3002]))).unwrap();
+    // Only the intermediate's list: the whole chain cannot be checked,
+    // the leaf can (`only_verify_leaf_cert_crl`, without `crl`).
+    std::fs::write(&leaf_bundle, format!("{root_pem}{}", crl(&intermediate, &[3004]))).unwrap();
+    let [bundled, whole, leaf_only, admin] = [(); 4].map(|_| free_addr(ip(26, 6)));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[
+            validating_listener("bundled", bundled, &bundle, ""),
+            validating_listener("whole", whole, &leaf_bundle, ""),
+            validating_listener(
+                "leaf_only",
+                leaf_only,
+                &leaf_bundle,
+                "              only_verify_leaf_cert_crl: true\n",
+            ),
+        ],
+        &[yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::start(&cfg, bundled).await;
+
+    let ok = Ok("HTTP/1.1 200 OK".to_string());
+    assert_eq!(get(bundled, Some(&good)).await, ok, "{}", proxy.log());
+    assert!(get(bundled, Some(&revoked)).await.is_err(), "a certificate the bundled list revokes was served");
+    assert!(get(whole, Some(&chained_good)).await.is_err(), "a chain without every CRL was accepted");
+    assert_eq!(get(leaf_only, Some(&chained_good)).await, ok, "{}", proxy.log());
+    assert!(get(leaf_only, Some(&chained_revoked)).await.is_err(), "a revoked certificate was served");
+}

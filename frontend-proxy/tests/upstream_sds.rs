@@ -420,7 +420,8 @@ async fn an_upstream_asking_to_renegotiate_is_refused() {
     assert_eq!(outcome, Ok(Renegotiation::Refused), "{}", proxy.log());
 }
 
-/// `allow_renegotiation: true` follows the request, as in Envoy.
+/// `allow_renegotiation: true` follows the request, as in Envoy (without
+/// a validation context: with one it is refused, see below).
 #[tokio::test]
 async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,8 +430,29 @@ async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let (up, outcomes) = upstream(SocketAddr::new(ip(48, 8), 0), &server, Behaviour { renegotiate: true });
     let ca_path = write(dir.path(), "ca.pem", &root.pem());
     let (front, admin) = (free_addr(ip(48, 8)), free_addr(ip(48, 8)));
-    let cluster = tls_cluster(up, &fixed_validation(&ca_path))
-        .replace("        common_tls_context:\n", "        allow_renegotiation: true\n        common_tls_context:\n");
+    let allow = |common: &str| {
+        tls_cluster(up, common).replace(
+            "        common_tls_context:\n",
+            "        allow_renegotiation: true\n        common_tls_context:\n",
+        )
+    };
+    // With a validation context: a renegotiated certificate would go unchecked.
+    let refused = allow(&fixed_validation(&ca_path));
+    let cfg_path = dir.path().join("envoy.yaml");
+    std::fs::write(
+        &cfg_path,
+        yaml::bootstrap(&[yaml::route_listener(front, "front", &[("/", "cluster: up")])], &[refused]),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::proxy::binary())
+        .args(["--mode", "validate", "-c"])
+        .arg(&cfg_path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("allow_renegotiation") && stderr.contains("would not be verified"), "{stderr}");
+    let cluster = allow("          tls_params: { tls_minimum_protocol_version: TLSv1_2 }\n");
     let proxy = proxy(front, admin, cluster).await;
     let (status, body) = get(front).await;
     let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();
@@ -506,4 +528,27 @@ async fn health_checks_follow_the_cluster_secrets() {
     replace(&ca_path, &new_ca.pem());
     let healthy = eventually(LIMIT, || async { flags().await == "healthy" });
     assert!(healthy.await, "the check never used the new CA: {}\n{}", flags().await, proxy.log());
+}
+
+/// Lists bundled in an SDS secret's `trusted_ca` file are checked, and
+/// follow the file (Envoy reads a CA file's CRLs too).
+#[tokio::test]
+async fn lists_bundled_in_an_sds_trusted_ca_apply_to_clusters() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let root = ca("test CA");
+    let (server, other) = (leaf(&root, "backend.internal", true), leaf(&root, "other.internal", true));
+    let (up, _) = upstream(SocketAddr::new(ip(48, 9), 0), &server, Behaviour::default());
+    let ca_path = write(d, "ca.pem", &format!("{}{}", root.pem(), crl(&root, &server.cert)));
+    let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
+    let (front, admin) = (free_addr(ip(48, 9)), free_addr(ip(48, 9)));
+    let proxy = proxy(front, admin, tls_cluster(up, &sds_validation(&sds))).await;
+
+    let (status, body) = get(front).await;
+    assert_eq!(status, 503, "a revoked upstream was used: {body}\n{}", proxy.log());
+    assert!(support::stat(admin, "cluster.up.ssl.fail_verify_error").await >= 1);
+
+    replace(&ca_path, &format!("{}{}", root.pem(), crl(&root, &other.cert)));
+    let accepted = eventually(LIMIT, || async { get(front).await.0 == 200 });
+    assert!(accepted.await, "the new bundle never applied:\n{}", proxy.log());
 }

@@ -399,6 +399,14 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
     let cert = client_cert(&pki);
     let crl = |revoked: &str| format!("            crl: {{ filename: \"{}\" }}\n", crl_file(&pki, dir.path(), revoked));
     let (revokes_a, revokes_b) = (crl(&pki.a.cert), crl(&pki.b.cert));
+    // The CA with a list in one `trusted_ca` file: Envoy checks it too.
+    let bundle = |revoked: &str, name: &str| {
+        let list = std::fs::read_to_string(crl_file(&pki, dir.path(), revoked)).unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{}{list}", std::fs::read_to_string(&pki.ca).unwrap())).unwrap();
+        path.display().to_string()
+    };
+    let (bundle_a, bundle_b) = (bundle(&pki.a.cert, "bundle-a.pem"), bundle(&pki.b.cert, "bundle-b.pem"));
     let clusters = [
         ("revoked", None, revokes_a.clone()),
         // Verified during the handshake too (Pingora does with an SNI).
@@ -406,13 +414,24 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
         ("revoked_leaf_only", None, format!("{revokes_a}            only_verify_leaf_cert_crl: true\n")),
         ("not_revoked", None, revokes_b),
     ];
-    let names: Vec<(String, String)> =
-        clusters.iter().map(|(n, ..)| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /"))).collect();
+    let names: Vec<(String, String)> = clusters
+        .iter()
+        .map(|(n, ..)| *n)
+        .chain(["bundled_revoked", "bundled_revoked_sni", "bundled_not_revoked"])
+        .map(|n| (format!("/{n}/"), format!("cluster: {n}, prefix_rewrite: /")))
+        .collect();
     let routes: Vec<(&str, &str)> = names.iter().map(|(p, a)| (p.as_str(), a.as_str())).collect();
     let mut cluster_yaml: Vec<String> = clusters
         .iter()
         .map(|(n, sni, more)| tls_cluster(n, a, *sni, &format!("{cert}{}", validation(&pki.ca, more)), ""))
         .collect();
+    for (n, sni, ca) in [
+        ("bundled_revoked", None, &bundle_a),
+        ("bundled_revoked_sni", Some("backend.internal"), &bundle_a),
+        ("bundled_not_revoked", None, &bundle_b),
+    ] {
+        cluster_yaml.push(tls_cluster(n, a, sni, &format!("{cert}{}", validation(ca, "")), ""));
+    }
     cluster_yaml.push(yaml::cluster("backend", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], ""));
     let cfg = yaml::bootstrap_with_admin(
         admin,
@@ -429,10 +448,12 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
         async move { support::stat(admin, &name).await }
     };
 
-    let (status, body) = send(c.get(format!("http://{front}/not_revoked/"))).await;
-    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    for ok in ["not_revoked", "bundled_not_revoked"] {
+        let (status, body) = send(c.get(format!("http://{front}/{ok}/"))).await;
+        assert_eq!(status, 200, "{ok}: {body}\n{}", proxy.log());
+    }
     let hits = backend.hits();
-    for refused in ["revoked", "revoked_sni", "revoked_leaf_only"] {
+    for refused in ["revoked", "revoked_sni", "revoked_leaf_only", "bundled_revoked", "bundled_revoked_sni"] {
         let (status, body) = send(c.get(format!("http://{front}/{refused}/"))).await;
         assert_eq!(status, 503, "{refused}: {body}\n{}", proxy.log());
         assert!(stat(refused, "ssl.fail_verify_error").await >= 1, "{refused}");
@@ -440,4 +461,99 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
     }
     assert_eq!(backend.hits(), hits, "a revoked upstream was sent a request");
     assert_eq!(stat("not_revoked", "ssl.fail_verify_error").await, 0);
+    // A refused chain leaves no errors on OpenSSL's queue for the next
+    // TLS call on that thread to find and log.
+    for _ in 0..8 {
+        let (status, body) = send(c.get(format!("http://{front}/not_revoked/"))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(!proxy.log().contains("Clearing dirty TLS error stack"), "{}", proxy.log());
+}
+
+/// A TLS server on its own thread that asks every client for a
+/// certificate, accepts any, and records whether one was sent; it answers
+/// `200` to one request per connection. `cert`/`key` are PEM files.
+fn recording_server(cert: &str, key: &str) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    let got = std::sync::Arc::new(AtomicBool::new(false));
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
+    acceptor.set_certificate_chain_file(cert).unwrap();
+    acceptor.set_private_key_file(key, SslFiletype::PEM).unwrap();
+    let seen = got.clone();
+    acceptor.set_verify_callback(SslVerifyMode::PEER, move |_, ctx| {
+        if ctx.current_cert().is_some() {
+            seen.store(true, SeqCst);
+        }
+        true
+    });
+    let acceptor = acceptor.build();
+    let listener = std::net::TcpListener::bind(SocketAddr::new(ip(42, 4), 0)).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let Ok(mut tls) = acceptor.accept(tcp) else { continue };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match tls.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let _ = tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+            let _ = tls.shutdown();
+        }
+    });
+    (addr, got)
+}
+
+#[tokio::test]
+async fn the_client_certificate_is_not_sent_to_an_upstream_whose_chain_does_not_verify() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    // A server certificate for the right name from a CA the cluster does not trust.
+    let mitm_ca = ca("mitm CA");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["backend.internal".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let mitm_cert = params.signed_by(&key, &mitm_ca).unwrap();
+    let (mitm_pem, mitm_key) = (dir.path().join("mitm.pem"), dir.path().join("mitm.key"));
+    std::fs::write(&mitm_pem, mitm_cert.pem()).unwrap();
+    std::fs::write(&mitm_key, key.serialize_pem()).unwrap();
+    let (mitm, mitm_got) = recording_server(mitm_pem.to_str().unwrap(), mitm_key.to_str().unwrap());
+    // The same server with a trusted certificate: it does receive ours.
+    let (honest, honest_got) = recording_server(&pki.a.cert, &pki.a.key);
+    let [front, admin] = [(); 2].map(|_| free_addr(ip(42, 4)));
+    let common = format!("{}{}", client_cert(&pki), validation(&pki.ca, ""));
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener(
+            "front",
+            front,
+            &yaml::hcm(
+                "front",
+                "",
+                &yaml::routes(&[
+                    ("/mitm/", "cluster: mitm, prefix_rewrite: /"),
+                    ("/honest/", "cluster: honest, prefix_rewrite: /"),
+                ]),
+            ),
+        )],
+        &[
+            tls_cluster("mitm", mitm, Some("backend.internal"), &common, ""),
+            tls_cluster("honest", honest, Some("backend.internal"), &common, ""),
+        ],
+    );
+    let proxy = ProxyProcess::start(&cfg, front).await;
+    let c = support::client();
+    let (status, body) = send(c.get(format!("http://{front}/honest/"))).await;
+    assert_eq!(status, 200, "{body}\n{}", proxy.log());
+    assert!(honest_got.load(SeqCst), "a trusted upstream receives the client certificate");
+    let (status, body) = send(c.get(format!("http://{front}/mitm/"))).await;
+    assert_eq!(status, 503, "{body}\n{}", proxy.log());
+    assert!(support::stat(admin, "cluster.mitm.ssl.fail_verify_error").await >= 1);
+    assert!(!mitm_got.load(SeqCst), "the client certificate went to an upstream nobody had verified");
 }

@@ -66,6 +66,29 @@ pub fn parse_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// The lists bundled in a `trusted_ca` file, as DER: none is fine there
+/// (Envoy's `parseCaCertList` collects them, and checks revocation when it
+/// found any); one that does not parse is an error.
+pub fn bundled(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    if !pem.windows(BEGIN.len()).any(|w| w == BEGIN.as_bytes()) {
+        return Ok(Vec::new());
+    }
+    parse_pem(pem)
+}
+
+impl RevocationLists {
+    /// `crl`'s lists (or `only_verify_leaf_cert_crl` alone, as empty
+    /// lists) with those bundled in `trusted_ca`: Envoy checks revocation
+    /// with both, by `only_verify_leaf_cert_crl`'s rule; `None` when there
+    /// is no list at all (nothing is checked then, in Envoy too).
+    pub fn with_bundled(lists: Option<RevocationLists>, bundled: Vec<Vec<u8>>) -> Option<RevocationLists> {
+        let leaf_only = lists.as_ref().is_some_and(|l| l.leaf_only);
+        let mut der = bundled;
+        der.extend(lists.into_iter().flat_map(|l| l.der));
+        (!der.is_empty()).then_some(RevocationLists { der, leaf_only })
+    }
+}
+
 /// Reads and parses the lists of a secret's `crl`.
 pub fn load(source: &super::PemSource, leaf_only: bool) -> Result<RevocationLists, super::TlsError> {
     let (pem, origin) = super::read(source)?;
@@ -82,6 +105,10 @@ pub(super) fn trust_intermediates(store: &mut X509StoreBuilderRef) -> Result<(),
 /// Adds the lists to `store` and turns checking on: the leaf only, or the
 /// whole chain (`X509_V_FLAG_CRL_CHECK` and `X509_V_FLAG_CRL_CHECK_ALL`).
 pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) -> Result<(), ErrorStack> {
+    if lists.der.is_empty() {
+        // `only_verify_leaf_cert_crl` without any list: nothing to check.
+        return Ok(());
+    }
     for der in &lists.der {
         let crl = X509Crl::from_der(der)?;
         // SAFETY: both pointers are valid for the call (the store is
@@ -132,6 +159,11 @@ pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String
             Ok(if c.verify_cert()? { None } else { Some(c.error().error_string().to_string()) })
         })
     });
+    // A chain that fails leaves its errors on the thread's queue (the
+    // result says why already): cleared, or Pingora finds them on its
+    // next TLS call and logs "Clearing dirty TLS error stack" each time
+    // an upstream sends a bad chain.
+    drop(ErrorStack::get());
     verdict.unwrap_or_else(|e| Some(e.to_string()))
 }
 

@@ -6,7 +6,7 @@
 //! the acceptor, its session cache and its ticket keys are never rebuilt.
 
 use super::crl::{self, RevocationLists};
-use super::{load_ca, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError, ValidationSecret};
+use super::{load_ca_bundle, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError, ValidationSecret};
 use arc_swap::ArcSwap;
 use openssl::sha::sha256;
 use pingora_core::tls::error::ErrorStack;
@@ -32,8 +32,13 @@ pub(super) struct Authority {
 
 impl Authority {
     fn load(secret: &ValidationSecret) -> Result<Self, TlsError> {
-        let cas = load_ca(&secret.trusted_ca)?;
-        let crl = secret.crl.as_ref().map(|c| crl::load(c, secret.crl_leaf_only)).transpose()?;
+        let (cas, bundled) = load_ca_bundle(&secret.trusted_ca)?;
+        let crl = match &secret.crl {
+            Some(c) => Some(crl::load(c, secret.crl_leaf_only)?),
+            None => Some(RevocationLists { der: Vec::new(), leaf_only: secret.crl_leaf_only }),
+        };
+        // The lists bundled in `trusted_ca` count too, as in Envoy.
+        let crl = RevocationLists::with_bundled(crl, bundled);
         // A list that does not install (signed by nothing here is fine:
         // OpenSSL then fails the chain) is refused now, not per connection.
         crl::store(&cas, crl.as_ref(), false).map_err(|e| TlsError::Setup(format!("crl: {e}")))?;

@@ -6,12 +6,17 @@
 //!
 //! Pingora's connector verifies the chain during the handshake only when
 //! the peer has an SNI, without revocation lists or intermediate anchors,
-//! and cannot match names other than the SNI or pin hashes. So it is told
-//! to verify nothing, and every handshake runs the hook of
-//! [`Connecting`], which judges the finished handshake and leaves its
+//! and cannot match names other than the SNI or pin hashes. So every
+//! handshake runs the hook of [`Connecting`], which judges the finished handshake and leaves its
 //! [`ServerVerdict`] in the connection's TLS digest; the request paths read
 //! it before writing a request byte ([`verdict`]). The hook also turns
 //! renegotiation off (`renegotiation.rs`) unless `allow_renegotiation` says.
+//! Pingora's own check is kept as a first gate where it is no stricter
+//! than the hook's (`Connecting::gate_cas`): it runs before our client
+//! certificate is sent, as Envoy's verification does, so an upstream whose
+//! chain does not verify never receives it. Without an SNI, or with an
+//! intermediate CA in `trusted_ca`, only the hook judges, after the
+//! handshake (the client certificate has been sent by then).
 //!
 //! Rotation: [`UpstreamContext::connecting`] is called for every peer
 //! built (each request, each health check). It compares the secrets'
@@ -24,17 +29,18 @@
 
 use super::rotation::{Authority, LiveAuthority, LiveCertificate};
 use super::{
-    crl, load_ca, load_certificate, renegotiation, san_matches, CertificateSource, LoadedCertificate, RevocationLists,
-    SanMatcher, SdsFile, Secrets, TlsError, TrustedCa,
+    crl, load_ca_bundle, load_certificate, renegotiation, san_matches, CertificateSource, LoadedCertificate,
+    RevocationLists, SanMatcher, SdsFile, Secrets, TlsError, TrustedCa,
 };
 use arc_swap::ArcSwap;
 use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora_core::tls::hash::MessageDigest;
 use pingora_core::tls::ssl::SslRef;
 use pingora_core::tls::x509::store::X509Store;
-use pingora_core::tls::x509::{X509Ref, X509};
+use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
 use pingora_core::utils::tls::CertKey;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// What an upstream's certificate must carry, beyond a chain to the
 /// cluster's `trusted_ca`. Empty lists check nothing (Envoy: no hostname
@@ -104,6 +110,13 @@ pub struct Connecting {
     pub client_cert: Option<Arc<CertKey>>,
     /// Refuses renegotiation and, with trusted CAs, judges the upstream's certificate.
     pub hook: HandshakeCompleteHook,
+    /// The trusted CAs for Pingora's own check during the handshake, when
+    /// that check is no stricter than the hook's: every CA a self-signed
+    /// root (Pingora's store has no `X509_V_FLAG_PARTIAL_CHAIN`, so an
+    /// intermediate anchor would refuse chains Envoy accepts). It runs
+    /// before our client certificate is sent, so an upstream whose chain
+    /// does not verify never receives it; `None`: only the hook judges.
+    pub gate_cas: Option<Arc<Box<[X509]>>>,
     cert_from: Option<Arc<LoadedCertificate>>,
     ca_from: Option<Arc<Authority>>,
 }
@@ -119,16 +132,27 @@ pub struct UpstreamContext {
     /// `allow_renegotiation`.
     allow_renegotiation: bool,
     current: ArcSwap<Connecting>,
+    /// The cluster's name, for the log.
+    cluster: String,
+    /// The secrets' material a rebuild last failed with (kept, so that
+    /// it is not retried for every peer until a secret changes again).
+    failed: Mutex<Option<Material>>,
+    /// Rebuilds that failed (the previous material stayed in use).
+    rebuild_failures: AtomicU64,
 }
+
+/// What a [`Connecting`] is built from: the secrets' current values.
+type Material = (Option<Arc<LoadedCertificate>>, Option<Arc<Authority>>);
 
 impl UpstreamContext {
     /// Loads the fixed material and looks the secrets up in `secrets`
     /// (loaded by the caller, see [`Secrets`]). `trusted_ca`: `None`
     /// accepts any certificate, as Envoy without a validation context.
     pub fn new(
+        cluster: &str,
         trusted_ca: Option<&TrustedCa>,
         client: Option<&ClientCertificate>,
-        checks: ServerCertificateChecks,
+        mut checks: ServerCertificateChecks,
         allow_renegotiation: bool,
         secrets: &Secrets,
     ) -> Result<Self, TlsError> {
@@ -138,7 +162,12 @@ impl UpstreamContext {
             None => (None, None),
         };
         let (fixed_cas, live_ca) = match trusted_ca {
-            Some(TrustedCa::Pem(source)) => (Some(load_ca(source)?), None),
+            Some(TrustedCa::Pem(source)) => {
+                // Lists bundled in `trusted_ca` are checked too, as in Envoy.
+                let (cas, bundled) = load_ca_bundle(source)?;
+                checks.crl = RevocationLists::with_bundled(checks.crl.take(), bundled);
+                (Some(cas), None)
+            }
             Some(TrustedCa::Sds(file)) => (None, Some(secrets.authority(file)?)),
             None => (None, None),
         };
@@ -154,9 +183,13 @@ impl UpstreamContext {
             current: ArcSwap::from_pointee(Connecting {
                 client_cert: None,
                 hook: Arc::new(|_: &SslRef| None),
+                gate_cas: None,
                 cert_from: None,
                 ca_from: None,
             }),
+            cluster: cluster.to_string(),
+            failed: Mutex::new(None),
+            rebuild_failures: AtomicU64::new(0),
         };
         let first = context.build(cert, ca)?;
         context.current = ArcSwap::from_pointee(first);
@@ -165,7 +198,9 @@ impl UpstreamContext {
 
     /// What a new connection is made with now: the material built last,
     /// unless a secret changed since (a rare rebuild; otherwise a few
-    /// atomic loads). A rebuild that fails keeps the previous material.
+    /// atomic loads). A rebuild that fails keeps the previous material;
+    /// it is logged and counted once, and not tried again for the same
+    /// secrets (every peer would otherwise retry it).
     pub fn connecting(&self) -> Arc<Connecting> {
         let now = self.current.load_full();
         let cert = self.live_cert.as_ref().map(|l| l.load_full());
@@ -173,14 +208,33 @@ impl UpstreamContext {
         if same(&now.cert_from, &cert) && same(&now.ca_from, &ca) {
             return now;
         }
-        match self.build(cert, ca) {
+        let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+        if failed.as_ref().is_some_and(|(c, a)| same(c, &cert) && same(a, &ca)) {
+            return now;
+        }
+        match self.build(cert.clone(), ca.clone()) {
             Ok(next) => {
+                *failed = None;
                 let next = Arc::new(next);
                 self.current.store(next.clone());
                 next
             }
-            Err(_) => now,
+            Err(e) => {
+                tracing::warn!(
+                    cluster = %self.cluster,
+                    error = %e,
+                    "upstream TLS: the cluster's new SDS material could not be set up; connections keep the previous"
+                );
+                self.rebuild_failures.fetch_add(1, Ordering::Relaxed);
+                *failed = Some((cert, ca));
+                now
+            }
         }
+    }
+
+    /// How many rebuilds from changed secrets failed (see [`Self::connecting`]).
+    pub fn rebuild_failures(&self) -> u64 {
+        self.rebuild_failures.load(Ordering::Relaxed)
     }
 
     fn build(&self, cert: Option<Arc<LoadedCertificate>>, ca: Option<Arc<Authority>>) -> Result<Connecting, TlsError> {
@@ -191,6 +245,7 @@ impl UpstreamContext {
         let cas: Option<&[X509]> = ca.as_deref().map(|a| &*a.cas).or(self.fixed_cas.as_deref());
         // Lists from the secret, or from the bootstrap with fixed CAs.
         let lists = ca.as_deref().and_then(|a| a.crl.as_ref()).or(self.checks.crl.as_ref());
+        let gate_cas = cas.filter(|cas| cas.iter().all(self_signed)).map(|cas| Arc::new(Box::from(cas)));
         let verifier = match cas {
             Some(cas) => {
                 Some(crl::store(cas, lists, true).map_err(|e| TlsError::Setup(format!("trusted_ca/crl: {e}")))?)
@@ -207,7 +262,7 @@ impl UpstreamContext {
             let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks, verifier)));
             Some(verdict)
         });
-        Ok(Connecting { client_cert, hook, cert_from: cert, ca_from: ca })
+        Ok(Connecting { client_cert, hook, gate_cas, cert_from: cert, ca_from: ca })
     }
 }
 
@@ -217,6 +272,12 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
         (None, None) => true,
         _ => false,
     }
+}
+
+/// A root: issued by itself, as OpenSSL decides when it looks for the
+/// end of a chain (names, key identifiers), its own signature checked too.
+fn self_signed(ca: &X509) -> bool {
+    ca.issued(ca) == X509VerifyResult::OK && ca.public_key().and_then(|k| ca.verify(&k)).unwrap_or(false)
 }
 
 fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, verifier: &X509Store) -> Result<(), VerifyFailure> {
@@ -279,7 +340,8 @@ mod tests {
         secrets.insert(&file, &certificate("one.test")).unwrap();
         let client = ClientCertificate::Sds(file.clone());
         let context =
-            UpstreamContext::new(None, Some(&client), ServerCertificateChecks::default(), false, &secrets).unwrap();
+            UpstreamContext::new("c", None, Some(&client), ServerCertificateChecks::default(), false, &secrets)
+                .unwrap();
         let first = context.connecting();
         assert!(Arc::ptr_eq(&first, &context.connecting()), "nothing changed: the same material, not a rebuild");
         let name = |c: &Connecting| {
@@ -291,6 +353,34 @@ mod tests {
         let second = context.connecting();
         assert_eq!(name(&second), "two.test", "the rotated certificate is presented");
         assert!(Arc::ptr_eq(&second, &context.connecting()), "and built once");
+    }
+
+    #[test]
+    fn a_rebuild_that_fails_is_counted_once_and_the_previous_material_stays() {
+        let file =
+            SdsFile { name: "cas".into(), path: "/sds.yaml".into(), watched_directory: None, yaml_path: String::new() };
+        let root = rcgen::generate_simple_self_signed(vec!["ca.test".to_string()]).unwrap();
+        let secret = Secret::Validation(super::super::ValidationSecret {
+            trusted_ca: PemSource::Inline(root.cert.pem()),
+            crl: None,
+            crl_leaf_only: false,
+        });
+        let mut secrets = Secrets::default();
+        secrets.insert(&file, &secret).unwrap();
+        let ca = TrustedCa::Sds(file.clone());
+        let context =
+            UpstreamContext::new("c", Some(&ca), None, ServerCertificateChecks::default(), false, &secrets).unwrap();
+        let first = context.connecting();
+        // Material that loading would have refused (a list that does not
+        // parse), as a way to make the rebuild fail.
+        let live = secrets.authority(&file).unwrap();
+        let cas = live.load().cas.clone();
+        let bad = RevocationLists { der: vec![vec![1, 2, 3]], leaf_only: false };
+        live.store(Arc::new(Authority { cas, crl: Some(bad), id: [0; 32] }));
+        for _ in 0..3 {
+            assert!(Arc::ptr_eq(&first, &context.connecting()), "the previous material stays");
+        }
+        assert_eq!(context.rebuild_failures(), 1, "counted (and tried) once for the same secrets");
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub struct UpstreamTlsMaterial {
 impl UpstreamTlsMaterial {
     fn load(name: &str, tls: &UpstreamTls, secrets: &Secrets) -> Result<Self, crate::tls::TlsError> {
         let context = UpstreamContext::new(
+            name,
             tls.trusted_ca.as_ref(),
             tls.client_certificate.as_ref(),
             tls.server_checks.clone(),
@@ -107,15 +108,21 @@ impl UpstreamTlsMaterial {
         Ok(Self { context, cluster_key: std::hash::Hasher::finish(&h) })
     }
 
-    /// Sets a peer of this cluster up for TLS: SNI, no verification by the
-    /// connector (the handshake hook verifies the chain, names and pins,
-    /// see `tls/upstream.rs`), the current client certificate and curves.
+    /// Sets a peer of this cluster up for TLS: SNI, the current client
+    /// certificate and curves, and the checks. The handshake hook verifies
+    /// the chain, names and pins (see `tls/upstream.rs`) once the handshake
+    /// is done; when the trusted CAs are all roots, Pingora's connector
+    /// verifies the chain during the handshake too (with an SNI only: it
+    /// verifies nothing without one), so that a server whose chain does not
+    /// verify is refused before our client certificate is sent, as Envoy
+    /// does. Its check is a subset of the hook's (no names: Pingora's
+    /// host-name check is off; no lists, no pins).
     pub fn apply(&self, tls: &UpstreamTls, peer: &mut HttpPeer) {
         let now = self.context.connecting();
         peer.sni = tls.sni.clone().unwrap_or_default();
-        peer.options.verify_cert = false;
+        peer.options.verify_cert = now.gate_cas.is_some();
         peer.options.verify_hostname = false;
-        peer.options.ca = None;
+        peer.options.ca = now.gate_cas.clone();
         peer.options.curves = tls.ecdh_curves.clone().map(std::borrow::Cow::Owned);
         peer.options.upstream_tls_handshake_complete_hook = Some(now.hook.clone());
         peer.client_cert_key = now.client_cert.clone();

@@ -329,6 +329,15 @@ pub(super) fn upstream_tls(cx: &mut Ctx, p: &P, ts: &raw::TypedExtension) -> Opt
     }
     // Envoy's default refuses a server's renegotiation request.
     let allow_renegotiation = cx.boolean(&tp, "allow_renegotiation", &ctx.allow_renegotiation, false);
+    if allow_renegotiation && trusted_ca.is_some() {
+        // Our checks (names, pins, lists) judge the certificate of the
+        // first handshake only; OpenSSL lets a renegotiating server present
+        // another one, which nothing would check.
+        cx.error(
+            &tp.key("allow_renegotiation"),
+            "not supported with a validation context: a certificate the server presents when it renegotiates would not be verified",
+        );
+    }
     Some(UpstreamTls {
         sni,
         allow_renegotiation,
@@ -355,7 +364,8 @@ fn validation_secret(cx: &mut Ctx, sp: &P, sc: &raw::SdsSecretConfig) -> Option<
                         return None;
                     }
                 },
-                None => None,
+                // The rule still applies to lists bundled in `trusted_ca`.
+                None => Some(RevocationLists { der: Vec::new(), leaf_only: v.crl_leaf_only }),
             };
             Some((TrustedCa::Pem(v.trusted_ca), crl))
         }
@@ -419,10 +429,12 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
 /// (an error is reported at their path). The lists are read here, so a
 /// file that does not parse fails `--mode validate` too.
 fn revocation_lists(cx: &mut Ctx, vp: &P, vc: &raw::ValidationContext) -> Option<Option<RevocationLists>> {
-    // Without `crl` it changes nothing, in Envoy too.
+    // Without `crl` it still rules the lists a `trusted_ca` file bundles
+    // (Envoy's `parseCaCertList` reads them; see `tls::load_ca_bundle`):
+    // kept as empty lists, which check nothing when the file has none.
     let leaf_only = cx.boolean(vp, "only_verify_leaf_cert_crl", &vc.only_verify_leaf_cert_crl, false);
     let Some(ds) = cx.opt(vp, "crl", &vc.crl) else {
-        return Some(None);
+        return Some(leaf_only.then(|| RevocationLists { der: Vec::new(), leaf_only }));
     };
     let cp = vp.key("crl");
     let (pem, at) = match cx.data_source(&cp, ds)? {
