@@ -3,7 +3,8 @@
 //! (`tests/wire_fuzz.rs`): the request-head parser, the reading of an
 //! upstream's response head (interim responses skipped, framing, status
 //! checks), and the chunked-body scanner; and the properties of the
-//! connection manager's path normalization.
+//! connection manager's path normalization and of `tls_inspector`'s
+//! ClientHello reading.
 //!
 //! Not an API for anything else. These signatures are the contract the
 //! engine keeps whatever it does inside: small verdicts, no engine types.
@@ -191,4 +192,45 @@ pub fn check_path_normalization(options: u8, target: &[u8]) -> Result<(), String
         Outcome::Unchanged => Ok(()),
         again => Err(format!("{opts:?}: {:?} became {:?}, then {again:?}", show(target), show(&once))),
     }
+}
+
+/// The properties of `tls_inspector`'s ClientHello reading for the first
+/// bytes of a connection: never a panic; a server name it reports is one
+/// a TLS stack would take (lowercase, not empty, no NUL); bytes after a
+/// whole ClientHello change nothing (it reads the hello, no more); and a
+/// ClientHello cut short is not reported as one. `Err` says which broke.
+pub fn check_client_hello(bytes: &[u8]) -> Result<(), String> {
+    use crate::chain_match::{parse_client_hello, Peeked};
+    let whole = parse_client_hello(bytes);
+    if let Peeked::Tls(hello) = &whole {
+        if let Some(name) = &hello.server_name {
+            if name.is_empty() || name.contains('\0') || name.bytes().any(|b| b.is_ascii_uppercase()) {
+                return Err(format!("server name {name:?} reported"));
+            }
+        }
+        let mut longer = bytes.to_vec();
+        longer.extend_from_slice(b"\x16\x03\x01\x00\x05garbage");
+        let again = parse_client_hello(&longer);
+        if again != whole {
+            return Err(format!("{whole:?} became {again:?} with bytes after it"));
+        }
+        // The shortest prefix that reads as this hello (searched by halves:
+        // a prefix reads as the hello from its last byte on); one byte
+        // less must not be a ClientHello yet.
+        let (mut lo, mut hi) = (0, bytes.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            if parse_client_hello(&bytes[..mid]) == whole {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if let Some(n) = hi.checked_sub(1) {
+            if let Peeked::Tls(cut) = parse_client_hello(&bytes[..n]) {
+                return Err(format!("{n} bytes of a ClientHello read as {cut:?}, the whole as {whole:?}"));
+            }
+        }
+    }
+    Ok(())
 }

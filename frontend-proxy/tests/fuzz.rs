@@ -203,3 +203,54 @@ fn path_normalization_seeds_pass() {
     }
     assert!(seeds > 0);
 }
+
+proptest! {
+    /// `tls_inspector`'s ClientHello reading, through the facade the
+    /// libFuzzer target uses: a real ClientHello with bytes flipped, cut or
+    /// added (random bytes alone seldom look like a record header).
+    #[test]
+    fn client_hello_reading_never_panics(
+        seed in 0usize..4,
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut data = client_hello_seeds()[seed % client_hello_seeds().len()].clone();
+        for (at, byte) in flips {
+            let i = at.index(data.len());
+            data[i] = byte;
+        }
+        data.truncate(cut.index(data.len() + 1));
+        let result = frontend_proxy::fuzzing::check_client_hello(&data);
+        prop_assert!(result.is_ok(), "{:?}", result);
+    }
+}
+
+/// Real ClientHellos (`openssl s_client`: SNI and ALPN, no SNI, TLS 1.2, and
+/// the first split across two records): the libFuzzer target's seeds.
+fn client_hello_seeds() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/client_hello");
+    let mut seeds: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    seeds.sort();
+    seeds.into_iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
+/// The seeds read as ClientHellos (the split one as the whole) and pass the
+/// target's checks.
+#[test]
+fn client_hello_seeds_pass() {
+    use frontend_proxy::chain_match::{parse_client_hello, Peeked};
+    let seeds = client_hello_seeds();
+    assert_eq!(seeds.len(), 4);
+    for data in &seeds {
+        assert!(matches!(parse_client_hello(data), Peeked::Tls(_)), "{:?}", parse_client_hello(data));
+        assert_eq!(frontend_proxy::fuzzing::check_client_hello(data), Ok(()));
+    }
+    assert_eq!(parse_client_hello(&seeds[0]), parse_client_hello(&seeds[3]));
+    match parse_client_hello(&seeds[0]) {
+        Peeked::Tls(hello) => {
+            assert_eq!(hello.server_name.as_deref(), Some("a.example.com"));
+            assert_eq!(hello.alpn, ["h2", "http/1.1"]);
+        }
+        other => panic!("{other:?}"),
+    }
+}
