@@ -9,7 +9,7 @@ use super::{conflicts, Ctx, P};
 use crate::chain_match::{
     ChainMatch, Cidr, Inspector, MatchKey, Selection, SourceType, DEFAULT_LISTENER_FILTERS_TIMEOUT,
 };
-use crate::config::model::{ChainConfig, ListenerConfig, Serves};
+use crate::config::model::{ChainConfig, Codec, Http2Settings, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
 use crate::tls::{DownstreamTls, ListenerTls};
 use std::collections::{HashMap, HashSet};
@@ -172,6 +172,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         return None;
     }
     same_matches(cx, &built, default_chain);
+    same_http_protocols(cx, &built);
     if let Some(fp) = http_inspector {
         // It tells plaintext clients' protocols apart for application_protocols.
         if built.iter().any(|(_, m, _)| m.as_ref().is_some_and(|m| !m.application_protocols.is_empty())) {
@@ -398,6 +399,35 @@ fn same_matches(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)], default_
                 break;
             }
             seen.insert(key, cp);
+        }
+    }
+}
+
+/// A listener's HTTP chains must agree on whether HTTP/2 is served (their
+/// `codec_type`) and on their `http2_protocol_options`: Pingora sets both
+/// per service, and a listener is one service, so a chain of its own would
+/// be served with the first chain's (an HTTP/1-only chain answering the h2c
+/// preface with HTTP/2, another chain's stream limits and windows).
+fn same_http_protocols(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)]) {
+    let mut first: Option<(&P, bool, Http2Settings)> = None;
+    for (cp, _, chain) in built {
+        let Some(Serves::Http(h)) = &chain.serves else { continue };
+        let h2 = h.codec != Codec::Http1;
+        let http2 = if h2 { h.http2 } else { Http2Settings::default() };
+        let Some((fp, f_h2, f_http2)) = first else {
+            first = Some((cp, h2, http2));
+            continue;
+        };
+        if h2 != f_h2 {
+            cx.error(
+                cp,
+                format!("this chain's http_connection_manager {} HTTP/2 (codec_type) and {}'s {}: the chains of one listener must agree on codec_type being HTTP1 or not (they share one HTTP/2 server); put them on separate listeners", if h2 { "serves" } else { "does not serve" }, fp.0, if f_h2 { "does" } else { "does not" }),
+            );
+        } else if http2 != f_http2 {
+            cx.error(
+                cp,
+                format!("this chain's http2_protocol_options differ from {}'s: the chains of one listener share one HTTP/2 server and its settings; give them the same options or put them on separate listeners", fp.0),
+            );
         }
     }
 }
