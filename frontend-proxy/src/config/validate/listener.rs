@@ -143,15 +143,16 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     for (cp, raw_chain) in chains {
         let m = chain_match(cx, &cp, raw_chain);
         if let Some(m) = m.as_ref().filter(|_| !inspector) {
-            // Envoy warns too: without the inspector a connection has no
-            // server name or protocols, and its transport is raw_buffer.
+            // Without the inspector a connection has no server name or
+            // protocols, and its transport is raw_buffer: the chain is dead
+            // (Envoy only warns; never weaker than the file says).
             if !m.server_names.is_empty()
                 || !m.application_protocols.is_empty()
                 || m.transport_protocol.as_deref() == Some("tls")
             {
-                cx.warn(
+                cx.error(
                     &cp.key("filter_chain_match"),
-                    "matches what envoy.filters.listener.tls_inspector finds, which is not configured: this chain never matches a connection",
+                    "matches server_names, application_protocols or transport_protocol: tls, which only envoy.filters.listener.tls_inspector finds, and the listener has none: Envoy would never match this chain (its connections would go to another chain); add the tls_inspector listener filter",
                 );
             }
         }
@@ -392,10 +393,12 @@ fn same_matches(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)], default_
         };
         for key in keys {
             if let Some(other) = seen.get(&key) {
-                cx.error(
-                    &cp.key("filter_chain_match"),
-                    format!("{} has the same match: Envoy refuses two filter chains with the same match", other.0),
-                );
+                let message = if std::ptr::eq(*other, cp) {
+                    "a value is listed twice in this chain's criteria (server names compare case-insensitively, addresses after masking to their prefix_len): Envoy refuses the repeated match".to_string()
+                } else {
+                    format!("{} has the same match: Envoy refuses two filter chains with the same match", other.0)
+                };
+                cx.error(&cp.key("filter_chain_match"), message);
                 break;
             }
             seen.insert(key, cp);
