@@ -121,8 +121,14 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
         match fname.as_str() {
             // Peeks at the ClientHello before a chain is chosen (`chain_match.rs`).
-            "envoy.filters.listener.tls_inspector" => inspector = true,
-            "envoy.filters.listener.http_inspector" => http_inspector = Some(fp),
+            "envoy.filters.listener.tls_inspector" => {
+                tls_inspector_config(cx, &fp, filter);
+                inspector = true
+            }
+            "envoy.filters.listener.http_inspector" => {
+                listener_filter_config(cx, &fp, filter, HTTP_INSPECTOR_TYPE, &[]);
+                http_inspector = Some(fp)
+            }
             _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),
         }
     }
@@ -232,6 +238,93 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         other_chains: served,
         selection,
     })
+}
+
+const TLS_INSPECTOR_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const HTTP_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+
+/// A listener filter's `typed_config`: its `@type`, and each other field
+/// through `field` (`false` when it is not one of the filter's). Unknown
+/// fields are errors at their path.
+fn listener_filter_config(
+    cx: &mut Ctx,
+    fp: &P,
+    filter: &raw::TypedExtension,
+    type_url: &str,
+    fields: &[(&str, fn(&serde_yaml::Value) -> Result<(), String>)],
+) {
+    let Some(tc) = cx.opt(fp, "typed_config", &filter.typed_config) else { return };
+    let tp = fp.key("typed_config");
+    let Some(map) = tc.as_mapping() else {
+        cx.error(&tp, "expected a mapping");
+        return;
+    };
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        if key == "@type" {
+            if v.as_str() != Some(type_url) {
+                cx.error(&tp.key("@type"), format!("expected {type_url}"));
+            }
+            continue;
+        }
+        match fields.iter().find(|(name, _)| *name == key) {
+            Some((_, check)) => {
+                if let Err(why) = check(v) {
+                    cx.error(&tp.key(key), why);
+                }
+            }
+            None => cx.error(&tp.key(key), format!("unknown or unsupported field of {type_url}")),
+        }
+    }
+}
+
+/// A boolean, or protobuf's `BoolValue` mapping `{ value: ... }`.
+fn bool_value(v: &serde_yaml::Value) -> Option<bool> {
+    v.as_bool().or_else(|| v.get("value").and_then(serde_yaml::Value::as_bool))
+}
+
+/// An integer, or protobuf's `UInt32Value` mapping `{ value: ... }`.
+fn u32_value(v: &serde_yaml::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.get("value").and_then(serde_yaml::Value::as_u64)).filter(|n| *n <= u64::from(u32::MAX))
+}
+
+/// `TlsInspector`: what it does here is Envoy's default; a field that
+/// would change that is refused.
+fn tls_inspector_config(cx: &mut Ctx, fp: &P, filter: &raw::TypedExtension) {
+    fn only_false(v: &serde_yaml::Value, what: &str) -> Result<(), String> {
+        match bool_value(v) {
+            Some(false) => Ok(()),
+            Some(true) => Err(format!("{what} is not supported (only false, Envoy's default)")),
+            None => Err("expected a boolean".into()),
+        }
+    }
+    listener_filter_config(
+        cx,
+        fp,
+        filter,
+        TLS_INSPECTOR_TYPE,
+        &[
+            ("enable_ja3_fingerprinting", |v| only_false(v, "JA3 fingerprinting")),
+            ("enable_ja4_fingerprinting", |v| only_false(v, "JA4 fingerprinting")),
+            // A ClientHello that does not parse goes on as raw_buffer, as
+            // with Envoy's default.
+            ("close_connection_on_client_hello_parsing_errors", |v| {
+                only_false(v, "closing the connection on a ClientHello that does not parse")
+            }),
+            ("max_client_hello_size", |v| match u32_value(v) {
+                Some(n) if n == crate::chain_match::MAX_CLIENT_HELLO as u64 => Ok(()),
+                Some(_) => Err(format!("only {} (Envoy's default) is supported", crate::chain_match::MAX_CLIENT_HELLO)),
+                None => Err("expected an unsigned integer".into()),
+            }),
+            // Only how much Envoy reads first: the ClientHello and what is
+            // decided from it are the same whatever the size.
+            ("initial_read_buffer_size", |v| match u32_value(v) {
+                Some(n) if n > 0 && n <= 65536 => Ok(()),
+                _ => Err("expected an integer from 1 to 65536".into()),
+            }),
+        ],
+    );
 }
 
 /// `filter_chain_match`, or `None` when it is invalid. Server names are
