@@ -15,7 +15,6 @@
 //! and `downstream` (which run it): it imports none of them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -481,21 +480,24 @@ pub async fn inspect(tcp: &TcpStream, timeout: Option<Duration>) -> Inspected {
 }
 
 async fn peek_hello(tcp: &TcpStream) -> Inspected {
-    // The socket as std's, for its safe `peek` (a second descriptor of the
-    // same non-blocking socket, closed when inspection ends).
-    let Ok(peeker) = tcp.as_fd().try_clone_to_owned().map(std::net::TcpStream::from) else {
-        return Inspected::Closed;
-    };
-    let mut buf = vec![0u8; MAX_PEEK];
+    use futures::FutureExt;
+    // Allocated once the client has sent something: a connection that
+    // never does holds no buffer.
+    let mut buf = Vec::new();
     let mut seen = 0;
     loop {
         let Ok(ready) = tcp.ready(Interest::READABLE).await else { return Inspected::Closed };
-        // A peek that finds nothing new clears the readiness, so the next
-        // wait is for more bytes (the socket stays readable while the
-        // first ones are there).
-        let peeked = tcp.try_io(Interest::READABLE, || match peeker.peek(&mut buf)? {
-            n if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
+        if buf.is_empty() {
+            buf = vec![0u8; MAX_PEEK];
+        }
+        // recv(MSG_PEEK) on the socket itself (tokio's `peek`, ready now,
+        // so it completes on its first poll). A peek that finds nothing new
+        // clears the readiness, so the next wait is for more bytes (the
+        // socket stays readable while the first ones are there).
+        let peeked = tcp.try_io(Interest::READABLE, || match tcp.peek(&mut buf).now_or_never() {
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(Ok(n)) if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(r) => r,
         });
         let n = match peeked {
             Ok(0) => return Inspected::Closed,

@@ -481,3 +481,45 @@ async fn a_duplicate_server_name_extension_picks_no_named_chain() {
     assert!(!send(both).await.unwrap(), "a duplicate server_name took a chain\n{}", proxy.log());
     assert_eq!(stat(admin, &format!("{}.no_filter_chain_match", scope(addr))).await, 1);
 }
+
+/// tls_inspector peeks on the connection's own socket: a connection being
+/// inspected holds one descriptor in the proxy, not two.
+#[tokio::test]
+async fn inspected_connections_hold_one_descriptor_each() {
+    let admin = free_addr(ip(28, 9));
+    let addr = free_addr(ip(28, 9));
+    let extra = format!("{INSPECTOR}\n    listener_filters_timeout: 0s");
+    let tcp = yaml::tcp_proxy("unused", "cluster: unused", "");
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[listener("waiting", addr, &extra, &[chain("transport_protocol: raw_buffer", "", &tcp)])],
+        &[yaml::cluster("unused", "STATIC", &[("127.0.28.9".to_string(), 1)], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let fds = move |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let pid = proxy.pid();
+    let before = fds(pid);
+    const N: usize = 32;
+    // The first byte of a TLS record, then nothing: each waits in the inspector.
+    let clients: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[0x16]).unwrap();
+            s
+        })
+        .collect();
+    // Until every connection is accepted and the count holds still.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut last = 0;
+    let mut steady = 0;
+    while steady < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = fds(pid);
+        // (A few of the descriptors counted before may be gone.)
+        steady = if now == last && now + 4 >= before + N { steady + 1 } else { 0 };
+        last = now;
+    }
+    assert!(last + 4 >= before + N, "{last} descriptors, {before} before {N} connections\n{}", proxy.log());
+    assert!(last < before + N + N / 2, "{last} descriptors for {N} connections ({before} before): more than one each");
+    drop(clients);
+}
