@@ -244,15 +244,17 @@ const TLS_INSPECTOR_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.l
 const HTTP_INSPECTOR_TYPE: &str =
     "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
 
+/// Checks one field's value: `Err` says why it is refused.
+type FieldCheck = fn(&serde_yaml::Value) -> Result<(), String>;
+
 /// A listener filter's `typed_config`: its `@type`, and each other field
-/// through `field` (`false` when it is not one of the filter's). Unknown
-/// fields are errors at their path.
+/// by its check in `fields`. Unknown fields are errors at their path.
 fn listener_filter_config(
     cx: &mut Ctx,
     fp: &P,
     filter: &raw::TypedExtension,
     type_url: &str,
-    fields: &[(&str, fn(&serde_yaml::Value) -> Result<(), String>)],
+    fields: &[(&str, FieldCheck)],
 ) {
     let Some(tc) = cx.opt(fp, "typed_config", &filter.typed_config) else { return };
     let tp = fp.key("typed_config");
