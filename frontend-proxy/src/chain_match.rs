@@ -15,7 +15,6 @@
 //! and `downstream` (which run it): it imports none of them.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::AsFd;
 use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
@@ -369,43 +368,92 @@ fn hello_length(message: &[u8]) -> Result<Option<usize>, Peeked> {
 }
 
 /// The server name and ALPN offer of a complete ClientHello message.
+///
+/// As strict as BoringSSL (whose parse Envoy's inspector uses) where
+/// leniency would let this chain selection and a TLS-passthrough backend
+/// read different names from the same bytes: the message and its
+/// extensions block must be consumed exactly, an extension type may occur
+/// once, and `server_name` must hold exactly one non-empty `host_name`
+/// without NUL. Anything else is not TLS (`raw_buffer`), as in Envoy, whose
+/// inspector fails the parse.
 fn hello(message: &[u8]) -> Peeked {
-    use tls_parser::{TlsExtension, TlsMessage, TlsMessageHandshake};
-    let Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)))) =
-        tls_parser::parse_tls_message_handshake(message)
-    else {
+    // `message` is exactly the handshake message (`hello_length`).
+    let Some(body) = message.get(4..) else { return Peeked::NotTls };
+    let Ok((after, ch)) = tls_parser::parse_tls_handshake_client_hello(body) else {
         return Peeked::NotTls;
     };
+    if !after.is_empty() {
+        return Peeked::NotTls;
+    }
     let mut out = ClientHello::default();
+    let mut seen = std::collections::HashSet::new();
     // Extensions one by one, so that one tls-parser reads more strictly
     // than OpenSSL does cannot hide the two that matter.
     let mut ext = ch.ext.unwrap_or_default();
-    while let [t0, t1, l0, l1, rest @ ..] = ext {
+    while !ext.is_empty() {
+        let [t0, t1, l0, l1, rest @ ..] = ext else { return Peeked::NotTls };
         let len = usize::from(u16::from_be_bytes([*l0, *l1]));
         let Some((data, next)) = rest.split_at_checked(len) else { return Peeked::NotTls };
         ext = next;
-        match u16::from_be_bytes([*t0, *t1]) {
-            0 => {
-                let Ok((_, TlsExtension::SNI(names))) = tls_parser::parse_tls_extension_sni_content(data) else {
-                    return Peeked::NotTls;
-                };
-                // OpenSSL takes the first (and only) host name.
-                out.server_name = names
-                    .iter()
-                    .find(|(t, _)| t.0 == 0)
-                    .and_then(|(_, n)| std::str::from_utf8(n).ok())
-                    .map(str::to_ascii_lowercase);
-            }
-            16 => {
-                let Ok((_, TlsExtension::ALPN(protocols))) = tls_parser::parse_tls_extension_alpn_content(data) else {
-                    return Peeked::NotTls;
-                };
-                out.alpn = protocols.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
-            }
+        let kind = u16::from_be_bytes([*t0, *t1]);
+        if !seen.insert(kind) {
+            return Peeked::NotTls;
+        }
+        match kind {
+            0 => match server_name(data) {
+                Some(name) => out.server_name = Some(name),
+                None => return Peeked::NotTls,
+            },
+            16 => match alpn(data) {
+                Some(protocols) => out.alpn = protocols,
+                None => return Peeked::NotTls,
+            },
             _ => {}
         }
     }
     Peeked::Tls(out)
+}
+
+/// A 16-bit length-prefixed vector that is exactly all of `data`.
+fn whole_u16_vector(data: &[u8]) -> Option<&[u8]> {
+    let [l0, l1, rest @ ..] = data else { return None };
+    (usize::from(u16::from_be_bytes([*l0, *l1])) == rest.len()).then_some(rest)
+}
+
+/// The `server_name` extension's one host name, lowercased: BoringSSL
+/// refuses a list of other than one entry, another name type, an empty
+/// name, one longer than 255 bytes or one with NUL. Names that are not
+/// UTF-8 are refused too (no configured name could equal them, and a
+/// lossy reading could).
+fn server_name(data: &[u8]) -> Option<String> {
+    let [0, l0, l1, name @ ..] = whole_u16_vector(data)? else { return None };
+    if usize::from(u16::from_be_bytes([*l0, *l1])) != name.len()
+        || name.is_empty()
+        || name.len() > 255
+        || name.contains(&0)
+    {
+        return None;
+    }
+    std::str::from_utf8(name).ok().map(str::to_ascii_lowercase)
+}
+
+/// The ALPN extension's protocols: a non-empty list of non-empty names
+/// that fills the extension exactly (RFC 7301, as BoringSSL reads it).
+fn alpn(data: &[u8]) -> Option<Vec<String>> {
+    let mut list = whole_u16_vector(data)?;
+    if list.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    while let [len, rest @ ..] = list {
+        let (name, next) = rest.split_at_checked(usize::from(*len))?;
+        if name.is_empty() {
+            return None;
+        }
+        out.push(String::from_utf8_lossy(name).into_owned());
+        list = next;
+    }
+    Some(out)
 }
 
 /// How `tls_inspector` ended on a connection.
@@ -432,21 +480,24 @@ pub async fn inspect(tcp: &TcpStream, timeout: Option<Duration>) -> Inspected {
 }
 
 async fn peek_hello(tcp: &TcpStream) -> Inspected {
-    // The socket as std's, for its safe `peek` (a second descriptor of the
-    // same non-blocking socket, closed when inspection ends).
-    let Ok(peeker) = tcp.as_fd().try_clone_to_owned().map(std::net::TcpStream::from) else {
-        return Inspected::Closed;
-    };
-    let mut buf = vec![0u8; MAX_PEEK];
+    use futures::FutureExt;
+    // Allocated once the client has sent something: a connection that
+    // never does holds no buffer.
+    let mut buf = Vec::new();
     let mut seen = 0;
     loop {
         let Ok(ready) = tcp.ready(Interest::READABLE).await else { return Inspected::Closed };
-        // A peek that finds nothing new clears the readiness, so the next
-        // wait is for more bytes (the socket stays readable while the
-        // first ones are there).
-        let peeked = tcp.try_io(Interest::READABLE, || match peeker.peek(&mut buf)? {
-            n if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
-            n => Ok(n),
+        if buf.is_empty() {
+            buf = vec![0u8; MAX_PEEK];
+        }
+        // recv(MSG_PEEK) on the socket itself (tokio's `peek`, ready now,
+        // so it completes on its first poll). A peek that finds nothing new
+        // clears the readiness, so the next wait is for more bytes (the
+        // socket stays readable while the first ones are there).
+        let peeked = tcp.try_io(Interest::READABLE, || match tcp.peek(&mut buf).now_or_never() {
+            None => Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(Ok(n)) if n == seen && n > 0 && !ready.is_read_closed() => Err(std::io::ErrorKind::WouldBlock.into()),
+            Some(r) => r,
         });
         let n = match peeked {
             Ok(0) => return Inspected::Closed,
@@ -536,6 +587,93 @@ mod tests {
                 bad[i] = v;
                 let _ = parse_client_hello(&bad);
             }
+        }
+    }
+
+    /// A ClientHello with these extensions (type, contents), then `tail`
+    /// inside the extensions block and `after` after it.
+    fn crafted(exts: &[(u16, Vec<u8>)], tail: &[u8], after: &[u8]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (t, data) in exts {
+            block.extend_from_slice(&t.to_be_bytes());
+            block.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            block.extend_from_slice(data);
+        }
+        block.extend_from_slice(tail);
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[7; 32]);
+        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(block.len() as u16).to_be_bytes());
+        body.extend_from_slice(&block);
+        body.extend_from_slice(after);
+        let mut msg = vec![1, 0];
+        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&body);
+        let mut rec = vec![22, 3, 1];
+        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&msg);
+        rec
+    }
+
+    /// `server_name` contents with these (type, name) entries.
+    fn sni_ext(entries: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
+        let mut list = Vec::new();
+        for (t, n) in entries {
+            list.push(*t);
+            list.extend_from_slice(&(n.len() as u16).to_be_bytes());
+            list.extend_from_slice(n);
+        }
+        let mut data = (list.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&list);
+        (0, data)
+    }
+
+    fn alpn_ext(names: &[&[u8]]) -> (u16, Vec<u8>) {
+        let mut list = Vec::new();
+        for n in names {
+            list.push(n.len() as u8);
+            list.extend_from_slice(n);
+        }
+        let mut data = (list.len() as u16).to_be_bytes().to_vec();
+        data.extend_from_slice(&list);
+        (16, data)
+    }
+
+    #[test]
+    fn a_crafted_hello_that_boringssl_accepts_is_read() {
+        let ok = crafted(&[sni_ext(&[(0, b"Admin.Example.com")]), alpn_ext(&[b"h2"]), (43, vec![2, 3, 4])], &[], &[]);
+        let want = ClientHello { server_name: Some("admin.example.com".into()), alpn: vec!["h2".into()] };
+        assert_eq!(parse_client_hello(&ok), Peeked::Tls(want));
+        assert_eq!(parse_client_hello(&crafted(&[], &[], &[])), Peeked::Tls(ClientHello::default()));
+    }
+
+    /// Each of these would let the chain be chosen by another name than
+    /// the one a backend behind a TLS-passthrough chain reads: not TLS.
+    #[test]
+    fn ambiguous_hellos_are_not_tls() {
+        let admin: &[u8] = b"admin.example.com";
+        let public: &[u8] = b"public.example.com";
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("duplicate server_name", crafted(&[sni_ext(&[(0, admin)]), sni_ext(&[(0, public)])], &[], &[])),
+            ("duplicate other extension", crafted(&[(43, vec![2, 3, 4]), (43, vec![2, 3, 4])], &[], &[])),
+            ("duplicate alpn", crafted(&[alpn_ext(&[b"h2"]), alpn_ext(&[b"http/1.1"])], &[], &[])),
+            ("two host names", crafted(&[sni_ext(&[(0, admin), (0, public)])], &[], &[])),
+            ("another name type first", crafted(&[sni_ext(&[(1, admin), (0, public)])], &[], &[])),
+            ("only another name type", crafted(&[sni_ext(&[(1, admin)])], &[], &[])),
+            ("empty list", crafted(&[sni_ext(&[])], &[], &[])),
+            ("empty extension", crafted(&[(0, vec![])], &[], &[])),
+            ("empty name", crafted(&[sni_ext(&[(0, b"")])], &[], &[])),
+            ("NUL in name", crafted(&[sni_ext(&[(0, b"public.example.com\0admin")])], &[], &[])),
+            ("long name", crafted(&[sni_ext(&[(0, &[b'a'; 256])])], &[], &[])),
+            ("stray byte after sni list", crafted(&[(0, [sni_ext(&[(0, public)]).1, vec![0]].concat())], &[], &[])),
+            ("1 stray byte in extensions", crafted(&[sni_ext(&[(0, public)])], &[0], &[])),
+            ("3 stray bytes in extensions", crafted(&[sni_ext(&[(0, public)])], &[0, 0, 0], &[])),
+            ("bytes after extensions", crafted(&[sni_ext(&[(0, public)])], &[], &[0, 0])),
+            ("empty alpn list", crafted(&[alpn_ext(&[])], &[], &[])),
+            ("empty alpn name", crafted(&[alpn_ext(&[b"h2", b""])], &[], &[])),
+        ];
+        for (what, hello) in cases {
+            assert_eq!(parse_client_hello(&hello), Peeked::NotTls, "{what}");
         }
     }
 

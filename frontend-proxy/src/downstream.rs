@@ -216,7 +216,11 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 .await;
         }
         // For Pingora's engine, should the connection go there.
-        let _chosen = local.filter(|_| serving != index).map(|l| Chosen::record(l, peer, serving));
+        let Some(record) = plaintext_record(local, serving, index) else {
+            debug!(listener = %listener.name, client = %peer, "no local address to record the chosen filter chain under; closing");
+            return;
+        };
+        let _chosen = record.map(|l| Chosen::record(l, peer, serving));
         self.serve_tcp(tcp, peer, serving, shutdown).await
     }
 
@@ -395,6 +399,20 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// Under which local address a plaintext chain `serving` other than the
+/// listener's first (`index`) is recorded for Pingora's engine (which finds
+/// it by the connection's addresses): `Some(None)` when nothing needs
+/// recording, `None` when it must be and cannot (no local address): the
+/// connection is then closed rather than served by the first chain's
+/// settings (another codec, `x-forwarded-proto: https` of a TLS chain...).
+fn plaintext_record(local: Option<SocketAddr>, serving: usize, index: usize) -> Option<Option<SocketAddr>> {
+    match local {
+        _ if serving == index => Some(None),
+        Some(l) => Some(Some(l)),
+        None => None,
     }
 }
 
@@ -661,5 +679,19 @@ impl Peek for Replay {
         buf[..n].copy_from_slice(&self.read[..n]);
         buf[n..].fill(0);
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_later_plaintext_chain_without_a_local_address_is_not_served() {
+        let local: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(plaintext_record(Some(local), 3, 3), Some(None));
+        assert_eq!(plaintext_record(None, 3, 3), Some(None), "the first chain needs no record");
+        assert_eq!(plaintext_record(Some(local), 4, 3), Some(Some(local)));
+        assert_eq!(plaintext_record(None, 4, 3), None, "closed, not served by the first chain");
     }
 }

@@ -408,3 +408,118 @@ async fn tls_inspector_times_out_or_continues() {
     assert_eq!(stat(admin, &format!("{}.downstream_pre_cx_timeout", scope(strict))).await, 1);
     assert_eq!(stat(admin, &format!("{}.downstream_pre_cx_timeout", scope(lenient))).await, 1);
 }
+
+/// A ClientHello record carrying these `server_name` extensions, one per
+/// name (two make a duplicate extension).
+fn hello_with_server_names(names: &[&str]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for n in names {
+        let mut list = vec![0];
+        list.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        list.extend_from_slice(n.as_bytes());
+        block.extend_from_slice(&[0, 0]);
+        block.extend_from_slice(&(list.len() as u16 + 2).to_be_bytes());
+        block.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        block.extend_from_slice(&list);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(block.len() as u16).to_be_bytes());
+    body.extend_from_slice(&block);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+/// A ClientHello with two `server_name` extensions does not pick the
+/// chain of either name: BoringSSL (and so Envoy's inspector, and a TLS
+/// backend behind a passthrough chain) refuses it, so here it is not TLS.
+/// Were the last name taken, `admin.example.com`'s source restriction
+/// could be passed by naming `public.example.com` second, while a lenient
+/// backend reads the first.
+#[tokio::test]
+async fn a_duplicate_server_name_extension_picks_no_named_chain() {
+    let admin = free_addr(ip(28, 8));
+    let echo = EchoBackend::start(SocketAddr::new(ip(28, 8), 0), None).await;
+    let addr = free_addr(ip(28, 8));
+    let tcp = yaml::tcp_proxy("echo", "cluster: echo", "");
+    let chains = [
+        chain("server_names: [admin.example.com], source_prefix_ranges: [{ address_prefix: 127.0.28.99, prefix_len: 32 }]", "", &tcp),
+        chain("server_names: [public.example.com]", "", &tcp),
+    ];
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[listener("sni", addr, INSPECTOR, &chains)],
+        &[yaml::cluster("echo", "STATIC", &[(echo.addr.ip().to_string(), echo.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let send = |hello: Vec<u8>| {
+        tokio::task::spawn_blocking(move || {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(LIMIT)).unwrap();
+            s.write_all(&hello).unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while got.len() < hello.len() {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            got == hello
+        })
+    };
+    // The public name alone takes its chain: the echo answers.
+    assert!(send(hello_with_server_names(&["public.example.com"])).await.unwrap(), "{}", proxy.log());
+    // Both, public last: no chain (not TLS, and no raw_buffer chain).
+    let both = hello_with_server_names(&["admin.example.com", "public.example.com"]);
+    assert!(!send(both).await.unwrap(), "a duplicate server_name took a chain\n{}", proxy.log());
+    assert_eq!(stat(admin, &format!("{}.no_filter_chain_match", scope(addr))).await, 1);
+}
+
+/// tls_inspector peeks on the connection's own socket: a connection being
+/// inspected holds one descriptor in the proxy, not two.
+#[tokio::test]
+async fn inspected_connections_hold_one_descriptor_each() {
+    let admin = free_addr(ip(28, 9));
+    let addr = free_addr(ip(28, 9));
+    let extra = format!("{INSPECTOR}\n    listener_filters_timeout: 0s");
+    let tcp = yaml::tcp_proxy("unused", "cluster: unused", "");
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[listener("waiting", addr, &extra, &[chain("transport_protocol: raw_buffer", "", &tcp)])],
+        &[yaml::cluster("unused", "STATIC", &[("127.0.28.9".to_string(), 1)], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let fds = move |pid: u32| std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let pid = proxy.pid();
+    let before = fds(pid);
+    const N: usize = 32;
+    // The first byte of a TLS record, then nothing: each waits in the inspector.
+    let clients: Vec<TcpStream> = (0..N)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&[0x16]).unwrap();
+            s
+        })
+        .collect();
+    // Until every connection is accepted and the count holds still.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut last = 0;
+    let mut steady = 0;
+    while steady < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = fds(pid);
+        // (A few of the descriptors counted before may be gone.)
+        steady = if now == last && now + 4 >= before + N { steady + 1 } else { 0 };
+        last = now;
+    }
+    assert!(last + 4 >= before + N, "{last} descriptors, {before} before {N} connections\n{}", proxy.log());
+    assert!(last < before + N + N / 2, "{last} descriptors for {N} connections ({before} before): more than one each");
+    drop(clients);
+}

@@ -9,7 +9,7 @@ use super::{conflicts, Ctx, P};
 use crate::chain_match::{
     ChainMatch, Cidr, Inspector, MatchKey, Selection, SourceType, DEFAULT_LISTENER_FILTERS_TIMEOUT,
 };
-use crate::config::model::{ChainConfig, ListenerConfig, Serves};
+use crate::config::model::{ChainConfig, Codec, Http2Settings, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
 use crate::tls::{DownstreamTls, ListenerTls};
 use std::collections::{HashMap, HashSet};
@@ -121,8 +121,14 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         let fname = cx.string(&fp, "name", &filter.name).unwrap_or_default();
         match fname.as_str() {
             // Peeks at the ClientHello before a chain is chosen (`chain_match.rs`).
-            "envoy.filters.listener.tls_inspector" => inspector = true,
-            "envoy.filters.listener.http_inspector" => http_inspector = Some(fp),
+            "envoy.filters.listener.tls_inspector" => {
+                tls_inspector_config(cx, &fp, filter);
+                inspector = true
+            }
+            "envoy.filters.listener.http_inspector" => {
+                listener_filter_config(cx, &fp, filter, HTTP_INSPECTOR_TYPE, &[]);
+                http_inspector = Some(fp)
+            }
             _ => cx.error(&fp, format!("listener filter {fname:?} is not supported")),
         }
     }
@@ -143,15 +149,16 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
     for (cp, raw_chain) in chains {
         let m = chain_match(cx, &cp, raw_chain);
         if let Some(m) = m.as_ref().filter(|_| !inspector) {
-            // Envoy warns too: without the inspector a connection has no
-            // server name or protocols, and its transport is raw_buffer.
+            // Without the inspector a connection has no server name or
+            // protocols, and its transport is raw_buffer: the chain is dead
+            // (Envoy only warns; never weaker than the file says).
             if !m.server_names.is_empty()
                 || !m.application_protocols.is_empty()
                 || m.transport_protocol.as_deref() == Some("tls")
             {
-                cx.warn(
+                cx.error(
                     &cp.key("filter_chain_match"),
-                    "matches what envoy.filters.listener.tls_inspector finds, which is not configured: this chain never matches a connection",
+                    "matches server_names, application_protocols or transport_protocol: tls, which only envoy.filters.listener.tls_inspector finds, and the listener has none: Envoy would never match this chain (its connections would go to another chain); add the tls_inspector listener filter",
                 );
             }
         }
@@ -172,6 +179,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         return None;
     }
     same_matches(cx, &built, default_chain);
+    same_http_protocols(cx, &built);
     if let Some(fp) = http_inspector {
         // It tells plaintext clients' protocols apart for application_protocols.
         if built.iter().any(|(_, m, _)| m.as_ref().is_some_and(|m| !m.application_protocols.is_empty())) {
@@ -230,6 +238,95 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
         other_chains: served,
         selection,
     })
+}
+
+const TLS_INSPECTOR_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const HTTP_INSPECTOR_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+
+/// Checks one field's value: `Err` says why it is refused.
+type FieldCheck = fn(&serde_yaml::Value) -> Result<(), String>;
+
+/// A listener filter's `typed_config`: its `@type`, and each other field
+/// by its check in `fields`. Unknown fields are errors at their path.
+fn listener_filter_config(
+    cx: &mut Ctx,
+    fp: &P,
+    filter: &raw::TypedExtension,
+    type_url: &str,
+    fields: &[(&str, FieldCheck)],
+) {
+    let Some(tc) = cx.opt(fp, "typed_config", &filter.typed_config) else { return };
+    let tp = fp.key("typed_config");
+    let Some(map) = tc.as_mapping() else {
+        cx.error(&tp, "expected a mapping");
+        return;
+    };
+    for (k, v) in map {
+        let key = k.as_str().unwrap_or_default();
+        if key == "@type" {
+            if v.as_str() != Some(type_url) {
+                cx.error(&tp.key("@type"), format!("expected {type_url}"));
+            }
+            continue;
+        }
+        match fields.iter().find(|(name, _)| *name == key) {
+            Some((_, check)) => {
+                if let Err(why) = check(v) {
+                    cx.error(&tp.key(key), why);
+                }
+            }
+            None => cx.error(&tp.key(key), format!("unknown or unsupported field of {type_url}")),
+        }
+    }
+}
+
+/// A boolean, or protobuf's `BoolValue` mapping `{ value: ... }`.
+fn bool_value(v: &serde_yaml::Value) -> Option<bool> {
+    v.as_bool().or_else(|| v.get("value").and_then(serde_yaml::Value::as_bool))
+}
+
+/// An integer, or protobuf's `UInt32Value` mapping `{ value: ... }`.
+fn u32_value(v: &serde_yaml::Value) -> Option<u64> {
+    v.as_u64().or_else(|| v.get("value").and_then(serde_yaml::Value::as_u64)).filter(|n| *n <= u64::from(u32::MAX))
+}
+
+/// `TlsInspector`: what it does here is Envoy's default; a field that
+/// would change that is refused.
+fn tls_inspector_config(cx: &mut Ctx, fp: &P, filter: &raw::TypedExtension) {
+    fn only_false(v: &serde_yaml::Value, what: &str) -> Result<(), String> {
+        match bool_value(v) {
+            Some(false) => Ok(()),
+            Some(true) => Err(format!("{what} is not supported (only false, Envoy's default)")),
+            None => Err("expected a boolean".into()),
+        }
+    }
+    listener_filter_config(
+        cx,
+        fp,
+        filter,
+        TLS_INSPECTOR_TYPE,
+        &[
+            ("enable_ja3_fingerprinting", |v| only_false(v, "JA3 fingerprinting")),
+            ("enable_ja4_fingerprinting", |v| only_false(v, "JA4 fingerprinting")),
+            // A ClientHello that does not parse goes on as raw_buffer, as
+            // with Envoy's default.
+            ("close_connection_on_client_hello_parsing_errors", |v| {
+                only_false(v, "closing the connection on a ClientHello that does not parse")
+            }),
+            ("max_client_hello_size", |v| match u32_value(v) {
+                Some(n) if n == crate::chain_match::MAX_CLIENT_HELLO as u64 => Ok(()),
+                Some(_) => Err(format!("only {} (Envoy's default) is supported", crate::chain_match::MAX_CLIENT_HELLO)),
+                None => Err("expected an unsigned integer".into()),
+            }),
+            // Only how much Envoy reads first: the ClientHello and what is
+            // decided from it are the same whatever the size.
+            ("initial_read_buffer_size", |v| match u32_value(v) {
+                Some(n) if n > 0 && n <= 65536 => Ok(()),
+                _ => Err("expected an integer from 1 to 65536".into()),
+            }),
+        ],
+    );
 }
 
 /// `filter_chain_match`, or `None` when it is invalid. Server names are
@@ -391,13 +488,44 @@ fn same_matches(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)], default_
         };
         for key in keys {
             if let Some(other) = seen.get(&key) {
-                cx.error(
-                    &cp.key("filter_chain_match"),
-                    format!("{} has the same match: Envoy refuses two filter chains with the same match", other.0),
-                );
+                let message = if std::ptr::eq(*other, cp) {
+                    "a value is listed twice in this chain's criteria (server names compare case-insensitively, addresses after masking to their prefix_len): Envoy refuses the repeated match".to_string()
+                } else {
+                    format!("{} has the same match: Envoy refuses two filter chains with the same match", other.0)
+                };
+                cx.error(&cp.key("filter_chain_match"), message);
                 break;
             }
             seen.insert(key, cp);
+        }
+    }
+}
+
+/// A listener's HTTP chains must agree on whether HTTP/2 is served (their
+/// `codec_type`) and on their `http2_protocol_options`: Pingora sets both
+/// per service, and a listener is one service, so a chain of its own would
+/// be served with the first chain's (an HTTP/1-only chain answering the h2c
+/// preface with HTTP/2, another chain's stream limits and windows).
+fn same_http_protocols(cx: &mut Ctx, built: &[(P, Option<ChainMatch>, Chain)]) {
+    let mut first: Option<(&P, bool, Http2Settings)> = None;
+    for (cp, _, chain) in built {
+        let Some(Serves::Http(h)) = &chain.serves else { continue };
+        let h2 = h.codec != Codec::Http1;
+        let http2 = if h2 { h.http2 } else { Http2Settings::default() };
+        let Some((fp, f_h2, f_http2)) = first else {
+            first = Some((cp, h2, http2));
+            continue;
+        };
+        if h2 != f_h2 {
+            cx.error(
+                cp,
+                format!("this chain's http_connection_manager {} HTTP/2 (codec_type) and {}'s {}: the chains of one listener must agree on codec_type being HTTP1 or not (they share one HTTP/2 server); put them on separate listeners", if h2 { "serves" } else { "does not serve" }, fp.0, if f_h2 { "does" } else { "does not" }),
+            );
+        } else if http2 != f_http2 {
+            cx.error(
+                cp,
+                format!("this chain's http2_protocol_options differ from {}'s: the chains of one listener share one HTTP/2 server and its settings; give them the same options or put them on separate listeners", fp.0),
+            );
         }
     }
 }
