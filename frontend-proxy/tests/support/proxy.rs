@@ -67,18 +67,32 @@ impl ProxyProcess {
             .spawn()
             .expect("spawn frontend-proxy");
         let mut p = Self { child, dir, config: path, log, admin: None };
-        let start = Instant::now();
-        loop {
-            if tokio::net::TcpStream::connect(ready_addr).await.is_ok() {
-                break;
+        p.wait_listening(ready_addr).await;
+        // Listeners with settings of their own are separate services that
+        // start listening one after another: when the test waits for a
+        // listener, it gets all of them (not when it waits for the admin,
+        // whose listeners may open only once clusters are warm).
+        let listeners = listener_addresses(config);
+        if listeners.contains(&ready_addr) {
+            for addr in listeners {
+                p.wait_listening(addr).await;
             }
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("frontend-proxy exited early ({status}):\n{}", p.log());
-            }
-            assert!(start.elapsed() < LIMIT, "proxy did not listen on {ready_addr}:\n{}", p.log());
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         p
+    }
+
+    async fn wait_listening(&mut self, addr: SocketAddr) {
+        let start = Instant::now();
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("frontend-proxy exited early ({status}):\n{}", self.log());
+            }
+            assert!(start.elapsed() < LIMIT, "proxy did not listen on {addr}:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Starts the proxy with `workers` worker threads and its admin
@@ -154,4 +168,20 @@ impl Drop for ProxyProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The TCP addresses of the config's static listeners that a client can
+/// connect to as written (not the wildcard ones, not pipes).
+fn listener_addresses(config: &str) -> Vec<SocketAddr> {
+    let Ok(doc) = serde_yaml::from_str::<serde_yaml::Value>(config) else { return Vec::new() };
+    let Some(listeners) = doc["static_resources"]["listeners"].as_sequence() else { return Vec::new() };
+    listeners
+        .iter()
+        .filter_map(|l| {
+            let socket = &l["address"]["socket_address"];
+            let ip: std::net::IpAddr = socket["address"].as_str()?.parse().ok()?;
+            let port = u16::try_from(socket["port_value"].as_u64()?).ok()?;
+            (!ip.is_unspecified() && port != 0).then_some(SocketAddr::new(ip, port))
+        })
+        .collect()
 }
