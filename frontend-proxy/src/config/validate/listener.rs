@@ -11,7 +11,7 @@ use crate::chain_match::{
 };
 use crate::config::model::{ChainConfig, Codec, Http2Settings, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
-use crate::tls::{DownstreamTls, ListenerTls};
+use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,7 +199,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
             None => complete = false,
         }
         let tls = match chain.tls {
-            Some(t) => t.map(ListenerTls::single),
+            Some(t) => t,
             None => {
                 complete = false;
                 None
