@@ -200,7 +200,7 @@ pub fn check_path_normalization(options: u8, target: &[u8]) -> Result<(), String
 /// whole ClientHello change nothing (it reads the hello, no more); and a
 /// ClientHello cut short is not reported as one. `Err` says which broke.
 pub fn check_client_hello(bytes: &[u8]) -> Result<(), String> {
-    use crate::chain_match::{parse_client_hello, Peeked};
+    use crate::chain_match::tls_inspector::{parse_client_hello, Peeked};
     let whole = parse_client_hello(bytes);
     if let Peeked::Tls(hello) = &whole {
         if let Some(name) = &hello.server_name {

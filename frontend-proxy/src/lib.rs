@@ -12,6 +12,7 @@
 //! - [`runtime`]: what the listeners run from, built once from the model.
 //! - [`drain`]: the process lifecycle: one drain signal, and the connections it waits for.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
+//! - [`chain_match`]: which filter chain serves a connection; [`chain_match::tls_inspector`] peeks at its ClientHello.
 //! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop for
 //!   plaintext listeners (TLS ones, and all with `--http1-engine pingora`, stay on Pingora's), on the same
 //!   worker threads.
