@@ -245,6 +245,10 @@ async fn peek_hello(tcp: &TcpStream) -> Inspected {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // Short names: the table of ambiguous hellos below is read row by row.
+    use crate::fuzzing::{
+        alpn_extension as alpn_ext, crafted_client_hello as crafted, server_name_extension as sni_ext,
+    };
 
     /// A ClientHello as OpenSSL's client writes it.
     fn client_hello(sni: Option<&str>, alpn: &[&str]) -> Vec<u8> {
@@ -312,55 +316,6 @@ mod tests {
                 let _ = parse_client_hello(&bad);
             }
         }
-    }
-
-    /// A ClientHello with these extensions (type, contents), then `tail`
-    /// inside the extensions block and `after` after it.
-    fn crafted(exts: &[(u16, Vec<u8>)], tail: &[u8], after: &[u8]) -> Vec<u8> {
-        let mut block = Vec::new();
-        for (t, data) in exts {
-            block.extend_from_slice(&t.to_be_bytes());
-            block.extend_from_slice(&(data.len() as u16).to_be_bytes());
-            block.extend_from_slice(data);
-        }
-        block.extend_from_slice(tail);
-        let mut body = vec![3, 3];
-        body.extend_from_slice(&[7; 32]);
-        body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
-        body.extend_from_slice(&(block.len() as u16).to_be_bytes());
-        body.extend_from_slice(&block);
-        body.extend_from_slice(after);
-        let mut msg = vec![1, 0];
-        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        msg.extend_from_slice(&body);
-        let mut rec = vec![22, 3, 1];
-        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        rec.extend_from_slice(&msg);
-        rec
-    }
-
-    /// `server_name` contents with these (type, name) entries.
-    fn sni_ext(entries: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
-        let mut list = Vec::new();
-        for (t, n) in entries {
-            list.push(*t);
-            list.extend_from_slice(&(n.len() as u16).to_be_bytes());
-            list.extend_from_slice(n);
-        }
-        let mut data = (list.len() as u16).to_be_bytes().to_vec();
-        data.extend_from_slice(&list);
-        (0, data)
-    }
-
-    fn alpn_ext(names: &[&[u8]]) -> (u16, Vec<u8>) {
-        let mut list = Vec::new();
-        for n in names {
-            list.push(n.len() as u8);
-            list.extend_from_slice(n);
-        }
-        let mut data = (list.len() as u16).to_be_bytes().to_vec();
-        data.extend_from_slice(&list);
-        (16, data)
     }
 
     #[test]
