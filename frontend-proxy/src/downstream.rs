@@ -12,7 +12,8 @@
 //! per read (a client trickling a byte a minute keeps its connection
 //! forever), so streams for its engine are wrapped in [`HeaderDeadline`].
 
-use crate::chain_match::{inspect, Connection, Inspected};
+use crate::chain_match::tls_inspector::{inspect, Inspected};
+use crate::chain_match::Connection;
 use crate::config::model::{Address, Codec};
 use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;

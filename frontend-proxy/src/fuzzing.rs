@@ -4,7 +4,8 @@
 //! upstream's response head (interim responses skipped, framing, status
 //! checks), and the chunked-body scanner; and the properties of the
 //! connection manager's path normalization and of `tls_inspector`'s
-//! ClientHello reading.
+//! ClientHello reading; and a ClientHello builder for the inspector's
+//! unit tests and `tests/chains.rs` (hellos no TLS stack would write).
 //!
 //! Not an API for anything else. These signatures are the contract the
 //! engine keeps whatever it does inside: small verdicts, no engine types.
@@ -200,7 +201,7 @@ pub fn check_path_normalization(options: u8, target: &[u8]) -> Result<(), String
 /// whole ClientHello change nothing (it reads the hello, no more); and a
 /// ClientHello cut short is not reported as one. `Err` says which broke.
 pub fn check_client_hello(bytes: &[u8]) -> Result<(), String> {
-    use crate::chain_match::{parse_client_hello, Peeked};
+    use crate::chain_match::tls_inspector::{parse_client_hello, Peeked};
     let whole = parse_client_hello(bytes);
     if let Peeked::Tls(hello) = &whole {
         if let Some(name) = &hello.server_name {
@@ -233,4 +234,57 @@ pub fn check_client_hello(bytes: &[u8]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A ClientHello record as no TLS stack would write one unasked: TLS 1.2,
+/// one cipher suite, these extensions (type, contents) in this order, then
+/// `tail` inside the extensions block and `after` after it (lengths as
+/// `u16`: keep them small).
+pub fn crafted_client_hello(exts: &[(u16, Vec<u8>)], tail: &[u8], after: &[u8]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (t, data) in exts {
+        block.extend_from_slice(&t.to_be_bytes());
+        block.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        block.extend_from_slice(data);
+    }
+    block.extend_from_slice(tail);
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(block.len() as u16).to_be_bytes());
+    body.extend_from_slice(&block);
+    body.extend_from_slice(after);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    let mut rec = vec![22, 3, 1];
+    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&msg);
+    rec
+}
+
+/// The `server_name` extension with these (name type, name) entries; a
+/// client sends one, `(0, host)`.
+pub fn server_name_extension(entries: &[(u8, &[u8])]) -> (u16, Vec<u8>) {
+    let mut list = Vec::new();
+    for (t, n) in entries {
+        list.push(*t);
+        list.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        list.extend_from_slice(n);
+    }
+    let mut data = (list.len() as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(&list);
+    (0, data)
+}
+
+/// The ALPN extension offering these protocol names.
+pub fn alpn_extension(names: &[&[u8]]) -> (u16, Vec<u8>) {
+    let mut list = Vec::new();
+    for n in names {
+        list.push(n.len() as u8);
+        list.extend_from_slice(n);
+    }
+    let mut data = (list.len() as u16).to_be_bytes().to_vec();
+    data.extend_from_slice(&list);
+    (16, data)
 }

@@ -12,9 +12,10 @@
 //! - [`runtime`]: what the listeners run from, built once from the model.
 //! - [`drain`]: the process lifecycle: one drain signal, and the connections it waits for.
 //! - [`admin`]: Envoy's admin interface: stats, Prometheus, clusters, readiness.
-//! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop for
-//!   plaintext listeners (TLS ones, and all with `--http1-engine pingora`, stay on Pingora's), on the same
-//!   worker threads.
+//! - [`chain_match`]: which filter chain serves a connection; [`chain_match::tls_inspector`] peeks at its ClientHello.
+//! - [`downstream`]: per-connection policy and the choice of HTTP engine; [`listen`]: our accept loop, one per
+//!   worker thread, for TLS, pipe and plaintext listeners (plaintext TCP ones with `--http1-engine pingora`
+//!   stay on Pingora's listener service).
 //! - [`server`]: wiring it all into a Pingora server.
 //! - [`cli`]: Envoy-compatible command line; [`probe`]: the container health probe.
 // `deny`, not `forbid`: listen::defer holds the one setsockopt no safe crate

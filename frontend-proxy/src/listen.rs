@@ -47,7 +47,7 @@ use std::sync::Arc;
 use std::thread::ThreadId;
 use std::time::Duration;
 use tokio::io::Interest;
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
@@ -496,95 +496,55 @@ struct AcceptLoop<A> {
     drain: Arc<Drain>,
 }
 
+/// A listening socket as an accept loop watches it. What the two kinds
+/// share (the drain, the spawn, the handling of accept errors) is
+/// [`AcceptLoop::run`]; what differs is in [`AcceptLoop::spawn`].
+enum Accepting {
+    Tcp(TcpListener),
+    Pipe(UnixListener),
+}
+
+/// A connection as accepted: a TCP one has its client's address, a Unix
+/// domain socket's client has none.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Pipe(UnixStream),
+}
+
+impl Accepting {
+    /// Registers the socket with this worker's poller.
+    fn watch(socket: ListenSocket) -> std::io::Result<Self> {
+        Ok(match socket {
+            ListenSocket::Tcp(socket) => Accepting::Tcp(TcpListener::from_std(socket)?),
+            ListenSocket::Pipe(socket) => Accepting::Pipe(UnixListener::from_std(socket)?),
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<Accepted> {
+        match self {
+            Accepting::Tcp(listener) => listener.accept().await.map(|(tcp, peer)| Accepted::Tcp(tcp, peer)),
+            Accepting::Pipe(listener) => listener.accept().await.map(|(unix, _)| Accepted::Pipe(unix)),
+        }
+    }
+}
+
 impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
     /// Accepts connections on this worker until the drain starts, then
     /// closes its socket (new connections are refused while the open ones
-    /// finish). Each connection is served on this worker, as a task the
-    /// drain waits for.
+    /// finish) and, on a pipe, lets go of its socket file. Each connection
+    /// is served on this worker, as a task the drain waits for.
     async fn run(self, socket: ListenSocket) -> Result<(), ListenError> {
-        let socket = match socket {
-            ListenSocket::Tcp(socket) => socket,
-            ListenSocket::Pipe(socket) => return self.run_pipe(socket).await,
+        let listener = Accepting::watch(socket).map_err(|source| ListenError::Listen {
+            listener: self.listener.clone(),
+            address: self.address.clone(),
+            source,
+        })?;
+        // The address the logs name: the bound one for TCP (the port the
+        // kernel chose for port 0), the path for a pipe.
+        let address = match &listener {
+            Accepting::Tcp(tcp) => format!("{:?}", tcp.local_addr().ok()),
+            Accepting::Pipe(_) => self.address.to_string(),
         };
-        let listener = TcpListener::from_std(socket).map_err(|source| ListenError::Listen {
-            listener: self.listener.clone(),
-            address: self.address.clone(),
-            source,
-        })?;
-        let address = listener.local_addr().ok();
-        info!(?address, "accepting connections");
-        let shutdown = self.drain.watch();
-        let drain_started = self.drain.started();
-        tokio::pin!(drain_started);
-        loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
-                _ = &mut drain_started => break,
-            };
-            match accepted {
-                Ok((tcp, peer)) => {
-                    // As Pingora's listener: responses go out as they are written.
-                    let _ = tcp.set_nodelay(true);
-                    if !self.deferred {
-                        expect_request(&tcp);
-                    }
-                    let downstream = self.downstream.clone();
-                    let shutdown = shutdown.clone();
-                    let index = self.index;
-                    // Boxed: the connection's future is large (a request's
-                    // state lives in it across awaits), and tokio moves a
-                    // task's future into place and writes its result over
-                    // it; a box is moved once and the task stays small. The
-                    // tracker wraps the box, so the box's size (a mimalloc
-                    // size class) is the connection's alone.
-                    let connections = self.drain.connections();
-                    match self.tls.clone() {
-                        _ if self.selects => {
-                            connections.spawn(Box::pin(async move {
-                                downstream.serve_selected(tcp, peer, index, &shutdown).await
-                            }));
-                        }
-                        None if self.tcp_proxy => {
-                            let local = tcp.local_addr().ok().map(Address::Ip);
-                            let peers = crate::proxy::tcp::Peers { client: Some(peer), local };
-                            connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
-                        }
-                        None => {
-                            connections.spawn(Box::pin(async move {
-                                downstream.serve_tcp(tcp, peer, index, &shutdown).await
-                            }));
-                        }
-                        Some(acceptor) => {
-                            connections.spawn(Box::pin(async move {
-                                downstream.serve_tls(tcp, peer, index, &acceptor, false, &shutdown).await
-                            }));
-                        }
-                    }
-                }
-                // The client gave up before it was accepted: nothing to report.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
-                Err(e) => {
-                    warn!(?address, error = %e, "accept failed");
-                    if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
-                        // The pause ends early if the drain starts meanwhile.
-                        let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, &mut drain_started).await;
-                    }
-                }
-            }
-        }
-        info!(?address, "listener closed");
-        Ok(())
-    }
-
-    /// [`AcceptLoop::run`] on a pipe: the same loop, for Unix domain
-    /// socket connections (no address, no TCP options).
-    async fn run_pipe(self, socket: std::os::unix::net::UnixListener) -> Result<(), ListenError> {
-        let listener = UnixListener::from_std(socket).map_err(|source| ListenError::Listen {
-            listener: self.listener.clone(),
-            address: self.address.clone(),
-            source,
-        })?;
-        let address = &self.address;
         info!(%address, "accepting connections");
         let shutdown = self.drain.watch();
         let drain_started = self.drain.started();
@@ -595,31 +555,76 @@ impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
                 _ = &mut drain_started => break,
             };
             match accepted {
-                Ok((unix, _)) => {
-                    let downstream = self.downstream.clone();
-                    let shutdown = shutdown.clone();
-                    let index = self.index;
-                    let connections = self.drain.connections();
-                    if self.tcp_proxy {
-                        let peers = crate::proxy::tcp::Peers { client: None, local: Some(self.address.clone()) };
-                        connections.spawn(async move { downstream.serve_tcp_proxy(unix, peers, index).await });
-                    } else {
-                        connections.spawn(Box::pin(async move { downstream.serve_pipe(unix, index, &shutdown).await }));
-                    }
-                }
+                Ok(connection) => self.spawn(connection, &shutdown),
+                // The client gave up before it was accepted: nothing to report.
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted => {}
                 Err(e) => {
                     warn!(%address, error = %e, "accept failed");
                     if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        // The pause ends early if the drain starts meanwhile.
                         let _ = tokio::time::timeout(FD_EXHAUSTED_PAUSE, &mut drain_started).await;
                     }
                 }
             }
         }
-        // Closed before its file goes (the last loop's `pipe_file`).
+        // Closed before a pipe's file goes (the last loop's `pipe_file`).
         drop(listener);
         info!(%address, "listener closed");
         drop(self.pipe_file);
         Ok(())
+    }
+
+    /// Serves one connection as a task on this worker that the drain waits
+    /// for: to the TCP proxy, the filter chain selection, the TLS handshake
+    /// or the HTTP engine, as the listener says.
+    ///
+    /// Most are boxed: the connection's future is large (a request's state
+    /// lives in it across awaits), and tokio moves a task's future into
+    /// place and writes its result over it; a box is moved once and the
+    /// task stays small. The tracker wraps the box, so the box's size (a
+    /// mimalloc size class) is the connection's alone.
+    fn spawn(&self, connection: Accepted, shutdown: &ShutdownWatch) {
+        let downstream = self.downstream.clone();
+        let shutdown = shutdown.clone();
+        let index = self.index;
+        let connections = self.drain.connections();
+        let (tcp, peer) = match connection {
+            Accepted::Tcp(tcp, peer) => (tcp, peer),
+            // No address, no TCP options; TLS and chain selection on a pipe
+            // are refused by the configuration.
+            Accepted::Pipe(unix) => {
+                if self.tcp_proxy {
+                    let peers = crate::proxy::tcp::Peers { client: None, local: Some(self.address.clone()) };
+                    connections.spawn(async move { downstream.serve_tcp_proxy(unix, peers, index).await });
+                } else {
+                    connections.spawn(Box::pin(async move { downstream.serve_pipe(unix, index, &shutdown).await }));
+                }
+                return;
+            }
+        };
+        // As Pingora's listener: responses go out as they are written.
+        let _ = tcp.set_nodelay(true);
+        if !self.deferred {
+            expect_request(&tcp);
+        }
+        match self.tls.clone() {
+            _ if self.selects => {
+                connections
+                    .spawn(Box::pin(async move { downstream.serve_selected(tcp, peer, index, &shutdown).await }));
+            }
+            None if self.tcp_proxy => {
+                let local = tcp.local_addr().ok().map(Address::Ip);
+                let peers = crate::proxy::tcp::Peers { client: Some(peer), local };
+                connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
+            }
+            None => {
+                connections.spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
+            }
+            Some(acceptor) => {
+                connections.spawn(Box::pin(async move {
+                    downstream.serve_tls(tcp, peer, index, &acceptor, false, &shutdown).await
+                }));
+            }
+        }
     }
 }

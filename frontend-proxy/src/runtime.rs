@@ -14,7 +14,7 @@ use crate::config::model::{
 };
 use crate::metrics::{ConnManagerStats, TcpProxyStats};
 use crate::routing::{HeaderMutations, PortMatching, RouteTable};
-use crate::tls::{ClientCertDetails, ListenerTls};
+use crate::tls::{ClientCertDetails, DownstreamTls};
 use pingora_core::tls::ssl::SslAcceptor;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ pub struct ListenerRuntime {
     pub selection: Option<Arc<Selection>>,
     /// The chain's TLS: its handshake configuration, for what is checked
     /// once it is done (a required client certificate).
-    pub tls_config: Option<Arc<ListenerTls>>,
+    pub tls_config: Option<Arc<DownstreamTls>>,
     /// The chain's TLS acceptor, built by `server` (its own certificates,
     /// ALPN, parameters and client validation).
     pub acceptor: Option<Arc<SslAcceptor>>,

@@ -115,7 +115,7 @@ impl SecretWatch {
     pub fn load(listeners: &[ListenerConfig], clusters: &[ClusterSpec]) -> Result<Self, Vec<SdsError>> {
         let mut files: Vec<&SdsFile> = Vec::new();
         for tls in listeners.iter().flat_map(|l| l.all_tls()) {
-            files.extend(tls.chains.iter().flat_map(|c| c.certificate_secrets.iter()));
+            files.extend(tls.certificate_secrets.iter());
             if let Some(TrustedCa::Sds(f)) = tls.client.as_ref().map(|c| &c.trusted_ca) {
                 files.push(f);
             }

@@ -119,7 +119,7 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
         // they are), parameters and client validation.
         let mut ok = true;
         let mut acceptor_of = |runtime: &ListenerRuntime,
-                               tls: &Option<tls::ListenerTls>,
+                               tls: &Option<tls::DownstreamTls>,
                                errors: &mut Vec<StartError>| {
             let t = tls.as_ref()?;
             let codec = runtime.tcp_proxy.is_none().then_some(runtime.hcm.codec);
@@ -173,11 +173,8 @@ pub fn prepare(loaded: Loaded) -> Result<Prepared, Vec<StartError>> {
 
 /// The listener counters a TLS handshake feeds.
 fn handshake_events(stats: &Arc<crate::metrics::ConnManagerStats>) -> tls::HandshakeEvents {
-    let (stats, verify, san) = (stats.clone(), stats.clone(), stats.clone());
+    let (verify, san) = (stats.clone(), stats.clone());
     tls::HandshakeEvents {
-        no_match: Box::new(move || {
-            stats.no_filter_chain_match.fetch_add(1, Relaxed);
-        }),
         verify_error: Box::new(move || {
             verify.ssl_fail_verify_error.fetch_add(1, Relaxed);
         }),

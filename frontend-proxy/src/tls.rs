@@ -5,18 +5,16 @@
 //! bad file fails `--mode validate` and start-up, never a request. What
 //! SDS files hold is replaced while the listeners run (`rotation.rs`).
 
-use openssl::ex_data::Index;
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, ClientHelloResponse, NameType, SniError, Ssl, SslAcceptor, SslAlert,
-    SslContextBuilder, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, ClientHelloResponse, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod,
+    SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
 mod crl;
 mod handshake;
@@ -121,7 +119,10 @@ pub enum TrustedCa {
     Sds(SdsFile),
 }
 
-/// A TLS listener's certificates, ALPN protocols and parameters.
+/// A filter chain's TLS (its `DownstreamTlsContext`): certificates, ALPN
+/// protocols and parameters. Each chain has an acceptor of its own; which
+/// chain serves a connection is chosen before the handshake
+/// (`chain_match.rs`), so a handshake never switches chains by SNI.
 #[derive(Debug, Clone)]
 pub struct DownstreamTls {
     /// At least one here or in `certificate_secrets`; several of different
@@ -264,70 +265,10 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
 /// Counters the handshake feeds (`listener.<addr>.*`), as callbacks so
 /// this room needs no stats of its own.
 pub struct HandshakeEvents {
-    /// No filter chain matched the client.
-    pub no_match: Box<dyn Fn() + Send + Sync>,
     /// A client certificate failed verification (`ssl.fail_verify_error`).
     pub verify_error: Box<dyn Fn() + Send + Sync>,
     /// A client certificate carried no accepted name (`ssl.fail_verify_san`).
     pub verify_san: Box<dyn Fn() + Send + Sync>,
-}
-
-/// A listener's TLS side: the certificates of each of its filter chains
-/// and the server names (SNI) that select a chain, with what the chains
-/// must share (one handshake configuration per listener).
-#[derive(Debug, Clone)]
-pub struct ListenerTls {
-    pub chains: Vec<TlsChain>,
-    /// `default_filter_chain`: the chain for a client no chain matches.
-    pub default_chain: Option<usize>,
-    pub alpn_protocols: Vec<String>,
-    pub params: TlsParams,
-    pub client: Option<ClientValidation>,
-    /// Session resumption: one acceptor serves every chain, so one setting.
-    pub sessions: SessionResumption,
-}
-
-/// One filter chain's certificates and `filter_chain_match.server_names`
-/// (lowercase; empty matches any name and none).
-#[derive(Debug, Clone)]
-pub struct TlsChain {
-    pub server_names: Vec<String>,
-    pub certificates: Vec<CertificateSource>,
-    /// Certificates from SDS files (as [`DownstreamTls::certificate_secrets`]).
-    pub certificate_secrets: Vec<SdsFile>,
-}
-
-impl ListenerTls {
-    /// A listener with one filter chain and no match.
-    pub fn single(tls: DownstreamTls) -> Self {
-        ListenerTls {
-            chains: vec![TlsChain {
-                server_names: Vec::new(),
-                certificates: tls.certificates,
-                certificate_secrets: tls.certificate_secrets,
-            }],
-            default_chain: None,
-            alpn_protocols: tls.alpn_protocols,
-            params: tls.params,
-            client: tls.client,
-            sessions: tls.sessions,
-        }
-    }
-
-    /// The chain for a client that sent `sni`, in Envoy's order: a chain
-    /// naming it exactly, else the most specific wildcard (`*.b.example.com`
-    /// before `*.example.com` before `*.com`), else a chain without server
-    /// names, else `default_filter_chain`. A client without SNI matches
-    /// only a chain without server names, or the default.
-    pub fn select(&self, sni: Option<&str>) -> Option<usize> {
-        let named = |name: &str| self.chains.iter().position(|c| c.server_names.iter().any(|n| n == name));
-        let by_name = sni.map(str::to_ascii_lowercase).and_then(|sni| {
-            named(&sni).or_else(|| {
-                sni.char_indices().filter(|(_, c)| *c == '.').find_map(|(i, _)| named(&format!("*{}", &sni[i..])))
-            })
-        });
-        by_name.or_else(|| self.chains.iter().position(|c| c.server_names.is_empty())).or(self.default_chain)
-    }
 }
 
 /// How a listener lets clients resume TLS sessions. The default resumes
@@ -528,6 +469,8 @@ fn use_certificates<'a>(
 
 /// A filter chain's certificates as the handshake finds them: those read
 /// once, at start, and those of SDS files, as each is when a client connects.
+/// Several (of different key types) are all installed: OpenSSL serves the
+/// one the client's signature algorithms allow.
 struct ChainCertificates {
     fixed: Vec<LoadedCertificate>,
     live: Vec<rotation::LiveCertificate>,
@@ -545,25 +488,22 @@ impl ChainCertificates {
 /// codec serves: h2 and HTTP/1.1 (h2 preferred; the listener's
 /// `alpn_protocols` may narrow the offer), or one of them; `None` (TCP
 /// proxies only) offers `alpn_protocols` as they are. `events` are
-/// called for a client no filter chain matches and a client certificate
-/// that fails verification (the handshake fails). `secrets` holds the
+/// called for a client certificate that fails verification (the
+/// handshake fails). `secrets` holds the
 /// current material of the SDS files the listener names (loaded by the
 /// caller, see [`Secrets`]).
 pub fn downstream_acceptor(
-    tls: &ListenerTls,
+    tls: &DownstreamTls,
     allowed: Option<ALPN>,
     events: HandshakeEvents,
     secrets: &Secrets,
 ) -> Result<SslAcceptor, TlsError> {
-    let HandshakeEvents { no_match, verify_error, verify_san } = events;
-    let mut chains = Vec::with_capacity(tls.chains.len());
-    for chain in &tls.chains {
-        let fixed = load_certificates(&chain.certificates)?;
-        let live = chain.certificate_secrets.iter().map(|f| secrets.certificate(f)).collect::<Result<Vec<_>, _>>()?;
-        let current: Vec<_> = live.iter().map(|l| l.load_full()).collect();
-        one_per_key_type(fixed.iter().chain(current.iter().map(|c| c.as_ref())))?;
-        chains.push(ChainCertificates { fixed, live });
-    }
+    let HandshakeEvents { verify_error, verify_san } = events;
+    let fixed = load_certificates(&tls.certificates)?;
+    let live = tls.certificate_secrets.iter().map(|f| secrets.certificate(f)).collect::<Result<Vec<_>, _>>()?;
+    let current: Vec<_> = live.iter().map(|l| l.load_full()).collect();
+    one_per_key_type(fixed.iter().chain(current.iter().map(|c| c.as_ref())))?;
+    let mut certificates = ChainCertificates { fixed, live };
     // Client CAs from an SDS file are installed per connection too.
     let live_ca = match tls.client.as_ref().map(|c| &c.trusted_ca) {
         Some(TrustedCa::Sds(file)) => Some(secrets.authority(file)?),
@@ -571,10 +511,7 @@ pub fn downstream_acceptor(
     };
     let mut builder =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| TlsError::Setup(e.to_string()))?;
-    let only = tls.chains.len() == 1
-        && tls.chains[0].server_names.is_empty()
-        && chains[0].live.is_empty()
-        && chains[0].fixed.len() == 1;
+    let only = certificates.live.is_empty() && certificates.fixed.len() == 1;
     // What a resumed session's client certificate was verified against:
     // the certificates served (those from SDS files aside: a renewed
     // certificate keeps its sessions) and the client validation. The
@@ -589,7 +526,7 @@ pub fn downstream_acceptor(
     let client_crl = tls.client.as_ref().and_then(|c| RevocationLists::with_bundled(c.crl.clone(), bundled));
     let context = {
         let mut digest = openssl::sha::Sha256::new();
-        for c in chains.iter().flat_map(|c| c.fixed.iter()) {
+        for c in &certificates.fixed {
             digest.update(&c.leaf.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
         }
         for ca in &static_cas {
@@ -606,9 +543,10 @@ pub fn downstream_acceptor(
         }
         digest.finish()
     };
-    if only {
-        // The common case: set once on the context, nothing per connection.
-        let Some(c) = chains.pop().and_then(|mut c| c.fixed.pop()) else {
+    // The common case, one certificate read at start: set once on the
+    // context, nothing per connection.
+    let per_connection = if only {
+        let Some(c) = certificates.fixed.pop() else {
             return Err(TlsError::Setup("no certificate".into()));
         };
         builder.set_certificate(&c.leaf).map_err(|e| TlsError::Setup(e.to_string()))?;
@@ -617,7 +555,10 @@ pub fn downstream_acceptor(
         }
         builder.set_private_key(&c.key).map_err(|e| TlsError::Setup(e.to_string()))?;
         builder.check_private_key().map_err(|e| TlsError::Mismatch(e.to_string()))?;
-    }
+        None
+    } else {
+        Some(certificates)
+    };
     if let Some(ca) = live_ca.clone() {
         // Before the session lookup (the servername callback is after it).
         // The context then covers the file's current CAs too.
@@ -629,25 +570,15 @@ pub fn downstream_acceptor(
             Ok(ClientHelloResponse::SUCCESS)
         });
     }
-    if !only || live_ca.is_some() {
+    if per_connection.is_some() || live_ca.is_some() {
         // The chain's certificates are installed per connection once the
         // ClientHello is read (the servername callback runs whether or not
         // the client sent SNI), before OpenSSL picks the certificate by
-        // signature algorithm. No chain: the handshake fails, as Envoy
-        // closes a connection no filter chain matches. Material from SDS
-        // files is read here, as it is at that moment: a rotation needs no
-        // new context, so the session cache and ticket keys stay.
-        let select = tls.clone();
-        let index = chain_index()?;
+        // signature algorithm. Material from SDS files is read here, as it
+        // is at that moment: a rotation needs no new context, so the
+        // session cache and ticket keys stay.
         builder.set_servername_callback(move |ssl, alert| {
-            let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-            let Some(chain) = select.select(sni.as_deref()) else {
-                no_match();
-                *alert = SslAlert::UNRECOGNIZED_NAME;
-                return Err(SniError::ALERT_FATAL);
-            };
-            ssl.set_ex_data(index, chain);
-            let installed = match chains.get(chain) {
+            let installed = match &per_connection {
                 Some(certs) => certs.install(ssl),
                 // `only`: the context has the one certificate.
                 None => Ok(()),
@@ -795,21 +726,9 @@ fn resumption(builder: &mut SslContextBuilder, s: &SessionResumption) -> Result<
     Ok(())
 }
 
-/// Where the servername callback leaves the chosen filter chain on a
-/// connection: one index for the process, made by the first acceptor.
-static CHAIN_INDEX: OnceLock<Index<Ssl, usize>> = OnceLock::new();
-
-fn chain_index() -> Result<Index<Ssl, usize>, TlsError> {
-    if let Some(i) = CHAIN_INDEX.get() {
-        return Ok(*i);
-    }
-    let made = Ssl::new_ex_index().map_err(|e| TlsError::Setup(e.to_string()))?;
-    Ok(*CHAIN_INDEX.get_or_init(|| made))
-}
-
 /// Whether a client that had to send a certificate did not (mTLS with
 /// `require_client_certificate`): the connection is to be closed.
-pub fn missing_client_certificate(tls: &ListenerTls, ssl: &SslRef) -> bool {
+pub fn missing_client_certificate(tls: &DownstreamTls, ssl: &SslRef) -> bool {
     tls.client.as_ref().is_some_and(|c| c.require) && ssl.peer_certificate().is_none()
 }
 

@@ -412,28 +412,9 @@ async fn tls_inspector_times_out_or_continues() {
 /// A ClientHello record carrying these `server_name` extensions, one per
 /// name (two make a duplicate extension).
 fn hello_with_server_names(names: &[&str]) -> Vec<u8> {
-    let mut block = Vec::new();
-    for n in names {
-        let mut list = vec![0];
-        list.extend_from_slice(&(n.len() as u16).to_be_bytes());
-        list.extend_from_slice(n.as_bytes());
-        block.extend_from_slice(&[0, 0]);
-        block.extend_from_slice(&(list.len() as u16 + 2).to_be_bytes());
-        block.extend_from_slice(&(list.len() as u16).to_be_bytes());
-        block.extend_from_slice(&list);
-    }
-    let mut body = vec![3, 3];
-    body.extend_from_slice(&[7; 32]);
-    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
-    body.extend_from_slice(&(block.len() as u16).to_be_bytes());
-    body.extend_from_slice(&block);
-    let mut msg = vec![1, 0];
-    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
-    msg.extend_from_slice(&body);
-    let mut rec = vec![22, 3, 1];
-    rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-    rec.extend_from_slice(&msg);
-    rec
+    use frontend_proxy::fuzzing::{crafted_client_hello, server_name_extension};
+    let extensions: Vec<_> = names.iter().map(|n| server_name_extension(&[(0, n.as_bytes())])).collect();
+    crafted_client_hello(&extensions, &[], &[])
 }
 
 /// A ClientHello with two `server_name` extensions does not pick the

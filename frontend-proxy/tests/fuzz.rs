@@ -238,7 +238,7 @@ fn client_hello_seeds() -> Vec<Vec<u8>> {
 /// target's checks.
 #[test]
 fn client_hello_seeds_pass() {
-    use frontend_proxy::chain_match::{parse_client_hello, Peeked};
+    use frontend_proxy::chain_match::tls_inspector::{parse_client_hello, Peeked};
     let seeds = client_hello_seeds();
     assert_eq!(seeds.len(), 4);
     for data in &seeds {

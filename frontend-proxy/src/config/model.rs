@@ -5,7 +5,7 @@ use crate::access_log::{Filter, Format};
 pub use crate::address::{Address, Pipe};
 use crate::chain_match::Selection;
 use crate::routing::{ClusterChoice, HeaderMutations, RouteTable};
-use crate::tls::{ClientCertDetails, ListenerTls};
+use crate::tls::{ClientCertDetails, DownstreamTls};
 use crate::upstream::ClusterSpec;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct AdminConfig {
 pub struct ListenerConfig {
     pub name: String,
     pub address: Address,
-    pub tls: Option<ListenerTls>,
+    pub tls: Option<DownstreamTls>,
     /// What the first filter chain serves its connections with.
     pub serves: Serves,
     /// `envoy.filters.network.connection_limit`: open connections at most.
@@ -56,7 +56,7 @@ pub struct ListenerConfig {
 
 impl ListenerConfig {
     /// The downstream TLS of every filter chain that terminates TLS.
-    pub fn all_tls(&self) -> impl Iterator<Item = &ListenerTls> {
+    pub fn all_tls(&self) -> impl Iterator<Item = &DownstreamTls> {
         self.tls.iter().chain(self.other_chains.iter().filter_map(|c| c.tls.as_ref()))
     }
 }
@@ -77,7 +77,7 @@ pub struct ChainConfig {
     pub serves: Serves,
     pub max_connections: Option<u64>,
     /// Its own TLS (`None`: the chain gets the connection's bytes as they are).
-    pub tls: Option<ListenerTls>,
+    pub tls: Option<DownstreamTls>,
     /// Its `transport_socket_connect_timeout`.
     pub handshake_timeout: Option<Duration>,
 }

@@ -6,12 +6,13 @@ use super::hcm::{connection_manager, HCM_TYPE};
 use super::tcp::{tcp_proxy, TCP_PROXY_NAMES, TCP_PROXY_TYPE};
 use super::tls::downstream_tls;
 use super::{conflicts, Ctx, P};
+use crate::chain_match::tls_inspector::MAX_CLIENT_HELLO;
 use crate::chain_match::{
     ChainMatch, Cidr, Inspector, MatchKey, Selection, SourceType, DEFAULT_LISTENER_FILTERS_TIMEOUT,
 };
 use crate::config::model::{ChainConfig, Codec, Http2Settings, ListenerConfig, Serves};
 use crate::config::raw::{self, Field, List};
-use crate::tls::{DownstreamTls, ListenerTls};
+use crate::tls::DownstreamTls;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -199,7 +200,7 @@ fn listener(cx: &mut Ctx, p: &P, l: &raw::Listener, clusters: &HashMap<String, u
             None => complete = false,
         }
         let tls = match chain.tls {
-            Some(t) => t.map(ListenerTls::single),
+            Some(t) => t,
             None => {
                 complete = false;
                 None
@@ -315,8 +316,8 @@ fn tls_inspector_config(cx: &mut Ctx, fp: &P, filter: &raw::TypedExtension) {
                 only_false(v, "closing the connection on a ClientHello that does not parse")
             }),
             ("max_client_hello_size", |v| match u32_value(v) {
-                Some(n) if n == crate::chain_match::MAX_CLIENT_HELLO as u64 => Ok(()),
-                Some(_) => Err(format!("only {} (Envoy's default) is supported", crate::chain_match::MAX_CLIENT_HELLO)),
+                Some(n) if n == MAX_CLIENT_HELLO as u64 => Ok(()),
+                Some(_) => Err(format!("only {} (Envoy's default) is supported", MAX_CLIENT_HELLO)),
                 None => Err("expected an unsigned integer".into()),
             }),
             // Only how much Envoy reads first: the ClientHello and what is
