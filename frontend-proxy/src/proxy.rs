@@ -273,6 +273,7 @@ impl ProxyHttp for Proxy {
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
         ctx.tls_digest = session.digest().and_then(|d| d.ssl_digest.clone());
         let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
+        ctx.target_fragment = session.as_http1().is_some_and(|h1| target::has_fragment(&h1.get_headers_raw_bytes()));
         match self.admit(session.req_header_mut(), http2, upgrade, ctx)? {
             Some(reply) => {
                 self.reply(session, ctx, reply).await?;

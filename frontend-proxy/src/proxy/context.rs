@@ -71,6 +71,9 @@ pub struct RequestCtx {
     pub(super) count_codec: bool,
     /// Headers with underscores `admit` dropped (and counted).
     pub(super) underscores_dropped: u64,
+    /// The HTTP/1 request target had a `#fragment`, which Pingora's parse
+    /// strips from the header `admit` sees: `admit` refuses it.
+    pub(super) target_fragment: bool,
 }
 
 /// A downstream-side timer that ended a request.
@@ -142,6 +145,7 @@ impl RequestCtx {
             grpc: false,
             count_codec: false,
             underscores_dropped: 0,
+            target_fragment: false,
         }
     }
 

@@ -107,6 +107,10 @@ impl Proxy {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(LocalReply::BadRequest));
         }
+        if ctx.target_fragment {
+            listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
+            return Ok(Some(LocalReply::BadRequest));
+        }
         if let Some(reply) = request_checks(req, http2) {
             listener.stats.downstream_cx_protocol_error.fetch_add(1, Relaxed);
             return Ok(Some(reply));

@@ -3,6 +3,11 @@
 //! absolute-form target turned into origin-form with its authority as
 //! `Host` (§3.2.2), so that routing and the upstream see one authority.
 //! HTTP/2 carries `:authority`, which Pingora's codec checks.
+//!
+//! A target with a `#fragment` is refused (400), as Envoy does (RFC 9112
+//! §3.2 has no fragment in a request target): dropping it, as Pingora's
+//! parse does, serves `/public#/../admin` as `/public` while a backend or
+//! a log reading the line as sent may see another path.
 
 use super::LocalReply;
 use http::header::{HeaderValue, HOST};
@@ -34,6 +39,16 @@ pub fn check(req: &mut RequestHeader, http2: bool) -> Option<LocalReply> {
         return absolute_form(req).err();
     }
     None
+}
+
+/// Whether the request line at the start of an HTTP/1 head has a `#` in
+/// its target (between the first and the last space of the line).
+pub fn has_fragment(head: &[u8]) -> bool {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    match (line.iter().position(|&b| b == b' '), line.iter().rposition(|&b| b == b' ')) {
+        (Some(start), Some(end)) if start < end => line[start..end].contains(&b'#'),
+        _ => false,
+    }
 }
 
 /// `uri-host [":" port]` (RFC 3986 §3.2.2), naming a host (the grammar
@@ -114,6 +129,18 @@ mod tests {
             req.append_header("host", *h).unwrap();
         }
         req
+    }
+
+    #[test]
+    fn a_fragment_is_found_in_the_target_only() {
+        assert!(has_fragment(b"GET /a#b HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(has_fragment(b"GET http://x/#/../admin HTTP/1.1\r\n\r\n"));
+        assert!(has_fragment(b"GET /# HTTP/1.0\n\n"));
+        assert!(!has_fragment(b"GET /a%23b HTTP/1.1\r\nX-A: #\r\n\r\n"));
+        assert!(!has_fragment(b"G#T /a HTTP/1.1\r\n\r\n"), "a method is not a target");
+        assert!(!has_fragment(b"GET /a HTTP/1.1#\r\n\r\n"), "nor is a version");
+        assert!(!has_fragment(b""));
+        assert!(!has_fragment(b"GET#"));
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub(crate) fn request_cases() -> Vec<Case> {
                 p => Err(format!("the backend got {p:?}, want the NUL percent-encoded")),
             })),
         ),
+        // RFC 9112 §3.2: no fragment in a request target; Envoy refuses one.
+        Case::new("req_fragment_in_target", "GET {p}/public#/../admin HTTP/1.1\r\nHost: framing\r\n\r\n").refused(400),
+        Case::new("req_fragment_absolute_form", "GET http://{v}{p}/a#b HTTP/1.1\r\nHost: {v}\r\n\r\n").refused(400),
         Case::new("req_ctl_in_name", get_with("Host: framing\r\nX\x01A: 1\r\n")).refused(400),
         Case::new("req_empty_field_name", get_with("Host: framing\r\n: x\r\n")).refused(400),
         Case::new("req_non_ascii_field_name", get_with("Host: framing\r\nCaf\u{e9}: 1\r\n")).refused(400),

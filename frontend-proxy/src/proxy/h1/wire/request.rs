@@ -129,6 +129,10 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
     // Room for the headers the proxy adds (x-forwarded-proto, x-request-id,
     // x-forwarded-for, ...): growing the map later rehashes it.
     let capacity = offsets.len() + EDGE_HEADERS + usize::from(body == RequestBody::Chunked);
+    // A fragment is refused, as Envoy does (see `target.rs`).
+    if path.as_bytes().contains(&b'#') {
+        return ParsedRequest::Malformed;
+    }
     let path_start = path.as_ptr() as usize - base;
     let path_end = path_start + path.len();
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
@@ -152,7 +156,7 @@ pub fn parse_request(buf: &mut BytesMut) -> ParsedRequest {
             }
             RequestHeader::from(parts)
         }
-        // Anything else (a fragment, bytes the URI refuses): Pingora's parse,
+        // Anything else (bytes the URI refuses): Pingora's parse,
         // which keeps such a target verbatim for the wire.
         None => {
             let Ok(mut header) = RequestHeader::build_no_case(method, &head[path_start..path_end], Some(capacity))
@@ -180,11 +184,10 @@ fn is_absolute_http(target: &str) -> bool {
 
 /// The URI of an origin-form target (`/path?query`, as `parse_request` has
 /// checked) the URI holds byte for byte, sharing the head's memory; `None`
-/// for anything Pingora's parse must see (a fragment to drop, bytes a URI
-/// refuses).
+/// for anything Pingora's parse must see (bytes a URI refuses).
 fn origin_form_uri(head: &Bytes, path: std::ops::Range<usize>) -> Option<Uri> {
     let target = head.get(path.clone())?;
-    if !target.starts_with(b"/") || target.contains(&b'#') {
+    if !target.starts_with(b"/") {
         return None;
     }
     PathAndQuery::from_maybe_shared(head.slice(path)).ok().map(Uri::from)
@@ -275,8 +278,16 @@ mod tests {
     }
 
     #[test]
+    fn a_target_with_a_fragment_is_malformed() {
+        for target in ["/a#frag", "/a?b#c", "/#", "http://h/a#b"] {
+            let parsed = parse(&format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
+            assert!(matches!(parsed, ParsedRequest::Malformed), "{target}");
+        }
+    }
+
+    #[test]
     fn targets_come_out_as_pingoras_parse_makes_them() {
-        let targets = ["/films?x=1", "/", "/a#frag", "/a?b#c", "/%7Euser/./x", "/q?a=\"{}|^`", "/caf\u{e9}", "/a?"];
+        let targets = ["/films?x=1", "/", "/%7Euser/./x", "/q?a=\"{}|^`", "/caf\u{e9}", "/a?"];
         for target in targets {
             for method in ["GET", "POST", "PURGE"] {
                 let parsed = parse(&format!("{method} {target} HTTP/1.1\r\nHost: h\r\n\r\n"));
