@@ -34,7 +34,20 @@ const X_FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-h
 
 /// The request id to use: the client's, or a fresh UUID when there is none
 /// (or when an edge proxy must not trust it). `None` if ids are disabled.
+///
+/// The value is marked sensitive: HPACK then writes it as a literal that is
+/// never indexed. An id is unique per request, so indexing it only churns
+/// the HTTP/2 encoder's dynamic table: each new id evicted another entry
+/// and every lookup of the name compared the value with each id still in
+/// the table (~60 comparisons a request on a pooled h2 upstream). The
+/// bytes sent and received are the same either way.
 pub fn request_id(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<HeaderValue> {
+    let mut id = request_id_value(req, hcm)?;
+    id.set_sensitive(true);
+    Some(id)
+}
+
+fn request_id_value(req: &RequestHeader, hcm: &HttpConnectionManager) -> Option<HeaderValue> {
     let existing = req.headers.get(&X_REQUEST_ID_NAME).filter(|v| !v.is_empty());
     let trust_existing = !hcm.use_remote_address || hcm.preserve_external_request_id;
     match existing {
@@ -228,7 +241,8 @@ pub fn rewrite_upstream(
         },
     }
     match expected_timeout {
-        Some(t) => req.insert_header(X_EXPECTED_TIMEOUT_NAME, t.as_millis().to_string())?,
+        // A value from the number: no `String` to allocate and parse back.
+        Some(t) => req.insert_header(X_EXPECTED_TIMEOUT_NAME, HeaderValue::from(millis(t)))?,
         None => {
             req.remove_header(X_EXPECTED_TIMEOUT);
         }
@@ -237,6 +251,10 @@ pub fn rewrite_upstream(
         req.insert_header(X_ATTEMPT_COUNT_NAME, n)?;
     }
     Ok(())
+}
+
+fn millis(t: Duration) -> u64 {
+    u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Envoy's `append_x_forwarded_host`: the `Host` the client sent goes at

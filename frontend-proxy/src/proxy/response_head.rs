@@ -189,7 +189,16 @@ pub(super) enum Added<'a> {
 impl Added<'_> {
     fn header_value(&self) -> HeaderValue {
         match self {
-            Added::Millis(t) => HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+            Added::Millis(t) => {
+                // Sensitive: HPACK writes it as a literal never indexed. The
+                // milliseconds differ from response to response; indexed, each
+                // new one took a slot of the HTTP/2 encoder's dynamic table and
+                // every lookup of the name walked all the values there (~50
+                // comparisons a response under load).
+                let mut v = HeaderValue::from(u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+                v.set_sensitive(true);
+                v
+            }
             Added::Value(v) => (*v).clone(),
             Added::Date => date::now(),
             Added::Number(n) => HeaderValue::from(*n),

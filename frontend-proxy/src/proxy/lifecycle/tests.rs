@@ -283,4 +283,30 @@ async fn a_head_without_case_gets_the_same_fields() {
     assert_eq!(h.get_all("x-kept").iter().collect::<Vec<_>>(), ["a", "b"]);
     assert!(httpdate::parse_http_date(h.get("date").unwrap().to_str().unwrap()).is_ok());
     assert_eq!(resp.get_reason_phrase(), Some("Fine"), "an own reason phrase is kept");
+    assert!(h.get("x-envoy-upstream-service-time").unwrap().is_sensitive(), "never indexed by HPACK");
+    assert!(!h.get("server").unwrap().is_sensitive());
+}
+
+/// Values unique to a request are marked sensitive, so that an HTTP/2
+/// encoder writes them as literals and keeps them out of its dynamic table.
+#[tokio::test]
+async fn a_request_id_is_never_indexed() {
+    let p = proxy(1, "").await;
+    for client_id in [None, Some("from-the-client")] {
+        let mut req = request("GET", "/plain");
+        if let Some(id) = client_id {
+            req.insert_header("x-request-id", id).unwrap();
+        }
+        let mut ctx = RequestCtx::new();
+        assert!(p.admit(&mut req, false, false, &mut ctx).unwrap().is_none());
+        let id = ctx.request_id.as_ref().expect("an id");
+        assert!(id.is_sensitive(), "{client_id:?}");
+        if let Some(client) = client_id {
+            assert_eq!(id, client, "the client's id is kept");
+        }
+        let sent = req.headers.get("x-request-id").unwrap();
+        assert_eq!(sent, id);
+        assert!(sent.is_sensitive(), "{client_id:?}");
+        assert!(!req.headers.get("host").unwrap().is_sensitive());
+    }
 }
