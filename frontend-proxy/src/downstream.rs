@@ -328,11 +328,15 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let Some(_open) = open(listener) else { return };
         match &self.native {
             Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
-                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, &self.drain).await {
-                    self.pingora_engine(read, into_pingora(stream), listener, shutdown).await;
+                // Pingora's engine is boxed, here and below: its future
+                // would otherwise take room in every native connection's
+                // task, idle ones included.
+                let served = native.serve(stream, peer, index, &self.drain).await;
+                if let Served::HandOff(read, stream) = served {
+                    Box::pin(self.pingora_engine(read, into_pingora(stream), listener, shutdown)).await;
                 }
             }
-            _ => self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown).await,
+            _ => Box::pin(self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown)).await,
         }
     }
 
