@@ -130,8 +130,14 @@ fn l4_stream(tcp: TcpStream, peer: SocketAddr) -> L4Stream {
     stream
 }
 
-fn pingora_stream(tcp: TcpStream, peer: SocketAddr) -> Stream {
-    Box::new(l4_stream(tcp, peer))
+/// A Pingora stream for a plaintext connection the native engine hands
+/// over: the digest looks the peer's address up if asked (one
+/// `getpeername(2)` on a rare path), so the connection's task need not
+/// keep a copy of it for the hand-off.
+fn pingora_stream(tcp: TcpStream) -> Stream {
+    let mut stream = L4Stream::from(tcp);
+    stream.set_socket_digest(SocketDigest::from_raw_fd(stream.as_raw_fd()));
+    Box::new(stream)
 }
 
 impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
@@ -145,7 +151,7 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         index: usize,
         shutdown: &'a ShutdownWatch,
     ) -> impl Future<Output = ()> + Send + 'a {
-        self.serve(tcp, Some(peer), index, true, shutdown, move |tcp| pingora_stream(tcp, peer))
+        self.serve(tcp, Some(peer), index, true, shutdown, pingora_stream)
     }
 
     /// Serves a connection our accept loop took on pipe listener `index`
@@ -328,11 +334,15 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
         let Some(_open) = open(listener) else { return };
         match &self.native {
             Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
-                if let Served::HandOff(read, stream) = native.serve(stream, peer, index, &self.drain).await {
-                    self.pingora_engine(read, into_pingora(stream), listener, shutdown).await;
+                // Pingora's engine is boxed, here and below: its future
+                // would otherwise take room in every native connection's
+                // task, idle ones included.
+                let served = native.serve(stream, peer, index, &self.drain).await;
+                if let Served::HandOff(read, stream) = served {
+                    Box::pin(self.pingora_engine(read, into_pingora(stream), listener, shutdown)).await;
                 }
             }
-            _ => self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown).await,
+            _ => Box::pin(self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown)).await,
         }
     }
 

@@ -16,21 +16,16 @@ pub(super) struct Buffers {
     pub up: BytesMut,
     /// What is about to be written.
     pub out: Vec<u8>,
-    /// The connection's idle timeout between requests.
-    pub idle_timer: Rearmed,
-    /// The route (or per-try) timeout of each attempt.
+    /// The connection's one timer: the route (or per-try) timeout of each
+    /// attempt, and the idle timeout between requests. The two never run
+    /// at once: a timer each kept a second boxed tokio `Sleep` (112 bytes)
+    /// in every idle connection that had proxied a request.
     pub attempt_timer: Rearmed,
 }
 
 impl Buffers {
     pub fn new() -> Self {
-        Self {
-            down: BytesMut::new(),
-            up: BytesMut::new(),
-            out: Vec::new(),
-            idle_timer: Rearmed::default(),
-            attempt_timer: Rearmed::default(),
-        }
+        Self { down: BytesMut::new(), up: BytesMut::new(), out: Vec::new(), attempt_timer: Rearmed::default() }
     }
 
     /// Between requests: gives the buffers back, but for unread bytes of

@@ -8,7 +8,7 @@ use super::buffers::Buffers;
 use super::exchange::Exchange;
 use super::io::{write_all, ClientStream};
 use super::recycle::{self, Source};
-use super::timer::{Drained, Rearmed};
+use super::timer::Drained;
 use super::wire::{self, ParsedRequest};
 use super::{NativeH1, Served};
 use crate::drain::Drain;
@@ -34,12 +34,11 @@ const LINGER: Duration = Duration::from_secs(1);
 /// Largest read while draining a request body before a close.
 const DRAIN_READ: usize = 64 * 1024;
 
-/// What waiting for the next request head gave.
+/// What reading a request head gave.
 enum Head {
     /// A request, and when its first byte arrived.
     Request(Box<wire::Request>, std::time::Instant),
-    /// The connection is over: closed, idle too long, or the server is
-    /// shutting down.
+    /// The connection is over: the client closed it.
     Closed,
     /// Valid HTTP the engine leaves to Pingora.
     HandOff,
@@ -47,6 +46,16 @@ enum Head {
     Reject(LocalReply, std::time::Instant),
     /// A head that stopped arriving.
     TimedOut(StreamTimeout, std::time::Instant),
+}
+
+/// What the connection does after a request.
+enum Next {
+    /// Waits for the next one.
+    KeepAlive,
+    /// Closes.
+    Closed,
+    /// Goes to Pingora's engine from these bytes on.
+    HandOff(Bytes),
 }
 
 impl NativeH1 {
@@ -61,61 +70,127 @@ impl NativeH1 {
     ) -> Served<D> {
         let mut drained = Drained::new(drain);
         let mut bufs = Buffers::new();
-        let max_requests = self.proxy.listeners[listener].hcm.max_requests_per_connection;
-        let tls_digest = down.ssl_digest();
         let mut served = 0u32;
-        // A connection's task is as large as this future's largest state:
-        // what a request needs lives in `serve_request`'s and `reject`'s
-        // futures and in scopes that end before the next await, so that no
-        // state carries a slot for another's locals.
+        // A connection's task is as large as this future's largest state,
+        // and an idle keep-alive connection holds it: between requests only
+        // `wait_for_request`'s few fields are in it. A request (its head's
+        // timers, its context, its exchange) is one boxed future from its
+        // first byte to its response's last, freed before the next wait.
         loop {
-            let head = self.read_request(&mut down, &mut bufs.down, &mut bufs.idle_timer, listener, &mut drained).await;
-            let (request, started) = match head {
-                Head::Request(request, started) => (request, started),
-                Head::Closed => return Served::Closed,
-                Head::HandOff => return Served::HandOff(std::mem::take(&mut bufs.down).freeze(), down),
-                Head::Reject(..) | Head::TimedOut(..) => {
-                    Box::pin(self.reject(&mut down, &mut bufs.out, head, listener, client_addr)).await;
-                    // The reply and the FIN go out before the close, which
-                    // resets the connection if the client sent more.
-                    let _ = down.shutdown().await;
-                    return Served::Closed;
-                }
-            };
-            served = served.saturating_add(1);
-            // `max_requests_per_connection`: the last one's response says `connection: close`.
-            let last = max_requests.is_some_and(|m| served >= m);
-            // Boxed with its context: a request's state takes a few KiB
-            // that an idle keep-alive connection should not hold (nginx's
-            // and HAProxy's take about one).
-            let served_request = Box::pin(async {
-                let mut ctx = RequestCtx::starting(started);
-                ctx.listener = listener;
-                ctx.client_addr = client_addr;
-                ctx.tls_digest = tls_digest.clone();
-                self.serve_request(&mut down, &mut bufs, request, &mut ctx, drain, last).await
-            })
-            .await;
-            let (keep_alive, unread_body) = match served_request {
-                Ok(done) => done,
-                Err(head) => {
-                    // Pingora's engine serves it (and the rest of the
-                    // connection) from its head on.
-                    let mut replay = BytesMut::with_capacity(head.len() + bufs.down.len());
-                    replay.extend_from_slice(&head);
-                    replay.extend_from_slice(&bufs.down);
-                    return Served::HandOff(replay.freeze(), down);
-                }
-            };
-            if !keep_alive {
-                let _ = down.shutdown().await;
-                if unread_body {
-                    linger(&mut down).await;
-                }
+            // Unread bytes are a pipelined request: no wait.
+            if bufs.down.is_empty() && !self.wait_for_request(&mut down, &mut bufs, listener, &mut drained).await {
                 return Served::Closed;
             }
-            bufs.release();
+            served = served.saturating_add(1);
+            let next = Box::pin(self.next_request(&mut down, &mut bufs, client_addr, listener, drain, served)).await;
+            match next {
+                Next::KeepAlive => bufs.release(),
+                Next::Closed => return Served::Closed,
+                Next::HandOff(read) => return Served::HandOff(read, down),
+            }
         }
+    }
+
+    /// Between requests: waits for the client's next bytes within the idle
+    /// timeout and reads them; `false` if the connection is over (closed,
+    /// idle too long, or the server is shutting down). A drain closes the
+    /// connection: a request already waiting is read first; one still on
+    /// its way gets `DRAIN_GRACE` to arrive, and either is served with
+    /// `connection: close` (closing at once lost requests clients had just
+    /// sent). No buffer is held until the socket is readable.
+    async fn wait_for_request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        listener: usize,
+        drained: &mut Drained<'_>,
+    ) -> bool {
+        let listener = &self.proxy.listeners[listener];
+        let idle_ends = listener.hcm.idle_timeout.map(|t| Instant::now() + t);
+        let buf = &mut bufs.down;
+        let read = tokio::select! {
+            biased;
+            r = bufs.attempt_timer.run(idle_ends, async {
+                down.readable().await?;
+                recycle::take_read(buf, Source::Client);
+                down.read_buf(buf).await
+            }) => r,
+            _ = &mut *drained => {
+                // Boxed: its timer would take room in every idle
+                // connection's task for the one wait a drain makes.
+                let late = Box::pin(timeout(DRAIN_GRACE, async {
+                    down.readable().await?;
+                    recycle::take_read(buf, Source::Client);
+                    down.read_buf(buf).await
+                }));
+                match late.await {
+                    Ok(read) => Ok(read),
+                    Err(_) => return false,
+                }
+            }
+        };
+        match read {
+            Ok(Ok(n)) => n > 0,
+            Ok(Err(_)) => false,
+            Err(_) => {
+                listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, "connection idle timeout");
+                false
+            }
+        }
+    }
+
+    /// Reads the rest of a request head whose first bytes are in
+    /// `bufs.down`, and serves it (or answers a head that cannot be
+    /// served): the `served`th request of the connection.
+    async fn next_request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        bufs: &mut Buffers,
+        client_addr: Option<SocketAddr>,
+        listener: usize,
+        drain: &Drain,
+        served: u32,
+    ) -> Next {
+        let head = self.read_request(down, &mut bufs.down, listener).await;
+        let (request, started) = match head {
+            Head::Request(request, started) => (request, started),
+            Head::Closed => return Next::Closed,
+            Head::HandOff => return Next::HandOff(std::mem::take(&mut bufs.down).freeze()),
+            Head::Reject(..) | Head::TimedOut(..) => {
+                Box::pin(self.reject(down, &mut bufs.out, head, listener, client_addr)).await;
+                // The reply and the FIN go out before the close, which
+                // resets the connection if the client sent more.
+                let _ = down.shutdown().await;
+                return Next::Closed;
+            }
+        };
+        // `max_requests_per_connection`: the last one's response says `connection: close`.
+        let max_requests = self.proxy.listeners[listener].hcm.max_requests_per_connection;
+        let last = max_requests.is_some_and(|m| served >= m);
+        let mut ctx = RequestCtx::starting(started);
+        ctx.listener = listener;
+        ctx.client_addr = client_addr;
+        ctx.tls_digest = down.ssl_digest();
+        let (keep_alive, unread_body) = match self.serve_request(down, bufs, request, &mut ctx, drain, last).await {
+            Ok(done) => done,
+            Err(head) => {
+                // Pingora's engine serves it (and the rest of the
+                // connection) from its head on.
+                let mut replay = BytesMut::with_capacity(head.len() + bufs.down.len());
+                replay.extend_from_slice(&head);
+                replay.extend_from_slice(&bufs.down);
+                return Next::HandOff(replay.freeze());
+            }
+        };
+        if !keep_alive {
+            let _ = down.shutdown().await;
+            if unread_body {
+                linger(down).await;
+            }
+            return Next::Closed;
+        }
+        Next::KeepAlive
     }
 
     /// Answers a request head that cannot be served (malformed, too large,
@@ -147,101 +222,51 @@ impl NativeH1 {
         self.proxy.head_rejected(&mut ctx, status.unwrap_or(0), protocol_error);
     }
 
-    /// Reads the next request head. The head is parsed when its first read
-    /// arrives (to turn away what is not HTTP at once) and when its end
-    /// has; in between, only the new bytes are looked at.
-    async fn read_request<D: ClientStream>(
-        &self,
-        down: &mut D,
-        buf: &mut BytesMut,
-        idle_timer: &mut Rearmed,
-        listener: usize,
-        drained: &mut Drained<'_>,
-    ) -> Head {
-        let listener = &self.proxy.listeners[listener];
-        let hcm = &listener.hcm;
+    /// Reads a request head whose first bytes are in `buf`. The head is
+    /// parsed at once (to turn away what is not HTTP) and when its end has
+    /// arrived; in between, only the new bytes are looked at.
+    async fn read_request<D: ClientStream>(&self, down: &mut D, buf: &mut BytesMut, listener: usize) -> Head {
+        let hcm = &self.proxy.listeners[listener].hcm;
         let limit = hcm.max_request_headers_kb as usize * 1024;
-        let mut started = (!buf.is_empty()).then(std::time::Instant::now);
+        let at = std::time::Instant::now();
         // How far the end of the head has been looked for, and whether the
         // head has been parsed since its first read.
         let (mut scanned, mut parsed_once) = (0, false);
         loop {
-            if let Some(at) = started {
-                let end = wire::head_end(buf, scanned);
-                if end.is_some() || !parsed_once {
-                    parsed_once = true;
-                    match wire::parse_request(buf) {
-                        ParsedRequest::Complete(r) => return Head::Request(r, at),
-                        ParsedRequest::Partial => {}
-                        ParsedRequest::HandOff => return Head::HandOff,
-                        ParsedRequest::TooManyHeaders => return Head::Reject(LocalReply::HeadersTooLarge, at),
-                        ParsedRequest::Malformed => return Head::Reject(LocalReply::BadRequest, at),
-                        ParsedRequest::UnsupportedCoding => {
-                            return Head::Reject(LocalReply::UnsupportedTransferCoding, at)
-                        }
-                    }
+            let end = wire::head_end(buf, scanned);
+            if end.is_some() || !parsed_once {
+                parsed_once = true;
+                match wire::parse_request(buf) {
+                    ParsedRequest::Complete(r) => return Head::Request(r, at),
+                    ParsedRequest::Partial => {}
+                    ParsedRequest::HandOff => return Head::HandOff,
+                    ParsedRequest::TooManyHeaders => return Head::Reject(LocalReply::HeadersTooLarge, at),
+                    ParsedRequest::Malformed => return Head::Reject(LocalReply::BadRequest, at),
+                    ParsedRequest::UnsupportedCoding => return Head::Reject(LocalReply::UnsupportedTransferCoding, at),
                 }
-                if buf.len() > limit {
-                    return Head::Reject(LocalReply::HeadersTooLarge, at);
-                }
-                scanned = end.unwrap_or(buf.len().saturating_sub(3));
-                recycle::take_read(buf, Source::Client);
             }
-            let read = match started {
-                None => {
-                    // Between requests: the idle timeout runs, and a drain
-                    // closes the connection. A request already waiting is
-                    // read first; one still on its way gets `DRAIN_GRACE` to
-                    // arrive: either is served, with `connection: close`
-                    // (closing at once lost requests clients had just sent).
-                    let idle_ends = hcm.idle_timeout.map(|t| Instant::now() + t);
-                    let read = tokio::select! {
-                        biased;
-                        r = idle_timer.run(idle_ends, async {
-                            down.readable().await?;
-                            recycle::take_read(buf, Source::Client);
-                            down.read_buf(buf).await
-                        }) => r,
-                        _ = &mut *drained => {
-                            let late = timeout(DRAIN_GRACE, async {
-                                down.readable().await?;
-                                recycle::take_read(buf, Source::Client);
-                                down.read_buf(buf).await
-                            });
-                            match late.await {
-                                Ok(read) => Ok(read),
-                                Err(_) => return Head::Closed,
-                            }
-                        }
-                    };
-                    let Ok(read) = read else {
-                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                        debug!(listener = %listener.name, "connection idle timeout");
-                        return Head::Closed;
-                    };
-                    started = Some(std::time::Instant::now());
-                    read
-                }
-                Some(at) => {
-                    // Part of a head: `request_headers_timeout`, the stream idle
-                    // timeout and `request_timeout` run.
-                    let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
-                    let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
-                    let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
-                    // As Envoy, the connection manager's `max_stream_duration`
-                    // runs from the stream's start (a route's only once routed).
-                    let max_ends = hcm.max_stream_duration.map(|t| Instant::from_std(at + t));
-                    match shorter(shorter(headers_end, max_ends), shorter(request_ends, idle_ends)) {
-                        Some(end) => match timeout_at(end, down.read_buf(buf)).await {
-                            Ok(r) => r,
-                            Err(_) if Some(end) == headers_end => return Head::TimedOut(StreamTimeout::Headers, at),
-                            Err(_) if Some(end) == request_ends => return Head::TimedOut(StreamTimeout::Request, at),
-                            Err(_) if Some(end) == max_ends => return Head::TimedOut(StreamTimeout::MaxDuration, at),
-                            Err(_) => return Head::TimedOut(StreamTimeout::Idle, at),
-                        },
-                        None => down.read_buf(buf).await,
-                    }
-                }
+            if buf.len() > limit {
+                return Head::Reject(LocalReply::HeadersTooLarge, at);
+            }
+            scanned = end.unwrap_or(buf.len().saturating_sub(3));
+            recycle::take_read(buf, Source::Client);
+            // Part of a head: `request_headers_timeout`, the stream idle
+            // timeout and `request_timeout` run.
+            let headers_end = hcm.request_headers_timeout.map(|t| Instant::from_std(at + t));
+            let request_ends = hcm.request_timeout.map(|t| Instant::from_std(at + t));
+            let idle_ends = hcm.stream_idle_timeout.map(|t| Instant::now() + t);
+            // As Envoy, the connection manager's `max_stream_duration`
+            // runs from the stream's start (a route's only once routed).
+            let max_ends = hcm.max_stream_duration.map(|t| Instant::from_std(at + t));
+            let read = match shorter(shorter(headers_end, max_ends), shorter(request_ends, idle_ends)) {
+                Some(end) => match timeout_at(end, down.read_buf(buf)).await {
+                    Ok(r) => r,
+                    Err(_) if Some(end) == headers_end => return Head::TimedOut(StreamTimeout::Headers, at),
+                    Err(_) if Some(end) == request_ends => return Head::TimedOut(StreamTimeout::Request, at),
+                    Err(_) if Some(end) == max_ends => return Head::TimedOut(StreamTimeout::MaxDuration, at),
+                    Err(_) => return Head::TimedOut(StreamTimeout::Idle, at),
+                },
+                None => down.read_buf(buf).await,
             };
             match read {
                 Ok(0) | Err(_) => return Head::Closed,
