@@ -71,6 +71,18 @@ pub struct RequestCtx {
     pub(super) count_codec: bool,
     /// Headers with underscores `admit` dropped (and counted).
     pub(super) underscores_dropped: u64,
+    /// An HTTP/2 stream the native engine served (`request_filter`): what
+    /// Pingora's session does not know for the access log.
+    pub(super) downgraded: Option<DowngradedStream>,
+}
+
+/// What the native engine tells `logging` of an HTTP/2 stream it served.
+#[derive(Debug, Clone, Copy)]
+pub struct DowngradedStream {
+    /// Response body bytes (content) received from the upstream.
+    pub upstream_body: u64,
+    /// The error kind that ended the stream, if one did.
+    pub error: Option<&'static str>,
 }
 
 /// A downstream-side timer that ended a request.
@@ -142,6 +154,7 @@ impl RequestCtx {
             grpc: false,
             count_codec: false,
             underscores_dropped: 0,
+            downgraded: None,
         }
     }
 
