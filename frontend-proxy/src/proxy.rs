@@ -91,7 +91,8 @@ impl Proxy {
         let (Some(forward), Some(cluster)) = (self.forward(ctx), self.cluster(ctx)) else {
             return false;
         };
-        cluster.spec.http.codec == UpstreamCodec::Http1
+        matches!(*session.downstream_session, pingora_core::protocols::http::ServerSession::H2(_))
+            && cluster.spec.http.codec == UpstreamCodec::Http1
             && !ctx.grpc
             && !session.is_upgrade_req()
             && req.method != http::Method::CONNECT

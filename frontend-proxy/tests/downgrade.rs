@@ -329,3 +329,81 @@ async fn the_access_log_line_is_the_same_on_both_engines() {
     assert_eq!(per_engine[0].len(), 4, "{per_engine:?}");
     assert_eq!(per_engine[0], per_engine[1]);
 }
+
+/// A backend that reads one request head per connection, answers with
+/// `answer` (possibly nothing, or a head and part of a body) and then
+/// stalls; it reports each request's arrival and how long after it the
+/// proxy closed that connection.
+async fn stalling_backend(
+    addr: std::net::IpAddr,
+    answer: &'static [u8],
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(&'static str, Duration)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((addr, 0)).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let at = Instant::now();
+                let _ = tx.send(("request", Duration::ZERO));
+                let _ = s.write_all(answer).await;
+                // Whatever comes next, the end of the connection is what counts.
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = tx.send(("closed", at.elapsed()));
+            });
+        }
+    });
+    (local, rx)
+}
+
+/// A client that resets its stream while the upstream is still working on
+/// it frees the upstream connection at once (as Pingora's path does), not
+/// when the route's timeout (15 s by default) ends: a client resetting
+/// stream after stream must not hold an upstream connection and a
+/// circuit-breaker slot for each.
+#[tokio::test]
+async fn a_reset_stream_releases_its_upstream_at_once() {
+    let answers: [(&[u8], u8); 2] = [
+        // No answer yet: the proxy waits for the response head.
+        (b"", 10),
+        // A head and half the body: the proxy waits for the rest.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", 11),
+    ];
+    for (answer, host) in answers {
+        let (up, mut events) = stalling_backend(ip(55, host), answer).await;
+        let listen = free_addr(ip(55, host));
+        let _proxy = ProxyProcess::start(&config(listen, up, None), listen).await;
+        let h2 = connect(listen).await;
+        let mut send = h2.ready().await.unwrap();
+        let req = http::Request::builder().method("GET").uri("http://a.test/stall").body(()).unwrap();
+        let (resp, mut stream) = send.send_request(req, true).unwrap();
+        let first = tokio::time::timeout(LIMIT, events.recv()).await.unwrap().unwrap();
+        assert_eq!(first.0, "request");
+        if !answer.is_empty() {
+            // The head reached the client before it gives up.
+            let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        let (what, after) = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("answer {answer:?}: the upstream connection stayed open after the reset"))
+            .unwrap();
+        assert_eq!(what, "closed");
+        assert!(after < Duration::from_secs(5), "answer {answer:?}: closed {after:?} after the request");
+    }
+}

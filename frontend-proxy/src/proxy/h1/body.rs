@@ -3,7 +3,7 @@
 //! upstream to the client with the framing it arrived with.
 
 use super::buffers::Buffers;
-use super::client::Client;
+use super::client::{unless_gone, Client};
 use super::pool::Upstream;
 use super::timer::within;
 use super::wire::{ChunkedScanner, Framing, RequestBody, TRAILER_END};
@@ -222,20 +222,27 @@ pub(super) async fn pass_body<D: Client>(
             Framing::UntilClose => (bufs.up.len(), bufs.up.len(), false),
         };
         if dechunk {
-            // The content, span by span; the end of the response with the last.
-            let n = spans.len();
-            for (i, span) in spans.drain(..).enumerate() {
-                received += span.len() as u64;
-                let last = end && i + 1 == n;
-                if let Err(broken) = send_part(down, &bufs.up[span], last, close, attempt).await {
-                    return broken.with(received);
+            // The content of this read in one part (one DATA frame, not one
+            // per chunk: an upstream writing one-byte chunks must not make
+            // the client side ten times as many frames), the end of the
+            // response with it; with no content, the head at once.
+            let joined;
+            let content: &[u8] = match spans.as_slice() {
+                [] => &[],
+                [one] => &bufs.up[one.clone()],
+                many => {
+                    let mut all = Vec::with_capacity(many.iter().map(|s| s.len()).sum());
+                    for span in many {
+                        all.extend_from_slice(&bufs.up[span.clone()]);
+                    }
+                    joined = all;
+                    &joined
                 }
-            }
-            if n == 0 {
-                // The head at once; the end if this is it.
-                if let Err(broken) = send_part(down, &b""[..], end, close, attempt).await {
-                    return broken.with(received);
-                }
+            };
+            spans.clear();
+            received += content.len() as u64;
+            if let Err(broken) = send_part(down, content, end, close, attempt).await {
+                return broken.with(received);
             }
         } else {
             let tail = if end && framing == Framing::Chunked { TRAILER_END } else { &[] };
@@ -274,7 +281,10 @@ pub(super) async fn pass_body<D: Client>(
             _ => BODY_READ,
         };
         bufs.up.reserve(want);
-        match within(read_timeout, up.read_buf(&mut bufs.up)).await {
+        let Some(read) = unless_gone(down, within(read_timeout, up.read_buf(&mut bufs.up))).await else {
+            return Passed::Broken { received, error: ErrorType::ConnectionClosed, side: Side::Downstream };
+        };
+        match read {
             Ok(Ok(0)) if framing == Framing::UntilClose => {
                 if !D::FRAMED {
                     if let Err(broken) = send_part(down, &b""[..], true, close, attempt).await {

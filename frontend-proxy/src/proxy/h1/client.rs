@@ -38,6 +38,19 @@ pub(super) trait Client: Send {
         close: bool,
     ) -> pingora_error::Result<()>;
 
+    /// Resolves once the client has gone away (an HTTP/2 stream reset, or
+    /// its connection lost), so that the exchange stops waiting on the
+    /// upstream, as Pingora's engine does for its HTTP/2 streams. Waits on
+    /// [`unless_gone`] only when `WATCHES_GONE`.
+    fn gone(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    /// Whether [`Self::gone`] can resolve. An HTTP/1 client's close is
+    /// seen at its next read or write, as before: a watch while waiting on
+    /// the upstream would cost every keep-alive request a poll.
+    const WATCHES_GONE: bool = false;
+
     /// Passes the next bytes of the response (the head written in `out`
     /// first, if any, then body bytes); `end`: the response ends with them.
     fn pass<B: Buf + Send + Sync>(
@@ -74,5 +87,19 @@ impl<D: ClientStream> Client for D {
             true => self.write_last(bytes).await,
             false => write_all(self, &mut { bytes }).await,
         }
+    }
+}
+
+/// `work`'s output, or `None` if the client went away first (then `work`
+/// is dropped with what it holds, an upstream connection mid-exchange
+/// included).
+pub(super) async fn unless_gone<D: Client, F: Future>(down: &mut D, work: F) -> Option<F::Output> {
+    if !D::WATCHES_GONE {
+        return Some(work.await);
+    }
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        () = down.gone() => None,
     }
 }

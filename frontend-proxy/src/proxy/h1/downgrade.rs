@@ -22,6 +22,7 @@ use super::NativeH1;
 use crate::drain::Drain;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::framing::agreed_length;
+use crate::proxy::target;
 use bytes::{Buf, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
@@ -67,13 +68,22 @@ fn breaks_a_line(bytes: &[u8]) -> bool {
     bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
 }
 
+/// Whether a request target has a byte an HTTP/1 request line cannot
+/// carry as it is (controls, space, DEL): the line's fields would split
+/// differently upstream.
+fn breaks_a_target(target: &[u8]) -> bool {
+    target.iter().any(|&b| b <= b' ' || b == 0x7f)
+}
+
 /// The request as the HTTP/1 upstream gets it (before the route's edits),
 /// and its body's framing; `None` if it cannot be sent as HTTP/1.
 fn http1_request(req: &RequestHeader, has_body: bool) -> Option<(RequestHeader, RequestBody)> {
     let authority = req.uri.authority()?.as_str();
     let target = req.raw_path();
     let origin_form = target.starts_with(b"/") || target == b"*";
-    if authority.contains('@') || breaks_a_line(authority.as_bytes()) || breaks_a_line(target) || !origin_form {
+    // The authority becomes `Host`: held to the grammar HTTP/1's Host is
+    // checked against (no userinfo, no percent-encoding, a 16-bit port).
+    if !target::is_valid_host(authority.as_bytes()) || breaks_a_target(target) || !origin_form {
         return None;
     }
     if req.headers.contains_key(TRANSFER_ENCODING) {
@@ -155,6 +165,16 @@ impl H2Client<'_> {
 impl Client for H2Client<'_> {
     const FRAMED: bool = false;
     const HTTP2: bool = true;
+    const WATCHES_GONE: bool = true;
+
+    /// A reset stream (or a lost connection) frees its slot in the
+    /// client's `max_concurrent_streams` at once: without this watch, a
+    /// client resetting stream after stream would hold an upstream
+    /// connection and a circuit-breaker slot for each until its upstream
+    /// answered.
+    async fn gone(&mut self) {
+        let _ = self.session.idle().await;
+    }
 
     async fn read_body(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         if self.ended {
@@ -270,6 +290,17 @@ mod tests {
         let (up, framing) = http1_request(&req, false).unwrap();
         assert_eq!(framing, RequestBody::Length(0));
         assert!(!up.headers.contains_key(TRANSFER_ENCODING) && !up.headers.contains_key(CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn a_target_or_authority_http1_would_split_differently_is_refused() {
+        for t in [&b"/a b"[..], b"/a\tb", b"/a\x7f", b"/a\x01", b"/\r\nX: y"] {
+            assert!(breaks_a_target(t), "{t:?}");
+        }
+        assert!(!breaks_a_target(b"/a%20b?c=d&e=~"));
+        for a in [&b"a%2eexample"[..], b"a:99999", b"user@a", b""] {
+            assert!(!target::is_valid_host(a), "{a:?}");
+        }
     }
 
     #[test]

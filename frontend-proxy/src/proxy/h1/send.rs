@@ -4,7 +4,7 @@
 
 use super::body::{Body, BodyError, BODY_READ};
 use super::buffers::Buffers;
-use super::client::Client;
+use super::client::{unless_gone, Client};
 use super::pool::{self, PoolKey, Upstream};
 use super::recycle::{self, Source, BUF};
 use super::timer::within;
@@ -186,12 +186,15 @@ impl NativeH1 {
                 (t, true) => t,
                 _ => None,
             };
-            let head = match idle_first {
-                Some(t) => timeout(t, read_response_head(&mut up, up_buf))
-                    .await
-                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
-                None => read_response_head(&mut up, up_buf).await,
+            let waiting = async {
+                match idle_first {
+                    Some(t) => timeout(t, read_response_head(&mut up, up_buf))
+                        .await
+                        .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
+                    None => read_response_head(&mut up, up_buf).await,
+                }
             };
+            let head = unless_gone(down, waiting).await.ok_or(AttemptError::Downstream)?;
             match (head, write_error) {
                 (Ok(head_len), _) => Ok(head_len),
                 (Err(head_error), Some(e)) => {
