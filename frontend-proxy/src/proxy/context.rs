@@ -74,6 +74,18 @@ pub struct RequestCtx {
     /// The HTTP/1 request target had a `#fragment`, which Pingora's parse
     /// strips from the header `admit` sees: `admit` refuses it.
     pub(super) target_fragment: bool,
+    /// An HTTP/2 stream the native engine served (`request_filter`): what
+    /// Pingora's session does not know for the access log.
+    pub(super) downgraded: Option<DowngradedStream>,
+}
+
+/// What the native engine tells `logging` of an HTTP/2 stream it served.
+#[derive(Debug, Clone, Copy)]
+pub struct DowngradedStream {
+    /// Response body bytes (content) received from the upstream.
+    pub upstream_body: u64,
+    /// The error kind that ended the stream, if one did.
+    pub error: Option<&'static str>,
 }
 
 /// A downstream-side timer that ended a request.
@@ -146,6 +158,7 @@ impl RequestCtx {
             count_codec: false,
             underscores_dropped: 0,
             target_fragment: false,
+            downgraded: None,
         }
     }
 

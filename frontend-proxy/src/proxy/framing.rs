@@ -116,7 +116,7 @@ pub fn add_length(seen: Option<u64>, value: &[u8]) -> Option<u64> {
 
 /// The one length the `Content-Length` fields (and comma-separated
 /// elements) agree on; `Err` if they do not, or one is not a number.
-fn agreed_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+pub fn agreed_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut seen = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for element in value.as_bytes().split(|b| *b == b',') {

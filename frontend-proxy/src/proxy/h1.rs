@@ -8,6 +8,10 @@
 //! connections in a per-worker pool and passes bodies through with the
 //! framing they arrived with, checked on the way.
 //!
+//! It also serves HTTP/2 streams whose cluster speaks HTTP/1.1 upstream,
+//! for Pingora's HTTP/2 server ([`downgrade`]): the exchange works on a
+//! [`client::Client`], an HTTP/1 stream or an HTTP/2 one.
+//!
 //! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, h2c,
 //! `OPTIONS *`, CONNECT, and a request routed to a cluster that speaks
 //! HTTP/2 upstream — is handed to Pingora on the same connection, with the
@@ -15,14 +19,17 @@
 //!
 //! Layout: [`conn`] (the connection loop, request heads, local replies),
 //! [`exchange`] (attempts on the cluster, retries, the response),
-//! [`send`] (one attempt's upstream side), [`body`] (request and response
+//! [`client`] (what an exchange needs from its client), [`downgrade`]
+//! (HTTP/2 streams), [`send`] (one attempt's upstream side), [`body`] (request and response
 //! bodies), [`buffers`] (what a connection reuses), [`wire`] (parsing and
 //! writing HTTP/1.1), [`io`] (the client stream and writes), [`timer`],
 //! [`pool`] (upstream connections), [`recycle`] (buffers).
 
 mod body;
 mod buffers;
+mod client;
 mod conn;
+mod downgrade;
 mod exchange;
 mod io;
 mod pool;
@@ -31,6 +38,7 @@ mod send;
 mod timer;
 pub(crate) mod wire;
 
+pub use downgrade::Downgraded;
 pub use io::ClientStream;
 
 use super::Proxy;

@@ -60,7 +60,7 @@ pub fn has_fragment(head: &[u8]) -> bool {
 /// with `http::uri::Authority` plus a port check of our own: every
 /// request passes here, and that took ~900 instructions of the ~24,000 a
 /// proxied request costs (bench/RESULTS.md), this a small fraction.
-fn is_valid_host(host: &[u8]) -> bool {
+pub(crate) fn is_valid_host(host: &[u8]) -> bool {
     let (name_ok, port) = match host {
         [b'[', rest @ ..] => {
             let Some(end) = rest.iter().position(|&b| b == b']') else { return false };

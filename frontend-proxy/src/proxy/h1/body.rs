@@ -3,7 +3,7 @@
 //! upstream to the client with the framing it arrived with.
 
 use super::buffers::Buffers;
-use super::io::{write_all, ClientStream};
+use super::client::{unless_gone, Client};
 use super::pool::Upstream;
 use super::timer::within;
 use super::wire::{ChunkedScanner, Framing, RequestBody, TRAILER_END};
@@ -166,8 +166,9 @@ pub(super) enum Passed {
 /// Passes the response body from `up` to the client, after the head
 /// waiting in `bufs.out`. A chunked body is checked as it goes (its
 /// trailer fields dropped); one that breaks the grammar ends the response
-/// there, and the connection closes.
-pub(super) async fn pass_body<D: ClientStream>(
+/// there, and the connection closes. A client that takes the content only
+/// (`!D::FRAMED`) gets the chunks' data without the coding.
+pub(super) async fn pass_body<D: Client>(
     down: &mut D,
     bufs: &mut Buffers,
     up: &mut Upstream,
@@ -179,11 +180,22 @@ pub(super) async fn pass_body<D: ClientStream>(
     let read_side = if idle_binds { Side::Idle } else { Side::Upstream };
     let mut received = 0u64;
     let mut chunks = ChunkedScanner::default();
+    // Where the chunk data lies in what was read (content-only clients).
+    let mut spans = Vec::new();
+    let dechunk = !D::FRAMED && framing == Framing::Chunked;
     // Bytes of a `Content-Length` body still to come.
     let mut left = match framing {
         Framing::Length(n) => n,
         _ => 0,
     };
+    if !D::FRAMED && framing != Framing::Empty {
+        // A content-only client gets the head at once, as Pingora's path
+        // sends it: a body that then breaks resets a stream whose status
+        // the client (and the access log) saw.
+        if let Err(broken) = send_part(down, &b""[..], false, close, attempt).await {
+            return broken.with(received);
+        }
+    }
     loop {
         // What the upstream sent, up to the end of the body: the bytes that
         // go on, the bytes that belong to the body, whether it ends here.
@@ -193,6 +205,13 @@ pub(super) async fn pass_body<D: ClientStream>(
                 let n = left.min(bufs.up.len() as u64) as usize;
                 (n, n, n as u64 == left)
             }
+            Framing::Chunked if dechunk => match chunks.scan_data(&bufs.up, &mut spans) {
+                Ok(s) => (0, s.consumed, s.done),
+                Err(e) => {
+                    debug!(error = %e, "malformed chunked response body");
+                    return Passed::Broken { received, error: ErrorType::InvalidHTTPHeader, side: Side::Upstream };
+                }
+            },
             Framing::Chunked => match chunks.scan(&bufs.up) {
                 Ok(s) => (s.forward, s.consumed, s.done),
                 Err(e) => {
@@ -202,38 +221,57 @@ pub(super) async fn pass_body<D: ClientStream>(
             },
             Framing::UntilClose => (bufs.up.len(), bufs.up.len(), false),
         };
-        let tail = if end && framing == Framing::Chunked { TRAILER_END } else { &[] };
-        // The head (first time round) and the body bytes read with it go
-        // out in one write (a small body part copied behind the head, a
-        // large one beside it in a vectored write); later parts straight
-        // from the upstream buffer.
-        let body = &bufs.up[..forward];
-        let parts: (&[u8], &[u8], &[u8]) = if bufs.out.is_empty() {
-            (&[], body, tail)
-        } else if body.len() <= COALESCE {
-            bufs.out.extend_from_slice(body);
-            bufs.out.extend_from_slice(tail);
-            (&bufs.out, &[], &[])
-        } else {
-            (&bufs.out, body, tail)
-        };
-        let bytes = Buf::chain(Buf::chain(parts.0, parts.1), parts.2);
-        if bytes.has_remaining() {
-            let write = async {
-                match close && end {
-                    true => down.write_last(bytes).await,
-                    false => write_all(down, &mut { bytes }).await,
+        if dechunk {
+            // The content of this read in one part (one DATA frame, not one
+            // per chunk: an upstream writing one-byte chunks must not make
+            // the client side ten times as many frames), the end of the
+            // response with it; with no content, the head at once.
+            let joined;
+            let content: &[u8] = match spans.as_slice() {
+                [] => &[],
+                [one] => &bufs.up[one.clone()],
+                many => {
+                    let mut all = Vec::with_capacity(many.iter().map(|s| s.len()).sum());
+                    for span in many {
+                        all.extend_from_slice(&bufs.up[span.clone()]);
+                    }
+                    joined = all;
+                    &joined
                 }
             };
-            match within(attempt.idle, write).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Passed::Broken { received, error: ErrorType::WriteError, side: Side::Downstream },
-                Err(_) => return Passed::Broken { received, error: ErrorType::WriteTimedout, side: Side::Idle },
+            spans.clear();
+            received += content.len() as u64;
+            if let Err(broken) = send_part(down, content, end, close, attempt).await {
+                return broken.with(received);
             }
+        } else {
+            let tail = if end && framing == Framing::Chunked { TRAILER_END } else { &[] };
+            // The head (first time round) and the body bytes read with it go
+            // out in one write (a small body part copied behind the head, a
+            // large one beside it in a vectored write); later parts straight
+            // from the upstream buffer.
+            let body = &bufs.up[..forward];
+            let parts: (&[u8], &[u8], &[u8]) = if bufs.out.is_empty() {
+                (&[], body, tail)
+            } else if body.len() <= COALESCE {
+                bufs.out.extend_from_slice(body);
+                bufs.out.extend_from_slice(tail);
+                (&bufs.out, &[], &[])
+            } else {
+                (&bufs.out, body, tail)
+            };
+            let bytes = Buf::chain(Buf::chain(parts.0, parts.1), parts.2);
+            // A client that frames nothing itself gets the head at once,
+            // and needs to hear of the end.
+            if bytes.has_remaining() || !D::FRAMED {
+                if let Err(broken) = send_part(down, bytes, end, close, attempt).await {
+                    return broken.with(received);
+                }
+            }
+            received += consumed as u64;
         }
         bufs.out.clear();
         bufs.up.advance(consumed);
-        received += consumed as u64;
         left -= (consumed as u64).min(left);
         if end {
             return Passed::Done { received, clean: bufs.up.is_empty() };
@@ -243,12 +281,46 @@ pub(super) async fn pass_body<D: ClientStream>(
             _ => BODY_READ,
         };
         bufs.up.reserve(want);
-        match within(read_timeout, up.read_buf(&mut bufs.up)).await {
-            Ok(Ok(0)) if framing == Framing::UntilClose => return Passed::Done { received, clean: false },
+        let Some(read) = unless_gone(down, within(read_timeout, up.read_buf(&mut bufs.up))).await else {
+            return Passed::Broken { received, error: ErrorType::ConnectionClosed, side: Side::Downstream };
+        };
+        match read {
+            Ok(Ok(0)) if framing == Framing::UntilClose => {
+                if !D::FRAMED {
+                    if let Err(broken) = send_part(down, &b""[..], true, close, attempt).await {
+                        return broken.with(received);
+                    }
+                }
+                return Passed::Done { received, clean: false };
+            }
             Ok(Ok(0)) => return Passed::Broken { received, error: ErrorType::ConnectionClosed, side: Side::Upstream },
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Passed::Broken { received, error: ErrorType::ReadError, side: Side::Upstream },
             Err(_) => return Passed::Broken { received, error: ErrorType::ReadTimedout, side: read_side },
         }
+    }
+}
+
+/// A write to the client that failed: the error and whose.
+struct WriteFailed(ErrorType, Side);
+
+impl WriteFailed {
+    fn with(self, received: u64) -> Passed {
+        Passed::Broken { received, error: self.0, side: self.1 }
+    }
+}
+
+/// Passes `bytes` to the client within the stream idle timeout.
+async fn send_part<D: Client, B: Buf + Send + Sync>(
+    down: &mut D,
+    bytes: B,
+    end: bool,
+    close: bool,
+    attempt: &AttemptStart,
+) -> Result<(), WriteFailed> {
+    match within(attempt.idle, down.pass(bytes, end, close)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed(ErrorType::WriteError, Side::Downstream)),
+        Err(_) => Err(WriteFailed(ErrorType::WriteTimedout, Side::Idle)),
     }
 }

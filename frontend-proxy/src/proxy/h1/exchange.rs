@@ -4,7 +4,7 @@
 
 use super::body::{pass_body, Body, BodyError, Passed, Side};
 use super::buffers::Buffers;
-use super::io::ClientStream;
+use super::client::Client;
 use super::pool::{self, PoolKey, Upstream};
 use super::recycle;
 use super::send::AttemptError;
@@ -55,7 +55,7 @@ impl NativeH1 {
     /// Forwards the request to the route's cluster, retrying as the route
     /// and the defaults allow, and streams the response back.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn forward<D: ClientStream>(
+    pub(super) async fn forward<D: Client>(
         &self,
         down: &mut D,
         bufs: &mut Buffers,
@@ -74,7 +74,7 @@ impl NativeH1 {
             let key: PoolKey = (ctx.cluster.unwrap_or(0), attempt.host.addr.clone());
             let (outcome, reused) = self.attempt(down, bufs, req, ctx, body, &key, &attempt).await;
             let outcome = match outcome {
-                Ok((up, head_len)) => self.answer(bufs, req, ctx, body, up, head_len, keep_alive, drain),
+                Ok((up, head_len)) => self.answer(down, bufs, req, ctx, body, up, head_len, keep_alive, drain),
                 Err(e) => Attempt::Failed(e),
             };
             match outcome {
@@ -143,7 +143,7 @@ impl NativeH1 {
     /// new connection. Returns the connection and the final response
     /// head's length, and whether the connection was a pooled one.
     #[allow(clippy::too_many_arguments)]
-    async fn attempt<D: ClientStream>(
+    async fn attempt<D: Client>(
         &self,
         down: &mut D,
         bufs: &mut Buffers,
@@ -190,8 +190,9 @@ impl NativeH1 {
     /// on a retry by its status, and writes the head the client gets into
     /// `bufs.out`.
     #[allow(clippy::too_many_arguments)]
-    fn answer(
+    fn answer<D: Client>(
         &self,
+        down: &mut D,
         bufs: &mut Buffers,
         req: &RequestHeader,
         ctx: &mut RequestCtx,
@@ -225,78 +226,11 @@ impl NativeH1 {
         // after this response, and says so (as Envoy does).
         let close = !keep_alive || drain.is_draining() || head.framing == Framing::UntilClose || !body.complete();
         recycle::take_write(&mut bufs.out);
-        if self.write_response_head(&mut bufs.out, &resp, &head, ctx, close).is_err() {
+        if down.response_head(self, &mut bufs.out, &resp, &head, ctx, close).is_err() {
             return Attempt::Failed(AttemptError::Protocol("response head cannot be forwarded"));
         }
         bufs.up.advance(head_len);
         Attempt::Answer { up, head, close }
-    }
-
-    /// Writes the response head the client gets: the upstream's fields that
-    /// go on, and the proxy's own (the lifecycle's [`Added`] list, which
-    /// the Pingora engine applies too).
-    fn write_response_head(
-        &self,
-        out: &mut Vec<u8>,
-        resp: &httparse::Response<'_, '_>,
-        head: &ResponseHead,
-        ctx: &RequestCtx,
-        close: bool,
-    ) -> pingora_error::Result<()> {
-        wire::write_status_line(out, head.status, resp.reason);
-        // A length repeated with the same value goes on once (RFC 9110 §8.6).
-        let mut length_seen = false;
-        let forwarded = resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
-            !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
-        });
-        // The codings, spelled one way for the client's parser.
-        let coding = head
-            .recode
-            .then(|| {
-                let te = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-                Codings::canonical(te.map(|h| h.value))
-            })
-            .flatten();
-        if self.proxy.edits_response_headers(ctx) {
-            // Configured edits work on a header map, as in the Pingora engine.
-            let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
-            for h in forwarded {
-                map.append_header(h.name.to_string(), h.value)?;
-            }
-            if let Some(coding) = coding {
-                map.append_header(TRANSFER_ENCODING, coding)?;
-            }
-            self.proxy.downstream_headers(&mut map, ctx)?;
-            for (name, value) in map.headers.iter() {
-                wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
-            }
-        } else {
-            let edits = self.proxy.response_edits(ctx);
-            let (mut has_server, mut has_date) = (false, false);
-            for h in forwarded {
-                let name = h.name.as_bytes();
-                if edits.replaces(name) {
-                    continue;
-                }
-                has_server |= name.eq_ignore_ascii_case(b"server");
-                has_date |= name.eq_ignore_ascii_case(b"date");
-                wire::put_header(out, name, h.value);
-            }
-            if let Some(coding) = coding {
-                wire::put_header(out, b"transfer-encoding", coding.as_bytes());
-            }
-            edits.additions(has_server, has_date, |name, added| match added {
-                Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),
-                Added::Value(v) => wire::put_header(out, name.as_str().as_bytes(), v.as_bytes()),
-                Added::Date => wire::put_header(out, name.as_str().as_bytes(), date::now().as_bytes()),
-                Added::Number(n) => wire::put_header(out, name.as_str().as_bytes(), n.to_string().as_bytes()),
-            });
-        }
-        if close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        Ok(())
     }
 }
 
@@ -306,7 +240,7 @@ impl NativeH1 {
     /// (It borrows what the caller holds anyway: by value, each would sit
     /// twice in the connection's task.)
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn respond<D: ClientStream>(
+    pub(super) async fn respond<D: Client>(
         &self,
         down: &mut D,
         bufs: &mut Buffers,
@@ -346,4 +280,72 @@ impl NativeH1 {
             }
         }
     }
+}
+
+/// Writes the response head the client gets: the upstream's fields that
+/// go on, and the proxy's own (the lifecycle's [`Added`] list, which
+/// the Pingora engine applies too).
+pub(super) fn write_response_head(
+    engine: &NativeH1,
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    head: &ResponseHead,
+    ctx: &RequestCtx,
+    close: bool,
+) -> pingora_error::Result<()> {
+    wire::write_status_line(out, head.status, resp.reason);
+    // A length repeated with the same value goes on once (RFC 9110 §8.6).
+    let mut length_seen = false;
+    let forwarded =
+        resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
+            !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
+        });
+    // The codings, spelled one way for the client's parser.
+    let coding = head
+        .recode
+        .then(|| {
+            let te = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            Codings::canonical(te.map(|h| h.value))
+        })
+        .flatten();
+    if engine.proxy.edits_response_headers(ctx) {
+        // Configured edits work on a header map, as in the Pingora engine.
+        let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
+        for h in forwarded {
+            map.append_header(h.name.to_string(), h.value)?;
+        }
+        if let Some(coding) = coding {
+            map.append_header(TRANSFER_ENCODING, coding)?;
+        }
+        engine.proxy.downstream_headers(&mut map, ctx)?;
+        for (name, value) in map.headers.iter() {
+            wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    } else {
+        let edits = engine.proxy.response_edits(ctx);
+        let (mut has_server, mut has_date) = (false, false);
+        for h in forwarded {
+            let name = h.name.as_bytes();
+            if edits.replaces(name) {
+                continue;
+            }
+            has_server |= name.eq_ignore_ascii_case(b"server");
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            wire::put_header(out, name, h.value);
+        }
+        if let Some(coding) = coding {
+            wire::put_header(out, b"transfer-encoding", coding.as_bytes());
+        }
+        edits.additions(has_server, has_date, |name, added| match added {
+            Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),
+            Added::Value(v) => wire::put_header(out, name.as_str().as_bytes(), v.as_bytes()),
+            Added::Date => wire::put_header(out, name.as_str().as_bytes(), date::now().as_bytes()),
+            Added::Number(n) => wire::put_header(out, name.as_str().as_bytes(), n.to_string().as_bytes()),
+        });
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }

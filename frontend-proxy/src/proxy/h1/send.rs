@@ -4,7 +4,7 @@
 
 use super::body::{Body, BodyError, BODY_READ};
 use super::buffers::Buffers;
-use super::io::ClientStream;
+use super::client::{unless_gone, Client};
 use super::pool::{self, PoolKey, Upstream};
 use super::recycle::{self, Source, BUF};
 use super::timer::within;
@@ -117,7 +117,7 @@ impl NativeH1 {
     /// Sends the request head and body and reads up to the final response
     /// head, which is left at the start of `bufs.up`; returns its length.
     #[allow(clippy::too_many_arguments)]
-    pub(super) async fn send_request<D: ClientStream>(
+    pub(super) async fn send_request<D: Client>(
         &self,
         down: &mut D,
         bufs: &mut Buffers,
@@ -136,7 +136,7 @@ impl NativeH1 {
         } else {
             let mut upstream_req = req.clone();
             self.proxy
-                .upstream_headers(&mut upstream_req, req, false, ctx)
+                .upstream_headers(&mut upstream_req, req, D::HTTP2, ctx)
                 .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
             wire::write_request_head(&mut bufs.out, &upstream_req, None);
         }
@@ -159,13 +159,13 @@ impl NativeH1 {
                     down_buf.reserve(usize::try_from(body.unread).unwrap_or(BODY_READ).min(BODY_READ));
                     let idle_ends = idle.map(|t| Instant::now() + t);
                     let read = match shorter(request_deadline, idle_ends) {
-                        Some(end) => timeout_at(end, down.read_buf(down_buf)).await.map_err(|_| {
+                        Some(end) => timeout_at(end, down.read_body(down_buf)).await.map_err(|_| {
                             match Some(end) == request_deadline {
                                 true => AttemptError::Stream(StreamTimeout::Request),
                                 false => AttemptError::Stream(StreamTimeout::Idle),
                             }
                         })?,
-                        None => down.read_buf(down_buf).await,
+                        None => down.read_body(down_buf).await,
                     };
                     match read {
                         Ok(0) | Err(_) => return Err(AttemptError::Downstream),
@@ -186,12 +186,15 @@ impl NativeH1 {
                 (t, true) => t,
                 _ => None,
             };
-            let head = match idle_first {
-                Some(t) => timeout(t, read_response_head(&mut up, up_buf))
-                    .await
-                    .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
-                None => read_response_head(&mut up, up_buf).await,
+            let waiting = async {
+                match idle_first {
+                    Some(t) => timeout(t, read_response_head(&mut up, up_buf))
+                        .await
+                        .map_err(|_| AttemptError::Stream(StreamTimeout::Idle))?,
+                    None => read_response_head(&mut up, up_buf).await,
+                }
             };
+            let head = unless_gone(down, waiting).await.ok_or(AttemptError::Downstream)?;
             match (head, write_error) {
                 (Ok(head_len), _) => Ok(head_len),
                 (Err(head_error), Some(e)) => {

@@ -1,0 +1,105 @@
+//! The client side of an exchange, whatever carries it: where the request
+//! body comes from, where the response head and body go. An HTTP/1
+//! [`ClientStream`] reads and writes HTTP/1 bytes as they are; an HTTP/2
+//! stream served by the engine (`downgrade.rs`) re-frames them.
+
+use super::exchange::write_response_head;
+use super::io::{write_all, ClientStream};
+use super::wire::ResponseHead;
+use super::NativeH1;
+use crate::proxy::context::RequestCtx;
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use tokio::io::AsyncReadExt;
+
+/// What one exchange needs from its client.
+pub(super) trait Client: Send {
+    /// Response bodies go out with their HTTP/1 framing (the chunked coding
+    /// kept); otherwise as their content only.
+    const FRAMED: bool;
+    /// The client speaks HTTP/2 (for `%PROTOCOL%` in header rules).
+    const HTTP2: bool;
+
+    /// Reads more of the request body, as HTTP/1 bytes in the framing the
+    /// request head declared, onto the end of `buf`; `Ok(0)` or an error:
+    /// the body will not arrive whole.
+    fn read_body(&mut self, buf: &mut BytesMut) -> impl Future<Output = std::io::Result<usize>> + Send;
+
+    /// Prepares the response head from the upstream's (`resp`, checked into
+    /// `head`): as HTTP/1 bytes in `out`, or kept to go out with the first
+    /// body part. `close`: the client connection closes after the response.
+    fn response_head(
+        &mut self,
+        engine: &NativeH1,
+        out: &mut Vec<u8>,
+        resp: &httparse::Response<'_, '_>,
+        head: &ResponseHead,
+        ctx: &RequestCtx,
+        close: bool,
+    ) -> pingora_error::Result<()>;
+
+    /// Resolves once the client has gone away (an HTTP/2 stream reset, or
+    /// its connection lost), so that the exchange stops waiting on the
+    /// upstream, as Pingora's engine does for its HTTP/2 streams. Waits on
+    /// [`unless_gone`] only when `WATCHES_GONE`.
+    fn gone(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
+
+    /// Whether [`Self::gone`] can resolve. An HTTP/1 client's close is
+    /// seen at its next read or write, as before: a watch while waiting on
+    /// the upstream would cost every keep-alive request a poll.
+    const WATCHES_GONE: bool = false;
+
+    /// Passes the next bytes of the response (the head written in `out`
+    /// first, if any, then body bytes); `end`: the response ends with them.
+    fn pass<B: Buf + Send + Sync>(
+        &mut self,
+        bytes: B,
+        end: bool,
+        close: bool,
+    ) -> impl Future<Output = std::io::Result<()>> + Send;
+}
+
+/// An HTTP/1 client: bytes go both ways as they are.
+impl<D: ClientStream> Client for D {
+    const FRAMED: bool = true;
+    const HTTP2: bool = false;
+
+    async fn read_body(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        self.read_buf(buf).await
+    }
+
+    fn response_head(
+        &mut self,
+        engine: &NativeH1,
+        out: &mut Vec<u8>,
+        resp: &httparse::Response<'_, '_>,
+        head: &ResponseHead,
+        ctx: &RequestCtx,
+        close: bool,
+    ) -> pingora_error::Result<()> {
+        write_response_head(engine, out, resp, head, ctx, close)
+    }
+
+    async fn pass<B: Buf + Send + Sync>(&mut self, bytes: B, end: bool, close: bool) -> std::io::Result<()> {
+        match close && end {
+            true => self.write_last(bytes).await,
+            false => write_all(self, &mut { bytes }).await,
+        }
+    }
+}
+
+/// `work`'s output, or `None` if the client went away first (then `work`
+/// is dropped with what it holds, an upstream connection mid-exchange
+/// included).
+pub(super) async fn unless_gone<D: Client, F: Future>(down: &mut D, work: F) -> Option<F::Output> {
+    if !D::WATCHES_GONE {
+        return Some(work.await);
+    }
+    tokio::select! {
+        biased;
+        out = work => Some(out),
+        () = down.gone() => None,
+    }
+}

@@ -1,0 +1,320 @@
+//! HTTP/2 streams whose cluster speaks HTTP/1.1 upstream, served by the
+//! native engine's upstream side instead of Pingora's `HttpProxy` (called
+//! from `ProxyHttp::request_filter` once the request is admitted and
+//! routed; `proxy.rs` decides which streams qualify).
+//!
+//! Turning HTTP/2 into HTTP/1 is where request smuggling lives, so the
+//! request is held to HTTP/1's rules here, whatever the h2 codec checked:
+//! no CR, LF or NUL in the target or any field; no `transfer-encoding`;
+//! the `content-length` fields agree, and the DATA frames carry exactly
+//! that many bytes (the body's last bytes go upstream only once the
+//! stream's end confirms the count); a body of unknown length goes
+//! chunked; `Host` is the `:authority`. The response is passed as its
+//! content: hop-by-hop fields and the chunked coding dropped, and a
+//! response that breaks off or breaks HTTP/1 resets the stream.
+
+use super::body::Body;
+use super::buffers::Buffers;
+use super::client::Client;
+use super::exchange::Exchange;
+use super::wire::{RequestBody, ResponseHead};
+use super::NativeH1;
+use crate::drain::Drain;
+use crate::proxy::context::RequestCtx;
+use crate::proxy::framing::agreed_length;
+use crate::proxy::target;
+use bytes::{Buf, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, Version};
+use pingora_core::protocols::http::v2::server::HttpSession;
+use pingora_error::ErrorType;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::io;
+use tokio::time::{timeout_at, Instant};
+
+/// How a stream served here ended (the caller answers or resets it).
+pub enum Downgraded {
+    /// The response went out whole.
+    Done { upstream_body: u64 },
+    /// No response head went out: the proxy answers with `ctx.last_failure`.
+    Failed,
+    /// The request cannot go to an HTTP/1 upstream as it stands (400).
+    Refused,
+    /// The response broke off after its head went out: the stream must be
+    /// reset, never ended as if complete.
+    Broken { upstream_body: u64, error: ErrorType },
+    /// `max_stream_duration` ran out (the reply is set if nothing went out).
+    MaxDuration,
+}
+
+/// The client side of an HTTP/2 stream, for the engine's exchange.
+struct H2Client<'a> {
+    session: &'a mut HttpSession,
+    /// What the request body may still carry when it declared a length;
+    /// `None`: it goes chunked.
+    left: Option<u64>,
+    /// The body ended (its last chunk, or its length, went upstream).
+    ended: bool,
+    /// The response head, until the first body part goes with it.
+    head: Option<Box<ResponseHeader>>,
+}
+
+fn stream_error(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// Whether bytes could end an HTTP/1 line or field early.
+fn breaks_a_line(bytes: &[u8]) -> bool {
+    bytes.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
+}
+
+/// Whether a request target has a byte an HTTP/1 request line cannot
+/// carry as it is (controls, space, DEL): the line's fields would split
+/// differently upstream.
+fn breaks_a_target(target: &[u8]) -> bool {
+    target.iter().any(|&b| b <= b' ' || b == 0x7f)
+}
+
+/// The request as the HTTP/1 upstream gets it (before the route's edits),
+/// and its body's framing; `None` if it cannot be sent as HTTP/1.
+fn http1_request(req: &RequestHeader, has_body: bool) -> Option<(RequestHeader, RequestBody)> {
+    let authority = req.uri.authority()?.as_str();
+    let target = req.raw_path();
+    let origin_form = target.starts_with(b"/") || target == b"*";
+    // The authority becomes `Host`: held to the grammar HTTP/1's Host is
+    // checked against (no userinfo, no percent-encoding, a 16-bit port).
+    if !target::is_valid_host(authority.as_bytes()) || breaks_a_target(target) || !origin_form {
+        return None;
+    }
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        // Connection-specific in HTTP/2 (RFC 9113 §8.2.2): malformed.
+        return None;
+    }
+    if req.headers.iter().any(|(n, v)| breaks_a_line(n.as_str().as_bytes()) || breaks_a_line(v.as_bytes())) {
+        return None;
+    }
+    let length = agreed_length(&req.headers).ok()?;
+    let mut up = req.clone();
+    up.set_version(Version::HTTP_11);
+    up.insert_header(HOST, HeaderValue::from_str(authority).ok()?).ok()?;
+    let framing = match length {
+        Some(n) => {
+            up.insert_header(CONTENT_LENGTH, n).ok()?;
+            RequestBody::Length(n)
+        }
+        None if has_body => {
+            up.insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked")).ok()?;
+            RequestBody::Chunked
+        }
+        None => RequestBody::Length(0),
+    };
+    Some((up, framing))
+}
+
+impl NativeH1 {
+    /// Serves an admitted and routed HTTP/2 stream on its cluster.
+    pub async fn serve_h2(&self, session: &mut HttpSession, ctx: &mut RequestCtx, drain: &Drain) -> Downgraded {
+        let has_body = !session.is_body_done();
+        let Some((req, framing)) = http1_request(session.req_header(), has_body) else {
+            return Downgraded::Refused;
+        };
+        let max_body = self.proxy.listener(ctx).hcm.max_request_bytes;
+        let left = match framing {
+            RequestBody::Length(n) => Some(n),
+            RequestBody::Chunked => None,
+        };
+        let mut bufs = Buffers::new();
+        let mut body = match Body::start(framing, &mut BytesMut::new(), max_body) {
+            Ok(body) => body,
+            Err(_) => return Downgraded::Refused,
+        };
+        let mut client = H2Client { session, left, ended: !has_body, head: None };
+        let deadline = ctx.stream_deadline;
+        let exchange = self.forward(&mut client, &mut bufs, &req, ctx, &mut body, true, drain);
+        let exchange = match deadline {
+            Some(end) => match timeout_at(Instant::from_std(end), exchange).await {
+                Ok(e) => e,
+                Err(_) => {
+                    self.proxy.max_duration_reached(ctx);
+                    return Downgraded::MaxDuration;
+                }
+            },
+            None => exchange.await,
+        };
+        match exchange {
+            Exchange::Done { upstream_body, .. } => Downgraded::Done { upstream_body },
+            Exchange::Failed => Downgraded::Failed,
+            Exchange::Broken { upstream_body, error, .. } => Downgraded::Broken { upstream_body, error },
+        }
+    }
+}
+
+impl H2Client<'_> {
+    /// The next DATA of the request body: `None` at the stream's end.
+    async fn data(&mut self) -> io::Result<Option<bytes::Bytes>> {
+        loop {
+            match self.session.read_body_bytes().await {
+                Ok(Some(d)) if d.is_empty() => continue,
+                Ok(d) => return Ok(d),
+                Err(_) => return Err(stream_error("request stream broken")),
+            }
+        }
+    }
+}
+
+impl Client for H2Client<'_> {
+    const FRAMED: bool = false;
+    const HTTP2: bool = true;
+    const WATCHES_GONE: bool = true;
+
+    /// A reset stream (or a lost connection) frees its slot in the
+    /// client's `max_concurrent_streams` at once: without this watch, a
+    /// client resetting stream after stream would hold an upstream
+    /// connection and a circuit-breaker slot for each until its upstream
+    /// answered.
+    async fn gone(&mut self) {
+        let _ = self.session.idle().await;
+    }
+
+    async fn read_body(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if self.ended {
+            return Ok(0);
+        }
+        let data = self.data().await?;
+        match (self.left.as_mut(), data) {
+            (Some(left), Some(d)) => {
+                if d.len() as u64 > *left {
+                    return Err(stream_error("request DATA longer than its content-length"));
+                }
+                *left -= d.len() as u64;
+                if *left == 0 {
+                    // The body's last bytes: they go on only once the stream
+                    // has ended where its length says.
+                    if self.data().await?.is_some() {
+                        return Err(stream_error("request DATA longer than its content-length"));
+                    }
+                    self.ended = true;
+                }
+                buf.extend_from_slice(&d);
+                Ok(d.len())
+            }
+            (Some(_), None) => Err(stream_error("request DATA shorter than its content-length")),
+            (None, Some(d)) => {
+                let before = buf.len();
+                buf.extend_from_slice(format!("{:x}\r\n", d.len()).as_bytes());
+                buf.extend_from_slice(&d);
+                buf.extend_from_slice(b"\r\n");
+                Ok(buf.len() - before)
+            }
+            (None, None) => {
+                self.ended = true;
+                buf.extend_from_slice(b"0\r\n\r\n");
+                Ok(5)
+            }
+        }
+    }
+
+    fn response_head(
+        &mut self,
+        engine: &NativeH1,
+        _out: &mut Vec<u8>,
+        resp: &httparse::Response<'_, '_>,
+        head: &ResponseHead,
+        ctx: &RequestCtx,
+        _close: bool,
+    ) -> pingora_error::Result<()> {
+        let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
+        // A length repeated with the same value goes on once (RFC 9110 §8.6);
+        // the coding does not go at all: DATA frames carry the content.
+        let mut length_seen = false;
+        for h in resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())) {
+            let is_length = h.name.eq_ignore_ascii_case("content-length");
+            if (is_length && std::mem::replace(&mut length_seen, true))
+                || h.name.eq_ignore_ascii_case("transfer-encoding")
+            {
+                continue;
+            }
+            map.append_header(h.name.to_string(), h.value)?;
+        }
+        engine.proxy.downstream_headers(&mut map, ctx)?;
+        self.head = Some(Box::new(map));
+        Ok(())
+    }
+
+    async fn pass<B: Buf + Send + Sync>(&mut self, mut bytes: B, end: bool, _close: bool) -> io::Result<()> {
+        let data = bytes.copy_to_bytes(bytes.remaining());
+        if let Some(head) = self.head.take() {
+            let headers_end = end && data.is_empty();
+            self.session.write_response_header(head, headers_end).map_err(|_| stream_error("response head refused"))?;
+            if headers_end {
+                return Ok(());
+            }
+        }
+        if data.is_empty() && !end {
+            return Ok(());
+        }
+        self.session.write_body(data, end).await.map_err(|_| stream_error("response body refused"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Method;
+
+    fn h2_request(uri: &str, headers: &[(&str, &str)]) -> RequestHeader {
+        let mut req = http::Request::builder().method(Method::POST).uri(uri).version(Version::HTTP_2);
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        req.body(()).unwrap().into_parts().0.into()
+    }
+
+    #[test]
+    fn host_comes_from_the_authority_and_a_known_length_stays() {
+        let req = h2_request("https://example.com:8443/a?b", &[("host", "other"), ("content-length", "5")]);
+        let (up, framing) = http1_request(&req, true).unwrap();
+        assert_eq!(up.headers.get_all(HOST).iter().collect::<Vec<_>>(), ["example.com:8443"]);
+        assert_eq!(up.raw_path(), b"/a?b");
+        assert_eq!(up.version, Version::HTTP_11);
+        assert_eq!(framing, RequestBody::Length(5));
+        assert!(!up.headers.contains_key(TRANSFER_ENCODING));
+    }
+
+    #[test]
+    fn an_unknown_length_goes_chunked_and_no_body_goes_without() {
+        let req = h2_request("http://a/", &[]);
+        let (up, framing) = http1_request(&req, true).unwrap();
+        assert_eq!(framing, RequestBody::Chunked);
+        assert_eq!(up.headers.get(TRANSFER_ENCODING).unwrap(), "chunked");
+        let (up, framing) = http1_request(&req, false).unwrap();
+        assert_eq!(framing, RequestBody::Length(0));
+        assert!(!up.headers.contains_key(TRANSFER_ENCODING) && !up.headers.contains_key(CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn a_target_or_authority_http1_would_split_differently_is_refused() {
+        for t in [&b"/a b"[..], b"/a\tb", b"/a\x7f", b"/a\x01", b"/\r\nX: y"] {
+            assert!(breaks_a_target(t), "{t:?}");
+        }
+        assert!(!breaks_a_target(b"/a%20b?c=d&e=~"));
+        for a in [&b"a%2eexample"[..], b"a:99999", b"user@a", b""] {
+            assert!(!target::is_valid_host(a), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn what_http1_would_read_differently_is_refused() {
+        for (uri, headers) in [
+            ("http://user@a/", vec![]),
+            ("/relative", vec![]),
+            ("http://a/", vec![("transfer-encoding", "chunked")]),
+            ("http://a/", vec![("content-length", "5"), ("content-length", "6")]),
+            ("http://a/", vec![("content-length", "5, 6")]),
+            ("http://a/", vec![("content-length", "x")]),
+        ] {
+            let req = h2_request(uri, &headers);
+            assert!(http1_request(&req, true).is_none(), "accepted {uri} {headers:?}");
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! HTTP/2 clients in front of HTTP/1.1 upstreams (the native engine's
+//! downgrade, and Pingora's path with `FRONTEND_PROXY_HTTP1_ENGINE=pingora`):
+//! what the upstream receives, byte for byte, and what the h2 client gets.
+//! The upstream is a scripted raw-TCP server that records every byte.
+//! Addresses: 127.0.55.x.
+
+mod support;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::raw::{ok, Answer, ScriptedBackend};
+use support::yaml;
+use support::{free_addr, ip, pingora_engine, ProxyProcess, LIMIT};
+use tokio::net::TcpStream;
+
+/// Routes: `/retry` retries 5xx once, `/slow` times out after 300 ms,
+/// `/empty` goes to a cluster with no hosts, `/edit` adds headers both
+/// ways, anything else goes to `up`.
+fn routes() -> String {
+    r#"            - name: all
+              domains: ["*"]
+              routes:
+              - name: retry_route
+                match: { prefix: "/retry" }
+                route: { cluster: up, retry_policy: { retry_on: 5xx, num_retries: 1 } }
+              - match: { prefix: "/slow" }
+                route: { cluster: up, timeout: 0.3s }
+              - match: { prefix: "/empty" }
+                route: { cluster: empty }
+              - match: { prefix: "/edit" }
+                route: { cluster: up }
+                request_headers_to_add: [{ header: { key: x-added, value: "%PROTOCOL%" } }]
+                request_headers_to_remove: [x-secret]
+                response_headers_to_add: [{ header: { key: x-resp-added, value: "yes" } }]
+              - name: main_route
+                match: { prefix: "/" }
+                route: { cluster: up }"#
+        .to_string()
+}
+
+fn config(listen: SocketAddr, up: SocketAddr, log: Option<&Path>) -> String {
+    let mut extra = "          codec_type: AUTO".to_string();
+    if let Some(log) = log {
+        extra.push_str(&format!(
+            r#"
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                text_format_source:
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %UPSTREAM_CLUSTER% %UPSTREAM_HOST% %ROUTE_NAME% %RESPONSE_CODE_DETAILS%\n""#,
+            log.display()
+        ));
+    }
+    yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("ingress_http", &extra, &routes()))],
+        &[
+            yaml::cluster("up", "STATIC", &[(up.ip().to_string(), up.port())], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    )
+}
+
+async fn start<F, A>(host: u8, script: F) -> (ScriptedBackend, ProxyProcess, SocketAddr)
+where
+    F: Fn(&support::raw::Seen) -> A + Send + Sync + 'static,
+    A: Into<Answer>,
+{
+    let up = ScriptedBackend::start(ip(55, host), script).await;
+    let listen = free_addr(ip(55, host));
+    let proxy = ProxyProcess::start(&config(listen, up.addr, None), listen).await;
+    (up, proxy, listen)
+}
+
+/// An h2c connection with prior knowledge.
+async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    send
+}
+
+/// What the client got on one stream.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Sends a request with `headers` and the body in `data` (one DATA frame
+/// each, END_STREAM on the last); `Err`: the stream was reset (or the
+/// response never completed).
+async fn request(
+    send: &mut SendRequest<Bytes>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    data: &[&[u8]],
+) -> Result<Got, String> {
+    let mut req = http::Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(()).unwrap();
+    let work = async {
+        let mut send = send.clone().ready().await.map_err(|e| e.to_string())?;
+        let (resp, mut stream) = send.send_request(req, data.is_empty()).map_err(|e| e.to_string())?;
+        for (i, d) in data.iter().enumerate() {
+            stream.send_data(Bytes::copy_from_slice(d), i + 1 == data.len()).map_err(|e| e.to_string())?;
+        }
+        let resp = resp.await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let mut body_stream = resp.into_body();
+        let mut body = Vec::new();
+        while let Some(d) = body_stream.data().await {
+            let d = d.map_err(|e| e.to_string())?;
+            let _ = body_stream.flow_control().release_capacity(d.len());
+            body.extend_from_slice(&d);
+        }
+        body_stream.trailers().await.map_err(|e| e.to_string())?;
+        Ok(Got { status, headers, body })
+    };
+    tokio::time::timeout(LIMIT, work).await.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+#[tokio::test]
+async fn the_upstream_gets_an_http1_head_with_host_from_the_authority() {
+    let (up, _proxy, listen) = start(1, |_| (ok("hello"), false)).await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://films.test:8080/a/b?c=d", &[("x-one", "1")], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"hello"[..]));
+    let seen = &up.requests()[0];
+    assert_eq!((seen.method.as_str(), seen.path.as_str(), seen.version), ("GET", "/a/b?c=d", 1));
+    assert_eq!(seen.headers_named("host"), ["films.test:8080"]);
+    assert_eq!(seen.header("x-one"), Some("1"));
+    assert!(seen.header("content-length").is_none() && seen.header("transfer-encoding").is_none());
+    let raw = String::from_utf8_lossy(&up.received()).into_owned();
+    assert!(raw.starts_with("GET /a/b?c=d HTTP/1.1\r\n"), "{raw}");
+    assert!(!raw.contains("\r\n:"), "a pseudo-header went upstream: {raw}");
+    // A `host` that disagrees with `:authority` is refused on both engines.
+    let got = request(&mut h2, "GET", "http://films.test/x", &[("host", "evil.test")], &[]).await.unwrap();
+    assert_eq!(got.status, 400);
+    let got = request(&mut h2, "GET", "http://films.test/y", &[("host", "films.test")], &[]).await.unwrap();
+    assert_eq!(got.status, 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[1].headers_named("host"), ["films.test"]);
+}
+
+#[tokio::test]
+async fn a_declared_length_stays_and_an_unknown_one_goes_chunked() {
+    let (up, _proxy, listen) = start(2, |_| (ok("ok"), false)).await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "POST", "http://a.test/len", &[("content-length", "11")], &[b"hello ", b"world"]).await;
+    assert_eq!(got.unwrap().status, 200);
+    let got = request(&mut h2, "POST", "http://a.test/chunked", &[], &[b"abc", b"", b"defg"]).await;
+    assert_eq!(got.unwrap().status, 200);
+    let seen = up.requests();
+    assert_eq!(seen[0].header("content-length"), Some("11"));
+    assert!(seen[0].header("transfer-encoding").is_none());
+    assert_eq!(seen[0].body, b"hello world");
+    assert_eq!(seen[1].header("transfer-encoding"), Some("chunked"));
+    assert!(seen[1].header("content-length").is_none());
+    assert_eq!(seen[1].body, b"abcdefg");
+}
+
+#[tokio::test]
+async fn data_longer_or_shorter_than_its_length_never_makes_a_whole_upstream_request() {
+    let (up, _proxy, listen) = start(3, |_| (ok("ok"), false)).await;
+    let mut h2 = connect(listen).await;
+    let cases: [(&str, &[&[u8]]); 3] = [("5", &[b"0123456789"]), ("5", &[b"01234", b"56789"]), ("10", &[b"01234"])];
+    for (length, data) in cases {
+        let got = request(&mut h2, "POST", "http://a.test/p", &[("content-length", length)], data).await;
+        assert!(got.is_err() || got.as_ref().is_ok_and(|g| g.status == 400), "{length} {data:?}: {got:?}");
+    }
+    // Nothing complete reached the upstream, and the connection still serves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(up.requests().is_empty(), "{:?}", up.requests());
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "POST", "http://a.test/p", &[("content-length", "3")], &[b"abc"]).await.unwrap();
+    assert_eq!(got.status, 200);
+    assert_eq!(up.requests().len(), 1);
+    assert_eq!(up.requests()[0].body, b"abc");
+}
+
+#[tokio::test]
+async fn a_truncated_or_malformed_upstream_response_resets_the_stream() {
+    let (_up, _proxy, listen) = start(4, |seen| {
+        let answer = match seen.path.as_str() {
+            "/short" => b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            "/badchunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n".to_vec(),
+            "/cutchunk" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".to_vec(),
+            _ => ok("fine"),
+        };
+        (answer, true)
+    })
+    .await;
+    let mut h2 = connect(listen).await;
+    for path in ["/short", "/badchunk", "/cutchunk"] {
+        let got = request(&mut h2, "GET", &format!("http://a.test{path}"), &[], &[]).await;
+        assert!(got.is_err(), "{path} looked complete: {got:?}");
+    }
+    let got = request(&mut h2, "GET", "http://a.test/next", &[], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"fine"[..]));
+}
+
+#[tokio::test]
+async fn chunked_responses_arrive_as_their_content() {
+    let (_up, _proxy, listen) = start(5, |_| {
+        (b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Up: 1\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n".to_vec(), false)
+    })
+    .await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://a.test/c", &[], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (201, &b"hello world"[..]));
+    assert_eq!(got.headers["x-up"], "1");
+    for hop in ["transfer-encoding", "connection", "keep-alive"] {
+        assert!(!got.headers.contains_key(hop), "{hop} reached the h2 client");
+    }
+}
+
+#[tokio::test]
+async fn nothing_of_one_stream_reaches_the_next() {
+    // The first response carries bytes past its length: its connection is not reused.
+    let (up, _proxy, listen) = start(6, |seen| match seen.path.as_str() {
+        "/first" => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nforged"
+                .to_vec(),
+            false,
+        ),
+        _ => (ok("second"), false),
+    })
+    .await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://a.test/first", &[], &[]).await.unwrap();
+    assert_eq!(got.body, b"ok");
+    let got = request(&mut h2, "GET", "http://a.test/second", &[], &[]).await.unwrap();
+    assert_eq!(got.body, b"second");
+    let log = up.log();
+    assert_eq!(log[0].requests.len(), 1, "a connection with stray bytes was reused");
+}
+
+#[tokio::test]
+async fn local_replies_and_retries_on_status_behave_as_on_pingora() {
+    let retries = std::sync::atomic::AtomicUsize::new(0);
+    let (up, _proxy, listen) = start(7, move |seen| match seen.path.as_str() {
+        "/retry" if retries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 => {
+            Answer::send(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy".to_vec())
+        }
+        "/slow" => Answer::hang(),
+        _ => Answer::send(ok("done")),
+    })
+    .await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://a.test/empty", &[], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (503, &b"no healthy upstream"[..]));
+    let started = Instant::now();
+    let got = request(&mut h2, "GET", "http://a.test/slow", &[], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (504, &b"upstream request timeout"[..]));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let got = request(&mut h2, "GET", "http://a.test/retry", &[], &[]).await.unwrap();
+    assert_eq!((got.status, got.body.as_slice()), (200, &b"done"[..]));
+    let retried: Vec<_> = up.requests().into_iter().filter(|s| s.path == "/retry").collect();
+    assert_eq!(retried.len(), 2);
+}
+
+#[tokio::test]
+async fn route_header_rules_apply_both_ways() {
+    let (up, _proxy, listen) = start(8, |_| (ok("e"), false)).await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://a.test/edit", &[("x-secret", "s")], &[]).await.unwrap();
+    assert_eq!(got.headers["x-resp-added"], "yes");
+    let seen = &up.requests()[0];
+    assert_eq!(seen.header("x-added"), Some("HTTP/2"));
+    assert!(seen.header("x-secret").is_none());
+    assert_eq!(seen.headers_named("host"), ["a.test"]);
+}
+
+/// The file's lines once it has `n` of them (the writer flushes every second).
+async fn lines(path: &Path, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() >= n || start.elapsed() > LIMIT {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_access_log_line_is_the_same_on_both_engines() {
+    if pingora_engine() {
+        // This test runs both engines itself.
+        return;
+    }
+    let up = ScriptedBackend::start(ip(55, 9), |seen| match seen.path.as_str() {
+        "/chunked" => {
+            Answer::send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n".to_vec())
+        }
+        _ => Answer::send(ok("hello")),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut per_engine = Vec::new();
+    for engine in ["native", "pingora"] {
+        let log = dir.path().join(format!("{engine}.log"));
+        let listen = free_addr(ip(55, 9));
+        let cfg = config(listen, up.addr, Some(&log));
+        let proxy = ProxyProcess::start_with_args(&cfg, listen, &["--http1-engine", engine]).await;
+        let mut h2 = connect(listen).await;
+        request(&mut h2, "GET", "http://a.test/films", &[], &[]).await.unwrap();
+        request(&mut h2, "POST", "http://a.test/films", &[("content-length", "3")], &[b"abc"]).await.unwrap();
+        request(&mut h2, "GET", "http://a.test/chunked", &[], &[]).await.unwrap();
+        request(&mut h2, "GET", "http://a.test/empty", &[], &[]).await.unwrap();
+        per_engine.push(lines(&log, 4).await);
+        drop(proxy);
+    }
+    assert_eq!(per_engine[0].len(), 4, "{per_engine:?}");
+    assert_eq!(per_engine[0], per_engine[1]);
+}
+
+/// A backend that reads one request head per connection, answers with
+/// `answer` (possibly nothing, or a head and part of a body) and then
+/// stalls; it reports each request's arrival and how long after it the
+/// proxy closed that connection.
+async fn stalling_backend(
+    addr: std::net::IpAddr,
+    answer: &'static [u8],
+) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<(&'static str, Duration)>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((addr, 0)).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let at = Instant::now();
+                let _ = tx.send(("request", Duration::ZERO));
+                let _ = s.write_all(answer).await;
+                // Whatever comes next, the end of the connection is what counts.
+                while let Ok(n) = s.read(&mut chunk).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                let _ = tx.send(("closed", at.elapsed()));
+            });
+        }
+    });
+    (local, rx)
+}
+
+/// A client that resets its stream while the upstream is still working on
+/// it frees the upstream connection at once (as Pingora's path does), not
+/// when the route's timeout (15 s by default) ends: a client resetting
+/// stream after stream must not hold an upstream connection and a
+/// circuit-breaker slot for each.
+#[tokio::test]
+async fn a_reset_stream_releases_its_upstream_at_once() {
+    let answers: [(&[u8], u8); 2] = [
+        // No answer yet: the proxy waits for the response head.
+        (b"", 10),
+        // A head and half the body: the proxy waits for the rest.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello", 11),
+    ];
+    for (answer, host) in answers {
+        let (up, mut events) = stalling_backend(ip(55, host), answer).await;
+        let listen = free_addr(ip(55, host));
+        let _proxy = ProxyProcess::start(&config(listen, up, None), listen).await;
+        let h2 = connect(listen).await;
+        let mut send = h2.ready().await.unwrap();
+        let req = http::Request::builder().method("GET").uri("http://a.test/stall").body(()).unwrap();
+        let (resp, mut stream) = send.send_request(req, true).unwrap();
+        let first = tokio::time::timeout(LIMIT, events.recv()).await.unwrap().unwrap();
+        assert_eq!(first.0, "request");
+        if !answer.is_empty() {
+            // The head reached the client before it gives up.
+            let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+            assert_eq!(resp.status(), 200);
+        }
+        stream.send_reset(h2::Reason::CANCEL);
+        let (what, after) = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("answer {answer:?}: the upstream connection stayed open after the reset"))
+            .unwrap();
+        assert_eq!(what, "closed");
+        assert!(after < Duration::from_secs(5), "answer {answer:?}: closed {after:?} after the request");
+    }
+}
