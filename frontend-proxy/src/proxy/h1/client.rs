@@ -3,12 +3,16 @@
 //! [`ClientStream`] reads and writes HTTP/1 bytes as they are; an HTTP/2
 //! stream served by the engine (`downgrade.rs`) re-frames them.
 
-use super::exchange::write_response_head;
 use super::io::{write_all, ClientStream};
-use super::wire::ResponseHead;
+use super::wire::{self, ResponseHead};
 use super::NativeH1;
 use crate::proxy::context::RequestCtx;
+use crate::proxy::date;
+use crate::proxy::framing::Codings;
+use crate::proxy::response_head::Added;
 use bytes::{Buf, BytesMut};
+use http::header::TRANSFER_ENCODING;
+use pingora_http::ResponseHeader;
 use std::future::Future;
 use tokio::io::AsyncReadExt;
 
@@ -88,6 +92,74 @@ impl<D: ClientStream> Client for D {
             false => write_all(self, &mut { bytes }).await,
         }
     }
+}
+
+/// Writes the response head the client gets: the upstream's fields that
+/// go on, and the proxy's own (the lifecycle's [`Added`] list, which
+/// the Pingora engine applies too).
+fn write_response_head(
+    engine: &NativeH1,
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    head: &ResponseHead,
+    ctx: &RequestCtx,
+    close: bool,
+) -> pingora_error::Result<()> {
+    wire::write_status_line(out, head.status, resp.reason);
+    // A length repeated with the same value goes on once (RFC 9110 §8.6).
+    let mut length_seen = false;
+    let forwarded =
+        resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())).filter(move |h| {
+            !(h.name.eq_ignore_ascii_case("content-length") && std::mem::replace(&mut length_seen, true))
+        });
+    // The codings, spelled one way for the client's parser.
+    let coding = head
+        .recode
+        .then(|| {
+            let te = resp.headers.iter().filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+            Codings::canonical(te.map(|h| h.value))
+        })
+        .flatten();
+    if engine.proxy.edits_response_headers(ctx) {
+        // Configured edits work on a header map, as in the Pingora engine.
+        let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
+        for h in forwarded {
+            map.append_header(h.name.to_string(), h.value)?;
+        }
+        if let Some(coding) = coding {
+            map.append_header(TRANSFER_ENCODING, coding)?;
+        }
+        engine.proxy.downstream_headers(&mut map, ctx)?;
+        for (name, value) in map.headers.iter() {
+            wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+    } else {
+        let edits = engine.proxy.response_edits(ctx);
+        let (mut has_server, mut has_date) = (false, false);
+        for h in forwarded {
+            let name = h.name.as_bytes();
+            if edits.replaces(name) {
+                continue;
+            }
+            has_server |= name.eq_ignore_ascii_case(b"server");
+            has_date |= name.eq_ignore_ascii_case(b"date");
+            wire::put_header(out, name, h.value);
+        }
+        if let Some(coding) = coding {
+            wire::put_header(out, b"transfer-encoding", coding.as_bytes());
+        }
+        edits.additions(has_server, has_date, |name, added| match added {
+            Added::Millis(t) => wire::put_millis_header(out, name.as_str().as_bytes(), t),
+            Added::Value(v) => wire::put_header(out, name.as_str().as_bytes(), v.as_bytes()),
+            Added::Date => wire::put_header(out, name.as_str().as_bytes(), date::now().as_bytes()),
+            Added::Number(n) => wire::put_header(out, name.as_str().as_bytes(), n.to_string().as_bytes()),
+        });
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
 }
 
 /// `work`'s output, or `None` if the client went away first (then `work`
