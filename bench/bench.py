@@ -140,6 +140,42 @@ def insecure_client_context():
     return ctx
 
 
+def h2_idle_request(tls):
+    """The client's preface, an empty SETTINGS frame and one GET / on stream 1
+    (HPACK: :method GET, :path /, :scheme from the static table, :authority
+    a literal), all in one write."""
+    block = b"\x82\x84" + (b"\x87" if tls else b"\x86") + b"\x41\x05bench"
+    headers = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+    return b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00" + headers
+
+
+def h2_read_response(s):
+    """Reads frames until stream 1 ends, acknowledging the server's SETTINGS;
+    the response must be a 200 (HPACK's indexed `:status 200`)."""
+    buf = b""
+    status_ok = None
+    while True:
+        while len(buf) < 9 or len(buf) < 9 + int.from_bytes(buf[:3], "big"):
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("connection closed before its HTTP/2 response")
+            buf += chunk
+        size = int.from_bytes(buf[:3], "big")
+        kind, flags, stream = buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
+        payload, buf = buf[9:9 + size], buf[9 + size:]
+        if kind == 4 and not flags & 1:
+            s.sendall(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+        elif kind in (3, 7):
+            raise RuntimeError(f"HTTP/2 {'RST_STREAM' if kind == 3 else 'GOAWAY'}: {payload.hex()}")
+        elif kind == 1 and stream == 1 and status_ok is None:
+            # Padding or priority would move the block; the proxies send neither.
+            status_ok = payload[:1] == b"\x88"
+            if not status_ok:
+                raise RuntimeError(f"HTTP/2 response not a 200: {payload[:16].hex()}")
+        if kind in (0, 1) and stream == 1 and flags & 1:
+            return
+
+
 def keepalive_requests(port, n, conns=4, path="/"):
     """`n` GETs spread over `conns` keep-alive connections, one at a time; each must be a 200."""
     req = f"GET {path} HTTP/1.1\r\nHost: bench\r\nUser-Agent: bench\r\n\r\n".encode()
@@ -917,20 +953,25 @@ class Bench:
                     self.stop(t.proc)
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
-    def idle_memory(self, names, n, tls=False):
+    def idle_memory(self, names, n, proto="http"):
         """Resident memory each idle keep-alive connection costs a proxy (KiB).
 
         `n` connections each get one response and then stay open; the serving
         process's VmRSS (nginx: its worker) is read before and after, once
-        50 connections have warmed up the allocator and the upstream pool."""
+        50 connections have warmed up the allocator and the upstream pool.
+        `proto`: "http" (scenario a's set-up), "tls" (f), "h2" (HTTP/2 over
+        TLS, i) or "h2c" (j); an HTTP/2 connection has had one stream."""
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = n + 1000
         if soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
         n = min(n, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 1000)
-        req = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
+        h2 = proto in ("h2", "h2c")
+        req = h2_idle_request(proto == "h2") if h2 else b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
-        ctx = insecure_client_context() if tls else None
+        ctx = insecure_client_context() if proto in ("tls", "h2") else None
+        if ctx and h2:
+            ctx.set_alpn_protocols(["h2"])
 
         def open_served(port, count):
             socks = []
@@ -941,6 +982,9 @@ class Bench:
                 s.sendall(req)
                 socks.append(s)
             for s in socks:
+                if h2:
+                    h2_read_response(s)
+                    continue
                 got = b""
                 while not (b"\r\n\r\n" in got and got.endswith(BODY.encode())):
                     chunk = s.recv(4096)
@@ -950,8 +994,9 @@ class Bench:
             return socks
 
         out = {}
+        key = {"http": "a", "tls": "f", "h2": "i", "h2c": "j"}[proto]
+        sc = next(s for s in SCENARIOS if s.key == key)
         for name in [x for x in names if x != "direct"]:
-            sc = next(s for s in SCENARIOS if s.key == "f") if tls else SCENARIOS[0]
             (t,) = self.start_proxies(sc, 1, PROXY_CPU, [name])
             socks = []
             try:
@@ -961,8 +1006,7 @@ class Bench:
                 socks += open_served(t.port, n)
                 time.sleep(0.3)
                 out[name] = (status_kb(pid, "VmRSS") - before) / n
-                log(f"  idle memory{' (TLS)' if tls else ''} {name:<16} {out[name]:6.1f} KiB per connection"
-                    f" ({n} connections)")
+                log(f"  idle memory ({proto}) {name:<16} {out[name]:6.1f} KiB per connection ({n} connections)")
             finally:
                 for s in socks:
                     s.close()
@@ -1296,14 +1340,18 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
                 " (`cargo install oha`, or `bench/run.sh --install-oha`).", ""]
     if idle:
         per, n = idle
-        tls = meta.get("idle_tls") or {}
-        out += [f"## Memory per idle keep-alive connection ({n} connections; TLS: fewer)", "",
+        cols = [(meta.get(f"idle_{p}") or {}, h) for p, h in
+                (("tls", "TLS"), ("h2", "HTTP/2 over TLS"), ("h2c", "h2c"))]
+        out += [f"## Memory per idle keep-alive connection ({n} connections; TLS and HTTP/2: fewer)", "",
                 "Each connection gets one response and stays open; the serving process's resident memory"
                 " (VmRSS; nginx: its worker) before and after, over the number of connections. The kernel's"
                 " socket memory is not in it. TLS: the same over TLS 1.3 (scenario f's set-up), with what"
-                " each proxy keeps per TLS session.", "",
-                "| proxy | KiB per idle connection | KiB per idle TLS connection |", "|---|---:|---:|"]
-        out += [f"| {k} | {v:.1f} | {tls[k]:.1f} |" if k in tls else f"| {k} | {v:.1f} | – |"
+                " each proxy keeps per TLS session; HTTP/2: the connection preface, SETTINGS and one GET"
+                " on stream 1 (scenarios i and j's set-ups), with what each keeps per HTTP/2 connection"
+                " (HPACK tables, stream store, flow-control state).", "",
+                "| proxy | KiB per idle connection |" + "".join(f" {h} |" for _, h in cols),
+                "|---|---:|" + "---:|" * len(cols)]
+        out += [f"| {k} | {v:.1f} |" + "".join(f" {c[k]:.1f} |" if k in c else " – |" for c, _ in cols)
                 for k, v in per.items()]
         out.append("")
     if instr:
@@ -1481,8 +1529,9 @@ def main():
         if not a.variant or a.idle:
             log("memory per idle keep-alive connection")
             idle = b.idle_memory(names, 200 if a.quick else 5000)
-            log("memory per idle keep-alive TLS connection")
-            meta["idle_tls"] = b.idle_memory(names, 100 if a.quick else 2000, tls=True)[0]
+            for proto, label in (("tls", "TLS"), ("h2", "HTTP/2 over TLS"), ("h2c", "h2c")):
+                log(f"memory per idle keep-alive {label} connection")
+                meta[f"idle_{proto}"] = b.idle_memory(names, 100 if a.quick else 2000, proto=proto)[0]
         if a.instructions:
             log("user-space instructions per request (callgrind)")
             instr = b.instructions(names, n=300 if a.quick else 2000)
