@@ -279,7 +279,8 @@ def table(results):
         if not r:
             continue
         share = (r["keepalive"] - base["keepalive"]) if base and key != "plain" else None
-        res = "–" if key == "plain" else (f"{r['resumes_stateless'] * 100:.0f} % / {r['resumes_stateful'] * 100:.0f} %")
+        res = ("–" if key == "plain"
+               else f"{r['resumes_stateless'] * 100:.0f} % / {r['resumes_stateful'] * 100:.0f} %")
         resumed = fmt(r.get("resumed"))
         if r.get("resumed_share") is not None:
             resumed += f" ({r['resumed_share'] * 100:.0f} %)"
