@@ -27,11 +27,10 @@ use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::atomic::AtomicUsize;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::Notify;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Streams the h2 codec refuses (Pingora's checks) before the connection
@@ -57,27 +56,28 @@ struct Connection<A> {
     tls_digest: Option<Arc<SslDigest>>,
     /// Streams being served; the idle timer runs only at zero.
     active: AtomicUsize,
-    idle: Notify,
+    /// When the connection was opened, and when its last stream ended
+    /// (milliseconds after that).
+    opened: Instant,
+    last_end_ms: AtomicU64,
 }
 
 impl<A> Connection<A> {
-    /// Resolves once no stream has been open for `timeout`. One future for
-    /// the connection's life: it wakes only when the count of open streams
-    /// leaves or reaches zero, not for every stream.
+    /// Resolves once no stream has been open for `timeout`. One timer for
+    /// the connection's life, that nothing wakes before it runs out (a
+    /// stream starting or ending only moves its next deadline): the
+    /// connection's task is not polled again for it on every stream.
     async fn idle_for(&self, timeout: Duration) {
+        let mut deadline = Instant::now() + timeout;
         loop {
-            if self.active.load(Acquire) != 0 {
-                self.idle.notified().await;
-                continue;
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(timeout) => {
-                    if self.active.load(Acquire) == 0 {
-                        return;
-                    }
-                }
-                // A stream started (or a stale wake-up): look again.
-                _ = self.idle.notified() => {}
+            tokio::time::sleep_until(deadline.into()).await;
+            let now = Instant::now();
+            deadline = match self.active.load(Acquire) {
+                0 => self.opened + Duration::from_millis(self.last_end_ms.load(Acquire)) + timeout,
+                _ => now + timeout,
+            };
+            if deadline <= now {
+                return;
             }
         }
     }
@@ -88,18 +88,18 @@ struct StreamGuard<A>(Arc<Connection<A>>);
 
 impl<A> StreamGuard<A> {
     fn start(conn: &Arc<Connection<A>>) -> Self {
-        if conn.active.fetch_add(1, AcqRel) == 0 {
-            conn.idle.notify_one();
-        }
+        conn.active.fetch_add(1, AcqRel);
         Self(conn.clone())
     }
 }
 
 impl<A> Drop for StreamGuard<A> {
     fn drop(&mut self) {
-        if self.0.active.fetch_sub(1, AcqRel) == 1 {
-            self.0.idle.notify_one();
-        }
+        // The end before the count: whoever sees no stream open reads the
+        // time the last one ended.
+        let conn = &self.0;
+        conn.last_end_ms.store(conn.opened.elapsed().as_millis() as u64, Release);
+        conn.active.fetch_sub(1, AcqRel);
     }
 }
 
@@ -138,7 +138,8 @@ impl NativeH1 {
             source,
             tls_digest: digest.ssl_digest.clone(),
             active: AtomicUsize::new(0),
-            idle: Notify::new(),
+            opened: Instant::now(),
+            last_end_ms: AtomicU64::new(0),
         });
         let idle_timeout = listener.hcm.idle_timeout;
         let mut drained = pin!(drain.started());
