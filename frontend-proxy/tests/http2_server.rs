@@ -16,11 +16,13 @@ use support::yaml;
 use support::{eventually, free_addr, ip, pingora_engine, stat, ProxyProcess, LIMIT};
 use tokio::net::TcpStream;
 
-/// `/films` goes to `up`; nothing else has a route.
+/// `/films` and `/retry` (with a retry policy) go to `up`; nothing else has a route.
 fn config(listen: SocketAddr, admin: SocketAddr, up: SocketAddr, extra: &str) -> String {
     let routes = r#"            - name: all
               domains: ["*"]
               routes:
+              - match: { prefix: "/retry" }
+                route: { cluster: up, retry_policy: { retry_on: 5xx, num_retries: 1 } }
               - match: { prefix: "/films" }
                 route: { cluster: up }"#;
     yaml::bootstrap_with_admin(
@@ -80,16 +82,18 @@ async fn request(
     tokio::time::timeout(LIMIT, work).await.unwrap_or_else(|_| Err("timed out".into()))
 }
 
-/// A request our downgrade serves, one Pingora's engine serves (gRPC),
-/// and one answered locally (no route).
-async fn three_paths(send: &SendRequest<Bytes>) -> [Result<(u16, Vec<u8>), String>; 3] {
+/// A request our downgrade serves, one Pingora's engine serves as it
+/// arrives (gRPC), one it serves once admitted here (a body under a retry
+/// policy), and one answered locally (no route).
+async fn four_paths(send: &SendRequest<Bytes>) -> [Result<(u16, Vec<u8>), String>; 4] {
     let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
-    let (native, pingora, local) = tokio::join!(
+    let (native, pingora, admitted, local) = tokio::join!(
         request(send, "GET", "http://a.test/films", &[], b""),
         request(send, "POST", "http://a.test/films/grpc", &grpc, b"\0\0\0\0\0"),
+        request(send, "POST", "http://a.test/retry", &[], b"body"),
         request(send, "GET", "http://a.test/nowhere", &[], b""),
     );
-    [native, pingora, local]
+    [native, pingora, admitted, local]
 }
 
 /// The file's lines once it has `n` of them (the writer flushes every second).
@@ -124,23 +128,24 @@ async fn streams_on_every_path_of_one_connection_are_counted_once() {
     );
     let proxy = ProxyProcess::live(&config(listen, admin, up.addr, &access_log), admin).await;
     let (send, _ended) = connect(listen).await;
-    let [native, pingora, local] = three_paths(&send).await;
+    let [native, pingora, admitted, local] = four_paths(&send).await;
     assert_eq!(native, Ok((200, b"hello".to_vec())));
     assert_eq!(pingora.map(|r| r.0), Ok(200));
+    assert_eq!(admitted.map(|r| r.0), Ok(200));
     assert_eq!(local.map(|r| r.0), Ok(404));
-    assert_eq!(up.requests().len(), 2, "the routed streams reached the backend");
+    assert_eq!(up.requests().len(), 3, "the routed streams reached the backend");
     // Pingora's engine counts in `logging`, after the response went out.
-    let counted = eventually(LIMIT, || async { stat(admin, "http.h2s.downstream_rq_total").await >= 3 }).await;
+    let counted = eventually(LIMIT, || async { stat(admin, "http.h2s.downstream_rq_total").await >= 4 }).await;
     assert!(counted, "{}", proxy.log());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(stat(admin, "http.h2s.downstream_rq_total").await, 3);
-    assert_eq!(stat(admin, "http.h2s.downstream_rq_http2_total").await, 3);
-    assert_eq!(stat(admin, "http.h2s.downstream_rq_2xx").await, 2);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_total").await, 4);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_http2_total").await, 4);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_2xx").await, 3);
     assert_eq!(stat(admin, "http.h2s.downstream_rq_4xx").await, 1);
     assert_eq!(stat(admin, "http.h2s.downstream_rq_active").await, 0);
-    let mut got = lines(&log, 3).await;
+    let mut got = lines(&log, 4).await;
     got.sort();
-    assert_eq!(got, ["/films HTTP/2 200", "/films/grpc HTTP/2 200", "/nowhere HTTP/2 404"]);
+    assert_eq!(got, ["/films HTTP/2 200", "/films/grpc HTTP/2 200", "/nowhere HTTP/2 404", "/retry HTTP/2 200"]);
 }
 
 #[tokio::test]

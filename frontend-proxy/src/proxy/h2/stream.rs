@@ -2,14 +2,18 @@
 //! runs on Pingora's engine (admit: limits, normalization, edge headers,
 //! route), then a local reply, the native engine, or Pingora's engine with
 //! the admitted context; stats and the access log once, whichever served it.
+//! A stream the request alone keeps off the native engine (gRPC, CONNECT,
+//! `Expect`) goes to Pingora's engine unadmitted, as it would have before.
 
 use super::{Connection, StreamGuard};
 use crate::proxy::context::Admitted;
+use crate::proxy::grpc::is_grpc;
 use crate::proxy::lifecycle::Completion;
 use crate::proxy::{shorter, stream_left, Downgraded, LocalReply, Proxy, RequestCtx};
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_core::protocols::http::ServerSession;
+use pingora_http::RequestHeader;
 use std::sync::atomic::Ordering::Relaxed;
 use tracing::debug;
 
@@ -25,6 +29,12 @@ struct Ended {
 /// Serves one stream; `guard` keeps the connection busy meanwhile.
 pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: StreamGuard<A>, mut session: HttpSession) {
     let conn: &Connection<A> = &guard.0;
+    if never_downgraded(session.req_header()) {
+        // Admitted by `request_filter`, as on Pingora's engine: no
+        // admission here to hand over.
+        conn.app.process_new_http(ServerSession::new_http2(session), &conn.shutdown).await;
+        return;
+    }
     let proxy = conn.engine.proxy();
     let mut ctx = RequestCtx::new();
     ctx.listener = conn.source.listener;
@@ -70,6 +80,14 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
     // Ends the stream if the response has not (an empty DATA frame); a
     // stream without a response is reset when the session drops.
     let _ = session.finish();
+}
+
+/// Whether the request alone keeps a stream off the native engine,
+/// whatever its route (gRPC, CONNECT, `Expect`: the request's own
+/// conditions in [`Proxy::downgrades`], read before `admit` changes
+/// anything). Such streams go to Pingora's engine as they arrive.
+fn never_downgraded(req: &RequestHeader) -> bool {
+    req.method == http::Method::CONNECT || req.headers.contains_key(http::header::EXPECT) || is_grpc(req)
 }
 
 /// Serves a routed stream with the native engine, answering it locally or
