@@ -17,13 +17,13 @@ use crate::chain_match::Connection;
 use crate::config::model::{Address, Codec};
 use crate::drain::Drain;
 use crate::metrics::ConnManagerStats;
-use crate::proxy::{shorter, tcp, ClientStream, NativeH1, Served};
+use crate::proxy::{shorter, tcp, ClientStream, H2Source, NativeH1, Served};
 use crate::runtime::Chosen;
 use crate::runtime::{listener_index, ListenerRuntime};
 use crate::tls::{missing_client_certificate, RecordHandshake};
 use crate::upstream::ClusterSet;
 use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -140,7 +140,7 @@ fn pingora_stream(tcp: TcpStream) -> Stream {
     Box::new(stream)
 }
 
-impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
     /// Serves a connection our accept loop took on listener `index`.
     /// Not an `async fn`: the future is `serve`'s own, without a layer
     /// that would hold the stream and the address a second time.
@@ -339,29 +339,35 @@ impl<A: ServerApp + Send + Sync + 'static> Downstream<A> {
                 // task, idle ones included.
                 let served = native.serve(stream, peer, index, &self.drain).await;
                 if let Served::HandOff(read, stream) = served {
-                    Box::pin(self.pingora_engine(read, into_pingora(stream), listener, shutdown)).await;
+                    let source = H2Source { listener: index, client_addr: peer };
+                    Box::pin(self.pingora_engine(read, into_pingora(stream), source, shutdown)).await;
                 }
             }
-            _ => Box::pin(self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), listener, shutdown)).await,
+            _ => {
+                let source = H2Source { listener: index, client_addr: peer };
+                Box::pin(self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), source, shutdown)).await
+            }
         }
     }
 
     /// Pingora's engine, with the head deadline it lacks, on `stream` after
-    /// the bytes already `read` from it. A plaintext stream is always a
-    /// [`Replay`]: its peek for the h2c preface does not wait for bytes a
-    /// short request never sends (Pingora peeks again before every request
-    /// of a keep-alive connection). TLS streams are never peeked for it.
-    async fn pingora_engine(
-        &self,
-        read: bytes::Bytes,
-        stream: Stream,
-        listener: &ListenerRuntime,
-        shutdown: &ShutdownWatch,
-    ) {
+    /// the bytes already `read` from it; or, with the native engine, our
+    /// HTTP/2 server if the connection speaks HTTP/2 (`proxy/h2.rs`). A
+    /// plaintext stream is always a [`Replay`]: its peek for the h2c
+    /// preface does not wait for bytes a short request never sends (Pingora
+    /// peeks again before every request of a keep-alive connection). TLS
+    /// streams are never peeked for it.
+    async fn pingora_engine(&self, read: bytes::Bytes, stream: Stream, source: H2Source, shutdown: &ShutdownWatch) {
+        let listener = &self.listeners[source.listener];
         let mut stream: Stream = match read.is_empty() && stream.get_ssl_digest().is_some() {
             true => stream,
             false => Box::new(Replay::new(read, stream)),
         };
+        if let Some(native) = &self.native {
+            if speaks_h2(&mut stream, listener).await {
+                return native.serve_h2_connection(stream, source, &self.inner, &self.drain, shutdown).await;
+            }
+        }
         // Pingora's engine has no timer of its own for a request head that
         // stops arriving: `request_timeout` bounds it too (closing the
         // connection; the native engine answers 408).
@@ -389,7 +395,7 @@ impl Drop for OpenConnection<'_> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
     async fn process_new(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
         // The local address costs a getsockname(2) per connection; only
         // needed to tell listeners apart.
@@ -425,6 +431,16 @@ fn plaintext_record(local: Option<SocketAddr>, serving: usize, index: usize) -> 
         Some(l) => Some(Some(l)),
         None => None,
     }
+}
+
+/// Whether a connection speaks HTTP/2 as Pingora's engine would serve it:
+/// TLS if ALPN chose h2; plaintext if it opens with the h2c preface on a
+/// listener whose codec allows HTTP/2 (Pingora's `h2c` option).
+async fn speaks_h2(stream: &mut Stream, listener: &ListenerRuntime) -> bool {
+    if stream.get_ssl_digest().is_some() {
+        return matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+    }
+    listener.hcm.codec != Codec::Http1 && !is_http1(stream).await
 }
 
 /// HTTP/1 unless ALPN chose h2 or the client opened with the h2c preface.

@@ -34,7 +34,7 @@ use crate::downstream::Downstream;
 use crate::drain::Drain;
 use async_trait::async_trait;
 use futures::FutureExt;
-use pingora_core::apps::ServerApp;
+use pingora_core::apps::{HttpServerApp, ServerApp};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as PingoraListening;
 use pingora_core::services::{Service, ServiceReadyNotifier, ServiceWithDependents};
@@ -314,7 +314,7 @@ struct Listen {
 }
 
 /// The listeners of one group, served by one pool of worker threads.
-pub struct Listening<A: ServerApp + Send + Sync + 'static> {
+pub struct Listening<A: HttpServerApp + Send + Sync + 'static> {
     name: String,
     downstream: Downstream<A>,
     own: Vec<Listener>,
@@ -329,7 +329,7 @@ pub struct Listening<A: ServerApp + Send + Sync + 'static> {
     drain: Arc<Drain>,
 }
 
-impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> Listening<A> {
     pub fn new(
         name: String,
         downstream: Downstream<A>,
@@ -349,7 +349,7 @@ impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
 /// Everything here follows the drain, not the `ShutdownWatch` Pingora hands
 /// the service: Pingora's watch only turns once the drain is over.
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServiceWithDependents for Listening<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> ServiceWithDependents for Listening<A> {
     async fn start_service(
         &mut self,
         fds: Option<ListenFds>,
@@ -367,7 +367,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceWithDependents for Listening<A
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> Listening<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> Listening<A> {
     /// Opens the group's listeners and serves them until the drain starts.
     async fn serve(
         &mut self,
@@ -528,7 +528,7 @@ impl Accepting {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> AcceptLoop<A> {
+impl<A: HttpServerApp + Send + Sync + 'static> AcceptLoop<A> {
     /// Accepts connections on this worker until the drain starts, then
     /// closes its socket (new connections are refused while the open ones
     /// finish) and, on a pipe, lets go of its socket file. Each connection

@@ -12,6 +12,7 @@ mod framing;
 mod grpc;
 // `pub(crate)`: the fuzzing facade (`crate::fuzzing`) reaches the wire code.
 pub(crate) mod h1;
+mod h2;
 mod header_map;
 mod hop_by_hop;
 pub(crate) mod lifecycle;
@@ -24,11 +25,12 @@ mod target;
 pub mod tcp;
 
 pub use context::RequestCtx;
-use context::{DowngradedStream, StreamTimeout};
+use context::{Admitted, StreamTimeout};
 
 use lifecycle::{AttemptFailure, Completion, Refused};
 
 pub use h1::{ClientStream, Downgraded, NativeH1, Served};
+pub use h2::H2Source;
 pub use local_reply::LocalReply;
 
 use crate::address::{Address, Pipe, PipeConnector};
@@ -63,9 +65,6 @@ pub struct Proxy {
     /// Each listener's `server_name` as a header value, built once: inserting
     /// the `&str` would copy it into a new value on every response.
     server_values: Vec<Option<HeaderValue>>,
-    /// The native engine, for HTTP/2 streams whose cluster speaks HTTP/1.1
-    /// (`None`: Pingora's engine serves them), and the server's drain.
-    h2_native: Option<(Arc<NativeH1>, Arc<crate::drain::Drain>)>,
 }
 
 impl Proxy {
@@ -73,79 +72,26 @@ impl Proxy {
         let hostname =
             std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
         let server_values = listeners.iter().map(|l| HeaderValue::from_str(&l.hcm.server_name).ok()).collect();
-        Self { listeners, clusters, hostname, server_values, h2_native: None }
+        Self { listeners, clusters, hostname, server_values }
     }
 
-    /// Serves HTTP/2 streams whose cluster speaks HTTP/1.1 with `engine`
-    /// (see [`Self::downgrades`]).
-    pub fn serve_h2_with(&mut self, engine: NativeH1, drain: Arc<crate::drain::Drain>) {
-        self.h2_native = Some((Arc::new(engine), drain));
-    }
-
-    /// Whether an admitted, routed HTTP/2 stream goes to the native engine:
-    /// its cluster speaks HTTP/1.1 (not h2, not ALPN), it is not gRPC, not
-    /// CONNECT or an upgrade, no `Expect`, its authority has no userinfo, and it has no
-    /// body or no retry policy (Pingora buffers a body to replay it).
-    fn downgrades(&self, session: &mut Session, ctx: &RequestCtx) -> bool {
-        let req = session.req_header();
+    /// Whether an admitted, routed HTTP/2 stream goes to the native engine
+    /// (`h2.rs`): its cluster speaks HTTP/1.1 (not h2, not ALPN), it is not
+    /// gRPC, not CONNECT, no `Expect`, its authority has no userinfo, and
+    /// it has no body or no retry policy (Pingora buffers a body to replay
+    /// it). HTTP/2 has no upgrades (Pingora's session never reports one).
+    fn downgrades(&self, req: &RequestHeader, body_empty: bool, ctx: &RequestCtx) -> bool {
         let (Some(forward), Some(cluster)) = (self.forward(ctx), self.cluster(ctx)) else {
             return false;
         };
-        matches!(*session.downstream_session, pingora_core::protocols::http::ServerSession::H2(_))
-            && cluster.spec.http.codec == UpstreamCodec::Http1
+        cluster.spec.http.codec == UpstreamCodec::Http1
             && !ctx.grpc
-            && !session.is_upgrade_req()
             && req.method != http::Method::CONNECT
             // Interim responses are dropped on both paths: a client waiting
             // for `100 Continue` stays with Pingora's, as HTTP/1 ones do.
             && !req.headers.contains_key(http::header::EXPECT)
             && req.uri.authority().is_some_and(|a| !a.as_str().contains('@'))
-            && (forward.retry_policy.is_none() || session.is_body_empty())
-    }
-
-    /// Serves an HTTP/2 stream with the native engine, answering it
-    /// locally or resetting it as Pingora's engine would.
-    async fn serve_downgraded(
-        &self,
-        engine: &NativeH1,
-        drain: &crate::drain::Drain,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) {
-        let pingora_core::protocols::http::ServerSession::H2(h2) = &mut *session.downstream_session else {
-            return;
-        };
-        let outcome = engine.serve_h2(h2, ctx, drain).await;
-        let reply = match outcome {
-            Downgraded::Done { upstream_body } => {
-                ctx.downgraded = Some(DowngradedStream { upstream_body, error: None });
-                return;
-            }
-            Downgraded::Broken { upstream_body, error } => {
-                // Never ended as if the response were whole.
-                h2.shutdown();
-                ctx.downgraded = Some(DowngradedStream { upstream_body, error: Some(error.as_str()) });
-                return;
-            }
-            Downgraded::MaxDuration if h2.response_written().is_some() => {
-                h2.shutdown();
-                ctx.downgraded = Some(DowngradedStream { upstream_body: 0, error: Some("ReadTimedout") });
-                return;
-            }
-            Downgraded::MaxDuration => LocalReply::MaxStreamDuration,
-            Downgraded::Refused => {
-                self.listener(ctx)
-                    .stats
-                    .downstream_cx_protocol_error
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                LocalReply::BadRequest
-            }
-            Downgraded::Failed => self.final_failure(ctx, None),
-        };
-        ctx.downgraded = Some(DowngradedStream { upstream_body: 0, error: None });
-        if let Err(e) = self.reply(session, ctx, reply).await {
-            debug!(error = %e, "failed to send local reply");
-        }
+            && (forward.retry_policy.is_none() || body_empty)
     }
 
     /// The listener a connection arrived on, by its local address.
@@ -245,6 +191,17 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// An admitted request Pingora's engine takes upstream: a body under a
+    /// retry policy is kept to replay, and the downstream timers are set.
+    fn towards_upstream(&self, session: &mut Session, ctx: &RequestCtx) {
+        if self.forward(ctx).is_some_and(|f| f.retry_policy.is_some()) {
+            session.enable_retry_buffering();
+        }
+        self.downstream_timeouts(session, ctx);
+    }
+}
+
 /// What is left of `max_stream_duration`, as a timeout for the next read
 /// or write (`None`: no limit). Pingora has no timer for a whole stream:
 /// each read and write is bounded by what was left when it was set, and
@@ -332,6 +289,17 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Interim responses are dropped, as Envoy does and the native
+        // engine does (a 100 the client asked for with `Expect` excepted);
+        // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
+        session.as_mut().set_ignore_info_resp(true);
+        if let Some(admitted) = Admitted::take(session.req_header_mut()) {
+            // An HTTP/2 stream our own server (`h2.rs`) admitted and routed
+            // here: what is left is the upstream side.
+            *ctx = *admitted;
+            self.towards_upstream(session, ctx);
+            return Ok(false);
+        }
         ctx.listener = self.listener_index(session);
         if let Some(max) = self.listener(ctx).hcm.max_requests_per_connection {
             // Pingora carries the count to the connection's next request
@@ -341,10 +309,6 @@ impl ProxyHttp for Proxy {
                 session.set_keepalive_reuses_remaining(Some(max - 1));
             }
         }
-        // Interim responses are dropped, as Envoy does and the native
-        // engine does (a 100 the client asked for with `Expect` excepted);
-        // an HTTP/1.0 client must never get one (RFC 9110 §15.2).
-        session.as_mut().set_ignore_info_resp(true);
         ctx.client_addr = session.client_addr().and_then(|a| a.as_inet()).copied();
         ctx.tls_digest = session.digest().and_then(|d| d.ssl_digest.clone());
         let (http2, upgrade) = (session.is_http2(), session.is_upgrade_req());
@@ -355,16 +319,7 @@ impl ProxyHttp for Proxy {
                 Ok(true)
             }
             None => {
-                let native = self.h2_native.as_ref().filter(|_| http2);
-                if let Some((engine, drain)) = native.filter(|_| self.downgrades(session, ctx)) {
-                    self.downstream_timeouts(session, ctx);
-                    self.serve_downgraded(engine, drain, session, ctx).await;
-                    return Ok(true);
-                }
-                if self.forward(ctx).is_some_and(|f| f.retry_policy.is_some()) {
-                    session.enable_retry_buffering();
-                }
-                self.downstream_timeouts(session, ctx);
+                self.towards_upstream(session, ctx);
                 Ok(false)
             }
         }
@@ -668,17 +623,18 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let (upstream_body_bytes, error) = match ctx.downgraded.take() {
-            Some(d) => (d.upstream_body, d.error),
-            None => (session.upstream_body_bytes_received() as u64, e.map(|e| e.etype().as_str())),
-        };
+        if let Some(admitted) = Admitted::take(session.req_header_mut()) {
+            // A stream our HTTP/2 server admitted that ended before
+            // `request_filter`: it is counted under its own context.
+            *ctx = *admitted;
+        }
         let done = Completion {
             request: Some(session.req_header()),
             status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
             http2: session.is_http2(),
-            upstream_body_bytes,
+            upstream_body_bytes: session.upstream_body_bytes_received() as u64,
             request_body_bytes: session.body_bytes_read() as u64,
-            error,
+            error: e.map(|e| e.etype().as_str()),
         };
         self.complete(&done, ctx);
     }

@@ -459,11 +459,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
                 AcceptedBy::Pingora(l, socket) => pingora_listeners.push((l, socket)),
             }
         }
-        let mut proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
-        if engine == Http1Engine::Native {
-            // HTTP/2 streams to HTTP/1.1 clusters: the native engine's upstream side.
-            proxy.serve_h2_with(NativeH1::new(Proxy::new(runtimes.clone(), prepared.clusters.clone())), drain.clone());
-        }
+        let proxy = Proxy::new(runtimes.clone(), prepared.clusters.clone());
         let name = if h2c { "proxy" } else { "proxy (HTTP/1 only)" };
         let mut app = pingora_proxy::HttpProxy::new(proxy, conf.clone());
         app.handle_init_modules();

@@ -5,8 +5,9 @@ use crate::address::Address;
 use crate::upstream::{ActiveRequest, Host, Permit};
 use http::header::HeaderValue;
 use pingora_core::protocols::tls::SslDigest;
+use pingora_http::RequestHeader;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Per-request state.
@@ -74,18 +75,27 @@ pub struct RequestCtx {
     /// The HTTP/1 request target had a `#fragment`, which Pingora's parse
     /// strips from the header `admit` sees: `admit` refuses it.
     pub(super) target_fragment: bool,
-    /// An HTTP/2 stream the native engine served (`request_filter`): what
-    /// Pingora's session does not know for the access log.
-    pub(super) downgraded: Option<DowngradedStream>,
 }
 
-/// What the native engine tells `logging` of an HTTP/2 stream it served.
-#[derive(Debug, Clone, Copy)]
-pub struct DowngradedStream {
-    /// Response body bytes (content) received from the upstream.
-    pub upstream_body: u64,
-    /// The error kind that ended the stream, if one did.
-    pub error: Option<&'static str>,
+/// The context of an HTTP/2 stream our server (`h2.rs`) admitted and
+/// routed, handed to Pingora's engine with the request (its extensions are
+/// the one way in: they must be `Clone`, hence the shared slot).
+/// `request_filter`, or `logging` if the stream ends before it, takes it
+/// back, so the stream is admitted and counted once.
+#[derive(Clone)]
+pub(super) struct Admitted(Arc<Mutex<Option<Box<RequestCtx>>>>);
+
+impl Admitted {
+    pub(super) fn new(ctx: RequestCtx) -> Self {
+        Self(Arc::new(Mutex::new(Some(Box::new(ctx)))))
+    }
+
+    /// The context `req` carries, if it carries one (taken once).
+    pub(super) fn take(req: &mut RequestHeader) -> Option<Box<RequestCtx>> {
+        let slot = req.extensions_mut().remove::<Admitted>()?;
+        let ctx = slot.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        ctx
+    }
 }
 
 /// A downstream-side timer that ended a request.
@@ -158,7 +168,6 @@ impl RequestCtx {
             count_codec: false,
             underscores_dropped: 0,
             target_fragment: false,
-            downgraded: None,
         }
     }
 

@@ -9,7 +9,7 @@
 //! framing they arrived with, checked on the way.
 //!
 //! It also serves HTTP/2 streams whose cluster speaks HTTP/1.1 upstream,
-//! for Pingora's HTTP/2 server ([`downgrade`]): the exchange works on a
+//! for our HTTP/2 server (`proxy/h2.rs`, [`downgrade`]): the exchange works on a
 //! [`client::Client`], an HTTP/1 stream or an HTTP/2 one.
 //!
 //! Anything else — HTTP/1.0, upgrades and WebSockets, `Expect`, h2c,
@@ -63,5 +63,11 @@ pub struct NativeH1 {
 impl NativeH1 {
     pub fn new(proxy: Proxy) -> Self {
         Self { proxy, connector: TransportConnector::new(None) }
+    }
+
+    /// The lifecycle the engine runs its requests through (our HTTP/2
+    /// server, `proxy/h2.rs`, runs its streams' through it too).
+    pub(super) fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 }

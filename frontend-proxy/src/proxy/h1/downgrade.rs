@@ -1,7 +1,7 @@
 //! HTTP/2 streams whose cluster speaks HTTP/1.1 upstream, served by the
 //! native engine's upstream side instead of Pingora's `HttpProxy` (called
-//! from `ProxyHttp::request_filter` once the request is admitted and
-//! routed; `proxy.rs` decides which streams qualify).
+//! by our HTTP/2 server, `proxy/h2/stream.rs`, once the request is
+//! admitted and routed; `Proxy::downgrades` decides which streams qualify).
 //!
 //! Turning HTTP/2 into HTTP/1 is where request smuggling lives, so the
 //! request is held to HTTP/1's rules here, whatever the h2 codec checked:

@@ -1,0 +1,196 @@
+//! Our HTTP/2 server: the accept loop of an h2 connection (h2c, or TLS
+//! with ALPN h2) when the native engine is on. Each stream is admitted and
+//! routed here ([`stream`]); a stream to an HTTP/1.1 cluster is served by
+//! the native engine (`h1/downgrade.rs`) and a local reply is written on
+//! the stream, neither entering Pingora's `HttpProxy`, whose per-stream
+//! machinery (a ~10 KiB `process_new_http` future boxed and copied for
+//! every stream, its session, its phases) cost more than the proxying
+//! (bench/RESULTS.md). What needs Pingora's engine (gRPC, h2 and ALPN
+//! clusters, CONNECT, `Expect`, bodies under a retry policy) goes to its
+//! `process_new_http` with the context already built.
+//!
+//! The loop keeps what Pingora's own (`accept_downstream_sessions`, not
+//! public) does: its codec and per-stream checks (`HttpSession::from_h2_conn`:
+//! forbidden bytes in `:path`, `content-length`, authority), a budget of
+//! malformed streams per connection, GOAWAY on the drain while streams
+//! already open finish, and an idle timeout once no stream is open (the
+//! connection manager's `idle_timeout`, as Envoy applies it to HTTP/2).
+
+mod stream;
+
+use super::h1::NativeH1;
+use crate::drain::Drain;
+use pingora_core::apps::HttpServerApp;
+use pingora_core::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::{Digest, Stream};
+use pingora_core::server::ShutdownWatch;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, warn};
+
+/// Streams the h2 codec refuses (Pingora's checks) before the connection
+/// is closed: Pingora's own budget, which a client cannot reset by
+/// interleaving valid streams.
+pub const MAX_MALFORMED_STREAMS: usize = 32;
+
+/// Where an HTTP/2 connection came from.
+#[derive(Debug, Clone, Copy)]
+pub struct H2Source {
+    /// The listener (or chosen filter chain) serving it.
+    pub listener: usize,
+    pub client_addr: Option<SocketAddr>,
+}
+
+/// What every stream of a connection shares: one `Arc` per stream.
+struct Connection<A> {
+    engine: Arc<NativeH1>,
+    app: Arc<A>,
+    drain: Arc<Drain>,
+    shutdown: ShutdownWatch,
+    source: H2Source,
+    tls_digest: Option<Arc<SslDigest>>,
+    /// Streams being served; the idle timer runs only at zero.
+    active: AtomicUsize,
+    /// When the connection was opened, and when its last stream ended
+    /// (milliseconds after that).
+    opened: Instant,
+    last_end_ms: AtomicU64,
+}
+
+impl<A> Connection<A> {
+    /// Resolves once no stream has been open for `timeout`. One timer for
+    /// the connection's life, that nothing wakes before it runs out (a
+    /// stream starting or ending only moves its next deadline): the
+    /// connection's task is not polled again for it on every stream.
+    async fn idle_for(&self, timeout: Duration) {
+        let mut deadline = Instant::now() + timeout;
+        loop {
+            tokio::time::sleep_until(deadline.into()).await;
+            let now = Instant::now();
+            deadline = match self.active.load(Acquire) {
+                0 => self.opened + Duration::from_millis(self.last_end_ms.load(Acquire)) + timeout,
+                _ => now + timeout,
+            };
+            if deadline <= now {
+                return;
+            }
+        }
+    }
+}
+
+/// One stream being served: the connection is busy while it lives.
+struct StreamGuard<A>(Arc<Connection<A>>);
+
+impl<A> StreamGuard<A> {
+    fn start(conn: &Arc<Connection<A>>) -> Self {
+        conn.active.fetch_add(1, AcqRel);
+        Self(conn.clone())
+    }
+}
+
+impl<A> Drop for StreamGuard<A> {
+    fn drop(&mut self) {
+        // The end before the count: whoever sees no stream open reads the
+        // time the last one ended.
+        let conn = &self.0;
+        conn.last_end_ms.store(conn.opened.elapsed().as_millis() as u64, Release);
+        conn.active.fetch_sub(1, AcqRel);
+    }
+}
+
+impl NativeH1 {
+    /// Serves an HTTP/2 connection until it closes: the handshake with
+    /// `app`'s h2 settings (`http2_protocol_options`), then every stream,
+    /// each on a task of its own on this worker.
+    pub async fn serve_h2_connection<A: HttpServerApp + Send + Sync + 'static>(
+        self: &Arc<Self>,
+        stream: Stream,
+        source: H2Source,
+        app: &Arc<A>,
+        drain: &Arc<Drain>,
+        shutdown: &ShutdownWatch,
+    ) {
+        let listener = &self.proxy().listeners[source.listener];
+        let digest = Arc::new(Digest {
+            ssl_digest: stream.get_ssl_digest(),
+            timing_digest: stream.get_timing_digest(),
+            proxy_digest: stream.get_proxy_digest(),
+            socket_digest: stream.get_socket_digest(),
+        });
+        let mut h2 = match handshake(stream, app.h2_options()).await {
+            Ok(h2) => h2,
+            Err(e) => {
+                // A client that hangs up or speaks something else: ordinary.
+                debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+        };
+        let conn = Arc::new(Connection {
+            engine: self.clone(),
+            app: app.clone(),
+            drain: drain.clone(),
+            shutdown: shutdown.clone(),
+            source,
+            tls_digest: digest.ssl_digest.clone(),
+            active: AtomicUsize::new(0),
+            opened: Instant::now(),
+            last_end_ms: AtomicU64::new(0),
+        });
+        let idle_timeout = listener.hcm.idle_timeout;
+        let mut drained = pin!(drain.started());
+        // Pinned once, as the drain's wait: fresh ones per stream would
+        // register anew each time.
+        let mut idle = pin!(conn.idle_for(idle_timeout.unwrap_or_default()));
+        let mut draining = false;
+        let mut malformed = 0usize;
+        loop {
+            let accepted = if draining {
+                // GOAWAY is out: streams the client opened before it saw
+                // it are still served, until the codec ends.
+                HttpSession::from_h2_conn(&mut h2, digest.clone()).await
+            } else {
+                tokio::select! {
+                    biased;
+                    _ = &mut drained => {
+                        h2.graceful_shutdown();
+                        draining = true;
+                        continue;
+                    }
+                    accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => accepted,
+                    _ = &mut idle, if idle_timeout.is_some() => {
+                        // Nothing in flight: dropping the codec closes the
+                        // socket now (a GOAWAY exchange could hang on a dead peer).
+                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                        debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
+                        return;
+                    }
+                }
+            };
+            match accepted {
+                Ok(Some(H2Accept::Session(session))) => {
+                    tokio::spawn(stream::serve(StreamGuard::start(&conn), session));
+                }
+                // Already answered (400) or reset by the codec's checks.
+                Ok(Some(H2Accept::Rejected)) => {
+                    malformed += 1;
+                    if malformed >= MAX_MALFORMED_STREAMS {
+                        // Once per torn-down connection: flood-safe.
+                        warn!(listener = %listener.name, malformed, "closing HTTP/2 connection after malformed requests");
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // Clients often close TCP without closing HTTP/2 first.
+                    debug!(listener = %listener.name, error = %e, "HTTP/2 connection ended");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The HTTP/2 server's connection behaviour, on every path a stream can
+//! take (the native engine's downgrade, Pingora's engine, a local reply):
+//! each stream counted once, GOAWAY on the drain with in-flight streams
+//! finishing, the malformed-stream budget, the idle timeout.
+//! Addresses: 127.0.65.x.
+
+mod support;
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use support::raw::{ok, Answer, ScriptedBackend, Step};
+use support::yaml;
+use support::{eventually, free_addr, ip, pingora_engine, stat, ProxyProcess, LIMIT};
+use tokio::net::TcpStream;
+
+/// `/films` and `/retry` (with a retry policy) go to `up`; nothing else has a route.
+fn config(listen: SocketAddr, admin: SocketAddr, up: SocketAddr, extra: &str) -> String {
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/retry" }
+                route: { cluster: up, retry_policy: { retry_on: 5xx, num_retries: 1 } }
+              - match: { prefix: "/films" }
+                route: { cluster: up }"#;
+    yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener("main", listen, &yaml::hcm("h2s", &format!("          codec_type: AUTO\n{extra}"), routes))],
+        &[yaml::cluster("up", "STATIC", &[(up.ip().to_string(), up.port())], "")],
+    )
+}
+
+/// A backend that answers every request with 200 `hello` after `delay`.
+async fn backend(host: u8, delay: Duration) -> ScriptedBackend {
+    ScriptedBackend::start(ip(65, host), move |_| Answer(vec![Step::Sleep(delay), Step::Send(ok("hello"))])).await
+}
+
+/// An h2c connection with prior knowledge, and a flag that turns true
+/// once the connection has ended.
+async fn connect(addr: SocketAddr) -> (SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.unwrap();
+    let ended = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    (send, ended)
+}
+
+/// Sends a request (`body`: one DATA frame) and reads the whole response:
+/// its status and body, or why the stream failed.
+async fn request(
+    send: &SendRequest<Bytes>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<(u16, Vec<u8>), String> {
+    let mut req = http::Request::builder().method(method).uri(uri);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
+    let req = req.body(()).unwrap();
+    let work = async {
+        let mut send = send.clone().ready().await.map_err(|e| e.to_string())?;
+        let (resp, mut stream) = send.send_request(req, body.is_empty()).map_err(|e| e.to_string())?;
+        if !body.is_empty() {
+            stream.send_data(Bytes::copy_from_slice(body), true).map_err(|e| e.to_string())?;
+        }
+        let resp = resp.await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let mut body_stream = resp.into_body();
+        let mut got = Vec::new();
+        while let Some(d) = body_stream.data().await {
+            let d = d.map_err(|e| e.to_string())?;
+            let _ = body_stream.flow_control().release_capacity(d.len());
+            got.extend_from_slice(&d);
+        }
+        Ok((status, got))
+    };
+    tokio::time::timeout(LIMIT, work).await.unwrap_or_else(|_| Err("timed out".into()))
+}
+
+/// A request our downgrade serves, one Pingora's engine serves as it
+/// arrives (gRPC), one it serves once admitted here (a body under a retry
+/// policy), and one answered locally (no route).
+async fn four_paths(send: &SendRequest<Bytes>) -> [Result<(u16, Vec<u8>), String>; 4] {
+    let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
+    let (native, pingora, admitted, local) = tokio::join!(
+        request(send, "GET", "http://a.test/films", &[], b""),
+        request(send, "POST", "http://a.test/films/grpc", &grpc, b"\0\0\0\0\0"),
+        request(send, "POST", "http://a.test/retry", &[], b"body"),
+        request(send, "GET", "http://a.test/nowhere", &[], b""),
+    );
+    [native, pingora, admitted, local]
+}
+
+/// The file's lines once it has `n` of them (the writer flushes every second).
+async fn lines(path: &Path, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() >= n || start.elapsed() > LIMIT {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn streams_on_every_path_of_one_connection_are_counted_once() {
+    let up = backend(1, Duration::from_millis(200)).await;
+    let (listen, admin) = (free_addr(ip(65, 1)), free_addr(ip(65, 1)));
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let access_log = format!(
+        r#"          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format:
+                text_format_source:
+                  inline_string: "%REQ(:PATH)% %PROTOCOL% %RESPONSE_CODE%\n""#,
+        log.display()
+    );
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, &access_log), admin).await;
+    let (send, _ended) = connect(listen).await;
+    let [native, pingora, admitted, local] = four_paths(&send).await;
+    assert_eq!(native, Ok((200, b"hello".to_vec())));
+    assert_eq!(pingora.map(|r| r.0), Ok(200));
+    assert_eq!(admitted.map(|r| r.0), Ok(200));
+    assert_eq!(local.map(|r| r.0), Ok(404));
+    assert_eq!(up.requests().len(), 3, "the routed streams reached the backend");
+    // Pingora's engine counts in `logging`, after the response went out.
+    let counted = eventually(LIMIT, || async { stat(admin, "http.h2s.downstream_rq_total").await >= 4 }).await;
+    assert!(counted, "{}", proxy.log());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_total").await, 4);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_http2_total").await, 4);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_2xx").await, 3);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_4xx").await, 1);
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_active").await, 0);
+    let mut got = lines(&log, 4).await;
+    got.sort();
+    assert_eq!(got, ["/films HTTP/2 200", "/films/grpc HTTP/2 200", "/nowhere HTTP/2 404", "/retry HTTP/2 200"]);
+}
+
+#[tokio::test]
+async fn a_drain_sends_goaway_and_streams_in_flight_complete() {
+    let up = backend(2, Duration::from_millis(1500)).await;
+    let (listen, admin) = (free_addr(ip(65, 2)), free_addr(ip(65, 2)));
+    let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, ""), admin).await;
+    let (send, ended) = connect(listen).await;
+    let in_flight = tokio::spawn({
+        let send = send.clone();
+        async move {
+            let grpc = [("content-type", "application/grpc")];
+            let (native, pingora) = tokio::join!(
+                request(&send, "GET", "http://a.test/films", &[], b""),
+                request(&send, "POST", "http://a.test/films/grpc", &grpc, b"\0\0\0\0\0"),
+            );
+            (native, pingora)
+        }
+    });
+    assert!(eventually(LIMIT, || async { up.requests().len() == 2 }).await, "both streams reached the backend");
+    proxy.signal("TERM");
+    // The GOAWAY (and the final one, after its PING) arrive long before
+    // the backend answers: a stream opened now is refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let late = request(&send, "GET", "http://a.test/films", &[], b"").await;
+    assert!(late.is_err(), "a stream opened after the drain's GOAWAY was served: {late:?}");
+    let (native, pingora) = in_flight.await.unwrap();
+    assert_eq!(native, Ok((200, b"hello".to_vec())), "{}", proxy.log());
+    assert_eq!(pingora.map(|r| r.0), Ok(200));
+    tokio::time::timeout(LIMIT, ended).await.expect("the connection closes once its streams are done").unwrap();
+    let exit = proxy.wait_exit(LIMIT).expect("the proxy exits once drained");
+    assert!(exit.success(), "{}", proxy.log());
+    assert_eq!(up.requests().len(), 2, "the refused stream never went upstream");
+}
+
+#[tokio::test]
+async fn a_connection_is_closed_after_its_budget_of_malformed_streams() {
+    let up = backend(3, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 3)), free_addr(ip(65, 3)));
+    let _proxy = ProxyProcess::live(&config(listen, admin, up.addr, ""), admin).await;
+    let (send, ended) = connect(listen).await;
+    // Userinfo in `:authority`: the h2 codec's check answers 400 itself.
+    let malformed = || request(&send, "GET", "http://user@a.test/films", &[], b"");
+    for i in 0..31 {
+        assert_eq!(malformed().await.map(|r| r.0), Ok(400), "malformed stream {i}");
+        if i == 15 {
+            // Valid streams between them do not reset the budget.
+            assert_eq!(request(&send, "GET", "http://a.test/films", &[], b"").await.map(|r| r.0), Ok(200));
+        }
+    }
+    assert_eq!(request(&send, "GET", "http://a.test/films", &[], b"").await.map(|r| r.0), Ok(200));
+    // The 32nd: the connection ends.
+    let _ = malformed().await;
+    tokio::time::timeout(LIMIT, ended).await.expect("the connection closed after 32 malformed streams").unwrap();
+    assert!(request(&send, "GET", "http://a.test/films", &[], b"").await.is_err());
+    assert_eq!(up.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_connection_closes_after_the_idle_timeout() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server is run without an idle timeout.
+        return;
+    }
+    let up = backend(4, Duration::from_millis(1200)).await;
+    let (listen, admin) = (free_addr(ip(65, 4)), free_addr(ip(65, 4)));
+    let idle = "          common_http_protocol_options: { idle_timeout: 0.5s }";
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
+    let (send, ended) = connect(listen).await;
+    // A stream in flight keeps the connection, however long it takes.
+    assert_eq!(request(&send, "GET", "http://a.test/films", &[], b"").await.map(|r| r.0), Ok(200));
+    let idle_since = Instant::now();
+    tokio::time::timeout(LIMIT, ended).await.expect("the idle connection closes").unwrap();
+    let after = idle_since.elapsed();
+    assert!(after >= Duration::from_millis(400), "closed {after:?} after its last stream");
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+}
