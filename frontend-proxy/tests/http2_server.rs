@@ -223,3 +223,89 @@ async fn an_idle_connection_closes_after_the_idle_timeout() {
     assert!(after >= Duration::from_millis(400), "closed {after:?} after its last stream");
     assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
 }
+
+#[tokio::test]
+async fn a_connect_stream_is_answered_and_leaves_no_active_request() {
+    // Pingora's engine answers CONNECT (405) before its filters run: a
+    // stream admitted first would stay in `downstream_rq_active` for good.
+    let up = backend(5, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 5)), free_addr(ip(65, 5)));
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: up }"#;
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener("main", listen, &yaml::hcm("h2s", "          codec_type: AUTO\n", routes))],
+        &[yaml::cluster("up", "STATIC", &[(up.addr.ip().to_string(), up.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let (send, _ended) = connect(listen).await;
+    for _ in 0..3 {
+        assert_eq!(request(&send, "CONNECT", "a.test:443", &[], b"").await.map(|r| r.0), Ok(405));
+    }
+    assert_eq!(request(&send, "GET", "http://a.test/films", &[], b"").await.map(|r| r.0), Ok(200));
+    eventually(LIMIT, || async { stat(admin, "http.h2s.downstream_rq_active").await == 0 }).await;
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_active").await, 0, "{}", proxy.log());
+    assert!(up.requests().iter().all(|r| r.method != "CONNECT"), "no CONNECT went upstream");
+}
+
+#[tokio::test]
+async fn a_local_reply_to_a_client_without_window_ends_at_the_stream_idle_timeout() {
+    if pingora_engine() {
+        // Pingora's engine has no write timeout on a local reply.
+        return;
+    }
+    let up = backend(6, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 6)), free_addr(ip(65, 6)));
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/direct" }
+                direct_response: { status: 200, body: { inline_string: "hello from a direct response" } }"#;
+    let extra = "          codec_type: AUTO\n          stream_idle_timeout: 1s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let cfg = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener("main", listen, &yaml::hcm("h2s", extra, routes))],
+        &[yaml::cluster("up", "STATIC", &[(up.addr.ip().to_string(), up.addr.port())], "")],
+    );
+    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let tcp = TcpStream::connect(listen).await.unwrap();
+    // A window of 0: the reply's body can never be sent.
+    let (send, conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tcp).await.unwrap();
+    let ended = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut send = send.ready().await.unwrap();
+    let req = http::Request::builder().method("GET").uri("http://a.test/direct").body(()).unwrap();
+    let (resp, _stream) = send.send_request(req, true).unwrap();
+    let started = Instant::now();
+    let _ = tokio::time::timeout(LIMIT, resp).await.expect("the head arrives");
+    // The stream ends at the stream idle timeout, then the idle connection at its own.
+    tokio::time::timeout(LIMIT, ended).await.expect("the connection closes").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(900), "ended after {:?}", started.elapsed());
+    assert_eq!(stat(admin, "http.h2s.downstream_rq_active").await, 0, "{}", proxy.log());
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn a_client_stalled_inside_its_preface_is_closed_at_the_idle_timeout() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server is run without an idle timeout.
+        return;
+    }
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = backend(7, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 7)), free_addr(ip(65, 7)));
+    let idle = "          common_http_protocol_options: { idle_timeout: 0.5s }";
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
+    let mut tcp = TcpStream::connect(listen).await.unwrap();
+    // All of the preface but its last two bytes.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, tcp.read_to_end(&mut rest)).await.expect("the connection closes");
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed after {:?}", started.elapsed());
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+}

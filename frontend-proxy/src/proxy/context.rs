@@ -90,6 +90,11 @@ impl Admitted {
         Self(Arc::new(Mutex::new(Some(Box::new(ctx)))))
     }
 
+    /// The context, if neither `request_filter` nor `logging` took it.
+    pub(super) fn left(&self) -> Option<Box<RequestCtx>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
     /// The context `req` carries, if it carries one (taken once).
     pub(super) fn take(req: &mut RequestHeader) -> Option<Box<RequestCtx>> {
         let slot = req.extensions_mut().remove::<Admitted>()?;

@@ -122,11 +122,25 @@ impl NativeH1 {
             proxy_digest: stream.get_proxy_digest(),
             socket_digest: stream.get_socket_digest(),
         });
-        let mut h2 = match handshake(stream, app.h2_options()).await {
-            Ok(h2) => h2,
-            Err(e) => {
+        // The connection manager's idle timeout runs from the connection's
+        // start, as Envoy's does: a client that stalls inside its preface
+        // or SETTINGS does not hold the connection for longer.
+        let idle_timeout = listener.hcm.idle_timeout;
+        let handshake = handshake(stream, app.h2_options());
+        let shaken = match idle_timeout {
+            Some(limit) => tokio::time::timeout(limit, handshake).await,
+            None => Ok(handshake.await),
+        };
+        let mut h2 = match shaken {
+            Ok(Ok(h2)) => h2,
+            Ok(Err(e)) => {
                 // A client that hangs up or speaks something else: ordinary.
                 debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
+                return;
+            }
+            Err(_) => {
+                listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                debug!(listener = %listener.name, "HTTP/2 handshake idle timeout");
                 return;
             }
         };
@@ -141,7 +155,6 @@ impl NativeH1 {
             opened: Instant::now(),
             last_end_ms: AtomicU64::new(0),
         });
-        let idle_timeout = listener.hcm.idle_timeout;
         let mut drained = pin!(drain.started());
         // Pinned once, as the drain's wait: fresh ones per stream would
         // register anew each time.

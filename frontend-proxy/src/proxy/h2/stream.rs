@@ -63,8 +63,23 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
         None => {
             // Pingora's engine takes it from `request_filter` on, with this
             // context, and counts it in `logging`.
-            session.req_header_mut().extensions_mut().insert(Admitted::new(ctx));
+            let admitted = Admitted::new(ctx);
+            session.req_header_mut().extensions_mut().insert(admitted.clone());
             conn.app.process_new_http(ServerSession::new_http2(session), &conn.shutdown).await;
+            if let Some(mut ctx) = admitted.left() {
+                // Pingora's engine ended the stream before either hook
+                // (it answers some requests itself): still counted once,
+                // or `downstream_rq_active` would never come down.
+                let done = Completion {
+                    request: None,
+                    status: 0,
+                    http2: true,
+                    upstream_body_bytes: 0,
+                    request_body_bytes: 0,
+                    error: Some("EndedBeforeFilters"),
+                };
+                proxy.complete(&done, &mut ctx);
+            }
             return;
         }
     };
@@ -118,6 +133,12 @@ async fn downgrade<A>(conn: &Connection<A>, proxy: &Proxy, session: &mut HttpSes
 /// Writes a local reply on the stream, rendered as on every other path
 /// (`local_reply_config` included).
 async fn send_reply(proxy: &Proxy, session: &mut HttpSession, ctx: &mut RequestCtx, reply: LocalReply) {
+    // A client that grants no flow-control window must not hold the
+    // stream (and with it the connection) forever: the stream idle
+    // timeout bounds the reply's writes, as it does the downgrade's
+    // (`admit` may answer before it chose the route's).
+    let idle = ctx.stream_idle.or(proxy.listener(ctx).hcm.stream_idle_timeout);
+    session.set_write_timeout(shorter(idle, stream_left(ctx)));
     let parts = proxy.local_reply_parts(ctx, &reply, Some(session.req_header()), true);
     ctx.reply = Some(reply);
     let sent = match parts {
