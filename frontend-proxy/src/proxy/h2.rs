@@ -186,7 +186,11 @@ impl NativeH1 {
             };
             match accepted {
                 Ok(Some(H2Accept::Session(session))) => {
-                    tokio::spawn(stream::serve(StreamGuard::start(&conn), session));
+                    // Boxed before it is spawned: tokio moves a task's
+                    // future into its cell and writes its stage over it
+                    // when it ends, a copy of the whole (KiBs: the session
+                    // and the context) each time, unless it is a pointer.
+                    tokio::spawn(Box::pin(stream::serve(StreamGuard::start(&conn), session)));
                 }
                 // Already answered (400) or reset by the codec's checks.
                 Ok(Some(H2Accept::Rejected)) => {
