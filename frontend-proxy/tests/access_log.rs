@@ -68,21 +68,6 @@ async fn start(host: u8, logs: &Path) -> (Backend, ProxyProcess, String) {
     (films, proxy, format!("http://{listen}"))
 }
 
-/// The file's lines once it has `n` of them (the writer flushes every second).
-async fn lines(path: &Path, n: usize) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(String::from).collect();
-        if lines.len() >= n {
-            assert!(text.ends_with('\n'), "{text:?}");
-            return lines;
-        }
-        assert!(start.elapsed() < LIMIT, "{} has {} of {n} lines:\n{text}", path.display(), lines.len());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn file_loggers_write_envoys_default_format_and_json() {
     let logs = tempfile::tempdir().unwrap();
@@ -97,7 +82,7 @@ async fn file_loggers_write_envoys_default_format_and_json() {
     // order they were sent. Put them in the order of the requests.
     let order = ["/films/1 ", "/nothing ", "/empty "];
     let position = |line: &str| order.iter().position(|p| line.contains(p));
-    let mut text = lines(&logs.path().join("access.log"), 3).await;
+    let mut text = support::log_lines(&logs.path().join("access.log"), 3).await;
     text.sort_by_key(|l| position(l));
     assert_eq!(text.len(), 3, "{text:#?}\n{}", proxy.log());
     let films_addr = films.addr.to_string();
@@ -127,7 +112,7 @@ async fn file_loggers_write_envoys_default_format_and_json() {
     assert!(text[2][27..].starts_with("\"GET /empty HTTP/1.1\" 503 UH 0 19 "), "{}", text[2]);
     assert!(text[2].ends_with("\"-\""), "{}", text[2]);
 
-    let json = lines(&logs.path().join("access.json"), 3).await;
+    let json = support::log_lines(&logs.path().join("access.json"), 3).await;
     let mut json: Vec<serde_json::Value> = json.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
     json.sort_by_key(|j| position(&format!("{} ", j["line"].as_str().unwrap_or_default())));
     assert_eq!(json[0]["code"], 200);
@@ -375,7 +360,7 @@ async fn sigusr1_reopens_the_files_after_a_rotation() {
     let path = logs.path().join("access.log");
     let get = |p: &str| client().get(format!("{url}{p}")).send();
     assert_eq!(get("/before").await.unwrap().status(), 404);
-    lines(&path, 1).await;
+    support::log_lines(&path, 1).await;
     // What logrotate does: move the file away, then signal.
     let rotated = logs.path().join("access.log.1");
     std::fs::rename(&path, &rotated).unwrap();
@@ -386,14 +371,14 @@ async fn sigusr1_reopens_the_files_after_a_rotation() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(get("/after").await.unwrap().status(), 404);
-    let new = lines(&path, 1).await;
+    let new = support::log_lines(&path, 1).await;
     assert_eq!(new.len(), 1, "{new:?}");
     assert!(new[0].contains("\"GET /after HTTP/1.1\" 404 NR "), "{new:?}");
     let old = std::fs::read_to_string(&rotated).unwrap();
     assert_eq!(old.lines().count(), 1, "{old}");
     assert!(old.contains("\"GET /before HTTP/1.1\" 404 NR "), "{old}");
     // The JSON logger was reopened too, in place: it holds both lines.
-    assert_eq!(lines(&logs.path().join("access.json"), 2).await.len(), 2);
+    assert_eq!(support::log_lines(&logs.path().join("access.json"), 2).await.len(), 2);
     let mut proxy = proxy;
     assert!(proxy.is_running(), "SIGUSR1 must not end the proxy:\n{}", proxy.log());
 }

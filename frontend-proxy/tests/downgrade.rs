@@ -285,19 +285,6 @@ async fn route_header_rules_apply_both_ways() {
     assert_eq!(seen.headers_named("host"), ["a.test"]);
 }
 
-/// The file's lines once it has `n` of them (the writer flushes every second).
-async fn lines(path: &Path, n: usize) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(String::from).collect();
-        if lines.len() >= n || start.elapsed() > LIMIT {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn the_access_log_line_is_the_same_on_both_engines() {
     if pingora_engine() {
@@ -323,7 +310,7 @@ async fn the_access_log_line_is_the_same_on_both_engines() {
         request(&mut h2, "POST", "http://a.test/films", &[("content-length", "3")], &[b"abc"]).await.unwrap();
         request(&mut h2, "GET", "http://a.test/chunked", &[], &[]).await.unwrap();
         request(&mut h2, "GET", "http://a.test/empty", &[], &[]).await.unwrap();
-        per_engine.push(lines(&log, 4).await);
+        per_engine.push(support::log_lines(&log, 4).await);
         drop(proxy);
     }
     assert_eq!(per_engine[0].len(), 4, "{per_engine:?}");

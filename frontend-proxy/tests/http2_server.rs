@@ -9,7 +9,6 @@ mod support;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use support::raw::{ok, Answer, ScriptedBackend, Step};
 use support::yaml;
@@ -96,19 +95,6 @@ async fn four_paths(send: &SendRequest<Bytes>) -> [Result<(u16, Vec<u8>), String
     [native, pingora, admitted, local]
 }
 
-/// The file's lines once it has `n` of them (the writer flushes every second).
-async fn lines(path: &Path, n: usize) -> Vec<String> {
-    let start = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(String::from).collect();
-        if lines.len() >= n || start.elapsed() > LIMIT {
-            return lines;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test]
 async fn streams_on_every_path_of_one_connection_are_counted_once() {
     let up = backend(1, Duration::from_millis(200)).await;
@@ -143,7 +129,7 @@ async fn streams_on_every_path_of_one_connection_are_counted_once() {
     assert_eq!(stat(admin, "http.h2s.downstream_rq_2xx").await, 3);
     assert_eq!(stat(admin, "http.h2s.downstream_rq_4xx").await, 1);
     assert_eq!(stat(admin, "http.h2s.downstream_rq_active").await, 0);
-    let mut got = lines(&log, 4).await;
+    let mut got = support::log_lines(&log, 4).await;
     got.sort();
     assert_eq!(got, ["/films HTTP/2 200", "/films/grpc HTTP/2 200", "/nowhere HTTP/2 404", "/retry HTTP/2 200"]);
 }

@@ -60,6 +60,23 @@ pub fn pingora_engine() -> bool {
     std::env::var("FRONTEND_PROXY_HTTP1_ENGINE").is_ok_and(|e| e == "pingora")
 }
 
+/// An access log file's lines once it has `n` of them (its writer flushes
+/// every second); fails the test if they do not come within [`LIMIT`], or
+/// if the last line is cut short.
+pub async fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(String::from).collect();
+        if lines.len() >= n {
+            assert!(text.ends_with('\n'), "{text:?}");
+            return lines;
+        }
+        assert!(start.elapsed() < LIMIT, "{} has {} of {n} lines:\n{text}", path.display(), lines.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `limit` passes.
 pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
 where
