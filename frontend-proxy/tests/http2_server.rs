@@ -17,16 +17,19 @@ use tokio::net::TcpStream;
 
 /// `/films` and `/retry` (with a retry policy) go to `up`; nothing else has a route.
 fn config(listen: SocketAddr, admin: SocketAddr, up: SocketAddr, extra: &str) -> String {
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/retry" }
+    let routes = r#"              - match: { prefix: "/retry" }
                 route: { cluster: up, retry_policy: { retry_on: 5xx, num_retries: 1 } }
               - match: { prefix: "/films" }
                 route: { cluster: up }"#;
+    config_with_routes(listen, admin, up, extra, routes)
+}
+
+/// One virtual host for every domain with `routes`, cluster `up`, codec AUTO and `extra` HCM fields.
+fn config_with_routes(listen: SocketAddr, admin: SocketAddr, up: SocketAddr, extra: &str, routes: &str) -> String {
+    let vhost = format!("            - name: all\n              domains: [\"*\"]\n              routes:\n{routes}");
     yaml::bootstrap_with_admin(
         admin,
-        &[yaml::listener("main", listen, &yaml::hcm("h2s", &format!("          codec_type: AUTO\n{extra}"), routes))],
+        &[yaml::listener("main", listen, &yaml::hcm("h2s", &format!("          codec_type: AUTO\n{extra}"), &vhost))],
         &[yaml::cluster("up", "STATIC", &[(up.ip().to_string(), up.port())], "")],
     )
 }
@@ -216,17 +219,9 @@ async fn a_connect_stream_is_answered_and_leaves_no_active_request() {
     // stream admitted first would stay in `downstream_rq_active` for good.
     let up = backend(5, Duration::ZERO).await;
     let (listen, admin) = (free_addr(ip(65, 5)), free_addr(ip(65, 5)));
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
+    let routes = r#"              - match: { prefix: "/" }
                 route: { cluster: up }"#;
-    let cfg = yaml::bootstrap_with_admin(
-        admin,
-        &[yaml::listener("main", listen, &yaml::hcm("h2s", "          codec_type: AUTO\n", routes))],
-        &[yaml::cluster("up", "STATIC", &[(up.addr.ip().to_string(), up.addr.port())], "")],
-    );
-    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let proxy = ProxyProcess::live(&config_with_routes(listen, admin, up.addr, "", routes), admin).await;
     let (send, _ended) = connect(listen).await;
     for _ in 0..3 {
         assert_eq!(request(&send, "CONNECT", "a.test:443", &[], b"").await.map(|r| r.0), Ok(405));
@@ -245,18 +240,10 @@ async fn a_local_reply_to_a_client_without_window_ends_at_the_stream_idle_timeou
     }
     let up = backend(6, Duration::ZERO).await;
     let (listen, admin) = (free_addr(ip(65, 6)), free_addr(ip(65, 6)));
-    let routes = r#"            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/direct" }
+    let routes = r#"              - match: { prefix: "/direct" }
                 direct_response: { status: 200, body: { inline_string: "hello from a direct response" } }"#;
-    let extra = "          codec_type: AUTO\n          stream_idle_timeout: 1s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
-    let cfg = yaml::bootstrap_with_admin(
-        admin,
-        &[yaml::listener("main", listen, &yaml::hcm("h2s", extra, routes))],
-        &[yaml::cluster("up", "STATIC", &[(up.addr.ip().to_string(), up.addr.port())], "")],
-    );
-    let proxy = ProxyProcess::live(&cfg, admin).await;
+    let extra = "          stream_idle_timeout: 1s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let proxy = ProxyProcess::live(&config_with_routes(listen, admin, up.addr, extra, routes), admin).await;
     let tcp = TcpStream::connect(listen).await.unwrap();
     // A window of 0: the reply's body can never be sent.
     let (send, conn) = h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tcp).await.unwrap();
