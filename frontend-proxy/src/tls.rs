@@ -9,13 +9,14 @@ use pingora_core::listeners::ALPN;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, ClientHelloResponse, SniError, SslAcceptor, SslAlert, SslContextBuilder, SslMethod,
-    SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, SelectCertError, SslAcceptor, SslContextBuilder, SslMethod, SslOptions, SslRef,
+    SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
+mod credential;
 mod crl;
 mod handshake;
 mod name;
@@ -282,14 +283,15 @@ pub struct SessionResumption {
     pub tickets: bool,
     /// The server's session cache: `disable_stateful_session_resumption` turns it off.
     pub cache: bool,
-    /// The key that seals and opens tickets (`session_ticket_keys.keys[0]`);
-    /// `None`: a random key per listener, made at start.
-    pub ticket_key: Option<SecretSource>,
+    /// `session_ticket_keys.keys`: the first seals tickets, every one opens
+    /// them. Empty: BoringSSL's own random key per listener (rotated every
+    /// two days, the previous one still opening tickets).
+    pub ticket_keys: Vec<SecretSource>,
 }
 
 impl Default for SessionResumption {
     fn default() -> Self {
-        SessionResumption { timeout_secs: None, tickets: true, cache: true, ticket_key: None }
+        SessionResumption { timeout_secs: None, tickets: true, cache: true, ticket_keys: Vec::new() }
     }
 }
 
@@ -311,7 +313,7 @@ impl std::fmt::Debug for SecretSource {
 }
 
 /// The length of an Envoy session ticket key: a 16-byte name, a 32-byte
-/// HMAC secret and a 32-byte AES key, the layout OpenSSL's ticket keys have too.
+/// HMAC secret and a 32-byte AES-256 key (`tls/session.rs` uses them).
 pub const TICKET_KEY_LEN: usize = 80;
 
 /// Envoy's `TlsParameters.TlsProtocol` (`TLS_AUTO` is the absence of one).
@@ -360,20 +362,21 @@ impl TlsVersion {
 pub struct TlsParams {
     pub min_version: Option<TlsVersion>,
     pub max_version: Option<TlsVersion>,
-    /// OpenSSL cipher list (TLS 1.0–1.2 only, as in Envoy).
+    /// BoringSSL cipher list (TLS 1.0–1.2 only, as in Envoy).
     pub cipher_list: Option<String>,
-    /// OpenSSL groups list (`ecdh_curves`).
+    /// BoringSSL curves list (`ecdh_curves`).
     pub groups: Option<String>,
 }
 
-/// Whether OpenSSL knows this one cipher (for TLS 1.0–1.2).
+/// Whether BoringSSL knows this cipher, or equal-preference group of
+/// ciphers (`[A|B]`), for TLS 1.0–1.2: every name must be one it has.
 pub fn known_cipher(name: &str) -> bool {
-    SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_cipher_list(name).is_ok())
+    SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_strict_cipher_list(name).is_ok())
 }
 
-/// Whether OpenSSL knows this one ECDH group.
+/// Whether BoringSSL knows this one ECDH curve (group).
 pub fn known_group(name: &str) -> bool {
-    SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_groups_list(name).is_ok())
+    !name.contains(':') && SslContextBuilder::new(SslMethod::tls()).is_ok_and(|mut b| b.set_curves_list(name).is_ok())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -403,11 +406,13 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// A certificate chain and its key, read and checked.
+/// A certificate chain and its key, read and checked, and the two as one
+/// credential (served where a chain has several certificates).
 struct LoadedCertificate {
     leaf: X509,
     intermediates: Vec<X509>,
     key: PKey<Private>,
+    credential: credential::Credential,
 }
 
 fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, TlsError> {
@@ -425,12 +430,15 @@ fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, Tls
     if !matches {
         return Err(TlsError::Mismatch(format!("{cert_origin} and {key_origin}")));
     }
-    Ok(LoadedCertificate { leaf, intermediates: chain.collect(), key })
+    let intermediates: Vec<X509> = chain.collect();
+    let credential = credential::Credential::new(&leaf, &intermediates, &key)
+        .map_err(|e| TlsError::Certificate { origin: cert_origin, message: e.to_string() })?;
+    Ok(LoadedCertificate { leaf, intermediates, key, credential })
 }
 
 /// Reads every certificate of a listener. As Envoy, at most one per key
-/// type: OpenSSL keeps one certificate per type, so a second would
-/// silently replace the first.
+/// type: of two that the client would both accept, the second would never
+/// be served.
 fn load_certificates(sources: &[CertificateSource]) -> Result<Vec<LoadedCertificate>, TlsError> {
     let certs = sources.iter().map(load_certificate).collect::<Result<Vec<_>, _>>()?;
     one_per_key_type(certs.iter())?;
@@ -451,25 +459,21 @@ fn one_per_key_type<'a>(certs: impl Iterator<Item = &'a LoadedCertificate>) -> R
     Ok(())
 }
 
-/// Installs `certs` on one connection, each with its own intermediates
-/// (a context has one list of extra chain certificates for all of them).
+/// Offers `certs` on one connection, each a credential with its own
+/// intermediates: BoringSSL serves the first the client accepts.
 fn use_certificates<'a>(
     ssl: &mut SslRef,
     certs: impl Iterator<Item = &'a LoadedCertificate>,
 ) -> Result<(), ErrorStack> {
     for c in certs {
-        ssl.set_certificate(&c.leaf)?;
-        ssl.set_private_key(&c.key)?;
-        for i in &c.intermediates {
-            ssl.add_chain_cert(i.clone())?;
-        }
+        c.credential.add_to(ssl)?;
     }
     Ok(())
 }
 
 /// A filter chain's certificates as the handshake finds them: those read
 /// once, at start, and those of SDS files, as each is when a client connects.
-/// Several (of different key types) are all installed: OpenSSL serves the
+/// Several (of different key types) are all offered: BoringSSL serves the
 /// one the client's signature algorithms allow.
 struct ChainCertificates {
     fixed: Vec<LoadedCertificate>,
@@ -525,7 +529,7 @@ pub fn downstream_acceptor(
     // `crl`'s lists and those bundled in `trusted_ca`, as Envoy checks.
     let client_crl = tls.client.as_ref().and_then(|c| RevocationLists::with_bundled(c.crl.clone(), bundled));
     let context = {
-        let mut digest = openssl::sha::Sha256::new();
+        let mut digest = boring::sha::Sha256::new();
         for c in &certificates.fixed {
             digest.update(&c.leaf.to_der().map_err(|e| TlsError::Setup(e.to_string()))?);
         }
@@ -559,38 +563,32 @@ pub fn downstream_acceptor(
     } else {
         Some(certificates)
     };
-    if let Some(ca) = live_ca.clone() {
-        // Before the session lookup (the servername callback is after it).
-        // The context then covers the file's current CAs too.
-        builder.set_client_hello_callback(move |ssl, _| {
-            let mut id = openssl::sha::Sha256::new();
-            id.update(&context);
-            id.update(&ca.load().id);
-            session::set_session_id_context(ssl, &id.finish())?;
-            Ok(ClientHelloResponse::SUCCESS)
-        });
-    }
     if per_connection.is_some() || live_ca.is_some() {
-        // The chain's certificates are installed per connection once the
-        // ClientHello is read (the servername callback runs whether or not
-        // the client sent SNI), before OpenSSL picks the certificate by
-        // signature algorithm. Material from SDS files is read here, as it
-        // is at that moment: a rotation needs no new context, so the
-        // session cache and ticket keys stay.
-        builder.set_servername_callback(move |ssl, alert| {
+        // Once the ClientHello is read, before the session lookup and the
+        // choice of certificate: the chain's certificates are offered per
+        // connection, and material from SDS files is read here, as it is
+        // at that moment: a rotation needs no new context, so the session
+        // cache and ticket keys stay. The session id context then covers
+        // the file's current client CAs too.
+        builder.set_select_certificate_callback(move |mut hello| {
+            let ssl = hello.ssl_mut();
             let installed = match &per_connection {
                 Some(certs) => certs.install(ssl),
                 // `only`: the context has the one certificate.
                 None => Ok(()),
             };
             let trusted = match &live_ca {
-                Some(ca) => rotation::verify_store(ca).and_then(|store| ssl.set_verify_cert_store(store)),
+                Some(ca) => {
+                    let mut id = boring::sha::Sha256::new();
+                    id.update(&context);
+                    id.update(&ca.load().id);
+                    session::set_session_id_context(ssl, &id.finish())
+                        .and_then(|()| rotation::verify_store(ca))
+                        .and_then(|store| ssl.set_verify_cert_store(store))
+                }
                 None => Ok(()),
             };
-            installed.and(trusted).map_err(|_| {
-                *alert = SslAlert::INTERNAL_ERROR;
-                SniError::ALERT_FATAL
-            })
+            installed.and(trusted).map_err(|_| SelectCertError::ERROR)
         });
     }
     if let Some(client) = &tls.client {
@@ -639,10 +637,10 @@ pub fn downstream_acceptor(
         builder.set_max_proto_version(Some(v.ssl())).map_err(|e| TlsError::Setup(e.to_string()))?;
     }
     if let Some(list) = &params.cipher_list {
-        builder.set_cipher_list(list).map_err(|e| TlsError::Setup(format!("cipher_suites: {e}")))?;
+        builder.set_strict_cipher_list(list).map_err(|e| TlsError::Setup(format!("cipher_suites: {e}")))?;
     }
     if let Some(list) = &params.groups {
-        builder.set_groups_list(list).map_err(|e| TlsError::Setup(format!("ecdh_curves: {e}")))?;
+        builder.set_curves_list(list).map_err(|e| TlsError::Setup(format!("ecdh_curves: {e}")))?;
     }
     resumption(&mut builder, &tls.sessions)?;
 
@@ -712,16 +710,20 @@ fn resumption(builder: &mut SslContextBuilder, s: &SessionResumption) -> Result<
     if let Some(secs) = s.timeout_secs {
         session::set_timeout(builder, secs);
     }
-    if let Some(source) = &s.ticket_key {
+    let mut keys = Vec::with_capacity(s.ticket_keys.len());
+    for source in &s.ticket_keys {
         let (key, origin) = match source {
             SecretSource::File(p) => std::fs::read(p)
                 .map(|b| (b, p.display().to_string()))
                 .map_err(|e| TlsError::Read { path: p.display().to_string(), source: e })?,
             SecretSource::Inline(b) => (b.clone(), "inline".to_string()),
         };
-        let key: &[u8; TICKET_KEY_LEN] =
+        let key: [u8; TICKET_KEY_LEN] =
             key.as_slice().try_into().map_err(|_| TlsError::TicketKey { origin, len: key.len() })?;
-        session::set_ticket_key(builder, key).map_err(|e| TlsError::Setup(format!("session_ticket_keys: {e}")))?;
+        keys.push(key);
+    }
+    if !keys.is_empty() {
+        session::set_ticket_keys(builder, &keys);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@
 #[allow(unused_imports)]
 mod support;
 
-use openssl::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
+use boring::ssl::{SslAcceptor, SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
@@ -153,7 +153,7 @@ fn talk_blocking(addr: SocketAddr, c: Client) -> Result<Seen, String> {
 }
 
 /// What the handshake chose, and the answer to `GET /`.
-fn finish<S: Read + Write>(tls: &mut openssl::ssl::SslStream<S>, c: Client) -> Result<Seen, String> {
+fn finish<S: Read + Write>(tls: &mut boring::ssl::SslStream<S>, c: Client) -> Result<Seen, String> {
     let mut seen = Seen::default();
     let ssl = tls.ssl();
     let cert = ssl.peer_certificate().ok_or("no certificate")?;

@@ -12,9 +12,9 @@
 #[allow(unused_imports)]
 mod support;
 
-use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use openssl::x509::X509;
+use boring::pkey::PKey;
+use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use boring::x509::X509;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use support::proxy::ProxyProcess;
@@ -354,7 +354,7 @@ async fn x_forwarded_client_cert_follows_forward_client_cert_details() {
     assert_eq!(seen(sanitize_set, false).await, None, "forwarded from a client without a certificate");
 
     let client_der = X509::from_pem(client.cert.as_bytes()).unwrap().to_der().unwrap();
-    let hash: String = openssl::sha::sha256(&client_der).iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = boring::sha::sha256(&client_der).iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(
         seen(sanitize_set, true).await,
         Some(format!("By=spiffe://test/proxy;Hash={hash};URI=spiffe://test/client"))

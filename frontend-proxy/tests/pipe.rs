@@ -494,15 +494,15 @@ fn an_abstract_pipe_endpoint_takes_http1_only() {
 /// connection): answers every request `200 tls-piped`; records the SNI
 /// each handshake named.
 fn tls_pipe_server(path: &Path, cert_pem: &str, key_pem: &str) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
-    use openssl::ssl::{SslAcceptor, SslMethod};
+    use boring::ssl::{SslAcceptor, SslMethod};
     use std::io::{Read, Write};
     let names = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut builder = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
-    builder.set_certificate(&openssl::x509::X509::from_pem(cert_pem.as_bytes()).unwrap()).unwrap();
-    builder.set_private_key(&openssl::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).unwrap()).unwrap();
+    builder.set_certificate(&boring::x509::X509::from_pem(cert_pem.as_bytes()).unwrap()).unwrap();
+    builder.set_private_key(&boring::pkey::PKey::private_key_from_pem(key_pem.as_bytes()).unwrap()).unwrap();
     let seen = names.clone();
     builder.set_servername_callback(move |ssl, _| {
-        seen.lock().unwrap().push(ssl.servername(openssl::ssl::NameType::HOST_NAME).unwrap_or("").to_string());
+        seen.lock().unwrap().push(ssl.servername(boring::ssl::NameType::HOST_NAME).unwrap_or("").to_string());
         Ok(())
     });
     let acceptor = std::sync::Arc::new(builder.build());

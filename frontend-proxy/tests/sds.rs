@@ -13,9 +13,9 @@
 #[allow(unused_imports)]
 mod support;
 
-use openssl::pkey::PKey;
-use openssl::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
-use openssl::x509::X509;
+use boring::pkey::PKey;
+use boring::ssl::{SslConnector, SslMethod, SslStream, SslVerifyMode};
+use boring::x509::X509;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -8,9 +8,9 @@
 #[allow(unused_imports)]
 mod support;
 
-use openssl::pkey::{Id, PKey};
-use openssl::rsa::Rsa;
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use boring::pkey::{Id, PKey};
+use boring::rsa::Rsa;
+use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::Path;

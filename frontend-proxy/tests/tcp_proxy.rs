@@ -7,7 +7,7 @@
 
 mod support;
 
-use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use boring::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use support::prometheus::Exposition;

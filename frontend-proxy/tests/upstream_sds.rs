@@ -5,8 +5,8 @@
 //! TLS behaviours Envoy has by default: renegotiation refused, an
 //! intermediate CA trusted on its own (partial chains).
 //!
-//! The upstreams are OpenSSL servers in this process that ask for a client
-//! certificate, accept any, and answer each request with the DNS name of
+//! The upstreams are BoringSSL servers in this process (or `openssl
+//! s_server`, to renegotiate) that ask for a client certificate, accept any, and answer each request with the DNS name of
 //! the certificate they were shown, on a connection they then close (so
 //! every request is a new upstream connection). Certificates are made by
 //! rcgen; the proxy is the real binary. Addresses: 127.0.48.x.
@@ -14,10 +14,9 @@
 #[allow(unused_imports)]
 mod support;
 
-use foreign_types_shared::ForeignTypeRef;
-use openssl::pkey::PKey;
-use openssl::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode, SslVersion};
-use openssl::x509::X509;
+use boring::pkey::PKey;
+use boring::ssl::{SslAcceptor, SslConnector, SslMethod, SslVerifyMode};
+use boring::x509::X509;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -120,55 +119,36 @@ fn validation_secret(name: &str, ca: &Path, crl: Option<&Path>) -> String {
     )
 }
 
-/// How a test upstream behaves.
-#[derive(Clone, Copy, Default)]
-struct Behaviour {
-    /// TLS 1.2 at most, and a renegotiation asked for once the request is
-    /// read; its outcome is reported on the upstream's channel.
-    renegotiate: bool,
-}
-
 /// What became of a renegotiation an upstream asked for.
 #[derive(Debug, PartialEq)]
 enum Renegotiation {
     /// The proxy refused it (a `no_renegotiation` alert).
     Refused,
-    /// It went through, or the proxy did not answer it.
-    NotRefused(String),
+    /// The proxy answered it with a ClientHello: it went through.
+    Renegotiated,
+    /// Anything else (what the server printed).
+    Other(String),
 }
 
 /// A TLS upstream serving `pair`; see the module comment.
-fn upstream(addr: SocketAddr, pair: &Pair, behaviour: Behaviour) -> (SocketAddr, mpsc::Receiver<Renegotiation>) {
+fn upstream(addr: SocketAddr, pair: &Pair) -> SocketAddr {
     let listener = TcpListener::bind(addr).unwrap();
     let addr = listener.local_addr().unwrap();
     let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
     b.set_certificate(&X509::from_pem(pair.cert.as_bytes()).unwrap()).unwrap();
     b.set_private_key(&PKey::private_key_from_pem(pair.key.as_bytes()).unwrap()).unwrap();
     b.set_verify_callback(SslVerifyMode::PEER, |_, _| true);
-    // A client renegotiating offers its session, which a server asking for
-    // certificates only takes with a context set.
-    b.set_session_id_context(b"upstream").unwrap();
-    if behaviour.renegotiate {
-        b.set_max_proto_version(Some(SslVersion::TLS1_2)).unwrap();
-    }
     let acceptor = std::sync::Arc::new(b.build());
-    let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for tcp in listener.incoming().flatten() {
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            std::thread::spawn(move || serve(&acceptor, tcp, behaviour, &tx));
+            let acceptor = acceptor.clone();
+            std::thread::spawn(move || serve(&acceptor, tcp));
         }
     });
-    (addr, rx)
+    addr
 }
 
-extern "C" {
-    // libssl, linked through openssl-sys: rust-openssl has no wrapper.
-    fn SSL_renegotiate(ssl: *mut std::ffi::c_void) -> std::os::raw::c_int;
-    fn SSL_do_handshake(ssl: *mut std::ffi::c_void) -> std::os::raw::c_int;
-}
-
-fn serve(acceptor: &SslAcceptor, tcp: TcpStream, behaviour: Behaviour, tx: &mpsc::Sender<Renegotiation>) {
+fn serve(acceptor: &SslAcceptor, tcp: TcpStream) {
     tcp.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let Ok(mut tls) = acceptor.accept(tcp) else { return };
     let mut head = Vec::new();
@@ -184,33 +164,80 @@ fn serve(acceptor: &SslAcceptor, tcp: TcpStream, behaviour: Behaviour, tx: &mpsc
         .peer_certificate()
         .and_then(|c| c.subject_alt_names()?.iter().find_map(|n| n.dnsname().map(str::to_string)))
         .unwrap_or_else(|| "none".to_string());
-    if behaviour.renegotiate {
-        // SAFETY: the connection is ours and alive; both calls are what
-        // `openssl s_server`'s `R` command does.
-        let sent = unsafe {
-            SSL_renegotiate(tls.ssl().as_ptr().cast()) == 1 && SSL_do_handshake(tls.ssl().as_ptr().cast()) == 1
-        };
-        if !sent {
-            let _ = tx.send(Renegotiation::NotRefused("the server could not ask".into()));
-            return;
-        }
-        // The client answers with a ClientHello (a renegotiation, done
-        // within this read, which then waits for data that never comes:
-        // the read times out) or with a `no_renegotiation` alert, which
-        // fails the read.
-        let outcome = match tls.read(&mut buf) {
-            Err(e) if format!("{e:?}").contains("no renegotiation") => Renegotiation::Refused,
-            other => Renegotiation::NotRefused(format!("{other:?}")),
-        };
-        let refused = outcome == Renegotiation::Refused;
-        let _ = tx.send(outcome);
-        if refused {
-            return;
-        }
-    }
     let response = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{client}", client.len());
     let _ = tls.write_all(response.as_bytes());
     let _ = tls.shutdown();
+}
+
+/// An upstream that asks for a TLS 1.2 renegotiation once it has read a
+/// request, and reports what the proxy did about it: `openssl s_server`
+/// (its `r` command), as BoringSSL, which the proxy and these tests link,
+/// has no server-side renegotiation. It serves one connection; the answer
+/// goes out only if the renegotiation went through.
+fn renegotiating_upstream(host: std::net::IpAddr, pair: &Pair, dir: &Path) -> (SocketAddr, mpsc::Receiver<Renegotiation>) {
+    use std::io::BufRead as _;
+    use std::process::{Command, Stdio};
+    let (cert, key) = (write(dir, "upstream.pem", &pair.cert), write(dir, "upstream.key", &pair.key));
+    let addr = free_addr(host);
+    let mut server = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec openssl s_server -accept {addr} -cert {} -key {} -tls1_2 -crlf -state -naccept 1 2>&1",
+            cert.display(),
+            key.display()
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("openssl s_server");
+    let mut stdin = server.stdin.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    let stdout = server.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The first line of the server's output `what` accepts, within `within`.
+    fn wait_for(lines: &mpsc::Receiver<String>, what: impl Fn(&str) -> bool, within: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match lines.recv_timeout(left) {
+                Ok(line) if what(&line) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+    assert!(wait_for(&lines, |l| l.contains("ACCEPT"), LIMIT).is_some(), "s_server did not start");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        // The request's head ends with an empty line (s_server prints what it reads).
+        if wait_for(&lines, |l| l.trim_end_matches('\r').is_empty(), LIMIT).is_none() {
+            let _ = tx.send(Renegotiation::Other("no request".into()));
+            return;
+        }
+        stdin.write_all(b"r\n").unwrap();
+        // The proxy answers with a ClientHello or a `no_renegotiation` alert.
+        let answer = |l: &str| l.contains("read client hello") || l.contains("renegotiation") || l.contains("ERROR");
+        let outcome = match wait_for(&lines, answer, LIMIT) {
+            Some(l) if l.contains("read client hello") => Renegotiation::Renegotiated,
+            Some(l) if l.contains("no renegotiation") => Renegotiation::Refused,
+            other => Renegotiation::Other(format!("{other:?}")),
+        };
+        if outcome == Renegotiation::Renegotiated {
+            let _ = stdin.write_all(b"HTTP/1.1 200 OK\ncontent-length: 4\nconnection: close\n\nnone");
+            let _ = stdin.flush();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = tx.send(outcome);
+        let _ = server.kill();
+        let _ = server.wait();
+    });
+    (addr, rx)
 }
 
 /// A cluster `up` of one TLS upstream; `common` is YAML inside
@@ -266,7 +293,7 @@ async fn a_cluster_client_certificate_from_sds_rotates_and_a_broken_update_is_re
     let root = ca("test CA");
     let server = leaf(&root, "backend.internal", true);
     let (one, two) = (leaf(&root, "client-one.test", false), leaf(&root, "client-two.test", false));
-    let (up, _) = upstream(SocketAddr::new(ip(48, 1), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 1), 0), &server);
     let (cert, key) = (write(d, "client.pem", &one.cert), write(d, "client.key", &one.key));
     let sds = write(d, "client.yaml", &certificate_secret("client", &cert, &key));
     let ca_path = write(d, "ca.pem", &root.pem());
@@ -302,7 +329,7 @@ async fn a_cluster_trusted_ca_from_sds_rotates() {
     let d = dir.path();
     let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
     let server = leaf(&new_ca, "backend.internal", true);
-    let (up, _) = upstream(SocketAddr::new(ip(48, 2), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 2), 0), &server);
     let ca_path = write(d, "ca.pem", &old_ca.pem());
     let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
     let (front, admin) = (free_addr(ip(48, 2)), free_addr(ip(48, 2)));
@@ -324,7 +351,7 @@ async fn revocation_lists_in_an_sds_secret_apply_to_clusters_and_rotate_with_it(
     let d = dir.path();
     let root = ca("test CA");
     let (server, other) = (leaf(&root, "backend.internal", true), leaf(&root, "other.internal", true));
-    let (up, _) = upstream(SocketAddr::new(ip(48, 3), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 3), 0), &server);
     let ca_path = write(d, "ca.pem", &root.pem());
     let crl_path = write(d, "crl.pem", &crl(&root, &server.cert));
     let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, Some(&crl_path)));
@@ -410,12 +437,12 @@ async fn an_upstream_asking_to_renegotiate_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let root = ca("test CA");
     let server = leaf(&root, "backend.internal", true);
-    let (up, outcomes) = upstream(SocketAddr::new(ip(48, 5), 0), &server, Behaviour { renegotiate: true });
+    let (up, outcomes) = renegotiating_upstream(ip(48, 5), &server, dir.path());
     let ca_path = write(dir.path(), "ca.pem", &root.pem());
     let (front, admin) = (free_addr(ip(48, 5)), free_addr(ip(48, 5)));
     let proxy = proxy(front, admin, tls_cluster(up, &fixed_validation(&ca_path))).await;
-    let (status, _) = get(front).await;
-    assert_ne!(status, 200, "the request went through a renegotiation:\n{}", proxy.log());
+    let (status, body) = get(front).await;
+    assert_ne!(status, 200, "the request went through a renegotiation: {body}\n{}", proxy.log());
     let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();
     assert_eq!(outcome, Ok(Renegotiation::Refused), "{}", proxy.log());
 }
@@ -427,7 +454,7 @@ async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let dir = tempfile::tempdir().unwrap();
     let root = ca("test CA");
     let server = leaf(&root, "backend.internal", true);
-    let (up, outcomes) = upstream(SocketAddr::new(ip(48, 8), 0), &server, Behaviour { renegotiate: true });
+    let (up, outcomes) = renegotiating_upstream(ip(48, 8), &server, dir.path());
     let ca_path = write(dir.path(), "ca.pem", &root.pem());
     let (front, admin) = (free_addr(ip(48, 8)), free_addr(ip(48, 8)));
     let allow = |common: &str| {
@@ -457,7 +484,7 @@ async fn allow_renegotiation_lets_an_upstream_renegotiate() {
     let (status, body) = get(front).await;
     let outcome = tokio::task::spawn_blocking(move || outcomes.recv_timeout(LIMIT)).await.unwrap();
     assert_eq!(status, 200, "{body}\n{outcome:?}\n{}", proxy.log());
-    assert!(matches!(outcome, Ok(Renegotiation::NotRefused(_))), "{outcome:?}");
+    assert_eq!(outcome, Ok(Renegotiation::Renegotiated), "{}", proxy.log());
 }
 
 #[tokio::test]
@@ -469,7 +496,7 @@ async fn an_intermediate_ca_alone_is_a_trust_anchor_upstream_and_downstream() {
     let inter = intermediate(&root, "intermediate CA");
     // The upstream sends its certificate alone, without the intermediate.
     let server = leaf(&inter, "backend.internal", true);
-    let (up, _) = upstream(SocketAddr::new(ip(48, 6), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 6), 0), &server);
     let inter_path = write(d, "intermediate.pem", &inter.pem());
     let (front, admin) = (free_addr(ip(48, 6)), free_addr(ip(48, 6)));
     let listener_addr = free_addr(ip(48, 6));
@@ -509,7 +536,7 @@ async fn health_checks_follow_the_cluster_secrets() {
     let d = dir.path();
     let (old_ca, new_ca) = (ca("old CA"), ca("new CA"));
     let server = leaf(&new_ca, "backend.internal", true);
-    let (up, _) = upstream(SocketAddr::new(ip(48, 7), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 7), 0), &server);
     let ca_path = write(d, "ca.pem", &old_ca.pem());
     let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
     let (front, admin) = (free_addr(ip(48, 7)), free_addr(ip(48, 7)));
@@ -538,7 +565,7 @@ async fn lists_bundled_in_an_sds_trusted_ca_apply_to_clusters() {
     let d = dir.path();
     let root = ca("test CA");
     let (server, other) = (leaf(&root, "backend.internal", true), leaf(&root, "other.internal", true));
-    let (up, _) = upstream(SocketAddr::new(ip(48, 9), 0), &server, Behaviour::default());
+    let up = upstream(SocketAddr::new(ip(48, 9), 0), &server);
     let ca_path = write(d, "ca.pem", &format!("{}{}", root.pem(), crl(&root, &server.cert)));
     let sds = write(d, "cas.yaml", &validation_secret("cas", &ca_path, None));
     let (front, admin) = (free_addr(ip(48, 9)), free_addr(ip(48, 9)));

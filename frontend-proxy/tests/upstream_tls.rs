@@ -75,10 +75,10 @@ fn pki(dir: &std::path::Path) -> Pki {
     );
     let (b, _) = sign("b", vec![dns("other.example")], server);
     let (client, _) = sign("client", vec![dns("proxy.internal")], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-    let x509 = openssl::x509::X509::from_der(a_cert.der()).unwrap();
-    let digest = x509.digest(openssl::hash::MessageDigest::sha256()).unwrap();
+    let x509 = boring::x509::X509::from_der(a_cert.der()).unwrap();
+    let digest = x509.digest(boring::hash::MessageDigest::sha256()).unwrap();
     let a_hash = digest.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":");
-    let spki = openssl::sha::sha256(&x509.public_key().unwrap().public_key_to_der().unwrap());
+    let spki = boring::sha::sha256(&x509.public_key().unwrap().public_key_to_der().unwrap());
     use base64::Engine as _;
     let a_spki = base64::engine::general_purpose::STANDARD.encode(spki);
     Pki {
@@ -96,7 +96,7 @@ fn pki(dir: &std::path::Path) -> Pki {
 /// A CRL file from the test CA revoking the certificate in the file
 /// `revoked` (valid from 2020 to 2099).
 fn crl_file(pki: &Pki, dir: &std::path::Path, revoked: &str) -> String {
-    let cert = openssl::x509::X509::from_pem(&std::fs::read(revoked).unwrap()).unwrap();
+    let cert = boring::x509::X509::from_pem(&std::fs::read(revoked).unwrap()).unwrap();
     let serial = cert.serial_number().to_bn().unwrap().to_vec();
     let params = rcgen::CertificateRevocationListParams {
         this_update: rcgen::date_time_ymd(2020, 1, 1),
@@ -474,7 +474,7 @@ async fn clusters_refuse_an_upstream_whose_certificate_a_crl_revokes() {
 /// certificate, accepts any, and records whether one was sent; it answers
 /// `200` to one request per connection. `cert`/`key` are PEM files.
 fn recording_server(cert: &str, key: &str) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicBool>) {
-    use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
+    use boring::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode};
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     let got = std::sync::Arc::new(AtomicBool::new(false));

@@ -252,7 +252,7 @@ mod tests {
 
     /// A ClientHello as OpenSSL's client writes it.
     fn client_hello(sni: Option<&str>, alpn: &[&str]) -> Vec<u8> {
-        use openssl::ssl::{SslConnector, SslMethod};
+        use boring::ssl::{SslConnector, SslMethod};
         let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
         if !alpn.is_empty() {
             let mut wire = Vec::new();

@@ -6,25 +6,82 @@
 //! on by default), a `trusted_ca` may be an intermediate CA, which then
 //! anchors a chain on its own (`X509_V_FLAG_PARTIAL_CHAIN`).
 //!
-//! Like `session.rs`, this module holds `unsafe` because rust-openssl has
-//! no wrapper for `X509_STORE_add_crl`: the call takes a store the builder
-//! owns for its duration and a list we own, whose reference count OpenSSL
-//! raises (it keeps its own reference, not ours).
+//! Like `session.rs`, this module holds `unsafe` because boring has no
+//! wrapper for revocation lists: [`Crl`] owns one BoringSSL parsed, and
+//! `X509_STORE_add_crl` takes a store the builder owns for the call's
+//! duration and raises the list's reference count (it keeps its own
+//! reference, not ours); `X509_STORE_set_purpose` only stores a number.
 #![allow(unsafe_code)]
 
+use boring::ssl::SslRef;
+use boring::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef, X509StoreRef};
+use boring::x509::verify::X509VerifyFlags;
+use boring::x509::{X509StoreContext, X509};
 use foreign_types_shared::ForeignTypeRef;
-use openssl::ssl::SslRef;
-use openssl::x509::store::{X509Store, X509StoreBuilder, X509StoreBuilderRef, X509StoreRef};
-use openssl::x509::verify::X509VerifyFlags;
-use openssl::x509::{X509Crl, X509PurposeId, X509StoreContext, X509};
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl_sys as ffi;
-use std::os::raw::c_int;
+use std::os::raw::{c_int, c_long};
 
-extern "C" {
-    // libcrypto (linked through openssl-sys), not declared by openssl-sys:
-    // `int X509_STORE_add_crl(X509_STORE *xs, X509_CRL *x)`.
-    fn X509_STORE_add_crl(store: *mut ffi::X509_STORE, crl: *mut ffi::X509_CRL) -> c_int;
+/// One revocation list, parsed by BoringSSL (freed on drop).
+struct Crl(*mut ffi::X509_CRL);
+
+impl Drop for Crl {
+    fn drop(&mut self) {
+        // SAFETY: the pointer came from a parse that succeeded and is
+        // freed once, here; the store holds its own reference.
+        unsafe { ffi::X509_CRL_free(self.0) }
+    }
+}
+
+impl Crl {
+    fn from_der(der: &[u8]) -> Result<Crl, ErrorStack> {
+        let mut p = der.as_ptr();
+        // Clamped (never on 64 bits): BoringSSL then reads less, never more.
+        let len = c_long::try_from(der.len()).unwrap_or(c_long::MAX);
+        // SAFETY: `p` points at `len` readable bytes; d2i allocates a new
+        // list (first argument null) and only advances `p`.
+        let crl = unsafe { ffi::d2i_X509_CRL(std::ptr::null_mut(), &mut p, len) };
+        if crl.is_null() {
+            Err(ErrorStack::get())
+        } else {
+            Ok(Crl(crl))
+        }
+    }
+
+    /// The one list of a `X509 CRL` PEM block.
+    fn from_pem(pem: &[u8]) -> Result<Crl, ErrorStack> {
+        let len = isize::try_from(pem.len()).unwrap_or(isize::MAX);
+        // SAFETY: the memory BIO reads `pem` (borrowed for the block) and
+        // is freed on every path before the block ends; the list read is
+        // a new allocation we own.
+        unsafe {
+            let bio = ffi::BIO_new_mem_buf(pem.as_ptr().cast(), len);
+            if bio.is_null() {
+                return Err(ErrorStack::get());
+            }
+            let crl = ffi::PEM_read_bio_X509_CRL(bio, std::ptr::null_mut(), None, std::ptr::null_mut());
+            ffi::BIO_free_all(bio);
+            if crl.is_null() {
+                Err(ErrorStack::get())
+            } else {
+                Ok(Crl(crl))
+            }
+        }
+    }
+
+    fn to_der(&self) -> Result<Vec<u8>, ErrorStack> {
+        // SAFETY: a null output pointer asks for the length only.
+        let len = unsafe { ffi::i2d_X509_CRL(self.0, std::ptr::null_mut()) };
+        let Ok(size) = usize::try_from(len) else { return Err(ErrorStack::get()) };
+        let mut der = vec![0u8; size];
+        let mut p = der.as_mut_ptr();
+        // SAFETY: `der` has room for the `len` bytes the first call counted.
+        let written = unsafe { ffi::i2d_X509_CRL(self.0, &mut p) };
+        if written != len {
+            return Err(ErrorStack::get());
+        }
+        Ok(der)
+    }
 }
 
 /// A validation context's revocation lists, as DER (parsed once already,
@@ -55,8 +112,12 @@ pub fn parse_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         let Some(end) = block.find(END) else {
             return Err(format!("CRL {} has no {END} line", out.len() + 1));
         };
-        let crl = X509Crl::from_pem(&block.as_bytes()[..end + END.len()])
-            .map_err(|_| format!("CRL {} does not parse (base64 DER of an X.509 CRL expected)", out.len() + 1))?;
+        let crl = Crl::from_pem(&block.as_bytes()[..end + END.len()]);
+        // A block that did not parse leaves its errors on the thread's queue.
+        let crl = crl.map_err(|_| {
+            drop(ErrorStack::get());
+            format!("CRL {} does not parse (base64 DER of an X.509 CRL expected)", out.len() + 1)
+        })?;
         out.push(crl.to_der().map_err(|e| e.to_string())?);
         rest = &block[end + END.len()..];
     }
@@ -99,7 +160,8 @@ pub fn load(source: &super::PemSource, leaf_only: bool) -> Result<RevocationList
 /// Lets a `trusted_ca` that is an intermediate CA anchor a chain, as
 /// Envoy's default validator does (`X509_V_FLAG_PARTIAL_CHAIN`).
 pub(super) fn trust_intermediates(store: &mut X509StoreBuilderRef) -> Result<(), ErrorStack> {
-    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN)
+    store.set_flags(X509VerifyFlags::PARTIAL_CHAIN);
+    Ok(())
 }
 
 /// Adds the lists to `store` and turns checking on: the leaf only, or the
@@ -110,11 +172,11 @@ pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) 
         return Ok(());
     }
     for der in &lists.der {
-        let crl = X509Crl::from_der(der)?;
+        let crl = Crl::from_der(der)?;
         // SAFETY: both pointers are valid for the call (the store is
         // borrowed mutably, `crl` lives to the end of the iteration);
-        // OpenSSL takes a reference of its own to the list.
-        let rc = unsafe { X509_STORE_add_crl(store.as_ptr(), crl.as_ptr()) };
+        // BoringSSL takes a reference of its own to the list.
+        let rc = unsafe { ffi::X509_STORE_add_crl(store.as_ptr(), crl.0) };
         if rc != 1 {
             return Err(ErrorStack::get());
         }
@@ -123,7 +185,8 @@ pub(super) fn install(store: &mut X509StoreBuilderRef, lists: &RevocationLists) 
     if !lists.leaf_only {
         flags |= X509VerifyFlags::CRL_CHECK_ALL;
     }
-    store.set_flags(flags)
+    store.set_flags(flags);
+    Ok(())
 }
 
 /// A store of `cas` and `lists`: a listener's client CAs from a secret
@@ -139,7 +202,11 @@ pub(super) fn store(cas: &[X509], lists: Option<&RevocationLists>, server: bool)
     }
     trust_intermediates(&mut builder)?;
     if server {
-        builder.set_purpose(X509PurposeId::SSL_SERVER)?;
+        // SAFETY: the store is the builder's, borrowed for the call, which
+        // only records the purpose.
+        if unsafe { ffi::X509_STORE_set_purpose(builder.as_ptr(), ffi::X509_PURPOSE_SSL_SERVER as c_int) } != 1 {
+            return Err(ErrorStack::get());
+        }
     }
     if let Some(lists) = lists {
         install(&mut builder, lists)?;
@@ -156,7 +223,7 @@ pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String
     };
     let verdict = X509StoreContext::new().and_then(|mut ctx| {
         ctx.init(store, &leaf, chain, |c| {
-            Ok(if c.verify_cert()? { None } else { Some(c.error().error_string().to_string()) })
+            Ok(if c.verify_cert()? { None } else { Some(c.verify_result().err().map_or("unverified", |e| e.error_string()).to_string()) })
         })
     });
     // A chain that fails leaves its errors on the thread's queue (the

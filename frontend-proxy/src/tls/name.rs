@@ -1,6 +1,6 @@
 //! A certificate's subject as RFC 2253 text (`CN=client,O=Example`), the
-//! form Envoy writes in `x-forwarded-client-cert`. rust-openssl has no
-//! wrapper for `X509_NAME_print_ex`, and OpenSSL's escaping (`,+"\<>;`,
+//! form Envoy writes in `x-forwarded-client-cert`. boring has no
+//! wrapper for `X509_NAME_print_ex`, and BoringSSL's escaping (`,+"\<>;`,
 //! control and non-ASCII bytes) is what keeps a name from breaking the
 //! header's own syntax, so it is called rather than imitated.
 //!
@@ -14,18 +14,11 @@ use foreign_types_shared::ForeignTypeRef;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl_sys as ffi;
 use pingora_core::tls::x509::X509NameRef;
-use std::os::raw::{c_char, c_int, c_ulong};
+use std::os::raw::{c_char, c_ulong};
 
-extern "C" {
-    // libcrypto's `int X509_NAME_print_ex(BIO *out, const X509_NAME *nm,
-    // int indent, unsigned long flags)`, which openssl-sys does not declare.
-    fn X509_NAME_print_ex(out: *mut ffi::BIO, nm: *const ffi::X509_NAME, indent: c_int, flags: c_ulong) -> c_int;
-}
-
-/// `XN_FLAG_RFC2253` from OpenSSL's `x509.h`: `ASN1_STRFLGS_RFC2253`
-/// (0x317) | `XN_FLAG_SEP_COMMA_PLUS` (1 << 16) | `XN_FLAG_DN_REV`
-/// (1 << 20) | `XN_FLAG_FN_SN` (0) | `XN_FLAG_DUMP_UNKNOWN_FIELDS` (1 << 24).
-const XN_FLAG_RFC2253: c_ulong = 0x0111_0317;
+/// `XN_FLAG_RFC2253` from `x509.h`: `ASN1_STRFLGS_RFC2253` | comma
+/// separators | reversed order | short field names | unknown fields dumped.
+const XN_FLAG_RFC2253: c_ulong = ffi::XN_FLAG_RFC2253 as c_ulong;
 
 /// The name in RFC 2253 form; `None` if OpenSSL cannot print it.
 pub(super) fn rfc2253(name: &X509NameRef) -> Option<String> {
@@ -38,7 +31,7 @@ pub(super) fn rfc2253(name: &X509NameRef) -> Option<String> {
         if bio.is_null() {
             return None;
         }
-        let printed = X509_NAME_print_ex(bio, name.as_ptr(), 0, XN_FLAG_RFC2253);
+        let printed = ffi::X509_NAME_print_ex(bio, name.as_ptr(), 0, XN_FLAG_RFC2253);
         if printed < 0 {
             // Leave no error on the thread's queue for the next handshake to trip on.
             let _ = ErrorStack::get();

@@ -1,30 +1,27 @@
-//! Upstream connections refuse TLS 1.2 renegotiation, as Envoy's do
-//! (BoringSSL's default, `ssl_renegotiate_never`): OpenSSL's client
-//! accepts a server's HelloRequest unless `SSL_OP_NO_RENEGOTIATION` is set,
-//! and Pingora's connector leaves it unset. It is set on each connection
-//! once its handshake is done (the hook Pingora calls then), before a
-//! byte of a request is written or read.
+//! Upstream connections refuse TLS 1.2 renegotiation unless the cluster
+//! says `allow_renegotiation`, as Envoy's: Pingora's connector lets every
+//! upstream renegotiate (`ssl_renegotiate_freely` on each connection), so
+//! the mode is set again on each connection once its handshake is done
+//! (the hook Pingora calls then), before a byte of a request is written or
+//! read: `ssl_renegotiate_never`, BoringSSL's own default, or `freely`
+//! when allowed (what Envoy sets).
 //!
-//! `unsafe` because rust-openssl sets options on contexts only, and
-//! Pingora builds the context: the one call takes a connection Pingora
-//! owns for its duration.
+//! `unsafe` because boring has no setter for the mode, and Pingora builds
+//! the connection: the one call takes a connection Pingora owns for its
+//! duration.
 #![allow(unsafe_code)]
 
+use boring::ssl::SslRef;
 use foreign_types_shared::ForeignTypeRef;
-use openssl::ssl::{SslOptions, SslRef};
 use pingora_core::tls::ssl_sys as ffi;
 
-extern "C" {
-    // libssl (linked through openssl-sys), a function since OpenSSL 1.1.0,
-    // with 64-bit options since 3.0: `uint64_t SSL_set_options(SSL *s, uint64_t op)`.
-    fn SSL_set_options(ssl: *mut ffi::SSL, op: u64) -> u64;
-}
-
-/// Turns renegotiation off on a connection whose handshake is done.
-pub(super) fn refuse(ssl: &SslRef) {
+/// Whether the upstream of a connection whose handshake is done may renegotiate.
+pub(super) fn set(ssl: &SslRef, allow: bool) {
+    use ffi::ssl_renegotiate_mode_t as Mode;
+    let mode = if allow { Mode::ssl_renegotiate_freely } else { Mode::ssl_renegotiate_never };
     // SAFETY: the pointer is a live connection for the call (borrowed);
-    // setting an option bit touches nothing else OpenSSL holds.
+    // setting the mode touches nothing else BoringSSL holds.
     unsafe {
-        SSL_set_options(ssl.as_ptr(), SslOptions::NO_RENEGOTIATION.bits());
+        ffi::SSL_set_renegotiate_mode(ssl.as_ptr(), mode);
     }
 }

@@ -8,7 +8,7 @@
 use super::crl::{self, RevocationLists};
 use super::{load_ca_bundle, load_certificate, LoadedCertificate, SdsFile, Secret, TlsError, ValidationSecret};
 use arc_swap::ArcSwap;
-use openssl::sha::sha256;
+use boring::sha::sha256;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::x509::store::X509Store;
 use pingora_core::tls::x509::X509;

@@ -1,74 +1,105 @@
-//! The session settings rust-openssl has no setter for: a context's
-//! session lifetime (`SSL_CTX_set_timeout`) and its ticket key
-//! (`SSL_CTX_set_tlsext_ticket_keys`, a macro over `SSL_CTX_ctrl`), and a
-//! connection's session id context (`SSL_set_session_id_context`).
+//! Session settings boring has no safe setter for: a context's session
+//! lifetime (`SSL_CTX_set_timeout`) and a connection's session id context
+//! (`SSL_set_session_id_context`); and Envoy's session ticket keys, which
+//! BoringSSL takes through the ticket key callback, as Envoy gives them.
 //!
 //! Like `listen/defer.rs`, this module holds `unsafe` because no safe
-//! wrapper exists: each block passes a context the builder owns for the
-//! call's duration, and OpenSSL keeps no pointer to our data (it copies
-//! the key).
+//! wrapper exists: each block passes a context or connection that is ours
+//! for the call's duration, and BoringSSL keeps no pointer to our data (it
+//! copies what it is given).
 #![allow(unsafe_code)]
 
+use boring::hash::MessageDigest;
+use boring::ssl::TicketKeyCallbackResult;
+use boring::symm::Cipher;
 use foreign_types_shared::ForeignTypeRef;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::tls::ssl::{SslContextBuilder, SslRef};
 use pingora_core::tls::ssl_sys as ffi;
-use std::os::raw::{c_int, c_long, c_uint, c_void};
-
-extern "C" {
-    // Functions of libssl (linked through openssl-sys), which openssl-sys
-    // does not declare: `long SSL_CTX_set_timeout(SSL_CTX *ctx, long t)`,
-    // `int SSL_set_session_id_context(SSL *ssl, const unsigned char
-    // *sid_ctx, unsigned int sid_ctx_len)`.
-    fn SSL_CTX_set_timeout(ctx: *mut ffi::SSL_CTX, t: c_long) -> c_long;
-    fn SSL_set_session_id_context(ssl: *mut ffi::SSL, sid_ctx: *const u8, len: c_uint) -> c_int;
-}
 
 /// A connection's session id context: a session resumes only where it
 /// is the one the session was made under. At most 32 bytes.
 pub(super) fn set_session_id_context(ssl: &mut SslRef, sid: &[u8; 32]) -> Result<(), ErrorStack> {
     // SAFETY: the connection is valid while borrowed; `sid_ctx` points at
-    // `len` readable bytes (32, OpenSSL's maximum), which it copies.
-    let rc = unsafe { SSL_set_session_id_context(ssl.as_ptr(), sid.as_ptr(), sid.len() as c_uint) };
+    // `len` readable bytes (32, the maximum), which BoringSSL copies.
+    let rc = unsafe { ffi::SSL_set_session_id_context(ssl.as_ptr(), sid.as_ptr(), sid.len()) };
     if rc == 1 {
         Ok(())
     } else {
         Err(ErrorStack::get())
     }
 }
-
-/// `SSL_CTRL_SET_TLSEXT_TICKET_KEYS` in OpenSSL's `ssl.h`.
-const SSL_CTRL_SET_TLSEXT_TICKET_KEYS: c_int = 59;
 
 /// How long a session (cached or in a ticket) may be resumed, in seconds.
 pub(super) fn set_timeout(builder: &mut SslContextBuilder, secs: u32) {
     // SAFETY: the context is valid while the builder is borrowed; the call
     // only stores the number (it returns the previous one).
     unsafe {
-        SSL_CTX_set_timeout(builder.as_ptr(), c_long::from(secs));
+        ffi::SSL_CTX_set_timeout(builder.as_ptr(), secs);
     }
 }
 
-/// The key that seals and opens session tickets: a 16-byte name, a 32-byte
-/// HMAC secret, a 32-byte AES key.
-pub(super) fn set_ticket_key(
-    builder: &mut SslContextBuilder,
-    key: &[u8; super::TICKET_KEY_LEN],
-) -> Result<(), ErrorStack> {
-    // SAFETY: the context is valid while the builder is borrowed; `parg`
-    // points at `larg` readable bytes, which OpenSSL copies before it
-    // returns (it never writes through the pointer for this command).
-    let rc = unsafe {
-        ffi::SSL_CTX_ctrl(
-            builder.as_ptr(),
-            SSL_CTRL_SET_TLSEXT_TICKET_KEYS,
-            super::TICKET_KEY_LEN as c_long,
-            key.as_ptr().cast_mut().cast::<c_void>(),
-        )
-    };
-    if rc == 1 {
-        Ok(())
-    } else {
-        Err(ErrorStack::get())
+/// One of Envoy's session ticket keys: a 16-byte name, a 32-byte HMAC
+/// secret, a 32-byte AES-256 key.
+struct TicketKey {
+    name: [u8; 16],
+    hmac: [u8; 32],
+    aes: [u8; 32],
+}
+
+impl TicketKey {
+    fn new(key: &[u8; super::TICKET_KEY_LEN]) -> TicketKey {
+        let mut k = TicketKey { name: [0; 16], hmac: [0; 32], aes: [0; 32] };
+        k.name.copy_from_slice(&key[..16]);
+        k.hmac.copy_from_slice(&key[16..48]);
+        k.aes.copy_from_slice(&key[48..]);
+        k
     }
+}
+
+/// Seals tickets with the first key and opens them with any, as Envoy's
+/// ticket callback does: AES-256-CBC and HMAC-SHA256 under the key named
+/// in the ticket. A ticket under another than the first key resumes and
+/// is replaced by one under the first (rotation); one under no key we
+/// hold gets a full handshake.
+pub(super) fn set_ticket_keys(builder: &mut SslContextBuilder, keys: &[[u8; super::TICKET_KEY_LEN]]) {
+    let keys: Vec<TicketKey> = keys.iter().map(TicketKey::new).collect();
+    let callback = move |_: &SslRef,
+                         name: &mut [u8; 16],
+                         iv: &mut [u8; ffi::EVP_MAX_IV_LENGTH as usize],
+                         cipher: &mut boring::symm::CipherCtxRef,
+                         hmac: &mut boring::hmac::HmacCtxRef,
+                         encrypt: bool| {
+        let (key, renew) = if encrypt {
+            let Some(first) = keys.first() else { return TicketKeyCallbackResult::Noop };
+            if boring::rand::rand_bytes(iv).is_err() {
+                return TicketKeyCallbackResult::Error;
+            }
+            *name = first.name;
+            (first, false)
+        } else {
+            // Not a name of ours: a full handshake, as for any ticket we cannot open.
+            let Some(i) = keys.iter().position(|k| k.name == *name) else { return TicketKeyCallbackResult::Noop };
+            (&keys[i], i != 0)
+        };
+        let cipher_ok = if encrypt {
+            cipher.init_encrypt(&Cipher::aes_256_cbc(), &key.aes, iv)
+        } else {
+            cipher.init_decrypt(&Cipher::aes_256_cbc(), &key.aes, iv)
+        };
+        if cipher_ok.and_then(|()| hmac.init(&key.hmac, &MessageDigest::sha256())).is_err() {
+            return TicketKeyCallbackResult::Error;
+        }
+        if renew {
+            TicketKeyCallbackResult::DecryptSuccessRenew
+        } else {
+            TicketKeyCallbackResult::Success
+        }
+    };
+    // SAFETY: boring's contract for the callback: in encrypt mode the name
+    // and a fresh random IV are written and both contexts initialised for
+    // sealing; in decrypt mode both contexts are initialised with the key
+    // the name selects and the IV given, or the ticket is declined
+    // (`Noop`) without touching them; every path above keeps to that.
+    unsafe { builder.set_ticket_key_callback(callback) };
 }

@@ -37,7 +37,7 @@ use pingora_core::protocols::tls::{HandshakeCompleteHook, SslDigest};
 use pingora_core::tls::hash::MessageDigest;
 use pingora_core::tls::ssl::SslRef;
 use pingora_core::tls::x509::store::X509Store;
-use pingora_core::tls::x509::{X509Ref, X509VerifyResult, X509};
+use pingora_core::tls::x509::{X509Ref, X509};
 use pingora_core::utils::tls::CertKey;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -108,7 +108,7 @@ pub enum ClientCertificate {
 pub struct Connecting {
     /// Presented to the upstream.
     pub client_cert: Option<Arc<CertKey>>,
-    /// Refuses renegotiation and, with trusted CAs, judges the upstream's certificate.
+    /// Refuses renegotiation unless allowed and, with trusted CAs, judges the upstream's certificate.
     pub hook: HandshakeCompleteHook,
     /// The trusted CAs for Pingora's own check during the handshake, when
     /// that check is no stricter than the hook's: every CA a self-signed
@@ -252,11 +252,9 @@ impl UpstreamContext {
             }
             None => None,
         };
-        let (checks, refuse_renegotiation) = (self.checks.clone(), !self.allow_renegotiation);
+        let (checks, allow_renegotiation) = (self.checks.clone(), self.allow_renegotiation);
         let hook: HandshakeCompleteHook = Arc::new(move |ssl: &SslRef| {
-            if refuse_renegotiation {
-                renegotiation::refuse(ssl);
-            }
+            renegotiation::set(ssl, allow_renegotiation);
             // Without a validation context Envoy accepts any certificate.
             let verifier = verifier.as_ref()?;
             let verdict: Arc<dyn std::any::Any + Send + Sync> = Arc::new(ServerVerdict(judge(ssl, &checks, verifier)));
@@ -277,7 +275,7 @@ fn same<T>(a: &Option<Arc<T>>, b: &Option<Arc<T>>) -> bool {
 /// A root: issued by itself, as OpenSSL decides when it looks for the
 /// end of a chain (names, key identifiers), its own signature checked too.
 fn self_signed(ca: &X509) -> bool {
-    ca.issued(ca) == X509VerifyResult::OK && ca.public_key().and_then(|k| ca.verify(&k)).unwrap_or(false)
+    ca.issued(ca).is_ok() && ca.public_key().and_then(|k| ca.verify(&k)).unwrap_or(false)
 }
 
 fn judge(ssl: &SslRef, checks: &ServerCertificateChecks, verifier: &X509Store) -> Result<(), VerifyFailure> {
@@ -304,7 +302,7 @@ fn hash_pinned(cert: &X509Ref, checks: &ServerCertificateChecks) -> bool {
     let by_key = cert
         .public_key()
         .and_then(|k| k.public_key_to_der())
-        .is_ok_and(|der| checks.spki_hashes.contains(&openssl::sha::sha256(&der)));
+        .is_ok_and(|der| checks.spki_hashes.contains(&boring::sha::sha256(&der)));
     by_cert || by_key
 }
 

@@ -180,22 +180,15 @@ fn session_resumption(cx: &mut Ctx, tp: &P, ctx: &raw::DownstreamTlsContext) -> 
             cx.error(&kp.key("keys"), "at least one key is required");
             ok = false;
         }
-        if list.len() > 1 {
-            // Honouring the first alone is never weaker: a ticket sealed
-            // under an older key costs a full handshake, nothing more.
-            cx.warn(
-                &kp.key("keys"),
-                "only the first key is used (key rotation is not supported yet): a client holding a ticket sealed with another key gets a full handshake instead of resuming",
-            );
-        }
-        if let Some((k0, key)) = list.into_iter().next() {
-            match cx.data_source(&k0, key) {
-                Some(DataSourceValue::File(f)) => out.ticket_key = Some(SecretSource::File(f.into())),
+        // The first seals new tickets, every one opens them (rotation).
+        for (kp, key) in list {
+            match cx.data_source(&kp, key) {
+                Some(DataSourceValue::File(f)) => out.ticket_keys.push(SecretSource::File(f.into())),
                 Some(DataSourceValue::Inline(b)) if b.len() == TICKET_KEY_LEN => {
-                    out.ticket_key = Some(SecretSource::Inline(b))
+                    out.ticket_keys.push(SecretSource::Inline(b))
                 }
                 Some(DataSourceValue::Inline(b)) => {
-                    cx.error(&k0, format!("a session ticket key must have exactly 80 bytes, not {}", b.len()));
+                    cx.error(&kp, format!("a session ticket key must have exactly 80 bytes, not {}", b.len()));
                     ok = false;
                 }
                 None => ok = false,
@@ -375,8 +368,7 @@ fn validation_secret(cx: &mut Ctx, sp: &P, sc: &raw::SdsSecretConfig) -> Option<
 }
 
 /// `common_tls_context.tls_params`: versions, and cipher suites and curves
-/// OpenSSL knows, each tried on its own as Envoy does (a list OpenSSL
-/// accepts as a whole may still hold names it skipped).
+/// BoringSSL knows, each tried on its own as Envoy does.
 fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams {
     let Some(tp) = cx.opt(cp, "tls_params", &common.tls_params) else {
         return TlsParams::default();
@@ -394,19 +386,17 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
     }
     let mut ciphers = Vec::new();
     for (ip, entry) in cx.list(&pp, "cipher_suites", &tp.cipher_suites) {
-        // BoringSSL's equal-preference groups `[A|B]`: OpenSSL has no such
-        // thing, so the group's ciphers are taken in the order written.
-        for name in entry.trim_matches(|c| c == '[' || c == ']').split('|') {
-            if crate::tls::known_cipher(name) {
-                ciphers.push(name.to_string());
-            } else {
-                cx.error(
-                    &ip,
-                    format!(
-                        "cipher suite {name:?} is not known to OpenSSL (TLS 1.3 suites cannot be chosen, as in Envoy)"
-                    ),
-                );
-            }
+        // An entry is a cipher or an equal-preference group `[A|B]`,
+        // both BoringSSL's syntax, as in Envoy.
+        if crate::tls::known_cipher(entry) && !entry.contains(':') {
+            ciphers.push(entry.to_string());
+        } else {
+            cx.error(
+                &ip,
+                format!(
+                    "cipher suite {entry:?} is not known to BoringSSL (TLS 1.3 suites cannot be chosen, as in Envoy)"
+                ),
+            );
         }
     }
     let mut groups = Vec::new();
@@ -414,7 +404,7 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
         if crate::tls::known_group(name) {
             groups.push(name.clone());
         } else {
-            cx.error(&ip, format!("ECDH curve {name:?} is not known to OpenSSL"));
+            cx.error(&ip, format!("ECDH curve {name:?} is not known to BoringSSL"));
         }
     }
     TlsParams {
