@@ -174,7 +174,11 @@ fn serve(acceptor: &SslAcceptor, tcp: TcpStream) {
 /// (its `r` command), as BoringSSL, which the proxy and these tests link,
 /// has no server-side renegotiation. It serves one connection; the answer
 /// goes out only if the renegotiation went through.
-fn renegotiating_upstream(host: std::net::IpAddr, pair: &Pair, dir: &Path) -> (SocketAddr, mpsc::Receiver<Renegotiation>) {
+fn renegotiating_upstream(
+    host: std::net::IpAddr,
+    pair: &Pair,
+    dir: &Path,
+) -> (SocketAddr, mpsc::Receiver<Renegotiation>) {
     use std::io::BufRead as _;
     use std::process::{Command, Stdio};
     let (cert, key) = (write(dir, "upstream.pem", &pair.cert), write(dir, "upstream.key", &pair.key));

@@ -223,7 +223,11 @@ pub(super) fn chain_failure(store: &X509StoreRef, ssl: &SslRef) -> Option<String
     };
     let verdict = X509StoreContext::new().and_then(|mut ctx| {
         ctx.init(store, &leaf, chain, |c| {
-            Ok(if c.verify_cert()? { None } else { Some(c.verify_result().err().map_or("unverified", |e| e.error_string()).to_string()) })
+            Ok(if c.verify_cert()? {
+                None
+            } else {
+                Some(c.verify_result().err().map_or("unverified", |e| e.error_string()).to_string())
+            })
         })
     });
     // A chain that fails leaves its errors on the thread's queue (the
