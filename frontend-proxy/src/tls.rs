@@ -7,16 +7,16 @@
 
 use pingora_core::listeners::ALPN;
 use pingora_core::tls::error::ErrorStack;
+use pingora_core::tls::nid::Nid;
 use pingora_core::tls::pkey::{PKey, Private};
 use pingora_core::tls::ssl::{
-    select_next_proto, AlpnError, SelectCertError, SslAcceptor, SslContextBuilder, SslMethod, SslOptions, SslRef,
-    SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto, AlpnError, ClientHello, ExtensionType, SelectCertError, SslAcceptor, SslContextBuilder,
+    SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
 use pingora_core::tls::x509::{X509Ref, X509};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 
-mod credential;
 mod crl;
 mod handshake;
 mod name;
@@ -127,8 +127,8 @@ pub enum TrustedCa {
 #[derive(Debug, Clone)]
 pub struct DownstreamTls {
     /// At least one here or in `certificate_secrets`; several of different
-    /// key types (RSA and ECDSA), of which OpenSSL serves the one the
-    /// client's signature algorithms allow.
+    /// key types (RSA and ECDSA), of which each client gets the one its
+    /// signature algorithms allow ([`choose`]).
     pub certificates: Vec<CertificateSource>,
     /// `tls_certificate_sds_secret_configs` read from SDS files (static
     /// secrets are in `certificates`); Envoy takes these or
@@ -357,7 +357,7 @@ impl TlsVersion {
 }
 
 /// `tls_params` of a listener: what the handshake may negotiate. `None`
-/// keeps the default (TLS 1.2 to 1.3, Mozilla's intermediate ciphers, OpenSSL's groups).
+/// keeps the default (TLS 1.2 to 1.3, Mozilla's intermediate ciphers, BoringSSL's groups).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsParams {
     pub min_version: Option<TlsVersion>,
@@ -406,13 +406,14 @@ fn read(source: &PemSource) -> Result<(Vec<u8>, String), TlsError> {
     }
 }
 
-/// A certificate chain and its key, read and checked, and the two as one
-/// credential (served where a chain has several certificates).
+/// A certificate chain and its key, read and checked.
 struct LoadedCertificate {
     leaf: X509,
     intermediates: Vec<X509>,
     key: PKey<Private>,
-    credential: credential::Credential,
+    /// For an ECDSA key, the one TLS signature algorithm it signs with
+    /// (`ecdsa_secp256r1_sha256` and so on: TLS 1.3 ties curve and hash).
+    ecdsa_sigalg: Option<u16>,
 }
 
 fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, TlsError> {
@@ -430,10 +431,13 @@ fn load_certificate(source: &CertificateSource) -> Result<LoadedCertificate, Tls
     if !matches {
         return Err(TlsError::Mismatch(format!("{cert_origin} and {key_origin}")));
     }
-    let intermediates: Vec<X509> = chain.collect();
-    let credential = credential::Credential::new(&leaf, &intermediates, &key)
-        .map_err(|e| TlsError::Certificate { origin: cert_origin, message: e.to_string() })?;
-    Ok(LoadedCertificate { leaf, intermediates, key, credential })
+    let ecdsa_sigalg = key.ec_key().ok().and_then(|ec| match ec.group().curve_name() {
+        Some(Nid::X9_62_PRIME256V1) => Some(0x0403),
+        Some(Nid::SECP384R1) => Some(0x0503),
+        Some(Nid::SECP521R1) => Some(0x0603),
+        _ => None,
+    });
+    Ok(LoadedCertificate { leaf, intermediates: chain.collect(), key, ecdsa_sigalg })
 }
 
 /// Reads every certificate of a listener. As Envoy, at most one per key
@@ -459,32 +463,62 @@ fn one_per_key_type<'a>(certs: impl Iterator<Item = &'a LoadedCertificate>) -> R
     Ok(())
 }
 
-/// Offers `certs` on one connection, each a credential with its own
-/// intermediates: BoringSSL serves the first the client accepts.
-fn use_certificates<'a>(
-    ssl: &mut SslRef,
-    certs: impl Iterator<Item = &'a LoadedCertificate>,
-) -> Result<(), ErrorStack> {
-    for c in certs {
-        c.credential.add_to(ssl)?;
+/// The ECDHE-ECDSA cipher suites of TLS 1.0–1.2 BoringSSL has (GCM,
+/// ChaCha20-Poly1305, CBC): a client offering none cannot be served an
+/// ECDSA certificate below TLS 1.3.
+const ECDHE_ECDSA_SUITES: [u16; 7] = [0xC02B, 0xC02C, 0xCCA9, 0xC009, 0xC00A, 0xC023, 0xC024];
+
+/// Which of a chain's certificates a client gets, as Envoy chooses (one
+/// per key type, so at most one of each): an ECDSA certificate if the
+/// client can verify its signature — its `signature_algorithms` hold the
+/// certificate's algorithm, and it offers TLS 1.3 or an ECDHE-ECDSA
+/// suite —, otherwise one that is not ECDSA (RSA), otherwise the first.
+/// BoringSSL serves one certificate per connection, so the choice is ours
+/// and is made from the ClientHello alone: a resumed session gets the one
+/// its full handshake got.
+fn choose<'a>(certs: &[&'a LoadedCertificate], hello: &ClientHello<'_>) -> Option<&'a LoadedCertificate> {
+    fn u16s(list: &[u8]) -> impl Iterator<Item = u16> + '_ {
+        list.chunks_exact(2).map(|p| u16::from_be_bytes([p[0], p[1]]))
+    }
+    // Both extensions are length-prefixed lists (2 bytes; 1 for versions).
+    let sigalgs = hello.get_extension(ExtensionType::SIGNATURE_ALGORITHMS).and_then(|e| e.get(2..)).unwrap_or(&[]);
+    let tls13 = hello
+        .get_extension(ExtensionType::SUPPORTED_VERSIONS)
+        .and_then(|e| e.get(1..))
+        .is_some_and(|v| u16s(v).any(|v| v == 0x0304));
+    let ecdsa_suite = tls13 || u16s(hello.ciphers()).any(|c| ECDHE_ECDSA_SUITES.contains(&c));
+    let ecdsa_ok =
+        |c: &&&LoadedCertificate| c.ecdsa_sigalg.is_some_and(|alg| ecdsa_suite && u16s(sigalgs).any(|s| s == alg));
+    certs.iter().find(ecdsa_ok).or_else(|| certs.iter().find(|c| c.ecdsa_sigalg.is_none())).or(certs.first()).copied()
+}
+
+/// Installs `cert` on one connection, with its intermediates.
+fn use_certificate(ssl: &mut SslRef, cert: &LoadedCertificate) -> Result<(), ErrorStack> {
+    ssl.set_certificate(&cert.leaf)?;
+    ssl.set_private_key(&cert.key)?;
+    for i in &cert.intermediates {
+        ssl.add_chain_cert(i)?;
     }
     Ok(())
 }
 
 /// A filter chain's certificates as the handshake finds them: those read
 /// once, at start, and those of SDS files, as each is when a client connects.
-/// Several (of different key types) are all offered: BoringSSL serves the
-/// one the client's signature algorithms allow.
+/// Of several (of different key types), the client's capabilities choose one ([`choose`]).
 struct ChainCertificates {
     fixed: Vec<LoadedCertificate>,
     live: Vec<rotation::LiveCertificate>,
 }
 
 impl ChainCertificates {
-    fn install(&self, ssl: &mut SslRef) -> Result<(), ErrorStack> {
-        use_certificates(ssl, self.fixed.iter())?;
+    /// Installs the one `hello`'s client gets.
+    fn install(&self, hello: &mut ClientHello<'_>) -> Result<(), ErrorStack> {
         let current: Vec<_> = self.live.iter().map(|l| l.load_full()).collect();
-        use_certificates(ssl, current.iter().map(|c| c.as_ref()))
+        let all: Vec<&LoadedCertificate> = self.fixed.iter().chain(current.iter().map(|c| c.as_ref())).collect();
+        match choose(&all, hello) {
+            Some(cert) => use_certificate(hello.ssl_mut(), cert),
+            None => Ok(()),
+        }
     }
 }
 
@@ -571,12 +605,12 @@ pub fn downstream_acceptor(
         // cache and ticket keys stay. The session id context then covers
         // the file's current client CAs too.
         builder.set_select_certificate_callback(move |mut hello| {
-            let ssl = hello.ssl_mut();
             let installed = match &per_connection {
-                Some(certs) => certs.install(ssl),
+                Some(certs) => certs.install(&mut hello),
                 // `only`: the context has the one certificate.
                 None => Ok(()),
             };
+            let ssl = hello.ssl_mut();
             let trusted = match &live_ca {
                 Some(ca) => {
                     let mut id = boring::sha::Sha256::new();
@@ -625,10 +659,6 @@ pub fn downstream_acceptor(
             accepted
         });
     }
-    // Records are read whole, as far as the socket has them, instead of a
-    // header read and a body read each: the socket under the TLS stream
-    // has no read buffer of its own (`listen.rs` accepts it).
-    builder.set_read_ahead(true);
     let params = &tls.params;
     if let Some(v) = params.min_version {
         builder.set_min_proto_version(Some(v.ssl())).map_err(|e| TlsError::Setup(e.to_string()))?;
@@ -700,8 +730,8 @@ fn alpn_wire(protocols: &[String]) -> Vec<u8> {
 /// resumes on any other.
 fn resumption(builder: &mut SslContextBuilder, s: &SessionResumption) -> Result<(), TlsError> {
     if !s.tickets {
-        // With TLS 1.3 OpenSSL then issues tickets that only name a session
-        // in its cache (stateful), or none when the cache is off too.
+        // BoringSSL, as Envoy on it: TLS 1.2 still resumes from the cache,
+        // TLS 1.3 (which resumes by ticket only) does not resume at all.
         builder.set_options(SslOptions::NO_TICKET);
     }
     if !s.cache {

@@ -83,7 +83,7 @@ impl Memory {
 /// Envoy's version string layout: `<revision>/<version>/<status>/<build>/<ssl>`.
 pub fn version() -> String {
     let build = if cfg!(debug_assertions) { "DEBUG" } else { "RELEASE" };
-    format!("frontend-proxy/{}/Clean/{build}/OpenSSL", env!("CARGO_PKG_VERSION"))
+    format!("frontend-proxy/{}/Clean/{build}/BoringSSL", env!("CARGO_PKG_VERSION"))
 }
 
 /// Protobuf JSON duration: `12s`.

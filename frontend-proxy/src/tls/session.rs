@@ -30,12 +30,16 @@ pub(super) fn set_session_id_context(ssl: &mut SslRef, sid: &[u8; 32]) -> Result
     }
 }
 
-/// How long a session (cached or in a ticket) may be resumed, in seconds.
+/// How long a session (cached or in a ticket) may be resumed, in seconds:
+/// TLS 1.2's lifetime and TLS 1.3's (`psk_dhe_timeout`; BoringSSL keeps
+/// them apart, and Envoy on it sets the first only, which would leave TLS
+/// 1.3 sessions two days — longer than the file says).
 pub(super) fn set_timeout(builder: &mut SslContextBuilder, secs: u32) {
-    // SAFETY: the context is valid while the builder is borrowed; the call
-    // only stores the number (it returns the previous one).
+    // SAFETY: the context is valid while the builder is borrowed; the
+    // calls only store the number.
     unsafe {
         ffi::SSL_CTX_set_timeout(builder.as_ptr(), secs);
+        ffi::SSL_CTX_set_session_psk_dhe_timeout(builder.as_ptr(), secs);
     }
 }
 

@@ -388,7 +388,11 @@ fn tls_params(cx: &mut Ctx, cp: &P, common: &raw::CommonTlsContext) -> TlsParams
     for (ip, entry) in cx.list(&pp, "cipher_suites", &tp.cipher_suites) {
         // An entry is a cipher or an equal-preference group `[A|B]`,
         // both BoringSSL's syntax, as in Envoy.
-        if crate::tls::known_cipher(entry) && !entry.contains(':') {
+        // As Envoy, each entry is what BoringSSL's strict cipher-list
+        // syntax accepts (rules such as `!aNULL` too); one entry is one
+        // item of the list, so no separator of its own.
+        let single = !entry.contains([':', ',', ';', ' ']);
+        if single && crate::tls::known_cipher(entry) {
             ciphers.push(entry.to_string());
         } else {
             cx.error(
