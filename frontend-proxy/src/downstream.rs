@@ -247,7 +247,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         shutdown: &ShutdownWatch,
     ) {
         let listener = &self.listeners[index];
-        let stream = l4_stream(tcp, peer);
+        let stream = ReadAhead::new(l4_stream(tcp, peer));
         let handshake_timeout = listener.handshake_timeout;
         // Boxed: the handshake's state is not needed once it is done, and an
         // idle keep-alive connection should not keep room for it.
@@ -618,6 +618,10 @@ macro_rules! delegate_stream_traits {
 }
 
 delegate_stream_traits!(HeaderDeadline);
+
+// After the macro, which it uses.
+mod read_ahead;
+use read_ahead::ReadAhead;
 
 #[async_trait]
 impl Peek for HeaderDeadline {

@@ -1,0 +1,146 @@
+//! TLS records read whole. BoringSSL reads a record as two reads of
+//! exactly what it needs — the 5-byte header, then the body — and, unlike
+//! OpenSSL, has no read-ahead of its own (`SSL_CTX_set_read_ahead` is a
+//! no-op), so on a bare socket every record costs two `recvfrom(2)`. Under
+//! the TLS stream of each downstream connection, [`ReadAhead`] answers a
+//! short read with one socket read of up to a whole record and hands the
+//! rest out from memory. The buffer exists only while it holds bytes: an
+//! idle connection keeps none (memory per idle connection is what issue 26
+//! counts).
+
+use super::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, L4Stream, Peek, ProxyDigest, Shutdown, SocketDigest, Ssl,
+    TimingDigest, TlsRef, UniqueID, UniqueIDType, ALPN,
+};
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The largest TLS record on the wire: a 5-byte header and at most 2^14
+/// bytes of plaintext plus 256 of expansion (RFC 8446, 5.2).
+const RECORD_MAX: usize = 5 + (1 << 14) + 256;
+
+/// A downstream socket read a record at a time (see the module comment).
+#[derive(Debug)]
+pub struct ReadAhead {
+    inner: L4Stream,
+    /// Read from the socket, not yet handed out; empty (and unallocated)
+    /// between bursts.
+    buf: BytesMut,
+}
+
+impl ReadAhead {
+    pub fn new(inner: L4Stream) -> Self {
+        Self { inner, buf: BytesMut::new() }
+    }
+}
+
+impl AsyncRead for ReadAhead {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.buf.is_empty() {
+            // A caller with room for a whole record reads into its own.
+            if out.remaining() >= RECORD_MAX {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            this.buf.reserve(RECORD_MAX);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.buf = BytesMut::new();
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => {
+                    // Nothing to hold while the connection waits.
+                    this.buf = BytesMut::new();
+                    return Poll::Pending;
+                }
+            }
+            if this.buf.is_empty() {
+                // End of stream.
+                this.buf = BytesMut::new();
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = this.buf.len().min(out.remaining());
+        out.put_slice(&this.buf[..n]);
+        this.buf.advance(n);
+        if this.buf.is_empty() {
+            this.buf = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for ReadAhead {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+delegate_stream_traits!(ReadAhead);
+
+#[async_trait]
+impl Peek for ReadAhead {
+    /// Only before the handshake would anyone peek, when nothing is buffered.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.buf.is_empty() {
+            self.inner.try_peek(buf).await
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn short_reads_are_served_from_one_socket_read_and_nothing_is_kept_when_empty() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut stream = ReadAhead::new(L4Stream::from(server));
+        let record: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
+        client.write_all(&record).await.unwrap();
+        client.flush().await.unwrap();
+        // What BoringSSL asks for: a header, then the body.
+        let mut header = [0u8; 5];
+        stream.read_exact(&mut header).await.unwrap();
+        assert_eq!(header, record[..5]);
+        assert!(!stream.buf.is_empty(), "the rest of the record was read with the header");
+        let mut body = vec![0u8; record.len() - 5];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, record[5..]);
+        assert!(stream.buf.is_empty() && stream.buf.capacity() == 0, "an empty buffer is freed");
+        drop(client);
+        let mut rest = Vec::new();
+        assert_eq!(stream.read_to_end(&mut rest).await.unwrap(), 0);
+    }
+}
