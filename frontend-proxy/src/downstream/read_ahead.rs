@@ -14,17 +14,18 @@ use super::{
 };
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The largest TLS record on the wire: a 5-byte header and at most 2^14
-/// bytes of plaintext plus 256 of expansion (RFC 8446, 5.2).
-const RECORD_MAX: usize = 5 + (1 << 14) + 256;
+/// The largest TLS record BoringSSL accepts: a 5-byte header and 2^14
+/// bytes of plaintext plus 320 of expansion (TLS 1.2 CBC; TLS 1.3 allows
+/// 256) — its `SSL3_RT_MAX_PACKET_SIZE`.
+const RECORD_MAX: usize = 5 + (1 << 14) + 320;
 
 /// A downstream socket read a record at a time (see the module comment).
-#[derive(Debug)]
 pub struct ReadAhead {
     inner: L4Stream,
     /// Read from the socket, not yet handed out; empty (and unallocated)
@@ -38,6 +39,13 @@ impl ReadAhead {
     }
 }
 
+impl std::fmt::Debug for ReadAhead {
+    /// The buffered ciphertext's length, not its bytes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead").field("inner", &self.inner).field("buffered", &self.buf.len()).finish()
+    }
+}
+
 impl AsyncRead for ReadAhead {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
@@ -46,24 +54,19 @@ impl AsyncRead for ReadAhead {
             if out.remaining() >= RECORD_MAX {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
-            this.buf.reserve(RECORD_MAX);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf) {
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(e)) => {
-                    this.buf = BytesMut::new();
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Pending => {
-                    // Nothing to hold while the connection waits.
-                    this.buf = BytesMut::new();
-                    return Poll::Pending;
-                }
+            // Read on the stack; only what the caller has no room for is
+            // kept, in a buffer of its size: a read that finds nothing
+            // allocates nothing.
+            let mut stack = [MaybeUninit::<u8>::uninit(); RECORD_MAX];
+            let mut read = ReadBuf::uninit(&mut stack);
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut read))?;
+            let read = read.filled();
+            let n = read.len().min(out.remaining());
+            out.put_slice(&read[..n]);
+            if n < read.len() {
+                this.buf = BytesMut::from(&read[n..]);
             }
-            if this.buf.is_empty() {
-                // End of stream.
-                this.buf = BytesMut::new();
-                return Poll::Ready(Ok(()));
-            }
+            return Poll::Ready(Ok(()));
         }
         let n = this.buf.len().min(out.remaining());
         out.put_slice(&this.buf[..n]);
@@ -109,7 +112,7 @@ mod tests {
         let mut header = [0u8; 5];
         stream.read_exact(&mut header).await.unwrap();
         assert_eq!(header, record[..5]);
-        assert!(!stream.buf.is_empty(), "the rest of the record was read with the header");
+        assert_eq!(stream.buf.len(), record.len() - 5, "the rest of the record was read with the header");
         let mut body = vec![0u8; record.len() - 5];
         stream.read_exact(&mut body).await.unwrap();
         assert_eq!(body, record[5..]);
