@@ -595,6 +595,12 @@ macro_rules! delegate_stream_traits {
             fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
                 self.inner.get_timing_digest()
             }
+            fn get_read_pending_time(&self) -> Duration {
+                self.inner.get_read_pending_time()
+            }
+            fn get_write_pending_time(&self) -> Duration {
+                self.inner.get_write_pending_time()
+            }
         }
 
         impl GetProxyDigest for $wrapper {
