@@ -24,10 +24,11 @@ use crate::proxy::context::RequestCtx;
 use crate::proxy::framing::agreed_length;
 use crate::proxy::target;
 use bytes::{Buf, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
-use http::{HeaderValue, Version};
+use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderValue, StatusCode, Version};
 use pingora_core::protocols::http::v2::server::HttpSession;
-use pingora_error::ErrorType;
+use pingora_error::ErrorType::{self, InvalidHTTPHeader};
+use pingora_error::OrErr;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::io;
 use tokio::time::{timeout_at, Instant};
@@ -223,7 +224,12 @@ impl Client for H2Client<'_> {
         ctx: &RequestCtx,
         _close: bool,
     ) -> pingora_error::Result<()> {
-        let mut map = ResponseHeader::build_no_case(head.status, Some(resp.headers.len() + 4))?;
+        // Built as `http` parts, without a case map (HTTP/2 names are lower
+        // case): `ResponseHeader::append_header` would copy each name into a
+        // new string and parse it back, ~600 instructions a field.
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = StatusCode::from_u16(head.status).or_err(InvalidHTTPHeader, "invalid status")?;
+        parts.headers.reserve(resp.headers.len() + 4);
         // A length repeated with the same value goes on once (RFC 9110 §8.6);
         // the coding does not go at all: DATA frames carry the content.
         let mut length_seen = false;
@@ -234,8 +240,11 @@ impl Client for H2Client<'_> {
             {
                 continue;
             }
-            map.append_header(h.name.to_string(), h.value)?;
+            let name = HeaderName::from_bytes(h.name.as_bytes()).or_err(InvalidHTTPHeader, "invalid header name")?;
+            let value = HeaderValue::from_bytes(h.value).or_err(InvalidHTTPHeader, "invalid header value")?;
+            parts.headers.try_append(name, value).or_err(InvalidHTTPHeader, "too many header fields")?;
         }
+        let mut map = ResponseHeader::from(parts);
         engine.proxy.downstream_headers(&mut map, ctx)?;
         self.head = Some(Box::new(map));
         Ok(())
