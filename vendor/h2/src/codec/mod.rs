@@ -47,7 +47,10 @@ where
             .length_field_length(3)
             .length_adjustment(9)
             .num_skip(0) // Don't skip the header
-            .new_read(framed_write);
+            .new_codec();
+        // No read buffer yet: `FramedRead::poll_next` allocates it to read
+        // and releases it when a read finds nothing and nothing is left.
+        let delimited = tokio_util::codec::FramedRead::with_capacity(framed_write, delimited, 0);
 
         let mut inner = FramedRead::new(delimited);
 

@@ -149,6 +149,10 @@ struct StringMarker {
     string: Option<Bytes>,
 }
 
+/// The buffer Huffman-coded strings are decoded into: allocated this big on
+/// the first one, then shared with the strings split off it.
+const BUFFER_CAPACITY: usize = 4096;
+
 // ===== impl Decoder =====
 
 impl Decoder {
@@ -158,8 +162,16 @@ impl Decoder {
             max_size_update: None,
             last_max_update: size,
             table: Table::new(size),
-            buffer: BytesMut::with_capacity(4096),
+            // Allocated for the first Huffman-coded string (`try_decode_string`).
+            buffer: BytesMut::new(),
         }
+    }
+
+    /// Releases the buffer Huffman-coded strings are decoded into (the
+    /// strings decoded keep their part of it), for a connection that went
+    /// idle; the next such string allocates it again.
+    pub fn release_buffer(&mut self) {
+        self.buffer = BytesMut::new();
     }
 
     /// Queues a potential size update
@@ -333,6 +345,9 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(BUFFER_CAPACITY);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {
