@@ -226,8 +226,9 @@ impl Decoder {
                     can_resize = false;
                     let entry = self.decode_literal(src, true)?;
 
-                    // Insert the header into the table
-                    self.table.insert(entry.clone());
+                    // Insert the header into the table, in allocations of
+                    // its own: not pinning the buffer it was decoded from.
+                    self.table.insert(entry.detached());
                     consume(src);
 
                     if f(entry).is_break() {

@@ -61,6 +61,30 @@ impl Header<Option<HeaderName>> {
 }
 
 impl Header {
+    /// The same header in allocations of its own: a decoded header shares
+    /// the buffer it was read from (the connection's read buffer, or the
+    /// Huffman scratch), which an entry of the decoder's table would keep
+    /// alive for as long as it stays in the table.
+    pub fn detached(&self) -> Header {
+        match self {
+            Header::Field { name, value } => {
+                // Valid as it was: `from_bytes` copies it.
+                let mut copy =
+                    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+                copy.set_sensitive(value.is_sensitive());
+                Header::Field {
+                    name: name.clone(),
+                    value: copy,
+                }
+            }
+            Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
+            Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
+            Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
+            Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
+            Header::Method(_) | Header::Status(_) => self.clone(),
+        }
+    }
+
     pub fn new(name: Bytes, value: Bytes) -> Result<Header, DecoderError> {
         if name.is_empty() {
             return Err(DecoderError::NeedMore(NeedMore::UnexpectedEndOfStream));
