@@ -427,13 +427,22 @@ where
         loop {
             tracing::trace!("poll");
             if self.inner.read_buffer().capacity() == 0 {
-                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+                // `with_capacity`, not `reserve`: it also sets the size the
+                // codec's later reserves grow a shared buffer to (an empty
+                // buffer reserved into would then grow to exactly what each
+                // reserve asks, down to 3-byte reads).
+                *self.inner.read_buffer_mut() = BytesMut::with_capacity(READ_BUFFER_CAPACITY);
             }
             let polled = Pin::new(&mut self.inner).poll_next(cx);
             if polled.is_pending() && self.inner.read_buffer().is_empty() {
                 // Nothing to read and nothing buffered: the connection is
-                // idle, its next read allocates again.
-                *self.inner.read_buffer_mut() = BytesMut::new();
+                // idle. The buffer goes only if this handle is its last one:
+                // while frames split off it live (a queued DATA payload, a
+                // request's URI), the next reads pack into what is left of
+                // it, rather than each burst pinning a buffer of its own.
+                if self.inner.read_buffer_mut().try_reclaim(READ_BUFFER_CAPACITY) {
+                    *self.inner.read_buffer_mut() = BytesMut::new();
+                }
                 self.decoder.hpack.release_buffer();
             }
             let bytes = match ready!(polled) {

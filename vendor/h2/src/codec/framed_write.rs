@@ -237,7 +237,8 @@ where
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
         if self.buf.get_ref().capacity() == 0 {
-            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+            // Released when last flushed (so empty, at position 0).
+            *self.buf.get_mut() = BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY);
         }
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();

@@ -171,7 +171,11 @@ impl Decoder {
     /// strings decoded keep their part of it), for a connection that went
     /// idle; the next such string allocates it again.
     pub fn release_buffer(&mut self) {
-        self.buffer = BytesMut::new();
+        // Only if no decoded string still shares it: otherwise the next
+        // strings go into what is left of it (see `FramedRead::poll_next`).
+        if self.buffer.try_reclaim(BUFFER_CAPACITY) {
+            self.buffer = BytesMut::new();
+        }
     }
 
     /// Queues a potential size update
@@ -347,7 +351,8 @@ impl Decoder {
         let offset = (buf.position() - old_pos) as usize;
         if huff {
             if self.buffer.capacity() == 0 {
-                self.buffer.reserve(BUFFER_CAPACITY);
+                // `with_capacity`: the size later reserves grow to, as h2's own.
+                self.buffer = BytesMut::with_capacity(BUFFER_CAPACITY);
             }
             let ret = {
                 let raw = &buf.chunk()[..len];

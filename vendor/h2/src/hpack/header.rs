@@ -67,21 +67,14 @@ impl Header {
     /// alive for as long as it stays in the table.
     pub fn detached(&self) -> Header {
         match self {
-            Header::Field { name, value } => {
-                // Valid as it was: `from_bytes` copies it.
-                let mut copy =
-                    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-                copy.set_sensitive(value.is_sensitive());
-                Header::Field {
-                    name: name.clone(),
-                    value: copy,
-                }
-            }
             Header::Authority(v) => Header::Authority(BytesStr::from(v.as_str())),
             Header::Scheme(v) => Header::Scheme(BytesStr::from(v.as_str())),
             Header::Path(v) => Header::Path(BytesStr::from(v.as_str())),
             Header::Protocol(v) => Header::Protocol(Protocol::from(v.as_str())),
-            Header::Method(_) | Header::Status(_) => self.clone(),
+            // A field's value is already a copy (`HeaderValue::from_bytes`
+            // in `Header::new` and `Name::into_entry`); method and status
+            // hold no bytes of the buffer.
+            Header::Field { .. } | Header::Method(_) | Header::Status(_) => self.clone(),
         }
     }
 
