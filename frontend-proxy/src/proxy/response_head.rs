@@ -141,8 +141,8 @@ fn dropped_fields(headers: &HeaderMap, status: StatusCode, edits: &ResponseEdits
         .collect()
 }
 
-/// A response head with no fields, to stand in while one is edited.
-fn empty_parts() -> RespParts {
+/// A response head with no fields: to stand in while one is edited, or to build one in.
+pub(super) fn empty_parts() -> RespParts {
     http::Response::new(()).into_parts().0
 }
 

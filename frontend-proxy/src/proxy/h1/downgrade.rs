@@ -22,6 +22,7 @@ use super::NativeH1;
 use crate::drain::Drain;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::framing::agreed_length;
+use crate::proxy::response_head;
 use crate::proxy::target;
 use bytes::{Buf, BytesMut};
 use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
@@ -227,7 +228,7 @@ impl Client for H2Client<'_> {
         // Built as `http` parts, without a case map (HTTP/2 names are lower
         // case): `ResponseHeader::append_header` would copy each name into a
         // new string and parse it back, ~600 instructions a field.
-        let mut parts = http::Response::new(()).into_parts().0;
+        let mut parts = response_head::empty_parts();
         parts.status = StatusCode::from_u16(head.status).or_err(InvalidHTTPHeader, "invalid status")?;
         parts.headers.reserve(resp.headers.len() + 4);
         // A length repeated with the same value goes on once (RFC 9110 §8.6);
