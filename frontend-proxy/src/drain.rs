@@ -5,10 +5,13 @@
 //! `/quitquitquit`, or when a listener fails ([`Drain::fail`]). From then
 //! on the accept loops stop (new connections are refused), idle keep-alive
 //! connections close, and each busy one closes after the response in
-//! progress, which says `connection: close`. The drain is over once every
+//! progress, which says `connection: close`; an HTTP/2 connection gets
+//! Envoy's GOAWAY sequence, new streams taken for its connection manager's
+//! `drain_timeout` (`proxy/h2.rs`). The drain is over once every
 //! connection the proxy took is closed, or at `--drain-time-s`, whichever
 //! comes first: `server::run` then returns and `main` exits. `docker stop`
-//! so takes milliseconds on an idle proxy and never meets its 10 s kill.
+//! so takes milliseconds on a proxy without HTTP/2 clients (at most
+//! `drain_timeout` with them) and never meets its 10 s kill.
 //! The admin interface answers throughout (`/ready` says `DRAINING`).
 //!
 //! [`Drain`] owns a [`CancellationToken`] (the signal) and a

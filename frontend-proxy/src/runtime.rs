@@ -166,6 +166,7 @@ fn unused_connection_manager() -> HttpConnectionManager {
         request_timeout: None,
         request_headers_timeout: None,
         idle_timeout: None,
+        drain_timeout: Duration::ZERO,
         max_stream_duration: None,
         max_request_headers_kb: 60,
         max_headers_count: 100,

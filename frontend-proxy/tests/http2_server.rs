@@ -1,6 +1,7 @@
 //! The HTTP/2 server's connection behaviour, on every path a stream can
 //! take (the native engine's downgrade, Pingora's engine, a local reply):
-//! each stream counted once, GOAWAY on the drain with in-flight streams
+//! each stream counted once, Envoy's drain sequence (GOAWAY 2^31-1, new
+//! streams for `drain_timeout`, the final GOAWAY) with in-flight streams
 //! finishing, the malformed-stream budget, the idle timeout.
 //! Addresses: 127.0.65.x.
 
@@ -141,7 +142,8 @@ async fn streams_on_every_path_of_one_connection_are_counted_once() {
 async fn a_drain_sends_goaway_and_streams_in_flight_complete() {
     let up = backend(2, Duration::from_millis(1500)).await;
     let (listen, admin) = (free_addr(ip(65, 2)), free_addr(ip(65, 2)));
-    let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, ""), admin).await;
+    let drain = "          drain_timeout: 0.1s\n";
+    let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, drain), admin).await;
     let (send, ended) = connect(listen).await;
     let in_flight = tokio::spawn({
         let send = send.clone();
@@ -156,8 +158,8 @@ async fn a_drain_sends_goaway_and_streams_in_flight_complete() {
     });
     assert!(eventually(LIMIT, || async { up.requests().len() == 2 }).await, "both streams reached the backend");
     proxy.signal("TERM");
-    // The GOAWAY (and the final one, after its PING) arrive long before
-    // the backend answers: a stream opened now is refused.
+    // The GOAWAY (and the final one, `drain_timeout` later) arrive long
+    // before the backend answers: a stream opened now is refused.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let late = request(&send, "GET", "http://a.test/films", &[], b"").await;
     assert!(late.is_err(), "a stream opened after the drain's GOAWAY was served: {late:?}");
@@ -209,6 +211,8 @@ async fn an_idle_connection_closes_after_the_idle_timeout() {
     let idle_since = Instant::now();
     tokio::time::timeout(LIMIT, ended).await.expect("the idle connection closes").unwrap();
     let after = idle_since.elapsed();
+    // h2's client ends the connection on the shutdown notice (the
+    // sequence itself: `an_idle_timeout_starts_the_drain_sequence`).
     assert!(after >= Duration::from_millis(400), "closed {after:?} after its last stream");
     assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
 }
@@ -242,7 +246,7 @@ async fn a_local_reply_to_a_client_without_window_ends_at_the_stream_idle_timeou
     let (listen, admin) = (free_addr(ip(65, 6)), free_addr(ip(65, 6)));
     let routes = r#"              - match: { prefix: "/direct" }
                 direct_response: { status: 200, body: { inline_string: "hello from a direct response" } }"#;
-    let extra = "          stream_idle_timeout: 1s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
+    let extra = "          stream_idle_timeout: 1s\n          drain_timeout: 0.1s\n          common_http_protocol_options: { idle_timeout: 0.5s }\n";
     let proxy = ProxyProcess::live(&config_with_routes(listen, admin, up.addr, extra, routes), admin).await;
     let tcp = TcpStream::connect(listen).await.unwrap();
     // A window of 0: the reply's body can never be sent.
@@ -273,12 +277,178 @@ async fn a_client_stalled_inside_its_preface_is_closed_at_the_idle_timeout() {
     let (listen, admin) = (free_addr(ip(65, 7)), free_addr(ip(65, 7)));
     let idle = "          common_http_protocol_options: { idle_timeout: 0.5s }";
     let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
+    // Before the connection: the timeout runs from the proxy's accept,
+    // which a busy machine may take a while to reach.
+    let started = Instant::now();
     let mut tcp = TcpStream::connect(listen).await.unwrap();
     // All of the preface but its last two bytes.
     tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n").await.unwrap();
-    let started = Instant::now();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(LIMIT, tcp.read_to_end(&mut rest)).await.expect("the connection closes");
     assert!(started.elapsed() >= Duration::from_millis(400), "closed after {:?}", started.elapsed());
     assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+}
+
+/// A hand-driven HTTP/2 client: what a test reads is what the proxy sent,
+/// not what a client library made of it (h2's client, for one, stops
+/// opening streams once it has any GOAWAY).
+struct RawH2 {
+    tcp: TcpStream,
+}
+
+/// One frame: its type, flags, stream and payload.
+#[derive(Debug)]
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+const HEADERS: u8 = 0x1;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const END_STREAM: u8 = 0x1;
+
+impl RawH2 {
+    /// The preface and empty SETTINGS, the proxy's SETTINGS acknowledged.
+    async fn connect(addr: SocketAddr) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+        let mut h2 = Self { tcp };
+        loop {
+            let f = h2.frame().await.expect("the proxy's SETTINGS");
+            if f.kind == SETTINGS && f.flags & 1 == 0 {
+                break;
+            }
+        }
+        h2.write(SETTINGS, 1, 0, &[]).await;
+        h2
+    }
+
+    async fn write(&mut self, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+        frame.extend([kind, flags]);
+        frame.extend(stream.to_be_bytes());
+        frame.extend(payload);
+        // The proxy may have closed the connection already: what it does
+        // with the stream is what the test reads next.
+        let _ = self.tcp.write_all(&frame).await;
+    }
+
+    /// `GET http://a.test{path}` on `stream`, without a body. HPACK by
+    /// hand: `:method GET`, `:scheme http` indexed; `:path` and
+    /// `:authority` literal, not indexed.
+    async fn get(&mut self, stream: u32, path: &str) {
+        let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+        block.extend(path.as_bytes());
+        block.extend([0x01, 6]);
+        block.extend(b"a.test");
+        self.write(HEADERS, END_STREAM | 0x4, stream, &block).await;
+    }
+
+    /// The next frame; `None` once the connection has ended.
+    async fn frame(&mut self) -> Option<Frame> {
+        use tokio::io::AsyncReadExt;
+        let mut head = [0u8; 9];
+        match tokio::time::timeout(LIMIT, self.tcp.read_exact(&mut head)).await.expect("a frame or the end") {
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        self.tcp.read_exact(&mut payload).await.ok()?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        Some(Frame { kind: head[3], flags: head[4], stream, payload })
+    }
+
+    /// The frames up to the next of `kind` on `stream` (any stream for
+    /// GOAWAY), which is returned; the proxy never PINGs here.
+    async fn until(&mut self, kind: u8, stream: u32) -> Frame {
+        loop {
+            let f = self.frame().await.unwrap_or_else(|| panic!("the connection ended before frame type {kind}"));
+            assert_ne!(f.kind, PING, "a PING from the proxy: {f:?}");
+            if f.kind == kind && (kind == GOAWAY || f.stream == stream) {
+                return f;
+            }
+        }
+    }
+
+    /// The response head on `stream` says 200 (`:status` indexed, 0x88).
+    async fn ok(&mut self, stream: u32) {
+        let head = self.until(HEADERS, stream).await;
+        assert_eq!(head.payload.first(), Some(&0x88), "stream {stream} was not answered 200: {head:?}");
+    }
+
+    /// The next GOAWAY: its last stream identifier and error code.
+    async fn goaway(&mut self) -> (u32, u32) {
+        let f = self.until(GOAWAY, 0).await;
+        let word = |i: usize| u32::from_be_bytes(f.payload[i..i + 4].try_into().unwrap());
+        (word(0) & 0x7fff_ffff, word(4))
+    }
+
+    /// Reads to the end of the connection: no frame on `stream` before it.
+    async fn ends_without(&mut self, stream: u32) {
+        while let Some(f) = self.frame().await {
+            assert!(f.stream != stream || f.kind == 0x3, "stream {stream} was served: {f:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_drain_takes_new_streams_for_the_drain_timeout_then_sends_the_final_goaway() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server drains with h2's graceful shutdown (the
+        // final GOAWAY one PING round trip after the first; docs/http1.md).
+        return;
+    }
+    let up = backend(8, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 8)), free_addr(ip(65, 8)));
+    let drain = "          drain_timeout: 1s\n";
+    let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, drain), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    h2.get(1, "/films").await;
+    h2.ok(1).await;
+    proxy.signal("TERM");
+    let started = Instant::now();
+    assert_eq!(h2.goaway().await, (0x7fff_ffff, 0), "the shutdown notice: stream 2^31-1, NO_ERROR");
+    // Within the grace a stream still races in, and is served.
+    h2.get(3, "/films").await;
+    h2.ok(3).await;
+    assert_eq!(h2.goaway().await, (3, 0), "the final GOAWAY names the last stream taken");
+    let grace = started.elapsed();
+    assert!(grace >= Duration::from_millis(900), "the final GOAWAY came {grace:?} after the drain began");
+    // After it, a stream is not taken, and the idle connection closes.
+    h2.get(5, "/films").await;
+    h2.ends_without(5).await;
+    assert_eq!(up.requests().len(), 2, "stream 5 never went upstream");
+    let exit = proxy.wait_exit(LIMIT).expect("the proxy exits once drained");
+    assert!(exit.success(), "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn an_idle_timeout_starts_the_drain_sequence() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server is run without an idle timeout.
+        return;
+    }
+    let up = backend(9, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 9)), free_addr(ip(65, 9)));
+    let idle = "          drain_timeout: 0.6s\n          common_http_protocol_options: { idle_timeout: 0.4s }";
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    h2.get(1, "/films").await;
+    h2.ok(1).await;
+    let idle_since = Instant::now();
+    assert_eq!(h2.goaway().await, (0x7fff_ffff, 0), "the shutdown notice");
+    let notice = idle_since.elapsed();
+    assert!(notice >= Duration::from_millis(300), "notice {notice:?} after the last stream");
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+    assert_eq!(h2.goaway().await, (1, 0), "the final GOAWAY");
+    let last = idle_since.elapsed() - notice;
+    assert!(last >= Duration::from_millis(500), "final GOAWAY {last:?} after the notice");
+    h2.ends_without(3).await;
 }

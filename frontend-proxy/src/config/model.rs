@@ -238,6 +238,10 @@ pub struct HttpConnectionManager {
     pub request_headers_timeout: Option<Duration>,
     /// Connection idle timeout (`common_http_protocol_options.idle_timeout`).
     pub idle_timeout: Option<Duration>,
+    /// `drain_timeout`: on an HTTP/2 connection, the grace between the
+    /// shutdown notice (GOAWAY with stream 2^31-1) and the final GOAWAY,
+    /// when the proxy drains or the connection's idle timeout fires.
+    pub drain_timeout: Duration,
     /// `common_http_protocol_options.max_stream_duration`: the longest a
     /// request may last, from its first byte (`None`: no limit).
     pub max_stream_duration: Option<Duration>,

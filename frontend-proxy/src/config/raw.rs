@@ -235,6 +235,7 @@ mapping! {
         pub stream_idle_timeout: Option<Field<Value>>,
         pub request_timeout: Option<Field<Value>>,
         pub request_headers_timeout: Option<Field<Value>>,
+        pub drain_timeout: Option<Field<Value>>,
         #[wrapper(UInt32Value)]
         pub max_request_headers_kb: Option<Field<u32>>,
         pub common_http_protocol_options: Option<Field<HttpProtocolOptions>>,

@@ -12,9 +12,14 @@
 //! The loop keeps what Pingora's own (`accept_downstream_sessions`, not
 //! public) does: its codec and per-stream checks (`HttpSession::from_h2_conn`:
 //! forbidden bytes in `:path`, `content-length`, authority), a budget of
-//! malformed streams per connection, GOAWAY on the drain while streams
-//! already open finish, and an idle timeout once no stream is open (the
-//! connection manager's `idle_timeout`, as Envoy applies it to HTTP/2).
+//! malformed streams per connection, and an idle timeout once no stream is
+//! open (the connection manager's `idle_timeout`, as Envoy applies it to
+//! HTTP/2). Its end is Envoy's drain sequence rather than h2's own graceful
+//! shutdown (whose final GOAWAY follows one PING round trip): on the
+//! proxy's drain or the idle timeout, a shutdown notice (GOAWAY with stream
+//! 2^31-1), streams still accepted for the connection manager's
+//! `drain_timeout`, then the final GOAWAY, and the connection closes once
+//! the streams below it have ended (h2 patch 3, `vendor/h2/PATCHES.md`).
 
 mod stream;
 
@@ -26,11 +31,12 @@ use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::time::Sleep;
 use tracing::{debug, warn};
 
 /// Streams the h2 codec refuses (Pingora's checks) before the connection
@@ -81,6 +87,17 @@ impl<A> Connection<A> {
             }
         }
     }
+}
+
+/// Where a connection is in Envoy's drain sequence.
+enum Phase {
+    Open,
+    /// The shutdown notice is out; the final GOAWAY follows when this
+    /// runs out (boxed: only a draining connection pays for a timer).
+    Notice(Pin<Box<Sleep>>),
+    /// The final GOAWAY is out: the streams below it finish, then h2 ends
+    /// the connection.
+    Closing,
 }
 
 /// One stream being served: the connection is busy while it lives.
@@ -159,30 +176,47 @@ impl NativeH1 {
         // Pinned once, as the drain's wait: fresh ones per stream would
         // register anew each time.
         let mut idle = pin!(conn.idle_for(idle_timeout.unwrap_or_default()));
-        let mut draining = false;
+        let drain_timeout = listener.hcm.drain_timeout;
+        let mut phase = Phase::Open;
         let mut malformed = 0usize;
         loop {
-            let accepted = if draining {
-                // GOAWAY is out: streams the client opened before it saw
-                // it are still served, until the codec ends.
-                HttpSession::from_h2_conn(&mut h2, digest.clone()).await
-            } else {
-                tokio::select! {
-                    biased;
-                    _ = &mut drained => {
-                        h2.graceful_shutdown();
-                        draining = true;
-                        continue;
-                    }
-                    accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => accepted,
-                    _ = &mut idle, if idle_timeout.is_some() => {
-                        // Nothing in flight: dropping the codec closes the
-                        // socket now (a GOAWAY exchange could hang on a dead peer).
-                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                        debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
-                        return;
+            let accepted = match &mut phase {
+                Phase::Closing => Some(HttpSession::from_h2_conn(&mut h2, digest.clone()).await),
+                Phase::Notice(grace) => {
+                    tokio::select! {
+                        biased;
+                        _ = grace.as_mut() => None,
+                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Some(accepted),
                     }
                 }
+                Phase::Open => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut drained => None,
+                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Some(accepted),
+                        _ = &mut idle, if idle_timeout.is_some() => {
+                            listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                            debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
+                            None
+                        }
+                    }
+                }
+            };
+            let Some(accepted) = accepted else {
+                // A timer or the drain moved the sequence on: the notice
+                // after the drain or the idle timeout, the final GOAWAY
+                // once the grace has run out.
+                phase = match phase {
+                    Phase::Open => {
+                        h2.shutdown_notice();
+                        Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout)))
+                    }
+                    Phase::Notice(_) | Phase::Closing => {
+                        h2.finish_graceful_shutdown();
+                        Phase::Closing
+                    }
+                };
+                continue;
             };
             match accepted {
                 Ok(Some(H2Accept::Session(session))) => {

@@ -550,6 +550,32 @@ where
         self.connection.go_away_gracefully();
     }
 
+    /// Sends a shutdown notice: a GOAWAY with the last stream identifier
+    /// 2^31-1 and `NO_ERROR`, without the PING that
+    /// [`graceful_shutdown`](Connection::graceful_shutdown) sends to time
+    /// the final GOAWAY. Streams the client opens afterwards are still
+    /// accepted, until [`finish_graceful_shutdown`](Connection::finish_graceful_shutdown):
+    /// the caller chooses the grace period (a proxy's drain timeout) instead
+    /// of one round trip.
+    ///
+    /// Does nothing if a GOAWAY was already sent. Must continue being polled.
+    pub fn shutdown_notice(&mut self) {
+        self.connection.go_away_notice();
+    }
+
+    /// Ends a graceful shutdown: sends a GOAWAY with the last stream
+    /// identifier processed and `NO_ERROR`. Streams above it are refused;
+    /// once the streams already open have completed, the connection is
+    /// closed. Without a [`shutdown_notice`](Connection::shutdown_notice)
+    /// first, this is the abrupt end of new streams that RFC 9113 section
+    /// 6.8 advises against (a stream in flight from the client is lost).
+    ///
+    /// Does nothing if a final or error GOAWAY was already sent. Must
+    /// continue being polled.
+    pub fn finish_graceful_shutdown(&mut self) {
+        self.connection.go_away_last_processed();
+    }
+
     /// Takes a `PingPong` instance from the connection.
     ///
     /// # Note

@@ -32,12 +32,13 @@ const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default for a downstream connection's idle timeout.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Envoy's default grace between an HTTP/2 shutdown notice and the final GOAWAY.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Envoy fields accepted and ignored with a warning.
 const HCM_IGNORED: &[&str] = &[
     "tracing",
     "delayed_close_timeout",
-    "drain_timeout",
     "internal_address_config",
     "request_id_extension",
     "access_log_flush_interval",
@@ -152,6 +153,7 @@ pub(super) fn connection_manager(
     let request_headers_timeout = cx
         .duration(p, "request_headers_timeout", &h.request_headers_timeout)
         .unwrap_or(DEFAULT_REQUEST_HEADERS_TIMEOUT);
+    let drain_timeout = cx.duration(p, "drain_timeout", &h.drain_timeout).unwrap_or(DEFAULT_DRAIN_TIMEOUT);
     let server_name = cx.string(p, "server_name", &h.server_name).unwrap_or_else(|| "envoy".to_string());
     if http::HeaderValue::from_str(&server_name).is_err() {
         cx.error(&p.key("server_name"), "must be a valid header value (visible ASCII, spaces and tabs)");
@@ -182,6 +184,7 @@ pub(super) fn connection_manager(
         request_timeout: request_timeout.and_then(nonzero),
         request_headers_timeout: nonzero(request_headers_timeout),
         idle_timeout,
+        drain_timeout,
         max_stream_duration,
         max_request_headers_kb,
         max_headers_count,

@@ -448,6 +448,13 @@ where
         self.go_away.go_away(frame);
     }
 
+    /// A GOAWAY with the last stream processed that lets the streams below
+    /// it finish (patch 3; `go_away_now` closes without waiting for them).
+    fn go_away_last_processed(&mut self, e: Reason) {
+        let last_processed_id = self.streams.last_processed_id();
+        self.go_away(last_processed_id, e);
+    }
+
     fn go_away_now(&mut self, e: Reason) {
         let last_processed_id = self.streams.last_processed_id();
         let frame = frame::GoAway::new(last_processed_id, e);
@@ -675,6 +682,32 @@ where
         // We take the advice of waiting 1 RTT literally, and wait
         // for a pong before proceeding.
         self.inner.ping_pong.ping_shutdown();
+    }
+
+    /// The first half of a graceful shutdown without h2's PING: a GOAWAY
+    /// with the last stream identifier 2^31-1 (patch 3, `PATCHES.md`). The
+    /// caller decides when the final GOAWAY follows
+    /// ([`go_away_last_processed`](Self::go_away_last_processed)); until
+    /// then new streams are accepted as before.
+    pub fn go_away_notice(&mut self) {
+        if self.inner.go_away.is_going_away() {
+            return;
+        }
+        self.inner.as_dyn().go_away(StreamId::MAX, Reason::NO_ERROR);
+    }
+
+    /// The final GOAWAY of a graceful shutdown: the last stream identifier
+    /// processed, `NO_ERROR` (patch 3). Streams above it are refused; the
+    /// connection closes once the streams below it have ended. Nothing is
+    /// sent if a GOAWAY with a real identifier (a final one, or an error)
+    /// already went out.
+    pub fn go_away_last_processed(&mut self) {
+        if let Some(going_away) = self.inner.go_away.going_away() {
+            if going_away.last_processed_id() != StreamId::MAX {
+                return;
+            }
+        }
+        self.inner.as_dyn().go_away_last_processed(Reason::NO_ERROR);
     }
 }
 

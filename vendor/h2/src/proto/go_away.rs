@@ -151,4 +151,9 @@ impl GoingAway {
     pub(crate) fn reason(&self) -> Reason {
         self.reason
     }
+
+    /// The last stream identifier of the GOAWAY sent (patch 3).
+    pub(crate) fn last_processed_id(&self) -> StreamId {
+        self.last_processed_id
+    }
 }
