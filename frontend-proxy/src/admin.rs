@@ -403,7 +403,7 @@ mod tests {
         Admin::new(Inputs {
             clusters: Arc::new(ClusterSet::new(Vec::new())),
             listeners: Vec::new(),
-            drain: Drain::new(),
+            drain: Drain::new(std::time::Duration::from_secs(5)),
             concurrency: 1,
             command_line: Cli::try_parse_from(["frontend-proxy", "-c", "envoy.yaml"]).unwrap(),
             document: serde_yaml::Value::Null,

@@ -10,8 +10,9 @@
 //! `drain_timeout` (`proxy/h2.rs`). The drain is over once every
 //! connection the proxy took is closed, or at `--drain-time-s`, whichever
 //! comes first: `server::run` then returns and `main` exits. `docker stop`
-//! so takes milliseconds on a proxy without HTTP/2 clients (at most
-//! `drain_timeout` with them) and never meets its 10 s kill.
+//! so takes milliseconds on a proxy without HTTP/2 clients (with them, the
+//! HTTP/2 grace: `drain_timeout`, at most half of the drain time) and never
+//! meets its 10 s kill.
 //! The admin interface answers throughout (`/ready` says `DRAINING`).
 //!
 //! [`Drain`] owns a [`CancellationToken`] (the signal) and a
@@ -25,7 +26,7 @@ use async_trait::async_trait;
 use pingora_core::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use std::error::Error;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
@@ -47,16 +48,23 @@ pub struct Drain {
     watch: watch::Sender<bool>,
     /// What made the proxy stop, if something failed.
     failure: Mutex<Option<Failure>>,
+    /// `--drain-time-s`: the longest the drain waits for connections.
+    limit: Duration,
+    /// When the drain started.
+    started_at: OnceLock<Instant>,
 }
 
 impl Drain {
-    pub fn new() -> Arc<Self> {
+    /// A drain that waits at most `limit` for connections to close.
+    pub fn new(limit: Duration) -> Arc<Self> {
         Arc::new(Self {
             signal: CancellationToken::new(),
             draining: AtomicBool::new(false),
             connections: TaskTracker::new(),
             watch: watch::Sender::new(false),
             failure: Mutex::new(None),
+            limit,
+            started_at: OnceLock::new(),
         })
     }
 
@@ -74,6 +82,7 @@ impl Drain {
             open_connections = self.connections.len(),
             "draining: no new connections, finishing in-flight requests"
         );
+        self.started_at.get_or_init(Instant::now);
         self.draining.store(true, Ordering::Release);
         self.signal.cancel();
         self.watch.send_replace(true);
@@ -121,14 +130,23 @@ impl Drain {
         &self.connections
     }
 
-    /// Waits for a started drain to end: every connection closed, or
-    /// `limit` passed. Whether it ended on its own.
-    pub async fn finished(&self, limit: Duration) -> bool {
-        let started = Instant::now();
+    /// How long the drain still waits for connections (all of its limit
+    /// before it starts): what a connection's own grace must fit in.
+    pub fn time_left(&self) -> Duration {
+        match self.started_at.get() {
+            Some(started) => self.limit.saturating_sub(started.elapsed()),
+            None => self.limit,
+        }
+    }
+
+    /// Waits for a started drain to end: every connection closed, or its
+    /// limit passed. Whether it ended on its own.
+    pub async fn finished(&self) -> bool {
         self.started().await;
-        match tokio::time::timeout(limit, self.connections.wait()).await {
+        match tokio::time::timeout(self.time_left(), self.connections.wait()).await {
             Ok(()) => {
-                info!(elapsed_ms = started.elapsed().as_millis() as u64, "drained");
+                let elapsed = self.started_at.get().map_or(Duration::ZERO, Instant::elapsed);
+                info!(elapsed_ms = elapsed.as_millis() as u64, "drained");
                 true
             }
             Err(_) => {
@@ -148,8 +166,6 @@ impl Drain {
 /// idle tasks left to drop: its grace period is 0 (`server.rs`).
 pub struct PingoraShutdown {
     pub drain: Arc<Drain>,
-    /// `--drain-time-s`.
-    pub limit: Duration,
 }
 
 #[async_trait]
@@ -173,7 +189,7 @@ impl ShutdownSignalWatch for PingoraShutdown {
         if drain.failed() {
             return ShutdownSignal::FastShutdown;
         }
-        drain.finished(self.limit).await;
+        drain.finished().await;
         ShutdownSignal::GracefulTerminate
     }
 }
@@ -184,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_ends_when_the_last_connection_closes() {
-        let drain = Drain::new();
+        let drain = Drain::new(Duration::from_secs(60));
         let mut watch = drain.watch();
         let connection = drain.connections().token();
         assert!(!drain.is_draining() && !*watch.borrow());
@@ -192,7 +208,7 @@ mod tests {
         assert!(drain.is_draining() && *watch.borrow_and_update());
         let waiting = tokio::spawn({
             let drain = drain.clone();
-            async move { drain.finished(Duration::from_secs(60)).await }
+            async move { drain.finished().await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "a connection is still open");
@@ -202,19 +218,21 @@ mod tests {
 
     #[tokio::test]
     async fn the_drain_time_bounds_the_wait() {
-        let drain = Drain::new();
+        let drain = Drain::new(Duration::from_millis(10));
         let _stuck = drain.connections().token();
+        assert_eq!(drain.time_left(), Duration::from_millis(10), "the whole limit before the drain");
         drain.start("test");
-        assert!(!drain.finished(Duration::from_millis(10)).await);
+        assert!(!drain.finished().await);
+        assert_eq!(drain.time_left(), Duration::ZERO);
     }
 
     #[tokio::test]
     async fn a_failure_starts_the_drain_and_is_kept() {
-        let drain = Drain::new();
+        let drain = Drain::new(Duration::from_secs(60));
         drain.fail(std::io::Error::other("listener gone"));
         drain.fail(std::io::Error::other("second"));
         assert!(drain.is_draining());
-        let shutdown = PingoraShutdown { drain: drain.clone(), limit: Duration::from_secs(60) };
+        let shutdown = PingoraShutdown { drain: drain.clone() };
         assert!(matches!(shutdown.recv().await, ShutdownSignal::FastShutdown));
         assert_eq!(drain.take_failure().map(|e| e.to_string()).as_deref(), Some("listener gone"));
     }

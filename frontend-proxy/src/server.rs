@@ -387,7 +387,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    let drain = Drain::new();
+    let drain = Drain::new(drain_time);
 
     let cluster_manager = background_service("cluster manager", ClusterManager { clusters: prepared.clusters.clone() });
     let cluster_handle = server.add_service(cluster_manager);
@@ -500,7 +500,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
         }
     }
 
-    server.run(RunArgs { shutdown_signal: Box::new(PingoraShutdown { drain: drain.clone(), limit: drain_time }) });
+    server.run(RunArgs { shutdown_signal: Box::new(PingoraShutdown { drain: drain.clone() }) });
     prepared.access_logs.flush_all();
     match drain.take_failure() {
         Some(failure) => Err(StartError::Stopped(failure)),

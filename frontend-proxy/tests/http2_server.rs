@@ -407,7 +407,9 @@ async fn a_drain_takes_new_streams_for_the_drain_timeout_then_sends_the_final_go
     }
     let up = backend(8, Duration::ZERO).await;
     let (listen, admin) = (free_addr(ip(65, 8)), free_addr(ip(65, 8)));
-    let drain = "          drain_timeout: 1s\n";
+    // Long enough for stream 3 to race in on a loaded machine, and less
+    // than half of the drain time (5 s), which would cut it.
+    let drain = "          drain_timeout: 2s\n";
     let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, drain), admin).await;
     let mut h2 = RawH2::connect(listen).await;
     h2.get(1, "/films").await;
@@ -420,7 +422,7 @@ async fn a_drain_takes_new_streams_for_the_drain_timeout_then_sends_the_final_go
     h2.ok(3).await;
     assert_eq!(h2.goaway().await, (3, 0), "the final GOAWAY names the last stream taken");
     let grace = started.elapsed();
-    assert!(grace >= Duration::from_millis(900), "the final GOAWAY came {grace:?} after the drain began");
+    assert!(grace >= Duration::from_millis(1900), "the final GOAWAY came {grace:?} after the drain began");
     // After it, a stream is not taken, and the idle connection closes.
     h2.get(5, "/films").await;
     h2.ends_without(5).await;
@@ -437,7 +439,7 @@ async fn an_idle_timeout_starts_the_drain_sequence() {
     }
     let up = backend(9, Duration::ZERO).await;
     let (listen, admin) = (free_addr(ip(65, 9)), free_addr(ip(65, 9)));
-    let idle = "          drain_timeout: 0.6s\n          common_http_protocol_options: { idle_timeout: 0.4s }";
+    let idle = "          drain_timeout: 2s\n          common_http_protocol_options: { idle_timeout: 0.4s }";
     let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
     let mut h2 = RawH2::connect(listen).await;
     h2.get(1, "/films").await;
@@ -447,8 +449,79 @@ async fn an_idle_timeout_starts_the_drain_sequence() {
     let notice = idle_since.elapsed();
     assert!(notice >= Duration::from_millis(300), "notice {notice:?} after the last stream");
     assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
-    assert_eq!(h2.goaway().await, (1, 0), "the final GOAWAY");
+    // As on the drain, a stream racing the notice is served.
+    h2.get(3, "/films").await;
+    h2.ok(3).await;
+    assert_eq!(h2.goaway().await, (3, 0), "the final GOAWAY");
     let last = idle_since.elapsed() - notice;
-    assert!(last >= Duration::from_millis(500), "final GOAWAY {last:?} after the notice");
+    assert!(last >= Duration::from_millis(1900), "final GOAWAY {last:?} after the notice");
+    h2.get(5, "/films").await;
+    h2.ends_without(5).await;
+    assert_eq!(up.requests().len(), 2, "stream 5 never went upstream");
+}
+
+#[tokio::test]
+async fn a_connection_whose_last_stream_is_the_highest_closes_after_its_final_goaway() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server is run without an idle timeout.
+        return;
+    }
+    let up = backend(10, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 10)), free_addr(ip(65, 10)));
+    let idle = "          drain_timeout: 0.2s\n          common_http_protocol_options: { idle_timeout: 0.2s }";
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, idle), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    // A first stream may have any odd identifier: 2^31-1 makes the final
+    // GOAWAY look like a notice to h2, which then never closes by itself.
+    h2.get(0x7fff_ffff, "/films").await;
+    h2.ok(0x7fff_ffff).await;
+    assert_eq!(h2.goaway().await, (0x7fff_ffff, 0), "the shutdown notice");
+    assert_eq!(h2.goaway().await, (0x7fff_ffff, 0), "the final GOAWAY");
+    h2.ends_without(1).await;
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_active").await, 0, "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_does_not_hold_its_connection_past_the_drain_sequence() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server is run without an idle timeout.
+        return;
+    }
+    let body = "x".repeat(32 << 20);
+    let up = ScriptedBackend::start(ip(65, 11), move |_| Answer(vec![Step::Send(ok(&body))])).await;
+    let (listen, admin) = (free_addr(ip(65, 11)), free_addr(ip(65, 11)));
+    let timers = "          stream_idle_timeout: 0.5s\n          drain_timeout: 0.2s\n          common_http_protocol_options: { idle_timeout: 0.2s }";
+    let proxy = ProxyProcess::live(&config(listen, admin, up.addr, timers), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    // Windows wide open, then no more reads: the proxy's writes stall in
+    // the socket, and h2 cannot flush its GOAWAYs or close by itself.
+    h2.write(SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]).await;
+    h2.write(0x8, 0, 0, &(0x7fff_ffffu32 - 65_535).to_be_bytes()).await;
+    h2.get(1, "/films").await;
+    let closed = eventually(LIMIT, || async { stat(admin, "http.h2s.downstream_cx_active").await == 0 }).await;
+    assert!(closed, "the connection is still open: {}", proxy.log());
+    assert_eq!(stat(admin, "http.h2s.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn with_the_default_timers_a_drain_sends_the_final_goaway_before_the_drain_time_is_up() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 server drains with h2's graceful shutdown.
+        return;
+    }
+    let up = backend(12, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 12)), free_addr(ip(65, 12)));
+    // `drain_timeout` 5 s and `--drain-time-s` 5: the grace is cut to half
+    // of what the drain has left, so the final GOAWAY still goes out.
+    let mut proxy = ProxyProcess::live(&config(listen, admin, up.addr, ""), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    h2.get(1, "/films").await;
+    h2.ok(1).await;
+    proxy.signal("TERM");
+    assert_eq!(h2.goaway().await, (0x7fff_ffff, 0), "the shutdown notice");
+    assert_eq!(h2.goaway().await, (1, 0), "the final GOAWAY");
     h2.ends_without(3).await;
+    let exit = proxy.wait_exit(LIMIT).expect("the proxy exits once drained");
+    assert!(exit.success(), "{}", proxy.log());
+    assert!(!proxy.log().contains("drain time is up"), "the drain ended on its own: {}", proxy.log());
 }

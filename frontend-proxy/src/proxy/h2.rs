@@ -89,15 +89,26 @@ impl<A> Connection<A> {
     }
 }
 
+/// How long a connection may stay after its final GOAWAY once no stream
+/// is open: Envoy's default `delayed_close_timeout`.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
 /// Where a connection is in Envoy's drain sequence.
 enum Phase {
     Open,
-    /// The shutdown notice is out; the final GOAWAY follows when this
+    /// The shutdown notice is out; the final GOAWAY follows when the timer
     /// runs out (boxed: only a draining connection pays for a timer).
     Notice(Pin<Box<Sleep>>),
     /// The final GOAWAY is out: the streams below it finish, then h2 ends
-    /// the connection.
-    Closing,
+    /// the connection, or the timer does once it finds none open.
+    Closing(Pin<Box<Sleep>>),
+}
+
+/// What moved a connection along its drain sequence.
+enum Moved {
+    Drain,
+    Idle,
+    Timer,
 }
 
 /// One stream being served: the connection is busy while it lives.
@@ -176,47 +187,66 @@ impl NativeH1 {
         // Pinned once, as the drain's wait: fresh ones per stream would
         // register anew each time.
         let mut idle = pin!(conn.idle_for(idle_timeout.unwrap_or_default()));
-        let drain_timeout = listener.hcm.drain_timeout;
         let mut phase = Phase::Open;
         let mut malformed = 0usize;
         loop {
             let accepted = match &mut phase {
-                Phase::Closing => Some(HttpSession::from_h2_conn(&mut h2, digest.clone()).await),
-                Phase::Notice(grace) => {
-                    tokio::select! {
-                        biased;
-                        _ = grace.as_mut() => None,
-                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Some(accepted),
-                    }
-                }
                 Phase::Open => {
                     tokio::select! {
                         biased;
-                        _ = &mut drained => None,
-                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Some(accepted),
-                        _ = &mut idle, if idle_timeout.is_some() => {
-                            listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                            debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
-                            None
-                        }
+                        _ = &mut drained => Err(Moved::Drain),
+                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                        _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
+                    }
+                }
+                Phase::Notice(timer) | Phase::Closing(timer) => {
+                    tokio::select! {
+                        biased;
+                        _ = timer.as_mut() => Err(Moved::Timer),
+                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
                     }
                 }
             };
-            let Some(accepted) = accepted else {
-                // A timer or the drain moved the sequence on: the notice
-                // after the drain or the idle timeout, the final GOAWAY
-                // once the grace has run out.
-                phase = match phase {
-                    Phase::Open => {
-                        h2.shutdown_notice();
-                        Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout)))
-                    }
-                    Phase::Notice(_) | Phase::Closing => {
-                        h2.finish_graceful_shutdown();
-                        Phase::Closing
-                    }
-                };
-                continue;
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
+                Err(moved) => {
+                    let drain_timeout = listener.hcm.drain_timeout;
+                    phase = match (phase, moved) {
+                        (Phase::Open, Moved::Drain) => {
+                            // The final GOAWAY, and the streams it lets
+                            // finish, within the process's drain time
+                            // (`--drain-time-s` is 5 s by default, Envoy's
+                            // 600: its `drain_timeout` of 5 s would take it all).
+                            h2.shutdown_notice();
+                            Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout.min(drain.time_left() / 2))))
+                        }
+                        (Phase::Open, _) => {
+                            listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                            debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
+                            h2.shutdown_notice();
+                            Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout)))
+                        }
+                        (Phase::Notice(mut timer), _) => {
+                            h2.finish_graceful_shutdown();
+                            timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                            Phase::Closing(timer)
+                        }
+                        (Phase::Closing(mut timer), _) => {
+                            if conn.active.load(Acquire) == 0 {
+                                // h2 closes on its own once no stream is left,
+                                // unless its write is stuck behind a client
+                                // that does not read, or the client's last
+                                // stream was 2^31-1 (h2 takes the final GOAWAY
+                                // for a notice then).
+                                debug!(listener = %listener.name, "HTTP/2 connection closed after its final GOAWAY");
+                                return;
+                            }
+                            timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                            Phase::Closing(timer)
+                        }
+                    };
+                    continue;
+                }
             };
             match accepted {
                 Ok(Some(H2Accept::Session(session))) => {

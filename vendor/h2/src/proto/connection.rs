@@ -699,11 +699,14 @@ where
     /// The final GOAWAY of a graceful shutdown: the last stream identifier
     /// processed, `NO_ERROR` (patch 3). Streams above it are refused; the
     /// connection closes once the streams below it have ended. Nothing is
-    /// sent if a GOAWAY with a real identifier (a final one, or an error)
-    /// already went out.
+    /// sent unless the GOAWAYs so far are a notice (2^31-1, `NO_ERROR`).
     pub fn go_away_last_processed(&mut self) {
         if let Some(going_away) = self.inner.go_away.going_away() {
-            if going_away.last_processed_id() != StreamId::MAX {
+            // Only a notice may be followed: not a final GOAWAY, nor an
+            // error's (whose code this one would overwrite).
+            if going_away.last_processed_id() != StreamId::MAX
+                || going_away.reason() != Reason::NO_ERROR
+            {
                 return;
             }
         }
