@@ -1004,7 +1004,10 @@ class Bench:
                 socks += open_served(t.port, 50)
                 before = status_kb(pid, "VmRSS")
                 socks += open_served(t.port, n)
-                time.sleep(0.3)
+                # Idle for longer than frontend-proxy's RELEASE_AFTER (1 s,
+                # proxy/h2.rs), after which an HTTP/2 connection gives back
+                # what h2 keeps for streams.
+                time.sleep(1.5)
                 out[name] = (status_kb(pid, "VmRSS") - before) / n
                 log(f"  idle memory ({proto}) {name:<16} {out[name]:6.1f} KiB per connection ({n} connections)")
             finally:

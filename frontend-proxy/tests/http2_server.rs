@@ -525,3 +525,27 @@ async fn with_the_default_timers_a_drain_sends_the_final_goaway_before_the_drain
     assert!(exit.success(), "{}", proxy.log());
     assert!(!proxy.log().contains("drain time is up"), "the drain ended on its own: {}", proxy.log());
 }
+
+#[tokio::test]
+async fn a_connection_idle_past_the_memory_release_serves_streams_again() {
+    // After a second without a stream, h2 gives back its stream slab and
+    // frame buffers (h2 patch 4): the next streams allocate them anew.
+    let up = backend(13, Duration::ZERO).await;
+    let (listen, admin) = (free_addr(ip(65, 13)), free_addr(ip(65, 13)));
+    let _proxy = ProxyProcess::live(&config(listen, admin, up.addr, ""), admin).await;
+    let (send, _ended) = connect(listen).await;
+    for round in 0..2 {
+        let (a, b, c, d, e) = tokio::join!(
+            request(&send, "GET", "http://a.test/films", &[], b""),
+            request(&send, "GET", "http://a.test/films", &[], b""),
+            request(&send, "GET", "http://a.test/films", &[], b""),
+            request(&send, "GET", "http://a.test/films", &[], b""),
+            request(&send, "POST", "http://a.test/films", &[], b"a body"),
+        );
+        for r in [a, b, c, d, e] {
+            assert_eq!(r, Ok((200, b"hello".to_vec())), "round {round}");
+        }
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+    }
+    assert_eq!(up.requests().len(), 10);
+}

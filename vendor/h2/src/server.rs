@@ -585,6 +585,16 @@ where
         self.connection.take_user_pings().map(PingPong::new)
     }
 
+    /// Gives back the memory kept for streams (the stream slab, the stream
+    /// id map, the received and sent frame buffers) if no stream is left;
+    /// does nothing otherwise. They keep their capacity between streams,
+    /// which saves reallocating them for each new stream of a busy
+    /// connection but holds several KiB on an idle one: call this once the
+    /// connection has been idle for a while.
+    pub fn release_idle_memory(&mut self) {
+        self.connection.release_idle_capacity();
+    }
+
     /// Checks if there are any streams
     pub fn has_streams(&self) -> bool {
         self.connection.has_streams()

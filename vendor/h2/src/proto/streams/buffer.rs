@@ -33,6 +33,14 @@ impl<T> Buffer<T> {
     pub fn is_empty(&self) -> bool {
         self.slab.is_empty()
     }
+
+    /// Drops the slab's allocation when no frame is buffered (patch 4):
+    /// every deque is empty then, so no index points into it.
+    pub fn release_capacity(&mut self) {
+        if self.slab.is_empty() && self.slab.capacity() != 0 {
+            self.slab = Slab::new();
+        }
+    }
 }
 
 impl Deque {

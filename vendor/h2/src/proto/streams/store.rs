@@ -215,6 +215,21 @@ impl Store {
     pub fn num_wired_streams(&self) -> usize {
         self.slab.len()
     }
+
+    /// Drops the slab's and the id map's allocations if no stream is
+    /// stored (patch 4); whether none is.
+    pub fn release_capacity(&mut self) -> bool {
+        if !self.slab.is_empty() {
+            return false;
+        }
+        if self.slab.capacity() != 0 {
+            self.slab = slab::Slab::new();
+        }
+        if self.ids.is_empty() && self.ids.capacity() != 0 {
+            self.ids = IndexMap::new();
+        }
+        true
+    }
 }
 
 // While running h2 unit/integration tests, enable this debug assertion.

@@ -1144,6 +1144,21 @@ where
         me.counts.has_streams()
     }
 
+    /// Patch 4: once no stream is left at all, gives back the memory the
+    /// stream slab, the id map and the frame buffers kept from the streams
+    /// before (a slab keeps room for at least 4 entries, a `Stream` is
+    /// several hundred bytes): an idle connection holds none of it. Only
+    /// when every one of them is empty, so no key or index can point in.
+    pub fn release_idle_capacity(&self) {
+        let mut me = self.inner.lock().unwrap();
+        let me = &mut *me;
+        if !me.store.release_capacity() {
+            return;
+        }
+        me.actions.recv.release_buffer_capacity();
+        self.send_buffer.inner.lock().unwrap().release_capacity();
+    }
+
     pub fn has_streams_or_other_references(&self) -> bool {
         let me = self.inner.lock().unwrap();
         me.counts.has_streams() || me.refs > 1
