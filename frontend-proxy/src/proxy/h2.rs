@@ -72,15 +72,16 @@ impl<A> Connection<A> {
     /// Resolves once no stream has been open for `timeout`. One timer for
     /// the connection's life, that nothing wakes before it runs out (a
     /// stream starting or ending only moves its next deadline): the
-    /// connection's task is not polled again for it on every stream.
-    async fn idle_for(&self, timeout: Duration) {
+    /// connection's task is not polled again for it on every stream. While
+    /// streams are open it looks again every `busy` (at least `timeout`).
+    async fn idle_for(&self, timeout: Duration, busy: Duration) {
         let mut deadline = Instant::now() + timeout;
         loop {
             tokio::time::sleep_until(deadline.into()).await;
             let now = Instant::now();
             deadline = match self.active.load(Acquire) {
                 0 => self.opened + Duration::from_millis(self.last_end_ms.load(Acquire)) + timeout,
-                _ => now + timeout,
+                _ => now + timeout.max(busy),
             };
             if deadline <= now {
                 return;
@@ -99,6 +100,13 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// between two batches of streams would reallocate them every time
 /// (+1.6 % instructions per request, bench/RESULTS.md).
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
+/// How often a connection with streams open is looked at again for the
+/// release: a long-lived stream (gRPC streaming, a download) does not wake
+/// its connection every `RELEASE_AFTER`.
+const QUIET_BUSY_RECHECK: Duration = Duration::from_secs(10);
+/// Releases tried while a stream h2 keeps after a reset is still stored,
+/// before waiting for the next stream.
+const RELEASE_TRIES: u8 = 3;
 
 /// Where a connection is in Envoy's drain sequence.
 enum Phase {
@@ -195,11 +203,13 @@ impl NativeH1 {
         let mut drained = pin!(drain.started());
         // Pinned once, as the drain's wait: fresh ones per stream would
         // register anew each time.
-        let mut idle = pin!(conn.idle_for(idle_timeout.unwrap_or_default()));
+        let idle_timeout_or_0 = idle_timeout.unwrap_or_default();
+        let mut idle = pin!(conn.idle_for(idle_timeout_or_0, idle_timeout_or_0));
         // Armed again by the first stream after a release: an idle
         // connection is not woken every `RELEASE_AFTER`.
-        let mut quiet = pin!(conn.idle_for(RELEASE_AFTER));
+        let mut quiet = pin!(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
         let mut released = false;
+        let mut release_tries = 0u8;
         let mut phase = Phase::Open;
         let mut malformed = 0usize;
         loop {
@@ -224,8 +234,17 @@ impl NativeH1 {
             let accepted = match accepted {
                 Ok(accepted) => accepted,
                 Err(Moved::Quiet) => {
-                    h2.release_idle_memory();
-                    released = true;
+                    release_tries += 1;
+                    if h2.release_idle_memory() {
+                        debug!(listener = %listener.name, "idle HTTP/2 connection released its stream memory");
+                        released = true;
+                    } else if release_tries < RELEASE_TRIES {
+                        // A stream reset lately is kept by h2 for its
+                        // `reset_stream_duration` (1 s) after ours ended.
+                        quiet.set(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
+                    } else {
+                        released = true;
+                    }
                     continue;
                 }
                 Err(moved) => {
@@ -267,12 +286,17 @@ impl NativeH1 {
                     continue;
                 }
             };
+            if matches!(accepted, Ok(Some(_))) {
+                release_tries = 0;
+                if released {
+                    // Streams again (served or refused): their memory is
+                    // given back after the next quiet second.
+                    quiet.set(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
+                    released = false;
+                }
+            }
             match accepted {
                 Ok(Some(H2Accept::Session(session))) => {
-                    if released {
-                        quiet.set(conn.idle_for(RELEASE_AFTER));
-                        released = false;
-                    }
                     // Boxed before it is spawned: tokio moves a task's
                     // future into its cell and writes its stage over it
                     // when it ends, a copy of the whole (KiBs: the session

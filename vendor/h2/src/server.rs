@@ -590,9 +590,11 @@ where
     /// does nothing otherwise. They keep their capacity between streams,
     /// which saves reallocating them for each new stream of a busy
     /// connection but holds several KiB on an idle one: call this once the
-    /// connection has been idle for a while.
-    pub fn release_idle_memory(&mut self) {
-        self.connection.release_idle_capacity();
+    /// connection has been idle for a while. Returns whether no stream was
+    /// left (a stream reset lately stays until its `reset_stream_duration`
+    /// has passed: then nothing is released, and a later call may).
+    pub fn release_idle_memory(&mut self) -> bool {
+        self.connection.release_idle_capacity()
     }
 
     /// Checks if there are any streams

@@ -282,12 +282,12 @@ where
         }
     }
 
-    /// Checks if there are any streams
     /// Patch 4: see `Streams::release_idle_capacity`.
-    pub fn release_idle_capacity(&self) {
-        self.inner.streams.release_idle_capacity();
+    pub fn release_idle_capacity(&self) -> bool {
+        self.inner.streams.release_idle_capacity()
     }
 
+    /// Checks if there are any streams
     pub fn has_streams(&self) -> bool {
         self.inner.streams.has_streams()
     }
@@ -336,6 +336,7 @@ where
                                 self.inner.as_dyn().go_away_now(Reason::NO_ERROR);
                                 continue;
                             }
+
                             return Poll::Pending;
                         }
                     };

@@ -118,12 +118,12 @@ impl Recv {
         self.init_window_sz
     }
 
-    /// Returns the ID of the last processed stream
     /// The received-frame buffer's allocation, when it is empty (patch 4).
     pub fn release_buffer_capacity(&mut self) {
         self.buffer.release_capacity();
     }
 
+    /// Returns the ID of the last processed stream
     pub fn last_processed_id(&self) -> StreamId {
         self.last_processed_id
     }

@@ -222,12 +222,10 @@ impl Store {
         if !self.slab.is_empty() {
             return false;
         }
-        if self.slab.capacity() != 0 {
-            self.slab = slab::Slab::new();
-        }
-        if self.ids.is_empty() && self.ids.capacity() != 0 {
-            self.ids = IndexMap::new();
-        }
+        // A stream is unlinked from `ids` before it leaves the slab.
+        debug_assert!(self.ids.is_empty());
+        self.slab = slab::Slab::new();
+        self.ids = IndexMap::new();
         true
     }
 }

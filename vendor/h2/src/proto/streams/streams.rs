@@ -1149,14 +1149,17 @@ where
     /// before (a slab keeps room for at least 4 entries, a `Stream` is
     /// several hundred bytes): an idle connection holds none of it. Only
     /// when every one of them is empty, so no key or index can point in.
-    pub fn release_idle_capacity(&self) {
+    /// Whether no stream was stored (a stream reset lately stays stored
+    /// until its `reset_stream_duration` has passed).
+    pub fn release_idle_capacity(&self) -> bool {
         let mut me = self.inner.lock().unwrap();
         let me = &mut *me;
         if !me.store.release_capacity() {
-            return;
+            return false;
         }
         me.actions.recv.release_buffer_capacity();
         self.send_buffer.inner.lock().unwrap().release_capacity();
+        true
     }
 
     pub fn has_streams_or_other_references(&self) -> bool {
