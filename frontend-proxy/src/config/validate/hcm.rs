@@ -33,7 +33,7 @@ pub const DEFAULT_REQUEST_HEADERS_TIMEOUT: Duration = Duration::from_secs(10);
 /// Envoy's default for a downstream connection's idle timeout.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Envoy's default grace between an HTTP/2 shutdown notice and the final GOAWAY.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Envoy fields accepted and ignored with a warning.
 const HCM_IGNORED: &[&str] = &[
