@@ -94,6 +94,21 @@ impl Proxy {
             && (forward.retry_policy.is_none() || body_empty)
     }
 
+    /// Whether an HTTP/2 stream goes to its HTTP/2 cluster by our own
+    /// stream-to-stream path (`h2/forward.rs`) rather than Pingora's
+    /// `HttpProxy`: the same conditions as [`Self::downgrades`] but the
+    /// cluster's codec (a cluster that lets ALPN choose stays with Pingora).
+    fn forwards_h2(&self, req: &RequestHeader, body_empty: bool, ctx: &RequestCtx) -> bool {
+        let (Some(forward), Some(cluster)) = (self.forward(ctx), self.cluster(ctx)) else {
+            return false;
+        };
+        matches!(cluster.spec.http.codec, UpstreamCodec::Http2 | UpstreamCodec::Downstream)
+            && req.method != http::Method::CONNECT
+            && !req.headers.contains_key(http::header::EXPECT)
+            && req.uri.authority().is_some_and(|a| !a.as_str().contains('@'))
+            && (forward.retry_policy.is_none() || body_empty)
+    }
+
     /// The listener a connection arrived on, by its local address.
     fn listener_index(&self, session: &Session) -> usize {
         let local = match self.listeners.len() {

@@ -40,6 +40,8 @@ pub(crate) mod wire;
 
 pub use downgrade::Downgraded;
 pub use io::ClientStream;
+pub(super) use pool::{PoolKey, Upstream};
+pub(super) use send::AttemptError;
 
 use super::Proxy;
 use bytes::Bytes;

@@ -21,6 +21,8 @@
 //! `drain_timeout`, then the final GOAWAY, and the connection closes once
 //! the streams below it have ended (h2 patch 3, `vendor/h2/PATCHES.md`).
 
+mod client;
+mod forward;
 mod stream;
 
 use super::h1::NativeH1;

@@ -38,7 +38,7 @@ pub(super) struct Body {
 
 /// Why a request body could not be passed on: the client's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyError {
+pub(in crate::proxy) enum BodyError {
     /// The chunked coding is broken (400).
     Malformed,
     /// More than the buffer filter's `max_request_bytes` (413).

@@ -25,7 +25,7 @@ use tracing::debug;
 
 /// An attempt that ended before its response could be forwarded.
 #[derive(Debug)]
-pub(super) enum AttemptError {
+pub(in crate::proxy) enum AttemptError {
     Connect {
         timed_out: bool,
         error: String,
@@ -57,15 +57,21 @@ impl NativeH1 {
         }
         // Boxed: the connect futures (Pingora's TLS one above all) would
         // otherwise be part of every connection's state, and copied with it.
-        Box::pin(self.connect(attempt)).await.map(|up| (up, false))
+        Box::pin(self.connect(attempt, UpstreamCodecStat::Http1)).await.map(|up| (up, false))
     }
 
-    /// A new connection to the attempt's host.
-    async fn connect(&self, attempt: &AttemptStart) -> Result<Upstream, AttemptError> {
+    /// A new connection to the attempt's host, for `codec` (over TLS, ALPN
+    /// offers that version alone).
+    pub(in crate::proxy) async fn connect(
+        &self,
+        attempt: &AttemptStart,
+        codec: UpstreamCodecStat,
+    ) -> Result<Upstream, AttemptError> {
         let cluster = &attempt.cluster;
         let connect_timeout = cluster.spec.connect_timeout;
         if let Some(tls) = &cluster.spec.tls {
-            let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, false);
+            let http2 = codec == UpstreamCodecStat::Http2;
+            let peer = crate::proxy::peer(cluster, &attempt.host, attempt.timeout, http2);
             return match self.connector.new_stream(&peer).await {
                 Ok(s) => match tls.admit(s.get_ssl_digest().as_deref(), &cluster.stats) {
                     Ok(()) => Ok(Upstream::pingora(s)),
@@ -86,11 +92,7 @@ impl NativeH1 {
                 // A Unix socket connects at once or fails: no wait to bound.
                 return match pipe.connect() {
                     Ok(s) => {
-                        let tracer = UpstreamConnectionTracer::new(
-                            &cluster.stats,
-                            &attempt.host,
-                            Some(UpstreamCodecStat::Http1),
-                        );
+                        let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host, Some(codec));
                         Ok(Upstream::unix(s, tracer))
                     }
                     Err(e) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),
@@ -105,8 +107,7 @@ impl NativeH1 {
                         debug!(error = %e, "cannot set TCP keepalive on an upstream connection");
                     }
                 }
-                let tracer =
-                    UpstreamConnectionTracer::new(&cluster.stats, &attempt.host, Some(UpstreamCodecStat::Http1));
+                let tracer = UpstreamConnectionTracer::new(&cluster.stats, &attempt.host, Some(codec));
                 Ok(Upstream::tcp(s, tracer))
             }
             Ok(Err(e)) => Err(AttemptError::Connect { timed_out: false, error: e.to_string() }),

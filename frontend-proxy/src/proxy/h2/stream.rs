@@ -1,13 +1,14 @@
 //! One stream of our HTTP/2 server: the request lifecycle `request_filter`
 //! runs on Pingora's engine (admit: limits, normalization, edge headers,
-//! route), then a local reply, the native engine, or Pingora's engine with
-//! the admitted context; stats and the access log once, whichever served it.
-//! A stream the request alone keeps off the native engine (gRPC, CONNECT,
-//! `Expect`) goes to Pingora's engine unadmitted, as it would have before.
+//! route), then a local reply, our own path to an HTTP/2 cluster
+//! (`forward.rs`), the native engine for an HTTP/1.1 one, or Pingora's
+//! engine with the admitted context; stats and the access log once,
+//! whichever served it. A stream the request alone keeps off our paths
+//! (CONNECT, `Expect`) goes to Pingora's engine unadmitted, as it would
+//! have before.
 
 use super::{Connection, StreamGuard};
 use crate::proxy::context::Admitted;
-use crate::proxy::grpc::is_grpc;
 use crate::proxy::lifecycle::Completion;
 use crate::proxy::{shorter, stream_left, Downgraded, LocalReply, Proxy, RequestCtx};
 use pingora_core::apps::HttpServerApp;
@@ -52,13 +53,17 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
             send_reply(proxy, &mut session, &mut ctx, reply).await;
             Ended::default()
         }
-        None if proxy.downgrades(session.req_header(), session.is_body_empty(), &ctx) => {
+        None if proxy.forwards_h2(session.req_header(), session.is_body_empty(), &ctx) => {
             // The downstream side of the stream idle timeout and
             // `max_stream_duration` (h2 reads have no timeout of their own).
             session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
             // Boxed: the exchange's future is large, and inline it would
             // be copied with every task, those for Pingora's path included.
-            Box::pin(downgrade(conn, proxy, &mut session, &mut ctx)).await
+            Box::pin(serve_natively(conn, proxy, &mut session, &mut ctx, Path::Forward)).await
+        }
+        None if proxy.downgrades(session.req_header(), session.is_body_empty(), &ctx) => {
+            session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
+            Box::pin(serve_natively(conn, proxy, &mut session, &mut ctx, Path::Downgrade)).await
         }
         None => {
             // Pingora's engine takes it from `request_filter` on, with this
@@ -97,18 +102,36 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
     let _ = session.finish();
 }
 
-/// Whether the request alone keeps a stream off the native engine,
-/// whatever its route (gRPC, CONNECT, `Expect`: the request's own
-/// conditions in [`Proxy::downgrades`], read before `admit` changes
-/// anything). Such streams go to Pingora's engine as they arrive.
+/// Whether the request alone keeps a stream off our own paths, whatever
+/// its route (CONNECT, `Expect`: the request's own conditions in
+/// [`Proxy::downgrades`] and [`Proxy::forwards_h2`], read before `admit`
+/// changes anything). Such streams go to Pingora's engine as they arrive.
 fn never_downgraded(req: &RequestHeader) -> bool {
-    req.method == http::Method::CONNECT || req.headers.contains_key(http::header::EXPECT) || is_grpc(req)
+    req.method == http::Method::CONNECT || req.headers.contains_key(http::header::EXPECT)
 }
 
-/// Serves a routed stream with the native engine, answering it locally or
-/// resetting it as Pingora's engine would.
-async fn downgrade<A>(conn: &Connection<A>, proxy: &Proxy, session: &mut HttpSession, ctx: &mut RequestCtx) -> Ended {
-    let reply = match conn.engine.serve_h2(session, ctx, &conn.drain).await {
+/// Which of our own paths serves a stream.
+enum Path {
+    /// To an HTTP/2 cluster, stream to stream (`forward.rs`).
+    Forward,
+    /// To an HTTP/1.1 cluster, by the native engine (`h1/downgrade.rs`).
+    Downgrade,
+}
+
+/// Serves a routed stream on one of our own paths, answering it locally
+/// or resetting it as Pingora's engine would.
+async fn serve_natively<A>(
+    conn: &Connection<A>,
+    proxy: &Proxy,
+    session: &mut HttpSession,
+    ctx: &mut RequestCtx,
+    path: Path,
+) -> Ended {
+    let served = match path {
+        Path::Forward => conn.engine.forward_h2(session, ctx).await,
+        Path::Downgrade => conn.engine.serve_h2(session, ctx, &conn.drain).await,
+    };
+    let reply = match served {
         Downgraded::Done { upstream_body } => return Ended { upstream_body, error: None },
         Downgraded::Broken { upstream_body, error } => {
             // Never ended as if the response were whole.

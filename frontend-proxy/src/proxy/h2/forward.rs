@@ -1,0 +1,621 @@
+//! HTTP/2 streams whose cluster speaks HTTP/2 upstream (gRPC above all),
+//! forwarded stream to stream by our own code instead of Pingora's
+//! `HttpProxy` (called by [`super::stream`] once the request is admitted
+//! and routed; `Proxy::forwards_h2` decides which streams qualify).
+//!
+//! Pingora's path costs a gRPC call three times HAProxy's instructions:
+//! its boxed per-stream futures, the request head cloned and converted
+//! twice, a response channel and task, its timer wheel, its in-use pool
+//! taking the connection out and back, and a `getpeername` per stream
+//! (bench/RESULTS.md, "gRPC unary: where a call goes"). Here a stream takes
+//! a slot on a pooled connection ([`super::client`]), the request goes with
+//! `send_request`, DATA passes both ways as it comes under both sides'
+//! flow control, and the response's trailers follow as trailers. The
+//! lifecycle is the one every engine runs: attempts and retries, circuit
+//! breakers, outlier detection, timeouts, stats and the access log.
+//!
+//! What differs from the request as it came: `:authority` is the rewritten
+//! `Host` when the route rewrites it (HTTP/2 carries no `Host` upstream),
+//! `:scheme` is the upstream connection's, and fields that are
+//! connection-specific in HTTP/2 (RFC 9113 §8.2.2) never go upstream even
+//! if a route's edits add them. Request trailers are not forwarded
+//! (neither does Pingora's path: its HTTP/2 session does not read them).
+
+use super::client::{Lease, LeaseError};
+use crate::proxy::context::{RequestCtx, StreamTimeout};
+use crate::proxy::framing;
+use crate::proxy::h1::{Downgraded, NativeH1};
+use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
+use crate::proxy::{response_head, LocalReply};
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Response, Uri};
+use pingora_core::protocols::http::v2::server::HttpSession;
+use pingora_error::ErrorType;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::time::Instant;
+use tokio::time::{timeout_at, Sleep};
+use tracing::{debug, warn};
+
+/// How one attempt ended.
+enum Attempt {
+    /// The stream is served (or broken): the caller returns this.
+    Over(Downgraded),
+    /// Try again (the lifecycle has recorded the retry).
+    Retry,
+    /// No response went out: the reply is in `ctx.last_failure`.
+    Failed,
+    /// The host never processed the stream: it may go again at once.
+    Unsent,
+}
+
+/// What the client side did.
+enum Client {
+    Data(Bytes),
+    /// The request body ended.
+    End,
+    /// The client reset the stream or went away.
+    Gone,
+}
+
+/// Which timer ran out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Timer {
+    /// The attempt's (route or per-try) timeout, or the upstream's read
+    /// timeout once the response has started.
+    Upstream,
+    /// The stream idle timeout.
+    Idle,
+    /// `request_timeout`: the request body did not arrive in time.
+    Request,
+}
+
+/// Everything that can move a stream along, as one event.
+enum Event {
+    Client(Client),
+    /// Upstream flow-control capacity for the pending request DATA.
+    Capacity(Option<Result<usize, h2::Error>>),
+    Head(Result<Response<RecvStream>, h2::Error>),
+    Data(Option<Result<Bytes, h2::Error>>),
+    Trailers(Result<Option<HeaderMap>, h2::Error>),
+    Timer(Timer),
+}
+
+/// Fields connection-specific in HTTP/2 (RFC 9113 §8.2.2): the h2 client
+/// refuses a request carrying any of them.
+const CONNECTION_SPECIFIC: [HeaderName; 4] =
+    [CONNECTION, TRANSFER_ENCODING, UPGRADE, HeaderName::from_static("keep-alive")];
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+impl NativeH1 {
+    /// Serves an admitted and routed HTTP/2 stream on its HTTP/2 cluster.
+    pub async fn forward_h2(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
+        let deadline = ctx.stream_deadline;
+        let exchange = self.h2_exchange(session, ctx);
+        match deadline {
+            Some(end) => match timeout_at(end.into(), exchange).await {
+                Ok(served) => served,
+                Err(_) => {
+                    self.proxy().max_duration_reached(ctx);
+                    Downgraded::MaxDuration
+                }
+            },
+            None => exchange.await,
+        }
+    }
+
+    async fn h2_exchange(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
+        let proxy = self.proxy();
+        // Request DATA taken from the client: an attempt after that cannot
+        // send the body again.
+        let mut body_taken = false;
+        loop {
+            let attempt = match proxy.begin_attempt(ctx, false).await {
+                Ok(a) => a,
+                Err(_) => return Downgraded::Failed,
+            };
+            let key = (ctx.cluster.unwrap_or(0), attempt.host.addr.clone());
+            let (lease, reused) = match self.h2_lease(&attempt, &key).await {
+                Ok(l) => l,
+                Err(LeaseError::Connect { timed_out, error }) => {
+                    let retry = proxy.connect_failed(ctx, timed_out);
+                    warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
+                    if retry && !body_taken {
+                        continue;
+                    }
+                    return Downgraded::Failed;
+                }
+            };
+            ctx.pending_permit = None;
+            let mut outcome = self.h2_attempt(session, ctx, &attempt, lease, reused, false, &mut body_taken).await;
+            if matches!(outcome, Attempt::Unsent) {
+                // The pooled connection had been told to go away (or
+                // refused the stream unprocessed): once more on a new
+                // one, not counted as a retry, as Envoy does.
+                debug!(upstream = %attempt.host.addr, "stream refused unprocessed; on a new connection");
+                outcome = match self.h2_lease(&attempt, &key).await {
+                    Ok((lease, reused)) => {
+                        self.h2_attempt(session, ctx, &attempt, lease, reused, true, &mut body_taken).await
+                    }
+                    Err(LeaseError::Connect { timed_out, error }) => {
+                        let retry = proxy.connect_failed(ctx, timed_out);
+                        warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
+                        retry_or_fail(retry && !body_taken)
+                    }
+                };
+            }
+            match outcome {
+                Attempt::Over(served) => return served,
+                Attempt::Retry => continue,
+                Attempt::Failed | Attempt::Unsent => return Downgraded::Failed,
+            }
+        }
+    }
+
+    /// One attempt: the request on a stream of the leased connection, then
+    /// the response to the client. Unless it is the `last_chance`, a
+    /// stream the host never processed (the connection was going away, or
+    /// it refused the stream) before any request DATA was taken comes back
+    /// [`Attempt::Unsent`].
+    #[allow(clippy::too_many_arguments)]
+    async fn h2_attempt(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        attempt: &AttemptStart,
+        mut lease: Lease,
+        reused: bool,
+        last_chance: bool,
+        body_taken: &mut bool,
+    ) -> Attempt {
+        let proxy = self.proxy();
+        let req = match self.upstream_request(session.req_header(), ctx, attempt) {
+            Ok(r) => r,
+            Err(why) => {
+                debug!(error = why, "request cannot go upstream in HTTP/2");
+                ctx.last_failure = Some(LocalReply::BadRequest);
+                return Attempt::Failed;
+            }
+        };
+        let mut request_done = session.is_body_done();
+        let attempt_end = attempt.timeout.map(|t| attempt.started + t);
+        // Ready at once unless the host lowered its stream limit under us:
+        // then bounded by the attempt's timeout.
+        let ready = poll_fn(|cx| lease.send.poll_ready(cx));
+        let ready = match attempt_end {
+            Some(end) => timeout_at(end.into(), ready).await,
+            None => Ok(ready.await),
+        };
+        let sent = match ready {
+            Ok(Ok(())) => lease.send.send_request(req, request_done),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                let failure = failure(session, reused, *body_taken, true, false);
+                return retry_or_fail(proxy.attempt_failed(ctx, failure));
+            }
+        };
+        let (head, mut up_body) = match sent {
+            Ok(pair) => pair,
+            Err(e) => {
+                // The connection went away (GOAWAY, closed): this request
+                // never reached the host.
+                lease.retire();
+                if !last_chance && !*body_taken {
+                    return Attempt::Unsent;
+                }
+                return self.failed(ctx, session, attempt, &e, reused, *body_taken);
+            }
+        };
+        let mut up_body = (!request_done).then_some(&mut up_body);
+        let mut head = std::pin::pin!(head);
+        // Request DATA read from the client, waiting for upstream capacity.
+        let mut pending: Option<Bytes> = None;
+        let mut recv: Option<RecvStream> = None;
+        let mut upstream_body = 0u64;
+        let max_body = proxy.listener(ctx).hcm.max_request_bytes.map(u64::from);
+        let (read_timeout, idle_binds) = attempt.io_timeout();
+        let mut last_moved = Instant::now();
+        let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(far_future()));
+        loop {
+            // The timer that runs out first, for where the stream is.
+            let (deadline, which) = {
+                let idle = ctx.stream_idle.map(|t| (last_moved + t, Timer::Idle));
+                let upstream = match recv {
+                    None => attempt_end.map(|e| (e, Timer::Upstream)),
+                    Some(_) => {
+                        read_timeout.map(|t| (last_moved + t, if idle_binds { Timer::Idle } else { Timer::Upstream }))
+                    }
+                };
+                let request = ctx.request_deadline.filter(|_| !request_done).map(|d| (d, Timer::Request));
+                [idle, upstream, request].into_iter().flatten().min_by_key(|(d, _)| *d).unzip()
+            };
+            if let Some(d) = deadline {
+                timer.as_mut().reset(d.into());
+            }
+            // Request DATA is read only once the last went upstream; until
+            // then (and once the request is in) the client is only watched
+            // for a reset.
+            let reading = !request_done && pending.is_none();
+            let event = tokio::select! {
+                biased;
+                c = client_event(session, reading) => Event::Client(c),
+                c = capacity(&mut up_body, pending.as_ref().map_or(0, Bytes::len)), if pending.is_some() => Event::Capacity(c),
+                h = head.as_mut(), if recv.is_none() => Event::Head(h),
+                d = data(&mut recv), if recv.is_some() => Event::Data(d),
+                () = timer.as_mut(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
+            };
+            match event {
+                Event::Client(Client::Data(d)) => {
+                    *body_taken = true;
+                    ctx.body_bytes += d.len() as u64;
+                    if max_body.is_some_and(|max| ctx.body_bytes > max) {
+                        if session.response_written().is_some() {
+                            return Attempt::Over(Downgraded::Broken { upstream_body, error: ErrorType::ReadError });
+                        }
+                        ctx.last_failure = Some(LocalReply::PayloadTooLarge);
+                        return Attempt::Failed;
+                    }
+                    last_moved = Instant::now();
+                    if d.is_empty() {
+                        continue;
+                    }
+                    pending = Some(d);
+                }
+                Event::Client(Client::End) => {
+                    request_done = true;
+                    if let Some(up) = up_body.as_mut() {
+                        if up.send_data(Bytes::new(), true).is_err() {
+                            // The upstream stream is gone: its end shows on the response side.
+                        }
+                    }
+                    up_body = None;
+                }
+                Event::Client(Client::Gone) => {
+                    // Dropping the upstream stream resets it (CANCEL).
+                    return Attempt::Over(Downgraded::Broken { upstream_body, error: ErrorType::ReadError });
+                }
+                Event::Capacity(Some(Ok(n))) if n > 0 => {
+                    let Some(mut d) = pending.take() else { continue };
+                    let chunk = d.split_to(n.min(d.len()));
+                    let end = d.is_empty() && session.is_body_done();
+                    let Some(up) = up_body.as_mut() else { continue };
+                    if up.send_data(chunk, end).is_err() {
+                        up_body = None;
+                        continue;
+                    }
+                    if !d.is_empty() {
+                        pending = Some(d);
+                    } else if end {
+                        request_done = true;
+                        up_body = None;
+                    }
+                }
+                Event::Capacity(Some(Ok(_))) => {}
+                Event::Capacity(_) => {
+                    // The upstream stream ended or was reset: no more body
+                    // goes; the response side tells what happened.
+                    pending = None;
+                    up_body = None;
+                    request_done = true;
+                }
+                Event::Head(Ok(resp)) => {
+                    last_moved = Instant::now();
+                    match self.response_head(session, ctx, resp, *body_taken) {
+                        Ok(Some(body)) => recv = Some(body),
+                        Ok(None) => {
+                            return Attempt::Over(Downgraded::Done { upstream_body: 0 });
+                        }
+                        Err(HeadError::RetryStatus) => {
+                            proxy.record_retry(ctx);
+                            return Attempt::Retry;
+                        }
+                        Err(HeadError::Protocol(why)) => {
+                            debug!(upstream = %attempt.host.addr, error = why, "upstream response refused");
+                            let failure = failure(session, reused, *body_taken, false, true);
+                            return retry_or_fail(proxy.attempt_failed(ctx, failure));
+                        }
+                        Err(HeadError::Client) => {
+                            return Attempt::Over(Downgraded::Broken {
+                                upstream_body: 0,
+                                error: ErrorType::WriteError,
+                            });
+                        }
+                    }
+                }
+                Event::Head(Err(e)) => {
+                    // A stream above a GOAWAY's last id was not processed
+                    // (RFC 9113 §8.7): the keep-alive race of HTTP/2. A
+                    // stream refused by itself is the retry policy's
+                    // (`refused-stream`), as in Envoy.
+                    if e.is_go_away() {
+                        lease.retire();
+                        if !last_chance && !*body_taken {
+                            return Attempt::Unsent;
+                        }
+                    }
+                    return self.failed(ctx, session, attempt, &e, reused, *body_taken);
+                }
+                Event::Data(Some(Ok(d))) => {
+                    last_moved = Instant::now();
+                    let Some(body) = recv.as_mut() else { continue };
+                    let _ = body.flow_control().release_capacity(d.len());
+                    upstream_body += d.len() as u64;
+                    let end = body.is_end_stream();
+                    if end && !request_done {
+                        // The response is whole: whatever of the request is
+                        // left is not needed (as Envoy, the stream ends).
+                        request_done = true;
+                    }
+                    if let Err(e) = session.write_body(d, end).await {
+                        return self.client_broke(ctx, upstream_body, e.etype());
+                    }
+                    if end {
+                        return Attempt::Over(Downgraded::Done { upstream_body });
+                    }
+                }
+                Event::Data(Some(Err(e))) => {
+                    return self.broke_upstream(ctx, attempt, &e, upstream_body);
+                }
+                Event::Data(None) => {
+                    let Some(mut body) = recv.take() else { continue };
+                    // Trailers, if the response has them.
+                    let trailers = tokio::select! {
+                        t = body.trailers() => Event::Trailers(t),
+                        () = timer.as_mut(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
+                    };
+                    return match trailers {
+                        Event::Trailers(Ok(Some(t))) => match session.write_trailers(t) {
+                            Ok(()) => Attempt::Over(Downgraded::Done { upstream_body }),
+                            Err(e) => self.client_broke(ctx, upstream_body, e.etype()),
+                        },
+                        Event::Trailers(Ok(None)) => match session.finish() {
+                            Ok(()) => Attempt::Over(Downgraded::Done { upstream_body }),
+                            Err(e) => self.client_broke(ctx, upstream_body, e.etype()),
+                        },
+                        Event::Trailers(Err(e)) => self.broke_upstream(ctx, attempt, &e, upstream_body),
+                        _ => self.timed_out_in_body(ctx, which.unwrap_or(Timer::Upstream), upstream_body),
+                    };
+                }
+                Event::Trailers(_) => {}
+                Event::Timer(which) if recv.is_some() || session.response_written().is_some() => {
+                    return self.timed_out_in_body(ctx, which, upstream_body);
+                }
+                Event::Timer(Timer::Upstream) => {
+                    let failure = failure(session, reused, *body_taken, true, false);
+                    return retry_or_fail(proxy.attempt_failed(ctx, failure));
+                }
+                Event::Timer(Timer::Idle) => {
+                    proxy.stream_timed_out(ctx, StreamTimeout::Idle);
+                    return Attempt::Failed;
+                }
+                Event::Timer(Timer::Request) => {
+                    proxy.stream_timed_out(ctx, StreamTimeout::Request);
+                    return Attempt::Failed;
+                }
+            }
+        }
+    }
+
+    /// The request as the upstream gets it: the route's rewrites and edits,
+    /// `:scheme` and `:authority` for the upstream connection, and no
+    /// connection-specific field.
+    fn upstream_request(
+        &self,
+        down: &RequestHeader,
+        ctx: &RequestCtx,
+        attempt: &AttemptStart,
+    ) -> Result<http::Request<()>, &'static str> {
+        let mut up = down.clone();
+        self.proxy().upstream_headers(&mut up, down, true, ctx).map_err(|_| "the route's edits failed")?;
+        let rewritten = !matches!(
+            self.proxy().forward(ctx).map(|f| &f.host_rewrite),
+            None | Some(crate::routing::HostRewrite::Keep)
+        );
+        // HTTP/2 carries the host in `:authority` alone.
+        let host = up.remove_header(&HOST);
+        let authority = match (rewritten, host, up.uri.authority()) {
+            (true, Some(h), _) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid rewritten host")?,
+            (_, _, Some(a)) => a.clone(),
+            (_, Some(h), None) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid host")?,
+            (_, None, None) => return Err("no authority"),
+        };
+        let scheme = if attempt.cluster.spec.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
+        let mut parts: http::request::Parts = up.into();
+        let mut target = std::mem::take(&mut parts.uri).into_parts();
+        target.scheme = Some(scheme);
+        target.authority = Some(authority);
+        if target.path_and_query.is_none() {
+            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = Uri::from_parts(target).map_err(|_| "invalid request target")?;
+        parts.version = http::Version::HTTP_2;
+        for name in &CONNECTION_SPECIFIC {
+            parts.headers.remove(name);
+        }
+        parts.headers.remove(PROXY_CONNECTION);
+        if parts.headers.get(TE).is_some_and(|v| v != "trailers") {
+            parts.headers.remove(TE);
+        }
+        Ok(http::Request::from_parts(parts, ()))
+    }
+
+    /// Checks the response head, decides on a retry by its status, and
+    /// sends the head the client gets. `Ok(None)`: the response ended with
+    /// its head.
+    fn response_head(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        resp: Response<RecvStream>,
+        body_taken: bool,
+    ) -> Result<Option<RecvStream>, HeadError> {
+        let proxy = self.proxy();
+        let (parts, body) = resp.into_parts();
+        let mut head = ResponseHeader::from(parts);
+        if head.status.is_informational() {
+            return Err(HeadError::Protocol("interim response as the final one"));
+        }
+        framing::check_response(&mut head, false).map_err(HeadError::Protocol)?;
+        if let Some(c) = proxy.cluster(ctx) {
+            if std::mem::take(&mut ctx.count_codec) {
+                c.stats.count_codec(crate::metrics::UpstreamCodecStat::Http2);
+            }
+        }
+        let status = head.status.as_u16();
+        if proxy.upstream_answered(ctx, status, body_taken) {
+            return Err(HeadError::RetryStatus);
+        }
+        response_head::forget_case(&mut head);
+        if let Err(e) = proxy.downstream_headers(&mut head, ctx) {
+            debug!(error = %e, "response head cannot be forwarded");
+            return Err(HeadError::Protocol("response head cannot be forwarded"));
+        }
+        ctx.response_started = Some(status);
+        let end = body.is_end_stream();
+        session.write_response_header(Box::new(head), end).map_err(|_| HeadError::Client)?;
+        Ok((!end).then_some(body))
+    }
+
+    /// An attempt that failed before its response: recorded, retried if the
+    /// lifecycle says so.
+    #[allow(clippy::too_many_arguments)]
+    fn failed(
+        &self,
+        ctx: &mut RequestCtx,
+        session: &HttpSession,
+        attempt: &AttemptStart,
+        e: &h2::Error,
+        reused: bool,
+        body_taken: bool,
+    ) -> Attempt {
+        let protocol_error = e.reason() == Some(h2::Reason::PROTOCOL_ERROR) && !e.is_remote();
+        let f = failure(session, reused, body_taken, false, protocol_error);
+        let retry = self.proxy().attempt_failed(ctx, f);
+        debug!(upstream = %attempt.host.addr, error = %e, retry, reused, "upstream request failed");
+        retry_or_fail(retry)
+    }
+
+    /// The upstream broke off a response that had started.
+    fn broke_upstream(
+        &self,
+        ctx: &mut RequestCtx,
+        attempt: &AttemptStart,
+        e: &h2::Error,
+        upstream_body: u64,
+    ) -> Attempt {
+        let f = AttemptFailure {
+            timed_out: false,
+            protocol_error: false,
+            from_upstream: true,
+            response_started: true,
+            body_truncated: true,
+            idempotent: false,
+            reused_connection: false,
+        };
+        self.proxy().attempt_failed(ctx, f);
+        debug!(upstream = %attempt.host.addr, error = %e, "upstream response broke off");
+        Attempt::Over(Downgraded::Broken { upstream_body, error: ErrorType::ReadError })
+    }
+
+    /// A timer ran out once the response had started: the stream is reset.
+    fn timed_out_in_body(&self, ctx: &mut RequestCtx, which: Timer, upstream_body: u64) -> Attempt {
+        match which {
+            Timer::Upstream => {
+                let f = AttemptFailure {
+                    timed_out: true,
+                    protocol_error: false,
+                    from_upstream: true,
+                    response_started: true,
+                    body_truncated: true,
+                    idempotent: false,
+                    reused_connection: false,
+                };
+                self.proxy().attempt_failed(ctx, f);
+            }
+            Timer::Idle | Timer::Request => {
+                self.proxy().stream_timed_out(ctx, StreamTimeout::Idle);
+            }
+        }
+        Attempt::Over(Downgraded::Broken { upstream_body, error: ErrorType::ReadTimedout })
+    }
+
+    /// Writing to the client failed (it went away, or its window stayed
+    /// shut past the stream idle timeout).
+    fn client_broke(&self, ctx: &mut RequestCtx, upstream_body: u64, e: &ErrorType) -> Attempt {
+        if *e == ErrorType::WriteTimedout {
+            self.proxy().stream_timed_out(ctx, StreamTimeout::Idle);
+        }
+        Attempt::Over(Downgraded::Broken { upstream_body, error: e.clone() })
+    }
+}
+
+/// Why a response head was not forwarded.
+enum HeadError {
+    RetryStatus,
+    Protocol(&'static str),
+    /// The client's stream refused it.
+    Client,
+}
+
+fn retry_or_fail(retry: bool) -> Attempt {
+    if retry {
+        Attempt::Retry
+    } else {
+        Attempt::Failed
+    }
+}
+
+/// An attempt's failure before its response started, for the lifecycle.
+fn failure(
+    session: &HttpSession,
+    reused: bool,
+    body_taken: bool,
+    timed_out: bool,
+    protocol_error: bool,
+) -> AttemptFailure {
+    AttemptFailure {
+        timed_out,
+        protocol_error,
+        from_upstream: true,
+        response_started: false,
+        body_truncated: body_taken,
+        idempotent: session.req_header().method.is_idempotent(),
+        reused_connection: reused,
+    }
+}
+
+/// A deadline that never comes, for the stream's one timer while unarmed.
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
+/// The client's next move: request DATA while `reading`, else only its
+/// going away.
+async fn client_event(session: &mut HttpSession, reading: bool) -> Client {
+    if reading {
+        match session.read_body_bytes().await {
+            Ok(Some(d)) => Client::Data(d),
+            Ok(None) => Client::End,
+            Err(_) => Client::Gone,
+        }
+    } else {
+        let _ = session.idle().await;
+        Client::Gone
+    }
+}
+
+/// Upstream flow-control capacity for `want` bytes of request DATA.
+async fn capacity(up: &mut Option<&mut SendStream<Bytes>>, want: usize) -> Option<Result<usize, h2::Error>> {
+    let up = up.as_mut()?;
+    up.reserve_capacity(want);
+    poll_fn(|cx| up.poll_capacity(cx)).await
+}
+
+/// The next DATA of the response body.
+async fn data(recv: &mut Option<RecvStream>) -> Option<Result<Bytes, h2::Error>> {
+    recv.as_mut()?.data().await
+}
