@@ -394,7 +394,7 @@ async fn an_upstream_over_tls_speaks_http2_when_the_cluster_says_so() {
 #[tokio::test]
 async fn a_stream_the_upstream_never_processed_goes_again_on_a_new_connection() {
     if pingora_engine() {
-        // Pingora's path answers 502 (docs/http1.md).
+        // Pingora's path fails such a stream (docs/http1.md).
         return;
     }
     let listener = TcpListener::bind((ip(74, 8), 0)).await.unwrap();
@@ -427,4 +427,74 @@ async fn a_stream_the_upstream_never_processed_goes_again_on_a_new_connection() 
     second.write(1, 0x5, next.stream, &[0x88]).await;
     assert_eq!(call.await.unwrap().unwrap().0, 200);
     assert_eq!(stat(admin, "cluster.up.upstream_cx_total").await, 2);
+}
+
+#[tokio::test]
+async fn connection_specific_fields_never_go_upstream_even_when_a_route_adds_them() {
+    if pingora_engine() {
+        // Pingora's HTTP/2 client refuses such a request: 503 (docs/http1.md).
+        return;
+    }
+    let backend = Backend::start("up", SocketAddr::new(ip(74, 9), 0)).await;
+    let listen = free_addr(ip(74, 9));
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: up }
+                request_headers_to_add:
+                - header: { key: keep-alive, value: "timeout=5" }
+                - header: { key: proxy-connection, value: keep-alive }
+                - header: { key: te, value: gzip }
+                - header: { key: x-kept, value: "yes" }"#;
+    let config = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("front", "", routes))],
+        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
+    );
+    let proxy = ProxyProcess::start(&config, listen).await;
+    let h2 = connect(listen).await;
+    // gRPC's `te: trailers` is the one `te` HTTP/2 allows: it stays.
+    let req = http::Request::builder().method("GET").uri("http://a.test/x").header("te", "trailers").body(()).unwrap();
+    let mut send = h2.clone().ready().await.unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+    // The upstream's h2 codec would refuse the stream if any got through.
+    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(backend.last_header("x-kept").as_deref(), Some("yes"));
+    assert_eq!(backend.last_header("te").as_deref(), Some("trailers"));
+    for name in ["keep-alive", "proxy-connection"] {
+        assert_eq!(backend.last_header(name), None, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_client_reset_mid_response_cancels_the_upstream_stream() {
+    let listener = TcpListener::bind((ip(74, 10), 0)).await.unwrap();
+    let (proxy, listen, admin) = proxy_to(10, listener.local_addr().unwrap(), "", "").await;
+    let h2 = connect(listen).await;
+    let mut send = h2.clone().ready().await.unwrap();
+    let req = http::Request::builder().method("GET").uri("http://front.example/stream").body(()).unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let mut up = RawUpstream::accept(&listener).await;
+    up.write(4, 0, 0, &[]).await;
+    let headers = up.until(1, true).await;
+    // The head (`:status: 200`, END_HEADERS) and a first DATA frame; the
+    // response goes on.
+    up.write(1, 0x4, headers.stream, &[0x88]).await;
+    up.write(0, 0, headers.stream, b"first").await;
+    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(LIMIT, body.data()).await.unwrap().unwrap().unwrap();
+    assert_eq!(&first[..], b"first");
+    // The client resets: the upstream stream is cancelled.
+    drop(body);
+    let reset = up.until(3, true).await;
+    assert_eq!((reset.stream, reset.payload.as_slice()), (headers.stream, &8u32.to_be_bytes()[..]), "{}", proxy.log());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while stat(admin, "http.front.downstream_rq_active").await != 0 {
+        assert!(Instant::now() < deadline, "{}", proxy.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(stat(admin, "cluster.up.upstream_rq_active").await, 0);
 }

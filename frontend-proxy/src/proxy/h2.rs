@@ -1,13 +1,14 @@
 //! Our HTTP/2 server: the accept loop of an h2 connection (h2c, or TLS
 //! with ALPN h2) when the native engine is on. Each stream is admitted and
-//! routed here ([`stream`]); a stream to an HTTP/1.1 cluster is served by
-//! the native engine (`h1/downgrade.rs`) and a local reply is written on
-//! the stream, neither entering Pingora's `HttpProxy`, whose per-stream
-//! machinery (a ~10 KiB `process_new_http` future boxed and copied for
-//! every stream, its session, its phases) cost more than the proxying
-//! (bench/RESULTS.md). What needs Pingora's engine (gRPC, h2 and ALPN
-//! clusters, CONNECT, `Expect`, bodies under a retry policy) goes to its
-//! `process_new_http` with the context already built.
+//! routed here ([`stream`]); a stream to an HTTP/2 cluster goes stream to
+//! stream ([`forward`], on upstream connections of [`client`]), one to an
+//! HTTP/1.1 cluster is served by the native engine (`h1/downgrade.rs`),
+//! and a local reply is written on the stream, none entering Pingora's
+//! `HttpProxy`, whose per-stream machinery (a ~10 KiB `process_new_http`
+//! future boxed and copied for every stream, its session, its phases)
+//! cost more than the proxying (bench/RESULTS.md). What needs Pingora's
+//! engine (ALPN clusters, CONNECT, `Expect`, bodies under a retry policy)
+//! goes to its `process_new_http` with the context already built.
 //!
 //! The loop keeps what Pingora's own (`accept_downstream_sessions`, not
 //! public) does: its codec and per-stream checks (`HttpSession::from_h2_conn`:

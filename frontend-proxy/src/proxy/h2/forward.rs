@@ -31,13 +31,13 @@ use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use http::uri::{Authority, Scheme};
-use http::{HeaderMap, Response, Uri};
+use http::{HeaderMap, HeaderValue, Response, Uri};
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType;
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::time::{timeout_at, Sleep};
 use tracing::{debug, warn};
 
@@ -215,6 +215,8 @@ impl NativeH1 {
         // Request DATA read from the client, waiting for upstream capacity.
         let mut pending: Option<Bytes> = None;
         let mut recv: Option<RecvStream> = None;
+        // The client's side of the response body, once its head went out.
+        let mut down: Option<SendStream<Bytes>> = None;
         let mut upstream_body = 0u64;
         let max_body = proxy.listener(ctx).hcm.max_request_bytes.map(u64::from);
         let (read_timeout, idle_binds) = attempt.io_timeout();
@@ -242,7 +244,7 @@ impl NativeH1 {
             let reading = !request_done && pending.is_none();
             let event = tokio::select! {
                 biased;
-                c = client_event(session, reading) => Event::Client(c),
+                c = client_event(session, &mut down, reading) => Event::Client(c),
                 c = capacity(&mut up_body, pending.as_ref().map_or(0, Bytes::len)), if pending.is_some() => Event::Capacity(c),
                 h = head.as_mut(), if recv.is_none() => Event::Head(h),
                 d = data(&mut recv), if recv.is_some() => Event::Data(d),
@@ -305,7 +307,13 @@ impl NativeH1 {
                 Event::Head(Ok(resp)) => {
                     last_moved = Instant::now();
                     match self.response_head(session, ctx, resp, *body_taken) {
-                        Ok(Some(body)) => recv = Some(body),
+                        Ok(Some(body)) => {
+                            recv = Some(body);
+                            // The body and trailers go on h2's stream itself:
+                            // Pingora's writer would add a timer of its own
+                            // to every DATA frame.
+                            down = session.take_response_body_writer();
+                        }
                         Ok(None) => {
                             return Attempt::Over(Downgraded::Done { upstream_body: 0 });
                         }
@@ -350,8 +358,9 @@ impl NativeH1 {
                         // left is not needed (as Envoy, the stream ends).
                         request_done = true;
                     }
-                    if let Err(e) = session.write_body(d, end).await {
-                        return self.client_broke(ctx, upstream_body, e.etype());
+                    let Some(down) = down.as_mut() else { continue };
+                    if let Err(e) = send_down(down, d, end, ctx.stream_idle).await {
+                        return self.client_broke(ctx, upstream_body, &e);
                     }
                     if end {
                         return Attempt::Over(Downgraded::Done { upstream_body });
@@ -367,14 +376,16 @@ impl NativeH1 {
                         t = body.trailers() => Event::Trailers(t),
                         () = timer.as_mut(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
                     };
+                    let Some(down) = down.as_mut() else { continue };
                     return match trailers {
-                        Event::Trailers(Ok(Some(t))) => match session.write_trailers(t) {
+                        Event::Trailers(Ok(Some(t))) => match down.send_trailers(t) {
                             Ok(()) => Attempt::Over(Downgraded::Done { upstream_body }),
-                            Err(e) => self.client_broke(ctx, upstream_body, e.etype()),
+                            Err(_) => self.client_broke(ctx, upstream_body, &ErrorType::WriteError),
                         },
-                        Event::Trailers(Ok(None)) => match session.finish() {
+                        // The end as an empty DATA frame.
+                        Event::Trailers(Ok(None)) => match down.send_data(Bytes::new(), true) {
                             Ok(()) => Attempt::Over(Downgraded::Done { upstream_body }),
-                            Err(e) => self.client_broke(ctx, upstream_body, e.etype()),
+                            Err(_) => self.client_broke(ctx, upstream_body, &ErrorType::WriteError),
                         },
                         Event::Trailers(Err(e)) => self.broke_upstream(ctx, attempt, &e, upstream_body),
                         _ => self.timed_out_in_body(ctx, which.unwrap_or(Timer::Upstream), upstream_body),
@@ -433,12 +444,21 @@ impl NativeH1 {
         }
         parts.uri = Uri::from_parts(target).map_err(|_| "invalid request target")?;
         parts.version = http::Version::HTTP_2;
-        for name in &CONNECTION_SPECIFIC {
-            parts.headers.remove(name);
-        }
-        parts.headers.remove(PROXY_CONNECTION);
-        if parts.headers.get(TE).is_some_and(|v| v != "trailers") {
+        // One pass over the fields: a lookup per name would hash each of
+        // them on every request, where they are almost never present.
+        // (`te: trailers`, which gRPC sends, is the one value allowed.)
+        let forbidden = |(n, v): (&HeaderName, &HeaderValue)| {
+            CONNECTION_SPECIFIC.contains(n) || n == PROXY_CONNECTION || (n == TE && v != "trailers")
+        };
+        if parts.headers.iter().any(forbidden) {
+            for name in CONNECTION_SPECIFIC.iter().chain([&PROXY_CONNECTION]) {
+                parts.headers.remove(name);
+            }
+            let trailers = parts.headers.get_all(TE).iter().any(|v| v == "trailers");
             parts.headers.remove(TE);
+            if trailers {
+                parts.headers.insert(TE, HeaderValue::from_static("trailers"));
+            }
         }
         Ok(http::Request::from_parts(parts, ()))
     }
@@ -588,24 +608,66 @@ fn failure(
     }
 }
 
+/// Sends response DATA to the client as its flow control allows, each
+/// wait for its window within the stream idle timeout.
+async fn send_down(
+    down: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    idle: Option<Duration>,
+) -> Result<(), ErrorType> {
+    if data.is_empty() {
+        // No window needed; an empty frame only to carry the end.
+        return match end {
+            true => down.send_data(data, true).map_err(|_| ErrorType::WriteError),
+            false => Ok(()),
+        };
+    }
+    while !data.is_empty() {
+        down.reserve_capacity(data.len());
+        let mut granted = down.capacity();
+        if granted == 0 {
+            let wait = poll_fn(|cx| down.poll_capacity(cx));
+            let got = match idle {
+                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| ErrorType::WriteTimedout)?,
+                None => wait.await,
+            };
+            granted = match got {
+                Some(Ok(n)) => n,
+                _ => return Err(ErrorType::WriteError),
+            };
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
+    }
+    Ok(())
+}
+
 /// A deadline that never comes, for the stream's one timer while unarmed.
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
 /// The client's next move: request DATA while `reading`, else only its
-/// going away.
-async fn client_event(session: &mut HttpSession, reading: bool) -> Client {
+/// going away (seen on the response body's stream once it is ours: the
+/// session's watch cannot look after the head went out without it).
+async fn client_event(session: &mut HttpSession, down: &mut Option<SendStream<Bytes>>, reading: bool) -> Client {
     if reading {
-        match session.read_body_bytes().await {
+        return match session.read_body_bytes().await {
             Ok(Some(d)) => Client::Data(d),
             Ok(None) => Client::End,
             Err(_) => Client::Gone,
-        }
-    } else {
-        let _ = session.idle().await;
-        Client::Gone
+        };
     }
+    match down.as_mut() {
+        Some(down) => {
+            let _ = poll_fn(|cx| down.poll_reset(cx)).await;
+        }
+        None => {
+            let _ = session.idle().await;
+        }
+    }
+    Client::Gone
 }
 
 /// Upstream flow-control capacity for `want` bytes of request DATA.
