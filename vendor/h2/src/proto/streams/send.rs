@@ -79,16 +79,20 @@ impl Send {
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        //
+        // One pass over the fields (patch 5, PATCHES.md): a lookup per
+        // forbidden name hashed each of them on every HEADERS frame sent,
+        // two of them parsed from a string first, where a head has a few
+        // fields and almost never one of these. As before, only the first
+        // `te` value is read.
+        let mut te_seen = false;
+        for (name, value) in fields.iter() {
+            let forbidden = match *name {
+                http::header::CONNECTION | http::header::TRANSFER_ENCODING | http::header::UPGRADE => true,
+                http::header::TE => !std::mem::replace(&mut te_seen, true) && value != "trailers",
+                _ => name == "keep-alive" || name == "proxy-connection",
+            };
+            if forbidden {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
             }
