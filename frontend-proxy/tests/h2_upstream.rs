@@ -498,3 +498,24 @@ async fn a_client_reset_mid_response_cancels_the_upstream_stream() {
     }
     assert_eq!(stat(admin, "cluster.up.upstream_rq_active").await, 0);
 }
+
+#[tokio::test]
+async fn a_stream_the_proxy_fails_for_a_protocol_error_is_not_sent_again() {
+    let listener = TcpListener::bind((ip(74, 11), 0)).await.unwrap();
+    let (proxy, listen, admin) = proxy_to(11, listener.local_addr().unwrap(), "", "").await;
+    let h2 = connect(listen).await;
+    let call = tokio::spawn(async move { request(&h2, "POST", "http://front.example/once", b"").await });
+    let mut up = RawUpstream::accept(&listener).await;
+    up.write(4, 0, 0, &[]).await;
+    up.until(1, true).await;
+    // A connection WINDOW_UPDATE of 0: a connection error. The proxy's h2
+    // fails every stream on it with a GOAWAY of its own; the host may have
+    // acted on the request, so it must not go again.
+    up.write(8, 0, 0, &0u32.to_be_bytes()).await;
+    let (status, _) = call.await.unwrap().unwrap();
+    // Envoy's upstream protocol error; Pingora's path calls it a reset.
+    assert_eq!(status, if pingora_engine() { 503 } else { 502 }, "{}", proxy.log());
+    let again = tokio::time::timeout(Duration::from_millis(500), listener.accept()).await;
+    assert!(again.is_err(), "the request went out again");
+    assert_eq!(stat(admin, "cluster.up.upstream_cx_total").await, 1);
+}

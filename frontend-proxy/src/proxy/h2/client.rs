@@ -41,6 +41,9 @@ struct Shared {
     active: AtomicUsize,
     /// The connection ended, or is being closed as idle: no new stream.
     closed: AtomicBool,
+    /// A stream found the connection going away (GOAWAY): no new stream.
+    /// Apart from `closed`, which the idle check may set and take back.
+    retired: AtomicBool,
     /// When the last stream ended, in milliseconds after `opened`.
     last_end_ms: AtomicU64,
     opened: Instant,
@@ -58,7 +61,7 @@ struct Pooled {
 impl Pooled {
     /// Takes a stream slot if the connection has one.
     fn take(&self) -> Option<Lease> {
-        if self.shared.closed.load(SeqCst) {
+        if self.shared.closed.load(SeqCst) || self.shared.retired.load(SeqCst) {
             return None;
         }
         let limit = self.max.min(self.send.current_max_send_streams());
@@ -83,7 +86,7 @@ impl Lease {
     /// No further stream goes on this connection (it answered with
     /// GOAWAY, or broke).
     pub fn retire(&self) {
-        self.shared.closed.store(true, SeqCst);
+        self.shared.retired.store(true, SeqCst);
     }
 }
 
@@ -120,7 +123,10 @@ fn checkout(key: &PoolKey) -> Option<Lease> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let host = pool.get_mut(key)?;
-        host.conns.retain(|c| !c.shared.closed.load(SeqCst) || c.shared.active.load(SeqCst) > 0);
+        host.conns.retain(|c| {
+            let gone = c.shared.closed.load(SeqCst) || c.shared.retired.load(SeqCst);
+            !gone || c.shared.active.load(SeqCst) > 0
+        });
         host.conns.iter().find_map(Pooled::take)
     })
 }
@@ -197,6 +203,7 @@ impl NativeH1 {
         let shared = Arc::new(Shared {
             active: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
             opened: Instant::now(),
         });

@@ -24,7 +24,7 @@
 use super::client::{Lease, LeaseError};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::framing;
-use crate::proxy::h1::{Downgraded, NativeH1};
+use crate::proxy::h1::{Downgraded, NativeH1, PoolKey};
 use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
 use crate::proxy::{response_head, LocalReply};
 use bytes::Bytes;
@@ -119,39 +119,69 @@ impl NativeH1 {
                 Err(_) => return Downgraded::Failed,
             };
             let key = (ctx.cluster.unwrap_or(0), attempt.host.addr.clone());
-            let (lease, reused) = match self.h2_lease(&attempt, &key).await {
-                Ok(l) => l,
-                Err(LeaseError::Connect { timed_out, error }) => {
-                    let retry = proxy.connect_failed(ctx, timed_out);
-                    warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
-                    if retry && !body_taken {
-                        continue;
-                    }
-                    return Downgraded::Failed;
+            let mut outcome = match self.lease_within(session, ctx, &attempt, &key, body_taken).await {
+                Ok((lease, reused)) => {
+                    ctx.pending_permit = None;
+                    self.h2_attempt(session, ctx, &attempt, lease, reused, false, &mut body_taken).await
                 }
+                Err(failed) => failed,
             };
-            ctx.pending_permit = None;
-            let mut outcome = self.h2_attempt(session, ctx, &attempt, lease, reused, false, &mut body_taken).await;
             if matches!(outcome, Attempt::Unsent) {
-                // The pooled connection had been told to go away (or
-                // refused the stream unprocessed): once more on a new
-                // one, not counted as a retry, as Envoy does.
-                debug!(upstream = %attempt.host.addr, "stream refused unprocessed; on a new connection");
-                outcome = match self.h2_lease(&attempt, &key).await {
+                // The host had told the connection to go away before it
+                // processed the stream: once more on a new connection,
+                // not counted as a retry (the keep-alive race of HTTP/2).
+                debug!(upstream = %attempt.host.addr, "stream not processed by the host; on a new connection");
+                outcome = match self.lease_within(session, ctx, &attempt, &key, body_taken).await {
                     Ok((lease, reused)) => {
                         self.h2_attempt(session, ctx, &attempt, lease, reused, true, &mut body_taken).await
                     }
-                    Err(LeaseError::Connect { timed_out, error }) => {
-                        let retry = proxy.connect_failed(ctx, timed_out);
-                        warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
-                        retry_or_fail(retry && !body_taken)
-                    }
+                    Err(failed) => failed,
                 };
             }
             match outcome {
                 Attempt::Over(served) => return served,
                 Attempt::Retry => continue,
                 Attempt::Failed | Attempt::Unsent => return Downgraded::Failed,
+            }
+        }
+    }
+
+    /// A stream slot on a connection to the attempt's host, waited for
+    /// within the attempt's timeout and only while the client is there;
+    /// `Err`: how the attempt ended instead (a connect failure recorded).
+    async fn lease_within(
+        &self,
+        session: &mut HttpSession,
+        ctx: &mut RequestCtx,
+        attempt: &AttemptStart,
+        key: &PoolKey,
+        body_taken: bool,
+    ) -> Result<(Lease, bool), Attempt> {
+        let end = attempt.timeout.map(|t| attempt.started + t);
+        let lease = async {
+            match end {
+                Some(end) => timeout_at(end.into(), self.h2_lease(attempt, key)).await.ok(),
+                None => Some(self.h2_lease(attempt, key).await),
+            }
+        };
+        let leased = tokio::select! {
+            biased;
+            l = lease => l,
+            _ = session.idle() => {
+                return Err(Attempt::Over(Downgraded::Broken { upstream_body: 0, error: ErrorType::ReadError }));
+            }
+        };
+        match leased {
+            Some(Ok(l)) => Ok(l),
+            Some(Err(LeaseError::Connect { timed_out, error })) => {
+                let retry = self.proxy().connect_failed(ctx, timed_out);
+                warn!(upstream = %attempt.host.addr, %error, retry, "upstream connect failed");
+                Err(retry_or_fail(retry && !body_taken))
+            }
+            None => {
+                // Waited past the route (or per-try) timeout for a slot.
+                let failure = failure(session, false, body_taken, true, false);
+                Err(retry_or_fail(self.proxy().attempt_failed(ctx, failure)))
             }
         }
     }
@@ -232,7 +262,12 @@ impl NativeH1 {
                         read_timeout.map(|t| (last_moved + t, if idle_binds { Timer::Idle } else { Timer::Upstream }))
                     }
                 };
-                let request = ctx.request_deadline.filter(|_| !request_done).map(|d| (d, Timer::Request));
+                // `request_timeout` ends with the request, or once the
+                // response has started (as Envoy's).
+                let request = ctx
+                    .request_deadline
+                    .filter(|_| !request_done && recv.is_none() && session.response_written().is_none())
+                    .map(|d| (d, Timer::Request));
                 [idle, upstream, request].into_iter().flatten().min_by_key(|(d, _)| *d).unzip()
             };
             if let Some(d) = deadline {
@@ -339,7 +374,10 @@ impl NativeH1 {
                     // (RFC 9113 §8.7): the keep-alive race of HTTP/2. A
                     // stream refused by itself is the retry policy's
                     // (`refused-stream`), as in Envoy.
-                    if e.is_go_away() {
+                    // Only the host's own GOAWAY says so: h2 fails every
+                    // stream with a GOAWAY of its own when the host breaks
+                    // the protocol, processed or not.
+                    if e.is_go_away() && e.is_remote() {
                         lease.retire();
                         if !last_chance && !*body_taken {
                             return Attempt::Unsent;
@@ -636,6 +674,9 @@ async fn send_down(
                 Some(Ok(n)) => n,
                 _ => return Err(ErrorType::WriteError),
             };
+            if granted == 0 {
+                continue;
+            }
         }
         let chunk = data.split_to(granted.min(data.len()));
         down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
