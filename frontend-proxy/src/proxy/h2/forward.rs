@@ -20,24 +20,29 @@
 //! connection-specific in HTTP/2 (RFC 9113 §8.2.2) never go upstream even
 //! if a route's edits add them. Request trailers are not forwarded
 //! (neither does Pingora's path: its HTTP/2 session does not read them).
+//!
+//! Layout: this file runs the attempts and a stream's event loop;
+//! [`heads`] builds the upstream request and sends the response head;
+//! [`io`] moves DATA and watches the client.
+
+mod heads;
+mod io;
 
 use super::client::{Lease, LeaseError};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
-use crate::proxy::framing;
 use crate::proxy::h1::{Downgraded, NativeH1, PoolKey};
 use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
-use crate::proxy::{response_head, LocalReply};
+use crate::proxy::LocalReply;
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
-use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
-use http::uri::{Authority, Scheme};
-use http::{HeaderMap, HeaderValue, Response, Uri};
+use heads::HeadError;
+use http::{HeaderMap, Response};
+use io::{capacity, client_event, data, far_future, send_down, Client};
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType;
-use pingora_http::{RequestHeader, ResponseHeader};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::time::{timeout_at, Sleep};
 use tracing::{debug, warn};
 
@@ -51,15 +56,6 @@ enum Attempt {
     Failed,
     /// The host never processed the stream: it may go again at once.
     Unsent,
-}
-
-/// What the client side did.
-enum Client {
-    Data(Bytes),
-    /// The request body ended.
-    End,
-    /// The client reset the stream or went away.
-    Gone,
 }
 
 /// Which timer ran out.
@@ -84,12 +80,6 @@ enum Event {
     Trailers(Result<Option<HeaderMap>, h2::Error>),
     Timer(Timer),
 }
-
-/// Fields connection-specific in HTTP/2 (RFC 9113 §8.2.2): the h2 client
-/// refuses a request carrying any of them.
-const CONNECTION_SPECIFIC: [HeaderName; 4] =
-    [CONNECTION, TRANSFER_ENCODING, UPGRADE, HeaderName::from_static("keep-alive")];
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 impl NativeH1 {
     /// Serves an admitted and routed HTTP/2 stream on its HTTP/2 cluster.
@@ -449,95 +439,6 @@ impl NativeH1 {
         }
     }
 
-    /// The request as the upstream gets it: the route's rewrites and edits,
-    /// `:scheme` and `:authority` for the upstream connection, and no
-    /// connection-specific field.
-    fn upstream_request(
-        &self,
-        down: &RequestHeader,
-        ctx: &RequestCtx,
-        attempt: &AttemptStart,
-    ) -> Result<http::Request<()>, &'static str> {
-        let mut up = down.clone();
-        self.proxy().upstream_headers(&mut up, down, true, ctx).map_err(|_| "the route's edits failed")?;
-        let rewritten = !matches!(
-            self.proxy().forward(ctx).map(|f| &f.host_rewrite),
-            None | Some(crate::routing::HostRewrite::Keep)
-        );
-        // HTTP/2 carries the host in `:authority` alone.
-        let host = up.remove_header(&HOST);
-        let authority = match (rewritten, host, up.uri.authority()) {
-            (true, Some(h), _) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid rewritten host")?,
-            (_, _, Some(a)) => a.clone(),
-            (_, Some(h), None) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid host")?,
-            (_, None, None) => return Err("no authority"),
-        };
-        let scheme = if attempt.cluster.spec.tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP };
-        let mut parts: http::request::Parts = up.into();
-        let mut target = std::mem::take(&mut parts.uri).into_parts();
-        target.scheme = Some(scheme);
-        target.authority = Some(authority);
-        if target.path_and_query.is_none() {
-            target.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        parts.uri = Uri::from_parts(target).map_err(|_| "invalid request target")?;
-        parts.version = http::Version::HTTP_2;
-        // One pass over the fields: a lookup per name would hash each of
-        // them on every request, where they are almost never present.
-        // (`te: trailers`, which gRPC sends, is the one value allowed.)
-        let forbidden = |(n, v): (&HeaderName, &HeaderValue)| {
-            CONNECTION_SPECIFIC.contains(n) || n == PROXY_CONNECTION || (n == TE && v != "trailers")
-        };
-        if parts.headers.iter().any(forbidden) {
-            for name in CONNECTION_SPECIFIC.iter().chain([&PROXY_CONNECTION]) {
-                parts.headers.remove(name);
-            }
-            let trailers = parts.headers.get_all(TE).iter().any(|v| v == "trailers");
-            parts.headers.remove(TE);
-            if trailers {
-                parts.headers.insert(TE, HeaderValue::from_static("trailers"));
-            }
-        }
-        Ok(http::Request::from_parts(parts, ()))
-    }
-
-    /// Checks the response head, decides on a retry by its status, and
-    /// sends the head the client gets. `Ok(None)`: the response ended with
-    /// its head.
-    fn response_head(
-        &self,
-        session: &mut HttpSession,
-        ctx: &mut RequestCtx,
-        resp: Response<RecvStream>,
-        body_taken: bool,
-    ) -> Result<Option<RecvStream>, HeadError> {
-        let proxy = self.proxy();
-        let (parts, body) = resp.into_parts();
-        let mut head = ResponseHeader::from(parts);
-        if head.status.is_informational() {
-            return Err(HeadError::Protocol("interim response as the final one"));
-        }
-        framing::check_response(&mut head, false).map_err(HeadError::Protocol)?;
-        if let Some(c) = proxy.cluster(ctx) {
-            if std::mem::take(&mut ctx.count_codec) {
-                c.stats.count_codec(crate::metrics::UpstreamCodecStat::Http2);
-            }
-        }
-        let status = head.status.as_u16();
-        if proxy.upstream_answered(ctx, status, body_taken) {
-            return Err(HeadError::RetryStatus);
-        }
-        response_head::forget_case(&mut head);
-        if let Err(e) = proxy.downstream_headers(&mut head, ctx) {
-            debug!(error = %e, "response head cannot be forwarded");
-            return Err(HeadError::Protocol("response head cannot be forwarded"));
-        }
-        ctx.response_started = Some(status);
-        let end = body.is_end_stream();
-        session.write_response_header(Box::new(head), end).map_err(|_| HeadError::Client)?;
-        Ok((!end).then_some(body))
-    }
-
     /// An attempt that failed before its response: recorded, retried if the
     /// lifecycle says so.
     #[allow(clippy::too_many_arguments)]
@@ -611,14 +512,6 @@ impl NativeH1 {
     }
 }
 
-/// Why a response head was not forwarded.
-enum HeadError {
-    RetryStatus,
-    Protocol(&'static str),
-    /// The client's stream refused it.
-    Client,
-}
-
 fn retry_or_fail(retry: bool) -> Attempt {
     if retry {
         Attempt::Retry
@@ -644,81 +537,4 @@ fn failure(
         idempotent: session.req_header().method.is_idempotent(),
         reused_connection: reused,
     }
-}
-
-/// Sends response DATA to the client as its flow control allows, each
-/// wait for its window within the stream idle timeout.
-async fn send_down(
-    down: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-    idle: Option<Duration>,
-) -> Result<(), ErrorType> {
-    if data.is_empty() {
-        // No window needed; an empty frame only to carry the end.
-        return match end {
-            true => down.send_data(data, true).map_err(|_| ErrorType::WriteError),
-            false => Ok(()),
-        };
-    }
-    while !data.is_empty() {
-        down.reserve_capacity(data.len());
-        let mut granted = down.capacity();
-        if granted == 0 {
-            let wait = poll_fn(|cx| down.poll_capacity(cx));
-            let got = match idle {
-                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| ErrorType::WriteTimedout)?,
-                None => wait.await,
-            };
-            granted = match got {
-                Some(Ok(n)) => n,
-                _ => return Err(ErrorType::WriteError),
-            };
-            if granted == 0 {
-                continue;
-            }
-        }
-        let chunk = data.split_to(granted.min(data.len()));
-        down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
-    }
-    Ok(())
-}
-
-/// A deadline that never comes, for the stream's one timer while unarmed.
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
-}
-
-/// The client's next move: request DATA while `reading`, else only its
-/// going away (seen on the response body's stream once it is ours: the
-/// session's watch cannot look after the head went out without it).
-async fn client_event(session: &mut HttpSession, down: &mut Option<SendStream<Bytes>>, reading: bool) -> Client {
-    if reading {
-        return match session.read_body_bytes().await {
-            Ok(Some(d)) => Client::Data(d),
-            Ok(None) => Client::End,
-            Err(_) => Client::Gone,
-        };
-    }
-    match down.as_mut() {
-        Some(down) => {
-            let _ = poll_fn(|cx| down.poll_reset(cx)).await;
-        }
-        None => {
-            let _ = session.idle().await;
-        }
-    }
-    Client::Gone
-}
-
-/// Upstream flow-control capacity for `want` bytes of request DATA.
-async fn capacity(up: &mut Option<&mut SendStream<Bytes>>, want: usize) -> Option<Result<usize, h2::Error>> {
-    let up = up.as_mut()?;
-    up.reserve_capacity(want);
-    poll_fn(|cx| up.poll_capacity(cx)).await
-}
-
-/// The next DATA of the response body.
-async fn data(recv: &mut Option<RecvStream>) -> Option<Result<Bytes, h2::Error>> {
-    recv.as_mut()?.data().await
 }

@@ -1,0 +1,100 @@
+//! Moving a forwarded stream's bytes: the client's request DATA and its
+//! going away, the upstream's flow-control capacity, the response DATA to
+//! the client under its window.
+
+use bytes::Bytes;
+use h2::{RecvStream, SendStream};
+use pingora_core::protocols::http::v2::server::HttpSession;
+use pingora_error::ErrorType;
+use std::future::poll_fn;
+use std::time::Duration;
+
+/// What the client side did.
+pub(super) enum Client {
+    Data(Bytes),
+    /// The request body ended.
+    End,
+    /// The client reset the stream or went away.
+    Gone,
+}
+
+/// Sends response DATA to the client as its flow control allows, each
+/// wait for its window within the stream idle timeout.
+pub(super) async fn send_down(
+    down: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    idle: Option<Duration>,
+) -> Result<(), ErrorType> {
+    if data.is_empty() {
+        // No window needed; an empty frame only to carry the end.
+        return match end {
+            true => down.send_data(data, true).map_err(|_| ErrorType::WriteError),
+            false => Ok(()),
+        };
+    }
+    while !data.is_empty() {
+        down.reserve_capacity(data.len());
+        let mut granted = down.capacity();
+        if granted == 0 {
+            let wait = poll_fn(|cx| down.poll_capacity(cx));
+            let got = match idle {
+                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| ErrorType::WriteTimedout)?,
+                None => wait.await,
+            };
+            granted = match got {
+                Some(Ok(n)) => n,
+                _ => return Err(ErrorType::WriteError),
+            };
+            if granted == 0 {
+                continue;
+            }
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
+    }
+    Ok(())
+}
+
+/// A deadline that never comes, for the stream's one timer while unarmed.
+pub(super) fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
+}
+
+/// The client's next move: request DATA while `reading`, else only its
+/// going away (seen on the response body's stream once it is ours: the
+/// session's watch cannot look after the head went out without it).
+pub(super) async fn client_event(
+    session: &mut HttpSession,
+    down: &mut Option<SendStream<Bytes>>,
+    reading: bool,
+) -> Client {
+    if reading {
+        return match session.read_body_bytes().await {
+            Ok(Some(d)) => Client::Data(d),
+            Ok(None) => Client::End,
+            Err(_) => Client::Gone,
+        };
+    }
+    match down.as_mut() {
+        Some(down) => {
+            let _ = poll_fn(|cx| down.poll_reset(cx)).await;
+        }
+        None => {
+            let _ = session.idle().await;
+        }
+    }
+    Client::Gone
+}
+
+/// Upstream flow-control capacity for `want` bytes of request DATA.
+pub(super) async fn capacity(up: &mut Option<&mut SendStream<Bytes>>, want: usize) -> Option<Result<usize, h2::Error>> {
+    let up = up.as_mut()?;
+    up.reserve_capacity(want);
+    poll_fn(|cx| up.poll_capacity(cx)).await
+}
+
+/// The next DATA of the response body.
+pub(super) async fn data(recv: &mut Option<RecvStream>) -> Option<Result<Bytes, h2::Error>> {
+    recv.as_mut()?.data().await
+}
