@@ -519,3 +519,63 @@ async fn a_stream_the_proxy_fails_for_a_protocol_error_is_not_sent_again() {
     assert!(again.is_err(), "the request went out again");
     assert_eq!(stat(admin, "cluster.up.upstream_cx_total").await, 1);
 }
+
+#[tokio::test]
+async fn streams_waiting_for_a_connection_time_out_without_cancelling_it() {
+    if pingora_engine() {
+        // Pingora's path waits for the connect timeout: 503 (docs/http1.md).
+        return;
+    }
+    // A host that takes TCP connections and never answers the TLS
+    // handshake: the connect runs until the cluster's 2 s connect timeout.
+    let listener = TcpListener::bind((ip(74, 12), 0)).await.unwrap();
+    let host = listener.local_addr().unwrap();
+    let listen = free_addr(ip(74, 12));
+    let admin = free_addr(ip(74, 12));
+    let tls = format!(
+        r#"    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: localhost
+{}"#,
+        h2c("", "")
+    );
+    let cluster = yaml::cluster("up", "STATIC", &[(host.ip().to_string(), host.port())], &tls)
+        .replace("connect_timeout: 0.25s", "connect_timeout: 2s");
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::route_listener(listen, "front", &[("/", "cluster: up, timeout: 0.3s")])],
+        &[cluster],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let h2 = connect(listen).await;
+    let started = Instant::now();
+    let calls = (0..3).map(|_| request(&h2, "GET", "http://front.example/x", b""));
+    let accepted = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let at = Instant::now();
+        let mut buf = [0u8; 1024];
+        while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {}
+        let open_for = at.elapsed();
+        // No second connection while the first was being opened.
+        let second = tokio::time::timeout(Duration::from_millis(200), listener.accept()).await;
+        (open_for, second.is_ok())
+    });
+    for got in futures::future::join_all(calls).await {
+        let (status, body) = got.unwrap();
+        assert_eq!(
+            (status, String::from_utf8_lossy(&body).as_ref()),
+            (504, "upstream request timeout"),
+            "{}",
+            proxy.log()
+        );
+    }
+    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    let (open_for, second) = accepted.await.unwrap();
+    // The connect went on after the streams gave up, to its own timeout.
+    assert!(open_for > Duration::from_millis(1500), "the connect was cancelled after {open_for:?}");
+    assert!(!second, "a second connection was opened while the first was");
+    assert_eq!(stat(admin, "cluster.up.upstream_rq_timeout").await, 3);
+    assert_eq!(stat(admin, "cluster.up.upstream_cx_connect_timeout").await, 1, "{}", proxy.log());
+}

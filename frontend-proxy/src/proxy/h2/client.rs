@@ -15,12 +15,12 @@
 use crate::metrics::UpstreamCodecStat;
 use crate::proxy::h1::{AttemptError, NativeH1, PoolKey, Upstream};
 use crate::proxy::lifecycle::AttemptStart;
-use crate::upstream::Http2Settings;
+use crate::upstream::{AttemptResult, Http2Settings};
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -149,13 +149,22 @@ pub enum LeaseError {
 impl NativeH1 {
     /// A stream slot on a connection to the attempt's host: a pooled
     /// connection with room, or a new one. Also says whether it was pooled.
-    pub(super) async fn h2_lease(&self, attempt: &AttemptStart, key: &PoolKey) -> Result<(Lease, bool), LeaseError> {
+    ///
+    /// A new connection is opened by a task of its own, which holds the
+    /// host's opening lock until it is pooled or has failed: a stream that
+    /// stops waiting (its timeout, its client gone) does not cancel the
+    /// connect, which the streams after it need.
+    pub(super) async fn h2_lease(
+        self: &Arc<Self>,
+        attempt: &AttemptStart,
+        key: &PoolKey,
+    ) -> Result<(Lease, bool), LeaseError> {
         if let Some(lease) = checkout(key) {
             return Ok((lease, true));
         }
         let (lock, failures) = opening(key);
         let seen = failures.load(SeqCst);
-        let _opening = lock.lock().await;
+        let opening = lock.lock_owned().await;
         // Another stream may have opened one while this one waited.
         if let Some(lease) = checkout(key) {
             return Ok((lease, true));
@@ -163,21 +172,46 @@ impl NativeH1 {
         if failures.load(SeqCst) != seen {
             return Err(LeaseError::Connect { timed_out: false, error: "connection to the host failed".into() });
         }
-        // Boxed: the connect and handshake futures would otherwise sit in
-        // every stream's state.
-        match Box::pin(self.open_h2(attempt)).await {
-            Ok(pooled) => {
-                let lease = pooled.take();
-                POOL.with(|pool| pool.borrow_mut().entry(key.clone()).or_default().conns.push(pooled));
-                // A host that allows no stream at all: as a failed connect.
-                lease
-                    .map(|l| (l, false))
-                    .ok_or(LeaseError::Connect { timed_out: false, error: "the host allows no stream".into() })
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let engine = self.clone();
+        let key = key.clone();
+        let attempt = AttemptStart {
+            cluster: attempt.cluster.clone(),
+            host: attempt.host.clone(),
+            timeout: attempt.timeout,
+            idle: attempt.idle,
+            started: attempt.started,
+        };
+        tokio::spawn(async move {
+            let _opening = opening;
+            let opened = match engine.open_h2(&attempt).await {
+                Ok(pooled) => {
+                    let lease = pooled.take();
+                    POOL.with(|pool| pool.borrow_mut().entry(key).or_default().conns.push(pooled));
+                    // A host that allows no stream at all: as a failed connect.
+                    lease.ok_or(LeaseError::Connect { timed_out: false, error: "the host allows no stream".into() })
+                }
+                Err(e) => {
+                    failures.fetch_add(1, SeqCst);
+                    Err(e)
+                }
+            };
+            // A stream that stopped waiting drops its slot with the message;
+            // a failure nobody waits for any more is still counted.
+            if let Err(Err(LeaseError::Connect { timed_out, error })) = tx.send(opened) {
+                debug!(upstream = %attempt.host.addr, %error, "upstream connect failed after its streams gave up");
+                let stats = &attempt.cluster.stats;
+                stats.upstream_cx_connect_fail.fetch_add(1, Relaxed);
+                if timed_out {
+                    stats.upstream_cx_connect_timeout.fetch_add(1, Relaxed);
+                }
+                attempt.host.stats.cx_connect_fail.fetch_add(1, Relaxed);
+                attempt.cluster.record_attempt(&attempt.host, AttemptResult::LocalFailure);
             }
-            Err(e) => {
-                failures.fetch_add(1, SeqCst);
-                Err(e)
-            }
+        });
+        match rx.await {
+            Ok(opened) => opened.map(|l| (l, false)),
+            Err(_) => Err(LeaseError::Connect { timed_out: false, error: "the connect task ended".into() }),
         }
     }
 

@@ -42,6 +42,7 @@ use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType;
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::time::{timeout_at, Sleep};
 use tracing::{debug, warn};
@@ -83,7 +84,7 @@ enum Event {
 
 impl NativeH1 {
     /// Serves an admitted and routed HTTP/2 stream on its HTTP/2 cluster.
-    pub async fn forward_h2(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
+    pub async fn forward_h2(self: &Arc<Self>, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
         let deadline = ctx.stream_deadline;
         let exchange = self.h2_exchange(session, ctx);
         match deadline {
@@ -98,7 +99,7 @@ impl NativeH1 {
         }
     }
 
-    async fn h2_exchange(&self, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
+    async fn h2_exchange(self: &Arc<Self>, session: &mut HttpSession, ctx: &mut RequestCtx) -> Downgraded {
         let proxy = self.proxy();
         // Request DATA taken from the client: an attempt after that cannot
         // send the body again.
@@ -111,7 +112,6 @@ impl NativeH1 {
             let key = (ctx.cluster.unwrap_or(0), attempt.host.addr.clone());
             let mut outcome = match self.lease_within(session, ctx, &attempt, &key, body_taken).await {
                 Ok((lease, reused)) => {
-                    ctx.pending_permit = None;
                     self.h2_attempt(session, ctx, &attempt, lease, reused, false, &mut body_taken).await
                 }
                 Err(failed) => failed,
@@ -140,7 +140,7 @@ impl NativeH1 {
     /// within the attempt's timeout and only while the client is there;
     /// `Err`: how the attempt ended instead (a connect failure recorded).
     async fn lease_within(
-        &self,
+        self: &Arc<Self>,
         session: &mut HttpSession,
         ctx: &mut RequestCtx,
         attempt: &AttemptStart,
@@ -156,10 +156,13 @@ impl NativeH1 {
         };
         let leased = tokio::select! {
             biased;
-            l = lease => l,
-            _ = session.idle() => {
-                return Err(Attempt::Over(Downgraded::Broken { upstream_body: 0, error: ErrorType::ReadError }));
-            }
+            l = lease => Some(l),
+            _ = session.idle() => None,
+        };
+        // No longer waiting for a connection, whatever came of it.
+        ctx.pending_permit = None;
+        let Some(leased) = leased else {
+            return Err(Attempt::Over(Downgraded::Broken { upstream_body: 0, error: ErrorType::ReadError }));
         };
         match leased {
             Some(Ok(l)) => Ok(l),
@@ -169,8 +172,11 @@ impl NativeH1 {
                 Err(retry_or_fail(retry && !body_taken))
             }
             None => {
-                // Waited past the route (or per-try) timeout for a slot.
-                let failure = failure(session, false, body_taken, true, false);
+                // Waited past the route (or per-try) timeout for a slot:
+                // the proxy's queue, not the host's failure (outlier
+                // detection does not count it).
+                let failure =
+                    AttemptFailure { from_upstream: false, ..failure(session, false, body_taken, true, false) };
                 Err(retry_or_fail(self.proxy().attempt_failed(ctx, failure)))
             }
         }
