@@ -184,9 +184,9 @@ impl NativeH1 {
 
     /// One attempt: the request on a stream of the leased connection, then
     /// the response to the client. Unless it is the `last_chance`, a
-    /// stream the host never processed (the connection was going away, or
-    /// it refused the stream) before any request DATA was taken comes back
-    /// [`Attempt::Unsent`].
+    /// stream the host never processed (the connection could not take it,
+    /// or it was above the last id of the host's GOAWAY) before any request
+    /// DATA was taken comes back [`Attempt::Unsent`].
     #[allow(clippy::too_many_arguments)]
     async fn h2_attempt(
         &self,
