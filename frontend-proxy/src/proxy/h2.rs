@@ -174,22 +174,28 @@ impl NativeH1 {
         // start, as Envoy's does: a client that stalls inside its preface
         // or SETTINGS does not hold the connection for longer.
         let idle_timeout = listener.hcm.idle_timeout;
-        let handshake = handshake(stream, app.h2_options());
-        let shaken = match idle_timeout {
-            Some(limit) => tokio::time::timeout(limit, handshake).await,
-            None => Ok(handshake.await),
-        };
-        let mut h2 = match shaken {
-            Ok(Ok(h2)) => h2,
-            Ok(Err(e)) => {
-                // A client that hangs up or speaks something else: ordinary.
-                debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
-                return;
-            }
-            Err(_) => {
-                listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                debug!(listener = %listener.name, "HTTP/2 handshake idle timeout");
-                return;
+        // The handshake boxed and its result in a block of its own: inline,
+        // the handshake's future (a codec, ~1.5 KiB), its timeout's copy and
+        // the result kept room in this future for the connection's whole
+        // life (4.9 KiB instead of 2.2).
+        let mut h2 = {
+            let handshake = Box::pin(handshake(stream, app.h2_options()));
+            let shaken = match idle_timeout {
+                Some(limit) => tokio::time::timeout(limit, handshake).await,
+                None => Ok(handshake.await),
+            };
+            match shaken {
+                Ok(Ok(h2)) => h2,
+                Ok(Err(e)) => {
+                    // A client that hangs up or speaks something else: ordinary.
+                    debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                    debug!(listener = %listener.name, "HTTP/2 handshake idle timeout");
+                    return;
+                }
             }
         };
         let conn = Arc::new(Connection {
