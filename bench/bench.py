@@ -1004,17 +1004,20 @@ class Bench:
                 socks += open_served(t.port, 50)
                 before = status_kb(pid, "VmRSS")
                 socks += open_served(t.port, n)
-                # Idle for longer than frontend-proxy's RELEASE_AFTER (1 s,
+                # Idle: longer than frontend-proxy's RELEASE_AFTER (1 s,
                 # proxy/h2.rs), after which an HTTP/2 connection gives back
-                # what h2 keeps for streams.
-                time.sleep(1.5)
+                # what h2 keeps for streams, and than a quiet worker takes
+                # to give freed memory back to the system (a collection a
+                # second, mimalloc's 1 s purge delay; listen/allocator.rs).
+                # HAProxy and nginx read the same after 1.5 s or 5.
+                time.sleep(5)
                 out[name] = (status_kb(pid, "VmRSS") - before) / n
                 log(f"  idle memory ({proto}) {name:<16} {out[name]:6.1f} KiB per connection ({n} connections)")
             finally:
                 for s in socks:
                     s.close()
                 self.stop(t.proc)
-        self.commands["idle memory"] = (f"{n} connections, one GET each, then idle; VmRSS of the serving process"
+        self.commands["idle memory"] = (f"{n} connections, one GET each, then idle for 5 s; VmRSS of the serving process"
                                         " before and after")
         return out, n
 

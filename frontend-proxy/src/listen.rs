@@ -28,6 +28,10 @@
 //! whatever the engine: one socket the workers share, bound as Envoy binds
 //! it (the path unlinked first, `mode` applied), its file removed when the
 //! listener closes. Their connections go to the engine chosen.
+//!
+//! Each worker also collects its allocator's heap once a second
+//! (`allocator.rs`), so what a burst of connections freed goes back to
+//! the system when the worker goes quiet.
 
 use crate::config::model::{Address, Pipe};
 use crate::downstream::Downstream;
@@ -51,6 +55,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::runtime::Handle;
 use tracing::{info, warn};
 
+pub mod allocator;
 mod defer;
 
 /// A listener that cannot serve: the proxy stops rather than run without it.
@@ -378,6 +383,9 @@ impl<A: HttpServerApp + Send + Sync + 'static> Listening<A> {
         let mut loops = Vec::new();
         let downstream = Arc::new(self.downstream.clone());
         let workers = if self.own.is_empty() { Vec::new() } else { worker_handles(self.workers).await };
+        for worker in &workers {
+            worker.spawn(allocator::collect_while_serving(self.drain.clone()));
+        }
         for listener in self.own.drain(..) {
             let (index, address, name, tls, tcp_proxy, selects) = (
                 listener.index,
