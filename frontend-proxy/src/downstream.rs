@@ -218,9 +218,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
             return self.serve_tls(tcp, peer, serving, acceptor, true, shutdown).await;
         }
         if target.tcp_proxy.is_some() {
-            return self
-                .serve_tcp_proxy(tcp, tcp::Peers { client: Some(peer), local: local.map(Address::Ip) }, serving)
-                .await;
+            // Boxed, as in `serve_tls`: the TCP proxy's future would size
+            // every connection's task.
+            let peers = tcp::Peers { client: Some(peer), local: local.map(Address::Ip) };
+            return Box::pin(self.serve_tcp_proxy(tcp, peers, serving)).await;
         }
         // For Pingora's engine, should the connection go there.
         let Some(record) = plaintext_record(local, serving, index) else {
@@ -288,9 +289,10 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         let serving = index;
         if self.listeners[serving].tcp_proxy.is_some() {
             let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-            return self
-                .serve_tcp_proxy(tls, tcp::Peers { client: Some(peer), local: local.map(Address::Ip) }, serving)
-                .await;
+            // Boxed: inline, the TCP proxy's future (~1.7 KiB) set the size
+            // of every TLS connection's task, HTTP ones included.
+            let peers = tcp::Peers { client: Some(peer), local: local.map(Address::Ip) };
+            return Box::pin(self.serve_tcp_proxy(tls, peers, serving)).await;
         }
         let mut stream: Stream = Box::new(tls);
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
