@@ -289,8 +289,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         let serving = index;
         if self.listeners[serving].tcp_proxy.is_some() {
             let local = tls.get_socket_digest().and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
-            // Boxed: inline, the TCP proxy's future (~1.7 KiB) set the size
-            // of every TLS connection's task, HTTP ones included.
+            // Boxed: inline, the TCP proxy's future set the size of every
+            // TLS connection's task, HTTP ones included (bench/RESULTS.md).
             let peers = tcp::Peers { client: Some(peer), local: local.map(Address::Ip) };
             return Box::pin(self.serve_tcp_proxy(tls, peers, serving)).await;
         }
@@ -368,7 +368,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         if let Some(native) = &self.native {
             if speaks_h2(&mut stream, listener).await {
                 // Boxed: awaited inline, its future took twice its size in
-                // this one (~10 KiB a connection, idle ones included).
+                // this one, idle connections included (bench/RESULTS.md).
                 return Box::pin(native.serve_h2_connection(stream, source, &self.inner, &self.drain, shutdown)).await;
             }
         }

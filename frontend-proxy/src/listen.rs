@@ -29,9 +29,9 @@
 //! it (the path unlinked first, `mode` applied), its file removed when the
 //! listener closes. Their connections go to the engine chosen.
 //!
-//! Each worker also collects its allocator's heap once a second
-//! (`allocator.rs`), so what a burst of connections freed goes back to
-//! the system when the worker goes quiet.
+//! Each worker that runs our accept loops also collects its allocator's
+//! heap once a second (`allocator.rs`), so what a burst of connections
+//! freed goes back to the system when the worker goes quiet.
 
 use crate::config::model::{Address, Pipe};
 use crate::downstream::Downstream;

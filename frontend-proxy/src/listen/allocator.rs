@@ -6,8 +6,8 @@
 //! span freed to the arena waits for its purge delay (1 s) and then for the
 //! next allocation to purge it. A worker that goes idle after a burst makes
 //! no further calls, so what its connections held at the peak (an HTTP/2
-//! connection's frame buffers, h2's stream slabs) stayed resident: ~4 KiB
-//! per idle h2c connection (`bench/RESULTS.md`). Once a second each worker
+//! connection's frame buffers, h2's stream slabs) stayed resident
+//! (`bench/RESULTS.md`). Once a second each worker
 //! asks mimalloc to collect its own heap: emptied pages go back to the
 //! arena, spans free for longer than the purge delay back to the system.
 //! On a busy worker mimalloc does this itself every 10,000 allocations;

@@ -6,9 +6,9 @@
 //! for its request, and on loopback both wake-ups are paid on the client's
 //! core. nginx's `listen ... deferred` and HAProxy's `defer-accept` set it.
 //!
-//! One of the crate's few `unsafe` modules (with `tls/session.rs`, `tls/crl.rs`, `allocator.rs`):
-//! neither the standard library, socket2 nor tokio has a setter for this
-//! option.
+//! One of the crate's few `unsafe` modules (with `tls/session.rs`,
+//! `tls/crl.rs` and `allocator.rs`): neither the standard library, socket2
+//! nor tokio has a setter for this option.
 #![allow(unsafe_code)]
 
 use std::os::fd::AsRawFd;

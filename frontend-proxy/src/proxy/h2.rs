@@ -175,9 +175,9 @@ impl NativeH1 {
         // or SETTINGS does not hold the connection for longer.
         let idle_timeout = listener.hcm.idle_timeout;
         // The handshake boxed and its result in a block of its own: inline,
-        // the handshake's future (a codec, ~1.5 KiB), its timeout's copy and
-        // the result kept room in this future for the connection's whole
-        // life (4.9 KiB instead of 2.2).
+        // the handshake's future (a codec), its timeout's copy and the
+        // result kept room in this future for the connection's whole life
+        // (bench/RESULTS.md).
         let mut h2 = {
             let handshake = Box::pin(handshake(stream, app.h2_options()));
             let shaken = match idle_timeout {
