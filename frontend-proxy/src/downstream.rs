@@ -33,8 +33,10 @@ use pingora_core::protocols::{GetProxyDigest, GetSocketDigest, GetTimingDigest, 
 use pingora_core::protocols::{Peek, Shutdown, Ssl, Stream, UniqueID, UniqueIDType, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::tls::ssl::SslAcceptor;
+use std::borrow::Borrow;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
@@ -141,29 +143,29 @@ fn pingora_stream(tcp: TcpStream) -> Stream {
 }
 
 impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
-    /// Serves a connection our accept loop took on listener `index`.
-    /// Not an `async fn`: the future is `serve`'s own, without a layer
-    /// that would hold the stream and the address a second time.
-    pub fn serve_tcp<'a>(
-        &'a self,
+    /// Serves a connection our accept loop took on listener `index`: the
+    /// connection's whole future, owning what it needs, so the task holds
+    /// no layer around it.
+    pub fn serve_tcp(
+        self: Arc<Self>,
         tcp: TcpStream,
         peer: SocketAddr,
         index: usize,
-        shutdown: &'a ShutdownWatch,
-    ) -> impl Future<Output = ()> + Send + 'a {
-        self.serve(tcp, Some(peer), index, true, shutdown, pingora_stream)
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        Self::serve(self, tcp, Some(peer), index, true, shutdown, pingora_stream)
     }
 
     /// Serves a connection our accept loop took on pipe listener `index`
     /// (plaintext: TLS on a pipe is refused by the configuration). Its
     /// client has no address: `x-forwarded-for` gets nothing appended, as
     /// in Envoy, whose logs name the client after the listener's socket.
-    pub fn serve_pipe<'a>(
-        &'a self,
+    pub fn serve_pipe(
+        self: Arc<Self>,
         unix: UnixStream,
         index: usize,
-        shutdown: &'a ShutdownWatch,
-    ) -> impl Future<Output = ()> + Send + 'a {
+        shutdown: ShutdownWatch,
+    ) -> impl Future<Output = ()> + Send + 'static {
         let mut stream = L4Stream::from(unix);
         // The listener's own address, where Pingora's engine looks for the
         // listener of a request (no getsockname(2)).
@@ -173,7 +175,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         }
         stream.set_socket_digest(digest);
         let stream: Stream = Box::new(stream);
-        self.serve(stream, None, index, true, shutdown, |s| s)
+        Self::serve(self, stream, None, index, true, shutdown, |s| s)
     }
 
     /// Serves a connection our accept loop took on a listener that chooses
@@ -229,7 +231,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
             return;
         };
         let _chosen = record.map(|l| Chosen::record(l, peer, serving));
-        self.serve_tcp(tcp, peer, serving, shutdown).await
+        Self::serve(self, tcp, Some(peer), serving, true, shutdown, pingora_stream).await
     }
 
     /// Serves a connection our accept loop took on TLS listener `index`:
@@ -316,39 +318,50 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
                 }
             }
         }
-        self.serve(stream, Some(peer), serving, !h2_alpn, shutdown, |s| s).await;
+        Self::serve(self, stream, Some(peer), serving, !h2_alpn, shutdown, |s| s).await;
     }
 
     /// Counts the connection on listener `index` and serves it: with the
     /// native engine if there is one and `native_fits` (it finds h2c itself
     /// and hands it over), else with Pingora's, on the stream `into_pingora`
-    /// makes of it.
-    async fn serve<S: ClientStream>(
-        &self,
-        stream: S,
+    /// makes of it. `this` and `shutdown` are borrowed or owned (a spawned
+    /// connection's future owns them).
+    ///
+    /// An `async` block rather than an `async fn`: an `async fn`'s future
+    /// keeps each argument twice (as passed, and moved into the body's
+    /// locals), and an idle connection's task is this future.
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    fn serve<'a, S: ClientStream + 'a>(
+        this: impl Deref<Target = Self> + Send + 'a,
+        mut stream: S,
         peer: Option<SocketAddr>,
         index: usize,
         native_fits: bool,
-        shutdown: &ShutdownWatch,
-        into_pingora: impl FnOnce(S) -> Stream,
-    ) {
-        let listener = &self.listeners[index];
-        let Some(_open) = open(listener) else { return };
-        match &self.native {
-            Some(native) if native_fits && listener.hcm.codec != Codec::Http2 => {
-                // Pingora's engine is boxed, here and below: its future
-                // would otherwise take room in every native connection's
-                // task, idle ones included.
-                let served = native.serve(stream, peer, index, &self.drain).await;
-                if let Served::HandOff(read, stream) = served {
-                    let source = H2Source { listener: index, client_addr: peer };
-                    Box::pin(self.pingora_engine(read, into_pingora(stream), source, shutdown)).await;
+        shutdown: impl Borrow<ShutdownWatch> + Send + 'a,
+        into_pingora: impl FnOnce(S) -> Stream + Send + 'a,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            // (Nothing but the native engine's future is held across its
+            // await that need not be: the listener, `this` and `shutdown`
+            // are looked up again after it.)
+            let Some(_open) = open(&this.listeners[index]) else { return };
+            let read = match &this.native {
+                Some(native) if native_fits && this.listeners[index].hcm.codec != Codec::Http2 => {
+                    match native.serve(&mut stream, peer.as_ref(), index, &this.drain).await {
+                        Served::Closed => {
+                            // Closed before the connection stops counting.
+                            drop(stream);
+                            return;
+                        }
+                        Served::HandOff(read) => read,
+                    }
                 }
-            }
-            _ => {
-                let source = H2Source { listener: index, client_addr: peer };
-                Box::pin(self.pingora_engine(bytes::Bytes::new(), into_pingora(stream), source, shutdown)).await
-            }
+                _ => bytes::Bytes::new(),
+            };
+            let source = H2Source { listener: index, client_addr: peer };
+            // Pingora's engine is boxed: its future would otherwise take
+            // room in every native connection's task, idle ones included.
+            Box::pin(this.pingora_engine(read, into_pingora(stream), source, shutdown.borrow())).await;
         }
     }
 
@@ -414,7 +427,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for Downstream<A> {
         };
         let h2_alpn = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let peer = stream.get_socket_digest().and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied());
-        self.serve(stream, peer, index, !h2_alpn, shutdown, |s| s).await;
+        Self::serve(&**self, stream, peer, index, !h2_alpn, shutdown, |s| s).await;
         None
     }
 

@@ -605,7 +605,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> AcceptLoop<A> {
                     let peers = crate::proxy::tcp::Peers { client: None, local: Some(self.address.clone()) };
                     connections.spawn(async move { downstream.serve_tcp_proxy(unix, peers, index).await });
                 } else {
-                    connections.spawn(Box::pin(async move { downstream.serve_pipe(unix, index, &shutdown).await }));
+                    connections.spawn(Box::pin(downstream.serve_pipe(unix, index, shutdown)));
                 }
                 return;
             }
@@ -626,7 +626,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> AcceptLoop<A> {
                 connections.spawn(async move { downstream.serve_tcp_proxy(tcp, peers, index).await });
             }
             None => {
-                connections.spawn(Box::pin(async move { downstream.serve_tcp(tcp, peer, index, &shutdown).await }));
+                connections.spawn(Box::pin(downstream.serve_tcp(tcp, peer, index, shutdown)));
             }
             Some(acceptor) => {
                 connections.spawn(Box::pin(async move {

@@ -48,11 +48,11 @@ use bytes::Bytes;
 use pingora_core::connectors::TransportConnector;
 
 /// How a connection served by the native engine ended.
-pub enum Served<D> {
+pub enum Served {
     Closed,
     /// The rest of the connection needs Pingora: the bytes read but not
     /// served, to replay in front of the stream.
-    HandOff(Bytes, D),
+    HandOff(Bytes),
 }
 
 /// The native engine, shared by every connection of a service.

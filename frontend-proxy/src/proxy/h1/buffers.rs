@@ -1,6 +1,8 @@
 //! The buffers and timers one downstream connection reuses for all its
 //! requests, borrowed from the worker's free lists (`recycle.rs`) while
-//! bytes move and given back while the connection waits.
+//! bytes move and given back while the connection waits. Between requests
+//! the connection keeps only what the wait needs ([`Kept`]): an idle
+//! connection's task holds it.
 
 use super::recycle::{self, Source, BUF};
 use super::timer::Rearmed;
@@ -23,9 +25,44 @@ pub(super) struct Buffers {
     pub attempt_timer: Rearmed,
 }
 
+/// What a connection keeps while it waits for its next request: the
+/// client's unread bytes (none, or a pipelined request) and its timer.
+#[derive(Default)]
+pub(super) struct Kept {
+    pub down: BytesMut,
+    pub timer: Rearmed,
+}
+
+impl Drop for Kept {
+    /// A connection that ends while it waits (its client closed it) took a
+    /// buffer for the read that found the end: back to the free list.
+    fn drop(&mut self) {
+        self.down.clear();
+        recycle::give_read(&mut self.down, Source::Client);
+    }
+}
+
 impl Buffers {
     pub fn new() -> Self {
-        Self { down: BytesMut::new(), up: BytesMut::new(), out: Vec::new(), attempt_timer: Rearmed::default() }
+        Self::resume(&mut Kept::default())
+    }
+
+    /// For a request: what the connection kept, and room for the rest.
+    pub fn resume(kept: &mut Kept) -> Self {
+        Self {
+            down: std::mem::take(&mut kept.down),
+            up: BytesMut::new(),
+            out: Vec::new(),
+            attempt_timer: std::mem::take(&mut kept.timer),
+        }
+    }
+
+    /// After a request the connection goes on from: gives back what the
+    /// wait does not need ([`Self::release`]) and keeps the rest.
+    pub fn suspend(mut self, kept: &mut Kept) {
+        self.release();
+        kept.down = std::mem::take(&mut self.down);
+        kept.timer = std::mem::take(&mut self.attempt_timer);
     }
 
     /// Between requests: gives the buffers back, but for unread bytes of

@@ -4,7 +4,7 @@
 //! Pingora.
 
 use super::body::Body;
-use super::buffers::Buffers;
+use super::buffers::{Buffers, Kept};
 use super::exchange::Exchange;
 use super::io::{write_all, ClientStream};
 use super::recycle::{self, Source};
@@ -19,6 +19,7 @@ use crate::proxy::shorter;
 use bytes::{Bytes, BytesMut};
 use http::Method;
 use pingora_error::ErrorType;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -60,33 +61,44 @@ enum Next {
 
 impl NativeH1 {
     /// Serves HTTP/1.1 requests from `client_addr` on `down` until the
-    /// connection ends or needs Pingora.
-    pub async fn serve<D: ClientStream>(
-        &self,
-        mut down: D,
-        client_addr: Option<SocketAddr>,
+    /// connection ends or needs Pingora (the caller keeps the stream to
+    /// hand it over).
+    ///
+    /// An `async` block rather than an `async fn`: an `async fn`'s future
+    /// keeps each argument twice (as passed, and moved into the body's
+    /// locals), and this future is most of an idle connection's task.
+    pub fn serve<'a, D: ClientStream>(
+        &'a self,
+        down: &'a mut D,
+        client_addr: Option<&'a SocketAddr>,
         listener: usize,
-        drain: &Drain,
-    ) -> Served<D> {
+        drain: &'a Drain,
+    ) -> impl Future<Output = Served> + 'a {
+        // Made here, and the drain reached through it: the future keeps
+        // one reference to the drain, not two.
         let mut drained = Drained::new(drain);
-        let mut bufs = Buffers::new();
-        let mut served = 0u32;
-        // A connection's task is as large as this future's largest state,
-        // and an idle keep-alive connection holds it: between requests only
-        // `wait_for_request`'s few fields are in it. A request (its head's
-        // timers, its context, its exchange) is one boxed future from its
-        // first byte to its response's last, freed before the next wait.
-        loop {
-            // Unread bytes are a pipelined request: no wait.
-            if bufs.down.is_empty() && !self.wait_for_request(&mut down, &mut bufs, listener, &mut drained).await {
-                return Served::Closed;
-            }
-            served = served.saturating_add(1);
-            let next = Box::pin(self.next_request(&mut down, &mut bufs, client_addr, listener, drain, served)).await;
-            match next {
-                Next::KeepAlive => bufs.release(),
-                Next::Closed => return Served::Closed,
-                Next::HandOff(read) => return Served::HandOff(read, down),
+        async move {
+            let mut kept = Kept::default();
+            let mut served = 0u32;
+            // A connection's task is as large as this future's largest
+            // state, and an idle keep-alive connection holds it: between
+            // requests only what the wait needs is in it. A request (its
+            // buffers, its head's timers, its context, its exchange) is one
+            // boxed future from its first byte to its response's last,
+            // freed before the next wait.
+            loop {
+                // Unread bytes are a pipelined request: no wait.
+                if kept.down.is_empty() && !self.wait_for_request(down, &mut kept, listener, &mut drained).await {
+                    return Served::Closed;
+                }
+                served = served.saturating_add(1);
+                let (addr, drain) = (client_addr.copied(), drained.drain());
+                let next = Box::pin(self.request(down, &mut kept, addr, listener, drain, served)).await;
+                match next {
+                    Next::KeepAlive => {}
+                    Next::Closed => return Served::Closed,
+                    Next::HandOff(read) => return Served::HandOff(read),
+                }
             }
         }
     }
@@ -97,47 +109,72 @@ impl NativeH1 {
     /// connection: a request already waiting is read first; one still on
     /// its way gets `DRAIN_GRACE` to arrive, and either is served with
     /// `connection: close` (closing at once lost requests clients had just
-    /// sent). No buffer is held until the socket is readable.
-    async fn wait_for_request<D: ClientStream>(
-        &self,
-        down: &mut D,
-        bufs: &mut Buffers,
+    /// sent). No buffer is held until the socket is readable. An `async`
+    /// block, as [`Self::serve`].
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    fn wait_for_request<'a, D: ClientStream, R: Future<Output = ()> + Unpin>(
+        &'a self,
+        down: &'a mut D,
+        kept: &'a mut Kept,
         listener: usize,
-        drained: &mut Drained<'_>,
-    ) -> bool {
-        let listener = &self.proxy.listeners[listener];
-        let idle_ends = listener.hcm.idle_timeout.map(|t| Instant::now() + t);
-        let buf = &mut bufs.down;
-        let read = tokio::select! {
-            biased;
-            r = bufs.attempt_timer.run(idle_ends, async {
-                down.readable().await?;
-                recycle::take_read(buf, Source::Client);
-                down.read_buf(buf).await
-            }) => r,
-            _ = &mut *drained => {
-                // Boxed: its timer would take room in every idle
-                // connection's task for the one wait a drain makes.
-                let late = Box::pin(timeout(DRAIN_GRACE, async {
+        // The connection's [`Drained`] (generic: its lifetime is not `'a`).
+        drained: &'a mut R,
+    ) -> impl Future<Output = bool> + 'a {
+        async move {
+            let idle_timeout = self.proxy.listeners[listener].hcm.idle_timeout;
+            let idle_ends = idle_timeout.map(|t| Instant::now() + t);
+            let buf = &mut kept.down;
+            let read = tokio::select! {
+                biased;
+                r = kept.timer.run(idle_ends, async {
                     down.readable().await?;
                     recycle::take_read(buf, Source::Client);
                     down.read_buf(buf).await
-                }));
-                match late.await {
-                    Ok(read) => Ok(read),
-                    Err(_) => return false,
+                }) => r,
+                _ = &mut *drained => {
+                    // Boxed: its timer would take room in every idle
+                    // connection's task for the one wait a drain makes.
+                    let late = Box::pin(timeout(DRAIN_GRACE, async {
+                        down.readable().await?;
+                        recycle::take_read(buf, Source::Client);
+                        down.read_buf(buf).await
+                    }));
+                    match late.await {
+                        Ok(read) => Ok(read),
+                        Err(_) => return false,
+                    }
+                }
+            };
+            match read {
+                Ok(Ok(n)) => n > 0,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    let listener = &self.proxy.listeners[listener];
+                    listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                    debug!(listener = %listener.name, "connection idle timeout");
+                    false
                 }
             }
-        };
-        match read {
-            Ok(Ok(n)) => n > 0,
-            Ok(Err(_)) => false,
-            Err(_) => {
-                listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                debug!(listener = %listener.name, "connection idle timeout");
-                false
-            }
         }
+    }
+
+    /// One request of the connection, the `served`th, from its first bytes
+    /// (in `kept.down`) on, in the buffers it takes for it.
+    async fn request<D: ClientStream>(
+        &self,
+        down: &mut D,
+        kept: &mut Kept,
+        client_addr: Option<SocketAddr>,
+        listener: usize,
+        drain: &Drain,
+        served: u32,
+    ) -> Next {
+        let mut bufs = Buffers::resume(kept);
+        let next = self.next_request(down, &mut bufs, client_addr, listener, drain, served).await;
+        if let Next::KeepAlive = next {
+            bufs.suspend(kept);
+        }
+        next
     }
 
     /// Reads the rest of a request head whose first bytes are in

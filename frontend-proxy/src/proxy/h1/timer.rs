@@ -33,6 +33,11 @@ impl<'a> Drained<'a> {
     pub fn new(drain: &'a Drain) -> Self {
         Self { drain, wait: None }
     }
+
+    /// The drain it follows.
+    pub fn drain(&self) -> &'a Drain {
+        self.drain
+    }
 }
 
 impl Future for Drained<'_> {
