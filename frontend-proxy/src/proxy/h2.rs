@@ -28,11 +28,13 @@ mod stream;
 
 use super::h1::NativeH1;
 use crate::drain::Drain;
+use futures::future::OptionFuture;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -155,177 +157,183 @@ impl NativeH1 {
     /// Serves an HTTP/2 connection until it closes: the handshake with
     /// `app`'s h2 settings (`http2_protocol_options`), then every stream,
     /// each on a task of its own on this worker.
-    pub async fn serve_h2_connection<A: HttpServerApp + Send + Sync + 'static>(
-        self: &Arc<Self>,
+    #[allow(clippy::manual_async_fn)] // an `async fn` keeps its arguments twice
+    pub fn serve_h2_connection<'a, A: HttpServerApp + Send + Sync + 'static>(
+        self: &'a Arc<Self>,
         stream: Stream,
         source: H2Source,
-        app: &Arc<A>,
-        drain: &Arc<Drain>,
-        shutdown: &ShutdownWatch,
-    ) {
-        let listener = &self.proxy().listeners[source.listener];
-        let digest = Arc::new(Digest {
-            ssl_digest: stream.get_ssl_digest(),
-            timing_digest: stream.get_timing_digest(),
-            proxy_digest: stream.get_proxy_digest(),
-            socket_digest: stream.get_socket_digest(),
-        });
-        // The connection manager's idle timeout runs from the connection's
-        // start, as Envoy's does: a client that stalls inside its preface
-        // or SETTINGS does not hold the connection for longer.
-        let idle_timeout = listener.hcm.idle_timeout;
-        // The handshake boxed and its result in a block of its own: inline,
-        // the handshake's future (a codec), its timeout's copy and the
-        // result kept room in this future for the connection's whole life
-        // (bench/RESULTS.md).
-        let mut h2 = {
-            let handshake = Box::pin(handshake(stream, app.h2_options()));
-            let shaken = match idle_timeout {
-                Some(limit) => tokio::time::timeout(limit, handshake).await,
-                None => Ok(handshake.await),
-            };
-            match shaken {
-                Ok(Ok(h2)) => h2,
-                Ok(Err(e)) => {
-                    // A client that hangs up or speaks something else: ordinary.
-                    debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                    debug!(listener = %listener.name, "HTTP/2 handshake idle timeout");
-                    return;
-                }
-            }
-        };
-        let conn = Arc::new(Connection {
-            engine: self.clone(),
-            app: app.clone(),
-            drain: drain.clone(),
-            shutdown: shutdown.clone(),
-            source,
-            tls_digest: digest.ssl_digest.clone(),
-            active: AtomicUsize::new(0),
-            opened: Instant::now(),
-            last_end_ms: AtomicU64::new(0),
-        });
-        let mut drained = pin!(drain.started());
-        // Pinned once, as the drain's wait: fresh ones per stream would
-        // register anew each time.
-        let idle_timeout_or_0 = idle_timeout.unwrap_or_default();
-        let mut idle = pin!(conn.idle_for(idle_timeout_or_0, idle_timeout_or_0));
-        // Armed again by the first stream after a release: an idle
-        // connection is not woken every `RELEASE_AFTER`.
-        let mut quiet = pin!(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
-        let mut released = false;
-        let mut release_tries = 0u8;
-        let mut phase = Phase::Open;
-        let mut malformed = 0usize;
-        loop {
-            let accepted = match &mut phase {
-                Phase::Open => {
-                    tokio::select! {
-                        biased;
-                        _ = &mut drained => Err(Moved::Drain),
-                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
-                        _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
-                        _ = &mut quiet, if !released => Err(Moved::Quiet),
+        app: &'a Arc<A>,
+        drain: &'a Arc<Drain>,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl Future<Output = ()> + 'a {
+        async move {
+            let listener = &self.proxy().listeners[source.listener];
+            let digest = Arc::new(Digest {
+                ssl_digest: stream.get_ssl_digest(),
+                timing_digest: stream.get_timing_digest(),
+                proxy_digest: stream.get_proxy_digest(),
+                socket_digest: stream.get_socket_digest(),
+            });
+            // The connection manager's idle timeout runs from the connection's
+            // start, as Envoy's does: a client that stalls inside its preface
+            // or SETTINGS does not hold the connection for longer.
+            let idle_timeout = listener.hcm.idle_timeout;
+            // The handshake boxed and its result in a block of its own: inline,
+            // the handshake's future (a codec), its timeout's copy and the
+            // result kept room in this future for the connection's whole life
+            // (bench/RESULTS.md).
+            let mut h2 = {
+                let handshake = Box::pin(handshake(stream, app.h2_options()));
+                let shaken = match idle_timeout {
+                    Some(limit) => tokio::time::timeout(limit, handshake).await,
+                    None => Ok(handshake.await),
+                };
+                match shaken {
+                    Ok(Ok(h2)) => h2,
+                    Ok(Err(e)) => {
+                        // A client that hangs up or speaks something else: ordinary.
+                        debug!(listener = %listener.name, error = %e, "HTTP/2 handshake failed");
+                        return;
                     }
-                }
-                Phase::Notice(timer) | Phase::Closing(timer) => {
-                    tokio::select! {
-                        biased;
-                        _ = timer.as_mut() => Err(Moved::Timer),
-                        accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
-                    }
-                }
-            };
-            let accepted = match accepted {
-                Ok(accepted) => accepted,
-                Err(Moved::Quiet) => {
-                    release_tries += 1;
-                    if h2.release_idle_memory() {
-                        debug!(listener = %listener.name, "idle HTTP/2 connection released its stream memory");
-                        released = true;
-                    } else if release_tries < RELEASE_TRIES {
-                        // A stream reset lately is kept by h2 for its
-                        // `reset_stream_duration` (1 s) after ours ended.
-                        quiet.set(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
-                    } else {
-                        released = true;
-                    }
-                    continue;
-                }
-                Err(moved) => {
-                    let drain_timeout = listener.hcm.drain_timeout;
-                    phase = match (phase, moved) {
-                        (Phase::Open, Moved::Drain) => {
-                            // The final GOAWAY, and the streams it lets
-                            // finish, within the process's drain time
-                            // (`--drain-time-s` is 5 s by default, Envoy's
-                            // 600: its `drain_timeout` of 5 s would take it all).
-                            h2.shutdown_notice();
-                            Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout.min(drain.time_left() / 2))))
-                        }
-                        (Phase::Open, _) => {
-                            listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
-                            debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
-                            h2.shutdown_notice();
-                            Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout)))
-                        }
-                        (Phase::Notice(mut timer), _) => {
-                            h2.finish_graceful_shutdown();
-                            timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
-                            Phase::Closing(timer)
-                        }
-                        (Phase::Closing(mut timer), _) => {
-                            if conn.active.load(Acquire) == 0 {
-                                // h2 closes on its own once no stream is left,
-                                // unless its write is stuck behind a client
-                                // that does not read, or the client's last
-                                // stream was 2^31-1 (h2 takes the final GOAWAY
-                                // for a notice then).
-                                debug!(listener = %listener.name, "HTTP/2 connection closed after its final GOAWAY");
-                                return;
-                            }
-                            timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
-                            Phase::Closing(timer)
-                        }
-                    };
-                    continue;
-                }
-            };
-            if matches!(accepted, Ok(Some(_))) {
-                release_tries = 0;
-                if released {
-                    // Streams again (served or refused): their memory is
-                    // given back after the next quiet second.
-                    quiet.set(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
-                    released = false;
-                }
-            }
-            match accepted {
-                Ok(Some(H2Accept::Session(session))) => {
-                    // Boxed before it is spawned: tokio moves a task's
-                    // future into its cell and writes its stage over it
-                    // when it ends, a copy of the whole (KiBs: the session
-                    // and the context) each time, unless it is a pointer.
-                    tokio::spawn(Box::pin(stream::serve(StreamGuard::start(&conn), session)));
-                }
-                // Already answered (400) or reset by the codec's checks.
-                Ok(Some(H2Accept::Rejected)) => {
-                    malformed += 1;
-                    if malformed >= MAX_MALFORMED_STREAMS {
-                        // Once per torn-down connection: flood-safe.
-                        warn!(listener = %listener.name, malformed, "closing HTTP/2 connection after malformed requests");
+                    Err(_) => {
+                        listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                        debug!(listener = %listener.name, "HTTP/2 handshake idle timeout");
                         return;
                     }
                 }
-                Ok(None) => return,
-                Err(e) => {
-                    // Clients often close TCP without closing HTTP/2 first.
-                    debug!(listener = %listener.name, error = %e, "HTTP/2 connection ended");
-                    return;
+            };
+            let conn = Arc::new(Connection {
+                engine: self.clone(),
+                app: app.clone(),
+                drain: drain.clone(),
+                shutdown: shutdown.clone(),
+                source,
+                tls_digest: digest.ssl_digest.clone(),
+                active: AtomicUsize::new(0),
+                opened: Instant::now(),
+                last_end_ms: AtomicU64::new(0),
+            });
+            let mut drained = pin!(drain.started());
+            // Pinned once, as the drain's wait: fresh ones per stream would
+            // register anew each time.
+            let idle_timeout_or_0 = idle_timeout.unwrap_or_default();
+            let mut idle = pin!(conn.idle_for(idle_timeout_or_0, idle_timeout_or_0));
+            // Armed again by the first stream after a release: an idle
+            // connection is not woken every `RELEASE_AFTER`.
+            // Boxed, and dropped once the release is done: a connection that
+            // has released keeps no room for it until streams come again.
+            let mut quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
+            let mut release_tries = 0u8;
+            let mut phase = Phase::Open;
+            let mut malformed = 0usize;
+            loop {
+                let accepted = match &mut phase {
+                    Phase::Open => {
+                        let quiet_armed = quiet.is_some();
+                        tokio::select! {
+                            biased;
+                            _ = &mut drained => Err(Moved::Drain),
+                            accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                            _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
+                            _ = OptionFuture::from(quiet.as_mut()), if quiet_armed => Err(Moved::Quiet),
+                        }
+                    }
+                    Phase::Notice(timer) | Phase::Closing(timer) => {
+                        tokio::select! {
+                            biased;
+                            _ = timer.as_mut() => Err(Moved::Timer),
+                            accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                        }
+                    }
+                };
+                let accepted = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(Moved::Quiet) => {
+                        release_tries += 1;
+                        if h2.release_idle_memory() {
+                            debug!(listener = %listener.name, "idle HTTP/2 connection released its stream memory");
+                            quiet = None;
+                        } else if release_tries < RELEASE_TRIES {
+                            // A stream reset lately is kept by h2 for its
+                            // `reset_stream_duration` (1 s) after ours ended.
+                            if let Some(quiet) = quiet.as_mut() {
+                                quiet.set(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK));
+                            }
+                        } else {
+                            quiet = None;
+                        }
+                        continue;
+                    }
+                    Err(moved) => {
+                        let drain_timeout = listener.hcm.drain_timeout;
+                        phase = match (phase, moved) {
+                            (Phase::Open, Moved::Drain) => {
+                                // The final GOAWAY, and the streams it lets
+                                // finish, within the process's drain time
+                                // (`--drain-time-s` is 5 s by default, Envoy's
+                                // 600: its `drain_timeout` of 5 s would take it all).
+                                h2.shutdown_notice();
+                                Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout.min(drain.time_left() / 2))))
+                            }
+                            (Phase::Open, _) => {
+                                listener.stats.downstream_cx_idle_timeout.fetch_add(1, Relaxed);
+                                debug!(listener = %listener.name, "HTTP/2 connection idle timeout");
+                                h2.shutdown_notice();
+                                Phase::Notice(Box::pin(tokio::time::sleep(drain_timeout)))
+                            }
+                            (Phase::Notice(mut timer), _) => {
+                                h2.finish_graceful_shutdown();
+                                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                                Phase::Closing(timer)
+                            }
+                            (Phase::Closing(mut timer), _) => {
+                                if conn.active.load(Acquire) == 0 {
+                                    // h2 closes on its own once no stream is left,
+                                    // unless its write is stuck behind a client
+                                    // that does not read, or the client's last
+                                    // stream was 2^31-1 (h2 takes the final GOAWAY
+                                    // for a notice then).
+                                    debug!(listener = %listener.name, "HTTP/2 connection closed after its final GOAWAY");
+                                    return;
+                                }
+                                timer.as_mut().reset(tokio::time::Instant::now() + CLOSE_LINGER);
+                                Phase::Closing(timer)
+                            }
+                        };
+                        continue;
+                    }
+                };
+                if matches!(accepted, Ok(Some(_))) {
+                    release_tries = 0;
+                    if quiet.is_none() {
+                        // Streams again (served or refused): their memory is
+                        // given back after the next quiet second.
+                        quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
+                    }
+                }
+                match accepted {
+                    Ok(Some(H2Accept::Session(session))) => {
+                        // Boxed before it is spawned: tokio moves a task's
+                        // future into its cell and writes its stage over it
+                        // when it ends, a copy of the whole (KiBs: the session
+                        // and the context) each time, unless it is a pointer.
+                        tokio::spawn(Box::pin(stream::serve(StreamGuard::start(&conn), session)));
+                    }
+                    // Already answered (400) or reset by the codec's checks.
+                    Ok(Some(H2Accept::Rejected)) => {
+                        malformed += 1;
+                        if malformed >= MAX_MALFORMED_STREAMS {
+                            // Once per torn-down connection: flood-safe.
+                            warn!(listener = %listener.name, malformed, "closing HTTP/2 connection after malformed requests");
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        // Clients often close TCP without closing HTTP/2 first.
+                        debug!(listener = %listener.name, error = %e, "HTTP/2 connection ended");
+                        return;
+                    }
                 }
             }
         }
