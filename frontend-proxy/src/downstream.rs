@@ -341,9 +341,8 @@ impl<A: HttpServerApp + Send + Sync + 'static> Downstream<A> {
         into_pingora: impl FnOnce(S) -> Stream + Send + 'a,
     ) -> impl Future<Output = ()> + 'a {
         async move {
-            // (Nothing but the native engine's future is held across its
-            // await that need not be: the listener, `this` and `shutdown`
-            // are looked up again after it.)
+            // The listener is looked up again after the native engine's
+            // await rather than held across it: this future stays smaller.
             let Some(_open) = open(&this.listeners[index]) else { return };
             let read = match &this.native {
                 Some(native) if native_fits && this.listeners[index].hcm.codec != Codec::Http2 => {

@@ -218,10 +218,9 @@ impl NativeH1 {
             // register anew each time.
             let idle_timeout_or_0 = idle_timeout.unwrap_or_default();
             let mut idle = pin!(conn.idle_for(idle_timeout_or_0, idle_timeout_or_0));
-            // Armed again by the first stream after a release: an idle
-            // connection is not woken every `RELEASE_AFTER`.
-            // Boxed, and dropped once the release is done: a connection that
-            // has released keeps no room for it until streams come again.
+            // Boxed, dropped once the release is done and made again by the
+            // first stream after it: an idle connection is not woken every
+            // `RELEASE_AFTER`, and keeps no room for the timer meanwhile.
             let mut quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
             let mut release_tries = 0u8;
             let mut phase = Phase::Open;
@@ -229,13 +228,12 @@ impl NativeH1 {
             loop {
                 let accepted = match &mut phase {
                     Phase::Open => {
-                        let quiet_armed = quiet.is_some();
                         tokio::select! {
                             biased;
                             _ = &mut drained => Err(Moved::Drain),
                             accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
                             _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
-                            _ = OptionFuture::from(quiet.as_mut()), if quiet_armed => Err(Moved::Quiet),
+                            _ = OptionFuture::from(quiet.as_mut()), if quiet.is_some() => Err(Moved::Quiet),
                         }
                     }
                     Phase::Notice(timer) | Phase::Closing(timer) => {

@@ -44,7 +44,7 @@ impl Drop for Kept {
 
 impl Buffers {
     pub fn new() -> Self {
-        Self::resume(&mut Kept::default())
+        Self { down: BytesMut::new(), up: BytesMut::new(), out: Vec::new(), attempt_timer: Rearmed::default() }
     }
 
     /// For a request: what the connection kept, and room for the rest.
