@@ -18,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use tokio_stream::StreamExt;
 use tonic::body::Body;
 use tonic::codegen::Service;
 use tonic::server::{Grpc, NamedService, UnaryService};
@@ -115,7 +116,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let c = counts.clone();
     std::thread::spawn(move || serve_stats(stats, c));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // TCP_NODELAY, as gRPC servers set it (grpc-go, grpc C++; tonic only
+    // when it binds the socket itself): without it, a connection carrying
+    // many concurrent streams stalls on Nagle's algorithm against the
+    // peer's delayed ACKs (~40 ms a round), and the bench would measure
+    // how many upstream connections a proxy spreads its streams over.
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(conn) = &conn {
+            let _ = conn.set_nodelay(true);
+        }
+        conn
+    });
     tonic::transport::Server::builder().add_service(Echo(counts)).serve_with_incoming(incoming).await?;
     Ok(())
 }
