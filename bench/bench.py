@@ -1286,7 +1286,8 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         " plaintext HTTP/1.1 keep-alive in every scenario but (k).",
         "- gRPC (k): unary calls over h2c, each a POST of one 14-byte length-prefixed protobuf message"
         " (`content-type: application/grpc`, `te: trailers`; `h2load -d`) to a tonic server"
-        " (bench/grpc-backend, one thread on CPU 0) that echoes it with grpc-status 0 in the trailers; h2c"
+        " (bench/grpc-backend, one thread on CPU 0, `TCP_NODELAY` as gRPC servers set it) that echoes it"
+        " with grpc-status 0 in the trailers; h2c"
         " upstream too (frontend-proxy: the cluster's `explicit_http_config.http2_protocol_options`; nginx:"
         " `grpc_pass grpc://`; HAProxy: `proto h2` on bind and server). A call counts only when it was a 2xx"
         " and the backend answered as many calls with grpc-status 0 (its counter, read around each run);"
