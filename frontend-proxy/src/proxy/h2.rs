@@ -244,7 +244,7 @@ impl NativeH1 {
             loop {
                 // First in the loop, where nothing of the last stream is
                 // kept: a yield below the accept would keep room for it in
-                // this future (~660 B more, the next allocator size).
+                // this future (~940 B more, the next allocator size).
                 if turn == STREAMS_PER_TURN {
                     turn = 0;
                     tokio::task::yield_now().await;
