@@ -114,7 +114,7 @@ const QUIET_BUSY_RECHECK: Duration = Duration::from_secs(10);
 const RELEASE_TRIES: u8 = 3;
 
 /// Streams a connection starts before it lets them run. h2 hands over
-/// every stream one read brought (all 32 of a client's at once), and a
+/// every stream its socket had for it (a client's 32 at once, say), and a
 /// worker runs its tasks in turn: without a limit, every connection would
 /// start all its streams before any of them ran, an upstream HTTP/2
 /// connection they share would write all their requests at once only
@@ -244,7 +244,7 @@ impl NativeH1 {
             loop {
                 // First in the loop, where nothing of the last stream is
                 // kept: a yield below the accept would keep room for it in
-                // this future (~940 B more, the next allocator size).
+                // this future (~940 B more, a larger allocator class).
                 if turn == STREAMS_PER_TURN {
                     turn = 0;
                     tokio::task::yield_now().await;
