@@ -8,11 +8,12 @@
 //! process starts with Debian's `postgresql` binaries and that is removed
 //! when the process exits.
 
+use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use poem::Endpoint;
@@ -61,6 +62,9 @@ pub struct ChildService {
     child: Child,
     /// The address it reported listening on.
     pub addr: SocketAddr,
+    /// Lines logged before the ready line, not yet taken: what a service
+    /// logs while it starts (its database ready, say) can come first.
+    early: Mutex<VecDeque<String>>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -87,6 +91,7 @@ impl ChildService {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(20);
+        let mut early = VecDeque::new();
         let addr = loop {
             let line = rx
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -95,8 +100,17 @@ impl ChildService {
                 let addr = line.rsplit("addr=").next().unwrap().trim();
                 break addr.parse().unwrap_or_else(|e| panic!("bad addr in {line:?}: {e}"));
             }
+            early.push_back(line);
         };
-        Self { child, addr, stderr: rx }
+        Self { child, addr, early: Mutex::new(early), stderr: rx }
+    }
+
+    /// The next log line not yet taken, waiting until `deadline` for one.
+    fn next_line(&self, deadline: Instant) -> Option<String> {
+        if let Some(line) = self.early.lock().unwrap().pop_front() {
+            return Some(line);
+        }
+        self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
     }
 
     /// The process id.
@@ -124,7 +138,9 @@ impl ChildService {
 
     /// The log lines written so far (and not yet taken).
     pub fn log_lines(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
+        let mut lines: Vec<String> = self.early.lock().unwrap().drain(..).collect();
+        lines.extend(self.stderr.try_iter());
+        lines
     }
 
     /// The log lines not yet taken, up to the first that contains
@@ -134,7 +150,7 @@ impl ChildService {
     pub fn log_lines_until(&self, pattern: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Some(line) = self.next_line(deadline) {
             let found = line.contains(pattern);
             lines.push(line);
             if found {
@@ -151,7 +167,7 @@ impl ChildService {
         let status = self.wait(timeout);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut lines = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        while let Some(line) = self.next_line(deadline) {
             lines.push(line);
         }
         (status, lines)
