@@ -8,12 +8,13 @@
 //! process starts with Debian's `postgresql` binaries and that is removed
 //! when the process exits.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
 use poem::Endpoint;
@@ -64,7 +65,7 @@ pub struct ChildService {
     pub addr: SocketAddr,
     /// Lines logged before the ready line, not yet taken: what a service
     /// logs while it starts (its database ready, say) can come first.
-    early: Mutex<VecDeque<String>>,
+    early: RefCell<VecDeque<String>>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -102,12 +103,12 @@ impl ChildService {
             }
             early.push_back(line);
         };
-        Self { child, addr, early: Mutex::new(early), stderr: rx }
+        Self { child, addr, early: RefCell::new(early), stderr: rx }
     }
 
     /// The next log line not yet taken, waiting until `deadline` for one.
     fn next_line(&self, deadline: Instant) -> Option<String> {
-        if let Some(line) = self.early.lock().unwrap().pop_front() {
+        if let Some(line) = self.early.borrow_mut().pop_front() {
             return Some(line);
         }
         self.stderr.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
@@ -138,7 +139,7 @@ impl ChildService {
 
     /// The log lines written so far (and not yet taken).
     pub fn log_lines(&self) -> Vec<String> {
-        let mut lines: Vec<String> = self.early.lock().unwrap().drain(..).collect();
+        let mut lines: Vec<String> = self.early.borrow_mut().drain(..).collect();
         lines.extend(self.stderr.try_iter());
         lines
     }
