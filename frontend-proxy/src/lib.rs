@@ -25,6 +25,7 @@
 pub mod access_log;
 pub mod address;
 pub mod admin;
+pub mod allocator;
 pub mod chain_match;
 pub mod cli;
 pub mod config;

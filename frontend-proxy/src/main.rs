@@ -9,9 +9,10 @@ use std::process::ExitCode;
 use tracing_subscriber::EnvFilter;
 
 /// Pingora allocates per request (header maps, a 64 KiB body buffer per upstream
-/// response); mimalloc serves those from thread-local free lists.
+/// response); mimalloc serves those from thread-local free lists
+/// (`allocator.rs`: without the aligned calls where none is needed).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: frontend_proxy::allocator::Mimalloc = frontend_proxy::allocator::Mimalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
