@@ -394,3 +394,100 @@ async fn a_reset_stream_releases_its_upstream_at_once() {
         assert!(after < Duration::from_secs(5), "answer {answer:?}: closed {after:?} after the request");
     }
 }
+
+/// A backend that answers each request with a 200 of `len` bytes: the head
+/// and the first half at once, the rest after `pause`.
+async fn two_part_backend(addr: std::net::IpAddr, len: usize, pause: Duration) -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((addr, 0)).await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.clear();
+                    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+                    let (first, rest) = body.split_at(len / 2);
+                    if s.write_all(&[head.as_bytes(), first].concat()).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(pause).await;
+                    if s.write_all(rest).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    local
+}
+
+/// The response body goes to the client on h2's stream under the client's
+/// flow control: a body four times the client's window, in two parts
+/// with a pause between them (the proxy watches for the client's reset
+/// meanwhile), arrives whole and in order.
+#[tokio::test]
+async fn a_body_larger_than_the_clients_window_arrives_whole_across_a_pause() {
+    const LEN: usize = 4 * 65_535;
+    let up = two_part_backend(ip(55, 12), LEN, Duration::from_millis(300)).await;
+    let listen = free_addr(ip(55, 12));
+    let _proxy = ProxyProcess::start(&config(listen, up, None), listen).await;
+    let mut h2 = connect(listen).await;
+    for _ in 0..2 {
+        let got = request(&mut h2, "GET", "http://a.test/big", &[], &[]).await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body.len(), LEN);
+        assert!(got.body.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8), "the body's bytes changed");
+    }
+}
+
+/// A client that grants no more window holds the stream only until the
+/// stream idle timeout: then it is reset, never ended as if complete.
+#[tokio::test]
+async fn a_client_granting_no_window_is_reset_at_the_stream_idle_timeout() {
+    const LEN: usize = 4 * 65_535;
+    let up = two_part_backend(ip(55, 13), LEN, Duration::ZERO).await;
+    let listen = free_addr(ip(55, 13));
+    let hcm = yaml::hcm("ingress_http", "          codec_type: AUTO\n          stream_idle_timeout: 0.5s", &routes());
+    let config = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[
+            yaml::cluster("up", "STATIC", &[(up.ip().to_string(), up.port())], ""),
+            yaml::cluster("empty", "STATIC", &[], ""),
+        ],
+    );
+    let _proxy = ProxyProcess::start(&config, listen).await;
+    let h2 = connect(listen).await;
+    let mut send = h2.ready().await.unwrap();
+    let req = http::Request::builder().method("GET").uri("http://a.test/big").body(()).unwrap();
+    let (resp, _stream) = send.send_request(req, true).unwrap();
+    let started = Instant::now();
+    let mut body = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap().into_body();
+    let mut got = 0;
+    // Read what the window allowed, never giving capacity back.
+    let ended = tokio::time::timeout(LIMIT, async {
+        loop {
+            match body.data().await {
+                Some(Ok(d)) => got += d.len(),
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            }
+        }
+    })
+    .await
+    .expect("the stream outlived the stream idle timeout");
+    let err = ended.expect_err("a body cut at the window ended as if complete");
+    assert_eq!(err.reason(), Some(h2::Reason::INTERNAL_ERROR), "{err}");
+    assert!(got <= 65_535, "{got} bytes beyond the window");
+    let after = started.elapsed();
+    assert!(after >= Duration::from_millis(400) && after < Duration::from_secs(5), "reset after {after:?}");
+}

@@ -38,7 +38,7 @@ mod send;
 mod timer;
 pub(crate) mod wire;
 
-pub use downgrade::Downgraded;
+pub use downgrade::{send_down, Downgraded};
 pub use io::ClientStream;
 pub(super) use pool::{PoolKey, Upstream};
 pub(super) use send::AttemptError;

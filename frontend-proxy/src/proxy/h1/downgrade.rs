@@ -24,14 +24,17 @@ use crate::proxy::context::RequestCtx;
 use crate::proxy::framing::agreed_length;
 use crate::proxy::response_head;
 use crate::proxy::target;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use h2::SendStream;
 use http::header::{HeaderName, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, StatusCode, Version};
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType::{self, InvalidHTTPHeader};
 use pingora_error::OrErr;
 use pingora_http::{RequestHeader, ResponseHeader};
+use std::future::poll_fn;
 use std::io;
+use std::time::Duration;
 use tokio::time::{timeout_at, Instant};
 
 /// How a stream served here ended (the caller answers or resets it).
@@ -59,6 +62,8 @@ struct H2Client<'a> {
     ended: bool,
     /// The response head, until the first body part goes with it.
     head: Option<Box<ResponseHeader>>,
+    /// h2's stream for the response body, once the head went out.
+    body: Option<SendStream<Bytes>>,
 }
 
 fn stream_error(why: &'static str) -> io::Error {
@@ -113,6 +118,47 @@ fn http1_request(req: &RequestHeader, has_body: bool) -> Option<(RequestHeader, 
     Some((up, framing))
 }
 
+/// Sends response DATA to an HTTP/2 client as its flow control allows,
+/// each wait for its window within `idle` (the stream idle timeout), on
+/// h2's stream itself: Pingora's session writer arms two timers for every
+/// DATA frame, ~1,500 instructions a response. Also used by streams
+/// forwarded to HTTP/2 clusters (`proxy/h2/forward.rs`).
+pub async fn send_down(
+    down: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+    idle: Option<Duration>,
+) -> Result<(), ErrorType> {
+    if data.is_empty() {
+        // No window needed; an empty frame only to carry the end.
+        return match end {
+            true => down.send_data(data, true).map_err(|_| ErrorType::WriteError),
+            false => Ok(()),
+        };
+    }
+    while !data.is_empty() {
+        down.reserve_capacity(data.len());
+        let mut granted = down.capacity();
+        if granted == 0 {
+            let wait = poll_fn(|cx| down.poll_capacity(cx));
+            let got = match idle {
+                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| ErrorType::WriteTimedout)?,
+                None => wait.await,
+            };
+            granted = match got {
+                Some(Ok(n)) => n,
+                _ => return Err(ErrorType::WriteError),
+            };
+            if granted == 0 {
+                continue;
+            }
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
+    }
+    Ok(())
+}
+
 impl NativeH1 {
     /// Serves an admitted and routed HTTP/2 stream on its cluster.
     pub async fn serve_h2(&self, session: &mut HttpSession, ctx: &mut RequestCtx, drain: &Drain) -> Downgraded {
@@ -130,7 +176,7 @@ impl NativeH1 {
             Ok(body) => body,
             Err(_) => return Downgraded::Refused,
         };
-        let mut client = H2Client { session, left, ended: !has_body, head: None };
+        let mut client = H2Client { session, left, ended: !has_body, head: None, body: None };
         let deadline = ctx.stream_deadline;
         let exchange = self.forward(&mut client, &mut bufs, &req, ctx, &mut body, true, drain);
         let exchange = match deadline {
@@ -175,7 +221,16 @@ impl Client for H2Client<'_> {
     /// connection and a circuit-breaker slot for each until its upstream
     /// answered.
     async fn gone(&mut self) {
-        let _ = self.session.idle().await;
+        match self.body.as_mut() {
+            // Once the head went out, h2 reports a reset on the body's
+            // stream only (the session's watch would fail at once).
+            Some(body) => {
+                let _ = poll_fn(|cx| body.poll_reset(cx)).await;
+            }
+            None => {
+                let _ = self.session.idle().await;
+            }
+        }
     }
 
     async fn read_body(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
@@ -259,11 +314,14 @@ impl Client for H2Client<'_> {
             if headers_end {
                 return Ok(());
             }
+            self.body = self.session.take_response_body_writer();
         }
         if data.is_empty() && !end {
             return Ok(());
         }
-        self.session.write_body(data, end).await.map_err(|_| stream_error("response body refused"))
+        let body = self.body.as_mut().ok_or_else(|| stream_error("response body before its head"))?;
+        let idle = self.session.get_write_timeout();
+        send_down(body, data, end, idle).await.map_err(|_| stream_error("response body refused"))
     }
 }
 

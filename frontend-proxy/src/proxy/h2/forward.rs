@@ -30,14 +30,14 @@ mod io;
 
 use super::client::{Lease, LeaseError};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
-use crate::proxy::h1::{Downgraded, NativeH1, PoolKey};
+use crate::proxy::h1::{send_down, Downgraded, NativeH1, PoolKey};
 use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
 use crate::proxy::LocalReply;
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use heads::HeadError;
 use http::{HeaderMap, Response};
-use io::{capacity, client_event, data, far_future, send_down, Client};
+use io::{capacity, client_event, data, far_future, Client};
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType;
 use std::future::poll_fn;

@@ -1,13 +1,12 @@
 //! Moving a forwarded stream's bytes: the client's request DATA and its
-//! going away, the upstream's flow-control capacity, the response DATA to
-//! the client under its window.
+//! going away, the upstream's flow-control capacity (the response DATA goes
+//! to the client under its window with `h1::send_down`, as a downgraded
+//! stream's does).
 
 use bytes::Bytes;
 use h2::{RecvStream, SendStream};
 use pingora_core::protocols::http::v2::server::HttpSession;
-use pingora_error::ErrorType;
 use std::future::poll_fn;
-use std::time::Duration;
 
 /// What the client side did.
 pub(super) enum Client {
@@ -16,44 +15,6 @@ pub(super) enum Client {
     End,
     /// The client reset the stream or went away.
     Gone,
-}
-
-/// Sends response DATA to the client as its flow control allows, each
-/// wait for its window within the stream idle timeout.
-pub(super) async fn send_down(
-    down: &mut SendStream<Bytes>,
-    mut data: Bytes,
-    end: bool,
-    idle: Option<Duration>,
-) -> Result<(), ErrorType> {
-    if data.is_empty() {
-        // No window needed; an empty frame only to carry the end.
-        return match end {
-            true => down.send_data(data, true).map_err(|_| ErrorType::WriteError),
-            false => Ok(()),
-        };
-    }
-    while !data.is_empty() {
-        down.reserve_capacity(data.len());
-        let mut granted = down.capacity();
-        if granted == 0 {
-            let wait = poll_fn(|cx| down.poll_capacity(cx));
-            let got = match idle {
-                Some(t) => tokio::time::timeout(t, wait).await.map_err(|_| ErrorType::WriteTimedout)?,
-                None => wait.await,
-            };
-            granted = match got {
-                Some(Ok(n)) => n,
-                _ => return Err(ErrorType::WriteError),
-            };
-            if granted == 0 {
-                continue;
-            }
-        }
-        let chunk = data.split_to(granted.min(data.len()));
-        down.send_data(chunk, end && data.is_empty()).map_err(|_| ErrorType::WriteError)?;
-    }
-    Ok(())
 }
 
 /// A deadline that never comes, for the stream's one timer while unarmed.
