@@ -35,15 +35,22 @@ fn every_layout_gets_its_size_and_alignment() {
     for &align in &ALIGNS {
         for &size in &SIZES {
             let layout = Layout::from_size_align(size, align).expect("layout");
+            // Several blocks live at once: each freed block would come back
+            // as the next, and every block of a size class must qualify.
+            let live = if size > 70_000 { 2 } else { 16 };
             // SAFETY: a non-zero size; each block is freed with its layout.
             unsafe {
-                let p = alloc(layout);
-                assert!(!p.is_null(), "{size} B aligned {align}: no block");
-                assert_eq!(p as usize % align, 0, "{size} B aligned {align}: at {p:p}");
-                assert!(libmimalloc_sys::mi_usable_size(p.cast()) >= size, "{size} B aligned {align}: too small");
-                fill(p, size, size + align);
-                assert!(holds(p, size, size + align));
-                dealloc(p, layout);
+                let blocks: Vec<*mut u8> = (0..live).map(|_| alloc(layout)).collect();
+                for (i, &p) in blocks.iter().enumerate() {
+                    assert!(!p.is_null(), "{size} B aligned {align}: no block");
+                    assert_eq!(p as usize % align, 0, "{size} B aligned {align}: block {i} at {p:p}");
+                    assert!(libmimalloc_sys::mi_usable_size(p.cast()) >= size, "{size} B aligned {align}: too small");
+                    fill(p, size, size + align + i);
+                }
+                for (i, &p) in blocks.iter().enumerate() {
+                    assert!(holds(p, size, size + align + i), "{size} B aligned {align}: block {i} overwritten");
+                    dealloc(p, layout);
+                }
 
                 let z = alloc_zeroed(layout);
                 assert!(!z.is_null() && z as usize % align == 0, "{size} B aligned {align}: zeroed at {z:p}");

@@ -314,6 +314,10 @@ impl Client for H2Client<'_> {
             if headers_end {
                 return Ok(());
             }
+            // From here Pingora's session no longer knows whether the
+            // stream ended (`finish` does nothing; `shutdown` resets): the
+            // exchange returns right after its last `pass`, with nothing
+            // awaited that could turn a whole response into a broken one.
             self.body = self.session.take_response_body_writer();
         }
         if data.is_empty() && !end {
