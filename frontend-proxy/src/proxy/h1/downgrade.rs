@@ -120,8 +120,9 @@ fn http1_request(req: &RequestHeader, has_body: bool) -> Option<(RequestHeader, 
 
 /// Sends response DATA to an HTTP/2 client as its flow control allows,
 /// each wait for its window within `idle` (the stream idle timeout), on
-/// h2's stream itself: Pingora's session writer arms two timers for every
-/// DATA frame, ~1,500 instructions a response. Also used by streams
+/// h2's stream itself: Pingora's session writer arms a timer around each
+/// write and each wait (~1,900 instructions for a small body, against
+/// ~1,200 here; bench/RESULTS.md). Also used by streams
 /// forwarded to HTTP/2 clusters (`proxy/h2/forward.rs`).
 pub async fn send_down(
     down: &mut SendStream<Bytes>,
