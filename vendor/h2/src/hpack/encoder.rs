@@ -462,6 +462,121 @@ mod test {
         }
     }
 
+    /// Many values per name, entries evicted from the old end of their
+    /// name's chain while newer ones stay, and the table resized now and
+    /// then: every header decodes as encoded, and one the table holds is
+    /// always sent as an index.
+    #[test]
+    fn test_chains_of_one_name_under_eviction() {
+        use crate::hpack::Decoder;
+        use rand::{Rng, SeedableRng};
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        let names = [
+            "date",
+            "x-a",
+            "x-b",
+            "content-type",
+            "x-long-name-of-a-header",
+        ];
+        let values: Vec<String> = (0..60)
+            .map(|i| format!("value-{i}-{}", "v".repeat(i % 7 * 9)))
+            .collect();
+
+        for seed in 0..8u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut encoder = Encoder::default();
+            let mut decoder = Decoder::default();
+            let mut indexed = 0;
+
+            for _ in 0..4000 {
+                // A size update goes first in the block: look at the
+                // field's encoding only in blocks without one.
+                let resized = rng.gen_ratio(1, 200);
+                if resized {
+                    let size = rng.gen_range(0..4096);
+                    decoder.queue_size_update(size);
+                    encoder.update_max_size(size);
+                }
+
+                // Skewed: the first values and names come up most, as a
+                // response's current `date` does.
+                let name = names[rng.gen_range(0..names.len())];
+                let value = &values[(rng.gen_range(0.0f64..1.0).powi(3) * 60.0) as usize];
+                let field = header(name, value);
+                let held = encoder
+                    .table
+                    .contains(&field.clone().reify().expect("has a name"));
+
+                let mut res = encode(&mut encoder, vec![field.clone()]);
+                if held && !resized {
+                    assert_eq!(0x80, res[0] & 0x80, "{name}: {value} held but not indexed");
+                    indexed += 1;
+                }
+
+                let mut decoded = vec![];
+                decoder
+                    .decode(&mut Cursor::new(&mut res), |h| {
+                        decoded.push(h);
+                        ControlFlow::Continue(())
+                    })
+                    .expect("decodes");
+                assert_eq!(decoded, vec![field.reify().expect("has a name")]);
+            }
+
+            assert!(indexed > 500, "seed {seed}: {indexed} indexed");
+        }
+    }
+
+    /// Names whose hashes are equal: evicting the only entry of one must
+    /// not take the position of the other, which still has entries and
+    /// comes first in the probe sequence.
+    #[test]
+    fn test_eviction_with_colliding_name_hashes() {
+        use crate::hpack::Decoder;
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        let hash = |name| Table::name_hash(&header(name, "1").reify().expect("has a name"));
+        assert_eq!(hash("x-c496"), hash("x-c1587"));
+
+        let mut encoder = Encoder::new(4096, 0);
+        let mut decoder = Decoder::default();
+        encoder.update_max_size(200);
+        decoder.queue_size_update(200);
+
+        let fields = [
+            ("x-c496", "1"),
+            ("x-c1587", "1"),
+            ("x-c496", "2"),
+            ("x-z", "1"),
+            ("x-z", "2"),
+            ("x-z", "3"),
+            ("x-z", "4"),
+            ("x-c1587", "1"),
+            ("x-c496", "2"),
+        ];
+        for (name, value) in fields {
+            let mut res = encode(&mut encoder, vec![header(name, value)]);
+            let mut decoded = vec![];
+            decoder
+                .decode(&mut Cursor::new(&mut res), |h| {
+                    decoded.push(h);
+                    ControlFlow::Continue(())
+                })
+                .expect("decodes");
+            assert_eq!(
+                decoded,
+                vec![header(name, value).reify().expect("has a name")]
+            );
+        }
+        // The last field was still held: sent as an index.
+        assert!(encoder
+            .table
+            .contains(&header("x-c496", "2").reify().expect("has a name")));
+    }
+
     #[test]
     fn test_large_headers_are_not_indexed() {
         let mut encoder = Encoder::new(128, 0);

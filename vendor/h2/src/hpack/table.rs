@@ -38,6 +38,9 @@ pub enum Index {
     NotIndexed(Header),
 }
 
+/// The entries of one name form a chain, newest first: a name's `Pos`
+/// holds its newest entry's index and each entry's `next` the next older
+/// one's, or an evicted one's (the oldest of a chain go first).
 #[derive(Debug)]
 struct Slot {
     hash: HashValue,
@@ -206,14 +209,18 @@ impl Table {
         &mut self,
         header: Header,
         hash: HashValue,
-        mut index: usize,
+        newest: usize,
         statik: Option<usize>,
     ) -> Index {
         debug_assert!(self.assert_valid_state("top"));
 
         // There already is a match for the given header name. Check if a value
-        // matches. The header will also only be inserted if the table is not at
-        // capacity.
+        // matches, newest entry first: a value sent again is most often the
+        // one sent last (a response's `date` changes once a second, and a
+        // long-lived connection's table fills with them). Values in a chain
+        // are distinct, so the order changes no result. The header will also
+        // only be inserted if the table is not at capacity.
+        let mut index = newest;
         loop {
             // Compute the real index into the VecDeque
             let real_idx = index.wrapping_add(self.inserted);
@@ -223,43 +230,59 @@ impl Table {
                 return Index::Indexed(real_idx + DYN_OFFSET, header);
             }
 
-            if let Some(next) = self.slots[real_idx].next {
-                index = next;
-                continue;
+            // A link to an evicted entry ends the chain (see `evict`).
+            match self.slots[real_idx].next {
+                Some(next) if next.wrapping_add(self.inserted) < self.slots.len() => index = next,
+                _ => break,
             }
+        }
 
-            if header.is_sensitive() {
-                // Should we assert this?
-                // debug_assert!(statik.is_none());
-                return Index::Name(real_idx + DYN_OFFSET, header);
+        // The newest entry's index, before the insertion below shifts it.
+        let real_idx = newest.wrapping_add(self.inserted);
+
+        if header.is_sensitive() {
+            // Should we assert this?
+            // debug_assert!(statik.is_none());
+            return Index::Name(real_idx + DYN_OFFSET, header);
+        }
+
+        self.update_size(header.len(), Some(newest));
+
+        // Insert the new header
+        self.insert(header, hash);
+
+        let new_idx = 0usize.wrapping_sub(self.inserted);
+
+        // The chain's previous newest entry may have gotten evicted while
+        // making room for this header; then the new one is the chain.
+        if newest.wrapping_add(self.inserted) < self.slots.len() {
+            self.slots[0].next = Some(newest);
+        }
+
+        // Point the chain's position at the new entry (`evict` already did
+        // if it evicted the chain's last entry). Evictions may have shifted
+        // the position, so look for it again.
+        let mut probe = desired_pos(self.mask, hash);
+        probe_loop!(probe < self.indices.len(), {
+            let pos = self.indices[probe]
+                .as_mut()
+                .expect("the chain's position is in its probe sequence");
+
+            if pos.index == newest || pos.index == new_idx {
+                pos.index = new_idx;
+                break;
             }
+        });
 
-            self.update_size(header.len(), Some(index));
+        debug_assert!(self.assert_valid_state("bottom"));
 
-            // Insert the new header
-            self.insert(header, hash);
-
-            // Recompute real_idx as it just changed.
-            let new_real_idx = index.wrapping_add(self.inserted);
-
-            // The previous node in the linked list may have gotten evicted
-            // while making room for this header.
-            if new_real_idx < self.slots.len() {
-                let idx = 0usize.wrapping_sub(self.inserted);
-
-                self.slots[new_real_idx].next = Some(idx);
-            }
-
-            debug_assert!(self.assert_valid_state("bottom"));
-
-            // Even if the previous header was evicted, we can still reference
-            // it when inserting the new one...
-            return if let Some(n) = statik {
-                // If name is in static table, use it instead
-                Index::InsertedValue(n, 0)
-            } else {
-                Index::InsertedValue(real_idx + DYN_OFFSET, 0)
-            };
+        // Even if the previous header was evicted, we can still reference
+        // it when inserting the new one...
+        if let Some(n) = statik {
+            // If name is in static table, use it instead
+            Index::InsertedValue(n, 0)
+        } else {
+            Index::InsertedValue(real_idx + DYN_OFFSET, 0)
         }
     }
 
@@ -388,26 +411,30 @@ impl Table {
         // Update the size
         self.size -= slot.header.len();
 
-        debug_assert_eq!(
+        debug_assert!(
             self.indices
                 .iter()
                 .filter_map(|p| *p)
                 .filter(|p| p.index == pos_idx)
-                .count(),
-            1
+                .count()
+                <= 1
         );
 
-        // Find the associated position
+        // Find the associated position. The evicted entry is the table's
+        // oldest, so the oldest of its chain: if the chain's position points
+        // at it, it was the chain's only entry; otherwise newer entries of
+        // the name remain, the position stays as it is, and the next-newer
+        // entry's link now points past the table's end, which ends a walk
+        // of the chain (`index_occupied`): an evicted entry's real index
+        // stays at or beyond `slots.len()`, as every later insertion moves
+        // both by one.
         probe_loop!(probe < self.indices.len(), {
             debug_assert!(self.indices[probe].is_some());
 
             let mut pos = self.indices[probe].unwrap();
 
             if pos.index == pos_idx {
-                if let Some(idx) = slot.next {
-                    pos.index = idx;
-                    self.indices[probe] = Some(pos);
-                } else if Some(pos.index) == prev_idx {
+                if Some(pos.index) == prev_idx {
                     pos.index = 0usize.wrapping_sub(self.inserted + 1);
                     self.indices[probe] = Some(pos);
                 } else {
@@ -416,6 +443,18 @@ impl Table {
                 }
 
                 break;
+            }
+
+            if pos.hash == slot.hash {
+                // A position `evict` pointed at the entry about to be
+                // inserted has no slot yet.
+                let real_idx = pos.index.wrapping_add(self.inserted);
+
+                if real_idx < self.slots.len()
+                    && self.slots[real_idx].header.name() == slot.header.name()
+                {
+                    break;
+                }
             }
         });
 
@@ -626,6 +665,18 @@ impl Table {
     /// Returns the table size
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// The hash a header's name is placed by
+    pub fn name_hash(header: &Header) -> usize {
+        hash_header(header).0
+    }
+
+    /// Whether an entry has this header's name and value (a linear scan)
+    pub fn contains(&self, header: &Header) -> bool {
+        self.slots
+            .iter()
+            .any(|slot| slot.header.name() == header.name() && slot.header.value_eq(header))
     }
 }
 
