@@ -315,7 +315,8 @@ fn cert_key(c: &LoadedCertificate) -> Arc<CertKey> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{dns_name_matches, PemSource, Secret};
+    use super::super::san::dns_name_matches;
+    use super::super::{PemSource, Secret};
     use super::*;
 
     fn certificate(name: &str) -> Secret {
