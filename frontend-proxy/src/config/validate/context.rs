@@ -409,7 +409,7 @@ const DEFAULT_ONLY: &[(&str, IsDefault, &str)] = &[
 ];
 
 /// An absent value, or an empty list or mapping.
-pub(super) fn empty(v: &Value) -> bool {
+fn empty(v: &Value) -> bool {
     v.is_null() || v.as_sequence().is_some_and(Vec::is_empty) || v.as_mapping().is_some_and(|m| m.is_empty())
 }
 
