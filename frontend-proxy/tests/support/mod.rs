@@ -10,6 +10,7 @@ pub mod dns;
 pub mod prometheus;
 pub mod proxy;
 pub mod raw;
+pub mod raw_h2;
 pub mod strict;
 pub mod tcp;
 
