@@ -597,6 +597,14 @@ where
         self.connection.release_idle_capacity()
     }
 
+    /// How many frames the client has sent on this connection so far: a
+    /// server that PINGs its clients can tell a slow answer (frames still
+    /// arriving, the PONG behind them) from a dead connection
+    /// (frontend-proxy patch 7).
+    pub fn frames_received(&self) -> u64 {
+        self.connection.frames_received()
+    }
+
     /// Checks if there are any streams
     pub fn has_streams(&self) -> bool {
         self.connection.has_streams()
@@ -1822,5 +1830,56 @@ where
             Handshaking::ReadingPreface(_) => f.write_str("ReadingPreface(_)"),
             Handshaking::Done => f.write_str("Done"),
         }
+    }
+}
+
+#[cfg(test)]
+mod frames_received_tests {
+    use crate::client;
+    use std::future::poll_fn;
+
+    /// The count moves with what the client sends: its request's HEADERS,
+    /// then a PING; nothing the server sends counts (frontend-proxy patch 7).
+    #[tokio::test]
+    async fn counts_the_frames_the_client_sent() {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ping_tx, ping_rx) = tokio::sync::oneshot::channel::<()>();
+        let client = tokio::spawn(async move {
+            let (mut send, mut conn) = client::handshake(c).await.unwrap();
+            let mut pings = conn.ping_pong().unwrap();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = http::Request::get("http://example/").body(()).unwrap();
+            let (resp, _) = send.send_request(req, true).unwrap();
+            assert_eq!(resp.await.unwrap().status(), 200);
+            ready_tx.send(()).unwrap();
+            ping_rx.await.unwrap();
+            pings.ping(crate::Ping::opaque()).await.unwrap();
+        });
+        let mut server = super::handshake(s).await.unwrap();
+        let at_handshake = server.frames_received();
+        let (_req, mut respond) = server.accept().await.unwrap().unwrap();
+        let with_request = server.frames_received();
+        assert!(with_request > at_handshake, "{with_request} after {at_handshake}");
+        respond.send_response(http::Response::new(()), true).unwrap();
+        let mut ready_rx = ready_rx;
+        let mut closed = std::pin::pin!(poll_fn(|cx| server.poll_closed(cx)));
+        tokio::select! {
+            r = &mut ready_rx => r.unwrap(),
+            r = &mut closed => panic!("connection ended: {r:?}"),
+        }
+        drop(closed);
+        let answered = server.frames_received();
+        ping_tx.send(()).unwrap();
+        let mut client = client;
+        let mut closed = std::pin::pin!(poll_fn(|cx| server.poll_closed(cx)));
+        tokio::select! {
+            r = &mut client => r.unwrap(),
+            r = &mut closed => panic!("connection ended: {r:?}"),
+        }
+        drop(closed);
+        assert!(server.frames_received() > answered, "the PING was not counted");
     }
 }

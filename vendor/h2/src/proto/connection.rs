@@ -51,6 +51,10 @@ where
     /// Ping/pong handler
     ping_pong: PingPong,
 
+    /// Frames received so far (frontend-proxy patch 7: a keepalive PING's
+    /// timeout is extended while frames arrive, as Envoy's is).
+    frames_received: u64,
+
     /// Connection settings
     settings: Settings,
 
@@ -165,6 +169,7 @@ where
                 go_away: GoAway::new(),
                 pending_refusal: None,
                 ping_pong: PingPong::new(),
+                frames_received: 0,
                 settings: Settings::new(config.settings),
                 streams,
                 span,
@@ -303,6 +308,11 @@ where
         self.inner.ping_pong.take_user_pings()
     }
 
+    /// How many frames the peer has sent so far.
+    pub fn frames_received(&self) -> u64 {
+        self.inner.frames_received
+    }
+
     /// Advances the internal state of the connection.
     pub fn poll(&mut self, cx: &mut Context) -> Poll<Result<(), Error>> {
         // XXX(eliza): cloning the span is unfortunately necessary here in
@@ -389,11 +399,11 @@ where
             }
             ready!(self.poll_ready(cx))?;
 
-            match self
-                .inner
-                .as_dyn()
-                .recv_frame(ready!(Pin::new(&mut self.codec).poll_next(cx)?))?
-            {
+            let frame = ready!(Pin::new(&mut self.codec).poll_next(cx)?);
+            if frame.is_some() {
+                self.inner.frames_received = self.inner.frames_received.wrapping_add(1);
+            }
+            match self.inner.as_dyn().recv_frame(frame)? {
                 ReceivedFrame::Settings(frame) => {
                     self.inner.settings.recv_settings(
                         frame,
