@@ -338,6 +338,9 @@ pub struct ConnManagerStats {
     /// (`http1.*` / `http2.*`).
     pub http1_underscores: UnderscoreStats,
     pub http2_underscores: UnderscoreStats,
+    /// HTTP/2 connections closed because a keepalive PING went unanswered
+    /// (`http2.keepalive_timeout`).
+    pub http2_keepalive_timeout: AtomicU64,
     /// TLS listeners: handshakes completed (`listener.<addr>.ssl.handshake`).
     pub ssl_handshake: AtomicU64,
     /// TLS listeners: connections that ended before their handshake

@@ -182,6 +182,7 @@ fn unused_connection_manager() -> HttpConnectionManager {
         access_log: Vec::new(),
         local_reply: None,
         http2: Http2Settings::default(),
+        http2_keepalive: None,
     }
 }
 

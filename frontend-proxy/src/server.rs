@@ -52,6 +52,10 @@ pub enum StartError {
     /// request goes through that pool.
     #[error("cluster {cluster:?}: the abstract pipe {path} needs the native HTTP/1 engine (Pingora's pool cannot reuse an abstract socket); use a socket file, or drop --http1-engine pingora")]
     AbstractPipe { cluster: String, path: String },
+    /// With Pingora's engine, Pingora's HTTP/2 server serves downstream
+    /// HTTP/2, and it sends no PINGs of its own.
+    #[error("listener {listener:?}: http_connection_manager.http2_protocol_options.connection_keepalive needs the native engine (Pingora's HTTP/2 server sends no keepalive PINGs); drop --http1-engine pingora or the setting")]
+    PingoraKeepalive { listener: String },
 }
 
 /// Everything built from the configuration, before any socket is opened.
@@ -357,6 +361,9 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             }) {
                 return Err(StartError::AbstractPipe { cluster: c.name().to_string(), path });
             }
+        }
+        if let Some(l) = runtimes.iter().find(|l| l.hcm.http2_keepalive.is_some() && l.hcm.codec != Codec::Http1) {
+            return Err(StartError::PingoraKeepalive { listener: l.name.clone() });
         }
     }
     let drain_time = Duration::from_secs(cli.drain_time_s);

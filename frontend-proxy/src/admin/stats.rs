@@ -230,6 +230,9 @@ pub fn listener(listener: &ListenerRuntime, out: &mut Vec<Stat>) {
         let mut b = Builder { scope: Scope::Codec(codec), out: &mut *b.out };
         b.counter("dropped_headers_with_underscores", &u.dropped);
         b.counter("requests_rejected_with_underscores_in_headers", &u.rejected);
+        if codec == "http2" {
+            b.counter("keepalive_timeout", &s.http2_keepalive_timeout);
+        }
     }
 
     listener_scope(listener, s, b.out);

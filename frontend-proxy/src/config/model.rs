@@ -273,6 +273,9 @@ pub struct HttpConnectionManager {
     pub local_reply: Option<Arc<LocalReplyConfig>>,
     /// `http2_protocol_options`: what downstream HTTP/2 connections advertise.
     pub http2: Http2Settings,
+    /// `http2_protocol_options.connection_keepalive`: PINGs on downstream
+    /// HTTP/2 connections (`None`: no `interval`, none sent).
+    pub http2_keepalive: Option<Http2Keepalive>,
 }
 
 impl HttpConnectionManager {
@@ -319,6 +322,19 @@ pub struct Http2Settings {
     pub initial_stream_window_size: Option<u32>,
     pub initial_connection_window_size: Option<u32>,
     pub hpack_table_size: Option<u32>,
+}
+
+/// Envoy's `KeepaliveSettings` on a downstream HTTP/2 connection: a PING
+/// every `interval` (plus up to `jitter` of it, drawn anew each time); a
+/// connection whose PING goes unanswered for `timeout` is closed, unless
+/// other frames arrived meanwhile (the answer may be queued behind them),
+/// which starts the timeout again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Http2Keepalive {
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `interval_jitter` as a fraction of `interval` (Envoy's default 15 %).
+    pub jitter: f64,
 }
 
 /// One access logger (file, stdout or stderr) with its parsed format.

@@ -301,7 +301,7 @@ mapping! {
         pub max_inbound_window_update_frames_per_data_frame_sent: Option<Field<u32>>,
         pub stream_error_on_invalid_http_messaging: Option<Field<bool>>,
         pub override_stream_error_on_invalid_http_message: Option<Field<bool>>,
-        pub connection_keepalive: Option<Field<Value>>,
+        pub connection_keepalive: Option<Field<KeepaliveSettings>>,
         pub custom_settings_parameters: Option<Field<Value>>,
     }
 }

@@ -21,25 +21,30 @@
 //! 2^31-1), streams still accepted for the connection manager's
 //! `drain_timeout`, then the final GOAWAY, and the connection closes once
 //! the streams below it have ended (h2 patch 3, `vendor/h2/PATCHES.md`).
+//! With `connection_keepalive` the loop also PINGs the client
+//! ([`keepalive`]) and closes a connection that stops answering.
 
 mod client;
 mod forward;
+mod keepalive;
 mod stream;
 
 use super::h1::NativeH1;
 use crate::drain::Drain;
 use futures::future::OptionFuture;
+use keepalive::{Keepalive, Next};
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::v2::server::{handshake, H2Accept, HttpSession};
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 use tracing::{debug, warn};
@@ -146,6 +151,7 @@ enum Moved {
     Idle,
     Timer,
     Quiet,
+    Keepalive(keepalive::Due),
 }
 
 /// One stream being served: the connection is busy while it lives.
@@ -238,6 +244,9 @@ impl NativeH1 {
             // `RELEASE_AFTER`, and keeps no room for the timer meanwhile.
             let mut quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
             let mut release_tries = 0u8;
+            // Boxed: only a connection that sends PINGs keeps their state.
+            let mut keepalive =
+                listener.hcm.http2_keepalive.and_then(|k| Some(Box::new(Keepalive::new(k, h2.ping_pong()?))));
             let mut phase = Phase::Open;
             let mut malformed = 0usize;
             let mut turn = 0usize;
@@ -257,6 +266,7 @@ impl NativeH1 {
                             accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
                             _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
                             _ = OptionFuture::from(quiet.as_mut()), if quiet.is_some() => Err(Moved::Quiet),
+                            due = poll_fn(|cx| keepalive.as_mut().map_or(Poll::Pending, |k| k.poll_due(cx))), if keepalive.is_some() => Err(Moved::Keepalive(due)),
                         }
                     }
                     Phase::Notice(timer) | Phase::Closing(timer) => {
@@ -282,6 +292,19 @@ impl NativeH1 {
                             }
                         } else {
                             quiet = None;
+                        }
+                        continue;
+                    }
+                    Err(Moved::Keepalive(due)) => {
+                        let Some(k) = keepalive.as_mut() else { continue };
+                        match k.on(due, h2.frames_received()) {
+                            Next::Continue => {}
+                            Next::Stop => keepalive = None,
+                            Next::Close => {
+                                listener.stats.http2_keepalive_timeout.fetch_add(1, Relaxed);
+                                debug!(listener = %listener.name, "HTTP/2 connection closed: keepalive PING unanswered");
+                                return;
+                            }
                         }
                         continue;
                     }

@@ -90,7 +90,7 @@ mapping! {
     pub struct KeepaliveSettings {
         pub interval: Option<Field<Value>>,
         pub timeout: Option<Field<Value>>,
-        pub interval_jitter: Option<Field<Value>>,
+        pub interval_jitter: Option<Field<Percent>>,
         pub connection_idle_interval: Option<Field<Value>>,
     }
 }

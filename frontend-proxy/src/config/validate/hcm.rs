@@ -6,8 +6,8 @@ use super::access_log;
 use super::upgrade::upgrade_config;
 use super::{route, Ctx, P};
 use crate::config::model::{
-    Codec, EscapedSlashes, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Settings, HttpConnectionManager,
-    PathNormalization, ServerHeader,
+    Codec, EscapedSlashes, ForwardClientCert, HeadersWithUnderscores, Http10, Http2Keepalive, Http2Settings,
+    HttpConnectionManager, PathNormalization, ServerHeader,
 };
 use crate::config::raw::{self, Field, List};
 use crate::tls::ClientCertDetails;
@@ -67,7 +67,7 @@ pub(super) fn connection_manager(
         Codec::Auto,
     );
     let HttpFilters { max_request_bytes, suppress_envoy_headers } = http_filters(cx, p, &h.http_filters);
-    let http2 = http2_options(cx, p, h);
+    let (http2, http2_keepalive) = http2_options(cx, p, h);
     let http10 = http1_options(cx, p, h);
     let path = path_normalization(cx, p, h);
 
@@ -202,6 +202,7 @@ pub(super) fn connection_manager(
             .opt(p, "local_reply_config", &h.local_reply_config)
             .and_then(|c| access_log::local_reply_config(cx, &p.key("local_reply_config"), c)),
         http2,
+        http2_keepalive,
     })
 }
 
@@ -373,17 +374,18 @@ const HTTP2_ENVOY_LIMITS: &[(&str, u32)] = &[
 /// `http2_protocol_options` of a connection manager: the settings a
 /// downstream HTTP/2 connection advertises are honoured; the rest is
 /// accepted only at the value that means what frontend-proxy does.
-fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http2Settings {
+fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> (Http2Settings, Option<Http2Keepalive>) {
     let Some(o) = cx.opt(p, "http2_protocol_options", &h.http2_protocol_options) else {
-        return Http2Settings::default();
+        return (Http2Settings::default(), None);
     };
     let op = p.key("http2_protocol_options");
     // The codec Envoy uses, and the size of METADATA frames it refuses
     // anyway (`allow_metadata` below): neither changes what a request may do.
     cx.other(&op, o, &["use_oghttp2_codec", "max_metadata_size"]);
-    if o.connection_keepalive.is_some() {
-        cx.error(&op.key("connection_keepalive"), "HTTP/2 keepalive PINGs are not supported");
-    }
+    let keepalive = cx.opt(&op, "connection_keepalive", &o.connection_keepalive).and_then(|k| {
+        let kp = op.key("connection_keepalive");
+        keepalive(cx, &kp, k)
+    });
     if o.custom_settings_parameters.is_some() {
         cx.error(&op.key("custom_settings_parameters"), "custom HTTP/2 SETTINGS are not supported");
     }
@@ -437,7 +439,43 @@ fn http2_options(cx: &mut Ctx, p: &P, h: &raw::HttpConnectionManager) -> Http2Se
     let _ = cx.opt(&op, "stream_error_on_invalid_http_messaging", &o.stream_error_on_invalid_http_messaging);
     let _ =
         cx.opt(&op, "override_stream_error_on_invalid_http_message", &o.override_stream_error_on_invalid_http_message);
-    settings
+    (settings, keepalive)
+}
+
+/// Envoy's `KeepaliveSettings` on downstream connections. `None` when no
+/// PING is to be sent (no `interval`, or 0) or the settings are invalid.
+fn keepalive(cx: &mut Ctx, kp: &P, k: &raw::KeepaliveSettings) -> Option<Http2Keepalive> {
+    const MIN: Duration = Duration::from_millis(1);
+    cx.other(kp, k, &[]);
+    let interval = cx.duration(kp, "interval", &k.interval);
+    if interval.is_some_and(|d| !d.is_zero() && d < MIN) {
+        cx.error(&kp.key("interval"), "must be 0 (no PINGs) or at least 1ms");
+    }
+    let timeout = cx.duration(kp, "timeout", &k.timeout);
+    match timeout {
+        None if k.timeout.is_none() => cx.error(&kp.key("timeout"), "required"),
+        Some(t) if t < MIN => cx.error(&kp.key("timeout"), "must be at least 1ms"),
+        _ => {}
+    }
+    let mut jitter = 15.0;
+    if let Some(pct) = cx.opt(kp, "interval_jitter", &k.interval_jitter) {
+        let jp = kp.key("interval_jitter");
+        cx.other(&jp, pct, &[]);
+        jitter = cx.opt(&jp, "value", &pct.value).copied().unwrap_or(0.0);
+        if !(0.0..=100.0).contains(&jitter) {
+            cx.error(&jp.key("value"), "must be between 0 and 100");
+        }
+    }
+    if cx.duration(kp, "connection_idle_interval", &k.connection_idle_interval).is_some() {
+        // Envoy sends it only before opening a stream, which a server never does.
+        cx.warn(
+            &kp.key("connection_idle_interval"),
+            "has no effect on downstream connections (Envoy sends these PINGs only before opening a stream)",
+        );
+    }
+    let interval = interval.filter(|d| *d >= MIN)?;
+    let timeout = timeout.filter(|t| *t >= MIN)?;
+    (0.0..=100.0).contains(&jitter).then_some(Http2Keepalive { interval, timeout, jitter: jitter / 100.0 })
 }
 
 fn nonzero(d: Duration) -> Option<Duration> {
@@ -534,4 +572,36 @@ struct HttpFilters {
     max_request_bytes: Option<u32>,
     /// The router's `suppress_envoy_headers`.
     suppress_envoy_headers: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::model::Http2Keepalive;
+    use crate::config::parse;
+    use std::time::Duration;
+
+    /// The keepalive of a listener whose connection manager has
+    /// `http2_protocol_options` `options`.
+    fn keepalive(options: &str) -> Option<Http2Keepalive> {
+        let text = format!(
+            "static_resources:\n  listeners:\n  - name: l\n    address: {{ socket_address: {{ address: 127.0.0.1, port_value: 1 }} }}\n    filter_chains:\n    - filters:\n      - name: envoy.filters.network.http_connection_manager\n        typed_config:\n          \"@type\": {}\n          stat_prefix: l\n          http2_protocol_options: {options}\n          route_config: {{ virtual_hosts: [{{ name: a, domains: [\"*\"], routes: [{{ match: {{ prefix: / }}, direct_response: {{ status: 200 }} }}] }}] }}\n          http_filters: [{{ name: envoy.filters.http.router }}]\n",
+            super::HCM_TYPE
+        );
+        let loaded = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+        loaded.bootstrap.listeners[0].hcm().expect("an HTTP listener").http2_keepalive
+    }
+
+    #[test]
+    fn connection_keepalive_as_envoy_reads_it() {
+        let k = keepalive("{ connection_keepalive: { interval: 30s, timeout: 5s } }").expect("PINGs");
+        assert_eq!((k.interval, k.timeout), (Duration::from_secs(30), Duration::from_secs(5)));
+        assert_eq!(k.jitter, 0.15, "Envoy's default jitter");
+        let k = keepalive("{ connection_keepalive: { interval: 0.5s, timeout: 0.1s, interval_jitter: { value: 0 } } }")
+            .expect("PINGs");
+        assert_eq!((k.interval, k.timeout, k.jitter), (Duration::from_millis(500), Duration::from_millis(100), 0.0));
+        // No interval (or 0): no PINGs.
+        assert_eq!(keepalive("{ connection_keepalive: { interval: 0s, timeout: 5s } }"), None);
+        assert_eq!(keepalive("{ connection_keepalive: { timeout: 5s } }"), None);
+        assert_eq!(keepalive("{ max_concurrent_streams: 10 }"), None);
+    }
 }
