@@ -1857,6 +1857,9 @@ mod frames_received_tests {
             ready_tx.send(()).unwrap();
             ping_rx.await.unwrap();
             pings.ping(crate::Ping::opaque()).await.unwrap();
+            // Kept until the server has seen the PING: dropped, the client
+            // would close the connection, which the server may see first.
+            send
         });
         let mut server = super::handshake(s).await.unwrap();
         let at_handshake = server.frames_received();
@@ -1876,7 +1879,7 @@ mod frames_received_tests {
         let mut client = client;
         let mut closed = std::pin::pin!(poll_fn(|cx| server.poll_closed(cx)));
         tokio::select! {
-            r = &mut client => r.unwrap(),
+            r = &mut client => drop(r.unwrap()),
             r = &mut closed => panic!("connection ended: {r:?}"),
         }
         drop(closed);
