@@ -17,8 +17,13 @@ const WINDOW_UPDATE: u8 = 0x8;
 /// A local reply for every request; h2c with prior knowledge; PINGs every
 /// 0.2 s (no jitter) answered within `timeout`.
 fn config(listen: SocketAddr, admin: SocketAddr, timeout: &str) -> String {
+    config_with(listen, admin, timeout, "")
+}
+
+/// [`config`] with `extra` connection manager fields.
+fn config_with(listen: SocketAddr, admin: SocketAddr, timeout: &str, extra: &str) -> String {
     let extra = format!(
-        "          codec_type: AUTO\n          http2_protocol_options:\n            connection_keepalive: {{ interval: 0.2s, timeout: {timeout}, interval_jitter: {{ value: 0 }} }}"
+        "          codec_type: AUTO\n          http2_protocol_options:\n            connection_keepalive: {{ interval: 0.2s, timeout: {timeout}, interval_jitter: {{ value: 0 }} }}\n{extra}"
     );
     let vhost = "            - name: all\n              domains: [\"*\"]\n              routes:\n              - match: { prefix: \"/\" }\n                direct_response: { status: 200, body: { inline_string: pong } }";
     yaml::bootstrap_with_admin(admin, &[yaml::listener("main", listen, &yaml::hcm("ka", &extra, vhost))], &[])
@@ -94,11 +99,36 @@ async fn frames_from_the_client_hold_the_timeout_off() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(stat(admin, "http2.keepalive_timeout").await, 0, "closed while frames arrived: {}", proxy.log());
-    // Then silence: closed after the timeout.
+    // Then silence: closed after the timeout (and at most a quarter of it
+    // more: the count is looked at that often), not a whole timeout later.
     let quiet = Instant::now();
     assert_eq!(next_ping(&mut h2).await, None);
-    assert!(quiet.elapsed() < LIMIT);
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1800),
+        "closed {waited:?} after the last frame"
+    );
     assert_eq!(stat(admin, "http2.keepalive_timeout").await, 1, "{}", proxy.log());
+}
+
+#[tokio::test]
+async fn a_draining_connection_is_closed_by_its_unanswered_ping() {
+    if pingora_engine() {
+        return;
+    }
+    // Idle after 0.3 s, then a 30 s drain: a dead client would hold the
+    // connection that long if the PINGs stopped with the drain.
+    let (listen, admin) = (free_addr(ip(81, 5)), free_addr(ip(81, 5)));
+    let timers = "          common_http_protocol_options: { idle_timeout: 0.3s }\n          drain_timeout: 30s";
+    let proxy = ProxyProcess::live(&config_with(listen, admin, "0.5s", timers), admin).await;
+    let mut h2 = RawH2::connect(listen).await;
+    let started = Instant::now();
+    // The PING (at 0.2 s), the shutdown notice (0.3 s): neither answered.
+    assert_eq!(next_ping(&mut h2).await.map(|_| ()), Some(()));
+    while h2.frame().await.is_some() {}
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
+    assert_eq!(stat(admin, "http2.keepalive_timeout").await, 1, "{}", proxy.log());
+    assert_eq!(stat(admin, "http.ka.downstream_cx_idle_timeout").await, 1, "{}", proxy.log());
 }
 
 #[test]

@@ -274,6 +274,8 @@ impl NativeH1 {
                             biased;
                             _ = timer.as_mut() => Err(Moved::Timer),
                             accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                            // A dead client does not hold a draining connection either.
+                            due = poll_fn(|cx| keepalive.as_mut().map_or(Poll::Pending, |k| k.poll_due(cx))), if keepalive.is_some() => Err(Moved::Keepalive(due)),
                         }
                     }
                 };

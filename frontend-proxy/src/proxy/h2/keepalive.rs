@@ -3,7 +3,11 @@
 //! `interval_jitter`; a PING unanswered for `timeout` closes the
 //! connection, unless frames arrived meanwhile (the answer may be queued
 //! behind data the client is still sending), which starts the timeout
-//! again. The accept loop (`h2.rs`) polls it beside the connection.
+//! again. Envoy restarts it at each frame; h2 only counts them, so while a
+//! PING is out the count is looked at every quarter of the timeout: the
+//! connection closes at most that much later than `timeout` after the
+//! client's last frame. The accept loop (`h2.rs`) polls it beside the
+//! connection.
 
 use crate::config::model::Http2Keepalive;
 use std::future::Future;
@@ -36,9 +40,10 @@ pub(super) struct Keepalive {
     settings: Http2Keepalive,
     pings: h2::PingPong,
     timer: Pin<Box<Sleep>>,
-    /// While a PING is out: the frames received when it was sent, or when
-    /// its timeout last started again.
-    awaiting: Option<u64>,
+    /// While a PING is out: the frames received at the last look, and when
+    /// the connection closes unless more arrive (`timeout` after the PING
+    /// went out, or after the last look that found new frames).
+    awaiting: Option<(u64, Instant)>,
 }
 
 impl Keepalive {
@@ -73,17 +78,28 @@ impl Keepalive {
                 if self.pings.send_ping(h2::Ping::opaque()).is_err() {
                     return Next::Stop;
                 }
-                self.awaiting = Some(frames);
-                self.timer.as_mut().reset(now + self.settings.timeout);
+                self.wait(frames, now + self.settings.timeout, now);
                 Next::Continue
             }
-            (Due::Timer, Some(seen)) if frames != seen => {
-                self.awaiting = Some(frames);
-                self.timer.as_mut().reset(now + self.settings.timeout);
-                Next::Continue
+            (Due::Timer, Some((seen, deadline))) => {
+                if frames != seen {
+                    self.wait(frames, now + self.settings.timeout, now);
+                    Next::Continue
+                } else if now >= deadline {
+                    Next::Close
+                } else {
+                    self.wait(frames, deadline, now);
+                    Next::Continue
+                }
             }
-            (Due::Timer, Some(_)) => Next::Close,
         }
+    }
+
+    /// Waits for the answer until `deadline`, looking at the frame count
+    /// every quarter of the timeout meanwhile.
+    fn wait(&mut self, frames: u64, deadline: Instant, now: Instant) {
+        self.awaiting = Some((frames, deadline));
+        self.timer.as_mut().reset(deadline.min(now + self.settings.timeout / 4));
     }
 }
 

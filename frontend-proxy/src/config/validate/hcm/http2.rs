@@ -95,13 +95,14 @@ pub(super) fn http2_options(
 }
 
 /// Envoy's `KeepaliveSettings` on downstream connections. `None` when no
-/// PING is to be sent (no `interval`, or 0) or the settings are invalid.
+/// PING is to be sent (no `interval`) or the settings are invalid.
 fn keepalive(cx: &mut Ctx, kp: &P, k: &raw::KeepaliveSettings) -> Option<Http2Keepalive> {
     const MIN: Duration = Duration::from_millis(1);
     cx.other(kp, k, &[]);
+    // Unset: no PINGs on an interval. Set, at least 1 ms, as Envoy checks.
     let interval = cx.duration(kp, "interval", &k.interval);
-    if interval.is_some_and(|d| !d.is_zero() && d < MIN) {
-        cx.error(&kp.key("interval"), "must be 0 (no PINGs) or at least 1ms");
+    if interval.is_some_and(|d| d < MIN) {
+        cx.error(&kp.key("interval"), "must be at least 1ms");
     }
     let timeout = cx.duration(kp, "timeout", &k.timeout);
     match timeout {
@@ -118,12 +119,14 @@ fn keepalive(cx: &mut Ctx, kp: &P, k: &raw::KeepaliveSettings) -> Option<Http2Ke
             cx.error(&jp.key("value"), "must be between 0 and 100");
         }
     }
-    if cx.duration(kp, "connection_idle_interval", &k.connection_idle_interval).is_some() {
+    match cx.duration(kp, "connection_idle_interval", &k.connection_idle_interval) {
+        Some(d) if d < MIN => cx.error(&kp.key("connection_idle_interval"), "must be at least 1ms"),
         // Envoy sends it only before opening a stream, which a server never does.
-        cx.warn(
+        Some(_) => cx.warn(
             &kp.key("connection_idle_interval"),
             "has no effect on downstream connections (Envoy sends these PINGs only before opening a stream)",
-        );
+        ),
+        None => {}
     }
     let interval = interval.filter(|d| *d >= MIN)?;
     let timeout = timeout.filter(|t| *t >= MIN)?;
@@ -155,8 +158,7 @@ mod tests {
         let k = keepalive("{ connection_keepalive: { interval: 0.5s, timeout: 0.1s, interval_jitter: { value: 0 } } }")
             .expect("PINGs");
         assert_eq!((k.interval, k.timeout, k.jitter), (Duration::from_millis(500), Duration::from_millis(100), 0.0));
-        // No interval (or 0): no PINGs.
-        assert_eq!(keepalive("{ connection_keepalive: { interval: 0s, timeout: 5s } }"), None);
+        // No interval: no PINGs.
         assert_eq!(keepalive("{ connection_keepalive: { timeout: 5s } }"), None);
         assert_eq!(keepalive("{ max_concurrent_streams: 10 }"), None);
     }
