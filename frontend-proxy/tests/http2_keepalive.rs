@@ -133,17 +133,7 @@ async fn a_draining_connection_is_closed_by_its_unanswered_ping() {
 
 #[test]
 fn pingoras_engine_refuses_the_setting_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("envoy.yaml");
     let (listen, admin) = (free_addr(ip(81, 4)), free_addr(ip(81, 4)));
-    std::fs::write(&path, config(listen, admin, "5s")).unwrap();
-    let out = std::process::Command::new(support::proxy::binary())
-        .arg("-c")
-        .arg(&path)
-        .args(["--http1-engine", "pingora"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started:\n{stderr}");
+    let stderr = support::proxy::refused_at_start(&config(listen, admin, "5s"), &["--http1-engine", "pingora"]);
     assert!(stderr.contains("connection_keepalive needs the native engine"), "{stderr}");
 }

@@ -452,18 +452,8 @@ fn pipe_endpoints_are_refused_where_envoy_refuses_them() {
 
 #[test]
 fn pingoras_engine_refuses_an_abstract_pipe_endpoint_at_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("envoy.yaml");
     let text = yaml::bootstrap(&[], &[pipe_cluster("films", &["@frontend-proxy-never-bound"], &[], "")]);
-    std::fs::write(&config, &text).unwrap();
-    let out = std::process::Command::new(support::proxy::binary())
-        .arg("-c")
-        .arg(&config)
-        .args(["--http1-engine", "pingora"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started:\n{stderr}");
+    let stderr = support::proxy::refused_at_start(&text, &["--http1-engine", "pingora"]);
     assert!(
         stderr.contains("the abstract pipe @frontend-proxy-never-bound needs the native HTTP/1 engine"),
         "{stderr}"

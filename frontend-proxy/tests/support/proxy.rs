@@ -22,6 +22,18 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_frontend-proxy")
 }
 
+/// Runs the proxy on `config` with `args` where it must refuse to start:
+/// fails the test if it starts; returns what it printed on stderr.
+pub fn refused_at_start(config: &str, args: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("envoy.yaml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(binary()).arg("-c").arg(&path).args(args).output().expect("run the proxy");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "started:\n{stderr}");
+    stderr
+}
+
 /// A proxy configuration not started yet (so a test can prepare DNS first).
 pub struct PendingProxy(String);
 
