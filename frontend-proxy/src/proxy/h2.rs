@@ -38,13 +38,12 @@ use pingora_core::protocols::http::v2::server::{handshake, H2Accept, HttpSession
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::{Digest, Stream};
 use pingora_core::server::ShutdownWatch;
-use std::future::{poll_fn, Future};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 use tracing::{debug, warn};
@@ -266,7 +265,7 @@ impl NativeH1 {
                             accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
                             _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
                             _ = OptionFuture::from(quiet.as_mut()), if quiet.is_some() => Err(Moved::Quiet),
-                            due = poll_fn(|cx| keepalive.as_mut().map_or(Poll::Pending, |k| k.poll_due(cx))), if keepalive.is_some() => Err(Moved::Keepalive(due)),
+                            due = keepalive::due(&mut keepalive), if keepalive.is_some() => Err(Moved::Keepalive(due)),
                         }
                     }
                     Phase::Notice(timer) | Phase::Closing(timer) => {
@@ -275,7 +274,7 @@ impl NativeH1 {
                             _ = timer.as_mut() => Err(Moved::Timer),
                             accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
                             // A dead client does not hold a draining connection either.
-                            due = poll_fn(|cx| keepalive.as_mut().map_or(Poll::Pending, |k| k.poll_due(cx))), if keepalive.is_some() => Err(Moved::Keepalive(due)),
+                            due = keepalive::due(&mut keepalive), if keepalive.is_some() => Err(Moved::Keepalive(due)),
                         }
                     }
                 };

@@ -10,7 +10,7 @@
 //! connection.
 
 use crate::config::model::Http2Keepalive;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
@@ -101,6 +101,11 @@ impl Keepalive {
         self.awaiting = Some((frames, deadline));
         self.timer.as_mut().reset(deadline.min(now + self.settings.timeout / 4));
     }
+}
+
+/// Resolves when a connection's keepalive is due; never without one.
+pub(super) fn due(keepalive: &mut Option<Box<Keepalive>>) -> impl Future<Output = Due> + '_ {
+    poll_fn(move |cx| keepalive.as_mut().map_or(Poll::Pending, |k| k.poll_due(cx)))
 }
 
 /// The wait before the next PING: `interval` and up to `jitter` of it more.
