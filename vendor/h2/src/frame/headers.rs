@@ -3,7 +3,7 @@ use crate::ext::Protocol;
 use crate::frame::{Error, Frame, Head, Kind};
 use crate::hpack::{self, BytesStr};
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 use http::{uri, HeaderMap, Method, Request, StatusCode, Uri};
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -75,15 +75,6 @@ pub struct Pseudo {
 
     // Response
     pub status: Option<StatusCode>,
-}
-
-#[derive(Debug)]
-pub struct Iter {
-    /// Pseudo headers
-    pseudo: Option<Pseudo>,
-
-    /// Header fields
-    fields: header::IntoIter<HeaderValue>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -708,48 +699,6 @@ impl EncodingHeaderBlock {
     }
 }
 
-// ===== impl Iter =====
-
-impl Iterator for Iter {
-    type Item = hpack::Header<Option<HeaderName>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        use crate::hpack::Header::*;
-
-        if let Some(ref mut pseudo) = self.pseudo {
-            if let Some(method) = pseudo.method.take() {
-                return Some(Method(method));
-            }
-
-            if let Some(scheme) = pseudo.scheme.take() {
-                return Some(Scheme(scheme));
-            }
-
-            if let Some(authority) = pseudo.authority.take() {
-                return Some(Authority(authority));
-            }
-
-            if let Some(path) = pseudo.path.take() {
-                return Some(Path(path));
-            }
-
-            if let Some(protocol) = pseudo.protocol.take() {
-                return Some(Protocol(protocol));
-            }
-
-            if let Some(status) = pseudo.status.take() {
-                return Some(Status(status));
-            }
-        }
-
-        self.pseudo = None;
-
-        self.fields
-            .next()
-            .map(|(name, value)| Field { name, value })
-    }
-}
-
 // ===== impl HeadersFlag =====
 
 impl HeadersFlag {
@@ -992,12 +941,24 @@ impl HeaderBlock {
     fn into_encoding(self, encoder: &mut hpack::Encoder) -> EncodingHeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
-        let headers = Iter {
-            pseudo: Some(self.pseudo),
-            fields: self.fields.into_iter(),
-        };
 
-        encoder.encode(headers, &mut hpack);
+        // By reference, in `Iter`'s order: moving each field out of the map
+        // into an owned `hpack::Header` and through the table's lookup cost
+        // more than the lookup itself (issue 26 of frontend-proxy).
+        let pseudo = &self.pseudo;
+        let pseudo = [
+            pseudo.method.as_ref().map(hpack::HeaderRef::Method),
+            pseudo.scheme.as_ref().map(hpack::HeaderRef::Scheme),
+            pseudo.authority.as_ref().map(hpack::HeaderRef::Authority),
+            pseudo.path.as_ref().map(hpack::HeaderRef::Path),
+            pseudo.protocol.as_ref().map(hpack::HeaderRef::Protocol),
+            pseudo.status.as_ref().map(hpack::HeaderRef::Status),
+        ];
+        let fields = self
+            .fields
+            .iter()
+            .map(|(name, value)| hpack::HeaderRef::Field { name, value });
+        encoder.encode_refs(pseudo.into_iter().flatten().chain(fields), &mut hpack);
 
         EncodingHeaderBlock { hpack }
     }
@@ -1044,6 +1005,7 @@ mod test {
     use super::*;
     use crate::frame;
     use crate::hpack::{huffman, Encoder};
+    use http::header::{HeaderName, HeaderValue};
 
     #[test]
     fn test_nameless_header_at_resume() {

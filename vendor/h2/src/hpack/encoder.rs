@@ -1,8 +1,13 @@
+use super::header::HeaderRef;
+use super::huffman;
 use super::table::{Index, Table};
-use super::{huffman, Header};
+#[cfg(any(test, fuzzing))]
+use super::Header;
 
 use bytes::{BufMut, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+#[cfg(any(test, fuzzing))]
+use http::header::HeaderName;
+use http::header::HeaderValue;
 
 const DEFAULT_MAX_ALLOWED_SIZE: usize = 4 * 1024;
 
@@ -98,6 +103,12 @@ impl Encoder {
     }
 
     /// Encode a set of headers into the provide buffer
+    ///
+    /// A field without a name has the previous field's name (a `HeaderMap`'s
+    /// `into_iter` order). Frames are encoded by reference instead
+    /// (`encode_refs`); this is the owned form h2's tests use, over the
+    /// same per-field code.
+    #[cfg(any(test, fuzzing))]
     pub fn encode<I>(&mut self, headers: I, dst: &mut BytesMut)
     where
         I: IntoIterator<Item = Header<Option<HeaderName>>>,
@@ -107,32 +118,59 @@ impl Encoder {
 
         self.encode_size_updates(dst);
 
-        let mut last_index = None;
+        let mut last: Option<(Index, Header)> = None;
 
         for header in headers {
             match header.reify() {
                 // The header has an associated name. In which case, try to
                 // index it in the table.
                 Ok(header) => {
-                    let index = self.table.index(header);
-                    self.encode_header(&index, dst);
-
-                    last_index = Some(index);
+                    let index = self.encode_field(header.as_header_ref(), dst);
+                    last = Some((index, header));
                 }
                 // The header does not have an associated name. This means that
                 // the name is the same as the previously yielded header. In
                 // which case, we skip table lookup and just use the same index
                 // as the previous entry.
                 Err(value) => {
-                    self.encode_header_without_name(
-                        last_index.as_ref().unwrap_or_else(|| {
-                            panic!("encoding header without name, but no previous index to use for name");
-                        }),
-                        &value,
-                        dst,
-                    );
+                    let (index, last) = last.as_ref().unwrap_or_else(|| {
+                        panic!(
+                            "encoding header without name, but no previous index to use for name"
+                        );
+                    });
+                    self.encode_header_without_name(index, last.name().as_slice(), &value, dst);
                 }
             }
+        }
+    }
+
+    /// Encodes a header block whose fields stay where they are: the
+    /// pseudo-headers, then a `HeaderMap`'s `iter()`, whose further values
+    /// of a name come right after its first with the very same `&HeaderName`
+    /// (so they are encoded as `encode` encodes a field without a name: the
+    /// previous field's name index, never inserted). Produces the bytes
+    /// `encode` does for the same fields in `into_iter` order.
+    pub fn encode_refs<'a, I>(&mut self, headers: I, dst: &mut BytesMut)
+    where
+        I: IntoIterator<Item = HeaderRef<'a>>,
+    {
+        let span = tracing::trace_span!("hpack::encode");
+        let _e = span.enter();
+
+        self.encode_size_updates(dst);
+
+        let mut last: Option<(Index, HeaderRef<'a>)> = None;
+
+        for header in headers {
+            if let (HeaderRef::Field { name, value }, Some((index, last))) = (header, &last) {
+                if matches!(last, HeaderRef::Field { name: last_name, .. } if std::ptr::eq(*last_name, name))
+                {
+                    self.encode_header_without_name(index, name.as_ref(), value, dst);
+                    continue;
+                }
+            }
+            let index = self.encode_field(header, dst);
+            last = Some((index, header));
         }
     }
 
@@ -152,19 +190,20 @@ impl Encoder {
         }
     }
 
-    fn encode_header(&mut self, index: &Index, dst: &mut BytesMut) {
-        match *index {
-            Index::Indexed(idx, _) => {
+    /// Looks a field up (inserting it if the table should keep it) and
+    /// encodes it; returns where it was found, for the fields without a
+    /// name that may follow it.
+    fn encode_field(&mut self, header: HeaderRef<'_>, dst: &mut BytesMut) -> Index {
+        let index = self.table.index(header);
+
+        match index {
+            Index::Indexed(idx) => {
                 encode_int(idx, 7, 0x80, dst);
             }
-            Index::Name(idx, _) => {
-                let header = self.table.resolve(index);
-
+            Index::Name(idx) => {
                 encode_not_indexed(idx, header.value_slice(), header.is_sensitive(), dst);
             }
             Index::Inserted(_) => {
-                let header = self.table.resolve(index);
-
                 assert!(!header.is_sensitive());
 
                 dst.put_u8(0b0100_0000);
@@ -173,16 +212,12 @@ impl Encoder {
                 encode_str(header.value_slice(), dst);
             }
             Index::InsertedValue(idx, _) => {
-                let header = self.table.resolve(index);
-
                 assert!(!header.is_sensitive());
 
                 encode_int(idx, 6, 0b0100_0000, dst);
                 encode_str(header.value_slice(), dst);
             }
-            Index::NotIndexed(_) => {
-                let header = self.table.resolve(index);
-
+            Index::NotIndexed => {
                 encode_not_indexed2(
                     header.name().as_slice(),
                     header.value_slice(),
@@ -191,11 +226,14 @@ impl Encoder {
                 );
             }
         }
+
+        index
     }
 
     fn encode_header_without_name(
         &mut self,
         last: &Index,
+        last_name: &[u8],
         value: &HeaderValue,
         dst: &mut BytesMut,
     ) {
@@ -208,15 +246,8 @@ impl Encoder {
 
                 encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst);
             }
-            Index::NotIndexed(_) => {
-                let last = self.table.resolve(last);
-
-                encode_not_indexed2(
-                    last.name().as_slice(),
-                    value.as_ref(),
-                    value.is_sensitive(),
-                    dst,
-                );
+            Index::NotIndexed => {
+                encode_not_indexed2(last_name, value.as_ref(), value.is_sensitive(), dst);
             }
         }
     }
@@ -575,6 +606,117 @@ mod test {
         assert!(encoder
             .table
             .contains(&header("x-c496", "2").reify().expect("has a name")));
+    }
+
+    /// `encode_refs` (frames: pseudo-headers, then a `HeaderMap` by
+    /// reference) produces the bytes `encode` does for the same block in
+    /// `into_iter` order (a name's further values without a name), on
+    /// encoders with the same history: names in the static table or not,
+    /// several values of a name, sensitive and never-indexed values, blocks
+    /// larger than the table, random table sizes.
+    #[test]
+    fn test_by_reference_encodes_as_owned() {
+        use crate::hpack::header::BytesStr;
+        use crate::hpack::Decoder;
+        use http::header::HeaderMap;
+        use rand::{Rng, SeedableRng};
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        const NAMES: [&str; 10] = [
+            "content-type",
+            "date",
+            "set-cookie",
+            "content-length",
+            "authorization",
+            "x-a",
+            "x-b",
+            "grpc-status",
+            "accept-encoding",
+            "x-a-much-longer-custom-header-name",
+        ];
+        const VALUES: [&str; 6] = ["0", "1", "gzip, deflate", "application/grpc", "", "v"];
+
+        for seed in 0..8u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let size = [0, 64, 256, 4096][rng.gen_range(0..4)];
+            let mut by_ref = Encoder::new(4096, 0);
+            let mut owned = Encoder::new(4096, 0);
+            let mut decoder = Decoder::default();
+            by_ref.update_max_size(size);
+            owned.update_max_size(size);
+            decoder.queue_size_update(size);
+
+            for _ in 0..500 {
+                let mut pseudo: Vec<Header> = vec![];
+                if rng.gen_bool(0.5) {
+                    let method = ["GET", "POST", "PATCH"][rng.gen_range(0..3)];
+                    pseudo.push(Header::Method(
+                        Method::from_bytes(method.as_bytes()).unwrap(),
+                    ));
+                    let scheme = ["http", "https", "ftp"][rng.gen_range(0..3)];
+                    pseudo.push(Header::Scheme(BytesStr::from(scheme)));
+                    let authority = format!("host{}", rng.gen_range(0..4));
+                    pseudo.push(Header::Authority(BytesStr::from(authority.as_str())));
+                    let path = ["/", "/index.html", "/films", "/a/b?c"][rng.gen_range(0..4)];
+                    pseudo.push(Header::Path(BytesStr::from(path)));
+                } else {
+                    let status = [200, 204, 404, 503][rng.gen_range(0..4)];
+                    pseudo.push(Header::Status(StatusCode::from_u16(status).unwrap()));
+                }
+
+                let mut fields = HeaderMap::new();
+                for _ in 0..rng.gen_range(0..12) {
+                    let name = HeaderName::from_static(NAMES[rng.gen_range(0..NAMES.len())]);
+                    let value = if rng.gen_bool(0.1) {
+                        "x".repeat(rng.gen_range(100..400))
+                    } else if rng.gen_bool(0.3) {
+                        format!("{}", rng.gen_range(0..1000))
+                    } else {
+                        VALUES[rng.gen_range(0..VALUES.len())].to_string()
+                    };
+                    let mut value = HeaderValue::from_str(&value).unwrap();
+                    value.set_sensitive(rng.gen_bool(0.1));
+                    fields.append(name, value);
+                }
+
+                let mut expected: Vec<Header<Option<HeaderName>>> =
+                    pseudo.iter().cloned().map(Into::into).collect();
+                expected.extend(
+                    fields
+                        .clone()
+                        .into_iter()
+                        .map(|(name, value)| Header::Field { name, value }),
+                );
+                let mut want = BytesMut::new();
+                owned.encode(expected, &mut want);
+
+                let refs = pseudo.iter().map(Header::as_header_ref).chain(
+                    fields
+                        .iter()
+                        .map(|(name, value)| HeaderRef::Field { name, value }),
+                );
+                let mut got = BytesMut::new();
+                by_ref.encode_refs(refs, &mut got);
+                assert_eq!(got, want, "seed {seed}");
+
+                let mut decoded = vec![];
+                decoder
+                    .decode(&mut Cursor::new(&mut got), |h| {
+                        decoded.push(h);
+                        ControlFlow::Continue(())
+                    })
+                    .expect("decodes");
+                let sent: Vec<Header> = pseudo
+                    .into_iter()
+                    .chain(fields.iter().map(|(name, value)| Header::Field {
+                        name: name.clone(),
+                        value: value.clone(),
+                    }))
+                    .collect();
+                assert_eq!(decoded, sent, "seed {seed}");
+            }
+        }
     }
 
     #[test]

@@ -31,6 +31,24 @@ pub enum Name<'a> {
     Status,
 }
 
+/// A header field borrowed from where it is stored (a `HeaderMap`, a
+/// frame's pseudo-headers): what the encoder reads. Only a field the
+/// encoder's table keeps is copied (`to_owned`), so the fields of a header
+/// block need not be moved out of their map one by one.
+#[derive(Debug, Clone, Copy)]
+pub enum HeaderRef<'a> {
+    Field {
+        name: &'a HeaderName,
+        value: &'a HeaderValue,
+    },
+    Authority(&'a BytesStr),
+    Method(&'a Method),
+    Scheme(&'a BytesStr),
+    Path(&'a BytesStr),
+    Protocol(&'a Protocol),
+    Status(&'a StatusCode),
+}
+
 #[doc(hidden)]
 #[derive(Clone, Eq, PartialEq, Default)]
 pub struct BytesStr(Bytes);
@@ -41,6 +59,7 @@ pub fn len(name: &HeaderName, value: &HeaderValue) -> usize {
 }
 
 impl Header<Option<HeaderName>> {
+    #[cfg(any(test, fuzzing))]
     pub fn reify(self) -> Result<Header, HeaderValue> {
         use self::Header::*;
 
@@ -159,6 +178,7 @@ impl Header {
         }
     }
 
+    #[cfg(test)]
     pub fn value_eq(&self, other: &Header) -> bool {
         match *self {
             Header::Field { ref value, .. } => {
@@ -194,20 +214,97 @@ impl Header {
             },
         }
     }
+}
 
-    pub fn is_sensitive(&self) -> bool {
+impl Header {
+    /// This header by reference.
+    #[cfg(any(test, fuzzing))]
+    pub fn as_header_ref(&self) -> HeaderRef<'_> {
         match *self {
-            Header::Field { ref value, .. } => value.is_sensitive(),
-            // TODO: Technically these other header values can be sensitive too.
+            Header::Field {
+                ref name,
+                ref value,
+            } => HeaderRef::Field { name, value },
+            Header::Authority(ref v) => HeaderRef::Authority(v),
+            Header::Method(ref v) => HeaderRef::Method(v),
+            Header::Scheme(ref v) => HeaderRef::Scheme(v),
+            Header::Path(ref v) => HeaderRef::Path(v),
+            Header::Protocol(ref v) => HeaderRef::Protocol(v),
+            Header::Status(ref v) => HeaderRef::Status(v),
+        }
+    }
+}
+
+impl<'a> HeaderRef<'a> {
+    /// A copy the encoder's table can keep (`Bytes` are shared, not copied).
+    pub fn to_owned(self) -> Header {
+        match self {
+            HeaderRef::Field { name, value } => Header::Field {
+                name: name.clone(),
+                value: value.clone(),
+            },
+            HeaderRef::Authority(v) => Header::Authority(v.clone()),
+            HeaderRef::Method(v) => Header::Method(v.clone()),
+            HeaderRef::Scheme(v) => Header::Scheme(v.clone()),
+            HeaderRef::Path(v) => Header::Path(v.clone()),
+            HeaderRef::Protocol(v) => Header::Protocol(v.clone()),
+            HeaderRef::Status(v) => Header::Status(*v),
+        }
+    }
+
+    /// As `Header::len`.
+    pub fn len(self) -> usize {
+        match self {
+            HeaderRef::Field { name, value } => len(name, value),
+            HeaderRef::Authority(v) => 32 + 10 + v.len(),
+            HeaderRef::Method(v) => 32 + 7 + v.as_ref().len(),
+            HeaderRef::Scheme(v) => 32 + 7 + v.len(),
+            HeaderRef::Path(v) => 32 + 5 + v.len(),
+            HeaderRef::Protocol(v) => 32 + 9 + v.as_str().len(),
+            HeaderRef::Status(_) => 32 + 7 + 3,
+        }
+    }
+
+    /// As `Header::name`.
+    pub fn name(self) -> Name<'a> {
+        match self {
+            HeaderRef::Field { name, .. } => Name::Field(name),
+            HeaderRef::Authority(..) => Name::Authority,
+            HeaderRef::Method(..) => Name::Method,
+            HeaderRef::Scheme(..) => Name::Scheme,
+            HeaderRef::Path(..) => Name::Path,
+            HeaderRef::Protocol(..) => Name::Protocol,
+            HeaderRef::Status(..) => Name::Status,
+        }
+    }
+
+    /// As `Header::value_slice`.
+    pub fn value_slice(self) -> &'a [u8] {
+        match self {
+            HeaderRef::Field { value, .. } => value.as_ref(),
+            HeaderRef::Authority(v) => v.as_ref(),
+            HeaderRef::Method(v) => v.as_str().as_bytes(),
+            HeaderRef::Scheme(v) => v.as_ref(),
+            HeaderRef::Path(v) => v.as_ref(),
+            HeaderRef::Protocol(v) => v.as_str().as_bytes(),
+            HeaderRef::Status(v) => v.as_str().as_bytes(),
+        }
+    }
+
+    /// As `Header::is_sensitive`.
+    pub fn is_sensitive(self) -> bool {
+        match self {
+            HeaderRef::Field { value, .. } => value.is_sensitive(),
             _ => false,
         }
     }
 
-    pub fn skip_value_index(&self) -> bool {
+    /// As `Header::skip_value_index`.
+    pub fn skip_value_index(self) -> bool {
         use http::header;
 
-        match *self {
-            Header::Field { ref name, .. } => matches!(
+        match self {
+            HeaderRef::Field { name, .. } => matches!(
                 *name,
                 header::AGE
                     | header::AUTHORIZATION
@@ -219,7 +316,7 @@ impl Header {
                     | header::COOKIE
                     | header::SET_COOKIE
             ),
-            Header::Path(..) => true,
+            HeaderRef::Path(..) => true,
             _ => false,
         }
     }
