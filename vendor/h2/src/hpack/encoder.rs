@@ -145,11 +145,14 @@ impl Encoder {
     }
 
     /// Encodes a header block whose fields stay where they are: the
-    /// pseudo-headers, then a `HeaderMap`'s `iter()`, whose further values
-    /// of a name come right after its first with the very same `&HeaderName`
-    /// (so they are encoded as `encode` encodes a field without a name: the
-    /// previous field's name index, never inserted). Produces the bytes
-    /// `encode` does for the same fields in `into_iter` order.
+    /// pseudo-headers, then a `HeaderMap`'s `iter()`, which yields a name's
+    /// further values right after its first. A field with the name of the
+    /// field before it is encoded as `encode` encodes a field without a
+    /// name (the previous field's name index, never inserted): a map holds
+    /// each name in one entry, so that is exactly its further values, and
+    /// the bytes are those `encode` produces for the same fields in
+    /// `into_iter` order. Names are compared rather than the references
+    /// `iter()` happens to share, which http does not promise.
     pub fn encode_refs<'a, I>(&mut self, headers: I, dst: &mut BytesMut)
     where
         I: IntoIterator<Item = HeaderRef<'a>>,
@@ -163,8 +166,7 @@ impl Encoder {
 
         for header in headers {
             if let (HeaderRef::Field { name, value }, Some((index, last))) = (header, &last) {
-                if matches!(last, HeaderRef::Field { name: last_name, .. } if std::ptr::eq(*last_name, name))
-                {
+                if matches!(last, HeaderRef::Field { name: last_name, .. } if *last_name == name) {
                     self.encode_header_without_name(index, name.as_ref(), value, dst);
                     continue;
                 }
