@@ -948,7 +948,8 @@ impl HeaderBlock {
         let mut hpack = encoder.take_scratch();
         hpack.clear();
 
-        // By reference, in `Iter`'s order: moving each field out of the map
+        // By reference, in the order 0.4.20's owned iterator had (the
+        // pseudo-headers, then the map): moving each field out of the map
         // into an owned `hpack::Header` and through the table's lookup cost
         // more than the lookup itself (issue 26 of frontend-proxy).
         let pseudo = &self.pseudo;

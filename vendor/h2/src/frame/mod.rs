@@ -172,6 +172,7 @@ pub enum Error {
     /// Failed to perform HPACK decoding
     Hpack(hpack::DecoderError),
 }
+
 #[cfg(test)]
 mod size_tests {
     /// Every frame h2 queues or hands over moves as a `Frame`: a header

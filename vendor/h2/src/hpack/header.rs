@@ -139,43 +139,16 @@ impl Header {
     }
 
     pub fn len(&self) -> usize {
-        match *self {
-            Header::Field {
-                ref name,
-                ref value,
-            } => len(name, value),
-            Header::Authority(ref v) => 32 + 10 + v.len(),
-            Header::Method(ref v) => 32 + 7 + v.as_ref().len(),
-            Header::Scheme(ref v) => 32 + 7 + v.len(),
-            Header::Path(ref v) => 32 + 5 + v.len(),
-            Header::Protocol(ref v) => 32 + 9 + v.as_str().len(),
-            Header::Status(_) => 32 + 7 + 3,
-        }
+        self.as_header_ref().len()
     }
 
     /// Returns the header name
     pub fn name(&self) -> Name<'_> {
-        match *self {
-            Header::Field { ref name, .. } => Name::Field(name),
-            Header::Authority(..) => Name::Authority,
-            Header::Method(..) => Name::Method,
-            Header::Scheme(..) => Name::Scheme,
-            Header::Path(..) => Name::Path,
-            Header::Protocol(..) => Name::Protocol,
-            Header::Status(..) => Name::Status,
-        }
+        self.as_header_ref().name()
     }
 
     pub fn value_slice(&self) -> &[u8] {
-        match *self {
-            Header::Field { ref value, .. } => value.as_ref(),
-            Header::Authority(ref v) => v.as_ref(),
-            Header::Method(ref v) => v.as_ref().as_ref(),
-            Header::Scheme(ref v) => v.as_ref(),
-            Header::Path(ref v) => v.as_ref(),
-            Header::Protocol(ref v) => v.as_ref(),
-            Header::Status(ref v) => v.as_str().as_ref(),
-        }
+        self.as_header_ref().value_slice()
     }
 
     #[cfg(test)]
@@ -218,7 +191,6 @@ impl Header {
 
 impl Header {
     /// This header by reference.
-    #[cfg(any(test, fuzzing))]
     pub fn as_header_ref(&self) -> HeaderRef<'_> {
         match *self {
             Header::Field {
@@ -252,7 +224,7 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
-    /// As `Header::len`.
+    /// The size the HPACK table counts for this field (RFC 7541, 4.1).
     pub fn len(self) -> usize {
         match self {
             HeaderRef::Field { name, value } => len(name, value),
@@ -265,7 +237,7 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
-    /// As `Header::name`.
+    /// The field's name.
     pub fn name(self) -> Name<'a> {
         match self {
             HeaderRef::Field { name, .. } => Name::Field(name),
@@ -278,7 +250,7 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
-    /// As `Header::value_slice`.
+    /// The field's value as bytes.
     pub fn value_slice(self) -> &'a [u8] {
         match self {
             HeaderRef::Field { value, .. } => value.as_ref(),
@@ -291,7 +263,7 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
-    /// As `Header::is_sensitive`.
+    /// Whether the value must never be indexed (`HeaderValue::set_sensitive`).
     pub fn is_sensitive(self) -> bool {
         match self {
             HeaderRef::Field { value, .. } => value.is_sensitive(),
@@ -299,7 +271,8 @@ impl<'a> HeaderRef<'a> {
         }
     }
 
-    /// As `Header::skip_value_index`.
+    /// Whether the value is sent without indexing: values that change with
+    /// each message or must not stay in the peer's table.
     pub fn skip_value_index(self) -> bool {
         use http::header;
 
