@@ -60,7 +60,7 @@ struct Seen {
 
 /// `test.Echo`: `Unary` (echo; "fail" answers an error status, "slow"
 /// sleeps), `Count` (server streaming: `n` messages; "die": two, then
-/// nothing), `Sum` (client streaming: the texts joined, the numbers
+/// nothing; "tick": `n` messages 150 ms apart), `Sum` (client streaming: the texts joined, the numbers
 /// added), `Chat` (bidi: each message echoed as it arrives).
 #[derive(Clone)]
 struct Echo(Arc<Seen>);
@@ -101,6 +101,11 @@ impl ServerStreamingService<Msg> for CountSvc {
                 seen.dying.fetch_add(1, Ordering::SeqCst);
                 let two = tokio_stream::iter(vec![Ok(msg("a", 0)), Ok(msg("b", 1))]);
                 Box::pin(two.chain(tokio_stream::pending()))
+            } else if m.text == "tick" {
+                Box::pin(tokio_stream::iter(0..m.n).then(|i| async move {
+                    tokio::time::sleep(Duration::from_millis(150)).await;
+                    Ok(msg("tick", i))
+                }))
             } else {
                 Box::pin(tokio_stream::iter((0..m.n).map(move |i| Ok(msg(&m.text, i)))))
             };
@@ -393,6 +398,49 @@ async fn a_server_dying_mid_stream_ends_the_call_with_an_error() {
     server.kill();
     let end = tokio::time::timeout(LIMIT, stream.message()).await.expect("an error, not a hang");
     assert!(end.is_err(), "the call fails: {end:?}");
+}
+
+#[tokio::test]
+async fn the_stream_idle_timeout_restarts_with_each_message_and_cuts_a_stalled_stream() {
+    let server = GrpcServer::start(12);
+    let (listen, admin) = (free_addr(ip(40, 12)), free_addr(ip(40, 12)));
+    let hcm = yaml::hcm("idle", "          stream_idle_timeout: 0.5s", &yaml::routes(&[("/", "cluster: grpc")]));
+    let config = yaml::bootstrap_with_admin(
+        admin,
+        &[yaml::listener("idle_listener", listen, &hcm)],
+        &[yaml::cluster("grpc", "STATIC", &[(server.addr.ip().to_string(), server.addr.port())], H2_OPTIONS)],
+    );
+    let proxy = ProxyProcess::live(&config, admin).await;
+    let mut c = grpc_client(listen).await;
+    // Eight messages 150 ms apart: 1.2 s in all, never 0.5 s of silence.
+    c.ready().await.unwrap();
+    let req = Request::new(msg("tick", 8));
+    let call = c.server_streaming(req, PathAndQuery::from_static("/test.Echo/Count"), codec());
+    let ticks: Vec<u32> = tokio::time::timeout(LIMIT, async {
+        let mut stream = call.await.unwrap().into_inner();
+        let mut seen = Vec::new();
+        while let Some(m) = stream.message().await.unwrap() {
+            seen.push(m.n);
+        }
+        seen
+    })
+    .await
+    .expect("the stream ends");
+    assert_eq!(ticks, (0..8).collect::<Vec<_>>(), "{}", proxy.log());
+    assert_eq!(stat(admin, "http.idle.downstream_rq_idle_timeout").await, 0);
+    // Two messages, then nothing: cut 0.5 s after the last one moved.
+    c.ready().await.unwrap();
+    let req = Request::new(msg("die", 0));
+    let mut stream =
+        c.server_streaming(req, PathAndQuery::from_static("/test.Echo/Count"), codec()).await.unwrap().into_inner();
+    assert_eq!(stream.message().await.unwrap().unwrap().text, "a");
+    assert_eq!(stream.message().await.unwrap().unwrap().text, "b");
+    let stalled = std::time::Instant::now();
+    let end = tokio::time::timeout(LIMIT, stream.message()).await.expect("cut, not left hanging");
+    assert!(end.is_err(), "the call fails: {end:?}");
+    let after = stalled.elapsed();
+    assert!(after >= Duration::from_millis(400) && after < Duration::from_secs(3), "cut after {after:?}");
+    assert_eq!(stat(admin, "http.idle.downstream_rq_idle_timeout").await, 1, "{}", proxy.log());
 }
 
 #[tokio::test]

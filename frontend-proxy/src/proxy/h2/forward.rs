@@ -23,8 +23,10 @@
 //!
 //! Layout: this file runs the attempts and a stream's event loop;
 //! [`heads`] builds the upstream request and sends the response head;
-//! [`io`] moves DATA and watches the client.
+//! [`io`] moves DATA and watches the client; [`deadline`] is the stream's
+//! timer.
 
+mod deadline;
 mod heads;
 mod io;
 
@@ -34,17 +36,17 @@ use crate::proxy::h1::{send_down, Downgraded, NativeH1, PoolKey};
 use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
 use crate::proxy::LocalReply;
 use bytes::Bytes;
+use deadline::Deadline;
 use h2::{RecvStream, SendStream};
 use heads::HeadError;
 use http::{HeaderMap, Response};
-use io::{capacity, client_event, data, far_future, Client};
+use io::{capacity, client_event, data, Client};
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_error::ErrorType;
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::time::{timeout_at, Sleep};
+use tokio::time::timeout_at;
 use tracing::{debug, warn};
 
 /// How one attempt ended.
@@ -247,7 +249,7 @@ impl NativeH1 {
         let max_body = proxy.listener(ctx).hcm.max_request_bytes.map(u64::from);
         let (read_timeout, idle_binds) = attempt.io_timeout();
         let mut last_moved = Instant::now();
-        let mut timer: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep_until(far_future()));
+        let mut timer = Deadline::new();
         loop {
             // The timer that runs out first, for where the stream is.
             let (deadline, which) = {
@@ -266,9 +268,7 @@ impl NativeH1 {
                     .map(|d| (d, Timer::Request));
                 [idle, upstream, request].into_iter().flatten().min_by_key(|(d, _)| *d).unzip()
             };
-            if let Some(d) = deadline {
-                timer.as_mut().reset(d.into());
-            }
+            timer.set(deadline);
             // Request DATA is read only once the last went upstream; until
             // then (and once the request is in) the client is only watched
             // for a reset.
@@ -279,7 +279,7 @@ impl NativeH1 {
                 c = capacity(&mut up_body, pending.as_ref().map_or(0, Bytes::len)), if pending.is_some() => Event::Capacity(c),
                 h = head.as_mut(), if recv.is_none() => Event::Head(h),
                 d = data(&mut recv), if recv.is_some() => Event::Data(d),
-                () = timer.as_mut(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
+                () = timer.expired(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
             };
             match event {
                 Event::Client(Client::Data(d)) => {
@@ -408,7 +408,7 @@ impl NativeH1 {
                     // Trailers, if the response has them.
                     let trailers = tokio::select! {
                         t = body.trailers() => Event::Trailers(t),
-                        () = timer.as_mut(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
+                        () = timer.expired(), if deadline.is_some() => Event::Timer(which.unwrap_or(Timer::Upstream)),
                     };
                     let Some(down) = down.as_mut() else { continue };
                     return match trailers {

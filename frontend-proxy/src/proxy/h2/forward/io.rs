@@ -17,11 +17,6 @@ pub(super) enum Client {
     Gone,
 }
 
-/// A deadline that never comes, for the stream's one timer while unarmed.
-pub(super) fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
-}
-
 /// The client's next move: request DATA while `reading`, else only its
 /// going away (seen on the response body's stream once it is ours: the
 /// session's watch cannot look after the head went out without it).
