@@ -59,7 +59,11 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 if [ "$build" = 1 ]; then
     log "building frontend-proxy (release) in $CARGO_TARGET_DIR"
-    cargo build --release --locked -p frontend-proxy
+    # The three programs together, as deploy/seed-images.sh builds them: the
+    # dependencies' features are unified over the packages built, so
+    # `-p frontend-proxy` alone would rebuild much of what verify.sh just
+    # built (CI runs both), and would not be the binary the images carry.
+    cargo build --release --locked --bins -p frontend-proxy -p film-service -p rating-service
     # Scenario (k)'s gRPC backend: a tonic server in a workspace of its own
     # (bench/grpc-backend/Cargo.toml says why); tonic and tokio only.
     log "building bench/grpc-backend (release)"
