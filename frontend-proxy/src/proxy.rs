@@ -28,7 +28,8 @@ mod upstream_peer;
 pub use context::RequestCtx;
 use context::{Admitted, StreamTimeout};
 
-use lifecycle::{AttemptFailure, Completion, Refused};
+use attempt::{AttemptFailure, Refused};
+use lifecycle::Completion;
 
 pub use h1::{ClientStream, Downgraded, NativeH1, Served};
 pub use h2::H2Source;

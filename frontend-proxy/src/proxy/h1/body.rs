@@ -7,7 +7,7 @@ use super::client::{unless_gone, Client};
 use super::pool::Upstream;
 use super::timer::within;
 use super::wire::{ChunkedScanner, Framing, RequestBody, TRAILER_END};
-use crate::proxy::lifecycle::AttemptStart;
+use crate::proxy::attempt::AttemptStart;
 use crate::proxy::local_reply::LocalReply;
 use bytes::{Buf, Bytes, BytesMut};
 use pingora_error::ErrorType;

@@ -13,8 +13,8 @@
 //! fail with it if it fails.
 
 use crate::metrics::UpstreamCodecStat;
+use crate::proxy::attempt::AttemptStart;
 use crate::proxy::h1::{AttemptError, NativeH1, PoolKey, Upstream};
-use crate::proxy::lifecycle::AttemptStart;
 use crate::upstream::{AttemptResult, Http2Settings};
 use bytes::Bytes;
 use h2::client::{Connection, SendRequest};

@@ -31,9 +31,9 @@ mod heads;
 mod io;
 
 use super::client::{Lease, LeaseError};
+use crate::proxy::attempt::{AttemptFailure, AttemptStart};
 use crate::proxy::context::{RequestCtx, StreamTimeout};
 use crate::proxy::h1::{send_down, Downgraded, NativeH1, PoolKey};
-use crate::proxy::lifecycle::{AttemptFailure, AttemptStart};
 use crate::proxy::LocalReply;
 use bytes::Bytes;
 use deadline::Deadline;

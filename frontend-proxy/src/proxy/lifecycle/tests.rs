@@ -4,9 +4,11 @@
 
 use super::*;
 use crate::config;
-use crate::proxy::ListenerRuntime;
-use crate::upstream::ClusterSet;
+use crate::proxy::attempt::AttemptFailure;
+use crate::proxy::{ListenerRuntime, IDEMPOTENT_RESET_RETRIES};
+use crate::upstream::{Cluster, ClusterSet};
 use pingora_http::ResponseHeader;
+use std::sync::Arc;
 
 /// A proxy with one listener routing `/retry` (retry on 5xx and resets,
 /// two retries), `/plain` (no policy) and `/short` (a 1 ms route timeout) to

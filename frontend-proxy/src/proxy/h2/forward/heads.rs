@@ -1,10 +1,10 @@
 //! The heads of a stream forwarded HTTP/2 to HTTP/2: the request as the
 //! upstream gets it, and the response head checked and sent to the client.
 
+use crate::proxy::attempt::AttemptStart;
 use crate::proxy::context::RequestCtx;
 use crate::proxy::framing;
 use crate::proxy::h1::NativeH1;
-use crate::proxy::lifecycle::AttemptStart;
 use crate::proxy::response_head;
 use h2::RecvStream;
 use http::header::{HeaderName, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
