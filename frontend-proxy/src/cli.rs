@@ -20,7 +20,8 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
 
-    /// Log level: trace, debug, info, warning, error, critical, off.
+    /// Log level: trace, debug, info, warning, error, critical, off (a
+    /// release build's most detailed level is debug: trace logs at debug).
     #[arg(short = 'l', long = "log-level", default_value = "info", value_parser = parse_level)]
     pub log_level: String,
 
