@@ -2,16 +2,42 @@ use super::*;
 
 use indexmap::{self, IndexMap};
 
+use foldhash::fast::SeedableRandomState;
+use foldhash::SharedSeed;
+use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
 use std::ops;
+use std::sync::OnceLock;
 
 /// Storage for streams
 #[derive(Debug)]
 pub(super) struct Store {
     slab: slab::Slab<Stream>,
-    ids: IndexMap<StreamId, SlabIndex>,
+    ids: Ids,
+}
+
+/// Stream ids to slab indices, hashed with foldhash (patch 10): std's
+/// SipHash cost ~115 instructions a lookup, and h2 looks ids up several
+/// times a frame. The peer picks its stream ids, so the hash is keyed with
+/// the OS's randomness ([`id_hasher`]), not foldhash's own seeds (addresses
+/// and the clock): ids cannot be aimed at one bucket without the key.
+/// foldhash is only minimally resistant to an attacker who can time many
+/// lookups; the map is small (the open streams, and the reset ones h2 keeps
+/// for a while).
+type Ids = IndexMap<StreamId, SlabIndex, SeedableRandomState>;
+
+/// A foldhash key for one map: a per-process seed and a per-map one, both
+/// drawn from std's `RandomState` (keyed from the OS once per thread).
+fn id_hasher() -> SeedableRandomState {
+    static SHARED: OnceLock<SharedSeed> = OnceLock::new();
+    fn random() -> u64 {
+        RandomState::new().build_hasher().finish()
+    }
+    let shared = SHARED.get_or_init(|| SharedSeed::from_u64(random()));
+    SeedableRandomState::with_seed(random(), shared)
 }
 
 /// "Pointer" to an entry in the store
@@ -82,7 +108,7 @@ impl Store {
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),
-            ids: IndexMap::new(),
+            ids: Ids::with_hasher(id_hasher()),
         }
     }
 
@@ -225,7 +251,7 @@ impl Store {
         // A stream is unlinked from `ids` before it leaves the slab.
         debug_assert!(self.ids.is_empty());
         self.slab = slab::Slab::new();
-        self.ids = IndexMap::new();
+        self.ids = Ids::with_hasher(id_hasher());
         true
     }
 }
@@ -483,5 +509,29 @@ impl<'a> VacantEntry<'a> {
         self.ids.insert(index);
 
         Key { index, stream_id }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::Hash;
+
+    fn hash(map: &Ids, id: StreamId) -> u64 {
+        let mut h = map.hasher().build_hasher();
+        id.hash(&mut h);
+        h.finish()
+    }
+
+    /// Patch 10: each map hashes ids with a key of its own (fails with an
+    /// unkeyed hasher: fnv, rustc-hash, or foldhash with fixed seeds).
+    #[test]
+    fn each_map_of_ids_is_keyed_apart() {
+        let (a, b) = (Ids::with_hasher(id_hasher()), Ids::with_hasher(id_hasher()));
+        let differs = (1..64u32)
+            .step_by(2)
+            .filter(|&id| hash(&a, id.into()) != hash(&b, id.into()))
+            .count();
+        assert!(differs > 28, "{differs} of 32 ids hashed alike by two maps");
     }
 }
