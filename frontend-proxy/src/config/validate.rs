@@ -10,6 +10,7 @@ mod action;
 mod cluster;
 mod context;
 mod dns;
+mod filter_chain_match;
 mod hcm;
 mod headers;
 mod listener;
@@ -20,6 +21,7 @@ mod secret;
 mod tcp;
 mod tls;
 mod upgrade;
+mod validation_context;
 
 use super::model::{Address, AdminConfig, Bootstrap};
 use super::raw::{self, Field};
