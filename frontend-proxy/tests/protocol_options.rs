@@ -213,8 +213,7 @@ async fn attempt_counts_and_forwarded_host_are_added_when_asked() {
 
 /// A port free on `::` for IPv6 and IPv4 alike (probed dual-stack).
 fn free_dual_stack_port() -> u16 {
-    let probe = std::net::TcpListener::bind("[::]:0").expect("IPv6 probe");
-    probe.local_addr().unwrap().port()
+    support::free_port("::".parse().unwrap())
 }
 
 #[tokio::test]

@@ -20,6 +20,12 @@ fn addr(host: u8) -> SocketAddr {
     free_addr(ip(60, host))
 }
 
+/// `127.0.60.<host>` with port 0, for a backend that binds it and keeps the
+/// port the kernel gives (no window between a probe and the bind).
+fn on(host: u8) -> SocketAddr {
+    SocketAddr::new(ip(60, host), 0)
+}
+
 fn endpoint(a: SocketAddr) -> (String, u16) {
     (a.ip().to_string(), a.port())
 }
@@ -65,7 +71,7 @@ async fn proxy_to(admin: SocketAddr, listen: SocketAddr, backend: SocketAddr, ex
 #[tokio::test]
 async fn binary_bytes_and_half_close_cross_both_ways() {
     let (admin, listen) = (addr(1), addr(2));
-    let backend = EchoBackend::start(addr(3), None).await;
+    let backend = EchoBackend::start(on(3), None).await;
     let proxy = proxy_to(admin, listen, backend.addr, "").await;
 
     let mut s = TcpStream::connect(listen).await.unwrap();
@@ -84,7 +90,7 @@ async fn binary_bytes_and_half_close_cross_both_ways() {
 #[tokio::test]
 async fn a_server_that_speaks_first_is_heard() {
     let (admin, listen) = (addr(4), addr(5));
-    let backend = EchoBackend::start(addr(6), Some(b"220 ready\r\n")).await;
+    let backend = EchoBackend::start(on(6), Some(b"220 ready\r\n")).await;
     let _proxy = proxy_to(admin, listen, backend.addr, "").await;
     let mut s = TcpStream::connect(listen).await.unwrap();
     let mut greeting = [0u8; 11];
@@ -98,7 +104,7 @@ async fn a_server_that_speaks_first_is_heard() {
 #[tokio::test]
 async fn large_transfers_both_ways_at_once_and_counted() {
     let (admin, listen) = (addr(7), addr(8));
-    let backend = EchoBackend::start(addr(9), None).await;
+    let backend = EchoBackend::start(on(9), None).await;
     let proxy = proxy_to(admin, listen, backend.addr, "").await;
 
     const SIZE: usize = 8 * 1024 * 1024;
@@ -148,7 +154,7 @@ async fn large_transfers_both_ways_at_once_and_counted() {
 #[tokio::test]
 async fn idle_timeout_closes_both_sides() {
     let (admin, listen) = (addr(10), addr(11));
-    let backend = EchoBackend::start(addr(12), None).await;
+    let backend = EchoBackend::start(on(12), None).await;
     let proxy = proxy_to(admin, listen, backend.addr, "          idle_timeout: 0.4s").await;
 
     let mut s = TcpStream::connect(listen).await.unwrap();
@@ -186,7 +192,7 @@ async fn upstream_down_closes_the_client_and_counts_connect_fail() {
 #[tokio::test]
 async fn max_connect_attempts_tries_another_host() {
     let (admin, listen, dead) = (addr(16), addr(17), addr(18));
-    let backend = EchoBackend::start(addr(19), None).await;
+    let backend = EchoBackend::start(on(19), None).await;
     let config = yaml::bootstrap_with_admin(
         admin,
         &[tcp_listener(listen, &yaml::tcp_proxy("retry", "cluster: two", "          max_connect_attempts: 2"))],
@@ -209,7 +215,7 @@ async fn max_connect_attempts_tries_another_host() {
 #[tokio::test]
 async fn weighted_clusters_spread_connections() {
     let (admin, listen) = (addr(20), addr(21));
-    let (a, b) = (EchoBackend::start(addr(22), None).await, EchoBackend::start(addr(23), None).await);
+    let (a, b) = (EchoBackend::start(on(22), None).await, EchoBackend::start(on(23), None).await);
     let target = "weighted_clusters:\n            clusters:\n            - { name: a, weight: 1 }\n            - { name: b, weight: 1 }";
     let config = yaml::bootstrap_with_admin(
         admin,
@@ -232,7 +238,7 @@ async fn weighted_clusters_spread_connections() {
 #[tokio::test]
 async fn tls_listener_terminates_and_proxies() {
     let (admin, listen) = (addr(24), addr(25));
-    let backend = EchoBackend::start(addr(26), None).await;
+    let backend = EchoBackend::start(on(26), None).await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let listener = yaml::with_inline_tls(
         &tcp_listener(listen, &yaml::tcp_proxy("tls_raw", "cluster: echo", "")),
@@ -273,7 +279,7 @@ async fn tls_listener_terminates_and_proxies() {
 #[tokio::test]
 async fn connection_limit_caps_tcp_proxy_connections() {
     let (admin, listen) = (addr(27), addr(28));
-    let backend = EchoBackend::start(addr(29), None).await;
+    let backend = EchoBackend::start(on(29), None).await;
     let limit = r#"
       - name: envoy.filters.network.connection_limit
         typed_config:
@@ -309,7 +315,7 @@ async fn connection_limit_caps_tcp_proxy_connections() {
 #[tokio::test]
 async fn drain_lets_open_sessions_finish() {
     let (admin, listen) = (addr(30), addr(31));
-    let backend = EchoBackend::start(addr(32), None).await;
+    let backend = EchoBackend::start(on(32), None).await;
     let mut proxy = proxy_to(admin, listen, backend.addr, "").await;
     let mut s = TcpStream::connect(listen).await.unwrap();
     s.write_all(b"before").await.unwrap();
@@ -337,7 +343,7 @@ async fn drain_lets_open_sessions_finish() {
 #[tokio::test]
 async fn sni_chooses_between_http_and_tcp_proxy_chains() {
     let (admin, listen) = (addr(33), addr(34));
-    let backend = EchoBackend::start(addr(35), None).await;
+    let backend = EchoBackend::start(on(35), None).await;
     let cert = rcgen::generate_simple_self_signed(vec!["http.example".into(), "raw.example".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -422,7 +428,7 @@ async fn sni_chooses_between_http_and_tcp_proxy_chains() {
 #[tokio::test]
 async fn only_healthy_hosts_take_connections() {
     let (admin, listen, dead) = (addr(36), addr(37), addr(38));
-    let backend = EchoBackend::start(addr(39), None).await;
+    let backend = EchoBackend::start(on(39), None).await;
     let checks = "    health_checks:\n    - { timeout: 1s, interval: 0.2s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} }\n    common_lb_config: { healthy_panic_threshold: { value: 0 } }";
     let config = yaml::bootstrap_with_admin(
         admin,
@@ -450,7 +456,7 @@ async fn only_healthy_hosts_take_connections() {
 #[tokio::test]
 async fn circuit_breaker_caps_upstream_connections() {
     let (admin, listen) = (addr(40), addr(41));
-    let backend = EchoBackend::start(addr(42), None).await;
+    let backend = EchoBackend::start(on(42), None).await;
     let breaker = "    circuit_breakers: { thresholds: [{ max_connections: 1 }] }";
     let config = yaml::bootstrap_with_admin(
         admin,
@@ -486,7 +492,7 @@ async fn circuit_breaker_caps_upstream_connections() {
 #[tokio::test]
 async fn access_log_writes_a_line_per_connection() {
     let (admin, listen, dead_listen, dead) = (addr(43), addr(44), addr(45), addr(46));
-    let backend = EchoBackend::start(addr(47), None).await;
+    let backend = EchoBackend::start(on(47), None).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tcp.log");
     let logger = format!(
@@ -537,7 +543,7 @@ async fn access_log_writes_a_line_per_connection() {
 #[tokio::test]
 async fn max_downstream_connection_duration_closes_busy_connections() {
     let (admin, listen) = (addr(48), addr(49));
-    let backend = EchoBackend::start(addr(50), None).await;
+    let backend = EchoBackend::start(on(50), None).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tcp.log");
     let extra = format!(

@@ -76,7 +76,7 @@ fn binary_healthcheck_subcommand() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("answered 404"), "{out:?}");
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = service_common::testing::dead_addr();
     let out = std::process::Command::new(BINARY)
         .args(["healthcheck", "--url", &format!("http://{dead}/healthz")])
         .output()

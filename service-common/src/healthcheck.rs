@@ -101,9 +101,7 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_an_error_naming_the_url() {
-        // Bind then drop to get a port nobody listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let url = format!("http://127.0.0.1:{port}/healthz");
+        let url = format!("http://{}/healthz", crate::testing::dead_addr());
         let err = check(&url, TIMEOUT).await.unwrap_err().to_string();
         assert!(err.starts_with(&format!("GET {url} failed: ")), "{err}");
     }

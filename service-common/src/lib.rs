@@ -17,7 +17,7 @@
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
 //! - [`telemetry`]: tracing setup.
-//! - `testing` (feature `testing`): helpers for the services' integration
+//! - `testing` (feature `testing`; service-common's own tests have it too): helpers for the services' integration
 //!   tests.
 #![forbid(unsafe_code)]
 
@@ -34,7 +34,7 @@ pub mod server;
 pub mod service;
 pub mod spec;
 pub mod telemetry;
-#[cfg(feature = "testing")]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use body::LenientJson;

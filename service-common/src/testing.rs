@@ -182,6 +182,31 @@ impl Drop for ChildService {
     }
 }
 
+/// A port on 127.0.0.1 nobody listens on now, for a server a test starts
+/// later (PostgreSQL) or for a dead address. It is below the kernel's
+/// ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999 by
+/// default), from which it picks every `bind(:0)` and every connection's
+/// source port: a port probed there could be taken by one of those before
+/// the server binds it, and a client dialing it while nobody listens could
+/// be given that very port as its source and connect to itself. Candidates
+/// are random, so concurrent test processes rarely try the same one.
+pub fn unused_port() -> u16 {
+    const PORTS: std::ops::Range<u16> = 10_000..32_768;
+    let span = u128::from(PORTS.end - PORTS.start);
+    for _ in 0..10_000 {
+        let port = PORTS.start + (uuid::Uuid::new_v4().as_u128() % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 in {PORTS:?}");
+}
+
+/// `127.0.0.1` and an [`unused_port`]: an address nobody listens on.
+pub fn dead_addr() -> SocketAddr {
+    ([127, 0, 0, 1], unused_port()).into()
+}
+
 /// Runs `promtool check metrics` on `text`; Err carries promtool's output.
 pub fn promtool_check(text: &str) -> Result<(), String> {
     let mut child = Command::new("promtool")
@@ -280,7 +305,7 @@ impl PgCluster {
     /// initdb and start; panics with the server's log if that fails.
     pub fn start() -> Self {
         let bindir = postgres_bindir();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = unused_port();
         let dir = std::env::temp_dir().join(format!("pg-test-{}", uuid::Uuid::new_v4().simple()));
         let mut watchdog = as_postgres_user("sh")
             .args(["-c", WATCHDOG, "watchdog"])

@@ -3,7 +3,6 @@
 //! rating-service runs in-process on a loopback port with a database of its
 //! own (or a stand-in that fails, or nothing at all).
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use poem::http::{HeaderValue, StatusCode};
@@ -13,7 +12,7 @@ use serde_json::{json, Value};
 use service_common::body::MAX_BODY_BYTES;
 use service_common::db::{Database, PoolArgs};
 use service_common::served_by::SERVED_BY;
-use service_common::testing::{count_rows, Backend, LoopbackServer};
+use service_common::testing::{count_rows, dead_addr, Backend, LoopbackServer};
 use uuid::Uuid;
 
 use crate::rating_client::{RatingClient, Timeouts};
@@ -45,11 +44,6 @@ async fn stack(backend: Backend) -> (TestClient<impl Endpoint>, Database, Databa
     let server = LoopbackServer::start(rating_service::app(rating_state)).await;
     let (client, films_db) = film_service(backend, &server.url()).await;
     (client, films_db, ratings_db, server)
-}
-
-/// A loopback address nobody listens on.
-fn dead_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
 /// Checks `x-served-by` (every response carries it) and returns the JSON body.

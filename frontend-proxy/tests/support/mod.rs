@@ -36,19 +36,38 @@ pub fn ip(group: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, group, host))
 }
 
+/// Ports [`free_port`] hands out: below the kernel's ephemeral range
+/// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), from which it
+/// picks on its own for every `bind(:0)` and every connection's source
+/// port. A port probed there could be taken by one of those between the
+/// probe and the test's own bind (CI once failed with AddrInUse that way),
+/// and a client dialing a port nobody listens on could be given that very
+/// port as its source and connect to itself.
+const TEST_PORTS: std::ops::Range<u16> = 10_000..32_768;
+
 /// A currently free port on `ip`, never the same one twice in a test
-/// process: the kernel can hand a probed port out again once the probe has
-/// closed, and two addresses of one test (a proxy's listener and a dead
-/// upstream) then were one.
+/// process (a port probed free is free again once the probe has closed:
+/// two addresses of one test, a proxy's listener and a dead upstream, were
+/// once one; nor one given on the any-address again on another).
+/// Candidates are random, so concurrent test processes (cargo
+/// nextest runs one per test) rarely try the same one, and a probe bind
+/// skips any port in use.
 pub fn free_port(ip: IpAddr) -> u16 {
     static GIVEN: Mutex<BTreeSet<SocketAddr>> = Mutex::new(BTreeSet::new());
-    loop {
-        let l = TcpListener::bind(SocketAddr::new(ip, 0)).expect("bind probe port");
-        let addr = l.local_addr().expect("probe addr");
-        if GIVEN.lock().unwrap_or_else(|e| e.into_inner()).insert(addr) {
-            return addr.port();
+    let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
+    for _ in 0..10_000 {
+        let port = TEST_PORTS.start + (rand::random::<u64>() % span) as u16;
+        let Ok(probe) = TcpListener::bind(SocketAddr::new(ip, port)) else { continue };
+        let addr = probe.local_addr().expect("probe addr");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        // A port given on an any-address (a wildcard listener) is taken on
+        // every address, and the other way round.
+        let clash = given.iter().any(|a| a.port() == port && (a.ip().is_unspecified() || ip.is_unspecified()));
+        if !clash && given.insert(addr) {
+            return port;
         }
     }
+    panic!("no free port on {ip} in {TEST_PORTS:?}");
 }
 
 pub fn free_addr(ip: IpAddr) -> SocketAddr {
