@@ -1,7 +1,8 @@
-//! A TLS context's `validation_context` (and its SDS form): the trusted
-//! CAs and revocation lists, subject alternative name matchers and
-//! certificate pins that check a peer's certificate, a client's on a
-//! listener as a server's on a cluster.
+//! Parts of a TLS context's `validation_context` that check a peer's
+//! certificate: CAs and revocation lists from an SDS secret
+//! (`validation_context_sds_secret_config`), the context's own `crl` lists,
+//! subject alternative name matchers, and certificate pins (on clusters
+//! only). `tls.rs` reads the rest, inline `trusted_ca` among it.
 
 use super::secret::{sds_secret_config, Kind, SecretRef};
 use super::{Ctx, DataSourceValue, P};
