@@ -183,19 +183,30 @@ impl Drop for ChildService {
 }
 
 /// A port on 127.0.0.1 nobody listens on now, for a server a test starts
-/// later (PostgreSQL) or for a dead address. It is below the kernel's
-/// ephemeral range (`net.ipv4.ip_local_port_range`, 32768-60999 by
-/// default), from which it picks every `bind(:0)` and every connection's
-/// source port: a port probed there could be taken by one of those before
-/// the server binds it, and a client dialing it while nobody listens could
-/// be given that very port as its source and connect to itself. Candidates
-/// are random, so concurrent test processes rarely try the same one.
+/// later (PostgreSQL) or for a dead address; never the same one twice in a
+/// test process (a private PostgreSQL takes seconds to bind its own). It is
+/// below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`,
+/// 32768-60999 by default), from which it picks every `bind(:0)` and every
+/// connection's source port: a port probed there could be taken by one of
+/// those before the server binds it, and a client dialing it while nobody
+/// listens could be given that very port as its source and connect to
+/// itself. Candidates are random, so concurrent test processes rarely try
+/// the same one; the range ends below `.ci/run`'s PostgreSQL (25432 on), as
+/// frontend-proxy's test harness does.
 pub fn unused_port() -> u16 {
-    const PORTS: std::ops::Range<u16> = 10_000..32_768;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    const PORTS: std::ops::Range<u16> = 10_000..25_000;
     let span = u128::from(PORTS.end - PORTS.start);
     for _ in 0..10_000 {
         let port = PORTS.start + (uuid::Uuid::new_v4().as_u128() % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("probe 127.0.0.1:{port}: {e}"),
+        }
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
             return port;
         }
     }

@@ -35,9 +35,19 @@ fn key(name: &str) -> String {
 impl TestDns {
     /// Serves UDP and TCP on `ip`, on one port.
     pub async fn start(ip: IpAddr) -> Self {
-        let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind dns udp");
-        let addr = udp.local_addr().expect("dns addr");
-        let tcp = TcpListener::bind(addr).await.expect("bind dns tcp");
+        // The UDP port the kernel gives may be taken for TCP: then another.
+        let (udp, addr, tcp) = 'bind: {
+            for _ in 0..20 {
+                let udp = UdpSocket::bind(SocketAddr::new(ip, 0)).await.expect("bind dns udp");
+                let addr = udp.local_addr().expect("dns addr");
+                match TcpListener::bind(addr).await {
+                    Ok(tcp) => break 'bind (udp, addr, tcp),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                    Err(e) => panic!("bind dns tcp {addr}: {e}"),
+                }
+            }
+            panic!("no port on {ip} free for both UDP and TCP");
+        };
         let zone = Arc::new(Zone::default());
         zone.ttl.store(600, Ordering::SeqCst);
         let mut server = ServerFuture::new(Handler(zone.clone()));

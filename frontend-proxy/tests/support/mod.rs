@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 pub const LIMIT: Duration = Duration::from_secs(15);
 
 /// `127.0.<group>.<host>`: every test uses its own addresses, so tests can
-/// run in parallel and ports picked by binding `:0` cannot collide.
+/// run in parallel and the ports they pick (binding `:0`, or [`free_port`])
+/// cannot collide.
 pub fn ip(group: u8, host: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, group, host))
 }
@@ -42,8 +43,10 @@ pub fn ip(group: u8, host: u8) -> IpAddr {
 /// port. A port probed there could be taken by one of those between the
 /// probe and the test's own bind (CI once failed with AddrInUse that way),
 /// and a client dialing a port nobody listens on could be given that very
-/// port as its source and connect to itself.
-const TEST_PORTS: std::ops::Range<u16> = 10_000..32_768;
+/// port as its source and connect to itself. It ends below the port `.ci/run`
+/// gives its PostgreSQL (25432 on); service-common's `unused_port` draws from
+/// the same range.
+const TEST_PORTS: std::ops::Range<u16> = 10_000..25_000;
 
 /// A currently free port on `ip`, never the same one twice in a test
 /// process (a port probed free is free again once the probe has closed:
@@ -57,7 +60,11 @@ pub fn free_port(ip: IpAddr) -> u16 {
     let span = u64::from(TEST_PORTS.end - TEST_PORTS.start);
     for _ in 0..10_000 {
         let port = TEST_PORTS.start + (rand::random::<u64>() % span) as u16;
-        let Ok(probe) = TcpListener::bind(SocketAddr::new(ip, port)) else { continue };
+        let probe = match TcpListener::bind(SocketAddr::new(ip, port)) {
+            Ok(probe) => probe,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("probe {ip}:{port}: {e}"),
+        };
         let addr = probe.local_addr().expect("probe addr");
         let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
         // A port given on an any-address (a wildcard listener) is taken on
