@@ -17,8 +17,8 @@
 //! - [`server`]: binding, serving, graceful shutdown on SIGTERM / Ctrl-C.
 //! - [`healthcheck`]: the `healthcheck` subcommand.
 //! - [`telemetry`]: tracing setup.
-//! - `testing` (feature `testing`; service-common's own tests have it too): helpers for the services' integration
-//!   tests.
+//! - `testing` (feature `testing`, and in service-common's own tests):
+//!   helpers for the services' integration tests.
 #![forbid(unsafe_code)]
 
 pub mod body;

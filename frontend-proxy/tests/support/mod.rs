@@ -41,11 +41,11 @@ pub fn ip(group: u8, host: u8) -> IpAddr {
 /// (`net.ipv4.ip_local_port_range`, 32768-60999 by default), from which it
 /// picks on its own for every `bind(:0)` and every connection's source
 /// port. A port probed there could be taken by one of those between the
-/// probe and the test's own bind (CI once failed with AddrInUse that way),
-/// and a client dialing a port nobody listens on could be given that very
-/// port as its source and connect to itself. It ends below the port `.ci/run`
-/// gives its PostgreSQL (25432 on); service-common's `unused_port` draws from
-/// the same range.
+/// probe and the test's own bind (CI once failed with AddrInUse binding a
+/// port probed free a moment before), and a client dialing a port nobody
+/// listens on could be given that very port as its source and connect to
+/// itself. It ends below the port `.ci/run` gives its PostgreSQL (25432
+/// on); service-common's `unused_port` draws from the same range.
 const TEST_PORTS: std::ops::Range<u16> = 10_000..25_000;
 
 /// A currently free port on `ip`, never the same one twice in a test
