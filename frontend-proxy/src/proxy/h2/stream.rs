@@ -54,6 +54,7 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
             Ended::default()
         }
         None if proxy.forwards_h2(session.req_header(), session.is_body_empty(), &ctx) => {
+            conn.forwards.store(true, Relaxed);
             // The downstream side of the stream idle timeout and
             // `max_stream_duration` (h2 reads have no timeout of their own).
             session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
