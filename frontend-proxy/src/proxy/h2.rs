@@ -42,7 +42,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::Sleep;
@@ -75,9 +75,8 @@ struct Connection<A> {
     /// (milliseconds after that).
     opened: Instant,
     last_end_ms: AtomicU64,
-    /// Whether a stream of this connection went to an HTTP/2 cluster: its
-    /// turns are [`FORWARDED_STREAMS_PER_TURN`] from then on.
-    forwards: AtomicBool,
+    /// Where its streams have gone, for the size of its turns.
+    turns: Turns,
 }
 
 impl<A> Connection<A> {
@@ -128,22 +127,48 @@ const RELEASE_TRIES: u8 = 3;
 /// meanwhile be read) before it takes more, as HAProxy bounds the tasks it
 /// runs between polls.
 ///
-/// How many depends on where the streams go. Streams to HTTP/1.1
-/// upstreams (each on a connection of its own) are let run every 32: their
+/// How many depends on where the streams go. This many until the
+/// connection's streams are known to go to HTTP/1.1 clusters alone, and
+/// for good once one goes to a cluster that may speak HTTP/2 (gRPC above
+/// all). Those share an upstream connection, which writes the requests of
+/// a turn together only once they have all run: with large turns the host,
+/// the client and the proxy wait for each other in waves, each idle while
+/// another works through the whole batch. Every 4 streams: 1.8x the calls
+/// a second of no limit, and 1.15x those of every 16 (bench/RESULTS.md).
+const STREAMS_PER_TURN: usize = 4;
+
+/// Streams a turn on a connection whose streams have gone to HTTP/1.1
+/// clusters alone (each on an upstream connection of its own). Their
 /// responses then come back together and leave in one write, and the
 /// client's next requests arrive in one read (h2c, 16 connections x 32
-/// streams: 2.16 system calls a request instead of 2.54, HAProxy's 2.16;
-/// 15 % more requests a second, over TLS 21 %, bench/RESULTS.md).
-const STREAMS_PER_TURN: usize = 32;
+/// streams: 2.16 system calls a request instead of 2.54 at 4, HAProxy's
+/// 2.16; 12-15 % more requests a second, bench/RESULTS.md).
+const HTTP1_STREAMS_PER_TURN: usize = 32;
 
-/// Streams started per turn on a connection whose streams go to an
-/// HTTP/2 cluster (gRPC above all). They share an upstream connection,
-/// which writes the requests of a turn together only once they have all
-/// run: with large turns the host, the client and the proxy wait for each
-/// other in waves, each idle while another works through the whole batch.
-/// Every 4 streams: 1.8x the calls a second of no limit, and ~13 % more
-/// than every 16 (bench/RESULTS.md).
-const FORWARDED_STREAMS_PER_TURN: usize = 4;
+/// Where a connection's streams have gone, for the size of its turns:
+/// nowhere yet, to HTTP/1.1 clusters alone, or once to a cluster that may
+/// speak HTTP/2 (for good: the state only moves up).
+#[derive(Default)]
+struct Turns(AtomicU8);
+
+const ROUTED_HTTP1: u8 = 1;
+const ROUTED_HTTP2: u8 = 2;
+
+impl Turns {
+    /// Records a stream routed to a cluster that may speak HTTP/2
+    /// (`http2`) or to an HTTP/1.1 one.
+    fn record(&self, http2: bool) {
+        self.0.fetch_max(if http2 { ROUTED_HTTP2 } else { ROUTED_HTTP1 }, Relaxed);
+    }
+
+    /// Streams to start before the next turn.
+    fn size(&self) -> usize {
+        match self.0.load(Relaxed) {
+            ROUTED_HTTP1 => HTTP1_STREAMS_PER_TURN,
+            _ => STREAMS_PER_TURN,
+        }
+    }
+}
 
 /// Where a connection is in Envoy's drain sequence.
 enum Phase {
@@ -245,7 +270,7 @@ impl NativeH1 {
                 active: AtomicUsize::new(0),
                 opened: Instant::now(),
                 last_end_ms: AtomicU64::new(0),
-                forwards: AtomicBool::new(false),
+                turns: Turns::default(),
             });
             let mut drained = pin!(drain.started());
             // Pinned once, as the drain's wait: fresh ones per stream would
@@ -267,8 +292,7 @@ impl NativeH1 {
                 // First in the loop, where nothing of the last stream is
                 // kept: a yield below the accept would keep room for it in
                 // this future (~940 B more, a larger allocator class).
-                let per_turn = if conn.forwards.load(Relaxed) { FORWARDED_STREAMS_PER_TURN } else { STREAMS_PER_TURN };
-                if turn >= per_turn {
+                if turn >= conn.turns.size() {
                     turn = 0;
                     tokio::task::yield_now().await;
                 }
@@ -398,5 +422,22 @@ impl NativeH1 {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_are_small_until_only_http1_clusters_are_seen_and_small_for_good_after_an_http2_one() {
+        let turns = Turns::default();
+        assert_eq!(turns.size(), STREAMS_PER_TURN, "nothing routed yet");
+        turns.record(false);
+        assert_eq!(turns.size(), HTTP1_STREAMS_PER_TURN);
+        turns.record(true);
+        assert_eq!(turns.size(), STREAMS_PER_TURN);
+        turns.record(false);
+        assert_eq!(turns.size(), STREAMS_PER_TURN, "an HTTP/1.1 stream after an HTTP/2 one changes nothing");
     }
 }

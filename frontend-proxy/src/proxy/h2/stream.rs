@@ -11,6 +11,7 @@ use super::{Connection, StreamGuard};
 use crate::proxy::context::Admitted;
 use crate::proxy::lifecycle::Completion;
 use crate::proxy::{shorter, stream_left, Downgraded, LocalReply, Proxy, RequestCtx};
+use crate::upstream::UpstreamCodec;
 use pingora_core::apps::HttpServerApp;
 use pingora_core::protocols::http::v2::server::HttpSession;
 use pingora_core::protocols::http::ServerSession;
@@ -48,13 +49,19 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
             Some(LocalReply::BadRequest)
         }
     };
+    if reply.is_none() {
+        if let Some(cluster) = proxy.cluster(&ctx) {
+            // `Alpn` and `Downstream` may speak HTTP/2 too, and Pingora's
+            // engine (a retried body, ALPN) pools its HTTP/2 connections.
+            conn.turns.record(cluster.spec.http.codec != UpstreamCodec::Http1);
+        }
+    }
     let ended = match reply {
         Some(reply) => {
             send_reply(proxy, &mut session, &mut ctx, reply).await;
             Ended::default()
         }
         None if proxy.forwards_h2(session.req_header(), session.is_body_empty(), &ctx) => {
-            conn.forwards.store(true, Relaxed);
             // The downstream side of the stream idle timeout and
             // `max_stream_duration` (h2 reads have no timeout of their own).
             session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
