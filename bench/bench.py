@@ -953,6 +953,13 @@ class Bench:
                     self.stop(t.proc)
         return {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in out.items()}
 
+    # Idle connections opened (each sending its request) before their
+    # responses are read. All at once, a proxy opens an upstream connection
+    # for each request that overlaps another and may pool them, a number
+    # that moves from run to run and would be counted as the idle client
+    # connections' memory (bench/RESULTS.md).
+    IDLE_BATCH = 50
+
     def idle_memory(self, names, n, proto="http"):
         """Resident memory each idle keep-alive connection costs a proxy (KiB).
 
@@ -974,6 +981,13 @@ class Bench:
             ctx.set_alpn_protocols(["h2"])
 
         def open_served(port, count):
+            """`count` connections, each served once, a batch at a time."""
+            socks = []
+            for start in range(0, count, self.IDLE_BATCH):
+                socks += open_batch(port, min(self.IDLE_BATCH, count - start))
+            return socks
+
+        def open_batch(port, count):
             socks = []
             for _ in range(count):
                 s = socket.create_connection(("127.0.0.1", port), timeout=30)
@@ -1017,8 +1031,8 @@ class Bench:
                 for s in socks:
                     s.close()
                 self.stop(t.proc)
-        self.commands["idle memory"] = (f"{n} connections, one GET each, then idle for 5 s; VmRSS of the serving process"
-                                        " before and after")
+        self.commands["idle memory"] = (f"{n} connections, one GET each, {self.IDLE_BATCH} at a time, then idle for 5 s;"
+                                        " VmRSS of the serving process before and after")
         return out, n
 
     def callgrind(self, name, scenario, work):
@@ -1350,7 +1364,10 @@ def write_report(b, results, lat, instr, idle, names, meta, path):
         cols = [(meta.get(f"idle_{p}") or {}, h) for p, h in
                 (("tls", "TLS"), ("h2", "HTTP/2 over TLS"), ("h2c", "h2c"))]
         out += [f"## Memory per idle keep-alive connection ({n} connections; TLS and HTTP/2: fewer)", "",
-                "Each connection gets one response and stays open; the serving process's resident memory"
+                "Each connection gets one response and stays open; the connections are opened"
+                f" {Bench.IDLE_BATCH} at a time (each batch sends its requests, then reads the responses),"
+                " so that the upstream connections a proxy keeps pooled stay those of the warm-up. The"
+                " serving process's resident memory"
                 " (VmRSS; nginx: its worker) before and after, over the number of connections. The kernel's"
                 " socket memory is not in it. TLS: the same over TLS 1.3 (scenario f's set-up), with what"
                 " each proxy keeps per TLS session; HTTP/2: the connection preface, SETTINGS and one GET"
