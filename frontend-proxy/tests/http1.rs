@@ -320,16 +320,25 @@ async fn route_header_edits_apply_both_ways() {
                 - header: { key: x-added, value: "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%" }
                 response_headers_to_add:
                 - header: { key: x-route, value: edited }
-                response_headers_to_remove: [x-secret]"#;
+                response_headers_to_remove: [x-secret, date]"#;
     fn echo_added(seen: &Seen) -> (Vec<u8>, bool) {
         let added = seen.header("x-added").unwrap_or("missing");
-        let head = format!("HTTP/1.1 200 OK\r\nX-Secret: s\r\nContent-Length: {}\r\n\r\n", added.len());
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nX-Secret: s\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: {}\r\n\r\n",
+            added.len()
+        );
         ([head.as_bytes(), added.as_bytes()].concat(), false)
     }
     let t = stack(7, echo_added, edits).await;
     let r = support::client().get(format!("http://{}/", t.listen)).send().await.unwrap();
     assert_eq!(r.headers()["x-route"], "edited");
     assert!(r.headers().get("x-secret").is_none());
+    // The upstream's `date` is removed, and the proxy's own added after
+    // the edits, as Envoy's connection manager does.
+    let dates: Vec<_> = r.headers().get_all("date").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(dates.len(), 1, "{dates:?}");
+    let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
+    assert!(std::time::SystemTime::now().duration_since(date).unwrap_or_default() < std::time::Duration::from_secs(5));
     assert!(r.headers().get("x-envoy-upstream-service-time").is_some());
     assert_eq!(r.headers()["server"], "envoy");
     // The client's address (it connects from 127.0.0.1).

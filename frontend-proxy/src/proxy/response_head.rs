@@ -106,6 +106,12 @@ impl Proxy {
                 route.headers.apply_response(resp, &info);
                 vh.headers.apply_response(resp, &info);
                 table.headers.apply_response(resp, &info);
+                // Envoy's connection manager adds `date` after the route's
+                // edits when none is left: a route removing the field does
+                // not send a response without one.
+                if !resp.headers.contains_key(DATE) {
+                    resp.insert_header(DATE, date::now())?;
+                }
             }
         }
         Ok(())
