@@ -491,3 +491,28 @@ async fn a_client_granting_no_window_is_reset_at_the_stream_idle_timeout() {
     let after = started.elapsed();
     assert!(after >= Duration::from_millis(400) && after < Duration::from_secs(5), "reset after {after:?}");
 }
+
+#[tokio::test]
+async fn the_upstreams_date_stays_and_the_proxy_adds_one_where_there_was_none() {
+    let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let (_up, _proxy, listen) = start(14, move |seen| {
+        let answer = match seen.path.as_str() {
+            "/dated" => format!("HTTP/1.1 200 OK\r\nDate: {old}\r\nContent-Length: 2\r\n\r\nok").into_bytes(),
+            _ => ok("ok"),
+        };
+        (answer, false)
+    })
+    .await;
+    let mut h2 = connect(listen).await;
+    let got = request(&mut h2, "GET", "http://a.test/dated", &[], &[]).await.unwrap();
+    let dates: Vec<_> = got.headers.get_all("date").iter().collect();
+    if !pingora_engine() {
+        // As Envoy does; Pingora's engine writes its own.
+        assert_eq!(dates, [old], "{:?}", got.headers);
+    }
+    let got = request(&mut h2, "GET", "http://a.test/undated", &[], &[]).await.unwrap();
+    let dates: Vec<_> = got.headers.get_all("date").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(dates.len(), 1, "{:?}", got.headers);
+    let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
+    assert!(std::time::SystemTime::now().duration_since(date).unwrap_or_default() < Duration::from_secs(5));
+}

@@ -579,3 +579,57 @@ async fn streams_waiting_for_a_connection_time_out_without_cancelling_it() {
     assert_eq!(stat(admin, "cluster.up.upstream_rq_timeout").await, 3);
     assert_eq!(stat(admin, "cluster.up.upstream_cx_connect_timeout").await, 1, "{}", proxy.log());
 }
+
+#[tokio::test]
+async fn the_date_is_the_upstreams_or_the_proxys_and_connection_specific_response_fields_never_reach_the_client() {
+    let backend = Backend::start("up", SocketAddr::new(ip(74, 13), 0)).await;
+    let listen = free_addr(ip(74, 13));
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/x" }
+                route: { cluster: up }
+                response_headers_to_add:
+                - header: { key: keep-alive, value: "timeout=5" }
+                - header: { key: proxy-connection, value: keep-alive }
+                - header: { key: x-kept, value: "yes" }
+              - match: { prefix: "/" }
+                route: { cluster: up }
+                response_headers_to_add: [{ header: { key: x-kept, value: "yes" } }]
+                response_headers_to_remove: [date]"#;
+    let config = yaml::bootstrap(
+        &[yaml::listener("main", listen, &yaml::hcm("front", "", routes))],
+        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
+    );
+    let proxy = ProxyProcess::start(&config, listen).await;
+    let h2 = connect(listen).await;
+    let old = "Sun, 06 Nov 1994 08:49:37 GMT";
+    // `/undated` removes the upstream's `date`: the proxy adds its own after the edits.
+    for (path, upstream_date) in [("/x", Some(old)), ("/x", None), ("/undated", Some(old))] {
+        let mut req = http::Request::builder().method("GET").uri(format!("http://a.test{path}"));
+        if let Some(date) = upstream_date {
+            // The backend answers `date: <date>` (and then adds none of its own).
+            req = req.header("x-echo-date", date);
+        }
+        let mut send = h2.clone().ready().await.unwrap();
+        let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+        let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200, "{}", proxy.log());
+        let headers = resp.headers();
+        assert_eq!(headers["x-kept"], "yes");
+        for name in ["keep-alive", "proxy-connection"] {
+            assert!(!headers.contains_key(name), "{name} reached the client");
+        }
+        let dates: Vec<_> = headers.get_all("date").iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(dates.len(), 1, "{dates:?}");
+        let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
+        match upstream_date {
+            // Envoy keeps the upstream's `date` (Pingora's engine writes its own).
+            Some(sent) if path == "/x" && !pingora_engine() => assert_eq!(dates[0], sent),
+            _ => {
+                let age = std::time::SystemTime::now().duration_since(date).unwrap_or_default();
+                assert!(age < Duration::from_secs(5), "{dates:?}");
+            }
+        }
+    }
+}

@@ -10,19 +10,19 @@
 //! engine (ALPN clusters, CONNECT, `Expect`, bodies under a retry policy)
 //! goes to its `process_new_http` with the context already built.
 //!
-//! The loop keeps what Pingora's own (`accept_downstream_sessions`, not
-//! public) does: its codec and per-stream checks (`HttpSession::from_h2_conn`:
-//! forbidden bytes in `:path`, `content-length`, authority), a budget of
-//! malformed streams per connection, and an idle timeout once no stream is
-//! open (the connection manager's `idle_timeout`, as Envoy applies it to
-//! HTTP/2). Its end is Envoy's drain sequence rather than h2's own graceful
-//! shutdown (whose final GOAWAY follows one PING round trip): on the
-//! proxy's drain or the idle timeout, a shutdown notice (GOAWAY with stream
-//! 2^31-1), streams still accepted for the connection manager's
-//! `drain_timeout`, then the final GOAWAY, and the connection closes once
-//! the streams below it have ended (h2 patch 3, `vendor/h2/PATCHES.md`).
-//! With `connection_keepalive` the loop also PINGs the client
-//! ([`keepalive`]) and closes a connection that stops answering.
+//! The loop keeps what Pingora's own (`accept_downstream_sessions`, not public)
+//! does: its codec and per-stream checks (`HttpSession::from_h2_stream`,
+//! `vendor/pingora-core` patch 1: forbidden bytes in `:path`, `content-length`,
+//! authority), a budget of malformed streams per connection, and an idle
+//! timeout once no stream is open (the connection manager's `idle_timeout`, as
+//! Envoy applies it to HTTP/2). Its end is Envoy's drain sequence rather than
+//! h2's own graceful shutdown (whose final GOAWAY follows one PING round trip):
+//! on the proxy's drain or the idle timeout, a shutdown notice (GOAWAY with
+//! stream 2^31-1), streams still accepted for the connection manager's
+//! `drain_timeout`, then the final GOAWAY, and the connection closes once the
+//! streams below it have ended (h2 patch 3, `vendor/h2/PATCHES.md`). With
+//! `connection_keepalive` the loop also PINGs the client ([`keepalive`]) and
+//! closes a connection that stops answering.
 
 mod client;
 mod forward;
@@ -303,7 +303,7 @@ impl NativeH1 {
                         tokio::select! {
                             biased;
                             _ = &mut drained => Err(Moved::Drain),
-                            accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                            accepted = h2.accept() => Ok(accepted),
                             _ = &mut idle, if idle_timeout.is_some() => Err(Moved::Idle),
                             _ = OptionFuture::from(quiet.as_mut()), if quiet.is_some() => Err(Moved::Quiet),
                             due = keepalive::due(&mut keepalive), if keepalive.is_some() => Err(Moved::Keepalive(due)),
@@ -313,7 +313,7 @@ impl NativeH1 {
                         tokio::select! {
                             biased;
                             _ = timer.as_mut() => Err(Moved::Timer),
-                            accepted = HttpSession::from_h2_conn(&mut h2, digest.clone()) => Ok(accepted),
+                            accepted = h2.accept() => Ok(accepted),
                             // A dead client does not hold a draining connection either.
                             due = keepalive::due(&mut keepalive), if keepalive.is_some() => Err(Moved::Keepalive(due)),
                         }
@@ -389,16 +389,27 @@ impl NativeH1 {
                         continue;
                     }
                 };
-                if matches!(accepted, Ok(Some(_))) {
-                    release_tries = 0;
-                    if quiet.is_none() {
-                        // Streams again (served or refused): their memory is
-                        // given back after the next quiet second.
-                        quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
+                let (req, send_response) = match accepted {
+                    Some(Ok(stream)) => stream,
+                    None => return,
+                    Some(Err(e)) => {
+                        // Clients often close TCP without closing HTTP/2 first.
+                        debug!(listener = %listener.name, error = %e, "HTTP/2 connection ended");
+                        return;
                     }
+                };
+                release_tries = 0;
+                if quiet.is_none() {
+                    // Streams again (served or refused): their memory is
+                    // given back after the next quiet second.
+                    quiet = Some(Box::pin(conn.idle_for(RELEASE_AFTER, QUIET_BUSY_RECHECK)));
                 }
-                match accepted {
-                    Ok(Some(H2Accept::Session(session))) => {
+                // Pingora's checks (forbidden bytes in `:path`,
+                // `content-length`, authority) on h2's pair, which is all
+                // the `select!` above moved: the session is built here,
+                // once, and moved into its task.
+                match HttpSession::from_h2_stream(req, send_response, digest.clone()) {
+                    H2Accept::Session(session) => {
                         // Boxed before it is spawned: tokio moves a task's
                         // future into its cell and writes its stage over it
                         // when it ends, a copy of the whole (KiBs: the session
@@ -406,20 +417,14 @@ impl NativeH1 {
                         tokio::spawn(Box::pin(stream::serve(StreamGuard::start(&conn), session)));
                         turn += 1;
                     }
-                    // Already answered (400) or reset by the codec's checks.
-                    Ok(Some(H2Accept::Rejected)) => {
+                    // Already answered (400) or reset by the checks.
+                    H2Accept::Rejected => {
                         malformed += 1;
                         if malformed >= MAX_MALFORMED_STREAMS {
                             // Once per torn-down connection: flood-safe.
                             warn!(listener = %listener.name, malformed, "closing HTTP/2 connection after malformed requests");
                             return;
                         }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        // Clients often close TCP without closing HTTP/2 first.
-                        debug!(listener = %listener.name, error = %e, "HTTP/2 connection ended");
-                        return;
                     }
                 }
             }

@@ -311,7 +311,11 @@ impl Client for H2Client<'_> {
         let data = bytes.copy_to_bytes(bytes.remaining());
         if let Some(head) = self.head.take() {
             let headers_end = end && data.is_empty();
-            self.session.write_response_header(head, headers_end).map_err(|_| stream_error("response head refused"))?;
+            // As built (`vendor/pingora-core` patch 2): `date` is the
+            // upstream's or ours, and the head is not copied.
+            self.session
+                .write_response_header_as_built(*head, headers_end)
+                .map_err(|_| stream_error("response head refused"))?;
             if headers_end {
                 return Ok(());
             }

@@ -106,7 +106,9 @@ impl NativeH1 {
         }
         ctx.response_started = Some(status);
         let end = body.is_end_stream();
-        session.write_response_header(Box::new(head), end).map_err(|_| HeadError::Client)?;
+        // As built: `date` is the upstream's or ours (`downstream_headers`),
+        // and Pingora's writer would copy the head (`vendor/pingora-core` patch 2).
+        session.write_response_header_as_built(head, end).map_err(|_| HeadError::Client)?;
         Ok((!end).then_some(body))
     }
 }
