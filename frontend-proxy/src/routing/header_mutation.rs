@@ -116,9 +116,13 @@ impl HeaderValueFormat {
                 HeaderValueToken::Protocol => out.push_str(info.protocol),
                 HeaderValueToken::Hostname => out.push_str(info.hostname),
                 HeaderValueToken::RequestHeader(name) => {
-                    if let Some(v) = info.request.and_then(|r| r.headers.get(name)) {
-                        out.push_str(v.to_str().unwrap_or_default())
-                    }
+                    let value = info.request.and_then(|r| match r.headers.get(name) {
+                        // `host` is an HTTP/2 request's `:authority`: one
+                        // field in Envoy's header map.
+                        None if *name == http::header::HOST => r.uri.authority().map(|a| a.as_str()),
+                        v => v.map(|v| v.to_str().unwrap_or_default()),
+                    });
+                    out.push_str(value.unwrap_or_default())
                 }
             }
         }
@@ -249,5 +253,32 @@ mod tests {
         assert_eq!(HeaderValueFormat::parse("plain").unwrap().as_literal(), Some("plain"));
         assert!(HeaderValueFormat::parse("%START_TIME%").unwrap_err().contains("START_TIME"));
         assert!(HeaderValueFormat::parse("50%").is_err());
+    }
+
+    #[test]
+    fn host_is_the_authority_of_a_request_without_a_host_field() {
+        let f = HeaderValueFormat::parse("%REQ(Host)%|%REQ(x-a)%").unwrap();
+        let render = |req: &RequestHeader| {
+            f.render(&RequestInfo {
+                client_addr: None,
+                local_addr: None,
+                protocol: "HTTP/2",
+                hostname: "proxy",
+                request: Some(req),
+            })
+        };
+        let h2: RequestHeader = http::Request::builder()
+            .uri("https://films.local:8443/a")
+            .header("x-a", "1")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+            .into();
+        assert_eq!(render(&h2), "films.local:8443|1");
+        let mut h1 = RequestHeader::build("GET", b"/a", None).unwrap();
+        assert_eq!(render(&h1), "|");
+        h1.insert_header("host", "films.local").unwrap();
+        assert_eq!(render(&h1), "films.local|");
     }
 }

@@ -143,11 +143,13 @@ impl HeaderMatcher {
 }
 
 /// A request header's value for matching; several values join with `,`.
+/// `host` and `:authority` are one field, as in Envoy's header map: an
+/// HTTP/2 request's `:authority` answers for `host` too.
 pub fn header_value<'a>(req: &'a RequestHeader, name: &str) -> Option<Cow<'a, str>> {
     match name {
         ":method" => return Some(Cow::Borrowed(req.method.as_str())),
         ":path" => return req.uri.path_and_query().map(|p| Cow::Borrowed(p.as_str())),
-        ":authority" => {
+        ":authority" | "host" => {
             return req
                 .headers
                 .get(http::header::HOST)
@@ -386,6 +388,18 @@ mod tests {
 
     fn m(path: PathMatch, case_sensitive: bool) -> RouteMatch {
         RouteMatch { path, case_sensitive, headers: vec![] }
+    }
+
+    #[test]
+    fn host_and_authority_are_one_field() {
+        let h2: RequestHeader =
+            http::Request::builder().uri("https://films.local/a").body(()).unwrap().into_parts().0.into();
+        assert_eq!(header_value(&h2, "host").as_deref(), Some("films.local"));
+        assert_eq!(header_value(&h2, ":authority").as_deref(), Some("films.local"));
+        let h1 = req("/a", &[("Host", "films.local:8080")]);
+        assert_eq!(header_value(&h1, "host").as_deref(), Some("films.local:8080"));
+        assert_eq!(header_value(&h1, ":authority").as_deref(), Some("films.local:8080"));
+        assert_eq!(header_value(&req("/a", &[]), "host"), None);
     }
 
     #[test]
