@@ -32,7 +32,9 @@ fn routes() -> String {
                 route: { cluster: empty }
               - match: { prefix: "/edit" }
                 route: { cluster: up }
-                request_headers_to_add: [{ header: { key: x-added, value: "%PROTOCOL%" } }]
+                request_headers_to_add:
+                - { header: { key: x-added, value: "%PROTOCOL%" } }
+                - { header: { key: x-host, value: "%REQ(host)%" } }
                 request_headers_to_remove: [x-secret]
                 response_headers_to_add: [{ header: { key: x-resp-added, value: "yes" } }]
               - name: main_route
@@ -281,7 +283,17 @@ async fn route_header_rules_apply_both_ways() {
     assert_eq!(got.headers["x-resp-added"], "yes");
     let seen = &up.requests()[0];
     assert_eq!(seen.header("x-added"), Some("HTTP/2"));
+    // `host` is the `:authority`, for the rules as for the upstream.
+    assert_eq!(seen.header("x-host"), Some("a.test"));
     assert!(seen.header("x-secret").is_none());
+    assert_eq!(seen.headers_named("host"), ["a.test"]);
+    // An edited head gets HTTP/1's framing as an unedited one does.
+    let got = request(&mut h2, "POST", "http://a.test/edit", &[], &[b"abc", b"de"]).await.unwrap();
+    assert_eq!(got.status, 200);
+    let seen = &up.requests()[1];
+    assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
+    assert!(seen.header("content-length").is_none());
+    assert_eq!(seen.body, b"abcde");
     assert_eq!(seen.headers_named("host"), ["a.test"]);
 }
 

@@ -55,6 +55,13 @@ pub(super) trait Client: Send {
     /// the upstream would cost every keep-alive request a poll.
     const WATCHES_GONE: bool = false;
 
+    /// What the request head needs to go to an HTTP/1 upstream that it
+    /// does not carry itself (an HTTP/2 stream's `Host` and framing),
+    /// written in place of its own fields of those names.
+    fn http1_fields(&self) -> Option<&wire::Http1Fields> {
+        None
+    }
+
     /// Passes the next bytes of the response (the head written in `out`
     /// first, if any, then body bytes); `end`: the response ends with them.
     fn pass<B: Buf + Send + Sync>(

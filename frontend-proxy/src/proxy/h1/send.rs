@@ -133,13 +133,19 @@ impl NativeH1 {
         recycle::take_write(&mut bufs.out);
         if self.proxy.forwards_request_unchanged(ctx) {
             // Most routes: the head goes out as it came in (no copy of the header map).
-            wire::write_request_head(&mut bufs.out, req, Some(self.proxy.expected_timeout(ctx)));
+            wire::write_request_head(&mut bufs.out, req, Some(self.proxy.expected_timeout(ctx)), down.http1_fields());
         } else {
             let mut upstream_req = req.clone();
+            if let Some(fields) = down.http1_fields() {
+                // Before the route's edits, which may set `Host` again.
+                fields
+                    .apply(&mut upstream_req)
+                    .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
+            }
             self.proxy
                 .upstream_headers(&mut upstream_req, req, D::HTTP2, ctx)
                 .map_err(|e| AttemptError::Upstream { timed_out: false, error: e.etype().clone() })?;
-            wire::write_request_head(&mut bufs.out, &upstream_req, None);
+            wire::write_request_head(&mut bufs.out, &upstream_req, None, None);
         }
         bufs.out.extend_from_slice(&body.buffered);
         let request_deadline = ctx.request_deadline.map(Instant::from_std);

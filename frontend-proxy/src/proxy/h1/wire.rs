@@ -15,4 +15,4 @@ pub use request::{parse_request, ParsedRequest, Request, RequestBody};
 pub use response::{
     parse_response, response_head, scan_response_head, Framing, HeadScan, ResponseHead, MAX_RESPONSE_HEAD,
 };
-pub use write::{put_header, put_millis_header, write_local_reply, write_request_head, write_status_line};
+pub use write::{put_header, put_millis_header, write_local_reply, write_request_head, write_status_line, Http1Fields};
