@@ -896,7 +896,7 @@ async fn suppress_envoy_headers_adds_no_router_fields() {
         c.get(format!("http://{listen}/delay/1000")).send().await.map(|r| r.status().as_u16())
     });
     let hits = films.hits();
-    assert!(support::eventually(Duration::from_secs(5), || async { films.hits() > hits }).await);
+    assert!(support::eventually(support::LIMIT, || async { films.hits() > hits }).await);
     let r = c.get(format!("http://{listen}/films")).send().await.unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers().get("x-envoy-overloaded"), None);
