@@ -509,18 +509,32 @@ async fn the_upstreams_date_stays_and_the_proxy_adds_one_where_there_was_none() 
     let old = "Sun, 06 Nov 1994 08:49:37 GMT";
     let (_up, _proxy, listen) = start(14, move |seen| {
         let answer = match seen.path.as_str() {
-            "/dated" => format!("HTTP/1.1 200 OK\r\nDate: {old}\r\nContent-Length: 2\r\n\r\nok").into_bytes(),
+            "/dated" | "/edit" => format!(
+                "HTTP/1.1 200 OK\r\nDate: {old}\r\nServer: upstream\r\nX-Envoy-Upstream-Service-Time: 999999\r\n\
+                 Connection: x-gone\r\nX-Gone: 1\r\nKeep-Alive: timeout=5\r\nX-Stays: 1\r\nContent-Length: 2\r\n\r\nok"
+            )
+            .into_bytes(),
             _ => ok("ok"),
         };
         (answer, false)
     })
     .await;
     let mut h2 = connect(listen).await;
-    let got = request(&mut h2, "GET", "http://a.test/dated", &[], &[]).await.unwrap();
-    let dates: Vec<_> = got.headers.get_all("date").iter().collect();
-    if !pingora_engine() {
-        // As Envoy does; Pingora's engine writes its own.
-        assert_eq!(dates, [old], "{:?}", got.headers);
+    // The proxy's own fields replace the upstream's, and what its
+    // `Connection` names stays behind, with route edits or without.
+    for path in ["/dated", "/edit"] {
+        let got = request(&mut h2, "GET", &format!("http://a.test{path}"), &[], &[]).await.unwrap();
+        let h = &got.headers;
+        let dates: Vec<_> = h.get_all("date").iter().collect();
+        if !pingora_engine() {
+            // As Envoy does; Pingora's engine writes its own.
+            assert_eq!(dates, [old], "{path}: {h:?}");
+        }
+        assert_eq!(h.get_all("server").iter().collect::<Vec<_>>(), ["envoy"], "{path}: {h:?}");
+        let times: Vec<_> = h.get_all("x-envoy-upstream-service-time").iter().collect();
+        assert!(times.len() == 1 && times[0] != "999999", "{path}: {h:?}");
+        assert!(h.get("x-gone").is_none() && h.get("keep-alive").is_none(), "{path}: {h:?}");
+        assert_eq!(h.get("x-stays").map(|v| v.to_str().unwrap()), Some("1"), "{path}: {h:?}");
     }
     let got = request(&mut h2, "GET", "http://a.test/undated", &[], &[]).await.unwrap();
     let dates: Vec<_> = got.headers.get_all("date").iter().map(|v| v.to_str().unwrap()).collect();

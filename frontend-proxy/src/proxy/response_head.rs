@@ -193,7 +193,7 @@ pub(super) enum Added<'a> {
 }
 
 impl Added<'_> {
-    fn header_value(&self) -> HeaderValue {
+    pub(super) fn header_value(&self) -> HeaderValue {
         match self {
             Added::Millis(t) => {
                 // Sensitive: HPACK writes it as a literal never indexed. The

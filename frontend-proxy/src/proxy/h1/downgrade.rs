@@ -302,19 +302,41 @@ impl Client for H2Client<'_> {
         // A length repeated with the same value goes on once (RFC 9110 §8.6);
         // the coding does not go at all: DATA frames carry the content.
         let mut length_seen = false;
+        // Without the route's edits, the proxy's own fields are set here as
+        // the head is built (as the HTTP/1 writer does), rather than by
+        // `downstream_headers` on a finished map: ~1,400 instructions a
+        // stream of fields appended, looked up and removed again
+        // (bench/RESULTS.md).
+        let edits = (!engine.proxy.edits_response_headers(ctx)).then(|| engine.proxy.response_edits(ctx));
+        let (mut has_server, mut has_date) = (false, false);
         for h in resp.headers.iter().filter(|h| head.forwards(h.name.as_bytes())) {
             let is_length = h.name.eq_ignore_ascii_case("content-length");
             if (is_length && std::mem::replace(&mut length_seen, true))
                 || h.name.eq_ignore_ascii_case("transfer-encoding")
+                || edits.as_ref().is_some_and(|e| e.replaces(h.name.as_bytes()))
             {
                 continue;
             }
+            has_server |= h.name.eq_ignore_ascii_case("server");
+            has_date |= h.name.eq_ignore_ascii_case("date");
             let name = HeaderName::from_bytes(h.name.as_bytes()).or_err(InvalidHTTPHeader, "invalid header name")?;
             let value = HeaderValue::from_bytes(h.value).or_err(InvalidHTTPHeader, "invalid header value")?;
             parts.headers.try_append(name, value).or_err(InvalidHTTPHeader, "too many header fields")?;
         }
-        let mut map = ResponseHeader::from(parts);
-        engine.proxy.downstream_headers(&mut map, ctx)?;
+        let map = match edits {
+            Some(edits) => {
+                let headers = &mut parts.headers;
+                edits.additions(has_server, has_date, |name, added| {
+                    headers.insert(name.clone(), added.header_value());
+                });
+                ResponseHeader::from(parts)
+            }
+            None => {
+                let mut map = ResponseHeader::from(parts);
+                engine.proxy.downstream_headers(&mut map, ctx)?;
+                map
+            }
+        };
         self.head = Some(Box::new(map));
         Ok(())
     }
