@@ -5,6 +5,20 @@ use crate::config::raw::{self, List};
 use crate::routing::{HeaderAppend, HeaderMutations, HeaderToAdd, HeaderValueFormat};
 use http::header::HeaderName;
 
+/// Why an edit of a framing field is refused.
+const FRAMING_EDIT: &str = "content-length and transfer-encoding frame the message's body and are the \
+     proxy's to write: an edit could make the peer read the message's end elsewhere (request or response smuggling), \
+     so it is refused";
+
+/// Fields that say where a message's body ends. The proxy writes them from
+/// the body it sends; a configured edit of one (added, say, from a client's
+/// `%REQ()%`, or removed from a request with a body) would let the peer
+/// read a message boundary where the proxy did not put one. Envoy accepts
+/// such edits; they are refused here rather than applied or ignored.
+fn frames_the_body(name: &HeaderName) -> bool {
+    name == http::header::CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING
+}
+
 pub(super) fn header_mutations(
     cx: &mut Ctx,
     p: &P,
@@ -84,6 +98,10 @@ pub(super) fn headers_to_add(
             cx.error(&vp.key("key"), "pseudo-headers and host cannot be modified this way");
             continue;
         }
+        if frames_the_body(&header) {
+            cx.error(&vp.key("key"), FRAMING_EDIT);
+            continue;
+        }
         let format = match HeaderValueFormat::parse(&value) {
             Ok(f) => f,
             Err(e) => {
@@ -111,6 +129,7 @@ pub(super) fn headers_to_remove(cx: &mut Ctx, p: &P, name: &str, f: &Option<List
     let mut out = Vec::new();
     for (hp, h) in cx.list(p, name, f) {
         match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+            Ok(n) if frames_the_body(&n) => cx.error(&hp, FRAMING_EDIT),
             Ok(n) if !h.starts_with(':') && n != http::header::HOST => out.push(n),
             _ => cx.error(&hp, format!("{h:?} cannot be removed (invalid, pseudo-header or host)")),
         }
