@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use support::{client, free_addr, ip, stat, yaml, ProxyProcess, LIMIT};
+use support::{client, eventually, free_addr, ip, stat, yaml, ProxyProcess, LIMIT};
 use tokio_stream::{Stream, StreamExt};
 use tonic::body::Body;
 use tonic::codegen::Service;
@@ -584,11 +584,17 @@ async fn an_http1_client_reaches_an_h2c_upstream() {
         assert_eq!(resp.version(), http::Version::HTTP_11);
         assert_eq!(resp.text().await.unwrap(), format!("HTTP/2.0 {method} {path} {body}"), "{}", proxy.log());
     }
+    // A request is counted as its stream ends, which may be just after the
+    // client has read the response.
+    let counted = eventually(LIMIT, || async {
+        stat(admin, "cluster.h2plain.upstream_rq_200").await == 3
+            && stat(admin, "http.plain.downstream_rq_total").await == 3
+            && stat(admin, "http.plain.downstream_rq_active").await == 0
+    })
+    .await;
+    assert!(counted, "{}", proxy.log());
     assert_eq!(stat(admin, "cluster.h2plain.upstream_cx_http2_total").await, 1);
     assert_eq!(stat(admin, "cluster.h2plain.upstream_cx_http1_total").await, 0);
-    assert_eq!(stat(admin, "cluster.h2plain.upstream_rq_200").await, 3);
-    assert_eq!(stat(admin, "http.plain.downstream_rq_total").await, 3);
-    assert_eq!(stat(admin, "http.plain.downstream_rq_active").await, 0);
 }
 
 #[tokio::test]
