@@ -142,7 +142,10 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
     // response even beside a coding (RFC 9110 §8.6: the framing is broken).
     let mut length: Result<Option<u64>, ()> = Ok(None);
     let mut codings = Codings::default();
-    let mut close = http10;
+    // An explicit `close` option ends the connection whatever else its
+    // `Connection` fields say; HTTP/1.0 closes unless `keep-alive` asks
+    // otherwise.
+    let mut close = false;
     let mut keep_alive = false;
     let mut connection_named = ConnectionNamed::default();
     for h in resp.headers.iter() {
@@ -170,8 +173,8 @@ pub fn response_head(resp: &httparse::Response<'_, '_>, head_request: bool) -> R
         // RFC 9112 §6.1: the framing of such a message is faulty.
         return Err("transfer-encoding in an HTTP/1.0 response");
     }
-    if http10 && keep_alive {
-        close = false;
+    if http10 && !keep_alive {
+        close = true;
     }
     let no_content = head_request || status == 204 || status == 304;
     let framing = if no_content {
@@ -270,6 +273,15 @@ mod tests {
         assert!(old.is_err(), "RFC 9112 §6.1: faulty framing");
         let kept = head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", false).unwrap();
         assert!(!kept.close);
+        assert!(head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap().close);
+        // `close` wins over `keep-alive`, in either order (found by
+        // tests/wire_fuzz.rs).
+        for fields in ["Connection: keep-alive\r\nConnection: close", "Connection: close, keep-alive"] {
+            for version in ["1.0", "1.1"] {
+                let text = format!("HTTP/{version} 200 OK\r\n{fields}\r\nContent-Length: 0\r\n\r\n");
+                assert!(head(&text, false).unwrap().close, "{text:?}");
+            }
+        }
         let fine = head("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n", false).unwrap();
         assert!(!fine.close && fine.forwards(b"content-length"));
     }
