@@ -117,6 +117,27 @@ fn placeholder() -> RequestHeader {
     http::Request::new(()).into_parts().0.into()
 }
 
+/// A session whose request head is lent out: the head is put back when
+/// this drops, however the exchange using it ends (a timeout, an early
+/// return, the future dropped).
+struct Lent<'a> {
+    session: &'a mut HttpSession,
+    head: RequestHeader,
+}
+
+impl<'a> Lent<'a> {
+    fn new(session: &'a mut HttpSession) -> Self {
+        let head = std::mem::replace(session.req_header_mut(), placeholder());
+        Lent { session, head }
+    }
+}
+
+impl Drop for Lent<'_> {
+    fn drop(&mut self) {
+        std::mem::swap(self.session.req_header_mut(), &mut self.head);
+    }
+}
+
 /// Sends response DATA to an HTTP/2 client as its flow control allows,
 /// each wait for its window within `idle` (the stream idle timeout), on
 /// h2's stream itself: Pingora's session writer arms a timer around each
@@ -184,16 +205,16 @@ impl NativeH1 {
         // bench/RESULTS.md), and put back as it came. The session calls the
         // exchange makes (the request body, the response, the reset watch)
         // do not read it.
-        let req = std::mem::replace(session.req_header_mut(), placeholder());
         let exchange = {
+            let mut lent = Lent::new(session);
+            let Lent { session, head } = &mut lent;
             let mut client = H2Client { session, fields, left, ended: !has_body, head: None, body: None };
-            let exchange = self.forward(&mut client, &mut bufs, &req, ctx, &mut body, true, drain);
+            let exchange = self.forward(&mut client, &mut bufs, head, ctx, &mut body, true, drain);
             match deadline {
                 Some(end) => timeout_at(Instant::from_std(end), exchange).await.ok(),
                 None => Some(exchange.await),
             }
         };
-        *session.req_header_mut() = req;
         match exchange {
             Some(Exchange::Done { upstream_body, .. }) => Downgraded::Done { upstream_body },
             Some(Exchange::Failed) => Downgraded::Failed,
