@@ -13,7 +13,6 @@ mod grpc;
 // `pub(crate)`: the fuzzing facade (`crate::fuzzing`) reaches the wire code.
 pub(crate) mod h1;
 mod h2;
-mod header_map;
 mod hop_by_hop;
 pub(crate) mod lifecycle;
 mod limits;

@@ -101,10 +101,9 @@ impl Proxy {
             counter.fetch_add(1, Relaxed);
             return Ok(Some(reply));
         }
-        ctx.request_id = forwarding::request_id(req, &listener.hcm);
         let client_ip = ctx.client_addr.map(|a| a.ip());
         let client_cert = forwarding::ClientCert::of(ctx.tls_digest.as_deref());
-        forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, client_cert, ctx.request_id.as_ref())?;
+        ctx.request_id = forwarding::edge_headers(req, &listener.hcm, client_ip, listener.tls, client_cert)?;
         // Before routing: a route's header matchers and hash policy must not
         // see what a client may not send, as in Envoy.
         internal_only_headers(req, &listener.hcm.routes.internal_only_headers);
