@@ -87,18 +87,36 @@ pub(crate) fn is_valid_host(host: &[u8]) -> bool {
 /// name (`admin%2eexample.com`) misses the virtual host it decodes to,
 /// and a backend that decodes it sees another authority.
 fn is_reg_name_byte(b: u8) -> bool {
-    // A `match` compiles to a table lookup; `contains` on the list of
-    // sub-delims scanned it for every `.` of every host.
-    matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
-        | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
+    // A table: the `matches!` of ranges and bytes it is built from took
+    // ~25 instructions a byte of every request's host.
+    REG_NAME[usize::from(b)]
 }
+
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = matches!(b as u8, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+            | b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+        b += 1;
+    }
+    table
+};
 
 /// An empty port (`host:`, which the grammar allows) or digits that fit
 /// 16 bits.
 fn port_fits(port: &[u8]) -> bool {
-    port.len() <= 5
-        && port.iter().all(u8::is_ascii_digit)
-        && (port.is_empty() || std::str::from_utf8(port).ok().and_then(|p| p.parse::<u16>().ok()).is_some())
+    if port.len() > 5 {
+        return false;
+    }
+    let mut value = 0u32;
+    for &d in port {
+        if !d.is_ascii_digit() {
+            return false;
+        }
+        value = value * 10 + u32::from(d - b'0');
+    }
+    value <= u32::from(u16::MAX)
 }
 
 /// Makes an absolute-form target (`http://host/path`) origin-form, with
@@ -185,6 +203,9 @@ mod tests {
         assert!(!ok(Version::HTTP_11, &["host:000080"]), "more than five digits");
         assert!(!ok(Version::HTTP_11, &["host:99999"]));
         assert!(!ok(Version::HTTP_11, &["[::1]:70000"]));
+        assert!(!ok(Version::HTTP_11, &["host:65536"]));
+        assert!(ok(Version::HTTP_11, &["host:00080"]), "five digits under 65536");
+        assert!(!ok(Version::HTTP_11, &["host:+80"]));
         assert!(ok(Version::HTTP_11, &["[::1]"]));
         assert!(ok(Version::HTTP_10, &[]), "HTTP/1.0 may leave Host out");
         assert!(ok(Version::HTTP_10, &[""]));
