@@ -542,3 +542,41 @@ async fn the_upstreams_date_stays_and_the_proxy_adds_one_where_there_was_none() 
     let date = httpdate::parse_http_date(dates[0]).expect("an HTTP date");
     assert!(std::time::SystemTime::now().duration_since(date).unwrap_or_default() < Duration::from_secs(5));
 }
+
+/// A field value with CR, LF or NUL would split the HTTP/1 head it is
+/// written into. h2's decoder refuses such a value before the proxy sees
+/// the request (it ends the connection with a PROTOCOL_ERROR GOAWAY); the
+/// downgrade relies on that rather than
+/// scanning every field of every request again.
+#[tokio::test]
+async fn a_field_value_that_would_split_an_http1_line_never_goes_upstream() {
+    use support::raw_h2::RawH2;
+    let (up, _proxy, listen) = start(15, |_| (ok("fine"), false)).await;
+    for bad in [&b"a\r\nx-forged: 1"[..], b"a\rb", b"a\nb", b"a\0b"] {
+        let mut h2 = RawH2::connect(listen).await;
+        // GET http://a.test/bad with `x-bad: <bad>`, a literal field not indexed.
+        let mut block = vec![0x82, 0x86, 0x04, 4];
+        block.extend(b"/bad");
+        block.extend([0x01, 6]);
+        block.extend(b"a.test");
+        block.extend([0x00, 5]);
+        block.extend(b"x-bad");
+        block.push(bad.len() as u8);
+        block.extend(bad);
+        h2.write(0x1, 0x5, 1, &block).await;
+        // h2's GOAWAY (PROTOCOL_ERROR, no stream processed), nothing on the
+        // stream first: a reset from the proxy's own code would not show
+        // that h2 refused the field.
+        assert_eq!(h2.goaway().await, (0, 1), "{bad:?}");
+        // The connection is not served after that either.
+        h2.get(3, "/after").await;
+        h2.ends_without(3).await;
+    }
+    let mut h2 = RawH2::connect(listen).await;
+    h2.get(1, "/good").await;
+    h2.ok(1).await;
+    let seen = up.requests();
+    assert_eq!(seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["/good"]);
+    let raw = String::from_utf8_lossy(&up.received()).into_owned();
+    assert!(!raw.contains("x-forged") && !raw.contains("x-bad"), "{raw}");
+}
