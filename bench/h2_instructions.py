@@ -6,7 +6,11 @@ gRPC calls to it over h2c; one worker; 1000 warm-up requests, then the
 counters are zeroed and N requests go over 4 connections x 8 streams
 (h2load). A count machine noise does not move; wall-clock is not measured.
 
-usage: h2_instructions.py [--strace] [--frames] BINARY|haproxy h2c|h2 [N] [GRPC_BACKEND]
+usage: h2_instructions.py [--strace] [--frames] BINARY|haproxy h2c|h2|h1 [N] [GRPC_BACKEND]
+
+`h1` is plaintext HTTP/1.1 instead (scenario a's requests, 4 keep-alive
+connections, one request at a time on each: `h2load --h1 -m1`), for a
+profile of the path both protocols share.
 
 BINARY `haproxy` measures HAProxy with the bench's configuration of the
 same scenario (bench.py's `haproxy_conf`, one thread). `--strace` counts
@@ -124,11 +128,11 @@ try:
     port = B.free_port()
     if binary == "haproxy":
         with open(f"{wd}/haproxy.cfg", "w") as f:
-            f.write(B.haproxy_conf(port, bports, 1, proto=proto, workdir=wd, grpc=bool(grpc)))
+            f.write(B.haproxy_conf(port, bports, 1, proto="http" if proto == "h1" else proto, workdir=wd, grpc=bool(grpc)))
         cmd = ["haproxy", "-db", "-f", f"{wd}/haproxy.cfg"]
     else:
         with open(f"{wd}/fp.yaml", "w") as f:
-            f.write(B.frontend_proxy_conf(port, bports, proto, wd, grpc=bool(grpc)))
+            f.write(B.frontend_proxy_conf(port, bports, "http" if proto == "h1" else proto, wd, grpc=bool(grpc)))
         cmd = [binary, "-c", f"{wd}/fp.yaml", "--concurrency", "1", "--log-level", "warning"]
     cg = f"{wd}/cg.out"
     prefix = [] if mode == "strace" or relay else ["valgrind", "--tool=callgrind", f"--callgrind-out-file={cg}.%p"]
@@ -141,7 +145,8 @@ try:
             f.write(B.GRPC_REQUEST)
         extra = ["-d", f"{wd}/req.bin", "-H", "content-type: application/grpc", "-H", "te: trailers"]
     def load(k):
-        out = subprocess.run(["h2load", "-n", str(k), "-c4", "-m8", *extra, url], capture_output=True, text=True, timeout=900)
+        shape = ["--h1", "-m1"] if proto == "h1" else ["-m8"]
+        out = subprocess.run(["h2load", "-n", str(k), "-c4", *shape, *extra, url], capture_output=True, text=True, timeout=900)
         line = [l for l in out.stdout.splitlines() if l.startswith("status codes") or l.startswith("requests:")]
         return line
     print(load(1000), file=sys.stderr)
