@@ -545,24 +545,45 @@ async fn the_upstreams_date_stays_and_the_proxy_adds_one_where_there_was_none() 
 
 /// A field value with CR, LF or NUL would split the HTTP/1 head it is
 /// written into. h2's decoder refuses such a value before the proxy sees
-/// the request (it ends the connection with a PROTOCOL_ERROR GOAWAY); the
-/// downgrade relies on that rather than
-/// scanning every field of every request again.
+/// the request (it ends the connection with a PROTOCOL_ERROR GOAWAY), in
+/// every form a field can come in; the downgrade relies on that rather
+/// than scanning every field of every request again.
 #[tokio::test]
 async fn a_field_value_that_would_split_an_http1_line_never_goes_upstream() {
     use support::raw_h2::RawH2;
     let (up, _proxy, listen) = start(15, |_| (ok("fine"), false)).await;
-    for bad in [&b"a\r\nx-forged: 1"[..], b"a\rb", b"a\nb", b"a\0b"] {
+    // HPACK literals not indexed: a new name `x-bad` with each bad value;
+    // `user-agent` by its static index (58) with a bad value; a value
+    // Huffman-coded; bad names.
+    let new_name = |name: &[u8], value: &[u8]| {
+        let mut field = vec![0x00, name.len() as u8];
+        field.extend(name);
+        field.push(value.len() as u8);
+        field.extend(value);
+        field
+    };
+    let mut fields: Vec<Vec<u8>> =
+        [&b"a\r\nx-forged: 1"[..], b"a\rb", b"a\nb", b"a\0b"].iter().map(|v| new_name(b"x-bad", v)).collect();
+    let mut indexed = vec![0x0f, 58 - 15, 14];
+    indexed.extend(b"a\r\nx-forged: 1");
+    fields.push(indexed);
+    // "a\rb" Huffman-coded (RFC 7541 Appendix B: a 00011, CR 30 bits of
+    // 0x3ffffffd, b 100011, then EOS padding).
+    let mut huffman = vec![0x00, 5];
+    huffman.extend(b"x-bad");
+    huffman.extend([0x80 | 6, 0x1f, 0xff, 0xff, 0xff, 0xb1, 0xff]);
+    fields.push(huffman);
+    fields.push(new_name(b"x-b\r\nx-forged: 1\r\nx-bad", b"v"));
+    fields.push(new_name(b"x-b\0d", b"v"));
+    for field in fields {
+        let bad = String::from_utf8_lossy(&field).into_owned();
         let mut h2 = RawH2::connect(listen).await;
-        // GET http://a.test/bad with `x-bad: <bad>`, a literal field not indexed.
+        // GET http://a.test/bad with the field.
         let mut block = vec![0x82, 0x86, 0x04, 4];
         block.extend(b"/bad");
         block.extend([0x01, 6]);
         block.extend(b"a.test");
-        block.extend([0x00, 5]);
-        block.extend(b"x-bad");
-        block.push(bad.len() as u8);
-        block.extend(bad);
+        block.extend(&field);
         h2.write(0x1, 0x5, 1, &block).await;
         // h2's GOAWAY (PROTOCOL_ERROR, no stream processed), nothing on the
         // stream first: a reset from the proxy's own code would not show

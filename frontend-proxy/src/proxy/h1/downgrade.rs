@@ -4,8 +4,9 @@
 //! admitted and routed; `Proxy::downgrades` decides which streams qualify).
 //!
 //! Turning HTTP/2 into HTTP/1 is where request smuggling lives, so the
-//! request is held to HTTP/1's rules here, whatever the h2 codec checked:
-//! no CR, LF or NUL in the target or any field; no `transfer-encoding`;
+//! request is held to HTTP/1's rules here: no control byte or space in the
+//! target, an authority that is a valid `Host` (fields cannot hold CR, LF
+//! or NUL: h2's decoder refuses them, below); no `transfer-encoding`;
 //! the `content-length` fields agree, and the DATA frames carry exactly
 //! that many bytes (the body's last bytes go upstream only once the
 //! stream's end confirms the count); a body of unknown length goes
@@ -102,8 +103,9 @@ fn http1_fields(req: &RequestHeader, has_body: bool) -> Option<Http1Fields> {
     }
     // No field can end an HTTP/1 line early: `http`'s types hold no CR, LF
     // or NUL (their constructors refuse them; h2's decoder builds every
-    // name and value through them and makes such a field a stream error,
-    // tests/downgrade.rs). A scan here took ~1,200 instructions a stream.
+    // name and value through them and ends the connection with a
+    // PROTOCOL_ERROR GOAWAY on such a field, tests/downgrade.rs). A scan
+    // here took ~1,200 instructions a stream.
     debug_assert!(!req
         .headers
         .iter()
