@@ -61,37 +61,35 @@ impl Proxy {
     pub(super) fn downstream_headers(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
         let listener = self.listener(ctx);
         let edits = self.response_edits(ctx);
-        if resp.has_case() {
+        let status = resp.status;
+        match resp.headers_mut_no_case() {
+            // No case to keep (an HTTP/2 client's response, the native
+            // engine's): edit the map itself (vendor/pingora-http's patch).
+            // `insert_header` would spell each name in title case and parse
+            // it back.
+            Some(headers) => {
+                for name in dropped_fields(headers, status, &edits) {
+                    headers.remove(&name);
+                }
+                let (has_server, has_date) = (headers.contains_key(SERVER), headers.contains_key(DATE));
+                edits.additions(has_server, has_date, |name, value| {
+                    headers.insert(name.clone(), value.header_value());
+                });
+            }
             // The head keeps the case of each name in a second map (an
             // HTTP/1 upstream's, for an HTTP/1 client): edit both.
-            for name in dropped_fields(&resp.headers, resp.status, &edits) {
-                resp.remove_header(&name);
-            }
-            let (has_server, has_date) = (resp.headers.contains_key(SERVER), resp.headers.contains_key(DATE));
-            let mut added = Ok(());
-            edits.additions(has_server, has_date, |name, value| {
-                if added.is_ok() {
-                    added = resp.insert_header(name, value.header_value()).map(|_| ());
+            None => {
+                for name in dropped_fields(&resp.headers, status, &edits) {
+                    resp.remove_header(&name);
                 }
-            });
-            added?;
-        } else {
-            // No case to keep (an HTTP/2 client's response, the native
-            // engine's): edit the `http` head in place. `insert_header`
-            // would parse each name again from its bytes.
-            let reason = reason_override(resp);
-            let mut parts = RespParts::from(std::mem::replace(resp, ResponseHeader::from(empty_parts())));
-            for name in dropped_fields(&parts.headers, parts.status, &edits) {
-                parts.headers.remove(&name);
-            }
-            let headers = &mut parts.headers;
-            let (has_server, has_date) = (headers.contains_key(SERVER), headers.contains_key(DATE));
-            edits.additions(has_server, has_date, |name, value| {
-                headers.insert(name.clone(), value.header_value());
-            });
-            *resp = ResponseHeader::from(parts);
-            if let Some(reason) = reason {
-                resp.set_reason_phrase(Some(&reason))?;
+                let (has_server, has_date) = (resp.headers.contains_key(SERVER), resp.headers.contains_key(DATE));
+                let mut added = Ok(());
+                edits.additions(has_server, has_date, |name, value| {
+                    if added.is_ok() {
+                        added = resp.insert_header(name, value.header_value()).map(|_| ());
+                    }
+                });
+                added?;
             }
         }
         if let Some((table, vh, route)) = self.route(ctx) {
@@ -150,11 +148,6 @@ fn dropped_fields(headers: &HeaderMap, status: StatusCode, edits: &ResponseEdits
 /// A response head with no fields: to stand in while one is edited, or to build one in.
 pub(super) fn empty_parts() -> RespParts {
     http::Response::new(()).into_parts().0
-}
-
-/// A head's reason phrase, if it is not its status's own.
-fn reason_override(resp: &ResponseHeader) -> Option<String> {
-    resp.get_reason_phrase().filter(|r| Some(*r) != resp.status.canonical_reason()).map(str::to_string)
 }
 
 /// Drops the map that keeps the case of each field name, for a client that

@@ -624,6 +624,17 @@ impl ResponseHeader {
         self.header_name_map.is_some()
     }
 
+    /// The header map itself, for a response that keeps no case map (one built with
+    /// [Self::build_no_case()] or from [RespParts]): with no case map to keep in step,
+    /// its fields may change directly, without [Self::insert_header()]'s round trip
+    /// through a title-case name. `None` for a response with a case map.
+    pub fn headers_mut_no_case(&mut self) -> Option<&mut http::HeaderMap> {
+        match self.header_name_map {
+            None => Some(&mut self.base.headers),
+            Some(_) => None,
+        }
+    }
+
     pub fn map<F: FnMut(HeaderNameVariant, &HeaderValue) -> Result<()>>(
         &self,
         mut f: F,
