@@ -208,44 +208,21 @@ impl EdgeEdits {
     /// `x-request-id`.
     fn apply(self, req: &mut RequestHeader) -> Result<()> {
         let EdgeEdits { forwarded_proto, envoy_internal, forwarded_for, client_cert, request_id } = self;
+        if let Some(v) = forwarded_proto {
+            set_field(req, X_FORWARDED_PROTO_NAME, v)?;
+        }
+        for name in &envoy_internal {
+            req.remove_header(name);
+        }
         let rest = [
             forwarded_for.map(|v| (X_FORWARDED_FOR_NAME, Some(v))),
             client_cert.map(|v| (X_FORWARDED_CLIENT_CERT_NAME, v)),
             request_id.map(|v| (X_REQUEST_ID_NAME, Some(v))),
         ];
-        match req.headers_mut_no_case() {
-            // A request without a case map (every one the native engine
-            // parses, and Pingora's HTTP/2 ones): its map directly. Pingora's
-            // setters spell each name in title case for the case map and
-            // parse it back, hundreds of instructions a field.
-            Some(map) => {
-                if let Some(v) = forwarded_proto {
-                    map.insert(X_FORWARDED_PROTO_NAME, v);
-                }
-                for name in &envoy_internal {
-                    map.remove(name);
-                }
-                for (name, value) in rest.into_iter().flatten() {
-                    match value {
-                        Some(v) => map.insert(name, v),
-                        None => map.remove(name),
-                    };
-                }
-            }
-            // A request with a case map: Pingora's setters keep it in step.
-            None => {
-                if let Some(v) = forwarded_proto {
-                    req.insert_header(X_FORWARDED_PROTO_NAME, v)?;
-                }
-                for name in &envoy_internal {
-                    req.remove_header(name);
-                }
-                for (name, value) in rest.into_iter().flatten() {
-                    match value {
-                        Some(v) => req.insert_header(name, v)?,
-                        None => drop(req.remove_header(&name)),
-                    }
-                }
+        for (name, value) in rest.into_iter().flatten() {
+            match value {
+                Some(v) => set_field(req, name, v)?,
+                None => drop(req.remove_header(&name)),
             }
         }
         Ok(())
@@ -358,10 +335,12 @@ pub fn rewrite_upstream(
     Ok(())
 }
 
-/// Sets a field of the upstream request: in the map itself when the
-/// request keeps no case map (Pingora's setter spells the name in title
-/// case and parses it back, ~1,500 instructions a field), through the
-/// setter otherwise.
+/// Sets a field: in the map itself when the request keeps no case map
+/// (every request the native engine parses, and Pingora's HTTP/2 ones;
+/// Pingora's setter spells the name in title case for a case map and
+/// parses it back even without one, ~1,500 instructions a field), through
+/// the setter otherwise, which keeps the case map in step. (Removing needs
+/// no such care: Pingora's `remove_header` only looks the name up.)
 fn set_field(req: &mut RequestHeader, name: HeaderName, value: HeaderValue) -> Result<()> {
     match req.headers_mut_no_case() {
         Some(map) => {
