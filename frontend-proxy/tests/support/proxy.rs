@@ -183,6 +183,12 @@ impl Drop for ProxyProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A test that failed on something other than an assert naming the
+        // log (a refused connection, an unwrap) still shows what the proxy
+        // said: a failure seen once in CI cannot be run again to ask.
+        if std::thread::panicking() {
+            eprintln!("--- frontend-proxy log (pid {}) ---\n{}--- end of log ---", self.child.id(), self.log());
+        }
     }
 }
 
