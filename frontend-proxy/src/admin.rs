@@ -316,10 +316,11 @@ impl ServeHttp for AdminApp {
     }
 }
 
-/// The admin listener as a Pingora service: one thread, plain HTTP.
-pub fn service(admin: Arc<Admin>, address: SocketAddr, ipv4_compat: bool) -> GenBackgroundService<AdminListener> {
-    let mut service =
-        background_service("admin", AdminListener { app: Arc::new(AdminApp(admin)), address, ipv4_compat });
+/// The admin listener as a Pingora service: one thread, plain HTTP, on the
+/// socket [`bind`] opened at start-up.
+pub fn service(admin: Arc<Admin>, socket: std::net::TcpListener) -> GenBackgroundService<AdminListener> {
+    let socket = std::sync::Mutex::new(Some(socket));
+    let mut service = background_service("admin", AdminListener { app: Arc::new(AdminApp(admin)), socket });
     service.threads = Some(1);
     service
 }
@@ -328,10 +329,15 @@ pub fn service(admin: Arc<Admin>, address: SocketAddr, ipv4_compat: bool) -> Gen
 /// service when a graceful shutdown starts; the admin must stay up while the
 /// proxy drains (so `/ready` can say `DRAINING` and `/stats` stays
 /// scrapable), as Envoy's does. It ends with the process.
+///
+/// It serves the socket bound and listening since start-up, not one bound
+/// again: in between the address was closed (a client saw a refused or
+/// reset connection after the admin had answered) and free for another
+/// process to take, which left the proxy running without its admin.
 pub struct AdminListener {
     app: Arc<AdminApp>,
-    address: SocketAddr,
-    ipv4_compat: bool,
+    /// Taken by the one start of the service.
+    socket: std::sync::Mutex<Option<std::net::TcpListener>>,
 }
 
 /// Binds the admin address. As Envoy (and the proxy's listeners), an IPv6
@@ -354,11 +360,13 @@ pub fn bind(address: SocketAddr, ipv4_compat: bool) -> std::io::Result<std::net:
 #[async_trait]
 impl BackgroundService for AdminListener {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let bound = bind(self.address, self.ipv4_compat).and_then(tokio::net::TcpListener::from_std);
-        let listener = match bound {
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(socket) = socket else { return };
+        let address = socket.local_addr().ok();
+        let listener = match tokio::net::TcpListener::from_std(socket) {
             Ok(l) => l,
             Err(e) => {
-                warn!(address = %self.address, error = %e, "admin interface cannot listen");
+                warn!(?address, error = %e, "admin interface cannot accept connections");
                 return;
             }
         };

@@ -34,6 +34,11 @@ pub struct Cli {
     #[arg(long = "http1-engine", env = "FRONTEND_PROXY_HTTP1_ENGINE", value_enum, default_value_t = Http1Engine::Native)]
     pub http1_engine: Http1Engine,
 
+    /// Where to write the admin interface's address (`ip:port`) once it is
+    /// bound, as Envoy does: with `port_value: 0` the port is the kernel's.
+    #[arg(long = "admin-address-path", value_name = "FILE")]
+    pub admin_address_path: Option<PathBuf>,
+
     /// Envoy flags about hot restart and node identity, accepted for
     /// compatibility; they do not change what the proxy does.
     #[arg(long = "service-cluster", hide = true)]
@@ -120,11 +125,14 @@ mod tests {
             "2",
             "--log-level",
             "warning",
+            "--admin-address-path",
+            "/tmp/admin.txt",
         ])
         .unwrap();
         assert_eq!(cli.mode, Mode::Validate);
         assert_eq!(cli.concurrency, Some(2));
         assert_eq!(cli.log_level, "warn");
+        assert_eq!(cli.admin_address_path, Some(PathBuf::from("/tmp/admin.txt")));
         let long =
             Cli::try_parse_from(["frontend-proxy", "--config-path", "x.yaml", "--service-cluster", "front"]).unwrap();
         assert_eq!(long.ignored_flags(), vec!["--service-cluster"]);

@@ -43,6 +43,8 @@ pub enum StartError {
     AccessLog { yaml_path: String, file: String, source: std::io::Error },
     #[error("listener {listener:?}: cannot bind {address}: {source}")]
     Bind { listener: String, address: Address, source: std::io::Error },
+    #[error("--admin-address-path: cannot write {path}: {source}")]
+    AdminAddressPath { path: String, source: std::io::Error },
     /// Something the proxy cannot run without failed while it ran (a
     /// listener that could not start listening).
     #[error(transparent)]
@@ -370,13 +372,14 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     // Before any listener opens: SIGUSR1's default action ends the process.
     reopen_access_logs_on_sigusr1(prepared.access_logs.all());
     let bound = bind_listeners(prepared.listeners, &prepared.chains, engine, threads)?;
-    if let Some(admin) = &prepared.admin {
-        admin::bind(admin.address, admin.ipv4_compat).map_err(|source| StartError::Bind {
+    let admin_socket = match &prepared.admin {
+        Some(admin) => Some(admin::bind(admin.address, admin.ipv4_compat).map_err(|source| StartError::Bind {
             listener: "admin".into(),
             address: Address::Ip(admin.address),
             source,
-        })?;
-    }
+        })?),
+        None => None,
+    };
     let conf = ServerConf {
         threads,
         // The drain runs before Pingora's shutdown starts (`drain.rs`): by
@@ -408,8 +411,14 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
     // /ready); the watch marks the end of warming when the clusters are ready
     // and every listener accepts (dependencies added with the listeners).
     let mut warmed = None;
-    if let Some(AdminConfig { address, ipv4_compat }) = prepared.admin.as_ref().copied() {
+    if let (Some(AdminConfig { address, .. }), Some(socket)) = (prepared.admin.as_ref(), admin_socket) {
+        // The bound address: with port 0 the kernel chose the port.
+        let address = socket.local_addr().unwrap_or(*address);
         info!(%address, "admin interface");
+        if let Some(path) = &cli.admin_address_path {
+            std::fs::write(path, address.to_string())
+                .map_err(|source| StartError::AdminAddressPath { path: path.display().to_string(), source })?;
+        }
         let admin = Admin::new(admin::Inputs {
             clusters: prepared.clusters.clone(),
             listeners: runtimes.clone(),
@@ -419,7 +428,7 @@ pub fn run(prepared: Prepared, cli: Cli) -> Result<(), StartError> {
             document: prepared.document,
             secrets: secret_stats,
         });
-        server.add_service(admin::service(admin.clone(), address, ipv4_compat));
+        server.add_service(admin::service(admin.clone(), socket));
         let watch = server.add_service(background_service("admin initialization", InitializationWatch(admin)));
         watch.add_dependency(&cluster_handle);
         warmed = Some(watch);

@@ -447,6 +447,48 @@ async fn live_means_every_listener_accepts() {
     }
 }
 
+/// An admin on port 0 gets its port from the kernel; `--admin-address-path`
+/// writes where (Envoy's flag), and the log says it too. The admin serves
+/// that address: the socket bound at start-up is the one it accepts on.
+/// Before, the start-up check bound the address, closed it, and the admin
+/// service bound it again, so a port 0 admin served on another port than
+/// the one checked, and a fixed one was refused (or free for another
+/// process) in between.
+#[tokio::test]
+async fn an_admin_on_port_zero_is_found_through_admin_address_path() {
+    let backend = Backend::start("good", addr(92)).await;
+    let listener = addr(91);
+    let config = yaml::bootstrap_with_admin(
+        SocketAddr::new(ip(4, 90), 0),
+        &[yaml::route_listener(listener, "admin_port_zero", &[("/", "cluster: good")])],
+        &[yaml::cluster("good", "STATIC", &[endpoint(backend.addr)], "")],
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("admin-address");
+    let args = ["--admin-address-path", path.to_str().expect("utf-8 path")];
+    // The file is written before the listeners open.
+    let proxy = ProxyProcess::start_with_args(&config, listener, &args).await;
+    let written = std::fs::read_to_string(&path).expect("admin address file");
+    let admin: SocketAddr = written.parse().unwrap_or_else(|e| panic!("{written:?}: {e}"));
+    assert_eq!(admin.ip(), ip(4, 90));
+    assert_ne!(admin.port(), 0);
+    assert!(proxy.log().contains(&format!("admin interface address={admin}")), "{}", proxy.log());
+    let (status, body) = send(client().get(format!("http://{admin}/ready"))).await;
+    assert_eq!((status, body.as_str()), (200, "LIVE\n"), "{}", proxy.log());
+}
+
+/// A file that cannot be written stops the start, naming the flag.
+#[test]
+fn an_admin_address_path_that_cannot_be_written_stops_the_start() {
+    let config = yaml::bootstrap_with_admin(
+        SocketAddr::new(ip(4, 93), 0),
+        &[yaml::route_listener(addr(94), "admin_path_refused", &[("/", "cluster: none")])],
+        &[yaml::cluster("none", "STATIC", &[], "")],
+    );
+    let stderr = support::proxy::refused_at_start(&config, &["--admin-address-path", "/nonexistent/dir/admin"]);
+    assert!(stderr.contains("--admin-address-path: cannot write /nonexistent/dir/admin"), "{stderr}");
+}
+
 /// Each plaintext listener counts its own connections and requests: the
 /// accept loop tells them apart by the socket, not by address.
 #[tokio::test]
