@@ -23,6 +23,79 @@ pub struct Encoder {
     /// across frames instead of being allocated and freed per frame. See
     /// `take_scratch` / `return_scratch`.
     scratch: BytesMut,
+    /// Codes of the names last written as string literals.
+    names: NameCodes,
+}
+
+/// The encoded string literals (length prefix and Huffman code) of the
+/// names last written as literals, looked up by the name's bytes.
+///
+/// A field whose value is never indexed (sensitive) and whose name is in
+/// neither table goes with its name as a literal in every block: a request
+/// id or a timing a proxy adds to each message. Coding the same name again
+/// cost about as many instructions as the rest of the field. The code of a
+/// string depends on its bytes alone, so a copy of it is what coding it
+/// again would write.
+///
+/// Up to `NAME_CODES` names of at most `NAME_MAX` bytes whose literal fits
+/// in `LITERAL_MAX`, in one allocation made with the first; the oldest is
+/// replaced. Longer names are coded each time.
+#[derive(Debug, Default)]
+struct NameCodes {
+    entries: Option<Box<[NameCode; NAME_CODES]>>,
+    /// The entry replaced next.
+    next: usize,
+}
+
+const NAME_CODES: usize = 4;
+const NAME_MAX: usize = 32;
+const LITERAL_MAX: usize = 48;
+
+#[derive(Debug, Clone, Copy)]
+struct NameCode {
+    /// 0: unused (a name is never empty).
+    name_len: u8,
+    name: [u8; NAME_MAX],
+    literal_len: u8,
+    literal: [u8; LITERAL_MAX],
+}
+
+const UNUSED: NameCode = NameCode {
+    name_len: 0,
+    name: [0; NAME_MAX],
+    literal_len: 0,
+    literal: [0; LITERAL_MAX],
+};
+
+impl NameCodes {
+    /// The literal `encode_str` writes for `name`, if kept.
+    fn get(&self, name: &[u8]) -> Option<&[u8]> {
+        let entries = self.entries.as_deref()?;
+        entries
+            .iter()
+            .find(|e| {
+                e.name_len != 0
+                    && usize::from(e.name_len) == name.len()
+                    && e.name[..name.len()] == *name
+            })
+            .map(|e| &e.literal[..usize::from(e.literal_len)])
+    }
+
+    /// Keeps `literal`, what `encode_str` wrote for `name`, if both fit.
+    fn put(&mut self, name: &[u8], literal: &[u8]) {
+        if name.is_empty() || name.len() > NAME_MAX || literal.len() > LITERAL_MAX {
+            return;
+        }
+        let entries = self
+            .entries
+            .get_or_insert_with(|| Box::new([UNUSED; NAME_CODES]));
+        let e = &mut entries[self.next];
+        e.name_len = name.len() as u8;
+        e.name[..name.len()].copy_from_slice(name);
+        e.literal_len = literal.len() as u8;
+        e.literal[..literal.len()].copy_from_slice(literal);
+        self.next = (self.next + 1) % NAME_CODES;
+    }
 }
 
 #[derive(Debug, Copy, Clone, Eq, PartialEq)]
@@ -40,6 +113,7 @@ impl Encoder {
             max_allowed_size: DEFAULT_MAX_ALLOWED_SIZE,
             size_update: None,
             scratch: BytesMut::new(),
+            names: NameCodes::default(),
         }
     }
 
@@ -221,6 +295,7 @@ impl Encoder {
             }
             Index::NotIndexed => {
                 encode_not_indexed2(
+                    &mut self.names,
                     header.name().as_slice(),
                     header.value_slice(),
                     header.is_sensitive(),
@@ -249,7 +324,13 @@ impl Encoder {
                 encode_not_indexed(idx, value.as_ref(), value.is_sensitive(), dst);
             }
             Index::NotIndexed => {
-                encode_not_indexed2(last_name, value.as_ref(), value.is_sensitive(), dst);
+                encode_not_indexed2(
+                    &mut self.names,
+                    last_name,
+                    value.as_ref(),
+                    value.is_sensitive(),
+                    dst,
+                );
             }
         }
     }
@@ -275,15 +356,38 @@ fn encode_not_indexed(name: usize, value: &[u8], sensitive: bool, dst: &mut Byte
     encode_str(value, dst);
 }
 
-fn encode_not_indexed2(name: &[u8], value: &[u8], sensitive: bool, dst: &mut BytesMut) {
+fn encode_not_indexed2(
+    names: &mut NameCodes,
+    name: &[u8],
+    value: &[u8],
+    sensitive: bool,
+    dst: &mut BytesMut,
+) {
     if sensitive {
         dst.put_u8(0b10000);
     } else {
         dst.put_u8(0);
     }
 
-    encode_str(name, dst);
+    encode_name(names, name, dst);
     encode_str(value, dst);
+}
+
+/// A name as a string literal, copied from `names` if kept there.
+///
+/// Not inlined, as `encode_str` is not: inlined into `encode_field`, it
+/// kept `Table::index` from being inlined there, which cost a gRPC call as
+/// many instructions as the names' codes save.
+#[inline(never)]
+fn encode_name(names: &mut NameCodes, name: &[u8], dst: &mut BytesMut) {
+    match names.get(name) {
+        Some(literal) => dst.extend_from_slice(literal),
+        None => {
+            let start = position(dst);
+            encode_str(name, dst);
+            names.put(name, &dst[start..]);
+        }
+    }
 }
 
 fn encode_str(val: &[u8], dst: &mut BytesMut) {
@@ -795,6 +899,113 @@ mod test {
         assert_eq!(&[0b11111, 47], &res[..2]);
         assert_eq!(0x80 | 4, res[2]);
         assert_eq!("12345", huff_decode(&res[3..]));
+    }
+
+    /// Patch 11 (PATCHES.md): a name written as a literal again is written as coding it
+    /// afresh writes it, whether its code was kept (short names, a few at
+    /// a time), replaced by others', or never kept (a long name, a long
+    /// code); and the blocks decode to what was sent.
+    #[test]
+    fn literal_names_kept_are_written_as_coded_afresh() {
+        use crate::hpack::Decoder;
+        use std::io::Cursor;
+        use std::ops::ControlFlow;
+
+        let names = [
+            "x-request-id".to_string(),
+            "x-envoy-upstream-service-time".to_string(),
+            "a".to_string(),
+            "x".repeat(NAME_MAX),
+            "x".repeat(NAME_MAX + 1),
+            // Each of these takes 13 bits or more: a 32-byte name whose
+            // literal does not fit.
+            "^~".repeat(NAME_MAX / 2),
+            "custom-5".to_string(),
+            "custom-6".to_string(),
+            // Prefixes of kept names.
+            "x-request".to_string(),
+            "x".repeat(NAME_MAX - 1),
+            // Literals of exactly `LITERAL_MAX` bytes (kept) and one more
+            // (not): a backtick takes 15 bits, an `a` 5.
+            format!("{}{}", "`".repeat(21), "a".repeat(11)),
+            format!("{}{}", "`".repeat(22), "a".repeat(10)),
+        ];
+        // Sensitive fields on a full table, and any field with no table.
+        for (table_size, sensitive) in [(4096, true), (0, false), (0, true)] {
+            let mut encoder = Encoder::new(table_size, 0);
+            let mut decoder = Decoder::new(table_size);
+            for round in 0..40 {
+                // Cycles through more names than are kept, in changing order.
+                let pick: Vec<&String> = (0..3)
+                    .map(|i| &names[(round * 3 + i * 5) % names.len()])
+                    .collect();
+                let fields: Vec<Header<Option<HeaderName>>> = pick
+                    .iter()
+                    .map(|name| {
+                        let mut value = HeaderValue::from_str(&format!("v{round}")).unwrap();
+                        value.set_sensitive(sensitive);
+                        Header::Field {
+                            name: Some(HeaderName::from_bytes(name.as_bytes()).unwrap()),
+                            value,
+                        }
+                    })
+                    .collect();
+                let mut got = encode(&mut encoder, fields.clone());
+
+                let mut want = BytesMut::new();
+                for name in &pick {
+                    want.put_u8(if sensitive { 0b10000 } else { 0 });
+                    encode_str(name.as_bytes(), &mut want);
+                    encode_str(format!("v{round}").as_bytes(), &mut want);
+                }
+                assert_eq!(got, want, "round {round}, table {table_size}");
+
+                let mut decoded = vec![];
+                decoder
+                    .decode(&mut Cursor::new(&mut got), |h| {
+                        decoded.push(h);
+                        ControlFlow::Continue(())
+                    })
+                    .expect("decodes");
+                let sent: Vec<Header> = fields.into_iter().map(|h| h.reify().unwrap()).collect();
+                assert_eq!(decoded, sent, "round {round}, table {table_size}");
+            }
+            let kept = encoder.names.entries.as_deref().expect("names kept");
+            assert!(kept
+                .iter()
+                .all(|e| usize::from(e.name_len) <= NAME_MAX && e.name_len > 0));
+        }
+
+        // What is kept is the literal, and only for names that fit.
+        let mut encoder = Encoder::default();
+        assert!(
+            encoder.names.entries.is_none(),
+            "allocated with the first name"
+        );
+        for name in &names {
+            let mut value = HeaderValue::from_static("1");
+            value.set_sensitive(true);
+            let field = Header::Field {
+                name: Some(HeaderName::from_bytes(name.as_bytes()).unwrap()),
+                value,
+            };
+            encode(&mut encoder, vec![field]);
+            let mut literal = BytesMut::new();
+            encode_str(name.as_bytes(), &mut literal);
+            if name.starts_with('`') {
+                // The boundary is tested, with the codes as they are.
+                assert_eq!(
+                    literal.len(),
+                    LITERAL_MAX + usize::from(name.starts_with(&"`".repeat(22)))
+                );
+            }
+            let fits = name.len() <= NAME_MAX && literal.len() <= LITERAL_MAX;
+            assert_eq!(
+                encoder.names.get(name.as_bytes()),
+                fits.then_some(&literal[..]),
+                "{name}"
+            );
+        }
     }
 
     #[test]
