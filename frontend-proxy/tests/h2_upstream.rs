@@ -392,6 +392,37 @@ async fn an_upstream_over_tls_speaks_http2_when_the_cluster_says_so() {
 }
 
 #[tokio::test]
+async fn a_request_on_a_route_without_edits_goes_upstream_with_its_fields_and_the_expected_timeout() {
+    let backend = Backend::start("up", SocketAddr::new(ip(74, 14), 0)).await;
+    let (proxy, listen, _admin) = proxy_to(14, backend.addr, "", "").await;
+    let h2 = connect(listen).await;
+    // A `host` beside `:authority` (RFC 9113 §8.3.1: the same, or the
+    // request is malformed), a field of two values, and the client's own
+    // expected timeout, which the proxy's replaces.
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("http://front.example/plain?q=1")
+        .header("host", "front.example")
+        .header("te", "trailers")
+        .header("x-two", "first")
+        .header("x-two", "second")
+        .header("x-envoy-expected-rq-timeout-ms", "1")
+        .body(())
+        .unwrap();
+    let mut send = h2.clone().ready().await.unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(backend.last_uri(), "http://front.example/plain?q=1");
+    assert_eq!(backend.last_header("host"), None, "HTTP/2 carries the host in `:authority` alone");
+    assert_eq!(backend.last_header_values("te"), ["trailers"]);
+    assert_eq!(backend.last_header_values("x-two"), ["first", "second"]);
+    // The route's default timeout, 15 s (Envoy's).
+    assert_eq!(backend.last_header_values("x-envoy-expected-rq-timeout-ms"), ["15000"]);
+    assert!(backend.last_header("x-request-id").is_some());
+}
+
+#[tokio::test]
 async fn a_stream_the_upstream_never_processed_goes_again_on_a_new_connection() {
     if pingora_engine() {
         // Pingora's path fails such a stream (docs/http1.md).

@@ -27,7 +27,7 @@ const X_FORWARDED_FOR_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_FOR
 const X_FORWARDED_PROTO_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_PROTO);
 const X_FORWARDED_CLIENT_CERT: &str = "x-forwarded-client-cert";
 const X_FORWARDED_CLIENT_CERT_NAME: HeaderName = HeaderName::from_static(X_FORWARDED_CLIENT_CERT);
-const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
+pub const X_EXPECTED_TIMEOUT_NAME: HeaderName = HeaderName::from_static(X_EXPECTED_TIMEOUT);
 pub const X_UPSTREAM_SERVICE_TIME_NAME: HeaderName = HeaderName::from_static(X_UPSTREAM_SERVICE_TIME);
 pub const X_ATTEMPT_COUNT_NAME: HeaderName = HeaderName::from_static(X_ATTEMPT_COUNT);
 const X_FORWARDED_HOST_NAME: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -351,7 +351,8 @@ fn set_field(req: &mut RequestHeader, name: HeaderName, value: HeaderValue) -> R
     }
 }
 
-fn millis(t: Duration) -> u64 {
+/// A duration in whole milliseconds, as Envoy's timeout fields carry it.
+pub fn millis(t: Duration) -> u64 {
     u64::try_from(t.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -149,6 +149,11 @@ impl Backend {
         self.shared.last_headers.lock().unwrap().iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
+    /// Every value of `name` in the last request, in order.
+    pub fn last_header_values(&self, name: &str) -> Vec<String> {
+        self.shared.last_headers.lock().unwrap().iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+    }
+
     pub fn last_uri(&self) -> String {
         self.shared.last_uri.lock().unwrap().clone()
     }
