@@ -65,13 +65,16 @@ pub(super) async fn serve<A: HttpServerApp + Send + Sync + 'static>(guard: Strea
             // The downstream side of the stream idle timeout and
             // `max_stream_duration` (h2 reads have no timeout of their own).
             session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
-            // Boxed: the exchange's future is large, and inline it would
-            // be copied with every task, those for Pingora's path included.
-            Box::pin(serve_natively(conn, proxy, &mut session, &mut ctx, Path::Forward)).await
+            // Inline, not boxed apart: the stream's task is one box already
+            // (`proxy/h2.rs`), and a second one for this future cost an
+            // allocation above mimalloc's small sizes and a copy, ~480
+            // instructions a stream, where the larger task future costs
+            // Pingora's path (rarely taken) only a longer copy as it spawns.
+            serve_natively(conn, proxy, &mut session, &mut ctx, Path::Forward).await
         }
         None if proxy.downgrades(session.req_header(), session.is_body_empty(), &ctx) => {
             session.set_write_timeout(shorter(ctx.stream_idle, stream_left(&ctx)));
-            Box::pin(serve_natively(conn, proxy, &mut session, &mut ctx, Path::Downgrade)).await
+            serve_natively(conn, proxy, &mut session, &mut ctx, Path::Downgrade).await
         }
         None => {
             // Pingora's engine takes it from `request_filter` on, with this
