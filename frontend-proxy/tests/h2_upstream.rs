@@ -422,6 +422,39 @@ async fn a_request_on_a_route_without_edits_goes_upstream_with_its_fields_and_th
     assert!(backend.last_header("x-request-id").is_some());
 }
 
+/// The router's `suppress_envoy_headers` on a route without edits: no
+/// expected timeout upstream, the client's own included.
+#[tokio::test]
+async fn suppress_envoy_headers_sends_no_expected_timeout_upstream() {
+    let backend = Backend::start("up", SocketAddr::new(ip(74, 15), 0)).await;
+    let listen = free_addr(ip(74, 15));
+    let routes = r#"            - name: all
+              domains: ["*"]
+              routes:
+              - match: { prefix: "/" }
+                route: { cluster: up }"#;
+    let hcm = format!("{}\n              suppress_envoy_headers: true", yaml::hcm("front", "", routes));
+    let config = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
+    );
+    let proxy = ProxyProcess::start(&config, listen).await;
+    let h2 = connect(listen).await;
+    let req = http::Request::builder()
+        .method("GET")
+        .uri("http://a.test/x")
+        .header("x-envoy-expected-rq-timeout-ms", "123")
+        .header("x-kept", "yes")
+        .body(())
+        .unwrap();
+    let mut send = h2.clone().ready().await.unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(backend.last_header("x-kept").as_deref(), Some("yes"));
+    assert_eq!(backend.last_header("x-envoy-expected-rq-timeout-ms"), None);
+}
+
 #[tokio::test]
 async fn a_stream_the_upstream_never_processed_goes_again_on_a_new_connection() {
     if pingora_engine() {
