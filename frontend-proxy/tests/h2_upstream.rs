@@ -57,6 +57,26 @@ async fn connect(addr: SocketAddr) -> SendRequest<Bytes> {
     send
 }
 
+/// Sends a request without body and waits for its response head.
+async fn head(h2: &SendRequest<Bytes>, req: http::Request<()>) -> http::Response<h2::RecvStream> {
+    let mut send = h2.clone().ready().await.unwrap();
+    let (resp, _) = send.send_request(req, true).unwrap();
+    tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap()
+}
+
+/// A proxy on 127.0.74.`host` whose connection manager `front` has the
+/// given virtual hosts (and `hcm_tail` appended to its options), to one
+/// h2c cluster `up` on `backend`.
+async fn proxy_routing(host: u8, backend: SocketAddr, routes: &str, hcm_tail: &str) -> (ProxyProcess, SocketAddr) {
+    let listen = free_addr(ip(74, host));
+    let hcm = format!("{}{hcm_tail}", yaml::hcm("front", "", routes));
+    let config = yaml::bootstrap(
+        &[yaml::listener("main", listen, &hcm)],
+        &[yaml::cluster("up", "STATIC", &[(backend.ip().to_string(), backend.port())], &h2c("", ""))],
+    );
+    (ProxyProcess::start(&config, listen).await, listen)
+}
+
 /// Sends one request (its body in one DATA frame) and reads the whole
 /// response: status and body.
 async fn request(send: &SendRequest<Bytes>, method: &str, uri: &str, body: &[u8]) -> Result<(u16, Vec<u8>), String> {
@@ -409,10 +429,7 @@ async fn a_request_on_a_route_without_edits_goes_upstream_with_its_fields_and_th
         .header("x-envoy-expected-rq-timeout-ms", "1")
         .body(())
         .unwrap();
-    let mut send = h2.clone().ready().await.unwrap();
-    let (resp, _) = send.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
-    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(head(&h2, req).await.status(), 200, "{}", proxy.log());
     assert_eq!(backend.last_uri(), "http://front.example/plain?q=1");
     assert_eq!(backend.last_header("host"), None, "HTTP/2 carries the host in `:authority` alone");
     assert_eq!(backend.last_header_values("te"), ["trailers"]);
@@ -427,18 +444,12 @@ async fn a_request_on_a_route_without_edits_goes_upstream_with_its_fields_and_th
 #[tokio::test]
 async fn suppress_envoy_headers_sends_no_expected_timeout_upstream() {
     let backend = Backend::start("up", SocketAddr::new(ip(74, 15), 0)).await;
-    let listen = free_addr(ip(74, 15));
     let routes = r#"            - name: all
               domains: ["*"]
               routes:
               - match: { prefix: "/" }
                 route: { cluster: up }"#;
-    let hcm = format!("{}\n              suppress_envoy_headers: true", yaml::hcm("front", "", routes));
-    let config = yaml::bootstrap(
-        &[yaml::listener("main", listen, &hcm)],
-        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
-    );
-    let proxy = ProxyProcess::start(&config, listen).await;
+    let (proxy, listen) = proxy_routing(15, backend.addr, routes, "\n              suppress_envoy_headers: true").await;
     let h2 = connect(listen).await;
     let req = http::Request::builder()
         .method("GET")
@@ -447,10 +458,7 @@ async fn suppress_envoy_headers_sends_no_expected_timeout_upstream() {
         .header("x-kept", "yes")
         .body(())
         .unwrap();
-    let mut send = h2.clone().ready().await.unwrap();
-    let (resp, _) = send.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
-    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(head(&h2, req).await.status(), 200, "{}", proxy.log());
     assert_eq!(backend.last_header("x-kept").as_deref(), Some("yes"));
     assert_eq!(backend.last_header("x-envoy-expected-rq-timeout-ms"), None);
 }
@@ -500,7 +508,6 @@ async fn connection_specific_fields_never_go_upstream_even_when_a_route_adds_the
         return;
     }
     let backend = Backend::start("up", SocketAddr::new(ip(74, 9), 0)).await;
-    let listen = free_addr(ip(74, 9));
     let routes = r#"            - name: all
               domains: ["*"]
               routes:
@@ -511,19 +518,12 @@ async fn connection_specific_fields_never_go_upstream_even_when_a_route_adds_the
                 - header: { key: proxy-connection, value: keep-alive }
                 - header: { key: te, value: gzip }
                 - header: { key: x-kept, value: "yes" }"#;
-    let config = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("front", "", routes))],
-        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
-    );
-    let proxy = ProxyProcess::start(&config, listen).await;
+    let (proxy, listen) = proxy_routing(9, backend.addr, routes, "").await;
     let h2 = connect(listen).await;
     // gRPC's `te: trailers` is the one `te` HTTP/2 allows: it stays.
     let req = http::Request::builder().method("GET").uri("http://a.test/x").header("te", "trailers").body(()).unwrap();
-    let mut send = h2.clone().ready().await.unwrap();
-    let (resp, _) = send.send_request(req, true).unwrap();
-    let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
     // The upstream's h2 codec would refuse the stream if any got through.
-    assert_eq!(resp.status(), 200, "{}", proxy.log());
+    assert_eq!(head(&h2, req).await.status(), 200, "{}", proxy.log());
     assert_eq!(backend.last_header("x-kept").as_deref(), Some("yes"));
     assert_eq!(backend.last_header("te").as_deref(), Some("trailers"));
     for name in ["keep-alive", "proxy-connection"] {
@@ -647,7 +647,6 @@ async fn streams_waiting_for_a_connection_time_out_without_cancelling_it() {
 #[tokio::test]
 async fn the_date_is_the_upstreams_or_the_proxys_and_connection_specific_response_fields_never_reach_the_client() {
     let backend = Backend::start("up", SocketAddr::new(ip(74, 13), 0)).await;
-    let listen = free_addr(ip(74, 13));
     let routes = r#"            - name: all
               domains: ["*"]
               routes:
@@ -661,11 +660,7 @@ async fn the_date_is_the_upstreams_or_the_proxys_and_connection_specific_respons
                 route: { cluster: up }
                 response_headers_to_add: [{ header: { key: x-kept, value: "yes" } }]
                 response_headers_to_remove: [date]"#;
-    let config = yaml::bootstrap(
-        &[yaml::listener("main", listen, &yaml::hcm("front", "", routes))],
-        &[yaml::cluster("up", "STATIC", &[(backend.addr.ip().to_string(), backend.addr.port())], &h2c("", ""))],
-    );
-    let proxy = ProxyProcess::start(&config, listen).await;
+    let (proxy, listen) = proxy_routing(13, backend.addr, routes, "").await;
     let h2 = connect(listen).await;
     let old = "Sun, 06 Nov 1994 08:49:37 GMT";
     // `/undated` removes the upstream's `date`: the proxy adds its own after the edits.
@@ -675,9 +670,7 @@ async fn the_date_is_the_upstreams_or_the_proxys_and_connection_specific_respons
             // The backend answers `date: <date>` (and then adds none of its own).
             req = req.header("x-echo-date", date);
         }
-        let mut send = h2.clone().ready().await.unwrap();
-        let (resp, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
-        let resp = tokio::time::timeout(LIMIT, resp).await.unwrap().unwrap();
+        let resp = head(&h2, req.body(()).unwrap()).await;
         assert_eq!(resp.status(), 200, "{}", proxy.log());
         let headers = resp.headers();
         assert_eq!(headers["x-kept"], "yes");
