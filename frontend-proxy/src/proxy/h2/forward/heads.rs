@@ -49,6 +49,21 @@ fn strip_connection_specific(headers: &mut HeaderMap) {
     }
 }
 
+/// The upstream's `:authority`: a rewritten `Host`, else the request's
+/// own authority, else its `Host`.
+fn authority(
+    rewritten: bool,
+    host: Option<HeaderValue>,
+    target: Option<&Authority>,
+) -> Result<Authority, &'static str> {
+    match (rewritten, host, target) {
+        (true, Some(h), _) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid rewritten host"),
+        (_, _, Some(a)) => Ok(a.clone()),
+        (_, Some(h), None) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid host"),
+        (_, None, None) => Err("no authority"),
+    }
+}
+
 /// The upstream request's target: the connection's scheme, the authority,
 /// and the path (`/` when the request had none).
 fn h2_target(scheme: Scheme, authority: Authority, path: Option<http::uri::PathAndQuery>) -> Result<Uri, &'static str> {
@@ -88,11 +103,7 @@ impl NativeH1 {
                     headers.remove(X_EXPECTED_TIMEOUT_NAME);
                 }
             }
-            let authority = match (down.uri.authority(), host) {
-                (Some(a), _) => a.clone(),
-                (None, Some(h)) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid host")?,
-                (None, None) => return Err("no authority"),
-            };
+            let authority = authority(false, host, down.uri.authority())?;
             let path = down.uri.path_and_query().cloned();
             let mut req = http::Request::new(());
             *req.method_mut() = down.method.clone();
@@ -108,12 +119,7 @@ impl NativeH1 {
             !matches!(proxy.forward(ctx).map(|f| &f.host_rewrite), None | Some(crate::routing::HostRewrite::Keep));
         // HTTP/2 carries the host in `:authority` alone.
         let host = up.remove_header(&HOST);
-        let authority = match (rewritten, host, up.uri.authority()) {
-            (true, Some(h), _) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid rewritten host")?,
-            (_, _, Some(a)) => a.clone(),
-            (_, Some(h), None) => Authority::try_from(h.as_bytes()).map_err(|_| "invalid host")?,
-            (_, None, None) => return Err("no authority"),
-        };
+        let authority = authority(rewritten, host, up.uri.authority())?;
         let mut parts: http::request::Parts = up.into();
         let path = std::mem::take(&mut parts.uri).into_parts().path_and_query;
         parts.uri = h2_target(scheme, authority, path)?;
